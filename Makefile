@@ -1,0 +1,96 @@
+# tokend - one plain Makefile.
+#
+#   make            build the engine library and every program into bin/
+#   make deps       install the missing Debian packages (apt-get; no-op when present)
+#   make test       deps + build + every test suite, ending with "N passed, N failed"
+#   make run        deps + build + start bin/tokend on its defaults (data in ./var)
+#   make bench      benchmarks (bench/)
+#   SANITIZE=address,undefined make test   the same under ASan/UBSan (objects in build/san)
+#   SOAK=1 make test                         longer crash/soak runs
+
+CC       ?= cc
+PKGS     := libevent lmdb msgpack libsodium
+DEB_PKGS := build-essential pkg-config libevent-dev liblmdb-dev libmsgpack-dev \
+            libsodium-dev libcmocka-dev
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wpointer-arith -Wformat=2
+ifeq ($(CI),true)
+WARN     += -Werror
+endif
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+CPPFLAGS += -I. -D_GNU_SOURCE
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -MMD -MP \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+ifneq ($(SANITIZE),)
+BUILD    := build/san
+BIN      := build/san/bin
+ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS  += -fsanitize=$(SANITIZE)
+else
+BUILD    := build/rel
+BIN      := bin
+endif
+
+LIB_SRC   := $(wildcard core/*.c store/*.c net/*.c)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB       := $(BUILD)/libtokend.a
+PROG_SRC  := $(wildcard tools/*.c bench/*.c)
+PROGS     := $(patsubst %.c,$(BIN)/%,$(notdir $(PROG_SRC)))
+TSUP_SRC  := $(wildcard tests/support/*.c)
+TSUP_OBJ  := $(TSUP_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC  := $(wildcard tests/*/test_*.c)
+TESTS     := $(TEST_SRC:%.c=$(BUILD)/%)
+
+.PHONY: all deps test run bench clean
+.SECONDARY:
+all: $(LIB) $(PROGS)
+
+# Installs only what is missing; dpkg -s is quiet and fast when all is there.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/%: $(BUILD)/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(BIN)/%: $(BUILD)/bench/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TSUP_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $< $(TSUP_OBJ) $(LIB) $(LDLIBS) -lcmocka -o $@
+
+test: deps
+	@$(MAKE) --no-print-directory all $(TESTS)
+	@BIN=$(BIN) tests/run.sh $(TESTS)
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(BIN)/tokend
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	bench/run.sh
+
+clean:
+	rm -rf build bin
+
+-include $(LIB_OBJ:.o=.d) $(TSUP_OBJ:.o=.d) $(TEST_SRC:%.c=$(BUILD)/%.d) \
+         $(PROG_SRC:%.c=$(BUILD)/%.d)

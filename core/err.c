@@ -1,0 +1,22 @@
+/* err.c - names for the TK_E* codes; see err.h. */
+#include "core/err.h"
+
+const char *tk_strerror(int code)
+{
+    switch (code) {
+    case TK_OK: return "ok";
+    case TK_EINVAL: return "invalid argument";
+    case TK_ENOTFOUND: return "not found";
+    case TK_EEXIST: return "already exists";
+    case TK_EDENIED: return "denied";
+    case TK_EDISABLED: return "api tokens are disabled for this tenant";
+    case TK_ELIMIT: return "limit exceeded";
+    case TK_ECORRUPT: return "stored data is damaged";
+    case TK_EIO: return "i/o error";
+    case TK_EFENCED: return "store is fenced after a write failure; restart required";
+    case TK_ENOMEM: return "out of memory";
+    case TK_EUNAUTH: return "unauthenticated";
+    case TK_EPROTO: return "protocol error";
+    default: return "unknown error";
+    }
+}

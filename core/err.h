@@ -1,0 +1,30 @@
+/*
+ * err.h - the one error scheme of tokend.
+ *
+ * Every function that can fail returns int: 0 on success, a negative TK_E*
+ * code on failure. Codes are stable (they travel on the wire as status codes),
+ * so new ones are only ever appended.
+ */
+#ifndef TK_ERR_H
+#define TK_ERR_H
+
+enum {
+    TK_OK = 0,
+    TK_EINVAL = -1,    /* malformed argument or input (bad slug, bad UTF-8, ...) */
+    TK_ENOTFOUND = -2, /* no such entity (or not visible to this actor) */
+    TK_EEXIST = -3,    /* entity already exists */
+    TK_EDENIED = -4,   /* a domain rule refuses the operation for this actor */
+    TK_EDISABLED = -5, /* the tenant's api_tokens toggle is off */
+    TK_ELIMIT = -6,    /* a size or count limit was exceeded */
+    TK_ECORRUPT = -7,  /* stored data failed a check (CRC, hash chain, decode) */
+    TK_EIO = -8,       /* an operating-system I/O call failed */
+    TK_EFENCED = -9,   /* the store refused writes after an earlier failure */
+    TK_ENOMEM = -10,   /* out of memory where failure is reported, not fatal */
+    TK_EUNAUTH = -11,  /* credential missing, malformed or wrong */
+    TK_EPROTO = -12,   /* peer broke the protocol */
+};
+
+/* Returns a static, human-readable string for a TK_E* code (never NULL). */
+const char *tk_strerror(int code);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * idx.h - the in-memory hash index of credential IDs (the verify path).
+ *
+ * Maps a 16-byte credential ID to a compact fixed-size entry. Entries live
+ * in a dense, chunked array (never moved once placed, so growth copies no
+ * entries); the table is open addressing with linear probing over 8-byte
+ * slots {tag, entry number}, keyed by SipHash-2-4 (libsodium
+ * crypto_shorthash) under a random per-process key, so a peer cannot choose
+ * IDs that collide.
+ *
+ * Growth never stops the world: when the table passes 3/4 load a table of
+ * twice the size is allocated and every later idx_put/idx_del (and
+ * idx_step) moves a few entries into it; lookups consult the new table,
+ * then the old one, until the move is complete and the old table is freed.
+ *
+ * Not thread-safe: one writer, and readers only on the writer's thread (the
+ * server keeps the index on its event-loop thread).
+ */
+#ifndef TK_IDX_H
+#define TK_IDX_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/secret.h"
+
+/* One credential: 72 bytes. */
+typedef struct idx_entry {
+    uint8_t id[TK_ID_LEN];     /* the key */
+    uint8_t hash[TK_HASH_LEN]; /* secret_hash of the credential */
+    int64_t expires_at;        /* unix seconds; 0 = never */
+    uint32_t tenant;           /* tenant id */
+    uint32_t account;          /* account id */
+    uint32_t ref;              /* TK_KIND_TOKEN: roleset id; TK_KIND_PERSONAL: user id */
+    uint8_t kind;              /* tk_kind */
+    uint8_t internal_[3];      /* owned by idx; callers leave it alone */
+} idx_entry;
+
+typedef struct idx idx;
+
+/* Creates an empty index; 0 (always, allocation aborts on exhaustion). */
+int idx_new(idx **out);
+
+/* Frees the index and every entry; idx may be NULL. */
+void idx_free(idx *ix);
+
+/* Inserts e, or replaces the entry with the same id. Copies e. Returns 0. */
+int idx_put(idx *ix, const idx_entry *e);
+
+/* Returns the entry for id or NULL. The pointer is borrowed: valid until the
+ * next idx_put, idx_del, idx_step or idx_free. Never allocates. */
+const idx_entry *idx_get(const idx *ix, const uint8_t id[TK_ID_LEN]);
+
+/* Removes the entry for id; 0 or TK_ENOTFOUND. */
+int idx_del(idx *ix, const uint8_t id[TK_ID_LEN]);
+
+/* Number of entries. */
+size_t idx_count(const idx *ix);
+
+/* Bytes of memory the index holds (tables, entry chunks, bookkeeping). */
+size_t idx_bytes(const idx *ix);
+
+/* True while a growth move is in progress. */
+bool idx_growing(const idx *ix);
+
+/* Moves up to n entries of an in-progress growth; a no-op otherwise.
+ * Lets an idle loop finish growth without waiting for writes. */
+void idx_step(idx *ix, unsigned n);
+
+/* Calls fn for every entry (order unspecified); fn must not modify ix. */
+void idx_foreach(const idx *ix, void (*fn)(const idx_entry *e, void *arg), void *arg);
+
+#endif

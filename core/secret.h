@@ -1,0 +1,65 @@
+/*
+ * secret.h - identifiers, secrets, secret hashes.
+ *
+ * A credential is a 16-byte ID (UUID v4) and 32 random bytes from libsodium's
+ * CSPRNG. Its string form carries both, so one string alone can be verified:
+ *
+ *     <prefix><body><check>
+ *     prefix  "tkt_" for a tenant API token, "tkp_" for a personal API key
+ *     body    66 base62 chars: the 48 bytes id||random as six big-endian
+ *             64-bit words, each written as exactly 11 base62 digits
+ *     check   6 base62 digits of crc32c(prefix||body)
+ *
+ * 76 characters in all (TK_SECRET_LEN). The checksum lets a gateway or a
+ * secret scanner reject a mistyped or truncated secret without a lookup.
+ * Only secret_hash() of the secret is ever stored: SHA-256 over id||random
+ * (one compression block), compared in constant time.
+ */
+#ifndef TK_SECRET_H
+#define TK_SECRET_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TK_ID_LEN 16
+#define TK_RAND_LEN 32
+#define TK_HASH_LEN 32
+#define TK_SECRET_LEN 76   /* characters, without NUL */
+#define TK_ID_STR_LEN 36   /* canonical UUID text, without NUL */
+
+typedef enum tk_kind {
+    TK_KIND_NONE = 0,
+    TK_KIND_TOKEN = 1,    /* tenant API token: verifies for gateways */
+    TK_KIND_PERSONAL = 2, /* personal API key: authenticates a user to tokend */
+} tk_kind;
+
+typedef struct tk_id {
+    uint8_t b[TK_ID_LEN];
+} tk_id;
+
+/* Fills out with a fresh random UUID v4 (version and variant bits set). */
+void secret_new_id(tk_id *out);
+
+/* Writes the canonical lowercase 8-4-4-4-12 form plus NUL into out. */
+void secret_id_format(const tk_id *id, char out[TK_ID_STR_LEN + 1]);
+
+/* Parses the canonical form (either case); 0 or TK_EINVAL. */
+int secret_id_parse(const char *s, size_t len, tk_id *out);
+
+/* Generates a new credential of the given kind for id: writes the secret
+ * string (TK_SECRET_LEN chars plus NUL) into out and its hash into hash.
+ * The random bytes never leave this function except inside out. */
+void secret_generate(tk_kind kind, const tk_id *id, char out[TK_SECRET_LEN + 1],
+                     uint8_t hash[TK_HASH_LEN]);
+
+/* Parses a secret string: checks length, prefix, alphabet, canonical
+ * encoding and checksum, without any lookup. On success fills kind, id and
+ * hash (the value to compare against the stored one) and returns 0;
+ * otherwise TK_EINVAL. Never allocates. */
+int secret_parse(const char *s, size_t len, tk_kind *kind, tk_id *id,
+                 uint8_t hash[TK_HASH_LEN]);
+
+/* Constant-time equality of two hashes (sodium_memcmp). */
+bool secret_hash_equal(const uint8_t a[TK_HASH_LEN], const uint8_t b[TK_HASH_LEN]);
+
+#endif

@@ -1,0 +1,99 @@
+/*
+ * elog.h - the append-only event log.
+ *
+ * The log is the source of truth: LMDB state and the in-memory index are
+ * both rebuilt from it. It lives in DIR as segment files named
+ * %020llu.seg after the sequence number of their first record. A segment is a
+ * 16-byte header ("TKLOG001", then the first seq, u64 little-endian)
+ * followed by records:
+ *
+ *     u32 len      payload length                       (little-endian)
+ *     u32 hcrc     crc32c of the 4 len bytes, xor 0xA282EAD8
+ *     u64 seq      consecutive from 1
+ *     u8  prev[32] chain hash of the previous record (zeros before seq 1)
+ *     u8  payload[len]   opaque to the log (a msgpack event)
+ *     u32 crc      crc32c of seq||prev||payload
+ *
+ * The chain hash of a record is SHA-256(seq||prev||payload): changing any
+ * record breaks every later link (tamper evidence), while the CRC catches
+ * plain damage cheaply. hcrc protects the length, so a flipped length bit is
+ * reported as damage, never mistaken for a torn tail.
+ *
+ * Recovery (elog_open): every record of every segment is checked. At the end
+ * of the last segment, an incomplete record (short header, or a length that
+ * runs past the end of the file) or an all-zero remainder is a torn tail: it
+ * is cut off and the cut bytes are kept in DIR/torn-<seq>-<unix time>.bin.
+ * Anything else wrong, anywhere, is damage: elog_open fails with TK_ECORRUPT
+ * and elog_last_error() says where and which repair command to run.
+ *
+ * Writes: elog_append buffers records; elog_sync writes them with one
+ * write() and one fdatasync() (group commit: every record appended since the
+ * last sync shares it). A failed write or fsync latches the log: it truncates
+ * back to the last durable size where it can, and every later append or sync
+ * returns TK_EFENCED until the log is reopened. Nothing is retried.
+ *
+ * One thread at a time per elog.
+ */
+#ifndef TK_ELOG_H
+#define TK_ELOG_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ELOG_MAX_PAYLOAD (1u << 20) /* 1 MiB */
+#define ELOG_HASH_LEN 32
+
+typedef struct elog elog;
+
+typedef struct elog_opts {
+    uint64_t segment_bytes; /* start a new segment past this size; 0 = 64 MiB */
+} elog_opts;
+
+/* Opens (creating if missing) the log in dir and recovers it as above.
+ * opts may be NULL. 0, TK_ECORRUPT (damage; see elog_last_error), TK_EIO. */
+int elog_open(const char *dir, const elog_opts *opts, elog **out);
+
+/* Closes the log; buffered but unsynced records are dropped (they were never
+ * acknowledged). elog may be NULL. */
+void elog_close(elog *lg);
+
+/* Sequence number of the last durable record (0 for an empty log). */
+uint64_t elog_last_seq(const elog *lg);
+
+/* Sequence number the next append will get. */
+uint64_t elog_next_seq(const elog *lg);
+
+/* Buffers one record; its seq goes to *seq (may be NULL). The payload is
+ * copied. 0, TK_ELIMIT (payload > ELOG_MAX_PAYLOAD), TK_EFENCED. */
+int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq);
+
+/* Makes every buffered record durable: one write, one fdatasync, a new
+ * segment when the current one is full. 0, TK_EIO (now fenced), TK_EFENCED. */
+int elog_sync(elog *lg);
+
+/* True once a write or fsync has failed. */
+bool elog_fenced(const elog *lg);
+
+/* A static-lifetime, human-readable description of the last failure of
+ * elog_open or of the iterator in this thread ("" if none). */
+const char *elog_last_error(void);
+
+/* ---- reading --------------------------------------------------------- */
+
+typedef struct elog_iter elog_iter;
+
+/* Iterates the durable records of the log in dir with seq >= from_seq,
+ * checking CRC, seq continuity and the hash chain as it goes. It does not
+ * cut a torn tail (it is read-only): it stops before it. 0 or TK_EIO. */
+int elog_iter_open(const char *dir, uint64_t from_seq, elog_iter **out);
+
+/* Next record: returns 1 and sets seq/payload/len (payload borrowed until
+ * the next call), 0 at the end, TK_ECORRUPT on damage (elog_last_error). */
+int elog_iter_next(elog_iter *it, uint64_t *seq, const void **payload, size_t *len);
+
+/* Chain hash of the last record returned (all zeros before the first). */
+const uint8_t *elog_iter_hash(const elog_iter *it);
+
+void elog_iter_free(elog_iter *it);
+
+#endif

@@ -1,0 +1,30 @@
+/*
+ * tkt.h - small helpers shared by the test suites (cmocka).
+ */
+#ifndef TK_TEST_SUPPORT_H
+#define TK_TEST_SUPPORT_H
+#include <stddef.h>
+
+/* Creates a fresh empty directory under $TMPDIR (or /tmp) and returns its
+ * path; caller frees with tkt_rmdir (removes it recursively) then free(). */
+char *tkt_mkdtemp(void);
+
+/* Removes path recursively (files and subdirectories). */
+void tkt_rmdir(const char *path);
+
+/* Joins dir and name into a malloc'd path. */
+char *tkt_path(const char *dir, const char *name);
+
+/* Reads a whole file into a malloc'd buffer; returns NULL if it cannot. */
+unsigned char *tkt_read_file(const char *path, size_t *len);
+
+/* Writes len bytes to path (created or truncated); 0 on success. */
+int tkt_write_file(const char *path, const void *data, size_t len);
+
+/* Truncates path to len bytes; 0 on success. */
+int tkt_truncate(const char *path, size_t len);
+
+/* True when the bytes needle[0..nlen) occur in any regular file under dir. */
+int tkt_dir_contains(const char *dir, const void *needle, size_t nlen);
+
+#endif
