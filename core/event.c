@@ -1,0 +1,218 @@
+/*
+ * event.c - event encoding; see event.h.
+ *
+ * One table says which fields each type carries; the encoder writes exactly
+ * those and the decoder demands exactly those, so the two cannot drift.
+ */
+#include "core/event.h"
+
+#include <string.h>
+
+#include "core/err.h"
+
+enum {
+    F_TENANT = 1 << 0,
+    F_ACCOUNT = 1 << 1,
+    F_USER = 1 << 2,
+    F_KEY = 1 << 3,
+    F_NAME = 1 << 4,
+    F_DESC = 1 << 5,
+    F_FLAG = 1 << 6,
+    F_LEVEL = 1 << 7,
+    F_ITEMS = 1 << 8,
+    F_ID = 1 << 9,
+    F_HASH = 1 << 10,
+    F_EXPIRES = 1 << 11,
+    F_COUNT = 12
+};
+
+static const struct {
+    const char *name;
+    unsigned fields;
+} types[EV_TYPE_MAX + 1] = {
+    [EV_TENANT_CREATE] = {"tenant_create", F_TENANT},
+    [EV_TENANT_SET] = {"tenant_set", F_TENANT | F_FLAG},
+    [EV_PERM_PUT] = {"perm_put", F_TENANT | F_KEY | F_DESC},
+    [EV_ROLE_PUT] = {"role_put", F_TENANT | F_KEY | F_NAME | F_LEVEL | F_ITEMS},
+    [EV_ROLE_DELETE] = {"role_delete", F_TENANT | F_KEY},
+    [EV_ACCOUNT_CREATE] = {"account_create", F_TENANT | F_ACCOUNT},
+    [EV_USER_PUT] = {"user_put", F_TENANT | F_ACCOUNT | F_USER | F_FLAG | F_ITEMS},
+    [EV_KEY_CREATE] = {"key_create", F_TENANT | F_ACCOUNT | F_USER | F_ID | F_HASH | F_EXPIRES},
+    [EV_KEY_DELETE] = {"key_delete", F_ID},
+    [EV_TOKEN_CREATE] = {"token_create", F_TENANT | F_ACCOUNT | F_USER | F_ID | F_HASH | F_DESC
+                                             | F_ITEMS | F_EXPIRES},
+    [EV_TOKEN_DELETE] = {"token_delete", F_ID},
+};
+
+/* Wire names of the fields, in bit order. */
+static const char *const field_names[F_COUNT] = {
+    "tenant", "account", "user", "key", "name", "desc",
+    "flag", "level", "items", "id", "hash", "expires",
+};
+
+void ev_init(ev *e, ev_type type, int64_t ts)
+{
+    memset(e, 0, sizeof *e);
+    e->type = type;
+    e->ts = ts;
+}
+
+const char *ev_type_name(ev_type t)
+{
+    if (t < 1 || t > EV_TYPE_MAX)
+        return "unknown";
+    return types[t].name;
+}
+
+static void put_field(const ev *e, int bit, mpw *w)
+{
+    mpw_cstr(w, field_names[bit]);
+    switch (1 << bit) {
+    case F_TENANT: mpw_str(w, e->tenant.p, e->tenant.n); break;
+    case F_ACCOUNT: mpw_str(w, e->account.p, e->account.n); break;
+    case F_USER: mpw_str(w, e->user.p, e->user.n); break;
+    case F_KEY: mpw_str(w, e->key.p, e->key.n); break;
+    case F_NAME: mpw_str(w, e->name.p, e->name.n); break;
+    case F_DESC: mpw_str(w, e->desc.p, e->desc.n); break;
+    case F_FLAG: mpw_bool(w, e->flag); break;
+    case F_LEVEL: mpw_uint(w, e->level); break;
+    case F_ITEMS:
+        mpw_array(w, e->nitems);
+        for (uint32_t i = 0; i < e->nitems; i++)
+            mpw_str(w, e->items[i].p, e->items[i].n);
+        break;
+    case F_ID: mpw_bin(w, e->id.b, TK_ID_LEN); break;
+    case F_HASH: mpw_bin(w, e->hash, TK_HASH_LEN); break;
+    case F_EXPIRES: mpw_int(w, e->expires); break;
+    }
+}
+
+void ev_encode(const ev *e, mpw *w)
+{
+    unsigned f = types[e->type].fields;
+    mpw_map(w, 2 + (uint32_t)__builtin_popcount(f));
+    mpw_cstr(w, "t");
+    mpw_uint(w, (uint64_t)e->type);
+    mpw_cstr(w, "ts");
+    mpw_int(w, e->ts);
+    for (int bit = 0; bit < F_COUNT; bit++)
+        if (f & (1u << bit))
+            put_field(e, bit, w);
+}
+
+static int read_slug(mpr *r, tk_str *out)
+{
+    if (mpr_str(r, &out->p, &out->n) || !model_slug_ok(out->p, out->n))
+        return TK_ECORRUPT;
+    return 0;
+}
+
+static int read_key(mpr *r, tk_str *out)
+{
+    if (mpr_str(r, &out->p, &out->n) || !model_key_ok(out->p, out->n))
+        return TK_ECORRUPT;
+    return 0;
+}
+
+static int read_text(mpr *r, tk_str *out, size_t max)
+{
+    if (mpr_str(r, &out->p, &out->n) || !model_text_ok(out->p, out->n, max))
+        return TK_ECORRUPT;
+    return 0;
+}
+
+static int read_fixed_bin(mpr *r, uint8_t *out, size_t want)
+{
+    const uint8_t *p;
+    size_t n;
+    if (mpr_bin(r, &p, &n) || n != want)
+        return TK_ECORRUPT;
+    memcpy(out, p, n);
+    return 0;
+}
+
+static int read_field(mpr *r, int bit, ev *e)
+{
+    uint64_t u;
+    switch (1 << bit) {
+    case F_TENANT: return read_slug(r, &e->tenant);
+    case F_ACCOUNT: return read_slug(r, &e->account);
+    case F_USER: return read_slug(r, &e->user);
+    case F_KEY: return read_key(r, &e->key);
+    case F_NAME: return read_text(r, &e->name, TK_NAME_MAX);
+    case F_DESC: return read_text(r, &e->desc, TK_DESC_MAX);
+    case F_FLAG: return mpr_bool(r, &e->flag) ? TK_ECORRUPT : 0;
+    case F_LEVEL:
+        if (mpr_uint(r, &u) || u > TK_MAX_LEVEL)
+            return TK_ECORRUPT;
+        e->level = (uint32_t)u;
+        return 0;
+    case F_ITEMS: {
+        uint32_t n;
+        if (mpr_array(r, &n) || n > TK_MAX_ROLE_PERMS)
+            return TK_ECORRUPT;
+        e->nitems = n;
+        for (uint32_t i = 0; i < n; i++)
+            if (read_key(r, &e->items[i]))
+                return TK_ECORRUPT;
+        return 0;
+    }
+    case F_ID: return read_fixed_bin(r, e->id.b, TK_ID_LEN);
+    case F_HASH: return read_fixed_bin(r, e->hash, TK_HASH_LEN);
+    case F_EXPIRES: return mpr_int(r, &e->expires) || e->expires < 0 ? TK_ECORRUPT : 0;
+    }
+    return TK_ECORRUPT;
+}
+
+static int field_bit(const char *k, size_t n)
+{
+    for (int bit = 0; bit < F_COUNT; bit++)
+        if (strlen(field_names[bit]) == n && memcmp(field_names[bit], k, n) == 0)
+            return bit;
+    return -1;
+}
+
+int ev_decode(const void *data, size_t len, ev *e)
+{
+    mpr r;
+    uint32_t n;
+    uint64_t type = 0;
+    bool have_type = false, have_ts = false;
+    unsigned seen = 0;
+
+    memset(e, 0, sizeof *e);
+    mpr_init(&r, data, len);
+    if (mpr_map(&r, &n))
+        return TK_ECORRUPT;
+    /* "t" must come first so the fields can be checked against the type. */
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        size_t kn;
+        if (mpr_str(&r, &k, &kn))
+            return TK_ECORRUPT;
+        if (kn == 1 && k[0] == 't' && !have_type) {
+            if (i != 0 || mpr_uint(&r, &type) || type < 1 || type > EV_TYPE_MAX)
+                return TK_ECORRUPT;
+            e->type = (ev_type)type;
+            have_type = true;
+            continue;
+        }
+        if (!have_type)
+            return TK_ECORRUPT;
+        if (kn == 2 && k[0] == 't' && k[1] == 's' && !have_ts) {
+            if (mpr_int(&r, &e->ts))
+                return TK_ECORRUPT;
+            have_ts = true;
+            continue;
+        }
+        int bit = field_bit(k, kn);
+        if (bit < 0 || !(types[e->type].fields & (1u << bit)) || (seen & (1u << bit)))
+            return TK_ECORRUPT;
+        if (read_field(&r, bit, e))
+            return TK_ECORRUPT;
+        seen |= 1u << bit;
+    }
+    if (!have_type || !have_ts || seen != types[e->type].fields || !mpr_done(&r))
+        return TK_ECORRUPT;
+    return 0;
+}

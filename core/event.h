@@ -1,0 +1,63 @@
+/*
+ * event.h - the events of the log and their msgpack encoding.
+ *
+ * Every change of state is one event; the log of events alone rebuilds the
+ * whole state, so an event carries everything its apply needs (names, not
+ * internal ids; generated ids, hashes and timestamps, never a secret).
+ *
+ * Encoding: a msgpack map of short string keys, always with "t" (type) and
+ * "ts" (unix milliseconds); other keys per type, in any order; unknown keys
+ * are refused (a log written by a newer tokend must not be half-understood).
+ * The log record adds the sequence number and the hash chain (elog.h).
+ */
+#ifndef TK_EVENT_H
+#define TK_EVENT_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model.h"
+#include "core/mp.h"
+#include "core/secret.h"
+
+typedef enum ev_type {
+    EV_TENANT_CREATE = 1, /* tenant */
+    EV_TENANT_SET = 2,    /* tenant, flag (api_tokens) */
+    EV_PERM_PUT = 3,      /* tenant, key, desc */
+    EV_ROLE_PUT = 4,      /* tenant, key, name, level, items (perm keys) */
+    EV_ROLE_DELETE = 5,   /* tenant, key */
+    EV_ACCOUNT_CREATE = 6,/* tenant, account */
+    EV_USER_PUT = 7,      /* tenant, account, user, flag (portal), items (role keys) */
+    EV_KEY_CREATE = 8,    /* tenant, account, user, id, hash, expires */
+    EV_KEY_DELETE = 9,    /* id */
+    EV_TOKEN_CREATE = 10, /* tenant, account, user, id, hash, desc, items (role keys), expires */
+    EV_TOKEN_DELETE = 11, /* id */
+    EV_TYPE_MAX = 11
+} ev_type;
+
+typedef struct ev {
+    ev_type type;
+    int64_t ts;        /* unix milliseconds */
+    tk_str tenant, account, user, key, name, desc;
+    bool flag;
+    uint32_t level;
+    uint32_t nitems;
+    tk_str items[TK_MAX_ROLE_PERMS];
+    tk_id id;
+    uint8_t hash[TK_HASH_LEN];
+    int64_t expires;   /* unix seconds; 0 = never */
+} ev;
+
+/* Zeroes e and sets its type. */
+void ev_init(ev *e, ev_type type, int64_t ts);
+
+/* Appends the encoding of e to w (only the fields its type uses). */
+void ev_encode(const ev *e, mpw *w);
+
+/* Decodes one event from data[0..len). Strings in e borrow from data.
+ * Checks types, lengths, name syntax and counts; 0 or TK_ECORRUPT. */
+int ev_decode(const void *data, size_t len, ev *e);
+
+const char *ev_type_name(ev_type t);
+
+#endif

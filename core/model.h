@@ -1,0 +1,79 @@
+/*
+ * model.h - the domain's vocabulary: limits, name syntax, actors, and the
+ * answer of a verification. Pure definitions and validators; no state.
+ *
+ * Entities (DESIGN section 1): tenant (slug) > account (slug) > user (slug);
+ * a tenant also holds permissions (key) and roles (key, level, permissions).
+ * Credentials are tenant API tokens and personal API keys (secret.h).
+ * Internally every entity has a dense uint32 id (from 1) assigned in event
+ * order, so a replay of the log assigns the same ids.
+ */
+#ifndef TK_MODEL_H
+#define TK_MODEL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/secret.h"
+
+#define TK_SLUG_MAX 63          /* tenant, account, user: [a-z0-9][a-z0-9-]{0,62} */
+#define TK_KEY_MAX 128          /* role and permission keys */
+#define TK_NAME_MAX 128         /* role display names (UTF-8 bytes) */
+#define TK_DESC_MAX 1024        /* descriptions (UTF-8 bytes) */
+#define TK_MAX_ROLE_PERMS 256   /* permissions in one role */
+#define TK_MAX_TENANT_PERMS 1024 /* permissions defined in one tenant */
+#define TK_MAX_ROLES 16         /* roles on one token or one user */
+#define TK_MAX_LEVEL 65535      /* role levels are 0 (strongest) .. this */
+
+/* Who performs a management operation. */
+typedef enum tk_actor_kind {
+    TK_ACTOR_OPERATOR = 1, /* the vendor's backend: the operator key */
+    TK_ACTOR_USER = 2,     /* a user, through a personal API key */
+} tk_actor_kind;
+
+typedef struct tk_actor {
+    tk_actor_kind kind;
+    uint32_t tenant;  /* TK_ACTOR_USER: the user's tenant, account and id */
+    uint32_t account;
+    uint32_t user;
+} tk_actor;
+
+/* A borrowed byte slice (not NUL-terminated unless said). */
+typedef struct tk_str {
+    const char *p;
+    size_t n;
+} tk_str;
+
+/* Validators: true when the text is acceptable for that field. */
+bool model_slug_ok(const char *s, size_t n);
+bool model_key_ok(const char *s, size_t n);  /* [A-Za-z0-9][A-Za-z0-9:._-]*, <= TK_KEY_MAX */
+bool model_text_ok(const char *s, size_t n, size_t max); /* UTF-8, no control chars but \t */
+
+/* Why a verification failed (or TK_V_VALID). Stable: travels on the wire. */
+typedef enum tk_verdict {
+    TK_V_VALID = 0,
+    TK_V_MALFORMED = 1, /* not a well-formed secret (format or checksum) */
+    TK_V_UNKNOWN = 2,   /* no such credential (never existed or deleted) */
+    TK_V_MISMATCH = 3,  /* wrong secret, or client ID and secret disagree */
+    TK_V_WRONG_KIND = 4,/* a personal API key offered as a tenant token */
+    TK_V_DISABLED = 5,  /* the tenant's api_tokens toggle is off */
+    TK_V_EXPIRED = 6,   /* past expires_at */
+} tk_verdict;
+
+const char *model_verdict_name(tk_verdict v);
+
+/* The answer of a verification. Strings are borrowed from the view that
+ * produced it: valid until that view next changes (view.h). */
+typedef struct tk_verify {
+    tk_verdict verdict;
+    tk_id client_id;
+    const char *tenant;
+    const char *account;
+    int64_t expires_at; /* 0 = never */
+    uint32_t nroles;
+    const char *roles[TK_MAX_ROLES];
+    uint32_t nperms;
+    const char *perms[TK_MAX_TENANT_PERMS];
+} tk_verify;
+
+#endif

@@ -1,0 +1,52 @@
+/*
+ * rules.h - the domain rules of DESIGN section 1, as pure decisions.
+ *
+ * The engine gathers the facts (from LMDB or the view) and asks here; so
+ * each rule lives in exactly one function, and a test that removes a rule's
+ * check here sees the engine's behaviour change. Which rule is where:
+ *   1  api_tokens toggle          rules_token_create, rules_verify_state
+ *   2  portal flag                rules_may_manage_tokens
+ *   3  no stronger roles          rules_may_assign, rules_token_create
+ *   7  tenant/account isolation   rules_may_see
+ *   8  kinds do not mix           rules_verify_state (and view_auth_personal)
+ * Rules 4, 5, 6 and 9 are properties of the data flow (secret.c, engine.c,
+ * view.c, the listing record) and are tested there.
+ */
+#ifndef TK_RULES_H
+#define TK_RULES_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model.h"
+
+/* Rule 2: a user may create, list or delete tokens only with the portal
+ * flag. The operator may list and delete (support and clean-up) but does
+ * not create tokens: a token always has a creating user whose roles bound
+ * it (rule 3). create is true for creation. 0 or TK_EDENIED. */
+int rules_may_manage_tokens(const tk_actor *a, bool user_portal, bool create);
+
+/* Rule 3: every role level must be >= the smallest (strongest) level among
+ * the user's roles. A user with no roles may assign nothing. 0 or TK_EDENIED. */
+int rules_may_assign(const uint32_t *user_levels, size_t nuser,
+                     const uint32_t *role_levels, size_t nroles);
+
+/* Rules 1, 2 and 3 together for a token creation by a user:
+ * TK_EDISABLED when the toggle is off, TK_EDENIED without portal or with a
+ * stronger role, TK_EINVAL for no roles (or more than TK_MAX_ROLES), else 0. */
+int rules_token_create(bool api_tokens_on, const tk_actor *a, bool user_portal,
+                       const uint32_t *user_levels, size_t nuser,
+                       const uint32_t *role_levels, size_t nroles);
+
+/* Rule 7: may actor a see (or touch) a credential of tenant/account?
+ * The operator sees everything; a user only its own tenant and account. */
+bool rules_may_see(const tk_actor *a, uint32_t tenant, uint32_t account);
+
+/* Rules 1 and 8 and expiry, at verification: want is the kind the caller
+ * accepts, kind the credential's; api_tokens the tenant's toggle (ignored
+ * for personal keys: they authenticate to tokend, not to the tenant's API).
+ * Returns TK_V_VALID or the reason. */
+tk_verdict rules_verify_state(uint8_t want, uint8_t kind, bool api_tokens,
+                              int64_t expires_at, int64_t now);
+
+#endif

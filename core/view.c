@@ -1,0 +1,406 @@
+/*
+ * view.c - the in-memory verification state; see view.h.
+ *
+ * Tables are plain arrays indexed by the dense internal ids (id 0 unused),
+ * grown by doubling on the write side only. Role sets are interned in a
+ * small open-addressing table keyed by their content and reference-counted
+ * by the tokens that use them.
+ */
+#include "core/view.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/idx.h"
+#include "core/rules.h"
+#include "core/xmalloc.h"
+
+typedef struct vtenant {
+    char *slug;      /* NULL: no such tenant */
+    bool api_tokens;
+    uint32_t nperms; /* perms[0..nperms) by local permission number */
+    uint32_t cap;
+    char **perms;
+} vtenant;
+
+typedef struct vrole {
+    char *key;       /* NULL: no such role (or deleted) */
+    uint32_t tenant;
+    uint32_t level;
+    uint32_t nperms;
+    uint16_t *perms;
+} vrole;
+
+typedef struct vaccount {
+    char *slug;
+    uint32_t tenant;
+} vaccount;
+
+typedef struct vroleset {
+    uint32_t refs;   /* 0: dead (n == UINT32_MAX once on the free list) */
+    uint32_t n;
+    uint32_t roles[TK_MAX_ROLES]; /* sorted */
+} vroleset;
+
+struct view {
+    idx *creds;
+    vtenant *tenants;
+    uint32_t ntenants;
+    vrole *roles;
+    uint32_t nroles;
+    vaccount *accounts;
+    uint32_t naccounts;
+    vroleset *sets;      /* sets[0] unused */
+    uint32_t nsets;      /* ids handed out so far (+1) */
+    uint32_t sets_cap;   /* allocated entries of sets[] */
+    uint32_t free_set;   /* a free set id to reuse, or 0 */
+    uint32_t set_dead;   /* sets with no reference still in the table */
+    uint32_t *set_table; /* open addressing: set id, 0 = empty */
+    uint32_t set_cap;    /* power of two */
+    uint32_t set_live;
+};
+
+/* Grows an id-indexed array so that index id exists; new slots zeroed. */
+static void *grow_to(void *arr, uint32_t *count, uint32_t id, size_t elem)
+{
+    if (id < *count)
+        return arr;
+    uint32_t n = *count ? *count : 16;
+    while (n <= id)
+        n *= 2;
+    arr = xrealloc(arr, (size_t)n * elem);
+    memset((char *)arr + (size_t)*count * elem, 0, (size_t)(n - *count) * elem);
+    *count = n;
+    return arr;
+}
+
+int view_new(view **out)
+{
+    view *v = xcalloc(1, sizeof *v);
+    idx_new(&v->creds);
+    v->set_cap = 64;
+    v->set_table = xcalloc(v->set_cap, sizeof *v->set_table);
+    v->nsets = 1;
+    v->sets = grow_to(NULL, &v->sets_cap, 16, sizeof *v->sets);
+    *out = v;
+    return 0;
+}
+
+void view_free(view *v)
+{
+    if (!v)
+        return;
+    idx_free(v->creds);
+    for (uint32_t i = 0; i < v->ntenants; i++) {
+        free(v->tenants[i].slug);
+        for (uint32_t j = 0; j < v->tenants[i].nperms; j++)
+            free(v->tenants[i].perms[j]);
+        free(v->tenants[i].perms);
+    }
+    for (uint32_t i = 0; i < v->nroles; i++) {
+        free(v->roles[i].key);
+        free(v->roles[i].perms);
+    }
+    for (uint32_t i = 0; i < v->naccounts; i++)
+        free(v->accounts[i].slug);
+    free(v->tenants);
+    free(v->roles);
+    free(v->accounts);
+    free(v->sets);
+    free(v->set_table);
+    free(v);
+}
+
+void view_tenant_put(view *v, uint32_t id, const char *slug, size_t n, bool api_tokens)
+{
+    v->tenants = grow_to(v->tenants, &v->ntenants, id, sizeof *v->tenants);
+    vtenant *t = &v->tenants[id];
+    free(t->slug);
+    t->slug = xstrndup(slug, n);
+    t->api_tokens = api_tokens;
+}
+
+void view_perm_put(view *v, uint32_t tenant, uint32_t perm, const char *key, size_t n)
+{
+    if (tenant >= v->ntenants || perm >= TK_MAX_TENANT_PERMS)
+        return;
+    vtenant *t = &v->tenants[tenant];
+    if (perm >= t->cap) {
+        uint32_t cap = t->cap;
+        t->perms = grow_to(t->perms, &cap, perm, sizeof *t->perms);
+        t->cap = cap;
+    }
+    free(t->perms[perm]);
+    t->perms[perm] = xstrndup(key, n);
+    if (perm >= t->nperms)
+        t->nperms = perm + 1;
+}
+
+void view_role_put(view *v, uint32_t id, uint32_t tenant, const char *key, size_t n,
+                   uint32_t level, const uint16_t *perms, uint32_t nperms)
+{
+    v->roles = grow_to(v->roles, &v->nroles, id, sizeof *v->roles);
+    vrole *r = &v->roles[id];
+    free(r->key);
+    free(r->perms);
+    r->key = xstrndup(key, n);
+    r->tenant = tenant;
+    r->level = level;
+    r->nperms = nperms;
+    r->perms = xmalloc(sizeof *r->perms * (nperms ? nperms : 1));
+    memcpy(r->perms, perms, sizeof *r->perms * nperms);
+}
+
+void view_role_del(view *v, uint32_t id)
+{
+    if (id >= v->nroles)
+        return;
+    vrole *r = &v->roles[id];
+    free(r->key);
+    free(r->perms);
+    memset(r, 0, sizeof *r);
+}
+
+void view_account_put(view *v, uint32_t id, uint32_t tenant, const char *slug, size_t n)
+{
+    v->accounts = grow_to(v->accounts, &v->naccounts, id, sizeof *v->accounts);
+    vaccount *a = &v->accounts[id];
+    free(a->slug);
+    a->slug = xstrndup(slug, n);
+    a->tenant = tenant;
+}
+
+/* ---- role sets -------------------------------------------------------- */
+
+static uint32_t set_hash(const uint32_t *roles, uint32_t n)
+{
+    uint32_t h = 2166136261u ^ n;
+    for (uint32_t i = 0; i < n; i++)
+        h = (h ^ roles[i]) * 16777619u;
+    return h ^ (h >> 15);
+}
+
+static void set_table_insert(view *v, uint32_t sid)
+{
+    uint32_t mask = v->set_cap - 1;
+    uint32_t i = set_hash(v->sets[sid].roles, v->sets[sid].n) & mask;
+    while (v->set_table[i])
+        i = (i + 1) & mask;
+    v->set_table[i] = sid;
+}
+
+/* Rebuilds the table from the live sets; unreferenced sets go to the free
+ * list (chained through n). Amortised: runs when the dead outnumber the
+ * live, or when the table is half full. */
+static void set_table_rebuild(view *v, uint32_t cap)
+{
+    free(v->set_table);
+    v->set_cap = cap;
+    v->set_table = xcalloc(cap, sizeof *v->set_table);
+    for (uint32_t sid = 1; sid < v->nsets; sid++) {
+        vroleset *s = &v->sets[sid];
+        if (s->refs) {
+            set_table_insert(v, sid);
+        } else if (s->n != UINT32_MAX) { /* dead but not yet on the free list */
+            s->n = UINT32_MAX;
+            s->roles[0] = v->free_set;
+            v->free_set = sid;
+        }
+    }
+    v->set_dead = 0;
+}
+
+/* Returns the id of the set holding roles (sorted, deduplicated here),
+ * taking a reference. */
+static uint32_t set_ref(view *v, const uint32_t *in, uint32_t n)
+{
+    uint32_t roles[TK_MAX_ROLES], m = 0;
+    for (uint32_t i = 0; i < n && i < TK_MAX_ROLES; i++) {
+        uint32_t r = in[i], j = m;
+        while (j > 0 && roles[j - 1] > r)
+            j--;
+        if (j > 0 && roles[j - 1] == r)
+            continue;
+        memmove(&roles[j + 1], &roles[j], (m - j) * sizeof *roles);
+        roles[j] = r;
+        m++;
+    }
+    uint32_t mask = v->set_cap - 1;
+    for (uint32_t i = set_hash(roles, m) & mask; v->set_table[i]; i = (i + 1) & mask) {
+        vroleset *s = &v->sets[v->set_table[i]];
+        if (s->n == m && memcmp(s->roles, roles, m * sizeof *roles) == 0) {
+            if (s->refs++ == 0) { /* revive a dead set still in the table */
+                v->set_dead--;
+                v->set_live++;
+            }
+            return v->set_table[i];
+        }
+    }
+    uint32_t sid = v->free_set;
+    if (sid) {
+        v->free_set = v->sets[sid].roles[0];
+    } else {
+        sid = v->nsets++;
+        v->sets = grow_to(v->sets, &v->sets_cap, sid, sizeof *v->sets);
+    }
+    vroleset *s = &v->sets[sid];
+    s->refs = 1;
+    s->n = m;
+    memcpy(s->roles, roles, m * sizeof *roles);
+    v->set_live++;
+    if ((v->set_live + v->set_dead) * 2 > v->set_cap)
+        set_table_rebuild(v, v->set_live * 2 > v->set_cap ? v->set_cap * 2 : v->set_cap);
+    else
+        set_table_insert(v, sid);
+    return sid;
+}
+
+static void set_unref(view *v, uint32_t sid)
+{
+    if (--v->sets[sid].refs)
+        return;
+    v->set_live--;
+    v->set_dead++;
+    if (v->set_dead > 64 && v->set_dead > v->set_live)
+        set_table_rebuild(v, v->set_cap);
+}
+
+/* ---- credentials ------------------------------------------------------ */
+
+void view_cred_put(view *v, tk_kind kind, const tk_id *id, const uint8_t hash[TK_HASH_LEN],
+                   uint32_t tenant, uint32_t account, uint32_t user,
+                   const uint32_t *roles, uint32_t nroles, int64_t expires_at)
+{
+    idx_entry e;
+    memset(&e, 0, sizeof e);
+    memcpy(e.id, id->b, TK_ID_LEN);
+    memcpy(e.hash, hash, TK_HASH_LEN);
+    e.expires_at = expires_at;
+    e.tenant = tenant;
+    e.account = account;
+    e.kind = (uint8_t)kind;
+    e.ref = kind == TK_KIND_TOKEN ? set_ref(v, roles, nroles) : user;
+    const idx_entry *old = idx_get(v->creds, id->b);
+    if (old && old->kind == TK_KIND_TOKEN)
+        set_unref(v, old->ref);
+    idx_put(v->creds, &e);
+}
+
+int view_cred_del(view *v, const tk_id *id)
+{
+    const idx_entry *old = idx_get(v->creds, id->b);
+    if (!old)
+        return TK_ENOTFOUND;
+    if (old->kind == TK_KIND_TOKEN)
+        set_unref(v, old->ref);
+    return idx_del(v->creds, id->b);
+}
+
+/* Looks up and checks the secret; the common part of verify and auth. */
+static const idx_entry *find(const view *v, const tk_id *client_id, const char *secret,
+                             size_t len, tk_kind want, tk_verdict *verdict, tk_id *id)
+{
+    tk_kind kind;
+    uint8_t hash[TK_HASH_LEN];
+    if (secret_parse(secret, len, &kind, id, hash)) {
+        *verdict = TK_V_MALFORMED;
+        return NULL;
+    }
+    if (client_id && memcmp(client_id->b, id->b, TK_ID_LEN) != 0) {
+        *verdict = TK_V_MISMATCH;
+        return NULL;
+    }
+    if (kind != want) {
+        *verdict = TK_V_WRONG_KIND;
+        return NULL;
+    }
+    const idx_entry *e = idx_get(v->creds, id->b);
+    if (!e) {
+        *verdict = TK_V_UNKNOWN;
+        return NULL;
+    }
+    if (!secret_hash_equal(hash, e->hash)) {
+        *verdict = TK_V_MISMATCH;
+        return NULL;
+    }
+    *verdict = TK_V_VALID;
+    return e;
+}
+
+tk_verdict view_verify(const view *v, const tk_id *client_id, const char *secret,
+                       size_t len, int64_t now, tk_verify *out)
+{
+    out->nroles = 0;
+    out->nperms = 0;
+    out->tenant = out->account = NULL;
+    out->expires_at = 0;
+    const idx_entry *e = find(v, client_id, secret, len, TK_KIND_TOKEN, &out->verdict,
+                              &out->client_id);
+    if (!e)
+        return out->verdict;
+    const vtenant *t = e->tenant < v->ntenants ? &v->tenants[e->tenant] : NULL;
+    if (!t || !t->slug || e->account >= v->naccounts || e->ref >= v->nsets) {
+        out->verdict = TK_V_UNKNOWN; /* cannot happen with a consistent view */
+        return out->verdict;
+    }
+    out->verdict = rules_verify_state(TK_KIND_TOKEN, e->kind, t->api_tokens, e->expires_at, now);
+    if (out->verdict != TK_V_VALID)
+        return out->verdict;
+    out->tenant = t->slug;
+    out->account = v->accounts[e->account].slug;
+    out->expires_at = e->expires_at;
+
+    /* Rule 6: permissions are the union over the roles as they are now;
+     * a deleted role (key NULL) drops out. */
+    uint64_t seen[TK_MAX_TENANT_PERMS / 64] = {0};
+    const vroleset *s = &v->sets[e->ref];
+    for (uint32_t i = 0; i < s->n; i++) {
+        uint32_t rid = s->roles[i];
+        if (rid >= v->nroles || !v->roles[rid].key)
+            continue;
+        const vrole *r = &v->roles[rid];
+        out->roles[out->nroles++] = r->key;
+        for (uint32_t j = 0; j < r->nperms; j++) {
+            uint16_t p = r->perms[j];
+            if (p >= t->nperms || (seen[p / 64] >> (p % 64)) & 1)
+                continue;
+            seen[p / 64] |= 1ull << (p % 64);
+            out->perms[out->nperms++] = t->perms[p];
+        }
+    }
+    return out->verdict;
+}
+
+tk_verdict view_auth_personal(const view *v, const char *secret, size_t len, int64_t now,
+                              tk_actor *actor)
+{
+    tk_verdict verdict;
+    tk_id id;
+    const idx_entry *e = find(v, NULL, secret, len, TK_KIND_PERSONAL, &verdict, &id);
+    if (!e)
+        return verdict;
+    verdict = rules_verify_state(TK_KIND_PERSONAL, e->kind, true, e->expires_at, now);
+    if (verdict != TK_V_VALID)
+        return verdict;
+    actor->kind = TK_ACTOR_USER;
+    actor->tenant = e->tenant;
+    actor->account = e->account;
+    actor->user = e->ref;
+    return TK_V_VALID;
+}
+
+void view_step(view *v)
+{
+    idx_step(v->creds, 64);
+}
+
+size_t view_cred_count(const view *v)
+{
+    return idx_count(v->creds);
+}
+
+size_t view_index_bytes(const view *v)
+{
+    return idx_bytes(v->creds);
+}

@@ -1,0 +1,67 @@
+/*
+ * view.h - the in-memory state that answers verifications.
+ *
+ * Verification must not touch LMDB, take a lock a writer holds, or
+ * allocate. So the few facts it needs are kept here, in memory: the
+ * credential index (idx.h), each tenant's slug, api_tokens toggle and
+ * permission keys, each role's key, level and permissions, each account's
+ * slug. Tokens point at interned role sets (most tokens of a tenant share a
+ * handful of role combinations), so an index entry stays at 72 bytes and a
+ * role change is seen by all its tokens at once (rule 6).
+ *
+ * The view is fed by the engine after each durable commit (and built from
+ * LMDB at open). It is single-threaded: mutate and read on one thread.
+ * Strings handed out (tk_verify) are borrowed until the next mutation.
+ */
+#ifndef TK_VIEW_H
+#define TK_VIEW_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model.h"
+#include "core/secret.h"
+
+typedef struct view view;
+
+int view_new(view **out);
+void view_free(view *v); /* v may be NULL */
+
+/* Mutations: ids are the dense internal ids (model.h); strings are copied.
+ * Putting an existing id replaces it. */
+void view_tenant_put(view *v, uint32_t id, const char *slug, size_t n, bool api_tokens);
+void view_perm_put(view *v, uint32_t tenant, uint32_t perm, const char *key, size_t n);
+void view_role_put(view *v, uint32_t id, uint32_t tenant, const char *key, size_t n,
+                   uint32_t level, const uint16_t *perms, uint32_t nperms);
+void view_role_del(view *v, uint32_t id);
+void view_account_put(view *v, uint32_t id, uint32_t tenant, const char *slug, size_t n);
+
+/* Adds (or replaces) a credential. For TK_KIND_TOKEN, roles[0..nroles)
+ * are its role ids; for TK_KIND_PERSONAL, user is the owner and roles unused. */
+void view_cred_put(view *v, tk_kind kind, const tk_id *id, const uint8_t hash[TK_HASH_LEN],
+                   uint32_t tenant, uint32_t account, uint32_t user,
+                   const uint32_t *roles, uint32_t nroles, int64_t expires_at);
+/* Removes a credential; 0 or TK_ENOTFOUND. */
+int view_cred_del(view *v, const tk_id *id);
+
+/* Verifies a tenant API token for a gateway. client_id (NULL when the
+ * secret alone is offered) must agree with the ID inside the secret. Fills
+ * out (strings borrowed, see above) and returns out->verdict. Never
+ * allocates, never blocks. now is unix seconds. */
+tk_verdict view_verify(const view *v, const tk_id *client_id, const char *secret,
+                       size_t len, int64_t now, tk_verify *out);
+
+/* Authenticates a personal API key for a management request: on
+ * TK_V_VALID fills actor (TK_ACTOR_USER). A tenant token is refused with
+ * TK_V_WRONG_KIND (rule 8). */
+tk_verdict view_auth_personal(const view *v, const char *secret, size_t len, int64_t now,
+                              tk_actor *actor);
+
+/* Lets an in-progress index growth advance (call when idle). */
+void view_step(view *v);
+
+/* Credentials held, and bytes of memory held by the credential index. */
+size_t view_cred_count(const view *v);
+size_t view_index_bytes(const view *v);
+
+#endif

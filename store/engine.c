@@ -1,0 +1,857 @@
+/*
+ * engine.c - the facade over core and store; see engine.h.
+ *
+ * A request becomes zero or more events in two steps: validation (rules.h
+ * over records read in the batch's write transaction) builds the events,
+ * then each is applied to that transaction and its encoding kept for the
+ * log. Validation finishes before anything is applied, so a request either
+ * contributes all its events or none.
+ */
+#include "store/engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/event.h"
+#include "core/mp.h"
+#include "core/rules.h"
+#include "core/view.h"
+#include "core/xmalloc.h"
+#include "store/elog.h"
+#include "store/fio.h"
+#include "store/state.h"
+
+#define OPERATOR_KEY_LEN 68 /* "tko_" + 64 hex digits */
+#define REPLAY_BATCH 10000
+
+struct eng {
+    char *dir;
+    char *logdir;
+    elog *log;
+    state *st;
+    view *v;
+    bool fenced;
+    char op_key[OPERATOR_KEY_LEN + 1];
+    uint8_t op_hash[TK_HASH_LEN];
+    /* Per-batch scratch, kept between calls. */
+    mpw evbuf;          /* encoded events, back to back */
+    size_t *evoff;      /* evoff[i]: end offset of event i in evbuf */
+    size_t nev, evcap;
+    st_change *changes; /* what the view learns when the batch commits */
+    size_t nchg, chgcap;
+};
+
+static _Thread_local char last_error[512];
+
+const char *eng_last_error(void)
+{
+    return last_error;
+}
+
+static void set_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = xmalloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+/* ---- the view learns from changes ------------------------------------ */
+
+static void view_learn(void *arg, const st_change *c)
+{
+    view *v = arg;
+    switch (c->type) {
+    case EV_TENANT_SET:
+        view_tenant_put(v, c->id, c->text, c->len, c->flag);
+        break;
+    case EV_PERM_PUT:
+        view_perm_put(v, c->tenant, c->id, c->text, c->len);
+        break;
+    case EV_ROLE_PUT: {
+        uint16_t perms[TK_MAX_ROLE_PERMS];
+        for (uint32_t i = 0; i < c->n; i++)
+            perms[i] = (uint16_t)c->list[i];
+        view_role_put(v, c->id, c->tenant, c->text, c->len, c->level, perms, c->n);
+        break;
+    }
+    case EV_ROLE_DELETE:
+        view_role_del(v, c->id);
+        break;
+    case EV_ACCOUNT_CREATE:
+        view_account_put(v, c->id, c->tenant, c->text, c->len);
+        break;
+    case EV_TOKEN_CREATE:
+        view_cred_put(v, (tk_kind)c->kind, &c->cid, c->hash, c->tenant, c->account, c->user,
+                      c->list, c->n, c->expires);
+        break;
+    case EV_TOKEN_DELETE:
+        view_cred_del(v, &c->cid);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Collects a change for publishing after commit. */
+static void collect(void *arg, const st_change *c)
+{
+    eng *e = arg;
+    if (e->nchg == e->chgcap) {
+        e->chgcap = e->chgcap ? e->chgcap * 2 : 16;
+        e->changes = xrealloc(e->changes, e->chgcap * sizeof *e->changes);
+    }
+    e->changes[e->nchg++] = *c;
+}
+
+/* ---- open ------------------------------------------------------------ */
+
+/* Reads DIR/operator.key, creating it (0600, fsynced) at first start. */
+static int operator_key(eng *e)
+{
+    char *path = join(e->dir, "operator.key");
+    int rc = TK_EIO;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        uint8_t raw[32];
+        randombytes_buf(raw, sizeof raw);
+        memcpy(e->op_key, "tko_", 4);
+        sodium_bin2hex(e->op_key + 4, sizeof e->op_key - 4, raw, sizeof raw);
+        sodium_memzero(raw, sizeof raw);
+        e->op_key[OPERATOR_KEY_LEN] = '\n';
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 || write(fd, e->op_key, OPERATOR_KEY_LEN + 1) != OPERATOR_KEY_LEN + 1
+            || fsync(fd) != 0 || fio_fsync_dir(e->dir) != 0) {
+            set_error("cannot create %s: %s", path, strerror(errno));
+            goto done;
+        }
+    } else if (fd < 0) {
+        set_error("cannot read %s: %s", path, strerror(errno));
+        goto done;
+    } else {
+        ssize_t n = read(fd, e->op_key, OPERATOR_KEY_LEN + 1);
+        if (n < OPERATOR_KEY_LEN || memcmp(e->op_key, "tko_", 4) != 0) {
+            set_error("%s is not an operator key file", path);
+            goto done;
+        }
+    }
+    e->op_key[OPERATOR_KEY_LEN] = '\0';
+    crypto_hash_sha256(e->op_hash, (const uint8_t *)e->op_key, OPERATOR_KEY_LEN);
+    rc = 0;
+done:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
+/* Brings LMDB up to the log: applies every record after its applied seq. */
+static int replay(eng *e)
+{
+    state_txn *t = NULL;
+    elog_iter *it = NULL;
+    uint64_t applied, seq, last = elog_last_seq(e->log);
+    const void *p;
+    size_t len;
+    int rc, more;
+    ev x;
+
+again:
+    if ((rc = state_begin(e->st, true, &t)))
+        goto fail;
+    applied = state_applied_seq(t);
+    if (applied > last) {
+        set_error("LMDB state has applied event %llu but the log ends at %llu: the log is "
+                  "missing records; restore it or rebuild the state with tokenreplay",
+                  (unsigned long long)applied, (unsigned long long)last);
+        rc = TK_ECORRUPT;
+        goto fail;
+    }
+    if (applied == last) {
+        state_abort(t);
+        return 0;
+    }
+    if ((rc = elog_iter_open(e->logdir, applied + 1, &it)))
+        goto fail;
+    size_t in_txn = 0;
+    while ((more = elog_iter_next(it, &seq, &p, &len)) == 1 && seq <= last) {
+        if (ev_decode(p, len, &x) != 0) {
+            set_error("event %llu in the log cannot be decoded", (unsigned long long)seq);
+            rc = TK_ECORRUPT;
+            goto fail;
+        }
+        rc = state_apply(t, seq, &x, NULL, NULL);
+        if (rc == TK_ELIMIT) { /* map full: grow, redo from the last commit */
+            state_abort(t);
+            elog_iter_free(it);
+            t = NULL;
+            it = NULL;
+            if ((rc = state_grow(e->st)))
+                goto fail;
+            goto again;
+        }
+        if (rc) {
+            set_error("event %llu (%s) does not apply to the state: %s",
+                      (unsigned long long)seq, ev_type_name(x.type), tk_strerror(rc));
+            goto fail;
+        }
+        if (++in_txn == REPLAY_BATCH) {
+            rc = state_commit(t);
+            t = NULL;
+            if (rc || (rc = state_begin(e->st, true, &t)))
+                goto fail;
+            in_txn = 0;
+        }
+    }
+    if (more < 0) {
+        set_error("%s", elog_last_error());
+        rc = more;
+        goto fail;
+    }
+    elog_iter_free(it);
+    it = NULL;
+    if (state_applied_seq(t) != last) {
+        set_error("replay stopped at event %llu of %llu",
+                  (unsigned long long)state_applied_seq(t), (unsigned long long)last);
+        rc = TK_ECORRUPT;
+        goto fail;
+    }
+    rc = state_commit(t);
+    t = NULL;
+    if (rc)
+        goto fail;
+    return 0;
+fail:
+    if (!last_error[0])
+        set_error("replaying the log into LMDB failed: %s", tk_strerror(rc));
+    state_abort(t);
+    elog_iter_free(it);
+    return rc;
+}
+
+int eng_open(const char *dir, const eng_opts *opts, eng **out)
+{
+    eng *e = xcalloc(1, sizeof *e);
+    state_txn *t = NULL;
+    char *sub = NULL;
+    int rc = TK_EIO;
+    elog_opts lo = {.segment_bytes = opts ? opts->segment_bytes : 0};
+
+    last_error[0] = '\0';
+    e->dir = xstrdup(dir);
+    mpw_init(&e->evbuf);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        set_error("cannot create data directory %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    if ((rc = operator_key(e)))
+        goto fail;
+    e->logdir = join(dir, "log");
+    if ((rc = elog_open(e->logdir, &lo, &e->log))) {
+        set_error("%s", elog_last_error());
+        goto fail;
+    }
+    sub = join(dir, "state");
+    if ((rc = state_open(sub, &e->st))) {
+        set_error("cannot open LMDB state in %s: %s", sub, tk_strerror(rc));
+        goto fail;
+    }
+    if ((rc = replay(e)))
+        goto fail;
+    view_new(&e->v);
+    if ((rc = state_begin(e->st, false, &t)) || (rc = state_load(t, view_learn, e->v))) {
+        set_error("cannot load the state into memory: %s", tk_strerror(rc));
+        goto fail;
+    }
+    state_abort(t);
+    free(sub);
+    *out = e;
+    return 0;
+fail:
+    state_abort(t);
+    free(sub);
+    eng_close(e);
+    return rc;
+}
+
+void eng_close(eng *e)
+{
+    if (!e)
+        return;
+    view_free(e->v);
+    state_close(e->st);
+    elog_close(e->log);
+    mpw_free(&e->evbuf);
+    free(e->evoff);
+    free(e->changes);
+    sodium_memzero(e->op_key, sizeof e->op_key);
+    free(e->logdir);
+    free(e->dir);
+    free(e);
+}
+
+const char *eng_operator_key(const eng *e)
+{
+    return e->op_key;
+}
+
+/* ---- validation: requests into events ------------------------------- */
+
+/* The events one request produces (at most two: user create). */
+typedef struct plan {
+    size_t n;
+    ev evs[2];
+    /* Storage the events' strings may point into. */
+    char slugs[3][TK_SLUG_MAX + 1];
+    char keys[TK_MAX_ROLES][TK_KEY_MAX + 1];
+} plan;
+
+static bool str_ok_slug(tk_str s)
+{
+    return model_slug_ok(s.p, s.n);
+}
+
+static void set_str(tk_str *dst, const char *s)
+{
+    dst->p = s;
+    dst->n = strlen(s);
+}
+
+/* The tenant (and account) a request acts in: a user's own, or the ones an
+ * operator names. */
+static int scope(state_txn *t, const eng_req *r, bool need_account, st_tenant *tn,
+                 st_account *ac)
+{
+    int rc;
+    if (r->actor.kind == TK_ACTOR_USER) {
+        if ((rc = state_tenant_by_id(t, r->actor.tenant, tn)))
+            return rc;
+        return need_account ? state_account_by_id(t, r->actor.account, ac) : 0;
+    }
+    if (!str_ok_slug(r->tenant))
+        return TK_EINVAL;
+    if ((rc = state_tenant_by_slug(t, r->tenant.p, r->tenant.n, tn)))
+        return rc;
+    if (!need_account)
+        return 0;
+    if (!str_ok_slug(r->account))
+        return TK_EINVAL;
+    return state_account_by_slug(t, tn->id, r->account.p, r->account.n, ac);
+}
+
+/* Checks role keys exist in the tenant; fills their levels. */
+static int check_roles(state_txn *t, uint32_t tenant, const tk_str *items, uint32_t n,
+                       uint32_t *levels)
+{
+    if (n > TK_MAX_ROLES)
+        return TK_ELIMIT;
+    for (uint32_t i = 0; i < n; i++) {
+        st_role role;
+        if (!model_key_ok(items[i].p, items[i].n))
+            return TK_EINVAL;
+        int rc = state_role_by_key(t, tenant, items[i].p, items[i].n, &role);
+        if (rc)
+            return rc;
+        if (levels)
+            levels[i] = role.level;
+    }
+    return 0;
+}
+
+/* Fills a credential-creating event with a fresh id and secret. */
+static void new_credential(ev *x, tk_kind kind, eng_res *res)
+{
+    secret_new_id(&x->id);
+    secret_generate(kind, &x->id, res->secret, x->hash);
+    res->id = x->id;
+}
+
+static int plan_user(state_txn *t, const eng_req *r, plan *p, eng_res *res)
+{
+    st_tenant tn;
+    st_account ac;
+    st_user u;
+    int rc = scope(t, r, true, &tn, &ac);
+    if (rc)
+        return rc;
+    if (!str_ok_slug(r->user))
+        return TK_EINVAL;
+    rc = state_user_by_slug(t, ac.id, r->user.p, r->user.n, &u);
+    if (r->op == ENG_USER_CREATE && rc != TK_ENOTFOUND)
+        return rc ? rc : TK_EEXIST;
+    if (r->op != ENG_USER_CREATE && rc)
+        return rc;
+
+    tk_str ts, as, us = r->user;
+    set_str(&ts, strcpy(p->slugs[0], tn.slug));
+    set_str(&as, strcpy(p->slugs[1], ac.slug));
+    if (r->op != ENG_KEY_CREATE) {
+        ev *x = &p->evs[p->n++];
+        ev_init(x, EV_USER_PUT, 0);
+        x->tenant = ts;
+        x->account = as;
+        x->user = us;
+        if (r->op == ENG_USER_CREATE || r->has_items) {
+            if ((rc = check_roles(t, tn.id, r->items, r->nitems, NULL)))
+                return rc;
+            x->nitems = r->nitems;
+            memcpy(x->items, r->items, r->nitems * sizeof *r->items);
+        } else { /* unchanged roles: the current ones that still exist */
+            for (uint32_t i = 0; i < u.nroles; i++) {
+                st_role role;
+                if (state_role_by_id(t, u.roles[i], &role) == 0) {
+                    uint32_t k = x->nitems++;
+                    strcpy(p->keys[k], role.key);
+                    set_str(&x->items[k], p->keys[k]);
+                }
+            }
+        }
+        if (r->op == ENG_USER_CREATE)
+            x->flag = r->flag == 1;
+        else
+            x->flag = r->flag < 0 ? u.portal : r->flag == 1;
+    }
+    if (r->op == ENG_USER_CREATE || r->op == ENG_KEY_CREATE) {
+        if (r->expires < 0)
+            return TK_EINVAL;
+        ev *k = &p->evs[p->n++];
+        ev_init(k, EV_KEY_CREATE, 0);
+        k->tenant = ts;
+        k->account = as;
+        k->user = us;
+        k->expires = r->expires;
+        new_credential(k, TK_KIND_PERSONAL, res);
+    }
+    return 0;
+}
+
+static int plan_token_create(state_txn *t, const eng_req *r, int64_t now_s, plan *p,
+                             eng_res *res)
+{
+    st_tenant tn;
+    st_account ac;
+    st_user u;
+    uint32_t user_levels[TK_MAX_ROLES], nuser = 0, role_levels[TK_MAX_ROLES];
+    int rc;
+
+    if (r->actor.kind != TK_ACTOR_USER)
+        return rules_may_manage_tokens(&r->actor, false, true);
+    if ((rc = scope(t, r, true, &tn, &ac)) || (rc = state_user_by_id(t, r->actor.user, &u)))
+        return rc == TK_ENOTFOUND ? TK_EUNAUTH : rc;
+    for (uint32_t i = 0; i < u.nroles; i++) {
+        st_role role;
+        if (state_role_by_id(t, u.roles[i], &role) == 0)
+            user_levels[nuser++] = role.level;
+    }
+    if (r->nitems > TK_MAX_ROLES)
+        return TK_ELIMIT;
+    if (!model_text_ok(r->desc.p, r->desc.n, TK_DESC_MAX))
+        return TK_EINVAL;
+    if (r->expires < 0 || (r->expires != 0 && r->expires <= now_s))
+        return TK_EINVAL;
+    /* Rule 2 before anything about roles is revealed. */
+    if ((rc = rules_may_manage_tokens(&r->actor, u.portal, true)))
+        return rc;
+    if ((rc = check_roles(t, tn.id, r->items, r->nitems, role_levels)))
+        return rc;
+    if ((rc = rules_token_create(tn.api_tokens, &r->actor, u.portal, user_levels, nuser,
+                                 role_levels, r->nitems)))
+        return rc;
+
+    ev *x = &p->evs[p->n++];
+    ev_init(x, EV_TOKEN_CREATE, 0);
+    set_str(&x->tenant, strcpy(p->slugs[0], tn.slug));
+    set_str(&x->account, strcpy(p->slugs[1], ac.slug));
+    set_str(&x->user, strcpy(p->slugs[2], u.slug));
+    x->desc = r->desc;
+    x->nitems = r->nitems;
+    memcpy(x->items, r->items, r->nitems * sizeof *r->items);
+    x->expires = r->expires;
+    new_credential(x, TK_KIND_TOKEN, res);
+    return 0;
+}
+
+static int plan_cred_delete(state_txn *t, const eng_req *r, plan *p)
+{
+    st_cred cr;
+    int rc;
+    bool token = r->op == ENG_TOKEN_DELETE;
+    if (token && r->actor.kind == TK_ACTOR_USER) {
+        st_user u;
+        if ((rc = state_user_by_id(t, r->actor.user, &u)))
+            return rc == TK_ENOTFOUND ? TK_EUNAUTH : rc;
+        if ((rc = rules_may_manage_tokens(&r->actor, u.portal, false)))
+            return rc;
+    } else if (r->actor.kind != TK_ACTOR_OPERATOR) {
+        return TK_EDENIED;
+    }
+    rc = state_cred_by_id(t, &r->id, &cr);
+    if (rc)
+        return rc;
+    /* Another kind, or another tenant's or account's: as if absent (rule 7). */
+    if (cr.kind != (token ? TK_KIND_TOKEN : TK_KIND_PERSONAL)
+        || !rules_may_see(&r->actor, cr.tenant, cr.account))
+        return TK_ENOTFOUND;
+    ev *x = &p->evs[p->n++];
+    ev_init(x, token ? EV_TOKEN_DELETE : EV_KEY_DELETE, 0);
+    x->id = r->id;
+    return 0;
+}
+
+/* Operator-only operations on tenants, permissions, roles and accounts. */
+static int plan_admin(state_txn *t, const eng_req *r, plan *p)
+{
+    st_tenant tn;
+    st_account ac;
+    st_role role;
+    st_perm perm;
+    int rc;
+
+    ev *x = &p->evs[p->n++];
+    x->tenant = r->tenant;
+    if (!str_ok_slug(r->tenant))
+        return TK_EINVAL;
+    if (r->op == ENG_TENANT_CREATE) {
+        rc = state_tenant_by_slug(t, r->tenant.p, r->tenant.n, &tn);
+        if (rc != TK_ENOTFOUND)
+            return rc ? rc : TK_EEXIST;
+        ev_init(x, EV_TENANT_CREATE, 0);
+        x->tenant = r->tenant;
+        return 0;
+    }
+    if ((rc = state_tenant_by_slug(t, r->tenant.p, r->tenant.n, &tn)))
+        return rc;
+    switch (r->op) {
+    case ENG_TENANT_SET:
+        ev_init(x, EV_TENANT_SET, 0);
+        x->flag = r->flag == 1;
+        break;
+    case ENG_PERM_PUT:
+        if (!model_key_ok(r->key.p, r->key.n) || !model_text_ok(r->desc.p, r->desc.n, TK_DESC_MAX))
+            return TK_EINVAL;
+        if (state_perm_by_key(t, tn.id, r->key.p, r->key.n, &perm) == TK_ENOTFOUND
+            && tn.nperms >= TK_MAX_TENANT_PERMS)
+            return TK_ELIMIT;
+        ev_init(x, EV_PERM_PUT, 0);
+        x->key = r->key;
+        x->desc = r->desc;
+        break;
+    case ENG_ROLE_PUT: {
+        if (!model_key_ok(r->key.p, r->key.n) || !model_text_ok(r->name.p, r->name.n, TK_NAME_MAX)
+            || r->level > TK_MAX_LEVEL)
+            return TK_EINVAL;
+        if (r->nitems > TK_MAX_ROLE_PERMS)
+            return TK_ELIMIT;
+        uint32_t fresh = 0;
+        for (uint32_t i = 0; i < r->nitems; i++) {
+            if (!model_key_ok(r->items[i].p, r->items[i].n))
+                return TK_EINVAL;
+            rc = state_perm_by_key(t, tn.id, r->items[i].p, r->items[i].n, &perm);
+            if (rc == TK_ENOTFOUND) {
+                bool dup = false; /* the same new key twice counts once */
+                for (uint32_t j = 0; j < i; j++)
+                    dup |= r->items[j].n == r->items[i].n
+                           && !memcmp(r->items[j].p, r->items[i].p, r->items[i].n);
+                fresh += !dup;
+            } else if (rc) {
+                return rc;
+            }
+        }
+        if (tn.nperms + fresh > TK_MAX_TENANT_PERMS)
+            return TK_ELIMIT;
+        ev_init(x, EV_ROLE_PUT, 0);
+        x->key = r->key;
+        x->name = r->name;
+        x->level = r->level;
+        x->nitems = r->nitems;
+        memcpy(x->items, r->items, r->nitems * sizeof *r->items);
+        break;
+    }
+    case ENG_ROLE_DELETE:
+        if (!model_key_ok(r->key.p, r->key.n))
+            return TK_EINVAL;
+        if ((rc = state_role_by_key(t, tn.id, r->key.p, r->key.n, &role)))
+            return rc;
+        ev_init(x, EV_ROLE_DELETE, 0);
+        x->key = r->key;
+        break;
+    case ENG_ACCOUNT_CREATE:
+        if (!str_ok_slug(r->account))
+            return TK_EINVAL;
+        rc = state_account_by_slug(t, tn.id, r->account.p, r->account.n, &ac);
+        if (rc != TK_ENOTFOUND)
+            return rc ? rc : TK_EEXIST;
+        ev_init(x, EV_ACCOUNT_CREATE, 0);
+        x->account = r->account;
+        break;
+    default:
+        return TK_EINVAL;
+    }
+    x->tenant = r->tenant;
+    return 0;
+}
+
+/* Validates r against the state in t and fills p with its events. */
+static int plan_request(state_txn *t, const eng_req *r, int64_t now_s, plan *p, eng_res *res)
+{
+    p->n = 0;
+    if (r->actor.kind != TK_ACTOR_OPERATOR && r->actor.kind != TK_ACTOR_USER)
+        return TK_EUNAUTH;
+    switch (r->op) {
+    case ENG_TOKEN_CREATE:
+        return plan_token_create(t, r, now_s, p, res);
+    case ENG_TOKEN_DELETE:
+    case ENG_KEY_DELETE:
+        return plan_cred_delete(t, r, p);
+    default:
+        break;
+    }
+    /* Everything else is the vendor's backend: the operator only. */
+    if (r->actor.kind != TK_ACTOR_OPERATOR)
+        return TK_EDENIED;
+    switch (r->op) {
+    case ENG_USER_CREATE:
+    case ENG_USER_SET:
+    case ENG_KEY_CREATE:
+        return plan_user(t, r, p, res);
+    case ENG_TENANT_CREATE:
+    case ENG_TENANT_SET:
+    case ENG_PERM_PUT:
+    case ENG_ROLE_PUT:
+    case ENG_ROLE_DELETE:
+    case ENG_ACCOUNT_CREATE:
+        return plan_admin(t, r, p);
+    default:
+        return TK_EINVAL;
+    }
+}
+
+/* ---- execution ------------------------------------------------------- */
+
+void eng_req_init(eng_req *r, eng_op op, const tk_actor *actor)
+{
+    memset(r, 0, sizeof *r);
+    r->op = op;
+    r->actor = *actor;
+    r->flag = -1;
+}
+
+static void keep_event(eng *e, const ev *x)
+{
+    ev_encode(x, &e->evbuf);
+    if (e->nev == e->evcap) {
+        e->evcap = e->evcap ? e->evcap * 2 : 16;
+        e->evoff = xrealloc(e->evoff, e->evcap * sizeof *e->evoff);
+    }
+    e->evoff[e->nev++] = e->evbuf.buf.size;
+}
+
+static void fail_all(eng_res *res, size_t n, int rc)
+{
+    for (size_t i = 0; i < n; i++)
+        res[i].status = rc;
+}
+
+/* Validates and applies every request into t; fills res. Returns 0, or the
+ * store error that fails the whole batch (TK_ELIMIT: map full, retry). */
+static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t n, int64_t ts)
+{
+    plan p;
+    uint64_t seq = elog_next_seq(e->log);
+    mpw_reset(&e->evbuf);
+    e->nev = 0;
+    e->nchg = 0;
+    for (size_t i = 0; i < n; i++) {
+        memset(&res[i], 0, sizeof res[i]);
+        res[i].status = plan_request(t, &reqs[i], ts / 1000, &p, &res[i]);
+        if (res[i].status) {
+            res[i].secret[0] = '\0';
+            if (res[i].status == TK_EIO || res[i].status == TK_ECORRUPT)
+                return res[i].status;
+            continue;
+        }
+        for (size_t j = 0; j < p.n; j++) {
+            p.evs[j].ts = ts;
+            int rc = state_apply(t, seq, &p.evs[j], collect, e);
+            if (rc)
+                return rc == TK_ECORRUPT ? TK_EIO : rc;
+            keep_event(e, &p.evs[j]);
+            seq++;
+        }
+    }
+    return 0;
+}
+
+int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n)
+{
+    state_txn *t = NULL;
+    int rc;
+    int64_t ts = now_ms();
+
+    if (e->fenced) {
+        fail_all(res, n, TK_EFENCED);
+        return TK_EFENCED;
+    }
+    for (;;) {
+        if ((rc = state_begin(e->st, true, &t)))
+            goto fail;
+        rc = stage(e, t, reqs, res, n, ts);
+        if (rc != TK_ELIMIT)
+            break;
+        state_abort(t); /* the map is full: grow it and stage again */
+        t = NULL;
+        if ((rc = state_grow(e->st)))
+            goto fail;
+    }
+    if (rc)
+        goto fail;
+    if (e->nev == 0) { /* every request refused: nothing to log */
+        state_abort(t);
+        return 0;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < e->nev; i++) {
+        if ((rc = elog_append(e->log, e->evbuf.buf.data + off, e->evoff[i] - off, NULL)))
+            goto fail;
+        off = e->evoff[i];
+    }
+    if ((rc = elog_sync(e->log)))
+        goto fail;
+    rc = state_commit(t);
+    t = NULL;
+    if (rc)
+        goto fail; /* durable in the log, replayed at the next open */
+    for (size_t i = 0; i < e->nchg; i++)
+        view_learn(e->v, &e->changes[i]);
+    return 0;
+fail:
+    state_abort(t);
+    e->fenced = true;
+    for (size_t i = 0; i < n; i++)
+        sodium_memzero(res[i].secret, sizeof res[i].secret);
+    rc = rc == TK_EFENCED ? TK_EFENCED : TK_EIO;
+    fail_all(res, n, rc);
+    return rc;
+}
+
+/* ---- authentication, verification, listing ---------------------------- */
+
+int eng_authenticate(const eng *e, const char *cred, size_t len, int64_t now, tk_actor *out)
+{
+    if (len == OPERATOR_KEY_LEN) {
+        uint8_t h[TK_HASH_LEN];
+        crypto_hash_sha256(h, (const uint8_t *)cred, len);
+        if (secret_hash_equal(h, e->op_hash)) {
+            memset(out, 0, sizeof *out);
+            out->kind = TK_ACTOR_OPERATOR;
+            return 0;
+        }
+        return TK_EUNAUTH;
+    }
+    return view_auth_personal(e->v, cred, len, now, out) == TK_V_VALID ? 0 : TK_EUNAUTH;
+}
+
+tk_verdict eng_verify(const eng *e, const tk_id *client_id, const char *secret, size_t len,
+                      int64_t now, tk_verify *out)
+{
+    return view_verify(e->v, client_id, secret, len, now, out);
+}
+
+typedef struct list_ctx {
+    state_txn *t;
+    int (*fn)(void *arg, const eng_token_info *info);
+    void *arg;
+    eng_token_info info;
+} list_ctx;
+
+static int list_one(void *arg, const st_cred *c)
+{
+    list_ctx *lc = arg;
+    eng_token_info *in = &lc->info;
+    st_user u;
+    memset(in, 0, sizeof *in);
+    in->client_id = c->id;
+    strcpy(in->description, c->desc);
+    for (uint32_t i = 0; i < c->nroles; i++) {
+        st_role role;
+        if (state_role_by_id(lc->t, c->roles[i], &role) == 0)
+            strcpy(in->roles[in->nroles++], role.key);
+    }
+    if (state_user_by_id(lc->t, c->user, &u) == 0)
+        strcpy(in->created_by, u.slug);
+    in->created_ms = c->created_ms;
+    in->expires = c->expires;
+    return lc->fn(lc->arg, in);
+}
+
+int eng_token_list(eng *e, const tk_actor *a, tk_str tenant, tk_str account, const tk_id *after,
+                   uint32_t limit, int (*fn)(void *arg, const eng_token_info *t), void *arg)
+{
+    list_ctx lc = {.fn = fn, .arg = arg};
+    st_tenant tn;
+    st_account ac;
+    int rc = state_begin(e->st, false, &lc.t);
+    if (rc)
+        return rc;
+    if (a->kind == TK_ACTOR_USER) {
+        st_user u;
+        if ((rc = state_user_by_id(lc.t, a->user, &u)))
+            goto done;
+        if ((rc = rules_may_manage_tokens(a, u.portal, false)))
+            goto done;
+    }
+    eng_req r;
+    eng_req_init(&r, ENG_TOKEN_DELETE, a);
+    r.tenant = tenant;
+    r.account = account;
+    if ((rc = scope(lc.t, &r, true, &tn, &ac)))
+        goto done;
+    if (!rules_may_see(a, tn.id, ac.id)) {
+        rc = TK_ENOTFOUND;
+        goto done;
+    }
+    rc = state_account_tokens(lc.t, ac.id, after, limit, list_one, &lc);
+done:
+    state_abort(lc.t);
+    return rc;
+}
+
+size_t eng_cred_count(const eng *e)
+{
+    return view_cred_count(e->v);
+}
+
+size_t eng_index_bytes(const eng *e)
+{
+    return view_index_bytes(e->v);
+}
+
+uint64_t eng_last_seq(const eng *e)
+{
+    return elog_last_seq(e->log);
+}

@@ -1,0 +1,146 @@
+/*
+ * engine.h - the facade over core and store that the server and the tools
+ * drive: open a data directory, run management operations durably, list,
+ * and verify.
+ *
+ * Data directory layout:
+ *     DIR/operator.key   the operator key (created at first open, mode 0600)
+ *     DIR/log/           the event log (elog.h): the source of truth
+ *     DIR/state/         LMDB (state.h): the log applied
+ *
+ * Write path, one order always (eng_exec): validate each request against
+ * the state as it stands (earlier requests of the same batch included) ->
+ * apply its events to an open LMDB write transaction -> append them to the
+ * log -> one fsync for the whole batch (group commit) -> commit LMDB (the
+ * applied sequence number in the same transaction) -> update the in-memory
+ * view -> return. A result is final only when eng_exec returns 0: the
+ * events are durable and a verification already sees them (rule 5). When
+ * the log's write or fsync fails, nothing of the batch is acknowledged, the
+ * LMDB transaction is dropped, and the engine refuses every later write
+ * (TK_EFENCED) until it is reopened.
+ *
+ * Open: LMDB is brought up to the log (records after its applied sequence
+ * are replayed through the same apply), then the view is built from LMDB.
+ *
+ * Threads: one thread at a time calls eng_exec and the eng_* reads; the
+ * view-backed calls (verify, authenticate) never block nor allocate.
+ */
+#ifndef TK_ENGINE_H
+#define TK_ENGINE_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model.h"
+#include "core/secret.h"
+
+typedef struct eng eng;
+
+typedef struct eng_opts {
+    uint64_t segment_bytes; /* log segment size; 0 = default */
+} eng_opts;
+
+/* Opens (creating) the data directory. opts may be NULL. 0, or TK_EIO /
+ * TK_ECORRUPT with a one-line reason in eng_last_error(). */
+int eng_open(const char *dir, const eng_opts *opts, eng **out);
+void eng_close(eng *e); /* e may be NULL */
+
+/* Why the last eng_open failed, in this thread (static storage). */
+const char *eng_last_error(void);
+
+/* The operator key as stored in DIR/operator.key (borrowed; lives as long
+ * as e). Shown to the operator, never logged. */
+const char *eng_operator_key(const eng *e);
+
+/* ---- management ------------------------------------------------------- */
+
+typedef enum eng_op {
+    ENG_TENANT_CREATE = 1, /* operator: tenant */
+    ENG_TENANT_SET,        /* operator: tenant, flag (api_tokens) */
+    ENG_PERM_PUT,          /* operator: tenant, key, desc */
+    ENG_ROLE_PUT,          /* operator: tenant, key, name, level, items = permission keys */
+    ENG_ROLE_DELETE,       /* operator: tenant, key */
+    ENG_ACCOUNT_CREATE,    /* operator: tenant, account */
+    ENG_USER_CREATE,       /* operator: tenant, account, user, items = role keys, flag (portal);
+                              returns the user's first personal key */
+    ENG_USER_SET,          /* operator: tenant, account, user; has_items -> roles, flag >= 0 -> portal */
+    ENG_KEY_CREATE,        /* operator: tenant, account, user, expires; returns a personal key */
+    ENG_KEY_DELETE,        /* operator: id */
+    ENG_TOKEN_CREATE,      /* user: desc, items = role keys, expires; returns the token */
+    ENG_TOKEN_DELETE,      /* user (own account) or operator: id */
+    ENG_OP_MAX = ENG_TOKEN_DELETE
+} eng_op;
+
+/* One request. Strings are borrowed for the call. A user actor's own
+ * tenant and account always apply; the tenant/account fields are then
+ * ignored (rule 7). */
+typedef struct eng_req {
+    eng_op op;
+    tk_actor actor;
+    tk_str tenant, account, user, key, name, desc;
+    int flag;          /* 0 or 1; for ENG_USER_SET, -1 = unchanged */
+    bool has_items;    /* ENG_USER_SET: replace the roles */
+    uint32_t level;
+    uint32_t nitems;
+    tk_str items[TK_MAX_ROLE_PERMS];
+    int64_t expires;   /* unix seconds, 0 = never */
+    tk_id id;          /* deletes */
+} eng_req;
+
+typedef struct eng_res {
+    int status;                        /* 0 or a TK_E* code */
+    tk_id id;                          /* created credential's ID */
+    char secret[TK_SECRET_LEN + 1];    /* created secret: the only copy there will ever be */
+} eng_res;
+
+/* Executes n requests as one durable batch (see the top of this file).
+ * Returns 0 when the batch was committed: res[i].status says how each
+ * request fared (a refused request changes nothing). Returns TK_EFENCED or
+ * TK_EIO when the store failed: nothing was acknowledged, every
+ * res[i].status is that code. */
+int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n);
+
+/* Resets r to an empty request for op by actor. */
+void eng_req_init(eng_req *r, eng_op op, const tk_actor *actor);
+
+/* ---- authentication and verification --------------------------------- */
+
+/* Authenticates a management credential: the operator key gives a
+ * TK_ACTOR_OPERATOR, a personal API key a TK_ACTOR_USER. A tenant API token
+ * is refused (rule 8). 0 or TK_EUNAUTH. now is unix seconds. */
+int eng_authenticate(const eng *e, const char *cred, size_t len, int64_t now, tk_actor *out);
+
+/* Verifies a tenant API token (view_verify): client_id may be NULL. */
+tk_verdict eng_verify(const eng *e, const tk_id *client_id, const char *secret, size_t len,
+                      int64_t now, tk_verify *out);
+
+/* ---- listing --------------------------------------------------------- */
+
+/* What a listing shows of a token: metadata only, never a secret or its
+ * hash (rule 9). */
+typedef struct eng_token_info {
+    tk_id client_id;
+    char description[TK_DESC_MAX + 1];
+    uint32_t nroles;
+    char roles[TK_MAX_ROLES][TK_KEY_MAX + 1]; /* deleted roles left out */
+    char created_by[TK_SLUG_MAX + 1];         /* the creating user's slug */
+    int64_t created_ms;
+    int64_t expires;
+} eng_token_info;
+
+/* Lists the tokens of an account, oldest first, after `after` (NULL: from
+ * the start), at most limit. A user lists its own account (portal needed,
+ * rule 2); the operator names tenant and account. fn gets each token
+ * (borrowed for the call); a non-zero return stops and is returned.
+ * 0, TK_EDENIED, TK_ENOTFOUND, TK_EIO. */
+int eng_token_list(eng *e, const tk_actor *a, tk_str tenant, tk_str account, const tk_id *after,
+                   uint32_t limit, int (*fn)(void *arg, const eng_token_info *t), void *arg);
+
+/* Number of credentials in the verify index, and its memory. */
+size_t eng_cred_count(const eng *e);
+size_t eng_index_bytes(const eng *e);
+
+/* Sequence number of the last durable event. */
+uint64_t eng_last_seq(const eng *e);
+
+#endif

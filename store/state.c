@@ -1,0 +1,1107 @@
+/*
+ * state.c - the durable state in LMDB; see state.h.
+ *
+ * Keys are big-endian ids (so cursors walk in id order) or a big-endian
+ * parent id followed by a name. Values are small msgpack arrays read with
+ * the bounds-checked cursor of core/mp.h and copied into fixed records.
+ */
+#include "store/state.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/err.h"
+#include "core/mp.h"
+#include "core/xmalloc.h"
+
+enum { DB_META, DB_TENANT, DB_TENANT_NAME, DB_PERM, DB_PERM_NAME, DB_ROLE, DB_ROLE_NAME,
+       DB_ACCOUNT, DB_ACCOUNT_NAME, DB_USER, DB_USER_NAME, DB_CRED, DB_ACCOUNT_TOKENS,
+       DB_COUNT };
+
+static const char *const db_names[DB_COUNT] = {
+    "meta", "tenant", "tenant_name", "perm", "perm_name", "role", "role_name",
+    "account", "account_name", "user", "user_name", "cred", "account_tokens",
+};
+
+#define INITIAL_MAP (256ull << 20)
+
+struct state {
+    MDB_env *env;
+    MDB_dbi dbi[DB_COUNT];
+};
+
+/* Id counters kept in meta under "ids", in this order. */
+enum { ID_TENANT, ID_ROLE, ID_ACCOUNT, ID_USER, ID_COUNT };
+
+struct state_txn {
+    state *s;
+    MDB_txn *txn;
+    bool write;
+    bool dirty;            /* seq or ids changed: write them at commit */
+    uint64_t seq;
+    uint32_t ids[ID_COUNT];
+};
+
+static int map_err(int rc)
+{
+    switch (rc) {
+    case 0: return 0;
+    case MDB_NOTFOUND: return TK_ENOTFOUND;
+    case MDB_MAP_FULL: return TK_ELIMIT;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH: return TK_ECORRUPT;
+    case ENOMEM: return TK_ENOMEM;
+    default: return TK_EIO;
+    }
+}
+
+static void be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static uint32_t rd_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void be64(uint8_t *p, uint64_t v)
+{
+    be32(p, (uint32_t)(v >> 32));
+    be32(p + 4, (uint32_t)v);
+}
+
+/* ---- raw access ------------------------------------------------------- */
+
+static int db_get(state_txn *t, int db, const void *k, size_t kn, MDB_val *v)
+{
+    MDB_val key = {kn, (void *)k};
+    return map_err(mdb_get(t->txn, t->s->dbi[db], &key, v));
+}
+
+static int db_put(state_txn *t, int db, const void *k, size_t kn, const void *v, size_t vn)
+{
+    MDB_val key = {kn, (void *)k}, val = {vn, (void *)v};
+    return map_err(mdb_put(t->txn, t->s->dbi[db], &key, &val, 0));
+}
+
+static int db_del(state_txn *t, int db, const void *k, size_t kn)
+{
+    MDB_val key = {kn, (void *)k};
+    return map_err(mdb_del(t->txn, t->s->dbi[db], &key, NULL));
+}
+
+/* A name-index key: parent id, then the name. */
+typedef struct nkey {
+    uint8_t b[4 + TK_KEY_MAX];
+    size_t n;
+} nkey;
+
+static int name_key(nkey *k, uint32_t parent, const char *name, size_t n)
+{
+    if (n > TK_KEY_MAX)
+        return TK_EINVAL;
+    be32(k->b, parent);
+    memcpy(k->b + 4, name, n);
+    k->n = 4 + n;
+    return 0;
+}
+
+static int name_get(state_txn *t, int db, uint32_t parent, const char *name, size_t n,
+                    uint32_t *id)
+{
+    nkey k;
+    MDB_val v;
+    int rc = name_key(&k, parent, name, n);
+    if (!rc)
+        rc = db_get(t, db, k.b, k.n, &v);
+    if (rc)
+        return rc == TK_EINVAL ? TK_ENOTFOUND : rc;
+    if (v.mv_size != 4)
+        return TK_ECORRUPT;
+    *id = rd_be32(v.mv_data);
+    return 0;
+}
+
+static int name_put(state_txn *t, int db, uint32_t parent, const char *name, size_t n,
+                    uint32_t id)
+{
+    nkey k;
+    uint8_t v[4];
+    int rc = name_key(&k, parent, name, n);
+    if (rc)
+        return TK_ECORRUPT;
+    be32(v, id);
+    return db_put(t, db, k.b, k.n, v, 4);
+}
+
+static int name_del(state_txn *t, int db, uint32_t parent, const char *name, size_t n)
+{
+    nkey k;
+    int rc = name_key(&k, parent, name, n);
+    return rc ? TK_ECORRUPT : db_del(t, db, k.b, k.n);
+}
+
+static int id_get(state_txn *t, int db, uint32_t id, MDB_val *v)
+{
+    uint8_t k[4];
+    be32(k, id);
+    return db_get(t, db, k, 4, v);
+}
+
+static int id_put(state_txn *t, int db, uint32_t id, const mpw *w)
+{
+    uint8_t k[4];
+    be32(k, id);
+    return db_put(t, db, k, 4, w->buf.data, w->buf.size);
+}
+
+/* ---- value decoding --------------------------------------------------- */
+
+static int rd_u32(mpr *r, uint32_t *v)
+{
+    uint64_t u;
+    if (mpr_uint(r, &u) || u > UINT32_MAX)
+        return TK_ECORRUPT;
+    *v = (uint32_t)u;
+    return 0;
+}
+
+static int rd_cstr(mpr *r, char *out, size_t cap)
+{
+    const char *s;
+    size_t n;
+    if (mpr_str(r, &s, &n) || n >= cap)
+        return TK_ECORRUPT;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return 0;
+}
+
+static int rd_header(mpr *r, const MDB_val *v, uint32_t want)
+{
+    uint32_t n;
+    mpr_init(r, v->mv_data, v->mv_size);
+    return mpr_array(r, &n) || n != want ? TK_ECORRUPT : 0;
+}
+
+static int rd_ids(mpr *r, uint32_t *out, uint32_t *n, uint32_t max)
+{
+    if (mpr_array(r, n) || *n > max)
+        return TK_ECORRUPT;
+    for (uint32_t i = 0; i < *n; i++)
+        if (rd_u32(r, &out[i]))
+            return TK_ECORRUPT;
+    return 0;
+}
+
+static int dec_tenant(const MDB_val *v, uint32_t id, st_tenant *o)
+{
+    mpr r;
+    o->id = id;
+    if (rd_header(&r, v, 3) || rd_cstr(&r, o->slug, sizeof o->slug)
+        || mpr_bool(&r, &o->api_tokens) || rd_u32(&r, &o->nperms))
+        return TK_ECORRUPT;
+    return 0;
+}
+
+static void enc_tenant(mpw *w, const st_tenant *o)
+{
+    mpw_array(w, 3);
+    mpw_cstr(w, o->slug);
+    mpw_bool(w, o->api_tokens);
+    mpw_uint(w, o->nperms);
+}
+
+static int dec_perm(const MDB_val *v, uint32_t tenant, uint32_t num, st_perm *o)
+{
+    mpr r;
+    o->tenant = tenant;
+    o->num = num;
+    if (rd_header(&r, v, 2) || rd_cstr(&r, o->key, sizeof o->key)
+        || rd_cstr(&r, o->desc, sizeof o->desc))
+        return TK_ECORRUPT;
+    return 0;
+}
+
+static int dec_role(const MDB_val *v, uint32_t id, st_role *o)
+{
+    mpr r;
+    uint32_t nums[TK_MAX_ROLE_PERMS];
+    o->id = id;
+    if (rd_header(&r, v, 5) || rd_u32(&r, &o->tenant) || rd_cstr(&r, o->key, sizeof o->key)
+        || rd_cstr(&r, o->name, sizeof o->name) || rd_u32(&r, &o->level)
+        || rd_ids(&r, nums, &o->nperms, TK_MAX_ROLE_PERMS))
+        return TK_ECORRUPT;
+    for (uint32_t i = 0; i < o->nperms; i++) {
+        if (nums[i] >= TK_MAX_TENANT_PERMS)
+            return TK_ECORRUPT;
+        o->perms[i] = (uint16_t)nums[i];
+    }
+    return 0;
+}
+
+static void enc_role(mpw *w, const st_role *o)
+{
+    mpw_array(w, 5);
+    mpw_uint(w, o->tenant);
+    mpw_cstr(w, o->key);
+    mpw_cstr(w, o->name);
+    mpw_uint(w, o->level);
+    mpw_array(w, o->nperms);
+    for (uint32_t i = 0; i < o->nperms; i++)
+        mpw_uint(w, o->perms[i]);
+}
+
+static int dec_account(const MDB_val *v, uint32_t id, st_account *o)
+{
+    mpr r;
+    o->id = id;
+    if (rd_header(&r, v, 2) || rd_u32(&r, &o->tenant) || rd_cstr(&r, o->slug, sizeof o->slug))
+        return TK_ECORRUPT;
+    return 0;
+}
+
+static int dec_user(const MDB_val *v, uint32_t id, st_user *o)
+{
+    mpr r;
+    o->id = id;
+    if (rd_header(&r, v, 5) || rd_u32(&r, &o->tenant) || rd_u32(&r, &o->account)
+        || rd_cstr(&r, o->slug, sizeof o->slug) || mpr_bool(&r, &o->portal)
+        || rd_ids(&r, o->roles, &o->nroles, TK_MAX_ROLES))
+        return TK_ECORRUPT;
+    return 0;
+}
+
+static void enc_user(mpw *w, const st_user *o)
+{
+    mpw_array(w, 5);
+    mpw_uint(w, o->tenant);
+    mpw_uint(w, o->account);
+    mpw_cstr(w, o->slug);
+    mpw_bool(w, o->portal);
+    mpw_array(w, o->nroles);
+    for (uint32_t i = 0; i < o->nroles; i++)
+        mpw_uint(w, o->roles[i]);
+}
+
+static int dec_cred(const MDB_val *k, const MDB_val *v, st_cred *o)
+{
+    mpr r;
+    uint32_t kind;
+    const uint8_t *h;
+    size_t hn;
+    if (k->mv_size != TK_ID_LEN)
+        return TK_ECORRUPT;
+    memcpy(o->id.b, k->mv_data, TK_ID_LEN);
+    if (rd_header(&r, v, 9) || rd_u32(&r, &kind) || mpr_bin(&r, &h, &hn) || hn != TK_HASH_LEN
+        || rd_u32(&r, &o->tenant) || rd_u32(&r, &o->account) || rd_u32(&r, &o->user)
+        || rd_ids(&r, o->roles, &o->nroles, TK_MAX_ROLES) || mpr_int(&r, &o->created_ms)
+        || mpr_int(&r, &o->expires) || rd_cstr(&r, o->desc, sizeof o->desc))
+        return TK_ECORRUPT;
+    if (kind != TK_KIND_TOKEN && kind != TK_KIND_PERSONAL)
+        return TK_ECORRUPT;
+    o->kind = (uint8_t)kind;
+    memcpy(o->hash, h, TK_HASH_LEN);
+    return 0;
+}
+
+static void enc_cred(mpw *w, const st_cred *o)
+{
+    mpw_array(w, 9);
+    mpw_uint(w, o->kind);
+    mpw_bin(w, o->hash, TK_HASH_LEN);
+    mpw_uint(w, o->tenant);
+    mpw_uint(w, o->account);
+    mpw_uint(w, o->user);
+    mpw_array(w, o->nroles);
+    for (uint32_t i = 0; i < o->nroles; i++)
+        mpw_uint(w, o->roles[i]);
+    mpw_int(w, o->created_ms);
+    mpw_int(w, o->expires);
+    mpw_cstr(w, o->desc);
+}
+
+/* ---- lookups ---------------------------------------------------------- */
+
+int state_tenant_by_id(state_txn *t, uint32_t id, st_tenant *out)
+{
+    MDB_val v;
+    int rc = id_get(t, DB_TENANT, id, &v);
+    return rc ? rc : dec_tenant(&v, id, out);
+}
+
+int state_tenant_by_slug(state_txn *t, const char *slug, size_t n, st_tenant *out)
+{
+    uint32_t id;
+    int rc = name_get(t, DB_TENANT_NAME, 0, slug, n, &id);
+    return rc ? rc : state_tenant_by_id(t, id, out);
+}
+
+int state_perm_by_num(state_txn *t, uint32_t tenant, uint32_t num, st_perm *out)
+{
+    uint8_t k[8];
+    MDB_val v;
+    be32(k, tenant);
+    be32(k + 4, num);
+    int rc = db_get(t, DB_PERM, k, 8, &v);
+    return rc ? rc : dec_perm(&v, tenant, num, out);
+}
+
+int state_perm_by_key(state_txn *t, uint32_t tenant, const char *key, size_t n, st_perm *out)
+{
+    uint32_t num;
+    int rc = name_get(t, DB_PERM_NAME, tenant, key, n, &num);
+    return rc ? rc : state_perm_by_num(t, tenant, num, out);
+}
+
+int state_role_by_id(state_txn *t, uint32_t id, st_role *out)
+{
+    MDB_val v;
+    int rc = id_get(t, DB_ROLE, id, &v);
+    return rc ? rc : dec_role(&v, id, out);
+}
+
+int state_role_by_key(state_txn *t, uint32_t tenant, const char *key, size_t n, st_role *out)
+{
+    uint32_t id;
+    int rc = name_get(t, DB_ROLE_NAME, tenant, key, n, &id);
+    return rc ? rc : state_role_by_id(t, id, out);
+}
+
+int state_account_by_id(state_txn *t, uint32_t id, st_account *out)
+{
+    MDB_val v;
+    int rc = id_get(t, DB_ACCOUNT, id, &v);
+    return rc ? rc : dec_account(&v, id, out);
+}
+
+int state_account_by_slug(state_txn *t, uint32_t tenant, const char *slug, size_t n,
+                          st_account *out)
+{
+    uint32_t id;
+    int rc = name_get(t, DB_ACCOUNT_NAME, tenant, slug, n, &id);
+    return rc ? rc : state_account_by_id(t, id, out);
+}
+
+int state_user_by_id(state_txn *t, uint32_t id, st_user *out)
+{
+    MDB_val v;
+    int rc = id_get(t, DB_USER, id, &v);
+    return rc ? rc : dec_user(&v, id, out);
+}
+
+int state_user_by_slug(state_txn *t, uint32_t account, const char *slug, size_t n, st_user *out)
+{
+    uint32_t id;
+    int rc = name_get(t, DB_USER_NAME, account, slug, n, &id);
+    return rc ? rc : state_user_by_id(t, id, out);
+}
+
+int state_cred_by_id(state_txn *t, const tk_id *id, st_cred *out)
+{
+    MDB_val k = {TK_ID_LEN, (void *)id->b}, v;
+    int rc = map_err(mdb_get(t->txn, t->s->dbi[DB_CRED], &k, &v));
+    return rc ? rc : dec_cred(&k, &v, out);
+}
+
+/* ---- apply ------------------------------------------------------------ */
+
+static uint32_t next_id(state_txn *t, int which)
+{
+    t->dirty = true;
+    return ++t->ids[which];
+}
+
+static void emit_text(st_change *c, const char *s, size_t n)
+{
+    memcpy(c->text, s, n);
+    c->text[n] = '\0';
+    c->len = n;
+}
+
+/* An event names things that must exist: a miss means the log does not
+ * belong to this state. */
+static int must(int rc)
+{
+    return rc == TK_ENOTFOUND ? TK_ECORRUPT : rc;
+}
+
+/* Resolves role keys to ids within tenant. */
+static int resolve_roles(state_txn *t, uint32_t tenant, const ev *e, uint32_t *ids)
+{
+    if (e->nitems > TK_MAX_ROLES)
+        return TK_ECORRUPT;
+    for (uint32_t i = 0; i < e->nitems; i++) {
+        st_role r;
+        int rc = state_role_by_key(t, tenant, e->items[i].p, e->items[i].n, &r);
+        if (rc)
+            return must(rc);
+        ids[i] = r.id;
+    }
+    return 0;
+}
+
+/* Finds permission key in tenant, defining it (with desc) if new. */
+static int perm_define(state_txn *t, st_tenant *tn, const tk_str *key, const tk_str *desc,
+                       bool overwrite_desc, uint32_t *num, st_emit_fn emit, void *arg)
+{
+    st_perm p;
+    int rc = state_perm_by_key(t, tn->id, key->p, key->n, &p);
+    if (rc && rc != TK_ENOTFOUND)
+        return rc;
+    bool fresh = rc == TK_ENOTFOUND;
+    if (fresh) {
+        if (tn->nperms >= TK_MAX_TENANT_PERMS)
+            return TK_ECORRUPT;
+        p.tenant = tn->id;
+        p.num = tn->nperms++;
+        memcpy(p.key, key->p, key->n);
+        p.key[key->n] = '\0';
+        p.desc[0] = '\0';
+        mpw w;
+        mpw_init(&w);
+        enc_tenant(&w, tn);
+        rc = id_put(t, DB_TENANT, tn->id, &w);
+        mpw_free(&w);
+        if (!rc)
+            rc = name_put(t, DB_PERM_NAME, tn->id, key->p, key->n, p.num);
+        if (rc)
+            return rc;
+    }
+    if (fresh || overwrite_desc) {
+        if (desc) {
+            memcpy(p.desc, desc->p, desc->n);
+            p.desc[desc->n] = '\0';
+        }
+        uint8_t k[8];
+        mpw w;
+        be32(k, tn->id);
+        be32(k + 4, p.num);
+        mpw_init(&w);
+        mpw_array(&w, 2);
+        mpw_cstr(&w, p.key);
+        mpw_cstr(&w, p.desc);
+        rc = db_put(t, DB_PERM, k, 8, w.buf.data, w.buf.size);
+        mpw_free(&w);
+        if (rc)
+            return rc;
+    }
+    if (fresh && emit) {
+        st_change c;
+        c.type = EV_PERM_PUT;
+        c.tenant = tn->id;
+        c.id = p.num;
+        emit_text(&c, key->p, key->n);
+        emit(arg, &c);
+    }
+    *num = p.num;
+    return 0;
+}
+
+static void tenant_change(const st_tenant *tn, st_change *c)
+{
+    c->type = EV_TENANT_SET;
+    c->id = tn->id;
+    c->flag = tn->api_tokens;
+    emit_text(c, tn->slug, strlen(tn->slug));
+}
+
+static void role_change(const st_role *r, st_change *c)
+{
+    c->type = EV_ROLE_PUT;
+    c->id = r->id;
+    c->tenant = r->tenant;
+    c->level = r->level;
+    c->n = r->nperms;
+    for (uint32_t i = 0; i < r->nperms; i++)
+        c->list[i] = r->perms[i];
+    emit_text(c, r->key, strlen(r->key));
+}
+
+static void cred_change(const st_cred *cr, st_change *c)
+{
+    c->type = EV_TOKEN_CREATE;
+    c->kind = cr->kind;
+    c->cid = cr->id;
+    memcpy(c->hash, cr->hash, TK_HASH_LEN);
+    c->tenant = cr->tenant;
+    c->account = cr->account;
+    c->user = cr->user;
+    c->expires = cr->expires;
+    c->n = cr->nroles;
+    memcpy(c->list, cr->roles, cr->nroles * sizeof *cr->roles);
+}
+
+static int account_token_key(uint8_t k[28], const st_cred *cr)
+{
+    be32(k, cr->account);
+    be64(k + 4, (uint64_t)cr->created_ms);
+    memcpy(k + 12, cr->id.b, TK_ID_LEN);
+    return 28;
+}
+
+static int apply_cred_create(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
+{
+    st_tenant tn;
+    st_account ac;
+    st_user us;
+    st_cred cr, old;
+    int rc;
+    memset(&cr, 0, sizeof cr);
+    if ((rc = must(state_tenant_by_slug(t, e->tenant.p, e->tenant.n, &tn)))
+        || (rc = must(state_account_by_slug(t, tn.id, e->account.p, e->account.n, &ac)))
+        || (rc = must(state_user_by_slug(t, ac.id, e->user.p, e->user.n, &us))))
+        return rc;
+    rc = state_cred_by_id(t, &e->id, &old);
+    if (rc != TK_ENOTFOUND)
+        return rc ? rc : TK_ECORRUPT; /* an ID is never reused */
+    cr.id = e->id;
+    cr.kind = e->type == EV_TOKEN_CREATE ? TK_KIND_TOKEN : TK_KIND_PERSONAL;
+    memcpy(cr.hash, e->hash, TK_HASH_LEN);
+    cr.tenant = tn.id;
+    cr.account = ac.id;
+    cr.user = us.id;
+    cr.created_ms = e->ts;
+    cr.expires = e->expires;
+    if (cr.kind == TK_KIND_TOKEN) {
+        if ((rc = resolve_roles(t, tn.id, e, cr.roles)))
+            return rc;
+        cr.nroles = e->nitems;
+        memcpy(cr.desc, e->desc.p, e->desc.n);
+        cr.desc[e->desc.n] = '\0';
+    }
+    mpw w;
+    mpw_init(&w);
+    enc_cred(&w, &cr);
+    rc = db_put(t, DB_CRED, cr.id.b, TK_ID_LEN, w.buf.data, w.buf.size);
+    mpw_free(&w);
+    if (!rc && cr.kind == TK_KIND_TOKEN) {
+        uint8_t k[28];
+        rc = db_put(t, DB_ACCOUNT_TOKENS, k, (size_t)account_token_key(k, &cr), "", 0);
+    }
+    if (!rc && emit) {
+        st_change c;
+        cred_change(&cr, &c);
+        emit(arg, &c);
+    }
+    return rc;
+}
+
+static int apply_cred_delete(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
+{
+    st_cred cr;
+    int rc = must(state_cred_by_id(t, &e->id, &cr));
+    if (rc)
+        return rc;
+    if (cr.kind != (e->type == EV_TOKEN_DELETE ? TK_KIND_TOKEN : TK_KIND_PERSONAL))
+        return TK_ECORRUPT;
+    rc = db_del(t, DB_CRED, cr.id.b, TK_ID_LEN);
+    if (!rc && cr.kind == TK_KIND_TOKEN) {
+        uint8_t k[28];
+        rc = db_del(t, DB_ACCOUNT_TOKENS, k, (size_t)account_token_key(k, &cr));
+    }
+    if (!rc && emit) {
+        st_change c;
+        c.type = EV_TOKEN_DELETE;
+        c.cid = cr.id;
+        emit(arg, &c);
+    }
+    return rc;
+}
+
+static int apply_role_put(state_txn *t, st_tenant *tn, const ev *e, st_emit_fn emit, void *arg)
+{
+    st_role r;
+    int rc = state_role_by_key(t, tn->id, e->key.p, e->key.n, &r);
+    if (rc == TK_ENOTFOUND) {
+        memset(&r, 0, sizeof r);
+        r.id = next_id(t, ID_ROLE);
+        r.tenant = tn->id;
+        memcpy(r.key, e->key.p, e->key.n);
+        r.key[e->key.n] = '\0';
+        rc = name_put(t, DB_ROLE_NAME, tn->id, e->key.p, e->key.n, r.id);
+    }
+    if (rc)
+        return rc;
+    memcpy(r.name, e->name.p, e->name.n);
+    r.name[e->name.n] = '\0';
+    r.level = e->level;
+    r.nperms = 0;
+    for (uint32_t i = 0; i < e->nitems; i++) {
+        uint32_t num;
+        if ((rc = perm_define(t, tn, &e->items[i], NULL, false, &num, emit, arg)))
+            return rc;
+        bool dup = false;
+        for (uint32_t j = 0; j < r.nperms; j++)
+            dup |= r.perms[j] == num;
+        if (!dup)
+            r.perms[r.nperms++] = (uint16_t)num;
+    }
+    mpw w;
+    mpw_init(&w);
+    enc_role(&w, &r);
+    rc = id_put(t, DB_ROLE, r.id, &w);
+    mpw_free(&w);
+    if (!rc && emit) {
+        st_change c;
+        role_change(&r, &c);
+        emit(arg, &c);
+    }
+    return rc;
+}
+
+static int apply_user_put(state_txn *t, const st_tenant *tn, const ev *e)
+{
+    st_account ac;
+    st_user u;
+    int rc = must(state_account_by_slug(t, tn->id, e->account.p, e->account.n, &ac));
+    if (rc)
+        return rc;
+    rc = state_user_by_slug(t, ac.id, e->user.p, e->user.n, &u);
+    if (rc == TK_ENOTFOUND) {
+        memset(&u, 0, sizeof u);
+        u.id = next_id(t, ID_USER);
+        u.tenant = tn->id;
+        u.account = ac.id;
+        memcpy(u.slug, e->user.p, e->user.n);
+        u.slug[e->user.n] = '\0';
+        rc = name_put(t, DB_USER_NAME, ac.id, e->user.p, e->user.n, u.id);
+    }
+    if (rc || (rc = resolve_roles(t, tn->id, e, u.roles)))
+        return rc;
+    u.nroles = e->nitems;
+    u.portal = e->flag;
+    mpw w;
+    mpw_init(&w);
+    enc_user(&w, &u);
+    rc = id_put(t, DB_USER, u.id, &w);
+    mpw_free(&w);
+    return rc;
+}
+
+static int put_tenant(state_txn *t, const st_tenant *tn, st_emit_fn emit, void *arg)
+{
+    mpw w;
+    mpw_init(&w);
+    enc_tenant(&w, tn);
+    int rc = id_put(t, DB_TENANT, tn->id, &w);
+    mpw_free(&w);
+    if (!rc && emit) {
+        st_change c;
+        tenant_change(tn, &c);
+        emit(arg, &c);
+    }
+    return rc;
+}
+
+static int id_del_role(state_txn *t, const st_role *r)
+{
+    uint8_t k[4];
+    be32(k, r->id);
+    int rc = db_del(t, DB_ROLE, k, 4);
+    return rc ? rc : name_del(t, DB_ROLE_NAME, r->tenant, r->key, strlen(r->key));
+}
+
+static int apply(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
+{
+    st_tenant tn;
+    int rc;
+
+    switch (e->type) {
+    case EV_KEY_DELETE:
+    case EV_TOKEN_DELETE:
+        return apply_cred_delete(t, e, emit, arg);
+    case EV_KEY_CREATE:
+    case EV_TOKEN_CREATE:
+        return apply_cred_create(t, e, emit, arg);
+    case EV_TENANT_CREATE:
+        rc = state_tenant_by_slug(t, e->tenant.p, e->tenant.n, &tn);
+        if (rc != TK_ENOTFOUND)
+            return rc ? rc : TK_ECORRUPT;
+        memset(&tn, 0, sizeof tn);
+        tn.id = next_id(t, ID_TENANT);
+        memcpy(tn.slug, e->tenant.p, e->tenant.n);
+        if ((rc = name_put(t, DB_TENANT_NAME, 0, e->tenant.p, e->tenant.n, tn.id)))
+            return rc;
+        return put_tenant(t, &tn, emit, arg);
+    default:
+        break;
+    }
+    /* Every other event acts inside an existing tenant. */
+    if ((rc = must(state_tenant_by_slug(t, e->tenant.p, e->tenant.n, &tn))))
+        return rc;
+    switch (e->type) {
+    case EV_TENANT_SET:
+        tn.api_tokens = e->flag;
+        return put_tenant(t, &tn, emit, arg);
+    case EV_PERM_PUT: {
+        uint32_t num;
+        return perm_define(t, &tn, &e->key, &e->desc, true, &num, emit, arg);
+    }
+    case EV_ROLE_PUT:
+        return apply_role_put(t, &tn, e, emit, arg);
+    case EV_ROLE_DELETE: {
+        st_role r;
+        if ((rc = must(state_role_by_key(t, tn.id, e->key.p, e->key.n, &r)))
+            || (rc = id_del_role(t, &r)))
+            return rc;
+        if (emit) {
+            st_change c;
+            c.type = EV_ROLE_DELETE;
+            c.id = r.id;
+            emit(arg, &c);
+        }
+        return 0;
+    }
+    case EV_ACCOUNT_CREATE: {
+        st_account ac;
+        rc = state_account_by_slug(t, tn.id, e->account.p, e->account.n, &ac);
+        if (rc != TK_ENOTFOUND)
+            return rc ? rc : TK_ECORRUPT;
+        ac.id = next_id(t, ID_ACCOUNT);
+        ac.tenant = tn.id;
+        mpw w;
+        mpw_init(&w);
+        mpw_array(&w, 2);
+        mpw_uint(&w, ac.tenant);
+        mpw_str(&w, e->account.p, e->account.n);
+        rc = id_put(t, DB_ACCOUNT, ac.id, &w);
+        mpw_free(&w);
+        if (!rc)
+            rc = name_put(t, DB_ACCOUNT_NAME, tn.id, e->account.p, e->account.n, ac.id);
+        if (!rc && emit) {
+            st_change c;
+            c.type = EV_ACCOUNT_CREATE;
+            c.id = ac.id;
+            c.tenant = tn.id;
+            emit_text(&c, e->account.p, e->account.n);
+            emit(arg, &c);
+        }
+        return rc;
+    }
+    case EV_USER_PUT:
+        return apply_user_put(t, &tn, e);
+    default:
+        return TK_ECORRUPT;
+    }
+}
+
+int state_apply(state_txn *t, uint64_t seq, const ev *e, st_emit_fn emit, void *arg)
+{
+    if (!t->write || seq != t->seq + 1)
+        return TK_ECORRUPT;
+    int rc = apply(t, e, emit, arg);
+    if (rc)
+        return rc;
+    t->seq = seq;
+    t->dirty = true;
+    return 0;
+}
+
+/* ---- load ------------------------------------------------------------- */
+
+/* Walks every record of db, calling fn(key, value). */
+static int walk(state_txn *t, int db, int (*fn)(state_txn *, const MDB_val *, const MDB_val *,
+                                                 st_emit_fn, void *),
+                st_emit_fn emit, void *arg)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc = map_err(mdb_cursor_open(t->txn, t->s->dbi[db], &c));
+    if (rc)
+        return rc;
+    int mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (mrc == 0 && !rc) {
+        rc = fn(t, &k, &v, emit, arg);
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (!rc && mrc != MDB_NOTFOUND)
+        rc = map_err(mrc);
+    return rc;
+}
+
+static int load_tenant(state_txn *t, const MDB_val *k, const MDB_val *v, st_emit_fn emit,
+                       void *arg)
+{
+    (void)t;
+    st_tenant tn;
+    st_change c;
+    if (k->mv_size != 4 || dec_tenant(v, rd_be32(k->mv_data), &tn))
+        return TK_ECORRUPT;
+    tenant_change(&tn, &c);
+    emit(arg, &c);
+    return 0;
+}
+
+static int load_perm(state_txn *t, const MDB_val *k, const MDB_val *v, st_emit_fn emit,
+                     void *arg)
+{
+    (void)t;
+    st_perm p;
+    st_change c;
+    if (k->mv_size != 8 || dec_perm(v, rd_be32(k->mv_data), rd_be32((uint8_t *)k->mv_data + 4), &p))
+        return TK_ECORRUPT;
+    c.type = EV_PERM_PUT;
+    c.tenant = p.tenant;
+    c.id = p.num;
+    emit_text(&c, p.key, strlen(p.key));
+    emit(arg, &c);
+    return 0;
+}
+
+static int load_role(state_txn *t, const MDB_val *k, const MDB_val *v, st_emit_fn emit,
+                     void *arg)
+{
+    (void)t;
+    st_role r;
+    st_change c;
+    if (k->mv_size != 4 || dec_role(v, rd_be32(k->mv_data), &r))
+        return TK_ECORRUPT;
+    role_change(&r, &c);
+    emit(arg, &c);
+    return 0;
+}
+
+static int load_account(state_txn *t, const MDB_val *k, const MDB_val *v, st_emit_fn emit,
+                        void *arg)
+{
+    (void)t;
+    st_account a;
+    st_change c;
+    if (k->mv_size != 4 || dec_account(v, rd_be32(k->mv_data), &a))
+        return TK_ECORRUPT;
+    c.type = EV_ACCOUNT_CREATE;
+    c.id = a.id;
+    c.tenant = a.tenant;
+    emit_text(&c, a.slug, strlen(a.slug));
+    emit(arg, &c);
+    return 0;
+}
+
+static int load_cred(state_txn *t, const MDB_val *k, const MDB_val *v, st_emit_fn emit,
+                     void *arg)
+{
+    (void)t;
+    st_cred cr;
+    st_change c;
+    if (dec_cred(k, v, &cr))
+        return TK_ECORRUPT;
+    cred_change(&cr, &c);
+    emit(arg, &c);
+    return 0;
+}
+
+int state_load(state_txn *t, st_emit_fn emit, void *arg)
+{
+    int rc;
+    if ((rc = walk(t, DB_TENANT, load_tenant, emit, arg))
+        || (rc = walk(t, DB_PERM, load_perm, emit, arg))
+        || (rc = walk(t, DB_ROLE, load_role, emit, arg))
+        || (rc = walk(t, DB_ACCOUNT, load_account, emit, arg))
+        || (rc = walk(t, DB_CRED, load_cred, emit, arg)))
+        return rc;
+    return 0;
+}
+
+/* ---- listing ---------------------------------------------------------- */
+
+int state_account_tokens(state_txn *t, uint32_t account, const tk_id *after, uint32_t limit,
+                         int (*fn)(void *arg, const st_cred *c), void *arg)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    uint8_t start[28];
+    int rc = map_err(mdb_cursor_open(t->txn, t->s->dbi[DB_ACCOUNT_TOKENS], &c));
+    if (rc)
+        return rc;
+    be32(start, account);
+    k.mv_size = 4;
+    k.mv_data = start;
+    if (after) {
+        st_cred prev;
+        rc = state_cred_by_id(t, after, &prev);
+        if (rc)
+            goto done;
+        k.mv_size = (size_t)account_token_key(start, &prev);
+    }
+    int mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    if (after && mrc == 0 && k.mv_size == 28 && memcmp(k.mv_data, start, 28) == 0)
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    for (uint32_t n = 0; mrc == 0 && n < limit; n++) {
+        if (k.mv_size != 28 || rd_be32(k.mv_data) != account)
+            break;
+        tk_id id;
+        st_cred cr;
+        memcpy(id.b, (uint8_t *)k.mv_data + 12, TK_ID_LEN);
+        if ((rc = must(state_cred_by_id(t, &id, &cr))) || (rc = fn(arg, &cr)))
+            goto done;
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = map_err(mrc);
+done:
+    mdb_cursor_close(c);
+    return rc;
+}
+
+/* ---- environment and transactions -------------------------------------- */
+
+int state_open(const char *dir, state **out)
+{
+    state *s = xcalloc(1, sizeof *s);
+    MDB_txn *txn = NULL;
+    int rc, dead;
+
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        goto fail_io;
+    if ((rc = mdb_env_create(&s->env)))
+        goto fail_mdb;
+    mdb_env_set_maxdbs(s->env, DB_COUNT + 2);
+    mdb_env_set_mapsize(s->env, INITIAL_MAP);
+    if ((rc = mdb_env_open(s->env, dir, MDB_NOMETASYNC | MDB_NOTLS, 0600)))
+        goto fail_mdb;
+    /* Clear reader slots left by processes that died (kill -9). */
+    mdb_reader_check(s->env, &dead);
+    /* A map larger than ours was set by an earlier run: adopt it. */
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    if (info.me_mapsize < INITIAL_MAP)
+        mdb_env_set_mapsize(s->env, INITIAL_MAP);
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)))
+        goto fail_mdb;
+    for (int i = 0; i < DB_COUNT; i++)
+        if ((rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i])))
+            goto fail_mdb;
+    if ((rc = mdb_txn_commit(txn))) {
+        txn = NULL;
+        goto fail_mdb;
+    }
+    *out = s;
+    return 0;
+
+fail_mdb:
+    fprintf(stderr, "tokend: lmdb %s: %s\n", dir, mdb_strerror(rc));
+    if (txn)
+        mdb_txn_abort(txn);
+    if (s->env)
+        mdb_env_close(s->env);
+    free(s);
+    return map_err(rc) == TK_ECORRUPT ? TK_ECORRUPT : TK_EIO;
+fail_io:
+    free(s);
+    return TK_EIO;
+}
+
+void state_close(state *s)
+{
+    if (!s)
+        return;
+    mdb_env_close(s->env);
+    free(s);
+}
+
+void state_usage(state *s, uint64_t *used, uint64_t *mapsize)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    mdb_env_info(s->env, &info);
+    mdb_env_stat(s->env, &st);
+    *used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+    *mapsize = info.me_mapsize;
+}
+
+/* Doubles the map while it is over 3/4 used. Only between transactions. */
+static int grow_if_needed(state *s)
+{
+    uint64_t used, size;
+    state_usage(s, &used, &size);
+    if (used * 4 < size * 3)
+        return 0;
+    while (used * 4 >= size * 3)
+        size *= 2;
+    return map_err(mdb_env_set_mapsize(s->env, (size_t)size));
+}
+
+int state_grow(state *s)
+{
+    uint64_t used, size;
+    state_usage(s, &used, &size);
+    return map_err(mdb_env_set_mapsize(s->env, (size_t)(size * 2)));
+}
+
+static int read_meta(state_txn *t)
+{
+    MDB_val v;
+    int rc = db_get(t, DB_META, "seq", 3, &v);
+    if (rc == TK_ENOTFOUND)
+        return 0;
+    if (rc || v.mv_size != 8)
+        return rc ? rc : TK_ECORRUPT;
+    memcpy(&t->seq, v.mv_data, 8);
+    rc = db_get(t, DB_META, "ids", 3, &v);
+    if (rc || v.mv_size != sizeof t->ids)
+        return rc ? rc : TK_ECORRUPT;
+    memcpy(t->ids, v.mv_data, sizeof t->ids);
+    return 0;
+}
+
+int state_begin(state *s, bool write, state_txn **out)
+{
+    state_txn *t = xcalloc(1, sizeof *t);
+    int rc = write ? grow_if_needed(s) : 0;
+    t->s = s;
+    t->write = write;
+    if (!rc)
+        rc = map_err(mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn));
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    if ((rc = read_meta(t))) {
+        mdb_txn_abort(t->txn);
+        free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+int state_commit(state_txn *t)
+{
+    int rc = 0;
+    if (t->dirty) {
+        rc = db_put(t, DB_META, "seq", 3, &t->seq, 8);
+        if (!rc)
+            rc = db_put(t, DB_META, "ids", 3, t->ids, sizeof t->ids);
+    }
+    if (rc)
+        mdb_txn_abort(t->txn);
+    else
+        rc = map_err(mdb_txn_commit(t->txn));
+    free(t);
+    return rc;
+}
+
+void state_abort(state_txn *t)
+{
+    if (!t)
+        return;
+    mdb_txn_abort(t->txn);
+    free(t);
+}
+
+uint64_t state_applied_seq(state_txn *t)
+{
+    return t->seq;
+}

@@ -1,0 +1,154 @@
+/*
+ * state.h - the durable state in LMDB.
+ *
+ * One LMDB environment (DIR/state) with named databases: each entity keyed
+ * by its dense id, plus a name index per entity, the credentials by ID,
+ * an (account, created_at, ID) index for listing, and "meta" holding the id
+ * counters and the sequence number of the last applied event. That number
+ * is written in the same transaction as the change it records, so after any
+ * crash LMDB says exactly which log records it already holds.
+ *
+ * Changes enter only through state_apply(event): the live write path and
+ * the replay at open run the same code, so the log alone rebuilds the state.
+ * Apply does not check domain rules (the engine has, before logging); it
+ * checks only what keeps the database consistent.
+ *
+ * The environment is opened with MDB_NOMETASYNC: data pages are synced on
+ * commit, the meta page lazily; a system crash may undo the last commits,
+ * which the log replays. The map grows (doubles) before a write
+ * transaction when it is over 3/4 full, so a write does not fail for space.
+ * Records returned are copies: nothing points into an LMDB page after the
+ * call returns.
+ */
+#ifndef TK_STATE_H
+#define TK_STATE_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/event.h"
+#include "core/model.h"
+#include "core/secret.h"
+
+typedef struct state state;
+typedef struct state_txn state_txn;
+
+typedef struct st_tenant {
+    uint32_t id;
+    char slug[TK_SLUG_MAX + 1];
+    bool api_tokens;
+    uint32_t nperms; /* permissions are numbered 0..nperms-1 within the tenant */
+} st_tenant;
+
+typedef struct st_perm {
+    uint32_t tenant;
+    uint32_t num;
+    char key[TK_KEY_MAX + 1];
+    char desc[TK_DESC_MAX + 1];
+} st_perm;
+
+typedef struct st_role {
+    uint32_t id, tenant;
+    char key[TK_KEY_MAX + 1];
+    char name[TK_NAME_MAX + 1];
+    uint32_t level;
+    uint32_t nperms;
+    uint16_t perms[TK_MAX_ROLE_PERMS];
+} st_role;
+
+typedef struct st_account {
+    uint32_t id, tenant;
+    char slug[TK_SLUG_MAX + 1];
+} st_account;
+
+typedef struct st_user {
+    uint32_t id, tenant, account;
+    char slug[TK_SLUG_MAX + 1];
+    bool portal;
+    uint32_t nroles;
+    uint32_t roles[TK_MAX_ROLES]; /* role ids; a deleted role's id stays but resolves to nothing */
+} st_user;
+
+typedef struct st_cred {
+    tk_id id;
+    uint8_t kind; /* tk_kind */
+    uint8_t hash[TK_HASH_LEN];
+    uint32_t tenant, account, user;
+    uint32_t nroles;
+    uint32_t roles[TK_MAX_ROLES];
+    int64_t created_ms; /* unix milliseconds (the event's timestamp) */
+    int64_t expires;    /* unix seconds; 0 = never */
+    char desc[TK_DESC_MAX + 1];
+} st_cred;
+
+/* What the in-memory view must learn from an applied event (or from the
+ * whole state at load). One event may emit several changes (a role put
+ * that defines new permissions emits those first). */
+typedef struct st_change {
+    ev_type type; /* EV_TENANT_SET (create too), EV_PERM_PUT, EV_ROLE_PUT, EV_ROLE_DELETE,
+                     EV_ACCOUNT_CREATE, EV_TOKEN_CREATE (keys too), EV_TOKEN_DELETE (keys too) */
+    uint32_t id, tenant, account, user, level;
+    bool flag;
+    char text[TK_KEY_MAX + 1]; /* slug or key */
+    size_t len;
+    uint8_t kind;
+    uint32_t n;
+    uint32_t list[TK_MAX_ROLE_PERMS]; /* role: permission numbers; token: role ids */
+    tk_id cid;
+    uint8_t hash[TK_HASH_LEN];
+    int64_t expires;
+} st_change;
+
+typedef void (*st_emit_fn)(void *arg, const st_change *c);
+
+/* Opens (creating) the environment in dir (a directory made if missing) and
+ * runs mdb_reader_check. 0, TK_EIO, TK_ECORRUPT. */
+int state_open(const char *dir, state **out);
+void state_close(state *s); /* s may be NULL; no transaction may be open */
+
+/* Begins a transaction. Only one write transaction at a time. Read
+ * transactions may be used from any thread (MDB_NOTLS). */
+int state_begin(state *s, bool write, state_txn **out);
+int state_commit(state_txn *t);  /* 0 or TK_EIO; frees t either way */
+void state_abort(state_txn *t);  /* frees t */
+
+/* The sequence number of the last event applied (0 for a new state). */
+uint64_t state_applied_seq(state_txn *t);
+
+/* Applies event e, which has log sequence number seq, and records seq as
+ * applied. Emits what the view must learn (emit may be NULL).
+ * 0; TK_ECORRUPT when the event does not fit the state (a log that does
+ * not belong to this state); TK_EIO on an LMDB failure. */
+int state_apply(state_txn *t, uint64_t seq, const ev *e, st_emit_fn emit, void *arg);
+
+/* Emits the whole state as changes, for building the view at open. */
+int state_load(state_txn *t, st_emit_fn emit, void *arg);
+
+/* Lookups by name or id. 0 or TK_ENOTFOUND (or TK_ECORRUPT/TK_EIO). */
+int state_tenant_by_slug(state_txn *t, const char *slug, size_t n, st_tenant *out);
+int state_tenant_by_id(state_txn *t, uint32_t id, st_tenant *out);
+int state_perm_by_key(state_txn *t, uint32_t tenant, const char *key, size_t n, st_perm *out);
+int state_perm_by_num(state_txn *t, uint32_t tenant, uint32_t num, st_perm *out);
+int state_role_by_key(state_txn *t, uint32_t tenant, const char *key, size_t n, st_role *out);
+int state_role_by_id(state_txn *t, uint32_t id, st_role *out);
+int state_account_by_slug(state_txn *t, uint32_t tenant, const char *slug, size_t n,
+                          st_account *out);
+int state_account_by_id(state_txn *t, uint32_t id, st_account *out);
+int state_user_by_slug(state_txn *t, uint32_t account, const char *slug, size_t n, st_user *out);
+int state_user_by_id(state_txn *t, uint32_t id, st_user *out);
+int state_cred_by_id(state_txn *t, const tk_id *id, st_cred *out);
+
+/* Calls fn for each tenant API token of account, oldest first, starting
+ * after the token `after` (NULL: from the start); stops when fn returns
+ * non-zero (that value is returned) or after limit calls. */
+int state_account_tokens(state_txn *t, uint32_t account, const tk_id *after, uint32_t limit,
+                         int (*fn)(void *arg, const st_cred *c), void *arg);
+
+/* Doubles the map size. Only while no transaction of this process is open
+ * (used after a write failed with TK_ELIMIT: map full). */
+int state_grow(state *s);
+
+/* Bytes of map in use and the map size, for metrics and tests. */
+void state_usage(state *s, uint64_t *used, uint64_t *mapsize);
+
+#endif
