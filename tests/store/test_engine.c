@@ -1,0 +1,554 @@
+/*
+ * test_engine.c - the domain rules of DESIGN section 1, end to end through
+ * the engine (validation, log, LMDB, view). Each rule_N test fails when
+ * rule N's check is removed from core/rules.c, core/view.c or
+ * store/engine.c.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "core/err.h"
+#include "store/engine.h"
+#include "store/fio.h"
+#include "tests/support/fixture.h"
+#include "tests/support/tkt.h"
+
+typedef struct ctx {
+    char *dir;
+    eng *e;
+    fx_world w;
+} ctx;
+
+static const char *const ADMIN[] = {"admin", NULL};
+static const char *const EDITOR[] = {"editor", NULL};
+static const char *const VIEWER[] = {"viewer", NULL};
+static const char *const VIEWER_EDITOR[] = {"viewer", "editor", NULL};
+static const char *const NONE[] = {NULL};
+
+static int setup(void **state)
+{
+    ctx *c = calloc(1, sizeof *c);
+    c->dir = tkt_mkdtemp();
+    assert_non_null(c->dir);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e), 0);
+    fx_scenario(c->e, &c->w);
+    *state = c;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ctx *c = *state;
+    eng_close(c->e);
+    tkt_rmdir(c->dir);
+    free(c->dir);
+    free(c);
+    return 0;
+}
+
+static void reopen(ctx *c)
+{
+    eng_close(c->e);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e), 0);
+}
+
+static bool has(const char *const *list, uint32_t n, const char *s)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(list[i], s) == 0)
+            return true;
+    return false;
+}
+
+/* ---- rule 1: the api_tokens toggle ----------------------------------- */
+
+static void rule1_create_needs_toggle_on(void **state)
+{
+    ctx *c = *state;
+    assert_int_equal(fx_toggle(c->e, "acme", false), 0);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "ci", VIEWER, 0, NULL, NULL), TK_EDISABLED);
+    assert_int_equal(fx_toggle(c->e, "acme", true), 0);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "ci", VIEWER, 0, NULL, NULL), 0);
+}
+
+static void rule1_toggle_off_fails_every_token(void **state)
+{
+    ctx *c = *state;
+    char s1[TK_SECRET_LEN + 1], s2[TK_SECRET_LEN + 1], s3[TK_SECRET_LEN + 1];
+    tk_verify v;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "a", VIEWER, 0, NULL, s1), 0);
+    assert_int_equal(fx_token(c->e, &c->w.dave, "b", ADMIN, 0, NULL, s2), 0);
+    assert_int_equal(fx_token(c->e, &c->w.ellen, "c", ADMIN, 0, NULL, s3), 0);
+    assert_int_equal(fx_toggle(c->e, "acme", false), 0);
+    assert_int_equal(fx_verify(c->e, s1, &v), TK_V_DISABLED);
+    assert_int_equal(fx_verify(c->e, s2, &v), TK_V_DISABLED);
+    assert_int_equal(fx_verify(c->e, s3, &v), TK_V_VALID); /* another tenant */
+    reopen(c); /* the toggle is durable state, not only in memory */
+    assert_int_equal(fx_verify(c->e, s1, &v), TK_V_DISABLED);
+    assert_int_equal(fx_toggle(c->e, "acme", true), 0);
+    assert_int_equal(fx_verify(c->e, s1, &v), TK_V_VALID);
+    assert_int_equal(fx_verify(c->e, s2, &v), TK_V_VALID);
+}
+
+/* ---- rule 2: the portal flag ------------------------------------------ */
+
+static int count_cb(void *arg, const eng_token_info *t)
+{
+    (void)t;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void rule2_portal_needed_to_manage(void **state)
+{
+    ctx *c = *state;
+    tk_id id;
+    int n = 0;
+    tk_str none = {0};
+    assert_int_equal(fx_token(c->e, &c->w.carol, "x", VIEWER, 0, NULL, NULL), TK_EDENIED);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER, 0, &id, NULL), 0);
+    assert_int_equal(eng_token_list(c->e, &c->w.carol, none, none, NULL, 100, count_cb, &n),
+                     TK_EDENIED);
+    assert_int_equal(fx_token_delete(c->e, &c->w.carol, &id), TK_EDENIED);
+    /* Taking the flag away stops a user who had it. */
+    eng_req r;
+    eng_req_init(&r, ENG_USER_SET, &fx_operator);
+    r.tenant = (tk_str){"acme", 4};
+    r.account = (tk_str){"globex", 6};
+    r.user = (tk_str){"alice", 5};
+    r.flag = 0;
+    assert_int_equal(fx_exec(c->e, &r, NULL), 0);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER, 0, NULL, NULL), TK_EDENIED);
+    assert_int_equal(fx_token_delete(c->e, &c->w.alice, &id), TK_EDENIED);
+    r.flag = 1;
+    assert_int_equal(fx_exec(c->e, &r, NULL), 0);
+    assert_int_equal(fx_token_delete(c->e, &c->w.alice, &id), 0);
+}
+
+/* ---- rule 3: no role stronger than the user's own ---------------------- */
+
+static void rule3_no_stronger_role(void **state)
+{
+    ctx *c = *state;
+    assert_int_equal(fx_token(c->e, &c->w.bob, "x", ADMIN, 0, NULL, NULL), TK_EDENIED);
+    assert_int_equal(fx_token(c->e, &c->w.bob, "x", EDITOR, 0, NULL, NULL), TK_EDENIED);
+    assert_int_equal(fx_token(c->e, &c->w.bob, "x", VIEWER_EDITOR, 0, NULL, NULL), TK_EDENIED);
+    assert_int_equal(fx_token(c->e, &c->w.bob, "x", VIEWER, 0, NULL, NULL), 0);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", ADMIN, 0, NULL, NULL), 0);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER_EDITOR, 0, NULL, NULL), 0);
+}
+
+static void rule3_token_without_roles_refused(void **state)
+{
+    ctx *c = *state;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", NONE, 0, NULL, NULL), TK_EINVAL);
+}
+
+static void rule3_user_level_is_current(void **state)
+{
+    ctx *c = *state;
+    /* Making viewer as strong as admin lets bob assign... only viewer
+     * still (admin is 0 and viewer is now 0: same level is allowed). */
+    static const char *const p[] = {"orders:read", NULL};
+    assert_int_equal(fx_role(c->e, "acme", "viewer", 0, p), 0);
+    assert_int_equal(fx_token(c->e, &c->w.bob, "x", ADMIN, 0, NULL, NULL), 0);
+    /* A user whose only role was deleted has no level: may assign nothing. */
+    assert_int_equal(fx_role_delete(c->e, "acme", "viewer"), 0);
+    assert_int_equal(fx_role(c->e, "acme", "viewer", 2, p), 0); /* a new role, same key */
+    assert_int_equal(fx_token(c->e, &c->w.bob, "x", VIEWER, 0, NULL, NULL), TK_EDENIED);
+}
+
+/* ---- rule 4: the secret ----------------------------------------------- */
+
+static void rule4_secret_returned_once_and_never_stored(void **state)
+{
+    ctx *c = *state;
+    char secret[TK_SECRET_LEN + 1];
+    uint8_t raw[48];
+    tk_id id;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "ci", VIEWER, 0, &id, secret), 0);
+    assert_int_equal(strlen(secret), TK_SECRET_LEN);
+    assert_memory_equal(secret, "tkt_", 4);
+    assert_int_equal(fx_secret_decode(secret, raw), 0);
+    assert_memory_equal(raw, id.b, 16); /* the string carries its client ID */
+    reopen(c);
+    /* Neither the string, nor its body, nor the 32 random bytes are on disk
+     * (event log, LMDB, anything else in the data directory). */
+    assert_false(tkt_dir_contains(c->dir, secret, TK_SECRET_LEN));
+    assert_false(tkt_dir_contains(c->dir, secret + 4, 66));
+    assert_false(tkt_dir_contains(c->dir, raw + 16, 32));
+    /* The same for a personal key. */
+    assert_false(tkt_dir_contains(c->dir, c->w.alice_key, TK_SECRET_LEN));
+    assert_int_equal(fx_secret_decode(c->w.alice_key, raw), 0);
+    assert_false(tkt_dir_contains(c->dir, raw + 16, 32));
+    /* But the token is known: it verifies after the reopen. */
+    tk_verify v;
+    assert_int_equal(fx_verify(c->e, secret, &v), TK_V_VALID);
+}
+
+static void rule4_secrets_are_random(void **state)
+{
+    ctx *c = *state;
+    char a[TK_SECRET_LEN + 1], b[TK_SECRET_LEN + 1];
+    uint8_t ra[48], rb[48];
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER, 0, NULL, a), 0);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER, 0, NULL, b), 0);
+    fx_secret_decode(a, ra);
+    fx_secret_decode(b, rb);
+    assert_memory_not_equal(ra + 16, rb + 16, 32);
+    int diff = 0; /* 256 random bits: both halves differ in many bits */
+    for (int i = 16; i < 48; i++)
+        diff += __builtin_popcount(ra[i] ^ rb[i]);
+    assert_true(diff > 64);
+}
+
+/* ---- rule 5: delete is irreversible and effective at once ------------- */
+
+static void rule5_delete_effective_before_ack(void **state)
+{
+    ctx *c = *state;
+    char s[TK_SECRET_LEN + 1];
+    tk_id id;
+    tk_verify v;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER, 0, &id, s), 0);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(fx_token_delete(c->e, &c->w.bob, &id), 0);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_UNKNOWN); /* right after the ack */
+    assert_int_equal(fx_token_delete(c->e, &c->w.alice, &id), TK_ENOTFOUND);
+    reopen(c);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_UNKNOWN);
+}
+
+/* ---- rule 6: permissions resolved at verification time ---------------- */
+
+static void rule6_role_changes_reach_tokens(void **state)
+{
+    ctx *c = *state;
+    char s[TK_SECRET_LEN + 1];
+    tk_verify v;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER_EDITOR, 0, NULL, s), 0);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(v.nroles, 2);
+    assert_int_equal(v.nperms, 2); /* orders:read once, orders:edit */
+    assert_true(has(v.perms, v.nperms, "orders:read"));
+    assert_true(has(v.perms, v.nperms, "orders:edit"));
+
+    static const char *const more[] = {"orders:read", "orders:list", NULL};
+    assert_int_equal(fx_role(c->e, "acme", "viewer", 2, more), 0);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(v.nperms, 3);
+    assert_true(has(v.perms, v.nperms, "orders:list"));
+
+    assert_int_equal(fx_role_delete(c->e, "acme", "editor"), 0);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(v.nroles, 1);
+    assert_string_equal(v.roles[0], "viewer");
+    assert_false(has(v.perms, v.nperms, "orders:edit"));
+    /* A new role with the deleted one's key does not come back to the token. */
+    assert_int_equal(fx_role(c->e, "acme", "editor", 1, more), 0);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(v.nroles, 1);
+    reopen(c);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(v.nroles, 1);
+    assert_int_equal(v.nperms, 2);
+}
+
+/* ---- rule 7: tenant and account isolation ---------------------------- */
+
+typedef struct ids_seen {
+    int n;
+    tk_id ids[16];
+} ids_seen;
+
+static int collect_ids(void *arg, const eng_token_info *t)
+{
+    ids_seen *s = arg;
+    if (s->n < 16)
+        s->ids[s->n++] = t->client_id;
+    return 0;
+}
+
+static void rule7_isolation(void **state)
+{
+    ctx *c = *state;
+    tk_id ga, in;
+    tk_str none = {0};
+    ids_seen seen = {0};
+    assert_int_equal(fx_token(c->e, &c->w.alice, "globex", VIEWER, 0, &ga, NULL), 0);
+    assert_int_equal(fx_token(c->e, &c->w.dave, "initech", VIEWER, 0, &in, NULL), 0);
+    /* Another account of the same tenant: cannot see or delete. */
+    assert_int_equal(eng_token_list(c->e, &c->w.dave, none, none, NULL, 100, collect_ids, &seen), 0);
+    assert_int_equal(seen.n, 1);
+    assert_memory_equal(seen.ids[0].b, in.b, 16);
+    assert_int_equal(fx_token_delete(c->e, &c->w.dave, &ga), TK_ENOTFOUND);
+    /* Another tenant: the same, and its roles are not ours to use. */
+    seen.n = 0;
+    assert_int_equal(eng_token_list(c->e, &c->w.ellen, none, none, NULL, 100, collect_ids, &seen), 0);
+    assert_int_equal(seen.n, 0);
+    assert_int_equal(fx_token_delete(c->e, &c->w.ellen, &ga), TK_ENOTFOUND);
+    assert_int_equal(fx_token(c->e, &c->w.ellen, "x", VIEWER, 0, NULL, NULL), TK_ENOTFOUND);
+    /* A user names another tenant/account in vain: its own scope applies. */
+    seen.n = 0;
+    tk_str acme = {"acme", 4}, globex = {"globex", 6};
+    assert_int_equal(eng_token_list(c->e, &c->w.ellen, acme, globex, NULL, 100, collect_ids, &seen), 0);
+    assert_int_equal(seen.n, 0);
+    /* Users cannot touch tenants, roles, accounts or users at all. */
+    eng_req r;
+    eng_req_init(&r, ENG_ROLE_PUT, &c->w.alice);
+    r.tenant = acme;
+    r.key = (tk_str){"god", 3};
+    assert_int_equal(fx_exec(c->e, &r, NULL), TK_EDENIED);
+    eng_req_init(&r, ENG_TENANT_SET, &c->w.ellen);
+    r.tenant = acme;
+    r.flag = 0;
+    assert_int_equal(fx_exec(c->e, &r, NULL), TK_EDENIED);
+    /* Both tokens still there. */
+    seen.n = 0;
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, NULL, 100, collect_ids, &seen), 0);
+    assert_int_equal(seen.n, 1);
+    assert_memory_equal(seen.ids[0].b, ga.b, 16);
+}
+
+/* ---- rule 8: personal keys and tenant tokens do not mix --------------- */
+
+static void rule8_kinds_do_not_mix(void **state)
+{
+    ctx *c = *state;
+    char tok[TK_SECRET_LEN + 1], forged[TK_SECRET_LEN + 1];
+    uint8_t raw[48];
+    tk_verify v;
+    tk_actor a;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER, 0, NULL, tok), 0);
+    /* A personal key never verifies as a tenant token... */
+    assert_int_equal(fx_verify(c->e, c->w.alice_key, &v), TK_V_WRONG_KIND);
+    /* ...not even re-labelled as one with a valid checksum: the stored
+     * kind decides, not the prefix. */
+    assert_int_equal(fx_secret_decode(c->w.alice_key, raw), 0);
+    fx_secret_encode("tkt_", raw, forged);
+    assert_int_equal(fx_verify(c->e, forged, &v), TK_V_WRONG_KIND);
+    /* A tenant token never authenticates a management request... */
+    assert_int_equal(fx_auth(c->e, tok, &a), TK_EUNAUTH);
+    assert_int_equal(fx_secret_decode(tok, raw), 0);
+    fx_secret_encode("tkp_", raw, forged);
+    assert_int_equal(fx_auth(c->e, forged, &a), TK_EUNAUTH);
+    /* ...while the real ones do what they are for. */
+    assert_int_equal(fx_verify(c->e, tok, &v), TK_V_VALID);
+    assert_int_equal(fx_auth(c->e, c->w.alice_key, &a), 0);
+    assert_int_equal(a.kind, TK_ACTOR_USER);
+    assert_int_equal(fx_auth(c->e, eng_operator_key(c->e), &a), 0);
+    assert_int_equal(a.kind, TK_ACTOR_OPERATOR);
+}
+
+/* ---- rule 9: listing shows metadata only ------------------------------ */
+
+typedef struct list_check {
+    const char *secret;
+    uint8_t raw[48];
+    int n;
+    eng_token_info last;
+} list_check;
+
+static int check_item(void *arg, const eng_token_info *t)
+{
+    list_check *lc = arg;
+    /* Nothing of the secret in any byte of what a listing hands out. */
+    assert_null(memmem(t, sizeof *t, lc->secret, TK_SECRET_LEN));
+    assert_null(memmem(t, sizeof *t, lc->raw + 16, 32));
+    lc->last = *t;
+    lc->n++;
+    return 0;
+}
+
+static void rule9_listing_is_metadata_only(void **state)
+{
+    ctx *c = *state;
+    char s[TK_SECRET_LEN + 1];
+    tk_id id;
+    tk_str none = {0};
+    list_check lc = {.secret = s};
+    int64_t before = (int64_t)time(NULL) * 1000;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "deploy bot", VIEWER_EDITOR, 0, &id, s), 0);
+    fx_secret_decode(s, lc.raw);
+    assert_int_equal(eng_token_list(c->e, &c->w.bob, none, none, NULL, 100, check_item, &lc), 0);
+    assert_int_equal(lc.n, 1);
+    assert_memory_equal(lc.last.client_id.b, id.b, 16);
+    assert_string_equal(lc.last.description, "deploy bot");
+    assert_string_equal(lc.last.created_by, "alice");
+    assert_int_equal(lc.last.nroles, 2);
+    assert_true(lc.last.created_ms >= before - 1000);
+    /* The operator lists by naming tenant and account. */
+    lc.n = 0;
+    tk_str acme = {"acme", 4}, globex = {"globex", 6};
+    assert_int_equal(eng_token_list(c->e, &fx_operator, acme, globex, NULL, 100, check_item, &lc), 0);
+    assert_int_equal(lc.n, 1);
+}
+
+/* ---- verification details --------------------------------------------- */
+
+static void verify_answers(void **state)
+{
+    ctx *c = *state;
+    char s1[TK_SECRET_LEN + 1], s2[TK_SECRET_LEN + 1], bad[TK_SECRET_LEN + 1];
+    uint8_t raw[48];
+    tk_id id1, id2;
+    tk_verify v;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", ADMIN, 0, &id1, s1), 0);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "y", VIEWER, 0, &id2, s2), 0);
+    assert_int_equal(fx_verify(c->e, s1, &v), TK_V_VALID);
+    assert_string_equal(v.tenant, "acme");
+    assert_string_equal(v.account, "globex");
+    assert_memory_equal(v.client_id.b, id1.b, 16);
+    assert_int_equal(v.nroles, 1);
+    assert_string_equal(v.roles[0], "admin");
+    assert_true(has(v.perms, v.nperms, "orders:write"));
+    /* The pair form: client ID and secret must agree. */
+    assert_int_equal(eng_verify(c->e, &id1, s1, TK_SECRET_LEN, time(NULL), &v), TK_V_VALID);
+    assert_int_equal(eng_verify(c->e, &id2, s1, TK_SECRET_LEN, time(NULL), &v), TK_V_MISMATCH);
+    /* A wrong secret for a real ID, well-formed: mismatch. */
+    fx_secret_decode(s1, raw);
+    raw[40] ^= 1;
+    fx_secret_encode("tkt_", raw, bad);
+    assert_int_equal(fx_verify(c->e, bad, &v), TK_V_MISMATCH);
+    /* An unknown ID: unknown. */
+    raw[0] ^= 1;
+    fx_secret_encode("tkt_", raw, bad);
+    assert_int_equal(fx_verify(c->e, bad, &v), TK_V_UNKNOWN);
+    /* Typos and truncation: malformed, without a lookup. */
+    memcpy(bad, s1, sizeof bad);
+    bad[20] = bad[20] == 'a' ? 'b' : 'a';
+    assert_int_equal(fx_verify(c->e, bad, &v), TK_V_MALFORMED);
+    assert_int_equal(eng_verify(c->e, NULL, s1, TK_SECRET_LEN - 1, time(NULL), &v), TK_V_MALFORMED);
+    assert_int_equal(eng_verify(c->e, NULL, "", 0, time(NULL), &v), TK_V_MALFORMED);
+}
+
+static void verify_expiry(void **state)
+{
+    ctx *c = *state;
+    char s[TK_SECRET_LEN + 1];
+    tk_verify v;
+    int64_t now = time(NULL);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER, now - 1, NULL, NULL), TK_EINVAL);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER, now + 3600, NULL, s), 0);
+    assert_int_equal(eng_verify(c->e, NULL, s, TK_SECRET_LEN, now, &v), TK_V_VALID);
+    assert_int_equal(v.expires_at, now + 3600);
+    assert_int_equal(eng_verify(c->e, NULL, s, TK_SECRET_LEN, now + 3600, &v), TK_V_EXPIRED);
+}
+
+/* ---- management details ----------------------------------------------- */
+
+static void names_and_duplicates(void **state)
+{
+    ctx *c = *state;
+    assert_int_equal(fx_tenant(c->e, "acme"), TK_EEXIST);
+    assert_int_equal(fx_tenant(c->e, "Bad_Slug"), TK_EINVAL);
+    assert_int_equal(fx_tenant(c->e, "-x"), TK_EINVAL);
+    assert_int_equal(fx_account(c->e, "acme", "globex"), TK_EEXIST);
+    assert_int_equal(fx_account(c->e, "nope", "globex"), TK_ENOTFOUND);
+    assert_int_equal(fx_user(c->e, "acme", "globex", "alice", true, ADMIN, NULL), TK_EEXIST);
+    assert_int_equal(fx_user(c->e, "acme", "globex", "zed", true, (const char *const[]){"ghost", NULL}, NULL),
+                     TK_ENOTFOUND);
+    static const char *const badperm[] = {"orders read", NULL};
+    assert_int_equal(fx_role(c->e, "acme", "r", 1, badperm), TK_EINVAL);
+    assert_int_equal(fx_role(c->e, "acme", "r", TK_MAX_LEVEL + 1, NONE), TK_EINVAL);
+    /* Bad UTF-8 in a description is refused. */
+    eng_req r;
+    eng_req_init(&r, ENG_TOKEN_CREATE, &c->w.alice);
+    r.desc = (tk_str){"\xc3\x28", 2};
+    r.items[0] = (tk_str){"viewer", 6};
+    r.nitems = 1;
+    assert_int_equal(fx_exec(c->e, &r, NULL), TK_EINVAL);
+}
+
+static void batch_is_one_commit_with_independent_results(void **state)
+{
+    ctx *c = *state;
+    eng_req r[4];
+    eng_res res[4];
+    uint64_t seq = eng_last_seq(c->e);
+    eng_req_init(&r[0], ENG_TENANT_CREATE, &fx_operator);
+    r[0].tenant = (tk_str){"wayne", 5};
+    eng_req_init(&r[1], ENG_ACCOUNT_CREATE, &fx_operator);
+    r[1].tenant = (tk_str){"wayne", 5}; /* sees request 0 */
+    r[1].account = (tk_str){"cave", 4};
+    eng_req_init(&r[2], ENG_ACCOUNT_CREATE, &fx_operator);
+    r[2].tenant = (tk_str){"wayne", 5};
+    r[2].account = (tk_str){"cave", 4}; /* duplicate of request 1 */
+    eng_req_init(&r[3], ENG_TOKEN_CREATE, &c->w.alice);
+    r[3].items[0] = (tk_str){"viewer", 6};
+    r[3].nitems = 1;
+    assert_int_equal(eng_exec(c->e, r, res, 4), 0);
+    assert_int_equal(res[0].status, 0);
+    assert_int_equal(res[1].status, 0);
+    assert_int_equal(res[2].status, TK_EEXIST);
+    assert_int_equal(res[3].status, 0);
+    assert_int_equal(eng_last_seq(c->e), seq + 3);
+    tk_verify v;
+    assert_int_equal(fx_verify(c->e, res[3].secret, &v), TK_V_VALID);
+}
+
+static void failed_fsync_is_not_acknowledged_and_fences(void **state)
+{
+    ctx *c = *state;
+    char s[TK_SECRET_LEN + 1];
+    eng_req r;
+    eng_res res;
+    tk_verify v;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "kept", VIEWER, 0, NULL, s), 0);
+    size_t before = eng_cred_count(c->e);
+
+    fio_fault_arm(FIO_FSYNC, 1);
+    eng_req_init(&r, ENG_TOKEN_CREATE, &c->w.alice);
+    r.items[0] = (tk_str){"viewer", 6};
+    r.nitems = 1;
+    assert_int_equal(eng_exec(c->e, &r, &res, 1), TK_EIO);
+    assert_int_equal(res.status, TK_EIO);
+    assert_string_equal(res.secret, ""); /* never handed out */
+    assert_int_equal(eng_cred_count(c->e), before);
+    /* Fenced: nothing more is written, even what would be valid. */
+    assert_int_equal(fx_tenant(c->e, "later"), TK_EFENCED);
+    /* Reads still work. */
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    reopen(c);
+    assert_int_equal(eng_cred_count(c->e), before);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(fx_tenant(c->e, "later"), 0);
+
+    fio_fault_arm(FIO_WRITE, 1);
+    assert_int_equal(fx_tenant(c->e, "never"), TK_EIO);
+    reopen(c);
+    assert_int_equal(fx_tenant(c->e, "never"), 0); /* it was not there */
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(rule1_create_needs_toggle_on),
+        T(rule1_toggle_off_fails_every_token),
+        T(rule2_portal_needed_to_manage),
+        T(rule3_no_stronger_role),
+        T(rule3_token_without_roles_refused),
+        T(rule3_user_level_is_current),
+        T(rule4_secret_returned_once_and_never_stored),
+        T(rule4_secrets_are_random),
+        T(rule5_delete_effective_before_ack),
+        T(rule6_role_changes_reach_tokens),
+        T(rule7_isolation),
+        T(rule8_kinds_do_not_mix),
+        T(rule9_listing_is_metadata_only),
+        T(verify_answers),
+        T(verify_expiry),
+        T(names_and_duplicates),
+        T(batch_is_one_commit_with_independent_results),
+        T(failed_fsync_is_not_acknowledged_and_fences),
+    };
+    return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
+}
