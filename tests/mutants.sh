@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Removes each domain rule's check in turn (a sed edit of the source), rebuilds
+# the engine suite and runs it: every mutant must make the suite fail. Shows
+# that each rule of DESIGN section 1 is guarded by a test. Restores the files.
+# Run from the top of the tree: tests/mutants.sh   (about a minute)
+set -u
+mutants=(
+  "rule1-create|core/rules.c|s/if (!api_tokens_on)/if (0)/"
+  "rule1-verify|core/rules.c|s/if (kind == TK_KIND_TOKEN \&\& !api_tokens)/if (0)/"
+  "rule2|core/rules.c|s/if (a->kind != TK_ACTOR_USER || !user_portal)/if (a->kind != TK_ACTOR_USER)/"
+  "rule3-level|core/rules.c|s/if (role_levels\[i\] < strongest)/if (0)/"
+  "rule3-noroles|core/rules.c|s/if (nroles == 0 || nroles > TK_MAX_ROLES)/if (nroles > TK_MAX_ROLES)/"
+  "rule4-secret-in-log|store/engine.c|s/    new_credential(x, TK_KIND_TOKEN, res);/    new_credential(x, TK_KIND_TOKEN, res); x->desc = (tk_str){res->secret, TK_SECRET_LEN};/"
+  "rule5-delete-view|store/engine.c|s/view_cred_del(v, \&c->cid);/(void)v;/"
+  "rule6-role-dropout|core/view.c|s/if (rid >= v->nroles || !v->roles\[rid\].key)/if (rid >= v->nroles)/"
+  "rule7-see|core/rules.c|s/return a->kind == TK_ACTOR_USER \&\& a->tenant == tenant \&\& a->account == account;/return a->kind == TK_ACTOR_USER;/"
+  "rule8-kind|core/rules.c|s/if (kind != want)/if (0)/"
+  "rule9-list-hash|store/engine.c|s/strcpy(in->description, c->desc);/memcpy(in->description, c->hash, TK_HASH_LEN);/"
+)
+fail=0
+for m in "${mutants[@]}"; do
+  IFS='|' read -r name file expr <<<"$m"
+  cp "$file" "$file.orig"
+  sed -i "$expr" "$file"
+  if cmp -s "$file" "$file.orig"; then
+    echo "MUTANT $name: the edit did not apply (source changed?)"; fail=1
+  elif ! make -s build/rel/tests/store/test_engine >/dev/null 2>&1; then
+    echo "MUTANT $name: does not build"; fail=1
+  elif build/rel/tests/store/test_engine >/dev/null 2>&1; then
+    echo "MUTANT $name: SURVIVED (no test failed)"; fail=1
+  else
+    echo "mutant $name: killed"
+  fi
+  mv "$file.orig" "$file"
+  touch "$file"
+done
+make -s build/rel/tests/store/test_engine >/dev/null
+exit $fail
