@@ -42,6 +42,8 @@ static const struct {
     [EV_TOKEN_CREATE] = {"token_create", F_TENANT | F_ACCOUNT | F_USER | F_ID | F_HASH | F_DESC
                                              | F_ITEMS | F_EXPIRES},
     [EV_TOKEN_DELETE] = {"token_delete", F_ID},
+    [EV_USER_CREATE] = {"user_create", F_TENANT | F_ACCOUNT | F_USER | F_FLAG | F_ITEMS | F_ID
+                                           | F_HASH | F_EXPIRES},
 };
 
 /* Wire names of the fields, in bit order. */

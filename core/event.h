@@ -9,6 +9,8 @@
  * "ts" (unix milliseconds); other keys per type, in any order; unknown keys
  * are refused (a log written by a newer tokend must not be half-understood).
  * The log record adds the sequence number and the hash chain (elog.h).
+ * One request is always exactly one event, so a torn log tail can drop a
+ * request but never keep half of one.
  */
 #ifndef TK_EVENT_H
 #define TK_EVENT_H
@@ -32,7 +34,9 @@ typedef enum ev_type {
     EV_KEY_DELETE = 9,    /* id */
     EV_TOKEN_CREATE = 10, /* tenant, account, user, id, hash, desc, items (role keys), expires */
     EV_TOKEN_DELETE = 11, /* id */
-    EV_TYPE_MAX = 11
+    EV_USER_CREATE = 12,  /* tenant, account, user, flag (portal), items (role keys),
+                             id, hash, expires (the user's first personal key) */
+    EV_TYPE_MAX = 12
 } ev_type;
 
 typedef struct ev {

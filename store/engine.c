@@ -322,10 +322,11 @@ const char *eng_operator_key(const eng *e)
 
 /* ---- validation: requests into events ------------------------------- */
 
-/* The events one request produces (at most two: user create). */
+/* The event a request produces (n is 0 or 1: one request, one event, so a
+ * torn log tail never keeps half a request). */
 typedef struct plan {
     size_t n;
-    ev evs[2];
+    ev evs[1];
     /* Storage the events' strings may point into. */
     char slugs[3][TK_SLUG_MAX + 1];
     char keys[TK_MAX_ROLES][TK_KEY_MAX + 1];
@@ -407,15 +408,11 @@ static int plan_user(state_txn *t, const eng_req *r, plan *p, eng_res *res)
     if (r->op != ENG_USER_CREATE && rc)
         return rc;
 
-    tk_str ts, as, us = r->user;
-    set_str(&ts, strcpy(p->slugs[0], tn.slug));
-    set_str(&as, strcpy(p->slugs[1], ac.slug));
-    if (r->op != ENG_KEY_CREATE) {
-        ev *x = &p->evs[p->n++];
-        ev_init(x, EV_USER_PUT, 0);
-        x->tenant = ts;
-        x->account = as;
-        x->user = us;
+    ev *x = &p->evs[p->n++];
+    if (r->op == ENG_KEY_CREATE) {
+        ev_init(x, EV_KEY_CREATE, 0);
+    } else {
+        ev_init(x, r->op == ENG_USER_CREATE ? EV_USER_CREATE : EV_USER_PUT, 0);
         if (r->op == ENG_USER_CREATE || r->has_items) {
             if ((rc = check_roles(t, tn.id, r->items, r->nitems, NULL)))
                 return rc;
@@ -436,16 +433,14 @@ static int plan_user(state_txn *t, const eng_req *r, plan *p, eng_res *res)
         else
             x->flag = r->flag < 0 ? u.portal : r->flag == 1;
     }
-    if (r->op == ENG_USER_CREATE || r->op == ENG_KEY_CREATE) {
+    set_str(&x->tenant, strcpy(p->slugs[0], tn.slug));
+    set_str(&x->account, strcpy(p->slugs[1], ac.slug));
+    x->user = r->user;
+    if (r->op != ENG_USER_SET) { /* with a personal key */
         if (r->expires < 0)
             return TK_EINVAL;
-        ev *k = &p->evs[p->n++];
-        ev_init(k, EV_KEY_CREATE, 0);
-        k->tenant = ts;
-        k->account = as;
-        k->user = us;
-        k->expires = r->expires;
-        new_credential(k, TK_KIND_PERSONAL, res);
+        x->expires = r->expires;
+        new_credential(x, TK_KIND_PERSONAL, res);
     }
     return 0;
 }

@@ -567,6 +567,7 @@ static int apply_cred_create(state_txn *t, const ev *e, st_emit_fn emit, void *a
         return rc ? rc : TK_ECORRUPT; /* an ID is never reused */
     cr.id = e->id;
     cr.kind = e->type == EV_TOKEN_CREATE ? TK_KIND_TOKEN : TK_KIND_PERSONAL;
+    cr.nroles = 0;
     memcpy(cr.hash, e->hash, TK_HASH_LEN);
     cr.tenant = tn.id;
     cr.account = ac.id;
@@ -668,6 +669,10 @@ static int apply_user_put(state_txn *t, const st_tenant *tn, const ev *e)
     if (rc)
         return rc;
     rc = state_user_by_slug(t, ac.id, e->user.p, e->user.n, &u);
+    if (e->type == EV_USER_CREATE && rc != TK_ENOTFOUND)
+        return rc ? rc : TK_ECORRUPT;
+    if (e->type == EV_USER_PUT && rc == TK_ENOTFOUND)
+        return TK_ECORRUPT;
     if (rc == TK_ENOTFOUND) {
         memset(&u, 0, sizeof u);
         u.id = next_id(t, ID_USER);
@@ -791,6 +796,10 @@ static int apply(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
     }
     case EV_USER_PUT:
         return apply_user_put(t, &tn, e);
+    case EV_USER_CREATE:
+        if ((rc = apply_user_put(t, &tn, e)))
+            return rc;
+        return apply_cred_create(t, e, emit, arg);
     default:
         return TK_ECORRUPT;
     }

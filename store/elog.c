@@ -1,0 +1,906 @@
+/*
+ * elog.c - the append-only event log; see elog.h for the on-disk format and
+ * the contract.
+ *
+ * How it is built, and why:
+ *
+ * - Group commit. elog_append only encodes a record into one growing buffer,
+ *   computing its CRC and chain hash there; elog_sync hands the whole buffer
+ *   to one fio_write_all and one fio_fsync. A batch of 1000 records costs one
+ *   write and one fdatasync. A sync that starts a new segment adds the
+ *   segment's creation: one header write, an fdatasync and a directory fsync.
+ *
+ * - Durable and pending state are kept apart. last_seq, hash and seg_size
+ *   describe what an fsync has confirmed; next_seq, bhash and buf what is
+ *   only buffered. Only a successful sync moves pending into durable, so the
+ *   chain never advances over a record that is not on disk. When a write or
+ *   fsync fails, the pending records are dropped (next_seq goes back to
+ *   last_seq + 1, bhash back to hash), the segment is truncated back to its
+ *   last durable size and that truncation fsynced (best effort), and the log
+ *   is fenced: every later append or sync returns TK_EFENCED. So after a
+ *   reopen the failed batch is absent. Only if the truncation itself fails
+ *   can whole records of the failed batch survive a reopen (records that
+ *   were never acknowledged); a partial one is then cut as a torn tail.
+ *
+ * - One reader for recovery and iteration: a walk reads one segment at a
+ *   time into memory with read() (not mmap: a reader must not die of SIGBUS
+ *   when a file shrinks under it), checks the segment header and every
+ *   record (hcrc, length, CRC, seq, chain link) and classifies the first bad
+ *   spot as a torn tail or as damage. elog_open walks the whole log from seq
+ *   1; the iterator starts at the segment holding from_seq and takes that
+ *   segment's first record's prev as the starting link: the chain is
+ *   verified from the start of that segment (from seq 1 and the all-zero
+ *   link when that is the first segment), not from the start of the log.
+ *
+ * - Damage never changes a file. A torn tail is cut only after every record
+ *   of every segment has been checked; the cut bytes are saved and fsynced
+ *   to DIR/torn-<seq>-<unix time>.bin before the segment is truncated.
+ *
+ * - Torn segment header. A new segment is created, its header written and
+ *   fsynced before any record goes in. A crash in between leaves a last
+ *   segment shorter than its 16-byte header (often 0 bytes). If those bytes
+ *   are a prefix of the header its name calls for, or zeros, this is a torn
+ *   tail like any other: the bytes (if any) are saved, the header is
+ *   rewritten in place and the log goes on in that segment. Anything else
+ *   there is damage ("bad segment header").
+ *
+ * - Segment names are exactly 20 digits + ".seg"; any other *.seg name is
+ *   refused as damage (a renamed or copied segment is not guessed at).
+ *   Files not ending in .seg (torn-*.bin, notes) are ignored.
+ *
+ * - elog_open fdatasyncs the last segment and fsyncs the directory after
+ *   recovery, so the records it reports, including any that a crashed
+ *   process wrote but never synced, are durable before anyone applies them
+ *   to LMDB.
+ *
+ * - The directory is flock()ed for the life of an elog: a second writer
+ *   (another process, or a second elog_open in this one) gets TK_EIO rather
+ *   than interleaving records. Iterators take no lock.
+ */
+#include "store/elog.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "core/crc32c.h"
+#include "core/err.h"
+#include "core/xmalloc.h"
+#include "store/fio.h"
+
+#define SEG_MAGIC "TKLOG001"
+#define SEG_HDR_LEN 16u
+#define REC_HDR_LEN 48u   /* len, hcrc, seq, prev */
+#define REC_OVERHEAD 52u  /* header + trailing crc */
+#define REC_BODY_OFF 8u   /* seq||prev||payload starts here */
+#define HCRC_XOR 0xA282EAD8u
+#define SEG_NAME_DIGITS 20
+#define DEFAULT_SEGMENT_BYTES ((uint64_t)64 << 20)
+#define BUF_KEEP ((size_t)4 << 20) /* a sync frees a buffer larger than this */
+
+struct elog {
+    char *dir;
+    int dfd;            /* directory, held open for the flock */
+    int fd;             /* current (last) segment, O_APPEND */
+    uint64_t seg_limit;
+    uint64_t seg_size;  /* durable size of the current segment */
+    bool need_roll;     /* the next sync starts a new segment */
+    bool fenced;
+    uint64_t last_seq;  /* durable */
+    uint8_t hash[ELOG_HASH_LEN]; /* chain hash of record last_seq */
+    uint64_t next_seq;  /* pending: seq of the next append */
+    uint8_t bhash[ELOG_HASH_LEN]; /* chain hash of the last buffered record */
+    uint8_t *buf;       /* encoded records not yet synced */
+    size_t blen, bcap;
+};
+
+static _Thread_local char last_error[PATH_MAX + 512];
+
+/* ---- small helpers --------------------------------------------------- */
+
+__attribute__((format(printf, 1, 2)))
+static void set_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+}
+
+__attribute__((format(printf, 1, 2)))
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    s = xmalloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static char *seg_path(const char *dir, uint64_t first)
+{
+    return xasprintf("%s/%020" PRIu64 ".seg", dir, first);
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+static void seg_header(uint8_t hdr[SEG_HDR_LEN], uint64_t first)
+{
+    memcpy(hdr, SEG_MAGIC, 8);
+    put_le64(hdr + 8, first);
+}
+
+static uint32_t len_crc(const uint8_t len_bytes[4])
+{
+    return crc32c_extend(0, len_bytes, 4) ^ HCRC_XOR;
+}
+
+static void damage(const char *dir, uint64_t seg, size_t off, uint64_t seq, const char *why)
+{
+    set_error("event log damaged: %s/%020" PRIu64 ".seg offset %zu (record seq %" PRIu64
+              "): %s; the records after it cannot be trusted. Keep the directory, then run: "
+              "tokenreplay repair --data %s",
+              dir, seg, off, seq, why, dir);
+}
+
+/* ---- segment listing ------------------------------------------------- */
+
+typedef struct seglist {
+    uint64_t *first; /* first seq of each segment, ascending */
+    size_t n;
+} seglist;
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Parses "%020llu.seg"; false for any other name. */
+static bool parse_seg_name(const char *name, uint64_t *first)
+{
+    uint64_t v = 0;
+
+    if (strlen(name) != SEG_NAME_DIGITS + 4 || strcmp(name + SEG_NAME_DIGITS, ".seg") != 0)
+        return false;
+    for (int i = 0; i < SEG_NAME_DIGITS; i++) {
+        unsigned d = (unsigned)(name[i] - '0');
+        if (d > 9 || v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *first = v;
+    return v != 0;
+}
+
+/* Lists the segments of dir. 0, TK_EIO, TK_ECORRUPT (a *.seg file with a
+ * name that is not a segment name). The caller frees out->first. */
+static int list_segments(const char *dir, seglist *out)
+{
+    DIR *d;
+    struct dirent *e;
+    size_t cap = 0;
+    int rc = 0;
+
+    out->first = NULL;
+    out->n = 0;
+    d = opendir(dir);
+    if (!d) {
+        set_error("event log: cannot read directory %s: %s", dir, strerror(errno));
+        return TK_EIO;
+    }
+    while ((e = readdir(d)) != NULL) {
+        size_t nl = strlen(e->d_name);
+        uint64_t first;
+        if (nl < 4 || strcmp(e->d_name + nl - 4, ".seg") != 0)
+            continue;
+        if (!parse_seg_name(e->d_name, &first)) {
+            set_error("event log damaged: %s/%s is not a segment name (20 digits, .seg); "
+                      "the log cannot be trusted. Keep the directory, then run: "
+                      "tokenreplay repair --data %s",
+                      dir, e->d_name, dir);
+            rc = TK_ECORRUPT;
+            goto fail;
+        }
+        if (out->n == cap) {
+            cap = cap ? cap * 2 : 16;
+            out->first = xrealloc(out->first, cap * sizeof *out->first);
+        }
+        out->first[out->n++] = first;
+    }
+    closedir(d);
+    if (out->n > 1)
+        qsort(out->first, out->n, sizeof *out->first, cmp_u64);
+    return 0;
+fail:
+    closedir(d);
+    free(out->first);
+    out->first = NULL;
+    out->n = 0;
+    return rc;
+}
+
+/* ---- the walk: reading and checking segments ------------------------- */
+
+enum { WALK_MORE, WALK_END, WALK_FAILED };
+
+typedef struct walk {
+    const char *dir;          /* borrowed */
+    seglist segs;
+    size_t idx;               /* segment in buf (or the next one to load) */
+    bool loaded;
+    uint8_t *buf;             /* contents of segment idx */
+    size_t size, cap, off;    /* off: first byte not yet checked */
+    uint64_t seq;             /* seq the next record must carry */
+    uint8_t link[ELOG_HASH_LEN]; /* what the next record's prev must be */
+    bool link_known;          /* false: take the next record's prev */
+    int state;                /* WALK_MORE, then WALK_END or WALK_FAILED */
+    int rc;                   /* result repeated once not WALK_MORE */
+    bool torn;                /* stopped before a torn tail */
+    bool torn_header;         /* ... inside the last segment's header */
+} walk;
+
+typedef struct rec {
+    uint64_t seq;
+    const uint8_t *payload;   /* into walk.buf */
+    uint32_t len;
+    uint8_t hash[ELOG_HASH_LEN];
+} rec;
+
+/* Sets w up to walk from the segment that holds from_seq. 0, TK_EIO,
+ * TK_ECORRUPT (bad segment name). */
+static int walk_init(walk *w, const char *dir, uint64_t from_seq)
+{
+    int rc;
+
+    memset(w, 0, sizeof *w);
+    w->dir = dir;
+    w->seq = 1;
+    w->link_known = true;
+    rc = list_segments(dir, &w->segs);
+    if (rc != 0)
+        return rc;
+    /* The last segment whose first seq <= from_seq; the first one starts
+     * the log, so it is checked against seq 1 and the zero link. */
+    for (size_t i = 1; i < w->segs.n && w->segs.first[i] <= from_seq; i++) {
+        w->idx = i;
+        w->seq = w->segs.first[i];
+        w->link_known = false;
+    }
+    return 0;
+}
+
+static void walk_free(walk *w)
+{
+    free(w->segs.first);
+    free(w->buf);
+    w->segs.first = NULL;
+    w->buf = NULL;
+}
+
+static bool walk_in_last(const walk *w)
+{
+    return w->idx + 1 == w->segs.n;
+}
+
+/* Reads segment idx into buf. 0 or TK_EIO. */
+static int walk_read(walk *w)
+{
+    char *path = seg_path(w->dir, w->segs.first[w->idx]);
+    struct stat st;
+    int fd, rc = TK_EIO;
+    size_t got = 0;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        set_error("event log: cannot read %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        set_error("event log: %s is not a regular file", path);
+        goto fail;
+    }
+    if ((uintmax_t)st.st_size > SIZE_MAX / 2) {
+        set_error("event log: %s is too large", path);
+        goto fail;
+    }
+    if (!w->buf || (size_t)st.st_size > w->cap) {
+        free(w->buf);
+        w->cap = st.st_size > 0 ? (size_t)st.st_size : 1;
+        w->buf = xmalloc(w->cap);
+    }
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, w->buf + got, (size_t)st.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            set_error("event log: cannot read %s: %s", path, strerror(errno));
+            goto fail;
+        }
+        if (n == 0)
+            break; /* shrank under us: take what is there */
+        got += (size_t)n;
+    }
+    w->size = got;
+    w->off = 0;
+    rc = 0;
+fail:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
+/* Loads segment idx and checks its header. 0 (w->off past the header, or
+ * w->torn_header set), TK_EIO, TK_ECORRUPT. */
+static int walk_load(walk *w)
+{
+    uint64_t first = w->segs.first[w->idx];
+    uint8_t hdr[SEG_HDR_LEN];
+    int rc;
+
+    if (first != w->seq) {
+        damage(w->dir, first, 0, w->seq, "seq gap");
+        return TK_ECORRUPT;
+    }
+    rc = walk_read(w);
+    if (rc != 0)
+        return rc;
+    w->loaded = true;
+    seg_header(hdr, first);
+    if (w->size < SEG_HDR_LEN) {
+        if (walk_in_last(w) &&
+            (memcmp(w->buf, hdr, w->size) == 0 || all_zero(w->buf, w->size))) {
+            w->torn = w->torn_header = true;
+            return 0;
+        }
+        damage(w->dir, first, 0, w->seq, "bad segment header");
+        return TK_ECORRUPT;
+    }
+    if (memcmp(w->buf, hdr, SEG_HDR_LEN) != 0) {
+        damage(w->dir, first, 0, w->seq, "bad segment header");
+        return TK_ECORRUPT;
+    }
+    w->off = SEG_HDR_LEN;
+    return 0;
+}
+
+enum { REC_OK, REC_END, REC_TORN, REC_BAD };
+
+/* Checks the record at w->off of the loaded segment. On REC_BAD, *why
+ * names the problem. */
+static int check_record(const walk *w, rec *r, size_t *end, const char **why)
+{
+    const uint8_t *p = w->buf + w->off, *body;
+    size_t left = w->size - w->off, blen;
+    bool last = walk_in_last(w);
+    uint32_t len;
+
+    if (left == 0)
+        return REC_END;
+    if (last && all_zero(p, left))
+        return REC_TORN;
+    if (left < 8) {
+        *why = "truncated record";
+        return last ? REC_TORN : REC_BAD;
+    }
+    len = get_le32(p);
+    if (len_crc(p) != get_le32(p + 4) || len > ELOG_MAX_PAYLOAD) {
+        *why = "bad length header";
+        return REC_BAD;
+    }
+    if (REC_OVERHEAD + (size_t)len > left) {
+        *why = "truncated record";
+        return last ? REC_TORN : REC_BAD;
+    }
+    body = p + REC_BODY_OFF;
+    blen = 8 + ELOG_HASH_LEN + (size_t)len;
+    if (crc32c_extend(0, body, blen) != get_le32(body + blen)) {
+        *why = "crc mismatch";
+        return REC_BAD;
+    }
+    if (get_le64(body) != w->seq) {
+        *why = "seq gap";
+        return REC_BAD;
+    }
+    if (w->link_known && memcmp(body + 8, w->link, ELOG_HASH_LEN) != 0) {
+        *why = "broken hash chain";
+        return REC_BAD;
+    }
+    r->seq = w->seq;
+    r->payload = body + 8 + ELOG_HASH_LEN;
+    r->len = len;
+    crypto_hash_sha256(r->hash, body, blen);
+    *end = w->off + REC_OVERHEAD + len;
+    return REC_OK;
+}
+
+/* Next record of the walk: 1 (*r set, borrowed until the next call), 0 at
+ * the end or before a torn tail (w->torn), TK_ECORRUPT, TK_EIO. Once it
+ * has returned something other than 1 it keeps returning that. */
+static int walk_next(walk *w, rec *r)
+{
+    const char *why = "";
+    size_t end = 0;
+    int rc;
+
+    while (w->state == WALK_MORE) {
+        if (!w->loaded) {
+            if (w->idx >= w->segs.n) {
+                w->state = WALK_END;
+                break;
+            }
+            rc = walk_load(w);
+            if (rc != 0) {
+                w->state = WALK_FAILED;
+                w->rc = rc;
+                break;
+            }
+            if (w->torn) {
+                w->state = WALK_END;
+                break;
+            }
+        }
+        switch (check_record(w, r, &end, &why)) {
+        case REC_OK:
+            w->off = end;
+            w->seq++;
+            memcpy(w->link, r->hash, ELOG_HASH_LEN);
+            w->link_known = true;
+            return 1;
+        case REC_END:
+            if (walk_in_last(w)) {
+                w->state = WALK_END;
+            } else {
+                w->idx++;
+                w->loaded = false;
+            }
+            break;
+        case REC_TORN:
+            w->torn = true;
+            w->state = WALK_END;
+            break;
+        default:
+            damage(w->dir, w->segs.first[w->idx], w->off, w->seq, why);
+            w->state = WALK_FAILED;
+            w->rc = TK_ECORRUPT;
+            break;
+        }
+    }
+    return w->state == WALK_END ? 0 : w->rc;
+}
+
+/* ---- writing segments ------------------------------------------------ */
+
+/* Creates (or, with O_TRUNC, rewrites) the segment file at path with its
+ * header, fdatasynced. *fd is set as soon as the file is open, even on
+ * failure; the caller closes it. 0 or TK_EIO. */
+static int create_segment(const char *path, uint64_t first, int flags, int *fd)
+{
+    uint8_t hdr[SEG_HDR_LEN];
+
+    seg_header(hdr, first);
+    *fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | flags, 0600);
+    if (*fd < 0 || fio_write_all(*fd, hdr, sizeof hdr) != 0 || fio_fsync(*fd) != 0) {
+        set_error("event log: cannot create %s: %s", path, strerror(errno));
+        return TK_EIO;
+    }
+    return 0;
+}
+
+/* Saves the bytes cut off a torn tail to dir/torn-<seq>-<unix time>.bin
+ * (a -<k> suffix if that name is taken), fsynced. 0 or TK_EIO. */
+static int save_torn(const char *dir, uint64_t seq, const uint8_t *bytes, size_t n)
+{
+    long long now = (long long)time(NULL);
+    char *path = NULL;
+    int fd = -1, rc = TK_EIO;
+
+    for (int k = 0; k < 100 && fd < 0; k++) {
+        free(path);
+        path = k == 0 ? xasprintf("%s/torn-%" PRIu64 "-%lld.bin", dir, seq, now)
+                      : xasprintf("%s/torn-%" PRIu64 "-%lld-%d.bin", dir, seq, now, k);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0 || fio_write_all(fd, bytes, n) != 0 || fio_fsync(fd) != 0 ||
+        fio_fsync_dir(dir) != 0) {
+        set_error("event log: cannot save the torn tail to %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    rc = 0;
+fail:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
+/* Creates dir (0700) if missing, fsyncing its parent. 0 or TK_EIO. */
+static int make_dir(const char *dir)
+{
+    char *parent;
+    size_t n;
+    int rc = 0;
+
+    if (mkdir(dir, 0700) != 0) {
+        if (errno == EEXIST)
+            return 0;
+        set_error("event log: cannot create directory %s: %s", dir, strerror(errno));
+        return TK_EIO;
+    }
+    parent = xstrdup(dir);
+    n = strlen(parent);
+    while (n > 1 && parent[n - 1] == '/')
+        parent[--n] = '\0';
+    while (n > 0 && parent[n - 1] != '/')
+        n--;
+    if (n == 0)
+        strcpy(parent, ".");
+    else
+        parent[n > 1 ? n - 1 : 1] = '\0';
+    if (fio_fsync_dir(parent) != 0) {
+        set_error("event log: cannot fsync directory %s: %s", parent, strerror(errno));
+        rc = TK_EIO;
+    }
+    free(parent);
+    return rc;
+}
+
+/* Makes the recovered last segment the one to append to: cuts a torn tail
+ * (saving the bytes first), rewrites a torn header, creates segment 1 in an
+ * empty log, then makes it all durable. Fills lg->fd, seg_size. */
+static int open_tail(elog *lg, walk *w)
+{
+    uint64_t first = w->segs.n ? w->segs.first[w->segs.n - 1] : 1;
+    char *path = seg_path(lg->dir, first);
+    int rc;
+
+    if (w->segs.n == 0 || w->torn_header) {
+        if (w->torn_header && w->size > 0 &&
+            (rc = save_torn(lg->dir, first, w->buf, w->size)) != 0)
+            goto fail;
+        rc = create_segment(path, first, w->segs.n ? O_TRUNC : O_EXCL, &lg->fd);
+        if (rc != 0)
+            goto fail;
+        lg->seg_size = SEG_HDR_LEN;
+    } else {
+        if (w->torn && (rc = save_torn(lg->dir, w->seq, w->buf + w->off, w->size - w->off)) != 0)
+            goto fail;
+        lg->fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
+        if (lg->fd < 0 || (w->torn && ftruncate(lg->fd, (off_t)w->off) != 0) ||
+            fio_fsync(lg->fd) != 0) {
+            set_error("event log: cannot recover %s: %s", path, strerror(errno));
+            rc = TK_EIO;
+            goto fail;
+        }
+        lg->seg_size = w->off;
+    }
+    if (fio_fsync_dir(lg->dir) != 0) {
+        set_error("event log: cannot fsync directory %s: %s", lg->dir, strerror(errno));
+        rc = TK_EIO;
+        goto fail;
+    }
+    rc = 0;
+fail:
+    free(path);
+    return rc;
+}
+
+/* ---- the writer ------------------------------------------------------ */
+
+int elog_open(const char *dir, const elog_opts *opts, elog **out)
+{
+    elog *lg = xcalloc(1, sizeof *lg);
+    walk w;
+    rec r;
+    int rc;
+
+    memset(&w, 0, sizeof w);
+    lg->dfd = lg->fd = -1;
+    lg->dir = xstrdup(dir);
+    lg->seg_limit = opts && opts->segment_bytes ? opts->segment_bytes : DEFAULT_SEGMENT_BYTES;
+    if (sodium_init() < 0) {
+        set_error("event log: libsodium failed to initialise");
+        rc = TK_EIO;
+        goto fail;
+    }
+    if ((rc = make_dir(dir)) != 0)
+        goto fail;
+    lg->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (lg->dfd < 0) {
+        set_error("event log: cannot open directory %s: %s", dir, strerror(errno));
+        rc = TK_EIO;
+        goto fail;
+    }
+    if (flock(lg->dfd, LOCK_EX | LOCK_NB) != 0) {
+        set_error("event log: %s is in use by another writer (%s)", dir, strerror(errno));
+        rc = TK_EIO;
+        goto fail;
+    }
+    if ((rc = walk_init(&w, lg->dir, 1)) != 0)
+        goto fail;
+    while ((rc = walk_next(&w, &r)) == 1)
+        ;
+    if (rc != 0)
+        goto fail;
+    if ((rc = open_tail(lg, &w)) != 0)
+        goto fail;
+    lg->last_seq = w.seq - 1;
+    memcpy(lg->hash, w.link, ELOG_HASH_LEN);
+    lg->next_seq = w.seq;
+    memcpy(lg->bhash, w.link, ELOG_HASH_LEN);
+    lg->need_roll = lg->seg_size > lg->seg_limit;
+    walk_free(&w);
+    *out = lg;
+    return 0;
+fail:
+    walk_free(&w);
+    elog_close(lg);
+    *out = NULL;
+    return rc;
+}
+
+void elog_close(elog *lg)
+{
+    if (!lg)
+        return;
+    if (lg->fd >= 0)
+        close(lg->fd);
+    if (lg->dfd >= 0)
+        close(lg->dfd); /* releases the flock */
+    free(lg->buf);
+    free(lg->dir);
+    free(lg);
+}
+
+uint64_t elog_last_seq(const elog *lg)
+{
+    return lg->last_seq;
+}
+
+uint64_t elog_next_seq(const elog *lg)
+{
+    return lg->next_seq;
+}
+
+bool elog_fenced(const elog *lg)
+{
+    return lg->fenced;
+}
+
+const char *elog_last_error(void)
+{
+    return last_error;
+}
+
+int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq)
+{
+    size_t need, blen;
+    uint8_t *p, *body;
+
+    if (lg->fenced)
+        return TK_EFENCED;
+    if (len > ELOG_MAX_PAYLOAD)
+        return TK_ELIMIT;
+    need = lg->blen + REC_OVERHEAD + len;
+    if (need > lg->bcap) {
+        size_t cap = lg->bcap ? lg->bcap : 64 * 1024;
+        while (cap < need)
+            cap *= 2;
+        lg->buf = xrealloc(lg->buf, cap);
+        lg->bcap = cap;
+    }
+    p = lg->buf + lg->blen;
+    body = p + REC_BODY_OFF;
+    blen = 8 + ELOG_HASH_LEN + len;
+    put_le32(p, (uint32_t)len);
+    put_le32(p + 4, len_crc(p));
+    put_le64(body, lg->next_seq);
+    memcpy(body + 8, lg->bhash, ELOG_HASH_LEN);
+    if (len)
+        memcpy(body + 8 + ELOG_HASH_LEN, payload, len);
+    put_le32(body + blen, crc32c_extend(0, body, blen));
+    crypto_hash_sha256(lg->bhash, body, blen);
+    lg->blen = need;
+    if (seq)
+        *seq = lg->next_seq;
+    lg->next_seq++;
+    return 0;
+}
+
+/* Starts segment last_seq + 1: create, header, fdatasync, directory fsync.
+ * On failure the new file is removed (best effort). 0 or TK_EIO. */
+static int roll(elog *lg)
+{
+    uint64_t first = lg->last_seq + 1;
+    char *path = seg_path(lg->dir, first);
+    int fd = -1, rc;
+
+    rc = create_segment(path, first, O_EXCL, &fd);
+    if (rc == 0 && fio_fsync_dir(lg->dir) != 0)
+        rc = TK_EIO;
+    if (rc != 0)
+        goto fail;
+    close(lg->fd);
+    lg->fd = fd;
+    lg->seg_size = SEG_HDR_LEN;
+    lg->need_roll = false;
+    free(path);
+    return 0;
+fail:
+    if (fd >= 0) {
+        close(fd);
+        unlink(path); /* we created it (O_EXCL); a leftover is a torn header */
+    }
+    free(path);
+    return rc;
+}
+
+int elog_sync(elog *lg)
+{
+    int rc;
+
+    if (lg->fenced)
+        return TK_EFENCED;
+    if (lg->blen == 0)
+        return 0;
+    if (lg->need_roll && (rc = roll(lg)) != 0)
+        goto fail;
+    rc = fio_write_all(lg->fd, lg->buf, lg->blen);
+    if (rc == 0)
+        rc = fio_fsync(lg->fd);
+    if (rc != 0) {
+        /* Best effort: leave only durable records in the file. */
+        if (ftruncate(lg->fd, (off_t)lg->seg_size) == 0)
+            (void)fio_fsync(lg->fd);
+        goto fail;
+    }
+    lg->seg_size += lg->blen;
+    lg->last_seq = lg->next_seq - 1;
+    memcpy(lg->hash, lg->bhash, ELOG_HASH_LEN);
+    lg->blen = 0;
+    if (lg->bcap > BUF_KEEP) {
+        free(lg->buf);
+        lg->buf = NULL;
+        lg->bcap = 0;
+    }
+    lg->need_roll = lg->seg_size > lg->seg_limit;
+    return 0;
+fail:
+    lg->fenced = true;
+    lg->blen = 0;
+    lg->next_seq = lg->last_seq + 1;
+    memcpy(lg->bhash, lg->hash, ELOG_HASH_LEN);
+    return TK_EIO;
+}
+
+/* ---- the iterator ---------------------------------------------------- */
+
+struct elog_iter {
+    char *dir;
+    walk w;
+    uint64_t from_seq;
+    uint8_t hash[ELOG_HASH_LEN]; /* chain hash of the last record returned */
+    int rc;                      /* sticky result once not 1 */
+    char *err;                   /* message that goes with a sticky error */
+};
+
+int elog_iter_open(const char *dir, uint64_t from_seq, elog_iter **out)
+{
+    elog_iter *it = xcalloc(1, sizeof *it);
+    int rc;
+
+    it->dir = xstrdup(dir);
+    it->from_seq = from_seq;
+    it->rc = 1;
+    if (sodium_init() < 0) {
+        set_error("event log: libsodium failed to initialise");
+        rc = TK_EIO;
+        goto fail;
+    }
+    rc = walk_init(&it->w, it->dir, from_seq);
+    if (rc == TK_ECORRUPT) { /* reported by the first elog_iter_next */
+        it->rc = rc;
+        it->err = xstrdup(last_error);
+    } else if (rc != 0) {
+        goto fail;
+    }
+    *out = it;
+    return 0;
+fail:
+    elog_iter_free(it);
+    *out = NULL;
+    return rc;
+}
+
+int elog_iter_next(elog_iter *it, uint64_t *seq, const void **payload, size_t *len)
+{
+    rec r;
+    int rc;
+
+    if (it->rc != 1) {
+        if (it->err)
+            set_error("%s", it->err);
+        return it->rc;
+    }
+    while ((rc = walk_next(&it->w, &r)) == 1 && r.seq < it->from_seq)
+        ;
+    if (rc != 1) {
+        it->rc = rc;
+        if (rc < 0)
+            it->err = xstrdup(last_error);
+        return rc;
+    }
+    memcpy(it->hash, r.hash, ELOG_HASH_LEN);
+    *seq = r.seq;
+    *payload = r.payload;
+    *len = r.len;
+    return 1;
+}
+
+const uint8_t *elog_iter_hash(const elog_iter *it)
+{
+    return it->hash;
+}
+
+void elog_iter_free(elog_iter *it)
+{
+    if (!it)
+        return;
+    walk_free(&it->w);
+    free(it->err);
+    free(it->dir);
+    free(it);
+}
