@@ -23,7 +23,7 @@ CFLAGS   ?= $(OPT) -g
 CPPFLAGS += -I. -D_GNU_SOURCE
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) -MMD -MP \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm -ldl
 
 ifneq ($(SANITIZE),)
 BUILD    := build/san

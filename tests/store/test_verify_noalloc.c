@@ -1,0 +1,140 @@
+/*
+ * test_verify_noalloc.c - the verify path allocates nothing and opens no
+ * LMDB transaction.
+ *
+ * This binary interposes mdb_txn_begin (forwarding to LMDB through
+ * dlsym(RTLD_NEXT)) and counts allocations: in the plain build by defining
+ * malloc/calloc/realloc/free over glibc's __libc_* entry points; under
+ * AddressSanitizer, whose allocator cannot be replaced, through its
+ * documented malloc/free hooks. Both counters must stay at zero across many
+ * verifications of every kind of answer.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dlfcn.h>
+#include <lmdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/err.h"
+#include "store/engine.h"
+#include "tests/support/fixture.h"
+#include "tests/support/tkt.h"
+
+static volatile long allocs;
+static volatile long txns;
+
+int mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned int flags, MDB_txn **txn)
+{
+    static int (*real)(MDB_env *, MDB_txn *, unsigned int, MDB_txn **);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "mdb_txn_begin");
+    txns++;
+    return real(env, parent, flags, txn);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/allocator_interface.h>
+static void on_malloc(const volatile void *p, size_t n)
+{
+    (void)p;
+    (void)n;
+    allocs++;
+}
+static void on_free(const volatile void *p)
+{
+    (void)p;
+}
+static void count_start(void)
+{
+    __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
+}
+#else
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+void *malloc(size_t n)
+{
+    allocs++;
+    return __libc_malloc(n);
+}
+void *calloc(size_t a, size_t b)
+{
+    allocs++;
+    return __libc_calloc(a, b);
+}
+void *realloc(void *p, size_t n)
+{
+    allocs++;
+    return __libc_realloc(p, n);
+}
+void free(void *p)
+{
+    __libc_free(p);
+}
+static void count_start(void)
+{
+}
+#endif
+
+static void verify_allocates_nothing_and_opens_no_txn(void **state)
+{
+    (void)state;
+    char *dir = tkt_mkdtemp();
+    eng *e;
+    fx_world w;
+    char s[TK_SECRET_LEN + 1], gone[TK_SECRET_LEN + 1], bad[TK_SECRET_LEN + 1];
+    tk_id id, gone_id;
+    tk_verify v;
+    tk_actor a;
+    static const char *const roles[] = {"viewer", "editor", NULL};
+
+    count_start();
+    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    fx_scenario(e, &w);
+    for (int i = 0; i < 2000; i++) /* enough to have grown the index */
+        assert_int_equal(fx_token(e, &w.alice, "t", roles, 0, &id, s), 0);
+    assert_int_equal(fx_token(e, &w.alice, "t", roles, 0, &gone_id, gone), 0);
+    assert_int_equal(fx_token_delete(e, &w.alice, &gone_id), 0);
+    memcpy(bad, s, sizeof bad);
+    bad[30] = bad[30] == 'x' ? 'y' : 'x';
+    int64_t now = time(NULL);
+
+    long a0 = allocs, t0 = txns;
+    for (int i = 0; i < 10000; i++) {
+        assert_int_equal(eng_verify(e, NULL, s, TK_SECRET_LEN, now, &v), TK_V_VALID);
+        assert_int_equal(eng_verify(e, &id, s, TK_SECRET_LEN, now, &v), TK_V_VALID);
+        assert_int_equal(eng_verify(e, NULL, gone, TK_SECRET_LEN, now, &v), TK_V_UNKNOWN);
+        assert_int_equal(eng_verify(e, NULL, bad, TK_SECRET_LEN, now, &v), TK_V_MALFORMED);
+        assert_int_equal(eng_verify(e, NULL, w.alice_key, TK_SECRET_LEN, now, &v),
+                         TK_V_WRONG_KIND);
+        assert_int_equal(eng_authenticate(e, w.alice_key, TK_SECRET_LEN, now, &a), 0);
+    }
+    long dalloc = allocs - a0, dtxn = txns - t0;
+
+    /* The counters do count: a listing opens a transaction, a write allocates. */
+    assert_int_equal(fx_token(e, &w.alice, "t", roles, 0, NULL, NULL), 0);
+    assert_true(allocs > a0 + dalloc);
+    assert_true(txns > t0 + dtxn);
+
+    assert_int_equal(dalloc, 0);
+    assert_int_equal(dtxn, 0);
+    eng_close(e);
+    tkt_rmdir(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(verify_allocates_nothing_and_opens_no_txn),
+    };
+    return cmocka_run_group_tests_name("verify_noalloc", tests, NULL, NULL);
+}
