@@ -7,8 +7,10 @@
  * - Group commit. elog_append only encodes a record into one growing buffer,
  *   computing its CRC and chain hash there; elog_sync hands the whole buffer
  *   to one fio_write_all and one fio_fsync. A batch of 1000 records costs one
- *   write and one fdatasync. A sync that starts a new segment adds the
- *   segment's creation: one header write, an fdatasync and a directory fsync.
+ *   write and one fdatasync. When a sync leaves the segment past
+ *   segment_bytes, the next sync first starts a new one: create, header
+ *   write, fdatasync, directory fsync (a failure there fences too, and the
+ *   half-made file is removed, best effort).
  *
  * - Durable and pending state are kept apart. last_seq, hash and seg_size
  *   describe what an fsync has confirmed; next_seq, bhash and buf what is
@@ -31,10 +33,14 @@
  *   segment's first record's prev as the starting link: the chain is
  *   verified from the start of that segment (from seq 1 and the all-zero
  *   link when that is the first segment), not from the start of the log.
+ *   Memory: one segment (segment_bytes plus at most one batch) at a time.
  *
  * - Damage never changes a file. A torn tail is cut only after every record
  *   of every segment has been checked; the cut bytes are saved and fsynced
- *   to DIR/torn-<seq>-<unix time>.bin before the segment is truncated.
+ *   to DIR/torn-<seq>-<unix time>.bin (a -<k> suffix if that name is
+ *   taken: evidence is never overwritten) before the segment is truncated.
+ *   Every failure of elog_open or of an iterator writes a thread-local
+ *   message for elog_last_error; success leaves the last one in place.
  *
  * - Torn segment header. A new segment is created, its header written and
  *   fsynced before any record goes in. A crash in between leaves a last
@@ -83,7 +89,7 @@
 #define SEG_MAGIC "TKLOG001"
 #define SEG_HDR_LEN 16u
 #define REC_HDR_LEN 48u   /* len, hcrc, seq, prev */
-#define REC_OVERHEAD 52u  /* header + trailing crc */
+#define REC_OVERHEAD (REC_HDR_LEN + 4u) /* + trailing crc */
 #define REC_BODY_OFF 8u   /* seq||prev||payload starts here */
 #define HCRC_XOR 0xA282EAD8u
 #define SEG_NAME_DIGITS 20
@@ -640,6 +646,13 @@ fail:
 
 /* ---- the writer ------------------------------------------------------ */
 
+/* True when the next sync must start a new segment. A segment without
+ * records never is: the new one would have its name. */
+static bool seg_full(const elog *lg)
+{
+    return lg->seg_size > lg->seg_limit && lg->seg_size > SEG_HDR_LEN;
+}
+
 int elog_open(const char *dir, const elog_opts *opts, elog **out)
 {
     elog *lg = xcalloc(1, sizeof *lg);
@@ -681,7 +694,7 @@ int elog_open(const char *dir, const elog_opts *opts, elog **out)
     memcpy(lg->hash, w.link, ELOG_HASH_LEN);
     lg->next_seq = w.seq;
     memcpy(lg->bhash, w.link, ELOG_HASH_LEN);
-    lg->need_roll = lg->seg_size > lg->seg_limit;
+    lg->need_roll = seg_full(lg);
     walk_free(&w);
     *out = lg;
     return 0;
@@ -796,7 +809,7 @@ int elog_sync(elog *lg)
         return TK_EFENCED;
     if (lg->blen == 0)
         return 0;
-    if (lg->need_roll && (rc = roll(lg)) != 0)
+    if (lg->need_roll && roll(lg) != 0)
         goto fail;
     rc = fio_write_all(lg->fd, lg->buf, lg->blen);
     if (rc == 0)
@@ -816,7 +829,7 @@ int elog_sync(elog *lg)
         lg->buf = NULL;
         lg->bcap = 0;
     }
-    lg->need_roll = lg->seg_size > lg->seg_limit;
+    lg->need_roll = seg_full(lg);
     return 0;
 fail:
     lg->fenced = true;
@@ -867,7 +880,7 @@ fail:
 
 int elog_iter_next(elog_iter *it, uint64_t *seq, const void **payload, size_t *len)
 {
-    rec r;
+    rec r = { 0 };
     int rc;
 
     if (it->rc != 1) {

@@ -86,7 +86,7 @@ int fio_fsync(int fd)
 
 int fio_fsync_dir(const char *path)
 {
-    int fd, rc = 0;
+    int fd, rc = 0, saved;
 
     if (fault_fires(FIO_FSYNC))
         return TK_EIO;
@@ -99,12 +99,8 @@ int fio_fsync_dir(const char *path)
             break;
         }
     }
-    if (rc != 0) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return rc;
-    }
+    saved = errno; /* close() must not hide why fsync failed */
     close(fd);
-    return 0;
+    errno = saved;
+    return rc;
 }
