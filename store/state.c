@@ -422,6 +422,14 @@ static uint32_t next_id(state_txn *t, int which)
     return ++t->ids[which];
 }
 
+/* Copies a slice into a NUL-terminated fixed field (the caller checked n). */
+static void copy_str(char *dst, tk_str s)
+{
+    if (s.n)
+        memcpy(dst, s.p, s.n);
+    dst[s.n] = '\0';
+}
+
 static void emit_text(st_change *c, const char *s, size_t n)
 {
     memcpy(c->text, s, n);
@@ -465,8 +473,7 @@ static int perm_define(state_txn *t, st_tenant *tn, const tk_str *key, const tk_
             return TK_ECORRUPT;
         p.tenant = tn->id;
         p.num = tn->nperms++;
-        memcpy(p.key, key->p, key->n);
-        p.key[key->n] = '\0';
+        copy_str(p.key, *key);
         p.desc[0] = '\0';
         mpw w;
         mpw_init(&w);
@@ -479,10 +486,8 @@ static int perm_define(state_txn *t, st_tenant *tn, const tk_str *key, const tk_
             return rc;
     }
     if (fresh || overwrite_desc) {
-        if (desc) {
-            memcpy(p.desc, desc->p, desc->n);
-            p.desc[desc->n] = '\0';
-        }
+        if (desc)
+            copy_str(p.desc, *desc);
         uint8_t k[8];
         mpw w;
         be32(k, tn->id);
@@ -578,8 +583,7 @@ static int apply_cred_create(state_txn *t, const ev *e, st_emit_fn emit, void *a
         if ((rc = resolve_roles(t, tn.id, e, cr.roles)))
             return rc;
         cr.nroles = e->nitems;
-        memcpy(cr.desc, e->desc.p, e->desc.n);
-        cr.desc[e->desc.n] = '\0';
+        copy_str(cr.desc, e->desc);
     }
     mpw w;
     mpw_init(&w);
@@ -628,14 +632,12 @@ static int apply_role_put(state_txn *t, st_tenant *tn, const ev *e, st_emit_fn e
         memset(&r, 0, sizeof r);
         r.id = next_id(t, ID_ROLE);
         r.tenant = tn->id;
-        memcpy(r.key, e->key.p, e->key.n);
-        r.key[e->key.n] = '\0';
+        copy_str(r.key, e->key);
         rc = name_put(t, DB_ROLE_NAME, tn->id, e->key.p, e->key.n, r.id);
     }
     if (rc)
         return rc;
-    memcpy(r.name, e->name.p, e->name.n);
-    r.name[e->name.n] = '\0';
+    copy_str(r.name, e->name);
     r.level = e->level;
     r.nperms = 0;
     for (uint32_t i = 0; i < e->nitems; i++) {
@@ -678,8 +680,7 @@ static int apply_user_put(state_txn *t, const st_tenant *tn, const ev *e)
         u.id = next_id(t, ID_USER);
         u.tenant = tn->id;
         u.account = ac.id;
-        memcpy(u.slug, e->user.p, e->user.n);
-        u.slug[e->user.n] = '\0';
+        copy_str(u.slug, e->user);
         rc = name_put(t, DB_USER_NAME, ac.id, e->user.p, e->user.n, u.id);
     }
     if (rc || (rc = resolve_roles(t, tn->id, e, u.roles)))
@@ -735,7 +736,7 @@ static int apply(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
             return rc ? rc : TK_ECORRUPT;
         memset(&tn, 0, sizeof tn);
         tn.id = next_id(t, ID_TENANT);
-        memcpy(tn.slug, e->tenant.p, e->tenant.n);
+        copy_str(tn.slug, e->tenant);
         if ((rc = name_put(t, DB_TENANT_NAME, 0, e->tenant.p, e->tenant.n, tn.id)))
             return rc;
         return put_tenant(t, &tn, emit, arg);
