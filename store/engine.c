@@ -702,12 +702,13 @@ static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t
     return 0;
 }
 
-int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n)
+int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
 {
     state_txn *t = NULL;
     int rc;
     int64_t ts = now_ms();
 
+    e->nchg = 0;
     if (e->fenced) {
         fail_all(res, n, TK_EFENCED);
         return TK_EFENCED;
@@ -741,16 +742,29 @@ int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n)
     t = NULL;
     if (rc)
         goto fail; /* durable in the log, replayed at the next open */
-    for (size_t i = 0; i < e->nchg; i++)
-        view_learn(e->v, &e->changes[i]);
     return 0;
 fail:
     state_abort(t);
     e->fenced = true;
+    e->nchg = 0;
     for (size_t i = 0; i < n; i++)
         sodium_memzero(res[i].secret, sizeof res[i].secret);
     rc = rc == TK_EFENCED ? TK_EFENCED : TK_EIO;
     fail_all(res, n, rc);
+    return rc;
+}
+
+void eng_publish(eng *e)
+{
+    for (size_t i = 0; i < e->nchg; i++)
+        view_learn(e->v, &e->changes[i]);
+    e->nchg = 0;
+}
+
+int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n)
+{
+    int rc = eng_commit(e, reqs, res, n);
+    eng_publish(e);
     return rc;
 }
 

@@ -22,8 +22,13 @@
  * Open: LMDB is brought up to the log (records after its applied sequence
  * are replayed through the same apply), then the view is built from LMDB.
  *
- * Threads: one thread at a time calls eng_exec and the eng_* reads; the
- * view-backed calls (verify, authenticate) never block nor allocate.
+ * Threads: eng_exec is eng_commit (the durable part: LMDB and the log,
+ * which may block on fsync) followed by eng_publish (the in-memory view).
+ * A server runs eng_commit and eng_token_list on one writer thread, and
+ * eng_publish, eng_verify and eng_authenticate on its event-loop thread:
+ * the view is only ever touched by that thread, so verification takes no
+ * lock, never blocks and never allocates. eng_publish must run after each
+ * eng_commit and before the next one.
  */
 #ifndef TK_ENGINE_H
 #define TK_ENGINE_H
@@ -99,6 +104,13 @@ typedef struct eng_res {
  * TK_EIO when the store failed: nothing was acknowledged, every
  * res[i].status is that code. */
 int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n);
+
+/* The two halves of eng_exec, for a server that commits on a writer thread
+ * and publishes on its loop thread (see the top of this file). After
+ * eng_commit returns 0 the batch is durable but verifications do not see it
+ * until eng_publish; replies must wait for eng_publish (rule 5). */
+int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n);
+void eng_publish(eng *e);
 
 /* Resets r to an empty request for op by actor. */
 void eng_req_init(eng_req *r, eng_op op, const tk_actor *actor);
