@@ -17,6 +17,8 @@ const char *tk_strerror(int code)
     case TK_ENOMEM: return "out of memory";
     case TK_EUNAUTH: return "unauthenticated";
     case TK_EPROTO: return "protocol error";
+    case TK_EOPCODE: return "unknown operation";
+    case TK_EBUSY: return "server busy";
     default: return "unknown error";
     }
 }

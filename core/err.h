@@ -22,6 +22,8 @@ enum {
     TK_ENOMEM = -10,   /* out of memory where failure is reported, not fatal */
     TK_EUNAUTH = -11,  /* credential missing, malformed or wrong */
     TK_EPROTO = -12,   /* peer broke the protocol */
+    TK_EOPCODE = -13,  /* unknown operation */
+    TK_EBUSY = -14,    /* server at a limit (connections, queue); try again later */
 };
 
 /* Returns a static, human-readable string for a TK_E* code (never NULL). */
