@@ -9,9 +9,9 @@
 #   SOAK=1 make test                         longer crash/soak runs
 
 CC       ?= cc
-PKGS     := libevent lmdb msgpack libsodium
+PKGS     := libevent libevent_pthreads lmdb msgpack libsodium jansson
 DEB_PKGS := build-essential pkg-config libevent-dev liblmdb-dev libmsgpack-dev \
-            libsodium-dev libcmocka-dev
+            libsodium-dev libcmocka-dev libjansson-dev
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wpointer-arith -Wformat=2
