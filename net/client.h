@@ -1,0 +1,275 @@
+/*
+ * client.h - the C client library of the tokend wire protocol
+ * (docs/protocol.md), used by tokenctl, tokenbench and C gateways.
+ *
+ * One handle is one TCP connection. The socket is blocking; every wait goes
+ * through poll() against the handle's deadline, and every send/recv is made
+ * with MSG_DONTWAIT, so no call waits longer than the timeout. The library
+ * keeps no global state: handles are independent, one handle is used by one
+ * thread at a time.
+ *
+ * Two layers:
+ *   - typed calls (tkc_tenant_create, tkc_verify, ...): send one request,
+ *     wait for its reply, decode it strictly into typed results;
+ *   - the pipeline (tkc_send / tkc_recv, tkc_verify_send / tkc_verify_recv):
+ *     queue many requests, then take their replies in order. Request ids are
+ *     assigned by the handle (1, 2, 3, ...) and every reply's id is checked
+ *     against the request it answers. Queued bytes go out when the output
+ *     buffer is large, on tkc_flush, and before any receive. While a send
+ *     waits for room, replies already arriving are read into the receive
+ *     buffer, so a pipeline of any depth cannot deadlock against the server.
+ *     Buffers are reused: after warm-up the verify pipeline allocates
+ *     nothing per request.
+ *
+ * Errors: every function returns 0 or a negative TK_E* code (core/err.h).
+ *   - The server refused (a non-zero status): proto_err(status), e.g.
+ *     TK_EDENIED; tkc_errmsg() holds the server's one-line message and
+ *     tkc_refused() is true. The connection goes on.
+ *   - A local failure: TK_EIO (cannot connect, timeout, connection lost),
+ *     TK_EPROTO (malformed or unexpected reply), TK_EINVAL (a bad argument,
+ *     nothing sent), TK_EBUSY (the server's connection limit). tkc_errmsg()
+ *     says what happened and tkc_refused() is false. After TK_EIO or
+ *     TK_EPROTO the connection is unusable (every later call fails with
+ *     TK_EIO) because the stream's position is lost; tkc_connect again.
+ *
+ * Strings in results: fixed-size fields (IDs, slugs, secrets) are copied
+ * into arrays inside the caller's result struct; variable-length lists
+ * (roles, permissions, token pages) live in storage the result struct owns,
+ * released by its *_free function and reused when the same struct is
+ * passed again. Raw reply bodies (tkc_call, tkc_recv) are borrowed from the
+ * handle until its next call.
+ *
+ * Secrets: the handle wipes its buffers (sodium_memzero) when freed and
+ * wipes a reply that carried a new secret once it has been copied out. A
+ * caller holding a secret in a result should wipe it when done.
+ */
+#ifndef TK_CLIENT_H
+#define TK_CLIENT_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model.h"
+#include "core/mp.h"
+#include "core/secret.h"
+
+typedef struct tkc tkc;
+
+#define TKC_DEFAULT_ADDR "127.0.0.1:7070"
+#define TKC_DEFAULT_TIMEOUT_MS 10000
+#define TKC_MAX_REPLY (64u << 20) /* a reply frame longer than this is a protocol error */
+#define TKC_LIST_MAX 1000         /* tokens in one TOKEN_LIST page (the server's cap) */
+#define TKC_ERRMSG_MAX 256        /* tkc_errmsg() length bound, NUL included */
+#define TKC_UNCHANGED (-1)        /* tkc_user_set: leave portal as it is */
+
+/* ---- the handle ------------------------------------------------------- */
+
+/* Returns a new, unconnected handle (never NULL: aborts on exhaustion). */
+tkc *tkc_new(void);
+
+/* Closes the connection (if any), wipes and frees everything. c may be NULL. */
+void tkc_free(tkc *c);
+
+/* Per-call time limit in milliseconds (connect, one request and its reply,
+ * one flush, one receive); <= 0 waits forever. Default
+ * TKC_DEFAULT_TIMEOUT_MS. */
+void tkc_set_timeout(tkc *c, int ms);
+
+/* Connects to addr, "HOST:PORT" (HOST a name, an IPv4 address, or an IPv6
+ * address in brackets: "[::1]:7070"). Tries each resolved address in turn
+ * within the timeout, sets TCP_NODELAY. Closes any earlier connection of c
+ * first. 0, TK_EINVAL (addr malformed) or TK_EIO (with the reason, e.g.
+ * "cannot connect to 127.0.0.1:7070: Connection refused"). */
+int tkc_connect(tkc *c, const char *addr);
+
+/* Uses fd, an already connected stream socket, as the connection (for a
+ * caller that connects itself, and for tests over socketpair()). The handle
+ * owns fd from then on and closes it. */
+void tkc_attach(tkc *c, int fd);
+
+/* The socket, or -1 (borrowed; for poll() across many handles). */
+int tkc_fd(const tkc *c);
+
+/* The message of the last failed call on c: the server's one-line error, or
+ * what failed locally. Borrowed until the next call on c; "" after a success. */
+const char *tkc_errmsg(const tkc *c);
+
+/* True when the last failure was the server's refusal (a reply with a
+ * non-zero status); false for local failures and after a success. */
+bool tkc_refused(const tkc *c);
+
+/* ---- generic calls and the pipeline ----------------------------------- */
+
+/* Sends one request (opcode op, body = len bytes of pre-encoded MessagePack,
+ * len 0 for an empty map) and waits for its reply. Returns 0 when a reply
+ * arrived, whatever its status: *status gets it, *reply and *reply_len the raw
+ * body (borrowed from c until its next call; either may be NULL). A non-zero
+ * status also sets tkc_errmsg() to the server's message. Negative only on a
+ * local failure. */
+int tkc_call(tkc *c, uint16_t op, const void *body, size_t len, uint16_t *status,
+             const uint8_t **reply, size_t *reply_len);
+
+/* Queues one request without waiting; its reply is taken by a later
+ * tkc_recv (replies come in the order of the sends). *id (may be NULL) gets
+ * the request id. body is copied. 0, TK_EINVAL (len too large), or TK_EIO
+ * when an automatic flush failed. */
+int tkc_send(tkc *c, uint16_t op, const void *body, size_t len, uint32_t *id);
+
+/* Sends everything queued. 0 or TK_EIO. */
+int tkc_flush(tkc *c);
+
+/* Requests sent or queued whose replies have not been received yet. */
+size_t tkc_inflight(const tkc *c);
+
+/* Flushes, then waits for the reply to the oldest request in flight and
+ * checks its id. Returns 0 with *status, *reply, *reply_len (as tkc_call),
+ * TK_EINVAL when nothing is in flight, or a local failure. */
+int tkc_recv(tkc *c, uint16_t *status, const uint8_t **reply, size_t *reply_len);
+
+/* ---- results ---------------------------------------------------------- */
+
+typedef enum tkc_actor {
+    TKC_ACTOR_NONE = 0,
+    TKC_ACTOR_OPERATOR = 1,
+    TKC_ACTOR_USER = 2,
+    TKC_ACTOR_GATEWAY = 3,
+} tkc_actor;
+
+/* AUTH's answer: who this connection now acts as. tenant/account/user are
+ * "" unless the server names them (a user). */
+typedef struct tkc_whoami {
+    tkc_actor actor;
+    char tenant[TK_SLUG_MAX + 1];
+    char account[TK_SLUG_MAX + 1];
+    char user[TK_SLUG_MAX + 1];
+} tkc_whoami;
+
+/* A new personal API key (USER_CREATE, KEY_CREATE). */
+typedef struct tkc_key {
+    char key_id[TK_ID_STR_LEN + 1];
+    char personal_key[TK_SECRET_LEN + 1]; /* shown once; wipe when done */
+} tkc_key;
+
+/* A new tenant API token (TOKEN_CREATE). */
+typedef struct tkc_new_token {
+    char client_id[TK_ID_STR_LEN + 1];
+    char secret[TK_SECRET_LEN + 1]; /* shown once; wipe when done */
+    int64_t expires_at;             /* unix seconds, 0 = never */
+} tkc_new_token;
+
+/* A verification's answer. Zero-initialise before first use (or use
+ * TKC_VERIFY_RES_INIT); the same struct may be passed to any number of
+ * calls; tkc_verify_res_free releases its storage. When valid is false only
+ * verdict and reason are meaningful: the strings are "", the counts 0.
+ * roles[i] and perms[i] point into storage owned by the struct, valid until
+ * it is next filled or freed. */
+typedef struct tkc_verify_res {
+    bool valid;
+    tk_verdict verdict;     /* TK_V_VALID or why not */
+    const char *reason;     /* "valid", "unknown", ... (static: model_verdict_name) */
+    char client_id[TK_ID_STR_LEN + 1];
+    char tenant[TK_SLUG_MAX + 1];
+    char account[TK_SLUG_MAX + 1];
+    int64_t expires_at;     /* 0 = never */
+    uint32_t nroles;
+    const char *roles[TK_MAX_ROLES];
+    uint32_t nperms;
+    const char *perms[TK_MAX_TENANT_PERMS];
+    char *store_;           /* private: the strings */
+    size_t store_cap_;
+} tkc_verify_res;
+
+#define TKC_VERIFY_RES_INIT {0}
+
+void tkc_verify_res_free(tkc_verify_res *r);
+
+/* One token of a listing: metadata only (rule 9). Strings point into the
+ * page's storage. */
+typedef struct tkc_token {
+    char client_id[TK_ID_STR_LEN + 1];
+    const char *description;
+    uint32_t nroles;
+    const char *roles[TK_MAX_ROLES];
+    char created_by[TK_SLUG_MAX + 1];
+    int64_t created_at; /* unix seconds */
+    int64_t expires_at; /* 0 = never */
+} tkc_token;
+
+/* One page of TOKEN_LIST. Zero-initialise before first use (or
+ * TKC_TOKEN_PAGE_INIT); reusable; tkc_token_page_free releases it. */
+typedef struct tkc_token_page {
+    size_t n;
+    tkc_token *tokens; /* n entries, owned by the page */
+    bool more;         /* more tokens after tokens[n-1]: pass its client_id as after */
+    size_t cap_;       /* private */
+    char *store_;
+    size_t store_cap_;
+} tkc_token_page;
+
+#define TKC_TOKEN_PAGE_INIT {0}
+
+void tkc_token_page_free(tkc_token_page *p);
+
+/* ---- operations (docs/protocol.md) ------------------------------------ */
+/* Strings are borrowed for the call and must be NUL-terminated; "required"
+ * ones may not be NULL (TK_EINVAL, nothing sent). Lists are (array, count).
+ * Each returns 0, the server's refusal, or a local failure (top of file). */
+
+/* PING: *version (may be NULL) gets the server's protocol version. */
+int tkc_ping(tkc *c, uint32_t *version);
+
+/* AUTH: later requests on c act as the owner of key (operator key, personal
+ * key, or gateway key). who may be NULL. */
+int tkc_auth(tkc *c, const char *key, tkc_whoami *who);
+
+/* VERIFY: secret required, client_id optional (must agree with the secret).
+ * Returns 0 whether or not the token is valid: res says. */
+int tkc_verify(tkc *c, const char *secret, const char *client_id, tkc_verify_res *res);
+
+/* Pipelined VERIFY: queue one request (as tkc_send), and take the oldest
+ * reply (as tkc_recv) decoded into res. A verify reply's refusal (e.g.
+ * EUNAUTH without the gateway key) is returned as by the typed calls. */
+int tkc_verify_send(tkc *c, const char *secret, const char *client_id);
+int tkc_verify_recv(tkc *c, tkc_verify_res *res);
+
+/* Operator operations. */
+int tkc_tenant_create(tkc *c, const char *tenant);
+int tkc_tenant_set(tkc *c, const char *tenant, bool api_tokens);
+int tkc_perm_put(tkc *c, const char *tenant, const char *key, const char *description);
+int tkc_role_put(tkc *c, const char *tenant, const char *key, const char *name, uint32_t level,
+                 const char *const *perms, size_t nperms);
+int tkc_role_delete(tkc *c, const char *tenant, const char *key);
+int tkc_account_create(tkc *c, const char *tenant, const char *account);
+/* Creates the user with its first personal key, returned in *key. */
+int tkc_user_create(tkc *c, const char *tenant, const char *account, const char *user,
+                    const char *const *roles, size_t nroles, bool portal, tkc_key *key);
+/* roles NULL leaves the roles unchanged (non-NULL with nroles 0 clears
+ * them); portal 0, 1 or TKC_UNCHANGED. */
+int tkc_user_set(tkc *c, const char *tenant, const char *account, const char *user,
+                 const char *const *roles, size_t nroles, int portal);
+/* expires_at: unix seconds, 0 = never. */
+int tkc_key_create(tkc *c, const char *tenant, const char *account, const char *user,
+                   int64_t expires_at, tkc_key *key);
+int tkc_key_delete(tkc *c, const char *key_id);
+
+/* User operations (personal key with the portal flag); the operator may
+ * also list (naming tenant and account) and delete. */
+int tkc_token_create(tkc *c, const char *description, const char *const *roles, size_t nroles,
+                     int64_t expires_at, tkc_new_token *out);
+/* One page: tenant/account NULL for a user; after NULL for the first page;
+ * limit 0 for the server's default. */
+int tkc_token_list(tkc *c, const char *tenant, const char *account, const char *after,
+                   uint32_t limit, tkc_token_page *page);
+int tkc_token_delete(tkc *c, const char *client_id);
+
+/* ---- codec (no I/O), for a gateway that runs its own event loop ------- */
+
+/* Appends a VERIFY request body to w (client_id may be NULL). */
+void tkc_verify_encode(mpw *w, const char *secret, size_t secret_len, const char *client_id);
+
+/* Decodes a VERIFY reply body (status 0) into res. 0, or TK_EPROTO when the
+ * body is malformed (res then says invalid/"malformed" and must not be
+ * trusted). Never reads outside body[0..len). */
+int tkc_verify_decode(const void *body, size_t len, tkc_verify_res *res);
+
+#endif
