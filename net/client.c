@@ -58,6 +58,7 @@
 #define TKC_IN_MAX (256u << 20)   /* unread replies we are willing to hold */
 #define TKC_OUT_FLUSH (64u << 10) /* queued bytes that trigger a send */
 #define TKC_ADDR_MAX 300
+#define TKC_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 struct tkc {
     int fd;
@@ -112,8 +113,6 @@ static void set_errv(tkc *c, const char *fmt, va_list ap)
 {
     vsnprintf(c->err, sizeof c->err, fmt, ap);
 }
-
-#define TKC_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 static int fail(tkc *c, int code, const char *fmt, ...) TKC_PRINTF(3, 4);
 static int fail_conn(tkc *c, int code, const char *fmt, ...) TKC_PRINTF(3, 4);
