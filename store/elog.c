@@ -34,6 +34,8 @@
  *   verified from the start of that segment (from seq 1 and the all-zero
  *   link when that is the first segment), not from the start of the log.
  *   Memory: one segment (segment_bytes plus at most one batch) at a time.
+ *   elog_check (for tokenreplay) is elog_open's walk without the lock and
+ *   without the cut, reporting where it stopped.
  *
  * - Damage never changes a file. A torn tail is cut only after every record
  *   of every segment has been checked; the cut bytes are saved and fsynced
@@ -230,8 +232,9 @@ static bool parse_seg_name(const char *name, uint64_t *first)
 }
 
 /* Lists the segments of dir. 0, TK_EIO, TK_ECORRUPT (a *.seg file with a
- * name that is not a segment name). The caller frees out->first. */
-static int list_segments(const char *dir, seglist *out)
+ * name that is not a segment name; that name goes to bad[0..badcap) when
+ * bad is not NULL). The caller frees out->first. */
+static int list_segments(const char *dir, seglist *out, char *bad, size_t badcap)
 {
     DIR *d;
     struct dirent *e;
@@ -255,6 +258,8 @@ static int list_segments(const char *dir, seglist *out)
                       "the log cannot be trusted. Keep the directory, then run: "
                       "tokenreplay repair --data %s",
                       dir, e->d_name, dir);
+            if (bad)
+                snprintf(bad, badcap, "%s", e->d_name);
             rc = TK_ECORRUPT;
             goto fail;
         }
@@ -294,6 +299,7 @@ typedef struct walk {
     int rc;                   /* result repeated once not WALK_MORE */
     bool torn;                /* stopped before a torn tail */
     bool torn_header;         /* ... inside the last segment's header */
+    char bad_name[ELOG_NAME_MAX]; /* walk_init: a *.seg name that is not a segment name */
 } walk;
 
 typedef struct rec {
@@ -313,7 +319,7 @@ static int walk_init(walk *w, const char *dir, uint64_t from_seq)
     w->dir = dir;
     w->seq = 1;
     w->link_known = true;
-    rc = list_segments(dir, &w->segs);
+    rc = list_segments(dir, &w->segs, w->bad_name, sizeof w->bad_name);
     if (rc != 0)
         return rc;
     /* The last segment whose first seq <= from_seq; the first one starts
@@ -916,4 +922,43 @@ void elog_iter_free(elog_iter *it)
     free(it->err);
     free(it->dir);
     free(it);
+}
+
+/* ---- checking -------------------------------------------------------- */
+
+int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out)
+{
+    walk w;
+    rec r;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    memset(&w, 0, sizeof w);
+    if (sodium_init() < 0) {
+        set_error("event log: libsodium failed to initialise");
+        return TK_EIO;
+    }
+    rc = walk_init(&w, dir, 1);
+    if (rc == TK_ECORRUPT)
+        snprintf(out->bad_name, sizeof out->bad_name, "%s", w.bad_name);
+    if (rc != 0)
+        goto fail;
+    out->segments = w.segs.n;
+    while ((rc = walk_next(&w, &r)) == 1) {
+        if (fn && (rc = fn(arg, r.seq, r.payload, r.len)) != 0)
+            goto fail;
+        out->records++;
+        out->last_seq = r.seq;
+        memcpy(out->head, r.hash, ELOG_HASH_LEN);
+    }
+    if (rc == TK_ECORRUPT) {
+        out->bad_seg = w.segs.first[w.idx];
+        out->bad_off = w.loaded ? w.off : 0; /* not loaded: its name broke the order */
+    } else if (rc == 0 && w.torn) {
+        out->torn_seg = w.segs.first[w.idx];
+        out->torn_bytes = w.torn_header ? w.size : w.size - w.off;
+    }
+fail:
+    walk_free(&w);
+    return rc;
 }

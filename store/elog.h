@@ -96,4 +96,37 @@ const uint8_t *elog_iter_hash(const elog_iter *it);
 
 void elog_iter_free(elog_iter *it);
 
+/* ---- checking (tokenreplay) ------------------------------------------ */
+
+#define ELOG_NAME_MAX 256 /* a file name in the log directory, with its NUL */
+
+/* What elog_check found. */
+typedef struct elog_report {
+    uint64_t segments;            /* *.seg files in the directory */
+    uint64_t records;             /* whole, valid records from seq 1 (= last_seq) */
+    uint64_t last_seq;            /* the last of them; 0 when none */
+    uint8_t head[ELOG_HASH_LEN];  /* its chain hash (zeros when none) */
+    uint64_t torn_seg;            /* intact log: the segment holding a torn tail ... */
+    uint64_t torn_bytes;          /* ... and its length (0: none); elog_open cuts it */
+    /* TK_ECORRUPT: the first damage is either a *.seg file whose name is not
+     * a segment name (bad_name), or in segment bad_seg (its first seq) at
+     * byte bad_off: 0 for the segment itself (header, or a name that breaks
+     * the seq order), else the start of the first bad record. */
+    char bad_name[ELOG_NAME_MAX];
+    uint64_t bad_seg;
+    uint64_t bad_off;
+} elog_report;
+
+/* Called for each valid record in order; payload borrowed for the call. A
+ * non-zero return stops the check and is returned by elog_check. */
+typedef int (*elog_check_fn)(void *arg, uint64_t seq, const void *payload, size_t len);
+
+/* Checks the whole log in dir from seq 1, as elog_open does (CRC, seq
+ * continuity, the hash chain from the zero link), but changes nothing: a
+ * torn tail is reported, not cut. Takes no lock. fn may be NULL. Fills out
+ * and returns 0 (intact), TK_ECORRUPT (damage: out says where, and
+ * elog_last_error the line elog_open would print), TK_EIO, or fn's value
+ * (out then covers the records before the one fn refused). */
+int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out);
+
 #endif

@@ -864,3 +864,14 @@ uint64_t eng_last_seq(const eng *e)
 {
     return elog_last_seq(e->log);
 }
+
+int eng_read(eng *e, int (*fn)(void *arg, state_txn *t), void *arg)
+{
+    state_txn *t;
+    int rc = state_begin(e->st, false, &t);
+    if (rc)
+        return rc;
+    rc = fn(arg, t);
+    state_abort(t);
+    return rc;
+}

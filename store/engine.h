@@ -155,4 +155,14 @@ size_t eng_index_bytes(const eng *e);
 /* Sequence number of the last durable event. */
 uint64_t eng_last_seq(const eng *e);
 
+/* ---- reading the whole state (tools) ---------------------------------- */
+
+typedef struct state_txn state_txn; /* store/state.h */
+
+/* Runs fn in one read transaction of the LMDB state, for tools that walk
+ * the whole state (tokenreplay compare: state_visit). fn must not write and
+ * must keep nothing from t past its return. Returns fn's value, or TK_EIO /
+ * TK_ECORRUPT when the transaction cannot begin. */
+int eng_read(eng *e, int (*fn)(void *arg, state_txn *t), void *arg);
+
 #endif

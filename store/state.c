@@ -924,6 +924,68 @@ int state_load(state_txn *t, st_emit_fn emit, void *arg)
     return 0;
 }
 
+/* ---- visiting (tokenreplay) -------------------------------------------- */
+
+/* Decodes one record of db and hands it to its callback. */
+static int visit_one(int db, const MDB_val *k, const MDB_val *v, const st_visitor *vis)
+{
+    union {
+        st_tenant tn;
+        st_perm p;
+        st_role r;
+        st_account a;
+        st_user u;
+        st_cred c;
+    } x;
+
+    if (db == DB_CRED)
+        return dec_cred(k, v, &x.c) ? TK_ECORRUPT : vis->cred(vis->arg, &x.c);
+    if (db == DB_PERM) {
+        if (k->mv_size != 8
+            || dec_perm(v, rd_be32(k->mv_data), rd_be32((uint8_t *)k->mv_data + 4), &x.p))
+            return TK_ECORRUPT;
+        return vis->perm(vis->arg, &x.p);
+    }
+    if (k->mv_size != 4)
+        return TK_ECORRUPT;
+    uint32_t id = rd_be32(k->mv_data);
+    switch (db) {
+    case DB_TENANT:
+        return dec_tenant(v, id, &x.tn) ? TK_ECORRUPT : vis->tenant(vis->arg, &x.tn);
+    case DB_ROLE:
+        return dec_role(v, id, &x.r) ? TK_ECORRUPT : vis->role(vis->arg, &x.r);
+    case DB_ACCOUNT:
+        return dec_account(v, id, &x.a) ? TK_ECORRUPT : vis->account(vis->arg, &x.a);
+    default:
+        return dec_user(v, id, &x.u) ? TK_ECORRUPT : vis->user(vis->arg, &x.u);
+    }
+}
+
+int state_visit(state_txn *t, const st_visitor *v)
+{
+    static const int order[] = {DB_TENANT, DB_PERM, DB_ROLE, DB_ACCOUNT, DB_USER, DB_CRED};
+    const bool want[] = {v->tenant, v->perm, v->role, v->account, v->user, v->cred};
+    int rc = 0;
+
+    for (size_t i = 0; i < sizeof order / sizeof order[0] && !rc; i++) {
+        MDB_cursor *c;
+        MDB_val k, val;
+        if (!want[i])
+            continue;
+        if ((rc = map_err(mdb_cursor_open(t->txn, t->s->dbi[order[i]], &c))))
+            break;
+        int mrc = mdb_cursor_get(c, &k, &val, MDB_FIRST);
+        while (mrc == 0 && !rc) {
+            rc = visit_one(order[i], &k, &val, v);
+            mrc = mdb_cursor_get(c, &k, &val, MDB_NEXT);
+        }
+        mdb_cursor_close(c);
+        if (!rc && mrc != MDB_NOTFOUND)
+            rc = map_err(mrc);
+    }
+    return rc;
+}
+
 /* ---- listing ---------------------------------------------------------- */
 
 int state_account_tokens(state_txn *t, uint32_t account, const tk_id *after, uint32_t limit,

@@ -144,6 +144,24 @@ int state_cred_by_id(state_txn *t, const tk_id *id, st_cred *out);
 int state_account_tokens(state_txn *t, uint32_t account, const tk_id *after, uint32_t limit,
                          int (*fn)(void *arg, const st_cred *c), void *arg);
 
+/* Callbacks for state_visit; each may be NULL (that kind is skipped). */
+typedef struct st_visitor {
+    int (*tenant)(void *arg, const st_tenant *r);
+    int (*perm)(void *arg, const st_perm *r);
+    int (*role)(void *arg, const st_role *r);
+    int (*account)(void *arg, const st_account *r);
+    int (*user)(void *arg, const st_user *r);
+    int (*cred)(void *arg, const st_cred *r); /* tokens and personal keys */
+    void *arg;
+} st_visitor;
+
+/* Calls v's callbacks for every record of the state: all tenants, then
+ * permissions, roles, accounts, users, credentials; each kind in key order
+ * (ids ascending; permissions by tenant, then number; credentials by the
+ * bytes of their ID). Records are copies, valid for the call. A non-zero
+ * return stops the walk and is returned. 0, TK_ECORRUPT, TK_EIO. */
+int state_visit(state_txn *t, const st_visitor *v);
+
 /* Doubles the map size. Only while no transaction of this process is open
  * (used after a write failed with TK_ELIMIT: map full). */
 int state_grow(state *s);
