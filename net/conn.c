@@ -1,0 +1,847 @@
+/*
+ * conn.c - connections on the loop thread; see conn.h for the states.
+ *
+ * Memory per connection is bounded by construction:
+ *   input   the read high watermark is READ_HIGH (64 KiB), raised to one
+ *           frame's size only while a frame that large is arriving, so at
+ *           most max(64 KiB, 12 + max_frame);
+ *   output  unsent reply bytes, plus replies held behind requests in the
+ *           writer, are capped at max_output (plus the one reply that
+ *           crossed it): over the cap the connection is closed, since a
+ *           peer that does not read its replies cannot be served anyway;
+ *   queue   at most max_inflight requests without a reply; at the limit
+ *           the connection stops reading until replies drain. A request
+ *           for the writer holds a copy of its body (only bodies that
+ *           decoded, so within the field limits) and its eng_req; the
+ *           writer's backlog cap bounds those across connections.
+ *
+ * Replies are framed in place: a 12-byte placeholder, the body encoded
+ * after it, then the header patched with the body's length. Inline replies
+ * use one scratch buffer of the hub (reused, so the verify path allocates
+ * only when the output buffer grows); a request for the writer carries its
+ * own reply buffer, filled when its batch returns.
+ */
+#include "net/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/mp.h"
+#include "core/xmalloc.h"
+#include "net/dispatch.h"
+#include "net/log.h"
+#include "net/proto.h"
+
+#define READ_HIGH (64u * 1024)   /* input buffered per connection between frames */
+#define LINGER_SECONDS 2.0       /* FAILED: time for the peer to read our last reply */
+#define AUTH_KEY_MAX 128         /* the longest key kept for re-authentication */
+#define GW_HASH_LEN 32
+
+typedef enum cstate { CS_OPEN, CS_ENDING, CS_FAILED, CS_LINGER, CS_CLOSED } cstate;
+typedef enum cauth { AU_NONE, AU_OPERATOR, AU_USER, AU_GATEWAY } cauth;
+
+typedef struct conn conn;
+typedef struct pending pending;
+
+/* A request in the writer, and the slot its reply waits in. */
+struct pending {
+    wrt_job job;              /* first: the writer's view of it */
+    conn *c;
+    pending *next;            /* the connection's FIFO */
+    uint32_t id;
+    bool list;                /* TOKEN_LIST (a read); else a write */
+    bool done;                /* reply ready in `reply` */
+    int status;               /* a listing's status (writes: job.res.status) */
+    mpw reply;                /* framed reply: placeholder header, body */
+    struct evbuffer *after;   /* replies completed behind this one */
+    uint32_t nafter;
+    union {
+        eng_req req;
+        dsp_list list;
+    } u;
+    size_t body_len;
+    uint8_t body[];           /* the request body: u's strings point into it */
+};
+
+struct conn {
+    conn_hub *h;
+    conn *prev, *next;        /* hub->all */
+    conn *dead_next;          /* hub->dead, while waiting to be reaped */
+    bool on_dead;
+    struct bufferevent *bev;  /* NULL once the socket is closed */
+    struct event *timer;      /* frame deadline, or linger */
+    bool timer_armed;
+    size_t rd_high;           /* current read high watermark */
+    cstate st;
+    bool paused;              /* not reading: max_inflight requests unanswered */
+    cauth auth;
+    size_t keylen;
+    char key[AUTH_KEY_MAX];   /* a personal key, re-checked on each request */
+    pending *head, *tail;     /* requests in the writer, oldest first */
+    uint32_t inflight;        /* requests whose reply is not yet in the output */
+    uint32_t jobs;            /* of them, in the writer (keep this struct alive) */
+    size_t held;              /* bytes of replies held behind pending ones */
+    char peer[64];
+};
+
+struct conn_hub {
+    struct event_base *base;
+    eng *e;
+    wrt *w;
+    conn_opts o;
+    bool has_gw;
+    uint8_t gw_hash[GW_HASH_LEN];
+    mpw scratch;              /* inline replies */
+    conn *all;                /* every connection not yet freed */
+    size_t nopen;             /* of them, with an open socket */
+    conn *dead;               /* closed, to be reaped */
+    struct event *reap;
+    bool stopping;
+    void (*empty)(void *arg);
+    void *empty_arg;
+    bool empty_called;
+    lg_limit log_busy, log_frame, log_bad, log_slow, log_idle, log_auth, log_queue;
+};
+
+static void process(conn *c);
+static void close_now(conn *c);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static struct timeval tv_of(double seconds)
+{
+    struct timeval tv;
+    tv.tv_sec = (time_t)seconds;
+    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+    return tv;
+}
+
+static void peer_name(const struct sockaddr *sa, char *out, size_t cap)
+{
+    char a[INET6_ADDRSTRLEN] = "?";
+    if (sa && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, a, sizeof a);
+        snprintf(out, cap, "%s:%u", a, ntohs(in->sin_port));
+    } else if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, a, sizeof a);
+        snprintf(out, cap, "[%s]:%u", a, ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, cap, "(local)");
+    }
+}
+
+static void frame_begin(mpw *w)
+{
+    static const uint8_t zero[PROTO_HEADER_LEN];
+    mpw_reset(w);
+    w->pk.callback(w->pk.data, (const char *)zero, sizeof zero);
+}
+
+static void frame_end(mpw *w, uint32_t id, int status)
+{
+    proto_header hd = {
+        .len = (uint32_t)(w->buf.size - PROTO_HEADER_LEN),
+        .code = proto_status(status),
+        .flags = 0,
+        .id = id,
+    };
+    proto_header_put((uint8_t *)w->buf.data, &hd);
+}
+
+static struct evbuffer *output(conn *c)
+{
+    return bufferevent_get_output(c->bev);
+}
+
+static size_t unsent(conn *c)
+{
+    return evbuffer_get_length(output(c)) + c->held;
+}
+
+/* ---- replies, in order -------------------------------------------------- */
+
+/* Checks the output cap after replies were added. */
+static void check_output(conn *c)
+{
+    if (c->st == CS_CLOSED || unsent(c) <= c->h->o.max_output)
+        return;
+    lg_limited(&c->h->log_slow, "closing %s: %zu reply bytes unsent, over --max-output %zu "
+               "(a reader too slow for its pipeline)", c->peer, unsent(c), c->h->o.max_output);
+    close_now(c);
+}
+
+/* Queues a framed reply behind every earlier one. */
+static void emit(conn *c, const void *p, size_t n)
+{
+    if (c->st == CS_CLOSED)
+        return;
+    if (!c->head) {
+        evbuffer_add(output(c), p, n);
+    } else {
+        pending *t = c->tail;
+        if (!t->after)
+            t->after = evbuffer_new();
+        evbuffer_add(t->after, p, n);
+        t->nafter++;
+        c->held += n;
+        c->inflight++;
+    }
+    check_output(c);
+}
+
+/* The hub's scratch buffer, ready for a reply body. */
+static mpw *reply_begin(conn *c)
+{
+    frame_begin(&c->h->scratch);
+    return &c->h->scratch;
+}
+
+static void reply_end(conn *c, uint32_t id, int status)
+{
+    mpw *w = &c->h->scratch;
+    frame_end(w, id, status);
+    emit(c, w->buf.data, w->buf.size);
+}
+
+static void reply_error(conn *c, uint32_t id, int status, const char *msg)
+{
+    dsp_put_error(reply_begin(c), msg);
+    reply_end(c, id, status);
+}
+
+static void pending_free(pending *p)
+{
+    if (p->after)
+        evbuffer_free(p->after);
+    sodium_memzero(p->reply.buf.data, p->reply.buf.size); /* may hold a new secret */
+    mpw_free(&p->reply);
+    free(p);
+}
+
+/* Moves the replies that are ready, oldest first, to the output (or drops
+ * them once the socket is gone), then wakes a paused reader. */
+static void flush(conn *c)
+{
+    while (c->head && c->head->done) {
+        pending *p = c->head;
+        c->head = p->next;
+        if (!c->head)
+            c->tail = NULL;
+        c->inflight -= 1 + p->nafter;
+        if (p->after)
+            c->held -= evbuffer_get_length(p->after);
+        if (c->st != CS_CLOSED) {
+            evbuffer_add(output(c), p->reply.buf.data, p->reply.buf.size);
+            if (p->after)
+                evbuffer_add_buffer(output(c), p->after);
+        }
+        pending_free(p);
+    }
+    if (c->st == CS_CLOSED)
+        return;
+    check_output(c);
+    if (c->paused && c->inflight < c->h->o.max_inflight) {
+        c->paused = false;
+        if (c->st == CS_OPEN)
+            bufferevent_enable(c->bev, EV_READ);
+        process(c);
+    }
+}
+
+/* ---- closing -------------------------------------------------------------- */
+
+static void schedule_reap(conn *c)
+{
+    if (c->on_dead)
+        return;
+    c->on_dead = true;
+    c->dead_next = c->h->dead;
+    c->h->dead = c;
+    event_active(c->h->reap, 0, 0);
+}
+
+static void close_now(conn *c)
+{
+    if (c->st == CS_CLOSED)
+        return;
+    c->st = CS_CLOSED;
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    event_del(c->timer);
+    c->timer_armed = false;
+    schedule_reap(c);
+}
+
+static void arm_timer(conn *c, double seconds)
+{
+    struct timeval tv = tv_of(seconds);
+    evtimer_add(c->timer, &tv);
+    c->timer_armed = true;
+}
+
+static void disarm_timer(conn *c)
+{
+    if (c->timer_armed)
+        evtimer_del(c->timer);
+    c->timer_armed = false;
+}
+
+/* ENDING or FAILED: once every reply is out, close or linger. */
+static void maybe_finish(conn *c)
+{
+    if ((c->st != CS_ENDING && c->st != CS_FAILED) || c->head
+        || evbuffer_get_length(output(c)) > 0)
+        return;
+    if (c->st == CS_ENDING) {
+        close_now(c);
+        return;
+    }
+    c->st = CS_LINGER;
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+    bufferevent_enable(c->bev, EV_READ);
+    arm_timer(c, LINGER_SECONDS);
+}
+
+/* The peer broke framing: reply (in order) with status, then fail. */
+static void fail_framing(conn *c, uint32_t id, int status, const char *msg)
+{
+    reply_error(c, id, status, msg);
+    if (c->st == CS_CLOSED)
+        return;
+    c->st = CS_FAILED;
+    disarm_timer(c);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    maybe_finish(c);
+}
+
+/* ---- requests ------------------------------------------------------------- */
+
+static void do_auth(conn *c, uint32_t id, const uint8_t *body, size_t len)
+{
+    conn_hub *h = c->h;
+    tk_str key;
+    dsp_err err;
+    tk_actor actor;
+    const char *who = NULL;
+    int rc = dsp_auth(body, len, &key, &err);
+    if (rc) {
+        reply_error(c, id, rc, err.msg);
+        return;
+    }
+    /* A new AUTH replaces the old one, failed or not. */
+    c->auth = AU_NONE;
+    sodium_memzero(c->key, sizeof c->key);
+    c->keylen = 0;
+    if (h->has_gw) {
+        uint8_t hash[GW_HASH_LEN];
+        crypto_hash_sha256(hash, (const uint8_t *)key.p, key.n);
+        if (sodium_memcmp(hash, h->gw_hash, GW_HASH_LEN) == 0) {
+            c->auth = AU_GATEWAY;
+            who = "gateway";
+        }
+    }
+    if (!who && eng_authenticate(h->e, key.p, key.n, time(NULL), &actor) == 0) {
+        if (actor.kind == TK_ACTOR_OPERATOR) {
+            c->auth = AU_OPERATOR;
+            who = "operator";
+        } else if (key.n <= sizeof c->key) {
+            c->auth = AU_USER;
+            memcpy(c->key, key.p, key.n);
+            c->keylen = key.n;
+            who = "user";
+        }
+    }
+    if (!who) {
+        lg_limited(&h->log_auth, "failed AUTH from %s", c->peer);
+        reply_error(c, id, TK_EUNAUTH, "unknown, expired or deleted key");
+        return;
+    }
+    dsp_put_auth(reply_begin(c), who);
+    reply_end(c, id, 0);
+}
+
+static void do_verify(conn *c, uint32_t id, const uint8_t *body, size_t len)
+{
+    conn_hub *h = c->h;
+    dsp_verify v;
+    dsp_err err;
+    tk_verify out;
+    int rc = dsp_verify_req(body, len, &v, &err);
+    if (rc) {
+        reply_error(c, id, rc, err.msg);
+        return;
+    }
+    if (h->o.require_gateway && c->auth != AU_GATEWAY && c->auth != AU_OPERATOR) {
+        reply_error(c, id, TK_EUNAUTH, "VERIFY needs AUTH with the gateway key");
+        return;
+    }
+    if (v.has_client_id && !v.client_id_ok)
+        out.verdict = TK_V_MALFORMED; /* not a UUID: the credential is malformed */
+    else
+        out.verdict = eng_verify(h->e, v.has_client_id ? &v.client_id : NULL, v.secret.p,
+                                 v.secret.n, time(NULL), &out);
+    /* Encoded now: out's strings are borrowed from the view. */
+    dsp_put_verify(reply_begin(c), &out);
+    reply_end(c, id, 0);
+}
+
+/* Writer thread: a listing. */
+static void run_list(eng *e, wrt_job *j)
+{
+    pending *p = (pending *)j;
+    p->status = dsp_run_list(e, &p->u.list, &p->reply);
+}
+
+/* Loop thread, after eng_publish: the reply of a request back from the
+ * writer. */
+static void job_done(wrt_job *j)
+{
+    pending *p = (pending *)j;
+    conn *c = p->c;
+    int status = p->list ? p->status : j->res.status;
+    if (status != 0 || !p->list)
+        frame_begin(&p->reply);
+    if (status != 0)
+        dsp_put_error(&p->reply, tk_strerror(status));
+    else if (!p->list)
+        dsp_put_write(&p->reply, &p->u.req, &j->res);
+    sodium_memzero(j->res.secret, sizeof j->res.secret);
+    frame_end(&p->reply, p->id, status);
+    p->done = true;
+    c->jobs--;
+    flush(c);
+    if (c->st == CS_CLOSED) {
+        if (c->jobs == 0)
+            schedule_reap(c);
+        return;
+    }
+    maybe_finish(c);
+}
+
+/* The actor of a management request, or an error reply. */
+static bool actor_of(conn *c, uint32_t id, tk_actor *a)
+{
+    switch (c->auth) {
+    case AU_OPERATOR:
+        memset(a, 0, sizeof *a);
+        a->kind = TK_ACTOR_OPERATOR;
+        return true;
+    case AU_USER:
+        /* Checked again each time: a deleted key stops here at once. */
+        if (eng_authenticate(c->h->e, c->key, c->keylen, time(NULL), a) == 0)
+            return true;
+        c->auth = AU_NONE;
+        sodium_memzero(c->key, sizeof c->key);
+        reply_error(c, id, TK_EUNAUTH, "the personal key is no longer valid");
+        return false;
+    case AU_GATEWAY:
+        reply_error(c, id, TK_EUNAUTH, "the gateway key may only verify");
+        return false;
+    default:
+        reply_error(c, id, TK_EUNAUTH, "authenticate first (AUTH)");
+        return false;
+    }
+}
+
+static void do_manage(conn *c, const proto_header *hd, const uint8_t *body, bool list)
+{
+    conn_hub *h = c->h;
+    tk_actor actor;
+    dsp_err err;
+    if (!actor_of(c, hd->id, &actor))
+        return;
+    pending *p = xmalloc(sizeof *p + hd->len);
+    memset(p, 0, sizeof *p);
+    memcpy(p->body, body, hd->len);
+    p->body_len = hd->len;
+    int rc = list ? dsp_list_req(p->body, hd->len, &p->u.list, &err)
+                  : dsp_write_req(hd->code, p->body, hd->len, &p->u.req, &err);
+    if (rc) {
+        free(p);
+        lg_limited(&h->log_bad, "bad request from %s: %s", c->peer, err.msg);
+        reply_error(c, hd->id, rc, err.msg);
+        return;
+    }
+    p->c = c;
+    p->id = hd->id;
+    p->list = list;
+    mpw_init(&p->reply);
+    frame_begin(&p->reply);
+    if (list) {
+        p->u.list.actor = actor;
+        p->job.read = run_list;
+    } else {
+        p->u.req.actor = actor;
+        p->job.req = &p->u.req;
+    }
+    p->job.done = job_done;
+    p->job.bytes = sizeof *p + hd->len;
+    if (wrt_submit(h->w, &p->job)) {
+        pending_free(p);
+        lg_limited(&h->log_queue, "writer backlog full: EBUSY to %s", c->peer);
+        reply_error(c, hd->id, TK_EBUSY, "the server's write queue is full; try again");
+        return;
+    }
+    if (c->tail)
+        c->tail->next = p;
+    else
+        c->head = p;
+    c->tail = p;
+    c->inflight++;
+    c->jobs++;
+}
+
+/* One whole frame. */
+static void handle(conn *c, const proto_header *hd, const uint8_t *body)
+{
+    conn_hub *h = c->h;
+    dsp_err err;
+    int rc;
+    if (hd->flags != 0) {
+        lg_limited(&h->log_bad, "bad request from %s: flags 0x%x", c->peer, hd->flags);
+        reply_error(c, hd->id, TK_EPROTO, "flags must be 0 in protocol version 1");
+        return;
+    }
+    switch (hd->code) {
+    case OP_PING:
+        if ((rc = dsp_ping(body, hd->len, &err))) {
+            reply_error(c, hd->id, rc, err.msg);
+            return;
+        }
+        dsp_put_ping(reply_begin(c));
+        reply_end(c, hd->id, 0);
+        return;
+    case OP_AUTH: do_auth(c, hd->id, body, hd->len); return;
+    case OP_VERIFY: do_verify(c, hd->id, body, hd->len); return;
+    default: break;
+    }
+    switch (dsp_classify(hd->code)) {
+    case DSP_WRITE: do_manage(c, hd, body, false); return;
+    case DSP_LIST: do_manage(c, hd, body, true); return;
+    default:
+        lg_limited(&h->log_bad, "bad request from %s: unknown opcode 0x%x", c->peer, hd->code);
+        reply_error(c, hd->id, TK_EOPCODE, "unknown opcode");
+        return;
+    }
+}
+
+/* Reads every whole frame buffered, while the connection may. */
+static void process(conn *c)
+{
+    conn_hub *h = c->h;
+    if (c->st != CS_OPEN && c->st != CS_ENDING)
+        return;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t want = READ_HIGH;
+    bool consumed = false, partial = false;
+    for (;;) {
+        if (c->st != CS_OPEN && c->st != CS_ENDING)
+            return;
+        if (c->inflight >= h->o.max_inflight) {
+            if (!c->paused) {
+                c->paused = true;
+                bufferevent_disable(c->bev, EV_READ);
+            }
+            break;
+        }
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            break;
+        if (avail < PROTO_HEADER_LEN) {
+            partial = true;
+            break;
+        }
+        uint8_t hb[PROTO_HEADER_LEN];
+        proto_header hd;
+        evbuffer_copyout(in, hb, sizeof hb);
+        proto_header_get(hb, &hd);
+        if (hd.len > h->o.max_frame) {
+            lg_limited(&h->log_frame, "closing %s: frame of %u bytes over --max-frame %u",
+                       c->peer, hd.len, h->o.max_frame);
+            fail_framing(c, hd.id, TK_ELIMIT, "frame longer than the server's maximum");
+            return;
+        }
+        size_t total = PROTO_HEADER_LEN + (size_t)hd.len;
+        if (avail < total) {
+            partial = true;
+            if (total > want)
+                want = total;
+            break;
+        }
+        const uint8_t *frame = evbuffer_pullup(in, (ev_ssize_t)total);
+        handle(c, &hd, frame + PROTO_HEADER_LEN);
+        if (c->st == CS_CLOSED)
+            return;
+        evbuffer_drain(in, total);
+        consumed = true;
+    }
+    if (c->st == CS_ENDING) {
+        if (partial && !c->paused) {
+            if (!h->stopping)
+                lg_limited(&h->log_frame, "%s closed in the middle of a frame", c->peer);
+            evbuffer_drain(in, evbuffer_get_length(in));
+        }
+        disarm_timer(c);
+        maybe_finish(c);
+        return;
+    }
+    if (want != c->rd_high) {
+        bufferevent_setwatermark(c->bev, EV_READ, 0, want);
+        c->rd_high = want;
+    }
+    /* The frame deadline runs from the first byte of a frame we wait for. */
+    if (!partial || c->paused)
+        disarm_timer(c);
+    else if (consumed || !c->timer_armed)
+        arm_timer(c, h->o.frame_timeout);
+}
+
+/* ---- libevent callbacks --------------------------------------------------- */
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    conn *c = arg;
+    if (c->st == CS_LINGER || c->st == CS_FAILED) { /* nothing more is answered */
+        struct evbuffer *in = bufferevent_get_input(bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    process(c);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    maybe_finish(arg);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    conn *c = arg;
+    conn_hub *h = c->h;
+    (void)bev;
+    if (what & BEV_EVENT_ERROR) {
+        close_now(c);
+    } else if (what & BEV_EVENT_EOF) {
+        if (c->st == CS_OPEN) {
+            c->st = CS_ENDING; /* answer what was sent, then close */
+            process(c);
+        } else if (c->st == CS_LINGER) {
+            close_now(c);
+        }
+    } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+        lg_limited(&h->log_slow, "closing %s: took no reply bytes for %g s", c->peer,
+                   h->o.idle_timeout);
+        close_now(c);
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        if (c->st == CS_OPEN && c->inflight == 0 && evbuffer_get_length(output(c)) == 0
+            && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+            lg_limited(&h->log_idle, "closing %s: idle for %g s", c->peer, h->o.idle_timeout);
+            close_now(c);
+        } else if (!c->paused) {
+            bufferevent_enable(c->bev, EV_READ); /* busy, not idle: keep reading */
+        }
+    }
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn *c = arg;
+    (void)fd;
+    (void)what;
+    c->timer_armed = false;
+    if (c->st == CS_OPEN)
+        lg_limited(&c->h->log_frame, "closing %s: a frame unfinished after %g s", c->peer,
+                   c->h->o.frame_timeout);
+    close_now(c);
+}
+
+/* ---- the hub -------------------------------------------------------------- */
+
+static void conn_free(conn *c)
+{
+    while (c->head) {
+        pending *p = c->head;
+        c->head = p->next;
+        pending_free(p);
+    }
+    if (c->bev)
+        bufferevent_free(c->bev);
+    if (c->timer)
+        event_free(c->timer);
+    sodium_memzero(c->key, sizeof c->key);
+    free(c);
+}
+
+static void unlink_conn(conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->h->all = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+}
+
+static void check_empty(conn_hub *h)
+{
+    if (h->stopping && !h->empty_called && h->all == NULL && wrt_idle(h->w)) {
+        h->empty_called = true;
+        h->empty(h->empty_arg);
+    }
+}
+
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn_hub *h = arg;
+    (void)fd;
+    (void)what;
+    while (h->dead) {
+        conn *c = h->dead;
+        h->dead = c->dead_next;
+        c->on_dead = false;
+        if (c->bev) {
+            bufferevent_free(c->bev); /* closes the socket */
+            c->bev = NULL;
+            h->nopen--;
+        }
+        if (c->jobs == 0) { /* else job_done reschedules it */
+            unlink_conn(c);
+            conn_free(c);
+        }
+    }
+    check_empty(h);
+}
+
+void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts,
+                  const char *gateway_key, conn_hub **out)
+{
+    conn_hub *h = xcalloc(1, sizeof *h);
+    h->base = base;
+    h->e = e;
+    h->w = w;
+    h->o = *opts;
+    if (gateway_key) {
+        h->has_gw = true;
+        crypto_hash_sha256(h->gw_hash, (const uint8_t *)gateway_key, strlen(gateway_key));
+    }
+    mpw_init(&h->scratch);
+    h->reap = event_new(base, -1, 0, reap_cb, h);
+    if (!h->reap) {
+        lg_line("cannot create an event (out of memory)");
+        abort();
+    }
+    *out = h;
+}
+
+/* Over the limit: one EBUSY reply with id 0, written straight to the fresh
+ * socket (its send buffer is empty), then close. */
+static void refuse(conn_hub *h, evutil_socket_t fd, const char *peer)
+{
+    mpw *w = &h->scratch;
+    frame_begin(w);
+    dsp_put_error(w, h->stopping ? "server is stopping" : "too many connections");
+    frame_end(w, 0, TK_EBUSY);
+    ssize_t n = send(fd, w->buf.data, w->buf.size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)n; /* best effort: the peer is refused either way */
+    if (!h->stopping)
+        lg_limited(&h->log_busy, "refusing %s: %zu connections open (--max-connections)", peer,
+                   h->nopen);
+    evutil_closesocket(fd);
+}
+
+void conn_hub_accept(conn_hub *h, evutil_socket_t fd, const struct sockaddr *sa, int salen)
+{
+    char peer[64];
+    (void)salen;
+    peer_name(sa, peer, sizeof peer);
+    if (h->stopping || h->nopen >= h->o.max_connections) {
+        refuse(h, fd, peer);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* replies are small */
+    evutil_make_socket_nonblocking(fd);
+    conn *c = xcalloc(1, sizeof *c);
+    c->h = h;
+    memcpy(c->peer, peer, sizeof peer);
+    c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(h->base, timer_cb, c);
+    if (!c->bev || !c->timer) {
+        lg_line("cannot set up a connection from %s (out of memory)", peer);
+        if (!c->bev)
+            evutil_closesocket(fd);
+        conn_free(c);
+        return;
+    }
+    struct timeval idle = tv_of(h->o.idle_timeout);
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH);
+    c->rd_high = READ_HIGH;
+    bufferevent_set_timeouts(c->bev, &idle, &idle);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->next = h->all;
+    if (h->all)
+        h->all->prev = c;
+    h->all = c;
+    h->nopen++;
+}
+
+size_t conn_hub_count(const conn_hub *h)
+{
+    return h->nopen;
+}
+
+void conn_hub_stop(conn_hub *h, void (*empty)(void *arg), void *arg)
+{
+    h->stopping = true;
+    h->empty = empty;
+    h->empty_arg = arg;
+    for (conn *c = h->all; c; c = c->next) {
+        if (c->st != CS_OPEN)
+            continue;
+        c->st = CS_ENDING;
+        bufferevent_disable(c->bev, EV_READ);
+        process(c);
+    }
+    event_active(h->reap, 0, 0); /* checks for empty, from an event callback */
+}
+
+void conn_hub_abort(conn_hub *h)
+{
+    for (conn *c = h->all; c; c = c->next)
+        close_now(c);
+}
+
+void conn_hub_free(conn_hub *h)
+{
+    if (!h)
+        return;
+    while (h->all) {
+        conn *c = h->all;
+        h->all = c->next;
+        conn_free(c);
+    }
+    if (h->reap)
+        event_free(h->reap);
+    mpw_free(&h->scratch);
+    free(h);
+}

@@ -1,0 +1,30 @@
+/*
+ * log.h - the server's log: one line per event on stderr.
+ *
+ * Every line is "tokend: <message>\n", written with a single write(2) so
+ * lines from the loop and writer threads never interleave. Nothing secret
+ * is ever passed here (keys, secrets, request bodies): callers log what
+ * happened and the peer's address, never what the peer sent.
+ *
+ * Events a peer can trigger at will (protocol violations, limit hits) go
+ * through a limiter, so a flood of bad connections costs one line a second
+ * instead of filling the disk.
+ */
+#ifndef TK_NET_LOG_H
+#define TK_NET_LOG_H
+#include <stdint.h>
+
+/* Writes one line. Thread-safe. */
+void lg_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A limiter for one kind of event: at most one line per second; the lines
+ * held back are counted and reported with the next line that gets out.
+ * Zero-initialise. Not thread-safe: one limiter per thread. */
+typedef struct lg_limit {
+    int64_t last_ms;
+    uint64_t held;
+} lg_limit;
+
+void lg_limited(lg_limit *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

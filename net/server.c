@@ -1,0 +1,401 @@
+/*
+ * server.c - the server's frame: data directory, gateway key, listening
+ * socket, stop; see server.h.
+ *
+ * What is here and not in conn.c is everything that exists once per
+ * process: the engine, the writer thread, the listener (with its answer to
+ * running out of file descriptors), and the stop sequence. Stopping is
+ * driven by a self-pipe so that a signal handler can ask for it safely;
+ * the loop then closes the listener, lets every connection answer what it
+ * has received, and leaves the loop once the hub reports it is empty (or a
+ * grace period runs out).
+ */
+#include "net/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/xmalloc.h"
+#include "net/log.h"
+#include "net/proto.h"
+#include "net/writer.h"
+#include "store/fio.h"
+
+#define GATEWAY_KEY_LEN 68          /* "tkg_" + 64 hex digits */
+#define WRITER_BACKLOG (64u << 20)  /* bytes of management requests queued */
+#define ACCEPT_PAUSE_MS 100         /* after EMFILE: stop accepting this long */
+#define STOP_GRACE_SECONDS 10       /* a stop closes what is left after this */
+#define LISTEN_BACKLOG 1024
+
+struct srv {
+    char *data_dir;
+    char addr[80];
+    struct event_base *base;
+    eng *e;
+    wrt *w;
+    conn_hub *hub;
+    struct evconnlistener *lis;
+    struct event *resume;   /* re-enables accepting after a pause */
+    struct event *stop_ev;  /* the self-pipe's read end */
+    struct event *grace;    /* stop deadline */
+    int pipe[2];
+    int stops;              /* stop requests seen */
+    lg_limit log_accept;
+};
+
+void srv_opts_default(srv_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->listen = SRV_DEFAULT_LISTEN;
+    o->data_dir = SRV_DEFAULT_DATA;
+    o->conn.max_frame = PROTO_DEFAULT_MAX_FRAME;
+    o->conn.max_connections = 1024;
+    o->conn.max_output = 4u << 20;
+    o->conn.max_inflight = 1024;
+    o->conn.idle_timeout = 300;
+    o->conn.frame_timeout = 10;
+}
+
+/* ---- the gateway key ------------------------------------------------------ */
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = xmalloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+/* Reads DIR/gateway.key into key, creating it (0600, fsynced) if missing. */
+static int gateway_key(const char *dir, char key[GATEWAY_KEY_LEN + 1])
+{
+    char *path = join(dir, "gateway.key");
+    char buf[GATEWAY_KEY_LEN + 2];
+    int rc = TK_EIO;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        uint8_t raw[32];
+        randombytes_buf(raw, sizeof raw);
+        memcpy(key, "tkg_", 4);
+        sodium_bin2hex(key + 4, GATEWAY_KEY_LEN - 4 + 1, raw, sizeof raw);
+        sodium_memzero(raw, sizeof raw);
+        memcpy(buf, key, GATEWAY_KEY_LEN);
+        buf[GATEWAY_KEY_LEN] = '\n';
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 || write(fd, buf, GATEWAY_KEY_LEN + 1) != GATEWAY_KEY_LEN + 1 || fsync(fd) != 0
+            || fio_fsync_dir(dir) != 0) {
+            lg_line("cannot create %s: %s", path, strerror(errno));
+            goto done;
+        }
+    } else if (fd < 0) {
+        lg_line("cannot read %s: %s", path, strerror(errno));
+        goto done;
+    } else {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < GATEWAY_KEY_LEN || memcmp(buf, "tkg_", 4) != 0
+            || (n > GATEWAY_KEY_LEN && buf[GATEWAY_KEY_LEN] != '\n')) {
+            lg_line("%s is not a gateway key file (expected tkg_ and 64 hex digits)", path);
+            goto done;
+        }
+        memcpy(key, buf, GATEWAY_KEY_LEN);
+        key[GATEWAY_KEY_LEN] = '\0';
+    }
+    rc = 0;
+done:
+    sodium_memzero(buf, sizeof buf);
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
+/* ---- listening ------------------------------------------------------------ */
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
+{
+    srv *s = arg;
+    (void)l;
+    conn_hub_accept(s->hub, fd, sa, salen);
+}
+
+/* accept() failed. Out of descriptors (or memory) the listening socket
+ * stays readable, so accepting again at once would spin: pause instead. */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    srv *s = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+        lg_limited(&s->log_accept, "accept: %s; not accepting for %d ms (%zu connections open)",
+                   strerror(err), ACCEPT_PAUSE_MS, conn_hub_count(s->hub));
+        evconnlistener_disable(l);
+        evtimer_add(s->resume, &tv);
+    } else {
+        lg_limited(&s->log_accept, "accept: %s", strerror(err));
+    }
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    srv *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->lis)
+        evconnlistener_enable(s->lis);
+}
+
+static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    char a[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, a, sizeof a);
+        snprintf(out, cap, "[%s]:%u", a, ntohs(in6->sin6_port));
+    } else {
+        const struct sockaddr_in *in = (const void *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, a, sizeof a);
+        snprintf(out, cap, "%s:%u", a, ntohs(in->sin_port));
+    }
+}
+
+/* Splits "HOST:PORT" or "[V6]:PORT" and resolves it (numeric port, 0..65535). */
+static int parse_listen(const char *spec, struct sockaddr_storage *ss, int *len)
+{
+    char host[256];
+    const char *colon = strrchr(spec, ':');
+    const char *h = spec;
+    size_t hn;
+    struct addrinfo hints, *ai = NULL;
+    if (!colon || colon[1] == '\0' || strspn(colon + 1, "0123456789") != strlen(colon + 1)
+        || strlen(colon + 1) > 5 || atoi(colon + 1) > 65535)
+        return -1;
+    hn = (size_t)(colon - spec);
+    if (hn >= 2 && spec[0] == '[' && spec[hn - 1] == ']') {
+        h++;
+        hn -= 2;
+    }
+    if (hn == 0 || hn >= sizeof host)
+        return -1;
+    memcpy(host, h, hn);
+    host[hn] = '\0';
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai)
+        return -1;
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = (int)ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+static int listen_on(srv *s, const char *spec)
+{
+    struct sockaddr_storage ss;
+    int len = 0;
+    memset(&ss, 0, sizeof ss);
+    if (parse_listen(spec, &ss, &len) != 0) {
+        lg_line("--listen %s: expected HOST:PORT (IPv6 as [ADDR]:PORT, port 0 to 65535)", spec);
+        return TK_EINVAL;
+    }
+    s->lis = evconnlistener_new_bind(s->base, accept_cb, s,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE
+                                         | LEV_OPT_CLOSE_ON_EXEC,
+                                     LISTEN_BACKLOG, (struct sockaddr *)&ss, len);
+    if (!s->lis) {
+        lg_line("cannot listen on %s: %s", spec, strerror(errno));
+        return TK_EIO;
+    }
+    evconnlistener_set_error_cb(s->lis, accept_error_cb);
+    socklen_t sl = sizeof ss;
+    if (getsockname(evconnlistener_get_fd(s->lis), (struct sockaddr *)&ss, &sl) != 0) {
+        lg_line("getsockname: %s", strerror(errno));
+        return TK_EIO;
+    }
+    format_addr(&ss, s->addr, sizeof s->addr);
+    return 0;
+}
+
+/* Enough descriptors for max_connections (plus the data files and some
+ * slack): raise the soft limit toward the hard one if needed. */
+static void raise_fd_limit(uint32_t max_connections)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)max_connections + 64;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+        lg_line("warning: open-file limit %llu is below --max-connections %u + 64; accept "
+                "will pause when it is reached",
+                (unsigned long long)rl.rlim_cur, max_connections);
+}
+
+/* ---- stopping ------------------------------------------------------------- */
+
+static void hub_empty(void *arg)
+{
+    srv *s = arg;
+    event_base_loopexit(s->base, NULL);
+}
+
+static void grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+    srv *s = arg;
+    (void)fd;
+    (void)what;
+    lg_line("stop: %zu connections still open after %d s; closing them", conn_hub_count(s->hub),
+            STOP_GRACE_SECONDS);
+    conn_hub_abort(s->hub);
+}
+
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    srv *s = arg;
+    char buf[16];
+    (void)what;
+    while (read(fd, buf, sizeof buf) > 0)
+        s->stops++;
+    if (s->stops > 1 && s->lis == NULL) {
+        lg_line("second stop request: closing every connection now");
+        conn_hub_abort(s->hub);
+        return;
+    }
+    if (s->lis == NULL)
+        return;
+    lg_line("stopping: no new connections; answering what %zu connections sent",
+            conn_hub_count(s->hub));
+    evconnlistener_free(s->lis);
+    s->lis = NULL;
+    struct timeval tv = {STOP_GRACE_SECONDS, 0};
+    evtimer_add(s->grace, &tv);
+    conn_hub_stop(s->hub, hub_empty, s);
+}
+
+void srv_stop(srv *s)
+{
+    char b = 's';
+    ssize_t n = write(s->pipe[1], &b, 1);
+    (void)n; /* a full pipe already holds a stop request */
+}
+
+/* ---- open, run, close --------------------------------------------------- */
+
+int srv_open(const srv_opts *o, srv **out)
+{
+    static bool threads_on;
+    srv *s = xcalloc(1, sizeof *s);
+    char gw[GATEWAY_KEY_LEN + 1];
+    bool new_dir;
+    struct stat st;
+    int rc = TK_EIO;
+    conn_opts co = o->conn;
+
+    s->pipe[0] = s->pipe[1] = -1;
+    s->data_dir = xstrdup(o->data_dir);
+    if (!threads_on && evthread_use_pthreads() != 0) {
+        lg_line("libevent has no pthreads support");
+        goto fail;
+    }
+    threads_on = true;
+    raise_fd_limit(co.max_connections);
+    new_dir = stat(o->data_dir, &st) != 0;
+    if ((rc = eng_open(o->data_dir, NULL, &s->e))) {
+        lg_line("cannot open the data directory %s: %s", o->data_dir, eng_last_error());
+        goto fail;
+    }
+    co.require_gateway = o->require_gateway;
+    if (o->require_gateway && (rc = gateway_key(o->data_dir, gw)))
+        goto fail;
+    rc = TK_EIO;
+    if (!(s->base = event_base_new())) {
+        lg_line("cannot create the event loop");
+        goto fail;
+    }
+    if ((rc = wrt_start(s->base, s->e, WRITER_BACKLOG, &s->w)))
+        goto fail;
+    conn_hub_new(s->base, s->e, s->w, &co, o->require_gateway ? gw : NULL, &s->hub);
+    sodium_memzero(gw, sizeof gw);
+    rc = TK_EIO;
+    if (pipe2(s->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+        lg_line("pipe: %s", strerror(errno));
+        goto fail;
+    }
+    s->stop_ev = event_new(s->base, s->pipe[0], EV_READ | EV_PERSIST, stop_cb, s);
+    s->resume = evtimer_new(s->base, resume_cb, s);
+    s->grace = evtimer_new(s->base, grace_cb, s);
+    if (!s->stop_ev || !s->resume || !s->grace || event_add(s->stop_ev, NULL) != 0) {
+        lg_line("cannot create events (out of memory)");
+        goto fail;
+    }
+    if ((rc = listen_on(s, o->listen)))
+        goto fail;
+    lg_line("listening on %s, data in %s (%zu credentials), operator key in %s/operator.key%s",
+            s->addr, o->data_dir, eng_cred_count(s->e), o->data_dir,
+            new_dir ? " (new)" : "");
+    if (o->require_gateway)
+        lg_line("VERIFY requires AUTH with the gateway key in %s/gateway.key (or the operator "
+                "key)",
+                o->data_dir);
+    *out = s;
+    return 0;
+fail:
+    sodium_memzero(gw, sizeof gw);
+    srv_close(s);
+    return rc;
+}
+
+const char *srv_address(const srv *s)
+{
+    return s->addr;
+}
+
+int srv_run(srv *s)
+{
+    event_base_dispatch(s->base);
+    lg_line("stopped (%llu events in the log)", (unsigned long long)eng_last_seq(s->e));
+    return 0;
+}
+
+void srv_close(srv *s)
+{
+    if (!s)
+        return;
+    if (s->lis)
+        evconnlistener_free(s->lis);
+    wrt_free(s->w);
+    conn_hub_free(s->hub);
+    if (s->stop_ev)
+        event_free(s->stop_ev);
+    if (s->resume)
+        event_free(s->resume);
+    if (s->grace)
+        event_free(s->grace);
+    if (s->base)
+        event_base_free(s->base);
+    eng_close(s->e);
+    if (s->pipe[0] >= 0)
+        close(s->pipe[0]);
+    if (s->pipe[1] >= 0)
+        close(s->pipe[1]);
+    free(s->data_dir);
+    free(s);
+}

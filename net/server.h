@@ -1,0 +1,53 @@
+/*
+ * server.h - bin/tokend's server: the data directory, the listening socket
+ * and the event loop, around the connection hub (conn.h) and the writer
+ * thread (writer.h).
+ *
+ * Threads: the caller's thread runs the libevent loop (srv_run): it owns
+ * every connection and the engine's in-memory view. One writer thread runs
+ * the engine's durable commits and listings. See docs/server.md.
+ */
+#ifndef TK_NET_SERVER_H
+#define TK_NET_SERVER_H
+#include <stdbool.h>
+
+#include "net/conn.h"
+
+#define SRV_DEFAULT_LISTEN "127.0.0.1:7070"
+#define SRV_DEFAULT_DATA "./var"
+
+typedef struct srv_opts {
+    const char *listen;     /* "HOST:PORT" (IPv6 as "[::1]:7070"); port 0 picks one */
+    const char *data_dir;   /* created at first start, with the operator key */
+    bool require_gateway;   /* create/load DIR/gateway.key; VERIFY needs it */
+    conn_opts conn;         /* limits (conn.h); conn.require_gateway is set from above */
+} srv_opts;
+
+/* The documented defaults (docs/protocol.md, "Limits"). */
+void srv_opts_default(srv_opts *o);
+
+typedef struct srv srv;
+
+/* Opens the engine on o->data_dir (creating it and the operator key at
+ * first start), the gateway key if asked, binds the listening socket and
+ * logs the start line ("tokend: listening on HOST:PORT, ..."). o's strings
+ * are copied. 0, or TK_EIO / TK_ECORRUPT / TK_EINVAL with the reason
+ * logged. */
+int srv_open(const srv_opts *o, srv **out);
+
+/* The address actually bound, as "HOST:PORT" (borrowed; lives as long as s). */
+const char *srv_address(const srv *s);
+
+/* Runs the loop until a stop completes. Returns 0. */
+int srv_run(srv *s);
+
+/* Asks the loop to stop: accept nothing more, answer the requests already
+ * received, flush, close, return from srv_run. A second call closes every
+ * connection at once. Async-signal-safe (one write to a pipe): call it
+ * from a signal handler. */
+void srv_stop(srv *s);
+
+/* Frees everything (s may be NULL). */
+void srv_close(srv *s);
+
+#endif
