@@ -265,8 +265,8 @@ static int lock_log(const char *log, bool exclusive, int *fd)
     *fd = -1;
     if (err == EWOULDBLOCK)
         set_error("%s is in use: a running tokend has this log open (or another tokenreplay "
-                  "is %s it). tokenreplay works offline: stop tokend first",
-                  log, exclusive ? "reading" : "repairing");
+                  "is working on it). tokenreplay works offline: stop tokend first",
+                  log);
     else
         set_error("cannot lock %s: %s", log, strerror(err));
     return TK_EIO;
@@ -492,7 +492,7 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
     const void *p;
     size_t len;
     bool made = false, key = false;
-    int lfd = -1, rc, more;
+    int lfd = -1, rc, more = 0;
 
     if (events)
         *events = 0;
@@ -508,11 +508,15 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
         set_error("%s", elog_last_error());
         goto fail;
     }
-    while ((more = elog_iter_next(it, &seq, &p, &len)) == 1) {
-        if (lim && lim->has_seq && seq > lim->seq) {
-            snprintf(stop, sizeof stop, "before seq %" PRIu64 " (--upto-seq)", seq);
+    for (;;) {
+        /* Stop before reading past the limit: what lies after it (damage
+         * included) is no concern of this rebuild. */
+        if (lim && lim->has_seq && n == lim->seq) {
+            snprintf(stop, sizeof stop, "at --upto-seq %" PRIu64, n);
             break;
         }
+        if ((more = elog_iter_next(it, &seq, &p, &len)) != 1)
+            break;
         if (lim && lim->has_time) {
             ev x;
             if (ev_decode(p, len, &x) != 0) {
