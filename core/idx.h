@@ -63,6 +63,14 @@ size_t idx_bytes(const idx *ix);
 /* True while a growth move is in progress. */
 bool idx_growing(const idx *ix);
 
+/* Most entries one idx_put or idx_del moves during growth. */
+#define IDX_GROW_STEP 8
+
+/* Entries moved from an old table into a new one since idx_new, over all
+ * growths (for tests and metrics: growth is incremental when no call moves
+ * more than its share). */
+size_t idx_moved(const idx *ix);
+
 /* Moves up to n entries of an in-progress growth; a no-op otherwise.
  * Lets an idle loop finish growth without waiting for writes. */
 void idx_step(idx *ix, unsigned n);
