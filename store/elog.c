@@ -929,7 +929,7 @@ void elog_iter_free(elog_iter *it)
 int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out)
 {
     walk w;
-    rec r;
+    rec r = { 0 };
     int rc;
 
     memset(out, 0, sizeof *out);

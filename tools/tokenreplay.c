@@ -139,7 +139,6 @@ int main(int argc, char **argv)
 {
     opts o = {0};
     const char *cmd = argc > 1 ? argv[1] : "";
-    int rc;
 
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         fputs(usage_text, stdout);
@@ -152,7 +151,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "check")) {
         if (only(&o, " data ") || !o.data)
             return usage("check takes --data DIR");
-        rc = replay_check(o.data, stdout, NULL);
+        int rc = replay_check(o.data, stdout, NULL);
         if (rc == TK_ECORRUPT)
             return EXIT_NO;
         return rc ? failed("check") : EXIT_OK;

@@ -35,6 +35,8 @@
 #include "tests/support/tkt.h"
 
 #define NTOK 80
+/* RUN(&out, "check", "--data", dir): run() with the arguments as an array. */
+#define RUN(out, ...) run(out, (const char *const[]){__VA_ARGS__, NULL})
 #define SEG_BYTES 4096
 
 static const char *const ADMIN[] = {"admin", NULL};
@@ -43,20 +45,17 @@ static const char *const ADMIN[] = {"admin", NULL};
 
 /* Runs $BIN/tokenreplay with args (NULL-terminated), stdout and stderr into
  * *out (malloc'd, NUL-terminated). Returns the exit code. */
-static int run(char **out, const char *arg0, ...)
+static int run(char **out, const char *const *args)
 {
     const char *bin = getenv("BIN");
     char exe[512], *argv[16], logpath[] = "/tmp/tokenreplay-out-XXXXXX";
-    va_list ap;
     int n = 0, fd, status;
     size_t len;
 
     snprintf(exe, sizeof exe, "%s/tokenreplay", bin && *bin ? bin : "bin");
     argv[n++] = exe;
-    va_start(ap, arg0);
-    for (const char *a = arg0; a && n < 15; a = va_arg(ap, const char *))
-        argv[n++] = (char *)a;
-    va_end(ap);
+    for (; *args && n < 15; args++)
+        argv[n++] = (char *)*args;
     argv[n] = NULL;
     fd = mkstemp(logpath);
     assert_true(fd >= 0);
@@ -266,7 +265,7 @@ static void check_intact_log_exits_0(void **state)
     for (int i = 0; i < 32; i++)
         sprintf(h + 2 * i, "%02x", rep.head[i]);
 
-    assert_int_equal(run(&out, "check", "--data", s->dir, NULL), 0);
+    assert_int_equal(RUN(&out, "check", "--data", s->dir), 0);
     contains(out, "result     intact");
     char want[64];
     snprintf(want, sizeof want, "last seq   %" PRIu64 "\n", rep.last_seq);
@@ -276,7 +275,7 @@ static void check_intact_log_exits_0(void **state)
     contains(out, h);
     free(out);
     /* the log directory itself is accepted too */
-    assert_int_equal(run(&out, "check", "--data", s->log, NULL), 0);
+    assert_int_equal(RUN(&out, "check", "--data", s->log), 0);
     contains(out, h);
     free(out);
     fclose(null);
@@ -293,7 +292,7 @@ static void check_flipped_bit_exits_1_and_names_the_place(void **state)
     FILE *null = fopen("/dev/null", "w");
 
     flip_bit(s->log, 3, seg, &off);
-    assert_int_equal(run(&out, "check", "--data", s->dir, NULL), 1);
+    assert_int_equal(RUN(&out, "check", "--data", s->dir), 1);
     snprintf(want, sizeof want, "%s offset %zu (record seq 3): crc mismatch", seg, off);
     contains(out, want);
     contains(out, "DAMAGED");
@@ -316,13 +315,13 @@ static void commands_refuse_a_log_in_use(void **state)
     eng *e;
 
     assert_int_equal(eng_open(s->dir, NULL, &e), 0);
-    assert_int_equal(run(&out, "check", "--data", s->dir, NULL), 3);
+    assert_int_equal(RUN(&out, "check", "--data", s->dir), 3);
     contains(out, "in use: a running tokend has this log open");
     free(out);
-    assert_int_equal(run(&out, "repair", "--data", s->dir, NULL), 3);
+    assert_int_equal(RUN(&out, "repair", "--data", s->dir), 3);
     contains(out, "in use");
     free(out);
-    assert_int_equal(run(&out, "rebuild", "--from", s->dir, "--to", other, NULL), 3);
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", other), 3);
     contains(out, "in use");
     free(out);
     eng_close(e);
@@ -353,7 +352,7 @@ static void rebuild_upto_seq_equals_the_store_stopped_there(void **state)
     eng_close(e);
 
     snprintf(nstr, sizeof nstr, "%" PRIu64, n);
-    assert_int_equal(run(&out, "rebuild", "--from", s->dir, "--to", to, "--upto-seq", nstr, NULL),
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", to, "--upto-seq", nstr),
                      0);
     snprintf(want, sizeof want, "events     %" PRIu64 " (seq 1..%" PRIu64 ")", n, n);
     contains(out, want);
@@ -361,7 +360,7 @@ static void rebuild_upto_seq_equals_the_store_stopped_there(void **state)
     free(out);
 
     /* canonically the same as the store that stopped at n */
-    assert_int_equal(run(&out, "compare", "--a", to, "--b", snap, NULL), 0);
+    assert_int_equal(RUN(&out, "compare", "--a", to, "--b", snap), 0);
     snprintf(want, sizeof want, "same state (%d credentials)", NTOK / 2 + 5);
     contains(out, want);
     free(out);
@@ -410,7 +409,7 @@ static void rebuild_upto_time(void **state)
     eng_close(e);
 
     snprintf(when, sizeof when, "%" PRId64 ".%03d", t / 1000, (int)(t % 1000));
-    assert_int_equal(run(&out, "rebuild", "--from", s->dir, "--to", to, "--upto-time", when, NULL),
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", to, "--upto-time", when),
                      0);
     snprintf(want, sizeof want, "events     %" PRIu64 " ", s->seqs[4]);
     contains(out, want);
@@ -428,14 +427,14 @@ static void rebuild_upto_time(void **state)
     gmtime_r(&secs, &tm);
     size_t k = strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(iso + k, sizeof iso - k, ".%03d+02:00", (int)(t % 1000));
-    assert_int_equal(run(&out, "rebuild", "--from", s->dir, "--to", to2, "--upto-time", iso, NULL),
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", to2, "--upto-time", iso),
                      0);
     contains(out, want);
     free(out);
 
     /* before the first event: an empty, valid store */
-    assert_int_equal(run(&out, "rebuild", "--from", s->dir, "--to", to3, "--upto-time",
-                         "2000-01-01T00:00:00Z", NULL),
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", to3, "--upto-time",
+                         "2000-01-01T00:00:00Z"),
                      0);
     contains(out, "events     0 ");
     free(out);
@@ -455,32 +454,30 @@ static void rebuild_refusals(void **state)
     char *to = tkt_path(s->root, "x"), *out;
 
     /* past the end of the log */
-    assert_int_equal(run(&out, "rebuild", "--from", s->dir, "--to", to, "--upto-seq", "100000",
-                         NULL),
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", to, "--upto-seq", "100000"),
                      3);
     contains(out, "past the end of the log");
     free(out);
     /* into a directory that is not empty (what the failure left) */
-    assert_int_equal(run(&out, "rebuild", "--from", s->dir, "--to", to, NULL), 3);
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", to), 3);
     contains(out, "is not empty");
     free(out);
     /* usage */
-    assert_int_equal(run(&out, "rebuild", "--from", s->dir, NULL), 2);
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir), 2);
     free(out);
-    assert_int_equal(run(&out, "rebuild", "--from", s->dir, "--to", to, "--upto-time",
-                         "2024-05-01T10:00:00", NULL),
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", to, "--upto-time",
+                         "2024-05-01T10:00:00"),
                      2);
     contains(out, "--upto-time takes ISO 8601 with a zone");
     free(out);
-    assert_int_equal(run(&out, "rebuild", "--from", s->dir, "--to", to, "--upto-seq", "-1",
-                         NULL),
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", to, "--upto-seq", "-1"),
                      2);
     free(out);
-    assert_int_equal(run(&out, "frobnicate", NULL), 2);
+    assert_int_equal(RUN(&out, "frobnicate"), 2);
     free(out);
-    assert_int_equal(run(&out, "check", "--data", s->dir, "--to", to, NULL), 2);
+    assert_int_equal(RUN(&out, "check", "--data", s->dir, "--to", to), 2);
     free(out);
-    assert_int_equal(run(&out, NULL), 2);
+    assert_int_equal(run(&out, (const char *const[]){NULL}), 2);
     free(out);
     free(to);
     store_free(s);
@@ -497,13 +494,13 @@ static void rebuild_salvages_a_damaged_log_up_to_the_damage(void **state)
     eng *e;
 
     flip_bit(s->log, d, seg, &off);
-    assert_int_equal(run(&out, "rebuild", "--from", s->dir, "--to", to, NULL), 3);
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", to), 3);
     char want[64];
     snprintf(want, sizeof want, "--upto-seq %" PRIu64, d - 1);
     contains(out, want);
     free(out);
     snprintf(nstr, sizeof nstr, "%" PRIu64, d - 1);
-    int rc = run(&out, "rebuild", "--from", s->dir, "--to", to2, "--upto-seq", nstr, NULL);
+    int rc = RUN(&out, "rebuild", "--from", s->dir, "--to", to2, "--upto-seq", nstr);
     if (rc != 0)
         fail_msg("exit %d:\n%s", rc, out);
     free(out);
@@ -528,7 +525,7 @@ static void compare_same_and_different(void **state)
     FILE *null = fopen("/dev/null", "w");
 
     copy_tree(s->dir, copy);
-    assert_int_equal(run(&out, "compare", "--a", s->dir, "--b", copy, NULL), 0);
+    assert_int_equal(RUN(&out, "compare", "--a", s->dir, "--b", copy), 0);
     contains(out, "same state (10 credentials)");
     free(out);
 
@@ -536,7 +533,7 @@ static void compare_same_and_different(void **state)
     assert_int_equal(eng_open(copy, NULL, &e), 0);
     assert_int_equal(fx_toggle(e, "umbrella", false), 0);
     eng_close(e);
-    assert_int_equal(run(&out, "compare", "--a", s->dir, "--b", copy, NULL), 1);
+    assert_int_equal(RUN(&out, "compare", "--a", s->dir, "--b", copy), 1);
     contains(out, "different: tenant umbrella: api_tokens: a has on, b has off");
     free(out);
     assert_int_equal(replay_compare(s->dir, copy, null, &same), 0);
@@ -548,11 +545,11 @@ static void compare_same_and_different(void **state)
     assert_int_equal(fx_token_delete(e, &s->w.alice, &s->ids[2]), 0);
     eng_close(e);
     secret_id_format(&s->ids[2], id);
-    assert_int_equal(run(&out, "compare", "--a", s->dir, "--b", copy, NULL), 1);
+    assert_int_equal(RUN(&out, "compare", "--a", s->dir, "--b", copy), 1);
     contains(out, "different: only in a");
     contains(out, id);
     free(out);
-    assert_int_equal(run(&out, "compare", "--a", copy, "--b", s->dir, NULL), 1);
+    assert_int_equal(RUN(&out, "compare", "--a", copy, "--b", s->dir), 1);
     contains(out, "different: only in b");
     contains(out, id);
     free(out);
@@ -563,15 +560,15 @@ static void compare_same_and_different(void **state)
     static const char *const viewer_p[] = {"orders:read", NULL};
     assert_int_equal(fx_role(e, "acme", "viewer", 3, viewer_p), 0);
     eng_close(e);
-    assert_int_equal(run(&out, "compare", "--a", s->dir, "--b", copy, NULL), 1);
+    assert_int_equal(RUN(&out, "compare", "--a", s->dir, "--b", copy), 1);
     contains(out, "different: role acme/viewer: level: a has 3, b has 2");
     free(out);
 
     /* the same directory twice, and a missing one */
-    assert_int_equal(run(&out, "compare", "--a", s->dir, "--b", s->log, NULL), 3);
+    assert_int_equal(RUN(&out, "compare", "--a", s->dir, "--b", s->log), 3);
     contains(out, "same data directory");
     free(out);
-    assert_int_equal(run(&out, "compare", "--a", s->dir, "--b", "/nonexistent/x", NULL), 3);
+    assert_int_equal(RUN(&out, "compare", "--a", s->dir, "--b", "/nonexistent/x"), 3);
     contains(out, "no such directory");
     free(out);
     fclose(null);
@@ -672,7 +669,7 @@ static void repair_keeps_the_history_before_the_damage(void **state)
     snprintf(cmd_dir, sizeof cmd_dir, "%s", msg + strlen("tokenreplay repair --data "));
 
     /* exactly that command */
-    assert_int_equal(run(&out, "repair", "--data", cmd_dir, NULL), 0);
+    assert_int_equal(RUN(&out, "repair", "--data", cmd_dir), 0);
     contains(out, "crc mismatch");
     contains(out, "cut ");
     char want[128];
@@ -737,9 +734,9 @@ static void repair_keeps_the_history_before_the_damage(void **state)
     assert_int_equal(stale, 1);
 
     /* check agrees, and a second repair has nothing to do */
-    assert_int_equal(run(&out, "check", "--data", s->dir, NULL), 0);
+    assert_int_equal(RUN(&out, "check", "--data", s->dir), 0);
     free(out);
-    assert_int_equal(run(&out, "repair", "--data", s->dir, NULL), 0);
+    assert_int_equal(RUN(&out, "repair", "--data", s->dir), 0);
     contains(out, "nothing to repair");
     contains(out, "within the log: kept");
     free(out);
