@@ -1,0 +1,504 @@
+/* raw.c - the server process and a raw wire client for tests; see raw.h. */
+#include "tests/support/raw.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/support/tkt.h"
+
+#define MAX_SERVERS 8
+#define MAX_REPLY (64u << 20)
+
+static pid_t running[MAX_SERVERS];
+
+static void track(pid_t pid, bool on)
+{
+    for (int i = 0; i < MAX_SERVERS; i++) {
+        if (on && running[i] == 0) {
+            running[i] = pid;
+            return;
+        }
+        if (!on && running[i] == pid) {
+            running[i] = 0;
+            return;
+        }
+    }
+}
+
+static void on_alarm(int sig)
+{
+    static const char msg[] = "# watchdog: test took too long; killing the server\n";
+    (void)sig;
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (running[i] > 0)
+            kill(running[i], SIGKILL);
+    ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)n;
+    _exit(1);
+}
+
+void raw_watchdog(unsigned seconds)
+{
+    signal(SIGALRM, on_alarm);
+    alarm(seconds);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- the server process ------------------------------------------------- */
+
+static int find_port(const char *log)
+{
+    static const char tag[] = "tokend: listening on ";
+    size_t len;
+    char *text = (char *)tkt_read_file(log, &len);
+    int port = -1;
+    if (!text)
+        return -1;
+    char *t = realloc(text, len + 1);
+    if (!t) {
+        free(text);
+        return -1;
+    }
+    text = t;
+    text[len] = '\0';
+    for (char *p = text; (p = strstr(p, tag)); p++) {
+        if (p != text && p[-1] != '\n')
+            continue;
+        char *addr = p + sizeof tag - 1;
+        char *comma = strchr(addr, ',');
+        if (!comma)
+            break; /* the line is not complete yet */
+        *comma = '\0';
+        char *colon = strrchr(addr, ':');
+        if (colon)
+            port = atoi(colon + 1);
+        break;
+    }
+    free(text);
+    return port;
+}
+
+int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
+{
+    const char *bin = getenv("BIN");
+    char path[512];
+    const char *argv[32];
+    int argc = 0;
+
+    memset(s, 0, sizeof *s);
+    s->tmp = tkt_mkdtemp();
+    if (!s->tmp)
+        return -1;
+    s->dir = dir ? strdup(dir) : tkt_path(s->tmp, "data");
+    s->log = tkt_path(s->tmp, "server.log");
+    snprintf(path, sizeof path, "%s/tokend", bin && *bin ? bin : "bin");
+    argv[argc++] = path;
+    argv[argc++] = "--listen";
+    argv[argc++] = "127.0.0.1:0";
+    argv[argc++] = "--data";
+    argv[argc++] = s->dir;
+    for (; extra && *extra && argc < 30; extra++)
+        argv[argc++] = *extra;
+    argv[argc] = NULL;
+
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            _exit(120);
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        if (getppid() != parent)
+            _exit(121);
+        execv(path, (char *const *)argv);
+        _exit(122);
+    }
+    s->pid = pid;
+    track(pid, true);
+    int64_t deadline = now_ms() + 15000;
+    while (now_ms() < deadline) {
+        int st;
+        if ((s->port = find_port(s->log)) > 0)
+            return 0;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            track(pid, false);
+            s->pid = 0;
+            fprintf(stderr, "# %s exited before listening (status 0x%x)\n", path, st);
+            break;
+        }
+        sleep_ms(10);
+    }
+    return -1;
+}
+
+static int decode_status(int st)
+{
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    return 128 + WTERMSIG(st);
+}
+
+int raw_server_wait(raw_server *s, int timeout_ms)
+{
+    int st;
+    if (s->pid <= 0)
+        return -1;
+    int64_t deadline = now_ms() + timeout_ms;
+    do {
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+            track(s->pid, false);
+            s->pid = 0;
+            return decode_status(st);
+        }
+        sleep_ms(5);
+    } while (now_ms() < deadline);
+    return -1;
+}
+
+int raw_server_stop(raw_server *s)
+{
+    int st;
+    if (s->pid <= 0)
+        return -1;
+    kill(s->pid, SIGTERM);
+    int rc = raw_server_wait(s, 15000);
+    if (rc >= 0 || s->pid <= 0)
+        return rc;
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &st, 0);
+    track(s->pid, false);
+    s->pid = 0;
+    return -1;
+}
+
+void raw_server_free(raw_server *s)
+{
+    if (s->pid > 0) {
+        int st;
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, &st, 0);
+        track(s->pid, false);
+        s->pid = 0;
+    }
+    if (s->tmp)
+        tkt_rmdir(s->tmp);
+    free(s->tmp);
+    free(s->dir);
+    free(s->log);
+    memset(s, 0, sizeof *s);
+}
+
+long raw_server_rss_kb(const raw_server *s)
+{
+    char path[64], line[256];
+    long kb = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+bool raw_server_log_has(const raw_server *s, const char *needle)
+{
+    size_t len;
+    unsigned char *text = tkt_read_file(s->log, &len);
+    bool found = text && memmem(text, len, needle, strlen(needle)) != NULL;
+    free(text);
+    return found;
+}
+
+int raw_read_key(const raw_server *s, const char *name, char *out, size_t cap)
+{
+    char *path = tkt_path(s->dir, name);
+    size_t len;
+    unsigned char *text = tkt_read_file(path, &len);
+    free(path);
+    if (!text)
+        return -1;
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+        len--;
+    int rc = len < cap ? 0 : -1;
+    if (rc == 0) {
+        memcpy(out, text, len);
+        out[len] = '\0';
+    }
+    free(text);
+    return rc;
+}
+
+/* ---- sockets and frames ------------------------------------------------- */
+
+int raw_connect(int port)
+{
+    struct sockaddr_in a;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+int raw_write(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+void raw_frame(mpw *out, uint16_t op, uint16_t flags, uint32_t id, const void *body, size_t len)
+{
+    uint8_t h[PROTO_HEADER_LEN];
+    proto_header hd = {.len = (uint32_t)len, .code = op, .flags = flags, .id = id};
+    proto_header_put(h, &hd);
+    out->pk.callback(out->pk.data, (const char *)h, sizeof h);
+    if (len)
+        out->pk.callback(out->pk.data, body, len);
+}
+
+/* Reads exactly n bytes before the deadline; 0 or -1. */
+static int read_full(int fd, uint8_t *p, size_t n, int64_t deadline)
+{
+    while (n > 0) {
+        int64_t left = deadline - now_ms();
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
+            return -1;
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int raw_recv(int fd, raw_reply *r, int timeout_ms)
+{
+    uint8_t h[PROTO_HEADER_LEN];
+    int64_t deadline = now_ms() + timeout_ms;
+    memset(r, 0, sizeof *r);
+    if (read_full(fd, h, sizeof h, deadline))
+        return -1;
+    proto_header_get(h, &r->h);
+    if (r->h.len > MAX_REPLY)
+        return -1;
+    r->body = malloc(r->h.len + 1);
+    if (!r->body || read_full(fd, r->body, r->h.len, deadline)) {
+        free(r->body);
+        r->body = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void raw_reply_free(raw_reply *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+bool raw_closed_within(int fd, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    char buf[65536];
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
+            return false;
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return true;
+    }
+}
+
+int raw_call(int fd, uint16_t op, uint32_t id, const mpw *body, raw_reply *r)
+{
+    mpw f;
+    mpw_init(&f);
+    raw_frame(&f, op, 0, id, body ? body->buf.data : NULL, body ? body->buf.size : 0);
+    int rc = raw_write(fd, f.buf.data, f.buf.size);
+    mpw_free(&f);
+    if (rc || raw_recv(fd, r, 10000))
+        return -1;
+    if (r->h.id != id) {
+        raw_reply_free(r);
+        return -1;
+    }
+    return r->h.code;
+}
+
+/* ---- bodies ------------------------------------------------------------- */
+
+void raw_vmap(mpw *w, const char *spec, va_list ap)
+{
+    uint32_t n = 0;
+    for (const char *p = spec; *p; p++)
+        n += *p == ':';
+    mpw_map(w, n);
+    const char *p = spec;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        const char *colon = strchr(p, ':');
+        if (!colon)
+            break;
+        mpw_str(w, p, (size_t)(colon - p));
+        switch (colon[1]) {
+        case 's': mpw_cstr(w, va_arg(ap, const char *)); break;
+        case 'b': mpw_bool(w, va_arg(ap, int) != 0); break;
+        case 'u': mpw_uint(w, va_arg(ap, uint64_t)); break;
+        case 'i': mpw_int(w, va_arg(ap, int64_t)); break;
+        case 'a': {
+            const char *const *a = va_arg(ap, const char *const *);
+            uint32_t k = 0;
+            while (a[k])
+                k++;
+            mpw_array(w, k);
+            for (uint32_t i = 0; i < k; i++)
+                mpw_cstr(w, a[i]);
+            break;
+        }
+        default: abort(); /* a typo in a test's spec */
+        }
+        p = colon + 2;
+    }
+}
+
+void raw_map(mpw *w, const char *spec, ...)
+{
+    va_list ap;
+    va_start(ap, spec);
+    raw_vmap(w, spec, ap);
+    va_end(ap);
+}
+
+/* Positions r at key's value in the top-level map; false if absent. */
+static bool seek(const raw_reply *rep, const char *key, mpr *r)
+{
+    uint32_t n;
+    mpr_init(r, rep->body, rep->h.len);
+    if (mpr_map(r, &n))
+        return false;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        size_t kn;
+        if (mpr_str(r, &k, &kn))
+            return false;
+        if (kn == strlen(key) && memcmp(k, key, kn) == 0)
+            return true;
+        if (mpr_skip(r))
+            return false;
+    }
+    return false;
+}
+
+bool raw_get_str(const raw_reply *rep, const char *key, char *out, size_t cap)
+{
+    mpr r;
+    const char *s;
+    size_t n;
+    if (!seek(rep, key, &r) || mpr_str(&r, &s, &n) || n >= cap)
+        return false;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return true;
+}
+
+bool raw_get_bool(const raw_reply *rep, const char *key, bool *out)
+{
+    mpr r;
+    return seek(rep, key, &r) && mpr_bool(&r, out) == 0;
+}
+
+bool raw_get_int(const raw_reply *rep, const char *key, int64_t *out)
+{
+    mpr r;
+    return seek(rep, key, &r) && mpr_int(&r, out) == 0;
+}
+
+int raw_get_strs(const raw_reply *rep, const char *key, char *out, size_t cap)
+{
+    mpr r;
+    uint32_t n;
+    size_t used = 0;
+    if (!seek(rep, key, &r) || mpr_array(&r, &n))
+        return -1;
+    out[0] = '\0';
+    for (uint32_t i = 0; i < n; i++) {
+        const char *s;
+        size_t sn;
+        if (mpr_str(&r, &s, &sn) || used + sn + 2 > cap)
+            return -1;
+        if (i)
+            out[used++] = ',';
+        memcpy(out + used, s, sn);
+        used += sn;
+        out[used] = '\0';
+    }
+    return (int)n;
+}
+
+int raw_get_count(const raw_reply *rep, const char *key)
+{
+    mpr r;
+    uint32_t n;
+    if (!seek(rep, key, &r) || mpr_array(&r, &n))
+        return -1;
+    return (int)n;
+}
