@@ -20,10 +20,12 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -34,7 +36,10 @@
 #include "core/err.h"
 #include "core/mp.h"
 #include "net/proto.h"
+#include "net/server.h"
+#include "store/fio.h"
 #include "tests/support/raw.h"
+#include "tests/support/tkt.h"
 
 #define TEST_SECONDS 40
 
@@ -63,6 +68,9 @@ typedef struct ctx {
     char alice_key_id[64];
     char secret[128];    /* a token of alice's: viewer */
     char client_id[64];
+    int saved_stderr;    /* dup of the real stderr + 1, while redirected */
+    srv *inproc;         /* an in-process server, while running */
+    pthread_t inproc_th;
 } ctx;
 
 static uint32_t next_id = 1;
@@ -123,16 +131,10 @@ static int auth_conn(ctx *c, const char *key, const char *actor)
  * tenant acme (api tokens on; roles admin L0 {orders:read, orders:write},
  * viewer L2 {orders:read}), account globex, user alice (admin, portal) and
  * one token of alice's with the viewer role. */
-static void boot(ctx *c, const char *const *extra)
+static void world(ctx *c)
 {
     raw_reply r;
-    assert_int_equal(raw_server_start(&c->srv, NULL, extra), 0);
     assert_int_equal(raw_read_key(&c->srv, "operator.key", c->op_key, sizeof c->op_key), 0);
-    for (const char *const *e = extra; e && *e; e++)
-        c->gateway |= strcmp(*e, "--require-gateway-key") == 0;
-    if (c->gateway)
-        assert_int_equal(raw_read_key(&c->srv, "gateway.key", c->gw_key, sizeof c->gw_key), 0);
-
     int op = auth_conn(c, c->op_key, "operator");
     assert_int_equal(callf(op, OP_TENANT_CREATE, NULL, "tenant:s", "acme"), 0);
     assert_int_equal(callf(op, OP_TENANT_SET, NULL, "tenant:s api_tokens:b", "acme", 1), 0);
@@ -160,6 +162,16 @@ static void boot(ctx *c, const char *const *extra)
     assert_true(raw_get_str(&r, "client_id", c->client_id, sizeof c->client_id));
     raw_reply_free(&r);
     close(al);
+}
+
+static void boot(ctx *c, const char *const *extra)
+{
+    assert_int_equal(raw_server_start(&c->srv, NULL, extra), 0);
+    for (const char *const *e = extra; e && *e; e++)
+        c->gateway |= strcmp(*e, "--require-gateway-key") == 0;
+    if (c->gateway)
+        assert_int_equal(raw_read_key(&c->srv, "gateway.key", c->gw_key, sizeof c->gw_key), 0);
+    world(c);
 }
 
 /* Checks a VERIFY reply for c's token, valid. */
@@ -258,9 +270,42 @@ static int setup(void **state)
     return 0;
 }
 
+/* Sends this process's stderr (where an in-process server logs) to path. */
+static void redirect_stderr(ctx *c, const char *path)
+{
+    fflush(stderr);
+    int lf = open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    assert_true(lf >= 0);
+    c->saved_stderr = dup(STDERR_FILENO) + 1;
+    dup2(lf, STDERR_FILENO);
+    close(lf);
+}
+
+static void restore_stderr(ctx *c)
+{
+    if (!c->saved_stderr)
+        return;
+    fflush(stderr);
+    dup2(c->saved_stderr - 1, STDERR_FILENO);
+    close(c->saved_stderr - 1);
+    c->saved_stderr = 0;
+}
+
+static void stop_inproc(ctx *c)
+{
+    if (!c->inproc)
+        return;
+    srv_stop(c->inproc);
+    pthread_join(c->inproc_th, NULL);
+    srv_close(c->inproc);
+    c->inproc = NULL;
+}
+
 static int teardown(void **state)
 {
     ctx *c = *state;
+    stop_inproc(c);
+    restore_stderr(c);
     raw_server_free(&c->srv);
     free(c);
     raw_watchdog(0);
@@ -1048,6 +1093,114 @@ static void slow_reader_cut_at_output_cap(void **state)
     stop_clean(c);
 }
 
+/* Out of file descriptors (a hard limit of 64 and --max-connections
+ * 1000): accept fails with EMFILE; the server pauses accepting instead of
+ * spinning on the readable listening socket, and serves the waiting
+ * connections once descriptors free up. */
+static void accept_pauses_on_emfile(void **state)
+{
+    ctx *c = *state;
+    enum { N = 80 };
+    static const char *const extra[] = {"--max-connections", "1000", NULL};
+    int fds[N];
+    raw_child_nofile(64);
+    boot(c, extra);
+    raw_child_nofile(0);
+    assert_true(raw_server_log_has(&c->srv, "open-file limit"));
+    for (int i = 0; i < N; i++)
+        assert_true((fds[i] = raw_connect(c->srv.port)) >= 0); /* the kernel's backlog */
+    sleep_ms(200);
+    long cpu0 = raw_server_cpu_ms(&c->srv);
+    sleep_ms(1000);
+    long cpu = raw_server_cpu_ms(&c->srv) - cpu0;
+    print_message("# out of descriptors: server used %ld ms of CPU in 1000 ms\n", cpu);
+    assert_true(cpu0 >= 0 && cpu < 300); /* a spin would use ~1000 */
+    assert_true(raw_server_log_has(&c->srv, "not accepting for 100 ms"));
+    /* Free descriptors: the rest get accepted and served, in order. */
+    for (int i = 0; i < 40; i++)
+        close(fds[i]);
+    for (int i = 40; i < N; i++)
+        assert_ping(fds[i]);
+    for (int i = 40; i < N; i++)
+        close(fds[i]);
+    alive(c);
+    stop_clean(c);
+}
+
+/* ---- storage failure (in process: fault injection is process-wide) ---- */
+
+static void *run_server(void *arg)
+{
+    srv_run(arg);
+    return NULL;
+}
+
+/* A failed fsync: every write of that batch gets EIO, later writes
+ * EFENCED, one line is logged, and verification and listing go on. */
+static void storage_failure_fences_writes(void **state)
+{
+    ctx *c = *state;
+    srv_opts o;
+    raw_reply r;
+    mpw batch, body;
+    char *tmp = tkt_mkdtemp();
+    assert_non_null(tmp);
+    char *log = tkt_path(tmp, "server.log");
+    c->srv.tmp = tmp;
+    c->srv.dir = tkt_path(tmp, "data");
+
+    srv_opts_default(&o);
+    o.listen = "127.0.0.1:0";
+    o.data_dir = c->srv.dir;
+    redirect_stderr(c, log); /* the server logs to stderr: into a file */
+    int rc = srv_open(&o, &c->inproc);
+    assert_int_equal(rc, 0);
+    c->srv.port = atoi(strrchr(srv_address(c->inproc), ':') + 1);
+    assert_int_equal(pthread_create(&c->inproc_th, NULL, run_server, c->inproc), 0);
+    world(c);
+
+    int op = auth_conn(c, c->op_key, "operator");
+    fio_fault_arm(FIO_FSYNC, 1);
+    mpw_init(&batch);
+    mpw_init(&body);
+    static const char *const names[] = {"t1", "t2", "t3"};
+    for (uint32_t i = 0; i < 3; i++) { /* one write: one batch */
+        mpw_reset(&body);
+        raw_map(&body, "tenant:s", names[i]);
+        raw_frame(&batch, OP_TENANT_CREATE, 0, 100 + i, body.buf.data, body.buf.size);
+    }
+    assert_int_equal(raw_write(op, batch.buf.data, batch.buf.size), 0);
+    for (uint32_t i = 0; i < 3; i++) {
+        assert_int_equal(raw_recv(op, &r, 10000), 0);
+        assert_int_equal(r.h.id, 100 + i);
+        assert_error(&r, TK_EIO, NULL);
+        raw_reply_free(&r);
+    }
+    assert_int_equal(callf(op, OP_TENANT_CREATE, &r, "tenant:s", "t4"), -TK_EFENCED);
+    assert_error(&r, TK_EFENCED, "restart");
+    raw_reply_free(&r);
+    int al = auth_conn(c, c->alice_key, "user");
+    assert_int_equal(callf(al, OP_TOKEN_CREATE, NULL, "roles:a", VIEWER), -TK_EFENCED);
+    assert_int_equal(callf(al, OP_TOKEN_LIST, &r, ""), 0);
+    assert_int_equal(raw_get_count(&r, "tokens"), 1);
+    raw_reply_free(&r);
+    alive(c);
+    close(al);
+    close(op);
+
+    stop_inproc(c);
+    restore_stderr(c);
+    mpw_free(&batch);
+    mpw_free(&body);
+    size_t len;
+    char *text = (char *)tkt_read_file(log, &len);
+    assert_non_null(text);
+    assert_non_null(memmem(text, len, "storage failure", 15));
+    assert_null(memmem(text, len, c->op_key, strlen(c->op_key)));
+    free(text);
+    free(log);
+}
+
 /* ---- stop ------------------------------------------------------------------ */
 
 /* SIGTERM with writes in flight: each received request is answered, the
@@ -1077,6 +1230,9 @@ static void sigterm_finishes_in_flight(void **state)
     sleep_ms(50); /* received by the server, mostly not yet committed */
     pid_t pid = c->srv.pid;
     assert_int_equal(kill(pid, SIGTERM), 0);
+    int ready = 0;
+    ioctl(fd, FIONREAD, &ready);
+    print_message("# SIGTERM sent with %d reply bytes of ~%d arrived\n", ready, 2 * PAIRS * 90);
     for (uint32_t i = 0; i < 2 * PAIRS; i++) {
         assert_int_equal(raw_recv(fd, &r, 10000), 0);
         assert_int_equal(r.h.id, i);
@@ -1179,6 +1335,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(deadlines, setup, teardown),
         cmocka_unit_test_setup_teardown(many_idle_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(slow_reader_cut_at_output_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(accept_pauses_on_emfile, setup, teardown),
+        cmocka_unit_test_setup_teardown(storage_failure_fences_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(sigterm_finishes_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(verify_throughput, setup, teardown),
     };

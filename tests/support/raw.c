@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -23,6 +24,12 @@
 #define MAX_REPLY (64u << 20)
 
 static pid_t running[MAX_SERVERS];
+static unsigned long child_nofile;
+
+void raw_child_nofile(unsigned long n)
+{
+    child_nofile = n;
+}
 
 static void track(pid_t pid, bool on)
 {
@@ -136,6 +143,11 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
             _exit(120);
         dup2(fd, STDOUT_FILENO);
         dup2(fd, STDERR_FILENO);
+        if (child_nofile) {
+            struct rlimit rl = {child_nofile, child_nofile};
+            if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+                _exit(123);
+        }
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
         if (getppid() != parent)
             _exit(121);
@@ -230,6 +242,23 @@ long raw_server_rss_kb(const raw_server *s)
             break;
     fclose(f);
     return kb;
+}
+
+long raw_server_cpu_ms(const raw_server *s)
+{
+    char path[64], buf[1024];
+    unsigned long ut, st;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
 }
 
 bool raw_server_log_has(const raw_server *s, const char *needle)

@@ -39,6 +39,13 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra);
  * exit code (128 + signal if killed by one), or -1 if it is still running. */
 int raw_server_wait(raw_server *s, int timeout_ms);
 
+/* CPU time (user + system) the server has used, in ms, or -1. */
+long raw_server_cpu_ms(const raw_server *s);
+
+/* Servers started from now on get this open-file limit (soft and hard), set
+ * in the child before exec; 0 leaves the limit alone. */
+void raw_child_nofile(unsigned long n);
+
 /* SIGTERM, then waits at most 15 s. Returns the exit code (128 + signal
  * if killed by one), or -1 on timeout (the child is then SIGKILLed and
  * reaped). The data directory is kept. */
