@@ -395,6 +395,12 @@ void view_step(view *v)
     idx_step(v->creds, 64);
 }
 
+void view_settle(view *v)
+{
+    while (idx_growing(v->creds))
+        idx_step(v->creds, 1u << 16);
+}
+
 size_t view_cred_count(const view *v)
 {
     return idx_count(v->creds);

@@ -57,8 +57,10 @@ tk_verdict view_verify(const view *v, const tk_id *client_id, const char *secret
 tk_verdict view_auth_personal(const view *v, const char *secret, size_t len, int64_t now,
                               tk_actor *actor);
 
-/* Lets an in-progress index growth advance (call when idle). */
+/* Lets an in-progress index growth advance by a bounded amount (call when
+ * idle); view_settle finishes it (after a bulk load, before serving). */
 void view_step(view *v);
+void view_settle(view *v);
 
 /* Credentials held, and bytes of memory held by the credential index. */
 size_t view_cred_count(const view *v);

@@ -289,6 +289,7 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
         goto fail;
     }
     state_abort(t);
+    view_settle(e->v); /* no growth left half done by the bulk load */
     free(sub);
     *out = e;
     return 0;
