@@ -4,7 +4,7 @@
 #   make deps       install the missing Debian packages (apt-get; no-op when present)
 #   make test       deps + build + every test suite, ending with "N passed, N failed"
 #   make run        deps + build + start bin/tokend on its defaults (data in ./var)
-#   make bench      benchmarks (bench/)
+#   make bench      tokend vs Redis, one generator, one table (bench/run.sh, docs/bench.md)
 #   SANITIZE=address,undefined make test   the same under ASan/UBSan (objects in build/san)
 #   SOAK=1 make test                         longer crash/soak runs
 
@@ -89,11 +89,43 @@ run: deps
 	$(BIN)/tokend
 
 bench: deps
-	@$(MAKE) --no-print-directory all
-	bench/run.sh
+	@$(MAKE) --no-print-directory bench-deps all
+	@BIN=$(BIN) bench/run.sh
 
 clean:
 	rm -rf build bin
 
 -include $(LIB_OBJ:.o=.d) $(TSUP_OBJ:.o=.d) $(TEST_SRC:%.c=$(BUILD)/%.d) \
          $(PROG_SRC:%.c=$(BUILD)/%.d)
+
+# ---- tokenbench ----
+# bin/tokenbench (docs/bench.md) is several modules in bench/tokenbench/; the
+# bench/*.c rule above makes one program per file, so it has its own rule.
+# make bench also needs Redis (the comparison) and gnuplot (the chart):
+# BENCH_PKGS, installed by bench-deps only, never by make deps / make test.
+BENCH_PKGS := redis-server gnuplot-nox
+TB_SRC     := $(wildcard bench/tokenbench/*.c)
+TB_OBJ     := $(TB_SRC:%.c=$(BUILD)/%.o)
+TB_MODOBJ  := $(filter-out $(BUILD)/bench/tokenbench/main.o,$(TB_OBJ))
+
+.PHONY: bench-deps
+all: $(BIN)/tokenbench
+
+bench-deps:
+	@missing=""; for p in $(BENCH_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(BIN)/tokenbench: $(TB_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(TB_OBJ) $(LIB) $(LDLIBS) -o $@
+
+# Unit tests of tokenbench's modules link them (all but main.o).
+$(BUILD)/tests/bench/test_tbunits: $(BUILD)/tests/bench/test_tbunits.o $(TB_MODOBJ) \
+                                   $(TSUP_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $< $(TB_MODOBJ) $(TSUP_OBJ) $(LIB) $(LDLIBS) -lcmocka -o $@
+
+-include $(TB_OBJ:.o=.d)

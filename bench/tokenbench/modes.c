@@ -1,0 +1,326 @@
+/*
+ * modes.c - the network modes: load and redis-load (write the same tokens
+ * into each server), verify and redis (the same read workload), create and
+ * redis-create (durable writes). Each builds its driver and hands it to the
+ * one generator (gen.h), so the two servers see the same connections,
+ * pipelining, request mix and measurement.
+ */
+#include "bench/tokenbench/modes.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "bench/tokenbench/gen.h"
+#include "bench/tokenbench/redis.h"
+#include "bench/tokenbench/tokend.h"
+#include "bench/tokenbench/work.h"
+#include "core/xmalloc.h"
+
+#define INVALID_SECRETS 4096 /* distinct unknown secrets for --invalid-ratio */
+#define KEY_MAX 256
+
+static int need(const char *what, const void *v)
+{
+    if (!v)
+        fprintf(stderr, "tokenbench: this mode needs %s\n", what);
+    return v ? 0 : -1;
+}
+
+/* The operator key: the text itself, or "@FILE" to read it from FILE. */
+static int read_key(const char *spec, char out[KEY_MAX])
+{
+    if (spec[0] != '@') {
+        snprintf(out, KEY_MAX, "%s", spec);
+        return 0;
+    }
+    FILE *f = fopen(spec + 1, "r");
+    if (!f || !fgets(out, KEY_MAX, f)) {
+        fprintf(stderr, "tokenbench: cannot read the key from %s: %s\n", spec + 1,
+                f ? "empty file" : strerror(errno));
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    return 0;
+}
+
+static void put_real(json_t *o, const char *k, double v)
+{
+    json_object_set_new(o, k, json_real(v));
+}
+
+static void put_int(json_t *o, const char *k, uint64_t v)
+{
+    json_object_set_new(o, k, json_integer((json_int_t)v));
+}
+
+static void put_str(json_t *o, const char *k, const char *v)
+{
+    json_object_set_new(o, k, json_string(v));
+}
+
+static json_t *header(const char *mode, const char *target, const char *addr)
+{
+    json_t *o = json_object();
+    put_str(o, "mode", mode);
+    put_str(o, "target", target);
+    if (addr)
+        put_str(o, "addr", addr);
+    return o;
+}
+
+static uint32_t counter_pick(void *arg, uint64_t *rng)
+{
+    (void)rng;
+    return atomic_fetch_add((_Atomic uint32_t *)arg, 1);
+}
+
+/* Runs the generator and writes its figures into o; TB_OK / TB_WRONG /
+ * TB_FAIL. */
+static int run(const tb_args *a, const gen_driver *d, uint32_t (*pick)(void *, uint64_t *),
+               void *pick_arg, json_t *o)
+{
+    gen_opts g = {
+        .addr = a->addr,
+        .connections = a->connections,
+        .pipeline = a->pipeline,
+        .threads = a->threads,
+        .warmup_s = a->warmup,
+        .duration_s = a->duration,
+        .pick = pick,
+        .pick_arg = pick_arg,
+    };
+    gen_result *r = xmalloc(sizeof *r);
+    put_int(o, "connections", a->connections);
+    put_int(o, "pipeline", a->pipeline);
+    put_int(o, "threads", a->threads);
+    put_real(o, "warmup_s", a->warmup);
+    put_real(o, "duration_s", a->duration);
+    if (gen_run(&g, d, r) != 0) {
+        free(r);
+        return TB_FAIL;
+    }
+    put_int(o, "ops", r->ops);
+    put_real(o, "ops_per_sec", (double)r->ops / r->seconds);
+    put_real(o, "mean_us", r->lat.count ? r->lat.sum / (double)r->lat.count / 1e3 : 0);
+    put_real(o, "p50_us", (double)hist_quantile(&r->lat, 0.50) / 1e3);
+    put_real(o, "p90_us", (double)hist_quantile(&r->lat, 0.90) / 1e3);
+    put_real(o, "p99_us", (double)hist_quantile(&r->lat, 0.99) / 1e3);
+    put_real(o, "p999_us", (double)hist_quantile(&r->lat, 0.999) / 1e3);
+    put_real(o, "max_us", (double)r->lat.max / 1e3);
+    put_int(o, "checked", r->checked);
+    put_int(o, "wrong", r->wrong);
+    put_int(o, "errors", r->errors);
+    put_real(o, "generator_cpu", r->wall_s > 0 ? r->cpu_s / r->wall_s : 0);
+    int rc = r->wrong || r->errors || r->ops == 0 ? TB_WRONG : TB_OK;
+    if (r->wrong)
+        fprintf(stderr, "tokenbench: %llu wrong answers of %llu\n",
+                (unsigned long long)r->wrong, (unsigned long long)r->checked);
+    free(r);
+    return rc;
+}
+
+/* ---- load ------------------------------------------------------------------- */
+
+int mode_load(const tb_args *a, json_t **out)
+{
+    char okey[KEY_MAX], pkey[TK_SECRET_LEN + 1];
+    tkd_world w = {a->tenant, a->account, a->user, a->role};
+    work_tokens t;
+    double secs;
+
+    if (need("--addr", a->addr) || need("--key", a->key) || need("--out", a->out)
+        || need("--tokens N > 0", a->tokens ? a : NULL))
+        return TB_USAGE;
+    if (read_key(a->key, okey) != 0 || tkd_setup(a->addr, okey, &w, pkey) != 0)
+        return TB_FAIL;
+    work_tokens_alloc(&t, a->tokens, a->tenant, a->account, a->role);
+    int rc = tkd_load(a->addr, pkey, a->window, &t, &secs);
+    if (rc == 0)
+        rc = work_tokens_save(a->out, &t);
+    work_tokens_free(&t);
+    sodium_memzero(pkey, sizeof pkey);
+    sodium_memzero(okey, sizeof okey);
+    if (rc != 0)
+        return TB_FAIL;
+    json_t *o = header("load", "tokend", a->addr);
+    put_int(o, "tokens", a->tokens);
+    put_int(o, "window", a->window);
+    put_real(o, "seconds", secs);
+    put_real(o, "ops_per_sec", (double)a->tokens / secs);
+    put_str(o, "out", a->out);
+    *out = o;
+    return TB_OK;
+}
+
+int mode_redis_load(const tb_args *a, json_t **out)
+{
+    work_tokens t;
+    rds_ctx x;
+    double secs;
+
+    if (need("--addr", a->addr) || need("--tokens-file", a->tokens_file))
+        return TB_USAGE;
+    if (work_tokens_read(a->tokens_file, 0, &t) != 0)
+        return TB_FAIL;
+    rds_init(&x, &t);
+    int rc = rds_load(a->addr, &x, &secs);
+    if (rc == 0) {
+        json_t *o = header("redis-load", "redis", a->addr);
+        put_int(o, "tokens", t.n);
+        put_real(o, "seconds", secs);
+        put_real(o, "ops_per_sec", (double)t.n / secs);
+        *out = o;
+    }
+    rds_free(&x);
+    work_tokens_free(&t);
+    return rc == 0 ? TB_OK : TB_FAIL;
+}
+
+/* ---- verify (tokend) and redis (GET) ---------------------------------------- */
+
+static void put_workload(json_t *o, const tb_args *a, const work_tokens *t)
+{
+    put_int(o, "tokens", t->n);
+    put_real(o, "invalid_ratio", a->invalid_ratio);
+    put_real(o, "zipf", a->zipf);
+}
+
+int mode_verify(const tb_args *a, json_t **out)
+{
+    work_tokens t;
+    work_pick p;
+    tkd_ctx x;
+    gen_driver d;
+
+    if (need("--addr", a->addr) || need("--tokens-file", a->tokens_file))
+        return TB_USAGE;
+    if (work_tokens_read(a->tokens_file, INVALID_SECRETS, &t) != 0)
+        return TB_FAIL;
+    if (work_pick_init(&p, &t, a->invalid_ratio, a->zipf) != 0
+        || tkd_init(&x, &t, NULL, NULL) != 0) {
+        fprintf(stderr, "tokenbench: bad --invalid-ratio, --zipf or roles in the tokens file\n");
+        work_tokens_free(&t);
+        return TB_USAGE;
+    }
+    tkd_verify_driver(&x, &d);
+    json_t *o = header("verify", "tokend", a->addr);
+    put_workload(o, a, &t);
+    int rc = run(a, &d, work_pick_cb, &p, o);
+    work_pick_free(&p);
+    work_tokens_free(&t);
+    if (rc == TB_FAIL)
+        json_decref(o);
+    else
+        *out = o;
+    return rc;
+}
+
+int mode_redis(const tb_args *a, json_t **out)
+{
+    work_tokens t;
+    work_pick p;
+    rds_ctx x;
+    gen_driver d;
+    double secs;
+    int rc;
+
+    if (need("--addr", a->addr) || need("--tokens-file", a->tokens_file))
+        return TB_USAGE;
+    if (work_tokens_read(a->tokens_file, INVALID_SECRETS, &t) != 0)
+        return TB_FAIL;
+    if (work_pick_init(&p, &t, a->invalid_ratio, a->zipf) != 0) {
+        fprintf(stderr, "tokenbench: bad --invalid-ratio or --zipf\n");
+        work_tokens_free(&t);
+        return TB_USAGE;
+    }
+    rds_init(&x, &t);
+    rds_get_driver(&x, &d);
+    json_t *o = header("redis", "redis", a->addr);
+    put_workload(o, a, &t);
+    if (a->load_first) {
+        if (rds_load(a->addr, &x, &secs) != 0) {
+            rc = TB_FAIL;
+            goto done;
+        }
+        put_real(o, "load_ops_per_sec", (double)t.n / secs);
+    }
+    rc = run(a, &d, work_pick_cb, &p, o);
+done:
+    rds_free(&x);
+    work_pick_free(&p);
+    work_tokens_free(&t);
+    if (rc == TB_FAIL)
+        json_decref(o);
+    else
+        *out = o;
+    return rc;
+}
+
+/* ---- create (tokend) and redis-create (SET) --------------------------------- */
+
+int mode_create(const tb_args *a, json_t **out)
+{
+    char okey[KEY_MAX], pkey[TK_SECRET_LEN + 1];
+    tkd_world w = {a->tenant, a->account, a->user, a->role};
+    tkd_ctx x;
+    gen_driver d;
+    _Atomic uint32_t counter = 0;
+
+    if (need("--addr", a->addr) || need("--key", a->key))
+        return TB_USAGE;
+    if (read_key(a->key, okey) != 0 || tkd_setup(a->addr, okey, &w, pkey) != 0)
+        return TB_FAIL;
+    sodium_memzero(okey, sizeof okey);
+    if (tkd_init(&x, NULL, pkey, a->role) != 0) {
+        fprintf(stderr, "tokenbench: bad --role\n");
+        return TB_USAGE;
+    }
+    tkd_create_driver(&x, &d);
+    json_t *o = header("create", "tokend", a->addr);
+    int rc = run(a, &d, counter_pick, &counter, o);
+    sodium_memzero(pkey, sizeof pkey);
+    if (rc == TB_FAIL)
+        json_decref(o);
+    else
+        *out = o;
+    return rc;
+}
+
+int mode_redis_create(const tb_args *a, json_t **out)
+{
+    rds_ctx x;
+    gen_driver d;
+    _Atomic uint32_t counter = 0;
+    char aof[32] = "?", fsync[32] = "?";
+
+    if (need("--addr", a->addr))
+        return TB_USAGE;
+    if (rds_config_get(a->addr, "appendonly", aof, sizeof aof) != 0
+        || rds_config_get(a->addr, "appendfsync", fsync, sizeof fsync) != 0) {
+        fprintf(stderr, "tokenbench: CONFIG GET failed on %s\n", a->addr);
+        return TB_FAIL;
+    }
+    if (strcmp(aof, "yes") || strcmp(fsync, "always"))
+        fprintf(stderr, "tokenbench: warning: redis runs with appendonly %s, appendfsync %s: "
+                        "its SETs are not durable when acknowledged\n", aof, fsync);
+    rds_init(&x, NULL);
+    rds_set_driver(&x, &d);
+    json_t *o = header("redis-create", "redis", a->addr);
+    put_str(o, "appendonly", aof);
+    put_str(o, "appendfsync", fsync);
+    int rc = run(a, &d, counter_pick, &counter, o);
+    rds_free(&x);
+    if (rc == TB_FAIL)
+        json_decref(o);
+    else
+        *out = o;
+    return rc;
+}
