@@ -225,6 +225,13 @@ static void reply_error(conn *c, uint32_t id, int status, const char *msg)
     reply_end(c, id, status);
 }
 
+/* A request that did not decode: logged (limited) with the peer, answered. */
+static void refuse_request(conn *c, uint32_t id, int status, const char *msg)
+{
+    lg_limited(&c->h->log_bad, "bad request from %s: %s", c->peer, msg);
+    reply_error(c, id, status, msg);
+}
+
 static void pending_free(pending *p)
 {
     if (p->after)
@@ -343,7 +350,7 @@ static void do_auth(conn *c, uint32_t id, const uint8_t *body, size_t len)
     const char *who = NULL;
     int rc = dsp_auth(body, len, &key, &err);
     if (rc) {
-        reply_error(c, id, rc, err.msg);
+        refuse_request(c, id, rc, err.msg);
         return;
     }
     /* A new AUTH replaces the old one, failed or not. */
@@ -386,7 +393,7 @@ static void do_verify(conn *c, uint32_t id, const uint8_t *body, size_t len)
     tk_verify out;
     int rc = dsp_verify_req(body, len, &v, &err);
     if (rc) {
-        reply_error(c, id, rc, err.msg);
+        refuse_request(c, id, rc, err.msg);
         return;
     }
     if (h->o.require_gateway && c->auth != AU_GATEWAY && c->auth != AU_OPERATOR) {
@@ -474,10 +481,14 @@ static void do_manage(conn *c, const proto_header *hd, const uint8_t *body, bool
     p->body_len = hd->len;
     int rc = list ? dsp_list_req(p->body, hd->len, &p->u.list, &err)
                   : dsp_write_req(hd->code, p->body, hd->len, &p->u.req, &err);
+    if (rc == 0 && list && actor.kind == TK_ACTOR_OPERATOR
+        && (p->u.list.tenant.n == 0 || p->u.list.account.n == 0)) {
+        rc = TK_EINVAL;
+        snprintf(err.msg, sizeof err.msg, "the operator lists one account: give tenant and account");
+    }
     if (rc) {
         free(p);
-        lg_limited(&h->log_bad, "bad request from %s: %s", c->peer, err.msg);
-        reply_error(c, hd->id, rc, err.msg);
+        refuse_request(c, hd->id, rc, err.msg);
         return;
     }
     p->c = c;
@@ -512,18 +523,16 @@ static void do_manage(conn *c, const proto_header *hd, const uint8_t *body, bool
 /* One whole frame. */
 static void handle(conn *c, const proto_header *hd, const uint8_t *body)
 {
-    conn_hub *h = c->h;
     dsp_err err;
     int rc;
     if (hd->flags != 0) {
-        lg_limited(&h->log_bad, "bad request from %s: flags 0x%x", c->peer, hd->flags);
-        reply_error(c, hd->id, TK_EPROTO, "flags must be 0 in protocol version 1");
+        refuse_request(c, hd->id, TK_EPROTO, "flags must be 0 in protocol version 1");
         return;
     }
     switch (hd->code) {
     case OP_PING:
         if ((rc = dsp_ping(body, hd->len, &err))) {
-            reply_error(c, hd->id, rc, err.msg);
+            refuse_request(c, hd->id, rc, err.msg);
             return;
         }
         dsp_put_ping(reply_begin(c));
@@ -537,8 +546,7 @@ static void handle(conn *c, const proto_header *hd, const uint8_t *body)
     case DSP_WRITE: do_manage(c, hd, body, false); return;
     case DSP_LIST: do_manage(c, hd, body, true); return;
     default:
-        lg_limited(&h->log_bad, "bad request from %s: unknown opcode 0x%x", c->peer, hd->code);
-        reply_error(c, hd->id, TK_EOPCODE, "unknown opcode");
+        refuse_request(c, hd->id, TK_EOPCODE, "unknown opcode");
         return;
     }
 }

@@ -470,6 +470,9 @@ static void full_flow(void **state)
     assert_non_null(memmem(r.body, r.h.len, id2, strlen(id2)));
     raw_reply_free(&r);
     /* The operator names the account. */
+    assert_int_equal(callf(op, OP_TOKEN_LIST, &r, "tenant:s", "acme"), -TK_EINVAL);
+    assert_error(&r, TK_EINVAL, "give tenant and account");
+    raw_reply_free(&r);
     assert_int_equal(callf(op, OP_TOKEN_LIST, &r, "tenant:s account:s", "acme", "globex"), 0);
     assert_int_equal(raw_get_count(&r, "tokens"), 2);
     raw_reply_free(&r);
