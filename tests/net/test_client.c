@@ -1,0 +1,2412 @@
+/* test_client.c - the client library (net/client.c) and tokenctl.
+ *
+ * Unit part, no server: the client is attached to one end of a socketpair
+ * and the test plays the server on the other end with hand-made bytes. The
+ * request bytes are compared with an encoder written here independently of
+ * mpw; replies are fed whole, cut at every length, mutated at random and
+ * broken one field at a time (each cut or mutation in an exact-size heap
+ * copy, so ASan catches any read past the end). Frame-level faults (wrong
+ * id, flags, oversized length, a peer that closes or goes silent, the
+ * server's EBUSY with id 0) drop the connection with a clear error. A fake
+ * server thread that stops reading while its replies are not read checks
+ * that a deep pipeline cannot deadlock.
+ *
+ * Integration part: each test starts the real $BIN/tokend on a free
+ * loopback port in a fresh data directory (child process, killed and reaped
+ * in the teardown, and by the kernel if this process dies first) and drives
+ * it through the library (every operation, 1000 pipelined verifications,
+ * the server's error strings) and through $BIN/tokenctl (--json output and
+ * exit codes 0-4). When $BIN/tokend does not exist these tests are skipped.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "core/err.h"
+#include "core/mp.h"
+#include "core/secret.h"
+#include "net/client.h"
+#include "net/proto.h"
+#include "tests/support/tkt.h"
+
+/* ---- a MessagePack encoder of our own (test side) ----------------------- */
+
+typedef struct hb {
+    uint8_t *b;
+    size_t n, cap;
+} hb;
+
+static void hb_raw(hb *h, const void *p, size_t n)
+{
+    if (h->n + n > h->cap) {
+        size_t cap = h->cap ? h->cap : 256;
+        while (cap < h->n + n)
+            cap *= 2;
+        h->b = realloc(h->b, cap);
+        assert_non_null(h->b);
+        h->cap = cap;
+    }
+    if (n)
+        memcpy(h->b + h->n, p, n);
+    h->n += n;
+}
+
+static void hb_byte(hb *h, uint8_t v)
+{
+    hb_raw(h, &v, 1);
+}
+
+static void hb_be(hb *h, uint64_t v, int bytes)
+{
+    for (int i = bytes - 1; i >= 0; i--)
+        hb_byte(h, (uint8_t)(v >> (8 * i)));
+}
+
+static void hb_map(hb *h, uint32_t n)
+{
+    if (n < 16) {
+        hb_byte(h, (uint8_t)(0x80 | n));
+    } else {
+        hb_byte(h, 0xde);
+        hb_be(h, n, 2);
+    }
+}
+
+static void hb_arr(hb *h, uint32_t n)
+{
+    if (n < 16) {
+        hb_byte(h, (uint8_t)(0x90 | n));
+    } else {
+        hb_byte(h, 0xdc);
+        hb_be(h, n, 2);
+    }
+}
+
+static void hb_strn(hb *h, const char *s, size_t n)
+{
+    if (n < 32) {
+        hb_byte(h, (uint8_t)(0xa0 | n));
+    } else if (n < 256) {
+        hb_byte(h, 0xd9);
+        hb_byte(h, (uint8_t)n);
+    } else {
+        hb_byte(h, 0xda);
+        hb_be(h, n, 2);
+    }
+    hb_raw(h, s, n);
+}
+
+static void hb_str(hb *h, const char *s)
+{
+    hb_strn(h, s, strlen(s));
+}
+
+static void hb_bool(hb *h, bool v)
+{
+    hb_byte(h, v ? 0xc3 : 0xc2);
+}
+
+/* Smallest encoding of a non-negative integer, as msgpack-c writes it. */
+static void hb_uint(hb *h, uint64_t v)
+{
+    if (v < 128) {
+        hb_byte(h, (uint8_t)v);
+    } else if (v < 256) {
+        hb_byte(h, 0xcc);
+        hb_be(h, v, 1);
+    } else if (v < 65536) {
+        hb_byte(h, 0xcd);
+        hb_be(h, v, 2);
+    } else if (v <= UINT32_MAX) {
+        hb_byte(h, 0xce);
+        hb_be(h, v, 4);
+    } else {
+        hb_byte(h, 0xcf);
+        hb_be(h, v, 8);
+    }
+}
+
+static void hb_kv(hb *h, const char *k, const char *v)
+{
+    hb_str(h, k);
+    hb_str(h, v);
+}
+
+static void hb_free(hb *h)
+{
+    free(h->b);
+    memset(h, 0, sizeof *h);
+}
+
+static uint8_t *exact_copy(const void *p, size_t n)
+{
+    uint8_t *q = malloc(n ? n : 1);
+    assert_non_null(q);
+    if (n)
+        memcpy(q, p, n);
+    return q;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint64_t rng(void)
+{
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* ---- credentials for fake replies --------------------------------------- */
+
+typedef struct cred {
+    tk_id id;
+    char id_str[TK_ID_STR_LEN + 1];
+    char secret[TK_SECRET_LEN + 1];
+} cred;
+
+static void make_cred(tk_kind kind, cred *c)
+{
+    uint8_t hash[TK_HASH_LEN];
+    secret_new_id(&c->id);
+    secret_id_format(&c->id, c->id_str);
+    secret_generate(kind, &c->id, c->secret, hash);
+}
+
+/* ---- the fake server: the other end of a socketpair ---------------------- */
+
+typedef struct fake {
+    tkc *c;
+    int peer;
+    uint32_t next_id; /* the id the client will give its next request */
+} fake;
+
+static void fake_open(fake *f)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    f->c = tkc_new();
+    tkc_set_timeout(f->c, 3000);
+    tkc_attach(f->c, sv[0]);
+    f->peer = sv[1];
+    f->next_id = 1;
+}
+
+static void fake_close(fake *f)
+{
+    tkc_free(f->c);
+    if (f->peer >= 0)
+        close(f->peer);
+    f->c = NULL;
+    f->peer = -1;
+}
+
+static void write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        assert_true(w > 0);
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Reads exactly n bytes within 5 s; 0, or -1 on EOF/timeout. */
+static int read_all(int fd, void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 5000) <= 0)
+            return -1;
+        ssize_t r = read(fd, b, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        b += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void put_frame(int fd, uint16_t code, uint16_t flags, uint32_t id, const void *body,
+                      uint32_t len)
+{
+    proto_header h = {.len = len, .code = code, .flags = flags, .id = id};
+    uint8_t *frame = malloc(PROTO_HEADER_LEN + (size_t)len);
+    assert_non_null(frame);
+    proto_header_put(frame, &h);
+    if (len)
+        memcpy(frame + PROTO_HEADER_LEN, body, len);
+    write_all(fd, frame, PROTO_HEADER_LEN + (size_t)len); /* one write: socket buffers count writes */
+    free(frame);
+}
+
+/* Queues the reply to the client's next request. */
+static void fake_reply(fake *f, uint16_t status, const hb *body)
+{
+    put_frame(f->peer, status, 0, f->next_id++, body ? body->b : NULL,
+              body ? (uint32_t)body->n : 0);
+}
+
+/* Reads one request frame; returns its body (malloc'd, caller frees). */
+static uint8_t *get_request(int fd, proto_header *h)
+{
+    uint8_t hdr[PROTO_HEADER_LEN];
+    assert_int_equal(read_all(fd, hdr, sizeof hdr), 0);
+    proto_header_get(hdr, h);
+    uint8_t *body = malloc(h->len ? h->len : 1);
+    assert_non_null(body);
+    assert_int_equal(read_all(fd, body, h->len), 0);
+    return body;
+}
+
+/* Checks that the client sent exactly op with body want and id id. */
+static void expect_request(fake *f, uint16_t op, uint32_t id, const hb *want)
+{
+    proto_header h;
+    uint8_t *body = get_request(f->peer, &h);
+    assert_int_equal(h.code, op);
+    assert_int_equal(h.flags, 0);
+    assert_int_equal(h.id, id);
+    assert_int_equal(h.len, want ? want->n : 0);
+    if (want && want->n)
+        assert_memory_equal(body, want->b, want->n);
+    free(body);
+}
+
+/* ---- request encoding --------------------------------------------------- */
+
+static const hb EMPTY_OK; /* an empty body: the {} reply */
+
+static void encode_operator_ops(void **state)
+{
+    (void)state;
+    fake f;
+    hb w = {0}, r = {0};
+    const char *perms[] = {"orders:read", "orders:write"};
+    const char *roles[] = {"admin"};
+    tkc_key key;
+    cred pk;
+
+    fake_open(&f);
+
+    /* TENANT_CREATE {"tenant": "acme"}: the bytes spelled out by hand once. */
+    static const uint8_t tenant_create[] = {0x81, 0xa6, 't', 'e', 'n', 'a', 'n',
+                                            't',  0xa4, 'a', 'c', 'm', 'e'};
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_tenant_create(f.c, "acme"), 0);
+    hb_raw(&w, tenant_create, sizeof tenant_create);
+    expect_request(&f, OP_TENANT_CREATE, 1, &w);
+
+    w.n = 0;
+    hb_map(&w, 2);
+    hb_kv(&w, "tenant", "acme");
+    hb_str(&w, "api_tokens");
+    hb_bool(&w, true);
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_tenant_set(f.c, "acme", true), 0);
+    expect_request(&f, OP_TENANT_SET, 2, &w);
+
+    w.n = 0;
+    hb_map(&w, 2);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "key", "orders:read");
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_perm_put(f.c, "acme", "orders:read", NULL), 0);
+    expect_request(&f, OP_PERM_PUT, 3, &w);
+
+    w.n = 0;
+    hb_map(&w, 3);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "key", "orders:read");
+    hb_kv(&w, "description", "Read orders");
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_perm_put(f.c, "acme", "orders:read", "Read orders"), 0);
+    expect_request(&f, OP_PERM_PUT, 4, &w);
+
+    w.n = 0;
+    hb_map(&w, 5);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "key", "admin");
+    hb_kv(&w, "name", "Administrator");
+    hb_str(&w, "level");
+    hb_uint(&w, 300);
+    hb_str(&w, "permissions");
+    hb_arr(&w, 2);
+    hb_str(&w, "orders:read");
+    hb_str(&w, "orders:write");
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_role_put(f.c, "acme", "admin", "Administrator", 300, perms, 2), 0);
+    expect_request(&f, OP_ROLE_PUT, 5, &w);
+
+    w.n = 0; /* no name, no permissions: an empty array, never absent */
+    hb_map(&w, 4);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "key", "nobody");
+    hb_str(&w, "level");
+    hb_uint(&w, 0);
+    hb_str(&w, "permissions");
+    hb_arr(&w, 0);
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_role_put(f.c, "acme", "nobody", NULL, 0, NULL, 0), 0);
+    expect_request(&f, OP_ROLE_PUT, 6, &w);
+
+    w.n = 0;
+    hb_map(&w, 2);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "key", "nobody");
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_role_delete(f.c, "acme", "nobody"), 0);
+    expect_request(&f, OP_ROLE_DELETE, 7, &w);
+
+    w.n = 0;
+    hb_map(&w, 2);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_account_create(f.c, "acme", "globex"), 0);
+    expect_request(&f, OP_ACCOUNT_CREATE, 8, &w);
+
+    make_cred(TK_KIND_PERSONAL, &pk);
+    r.n = 0;
+    hb_map(&r, 2);
+    hb_kv(&r, "key_id", pk.id_str);
+    hb_kv(&r, "personal_key", pk.secret);
+    w.n = 0;
+    hb_map(&w, 5);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    hb_kv(&w, "user", "alice");
+    hb_str(&w, "roles");
+    hb_arr(&w, 1);
+    hb_str(&w, "admin");
+    hb_str(&w, "portal");
+    hb_bool(&w, true);
+    fake_reply(&f, 0, &r);
+    assert_int_equal(tkc_user_create(f.c, "acme", "globex", "alice", roles, 1, true, &key), 0);
+    expect_request(&f, OP_USER_CREATE, 9, &w);
+    assert_string_equal(key.key_id, pk.id_str);
+    assert_string_equal(key.personal_key, pk.secret);
+
+    /* USER_SET: absent fields stay unchanged; an empty roles list is sent. */
+    w.n = 0;
+    hb_map(&w, 4);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    hb_kv(&w, "user", "alice");
+    hb_str(&w, "portal");
+    hb_bool(&w, false);
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_user_set(f.c, "acme", "globex", "alice", NULL, 0, 0), 0);
+    expect_request(&f, OP_USER_SET, 10, &w);
+
+    w.n = 0;
+    hb_map(&w, 4);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    hb_kv(&w, "user", "alice");
+    hb_str(&w, "roles");
+    hb_arr(&w, 0);
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_user_set(f.c, "acme", "globex", "alice", roles, 0, TKC_UNCHANGED), 0);
+    expect_request(&f, OP_USER_SET, 11, &w);
+
+    w.n = 0;
+    hb_map(&w, 4);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    hb_kv(&w, "user", "alice");
+    hb_str(&w, "expires_at");
+    hb_uint(&w, 4102444800u); /* 2100-01-01 */
+    fake_reply(&f, 0, &r);
+    assert_int_equal(tkc_key_create(f.c, "acme", "globex", "alice", 4102444800, &key), 0);
+    expect_request(&f, OP_KEY_CREATE, 12, &w);
+    assert_string_equal(key.personal_key, pk.secret);
+
+    w.n = 0;
+    hb_map(&w, 3);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    hb_kv(&w, "user", "alice");
+    fake_reply(&f, 0, &r);
+    assert_int_equal(tkc_key_create(f.c, "acme", "globex", "alice", 0, &key), 0);
+    expect_request(&f, OP_KEY_CREATE, 13, &w);
+
+    w.n = 0;
+    hb_map(&w, 1);
+    hb_kv(&w, "key_id", pk.id_str);
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_key_delete(f.c, pk.id_str), 0);
+    expect_request(&f, OP_KEY_DELETE, 14, &w);
+
+    /* PING is an empty body; AUTH carries the key. */
+    r.n = 0;
+    hb_map(&r, 1);
+    hb_str(&r, "version");
+    hb_uint(&r, 1);
+    fake_reply(&f, 0, &r);
+    uint32_t v = 0;
+    assert_int_equal(tkc_ping(f.c, &v), 0);
+    assert_int_equal(v, 1);
+    expect_request(&f, OP_PING, 15, NULL);
+
+    r.n = 0;
+    hb_map(&r, 1);
+    hb_kv(&r, "actor", "operator");
+    w.n = 0;
+    hb_map(&w, 1);
+    hb_kv(&w, "key", "opkey");
+    fake_reply(&f, 0, &r);
+    tkc_whoami who;
+    assert_int_equal(tkc_auth(f.c, "opkey", &who), 0);
+    assert_int_equal(who.actor, TKC_ACTOR_OPERATOR);
+    assert_string_equal(who.tenant, "");
+    expect_request(&f, OP_AUTH, 16, &w);
+
+    hb_free(&w);
+    hb_free(&r);
+    fake_close(&f);
+}
+
+static void encode_user_ops(void **state)
+{
+    (void)state;
+    fake f;
+    hb w = {0}, r = {0};
+    const char *roles[] = {"viewer", "editor"};
+    tkc_new_token t;
+    tkc_token_page page = TKC_TOKEN_PAGE_INIT;
+    cred tok;
+
+    fake_open(&f);
+    make_cred(TK_KIND_TOKEN, &tok);
+
+    hb_map(&r, 3);
+    hb_kv(&r, "client_id", tok.id_str);
+    hb_kv(&r, "secret", tok.secret);
+    hb_str(&r, "expires_at");
+    hb_uint(&r, 4102444800u);
+    hb_map(&w, 3);
+    hb_kv(&w, "description", "CI");
+    hb_str(&w, "roles");
+    hb_arr(&w, 2);
+    hb_str(&w, "viewer");
+    hb_str(&w, "editor");
+    hb_str(&w, "expires_at");
+    hb_uint(&w, 4102444800u);
+    fake_reply(&f, 0, &r);
+    assert_int_equal(tkc_token_create(f.c, "CI", roles, 2, 4102444800, &t), 0);
+    expect_request(&f, OP_TOKEN_CREATE, 1, &w);
+    assert_string_equal(t.client_id, tok.id_str);
+    assert_string_equal(t.secret, tok.secret);
+    assert_true(t.expires_at == 4102444800);
+
+    w.n = 0;
+    hb_map(&w, 1);
+    hb_str(&w, "roles");
+    hb_arr(&w, 1);
+    hb_str(&w, "viewer");
+    fake_reply(&f, 0, &r);
+    assert_int_equal(tkc_token_create(f.c, NULL, roles, 1, 0, &t), 0);
+    expect_request(&f, OP_TOKEN_CREATE, 2, &w);
+
+    r.n = 0;
+    hb_map(&r, 2);
+    hb_str(&r, "tokens");
+    hb_arr(&r, 0);
+    hb_str(&r, "more");
+    hb_bool(&r, false);
+    fake_reply(&f, 0, &r);
+    assert_int_equal(tkc_token_list(f.c, NULL, NULL, NULL, 0, &page), 0);
+    w.n = 0;
+    hb_map(&w, 0); /* a user's first page: {} */
+    expect_request(&f, OP_TOKEN_LIST, 3, &w);
+    assert_int_equal(page.n, 0);
+    assert_false(page.more);
+
+    w.n = 0;
+    hb_map(&w, 4);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    hb_kv(&w, "after", tok.id_str);
+    hb_str(&w, "limit");
+    hb_uint(&w, 1000);
+    fake_reply(&f, 0, &r);
+    assert_int_equal(tkc_token_list(f.c, "acme", "globex", tok.id_str, 1000, &page), 0);
+    expect_request(&f, OP_TOKEN_LIST, 4, &w);
+
+    w.n = 0;
+    hb_map(&w, 1);
+    hb_kv(&w, "client_id", tok.id_str);
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_token_delete(f.c, tok.id_str), 0);
+    expect_request(&f, OP_TOKEN_DELETE, 5, &w);
+
+    /* VERIFY: the secret alone, and the pair. */
+    r.n = 0;
+    hb_map(&r, 2);
+    hb_str(&r, "valid");
+    hb_bool(&r, false);
+    hb_kv(&r, "reason", "unknown");
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+    w.n = 0;
+    hb_map(&w, 1);
+    hb_kv(&w, "secret", tok.secret);
+    fake_reply(&f, 0, &r);
+    assert_int_equal(tkc_verify(f.c, tok.secret, NULL, &res), 0);
+    expect_request(&f, OP_VERIFY, 6, &w);
+    assert_false(res.valid);
+    assert_int_equal(res.verdict, TK_V_UNKNOWN);
+    assert_string_equal(res.reason, "unknown");
+
+    w.n = 0;
+    hb_map(&w, 2);
+    hb_kv(&w, "secret", tok.secret);
+    hb_kv(&w, "client_id", tok.id_str);
+    fake_reply(&f, 0, &r);
+    assert_int_equal(tkc_verify(f.c, tok.secret, tok.id_str, &res), 0);
+    expect_request(&f, OP_VERIFY, 7, &w);
+
+    /* The codec alone writes the same body. */
+    mpw mw;
+    mpw_init(&mw);
+    tkc_verify_encode(&mw, tok.secret, strlen(tok.secret), tok.id_str);
+    assert_int_equal(mw.buf.size, w.n);
+    assert_memory_equal(mw.buf.data, w.b, w.n);
+    mpw_free(&mw);
+
+    tkc_verify_res_free(&res);
+    tkc_token_page_free(&page);
+    hb_free(&w);
+    hb_free(&r);
+    fake_close(&f);
+}
+
+/* Bad arguments are refused before anything is sent; the connection goes on. */
+static void bad_arguments(void **state)
+{
+    (void)state;
+    fake f;
+    tkc_key key;
+    tkc_new_token t;
+    const char *holes[] = {"admin", NULL};
+
+    fake_open(&f);
+    assert_int_equal(tkc_tenant_create(f.c, NULL), TK_EINVAL);
+    assert_false(tkc_refused(f.c));
+    assert_non_null(strstr(tkc_errmsg(f.c), "tenant"));
+    assert_int_equal(tkc_user_create(f.c, "a", "b", "c", holes, 2, false, &key), TK_EINVAL);
+    assert_int_equal(tkc_user_create(f.c, "a", "b", "c", NULL, 1, false, &key), TK_EINVAL);
+    assert_int_equal(tkc_token_create(f.c, NULL, holes, 1, 0, NULL), TK_EINVAL);
+    assert_int_equal(tkc_user_set(f.c, "a", "b", "c", NULL, 0, 7), TK_EINVAL);
+    assert_int_equal(tkc_verify(f.c, NULL, NULL, NULL), TK_EINVAL);
+    assert_int_equal(tkc_auth(f.c, NULL, NULL), TK_EINVAL);
+    assert_int_equal(tkc_recv(f.c, NULL, NULL, NULL), TK_EINVAL); /* nothing in flight */
+    (void)t;
+
+    /* Nothing reached the peer, and the next request is id 1. */
+    struct pollfd pfd = {.fd = f.peer, .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 0), 0);
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_tenant_create(f.c, "acme"), 0);
+    assert_string_equal(tkc_errmsg(f.c), "");
+    fake_close(&f);
+
+    /* An unconnected handle. */
+    tkc *c = tkc_new();
+    assert_int_equal(tkc_ping(c, NULL), TK_EIO);
+    assert_string_equal(tkc_errmsg(c), "not connected");
+    assert_int_equal(tkc_fd(c), -1);
+    tkc_free(c);
+    tkc_free(NULL);
+}
+
+/* ---- reply decoding ------------------------------------------------------ */
+
+static void hb_verify_valid(hb *h, const char *id, int nperms)
+{
+    hb_map(h, 8);
+    hb_str(h, "valid");
+    hb_bool(h, true);
+    hb_kv(h, "reason", "valid");
+    hb_kv(h, "client_id", id);
+    hb_kv(h, "tenant", "acme");
+    hb_kv(h, "account", "globex");
+    hb_str(h, "roles");
+    hb_arr(h, 2);
+    hb_str(h, "viewer");
+    hb_str(h, "editor");
+    hb_str(h, "permissions");
+    hb_arr(h, (uint32_t)nperms);
+    for (int i = 0; i < nperms; i++) {
+        char p[32];
+        snprintf(p, sizeof p, "perm:%d", i);
+        hb_str(h, p);
+    }
+    hb_str(h, "expires_at");
+    hb_uint(h, 1700000000);
+}
+
+static void verify_decode_valid(void **state)
+{
+    (void)state;
+    hb h = {0};
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+    const char *id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
+    hb_verify_valid(&h, id, 3);
+    uint8_t *copy = exact_copy(h.b, h.n);
+    assert_int_equal(tkc_verify_decode(copy, h.n, &res), 0);
+    assert_true(res.valid);
+    assert_int_equal(res.verdict, TK_V_VALID);
+    assert_string_equal(res.reason, "valid");
+    assert_string_equal(res.client_id, id);
+    assert_string_equal(res.tenant, "acme");
+    assert_string_equal(res.account, "globex");
+    assert_int_equal(res.nroles, 2);
+    assert_string_equal(res.roles[0], "viewer");
+    assert_string_equal(res.roles[1], "editor");
+    assert_int_equal(res.nperms, 3);
+    assert_string_equal(res.perms[2], "perm:2");
+    assert_true(res.expires_at == 1700000000);
+    /* The strings are copies: the body may go. */
+    memset(copy, 0, h.n);
+    free(copy);
+    assert_string_equal(res.roles[1], "editor");
+
+    /* Keys in any order, unknown keys skipped (a later server may add some). */
+    hb_free(&h);
+    hb_map(&h, 9);
+    hb_str(&h, "expires_at");
+    hb_uint(&h, 0);
+    hb_str(&h, "permissions");
+    hb_arr(&h, 0);
+    hb_str(&h, "future_field");
+    hb_map(&h, 1);
+    hb_kv(&h, "x", "y");
+    hb_str(&h, "roles");
+    hb_arr(&h, 0);
+    hb_kv(&h, "account", "globex");
+    hb_kv(&h, "tenant", "acme");
+    hb_kv(&h, "client_id", id);
+    hb_kv(&h, "reason", "valid");
+    hb_str(&h, "valid");
+    hb_bool(&h, true);
+    assert_int_equal(tkc_verify_decode(h.b, h.n, &res), 0);
+    assert_true(res.valid);
+    assert_int_equal(res.nroles, 0);
+    assert_int_equal(res.nperms, 0);
+
+    /* Every "invalid" reason; the strings are emptied. */
+    static const char *const reasons[] = {"malformed", "unknown", "mismatch", "wrong_kind",
+                                          "disabled", "expired"};
+    static const tk_verdict verdicts[] = {TK_V_MALFORMED, TK_V_UNKNOWN, TK_V_MISMATCH,
+                                          TK_V_WRONG_KIND, TK_V_DISABLED, TK_V_EXPIRED};
+    for (size_t i = 0; i < 6; i++) {
+        hb_free(&h);
+        hb_map(&h, 2);
+        hb_str(&h, "valid");
+        hb_bool(&h, false);
+        hb_kv(&h, "reason", reasons[i]);
+        assert_int_equal(tkc_verify_decode(h.b, h.n, &res), 0);
+        assert_false(res.valid);
+        assert_int_equal(res.verdict, verdicts[i]);
+        assert_string_equal(res.reason, reasons[i]);
+        assert_string_equal(res.tenant, "");
+        assert_int_equal(res.nroles, 0);
+    }
+    hb_free(&h);
+    tkc_verify_res_free(&res);
+}
+
+/* Each case: a body that must be refused. */
+typedef void (*body_fn)(hb *h);
+
+static void vb_not_map(hb *h) { hb_arr(h, 0); }
+static void vb_nil(hb *h) { hb_byte(h, 0xc0); }
+static void vb_empty(hb *h) { (void)h; }
+static void vb_missing_reason(hb *h)
+{
+    hb_map(h, 1);
+    hb_str(h, "valid");
+    hb_bool(h, false);
+}
+static void vb_valid_not_bool(hb *h)
+{
+    hb_map(h, 2);
+    hb_kv(h, "valid", "yes");
+    hb_kv(h, "reason", "valid");
+}
+static void vb_unknown_reason(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "valid");
+    hb_bool(h, false);
+    hb_kv(h, "reason", "sunspots");
+}
+static void vb_valid_but_reason(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "valid");
+    hb_bool(h, true);
+    hb_kv(h, "reason", "unknown");
+}
+static void vb_invalid_but_reason_valid(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "valid");
+    hb_bool(h, false);
+    hb_kv(h, "reason", "valid");
+}
+static void vb_valid_missing_fields(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "valid");
+    hb_bool(h, true);
+    hb_kv(h, "reason", "valid");
+}
+static void vb_duplicate_key(hb *h)
+{
+    hb_map(h, 3);
+    hb_str(h, "valid");
+    hb_bool(h, false);
+    hb_kv(h, "reason", "unknown");
+    hb_str(h, "valid");
+    hb_bool(h, true);
+}
+static void vb_trailing(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "valid");
+    hb_bool(h, false);
+    hb_kv(h, "reason", "unknown");
+    hb_byte(h, 0xc0);
+}
+static void vb_key_not_str(hb *h)
+{
+    hb_map(h, 2);
+    hb_uint(h, 1);
+    hb_bool(h, false);
+    hb_kv(h, "reason", "unknown");
+}
+/* Rewrites one field of a valid body. */
+static void vb_valid_with(hb *h, const char *field, void (*val)(hb *h))
+{
+    static const char *const keys[] = {"valid", "reason", "client_id", "tenant",
+                                       "account", "roles", "permissions", "expires_at"};
+    hb_map(h, 8);
+    for (int i = 0; i < 8; i++) {
+        hb_str(h, keys[i]);
+        if (!strcmp(keys[i], field)) {
+            val(h);
+            continue;
+        }
+        switch (i) {
+        case 0: hb_bool(h, true); break;
+        case 1: hb_str(h, "valid"); break;
+        case 2: hb_str(h, "0f8fad5b-d9cb-469f-a165-70867728950e"); break;
+        case 3: hb_str(h, "acme"); break;
+        case 4: hb_str(h, "globex"); break;
+        case 5: hb_arr(h, 1); hb_str(h, "viewer"); break;
+        case 6: hb_arr(h, 1); hb_str(h, "orders:read"); break;
+        default: hb_uint(h, 0);
+        }
+    }
+}
+static void v_upper_uuid(hb *h) { hb_str(h, "0F8FAD5B-D9CB-469F-A165-70867728950E"); }
+static void v_short_uuid(hb *h) { hb_str(h, "0f8fad5b-d9cb-469f-a165"); }
+static void v_long_slug(hb *h)
+{
+    char s[80];
+    memset(s, 'a', 64);
+    s[64] = '\0';
+    hb_str(h, s);
+}
+static void v_nul_in_str(hb *h) { hb_strn(h, "ac\0me", 5); }
+static void v_bad_utf8(hb *h) { hb_strn(h, "ac\xc3\x28", 4); }
+static void v_too_many_roles(hb *h)
+{
+    hb_arr(h, 17);
+    for (int i = 0; i < 17; i++)
+        hb_str(h, "r");
+}
+static void v_role_not_str(hb *h)
+{
+    hb_arr(h, 2);
+    hb_str(h, "r");
+    hb_uint(h, 5);
+}
+static void v_roles_map(hb *h) { hb_map(h, 0); }
+static void v_too_many_perms(hb *h)
+{
+    hb_arr(h, TK_MAX_TENANT_PERMS + 1);
+    for (int i = 0; i <= TK_MAX_TENANT_PERMS; i++)
+        hb_str(h, "p");
+}
+static void v_long_perm(hb *h)
+{
+    char s[200];
+    memset(s, 'p', TK_KEY_MAX + 1);
+    s[TK_KEY_MAX + 1] = '\0';
+    hb_arr(h, 1);
+    hb_str(h, s);
+}
+static void v_negative_time(hb *h) { hb_byte(h, 0xff); /* fixint -1 */ }
+static void v_time_str(hb *h) { hb_str(h, "never"); }
+static void v_huge_count(hb *h)
+{
+    hb_byte(h, 0xdd); /* array32 of 2^32-1 elements, none present */
+    hb_be(h, UINT32_MAX, 4);
+}
+static void v_tenant_num(hb *h) { hb_uint(h, 7); }
+
+#define VALID_WITH(name, field, fn)                                                            \
+    static void name(hb *h) { vb_valid_with(h, field, fn); }
+VALID_WITH(vb_upper_uuid, "client_id", v_upper_uuid)
+VALID_WITH(vb_short_uuid, "client_id", v_short_uuid)
+VALID_WITH(vb_long_tenant, "tenant", v_long_slug)
+VALID_WITH(vb_nul_account, "account", v_nul_in_str)
+VALID_WITH(vb_utf8_tenant, "tenant", v_bad_utf8)
+VALID_WITH(vb_many_roles, "roles", v_too_many_roles)
+VALID_WITH(vb_role_num, "roles", v_role_not_str)
+VALID_WITH(vb_roles_map, "roles", v_roles_map)
+VALID_WITH(vb_many_perms, "permissions", v_too_many_perms)
+VALID_WITH(vb_long_perm, "permissions", v_long_perm)
+VALID_WITH(vb_neg_time, "expires_at", v_negative_time)
+VALID_WITH(vb_time_str, "expires_at", v_time_str)
+VALID_WITH(vb_huge_perms, "permissions", v_huge_count)
+VALID_WITH(vb_tenant_num, "tenant", v_tenant_num)
+
+static void verify_decode_strict(void **state)
+{
+    (void)state;
+    static const body_fn bad[] = {
+        vb_not_map,     vb_nil,          vb_empty,         vb_missing_reason,
+        vb_valid_not_bool, vb_unknown_reason, vb_valid_but_reason,
+        vb_invalid_but_reason_valid, vb_valid_missing_fields, vb_duplicate_key,
+        vb_trailing,    vb_key_not_str,  vb_upper_uuid,    vb_short_uuid,
+        vb_long_tenant, vb_nul_account,  vb_utf8_tenant,   vb_many_roles,
+        vb_role_num,    vb_roles_map,    vb_many_perms,    vb_long_perm,
+        vb_neg_time,    vb_time_str,     vb_huge_perms,    vb_tenant_num,
+    };
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        hb h = {0};
+        bad[i](&h);
+        uint8_t *copy = exact_copy(h.b, h.n);
+        if (tkc_verify_decode(copy, h.n, &res) != TK_EPROTO)
+            fail_msg("bad verify body #%zu was accepted", i);
+        assert_false(res.valid);
+        assert_int_equal(res.verdict, TK_V_MALFORMED);
+        assert_int_equal(res.nroles, 0);
+        free(copy);
+        hb_free(&h);
+    }
+    tkc_verify_res_free(&res);
+}
+
+/* A valid body cut at every length, then mutated at random: refused or
+ * decoded, never a read outside the bytes (ASan) or a broken result. */
+static void verify_decode_cut_and_fuzz(void **state)
+{
+    (void)state;
+    hb h = {0};
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+
+    hb_verify_valid(&h, "0f8fad5b-d9cb-469f-a165-70867728950e", 40);
+    for (size_t cut = 0; cut < h.n; cut++) {
+        uint8_t *copy = exact_copy(h.b, cut);
+        assert_int_equal(tkc_verify_decode(copy, cut, &res), TK_EPROTO);
+        assert_false(res.valid);
+        free(copy);
+    }
+    for (int round = 0; round < 20000; round++) {
+        size_t n = h.n;
+        uint8_t *copy = exact_copy(h.b, n);
+        int flips = 1 + (int)(rng() % 4);
+        for (int k = 0; k < flips; k++)
+            copy[rng() % n] = (uint8_t)rng();
+        if (rng() % 4 == 0)
+            n = (size_t)(rng() % (n + 1));
+        int rc = tkc_verify_decode(copy, n, &res);
+        assert_true(rc == 0 || rc == TK_EPROTO);
+        if (rc == 0 && res.valid) {
+            assert_true(res.nroles <= TK_MAX_ROLES);
+            assert_true(res.nperms <= TK_MAX_TENANT_PERMS);
+            for (uint32_t i = 0; i < res.nperms; i++)
+                assert_true(strlen(res.perms[i]) <= TK_KEY_MAX);
+            assert_int_equal(strlen(res.client_id), TK_ID_STR_LEN);
+        }
+        free(copy);
+    }
+    /* Pure noise. */
+    for (int round = 0; round < 20000; round++) {
+        uint8_t buf[64];
+        size_t n = (size_t)(rng() % sizeof buf);
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (uint8_t)rng();
+        if (n)
+            buf[0] = (uint8_t)(0x80 | (rng() % 9)); /* mostly maps */
+        uint8_t *copy = exact_copy(buf, n);
+        int rc = tkc_verify_decode(copy, n, &res);
+        assert_true(rc == 0 || rc == TK_EPROTO);
+        free(copy);
+    }
+    hb_free(&h);
+    tkc_verify_res_free(&res);
+}
+
+/* ---- typed replies through a connection --------------------------------- */
+
+static cred g_tok, g_pk;
+static bool g_check = true; /* the ops below check what they decoded (off while fuzzing) */
+
+typedef int (*op_fn)(tkc *c);
+
+static int op_ping(tkc *c) { return tkc_ping(c, NULL); }
+static int op_auth(tkc *c)
+{
+    tkc_whoami who;
+    return tkc_auth(c, "k", &who);
+}
+static int op_user_create(tkc *c)
+{
+    tkc_key k;
+    const char *roles[] = {"admin"};
+    return tkc_user_create(c, "a", "b", "c", roles, 1, true, &k);
+}
+static int op_key_create(tkc *c)
+{
+    tkc_key k;
+    return tkc_key_create(c, "a", "b", "c", 0, &k);
+}
+static int op_token_create(tkc *c)
+{
+    tkc_new_token t;
+    const char *roles[] = {"viewer"};
+    int rc = tkc_token_create(c, NULL, roles, 1, 0, &t);
+    if (rc == 0 && g_check) {
+        assert_string_equal(t.client_id, g_tok.id_str);
+        assert_string_equal(t.secret, g_tok.secret);
+    }
+    return rc;
+}
+static int op_token_list(tkc *c)
+{
+    tkc_token_page p = TKC_TOKEN_PAGE_INIT;
+    int rc = tkc_token_list(c, NULL, NULL, NULL, 0, &p);
+    if (rc == 0 && g_check) {
+        assert_int_equal(p.n, 2);
+        assert_true(p.more);
+        assert_string_equal(p.tokens[0].client_id, g_tok.id_str);
+        assert_string_equal(p.tokens[0].description, "CI pipeline");
+        assert_int_equal(p.tokens[0].nroles, 2);
+        assert_string_equal(p.tokens[0].roles[1], "editor");
+        assert_string_equal(p.tokens[0].created_by, "alice");
+        assert_true(p.tokens[0].created_at == 1700000000);
+        assert_true(p.tokens[0].expires_at == 0);
+        assert_string_equal(p.tokens[1].description, "");
+        assert_int_equal(p.tokens[1].nroles, 0);
+    }
+    tkc_token_page_free(&p);
+    return rc;
+}
+static int op_verify(tkc *c)
+{
+    tkc_verify_res r = TKC_VERIFY_RES_INIT;
+    int rc = tkc_verify(c, g_tok.secret, NULL, &r);
+    tkc_verify_res_free(&r);
+    return rc;
+}
+static int op_tenant_create(tkc *c) { return tkc_tenant_create(c, "acme"); }
+
+static void body_ping(hb *h)
+{
+    hb_map(h, 1);
+    hb_str(h, "version");
+    hb_uint(h, 1);
+}
+static void body_auth(hb *h)
+{
+    hb_map(h, 4);
+    hb_kv(h, "actor", "user");
+    hb_kv(h, "tenant", "acme");
+    hb_kv(h, "account", "globex");
+    hb_kv(h, "user", "alice");
+}
+static void body_key(hb *h)
+{
+    hb_map(h, 2);
+    hb_kv(h, "key_id", g_pk.id_str);
+    hb_kv(h, "personal_key", g_pk.secret);
+}
+static void body_token(hb *h)
+{
+    hb_map(h, 3);
+    hb_kv(h, "client_id", g_tok.id_str);
+    hb_kv(h, "secret", g_tok.secret);
+    hb_str(h, "expires_at");
+    hb_uint(h, 0);
+}
+static void hb_list_token(hb *h, const char *id, const char *desc, int nroles)
+{
+    hb_map(h, 6);
+    hb_kv(h, "client_id", id);
+    hb_kv(h, "description", desc);
+    hb_str(h, "roles");
+    hb_arr(h, (uint32_t)nroles);
+    if (nroles > 0)
+        hb_str(h, "viewer");
+    if (nroles > 1)
+        hb_str(h, "editor");
+    hb_kv(h, "created_by", "alice");
+    hb_str(h, "created_at");
+    hb_uint(h, 1700000000);
+    hb_str(h, "expires_at");
+    hb_uint(h, 0);
+}
+static void body_list(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "tokens");
+    hb_arr(h, 2);
+    hb_list_token(h, g_tok.id_str, "CI pipeline", 2);
+    hb_list_token(h, g_pk.id_str, "", 0);
+    hb_str(h, "more");
+    hb_bool(h, true);
+}
+static void body_verify(hb *h)
+{
+    hb_verify_valid(h, g_tok.id_str, 2);
+}
+
+static const struct reply_case {
+    const char *name;
+    op_fn run;
+    body_fn body;
+} reply_cases[] = {
+    {"ping", op_ping, body_ping},
+    {"auth", op_auth, body_auth},
+    {"user create", op_user_create, body_key},
+    {"key create", op_key_create, body_key},
+    {"token create", op_token_create, body_token},
+    {"token list", op_token_list, body_list},
+    {"verify", op_verify, body_verify},
+};
+
+/* Runs op against a fake that answers status/body[0..len); returns rc and
+ * leaves the fake open for more checks. */
+static int run_with_reply(fake *f, op_fn run, uint16_t status, const uint8_t *body, size_t len)
+{
+    fake_open(f);
+    put_frame(f->peer, status, 0, 1, body, (uint32_t)len);
+    return run(f->c);
+}
+
+static void replies_whole_and_cut(void **state)
+{
+    (void)state;
+    make_cred(TK_KIND_TOKEN, &g_tok);
+    make_cred(TK_KIND_PERSONAL, &g_pk);
+    for (size_t i = 0; i < sizeof reply_cases / sizeof reply_cases[0]; i++) {
+        const struct reply_case *rc = &reply_cases[i];
+        hb h = {0};
+        fake f;
+        rc->body(&h);
+
+        if (run_with_reply(&f, rc->run, 0, h.b, h.n) != 0)
+            fail_msg("%s: a valid reply was refused: %s", rc->name, tkc_errmsg(f.c));
+        fake_close(&f);
+
+        /* A frame whose body is any proper prefix: malformed, connection dropped. */
+        for (size_t cut = 0; cut < h.n; cut++) {
+            int r = run_with_reply(&f, rc->run, 0, h.b, cut);
+            if (r != TK_EPROTO)
+                fail_msg("%s cut at %zu: got %d", rc->name, cut, r);
+            assert_false(tkc_refused(f.c));
+            assert_non_null(strstr(tkc_errmsg(f.c), "malformed"));
+            assert_int_equal(tkc_fd(f.c), -1);
+            assert_int_equal(tkc_ping(f.c, NULL), TK_EIO);
+            assert_non_null(strstr(tkc_errmsg(f.c), "earlier error"));
+            fake_close(&f);
+        }
+        /* Random corruption: refused or decoded, never a crash. */
+        g_check = false;
+        for (int round = 0; round < 300; round++) {
+            uint8_t *copy = exact_copy(h.b, h.n);
+            copy[rng() % h.n] = (uint8_t)rng();
+            int r = run_with_reply(&f, rc->run, 0, copy, h.n);
+            assert_true(r == 0 || r == TK_EPROTO);
+            fake_close(&f);
+            free(copy);
+        }
+        g_check = true;
+        hb_free(&h);
+    }
+}
+
+/* Replies that are well-formed MessagePack but break the contract. */
+static void reply_mismatch_tokid(hb *h)
+{
+    cred other;
+    make_cred(TK_KIND_TOKEN, &other);
+    hb_map(h, 3);
+    hb_kv(h, "client_id", other.id_str); /* not the ID inside the secret */
+    hb_kv(h, "secret", g_tok.secret);
+    hb_str(h, "expires_at");
+    hb_uint(h, 0);
+}
+static void reply_token_as_key(hb *h)
+{
+    hb_map(h, 2);
+    hb_kv(h, "key_id", g_tok.id_str);
+    hb_kv(h, "personal_key", g_tok.secret); /* a tkt_ where a tkp_ belongs */
+}
+static void reply_bad_checksum(hb *h)
+{
+    char s[TK_SECRET_LEN + 1];
+    memcpy(s, g_pk.secret, sizeof s);
+    s[TK_SECRET_LEN - 1] = s[TK_SECRET_LEN - 1] == 'A' ? 'B' : 'A';
+    hb_map(h, 2);
+    hb_kv(h, "key_id", g_pk.id_str);
+    hb_kv(h, "personal_key", s);
+}
+static void reply_more_but_empty(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "tokens");
+    hb_arr(h, 0);
+    hb_str(h, "more");
+    hb_bool(h, true);
+}
+static void reply_too_many_tokens(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "tokens");
+    hb_arr(h, TKC_LIST_MAX + 1); /* refused on the count alone: filler will do */
+    for (int i = 0; i <= TKC_LIST_MAX; i++)
+        hb_byte(h, 0xc0);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_token_missing_field(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "tokens");
+    hb_arr(h, 1);
+    hb_map(h, 1);
+    hb_kv(h, "client_id", g_tok.id_str);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_long_description(hb *h)
+{
+    char d[TK_DESC_MAX + 2];
+    memset(d, 'd', TK_DESC_MAX + 1);
+    d[TK_DESC_MAX + 1] = '\0';
+    hb_map(h, 2);
+    hb_str(h, "tokens");
+    hb_arr(h, 1);
+    hb_list_token(h, g_tok.id_str, d, 0);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_actor_unknown(hb *h)
+{
+    hb_map(h, 1);
+    hb_kv(h, "actor", "root");
+}
+static void reply_version_str(hb *h)
+{
+    hb_map(h, 1);
+    hb_kv(h, "version", "1");
+}
+static void reply_write_nil(hb *h) { hb_byte(h, 0xc0); }
+static void reply_write_trailing(hb *h)
+{
+    hb_map(h, 0);
+    hb_map(h, 0);
+}
+
+static void replies_contract(void **state)
+{
+    (void)state;
+    static const struct {
+        op_fn run;
+        body_fn body;
+    } bad[] = {
+        {op_token_create, reply_mismatch_tokid}, {op_user_create, reply_token_as_key},
+        {op_key_create, reply_bad_checksum},     {op_token_list, reply_more_but_empty},
+        {op_token_list, reply_too_many_tokens},  {op_token_list, reply_token_missing_field},
+        {op_token_list, reply_long_description}, {op_auth, reply_actor_unknown},
+        {op_ping, reply_version_str},            {op_tenant_create, reply_write_nil},
+        {op_tenant_create, reply_write_trailing},
+    };
+    make_cred(TK_KIND_TOKEN, &g_tok);
+    make_cred(TK_KIND_PERSONAL, &g_pk);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        hb h = {0};
+        fake f;
+        bad[i].body(&h);
+        int r = run_with_reply(&f, bad[i].run, 0, h.b, h.n);
+        if (r != TK_EPROTO)
+            fail_msg("contract case #%zu: got %d", i, r);
+        fake_close(&f);
+        hb_free(&h);
+    }
+    /* A write's reply may be {} as a map, or carry keys we do not know. */
+    hb h = {0};
+    fake f;
+    hb_map(&h, 1);
+    hb_kv(&h, "note", "later servers may say more");
+    assert_int_equal(run_with_reply(&f, op_tenant_create, 0, h.b, h.n), 0);
+    fake_close(&f);
+    hb_free(&h);
+}
+
+/* Refusals: the server's message, the connection goes on. */
+static void server_refusals(void **state)
+{
+    (void)state;
+    fake f;
+    hb e = {0};
+
+    fake_open(&f);
+    hb_map(&e, 1);
+    hb_kv(&e, "error", "role admin is stronger than yours");
+    fake_reply(&f, proto_status(TK_EDENIED), &e);
+    assert_int_equal(tkc_tenant_create(f.c, "acme"), TK_EDENIED);
+    assert_true(tkc_refused(f.c));
+    assert_string_equal(tkc_errmsg(f.c), "role admin is stronger than yours");
+
+    /* No body: the status's name. */
+    fake_reply(&f, proto_status(TK_ENOTFOUND), NULL);
+    assert_int_equal(tkc_ping(f.c, NULL), TK_ENOTFOUND);
+    assert_string_equal(tkc_errmsg(f.c), tk_strerror(TK_ENOTFOUND));
+
+    /* Control characters never reach a terminal. */
+    e.n = 0;
+    hb_map(&e, 1);
+    hb_kv(&e, "error", "bad\nline\x1b[31m");
+    fake_reply(&f, proto_status(TK_EINVAL), &e);
+    assert_int_equal(tkc_tenant_create(f.c, "acme"), TK_EINVAL);
+    assert_string_equal(tkc_errmsg(f.c), "bad line [31m");
+
+    /* A status this client does not know is still a refusal. */
+    fake_reply(&f, 99, NULL);
+    assert_int_equal(tkc_tenant_create(f.c, "acme"), -99);
+    assert_true(tkc_refused(f.c));
+
+    /* A verify refused (gateway key required). */
+    e.n = 0;
+    hb_map(&e, 1);
+    hb_kv(&e, "error", "verification needs the gateway key");
+    fake_reply(&f, proto_status(TK_EUNAUTH), &e);
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+    assert_int_equal(tkc_verify(f.c, "tkt_x", NULL, &res), TK_EUNAUTH);
+    assert_string_equal(tkc_errmsg(f.c), "verification needs the gateway key");
+
+    /* After all that, the stream is still in step. */
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_tenant_create(f.c, "acme"), 0);
+    assert_false(tkc_refused(f.c));
+    assert_string_equal(tkc_errmsg(f.c), "");
+
+    /* The generic call: any status is an answer. */
+    e.n = 0;
+    hb_map(&e, 1);
+    hb_kv(&e, "error", "unknown opcode 0x7f");
+    fake_reply(&f, proto_status(TK_EOPCODE), &e);
+    uint16_t status = 0;
+    const uint8_t *body = NULL;
+    size_t len = 0;
+    static const uint8_t raw[] = {0x81, 0xa1, 'x', 0x01};
+    assert_int_equal(tkc_call(f.c, 0x7f, raw, sizeof raw, &status, &body, &len), 0);
+    assert_int_equal(status, proto_status(TK_EOPCODE));
+    assert_int_equal(len, e.n);
+    assert_memory_equal(body, e.b, e.n);
+    assert_string_equal(tkc_errmsg(f.c), "unknown opcode 0x7f");
+    proto_header h;
+    for (int i = 0; i < 6; i++)
+        free(get_request(f.peer, &h));
+    uint8_t *req = get_request(f.peer, &h);
+    assert_int_equal(h.code, 0x7f);
+    assert_int_equal(h.id, 7);
+    assert_int_equal(h.len, sizeof raw);
+    assert_memory_equal(req, raw, sizeof raw);
+    free(req);
+
+    tkc_verify_res_free(&res);
+    hb_free(&e);
+    fake_close(&f);
+}
+
+/* Frame-level faults drop the connection with a clear local error. */
+static void frame_faults(void **state)
+{
+    (void)state;
+    fake f;
+    hb ok = {0};
+    body_ping(&ok);
+
+    /* A reply for another request. */
+    fake_open(&f);
+    put_frame(f.peer, 0, 0, 2, ok.b, (uint32_t)ok.n);
+    assert_int_equal(tkc_ping(f.c, NULL), TK_EPROTO);
+    assert_non_null(strstr(tkc_errmsg(f.c), "does not match"));
+    assert_int_equal(tkc_ping(f.c, NULL), TK_EIO);
+    fake_close(&f);
+
+    /* Flags set. */
+    fake_open(&f);
+    put_frame(f.peer, 0, 1, 1, ok.b, (uint32_t)ok.n);
+    assert_int_equal(tkc_ping(f.c, NULL), TK_EPROTO);
+    fake_close(&f);
+
+    /* A length past the limit is refused from the header alone. */
+    fake_open(&f);
+    put_frame(f.peer, 0, 0, 1, NULL, 0);
+    uint8_t hdr[PROTO_HEADER_LEN];
+    proto_header big = {.len = TKC_MAX_REPLY + 1, .code = 0, .flags = 0, .id = 2};
+    proto_header_put(hdr, &big);
+    write_all(f.peer, hdr, sizeof hdr);
+    assert_int_equal(tkc_tenant_create(f.c, "a"), 0);
+    assert_int_equal(tkc_tenant_create(f.c, "b"), TK_EPROTO);
+    assert_non_null(strstr(tkc_errmsg(f.c), "exceeds"));
+    fake_close(&f);
+
+    /* The server closes mid-header, mid-body, and before any byte. */
+    for (int where = 0; where < 3; where++) {
+        fake_open(&f);
+        uint8_t frame[PROTO_HEADER_LEN + 64];
+        proto_header h = {.len = (uint32_t)ok.n, .code = 0, .flags = 0, .id = 1};
+        proto_header_put(frame, &h);
+        memcpy(frame + PROTO_HEADER_LEN, ok.b, ok.n);
+        size_t n = where == 0 ? 5 : where == 1 ? PROTO_HEADER_LEN + 1 : 0;
+        if (n)
+            write_all(f.peer, frame, n);
+        shutdown(f.peer, SHUT_WR);
+        assert_int_equal(tkc_ping(f.c, NULL), TK_EIO);
+        assert_false(tkc_refused(f.c));
+        assert_non_null(strstr(tkc_errmsg(f.c), "closed the connection"));
+        if (n)
+            assert_non_null(strstr(tkc_errmsg(f.c), "middle"));
+        fake_close(&f);
+    }
+
+    /* A server that goes silent: the timeout ends the wait. */
+    fake_open(&f);
+    tkc_set_timeout(f.c, 150);
+    int64_t t0 = (int64_t)time(NULL);
+    assert_int_equal(tkc_ping(f.c, NULL), TK_EIO);
+    assert_non_null(strstr(tkc_errmsg(f.c), "timed out"));
+    assert_true((int64_t)time(NULL) - t0 <= 2);
+    fake_close(&f);
+
+    /* At its connection limit the server says EBUSY with id 0 and closes. */
+    fake_open(&f);
+    hb e = {0};
+    hb_map(&e, 1);
+    hb_kv(&e, "error", "too many connections");
+    put_frame(f.peer, proto_status(TK_EBUSY), 0, 0, e.b, (uint32_t)e.n);
+    close(f.peer);
+    f.peer = -1;
+    assert_int_equal(tkc_ping(f.c, NULL), TK_EBUSY);
+    assert_true(tkc_refused(f.c));
+    assert_string_equal(tkc_errmsg(f.c), "too many connections");
+    assert_int_equal(tkc_ping(f.c, NULL), TK_EIO);
+    fake_close(&f);
+    hb_free(&e);
+    hb_free(&ok);
+}
+
+/* ---- pipelining against a fake ------------------------------------------ */
+
+/* Queue 300 verifications, read them on the fake side (ids 1..300 in
+ * order, bodies as sent), answer, and take the answers in order. */
+static void pipeline_in_order(void **state)
+{
+    (void)state;
+    fake f;
+    cred toks[3];
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+    const int n = 300;
+
+    for (int i = 0; i < 3; i++)
+        make_cred(TK_KIND_TOKEN, &toks[i]);
+    fake_open(&f);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(tkc_verify_send(f.c, toks[i % 3].secret, NULL), 0);
+    assert_int_equal(tkc_inflight(f.c), (size_t)n);
+    /* A one-shot call must not steal a pipelined reply. */
+    assert_int_equal(tkc_ping(f.c, NULL), TK_EINVAL);
+    assert_int_equal(tkc_flush(f.c), 0);
+    for (int i = 0; i < n; i++) {
+        proto_header h;
+        uint8_t *body = get_request(f.peer, &h);
+        assert_int_equal(h.code, OP_VERIFY);
+        assert_int_equal(h.id, (uint32_t)(i + 1));
+        hb want = {0};
+        hb_map(&want, 1);
+        hb_kv(&want, "secret", toks[i % 3].secret);
+        assert_int_equal(h.len, want.n);
+        assert_memory_equal(body, want.b, want.n);
+        hb_free(&want);
+        free(body);
+
+        hb r = {0};
+        if (i % 3 == 0) {
+            hb_verify_valid(&r, toks[0].id_str, 1);
+        } else {
+            hb_map(&r, 2);
+            hb_str(&r, "valid");
+            hb_bool(&r, false);
+            hb_kv(&r, "reason", i % 3 == 1 ? "unknown" : "expired");
+        }
+        put_frame(f.peer, 0, 0, h.id, r.b, (uint32_t)r.n);
+        hb_free(&r);
+        /* Take the answers in batches, so this one thread never fills the
+         * socket buffer it is writing into. */
+        if (i % 50 == 49) {
+            for (int k = i - 49; k <= i; k++) {
+                assert_int_equal(tkc_verify_recv(f.c, &res), 0);
+                assert_int_equal(res.valid, k % 3 == 0);
+                if (k % 3 == 0)
+                    assert_string_equal(res.client_id, toks[0].id_str);
+                else
+                    assert_int_equal(res.verdict, k % 3 == 1 ? TK_V_UNKNOWN : TK_V_EXPIRED);
+            }
+        }
+    }
+    assert_int_equal(tkc_inflight(f.c), 0);
+    assert_int_equal(tkc_verify_recv(f.c, &res), TK_EINVAL);
+    tkc_verify_res_free(&res);
+    fake_close(&f);
+}
+
+/* A fake server that answers each request as it reads it, with a large
+ * reply, and blocks on its own writes: like tokend, it stops reading while
+ * its replies are not read. A client that only wrote would deadlock. */
+typedef struct echo_arg {
+    int fd;
+    int n;
+    int ok;
+} echo_arg;
+
+static void *echo_server(void *p)
+{
+    echo_arg *a = p;
+    hb r = {0};
+    for (int i = 0; i < a->n; i++) {
+        uint8_t hdr[PROTO_HEADER_LEN], body[512];
+        proto_header h;
+        if (read_all(a->fd, hdr, sizeof hdr))
+            goto out;
+        proto_header_get(hdr, &h);
+        if (h.len > sizeof body || read_all(a->fd, body, h.len))
+            goto out;
+        char tenant[32];
+        snprintf(tenant, sizeof tenant, "t%u", h.id);
+        r.n = 0;
+        hb_map(&r, 8);
+        hb_str(&r, "valid");
+        hb_bool(&r, true);
+        hb_kv(&r, "reason", "valid");
+        hb_kv(&r, "client_id", "0f8fad5b-d9cb-469f-a165-70867728950e");
+        hb_kv(&r, "tenant", tenant);
+        hb_kv(&r, "account", "globex");
+        hb_str(&r, "roles");
+        hb_arr(&r, 0);
+        hb_str(&r, "permissions");
+        hb_arr(&r, 16);
+        for (int k = 0; k < 16; k++)
+            hb_str(&r, "orders:read:all-of-them-with-a-long-name-to-fill-buffers");
+        hb_str(&r, "expires_at");
+        hb_uint(&r, 0);
+        put_frame(a->fd, 0, 0, h.id, r.b, (uint32_t)r.n);
+    }
+    a->ok = 1;
+out:
+    hb_free(&r);
+    return NULL;
+}
+
+static void pipeline_no_deadlock(void **state)
+{
+    (void)state;
+    fake f;
+    cred tok;
+    pthread_t th;
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+    const int n = 20000; /* ~20 MB of replies: far more than the socket buffers */
+
+    make_cred(TK_KIND_TOKEN, &tok);
+    fake_open(&f);
+    tkc_set_timeout(f.c, 20000);
+    echo_arg a = {.fd = f.peer, .n = n, .ok = 0};
+    assert_int_equal(pthread_create(&th, NULL, echo_server, &a), 0);
+    for (int i = 0; i < n; i++)
+        if (tkc_verify_send(f.c, tok.secret, NULL) != 0)
+            fail_msg("send %d: %s", i, tkc_errmsg(f.c));
+    for (int i = 0; i < n; i++) {
+        char want[32];
+        if (tkc_verify_recv(f.c, &res) != 0)
+            fail_msg("recv %d: %s", i, tkc_errmsg(f.c));
+        snprintf(want, sizeof want, "t%d", i + 1);
+        assert_string_equal(res.tenant, want);
+        assert_int_equal(res.nperms, 16);
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(a.ok, 1);
+    tkc_verify_res_free(&res);
+    fake_close(&f);
+}
+
+/* ---- connecting --------------------------------------------------------- */
+
+/* A listening socket on a free port of addr (AF_INET or AF_INET6); -1 when
+ * the family is unavailable. */
+static int listen_on(int family, int *port)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof ss);
+    if (family == AF_INET) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sl = sizeof *s4;
+    } else {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_addr = in6addr_loopback;
+        sl = sizeof *s6;
+    }
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 8) != 0) {
+        close(fd);
+        return -1;
+    }
+    sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                    : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    return fd;
+}
+
+/* A loopback port with nothing listening. */
+static int dead_port(void)
+{
+    int port = 0;
+    int fd = listen_on(AF_INET, &port);
+    assert_true(fd >= 0);
+    close(fd);
+    return port;
+}
+
+static void connecting(void **state)
+{
+    (void)state;
+    tkc *c = tkc_new();
+    char addr[64];
+    int port;
+    static const char *const bad[] = {"",          "nohost",     "127.0.0.1",  "::1:80",
+                                      "[::1]",     "[::1]:",     "[::1]80",    "host:0",
+                                      "host:65536", "host:12a",  ":7070",      "host:123456"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (tkc_connect(c, bad[i]) != TK_EINVAL)
+            fail_msg("address \"%s\" was accepted", bad[i]);
+        assert_non_null(strstr(tkc_errmsg(c), "bad address"));
+    }
+    assert_int_equal(tkc_connect(c, NULL), TK_EINVAL);
+
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", dead_port());
+    assert_int_equal(tkc_connect(c, addr), TK_EIO);
+    assert_non_null(strstr(tkc_errmsg(c), "cannot connect"));
+    assert_false(tkc_refused(c));
+
+    int lfd = listen_on(AF_INET, &port);
+    assert_true(lfd >= 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    assert_int_equal(tkc_connect(c, addr), 0);
+    assert_true(tkc_fd(c) >= 0);
+    snprintf(addr, sizeof addr, "localhost:%d", port); /* ::1 may refuse first */
+    assert_int_equal(tkc_connect(c, addr), 0);
+    close(lfd);
+
+    lfd = listen_on(AF_INET6, &port);
+    if (lfd >= 0) {
+        snprintf(addr, sizeof addr, "[::1]:%d", port);
+        assert_int_equal(tkc_connect(c, addr), 0);
+        close(lfd);
+    }
+    tkc_free(c);
+}
+
+/* ---- the real server ---------------------------------------------------- */
+
+typedef struct srv {
+    char *dir;
+    pid_t pid;
+    char addr[64];
+    char opkey[256];
+} srv;
+
+static const char *bin_dir(void)
+{
+    const char *b = getenv("BIN");
+    return b && *b ? b : "bin";
+}
+
+static char *bin_path(const char *name)
+{
+    return tkt_path(bin_dir(), name);
+}
+
+static bool have_server(void)
+{
+    char *p = bin_path("tokend");
+    bool ok = access(p, X_OK) == 0;
+    free(p);
+    return ok;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Starts $BIN/tokend on a free loopback port with a fresh data directory;
+ * waits for "tokend: listening on HOST:PORT" in its stderr (a file, so the
+ * child can never block on a full pipe). */
+static int srv_setup(void **state)
+{
+    if (!have_server()) {
+        *state = NULL;
+        return 0;
+    }
+    srv *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    s->dir = tkt_mkdtemp();
+    assert_non_null(s->dir);
+    char *data = tkt_path(s->dir, "data");
+    char *log = tkt_path(s->dir, "tokend.log");
+    char *exe = bin_path("tokend");
+    pid_t parent = getpid();
+
+    s->pid = fork();
+    assert_true(s->pid >= 0);
+    if (s->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        if (getppid() != parent)
+            _exit(127);
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0)
+            _exit(127);
+        dup2(fd, 2);
+        dup2(fd, 1);
+        execl(exe, exe, "--listen", "127.0.0.1:0", "--data", data,
+              (char *)NULL);
+        _exit(127);
+    }
+    /* Wait up to 15 s for the listening line. */
+    for (int i = 0; i < 1500 && !s->addr[0]; i++) {
+        size_t n = 0;
+        unsigned char *text = tkt_read_file(log, &n);
+        if (text) {
+            char *t = realloc(text, n + 1);
+            assert_non_null(t);
+            t[n] = '\0';
+            char *line = strstr(t, "tokend: listening on ");
+            if (line && strchr(line, '\n')) {
+                line += strlen("tokend: listening on ");
+                size_t k = strcspn(line, " ,\r\n");
+                if (k < sizeof s->addr) {
+                    memcpy(s->addr, line, k);
+                    s->addr[k] = '\0';
+                }
+            }
+            free(t);
+        }
+        int st;
+        if (!s->addr[0] && waitpid(s->pid, &st, WNOHANG) == s->pid) {
+            s->pid = 0;
+            break;
+        }
+        if (!s->addr[0])
+            sleep_ms(10);
+    }
+    if (!s->addr[0]) {
+        size_t n = 0;
+        unsigned char *text = tkt_read_file(log, &n);
+        fprintf(stderr, "tokend did not start; its output:\n%.*s\n", (int)n,
+                text ? (char *)text : "");
+        free(text);
+    }
+    assert_true(s->addr[0] != '\0');
+
+    char *keyfile = tkt_path(data, "operator.key");
+    size_t n = 0;
+    unsigned char *k = tkt_read_file(keyfile, &n);
+    assert_non_null(k);
+    while (n > 0 && (k[n - 1] == '\n' || k[n - 1] == '\r' || k[n - 1] == ' '))
+        n--;
+    assert_true(n > 0 && n < sizeof s->opkey);
+    memcpy(s->opkey, k, n);
+    s->opkey[n] = '\0';
+    free(k);
+    free(keyfile);
+    free(data);
+    free(log);
+    free(exe);
+    *state = s;
+    return 0;
+}
+
+/* Stops the server (SIGTERM, then SIGKILL after 5 s), reaps it, removes the
+ * data directory. */
+static int srv_teardown(void **state)
+{
+    srv *s = *state;
+    if (!s)
+        return 0;
+    if (s->pid > 0) {
+        int st;
+        kill(s->pid, SIGTERM);
+        for (int i = 0; i < 500; i++) {
+            if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+                s->pid = 0;
+                break;
+            }
+            sleep_ms(10);
+        }
+        if (s->pid > 0) {
+            kill(s->pid, SIGKILL);
+            waitpid(s->pid, &st, 0);
+        }
+    }
+    tkt_rmdir(s->dir);
+    free(s->dir);
+    free(s);
+    return 0;
+}
+
+#define NEED_SERVER(s)                                                                         \
+    srv *s = *state;                                                                           \
+    if (!s) {                                                                                  \
+        skip();                                                                                \
+        return;                                                                                \
+    }
+
+static tkc *srv_connect(const srv *s, const char *key)
+{
+    tkc *c = tkc_new();
+    tkc_set_timeout(c, 10000);
+    if (tkc_connect(c, s->addr) != 0)
+        fail_msg("connect %s: %s", s->addr, tkc_errmsg(c));
+    if (key && tkc_auth(c, key, NULL) != 0)
+        fail_msg("auth: %s", tkc_errmsg(c));
+    return c;
+}
+
+#define OK(call)                                                                               \
+    do {                                                                                       \
+        int ok_rc_ = (call);                                                                   \
+        if (ok_rc_ != 0)                                                                       \
+            fail_msg("%s: %d %s", #call, ok_rc_, tkc_errmsg(op));                              \
+    } while (0)
+
+/* acme: roles admin L0 {orders:read, orders:write}, viewer L2 {orders:read};
+ * account globex: alice (admin, portal), bob (viewer, no portal). */
+static void world(tkc *op, tkc_key *alice, tkc_key *bob)
+{
+    const char *admin_perms[] = {"orders:read", "orders:write"};
+    const char *viewer_perms[] = {"orders:read"};
+    const char *admin[] = {"admin"}, *viewer[] = {"viewer"};
+    OK(tkc_tenant_create(op, "acme"));
+    OK(tkc_perm_put(op, "acme", "orders:read", "Read orders"));
+    OK(tkc_role_put(op, "acme", "admin", "Administrator", 0, admin_perms, 2));
+    OK(tkc_role_put(op, "acme", "viewer", NULL, 2, viewer_perms, 1));
+    OK(tkc_account_create(op, "acme", "globex"));
+    OK(tkc_user_create(op, "acme", "globex", "alice", admin, 1, true, alice));
+    OK(tkc_user_create(op, "acme", "globex", "bob", viewer, 1, false, bob));
+}
+
+static void server_every_operation(void **state)
+{
+    NEED_SERVER(s);
+    tkc_key alice, bob, extra;
+    tkc_whoami who;
+    tkc_new_token t1, t2;
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+    tkc_token_page page = TKC_TOKEN_PAGE_INIT;
+    const char *viewer[] = {"viewer"}, *admin[] = {"admin"};
+    uint32_t version = 0;
+
+    /* Unauthenticated: PING and VERIFY only. */
+    tkc *anon = srv_connect(s, NULL);
+    assert_int_equal(tkc_ping(anon, &version), 0);
+    assert_int_equal(version, PROTO_VERSION);
+    assert_int_equal(tkc_tenant_create(anon, "acme"), TK_EUNAUTH);
+    assert_true(tkc_refused(anon));
+    assert_true(tkc_errmsg(anon)[0] != '\0');
+    assert_int_equal(tkc_auth(anon, "tkp_not-a-key", NULL), TK_EUNAUTH);
+
+    tkc *op = srv_connect(s, NULL);
+    assert_int_equal(tkc_auth(op, s->opkey, &who), 0);
+    assert_int_equal(who.actor, TKC_ACTOR_OPERATOR);
+    world(op, &alice, &bob);
+    assert_int_equal(strncmp(alice.personal_key, "tkp_", 4), 0);
+
+    /* Rule 1: no tokens while the toggle is off. */
+    tkc *ua = srv_connect(s, NULL);
+    assert_int_equal(tkc_auth(ua, alice.personal_key, &who), 0);
+    assert_int_equal(who.actor, TKC_ACTOR_USER);
+    assert_int_equal(tkc_token_create(ua, "CI", viewer, 1, 0, &t1), TK_EDISABLED);
+    OK(tkc_tenant_set(op, "acme", true));
+
+    int64_t exp = (int64_t)time(NULL) + 86400;
+    assert_int_equal(tkc_token_create(ua, "CI", viewer, 1, exp, &t1), 0);
+    assert_true(t1.expires_at == exp);
+    assert_int_equal(strncmp(t1.secret, "tkt_", 4), 0);
+    assert_int_equal(tkc_token_create(ua, NULL, admin, 1, 0, &t2), 0);
+
+    assert_int_equal(tkc_verify(anon, t1.secret, NULL, &res), 0);
+    assert_true(res.valid);
+    assert_string_equal(res.client_id, t1.client_id);
+    assert_string_equal(res.tenant, "acme");
+    assert_string_equal(res.account, "globex");
+    assert_int_equal(res.nroles, 1);
+    assert_string_equal(res.roles[0], "viewer");
+    assert_int_equal(res.nperms, 1);
+    assert_string_equal(res.perms[0], "orders:read");
+    assert_true(res.expires_at == exp);
+    assert_int_equal(tkc_verify(anon, t1.secret, t1.client_id, &res), 0);
+    assert_true(res.valid);
+    assert_int_equal(tkc_verify(anon, t1.secret, t2.client_id, &res), 0);
+    assert_false(res.valid);
+    assert_int_equal(res.verdict, TK_V_MISMATCH);
+    assert_int_equal(tkc_verify(anon, "tkt_garbage", NULL, &res), 0);
+    assert_int_equal(res.verdict, TK_V_MALFORMED);
+    assert_int_equal(tkc_verify(anon, alice.personal_key, NULL, &res), 0);
+    assert_int_equal(res.verdict, TK_V_WRONG_KIND); /* rule 8 */
+    assert_int_equal(tkc_auth(anon, t1.secret, NULL), TK_EUNAUTH);
+
+    /* Listing: the user's own account, and the operator naming it; pages. */
+    assert_int_equal(tkc_token_list(ua, NULL, NULL, NULL, 0, &page), 0);
+    assert_int_equal(page.n, 2);
+    assert_false(page.more);
+    assert_string_equal(page.tokens[0].client_id, t1.client_id);
+    assert_string_equal(page.tokens[0].description, "CI");
+    assert_string_equal(page.tokens[0].created_by, "alice");
+    assert_string_equal(page.tokens[0].roles[0], "viewer");
+    assert_true(page.tokens[0].expires_at == exp);
+    assert_true(llabs(page.tokens[0].created_at - (int64_t)time(NULL)) < 60);
+    assert_int_equal(tkc_token_list(op, "acme", "globex", NULL, 1, &page), 0);
+    assert_int_equal(page.n, 1);
+    assert_true(page.more);
+    char after[TK_ID_STR_LEN + 1];
+    memcpy(after, page.tokens[0].client_id, sizeof after);
+    assert_int_equal(tkc_token_list(op, "acme", "globex", after, 1, &page), 0);
+    assert_int_equal(page.n, 1);
+    assert_false(page.more);
+    assert_string_equal(page.tokens[0].client_id, t2.client_id);
+
+    /* Rule 2 and 3 through USER_SET: bob gets the portal, stays a viewer. */
+    tkc *ub = srv_connect(s, bob.personal_key);
+    assert_int_equal(tkc_token_create(ub, "x", viewer, 1, 0, &t2), TK_EDENIED);
+    OK(tkc_user_set(op, "acme", "globex", "bob", NULL, 0, 1));
+    assert_int_equal(tkc_token_create(ub, "x", admin, 1, 0, &t2), TK_EDENIED);
+    assert_true(tkc_errmsg(ub)[0] != '\0');
+    assert_int_equal(tkc_token_create(ub, "x", viewer, 1, 0, &t2), 0);
+    OK(tkc_user_set(op, "acme", "globex", "bob", admin, 1, TKC_UNCHANGED));
+    assert_int_equal(tkc_token_create(ub, "y", admin, 1, 0, &t2), 0);
+
+    /* Personal keys: a second one works, a deleted one stops at once. */
+    OK(tkc_key_create(op, "acme", "globex", "alice", exp, &extra));
+    tkc *ux = srv_connect(s, extra.personal_key);
+    assert_int_equal(tkc_token_list(ux, NULL, NULL, NULL, 0, &page), 0);
+    OK(tkc_key_delete(op, extra.key_id));
+    assert_int_equal(tkc_token_list(ux, NULL, NULL, NULL, 0, &page), TK_EUNAUTH);
+    tkc_free(ux);
+
+    /* Rule 6: a deleted role drops out of its tokens. */
+    OK(tkc_role_delete(op, "acme", "viewer"));
+    assert_int_equal(tkc_verify(anon, t1.secret, NULL, &res), 0);
+    assert_true(res.valid);
+    assert_int_equal(res.nroles, 0);
+    assert_int_equal(res.nperms, 0);
+
+    /* Rule 5: delete, then it no longer verifies. */
+    assert_int_equal(tkc_token_delete(ua, t1.client_id), 0);
+    assert_int_equal(tkc_verify(anon, t1.secret, NULL, &res), 0);
+    assert_int_equal(res.verdict, TK_V_UNKNOWN);
+    assert_int_equal(tkc_token_delete(ua, t1.client_id), TK_ENOTFOUND);
+
+    /* Rule 1, second half: off again, every token of the tenant fails. */
+    OK(tkc_tenant_set(op, "acme", false));
+    assert_int_equal(tkc_verify(anon, t2.secret, NULL, &res), 0);
+    assert_int_equal(res.verdict, TK_V_DISABLED);
+
+    tkc_verify_res_free(&res);
+    tkc_token_page_free(&page);
+    tkc_free(ub);
+    tkc_free(ua);
+    tkc_free(op);
+    tkc_free(anon);
+}
+
+/* The server's one-line errors reach the caller; the connection goes on. */
+static void server_errors(void **state)
+{
+    NEED_SERVER(s);
+    tkc *op = srv_connect(s, s->opkey);
+    OK(tkc_tenant_create(op, "acme"));
+    assert_int_equal(tkc_tenant_create(op, "acme"), TK_EEXIST);
+    assert_true(tkc_refused(op));
+    assert_true(strlen(tkc_errmsg(op)) > 0);
+    assert_null(strchr(tkc_errmsg(op), '\n'));
+    assert_int_equal(tkc_tenant_create(op, "Not A Slug!"), TK_EINVAL);
+    assert_true(strlen(tkc_errmsg(op)) > 0);
+    assert_int_equal(tkc_account_create(op, "nosuch", "globex"), TK_ENOTFOUND);
+    assert_int_equal(tkc_role_delete(op, "acme", "nosuch"), TK_ENOTFOUND);
+
+    /* An unknown opcode and an unknown field: refused with a reason. */
+    uint16_t status = 0;
+    assert_int_equal(tkc_call(op, 0x7e, NULL, 0, &status, NULL, NULL), 0);
+    assert_int_equal(status, proto_status(TK_EOPCODE));
+    static const uint8_t typo[] = {0x82, 0xa6, 't', 'e', 'n', 'a', 'n', 't', 0xa1, 'z',
+                                   0xa4, 'n',  'a', 'm', 'e', 0xa1, 'x'};
+    assert_int_equal(tkc_call(op, OP_TENANT_CREATE, typo, sizeof typo, &status, NULL, NULL), 0);
+    assert_int_equal(status, proto_status(TK_EINVAL));
+    assert_non_null(strstr(tkc_errmsg(op), "name"));
+    static const uint8_t not_map[] = {0x93, 1, 2, 3};
+    assert_int_equal(tkc_call(op, OP_PING, not_map, sizeof not_map, &status, NULL, NULL), 0);
+    assert_int_equal(status, proto_status(TK_EINVAL));
+
+    /* Still in step. */
+    uint32_t v = 0;
+    assert_int_equal(tkc_ping(op, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(tkc_tenant_create(op, "umbrella"), 0);
+    tkc_free(op);
+}
+
+/* 1000 pipelined verifications, valid and invalid interleaved, come back in
+ * order; then a pipeline deeper than the server's in-flight limit. */
+static void server_pipeline(void **state)
+{
+    NEED_SERVER(s);
+    tkc_key alice, bob;
+    tkc_new_token t[3];
+    const char *viewer[] = {"viewer"}, *admin[] = {"admin"};
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+
+    tkc *op = srv_connect(s, s->opkey);
+    world(op, &alice, &bob);
+    OK(tkc_tenant_set(op, "acme", true));
+    tkc *ua = srv_connect(s, alice.personal_key);
+    assert_int_equal(tkc_token_create(ua, "a", viewer, 1, 0, &t[0]), 0);
+    assert_int_equal(tkc_token_create(ua, "b", admin, 1, 0, &t[1]), 0);
+    assert_int_equal(tkc_token_create(ua, "c", viewer, 1, 0, &t[2]), 0);
+    assert_int_equal(tkc_token_delete(ua, t[2].client_id), 0);
+
+    tkc *g = srv_connect(s, NULL);
+    for (int round = 0; round < 2; round++) {
+        int n = round == 0 ? 1000 : 5000;
+        for (int i = 0; i < n; i++) {
+            const char *sec = i % 4 == 3 ? "tkt_nonsense" : t[i % 4 == 2 ? 2 : i % 2].secret;
+            if (tkc_verify_send(g, sec, NULL) != 0)
+                fail_msg("send %d: %s", i, tkc_errmsg(g));
+        }
+        for (int i = 0; i < n; i++) {
+            if (tkc_verify_recv(g, &res) != 0)
+                fail_msg("recv %d: %s", i, tkc_errmsg(g));
+            switch (i % 4) {
+            case 0:
+            case 1:
+                assert_true(res.valid);
+                assert_string_equal(res.client_id, t[i % 2].client_id);
+                assert_string_equal(res.roles[0], i % 2 ? "admin" : "viewer");
+                assert_int_equal(res.nperms, i % 2 ? 2 : 1);
+                break;
+            case 2: assert_int_equal(res.verdict, TK_V_UNKNOWN); break;
+            default: assert_int_equal(res.verdict, TK_V_MALFORMED);
+            }
+        }
+        assert_int_equal(tkc_inflight(g), 0);
+    }
+    /* Writes pipelined on one connection are answered in order too. */
+    static const uint8_t tc[] = {0x81, 0xa6, 't', 'e', 'n', 'a', 'n', 't', 0xa2, 'p', '0'};
+    for (int i = 0; i < 10; i++) {
+        uint8_t body[sizeof tc];
+        memcpy(body, tc, sizeof tc);
+        body[sizeof tc - 1] = (uint8_t)('0' + i);
+        assert_int_equal(tkc_send(op, OP_TENANT_CREATE, body, sizeof body, NULL), 0);
+    }
+    assert_int_equal(tkc_send(op, OP_TENANT_CREATE, tc, sizeof tc, NULL), 0); /* p0 again */
+    for (int i = 0; i < 11; i++) {
+        uint16_t status = 99;
+        assert_int_equal(tkc_recv(op, &status, NULL, NULL), 0);
+        assert_int_equal(status, i < 10 ? 0 : proto_status(TK_EEXIST));
+    }
+    tkc_verify_res_free(&res);
+    tkc_free(g);
+    tkc_free(ua);
+    tkc_free(op);
+}
+
+/* ---- tokenctl ----------------------------------------------------------- */
+
+typedef struct ctl_out {
+    int code;
+    char *out, *err;
+} ctl_out;
+
+static void ctl_free(ctl_out *o)
+{
+    free(o->out);
+    free(o->err);
+    memset(o, 0, sizeof *o);
+}
+
+static char *slurp(const char *path)
+{
+    size_t n = 0;
+    unsigned char *t = tkt_read_file(path, &n);
+    assert_non_null(t);
+    char *s = realloc(t, n + 1);
+    assert_non_null(s);
+    s[n] = '\0';
+    return s;
+}
+
+/* Runs $BIN/tokenctl with args (NULL-terminated) and TOKEND_ADDR=addr,
+ * TOKEND_KEY unset; collects exit code, stdout and stderr. */
+static void ctl_run(const char *dir, const char *addr, ctl_out *o, const char *const *args)
+{
+    char *exe = bin_path("tokenctl");
+    char *outp = tkt_path(dir, "ctl.out"), *errp = tkt_path(dir, "ctl.err");
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = exe;
+    for (int i = 0; args[i]; i++) {
+        assert_true(n < 31);
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fo = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fe = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fo < 0 || fe < 0)
+            _exit(127);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        if (addr)
+            setenv("TOKEND_ADDR", addr, 1);
+        else
+            unsetenv("TOKEND_ADDR");
+        unsetenv("TOKEND_KEY");
+        execv(exe, (char *const *)argv);
+        _exit(127);
+    }
+    int st = 0;
+    for (int i = 0; i < 3000; i++) {
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            break;
+        if (i == 2999) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            fail_msg("tokenctl did not finish in 30 s");
+        }
+        sleep_ms(10);
+    }
+    assert_true(WIFEXITED(st));
+    o->code = WEXITSTATUS(st);
+    o->out = slurp(outp);
+    o->err = slurp(errp);
+    free(exe);
+    free(outp);
+    free(errp);
+}
+
+#define CTL(o, ...)                                                                            \
+    do {                                                                                       \
+        const char *ctl_args_[] = {__VA_ARGS__, NULL};                                         \
+        ctl_free(o);                                                                           \
+        ctl_run(s->dir, s->addr, (o), ctl_args_);                                              \
+    } while (0)
+
+static void expect_code(const ctl_out *o, int code)
+{
+    if (o->code != code)
+        fail_msg("tokenctl exit %d, wanted %d; stdout: %s; stderr: %s", o->code, code, o->out,
+                 o->err);
+}
+
+static json_t *json_of(const ctl_out *o)
+{
+    json_error_t je;
+    json_t *j = json_loads(o->out, 0, &je);
+    if (!j)
+        fail_msg("not JSON (%s): %s", je.text, o->out);
+    return j;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static void expect_ok_json(const ctl_out *o)
+{
+    expect_code(o, 0);
+    json_t *j = json_of(o);
+    assert_true(json_is_true(json_object_get(j, "ok")));
+    json_decref(j);
+}
+
+static void tokenctl_cli(void **state)
+{
+    NEED_SERVER(s);
+    ctl_out o = {0};
+    char keyarg[PATH_MAX + 2], alice_key[TK_SECRET_LEN + 1], secret[TK_SECRET_LEN + 1];
+    char client_id[TK_ID_STR_LEN + 1], deadaddr[64];
+
+    char *opfile = tkt_path(s->dir, "op.key");
+    assert_int_equal(tkt_write_file(opfile, s->opkey, strlen(s->opkey)), 0);
+    snprintf(keyarg, sizeof keyarg, "--key=@%s", opfile);
+    free(opfile);
+
+    CTL(&o, "--json", "ping");
+    expect_code(&o, 0);
+    json_t *j = json_of(&o);
+    assert_int_equal(json_integer_value(json_object_get(j, "version")), 1);
+    json_decref(j);
+
+    CTL(&o, "ping");
+    expect_code(&o, 0);
+    assert_non_null(strstr(o.out, "protocol version 1"));
+
+    /* The operator builds the world. */
+    CTL(&o, keyarg, "--json", "tenant", "create", "acme");
+    expect_ok_json(&o);
+    CTL(&o, keyarg, "tenant", "create", "acme");
+    expect_code(&o, 3);
+    assert_true(starts_with(o.err, "tokenctl: already exists: "));
+    assert_non_null(strchr(o.err, '\n'));
+    assert_ptr_equal(strchr(o.err, '\n'), o.err + strlen(o.err) - 1); /* one line */
+    CTL(&o, keyarg, "tenant", "create", "globex");
+    expect_code(&o, 0);
+    assert_string_equal(o.out, "tenant globex created\n");
+    CTL(&o, keyarg, "--json", "perm", "put", "acme", "orders:read", "--description", "Read");
+    expect_ok_json(&o);
+    CTL(&o, keyarg, "--json", "role", "put", "acme", "admin", "--level", "0", "--perm",
+        "orders:read", "--perm", "orders:write", "--name", "Admin");
+    expect_ok_json(&o);
+    CTL(&o, keyarg, "role", "put", "acme", "viewer", "--level", "2", "--perm", "orders:read");
+    expect_code(&o, 0);
+    assert_string_equal(o.out, "role viewer saved in acme: level 2, permissions orders:read\n");
+    CTL(&o, keyarg, "--json", "account", "create", "acme", "globex");
+    expect_ok_json(&o);
+
+    CTL(&o, keyarg, "--json", "user", "create", "acme", "globex", "alice", "--role", "admin",
+        "--portal");
+    expect_code(&o, 0);
+    j = json_of(&o);
+    const char *pk = json_string_value(json_object_get(j, "personal_key"));
+    assert_non_null(pk);
+    assert_int_equal(strlen(pk), TK_SECRET_LEN);
+    memcpy(alice_key, pk, sizeof alice_key);
+    assert_int_equal(strlen(json_string_value(json_object_get(j, "key_id"))), TK_ID_STR_LEN);
+    json_decref(j);
+
+    CTL(&o, keyarg, "user", "create", "acme", "globex", "bob", "--role", "viewer");
+    expect_code(&o, 0);
+    assert_non_null(strstr(o.out, "bob's personal key (shown once, store it now):\ntkp_"));
+    CTL(&o, keyarg, "--json", "user", "set", "acme", "globex", "bob", "--no-portal");
+    expect_ok_json(&o);
+
+    /* Refused: the toggle is off (3), then on. */
+    char userkey[TK_SECRET_LEN + 8];
+    snprintf(userkey, sizeof userkey, "--key=%s", alice_key);
+    CTL(&o, userkey, "--json", "token", "create", "--role", "viewer");
+    expect_code(&o, 3);
+    assert_true(starts_with(o.err, "tokenctl: disabled: "));
+    assert_string_equal(o.out, "");
+    CTL(&o, keyarg, "--json", "tenant", "set", "acme", "--api-tokens", "on");
+    expect_ok_json(&o);
+
+    CTL(&o, userkey, "--json", "token", "create", "--description", "CI", "--role", "viewer",
+        "--expires", "30d");
+    expect_code(&o, 0);
+    j = json_of(&o);
+    assert_int_equal(strlen(json_string_value(json_object_get(j, "client_id"))), TK_ID_STR_LEN);
+    memcpy(client_id, json_string_value(json_object_get(j, "client_id")), sizeof client_id);
+    memcpy(secret, json_string_value(json_object_get(j, "secret")), sizeof secret);
+    assert_int_equal(strncmp(secret, "tkt_", 4), 0);
+    assert_true(json_is_string(json_object_get(j, "expires_at")));
+    json_decref(j);
+
+    /* Verify: valid 0, invalid 1, with --json and without. */
+    CTL(&o, "--json", "verify", secret);
+    expect_code(&o, 0);
+    j = json_of(&o);
+    assert_true(json_is_true(json_object_get(j, "valid")));
+    assert_string_equal(json_string_value(json_object_get(j, "reason")), "valid");
+    assert_string_equal(json_string_value(json_object_get(j, "tenant")), "acme");
+    assert_string_equal(json_string_value(json_object_get(j, "account")), "globex");
+    assert_string_equal(json_string_value(json_object_get(j, "client_id")), client_id);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "roles"), 0)),
+                        "viewer");
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(j, "permissions"), 0)), "orders:read");
+    json_decref(j);
+    CTL(&o, "verify", client_id, secret);
+    expect_code(&o, 0);
+    assert_true(starts_with(o.out, "valid: tenant acme, account globex, roles viewer, "
+                                   "permissions orders:read"));
+    CTL(&o, "--json", "verify", "tkt_not-a-token");
+    expect_code(&o, 1);
+    j = json_of(&o);
+    assert_true(json_is_false(json_object_get(j, "valid")));
+    assert_string_equal(json_string_value(json_object_get(j, "reason")), "malformed");
+    assert_true(json_is_null(json_object_get(j, "tenant")));
+    assert_int_equal(json_array_size(json_object_get(j, "roles")), 0);
+    json_decref(j);
+    CTL(&o, "verify", alice_key);
+    expect_code(&o, 1);
+    assert_string_equal(o.out, "invalid: wrong_kind\n");
+
+    /* Listing: metadata, never a secret. */
+    CTL(&o, userkey, "--json", "token", "list");
+    expect_code(&o, 0);
+    assert_null(strstr(o.out, secret));
+    assert_null(strstr(o.out, secret + 4));
+    j = json_of(&o);
+    assert_int_equal(json_array_size(j), 1);
+    json_t *t0 = json_array_get(j, 0);
+    assert_string_equal(json_string_value(json_object_get(t0, "client_id")), client_id);
+    assert_string_equal(json_string_value(json_object_get(t0, "description")), "CI");
+    assert_string_equal(json_string_value(json_object_get(t0, "created_by")), "alice");
+    const char *created = json_string_value(json_object_get(t0, "created_at"));
+    assert_non_null(created);
+    assert_int_equal(strlen(created), 20); /* 2025-01-31T12:00:00Z */
+    assert_int_equal(created[19], 'Z');
+    json_decref(j);
+    CTL(&o, keyarg, "token", "list", "--tenant", "acme", "--account", "globex");
+    expect_code(&o, 0);
+    assert_non_null(strstr(o.out, "CLIENT ID"));
+    assert_non_null(strstr(o.out, client_id));
+    assert_null(strstr(o.out, secret));
+
+    /* Rule 2 through the CLI: carol has no portal flag. */
+    char carolkey[TK_SECRET_LEN + 8];
+    CTL(&o, keyarg, "--json", "user", "create", "acme", "globex", "carol", "--role", "viewer");
+    expect_code(&o, 0);
+    j = json_of(&o);
+    snprintf(carolkey, sizeof carolkey, "--key=%s",
+             json_string_value(json_object_get(j, "personal_key")));
+    json_decref(j);
+    CTL(&o, carolkey, "token", "create", "--role", "viewer");
+    expect_code(&o, 3);
+    assert_true(starts_with(o.err, "tokenctl: denied: "));
+
+    /* Delete; the token then verifies as unknown (exit 1). */
+    CTL(&o, userkey, "--json", "token", "delete", client_id);
+    expect_ok_json(&o);
+    CTL(&o, "--json", "verify", secret);
+    expect_code(&o, 1);
+    j = json_of(&o);
+    assert_string_equal(json_string_value(json_object_get(j, "reason")), "unknown");
+    json_decref(j);
+    CTL(&o, userkey, "token", "delete", client_id);
+    expect_code(&o, 3);
+    assert_true(starts_with(o.err, "tokenctl: not found: "));
+
+    /* No key where one is needed: refused (3) with a hint. */
+    CTL(&o, "tenant", "create", "nokey");
+    expect_code(&o, 3);
+    assert_non_null(strstr(o.err, "unauthenticated"));
+    assert_non_null(strstr(o.err, "--key"));
+
+    /* Bad usage (2): unknown command, unknown flag, missing argument. */
+    CTL(&o, "frobnicate");
+    expect_code(&o, 2);
+    assert_non_null(strstr(o.err, "usage: tokenctl"));
+    CTL(&o, "token", "create", "--role", "viewer", "--bogus");
+    expect_code(&o, 2);
+    CTL(&o, "tenant", "create");
+    expect_code(&o, 2);
+    CTL(&o, "--help");
+    expect_code(&o, 0);
+    assert_non_null(strstr(o.out, "Exit codes"));
+
+    /* Nothing listening (4). */
+    snprintf(deadaddr, sizeof deadaddr, "--addr=127.0.0.1:%d", dead_port());
+    CTL(&o, deadaddr, "--json", "ping");
+    expect_code(&o, 4);
+    assert_true(starts_with(o.err, "tokenctl: cannot connect to "));
+    assert_string_equal(o.out, "");
+
+    ctl_free(&o);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(encode_operator_ops),
+        cmocka_unit_test(encode_user_ops),
+        cmocka_unit_test(bad_arguments),
+        cmocka_unit_test(verify_decode_valid),
+        cmocka_unit_test(verify_decode_strict),
+        cmocka_unit_test(verify_decode_cut_and_fuzz),
+        cmocka_unit_test(replies_whole_and_cut),
+        cmocka_unit_test(replies_contract),
+        cmocka_unit_test(server_refusals),
+        cmocka_unit_test(frame_faults),
+        cmocka_unit_test(pipeline_in_order),
+        cmocka_unit_test(pipeline_no_deadlock),
+        cmocka_unit_test(connecting),
+        cmocka_unit_test_setup_teardown(server_every_operation, srv_setup, srv_teardown),
+        cmocka_unit_test_setup_teardown(server_errors, srv_setup, srv_teardown),
+        cmocka_unit_test_setup_teardown(server_pipeline, srv_setup, srv_teardown),
+        cmocka_unit_test_setup_teardown(tokenctl_cli, srv_setup, srv_teardown),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests_name("client", tests, NULL, NULL);
+}
