@@ -36,6 +36,7 @@
 
 #include "core/crc32c.h"
 #include "core/err.h"
+#include "core/sha256.h"
 
 #define PREFIX_LEN 4
 #define GROUP_DIGITS 11 /* base62 digits per 64-bit word */
@@ -242,7 +243,7 @@ void secret_generate(tk_kind kind, const tk_id *id, char out[TK_SECRET_LEN + 1],
     memcpy(raw, id->b, TK_ID_LEN);
     randombytes_buf(raw + TK_ID_LEN, TK_RAND_LEN);
     secret_encode(prefix, raw, out);
-    crypto_hash_sha256(hash, raw, RAW_LEN);
+    sha256(hash, raw, RAW_LEN);
     sodium_memzero(raw, sizeof raw);
 }
 
@@ -275,7 +276,7 @@ int secret_parse(const char *s, size_t len, tk_kind *kind, tk_id *id,
     ensure_sodium();
     *kind = k;
     memcpy(id->b, raw, TK_ID_LEN);
-    crypto_hash_sha256(hash, raw, RAW_LEN);
+    sha256(hash, raw, RAW_LEN);
     sodium_memzero(raw, sizeof raw);
     return 0;
 }

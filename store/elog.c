@@ -86,6 +86,7 @@
 #include "core/crc32c.h"
 #include "core/err.h"
 #include "core/xmalloc.h"
+#include "core/sha256.h"
 #include "store/fio.h"
 
 #define SEG_MAGIC "TKLOG001"
@@ -472,7 +473,7 @@ static int check_record(const walk *w, rec *r, size_t *end, const char **why)
     r->seq = w->seq;
     r->payload = body + 8 + ELOG_HASH_LEN;
     r->len = len;
-    crypto_hash_sha256(r->hash, body, blen);
+    sha256(r->hash, body, blen);
     *end = w->off + REC_OVERHEAD + len;
     return REC_OK;
 }
@@ -771,7 +772,7 @@ int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq)
     if (len)
         memcpy(body + 8 + ELOG_HASH_LEN, payload, len);
     put_le32(body + blen, crc32c_extend(0, body, blen));
-    crypto_hash_sha256(lg->bhash, body, blen);
+    sha256(lg->bhash, body, blen);
     lg->blen = need;
     if (seq)
         *seq = lg->next_seq;

@@ -27,6 +27,7 @@
 #include "core/rules.h"
 #include "core/view.h"
 #include "core/xmalloc.h"
+#include "core/sha256.h"
 #include "store/elog.h"
 #include "store/fio.h"
 #include "store/state.h"
@@ -161,7 +162,7 @@ static int operator_key(eng *e)
         }
     }
     e->op_key[OPERATOR_KEY_LEN] = '\0';
-    crypto_hash_sha256(e->op_hash, (const uint8_t *)e->op_key, OPERATOR_KEY_LEN);
+    sha256(e->op_hash, (const uint8_t *)e->op_key, OPERATOR_KEY_LEN);
     rc = 0;
 done:
     if (fd >= 0)
@@ -775,7 +776,7 @@ int eng_authenticate(const eng *e, const char *cred, size_t len, int64_t now, tk
 {
     if (len == OPERATOR_KEY_LEN) {
         uint8_t h[TK_HASH_LEN];
-        crypto_hash_sha256(h, (const uint8_t *)cred, len);
+        sha256(h, (const uint8_t *)cred, len);
         if (secret_hash_equal(h, e->op_hash)) {
             memset(out, 0, sizeof *out);
             out->kind = TK_ACTOR_OPERATOR;
