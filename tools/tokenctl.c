@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -167,7 +168,8 @@ static int report(const cli *o, int rc)
         const char *msg = tkc_errmsg(o->c);
         const char *hint = rc == TK_EUNAUTH && !o->key ? " (no key given: use --key or TOKEND_KEY)"
                                                        : "";
-        if (msg[0])
+        /* The server's message, unless it only repeats the status's name. */
+        if (msg[0] && strcasecmp(msg, status_name(rc)) && strcasecmp(msg, tk_strerror(rc)))
             errline("%s: %s%s", status_name(rc), msg, hint);
         else
             errline("%s%s", status_name(rc), hint);
