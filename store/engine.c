@@ -339,6 +339,23 @@ static bool str_ok_slug(tk_str s)
     return model_slug_ok(s.p, s.n);
 }
 
+/* Why the request being planned was refused: one line for the requester,
+ * copied into its eng_res by stage(). Empty when the code says enough. */
+static _Thread_local char why_buf[sizeof(((eng_res *)0)->msg)];
+
+static int why(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int why(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why_buf, sizeof why_buf, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* A slice, printable with "%.*s". */
+#define SL(s) (int)((s).n > 64 ? 64 : (s).n), (s).p
+
 static void set_str(tk_str *dst, const char *s)
 {
     dst->p = s;
@@ -357,14 +374,19 @@ static int scope(state_txn *t, const eng_req *r, bool need_account, st_tenant *t
         return need_account ? state_account_by_id(t, r->actor.account, ac) : 0;
     }
     if (!str_ok_slug(r->tenant))
-        return TK_EINVAL;
+        return why(TK_EINVAL, "'%.*s' is not a tenant slug ([a-z0-9][a-z0-9-]{0,62})",
+                   SL(r->tenant));
     if ((rc = state_tenant_by_slug(t, r->tenant.p, r->tenant.n, tn)))
-        return rc;
+        return rc == TK_ENOTFOUND ? why(rc, "no tenant '%.*s'", SL(r->tenant)) : rc;
     if (!need_account)
         return 0;
     if (!str_ok_slug(r->account))
-        return TK_EINVAL;
-    return state_account_by_slug(t, tn->id, r->account.p, r->account.n, ac);
+        return why(TK_EINVAL, "'%.*s' is not an account slug ([a-z0-9][a-z0-9-]{0,62})",
+                   SL(r->account));
+    rc = state_account_by_slug(t, tn->id, r->account.p, r->account.n, ac);
+    return rc == TK_ENOTFOUND
+               ? why(rc, "no account '%.*s' in tenant '%s'", SL(r->account), tn->slug)
+               : rc;
 }
 
 /* Checks role keys exist in the tenant; fills their levels. */
@@ -372,14 +394,15 @@ static int check_roles(state_txn *t, uint32_t tenant, const tk_str *items, uint3
                        uint32_t *levels)
 {
     if (n > TK_MAX_ROLES)
-        return TK_ELIMIT;
+        return why(TK_ELIMIT, "at most %d roles", TK_MAX_ROLES);
     for (uint32_t i = 0; i < n; i++) {
         st_role role;
         if (!model_key_ok(items[i].p, items[i].n))
-            return TK_EINVAL;
+            return why(TK_EINVAL, "'%.*s' is not a role key", SL(items[i]));
         int rc = state_role_by_key(t, tenant, items[i].p, items[i].n, &role);
         if (rc)
-            return rc;
+            return rc == TK_ENOTFOUND ? why(rc, "no role '%.*s' in this tenant", SL(items[i]))
+                                      : rc;
         if (levels)
             levels[i] = role.level;
     }
@@ -403,12 +426,15 @@ static int plan_user(state_txn *t, const eng_req *r, plan *p, eng_res *res)
     if (rc)
         return rc;
     if (!str_ok_slug(r->user))
-        return TK_EINVAL;
+        return why(TK_EINVAL, "'%.*s' is not a user slug ([a-z0-9][a-z0-9-]{0,62})", SL(r->user));
     rc = state_user_by_slug(t, ac.id, r->user.p, r->user.n, &u);
     if (r->op == ENG_USER_CREATE && rc != TK_ENOTFOUND)
-        return rc ? rc : TK_EEXIST;
+        return rc ? rc : why(TK_EEXIST, "user '%.*s' already exists in %s/%s", SL(r->user),
+                             tn.slug, ac.slug);
     if (r->op != ENG_USER_CREATE && rc)
-        return rc;
+        return rc == TK_ENOTFOUND ? why(rc, "no user '%.*s' in %s/%s", SL(r->user), tn.slug,
+                                        ac.slug)
+                                  : rc;
 
     ev *x = &p->evs[p->n++];
     if (r->op == ENG_KEY_CREATE) {
@@ -457,7 +483,8 @@ static int plan_token_create(state_txn *t, const eng_req *r, int64_t now_s, plan
     int rc;
 
     if (r->actor.kind != TK_ACTOR_USER)
-        return rules_may_manage_tokens(&r->actor, false, true);
+        return why(rules_may_manage_tokens(&r->actor, false, true),
+                   "tokens are created by a user (personal key), not by the operator key");
     if ((rc = scope(t, r, true, &tn, &ac)) || (rc = state_user_by_id(t, r->actor.user, &u)))
         return rc == TK_ENOTFOUND ? TK_EUNAUTH : rc;
     for (uint32_t i = 0; i < u.nroles; i++) {
@@ -466,19 +493,34 @@ static int plan_token_create(state_txn *t, const eng_req *r, int64_t now_s, plan
             user_levels[nuser++] = role.level;
     }
     if (r->nitems > TK_MAX_ROLES)
-        return TK_ELIMIT;
+        return why(TK_ELIMIT, "at most %d roles on a token", TK_MAX_ROLES);
     if (!model_text_ok(r->desc.p, r->desc.n, TK_DESC_MAX))
-        return TK_EINVAL;
+        return why(TK_EINVAL, "the description must be UTF-8 text of at most %d bytes",
+                   TK_DESC_MAX);
     if (r->expires < 0 || (r->expires != 0 && r->expires <= now_s))
-        return TK_EINVAL;
+        return why(TK_EINVAL, "expires_at must be in the future");
     /* Rule 2 before anything about roles is revealed. */
     if ((rc = rules_may_manage_tokens(&r->actor, u.portal, true)))
-        return rc;
+        return why(rc, "user '%s' may not manage API tokens (no portal access)", u.slug);
     if ((rc = check_roles(t, tn.id, r->items, r->nitems, role_levels)))
         return rc;
     if ((rc = rules_token_create(tn.api_tokens, &r->actor, u.portal, user_levels, nuser,
-                                 role_levels, r->nitems)))
+                                 role_levels, r->nitems))) {
+        if (rc == TK_EDISABLED)
+            return why(rc, "API tokens are switched off for tenant '%s'", tn.slug);
+        if (rc == TK_EINVAL)
+            return why(rc, "a token needs at least one role");
+        if (nuser == 0)
+            return why(rc, "user '%s' has no roles, so may give a token none", u.slug);
+        uint32_t strongest = user_levels[0];
+        for (uint32_t i = 1; i < nuser; i++)
+            strongest = user_levels[i] < strongest ? user_levels[i] : strongest;
+        for (uint32_t i = 0; i < r->nitems; i++)
+            if (role_levels[i] < strongest)
+                return why(rc, "role '%.*s' (level %u) is stronger than %s's own roles (level %u)",
+                           SL(r->items[i]), role_levels[i], u.slug, strongest);
         return rc;
+    }
 
     ev *x = &p->evs[p->n++];
     ev_init(x, EV_TOKEN_CREATE, 0);
@@ -503,17 +545,21 @@ static int plan_cred_delete(state_txn *t, const eng_req *r, plan *p)
         if ((rc = state_user_by_id(t, r->actor.user, &u)))
             return rc == TK_ENOTFOUND ? TK_EUNAUTH : rc;
         if ((rc = rules_may_manage_tokens(&r->actor, u.portal, false)))
-            return rc;
+            return why(rc, "user '%s' may not manage API tokens (no portal access)", u.slug);
     } else if (r->actor.kind != TK_ACTOR_OPERATOR) {
-        return TK_EDENIED;
+        return why(TK_EDENIED, "only the operator key manages personal keys");
     }
+    char idstr[TK_ID_STR_LEN + 1];
+    secret_id_format(&r->id, idstr);
     rc = state_cred_by_id(t, &r->id, &cr);
+    /* Absent, another kind, or another tenant's or account's: all look the
+     * same (rule 7). */
+    if (rc == TK_ENOTFOUND || (!rc && (cr.kind != (token ? TK_KIND_TOKEN : TK_KIND_PERSONAL)
+                                       || !rules_may_see(&r->actor, cr.tenant, cr.account))))
+        return why(TK_ENOTFOUND, "no %s %s%s", token ? "token" : "personal key", idstr,
+                   r->actor.kind == TK_ACTOR_USER ? " in your account" : "");
     if (rc)
         return rc;
-    /* Another kind, or another tenant's or account's: as if absent (rule 7). */
-    if (cr.kind != (token ? TK_KIND_TOKEN : TK_KIND_PERSONAL)
-        || !rules_may_see(&r->actor, cr.tenant, cr.account))
-        return TK_ENOTFOUND;
     ev *x = &p->evs[p->n++];
     ev_init(x, token ? EV_TOKEN_DELETE : EV_KEY_DELETE, 0);
     x->id = r->id;
@@ -532,42 +578,52 @@ static int plan_admin(state_txn *t, const eng_req *r, plan *p)
     ev *x = &p->evs[p->n++];
     x->tenant = r->tenant;
     if (!str_ok_slug(r->tenant))
-        return TK_EINVAL;
+        return why(TK_EINVAL, "'%.*s' is not a tenant slug ([a-z0-9][a-z0-9-]{0,62})",
+                   SL(r->tenant));
     if (r->op == ENG_TENANT_CREATE) {
         rc = state_tenant_by_slug(t, r->tenant.p, r->tenant.n, &tn);
         if (rc != TK_ENOTFOUND)
-            return rc ? rc : TK_EEXIST;
+            return rc ? rc : why(TK_EEXIST, "tenant '%.*s' already exists", SL(r->tenant));
         ev_init(x, EV_TENANT_CREATE, 0);
         x->tenant = r->tenant;
         return 0;
     }
     if ((rc = state_tenant_by_slug(t, r->tenant.p, r->tenant.n, &tn)))
-        return rc;
+        return rc == TK_ENOTFOUND ? why(rc, "no tenant '%.*s'", SL(r->tenant)) : rc;
     switch (r->op) {
     case ENG_TENANT_SET:
         ev_init(x, EV_TENANT_SET, 0);
         x->flag = r->flag == 1;
         break;
     case ENG_PERM_PUT:
-        if (!model_key_ok(r->key.p, r->key.n) || !model_text_ok(r->desc.p, r->desc.n, TK_DESC_MAX))
-            return TK_EINVAL;
+        if (!model_key_ok(r->key.p, r->key.n))
+            return why(TK_EINVAL, "'%.*s' is not a permission key", SL(r->key));
+        if (!model_text_ok(r->desc.p, r->desc.n, TK_DESC_MAX))
+            return why(TK_EINVAL, "the description must be UTF-8 text of at most %d bytes",
+                       TK_DESC_MAX);
         if (state_perm_by_key(t, tn.id, r->key.p, r->key.n, &perm) == TK_ENOTFOUND
             && tn.nperms >= TK_MAX_TENANT_PERMS)
-            return TK_ELIMIT;
+            return why(TK_ELIMIT, "at most %d permissions in a tenant", TK_MAX_TENANT_PERMS);
         ev_init(x, EV_PERM_PUT, 0);
         x->key = r->key;
         x->desc = r->desc;
         break;
     case ENG_ROLE_PUT: {
-        if (!model_key_ok(r->key.p, r->key.n) || !model_text_ok(r->name.p, r->name.n, TK_NAME_MAX)
-            || r->level > TK_MAX_LEVEL)
-            return TK_EINVAL;
+        if (!model_key_ok(r->key.p, r->key.n))
+            return why(TK_EINVAL, "'%.*s' is not a role key ([A-Za-z0-9][A-Za-z0-9:._-]*)",
+                       SL(r->key));
+        if (!model_text_ok(r->name.p, r->name.n, TK_NAME_MAX))
+            return why(TK_EINVAL, "the name must be UTF-8 text of at most %d bytes", TK_NAME_MAX);
+        if (r->level > TK_MAX_LEVEL)
+            return why(TK_EINVAL, "levels go from 0 (strongest) to %d", TK_MAX_LEVEL);
         if (r->nitems > TK_MAX_ROLE_PERMS)
-            return TK_ELIMIT;
+            return why(TK_ELIMIT, "at most %d permissions in a role", TK_MAX_ROLE_PERMS);
         uint32_t fresh = 0;
         for (uint32_t i = 0; i < r->nitems; i++) {
             if (!model_key_ok(r->items[i].p, r->items[i].n))
-                return TK_EINVAL;
+                return why(TK_EINVAL,
+                           "'%.*s' is not a permission key ([A-Za-z0-9][A-Za-z0-9:._-]*)",
+                           SL(r->items[i]));
             rc = state_perm_by_key(t, tn.id, r->items[i].p, r->items[i].n, &perm);
             if (rc == TK_ENOTFOUND) {
                 bool dup = false; /* the same new key twice counts once */
@@ -580,7 +636,7 @@ static int plan_admin(state_txn *t, const eng_req *r, plan *p)
             }
         }
         if (tn.nperms + fresh > TK_MAX_TENANT_PERMS)
-            return TK_ELIMIT;
+            return why(TK_ELIMIT, "at most %d permissions in a tenant", TK_MAX_TENANT_PERMS);
         ev_init(x, EV_ROLE_PUT, 0);
         x->key = r->key;
         x->name = r->name;
@@ -591,18 +647,21 @@ static int plan_admin(state_txn *t, const eng_req *r, plan *p)
     }
     case ENG_ROLE_DELETE:
         if (!model_key_ok(r->key.p, r->key.n))
-            return TK_EINVAL;
+            return why(TK_EINVAL, "'%.*s' is not a role key", SL(r->key));
         if ((rc = state_role_by_key(t, tn.id, r->key.p, r->key.n, &role)))
-            return rc;
+            return rc == TK_ENOTFOUND ? why(rc, "no role '%.*s' in tenant '%s'", SL(r->key), tn.slug)
+                                      : rc;
         ev_init(x, EV_ROLE_DELETE, 0);
         x->key = r->key;
         break;
     case ENG_ACCOUNT_CREATE:
         if (!str_ok_slug(r->account))
-            return TK_EINVAL;
+            return why(TK_EINVAL, "'%.*s' is not an account slug ([a-z0-9][a-z0-9-]{0,62})",
+                       SL(r->account));
         rc = state_account_by_slug(t, tn.id, r->account.p, r->account.n, &ac);
         if (rc != TK_ENOTFOUND)
-            return rc ? rc : TK_EEXIST;
+            return rc ? rc : why(TK_EEXIST, "account '%.*s' already exists in tenant '%s'",
+                                 SL(r->account), tn.slug);
         ev_init(x, EV_ACCOUNT_CREATE, 0);
         x->account = r->account;
         break;
@@ -630,7 +689,7 @@ static int plan_request(state_txn *t, const eng_req *r, int64_t now_s, plan *p, 
     }
     /* Everything else is the vendor's backend: the operator only. */
     if (r->actor.kind != TK_ACTOR_OPERATOR)
-        return TK_EDENIED;
+        return why(TK_EDENIED, "only the operator key manages tenants, roles, accounts and users");
     switch (r->op) {
     case ENG_USER_CREATE:
     case ENG_USER_SET:
@@ -685,9 +744,11 @@ static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t
     e->nchg = 0;
     for (size_t i = 0; i < n; i++) {
         memset(&res[i], 0, sizeof res[i]);
+        why_buf[0] = '\0';
         res[i].status = plan_request(t, &reqs[i], ts / 1000, &p, &res[i]);
         if (res[i].status) {
             res[i].secret[0] = '\0';
+            memcpy(res[i].msg, why_buf, sizeof res[i].msg);
             if (res[i].status == TK_EIO || res[i].status == TK_ECORRUPT)
                 return res[i].status;
             continue;

@@ -96,6 +96,8 @@ typedef struct eng_res {
     int status;                        /* 0 or a TK_E* code */
     tk_id id;                          /* created credential's ID */
     char secret[TK_SECRET_LEN + 1];    /* created secret: the only copy there will ever be */
+    char msg[160];                     /* a refusal's reason, one line ("" when the code says
+                                          enough: then use tk_strerror(status)) */
 } eng_res;
 
 /* Executes n requests as one durable batch (see the top of this file).
