@@ -527,6 +527,35 @@ static void failed_fsync_is_not_acknowledged_and_fences(void **state)
     assert_int_equal(fx_tenant(c->e, "never"), 0); /* it was not there */
 }
 
+static void refusals_say_why(void **state)
+{
+    ctx *c = *state;
+    eng_req r;
+    eng_res res;
+    eng_req_init(&r, ENG_TOKEN_CREATE, &c->w.bob);
+    r.items[0] = (tk_str){"admin", 5};
+    r.nitems = 1;
+    assert_int_equal(fx_exec(c->e, &r, &res), TK_EDENIED);
+    assert_non_null(strstr(res.msg, "'admin' (level 0) is stronger than bob's"));
+    eng_req_init(&r, ENG_TOKEN_CREATE, &c->w.carol);
+    r.items[0] = (tk_str){"viewer", 6};
+    r.nitems = 1;
+    assert_int_equal(fx_exec(c->e, &r, &res), TK_EDENIED);
+    assert_non_null(strstr(res.msg, "carol"));
+    assert_non_null(strstr(res.msg, "portal"));
+    assert_int_equal(fx_toggle(c->e, "acme", false), 0);
+    eng_req_init(&r, ENG_TOKEN_CREATE, &c->w.alice);
+    r.items[0] = (tk_str){"viewer", 6};
+    r.nitems = 1;
+    assert_int_equal(fx_exec(c->e, &r, &res), TK_EDISABLED);
+    assert_non_null(strstr(res.msg, "switched off for tenant 'acme'"));
+    eng_req_init(&r, ENG_ACCOUNT_CREATE, &fx_operator);
+    r.tenant = (tk_str){"nope", 4};
+    r.account = (tk_str){"x", 1};
+    assert_int_equal(fx_exec(c->e, &r, &res), TK_ENOTFOUND);
+    assert_string_equal(res.msg, "no tenant 'nope'");
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -549,6 +578,7 @@ int main(void)
         T(names_and_duplicates),
         T(batch_is_one_commit_with_independent_results),
         T(failed_fsync_is_not_acknowledged_and_fences),
+        T(refusals_say_why),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }
