@@ -9,7 +9,9 @@
  * id, flags, oversized length, a peer that closes or goes silent, the
  * server's EBUSY with id 0) drop the connection with a clear error. A fake
  * server thread that stops reading while its replies are not read checks
- * that a deep pipeline cannot deadlock.
+ * that a deep pipeline cannot deadlock, and an allocation counter (glibc
+ * interposition, or ASan's malloc hooks) that the pipelined verify path
+ * allocates nothing per request once warm.
  *
  * Integration part: each test starts the real $BIN/tokend on a free
  * loopback port in a fresh data directory (child process, killed and reaped
@@ -51,6 +53,63 @@
 #include "net/client.h"
 #include "net/proto.h"
 #include "tests/support/tkt.h"
+
+/* ---- counting allocations of one thread --------------------------------- */
+
+static _Thread_local bool counting; /* only the test's own thread counts */
+static volatile long allocs;
+
+#if defined(__SANITIZE_ADDRESS__)
+/* From the sanitizer runtime (compiler-rt's allocator_interface.h, which
+ * gcc does not install). */
+int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
+                                              void (*free_hook)(const volatile void *));
+static void on_malloc(const volatile void *p, size_t n)
+{
+    (void)p;
+    (void)n;
+    if (counting)
+        allocs++;
+}
+static void on_free(const volatile void *p)
+{
+    (void)p;
+}
+static void count_setup(void)
+{
+    __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
+}
+#else
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+void *malloc(size_t n)
+{
+    if (counting)
+        allocs++;
+    return __libc_malloc(n);
+}
+void *calloc(size_t a, size_t b)
+{
+    if (counting)
+        allocs++;
+    return __libc_calloc(a, b);
+}
+void *realloc(void *p, size_t n)
+{
+    if (counting)
+        allocs++;
+    return __libc_realloc(p, n);
+}
+void free(void *p)
+{
+    __libc_free(p);
+}
+static void count_setup(void)
+{
+}
+#endif
 
 /* ---- a MessagePack encoder of our own (test side) ----------------------- */
 
@@ -1590,6 +1649,55 @@ static void pipeline_no_deadlock(void **state)
     fake_close(&f);
 }
 
+/* Once warm, the pipelined verify path allocates nothing per request:
+ * windows of 50 requests, 2000 to warm up, then 20000 counted. */
+static void pipeline_allocation_free(void **state)
+{
+    (void)state;
+    fake f;
+    cred tok;
+    pthread_t th;
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+    const int warm = 2000, counted = 20000, window = 50;
+
+    count_setup();
+    make_cred(TK_KIND_TOKEN, &tok);
+    fake_open(&f);
+    echo_arg a = {.fd = f.peer, .n = warm + counted, .ok = 0};
+    assert_int_equal(pthread_create(&th, NULL, echo_server, &a), 0);
+    for (int done = 0; done < warm + counted; done += window) {
+        if (done == warm) {
+            allocs = 0;
+            counting = true;
+        }
+        for (int i = 0; i < window; i++)
+            if (tkc_verify_send(f.c, tok.secret, NULL) != 0)
+                break;
+        for (int i = 0; i < window; i++)
+            if (tkc_verify_recv(f.c, &res) != 0 || !res.valid)
+                break;
+    }
+    counting = false;
+    long during = allocs;
+    pthread_join(th, NULL);
+    assert_int_equal(a.ok, 1);
+    char want[32];
+    snprintf(want, sizeof want, "t%d", warm + counted);
+    assert_string_equal(res.tenant, want); /* every reply was taken */
+
+    /* The counter does count. */
+    allocs = 0;
+    counting = true;
+    tkc *c = tkc_new();
+    counting = false;
+    tkc_free(c);
+    assert_true(allocs > 0);
+
+    assert_int_equal(during, 0);
+    tkc_verify_res_free(&res);
+    fake_close(&f);
+}
+
 /* ---- connecting --------------------------------------------------------- */
 
 /* A listening socket on a free port of addr (AF_INET or AF_INET6); -1 when
@@ -2406,6 +2514,7 @@ int main(void)
         cmocka_unit_test(frame_faults),
         cmocka_unit_test(pipeline_in_order),
         cmocka_unit_test(pipeline_no_deadlock),
+        cmocka_unit_test(pipeline_allocation_free),
         cmocka_unit_test(connecting),
         cmocka_unit_test_setup_teardown(server_every_operation, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_errors, srv_setup, srv_teardown),
