@@ -103,7 +103,7 @@ clean:
 # bench/*.c rule above makes one program per file, so it has its own rule.
 # make bench also needs Redis (the comparison) and gnuplot (the chart):
 # BENCH_PKGS, installed by bench-deps only, never by make deps / make test.
-BENCH_PKGS := redis-server gnuplot-nox
+BENCH_PKGS := redis-server gnuplot-nox jq
 TB_SRC     := $(wildcard bench/tokenbench/*.c)
 TB_OBJ     := $(TB_SRC:%.c=$(BUILD)/%.o)
 TB_MODOBJ  := $(filter-out $(BUILD)/bench/tokenbench/main.o,$(TB_OBJ))

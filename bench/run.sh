@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# run.sh - `make bench`: tokend against Redis, driven by one generator
+# (bin/tokenbench), in one run, printed as one table; see docs/bench.md.
+#
+# Starts, in a scratch directory, tokend, a redis-server without persistence
+# (the verify comparison) and a redis-server with appendonly yes and
+# appendfsync always (the durable create comparison), each on a free
+# loopback port, in the background, by pid. Loads the same tokens into
+# tokend and Redis, runs every case REPEAT times alternating which server
+# goes first (the machine is shared: medians, and ratios from the same
+# run), checks the generator against redis-benchmark, runs the in-process
+# index benchmark, then writes bench/results/latest.{json,txt,svg} and
+# stops everything it started (trap on exit, by pid).
+#
+# Knobs (environment): BENCH_TOKENS (200000), BENCH_DURATION (10 s per run),
+# BENCH_WARMUP (2 s), BENCH_REPEAT (3), BENCH_INDEX ("1000000 10000000": index
+# sizes), BENCH_QUICK=1 (skip the 10M index), BENCH_OUT (bench/results), BIN (bin).
+set -euo pipefail
+
+BIN=${BIN:-bin}
+TB=$BIN/tokenbench
+TOKENS=${BENCH_TOKENS:-200000}
+DUR=${BENCH_DURATION:-10}
+WARM=${BENCH_WARMUP:-2}
+REPEAT=${BENCH_REPEAT:-3}
+QUICK=${BENCH_QUICK:-0}
+OUT=${BENCH_OUT:-bench/results}
+# Every process of the benchmark (both servers, the generator,
+# redis-benchmark) runs at the same raised priority when root, so that other
+# work on a shared machine disturbs the comparison less; BENCH_NICE=0 turns
+# it off.
+NICE_LEVEL=${BENCH_NICE:--10}
+NICE=""
+if [ "$NICE_LEVEL" != 0 ] && [ "$(id -u)" = 0 ]; then NICE="nice -n $NICE_LEVEL"; fi
+CASES=("1 1" "50 1" "50 16")   # verify: connections pipeline
+CREATE_CASES=(1 50)            # create: connections (pipeline 1)
+
+for tool in "$TB" "$BIN/tokend" redis-server redis-benchmark jq gnuplot; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (make bench installs it)" >&2; exit 1; }
+done
+
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/tokenbench-run.XXXXXX")
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '%s\n' "$*" >&2; }
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_redis NAME ARGS...: a redis-server on a free port; sets REDIS_PORT.
+start_redis() {
+  local name=$1; shift
+  mkdir -p "$scratch/$name"
+  for _ in 1 2 3 4 5; do
+    local port=$((20000 + RANDOM % 40000))
+    port_free "$port" || continue
+    $NICE redis-server --bind 127.0.0.1 --port "$port" --daemonize no --dir "$scratch/$name" \
+      "$@" >"$scratch/$name.log" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    for _ in $(seq 100); do
+      if redis-cli -p "$port" ping >/dev/null 2>&1; then REDIS_PORT=$port; return 0; fi
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
+  done
+  say "bench: cannot start redis-server ($name); see its log:"; cat "$scratch/$name.log" >&2
+  exit 1
+}
+
+start_tokend() {
+  $NICE "$BIN/tokend" --listen 127.0.0.1:0 --data "$scratch/tokend" 2>"$scratch/tokend.log" &
+  pids+=("$!")
+  for _ in $(seq 300); do
+    TOKEND_PORT=$(sed -n 's/^tokend: listening on [0-9.]*:\([0-9]*\).*/\1/p' "$scratch/tokend.log")
+    [ -n "$TOKEND_PORT" ] && return 0
+    sleep 0.05
+  done
+  say "bench: tokend did not start:"; cat "$scratch/tokend.log" >&2
+  exit 1
+}
+
+runs=$scratch/runs.jsonl
+: >"$runs"
+# tb LABEL MODE ARGS...: one tokenbench run; its JSON (with "case") into runs.jsonl.
+tb() {
+  local label=$1; shift
+  local out
+  if ! out=$($NICE "$TB" "$@" --json); then
+    say "bench: tokenbench $* failed (wrong answers or errors):"; say "$out"; exit 1
+  fi
+  out=$(jq -c --arg case "$label" '. + {case: $case}' <<<"$out")
+  printf '%s\n' "$out" >>"$runs"
+  jq -r '"  \(.case) \(.target): \(.ops_per_sec|floor) ops/s" +
+         (if .p50_us then ", p50 \(.p50_us) us, p99 \(.p99_us) us" else "" end)' <<<"$out" >&2
+}
+
+start_tokend
+start_redis redis --save '' --appendonly no
+RPORT=$REDIS_PORT
+start_redis redis-aof --save '' --appendonly yes --appendfsync always
+APORT=$REDIS_PORT
+TADDR=127.0.0.1:$TOKEND_PORT
+say "bench: tokend on $TADDR, redis on :$RPORT (no persistence), :$APORT (appendfsync always)"
+
+say "bench: loading $TOKENS tokens into both"
+tb load load --addr "$TADDR" --key "@$scratch/tokend/operator.key" --tokens "$TOKENS" \
+  --out "$scratch/tokens"
+tb load redis-load --addr "127.0.0.1:$RPORT" --tokens-file "$scratch/tokens"
+
+common=(--duration "$DUR" --warmup "$WARM")
+for r in $(seq "$REPEAT"); do
+  for cp in "${CASES[@]}"; do
+    set -- $cp
+    label="verify C=$1 P=$2"
+    say "bench: $label (round $r of $REPEAT)"
+    t=(verify --addr "$TADDR" --tokens-file "$scratch/tokens" --connections "$1" --pipeline "$2" "${common[@]}")
+    d=(redis --addr "127.0.0.1:$RPORT" --tokens-file "$scratch/tokens" --connections "$1" --pipeline "$2" "${common[@]}")
+    if [ $((r % 2)) -eq 1 ]; then tb "$label" "${t[@]}"; tb "$label" "${d[@]}"
+    else tb "$label" "${d[@]}"; tb "$label" "${t[@]}"; fi
+  done
+  for c in "${CREATE_CASES[@]}"; do
+    label="create C=$c"
+    say "bench: $label, durable (round $r of $REPEAT)"
+    t=(create --addr "$TADDR" --key "@$scratch/tokend/operator.key" --connections "$c" "${common[@]}")
+    d=(redis-create --addr "127.0.0.1:$APORT" --connections "$c" "${common[@]}")
+    if [ $((r % 2)) -eq 1 ]; then tb "$label" "${t[@]}"; tb "$label" "${d[@]}"
+    else tb "$label" "${d[@]}"; tb "$label" "${t[@]}"; fi
+  done
+done
+
+# The generator against redis-benchmark, same server, same C and P, back to
+# back. redis-benchmark reads its own keys (db 1, filled first, values the
+# size of ours) so it gets hits, as tokenbench does.
+say "bench: generator check against redis-benchmark"
+redis-benchmark -h 127.0.0.1 -p "$RPORT" --dbnum 1 -t set -r "$TOKENS" -n $((TOKENS * 2)) \
+  -d 60 -c 50 -P 16 -q >/dev/null 2>&1
+gencheck=$scratch/gencheck.jsonl
+: >"$gencheck"
+for cp in "${CASES[@]}"; do
+  set -- $cp
+  label="gencheck C=$1 P=$2"
+  for r in $(seq "$REPEAT"); do
+    tb "$label" redis --addr "127.0.0.1:$RPORT" --tokens-file "$scratch/tokens" \
+      --connections "$1" --pipeline "$2" "${common[@]}"
+    rate=$(tail -n 1 "$runs" | jq '.ops_per_sec | floor')
+    n=$(( rate * ${DUR%.*} )); [ "$n" -ge 10000 ] || n=10000
+    rb=$($NICE redis-benchmark -h 127.0.0.1 -p "$RPORT" --dbnum 1 -t get -r "$TOKENS" -c "$1" \
+           -P "$2" -n "$n" --csv 2>/dev/null | awk -F'"' '$2 == "GET" { print $4 }')
+    say "  $label redis-benchmark: ${rb%.*} ops/s ($n requests)"
+    jq -nc --arg case "$label" --argjson tb "$rate" --argjson rb "${rb:-0}" --argjson n "$n" \
+      '{case: $case, tokenbench: $tb, redis_benchmark: $rb, requests: $n}' >>"$gencheck"
+  done
+done
+
+sizes=${BENCH_INDEX:-1000000 10000000}
+[ "$QUICK" = 1 ] && sizes=${sizes// 10000000/}
+for n in $sizes; do
+  say "bench: in-process index, $n tokens"
+  tb "index $n" index --tokens "$n"
+done
+
+mkdir -p "$OUT"
+machine=$(jq -n --arg cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
+  --arg cores "$(nproc)" --arg mem "$(free -g | awk '/^Mem:/ { print $2 " GiB" }')" \
+  --arg kernel "$(uname -r)" --arg redis "$(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/')" \
+  --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  '{cpu: $cpu, cores: ($cores | tonumber), memory: $mem, kernel: $kernel, redis: $redis,
+    commit: $commit, date: $date}')
+jq -s --argjson machine "$machine" --slurpfile gen "$gencheck" --arg nice "${NICE:-none}" \
+  --argjson params "$(jq -n --argjson t "$TOKENS" --argjson d "$DUR" --argjson w "$WARM" \
+                       --argjson r "$REPEAT" '{tokens: $t, duration_s: $d, warmup_s: $w, repeat: $r}')" '
+  def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+  def summary: {ops_per_sec: (map(.ops_per_sec) | median), p50_us: (map(.p50_us) | median),
+                p99_us: (map(.p99_us) | median), runs: length,
+                ops_min: (map(.ops_per_sec) | min), ops_max: (map(.ops_per_sec) | max)};
+  def ordered: reduce .[] as $x ([]; if index([$x]) then . else . + [$x] end);
+  . as $all
+  | {machine: $machine, params: ($params + {nice: $nice}),
+     cases: ([$all[] | select(.case | test("^(verify|create)")) | .case] | ordered
+             | map(. as $c | {case: $c,
+                 tokend: ([$all[] | select(.case == $c and .target == "tokend")] | summary),
+                 redis: ([$all[] | select(.case == $c and .target == "redis")] | summary)}
+               | .ratio = {ops: (.tokend.ops_per_sec / .redis.ops_per_sec),
+                           p50: (.tokend.p50_us / .redis.p50_us),
+                           p99: (.tokend.p99_us / .redis.p99_us)})),
+     index: [$all[] | select(.mode == "index")],
+     load: [$all[] | select(.case == "load")],
+     generator_check: ([$gen[].case] | ordered | map(. as $c | [$gen[] | select(.case == $c)]
+       | {case: $c, runs: length, tokenbench_ops_per_sec: (map(.tokenbench) | median),
+          redis_benchmark_ops_per_sec: (map(.redis_benchmark) | median), each: .}
+       | .ratio = .tokenbench_ops_per_sec / .redis_benchmark_ops_per_sec)),
+     runs: $all}' "$runs" >"$OUT/latest.json"
+
+# The table: one line per case, tokend | Redis | ratio (tokend / Redis).
+{
+  jq -r '.machine | "machine: \(.cpu), \(.cores) cores, \(.memory), Linux \(.kernel), redis \(.redis), tokend \(.commit), \(.date)"' "$OUT/latest.json"
+  jq -r '.params | "each case: median of \(.repeat) runs of \(.duration_s) s (after \(.warmup_s) s warm-up), \(.tokens) tokens, priority: \(.nice); ratio = tokend / Redis"' "$OUT/latest.json"
+  printf '%-22s %12s %12s %7s | %17s %17s | %9s %9s\n' case "tokend op/s" "Redis op/s" ratio \
+    "tokend p50/p99us" "Redis p50/p99us" "p50 ratio" "p99 ratio"
+  jq -r '.cases[] | [.case, (.tokend.ops_per_sec|floor), (.redis.ops_per_sec|floor),
+           (.ratio.ops*100|round/100), "\(.tokend.p50_us*10|round/10)/\(.tokend.p99_us*10|round/10)",
+           "\(.redis.p50_us*10|round/10)/\(.redis.p99_us*10|round/10)",
+           (.ratio.p50*100|round/100), (.ratio.p99*100|round/100)] | @tsv' "$OUT/latest.json" |
+    awk -F'\t' '{ printf "%-22s %12s %12s %7s | %17s %17s | %9s %9s\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
+  jq -r '.generator_check[] | [.case, .tokenbench_ops_per_sec, (.redis_benchmark_ops_per_sec|floor),
+           (.ratio*100|round/100)] | @tsv' "$OUT/latest.json" |
+    awk -F'\t' '{ printf "%-22s %12s %12s %7s | tokenbench redis vs redis-benchmark GET (same server)\n", $1, $2, $3, $4 }'
+  jq -r '.index[] | [.case, (.ops_per_sec|floor), "-", "-",
+           "verify \(.verify_ns*10|round/10) ns, \(.index_bytes_per_token*10|round/10) B/token, build \(.build_s*100|round/100) s"] | @tsv' "$OUT/latest.json" |
+    awk -F'\t' '{ printf "%-22s %12s %12s %7s | %s (in-process, one core)\n", $1, $2, $3, $4, $5 }'
+} | tee "$OUT/latest.txt"
+
+# The chart: throughput and latency per case, tokend beside Redis.
+jq -r '.cases[] | [(.case | gsub(" "; "_")), .tokend.ops_per_sec, .redis.ops_per_sec,
+         .tokend.p50_us, .redis.p50_us, .tokend.p99_us, .redis.p99_us] | @tsv' \
+  "$OUT/latest.json" >"$scratch/chart.dat"
+gnuplot <<GP
+set terminal svg size 1100,480 dynamic font "sans,11" background rgb "white"
+set output "$OUT/latest.svg"
+set multiplot layout 1,2 title "tokend vs Redis — $(jq -r '.machine | "\(.cores) cores, \(.date)"' "$OUT/latest.json") (median of $REPEAT runs)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set xtics rotate by -30 noenhanced
+set key top left
+set grid ytics
+set title "throughput (ops/s, log scale, higher is better)"
+set logscale y
+plot "$scratch/chart.dat" using 2:xtic(1) title "tokend" lc rgb "#1f77b4", \
+     "" using 3 title "Redis" lc rgb "#d62728"
+set title "latency (us, log scale, lower is better)"
+plot "$scratch/chart.dat" using 4:xtic(1) title "tokend p50" lc rgb "#1f77b4", \
+     "" using 5 title "Redis p50" lc rgb "#d62728", \
+     "" using 6 title "tokend p99" lc rgb "#aec7e8", \
+     "" using 7 title "Redis p99" lc rgb "#ff9896"
+unset multiplot
+GP
+say "bench: results in $OUT/latest.json, $OUT/latest.txt, $OUT/latest.svg"
