@@ -114,7 +114,7 @@ struct conn_hub {
     void (*empty)(void *arg);
     void *empty_arg;
     bool empty_called;
-    lg_limit log_busy, log_frame, log_bad, log_slow, log_idle, log_auth, log_queue;
+    lg_limit log_busy, log_frame, log_bad, log_slow, log_idle, log_auth, log_queue, log_inflight;
 };
 
 static void process(conn *c);
@@ -567,6 +567,8 @@ static void process(conn *c)
             if (!c->paused) {
                 c->paused = true;
                 bufferevent_disable(c->bev, EV_READ);
+                lg_limited(&h->log_inflight, "not reading from %s: %u requests in flight, the "
+                           "limit; until replies drain", c->peer, c->inflight);
             }
             break;
         }

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <lmdb.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -693,6 +694,110 @@ static void pipelining_past_inflight_limit(void **state)
     stop_clean(c);
 }
 
+/* The in-flight limit, made visible: the test holds LMDB's write lock (LMDB
+ * is multi-process), so the server's writer blocks in eng_commit on the
+ * first request, a create. The verifies behind it are answered but held
+ * (in order); at 1024 requests without a reply the server stops reading,
+ * so the client's writes block (TCP pushes back) long before it has sent
+ * everything, and the held replies stay far below --max-output. Once the
+ * lock goes, every reply arrives, in order. Without the limit the server
+ * would read on and hold ~25 MB of replies: the output cap would cut it. */
+static void inflight_limit_stops_reading(void **state)
+{
+    ctx *c = *state;
+    enum { N = 150000 };
+    MDB_env *env;
+    MDB_txn *txn;
+    mpw all, body;
+    boot(c, NULL);
+    int fd = auth_conn(c, c->alice_key, "user");
+
+    char *st = malloc(strlen(c->srv.dir) + 8);
+    sprintf(st, "%s/state", c->srv.dir);
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, st, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0); /* the writer lock */
+    free(st);
+
+    mpw_init(&all);
+    mpw_init(&body);
+    raw_map(&body, "description:s roles:a", "held", VIEWER);
+    raw_frame(&all, OP_TOKEN_CREATE, 0, 0, body.buf.data, body.buf.size);
+    mpw_reset(&body);
+    raw_map(&body, "secret:s", c->secret);
+    for (uint32_t i = 1; i <= N; i++)
+        raw_frame(&all, OP_VERIFY, 0, i, body.buf.data, body.buf.size);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+
+    /* Phase 1: write until the socket stays full for 500 ms. */
+    size_t off = 0;
+    for (;;) {
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        if (poll(&pf, 1, 500) == 0)
+            break;
+        ssize_t w = send(fd, all.buf.data + off, all.buf.size - off, MSG_NOSIGNAL);
+        assert_true(w > 0 || errno == EAGAIN);
+        if (w > 0)
+            off += (size_t)w;
+        assert_true(off < all.buf.size); /* the server must have stopped reading */
+    }
+    print_message("# in-flight limit: %zu of %zu request bytes accepted while the writer was "
+                  "blocked\n", off, all.buf.size);
+    assert_true(raw_server_log_has(&c->srv, "requests in flight"));
+    assert_false(raw_server_log_has(&c->srv, "over --max-output"));
+
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+
+    /* Phase 2: send the rest and read every reply, in order. */
+    size_t cap = 1 << 20, have = 0;
+    uint8_t *in = malloc(cap);
+    uint32_t next = 0;
+    int64_t deadline = now_ms() + 30000;
+    while (next <= N) {
+        assert_true(now_ms() < deadline);
+        struct pollfd pf = {.fd = fd, .events = POLLIN | (off < all.buf.size ? POLLOUT : 0)};
+        assert_true(poll(&pf, 1, 5000) > 0);
+        if (pf.revents & POLLOUT) {
+            ssize_t w = send(fd, all.buf.data + off, all.buf.size - off, MSG_NOSIGNAL);
+            if (w > 0)
+                off += (size_t)w;
+        }
+        if (!(pf.revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        ssize_t r = read(fd, in + have, cap - have);
+        if (r < 0 && errno == EAGAIN)
+            continue;
+        assert_true(r > 0);
+        have += (size_t)r;
+        size_t pos = 0;
+        while (have - pos >= PROTO_HEADER_LEN) {
+            proto_header h;
+            proto_header_get(in + pos, &h);
+            if (have - pos < PROTO_HEADER_LEN + h.len)
+                break;
+            assert_int_equal(h.id, next);
+            assert_int_equal(h.code, 0);
+            if (next == 0) {
+                raw_reply rr = {.h = h, .body = in + pos + PROTO_HEADER_LEN};
+                char secret[128];
+                assert_true(raw_get_str(&rr, "secret", secret, sizeof secret));
+            }
+            next++;
+            pos += PROTO_HEADER_LEN + h.len;
+        }
+        memmove(in, in + pos, have - pos);
+        have -= pos;
+    }
+    free(in);
+    mpw_free(&all);
+    mpw_free(&body);
+    close(fd);
+    alive(c);
+    stop_clean(c);
+}
+
 /* ---- bad input ------------------------------------------------------------ */
 
 /* Random bytes: the first header's length is over the maximum, so the
@@ -1329,6 +1434,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(gateway_key, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelining_100_mixed, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelining_past_inflight_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(inflight_limit_stops_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_random_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_oversized_length, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_truncated_frame_then_close, setup, teardown),
