@@ -63,9 +63,9 @@
 struct tkc {
     int fd;
     int timeout_ms;
-    bool broken;  /* the stream's position is lost: only tkc_connect helps */
-    bool refused; /* the last failure was a server status */
-    bool wipe_out; /* out holds a credential (AUTH): wipe once sent */
+    bool broken;      /* the stream's position is lost: only tkc_connect helps */
+    bool refused;     /* the last failure was a server status */
+    bool wipe_out;    /* out holds a credential (AUTH): wipe once sent */
     uint32_t next_id; /* id of the next request queued */
     uint32_t recv_id; /* id of the oldest request in flight */
     size_t inflight;
@@ -272,8 +272,7 @@ static int split_addr(const char *addr, char *host, size_t hcap, char *port, siz
  * connected fd or -1 with errno set. */
 static int connect_one(const struct addrinfo *ai, int64_t deadline)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                    ai->ai_protocol);
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
     if (fd < 0)
         return -1;
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
@@ -360,8 +359,8 @@ int tkc_connect(tkc *c, const char *addr)
 static int check_usable(tkc *c)
 {
     if (c->fd < 0)
-        return fail(c, TK_EIO, c->broken ? "connection is closed after an earlier error"
-                                         : "not connected");
+        return fail(c, TK_EIO,
+                    c->broken ? "connection is closed after an earlier error" : "not connected");
     return 0;
 }
 
@@ -375,8 +374,8 @@ static int wait_io(tkc *c, short events, int64_t deadline, short *revents)
         if (deadline >= 0) {
             int64_t left = deadline - now_ms();
             if (left <= 0)
-                return fail_conn(c, TK_EIO, "timed out after %d ms waiting for %s",
-                                 c->timeout_ms, c->addr);
+                return fail_conn(c, TK_EIO, "timed out after %d ms waiting for %s", c->timeout_ms,
+                                 c->addr);
             wait = left > INT32_MAX ? INT32_MAX : (int)left;
         }
         int n = poll(&pfd, 1, wait);
@@ -414,8 +413,7 @@ static int read_some(tkc *c, bool *eof)
         } else {
             size_t cap = c->in_cap ? c->in_cap * 2 : TKC_IN_INIT;
             if (cap > TKC_IN_MAX)
-                return fail_conn(c, TK_EIO, "more than %u MiB of unread replies",
-                                 TKC_IN_MAX >> 20);
+                return fail_conn(c, TK_EIO, "more than %u MiB of unread replies", TKC_IN_MAX >> 20);
             c->in = xrealloc(c->in, cap);
             c->in_cap = cap;
         }
@@ -507,8 +505,8 @@ static int peer_gone(tkc *c, const char *what)
 static int flush_out(tkc *c, int64_t deadline)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t n =
+            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n > 0) {
             c->out_off += (size_t)n;
             continue;
@@ -547,10 +545,10 @@ static int queue_frame(tkc *c, uint16_t op, const void *body, size_t len, uint32
 {
     if (len > TKC_MAX_REPLY)
         return fail(c, TK_EINVAL, "request body of %zu bytes is too large", len);
-    size_t need = c->out_len + PROTO_HEADER_LEN + len;
-    if (need > c->out_cap) {
+    size_t end = c->out_len + PROTO_HEADER_LEN + len;
+    if (end > c->out_cap) {
         size_t cap = c->out_cap ? c->out_cap : 4096;
-        while (cap < need)
+        while (cap < end)
             cap *= 2;
         c->out = xrealloc(c->out, cap);
         c->out_cap = cap;
@@ -559,7 +557,7 @@ static int queue_frame(tkc *c, uint16_t op, const void *body, size_t len, uint32
     proto_header_put(c->out + c->out_len, &h);
     if (len)
         memcpy(c->out + c->out_len + PROTO_HEADER_LEN, body, len);
-    c->out_len = need;
+    c->out_len = end;
     if (id)
         *id = c->next_id;
     c->next_id = id_after(c->next_id);
@@ -584,8 +582,8 @@ static int recv_frame(tkc *c, int64_t deadline, proto_header *h, uint8_t **body)
         if (avail >= PROTO_HEADER_LEN) {
             proto_header_get(c->in + c->in_start, h);
             if (h->len > TKC_MAX_REPLY)
-                return fail_conn(c, TK_EPROTO, "reply of %u bytes exceeds the limit (%u)",
-                                 h->len, TKC_MAX_REPLY);
+                return fail_conn(c, TK_EPROTO, "reply of %u bytes exceeds the limit (%u)", h->len,
+                                 TKC_MAX_REPLY);
             if (avail - PROTO_HEADER_LEN >= h->len)
                 break;
         }
@@ -644,8 +642,8 @@ int tkc_flush(tkc *c)
 
 int tkc_recv(tkc *c, uint16_t *status, const uint8_t **reply, size_t *reply_len)
 {
-    proto_header h;
-    uint8_t *body;
+    proto_header h = {0};
+    uint8_t *body = NULL;
 
     begin(c);
     int rc = recv_frame(c, deadline_of(c), &h, &body);
@@ -680,7 +678,7 @@ int tkc_call(tkc *c, uint16_t op, const void *body, size_t len, uint16_t *status
  * the server's refusal (message in c->err), or a local failure. */
 static int roundtrip(tkc *c, uint16_t op, uint8_t **body, size_t *len)
 {
-    proto_header h;
+    proto_header h = {0};
     int64_t deadline = deadline_of(c);
     int rc = check_usable(c);
     if (rc)
@@ -718,17 +716,27 @@ static int dec_map(mpr *r, const void *body, size_t len, uint32_t *n)
     return mpr_map(r, n);
 }
 
+/* A reply's field name, with its length (the decoders run per request on
+ * the verify path: no strlen there). */
+typedef struct key_name {
+    const char *s;
+    size_t n;
+} key_name;
+
+#define KN(lit) {lit, sizeof(lit) - 1}
+#define KN_END {NULL, 0}
+
 /* Reads a key; *bit gets its position in names (or -1 when unknown, which
  * the caller skips). A key seen twice is an error. */
-static int dec_key(mpr *r, const char *const *names, unsigned *seen, int *bit)
+static int dec_key(mpr *r, const key_name *names, unsigned *seen, int *bit)
 {
     const char *k;
     size_t kn;
     if (mpr_str(r, &k, &kn) != 0)
         return TK_EPROTO;
     *bit = -1;
-    for (int i = 0; names[i]; i++) {
-        if (strlen(names[i]) == kn && !memcmp(names[i], k, kn)) {
+    for (int i = 0; names[i].s; i++) {
+        if (names[i].n == kn && !memcmp(names[i].s, k, kn)) {
             if (*seen & (1u << i))
                 return TK_EPROTO;
             *seen |= 1u << i;
@@ -742,8 +750,7 @@ static int dec_key(mpr *r, const char *const *names, unsigned *seen, int *bit)
 /* A string acceptable to hand to C callers: UTF-8, no NUL. */
 static int dec_text(mpr *r, const char **s, size_t *n, size_t max)
 {
-    if (mpr_str(r, s, n) != 0 || *n > max || memchr(*s, '\0', *n)
-        || !mpr_utf8_valid(*s, *n))
+    if (mpr_str(r, s, n) != 0 || *n > max || memchr(*s, '\0', *n) || !mpr_utf8_valid(*s, *n))
         return TK_EPROTO;
     return 0;
 }
@@ -866,8 +873,8 @@ static void verify_clear(tkc_verify_res *res)
 
 static int verdict_of(const char *s, size_t n, tk_verdict *v)
 {
-    static const tk_verdict all[] = {TK_V_VALID,    TK_V_MALFORMED, TK_V_UNKNOWN, TK_V_MISMATCH,
-                                     TK_V_WRONG_KIND, TK_V_DISABLED, TK_V_EXPIRED};
+    static const tk_verdict all[] = {TK_V_VALID,      TK_V_MALFORMED, TK_V_UNKNOWN, TK_V_MISMATCH,
+                                     TK_V_WRONG_KIND, TK_V_DISABLED,  TK_V_EXPIRED};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         const char *name = model_verdict_name(all[i]);
         if (strlen(name) == n && !memcmp(name, s, n)) {
@@ -880,9 +887,9 @@ static int verdict_of(const char *s, size_t n, tk_verdict *v)
 
 int tkc_verify_decode(const void *body, size_t len, tkc_verify_res *res)
 {
-    static const char *const names[] = {"valid",    "reason",      "client_id", "tenant",
-                                        "account",  "roles",       "permissions",
-                                        "expires_at", NULL};
+    static const key_name names[] = {KN("valid"),       KN("reason"),     KN("client_id"),
+                                     KN("tenant"),      KN("account"),    KN("roles"),
+                                     KN("permissions"), KN("expires_at"), KN_END};
     enum { K_VALID, K_REASON, K_ID, K_TENANT, K_ACCOUNT, K_ROLES, K_PERMS, K_EXPIRES };
     const unsigned need_valid = 0xffu, need_invalid = 0x3u;
     mpr r;
@@ -984,8 +991,9 @@ void tkc_token_page_free(tkc_token_page *p)
 
 static int dec_token(mpr *r, tkc_token *t, char *store, size_t *used)
 {
-    static const char *const names[] = {"client_id",  "description", "roles", "created_by",
-                                        "created_at", "expires_at",  NULL};
+    static const key_name names[] = {
+        KN("client_id"),  KN("description"), KN("roles"), KN("created_by"),
+        KN("created_at"), KN("expires_at"),  KN_END};
     enum { K_ID, K_DESC, K_ROLES, K_BY, K_CREATED, K_EXPIRES };
     uint32_t n;
     unsigned seen = 0;
@@ -1021,7 +1029,7 @@ static int dec_token(mpr *r, tkc_token *t, char *store, size_t *used)
 
 static int dec_page(const uint8_t *body, size_t len, tkc_token_page *p)
 {
-    static const char *const names[] = {"tokens", "more", NULL};
+    static const key_name names[] = {KN("tokens"), KN("more"), KN_END};
     mpr r;
     uint32_t n;
     unsigned seen = 0;
@@ -1069,7 +1077,7 @@ fail:
 
 static int dec_key_reply(uint8_t *body, size_t len, tkc_key *out)
 {
-    static const char *const names[] = {"key_id", "personal_key", NULL};
+    static const key_name names[] = {KN("key_id"), KN("personal_key"), KN_END};
     mpr r;
     uint32_t n;
     unsigned seen = 0;
@@ -1102,7 +1110,7 @@ done:
 
 static int dec_token_reply(uint8_t *body, size_t len, tkc_new_token *out)
 {
-    static const char *const names[] = {"client_id", "secret", "expires_at", NULL};
+    static const key_name names[] = {KN("client_id"), KN("secret"), KN("expires_at"), KN_END};
     mpr r;
     uint32_t n;
     unsigned seen = 0;
@@ -1138,7 +1146,7 @@ done:
 
 static int dec_auth(const uint8_t *body, size_t len, tkc_whoami *who)
 {
-    static const char *const names[] = {"actor", "tenant", "account", "user", NULL};
+    static const key_name names[] = {KN("actor"), KN("tenant"), KN("account"), KN("user"), KN_END};
     mpr r;
     uint32_t n;
     unsigned seen = 0;
@@ -1178,7 +1186,7 @@ static int dec_auth(const uint8_t *body, size_t len, tkc_whoami *who)
 
 static int dec_ping(const uint8_t *body, size_t len, uint32_t *version)
 {
-    static const char *const names[] = {"version", NULL};
+    static const key_name names[] = {KN("version"), KN_END};
     mpr r;
     uint32_t n;
     unsigned seen = 0;
@@ -1229,7 +1237,10 @@ static void put_list(mpw *w, const char *k, const char *const *v, size_t n)
 /* Checks the caller's arguments before anything is encoded. */
 static int need(tkc *c, const char *what, const void *p)
 {
-    return p ? 0 : fail(c, TK_EINVAL, "%s is required", what);
+    if (p)
+        return 0;
+    (void)fail(c, TK_EINVAL, "%s is required", what);
+    return TK_EINVAL;
 }
 
 static int need_list(tkc *c, const char *what, const char *const *v, size_t n)
@@ -1254,8 +1265,8 @@ void tkc_verify_encode(mpw *w, const char *secret, size_t secret_len, const char
 /* Runs a write whose reply is {}. */
 static int write_op(tkc *c, uint16_t op, const char *what)
 {
-    uint8_t *body;
-    size_t len;
+    uint8_t *body = NULL;
+    size_t len = 0;
     int rc = roundtrip(c, op, &body, &len);
     if (rc)
         return rc;
@@ -1266,8 +1277,8 @@ static int write_op(tkc *c, uint16_t op, const char *what)
 
 int tkc_ping(tkc *c, uint32_t *version)
 {
-    uint8_t *body;
-    size_t len;
+    uint8_t *body = NULL;
+    size_t len = 0;
     uint32_t v;
 
     begin(c);
@@ -1284,8 +1295,8 @@ int tkc_ping(tkc *c, uint32_t *version)
 
 int tkc_auth(tkc *c, const char *key, tkc_whoami *who)
 {
-    uint8_t *body;
-    size_t len;
+    uint8_t *body = NULL;
+    size_t len = 0;
     tkc_whoami tmp;
 
     begin(c);
@@ -1321,8 +1332,8 @@ int tkc_verify_send(tkc *c, const char *secret, const char *client_id)
 
 int tkc_verify_recv(tkc *c, tkc_verify_res *res)
 {
-    proto_header h;
-    uint8_t *body;
+    proto_header h = {0};
+    uint8_t *body = NULL;
 
     begin(c);
     int rc = recv_frame(c, deadline_of(c), &h, &body);
@@ -1395,8 +1406,8 @@ int tkc_role_put(tkc *c, const char *tenant, const char *key, const char *name, 
                  const char *const *perms, size_t nperms)
 {
     begin(c);
-    if (need(c, "tenant", tenant) || need(c, "role key", key)
-        || need_list(c, "permission", perms, nperms))
+    if (need(c, "tenant", tenant) || need(c, "role key", key) ||
+        need_list(c, "permission", perms, nperms))
         return TK_EINVAL;
     mpw_reset(&c->w);
     mpw_map(&c->w, name ? 5 : 4);
@@ -1437,12 +1448,12 @@ int tkc_account_create(tkc *c, const char *tenant, const char *account)
 int tkc_user_create(tkc *c, const char *tenant, const char *account, const char *user,
                     const char *const *roles, size_t nroles, bool portal, tkc_key *key)
 {
-    uint8_t *body;
-    size_t len;
+    uint8_t *body = NULL;
+    size_t len = 0;
 
     begin(c);
-    if (need(c, "tenant", tenant) || need(c, "account", account) || need(c, "user", user)
-        || need_list(c, "role", roles, nroles) || need(c, "key result", key))
+    if (need(c, "tenant", tenant) || need(c, "account", account) || need(c, "user", user) ||
+        need_list(c, "role", roles, nroles) || need(c, "key result", key))
         return TK_EINVAL;
     mpw_reset(&c->w);
     mpw_map(&c->w, 5);
@@ -1462,8 +1473,8 @@ int tkc_user_set(tkc *c, const char *tenant, const char *account, const char *us
                  const char *const *roles, size_t nroles, int portal)
 {
     begin(c);
-    if (need(c, "tenant", tenant) || need(c, "account", account) || need(c, "user", user)
-        || (roles && need_list(c, "role", roles, nroles)))
+    if (need(c, "tenant", tenant) || need(c, "account", account) || need(c, "user", user) ||
+        (roles && need_list(c, "role", roles, nroles)))
         return TK_EINVAL;
     if (portal != 0 && portal != 1 && portal != TKC_UNCHANGED)
         return fail(c, TK_EINVAL, "portal must be 0, 1 or TKC_UNCHANGED");
@@ -1484,12 +1495,12 @@ int tkc_user_set(tkc *c, const char *tenant, const char *account, const char *us
 int tkc_key_create(tkc *c, const char *tenant, const char *account, const char *user,
                    int64_t expires_at, tkc_key *key)
 {
-    uint8_t *body;
-    size_t len;
+    uint8_t *body = NULL;
+    size_t len = 0;
 
     begin(c);
-    if (need(c, "tenant", tenant) || need(c, "account", account) || need(c, "user", user)
-        || need(c, "key result", key))
+    if (need(c, "tenant", tenant) || need(c, "account", account) || need(c, "user", user) ||
+        need(c, "key result", key))
         return TK_EINVAL;
     mpw_reset(&c->w);
     mpw_map(&c->w, expires_at ? 4 : 3);
@@ -1520,8 +1531,8 @@ int tkc_key_delete(tkc *c, const char *key_id)
 int tkc_token_create(tkc *c, const char *description, const char *const *roles, size_t nroles,
                      int64_t expires_at, tkc_new_token *out)
 {
-    uint8_t *body;
-    size_t len;
+    uint8_t *body = NULL;
+    size_t len = 0;
 
     begin(c);
     if (need_list(c, "role", roles, nroles) || need(c, "token result", out))
@@ -1544,8 +1555,8 @@ int tkc_token_create(tkc *c, const char *description, const char *const *roles, 
 int tkc_token_list(tkc *c, const char *tenant, const char *account, const char *after,
                    uint32_t limit, tkc_token_page *page)
 {
-    uint8_t *body;
-    size_t len;
+    uint8_t *body = NULL;
+    size_t len = 0;
 
     begin(c);
     if (need(c, "page", page))
@@ -1553,8 +1564,8 @@ int tkc_token_list(tkc *c, const char *tenant, const char *account, const char *
     page->n = 0;
     page->more = false;
     mpw_reset(&c->w);
-    mpw_map(&c->w, (tenant ? 1u : 0u) + (account ? 1u : 0u) + (after ? 1u : 0u)
-                       + (limit ? 1u : 0u));
+    mpw_map(&c->w,
+            (tenant ? 1u : 0u) + (account ? 1u : 0u) + (after ? 1u : 0u) + (limit ? 1u : 0u));
     if (tenant)
         put_str(&c->w, "tenant", tenant);
     if (account)

@@ -165,17 +165,17 @@ typedef struct tkc_new_token {
  * it is next filled or freed. */
 typedef struct tkc_verify_res {
     bool valid;
-    tk_verdict verdict;     /* TK_V_VALID or why not */
-    const char *reason;     /* "valid", "unknown", ... (static: model_verdict_name) */
+    tk_verdict verdict; /* TK_V_VALID or why not */
+    const char *reason; /* "valid", "unknown", ... (static: model_verdict_name) */
     char client_id[TK_ID_STR_LEN + 1];
     char tenant[TK_SLUG_MAX + 1];
     char account[TK_SLUG_MAX + 1];
-    int64_t expires_at;     /* 0 = never */
+    int64_t expires_at; /* 0 = never */
     uint32_t nroles;
     const char *roles[TK_MAX_ROLES];
     uint32_t nperms;
     const char *perms[TK_MAX_TENANT_PERMS];
-    char *store_;           /* private: the strings */
+    char *store_; /* private: the strings */
     size_t store_cap_;
 } tkc_verify_res;
 

@@ -67,12 +67,18 @@ static const struct flag {
     unsigned bit;
     bool arg;
 } flags[] = {
-    {"description", F_DESC, true}, {"role", F_ROLE, true},
-    {"perm", F_PERM, true},        {"level", F_LEVEL, true},
-    {"name", F_NAME, true},        {"portal", F_PORTAL, false},
-    {"no-portal", F_NO_PORTAL, false}, {"api-tokens", F_API_TOKENS, true},
-    {"expires", F_EXPIRES, true},  {"tenant", F_TENANT, true},
-    {"account", F_ACCOUNT, true},  {"limit", F_LIMIT, true},
+    {"description", F_DESC, true},
+    {"role", F_ROLE, true},
+    {"perm", F_PERM, true},
+    {"level", F_LEVEL, true},
+    {"name", F_NAME, true},
+    {"portal", F_PORTAL, false},
+    {"no-portal", F_NO_PORTAL, false},
+    {"api-tokens", F_API_TOKENS, true},
+    {"expires", F_EXPIRES, true},
+    {"tenant", F_TENANT, true},
+    {"account", F_ACCOUNT, true},
+    {"limit", F_LIMIT, true},
 };
 
 typedef struct cli {
@@ -166,8 +172,8 @@ static int report(const cli *o, int rc)
 {
     if (tkc_refused(o->c)) {
         const char *msg = tkc_errmsg(o->c);
-        const char *hint = rc == TK_EUNAUTH && !o->key ? " (no key given: use --key or TOKEND_KEY)"
-                                                       : "";
+        const char *hint =
+            rc == TK_EUNAUTH && !o->key ? " (no key given: use --key or TOKEND_KEY)" : "";
         /* The server's message, unless it only repeats the status's name. */
         if (msg[0] && strcasecmp(msg, status_name(rc)) && strcasecmp(msg, tk_strerror(rc)))
             errline("%s: %s%s", status_name(rc), msg, hint);
@@ -396,8 +402,7 @@ static int cmd_role_delete(cli *o)
 static int cmd_account_create(cli *o)
 {
     int rc = tkc_account_create(o->c, o->pos[0], o->pos[1]);
-    return rc ? report(o, rc)
-              : print_ok(o, "account %s created in %s", o->pos[1], o->pos[0]);
+    return rc ? report(o, rc) : print_ok(o, "account %s created in %s", o->pos[1], o->pos[0]);
 }
 
 /* Prints a new personal key (user create, key create). */
@@ -455,7 +460,6 @@ static int cmd_key_delete(cli *o)
 static int cmd_token_create(cli *o)
 {
     tkc_new_token t;
-    char when[32];
     int rc = tkc_token_create(o->c, o->desc, o->roles, o->nroles, o->expires_v, &t);
     if (rc)
         return report(o, rc);
@@ -463,6 +467,7 @@ static int cmd_token_create(cli *o)
         rc = print_json(json_pack("{s:s,s:s,s:o}", "client_id", t.client_id, "secret", t.secret,
                                   "expires_at", json_expiry(t.expires_at)));
     } else {
+        char when[32];
         if (t.expires_at)
             iso_time(t.expires_at, when);
         else
@@ -494,8 +499,8 @@ static void print_token_row(const tkc_token *t)
     else
         snprintf(expires, sizeof expires, "never");
     join(t->roles, t->nroles, roles, sizeof roles);
-    printf("%-36s  %-20s  %-20s  %-12s  %-16s  %s\n", t->client_id, created, expires,
-           t->created_by, roles, t->description);
+    printf("%-36s  %-20s  %-20s  %-12s  %-16s  %s\n", t->client_id, created, expires, t->created_by,
+           roles, t->description);
 }
 
 static int cmd_token_list(cli *o)
@@ -570,16 +575,16 @@ static int cmd_verify(cli *o)
             v ? json_string(res.client_id) : json_null(), "tenant",
             v ? json_string(res.tenant) : json_null(), "account",
             v ? json_string(res.account) : json_null(), "roles",
-            json_strings(res.roles, res.nroles), "permissions",
-            json_strings(res.perms, res.nperms), "expires_at", json_expiry(res.expires_at)));
+            json_strings(res.roles, res.nroles), "permissions", json_strings(res.perms, res.nperms),
+            "expires_at", json_expiry(res.expires_at)));
     } else if (res.valid) {
         static char roles[4096], perms[TK_MAX_TENANT_PERMS * (TK_KEY_MAX + 1)];
-        char when[32];
         join(res.roles, res.nroles, roles, sizeof roles);
         join(res.perms, res.nperms, perms, sizeof perms);
         printf("valid: tenant %s, account %s, roles %s, permissions %s", res.tenant, res.account,
                roles, perms);
         if (res.expires_at) {
+            char when[32];
             iso_time(res.expires_at, when);
             printf(", expires %s", when);
         }
@@ -733,8 +738,8 @@ static int parse(cli *o, int argc, char **argv, const char **words, int *nwords)
             else
                 o->key_arg = val;
         } else {
-            if ((f->bit == F_ROLE && o->nroles >= MAX_LIST)
-                || (f->bit == F_PERM && o->nperms >= MAX_LIST))
+            if ((f->bit == F_ROLE && o->nroles >= MAX_LIST) ||
+                (f->bit == F_PERM && o->nperms >= MAX_LIST))
                 return usage_error(NULL, "too many --%s options", f->name);
             set_flag(o, f, val);
         }
@@ -804,8 +809,10 @@ static int check_values(cli *o)
         return usage_error(o, "--level takes a number from 0 to %d, not \"%s\"", TK_MAX_LEVEL,
                            o->level);
     if (o->expires && parse_expires(o->expires, &o->expires_v))
-        return usage_error(o, "--expires takes Ns, Nm, Nh, Nd (from now), a unix time or "
-                              "never, not \"%s\"", o->expires);
+        return usage_error(o,
+                           "--expires takes Ns, Nm, Nh, Nd (from now), a unix time or "
+                           "never, not \"%s\"",
+                           o->expires);
     if (o->limit && (parse_u32(o->limit, UINT32_MAX, &o->limit_v) || o->limit_v == 0))
         return usage_error(o, "--limit takes a positive number, not \"%s\"", o->limit);
     if (!(o->given & F_TENANT) != !(o->given & F_ACCOUNT))

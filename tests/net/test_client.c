@@ -324,7 +324,8 @@ static void put_frame(int fd, uint16_t code, uint16_t flags, uint32_t id, const 
     proto_header_put(frame, &h);
     if (len)
         memcpy(frame + PROTO_HEADER_LEN, body, len);
-    write_all(fd, frame, PROTO_HEADER_LEN + (size_t)len); /* one write: socket buffers count writes */
+    write_all(fd, frame,
+              PROTO_HEADER_LEN + (size_t)len); /* one write: socket buffers count writes */
     free(frame);
 }
 
@@ -675,7 +676,6 @@ static void bad_arguments(void **state)
     (void)state;
     fake f;
     tkc_key key;
-    tkc_new_token t;
     const char *holes[] = {"admin", NULL};
 
     fake_open(&f);
@@ -689,7 +689,6 @@ static void bad_arguments(void **state)
     assert_int_equal(tkc_verify(f.c, NULL, NULL, NULL), TK_EINVAL);
     assert_int_equal(tkc_auth(f.c, NULL, NULL), TK_EINVAL);
     assert_int_equal(tkc_recv(f.c, NULL, NULL, NULL), TK_EINVAL); /* nothing in flight */
-    (void)t;
 
     /* Nothing reached the peer, and the next request is id 1. */
     struct pollfd pfd = {.fd = f.peer, .events = POLLIN};
@@ -785,9 +784,9 @@ static void verify_decode_valid(void **state)
     assert_int_equal(res.nperms, 0);
 
     /* Every "invalid" reason; the strings are emptied. */
-    static const char *const reasons[] = {"malformed", "unknown", "mismatch", "wrong_kind",
-                                          "disabled", "expired"};
-    static const tk_verdict verdicts[] = {TK_V_MALFORMED, TK_V_UNKNOWN, TK_V_MISMATCH,
+    static const char *const reasons[] = {"malformed",  "unknown",  "mismatch",
+                                          "wrong_kind", "disabled", "expired"};
+    static const tk_verdict verdicts[] = {TK_V_MALFORMED,  TK_V_UNKNOWN,  TK_V_MISMATCH,
                                           TK_V_WRONG_KIND, TK_V_DISABLED, TK_V_EXPIRED};
     for (size_t i = 0; i < 6; i++) {
         hb_free(&h);
@@ -809,9 +808,18 @@ static void verify_decode_valid(void **state)
 /* Each case: a body that must be refused. */
 typedef void (*body_fn)(hb *h);
 
-static void vb_not_map(hb *h) { hb_arr(h, 0); }
-static void vb_nil(hb *h) { hb_byte(h, 0xc0); }
-static void vb_empty(hb *h) { (void)h; }
+static void vb_not_map(hb *h)
+{
+    hb_arr(h, 0);
+}
+static void vb_nil(hb *h)
+{
+    hb_byte(h, 0xc0);
+}
+static void vb_empty(hb *h)
+{
+    (void)h;
+}
 static void vb_missing_reason(hb *h)
 {
     hb_map(h, 1);
@@ -879,8 +887,8 @@ static void vb_key_not_str(hb *h)
 /* Rewrites one field of a valid body. */
 static void vb_valid_with(hb *h, const char *field, void (*val)(hb *h))
 {
-    static const char *const keys[] = {"valid", "reason", "client_id", "tenant",
-                                       "account", "roles", "permissions", "expires_at"};
+    static const char *const keys[] = {"valid",   "reason", "client_id",   "tenant",
+                                       "account", "roles",  "permissions", "expires_at"};
     hb_map(h, 8);
     for (int i = 0; i < 8; i++) {
         hb_str(h, keys[i]);
@@ -894,14 +902,26 @@ static void vb_valid_with(hb *h, const char *field, void (*val)(hb *h))
         case 2: hb_str(h, "0f8fad5b-d9cb-469f-a165-70867728950e"); break;
         case 3: hb_str(h, "acme"); break;
         case 4: hb_str(h, "globex"); break;
-        case 5: hb_arr(h, 1); hb_str(h, "viewer"); break;
-        case 6: hb_arr(h, 1); hb_str(h, "orders:read"); break;
+        case 5:
+            hb_arr(h, 1);
+            hb_str(h, "viewer");
+            break;
+        case 6:
+            hb_arr(h, 1);
+            hb_str(h, "orders:read");
+            break;
         default: hb_uint(h, 0);
         }
     }
 }
-static void v_upper_uuid(hb *h) { hb_str(h, "0F8FAD5B-D9CB-469F-A165-70867728950E"); }
-static void v_short_uuid(hb *h) { hb_str(h, "0f8fad5b-d9cb-469f-a165"); }
+static void v_upper_uuid(hb *h)
+{
+    hb_str(h, "0F8FAD5B-D9CB-469F-A165-70867728950E");
+}
+static void v_short_uuid(hb *h)
+{
+    hb_str(h, "0f8fad5b-d9cb-469f-a165");
+}
 static void v_long_slug(hb *h)
 {
     char s[80];
@@ -909,8 +929,14 @@ static void v_long_slug(hb *h)
     s[64] = '\0';
     hb_str(h, s);
 }
-static void v_nul_in_str(hb *h) { hb_strn(h, "ac\0me", 5); }
-static void v_bad_utf8(hb *h) { hb_strn(h, "ac\xc3\x28", 4); }
+static void v_nul_in_str(hb *h)
+{
+    hb_strn(h, "ac\0me", 5);
+}
+static void v_bad_utf8(hb *h)
+{
+    hb_strn(h, "ac\xc3\x28", 4);
+}
 static void v_too_many_roles(hb *h)
 {
     hb_arr(h, 17);
@@ -923,7 +949,10 @@ static void v_role_not_str(hb *h)
     hb_str(h, "r");
     hb_uint(h, 5);
 }
-static void v_roles_map(hb *h) { hb_map(h, 0); }
+static void v_roles_map(hb *h)
+{
+    hb_map(h, 0);
+}
 static void v_too_many_perms(hb *h)
 {
     hb_arr(h, TK_MAX_TENANT_PERMS + 1);
@@ -938,17 +967,29 @@ static void v_long_perm(hb *h)
     hb_arr(h, 1);
     hb_str(h, s);
 }
-static void v_negative_time(hb *h) { hb_byte(h, 0xff); /* fixint -1 */ }
-static void v_time_str(hb *h) { hb_str(h, "never"); }
+static void v_negative_time(hb *h)
+{
+    hb_byte(h, 0xff); /* fixint -1 */
+}
+static void v_time_str(hb *h)
+{
+    hb_str(h, "never");
+}
 static void v_huge_count(hb *h)
 {
     hb_byte(h, 0xdd); /* array32 of 2^32-1 elements, none present */
     hb_be(h, UINT32_MAX, 4);
 }
-static void v_tenant_num(hb *h) { hb_uint(h, 7); }
+static void v_tenant_num(hb *h)
+{
+    hb_uint(h, 7);
+}
 
-#define VALID_WITH(name, field, fn)                                                            \
-    static void name(hb *h) { vb_valid_with(h, field, fn); }
+#define VALID_WITH(name, field, fn)                                                                \
+    static void name(hb *h)                                                                        \
+    {                                                                                              \
+        vb_valid_with(h, field, fn);                                                               \
+    }
 VALID_WITH(vb_upper_uuid, "client_id", v_upper_uuid)
 VALID_WITH(vb_short_uuid, "client_id", v_short_uuid)
 VALID_WITH(vb_long_tenant, "tenant", v_long_slug)
@@ -968,13 +1009,32 @@ static void verify_decode_strict(void **state)
 {
     (void)state;
     static const body_fn bad[] = {
-        vb_not_map,     vb_nil,          vb_empty,         vb_missing_reason,
-        vb_valid_not_bool, vb_unknown_reason, vb_valid_but_reason,
-        vb_invalid_but_reason_valid, vb_valid_missing_fields, vb_duplicate_key,
-        vb_trailing,    vb_key_not_str,  vb_upper_uuid,    vb_short_uuid,
-        vb_long_tenant, vb_nul_account,  vb_utf8_tenant,   vb_many_roles,
-        vb_role_num,    vb_roles_map,    vb_many_perms,    vb_long_perm,
-        vb_neg_time,    vb_time_str,     vb_huge_perms,    vb_tenant_num,
+        vb_not_map,
+        vb_nil,
+        vb_empty,
+        vb_missing_reason,
+        vb_valid_not_bool,
+        vb_unknown_reason,
+        vb_valid_but_reason,
+        vb_invalid_but_reason_valid,
+        vb_valid_missing_fields,
+        vb_duplicate_key,
+        vb_trailing,
+        vb_key_not_str,
+        vb_upper_uuid,
+        vb_short_uuid,
+        vb_long_tenant,
+        vb_nul_account,
+        vb_utf8_tenant,
+        vb_many_roles,
+        vb_role_num,
+        vb_roles_map,
+        vb_many_perms,
+        vb_long_perm,
+        vb_neg_time,
+        vb_time_str,
+        vb_huge_perms,
+        vb_tenant_num,
     };
     tkc_verify_res res = TKC_VERIFY_RES_INIT;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -1050,7 +1110,10 @@ static bool g_check = true; /* the ops below check what they decoded (off while 
 
 typedef int (*op_fn)(tkc *c);
 
-static int op_ping(tkc *c) { return tkc_ping(c, NULL); }
+static int op_ping(tkc *c)
+{
+    return tkc_ping(c, NULL);
+}
 static int op_auth(tkc *c)
 {
     tkc_whoami who;
@@ -1105,7 +1168,10 @@ static int op_verify(tkc *c)
     tkc_verify_res_free(&r);
     return rc;
 }
-static int op_tenant_create(tkc *c) { return tkc_tenant_create(c, "acme"); }
+static int op_tenant_create(tkc *c)
+{
+    return tkc_tenant_create(c, "acme");
+}
 
 static void body_ping(hb *h)
 {
@@ -1308,7 +1374,10 @@ static void reply_version_str(hb *h)
     hb_map(h, 1);
     hb_kv(h, "version", "1");
 }
-static void reply_write_nil(hb *h) { hb_byte(h, 0xc0); }
+static void reply_write_nil(hb *h)
+{
+    hb_byte(h, 0xc0);
+}
 static void reply_write_trailing(hb *h)
 {
     hb_map(h, 0);
@@ -1322,11 +1391,16 @@ static void replies_contract(void **state)
         op_fn run;
         body_fn body;
     } bad[] = {
-        {op_token_create, reply_mismatch_tokid}, {op_user_create, reply_token_as_key},
-        {op_key_create, reply_bad_checksum},     {op_token_list, reply_more_but_empty},
-        {op_token_list, reply_too_many_tokens},  {op_token_list, reply_token_missing_field},
-        {op_token_list, reply_long_description}, {op_auth, reply_actor_unknown},
-        {op_ping, reply_version_str},            {op_tenant_create, reply_write_nil},
+        {op_token_create, reply_mismatch_tokid},
+        {op_user_create, reply_token_as_key},
+        {op_key_create, reply_bad_checksum},
+        {op_token_list, reply_more_but_empty},
+        {op_token_list, reply_too_many_tokens},
+        {op_token_list, reply_token_missing_field},
+        {op_token_list, reply_long_description},
+        {op_auth, reply_actor_unknown},
+        {op_ping, reply_version_str},
+        {op_tenant_create, reply_write_nil},
         {op_tenant_create, reply_write_trailing},
     };
     make_cred(TK_KIND_TOKEN, &g_tok);
@@ -1748,9 +1822,9 @@ static void connecting(void **state)
     tkc *c = tkc_new();
     char addr[64];
     int port;
-    static const char *const bad[] = {"",          "nohost",     "127.0.0.1",  "::1:80",
-                                      "[::1]",     "[::1]:",     "[::1]80",    "host:0",
-                                      "host:65536", "host:12a",  ":7070",      "host:123456"};
+    static const char *const bad[] = {"",           "nohost",   "127.0.0.1", "::1:80",
+                                      "[::1]",      "[::1]:",   "[::1]80",   "host:0",
+                                      "host:65536", "host:12a", ":7070",     "host:123456"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (tkc_connect(c, bad[i]) != TK_EINVAL)
             fail_msg("address \"%s\" was accepted", bad[i]);
@@ -1870,8 +1944,7 @@ static int srv_setup(void **state)
             _exit(127);
         dup2(fd, 2);
         dup2(fd, 1);
-        execl(exe, exe, "--listen", "127.0.0.1:0", "--data", data,
-              (char *)NULL);
+        execl(exe, exe, "--listen", "127.0.0.1:0", "--data", data, (char *)NULL);
         _exit(127);
     }
     /* Wait up to 15 s for the listening line. */
@@ -1915,8 +1988,8 @@ static int srv_setup(void **state)
     } else {
         size_t ln = 0;
         unsigned char *text = tkt_read_file(log, &ln);
-        fprintf(stderr, "tokend did not start (or no operator key); its output:\n%.*s\n",
-                (int)ln, text ? (char *)text : "");
+        fprintf(stderr, "tokend did not start (or no operator key); its output:\n%.*s\n", (int)ln,
+                text ? (char *)text : "");
         free(text);
         srv_stop(s); /* a failed setup gets no teardown: leave nothing behind */
         *state = NULL;
@@ -1935,11 +2008,11 @@ static int srv_teardown(void **state)
     return 0;
 }
 
-#define NEED_SERVER(s)                                                                         \
-    srv *s = *state;                                                                           \
-    if (!s) {                                                                                  \
-        skip();                                                                                \
-        return;                                                                                \
+#define NEED_SERVER(s)                                                                             \
+    srv *s = *state;                                                                               \
+    if (!s) {                                                                                      \
+        skip();                                                                                    \
+        return;                                                                                    \
     }
 
 static tkc *srv_connect(const srv *s, const char *key)
@@ -1953,11 +2026,11 @@ static tkc *srv_connect(const srv *s, const char *key)
     return c;
 }
 
-#define OK(call)                                                                               \
-    do {                                                                                       \
-        int ok_rc_ = (call);                                                                   \
-        if (ok_rc_ != 0)                                                                       \
-            fail_msg("%s: %d %s", #call, ok_rc_, tkc_errmsg(op));                              \
+#define OK(call)                                                                                   \
+    do {                                                                                           \
+        int ok_rc_ = (call);                                                                       \
+        if (ok_rc_ != 0)                                                                           \
+            fail_msg("%s: %d %s", #call, ok_rc_, tkc_errmsg(op));                                  \
     } while (0)
 
 /* acme: roles admin L0 {orders:read, orders:write}, viewer L2 {orders:read};
@@ -2119,8 +2192,8 @@ static void server_errors(void **state)
     uint16_t status = 0;
     assert_int_equal(tkc_call(op, 0x7e, NULL, 0, &status, NULL, NULL), 0);
     assert_int_equal(status, proto_status(TK_EOPCODE));
-    static const uint8_t typo[] = {0x82, 0xa6, 't', 'e', 'n', 'a', 'n', 't', 0xa1, 'z',
-                                   0xa4, 'n',  'a', 'm', 'e', 0xa1, 'x'};
+    static const uint8_t typo[] = {0x82, 0xa6, 't', 'e', 'n', 'a', 'n',  't', 0xa1,
+                                   'z',  0xa4, 'n', 'a', 'm', 'e', 0xa1, 'x'};
     assert_int_equal(tkc_call(op, OP_TENANT_CREATE, typo, sizeof typo, &status, NULL, NULL), 0);
     assert_int_equal(status, proto_status(TK_EINVAL));
     assert_non_null(strstr(tkc_errmsg(op), "name"));
@@ -2277,11 +2350,11 @@ static void ctl_run(const char *dir, const char *addr, ctl_out *o, const char *c
     free(errp);
 }
 
-#define CTL(o, ...)                                                                            \
-    do {                                                                                       \
-        const char *ctl_args_[] = {__VA_ARGS__, NULL};                                         \
-        ctl_free(o);                                                                           \
-        ctl_run(s->dir, s->addr, (o), ctl_args_);                                              \
+#define CTL(o, ...)                                                                                \
+    do {                                                                                           \
+        const char *ctl_args_[] = {__VA_ARGS__, NULL};                                             \
+        ctl_free(o);                                                                               \
+        ctl_run(s->dir, s->addr, (o), ctl_args_);                                                  \
     } while (0)
 
 static void expect_code(const ctl_out *o, int code)
@@ -2406,8 +2479,8 @@ static void tokenctl_cli(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "client_id")), client_id);
     assert_string_equal(json_string_value(json_array_get(json_object_get(j, "roles"), 0)),
                         "viewer");
-    assert_string_equal(
-        json_string_value(json_array_get(json_object_get(j, "permissions"), 0)), "orders:read");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "permissions"), 0)),
+                        "orders:read");
     json_decref(j);
     CTL(&o, "verify", client_id, secret);
     expect_code(&o, 0);
