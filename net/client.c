@@ -228,8 +228,10 @@ static void setup_socket(int fd)
 
 void tkc_attach(tkc *c, int fd)
 {
+    int one = 1;
     reset_conn(c);
     c->fd = fd;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails on non-TCP: fine */
     snprintf(c->addr, sizeof c->addr, "fd %d", fd);
 }
 
@@ -335,7 +337,6 @@ int tkc_connect(tkc *c, const char *addr)
     hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
     int g = getaddrinfo(host, port, &hints, &res);
     if (g != 0) {
-        c->broken = true;
         return fail(c, TK_EIO, "cannot connect to %s: %s", addr, gai_strerror(g));
     }
     for (const struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
@@ -345,7 +346,6 @@ int tkc_connect(tkc *c, const char *addr)
     }
     freeaddrinfo(res);
     if (fd < 0) {
-        c->broken = true;
         return fail(c, TK_EIO, "cannot connect to %s: %s", addr,
                     saved == ETIMEDOUT ? "timed out" : strerror(saved));
     }

@@ -1836,6 +1836,8 @@ static void connecting(void **state)
     assert_int_equal(tkc_connect(c, addr), TK_EIO);
     assert_non_null(strstr(tkc_errmsg(c), "cannot connect"));
     assert_false(tkc_refused(c));
+    assert_int_equal(tkc_ping(c, NULL), TK_EIO);
+    assert_string_equal(tkc_errmsg(c), "not connected");
 
     int lfd = listen_on(AF_INET, &port);
     assert_true(lfd >= 0);
