@@ -4,7 +4,8 @@
  *
  * One handle is one TCP connection. The socket is blocking; every wait goes
  * through poll() against the handle's deadline, and every send/recv is made
- * with MSG_DONTWAIT, so no call waits longer than the timeout. The library
+ * with MSG_DONTWAIT, so no call waits longer than the timeout (name
+ * resolution in tkc_connect excepted: getaddrinfo has none). The library
  * keeps no global state: handles are independent, one handle is used by one
  * thread at a time.
  *
@@ -24,13 +25,16 @@
  * Errors: every function returns 0 or a negative TK_E* code (core/err.h).
  *   - The server refused (a non-zero status): proto_err(status), e.g.
  *     TK_EDENIED; tkc_errmsg() holds the server's one-line message and
- *     tkc_refused() is true. The connection goes on.
+ *     tkc_refused() is true. The connection goes on, except when the server
+ *     closes it after saying why (EBUSY at its connection limit, ELIMIT for
+ *     an oversized frame).
  *   - A local failure: TK_EIO (cannot connect, timeout, connection lost),
- *     TK_EPROTO (malformed or unexpected reply), TK_EINVAL (a bad argument,
- *     nothing sent), TK_EBUSY (the server's connection limit). tkc_errmsg()
- *     says what happened and tkc_refused() is false. After TK_EIO or
- *     TK_EPROTO the connection is unusable (every later call fails with
- *     TK_EIO) because the stream's position is lost; tkc_connect again.
+ *     TK_EPROTO (malformed or unexpected reply), TK_EINVAL (a bad argument
+ *     or a misuse such as a typed call with pipelined requests in flight;
+ *     nothing sent). tkc_errmsg() says what happened and tkc_refused() is
+ *     false. After TK_EIO or TK_EPROTO the connection is closed (every
+ *     later call fails with TK_EIO) because the stream's position is lost;
+ *     tkc_connect again.
  *
  * Strings in results: fixed-size fields (IDs, slugs, secrets) are copied
  * into arrays inside the caller's result struct; variable-length lists
