@@ -200,6 +200,8 @@ static int read_value(mpr *r, int f, fields *fs, dsp_err *err)
         return 0;
     case T_STRS: {
         uint32_t n;
+        if (!fs->items) /* no opcode without an items buffer allows an array */
+            return fail(err, TK_EINVAL, "field \"%s\": not expected", d->name);
         if (mpr_array(r, &n))
             return fail(err, TK_EINVAL, "field \"%s\": expected an array of strings", d->name);
         if (n > d->max) {
