@@ -1,6 +1,7 @@
 /* xmalloc.c - aborting allocators; see xmalloc.h. */
 #include "core/xmalloc.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,4 +47,24 @@ char *xstrndup(const char *s, size_t len)
 char *xstrdup(const char *s)
 {
     return xstrndup(s, strlen(s));
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    char *s = xmalloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+char *xpath(const char *dir, const char *name)
+{
+    return xasprintf("%s/%s", dir, name);
 }

@@ -15,5 +15,9 @@ void *xrealloc(void *p, size_t n);
 /* Copies len bytes of s and NUL-terminates; caller owns the result. */
 char *xstrndup(const char *s, size_t len);
 char *xstrdup(const char *s);
+/* printf into a new string; caller owns the result. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "dir/name" in a new string; caller owns the result. */
+char *xpath(const char *dir, const char *name);
 
 #endif

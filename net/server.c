@@ -74,18 +74,10 @@ void srv_opts_default(srv_opts *o)
 
 /* ---- the gateway key ------------------------------------------------------ */
 
-static char *join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = xmalloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 /* Reads DIR/gateway.key into key, creating it (0600, fsynced) if missing. */
 static int gateway_key(const char *dir, char key[GATEWAY_KEY_LEN + 1])
 {
-    char *path = join(dir, "gateway.key");
+    char *path = xpath(dir, "gateway.key");
     char buf[GATEWAY_KEY_LEN + 2];
     int rc = TK_EIO;
     int fd = open(path, O_RDONLY | O_CLOEXEC);

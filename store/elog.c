@@ -128,25 +128,6 @@ static void set_error(const char *fmt, ...)
     va_end(ap);
 }
 
-__attribute__((format(printf, 1, 2)))
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        n = 0;
-    s = xmalloc((size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
-
 static char *seg_path(const char *dir, uint64_t first)
 {
     return xasprintf("%s/%020" PRIu64 ".seg", dir, first);

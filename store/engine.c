@@ -74,14 +74,6 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static char *join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = xmalloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 /* ---- the view learns from changes ------------------------------------ */
 
 static void view_learn(void *arg, const st_change *c)
@@ -135,7 +127,7 @@ static void collect(void *arg, const st_change *c)
 /* Reads DIR/operator.key, creating it (0600, fsynced) at first start. */
 static int operator_key(eng *e)
 {
-    char *path = join(e->dir, "operator.key");
+    char *path = xpath(e->dir, "operator.key");
     int rc = TK_EIO;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT) {
@@ -272,12 +264,12 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
     }
     if ((rc = operator_key(e)))
         goto fail;
-    e->logdir = join(dir, "log");
+    e->logdir = xpath(dir, "log");
     if ((rc = elog_open(e->logdir, &lo, &e->log))) {
         set_error("%s", elog_last_error());
         goto fail;
     }
-    sub = join(dir, "state");
+    sub = xpath(dir, "state");
     if ((rc = state_open(sub, &e->st))) {
         set_error("cannot open LMDB state in %s: %s", sub, tk_strerror(rc));
         goto fail;

@@ -87,30 +87,6 @@ static void add_error(const char *fmt, ...)
     va_end(ap);
 }
 
-__attribute__((format(printf, 1, 2)))
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        n = 0;
-    s = xmalloc((size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
-
-static char *join(const char *dir, const char *name)
-{
-    return xasprintf("%s/%s", dir, name);
-}
-
 static void hex(const uint8_t *p, size_t n, char *out, size_t cap)
 {
     sodium_bin2hex(out, cap, p, n);
@@ -221,7 +197,7 @@ static void where_free(where *w)
  * damage message names), or any directory holding segments. 0, TK_EINVAL. */
 static int resolve(const char *path, where *w)
 {
-    char *sub = join(path, "log");
+    char *sub = xpath(path, "log");
     char base[ELOG_NAME_MAX];
 
     w->data = w->log = NULL;
@@ -450,7 +426,7 @@ static int prepare_target(const char *to, bool *made)
  * there was one. 0 or TK_EIO. */
 static int copy_operator_key(const char *from, const char *to, bool *copied)
 {
-    char *src = from ? join(from, "operator.key") : NULL, *dst = join(to, "operator.key");
+    char *src = from ? xpath(from, "operator.key") : NULL, *dst = xpath(to, "operator.key");
     struct stat st;
     int fd = -1, rc = 0;
 
@@ -499,7 +475,7 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
     if ((rc = resolve(from, &w)) || (rc = lock_log(w.log, false, &lfd)) ||
         (rc = prepare_target(to, &made)))
         goto fail;
-    newlog = join(to, "log");
+    newlog = xpath(to, "log");
     if ((rc = elog_open(newlog, NULL, &lg))) {
         set_error("%s", elog_last_error());
         goto fail;
@@ -1069,7 +1045,7 @@ static int make_aside(const char *log, replay_repair_info *info)
 /* Renames log/name into the aside directory. */
 static int move_aside(const char *log, const char *name, replay_repair_info *info, FILE *out)
 {
-    char *src = join(log, name), *dst = join(info->aside, name);
+    char *src = xpath(log, name), *dst = xpath(info->aside, name);
     struct stat st;
     int rc = 0;
 
@@ -1140,7 +1116,7 @@ static int cut_segment(const char *log, uint64_t seg, uint64_t off, replay_repai
     snprintf(name, sizeof name, "%020" PRIu64 ".seg", seg);
     if (off == 0)
         return move_aside(log, name, info, out);
-    path = join(log, name);
+    path = xpath(log, name);
     dst = xasprintf("%s/%s.from-%" PRIu64, info->aside, name, off);
     fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0) {
@@ -1193,7 +1169,7 @@ static int state_seq(const char *dir, uint64_t *seq)
 /* Sets DIR/state aside when it is ahead of the log (last) or unreadable. */
 static int check_state(const char *data, uint64_t last, replay_repair_info *info, FILE *out)
 {
-    char *sdir = join(data, "state");
+    char *sdir = xpath(data, "state");
     uint64_t applied = 0;
     long long now = (long long)time(NULL);
     int rc, read_rc;
