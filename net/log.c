@@ -9,6 +9,7 @@
 
 #define LINE_MAX_BYTES 512
 
+__attribute__((format(printf, 1, 0)))
 static void emit(const char *fmt, va_list ap, uint64_t held)
 {
     char line[LINE_MAX_BYTES];

@@ -59,6 +59,7 @@ const char *eng_last_error(void)
     return last_error;
 }
 
+__attribute__((format(printf, 1, 2)))
 static void set_error(const char *fmt, ...)
 {
     va_list ap;
