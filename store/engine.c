@@ -34,6 +34,8 @@
 
 #define OPERATOR_KEY_LEN 68 /* "tko_" + 64 hex digits */
 #define REPLAY_BATCH 10000
+#define CHECKPOINT_MS 1000  /* flush LMDB at most this long after a commit */
+#define BOOT_ID_LEN 36
 
 struct eng {
     char *dir;
@@ -42,6 +44,13 @@ struct eng {
     state *st;
     view *v;
     bool fenced;
+    /* LMDB commits without fsync (the log is the durable copy); a marker
+     * file says "commits may be unflushed, made on boot <id>". */
+    bool nosync;
+    bool dirty;                     /* the marker is on disk */
+    int64_t synced_ms;              /* last checkpoint */
+    char boot_id[BOOT_ID_LEN + 1];
+    char *marker;                   /* DIR/state.unsynced */
     char op_key[OPERATOR_KEY_LEN + 1];
     uint8_t op_hash[TK_HASH_LEN];
     /* Per-batch scratch, kept between calls. */
@@ -121,6 +130,90 @@ static void collect(void *arg, const st_change *c)
         e->changes = xrealloc(e->changes, e->chgcap * sizeof *e->changes);
     }
     e->changes[e->nchg++] = *c;
+}
+
+/* ---- LMDB checkpoints ------------------------------------------------- *
+ *
+ * Every change is durable in the event log before it is acknowledged, so
+ * LMDB need not be fsynced at each commit: it is opened with MDB_NOSYNC
+ * and flushed at checkpoints (at most CHECKPOINT_MS after a commit, and at
+ * close). That saves one fsync per batch on the write path.
+ *
+ * A process crash loses nothing of LMDB (its writes are in the page cache,
+ * in commit order), and the open replays the log after LMDB's applied
+ * sequence as always. A machine crash (power, kernel) between checkpoints
+ * can leave LMDB's meta page on disk ahead of its data pages. So before the
+ * first unflushed commit after a checkpoint, the file DIR/state.unsynced is
+ * written and fsynced holding this boot's id (/proc/sys/kernel/random/
+ * boot_id); a checkpoint removes it. At open, a marker from another boot
+ * means the machine went down with LMDB unflushed: LMDB is set aside
+ * (DIR/state.untrusted-<time>) and rebuilt from the log. Where the boot id
+ * cannot be read, LMDB is synced at every commit instead. */
+
+static int read_boot_id(char out[BOOT_ID_LEN + 1])
+{
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, out, BOOT_ID_LEN);
+    close(fd);
+    if (n != BOOT_ID_LEN)
+        return -1;
+    out[BOOT_ID_LEN] = '\0';
+    return 0;
+}
+
+static int mark_unsynced(eng *e)
+{
+    int fd = open(e->marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return TK_EIO;
+    bool ok = write(fd, e->boot_id, BOOT_ID_LEN) == BOOT_ID_LEN && fsync(fd) == 0;
+    close(fd);
+    if (!ok || fio_fsync_dir(e->dir) != 0)
+        return TK_EIO;
+    e->dirty = true;
+    return 0;
+}
+
+static int checkpoint(eng *e)
+{
+    if (state_sync(e->st) != 0)
+        return TK_EIO;
+    if (unlink(e->marker) != 0 && errno != ENOENT)
+        return TK_EIO;
+    if (fio_fsync_dir(e->dir) != 0)
+        return TK_EIO;
+    e->dirty = false;
+    e->synced_ms = now_ms();
+    return 0;
+}
+
+/* At open: sets LMDB aside when a marker from another boot says the machine
+ * went down with unflushed commits. */
+static int check_marker(eng *e, const char *state_dir)
+{
+    char seen[BOOT_ID_LEN + 1] = {0};
+    int fd = open(e->marker, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : TK_EIO;
+    ssize_t n = read(fd, seen, BOOT_ID_LEN);
+    close(fd);
+    if (n == BOOT_ID_LEN && e->nosync && memcmp(seen, e->boot_id, BOOT_ID_LEN) == 0)
+        return 0; /* a process crash on this boot: LMDB is whole */
+    char *aside = xasprintf("%s.untrusted-%lld", state_dir, (long long)time(NULL));
+    int rc = 0;
+    if (rename(state_dir, aside) != 0 && errno != ENOENT) {
+        set_error("cannot set aside %s: %s", state_dir, strerror(errno));
+        rc = TK_EIO;
+    } else {
+        fprintf(stderr, "tokend: the machine went down before LMDB was flushed: rebuilding the "
+                        "state from the event log (the old state is kept in %s)\n", aside);
+        if (unlink(e->marker) != 0 || fio_fsync_dir(e->dir) != 0)
+            rc = TK_EIO;
+    }
+    free(aside);
+    return rc;
 }
 
 /* ---- open ------------------------------------------------------------ */
@@ -271,12 +364,24 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
         goto fail;
     }
     sub = xpath(dir, "state");
-    if ((rc = state_open(sub, &e->st))) {
+    e->marker = xpath(dir, "state.unsynced");
+    e->nosync = read_boot_id(e->boot_id) == 0;
+    if ((rc = check_marker(e, sub)))
+        goto fail;
+    if ((rc = state_open(sub, e->nosync, &e->st))) {
         set_error("cannot open LMDB state in %s: %s", sub, tk_strerror(rc));
+        goto fail;
+    }
+    if (e->nosync && (rc = mark_unsynced(e))) {
+        set_error("cannot write %s: %s", e->marker, strerror(errno));
         goto fail;
     }
     if ((rc = replay(e)))
         goto fail;
+    if (e->nosync && (rc = checkpoint(e))) {
+        set_error("cannot flush LMDB in %s", sub);
+        goto fail;
+    }
     view_new(&e->v);
     if ((rc = state_begin(e->st, false, &t)) || (rc = state_load(t, view_learn, e->v))) {
         set_error("cannot load the state into memory: %s", tk_strerror(rc));
@@ -299,7 +404,10 @@ void eng_close(eng *e)
     if (!e)
         return;
     view_free(e->v);
+    if (e->st && e->dirty && !e->fenced)
+        checkpoint(e);
     state_close(e->st);
+    free(e->marker);
     elog_close(e->log);
     mpw_free(&e->evbuf);
     free(e->evoff);
@@ -794,10 +902,15 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
     }
     if ((rc = elog_sync(e->log)))
         goto fail;
+    /* The marker goes to disk before LMDB holds an unflushed commit. */
+    if (e->nosync && !e->dirty && (rc = mark_unsynced(e)))
+        goto fail;
     rc = state_commit(t);
     t = NULL;
     if (rc)
         goto fail; /* durable in the log, replayed at the next open */
+    if (e->nosync && now_ms() - e->synced_ms >= CHECKPOINT_MS && (rc = checkpoint(e)))
+        goto fail; /* the batch is durable (log) but LMDB cannot be flushed: fence */
     return 0;
 fail:
     state_abort(t);

@@ -73,6 +73,30 @@ int fio_write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
+int fio_pwrite_all(int fd, const void *buf, size_t len, off_t off)
+{
+    const unsigned char *p = buf;
+
+    if (fault_fires(FIO_WRITE))
+        return TK_EIO;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len > FIO_CHUNK ? FIO_CHUNK : len, off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return TK_EIO;
+        }
+        if (n == 0) {
+            errno = EIO;
+            return TK_EIO;
+        }
+        p += n;
+        off += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 int fio_fsync(int fd)
 {
     if (fault_fires(FIO_FSYNC))

@@ -19,6 +19,10 @@ void fio_fault_arm(fio_op op, unsigned n);
 /* Writes all len bytes (retrying short writes and EINTR). 0 or TK_EIO. */
 int fio_write_all(int fd, const void *buf, size_t len);
 
+/* Writes all len bytes at offset off (pwrite; retries short writes and
+ * EINTR). Counts as an FIO_WRITE. 0 or TK_EIO. */
+int fio_pwrite_all(int fd, const void *buf, size_t len, off_t off);
+
 /* fdatasync(fd). 0 or TK_EIO. */
 int fio_fsync(int fd);
 

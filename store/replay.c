@@ -1157,7 +1157,7 @@ static int state_seq(const char *dir, uint64_t *seq)
 {
     state *s = NULL;
     state_txn *t = NULL;
-    int rc = state_open(dir, &s);
+    int rc = state_open(dir, false, &s);
     if (rc == 0 && (rc = state_begin(s, false, &t)) == 0) {
         *seq = state_applied_seq(t);
         state_abort(t);

@@ -1029,7 +1029,7 @@ done:
 
 /* ---- environment and transactions -------------------------------------- */
 
-int state_open(const char *dir, state **out)
+int state_open(const char *dir, bool nosync, state **out)
 {
     state *s = xcalloc(1, sizeof *s);
     MDB_txn *txn = NULL;
@@ -1041,7 +1041,8 @@ int state_open(const char *dir, state **out)
         goto fail_mdb;
     mdb_env_set_maxdbs(s->env, DB_COUNT + 2);
     mdb_env_set_mapsize(s->env, INITIAL_MAP);
-    if ((rc = mdb_env_open(s->env, dir, MDB_NOMETASYNC | MDB_NOTLS, 0600)))
+    if ((rc = mdb_env_open(s->env, dir, (nosync ? MDB_NOSYNC : MDB_NOMETASYNC) | MDB_NOTLS,
+                           0600)))
         goto fail_mdb;
     /* Clear reader slots left by processes that died (kill -9). */
     mdb_reader_check(s->env, &dead);
@@ -1073,6 +1074,11 @@ fail_mdb:
 fail_io:
     free(s);
     return TK_EIO;
+}
+
+int state_sync(state *s)
+{
+    return mdb_env_sync(s->env, 1) ? TK_EIO : 0;
 }
 
 void state_close(state *s)

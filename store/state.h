@@ -13,9 +13,11 @@
  * Apply does not check domain rules (the engine has, before logging); it
  * checks only what keeps the database consistent.
  *
- * The environment is opened with MDB_NOMETASYNC: data pages are synced on
- * commit, the meta page lazily; a system crash may undo the last commits,
- * which the log replays. The map grows (doubles) before a write
+ * Durability comes from the event log, not from LMDB: the engine opens the
+ * environment with MDB_NOSYNC (no fsync per commit) and calls state_sync
+ * at checkpoints; see engine.c for how a machine crash between checkpoints
+ * is detected and repaired from the log. Without nosync it is opened with
+ * MDB_NOMETASYNC (data pages synced at each commit). The map grows (doubles) before a write
  * transaction when it is over 3/4 full, so a write does not fail for space.
  * Records returned are copies: nothing points into an LMDB page after the
  * call returns.
@@ -102,8 +104,13 @@ typedef struct st_change {
 typedef void (*st_emit_fn)(void *arg, const st_change *c);
 
 /* Opens (creating) the environment in dir (a directory made if missing) and
- * runs mdb_reader_check. 0, TK_EIO, TK_ECORRUPT. */
-int state_open(const char *dir, state **out);
+ * runs mdb_reader_check. nosync: commits do not fsync (state_sync does).
+ * 0, TK_EIO, TK_ECORRUPT. */
+int state_open(const char *dir, bool nosync, state **out);
+
+/* Flushes every committed transaction to disk (mdb_env_sync, forced).
+ * 0 or TK_EIO. */
+int state_sync(state *s);
 void state_close(state *s); /* s may be NULL; no transaction may be open */
 
 /* Begins a transaction. Only one write transaction at a time. Read

@@ -1,0 +1,149 @@
+/*
+ * test_engine_sync.c - LMDB is flushed at checkpoints, not at each commit
+ * (store/engine.c, "LMDB checkpoints"): a clean close leaves no marker; a
+ * process crash on the same boot keeps LMDB; a marker from another boot
+ * (the machine went down with unflushed commits) makes the open set LMDB
+ * aside and rebuild it from the log, even when LMDB is garbage.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "store/engine.h"
+#include "tests/support/fixture.h"
+#include "tests/support/tkt.h"
+
+static const char *const VIEWER[] = {"viewer", NULL};
+
+static bool exists(const char *dir, const char *name)
+{
+    char *p = tkt_path(dir, name);
+    struct stat st;
+    bool ok = stat(p, &st) == 0;
+    free(p);
+    return ok;
+}
+
+static int count_prefix(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)))
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+/* A child opens the store, creates a token (secret into *secret, shared
+ * memory via a pipe) and dies without closing: a process crash. */
+static void crash_after_create(const char *dir, char secret[TK_SECRET_LEN + 1])
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        eng *e;
+        fx_world w;
+        char s[TK_SECRET_LEN + 1];
+        if (eng_open(dir, NULL, &e) != 0)
+            _exit(3);
+        fx_scenario(e, &w);
+        if (fx_token(e, &w.alice, "ci", VIEWER, 0, NULL, s) != 0)
+            _exit(4);
+        if (write(fds[1], s, sizeof s) != (ssize_t)sizeof s)
+            _exit(5);
+        _exit(0); /* no eng_close: LMDB not flushed, the marker stays */
+    }
+    close(fds[1]);
+    assert_int_equal(read(fds[0], secret, TK_SECRET_LEN + 1), TK_SECRET_LEN + 1);
+    close(fds[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void clean_close_leaves_no_marker(void **state)
+{
+    (void)state;
+    char *dir = tkt_mkdtemp();
+    eng *e;
+    fx_world w;
+    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    fx_scenario(e, &w);
+    assert_true(exists(dir, "state.unsynced")); /* commits since the open's checkpoint */
+    eng_close(e);
+    assert_false(exists(dir, "state.unsynced"));
+    tkt_rmdir(dir);
+    free(dir);
+}
+
+static void process_crash_keeps_lmdb(void **state)
+{
+    (void)state;
+    char *dir = tkt_mkdtemp();
+    char secret[TK_SECRET_LEN + 1];
+    eng *e;
+    tk_verify v;
+    crash_after_create(dir, secret);
+    assert_true(exists(dir, "state.unsynced"));
+    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(count_prefix(dir, "state.untrusted-"), 0); /* same boot: trusted */
+    assert_false(exists(dir, "state.unsynced"));                /* the open checkpoints */
+    assert_int_equal(fx_verify(e, secret, &v), TK_V_VALID);
+    eng_close(e);
+    tkt_rmdir(dir);
+    free(dir);
+}
+
+static void machine_crash_rebuilds_lmdb_from_the_log(void **state)
+{
+    (void)state;
+    char *dir = tkt_mkdtemp();
+    char secret[TK_SECRET_LEN + 1];
+    eng *e;
+    tk_verify v;
+    crash_after_create(dir, secret);
+    /* As after a power cut: the marker names another boot, and LMDB's
+     * pages on disk are not to be trusted (here: garbage). */
+    char *marker = tkt_path(dir, "state.unsynced");
+    assert_int_equal(tkt_write_file(marker, "00000000-0000-0000-0000-000000000000", 36), 0);
+    char *mdb = tkt_path(dir, "state/data.mdb");
+    static unsigned char junk[1 << 16];
+    memset(junk, 0xA5, sizeof junk);
+    assert_int_equal(tkt_write_file(mdb, junk, sizeof junk), 0);
+
+    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(count_prefix(dir, "state.untrusted-"), 1); /* kept, not deleted */
+    assert_false(exists(dir, "state.unsynced"));
+    assert_int_equal(fx_verify(e, secret, &v), TK_V_VALID);
+    assert_string_equal(v.tenant, "acme");
+    eng_close(e);
+    free(marker);
+    free(mdb);
+    tkt_rmdir(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(clean_close_leaves_no_marker),
+        cmocka_unit_test(process_crash_keeps_lmdb),
+        cmocka_unit_test(machine_crash_rebuilds_lmdb_from_the_log),
+    };
+    return cmocka_run_group_tests_name("engine_sync", tests, NULL, NULL);
+}
