@@ -106,6 +106,7 @@ tb() {
          (if .p50_us then ", p50 \(.p50_us) us, p99 \(.p99_us) us" else "" end)' <<<"$out" >&2
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start_tokend
 start_redis redis --save '' --appendonly no
 RPORT=$REDIS_PORT
@@ -148,19 +149,28 @@ redis-benchmark -h 127.0.0.1 -p "$RPORT" --dbnum 1 -t set -r "$TOKENS" -n $((TOK
   -d 60 -c 50 -P 16 -q >/dev/null 2>&1
 gencheck=$scratch/gencheck.jsonl
 : >"$gencheck"
+# Redis's own count of GETs served: tokenbench's replies checked must match it.
+get_calls() {
+  redis-cli -p "$RPORT" info commandstats | sed -n 's/^cmdstat_get:calls=\([0-9]*\).*/\1/p'
+}
 for cp in "${CASES[@]}"; do
   set -- $cp
   label="gencheck C=$1 P=$2"
   for r in $(seq "$REPEAT"); do
+    g0=$(get_calls)
     tb "$label" redis --addr "127.0.0.1:$RPORT" --tokens-file "$scratch/tokens" \
       --connections "$1" --pipeline "$2" "${common[@]}"
+    counted=$(( $(get_calls) - g0 ))
+    checked=$(tail -n 1 "$runs" | jq '.checked')
     rate=$(tail -n 1 "$runs" | jq '.ops_per_sec | floor')
     n=$(( rate * ${DUR%.*} )); [ "$n" -ge 10000 ] || n=10000
     rb=$($NICE redis-benchmark -h 127.0.0.1 -p "$RPORT" --dbnum 1 -t get -r "$TOKENS" -c "$1" \
            -P "$2" -n "$n" --csv 2>/dev/null | awk -F'"' '$2 == "GET" { print $4 }')
-    say "  $label redis-benchmark: ${rb%.*} ops/s ($n requests)"
+    say "  $label redis-benchmark: ${rb%.*} ops/s ($n requests); redis counted $counted GETs for tokenbench's $checked replies"
     jq -nc --arg case "$label" --argjson tb "$rate" --argjson rb "${rb:-0}" --argjson n "$n" \
-      '{case: $case, tokenbench: $tb, redis_benchmark: $rb, requests: $n}' >>"$gencheck"
+      --argjson counted "$counted" --argjson checked "$checked" \
+      '{case: $case, tokenbench: $tb, redis_benchmark: $rb, requests: $n,
+        redis_counted_gets: $counted, tokenbench_checked: $checked}' >>"$gencheck"
   done
 done
 
@@ -177,8 +187,9 @@ machine=$(jq -n --arg cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuin
   --arg kernel "$(uname -r)" --arg redis "$(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/')" \
   --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  --arg lb "$load_before" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" \
   '{cpu: $cpu, cores: ($cores | tonumber), memory: $mem, kernel: $kernel, redis: $redis,
-    commit: $commit, date: $date}')
+    commit: $commit, date: $date, loadavg_before: $lb, loadavg_after: $la}')
 jq -s --argjson machine "$machine" --slurpfile gen "$gencheck" --arg nice "${NICE:-none}" \
   --argjson params "$(jq -n --argjson t "$TOKENS" --argjson d "$DUR" --argjson w "$WARM" \
                        --argjson r "$REPEAT" '{tokens: $t, duration_s: $d, warmup_s: $w, repeat: $r}')" '
@@ -200,13 +211,15 @@ jq -s --argjson machine "$machine" --slurpfile gen "$gencheck" --arg nice "${NIC
      load: [$all[] | select(.case == "load")],
      generator_check: ([$gen[].case] | ordered | map(. as $c | [$gen[] | select(.case == $c)]
        | {case: $c, runs: length, tokenbench_ops_per_sec: (map(.tokenbench) | median),
-          redis_benchmark_ops_per_sec: (map(.redis_benchmark) | median), each: .}
+          redis_benchmark_ops_per_sec: (map(.redis_benchmark) | median),
+          counts_agree: (map(.redis_counted_gets == .tokenbench_checked) | all), each: .}
        | .ratio = .tokenbench_ops_per_sec / .redis_benchmark_ops_per_sec)),
      runs: $all}' "$runs" >"$OUT/latest.json"
 
 # The table: one line per case, tokend | Redis | ratio (tokend / Redis).
 {
-  jq -r '.machine | "machine: \(.cpu), \(.cores) cores, \(.memory), Linux \(.kernel), redis \(.redis), tokend \(.commit), \(.date)"' "$OUT/latest.json"
+  jq -r '.machine | "machine: \(.cpu), \(.cores) cores, \(.memory), Linux \(.kernel), redis \(.redis), tokend \(.commit), \(.date)",
+                    "load average (1/5/15 min) before: \(.loadavg_before), after: \(.loadavg_after) (other work on the machine)"' "$OUT/latest.json"
   jq -r '.params | "each case: median of \(.repeat) runs of \(.duration_s) s (after \(.warmup_s) s warm-up), \(.tokens) tokens, priority: \(.nice); ratio = tokend / Redis"' "$OUT/latest.json"
   printf '%-22s %12s %12s %7s | %17s %17s | %9s %9s\n' case "tokend op/s" "Redis op/s" ratio \
     "tokend p50/p99us" "Redis p50/p99us" "p50 ratio" "p99 ratio"
@@ -216,8 +229,8 @@ jq -s --argjson machine "$machine" --slurpfile gen "$gencheck" --arg nice "${NIC
            (.ratio.p50*100|round/100), (.ratio.p99*100|round/100)] | @tsv' "$OUT/latest.json" |
     awk -F'\t' '{ printf "%-22s %12s %12s %7s | %17s %17s | %9s %9s\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
   jq -r '.generator_check[] | [.case, .tokenbench_ops_per_sec, (.redis_benchmark_ops_per_sec|floor),
-           (.ratio*100|round/100)] | @tsv' "$OUT/latest.json" |
-    awk -F'\t' '{ printf "%-22s %12s %12s %7s | tokenbench redis vs redis-benchmark GET (same server)\n", $1, $2, $3, $4 }'
+           (.ratio*100|round/100), (if .counts_agree then "equal to" else "NOT equal to" end)] | @tsv' "$OUT/latest.json" |
+    awk -F'\t' '{ printf "%-22s %12s %12s %7s | tokenbench redis vs redis-benchmark GET, same server; tokenbench replies %s Redis cmdstat_get\n", $1, $2, $3, $4, $5 }'
   jq -r '.index[] | [.case, (.ops_per_sec|floor), "-", "-",
            "verify \(.verify_ns*10|round/10) ns, \(.index_bytes_per_token*10|round/10) B/token, build \(.build_s*100|round/100) s"] | @tsv' "$OUT/latest.json" |
     awk -F'\t' '{ printf "%-22s %12s %12s %7s | %s (in-process, one core)\n", $1, $2, $3, $4, $5 }'
