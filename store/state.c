@@ -43,6 +43,7 @@ struct state_txn {
     bool write;
     bool dirty;            /* seq or ids changed: write them at commit */
     uint64_t seq;
+    uint64_t applying;     /* seq of the event being applied */
     uint32_t ids[ID_COUNT];
 };
 
@@ -303,10 +304,11 @@ static int dec_cred(const MDB_val *k, const MDB_val *v, st_cred *o)
     if (k->mv_size != TK_ID_LEN)
         return TK_ECORRUPT;
     memcpy(o->id.b, k->mv_data, TK_ID_LEN);
-    if (rd_header(&r, v, 9) || rd_u32(&r, &kind) || mpr_bin(&r, &h, &hn) || hn != TK_HASH_LEN
+    if (rd_header(&r, v, 10) || rd_u32(&r, &kind) || mpr_bin(&r, &h, &hn) || hn != TK_HASH_LEN
         || rd_u32(&r, &o->tenant) || rd_u32(&r, &o->account) || rd_u32(&r, &o->user)
         || rd_ids(&r, o->roles, &o->nroles, TK_MAX_ROLES) || mpr_int(&r, &o->created_ms)
-        || mpr_int(&r, &o->expires) || rd_cstr(&r, o->desc, sizeof o->desc))
+        || mpr_int(&r, &o->expires) || rd_cstr(&r, o->desc, sizeof o->desc)
+        || mpr_uint(&r, &o->seq))
         return TK_ECORRUPT;
     if (kind != TK_KIND_TOKEN && kind != TK_KIND_PERSONAL)
         return TK_ECORRUPT;
@@ -317,7 +319,7 @@ static int dec_cred(const MDB_val *k, const MDB_val *v, st_cred *o)
 
 static void enc_cred(mpw *w, const st_cred *o)
 {
-    mpw_array(w, 9);
+    mpw_array(w, 10);
     mpw_uint(w, o->kind);
     mpw_bin(w, o->hash, TK_HASH_LEN);
     mpw_uint(w, o->tenant);
@@ -329,6 +331,7 @@ static void enc_cred(mpw *w, const st_cred *o)
     mpw_int(w, o->created_ms);
     mpw_int(w, o->expires);
     mpw_cstr(w, o->desc);
+    mpw_uint(w, o->seq);
 }
 
 /* ---- lookups ---------------------------------------------------------- */
@@ -550,7 +553,7 @@ static void cred_change(const st_cred *cr, st_change *c)
 static int account_token_key(uint8_t k[28], const st_cred *cr)
 {
     be32(k, cr->account);
-    be64(k + 4, (uint64_t)cr->created_ms);
+    be64(k + 4, cr->seq);
     memcpy(k + 12, cr->id.b, TK_ID_LEN);
     return 28;
 }
@@ -578,6 +581,7 @@ static int apply_cred_create(state_txn *t, const ev *e, st_emit_fn emit, void *a
     cr.account = ac.id;
     cr.user = us.id;
     cr.created_ms = e->ts;
+    cr.seq = t->applying;
     cr.expires = e->expires;
     if (cr.kind == TK_KIND_TOKEN) {
         if ((rc = resolve_roles(t, tn.id, e, cr.roles)))
@@ -810,6 +814,7 @@ int state_apply(state_txn *t, uint64_t seq, const ev *e, st_emit_fn emit, void *
 {
     if (!t->write || seq != t->seq + 1)
         return TK_ECORRUPT;
+    t->applying = seq;
     int rc = apply(t, e, emit, arg);
     if (rc)
         return rc;

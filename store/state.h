@@ -79,6 +79,7 @@ typedef struct st_cred {
     uint32_t nroles;
     uint32_t roles[TK_MAX_ROLES];
     int64_t created_ms; /* unix milliseconds (the event's timestamp) */
+    uint64_t seq;       /* the creating event's sequence number: orders listings */
     int64_t expires;    /* unix seconds; 0 = never */
     char desc[TK_DESC_MAX + 1];
 } st_cred;
@@ -145,7 +146,8 @@ int state_user_by_slug(state_txn *t, uint32_t account, const char *slug, size_t 
 int state_user_by_id(state_txn *t, uint32_t id, st_user *out);
 int state_cred_by_id(state_txn *t, const tk_id *id, st_cred *out);
 
-/* Calls fn for each tenant API token of account, oldest first, starting
+/* Calls fn for each tenant API token of account, oldest first (in event
+ * order, so tokens created in the same millisecond keep theirs), starting
  * after the token `after` (NULL: from the start); stops when fn returns
  * non-zero (that value is returned) or after limit calls. */
 int state_account_tokens(state_txn *t, uint32_t account, const tk_id *after, uint32_t limit,

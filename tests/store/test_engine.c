@@ -527,6 +527,34 @@ static void failed_fsync_is_not_acknowledged_and_fences(void **state)
     assert_int_equal(fx_tenant(c->e, "never"), 0); /* it was not there */
 }
 
+/* Regression: tokens created in the same millisecond (one batch) were
+ * listed in client-ID order, not creation order, once the server got fast
+ * enough to create two in one millisecond. */
+static void listing_keeps_creation_order_within_a_millisecond(void **state)
+{
+    ctx *c = *state;
+    enum { N = 20 };
+    eng_req r[N];
+    eng_res res[N];
+    ids_seen seen = {0};
+    tk_str none = {0};
+    for (int i = 0; i < N; i++) {
+        eng_req_init(&r[i], ENG_TOKEN_CREATE, &c->w.alice);
+        r[i].items[0] = (tk_str){"viewer", 6};
+        r[i].nitems = 1;
+    }
+    assert_int_equal(eng_exec(c->e, r, res, N), 0); /* one batch: one timestamp */
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, NULL, 16, collect_ids, &seen), 0);
+    assert_int_equal(seen.n, 16);
+    for (int i = 0; i < 16; i++)
+        assert_memory_equal(seen.ids[i].b, res[i].id.b, 16);
+    /* Paging after the 10th gives the 11th. */
+    seen.n = 0;
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, &res[9].id, 1, collect_ids, &seen), 0);
+    assert_int_equal(seen.n, 1);
+    assert_memory_equal(seen.ids[0].b, res[10].id.b, 16);
+}
+
 static void refusals_say_why(void **state)
 {
     ctx *c = *state;
@@ -579,6 +607,7 @@ int main(void)
         T(batch_is_one_commit_with_independent_results),
         T(failed_fsync_is_not_acknowledged_and_fences),
         T(refusals_say_why),
+        T(listing_keeps_creation_order_within_a_millisecond),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }
