@@ -326,6 +326,34 @@ static void maybe_finish(conn *c)
     arm_timer(c, LINGER_SECONDS);
 }
 
+/* Writes the replies the output holds straight to the socket, at the end
+ * of the callback that made them, rather than on the next loop turn's
+ * writable event: one write system call per burst of replies, and no
+ * EV_WRITE registration (two epoll_ctl calls and a wake-up per reply)
+ * unless the socket is full. Then the bufferevent writes the rest as usual,
+ * with its write timeout catching a peer that takes nothing. Every callback
+ * that can add output ends here. */
+static void send_now(conn *c)
+{
+    if (c->st == CS_CLOSED || !c->bev)
+        return;
+    struct evbuffer *out = output(c);
+    if (evbuffer_get_length(out) > 0) {
+        /* A socket bufferevent keeps the start of its output frozen and
+         * thaws it only around its own writes: do the same. Errors are left
+         * for the bufferevent to meet on its next write. */
+        evbuffer_unfreeze(out, 1);
+        (void)evbuffer_write(out, bufferevent_getfd(c->bev));
+        evbuffer_freeze(out, 1);
+    }
+    if (evbuffer_get_length(out) > 0) {
+        bufferevent_enable(c->bev, EV_WRITE);
+    } else {
+        bufferevent_disable(c->bev, EV_WRITE);
+        maybe_finish(c);
+    }
+}
+
 /* The peer broke framing: reply (in order) with status, then fail. */
 static void fail_framing(conn *c, uint32_t id, int status, const char *msg)
 {
@@ -441,6 +469,7 @@ static void job_done(wrt_job *j)
         return;
     }
     maybe_finish(c);
+    send_now(c);
 }
 
 /* The actor of a management request, or an error reply. */
@@ -635,12 +664,14 @@ static void read_cb(struct bufferevent *bev, void *arg)
         return;
     }
     process(c);
+    send_now(c);
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     maybe_finish(arg);
+    send_now(arg); /* drained: stop watching for writability */
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -654,6 +685,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         if (c->st == CS_OPEN) {
             c->st = CS_ENDING; /* answer what was sent, then close */
             process(c);
+            send_now(c);
         } else if (c->st == CS_LINGER) {
             close_now(c);
         }
@@ -807,7 +839,7 @@ void conn_hub_accept(conn_hub *h, evutil_socket_t fd, const struct sockaddr *sa,
     bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH);
     c->rd_high = READ_HIGH;
     bufferevent_set_timeouts(c->bev, &idle, &idle);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ); /* EV_WRITE only while output waits: send_now */
     c->next = h->all;
     if (h->all)
         h->all->prev = c;
@@ -831,6 +863,7 @@ void conn_hub_stop(conn_hub *h, void (*empty)(void *arg), void *arg)
         c->st = CS_ENDING;
         bufferevent_disable(c->bev, EV_READ);
         process(c);
+        send_now(c);
     }
     event_active(h->reap, 0, 0); /* checks for empty, from an event callback */
 }

@@ -318,7 +318,15 @@ int srv_open(const srv_opts *o, srv **out)
     if (o->require_gateway && (rc = gateway_key(o->data_dir, gw)))
         goto fail;
     rc = TK_EIO;
-    if (!(s->base = event_base_new())) {
+    /* The epoll changelist folds an event added and deleted in the same loop
+     * turn into no system call (send_now relies on it). */
+    struct event_config *cfg = event_config_new();
+    if (cfg)
+        event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    s->base = cfg ? event_base_new_with_config(cfg) : NULL;
+    if (cfg)
+        event_config_free(cfg);
+    if (!s->base) {
         lg_line("cannot create the event loop");
         goto fail;
     }
