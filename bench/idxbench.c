@@ -7,7 +7,7 @@
  * present ids in random order, for absent ids, and as a dependent chain
  * (each lookup's id is read from the entry the previous lookup returned,
  * so misses cannot overlap: that is latency, the others are throughput).
- * For reference, in the same run: one random read of a 72-byte record from
+ * For reference, in the same run: one random read of an index-entry-sized record from
  * a plain N-record array (the floor for any index that must touch the
  * entry), the same as a dependent chain, a binary search in a sorted array
  * of the ids, and SipHash of one id alone. Query ids are laid out in
@@ -227,7 +227,7 @@ static void report(const bench *b, const result *r, int json)
     printf("  idx_get present         %8.1f ns/op  (independent, random order)\n", r->present);
     printf("  idx_get present, chain  %8.1f ns/op  (dependent: latency)\n", r->present_dep);
     printf("  idx_get absent          %8.1f ns/op\n", r->absent);
-    printf("  baseline: 72-byte read  %8.1f ns/op  (random record of an N-array)\n",
+    printf("  baseline: 64-byte read  %8.1f ns/op  (random record of an N-array)\n",
            r->base_read);
     printf("  baseline: read, chain   %8.1f ns/op  (dependent: one miss of latency)\n",
            r->base_read_dep);

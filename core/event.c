@@ -161,7 +161,9 @@ static int read_field(mpr *r, int bit, ev *e)
     }
     case F_ID: return read_fixed_bin(r, e->id.b, TK_ID_LEN);
     case F_HASH: return read_fixed_bin(r, e->hash, TK_HASH_LEN);
-    case F_EXPIRES: return mpr_int(r, &e->expires) || e->expires < 0 ? TK_ECORRUPT : 0;
+    case F_EXPIRES:
+        return mpr_int(r, &e->expires) || e->expires < 0 || e->expires > TK_MAX_EXPIRES
+                   ? TK_ECORRUPT : 0;
     }
     return TK_ECORRUPT;
 }

@@ -1,7 +1,8 @@
 /*
  * idx.c - the in-memory hash index of credential IDs; see idx.h.
  *
- * Layout. Entries (72 bytes) live in a dense array of entry numbers
+ * Layout. Entries (64 bytes, one cache line, 64-byte aligned) live in a
+ * dense array of entry numbers
  * 0, 1, 2, ... cut into chunks that are allocated as the array grows and
  * never moved or freed before idx_free. A slot table of 8-byte slots
  * {tag, loc} is searched by linear probing: tag is the low 32 bits of the
@@ -50,16 +51,13 @@
  * entry's id: deletes (revocations) are rarer than lookups by far.
  *
  * Bytes per entry (idx_bytes()/idx_count(), inserts only):
- *   entries        72 + chunk slack (<= 72/32 = 2.3; <= 1.2 above 64k)
+ *   entries        64 + chunk slack (<= 64/32 = 2; <= 1 above 64k)
  *   slots, steady  8 bytes / load; load in [3/8, 3/4] -> 10.7 .. 21.3
- *   total, steady  <= 72 + 1.2 + 21.3 = 94.5 at large sizes; measured:
- *                  <= 94.9 from 256 entries up, 89.3 at 1M, 86.1 at 10M
+ *   total, steady  <= 64 + 1 + 21.3 = 86.3 at large sizes (tested <= 88
+ *                  from 256 entries up); measured 81.2 at 1M
  *   during growth  both tables: 3C slots = 24C bytes for 3/4 C entries,
- *                  32 bytes per entry, so ~105 (measured <= 105.1 from
- *                  4096 entries up) for the n0/8 puts a move lasts. No
- *                  variant of this design fits 96 while growing: C + 2C
- *                  slots for fewer than C entries is > 24 bytes per entry
- *                  at any load, and 72 + 24 = 96 already.
+ *                  32 bytes per entry, so ~97 (tested <= 98 from 4096
+ *                  entries up) for the n0/8 puts a move lasts.
  * Deletes never shrink the table or free chunks.
  */
 #include "core/idx.h"
@@ -72,7 +70,7 @@
 #include "core/err.h"
 #include "core/xmalloc.h"
 
-_Static_assert(sizeof(idx_entry) == 72, "idx_entry is 72 bytes");
+_Static_assert(sizeof(idx_entry) == 64, "idx_entry is one 64-byte cache line");
 
 #define LOC_BASE_SHIFT 10
 #define LOC_BASE (1u << LOC_BASE_SHIFT)
@@ -241,7 +239,11 @@ static uint32_t entry_alloc(idx *ix)
             ix->chunks_cap = ix->chunks_cap ? ix->chunks_cap * 2 : 64;
             ix->chunks = xrealloc(ix->chunks, ix->chunks_cap * sizeof *ix->chunks);
         }
-        ix->chunks[ix->nchunks++] = xmalloc(chunk_len(c) * sizeof(idx_entry));
+        /* Aligned so that every entry is exactly one cache line. */
+        void *chunk = aligned_alloc(64, chunk_len(c) * sizeof(idx_entry));
+        if (!chunk)
+            idx_die("out of memory");
+        ix->chunks[ix->nchunks++] = chunk;
         ix->chunk_bytes += chunk_len(c) * sizeof(idx_entry);
     }
     ix->hw++;
@@ -354,13 +356,11 @@ int idx_put(idx *ix, const idx_entry *e)
         dst = entry_at(ix, loc);
         uint8_t flags = dst->internal_[0];
         *dst = *e;
-        memset(dst->internal_, 0, sizeof dst->internal_);
         dst->internal_[0] = flags;
     } else {
         loc = entry_alloc(ix);
         dst = entry_at(ix, loc);
         *dst = *e;
-        memset(dst->internal_, 0, sizeof dst->internal_);
         dst->internal_[0] = (uint8_t)(F_LIVE | ix->epoch);
         tab_insert(&ix->cur, h, loc);
         ix->count++;

@@ -24,16 +24,22 @@
 
 #include "core/secret.h"
 
-/* One credential: 72 bytes. */
+/* Bytes of the secret's SHA-256 an entry keeps: the first 240 bits. That
+ * leaves room for the rest in one 64-byte cache line, and 240 bits of a
+ * hash of 256 random bits is far beyond any search. */
+#define IDX_HASH_LEN 30
+
+/* One credential: 64 bytes, one cache line (entries are 64-byte aligned),
+ * so a lookup costs one slot line and one entry line. */
 typedef struct idx_entry {
-    uint8_t id[TK_ID_LEN];     /* the key */
-    uint8_t hash[TK_HASH_LEN]; /* secret_hash of the credential */
-    int64_t expires_at;        /* unix seconds; 0 = never */
-    uint32_t tenant;           /* tenant id */
-    uint32_t account;          /* account id */
-    uint32_t ref;              /* TK_KIND_TOKEN: roleset id; TK_KIND_PERSONAL: user id */
-    uint8_t kind;              /* tk_kind */
-    uint8_t internal_[3];      /* owned by idx; callers leave it alone */
+    uint8_t id[TK_ID_LEN];      /* the key */
+    uint8_t hash[IDX_HASH_LEN]; /* the first IDX_HASH_LEN bytes of secret_hash */
+    uint8_t kind;               /* tk_kind */
+    uint8_t internal_[1];       /* owned by idx; callers leave it alone */
+    uint32_t expires_at;        /* unix seconds (until 2106); 0 = never */
+    uint32_t tenant;            /* tenant id */
+    uint32_t account;           /* account id */
+    uint32_t ref;               /* TK_KIND_TOKEN: roleset id; TK_KIND_PERSONAL: user id */
 } idx_entry;
 
 typedef struct idx idx;

@@ -24,6 +24,7 @@
 #define TK_MAX_TENANT_PERMS 1024 /* permissions defined in one tenant */
 #define TK_MAX_ROLES 16         /* roles on one token or one user */
 #define TK_MAX_LEVEL 65535      /* role levels are 0 (strongest) .. this */
+#define TK_MAX_EXPIRES 4294967295LL /* expiries are unix seconds up to 2106 (32 bits) */
 
 /* Who performs a management operation. */
 typedef enum tk_actor_kind {

@@ -16,6 +16,8 @@
 #include "core/rules.h"
 #include "core/xmalloc.h"
 
+#include <sodium.h>
+
 typedef struct vtenant {
     char *slug;      /* NULL: no such tenant */
     bool api_tokens;
@@ -275,8 +277,10 @@ void view_cred_put(view *v, tk_kind kind, const tk_id *id, const uint8_t hash[TK
     idx_entry e;
     memset(&e, 0, sizeof e);
     memcpy(e.id, id->b, TK_ID_LEN);
-    memcpy(e.hash, hash, TK_HASH_LEN);
-    e.expires_at = expires_at;
+    memcpy(e.hash, hash, IDX_HASH_LEN);
+    /* The engine refuses expiries past 2106 (model.h), so this fits. */
+    e.expires_at = expires_at < 0 || expires_at > (int64_t)UINT32_MAX ? UINT32_MAX
+                                                                      : (uint32_t)expires_at;
     e.tenant = tenant;
     e.account = account;
     e.kind = (uint8_t)kind;
@@ -320,7 +324,7 @@ static const idx_entry *find(const view *v, const tk_id *client_id, const char *
         *verdict = TK_V_UNKNOWN;
         return NULL;
     }
-    if (!secret_hash_equal(hash, e->hash)) {
+    if (sodium_memcmp(hash, e->hash, IDX_HASH_LEN) != 0) { /* constant time */
         *verdict = TK_V_MISMATCH;
         return NULL;
     }

@@ -566,8 +566,8 @@ static int plan_user(state_txn *t, const eng_req *r, plan *p, eng_res *res)
     set_str(&x->account, strcpy(p->slugs[1], ac.slug));
     x->user = r->user;
     if (r->op != ENG_USER_SET) { /* with a personal key */
-        if (r->expires < 0)
-            return TK_EINVAL;
+        if (r->expires < 0 || r->expires > TK_MAX_EXPIRES)
+            return why(TK_EINVAL, "expires_at must be a unix time before 2106");
         x->expires = r->expires;
         new_credential(x, TK_KIND_PERSONAL, res);
     }
@@ -598,8 +598,8 @@ static int plan_token_create(state_txn *t, const eng_req *r, int64_t now_s, plan
     if (!model_text_ok(r->desc.p, r->desc.n, TK_DESC_MAX))
         return why(TK_EINVAL, "the description must be UTF-8 text of at most %d bytes",
                    TK_DESC_MAX);
-    if (r->expires < 0 || (r->expires != 0 && r->expires <= now_s))
-        return why(TK_EINVAL, "expires_at must be in the future");
+    if (r->expires < 0 || (r->expires != 0 && r->expires <= now_s) || r->expires > TK_MAX_EXPIRES)
+        return why(TK_EINVAL, "expires_at must be in the future (and before 2106)");
     /* Rule 2 before anything about roles is revealed. */
     if ((rc = rules_may_manage_tokens(&r->actor, u.portal, true)))
         return why(rc, "user '%s' may not manage API tokens (no portal access)", u.slug);
