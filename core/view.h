@@ -6,7 +6,7 @@
  * credential index (idx.h), each tenant's slug, api_tokens toggle and
  * permission keys, each role's key, level and permissions, each account's
  * slug. Tokens point at interned role sets (most tokens of a tenant share a
- * handful of role combinations), so an index entry stays at 72 bytes and a
+ * handful of role combinations), so an index entry stays at 64 bytes (one cache line) and a
  * role change is seen by all its tokens at once (rule 6).
  *
  * The view is fed by the engine after each durable commit (and built from
