@@ -40,6 +40,14 @@ for tool in "$TB" "$BIN/tokend" redis-server redis-benchmark jq gnuplot; do
 done
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/tokenbench-run.XXXXXX")
+# The programs are copied first: a rebuild of bin/ during the run (a shared
+# work tree) must not mix two versions in one set of results.
+mkdir "$scratch/bin"
+cp "$BIN/tokend" "$TB" "$scratch/bin/"
+TB=$scratch/bin/tokenbench
+TOKEND=$scratch/bin/tokend
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit="$commit+modified"
 pids=()
 cleanup() {
   local p
@@ -80,7 +88,7 @@ start_redis() {
 }
 
 start_tokend() {
-  $NICE "$BIN/tokend" --listen 127.0.0.1:0 --data "$scratch/tokend" 2>"$scratch/tokend.log" &
+  $NICE "$TOKEND" --listen 127.0.0.1:0 --data "$scratch/tokend" 2>"$scratch/tokend.log" &
   pids+=("$!")
   for _ in $(seq 300); do
     TOKEND_PORT=$(sed -n 's/^tokend: listening on [0-9.]*:\([0-9]*\).*/\1/p' "$scratch/tokend.log")
@@ -185,7 +193,7 @@ mkdir -p "$OUT"
 machine=$(jq -n --arg cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
   --arg cores "$(nproc)" --arg mem "$(free -g | awk '/^Mem:/ { print $2 " GiB" }')" \
   --arg kernel "$(uname -r)" --arg redis "$(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/')" \
-  --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --arg commit "$commit" \
   --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   --arg lb "$load_before" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" \
   '{cpu: $cpu, cores: ($cores | tonumber), memory: $mem, kernel: $kernel, redis: $redis,
