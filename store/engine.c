@@ -909,8 +909,11 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
     t = NULL;
     if (rc)
         goto fail; /* durable in the log, replayed at the next open */
-    if (e->nosync && now_ms() - e->synced_ms >= CHECKPOINT_MS && (rc = checkpoint(e)))
-        goto fail; /* the batch is durable (log) but LMDB cannot be flushed: fence */
+    /* The batch is durable (log) and committed: it is acknowledged even if
+     * the flush fails, but then LMDB is suspect and no more writes are
+     * taken (the next open replays the log). */
+    if (e->nosync && now_ms() - e->synced_ms >= CHECKPOINT_MS && checkpoint(e) != 0)
+        e->fenced = true;
     return 0;
 fail:
     state_abort(t);
