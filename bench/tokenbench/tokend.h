@@ -56,7 +56,9 @@ int tkd_init(tkd_ctx *x, const work_tokens *t, const char *key, const char *role
 
 /* Driver: VERIFY {"secret"}; a known token must come back valid with its
  * client ID, the tenant, the account and the roles of the tokens file, an
- * unknown secret invalid with reason "unknown". */
+ * unknown secret invalid with reason "unknown". The first reply for an item
+ * gets that full check (the client library's strict decoder, then field by
+ * field); later replies for the item must be byte-identical to it. */
 void tkd_verify_driver(tkd_ctx *x, gen_driver *d);
 
 /* Driver: TOKEN_CREATE {"roles", "description"} after AUTH with x->key; a
