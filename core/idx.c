@@ -314,6 +314,19 @@ int idx_new(idx **out)
     return 0;
 }
 
+void idx_reserve(idx *ix, size_t n)
+{
+    if (ix->count != 0 || growing(ix))
+        return;
+    size_t slots = tab_slots(&ix->cur);
+    while (slots - slots / 4 < n + n / 8 && slots < ((size_t)1 << 31)) /* stay under 2/3 */
+        slots *= 2;
+    if (slots == tab_slots(&ix->cur))
+        return;
+    free(ix->cur.slots);
+    tab_alloc(&ix->cur, slots);
+}
+
 void idx_free(idx *ix)
 {
     if (!ix)

@@ -77,6 +77,11 @@ bool idx_growing(const idx *ix);
  * more than its share). */
 size_t idx_moved(const idx *ix);
 
+/* Sizes the table for n entries before a bulk load (the open of a store
+ * that knows its count), so the load never grows and never moves an entry.
+ * Only on an empty index; a no-op otherwise or when n is small. */
+void idx_reserve(idx *ix, size_t n);
+
 /* Moves up to n entries of an in-progress growth; a no-op otherwise.
  * Lets an idle loop finish growth without waiting for writes. */
 void idx_step(idx *ix, unsigned n);

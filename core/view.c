@@ -399,6 +399,11 @@ void view_step(view *v)
     idx_step(v->creds, 64);
 }
 
+void view_reserve(view *v, size_t n)
+{
+    idx_reserve(v->creds, n);
+}
+
 void view_settle(view *v)
 {
     while (idx_growing(v->creds))

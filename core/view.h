@@ -57,6 +57,9 @@ tk_verdict view_verify(const view *v, const tk_id *client_id, const char *secret
 tk_verdict view_auth_personal(const view *v, const char *secret, size_t len, int64_t now,
                               tk_actor *actor);
 
+/* Sizes the credential index for n credentials before a bulk load. */
+void view_reserve(view *v, size_t n);
+
 /* Lets an in-progress index growth advance by a bounded amount (call when
  * idle); view_settle finishes it (after a bulk load, before serving). */
 void view_step(view *v);

@@ -383,7 +383,11 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
         goto fail;
     }
     view_new(&e->v);
-    if ((rc = state_begin(e->st, false, &t)) || (rc = state_load(t, view_learn, e->v))) {
+    if (!(rc = state_begin(e->st, false, &t))) {
+        view_reserve(e->v, state_cred_count(t)); /* the load never grows the index */
+        rc = state_load(t, view_learn, e->v);
+    }
+    if (rc) {
         set_error("cannot load the state into memory: %s", tk_strerror(rc));
         goto fail;
     }

@@ -1116,6 +1116,12 @@ static int grow_if_needed(state *s)
     return map_err(mdb_env_set_mapsize(s->env, (size_t)size));
 }
 
+size_t state_cred_count(state_txn *t)
+{
+    MDB_stat st;
+    return mdb_stat(t->txn, t->s->dbi[DB_CRED], &st) == 0 ? st.ms_entries : 0;
+}
+
 int state_grow(state *s)
 {
     uint64_t used, size;

@@ -171,6 +171,9 @@ typedef struct st_visitor {
  * return stops the walk and is returned. 0, TK_ECORRUPT, TK_EIO. */
 int state_visit(state_txn *t, const st_visitor *v);
 
+/* Number of credentials (tokens and personal keys) stored. */
+size_t state_cred_count(state_txn *t);
+
 /* Doubles the map size. Only while no transaction of this process is open
  * (used after a write failed with TK_ELIMIT: map full). */
 int state_grow(state *s);

@@ -569,6 +569,28 @@ static void foreach_visits_live_entries_once(void **state)
     free_ids(&s);
 }
 
+/* A bulk load into a reserved index never grows it: no entry is moved, and
+ * the answers are exact. */
+static void reserve_then_load_never_grows(void **state)
+{
+    (void)state;
+    enum { N = 100000 };
+    ids s = make_ids(N, 77);
+    idx *ix;
+    assert_int_equal(idx_new(&ix), 0);
+    idx_reserve(ix, N);
+    for (uint32_t i = 0; i < N; i++) {
+        put(ix, s.present[i], i, 0);
+        assert_false(idx_growing(ix));
+    }
+    assert_int_equal(idx_moved(ix), 0);
+    for (uint32_t i = 0; i < N; i++)
+        expect(ix, s.present[i], i, 0);
+    assert_true(idx_bytes(ix) / idx_count(ix) <= 88);
+    idx_free(ix);
+    free_ids(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -578,6 +600,7 @@ int main(void)
         cmocka_unit_test(reuse_after_delete_does_not_resurrect),
         cmocka_unit_test(shared_prefix_ids),
         cmocka_unit_test(bytes_per_entry),
+        cmocka_unit_test(reserve_then_load_never_grows),
         cmocka_unit_test(growth_is_incremental),
         cmocka_unit_test(foreach_visits_live_entries_once),
     };
