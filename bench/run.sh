@@ -198,75 +198,10 @@ machine=$(jq -n --arg cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuin
   --arg lb "$load_before" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" \
   '{cpu: $cpu, cores: ($cores | tonumber), memory: $mem, kernel: $kernel, redis: $redis,
     commit: $commit, date: $date, loadavg_before: $lb, loadavg_after: $la}')
-jq -s --argjson machine "$machine" --slurpfile gen "$gencheck" --arg nice "${NICE:-none}" \
+jq -n --argjson machine "$machine" --arg nice "${NICE:-none}" \
   --argjson params "$(jq -n --argjson t "$TOKENS" --argjson d "$DUR" --argjson w "$WARM" \
-                       --argjson r "$REPEAT" '{tokens: $t, duration_s: $d, warmup_s: $w, repeat: $r}')" '
-  def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
-  def summary: {ops_per_sec: (map(.ops_per_sec) | median), p50_us: (map(.p50_us) | median),
-                p99_us: (map(.p99_us) | median), runs: length,
-                ops_min: (map(.ops_per_sec) | min), ops_max: (map(.ops_per_sec) | max)};
-  def ordered: reduce .[] as $x ([]; if index([$x]) then . else . + [$x] end);
-  . as $all
-  | {machine: $machine, params: ($params + {nice: $nice}),
-     cases: ([$all[] | select(.case | test("^(verify|create)")) | .case] | ordered
-             | map(. as $c | {case: $c,
-                 tokend: ([$all[] | select(.case == $c and .target == "tokend")] | summary),
-                 redis: ([$all[] | select(.case == $c and .target == "redis")] | summary)}
-               | .ratio = {ops: (.tokend.ops_per_sec / .redis.ops_per_sec),
-                           p50: (.tokend.p50_us / .redis.p50_us),
-                           p99: (.tokend.p99_us / .redis.p99_us)})),
-     index: [$all[] | select(.mode == "index")],
-     load: [$all[] | select(.case == "load")],
-     generator_check: ([$gen[].case] | ordered | map(. as $c | [$gen[] | select(.case == $c)]
-       | {case: $c, runs: length, tokenbench_ops_per_sec: (map(.tokenbench) | median),
-          redis_benchmark_ops_per_sec: (map(.redis_benchmark) | median),
-          counts_agree: (map(.redis_counted_gets == .tokenbench_checked) | all), each: .}
-       | .ratio = .tokenbench_ops_per_sec / .redis_benchmark_ops_per_sec)),
-     runs: $all}' "$runs" >"$OUT/latest.json"
-
-# The table: one line per case, tokend | Redis | ratio (tokend / Redis).
-{
-  jq -r '.machine | "machine: \(.cpu), \(.cores) cores, \(.memory), Linux \(.kernel), redis \(.redis), tokend \(.commit), \(.date)",
-                    "load average (1/5/15 min) before: \(.loadavg_before), after: \(.loadavg_after) (other work on the machine)"' "$OUT/latest.json"
-  jq -r '.params | "each case: median of \(.repeat) runs of \(.duration_s) s (after \(.warmup_s) s warm-up), \(.tokens) tokens, priority: \(.nice); ratio = tokend / Redis"' "$OUT/latest.json"
-  printf '%-22s %12s %12s %7s | %17s %17s | %9s %9s\n' case "tokend op/s" "Redis op/s" ratio \
-    "tokend p50/p99us" "Redis p50/p99us" "p50 ratio" "p99 ratio"
-  jq -r '.cases[] | [.case, (.tokend.ops_per_sec|floor), (.redis.ops_per_sec|floor),
-           (.ratio.ops*100|round/100), "\(.tokend.p50_us*10|round/10)/\(.tokend.p99_us*10|round/10)",
-           "\(.redis.p50_us*10|round/10)/\(.redis.p99_us*10|round/10)",
-           (.ratio.p50*100|round/100), (.ratio.p99*100|round/100)] | @tsv' "$OUT/latest.json" |
-    awk -F'\t' '{ printf "%-22s %12s %12s %7s | %17s %17s | %9s %9s\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
-  jq -r '.generator_check[] | [.case, .tokenbench_ops_per_sec, (.redis_benchmark_ops_per_sec|floor),
-           (.ratio*100|round/100), (if .counts_agree then "equal to" else "NOT equal to" end)] | @tsv' "$OUT/latest.json" |
-    awk -F'\t' '{ printf "%-22s %12s %12s %7s | tokenbench redis vs redis-benchmark GET, same server; tokenbench replies %s Redis cmdstat_get\n", $1, $2, $3, $4, $5 }'
-  jq -r '.index[] | [.case, (.ops_per_sec|floor), "-", "-",
-           "verify \(.verify_ns*10|round/10) ns, \(.index_bytes_per_token*10|round/10) B/token, build \(.build_s*100|round/100) s"] | @tsv' "$OUT/latest.json" |
-    awk -F'\t' '{ printf "%-22s %12s %12s %7s | %s (in-process, one core)\n", $1, $2, $3, $4, $5 }'
-} | tee "$OUT/latest.txt"
-
-# The chart: throughput and latency per case, tokend beside Redis.
-jq -r '.cases[] | [(.case | gsub(" "; "_")), .tokend.ops_per_sec, .redis.ops_per_sec,
-         .tokend.p50_us, .redis.p50_us, .tokend.p99_us, .redis.p99_us] | @tsv' \
-  "$OUT/latest.json" >"$scratch/chart.dat"
-gnuplot <<GP
-set terminal svg size 1100,480 dynamic font "sans,11" background rgb "white"
-set output "$OUT/latest.svg"
-set multiplot layout 1,2 title "tokend vs Redis — $(jq -r '.machine | "\(.cores) cores, \(.date)"' "$OUT/latest.json") (median of $REPEAT runs)"
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set xtics rotate by -30 noenhanced
-set key top left
-set grid ytics
-set title "throughput (ops/s, log scale, higher is better)"
-set logscale y
-plot "$scratch/chart.dat" using 2:xtic(1) title "tokend" lc rgb "#1f77b4", \
-     "" using 3 title "Redis" lc rgb "#d62728"
-set title "latency (us, log scale, lower is better)"
-plot "$scratch/chart.dat" using 4:xtic(1) title "tokend p50" lc rgb "#1f77b4", \
-     "" using 5 title "Redis p50" lc rgb "#d62728", \
-     "" using 6 title "tokend p99" lc rgb "#aec7e8", \
-     "" using 7 title "Redis p99" lc rgb "#ff9896"
-unset multiplot
-GP
-say "bench: results in $OUT/latest.json, $OUT/latest.txt, $OUT/latest.svg"
+                       --argjson r "$REPEAT" '{tokens: $t, duration_s: $d, warmup_s: $w, repeat: $r}')" \
+  --slurpfile runs "$runs" --slurpfile gen "$gencheck" \
+  '{machine: $machine, params: ($params + {nice: $nice}), runs: $runs, gencheck: $gen}' \
+  >"$scratch/raw.json"
+"$(dirname "$0")/report.sh" "$scratch/raw.json" "$OUT"

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# report.sh - turns one make-bench run into bench/results/latest.{json,txt,svg}
+# (docs/bench.md). Kept apart from run.sh so a run's raw figures can be
+# summarised again without running anything:
+#
+#   bench/report.sh RAW.json OUT_DIR
+#
+# RAW.json is what run.sh writes ({machine, params, runs, gencheck}), or an
+# earlier latest.json (its runs and generator_check are read back).
+#
+# Per case, each round ran tokend and Redis back to back, so the ratio
+# reported is the median of the per-round ratios (paired: a drift of the
+# machine's load between rounds cancels out), with their range; the
+# throughput and latency figures are medians over the rounds.
+set -euo pipefail
+RAW=$1
+OUT=$2
+mkdir -p "$OUT"
+jq '
+  def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+  def summary: {ops_per_sec: (map(.ops_per_sec) | median), p50_us: (map(.p50_us) | median),
+                p99_us: (map(.p99_us) | median), runs: length,
+                ops_min: (map(.ops_per_sec) | min), ops_max: (map(.ops_per_sec) | max)};
+  def ordered: reduce .[] as $x ([]; if index([$x]) then . else . + [$x] end);
+  def paired($t; $r; f): [range(0; [($t | length), ($r | length)] | min)
+                          | ($t[.] | f) / ($r[.] | f)];
+  .runs as $all
+  | (.gencheck // [.generator_check[].each[]]) as $gen
+  | {machine, params,
+     cases: ([$all[] | select(.case | test("^(verify|create)")) | .case] | ordered
+             | map(. as $c
+                   | [$all[] | select(.case == $c and .target == "tokend")] as $t
+                   | [$all[] | select(.case == $c and .target == "redis")] as $r
+                   | paired($t; $r; .ops_per_sec) as $ops
+                   | {case: $c, tokend: ($t | summary), redis: ($r | summary),
+                      ratio: {ops: ($ops | median), ops_low: ($ops | min), ops_high: ($ops | max),
+                              ops_each: $ops,
+                              p50: (paired($t; $r; .p50_us) | median),
+                              p99: (paired($t; $r; .p99_us) | median)}})),
+     index: [$all[] | select(.mode == "index")],
+     load: [$all[] | select(.case == "load")],
+     generator_check: ([$gen[].case] | ordered | map(. as $c | [$gen[] | select(.case == $c)]
+       | (map(.tokenbench / .redis_benchmark)) as $ratios
+       | {case: $c, runs: length, tokenbench_ops_per_sec: (map(.tokenbench) | median),
+          redis_benchmark_ops_per_sec: (map(.redis_benchmark) | median),
+          ratio: ($ratios | median), ratio_low: ($ratios | min), ratio_high: ($ratios | max),
+          counts_agree: (map(.redis_counted_gets == .tokenbench_checked) | all), each: .})),
+     runs: $all}' "$RAW" >"$OUT/latest.json.tmp"
+mv "$OUT/latest.json.tmp" "$OUT/latest.json"
+
+# The table: one line per case, tokend | Redis | ratio (tokend / Redis).
+{
+  jq -r '.machine | "machine: \(.cpu), \(.cores) cores, \(.memory), Linux \(.kernel), redis \(.redis), tokend \(.commit), \(.date)",
+                    "load average (1/5/15 min) before: \(.loadavg_before), after: \(.loadavg_after) (other work on the machine)"' "$OUT/latest.json"
+  jq -r '.params | "each case: \(.repeat) rounds of \(.duration_s) s (after \(.warmup_s) s warm-up) per server, \(.tokens) tokens, priority: \(.nice)",
+    "figures: medians over the rounds; ratio = tokend / Redis, the median of the per-round ratios (both servers back to back in each round), [lowest-highest]"' "$OUT/latest.json"
+  printf '%-18s %11s %11s %17s | %17s %17s | %9s %9s\n' case "tokend op/s" "Redis op/s" "ratio [range]" \
+    "tokend p50/p99us" "Redis p50/p99us" "p50 ratio" "p99 ratio"
+  jq -r 'def r2: . * 100 | round / 100;
+         .cases[] | [.case, (.tokend.ops_per_sec|floor), (.redis.ops_per_sec|floor),
+           "\(.ratio.ops|r2) [\(.ratio.ops_low|r2)-\(.ratio.ops_high|r2)]",
+           "\(.tokend.p50_us*10|round/10)/\(.tokend.p99_us*10|round/10)",
+           "\(.redis.p50_us*10|round/10)/\(.redis.p99_us*10|round/10)",
+           (.ratio.p50|r2), (.ratio.p99|r2)] | @tsv' "$OUT/latest.json" |
+    awk -F'\t' '{ printf "%-18s %11s %11s %17s | %17s %17s | %9s %9s\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
+  jq -r 'def r2: . * 100 | round / 100;
+         .generator_check[] | [.case, .tokenbench_ops_per_sec, (.redis_benchmark_ops_per_sec|floor),
+           "\(.ratio|r2) [\(.ratio_low|r2)-\(.ratio_high|r2)]",
+           (if .counts_agree then "equal to" else "NOT equal to" end)] | @tsv' "$OUT/latest.json" |
+    awk -F'\t' '{ printf "%-18s %11s %11s %17s | tokenbench redis / redis-benchmark GET, same server; replies %s cmdstat_get\n", $1, $2, $3, $4, $5 }'
+  jq -r '.index[] | [.case, (.ops_per_sec|floor), "-", "-",
+           "verify \(.verify_ns*10|round/10) ns, \(.index_bytes_per_token*10|round/10) B/token, build \(.build_s*100|round/100) s"] | @tsv' "$OUT/latest.json" |
+    awk -F'\t' '{ printf "%-18s %11s %11s %17s | %s (in-process, one core)\n", $1, $2, $3, $4, $5 }'
+} | tee "$OUT/latest.txt"
+
+# The chart: throughput and latency per case, tokend beside Redis.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/tokenbench-report.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+jq -r '.cases[] | [(.case | gsub(" "; "_")), .tokend.ops_per_sec, .redis.ops_per_sec,
+         .tokend.p50_us, .redis.p50_us, .tokend.p99_us, .redis.p99_us] | @tsv' \
+  "$OUT/latest.json" >"$scratch/chart.dat"
+gnuplot <<GP
+set terminal svg size 1100,480 dynamic font "sans,11" background rgb "white"
+set output "$OUT/latest.svg"
+set multiplot layout 1,2 title "tokend vs Redis — $(jq -r '.machine | "\(.cores) cores, \(.date), tokend \(.commit)"' "$OUT/latest.json") (medians of $(jq -r .params.repeat "$OUT/latest.json") rounds)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set xtics rotate by -30 noenhanced
+set key top left
+set grid ytics
+set title "throughput (ops/s, log scale, higher is better)"
+set logscale y
+plot "$scratch/chart.dat" using 2:xtic(1) title "tokend" lc rgb "#1f77b4", \
+     "" using 3 title "Redis" lc rgb "#d62728"
+set title "latency (us, log scale, lower is better)"
+plot "$scratch/chart.dat" using 4:xtic(1) title "tokend p50" lc rgb "#1f77b4", \
+     "" using 5 title "Redis p50" lc rgb "#d62728", \
+     "" using 6 title "tokend p99" lc rgb "#aec7e8", \
+     "" using 7 title "Redis p99" lc rgb "#ff9896"
+unset multiplot
+GP
+echo >&2 "bench: results in $OUT/latest.json, $OUT/latest.txt, $OUT/latest.svg"
