@@ -186,7 +186,10 @@ sizes=${BENCH_INDEX:-1000000 10000000}
 [ "$QUICK" = 1 ] && sizes=${sizes// 10000000/}
 for n in $sizes; do
   say "bench: in-process index, $n tokens"
-  tb "index $n" index --tokens "$n"
+  # in the scratch directory, so an interrupted run leaves nothing behind
+  mkdir "$scratch/index-$n"
+  tb "index $n" index --tokens "$n" --dir "$scratch/index-$n"
+  rm -rf "$scratch/index-$n"
 done
 
 mkdir -p "$OUT"
