@@ -372,6 +372,23 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
         set_error("cannot open LMDB state in %s: %s", sub, tk_strerror(rc));
         goto fail;
     }
+    if (!state_format_ok(e->st)) { /* an older layout: rebuild from the log */
+        state_close(e->st);
+        e->st = NULL;
+        char *aside = xasprintf("%s.oldformat-%lld", sub, (long long)time(NULL));
+        rc = rename(sub, aside) == 0 && fio_fsync_dir(dir) == 0 ? 0 : TK_EIO;
+        if (!rc)
+            fprintf(stderr, "tokend: the LMDB state has an older layout: rebuilding it from the "
+                            "event log (the old state is kept in %s)\n", aside);
+        else
+            set_error("cannot set aside %s: %s", sub, strerror(errno));
+        free(aside);
+        if (rc || (rc = state_open(sub, e->nosync, &e->st))) {
+            if (!last_error[0])
+                set_error("cannot open LMDB state in %s: %s", sub, tk_strerror(rc));
+            goto fail;
+        }
+    }
     if (e->nosync && (rc = mark_unsynced(e))) {
         set_error("cannot write %s: %s", e->marker, strerror(errno));
         goto fail;

@@ -28,10 +28,14 @@ static const char *const db_names[DB_COUNT] = {
 };
 
 #define INITIAL_MAP (256ull << 20)
+/* The layout of the records; a state written with another one is rebuilt
+ * from the log by the engine. 2: credentials carry their event's seq. */
+#define STATE_FORMAT 2u
 
 struct state {
     MDB_env *env;
     MDB_dbi dbi[DB_COUNT];
+    bool format_ok;
 };
 
 /* Id counters kept in meta under "ids", in this order. */
@@ -1061,6 +1065,18 @@ int state_open(const char *dir, bool nosync, state **out)
     for (int i = 0; i < DB_COUNT; i++)
         if ((rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i])))
             goto fail_mdb;
+    /* A new state gets the current format; an old one keeps what it says. */
+    MDB_val fk = {6, "format"}, fv, sk = {3, "seq"}, sv;
+    uint32_t format = STATE_FORMAT;
+    if (mdb_get(txn, s->dbi[DB_META], &fk, &fv) == 0) {
+        s->format_ok = fv.mv_size == 4 && memcmp(fv.mv_data, &format, 4) == 0;
+    } else if (mdb_get(txn, s->dbi[DB_META], &sk, &sv) == MDB_NOTFOUND) {
+        fv.mv_size = 4;
+        fv.mv_data = &format;
+        if ((rc = mdb_put(txn, s->dbi[DB_META], &fk, &fv, 0)))
+            goto fail_mdb;
+        s->format_ok = true;
+    }
     if ((rc = mdb_txn_commit(txn))) {
         txn = NULL;
         goto fail_mdb;
@@ -1079,6 +1095,11 @@ fail_mdb:
 fail_io:
     free(s);
     return TK_EIO;
+}
+
+bool state_format_ok(const state *s)
+{
+    return s->format_ok;
 }
 
 int state_sync(state *s)

@@ -109,6 +109,10 @@ typedef void (*st_emit_fn)(void *arg, const st_change *c);
  * 0, TK_EIO, TK_ECORRUPT. */
 int state_open(const char *dir, bool nosync, state **out);
 
+/* False when the state was written by a tokend with another record layout:
+ * the engine then sets it aside and rebuilds it from the log. */
+bool state_format_ok(const state *s);
+
 /* Flushes every committed transaction to disk (mdb_env_sync, forced).
  * 0 or TK_EIO. */
 int state_sync(state *s);

@@ -20,6 +20,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <lmdb.h>
+
 #include "core/err.h"
 #include "store/engine.h"
 #include "tests/support/fixture.h"
@@ -138,12 +140,56 @@ static void machine_crash_rebuilds_lmdb_from_the_log(void **state)
     free(dir);
 }
 
+/* A state written with an older record layout (here: its "format" mark
+ * removed, as a tokend before the mark left it) is set aside and rebuilt
+ * from the log, not misread. */
+static void older_layout_is_rebuilt_from_the_log(void **state)
+{
+    (void)state;
+    char *dir = tkt_mkdtemp();
+    char secret[TK_SECRET_LEN + 1];
+    eng *e;
+    tk_verify v;
+    fx_world w;
+    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    fx_scenario(e, &w);
+    assert_int_equal(fx_token(e, &w.alice, "ci", VIEWER, 0, NULL, secret), 0);
+    eng_close(e);
+
+    char *sdir = tkt_path(dir, "state");
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k = {6, "format"};
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 32);
+    assert_int_equal(mdb_env_open(env, sdir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(count_prefix(dir, "state.oldformat-"), 1);
+    assert_int_equal(fx_verify(e, secret, &v), TK_V_VALID);
+    eng_close(e);
+    /* Rebuilt with the current layout: the next open keeps it. */
+    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(count_prefix(dir, "state.oldformat-"), 1);
+    eng_close(e);
+    free(sdir);
+    tkt_rmdir(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(clean_close_leaves_no_marker),
         cmocka_unit_test(process_crash_keeps_lmdb),
         cmocka_unit_test(machine_crash_rebuilds_lmdb_from_the_log),
+        cmocka_unit_test(older_layout_is_rebuilt_from_the_log),
     };
     return cmocka_run_group_tests_name("engine_sync", tests, NULL, NULL);
 }
