@@ -42,6 +42,7 @@
 #include "core/err.h"
 #include "core/mp.h"
 #include "core/xmalloc.h"
+#include "core/sha256.h"
 #include "net/dispatch.h"
 #include "net/log.h"
 #include "net/proto.h"
@@ -387,7 +388,7 @@ static void do_auth(conn *c, uint32_t id, const uint8_t *body, size_t len)
     c->keylen = 0;
     if (h->has_gw) {
         uint8_t hash[GW_HASH_LEN];
-        crypto_hash_sha256(hash, (const uint8_t *)key.p, key.n);
+        sha256(hash, key.p, key.n);
         if (sodium_memcmp(hash, h->gw_hash, GW_HASH_LEN) == 0) {
             c->auth = AU_GATEWAY;
             who = "gateway";
@@ -783,7 +784,7 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
     h->o = *opts;
     if (gateway_key) {
         h->has_gw = true;
-        crypto_hash_sha256(h->gw_hash, (const uint8_t *)gateway_key, strlen(gateway_key));
+        sha256(h->gw_hash, gateway_key, strlen(gateway_key));
     }
     mpw_init(&h->scratch);
     h->reap = event_new(base, -1, 0, reap_cb, h);

@@ -35,9 +35,9 @@
 #include "net/log.h"
 #include "net/proto.h"
 #include "net/writer.h"
-#include "store/fio.h"
+#include "store/keyfile.h"
 
-#define GATEWAY_KEY_LEN 68          /* "tkg_" + 64 hex digits */
+#define GATEWAY_KEY_LEN KEYFILE_KEY_LEN
 #define WRITER_BACKLOG (64u << 20)  /* bytes of management requests queued */
 #define ACCEPT_PAUSE_MS 100         /* after EMFILE: stop accepting this long */
 #define STOP_GRACE_SECONDS 10       /* a stop closes what is left after this */
@@ -77,43 +77,10 @@ void srv_opts_default(srv_opts *o)
 /* Reads DIR/gateway.key into key, creating it (0600, fsynced) if missing. */
 static int gateway_key(const char *dir, char key[GATEWAY_KEY_LEN + 1])
 {
-    char *path = xpath(dir, "gateway.key");
-    char buf[GATEWAY_KEY_LEN + 2];
-    int rc = TK_EIO;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) {
-        uint8_t raw[32];
-        randombytes_buf(raw, sizeof raw);
-        memcpy(key, "tkg_", 4);
-        sodium_bin2hex(key + 4, GATEWAY_KEY_LEN - 4 + 1, raw, sizeof raw);
-        sodium_memzero(raw, sizeof raw);
-        memcpy(buf, key, GATEWAY_KEY_LEN);
-        buf[GATEWAY_KEY_LEN] = '\n';
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0 || write(fd, buf, GATEWAY_KEY_LEN + 1) != GATEWAY_KEY_LEN + 1 || fsync(fd) != 0
-            || fio_fsync_dir(dir) != 0) {
-            lg_line("cannot create %s: %s", path, strerror(errno));
-            goto done;
-        }
-    } else if (fd < 0) {
-        lg_line("cannot read %s: %s", path, strerror(errno));
-        goto done;
-    } else {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n < GATEWAY_KEY_LEN || memcmp(buf, "tkg_", 4) != 0
-            || (n > GATEWAY_KEY_LEN && buf[GATEWAY_KEY_LEN] != '\n')) {
-            lg_line("%s is not a gateway key file (expected tkg_ and 64 hex digits)", path);
-            goto done;
-        }
-        memcpy(key, buf, GATEWAY_KEY_LEN);
-        key[GATEWAY_KEY_LEN] = '\0';
-    }
-    rc = 0;
-done:
-    sodium_memzero(buf, sizeof buf);
-    if (fd >= 0)
-        close(fd);
-    free(path);
+    char err[512];
+    int rc = keyfile_load(dir, "gateway.key", "tkg_", key, err, sizeof err);
+    if (rc)
+        lg_line("%s", err);
     return rc;
 }
 

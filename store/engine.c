@@ -30,9 +30,10 @@
 #include "core/sha256.h"
 #include "store/elog.h"
 #include "store/fio.h"
+#include "store/keyfile.h"
 #include "store/state.h"
 
-#define OPERATOR_KEY_LEN 68 /* "tko_" + 64 hex digits */
+#define OPERATOR_KEY_LEN KEYFILE_KEY_LEN
 #define REPLAY_BATCH 10000
 #define CHECKPOINT_MS 1000  /* flush LMDB at most this long after a commit */
 #define BOOT_ID_LEN 36
@@ -221,39 +222,10 @@ static int check_marker(eng *e, const char *state_dir)
 /* Reads DIR/operator.key, creating it (0600, fsynced) at first start. */
 static int operator_key(eng *e)
 {
-    char *path = xpath(e->dir, "operator.key");
-    int rc = TK_EIO;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) {
-        uint8_t raw[32];
-        randombytes_buf(raw, sizeof raw);
-        memcpy(e->op_key, "tko_", 4);
-        sodium_bin2hex(e->op_key + 4, sizeof e->op_key - 4, raw, sizeof raw);
-        sodium_memzero(raw, sizeof raw);
-        e->op_key[OPERATOR_KEY_LEN] = '\n';
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0 || write(fd, e->op_key, OPERATOR_KEY_LEN + 1) != OPERATOR_KEY_LEN + 1
-            || fsync(fd) != 0 || fio_fsync_dir(e->dir) != 0) {
-            set_error("cannot create %s: %s", path, strerror(errno));
-            goto done;
-        }
-    } else if (fd < 0) {
-        set_error("cannot read %s: %s", path, strerror(errno));
-        goto done;
-    } else {
-        ssize_t n = read(fd, e->op_key, OPERATOR_KEY_LEN + 1);
-        if (n < OPERATOR_KEY_LEN || memcmp(e->op_key, "tko_", 4) != 0) {
-            set_error("%s is not an operator key file", path);
-            goto done;
-        }
-    }
-    e->op_key[OPERATOR_KEY_LEN] = '\0';
-    sha256(e->op_hash, (const uint8_t *)e->op_key, OPERATOR_KEY_LEN);
-    rc = 0;
-done:
-    if (fd >= 0)
-        close(fd);
-    free(path);
+    int rc = keyfile_load(e->dir, "operator.key", "tko_", e->op_key, last_error,
+                          sizeof last_error);
+    if (rc == 0)
+        sha256(e->op_hash, (const uint8_t *)e->op_key, OPERATOR_KEY_LEN);
     return rc;
 }
 

@@ -1,0 +1,72 @@
+/* keyfile.c - read or create a key file; see keyfile.h. */
+#include "store/keyfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/xmalloc.h"
+#include "store/fio.h"
+
+static bool well_formed(const char *buf, size_t n, const char *prefix)
+{
+    if (n < KEYFILE_KEY_LEN || memcmp(buf, prefix, 4) != 0)
+        return false;
+    if (n > KEYFILE_KEY_LEN && buf[KEYFILE_KEY_LEN] != '\n')
+        return false;
+    for (size_t i = 4; i < KEYFILE_KEY_LEN; i++)
+        if (!((buf[i] >= '0' && buf[i] <= '9') || (buf[i] >= 'a' && buf[i] <= 'f')))
+            return false;
+    return true;
+}
+
+int keyfile_load(const char *dir, const char *name, const char *prefix,
+                 char key[KEYFILE_KEY_LEN + 1], char *err, size_t errcap)
+{
+    char *path = xpath(dir, name);
+    char buf[KEYFILE_KEY_LEN + 2];
+    int rc = TK_EIO;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 && errno == ENOENT) {
+        uint8_t raw[32];
+        randombytes_buf(raw, sizeof raw);
+        memcpy(buf, prefix, 4);
+        sodium_bin2hex(buf + 4, KEYFILE_KEY_LEN - 4 + 1, raw, sizeof raw);
+        sodium_memzero(raw, sizeof raw);
+        buf[KEYFILE_KEY_LEN] = '\n';
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 || write(fd, buf, KEYFILE_KEY_LEN + 1) != KEYFILE_KEY_LEN + 1
+            || fsync(fd) != 0 || fio_fsync_dir(dir) != 0) {
+            snprintf(err, errcap, "cannot create %s: %s", path, strerror(errno));
+            goto done;
+        }
+    } else if (fd < 0) {
+        snprintf(err, errcap, "cannot read %s: %s", path, strerror(errno));
+        goto done;
+    } else {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 || !well_formed(buf, (size_t)n, prefix)) {
+            snprintf(err, errcap, "%s is not a key file (expected %s and 64 hex digits)", path,
+                     prefix);
+            rc = TK_EINVAL;
+            goto done;
+        }
+    }
+    memcpy(key, buf, KEYFILE_KEY_LEN);
+    key[KEYFILE_KEY_LEN] = '\0';
+    rc = 0;
+done:
+    sodium_memzero(buf, sizeof buf);
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}

@@ -1,0 +1,22 @@
+/*
+ * keyfile.h - the data directory's key files (operator.key, gateway.key).
+ *
+ * A key is a 4-character prefix ("tko_", "tkg_") and 64 hex digits of 32
+ * bytes from libsodium's CSPRNG, stored on one line in DIR/NAME, mode 0600,
+ * created (and fsynced, with the directory) at first use. The file holds
+ * the key itself: its owner has to read it to use it.
+ */
+#ifndef TK_KEYFILE_H
+#define TK_KEYFILE_H
+#include <stddef.h>
+
+#define KEYFILE_KEY_LEN 68 /* prefix + 64 hex digits, without NUL */
+
+/* Reads DIR/name into key (NUL-terminated), creating it if missing.
+ * prefix is the 4-character prefix the key must carry. 0, or TK_EIO (cannot
+ * read or create) / TK_EINVAL (not a key file) with a one-line reason in
+ * err (errcap bytes). */
+int keyfile_load(const char *dir, const char *name, const char *prefix,
+                 char key[KEYFILE_KEY_LEN + 1], char *err, size_t errcap);
+
+#endif

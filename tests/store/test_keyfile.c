@@ -1,0 +1,69 @@
+/* test_keyfile.c - key files: created once (0600) and read back the same;
+ * anything that is not a key is refused with a reason. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/err.h"
+#include "store/keyfile.h"
+#include "tests/support/tkt.h"
+
+static void created_once_then_read_back(void **state)
+{
+    (void)state;
+    char *dir = tkt_mkdtemp();
+    char a[KEYFILE_KEY_LEN + 1], b[KEYFILE_KEY_LEN + 1], err[256] = "";
+    assert_int_equal(keyfile_load(dir, "operator.key", "tko_", a, err, sizeof err), 0);
+    assert_int_equal(strlen(a), KEYFILE_KEY_LEN);
+    assert_memory_equal(a, "tko_", 4);
+    char *path = tkt_path(dir, "operator.key");
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(keyfile_load(dir, "operator.key", "tko_", b, err, sizeof err), 0);
+    assert_string_equal(a, b);
+    /* Another name gets another key. */
+    assert_int_equal(keyfile_load(dir, "gateway.key", "tkg_", b, err, sizeof err), 0);
+    assert_memory_not_equal(a + 4, b + 4, 64);
+    free(path);
+    tkt_rmdir(dir);
+    free(dir);
+}
+
+static void not_a_key_is_refused(void **state)
+{
+    (void)state;
+    char *dir = tkt_mkdtemp();
+    char k[KEYFILE_KEY_LEN + 1], err[256] = "";
+    char *path = tkt_path(dir, "operator.key");
+    const char *bad[] = {
+        "tkg_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n", /* prefix */
+        "tko_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeZ\n", /* hex */
+        "tko_0123\n",                                                               /* short */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(tkt_write_file(path, bad[i], strlen(bad[i])), 0);
+        err[0] = '\0';
+        assert_int_equal(keyfile_load(dir, "operator.key", "tko_", k, err, sizeof err), TK_EINVAL);
+        assert_non_null(strstr(err, "is not a key file"));
+    }
+    free(path);
+    tkt_rmdir(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(created_once_then_read_back),
+        cmocka_unit_test(not_a_key_is_refused),
+    };
+    return cmocka_run_group_tests_name("keyfile", tests, NULL, NULL);
+}
