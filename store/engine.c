@@ -670,7 +670,6 @@ static int plan_admin(state_txn *t, const eng_req *r, plan *p)
     int rc;
 
     ev *x = &p->evs[p->n++];
-    x->tenant = r->tenant;
     if (!str_ok_slug(r->tenant))
         return why(TK_EINVAL, "'%.*s' is not a tenant slug ([a-z0-9][a-z0-9-]{0,62})",
                    SL(r->tenant));
