@@ -73,6 +73,16 @@
  *   to a torn-*.bin file), and a roll or a close trims it first, so only the
  *   last segment ever has one.
  *
+ * - A write cut short inside preallocated space. A batch's pwrite can stop
+ *   part-way: SIGKILL ends a buffered write between pages, and a machine
+ *   crash can keep some sectors of a write and not others. Into
+ *   preallocated space that leaves a record whose start is there and whose
+ *   rest is zeros, so its length or CRC does not check, though nothing is
+ *   damaged. In the last segment a record that fails those checks is taken
+ *   as such a torn tail when the file is all zeros from a 512-byte boundary
+ *   inside that record to its end (512 divides every page and sector size);
+ *   anything else stays damage. The bytes are saved like any torn tail.
+ *
  * - The directory is flock()ed for the life of an elog: a second writer
  *   (another process, or a second elog_open in this one) gets TK_EIO rather
  *   than interleaving records. Iterators take no lock.
@@ -425,6 +435,29 @@ static int walk_load(walk *w)
 
 enum { REC_OK, REC_END, REC_TORN, REC_BAD };
 
+#define CUT_ALIGN 512u /* the smallest unit a write is cut at (see the top) */
+
+/* The first CUT_ALIGN boundary from which the loaded segment holds only
+ * zeros up to its end (past w->off; it may lie beyond w->size). */
+static size_t zeros_from(const walk *w)
+{
+    size_t z = w->size;
+
+    while (z > w->off && w->buf[z - 1] == 0)
+        z--;
+    return (z + CUT_ALIGN - 1) / CUT_ALIGN * CUT_ALIGN;
+}
+
+/* True when the bad record at w->off, which ends at rec_end as far as its
+ * header tells (w->off + 8 when the header itself is bad), is a write cut
+ * short: the file is zeros from a CUT_ALIGN boundary inside the record to
+ * its end. */
+static bool cut_write(const walk *w, size_t rec_end)
+{
+    size_t b = zeros_from(w);
+    return b > w->off && b < rec_end && b < w->size;
+}
+
 /* Checks the record at w->off of the loaded segment. On REC_BAD, *why
  * names the problem. */
 static int check_record(const walk *w, rec *r, size_t *end, const char **why)
@@ -445,7 +478,7 @@ static int check_record(const walk *w, rec *r, size_t *end, const char **why)
     len = get_le32(p);
     if (len_crc(p) != get_le32(p + 4) || len > ELOG_MAX_PAYLOAD) {
         *why = "bad length header";
-        return REC_BAD;
+        return last && cut_write(w, w->off + 8) ? REC_TORN : REC_BAD;
     }
     if (REC_OVERHEAD + (size_t)len > left) {
         *why = "truncated record";
@@ -455,7 +488,7 @@ static int check_record(const walk *w, rec *r, size_t *end, const char **why)
     blen = 8 + ELOG_HASH_LEN + (size_t)len;
     if (crc32c_extend(0, body, blen) != get_le32(body + blen)) {
         *why = "crc mismatch";
-        return REC_BAD;
+        return last && cut_write(w, w->off + REC_OVERHEAD + len) ? REC_TORN : REC_BAD;
     }
     if (get_le64(body) != w->seq) {
         *why = "seq gap";
@@ -624,9 +657,12 @@ static int open_tail(elog *lg, walk *w)
             goto fail;
         lg->seg_size = lg->alloc_end = SEG_HDR_LEN;
     } else {
-        /* Zeros after the last record are preallocated space, kept. */
+        /* Zeros after the last record are preallocated space, kept. A cut
+         * tail is saved up to the CUT_ALIGN boundary after its last
+         * nonzero byte: the rest is preallocated zeros, not evidence. */
         bool cut = w->torn && !all_zero(w->buf + w->off, w->size - w->off);
-        if (cut && (rc = save_torn(lg->dir, w->seq, w->buf + w->off, w->size - w->off)) != 0)
+        size_t keep = zeros_from(w) < w->size ? zeros_from(w) : w->size;
+        if (cut && (rc = save_torn(lg->dir, w->seq, w->buf + w->off, keep - w->off)) != 0)
             goto fail;
         lg->fd = open(path, O_RDWR | O_CLOEXEC);
         if (lg->fd < 0 || (cut && ftruncate(lg->fd, (off_t)w->off) != 0) ||

@@ -164,17 +164,51 @@ static int read_boot_id(char out[BOOT_ID_LEN + 1])
     return 0;
 }
 
+/* Written to a temporary name and renamed, so that a kill part-way never
+ * leaves a short marker (which would read as another boot's). */
 static int mark_unsynced(eng *e)
 {
-    int fd = open(e->marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return TK_EIO;
-    bool ok = write(fd, e->boot_id, BOOT_ID_LEN) == BOOT_ID_LEN && fsync(fd) == 0;
-    close(fd);
-    if (!ok || fio_fsync_dir(e->dir) != 0)
+    char *tmp = xasprintf("%s.tmp", e->marker);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write(fd, e->boot_id, BOOT_ID_LEN) == BOOT_ID_LEN && fsync(fd) == 0;
+    if (fd >= 0)
+        close(fd);
+    ok = ok && rename(tmp, e->marker) == 0 && fio_fsync_dir(e->dir) == 0;
+    free(tmp);
+    if (!ok)
         return TK_EIO;
     e->dirty = true;
     return 0;
+}
+
+/* Renames the LMDB directory state_dir to state_dir.<why>-<time>[-k], a
+ * name not taken yet (two set-asides can fall in one second), and fsyncs
+ * the data directory. 0 (also when there is no state_dir) or TK_EIO. */
+static int set_aside(eng *e, const char *state_dir, const char *why, const char *what)
+{
+    long long now = (long long)time(NULL);
+    char *aside = NULL;
+    int rc = TK_EIO;
+    struct stat st;
+
+    for (int k = 0; k < 1000; k++) {
+        free(aside);
+        aside = k ? xasprintf("%s.%s-%lld-%d", state_dir, why, now, k)
+                  : xasprintf("%s.%s-%lld", state_dir, why, now);
+        if (lstat(aside, &st) != 0 && errno == ENOENT)
+            break;
+    }
+    if (rename(state_dir, aside) != 0 && errno != ENOENT) {
+        set_error("cannot set aside %s: %s", state_dir, strerror(errno));
+    } else if (fio_fsync_dir(e->dir) != 0) {
+        set_error("cannot fsync %s: %s", e->dir, strerror(errno));
+    } else {
+        fprintf(stderr, "tokend: %s: rebuilding the state from the event log (the old state "
+                        "is kept in %s)\n", what, aside);
+        rc = 0;
+    }
+    free(aside);
+    return rc;
 }
 
 static int checkpoint(eng *e)
@@ -202,18 +236,12 @@ static int check_marker(eng *e, const char *state_dir)
     close(fd);
     if (n == BOOT_ID_LEN && e->nosync && memcmp(seen, e->boot_id, BOOT_ID_LEN) == 0)
         return 0; /* a process crash on this boot: LMDB is whole */
-    char *aside = xasprintf("%s.untrusted-%lld", state_dir, (long long)time(NULL));
-    int rc = 0;
-    if (rename(state_dir, aside) != 0 && errno != ENOENT) {
-        set_error("cannot set aside %s: %s", state_dir, strerror(errno));
+    int rc = set_aside(e, state_dir, "untrusted",
+                       "the machine went down before LMDB was flushed");
+    if (rc == 0 && (unlink(e->marker) != 0 || fio_fsync_dir(e->dir) != 0)) {
+        set_error("cannot remove %s: %s", e->marker, strerror(errno));
         rc = TK_EIO;
-    } else {
-        fprintf(stderr, "tokend: the machine went down before LMDB was flushed: rebuilding the "
-                        "state from the event log (the old state is kept in %s)\n", aside);
-        if (unlink(e->marker) != 0 || fio_fsync_dir(e->dir) != 0)
-            rc = TK_EIO;
     }
-    free(aside);
     return rc;
 }
 
@@ -347,14 +375,7 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
     if (!state_format_ok(e->st)) { /* an older layout: rebuild from the log */
         state_close(e->st);
         e->st = NULL;
-        char *aside = xasprintf("%s.oldformat-%lld", sub, (long long)time(NULL));
-        rc = rename(sub, aside) == 0 && fio_fsync_dir(dir) == 0 ? 0 : TK_EIO;
-        if (!rc)
-            fprintf(stderr, "tokend: the LMDB state has an older layout: rebuilding it from the "
-                            "event log (the old state is kept in %s)\n", aside);
-        else
-            set_error("cannot set aside %s: %s", sub, strerror(errno));
-        free(aside);
+        rc = set_aside(e, sub, "oldformat", "the LMDB state has an older layout");
         if (rc || (rc = state_open(sub, e->nosync, &e->st))) {
             if (!last_error[0])
                 set_error("cannot open LMDB state in %s: %s", sub, tk_strerror(rc));

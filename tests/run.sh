@@ -21,7 +21,9 @@ for t in "$@"; do
     tail -n 20 "$log" | sed 's/^/    /'
   elif [ "$f" -gt 0 ]; then
     echo "FAIL $name: $f failed; see $log"
-    grep -E -A3 '^not ok' "$log" | sed 's/^/    /'
+    # cmocka writes a failure's message to stderr (unbuffered), so it can sit
+    # far from its "not ok" line: show both.
+    grep -E -A3 '^not ok|ERROR:' "$log" | head -n 40 | sed 's/^/    /'
   else
     echo "ok   $name: $p passed"
   fi

@@ -786,6 +786,86 @@ static void trailing_zeros_are_free_space(void **state)
     free_names(names, n);
 }
 
+/* A write cut short inside preallocated space (SIGKILL between pages, a
+ * crash between sectors) leaves a record's start followed by zeros from a
+ * 512-byte boundary on: for every such boundary inside any record of the
+ * last segment, the open recovers to the record before it and saves the
+ * cut bytes. The same image with one nonzero byte after the boundary, or
+ * the cut in a segment that is not the last, stays damage. */
+static void write_cut_short_into_zeros(void **state)
+{
+    fixture *f = *state;
+    elog *lg = open_log(f->dir, 1 << 20);
+    snap base;
+    size_t offs[512], nrec, cuts = 0;
+
+    fill(lg, 200, 3);
+    elog_close(lg);
+    snap_take(f->dir, &base);
+    assert_int_equal(base.n, 1);
+    nrec = rec_offsets(base.data[0], base.len[0], offs, 512);
+    assert_int_equal(offs[nrec], base.len[0]);
+    const size_t pad = 8192; /* preallocated zeros after the cut */
+    unsigned char *img = malloc(base.len[0] + pad);
+    char *seg = tkt_path(f->dir, base.name[0]);
+
+    for (size_t r = 0; r < nrec; r++) {
+        for (size_t b = (offs[r] / 512 + 1) * 512; b < offs[r + 1]; b += 512) {
+            memcpy(img, base.data[0], b);
+            memset(img + b, 0, base.len[0] + pad - b);
+
+            /* one nonzero byte after the boundary: damage, nothing changes */
+            snap_restore(f->dir, &base);
+            img[base.len[0] + pad - 1] = 1;
+            assert_int_equal(tkt_write_file(seg, img, base.len[0] + pad), 0);
+            assert_int_equal(try_open(f->dir, 1 << 20), TK_ECORRUPT);
+            assert_int_equal(file_size(f->dir, base.name[0]), (off_t)(base.len[0] + pad));
+            assert_int_equal(count_files(f->dir, "torn-", ".bin", NULL), 0);
+            img[base.len[0] + pad - 1] = 0;
+
+            /* zeros to the end: a torn tail, cut at record r */
+            assert_int_equal(tkt_write_file(seg, img, base.len[0] + pad), 0);
+            check_log(f->dir, 1, r); /* records 1..r are whole */
+            lg = open_log(f->dir, 1 << 20);
+            assert_int_equal(elog_last_seq(lg), r);
+            assert_int_equal(file_size(f->dir, base.name[0]), (off_t)offs[r]);
+            char *torn = NULL;
+            assert_int_equal(count_files(f->dir, "torn-", ".bin", &torn), 1);
+            char *tp = tkt_path(f->dir, torn);
+            size_t tl = 0;
+            unsigned char *tb = tkt_read_file(tp, &tl);
+            assert_true(tl > 0 && tl <= b - offs[r]); /* the record's start, no zeros past b */
+            assert_memory_equal(tb, base.data[0] + offs[r], tl);
+            free(tb);
+            free(tp);
+            free(torn);
+            fill(lg, 1, 1); /* and the log goes on */
+            elog_close(lg);
+            check_log(f->dir, 1, r + 1);
+            cuts++;
+        }
+    }
+    assert_true(cuts >= 10);
+
+    /* the same cut in a segment that is not the last: damage */
+    snap_restore(f->dir, &base);
+    lg = open_log(f->dir, 1024); /* past its limit: the next sync rolls */
+    fill(lg, 1, 1);
+    elog_close(lg);
+    assert_int_equal(count_files(f->dir, "", ".seg", NULL), 2);
+    size_t r = nrec / 2, b;
+    while ((b = (offs[r] / 512 + 1) * 512) >= offs[r + 1])
+        r++;
+    memcpy(img, base.data[0], b);
+    memset(img + b, 0, base.len[0] - b);
+    assert_int_equal(tkt_write_file(seg, img, base.len[0]), 0);
+    assert_int_equal(try_open(f->dir, 1 << 20), TK_ECORRUPT);
+    assert_int_equal(count_files(f->dir, "torn-", ".bin", NULL), 0);
+    free(img);
+    free(seg);
+    snap_free(&base);
+}
+
 /* While the log is open its last segment runs ahead of the records with
  * zeros, so a sync rewrites space inside the file: its size does not
  * change from one sync to the next. */
@@ -1284,6 +1364,7 @@ int main(void)
         T(group_commit_is_one_write_one_fsync),
         T(torn_tail_cut_at_every_offset),
         T(trailing_zeros_are_free_space),
+        T(write_cut_short_into_zeros),
         T(syncs_write_inside_preallocated_space),
         T(short_last_segment_is_a_torn_header),
         T(damage_at_every_byte_is_refused),
