@@ -2,9 +2,11 @@
  * conn.c - connections on the loop thread; see conn.h for the states.
  *
  * Memory per connection is bounded by construction:
- *   input   the read high watermark is READ_HIGH (64 KiB), raised to one
- *           frame's size only while a frame that large is arriving, so at
- *           most max(64 KiB, 12 + max_frame);
+ *   input   the connection's own buffer holds at most rd_high bytes:
+ *           READ_HIGH (64 KiB), raised to one frame's size only while a
+ *           frame that large is arriving, so at most max(64 KiB, 12 +
+ *           max_frame); it starts at IN_START and is given back when it
+ *           empties above IN_KEEP, so an idle connection holds little;
  *   output  unsent reply bytes, plus replies held behind requests in the
  *           writer, are capped at max_output (plus the one reply that
  *           crossed it): over the cap the connection is closed, since a
@@ -14,6 +16,13 @@
  *           for the writer holds a copy of its body (only bodies that
  *           decoded, so within the field limits) and its eng_req; the
  *           writer's backlog cap bounds those across connections.
+ *
+ * Sockets are driven by two plain events (read, write) rather than a
+ * bufferevent: a bufferevent sizes every read with ioctl(FIONREAD), a third
+ * system call per request beside read and write, and on this kind of VM
+ * system calls are most of a small request's cost. Input is read straight
+ * into the connection's buffer, where frames are parsed in place; output
+ * stays an evbuffer (replies held behind writer requests move in whole).
  *
  * Replies are framed in place: a 12-byte placeholder, the body encoded
  * after it, then the header patched with the body's length. Inline replies
@@ -36,7 +45,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <sodium.h>
 
 #include "core/err.h"
@@ -48,6 +56,8 @@
 #include "net/proto.h"
 
 #define READ_HIGH (64u * 1024)   /* input buffered per connection between frames */
+#define IN_START 4096u           /* first input buffer; doubled while reads fill it */
+#define IN_KEEP (16u * 1024)     /* an empty input buffer larger than this is freed */
 #define LINGER_SECONDS 2.0       /* FAILED: time for the peer to read our last reply */
 #define AUTH_KEY_MAX 128         /* the longest key kept for re-authentication */
 #define GW_HASH_LEN 32
@@ -83,10 +93,15 @@ struct conn {
     conn *prev, *next;        /* hub->all */
     conn *dead_next;          /* hub->dead, while waiting to be reaped */
     bool on_dead;
-    struct bufferevent *bev;  /* NULL once the socket is closed */
+    evutil_socket_t fd;       /* -1 once the socket is closed */
+    struct event *rd, *wr;    /* readable (idle timeout), writable (stall timeout) */
+    bool rd_on, wr_on;        /* added to the loop */
+    struct evbuffer *out;     /* replies not yet written */
+    uint8_t *in;              /* input: bytes [ioff, ilen) not yet consumed */
+    size_t ioff, ilen, icap;
     struct event *timer;      /* frame deadline, or linger */
     bool timer_armed;
-    size_t rd_high;           /* current read high watermark */
+    size_t rd_high;           /* at most this much input is held */
     cstate st;
     bool paused;              /* not reading: max_inflight requests unanswered */
     cauth auth;
@@ -107,6 +122,7 @@ struct conn_hub {
     bool has_gw;
     uint8_t gw_hash[GW_HASH_LEN];
     mpw scratch;              /* inline replies */
+    const struct timeval *idle; /* a common timeout: idle_timeout */
     conn *all;                /* every connection not yet freed */
     size_t nopen;             /* of them, with an open socket */
     conn *dead;               /* closed, to be reaped */
@@ -167,7 +183,95 @@ static void frame_end(mpw *w, uint32_t id, int status)
 
 static struct evbuffer *output(conn *c)
 {
-    return bufferevent_get_output(c->bev);
+    return c->out;
+}
+
+/* ---- the socket's events ------------------------------------------------ */
+
+static void rd_enable(conn *c)
+{
+    if (!c->rd_on && c->fd >= 0) {
+        event_add(c->rd, c->h->idle);
+        c->rd_on = true;
+    }
+}
+
+static void rd_disable(conn *c)
+{
+    if (c->rd_on) {
+        event_del(c->rd);
+        c->rd_on = false;
+    }
+}
+
+static void wr_enable(conn *c)
+{
+    if (!c->wr_on && c->fd >= 0) {
+        event_add(c->wr, c->h->idle);
+        c->wr_on = true;
+    }
+}
+
+static void wr_disable(conn *c)
+{
+    if (c->wr_on) {
+        event_del(c->wr);
+        c->wr_on = false;
+    }
+}
+
+static size_t in_len(const conn *c)
+{
+    return c->ilen - c->ioff;
+}
+
+static void in_drop(conn *c)
+{
+    c->ioff = c->ilen = 0;
+}
+
+/* After frames were consumed: moves a partial frame to the front, and
+ * gives back a large buffer that has emptied. */
+static void in_settle(conn *c)
+{
+    if (c->ioff == c->ilen) {
+        c->ioff = c->ilen = 0;
+        if (c->icap > IN_KEEP) {
+            free(c->in);
+            c->in = NULL;
+            c->icap = 0;
+        }
+    } else if (c->ioff > 0) {
+        memmove(c->in, c->in + c->ioff, c->ilen - c->ioff);
+        c->ilen -= c->ioff;
+        c->ioff = 0;
+    }
+}
+
+/* One read() into the input buffer, growing it toward rd_high while reads
+ * fill it. >0 bytes read, 0 at EOF, -1 on error (errno; EAGAIN: nothing). */
+static ssize_t in_read(conn *c)
+{
+    size_t want = c->rd_high;
+    if (c->ilen == c->icap && c->icap < want) {
+        size_t cap = c->icap ? c->icap * 2 : IN_START;
+        while (cap < c->ilen + 1)
+            cap *= 2;
+        c->in = xrealloc(c->in, cap < want ? cap : want);
+        c->icap = cap < want ? cap : want;
+    }
+    size_t room = (c->icap < want ? c->icap : want) - c->ilen;
+    if (room == 0) { /* full: the frame parser has what it can take */
+        errno = EAGAIN;
+        return -1;
+    }
+    ssize_t n;
+    do
+        n = read(c->fd, c->in + c->ilen, room);
+    while (n < 0 && errno == EINTR);
+    if (n > 0)
+        c->ilen += (size_t)n;
+    return n;
 }
 
 static size_t unsent(conn *c)
@@ -267,7 +371,7 @@ static void flush(conn *c)
     if (c->paused && c->inflight < c->h->o.max_inflight) {
         c->paused = false;
         if (c->st == CS_OPEN)
-            bufferevent_enable(c->bev, EV_READ);
+            rd_enable(c);
         process(c);
     }
 }
@@ -289,8 +393,8 @@ static void close_now(conn *c)
     if (c->st == CS_CLOSED)
         return;
     c->st = CS_CLOSED;
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    rd_disable(c);
+    wr_disable(c);
     event_del(c->timer);
     c->timer_armed = false;
     schedule_reap(c);
@@ -321,36 +425,48 @@ static void maybe_finish(conn *c)
         return;
     }
     c->st = CS_LINGER;
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
-    bufferevent_enable(c->bev, EV_READ);
+    shutdown(c->fd, SHUT_WR);
+    in_drop(c);
+    rd_enable(c);
     arm_timer(c, LINGER_SECONDS);
+}
+
+/* One sendmsg of the output's first chunks; MSG_NOSIGNAL, so a peer that
+ * has gone is an error return even where SIGPIPE is not ignored (a gateway
+ * embedding the server). Bytes sent, or -1 (errno). */
+static ssize_t out_write(conn *c)
+{
+    struct iovec v[16];
+    struct msghdr m = {.msg_iov = v};
+    int n = evbuffer_peek(c->out, -1, NULL, v, 16);
+    m.msg_iovlen = (size_t)(n < 16 ? n : 16);
+    ssize_t sent = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent > 0)
+        evbuffer_drain(c->out, (size_t)sent);
+    return sent;
 }
 
 /* Writes the replies the output holds straight to the socket, at the end
  * of the callback that made them, rather than on the next loop turn's
  * writable event: one write system call per burst of replies, and no
  * EV_WRITE registration (two epoll_ctl calls and a wake-up per reply)
- * unless the socket is full. Then the bufferevent writes the rest as usual,
- * with its write timeout catching a peer that takes nothing. Every callback
- * that can add output ends here. */
+ * unless the socket is full. Then the write event takes the rest, its
+ * timeout catching a peer that takes nothing. Every callback that can add
+ * output ends here. */
 static void send_now(conn *c)
 {
-    if (c->st == CS_CLOSED || !c->bev)
+    if (c->st == CS_CLOSED || c->fd < 0)
         return;
     struct evbuffer *out = output(c);
-    if (evbuffer_get_length(out) > 0) {
-        /* A socket bufferevent keeps the start of its output frozen and
-         * thaws it only around its own writes: do the same. Errors are left
-         * for the bufferevent to meet on its next write. */
-        evbuffer_unfreeze(out, 1);
-        (void)evbuffer_write(out, bufferevent_getfd(c->bev));
-        evbuffer_freeze(out, 1);
+    if (evbuffer_get_length(out) > 0 && out_write(c) < 0 && errno != EAGAIN
+        && errno != EWOULDBLOCK && errno != EINTR) {
+        close_now(c); /* the peer is gone (EPIPE, ECONNRESET) */
+        return;
     }
     if (evbuffer_get_length(out) > 0) {
-        bufferevent_enable(c->bev, EV_WRITE);
+        wr_enable(c);
     } else {
-        bufferevent_disable(c->bev, EV_WRITE);
+        wr_disable(c);
         maybe_finish(c);
     }
 }
@@ -363,8 +479,7 @@ static void fail_framing(conn *c, uint32_t id, int status, const char *msg)
         return;
     c->st = CS_FAILED;
     disarm_timer(c);
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    evbuffer_drain(in, evbuffer_get_length(in));
+    in_drop(c);
     maybe_finish(c);
 }
 
@@ -581,13 +696,12 @@ static void handle(conn *c, const proto_header *hd, const uint8_t *body)
     }
 }
 
-/* Reads every whole frame buffered, while the connection may. */
+/* Answers every whole frame buffered, while the connection may. */
 static void process(conn *c)
 {
     conn_hub *h = c->h;
     if (c->st != CS_OPEN && c->st != CS_ENDING)
         return;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t want = READ_HIGH;
     bool consumed = false, partial = false;
     for (;;) {
@@ -596,23 +710,22 @@ static void process(conn *c)
         if (c->inflight >= h->o.max_inflight) {
             if (!c->paused) {
                 c->paused = true;
-                bufferevent_disable(c->bev, EV_READ);
+                rd_disable(c);
                 lg_limited(&h->log_inflight, "not reading from %s: %u requests in flight, the "
                            "limit; until replies drain", c->peer, c->inflight);
             }
             break;
         }
-        size_t avail = evbuffer_get_length(in);
+        size_t avail = in_len(c);
         if (avail == 0)
             break;
         if (avail < PROTO_HEADER_LEN) {
             partial = true;
             break;
         }
-        uint8_t hb[PROTO_HEADER_LEN];
+        const uint8_t *frame = c->in + c->ioff;
         proto_header hd;
-        evbuffer_copyout(in, hb, sizeof hb);
-        proto_header_get(hb, &hd);
+        proto_header_get(frame, &hd);
         if (hd.len > h->o.max_frame) {
             lg_limited(&h->log_frame, "closing %s: frame of %u bytes over --max-frame %u",
                        c->peer, hd.len, h->o.max_frame);
@@ -626,27 +739,24 @@ static void process(conn *c)
                 want = total;
             break;
         }
-        const uint8_t *frame = evbuffer_pullup(in, (ev_ssize_t)total);
         handle(c, &hd, frame + PROTO_HEADER_LEN);
         if (c->st == CS_CLOSED)
             return;
-        evbuffer_drain(in, total);
+        c->ioff += total;
         consumed = true;
     }
+    in_settle(c);
     if (c->st == CS_ENDING) {
         if (partial && !c->paused) {
             if (!h->stopping)
                 lg_limited(&h->log_frame, "%s closed in the middle of a frame", c->peer);
-            evbuffer_drain(in, evbuffer_get_length(in));
+            in_drop(c);
         }
         disarm_timer(c);
         maybe_finish(c);
         return;
     }
-    if (want != c->rd_high) {
-        bufferevent_setwatermark(c->bev, EV_READ, 0, want);
-        c->rd_high = want;
-    }
+    c->rd_high = want;
     /* The frame deadline runs from the first byte of a frame we wait for. */
     if (!partial || c->paused)
         disarm_timer(c);
@@ -656,33 +766,34 @@ static void process(conn *c)
 
 /* ---- libevent callbacks --------------------------------------------------- */
 
-static void read_cb(struct bufferevent *bev, void *arg)
+/* No byte for idle_timeout: close an idle connection; a busy one (requests
+ * in the writer, replies or a frame on the way) is left alone. */
+static void read_idle(conn *c)
+{
+    conn_hub *h = c->h;
+    if (c->st == CS_OPEN && c->inflight == 0 && evbuffer_get_length(output(c)) == 0
+        && in_len(c) == 0) {
+        lg_limited(&h->log_idle, "closing %s: idle for %g s", c->peer, h->o.idle_timeout);
+        close_now(c);
+    }
+}
+
+static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     conn *c = arg;
-    if (c->st == CS_LINGER || c->st == CS_FAILED) { /* nothing more is answered */
-        struct evbuffer *in = bufferevent_get_input(bev);
-        evbuffer_drain(in, evbuffer_get_length(in));
+    (void)fd;
+    if (what & EV_TIMEOUT) {
+        read_idle(c);
         return;
     }
-    process(c);
-    send_now(c);
-}
-
-static void write_cb(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    maybe_finish(arg);
-    send_now(arg); /* drained: stop watching for writability */
-}
-
-static void event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    conn *c = arg;
-    conn_hub *h = c->h;
-    (void)bev;
-    if (what & BEV_EVENT_ERROR) {
-        close_now(c);
-    } else if (what & BEV_EVENT_EOF) {
+    ssize_t n = in_read(c);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            close_now(c); /* ECONNRESET and the like */
+        return;
+    }
+    if (n == 0) { /* EOF */
+        rd_disable(c);
         if (c->st == CS_OPEN) {
             c->st = CS_ENDING; /* answer what was sent, then close */
             process(c);
@@ -690,19 +801,27 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         } else if (c->st == CS_LINGER) {
             close_now(c);
         }
-    } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
-        lg_limited(&h->log_slow, "closing %s: took no reply bytes for %g s", c->peer,
-                   h->o.idle_timeout);
-        close_now(c);
-    } else if (what & BEV_EVENT_TIMEOUT) {
-        if (c->st == CS_OPEN && c->inflight == 0 && evbuffer_get_length(output(c)) == 0
-            && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
-            lg_limited(&h->log_idle, "closing %s: idle for %g s", c->peer, h->o.idle_timeout);
-            close_now(c);
-        } else if (!c->paused) {
-            bufferevent_enable(c->bev, EV_READ); /* busy, not idle: keep reading */
-        }
+        return;
     }
+    if (c->st == CS_LINGER || c->st == CS_FAILED) { /* nothing more is answered */
+        in_drop(c);
+        return;
+    }
+    process(c);
+    send_now(c);
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn *c = arg;
+    (void)fd;
+    if (what & EV_TIMEOUT) {
+        lg_limited(&c->h->log_slow, "closing %s: took no reply bytes for %g s", c->peer,
+                   c->h->o.idle_timeout);
+        close_now(c);
+        return;
+    }
+    send_now(c); /* writes what it can; drained: stops watching, may finish */
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -719,6 +838,17 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the hub -------------------------------------------------------------- */
 
+/* Closes the socket (its events are deleted first). */
+static void close_socket(conn *c)
+{
+    if (c->fd < 0)
+        return;
+    rd_disable(c);
+    wr_disable(c);
+    evutil_closesocket(c->fd);
+    c->fd = -1;
+}
+
 static void conn_free(conn *c)
 {
     while (c->head) {
@@ -726,8 +856,14 @@ static void conn_free(conn *c)
         c->head = p->next;
         pending_free(p);
     }
-    if (c->bev)
-        bufferevent_free(c->bev);
+    close_socket(c);
+    if (c->rd)
+        event_free(c->rd);
+    if (c->wr)
+        event_free(c->wr);
+    if (c->out)
+        evbuffer_free(c->out);
+    free(c->in);
     if (c->timer)
         event_free(c->timer);
     sodium_memzero(c->key, sizeof c->key);
@@ -761,9 +897,8 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
         conn *c = h->dead;
         h->dead = c->dead_next;
         c->on_dead = false;
-        if (c->bev) {
-            bufferevent_free(c->bev); /* closes the socket */
-            c->bev = NULL;
+        if (c->fd >= 0) {
+            close_socket(c);
             h->nopen--;
         }
         if (c->jobs == 0) { /* else job_done reschedules it */
@@ -787,6 +922,12 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
         sha256(h->gw_hash, gateway_key, strlen(gateway_key));
     }
     mpw_init(&h->scratch);
+    struct timeval idle = tv_of(opts->idle_timeout);
+    h->idle = event_base_init_common_timeout(base, &idle); /* one queue, O(1) re-arm */
+    if (!h->idle) {
+        lg_line("cannot create a timeout queue (out of memory)");
+        abort();
+    }
     h->reap = event_new(base, -1, 0, reap_cb, h);
     if (!h->reap) {
         lg_line("cannot create an event (out of memory)");
@@ -826,21 +967,18 @@ void conn_hub_accept(conn_hub *h, evutil_socket_t fd, const struct sockaddr *sa,
     conn *c = xcalloc(1, sizeof *c);
     c->h = h;
     memcpy(c->peer, peer, sizeof peer);
-    c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->fd = fd;
+    c->rd = event_new(h->base, fd, EV_READ | EV_PERSIST, read_cb, c);
+    c->wr = event_new(h->base, fd, EV_WRITE | EV_PERSIST, write_cb, c);
+    c->out = evbuffer_new();
     c->timer = evtimer_new(h->base, timer_cb, c);
-    if (!c->bev || !c->timer) {
+    if (!c->rd || !c->wr || !c->out || !c->timer) {
         lg_line("cannot set up a connection from %s (out of memory)", peer);
-        if (!c->bev)
-            evutil_closesocket(fd);
-        conn_free(c);
+        conn_free(c); /* closes fd */
         return;
     }
-    struct timeval idle = tv_of(h->o.idle_timeout);
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH);
     c->rd_high = READ_HIGH;
-    bufferevent_set_timeouts(c->bev, &idle, &idle);
-    bufferevent_enable(c->bev, EV_READ); /* EV_WRITE only while output waits: send_now */
+    rd_enable(c); /* writable only while output waits: send_now */
     c->next = h->all;
     if (h->all)
         h->all->prev = c;
@@ -862,7 +1000,7 @@ void conn_hub_stop(conn_hub *h, void (*empty)(void *arg), void *arg)
         if (c->st != CS_OPEN)
             continue;
         c->st = CS_ENDING;
-        bufferevent_disable(c->bev, EV_READ);
+        rd_disable(c);
         process(c);
         send_now(c);
     }

