@@ -397,6 +397,39 @@ const idx_entry *idx_get(const idx *ix, const uint8_t id[TK_ID_LEN])
     return loc ? entry_at(ix, loc) : NULL;
 }
 
+void idx_probe_start(const idx *ix, const uint8_t id[TK_ID_LEN], idx_probe *p)
+{
+    p->h = idx_hash(ix, id);
+    p->id = id;
+    __builtin_prefetch(&ix->cur.slots[home_of(p->h, ix->cur.mask)]);
+    if (growing(ix))
+        __builtin_prefetch(&ix->old.slots[home_of(p->h, ix->old.mask)]);
+}
+
+void idx_probe_next(const idx *ix, const idx_probe *p)
+{
+    /* The entry of the first slot whose tag matches, in the probe sequence
+     * as far as the slot's cache line goes: nearly always the one. */
+    uint32_t tag = (uint32_t)p->h, i = home_of(p->h, ix->cur.mask);
+    for (unsigned k = 0; k < 4; k++, i = (i + 1) & ix->cur.mask) {
+        idx_slot s = ix->cur.slots[i];
+        if (s.loc == 0)
+            return;
+        if (s.tag == tag) {
+            __builtin_prefetch(entry_at(ix, s.loc));
+            return;
+        }
+    }
+}
+
+const idx_entry *idx_probe_get(const idx *ix, const idx_probe *p)
+{
+    int64_t slot;
+    uint32_t loc = find_loc(ix, p->h, p->id, &slot);
+
+    return loc ? entry_at(ix, loc) : NULL;
+}
+
 int idx_del(idx *ix, const uint8_t id[TK_ID_LEN])
 {
     int64_t slot;

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <msgpack.h>
 
@@ -33,7 +34,11 @@ void mpw_int(mpw *w, int64_t v);
 void mpw_bool(mpw *w, bool v);
 void mpw_nil(mpw *w);
 void mpw_str(mpw *w, const char *s, size_t len);
-void mpw_cstr(mpw *w, const char *s); /* NUL-terminated */
+/* NUL-terminated; inline so that a literal's length is known at compile time */
+static inline void mpw_cstr(mpw *w, const char *s)
+{
+    mpw_str(w, s, strlen(s));
+}
 void mpw_bin(mpw *w, const void *p, size_t len);
 
 /* ---- reading ---------------------------------------------------------- */

@@ -14,9 +14,9 @@
 #include "core/err.h"
 #include "core/idx.h"
 #include "core/rules.h"
+#include "core/secret.h"
 #include "core/xmalloc.h"
 
-#include <sodium.h>
 
 typedef struct vtenant {
     char *slug;      /* NULL: no such tenant */
@@ -301,46 +301,65 @@ int view_cred_del(view *v, const tk_id *id)
     return idx_del(v->creds, id->b);
 }
 
-/* Looks up and checks the secret; the common part of verify and auth. */
-static const idx_entry *find(const view *v, const tk_id *client_id, const char *secret,
-                             size_t len, tk_kind want, tk_verdict *verdict, tk_id *id)
+/* The part of a verification that needs no lookup: the secret's format,
+ * its agreement with a given client ID, its kind. */
+static void probe_parse(const view_vreq *r, tk_kind want, view_probe *p)
 {
     tk_kind kind;
-    uint8_t hash[TK_HASH_LEN];
-    if (secret_parse(secret, len, &kind, id, hash)) {
-        *verdict = TK_V_MALFORMED;
-        return NULL;
+    if (secret_parse(r->secret, r->len, &kind, &p->id, p->hash)) {
+        memset(&p->id, 0, sizeof p->id);
+        p->verdict = TK_V_MALFORMED;
+    } else if (r->client_id && memcmp(r->client_id->b, p->id.b, TK_ID_LEN) != 0) {
+        p->verdict = TK_V_MISMATCH;
+    } else if (kind != want) {
+        p->verdict = TK_V_WRONG_KIND;
+    } else {
+        p->verdict = TK_V_VALID; /* so far: the lookup decides */
     }
-    if (client_id && memcmp(client_id->b, id->b, TK_ID_LEN) != 0) {
-        *verdict = TK_V_MISMATCH;
+}
+
+/* The lookup and the secret's check: the entry, or NULL and *verdict. */
+static const idx_entry *probe_lookup(const view *v, const view_probe *p, tk_verdict *verdict)
+{
+    *verdict = p->verdict;
+    if (p->verdict != TK_V_VALID)
         return NULL;
-    }
-    if (kind != want) {
-        *verdict = TK_V_WRONG_KIND;
-        return NULL;
-    }
-    const idx_entry *e = idx_get(v->creds, id->b);
+    const idx_entry *e = idx_probe_get(v->creds, &p->ip);
     if (!e) {
         *verdict = TK_V_UNKNOWN;
         return NULL;
     }
-    if (sodium_memcmp(hash, e->hash, IDX_HASH_LEN) != 0) { /* constant time */
+    if (!secret_equal(p->hash, e->hash, IDX_HASH_LEN)) { /* constant time */
         *verdict = TK_V_MISMATCH;
         return NULL;
     }
-    *verdict = TK_V_VALID;
     return e;
 }
 
-tk_verdict view_verify(const view *v, const tk_id *client_id, const char *secret,
-                       size_t len, int64_t now, tk_verify *out)
+static void probe_one(const view *v, const view_vreq *r, tk_kind want, view_probe *p)
+{
+    probe_parse(r, want, p);
+    if (p->verdict == TK_V_VALID)
+        idx_probe_start(v->creds, p->id.b, &p->ip);
+}
+
+void view_verify_start(const view *v, const view_vreq *reqs, size_t n, view_probe *probes)
+{
+    for (size_t i = 0; i < n; i++)
+        probe_one(v, &reqs[i], TK_KIND_TOKEN, &probes[i]);
+    for (size_t i = 0; i < n; i++)
+        if (probes[i].verdict == TK_V_VALID)
+            idx_probe_next(v->creds, &probes[i].ip);
+}
+
+tk_verdict view_verify_finish(const view *v, const view_probe *p, int64_t now, tk_verify *out)
 {
     out->nroles = 0;
     out->nperms = 0;
     out->tenant = out->account = NULL;
     out->expires_at = 0;
-    const idx_entry *e = find(v, client_id, secret, len, TK_KIND_TOKEN, &out->verdict,
-                              &out->client_id);
+    out->client_id = p->id;
+    const idx_entry *e = probe_lookup(v, p, &out->verdict);
     if (!e)
         return out->verdict;
     const vtenant *t = e->tenant < v->ntenants ? &v->tenants[e->tenant] : NULL;
@@ -366,22 +385,33 @@ tk_verdict view_verify(const view *v, const tk_id *client_id, const char *secret
         const vrole *r = &v->roles[rid];
         out->roles[out->nroles++] = r->key;
         for (uint32_t j = 0; j < r->nperms; j++) {
-            uint16_t p = r->perms[j];
-            if (p >= t->nperms || (seen[p / 64] >> (p % 64)) & 1)
+            uint16_t q = r->perms[j];
+            if (q >= t->nperms || (seen[q / 64] >> (q % 64)) & 1)
                 continue;
-            seen[p / 64] |= 1ull << (p % 64);
-            out->perms[out->nperms++] = t->perms[p];
+            seen[q / 64] |= 1ull << (q % 64);
+            out->perms[out->nperms++] = t->perms[q];
         }
     }
     return out->verdict;
+}
+
+tk_verdict view_verify(const view *v, const tk_id *client_id, const char *secret,
+                       size_t len, int64_t now, tk_verify *out)
+{
+    view_vreq r = {client_id, secret, len};
+    view_probe p;
+    probe_one(v, &r, TK_KIND_TOKEN, &p);
+    return view_verify_finish(v, &p, now, out);
 }
 
 tk_verdict view_auth_personal(const view *v, const char *secret, size_t len, int64_t now,
                               tk_actor *actor)
 {
     tk_verdict verdict;
-    tk_id id;
-    const idx_entry *e = find(v, NULL, secret, len, TK_KIND_PERSONAL, &verdict, &id);
+    view_vreq r = {NULL, secret, len};
+    view_probe p;
+    probe_one(v, &r, TK_KIND_PERSONAL, &p);
+    const idx_entry *e = probe_lookup(v, &p, &verdict);
     if (!e)
         return verdict;
     verdict = rules_verify_state(TK_KIND_PERSONAL, e->kind, true, e->expires_at, now);

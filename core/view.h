@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/idx.h"
 #include "core/model.h"
 #include "core/secret.h"
 
@@ -50,6 +51,31 @@ int view_cred_del(view *v, const tk_id *id);
  * allocates, never blocks. now is unix seconds. */
 tk_verdict view_verify(const view *v, const tk_id *client_id, const char *secret,
                        size_t len, int64_t now, tk_verify *out);
+
+/* Batched verification, for a run of pipelined requests: the same answers
+ * as view_verify, with the index's cache misses overlapped (idx_probe)
+ * rather than paid one after another. view_verify_start parses and hashes
+ * reqs[0..n) into probes[0..n) and starts their lookups; then
+ * view_verify_finish answers each probe in turn. The view must not change
+ * in between; reqs' strings need not outlive view_verify_start, probes
+ * must stay in place. n is at most VIEW_BATCH. Never allocates. */
+#define VIEW_BATCH 16
+
+typedef struct view_vreq {
+    const tk_id *client_id;     /* NULL: the secret alone */
+    const char *secret;
+    size_t len;
+} view_vreq;
+
+typedef struct view_probe {     /* fields private to view.c */
+    tk_verdict verdict;         /* decided without a lookup, or TK_V_VALID: look up */
+    tk_id id;
+    uint8_t hash[TK_HASH_LEN];
+    idx_probe ip;
+} view_probe;
+
+void view_verify_start(const view *v, const view_vreq *reqs, size_t n, view_probe *probes);
+tk_verdict view_verify_finish(const view *v, const view_probe *p, int64_t now, tk_verify *out);
 
 /* Authenticates a personal API key for a management request: on
  * TK_V_VALID fills actor (TK_ACTOR_USER). A tenant token is refused with

@@ -976,6 +976,16 @@ tk_verdict eng_verify(const eng *e, const tk_id *client_id, const char *secret, 
     return view_verify(e->v, client_id, secret, len, now, out);
 }
 
+void eng_verify_start(const eng *e, const view_vreq *reqs, size_t n, view_probe *probes)
+{
+    view_verify_start(e->v, reqs, n, probes);
+}
+
+tk_verdict eng_verify_finish(const eng *e, const view_probe *p, int64_t now, tk_verify *out)
+{
+    return view_verify_finish(e->v, p, now, out);
+}
+
 typedef struct list_ctx {
     state_txn *t;
     int (*fn)(void *arg, const eng_token_info *info);

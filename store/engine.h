@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "core/model.h"
+#include "core/view.h"
 #include "core/secret.h"
 
 typedef struct eng eng;
@@ -127,6 +128,12 @@ int eng_authenticate(const eng *e, const char *cred, size_t len, int64_t now, tk
 /* Verifies a tenant API token (view_verify): client_id may be NULL. */
 tk_verdict eng_verify(const eng *e, const tk_id *client_id, const char *secret, size_t len,
                       int64_t now, tk_verify *out);
+
+/* The same, batched for pipelined requests (view_verify_start and
+ * view_verify_finish): start n <= VIEW_BATCH, then finish each in turn,
+ * with no eng_publish in between. */
+void eng_verify_start(const eng *e, const view_vreq *reqs, size_t n, view_probe *probes);
+tk_verdict eng_verify_finish(const eng *e, const view_probe *p, int64_t now, tk_verify *out);
 
 /* ---- listing --------------------------------------------------------- */
 

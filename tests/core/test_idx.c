@@ -433,6 +433,46 @@ static void bytes_per_entry(void **state)
  * every entry it found exactly once (so it is a real move, spread over at
  * least n0 / IDX_GROW_STEP calls) and ends long before the count reaches
  * the point where the new table itself must grow (about 2 * n0). */
+/* The batched lookup (idx_probe_*) answers exactly as idx_get: present,
+ * absent and deleted IDs, in a table at rest and in one mid-growth (both
+ * tables consulted), in batches of every size up to 16. */
+static void probes_answer_as_get(void **state)
+{
+    (void)state;
+    ids s = make_ids(50000, 77);
+    idx *ix;
+    assert_int_equal(idx_new(&ix), 0);
+    size_t checked = 0, mid_growth = 0;
+    for (uint32_t i = 0; i < s.n; i++) {
+        put(ix, s.present[i], i, 0);
+        if (i % 3 == 2)
+            assert_int_equal(idx_del(ix, s.present[i - 1]), 0);
+        if (i % 97 != 0)
+            continue;
+        mid_growth += idx_growing(ix);
+        for (size_t n = 1; n <= 16; n++) {
+            const uint8_t *batch[16];
+            idx_probe p[16];
+            for (size_t k = 0; k < n; k++) {
+                uint32_t j = (uint32_t)((i * 31u + k * 7u) % (i + 1));
+                batch[k] = k % 4 == 3 ? s.absent[j] : s.present[j];
+            }
+            for (size_t k = 0; k < n; k++)
+                idx_probe_start(ix, batch[k], &p[k]);
+            for (size_t k = 0; k < n; k++)
+                idx_probe_next(ix, &p[k]);
+            for (size_t k = 0; k < n; k++) {
+                assert_ptr_equal(idx_probe_get(ix, &p[k]), idx_get(ix, batch[k]));
+                checked++;
+            }
+        }
+    }
+    assert_true(mid_growth > 10);
+    assert_true(checked > 50000);
+    idx_free(ix);
+    free_ids(&s);
+}
+
 static void growth_is_incremental(void **state)
 {
     (void)state;
@@ -601,6 +641,7 @@ int main(void)
         cmocka_unit_test(shared_prefix_ids),
         cmocka_unit_test(bytes_per_entry),
         cmocka_unit_test(reserve_then_load_never_grows),
+        cmocka_unit_test(probes_answer_as_get),
         cmocka_unit_test(growth_is_incremental),
         cmocka_unit_test(foreach_visits_live_entries_once),
     };

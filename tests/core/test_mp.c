@@ -266,6 +266,30 @@ static void str_round_trip(void **state)
         assert_int_equal(mpr_str(&r, &s, &len), TK_EINVAL);
         free(buf);
     }
+    /* Short strings take a fast path: the same bytes as msgpack-c's own
+     * packer, whether or not they fit the buffer's room. */
+    for (size_t room = 0; room < 40; room++) {
+        for (size_t n = 0; n <= 33; n++) {
+            msgpack_sbuffer ref;
+            msgpack_packer pk;
+            msgpack_sbuffer_init(&ref);
+            msgpack_packer_init(&pk, &ref, msgpack_sbuffer_write);
+            msgpack_pack_str(&pk, n);
+            msgpack_pack_str_body(&pk, src, n);
+            mpw f; /* a fresh buffer, filled to leave exactly `room` bytes */
+            mpw_init(&f);
+            mpw_nil(&f);
+            assert_true(f.buf.alloc - f.buf.size > room);
+            while (f.buf.alloc - f.buf.size > room)
+                mpw_nil(&f);
+            size_t before = f.buf.size;
+            mpw_str(&f, src, n);
+            assert_int_equal(f.buf.size - before, ref.size);
+            assert_memory_equal(f.buf.data + before, ref.data, ref.size);
+            mpw_free(&f);
+            msgpack_sbuffer_destroy(&ref);
+        }
+    }
     /* mpw_cstr writes the same as mpw_str with strlen. */
     mpw_reset(&w);
     mpw_cstr(&w, "hello");
@@ -970,6 +994,26 @@ static void utf8_cases(void **state)
         free(t);
     }
     assert_true(mpr_utf8_valid(NULL, 0));
+
+    /* The same cases inside ASCII runs of every length around them: the
+     * validator goes a word at a time over ASCII, and a sequence must be
+     * judged the same at every alignment. */
+    char buf[64];
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        for (size_t pre = 0; pre <= 17; pre++) {
+            for (size_t post = 0; post <= 9; post++) {
+                memset(buf, 'x', pre);
+                memcpy(buf + pre, c[i].s, c[i].n);
+                memset(buf + pre + c[i].n, 'y', post);
+                size_t n = pre + c[i].n + post;
+                char *t = (char *)exact_copy(buf, n);
+                if (mpr_utf8_valid(t, n) != c[i].ok)
+                    fail_msg("case %zu after %zu ASCII bytes, before %zu: expected %s", i, pre,
+                             post, c[i].ok ? "valid" : "invalid");
+                free(t);
+            }
+        }
+    }
 }
 
 /* Every code point encodes to bytes the validator accepts; every surrogate

@@ -612,6 +612,26 @@ static void hash_equal(void **state)
         b[i] ^= 1;
     }
     assert_true(secret_hash_equal(a, b));
+
+    /* secret_equal at every length up to 40 (the index keeps 30 bytes):
+     * every bit of every byte counts, the tail after the words too. */
+    uint8_t x[40], y[40];
+    for (int i = 0; i < 40; i++)
+        x[i] = y[i] = (uint8_t)(i * 13 + 5);
+    for (size_t n = 0; n <= 40; n++) {
+        assert_true(secret_equal(x, y, n));
+        for (size_t i = 0; i < n; i++)
+            for (int bit = 0; bit < 8; bit++) {
+                y[i] ^= (uint8_t)(1u << bit);
+                assert_false(secret_equal(x, y, n));
+                y[i] ^= (uint8_t)(1u << bit);
+            }
+        if (n < 40) { /* a byte past n does not count */
+            y[n] ^= 0xff;
+            assert_true(secret_equal(x, y, n));
+            y[n] ^= 0xff;
+        }
+    }
 }
 
 int main(void)

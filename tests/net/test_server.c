@@ -652,6 +652,99 @@ static void pipelining_100_mixed(void **state)
     stop_clean(c);
 }
 
+/* Pipelined VERIFY runs are answered as a batch (their index lookups
+ * overlap): the answers must be exactly those of the same requests sent one
+ * at a time, in order, whatever mix a run holds and wherever a frame that
+ * is not a clean VERIFY (a bad body, flags, a PING) breaks it. */
+static void pipelined_verifies_answer_as_single_ones(void **state)
+{
+    ctx *c = *state;
+    enum { KINDS = 10, N = 200 };
+    mpw body[KINDS], batch;
+    raw_reply r;
+    char gone[128];
+    boot(c, NULL);
+
+    int al = auth_conn(c, c->alice_key, "user");
+    char gone_id[64];
+    assert_int_equal(callf(al, OP_TOKEN_CREATE, &r, "description:s roles:a", "gone", VIEWER), 0);
+    assert_true(raw_get_str(&r, "secret", gone, sizeof gone));
+    assert_true(raw_get_str(&r, "client_id", gone_id, sizeof gone_id));
+    raw_reply_free(&r);
+    assert_int_equal(callf(al, OP_TOKEN_DELETE, NULL, "client_id:s", gone_id), 0);
+    close(al);
+
+    for (int k = 0; k < KINDS; k++)
+        mpw_init(&body[k]);
+    raw_map(&body[0], "secret:s", c->secret);                               /* valid */
+    raw_map(&body[1], "client_id:s secret:s", c->client_id, c->secret);     /* valid, with id */
+    raw_map(&body[2], "client_id:s secret:s", gone_id, c->secret);          /* mismatch */
+    raw_map(&body[3], "client_id:s secret:s", "not-a-uuid", c->secret);     /* malformed */
+    raw_map(&body[4], "secret:s", c->alice_key);                            /* wrong kind */
+    raw_map(&body[5], "secret:s", "tkt_short");                             /* malformed */
+    raw_map(&body[6], "secret:s", gone);                                    /* unknown */
+    mpw_str(&body[7], "junk", 4);                                           /* not a map */
+    raw_map(&body[8], "secret:s", c->secret);                               /* sent with flags */
+    /* body[9]: empty, sent as a PING */
+
+    /* One at a time: the reference answers. */
+    uint16_t code[KINDS];
+    uint8_t *ref[KINDS];
+    uint32_t ref_len[KINDS];
+    int fd = raw_connect(c->srv.port);
+    assert_true(fd >= 0);
+    for (int k = 0; k < KINDS; k++) {
+        mpw f;
+        mpw_init(&f);
+        uint16_t op = k == 9 ? OP_PING : OP_VERIFY;
+        raw_frame(&f, op, k == 8 ? 1 : 0, 77, body[k].buf.data, body[k].buf.size);
+        assert_int_equal(raw_write(fd, f.buf.data, f.buf.size), 0);
+        mpw_free(&f);
+        assert_int_equal(raw_recv(fd, &r, 10000), 0);
+        code[k] = r.h.code;
+        ref_len[k] = r.h.len;
+        ref[k] = r.body;
+    }
+    assert_int_equal(code[0], 0);
+    assert_int_not_equal(code[7], 0);
+    assert_int_not_equal(code[8], 0);
+
+    /* All in one write, in runs of every length up to past VIEW_BATCH. */
+    int kind[N];
+    mpw_init(&batch);
+    for (int i = 0, run = 1; i < N; run = run % 21 + 1) {
+        for (int j = 0; j < run && i < N; j++, i++)
+            kind[i] = (i * 7 + j) % 7; /* VERIFY kinds 0-6 */
+        if (i < N) {
+            kind[i] = 7 + i % 3; /* then a breaker: bad body, flags, PING */
+            i++;
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        int k = kind[i];
+        raw_frame(&batch, k == 9 ? OP_PING : OP_VERIFY, k == 8 ? 1 : 0, (uint32_t)i,
+                  body[k].buf.data, body[k].buf.size);
+    }
+    assert_int_equal(raw_write(fd, batch.buf.data, batch.buf.size), 0);
+    for (int i = 0; i < N; i++) {
+        int k = kind[i];
+        assert_int_equal(raw_recv(fd, &r, 10000), 0);
+        assert_int_equal(r.h.id, (uint32_t)i);
+        assert_int_equal(r.h.code, code[k]);
+        assert_int_equal(r.h.len, ref_len[k]);
+        assert_memory_equal(r.body, ref[k], ref_len[k]);
+        raw_reply_free(&r);
+    }
+    for (int k = 0; k < KINDS; k++) {
+        free(ref[k]);
+        mpw_free(&body[k]);
+    }
+    mpw_free(&batch);
+    close(fd);
+    alive(c);
+    stop_clean(c);
+}
+
 /* More requests in flight than the per-connection limit (1024): verifies
  * held behind listings make the server stop reading and resume; every
  * reply still comes, in order. */
@@ -1441,6 +1534,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(key_delete_stops_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(gateway_key, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelining_100_mixed, setup, teardown),
+        cmocka_unit_test_setup_teardown(pipelined_verifies_answer_as_single_ones, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelining_past_inflight_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(inflight_limit_stops_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_random_bytes, setup, teardown),

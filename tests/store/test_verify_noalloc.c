@@ -120,6 +120,20 @@ static void verify_allocates_nothing_and_opens_no_txn(void **state)
                          TK_V_WRONG_KIND);
         assert_int_equal(eng_authenticate(e, w.alice_key, TK_SECRET_LEN, now, &a), 0);
     }
+    /* The batched path the server takes for pipelined requests. */
+    view_vreq reqs[VIEW_BATCH];
+    view_probe probes[VIEW_BATCH];
+    static const tk_verdict want[5] = {TK_V_VALID, TK_V_VALID, TK_V_UNKNOWN, TK_V_MALFORMED,
+                                       TK_V_WRONG_KIND};
+    for (int i = 0; i < VIEW_BATCH; i++) {
+        const char *const sec[5] = {s, s, gone, bad, w.alice_key};
+        reqs[i] = (view_vreq){i % 5 == 1 ? &id : NULL, sec[i % 5], TK_SECRET_LEN};
+    }
+    for (int i = 0; i < 2000; i++) {
+        eng_verify_start(e, reqs, VIEW_BATCH, probes);
+        for (int j = 0; j < VIEW_BATCH; j++)
+            assert_int_equal(eng_verify_finish(e, &probes[j], now, &v), want[j % 5]);
+    }
     long dalloc = allocs - a0, dtxn = txns - t0;
 
     /* The counters do count: a listing opens a transaction, a write allocates. */
