@@ -129,7 +129,8 @@ void mpw_str(mpw *w, const char *s, size_t len)
          * packer callbacks. The same bytes msgpack_pack_str would write. */
         uint8_t *d = (uint8_t *)w->buf.data + w->buf.size;
         d[0] = (uint8_t)(0xa0u | len);
-        memcpy(d + 1, s, len);
+        if (len) /* s may be NULL when len is 0 */
+            memcpy(d + 1, s, len);
         w->buf.size += len + 1;
         return;
     }

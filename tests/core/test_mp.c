@@ -290,6 +290,11 @@ static void str_round_trip(void **state)
             msgpack_sbuffer_destroy(&ref);
         }
     }
+    /* An empty string may come as NULL (an absent optional field). */
+    mpw_reset(&w);
+    mpw_str(&w, NULL, 0);
+    assert_int_equal(w.buf.size, 1);
+    assert_int_equal((uint8_t)w.buf.data[0], 0xa0);
     /* mpw_cstr writes the same as mpw_str with strlen. */
     mpw_reset(&w);
     mpw_cstr(&w, "hello");
