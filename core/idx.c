@@ -360,13 +360,27 @@ static uint32_t find_loc(const idx *ix, uint64_t h, const uint8_t id[TK_ID_LEN],
 
 int idx_put(idx *ix, const idx_entry *e)
 {
+    (void)idx_swap(ix, e, NULL);
+    return 0;
+}
+
+void idx_prefetch(const idx *ix, const uint8_t id[TK_ID_LEN])
+{
+    __builtin_prefetch(&ix->cur.slots[home_of(idx_hash(ix, id), ix->cur.mask)]);
+}
+
+bool idx_swap(idx *ix, const idx_entry *e, idx_entry *old)
+{
     uint64_t h = idx_hash(ix, e->id);
     int64_t slot;
     uint32_t loc = find_loc(ix, h, e->id, &slot);
     idx_entry *dst;
+    bool had = loc != 0;
 
     if (loc != 0) {
         dst = entry_at(ix, loc);
+        if (old)
+            *old = *dst;
         uint8_t flags = dst->internal_[0];
         *dst = *e;
         dst->internal_[0] = flags;
@@ -386,7 +400,7 @@ int idx_put(idx *ix, const idx_entry *e)
     }
     if (growing(ix))
         grow_step(ix, IDX_GROW_STEP);
-    return 0;
+    return had;
 }
 
 const idx_entry *idx_get(const idx *ix, const uint8_t id[TK_ID_LEN])

@@ -53,6 +53,14 @@ void idx_free(idx *ix);
 /* Inserts e, or replaces the entry with the same id. Copies e. Returns 0. */
 int idx_put(idx *ix, const idx_entry *e);
 
+/* idx_put that also tells what it replaced, in one lookup: true and *old
+ * filled when an entry with e's id was there, false otherwise. */
+bool idx_swap(idx *ix, const idx_entry *e, idx_entry *old);
+
+/* Prefetches the table slot of id, ahead of an idx_put or idx_get of it
+ * (a bulk load overlaps its cache misses this way). A hint only. */
+void idx_prefetch(const idx *ix, const uint8_t id[TK_ID_LEN]);
+
 /* Returns the entry for id or NULL. The pointer is borrowed: valid until the
  * next idx_put, idx_del, idx_step or idx_free. Never allocates. */
 const idx_entry *idx_get(const idx *ix, const uint8_t id[TK_ID_LEN]);

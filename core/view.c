@@ -285,10 +285,14 @@ void view_cred_put(view *v, tk_kind kind, const tk_id *id, const uint8_t hash[TK
     e.account = account;
     e.kind = (uint8_t)kind;
     e.ref = kind == TK_KIND_TOKEN ? set_ref(v, roles, nroles) : user;
-    const idx_entry *old = idx_get(v->creds, id->b);
-    if (old && old->kind == TK_KIND_TOKEN)
-        set_unref(v, old->ref);
-    idx_put(v->creds, &e);
+    idx_entry old;
+    if (idx_swap(v->creds, &e, &old) && old.kind == TK_KIND_TOKEN)
+        set_unref(v, old.ref);
+}
+
+void view_cred_prefetch(const view *v, const tk_id *id)
+{
+    idx_prefetch(v->creds, id->b);
 }
 
 int view_cred_del(view *v, const tk_id *id)

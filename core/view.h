@@ -42,6 +42,8 @@ void view_account_put(view *v, uint32_t id, uint32_t tenant, const char *slug, s
 void view_cred_put(view *v, tk_kind kind, const tk_id *id, const uint8_t hash[TK_HASH_LEN],
                    uint32_t tenant, uint32_t account, uint32_t user,
                    const uint32_t *roles, uint32_t nroles, int64_t expires_at);
+/* A hint ahead of view_cred_put(id): starts fetching its index slot. */
+void view_cred_prefetch(const view *v, const tk_id *id);
 /* Removes a credential; 0 or TK_ENOTFOUND. */
 int view_cred_del(view *v, const tk_id *id);
 

@@ -28,8 +28,13 @@
  *   time into memory with read() (not mmap: a reader must not die of SIGBUS
  *   when a file shrinks under it), checks the segment header and every
  *   record (hcrc, length, CRC, seq, chain link) and classifies the first bad
- *   spot as a torn tail or as damage. elog_open walks the whole log from seq
- *   1; the iterator starts at the segment holding from_seq and takes that
+ *   spot as a torn tail or as damage. elog_open walks the whole log: the
+ *   last segment first (elog_open_begin: the tail, and the seq and link
+ *   its first record claims), then every earlier segment from seq 1 on a
+ *   thread of its own, which must end at exactly that seq and link
+ *   (elog_open_end waits for it, and only then cuts a torn tail); the
+ *   engine loads its state meanwhile. The iterator starts at the segment
+ *   holding from_seq and takes that
  *   segment's first record's prev as the starting link: the chain is
  *   verified from the start of that segment (from seq 1 and the all-zero
  *   link when that is the first segment), not from the start of the log.
@@ -98,6 +103,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -122,22 +128,6 @@
 #define BUF_KEEP ((size_t)4 << 20) /* a sync frees a buffer larger than this */
 #define PREALLOC ((uint64_t)4 << 20) /* zero-filled space kept ahead of the last record */
 
-struct elog {
-    char *dir;
-    int dfd;            /* directory, held open for the flock */
-    int fd;             /* current (last) segment; written with pwrite at seg_size */
-    uint64_t alloc_end; /* the file's size: zeros from seg_size to here */
-    uint64_t seg_limit;
-    uint64_t seg_size;  /* durable size of the current segment */
-    bool need_roll;     /* the next sync starts a new segment */
-    bool fenced;
-    uint64_t last_seq;  /* durable */
-    uint8_t hash[ELOG_HASH_LEN]; /* chain hash of record last_seq */
-    uint64_t next_seq;  /* pending: seq of the next append */
-    uint8_t bhash[ELOG_HASH_LEN]; /* chain hash of the last buffered record */
-    uint8_t *buf;       /* encoded records not yet synced */
-    size_t blen, bcap;
-};
 
 static _Thread_local char last_error[PATH_MAX + 512];
 
@@ -295,6 +285,7 @@ typedef struct walk {
     const char *dir;          /* borrowed */
     seglist segs;
     size_t idx;               /* segment in buf (or the next one to load) */
+    size_t stop;              /* segments from here on are not walked */
     bool loaded;
     uint8_t *buf;             /* contents of segment idx */
     size_t size, cap, off;    /* off: first byte not yet checked */
@@ -315,6 +306,32 @@ typedef struct rec {
     uint8_t hash[ELOG_HASH_LEN];
 } rec;
 
+struct elog {
+    char *dir;
+    int dfd;            /* directory, held open for the flock */
+    int fd;             /* current (last) segment; written with pwrite at seg_size */
+    uint64_t alloc_end; /* the file's size: zeros from seg_size to here */
+    uint64_t seg_limit;
+    uint64_t seg_size;  /* durable size of the current segment */
+    bool need_roll;     /* the next sync starts a new segment */
+    bool fenced;
+    uint64_t last_seq;  /* durable */
+    uint8_t hash[ELOG_HASH_LEN]; /* chain hash of record last_seq */
+    uint64_t next_seq;  /* pending: seq of the next append */
+    uint8_t bhash[ELOG_HASH_LEN]; /* chain hash of the last buffered record */
+    uint8_t *buf;       /* encoded records not yet synced */
+    size_t blen, bcap;
+    /* Between elog_open_begin and elog_open_end. */
+    walk *tail;         /* the last segment's walk, its tail not cut yet */
+    bool tail_linked;   /* the last segment has a record: in_link is its prev */
+    uint8_t in_link[ELOG_HASH_LEN];
+    bool checking;      /* the sealed segments' check runs in `checker` */
+    pthread_t checker;
+    walk sealed;        /* that check's walk */
+    int sealed_rc;
+    char *sealed_err;   /* its elog_last_error, when it failed */
+};
+
 /* Sets w up to walk from the segment that holds from_seq. 0, TK_EIO,
  * TK_ECORRUPT (bad segment name). */
 static int walk_init(walk *w, const char *dir, uint64_t from_seq)
@@ -328,6 +345,7 @@ static int walk_init(walk *w, const char *dir, uint64_t from_seq)
     rc = list_segments(dir, &w->segs, w->bad_name, sizeof w->bad_name);
     if (rc != 0)
         return rc;
+    w->stop = w->segs.n;
     /* The last segment whose first seq <= from_seq; the first one starts
      * the log, so it is checked against seq 1 and the zero link. */
     for (size_t i = 1; i < w->segs.n && w->segs.first[i] <= from_seq; i++) {
@@ -517,7 +535,7 @@ static int walk_next(walk *w, rec *r)
 
     while (w->state == WALK_MORE) {
         if (!w->loaded) {
-            if (w->idx >= w->segs.n) {
+            if (w->idx >= w->stop) {
                 w->state = WALK_END;
                 break;
             }
@@ -694,17 +712,45 @@ static bool seg_full(const elog *lg)
     return lg->seg_size > lg->seg_limit && lg->seg_size > SEG_HDR_LEN;
 }
 
-int elog_open(const char *dir, const elog_opts *opts, elog **out)
+/* The check of every segment but the last (the sealed ones), from seq 1:
+ * run on its own thread while the caller goes on, since it reads the whole
+ * log. It must end exactly where the last segment begins: the next seq,
+ * and the chain link the last segment's first record carries. */
+static void *check_sealed(void *arg)
 {
-    elog *lg = xcalloc(1, sizeof *lg);
-    walk w;
+    elog *lg = arg;
+    walk *w = &lg->sealed;
+    uint64_t last_first = w->segs.first[w->segs.n - 1];
     rec r;
     int rc;
 
-    memset(&w, 0, sizeof w);
+    while ((rc = walk_next(w, &r)) == 1)
+        ;
+    if (rc == 0 && w->seq != last_first) {
+        damage(lg->dir, last_first, 0, w->seq, "seq gap");
+        rc = TK_ECORRUPT;
+    }
+    if (rc == 0 && lg->tail_linked && memcmp(w->link, lg->in_link, ELOG_HASH_LEN) != 0) {
+        damage(lg->dir, last_first, SEG_HDR_LEN, last_first, "broken hash chain");
+        rc = TK_ECORRUPT;
+    }
+    lg->sealed_rc = rc;
+    if (rc != 0)
+        lg->sealed_err = xstrdup(last_error); /* thread-local: carried over */
+    return NULL;
+}
+
+int elog_open_begin(const char *dir, const elog_opts *opts, elog **out)
+{
+    elog *lg = xcalloc(1, sizeof *lg);
+    walk *w;
+    rec r;
+    int rc;
+
     lg->dfd = lg->fd = -1;
     lg->dir = xstrdup(dir);
     lg->seg_limit = opts && opts->segment_bytes ? opts->segment_bytes : DEFAULT_SEGMENT_BYTES;
+    w = lg->tail = xcalloc(1, sizeof *lg->tail);
     if (sodium_init() < 0) {
         set_error("event log: libsodium failed to initialise");
         rc = TK_EIO;
@@ -723,26 +769,103 @@ int elog_open(const char *dir, const elog_opts *opts, elog **out)
         rc = TK_EIO;
         goto fail;
     }
-    if ((rc = walk_init(&w, lg->dir, 1)) != 0)
+    /* The last segment first: it holds the tail, and the records a crash
+     * may have left unsynced. Its first record's prev is taken on trust
+     * until the sealed segments' check confirms it. */
+    if ((rc = walk_init(w, lg->dir, UINT64_MAX)) != 0)
         goto fail;
-    while ((rc = walk_next(&w, &r)) == 1)
-        ;
+    while ((rc = walk_next(w, &r)) == 1)
+        if (r.seq == w->segs.first[w->idx]) {
+            memcpy(lg->in_link, r.payload - ELOG_HASH_LEN, ELOG_HASH_LEN);
+            lg->tail_linked = true;
+        }
     if (rc != 0)
         goto fail;
-    if ((rc = open_tail(lg, &w)) != 0)
-        goto fail;
-    lg->last_seq = w.seq - 1;
-    memcpy(lg->hash, w.link, ELOG_HASH_LEN);
-    lg->next_seq = w.seq;
-    memcpy(lg->bhash, w.link, ELOG_HASH_LEN);
-    lg->need_roll = seg_full(lg);
-    walk_free(&w);
+    /* What the walk reports is applied to LMDB before elog_open_end: make
+     * it durable now (the cut of a torn tail waits for the verdict). */
+    if (w->segs.n > 0) {
+        char *path = seg_path(lg->dir, w->segs.first[w->segs.n - 1]);
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        bool ok = fd >= 0 && fio_fsync(fd) == 0;
+        if (!ok)
+            set_error("event log: cannot sync %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        free(path);
+        if (!ok) {
+            rc = TK_EIO;
+            goto fail;
+        }
+    }
+    lg->last_seq = w->seq - 1;
+    if (w->segs.n > 1) {
+        if ((rc = walk_init(&lg->sealed, lg->dir, 1)) != 0)
+            goto fail;
+        lg->sealed.stop = lg->sealed.segs.n - 1;
+        if (lg->sealed.segs.n != w->segs.n) { /* the directory changed under us */
+            set_error("event log: %s changed while it was opened", lg->dir);
+            rc = TK_EIO;
+            goto fail;
+        }
+        if (pthread_create(&lg->checker, NULL, check_sealed, lg) != 0) {
+            check_sealed(lg); /* no thread: check here */
+        } else {
+            lg->checking = true;
+        }
+    }
     *out = lg;
     return 0;
 fail:
-    walk_free(&w);
     elog_close(lg);
     *out = NULL;
+    return rc;
+}
+
+/* Waits for the sealed segments' check. Its result (0 or an error). */
+static int join_check(elog *lg)
+{
+    if (lg->checking) {
+        pthread_join(lg->checker, NULL);
+        lg->checking = false;
+    }
+    if (lg->sealed_rc != 0 && lg->sealed_err)
+        set_error("%s", lg->sealed_err);
+    return lg->sealed_rc;
+}
+
+int elog_open_end(elog *lg)
+{
+    walk *w = lg->tail;
+    int rc;
+
+    if ((rc = join_check(lg)) != 0)
+        return rc;
+    if ((rc = open_tail(lg, w)) != 0)
+        return rc;
+    lg->last_seq = w->seq - 1;
+    /* The chain hash of the last record: the last segment's own, or, when
+     * it holds none, where the sealed segments end. */
+    if (w->link_known)
+        memcpy(lg->hash, w->link, ELOG_HASH_LEN);
+    else
+        memcpy(lg->hash, lg->sealed.link, ELOG_HASH_LEN);
+    lg->next_seq = w->seq;
+    memcpy(lg->bhash, lg->hash, ELOG_HASH_LEN);
+    lg->need_roll = seg_full(lg);
+    walk_free(w);
+    free(w);
+    lg->tail = NULL;
+    walk_free(&lg->sealed);
+    return 0;
+}
+
+int elog_open(const char *dir, const elog_opts *opts, elog **out)
+{
+    int rc = elog_open_begin(dir, opts, out);
+    if (rc == 0 && (rc = elog_open_end(*out)) != 0) {
+        elog_close(*out);
+        *out = NULL;
+    }
     return rc;
 }
 
@@ -785,6 +908,13 @@ void elog_close(elog *lg)
 {
     if (!lg)
         return;
+    (void)join_check(lg);
+    if (lg->tail) {
+        walk_free(lg->tail);
+        free(lg->tail);
+    }
+    walk_free(&lg->sealed);
+    free(lg->sealed_err);
     if (lg->fd >= 0 && !lg->fenced)
         (void)trim(lg); /* best effort: a log left with zeros opens all the same */
     if (lg->fd >= 0)

@@ -53,6 +53,19 @@ typedef struct elog_opts {
  * opts may be NULL. 0, TK_ECORRUPT (damage; see elog_last_error), TK_EIO. */
 int elog_open(const char *dir, const elog_opts *opts, elog **out);
 
+/* elog_open in two halves, so that a caller can do its own start-up work
+ * while the log is checked: checking every record reads the whole log,
+ * about as long as loading the state it produced. elog_open_begin checks
+ * the last segment (making its records durable, cutting nothing) and
+ * starts checking the others on a thread of its own; elog_last_seq is then
+ * known and iterators may run, but nothing may be appended.
+ * elog_open_end waits for that check and, if every record passed, cuts a
+ * torn tail as elog_open does; it fails exactly where elog_open would (a
+ * damaged last segment already fails elog_open_begin). After a failed
+ * elog_open_end, elog_close. */
+int elog_open_begin(const char *dir, const elog_opts *opts, elog **out);
+int elog_open_end(elog *lg);
+
 /* Closes the log; buffered but unsynced records are dropped (they were never
  * acknowledged). elog may be NULL. */
 void elog_close(elog *lg);

@@ -49,6 +49,8 @@ struct eng {
      * file says "commits may be unflushed, made on boot <id>". */
     bool nosync;
     bool dirty;                     /* the marker is on disk */
+    bool log_open;                  /* elog_open_end has succeeded */
+    bool replay_checked;            /* log_checked looked at LMDB's applied seq */
     int64_t synced_ms;              /* last checkpoint */
     char boot_id[BOOT_ID_LEN + 1];
     char *marker;                   /* DIR/state.unsynced */
@@ -120,6 +122,67 @@ static void view_learn(void *arg, const st_change *c)
     default:
         break;
     }
+}
+
+/* The load at open. Credentials come in ID order, which scatters them over
+ * the index: each is put LOAD_AHEAD credentials after its slot was
+ * prefetched, so the cache misses overlap instead of adding up (as a
+ * verify batch's do). Order is kept: any other change first puts the
+ * credentials waiting. */
+#define LOAD_AHEAD 16
+
+typedef struct load_cred {
+    uint8_t kind;
+    tk_id cid;
+    uint8_t hash[TK_HASH_LEN];
+    uint32_t tenant, account, user, n;
+    uint32_t roles[TK_MAX_ROLES];
+    int64_t expires;
+} load_cred;
+
+typedef struct loader {
+    view *v;
+    load_cred ring[LOAD_AHEAD];
+    size_t head, n;
+} loader;
+
+static void load_put_one(loader *l)
+{
+    const load_cred *c = &l->ring[l->head];
+    view_cred_put(l->v, (tk_kind)c->kind, &c->cid, c->hash, c->tenant, c->account, c->user,
+                  c->roles, c->n, c->expires);
+    l->head = (l->head + 1) % LOAD_AHEAD;
+    l->n--;
+}
+
+static void load_flush(loader *l)
+{
+    while (l->n)
+        load_put_one(l);
+}
+
+static void load_learn(void *arg, const st_change *c)
+{
+    loader *l = arg;
+    if (c->type != EV_TOKEN_CREATE || c->n > TK_MAX_ROLES) {
+        load_flush(l);
+        view_learn(l->v, c);
+        return;
+    }
+    if (l->n == LOAD_AHEAD)
+        load_put_one(l);
+    load_cred *d = &l->ring[(l->head + l->n) % LOAD_AHEAD];
+    d->kind = c->kind;
+    d->cid = c->cid;
+    memcpy(d->hash, c->hash, sizeof d->hash);
+    d->tenant = c->tenant;
+    d->account = c->account;
+    d->user = c->user;
+    d->n = c->n;
+    memcpy(d->roles, c->list, c->n * sizeof *c->list);
+    d->expires = c->expires;
+    l->n++;
+    view_cred_prefetch(l->v, &c->cid);
 }
 
 /* Collects a change for publishing after commit. */
@@ -341,6 +404,31 @@ fail:
     return rc;
 }
 
+/* Waits, once, for the log's check (elog_open_end). Before replay only
+ * when there is something to replay, so that a damaged log changes
+ * nothing in LMDB. */
+static int log_checked(eng *e)
+{
+    if (e->log_open)
+        return 0;
+    state_txn *t = NULL;
+    if (!e->replay_checked) {
+        e->replay_checked = true;
+        int rc = state_begin(e->st, false, &t);
+        uint64_t applied = rc ? 0 : state_applied_seq(t);
+        state_abort(t);
+        if (rc == 0 && applied == elog_last_seq(e->log))
+            return 0; /* nothing to replay: check on, in parallel with the load */
+    }
+    int rc = elog_open_end(e->log);
+    if (rc) {
+        set_error("%s", elog_last_error());
+        return rc;
+    }
+    e->log_open = true;
+    return 0;
+}
+
 int eng_open(const char *dir, const eng_opts *opts, eng **out)
 {
     eng *e = xcalloc(1, sizeof *e);
@@ -359,7 +447,10 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
     if ((rc = operator_key(e)))
         goto fail;
     e->logdir = xpath(dir, "log");
-    if ((rc = elog_open(e->logdir, &lo, &e->log))) {
+    /* The log's full check runs on its own thread while LMDB opens and
+     * the view loads (the two take about as long); it must pass before
+     * anything is written to LMDB (replay) or the open succeeds. */
+    if ((rc = elog_open_begin(e->logdir, &lo, &e->log))) {
         set_error("%s", elog_last_error());
         goto fail;
     }
@@ -386,7 +477,7 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
         set_error("cannot write %s: %s", e->marker, strerror(errno));
         goto fail;
     }
-    if ((rc = replay(e)))
+    if ((rc = log_checked(e)) || (rc = replay(e)))
         goto fail;
     if (e->nosync && (rc = checkpoint(e))) {
         set_error("cannot flush LMDB in %s", sub);
@@ -395,14 +486,21 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
     view_new(&e->v);
     if (!(rc = state_begin(e->st, false, &t))) {
         view_reserve(e->v, state_cred_count(t)); /* the load never grows the index */
-        rc = state_load(t, view_learn, e->v);
+        loader *l = xcalloc(1, sizeof *l);
+        l->v = e->v;
+        rc = state_load(t, load_learn, l);
+        load_flush(l);
+        free(l);
     }
     if (rc) {
         set_error("cannot load the state into memory: %s", tk_strerror(rc));
         goto fail;
     }
     state_abort(t);
+    t = NULL;
     view_settle(e->v); /* no growth left half done by the bulk load */
+    if ((rc = log_checked(e)))
+        goto fail;
     free(sub);
     *out = e;
     return 0;

@@ -1070,6 +1070,60 @@ static void damage_at_every_byte_is_refused(void **state)
     snap_free(&base);
 }
 
+/* elog_open_begin checks only the last segment and leaves the others to a
+ * thread; elog_open_end gives its verdict. Damage in a sealed segment
+ * fails elog_open_end (not begin), names the place, and changes nothing:
+ * a torn tail of the last segment is not cut, no torn-*.bin appears. A
+ * clean log opens the same in halves as whole, and a log closed between
+ * the halves (a caller's own start-up failed) joins the thread and leaks
+ * nothing. */
+static void open_in_halves(void **state)
+{
+    fixture *f = *state;
+    elog *lg = open_log(f->dir, 512);
+    snap base;
+
+    fill(lg, 60, 1);
+    elog_close(lg);
+    snap_take(f->dir, &base);
+    assert_true(base.n >= 4);
+
+    /* clean: the same as elog_open, and the log goes on */
+    elog_opts o = {.segment_bytes = 512};
+    assert_int_equal(elog_open_begin(f->dir, &o, &lg), 0);
+    assert_int_equal(elog_last_seq(lg), 60); /* known before the end */
+    assert_int_equal(elog_open_end(lg), 0);
+    assert_int_equal(elog_next_seq(lg), 61);
+    fill(lg, 1, 1);
+    elog_close(lg);
+    check_log(f->dir, 1, 61);
+
+    /* closed between the halves */
+    snap_restore(f->dir, &base);
+    assert_int_equal(elog_open_begin(f->dir, &o, &lg), 0);
+    elog_close(lg);
+    assert_true(snap_same(f->dir, &base));
+
+    /* damage in a sealed segment, and a torn tail: begin passes, end
+     * refuses, nothing is cut */
+    size_t last = base.n - 1;
+    base.data[1][SEG_HDR + 20] ^= 0x10; /* inside segment 2's first record */
+    base.len[last] -= 3;                /* the last record torn */
+    snap_restore(f->dir, &base);
+    assert_int_equal(elog_open_begin(f->dir, &o, &lg), 0);
+    assert_int_equal(elog_open_end(lg), TK_ECORRUPT);
+    char where[96];
+    snprintf(where, sizeof where, "%s offset %d (", base.name[1], SEG_HDR);
+    assert_non_null(strstr(elog_last_error(), where));
+    elog_close(lg);
+    assert_true(snap_same(f->dir, &base));
+    assert_int_equal(count_files(f->dir, "torn-", ".bin", NULL), 0);
+    assert_int_equal(try_open(f->dir, 512), TK_ECORRUPT); /* whole: the same verdict */
+    assert_non_null(strstr(elog_last_error(), where));
+    assert_true(snap_same(f->dir, &base));
+    snap_free(&base);
+}
+
 /* Rewrites payload byte 0 of record idx of segment file fi with a CRC that
  * matches, as an editor of the log would. */
 static void forge_record(const char *dir, const snap *s, size_t fi, size_t idx)
@@ -1365,6 +1419,7 @@ int main(void)
         T(torn_tail_cut_at_every_offset),
         T(trailing_zeros_are_free_space),
         T(write_cut_short_into_zeros),
+        T(open_in_halves),
         T(syncs_write_inside_preallocated_space),
         T(short_last_segment_is_a_torn_header),
         T(damage_at_every_byte_is_refused),
