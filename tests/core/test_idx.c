@@ -433,6 +433,34 @@ static void bytes_per_entry(void **state)
  * every entry it found exactly once (so it is a real move, spread over at
  * least n0 / IDX_GROW_STEP calls) and ends long before the count reaches
  * the point where the new table itself must grow (about 2 * n0). */
+/* idx_swap: false for a new id; for a present one, true and the entry it
+ * replaced, in full. idx_prefetch is only a hint: it changes nothing. */
+static void swap_tells_what_it_replaced(void **state)
+{
+    (void)state;
+    ids s = make_ids(1000, 91);
+    idx *ix;
+    assert_int_equal(idx_new(&ix), 0);
+    for (uint32_t i = 0; i < s.n; i++) {
+        idx_entry e = make_entry(s.present[i], i, 0), old;
+        idx_prefetch(ix, s.present[i]);
+        assert_false(idx_swap(ix, &e, &old));
+    }
+    for (uint32_t i = 0; i < s.n; i++) {
+        idx_entry e = make_entry(s.present[i], i, 1), old, was = make_entry(s.present[i], i, 0);
+        memset(&old, 0xee, sizeof old);
+        assert_true(idx_swap(ix, &e, &old));
+        size_t cut = offsetof(idx_entry, internal_), after = cut + sizeof was.internal_;
+        assert_memory_equal(&old, &was, cut);
+        assert_memory_equal((const char *)&old + after, (const char *)&was + after,
+                            sizeof was - after);
+        expect(ix, s.present[i], i, 1);
+    }
+    assert_int_equal(idx_count(ix), s.n);
+    idx_free(ix);
+    free_ids(&s);
+}
+
 /* The batched lookup (idx_probe_*) answers exactly as idx_get: present,
  * absent and deleted IDs, in a table at rest and in one mid-growth (both
  * tables consulted), in batches of every size up to 16. */
@@ -641,6 +669,7 @@ int main(void)
         cmocka_unit_test(shared_prefix_ids),
         cmocka_unit_test(bytes_per_entry),
         cmocka_unit_test(reserve_then_load_never_grows),
+        cmocka_unit_test(swap_tells_what_it_replaced),
         cmocka_unit_test(probes_answer_as_get),
         cmocka_unit_test(growth_is_incremental),
         cmocka_unit_test(foreach_visits_live_entries_once),
