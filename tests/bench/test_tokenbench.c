@@ -201,6 +201,7 @@ static void index_mode(void **state)
     assert_non_null(o);
     assert_true(num(o, "tokens") == 10000);
     assert_true(num(o, "verify_ns") > 0 && num(o, "ops_per_sec") > 0);
+    assert_true(num(o, "verify_batch_ns") > 0);
     assert_true(num(o, "index_bytes_per_token") > 0 && num(o, "build_s") > 0);
     assert_true(num(o, "wrong") == 0);
     json_decref(o);
