@@ -17,6 +17,8 @@
 #include "core/secret.h"
 #include "core/xmalloc.h"
 
+#include <sodium.h>
+
 
 typedef struct vtenant {
     char *slug;      /* NULL: no such tenant */
@@ -288,6 +290,7 @@ void view_cred_put(view *v, tk_kind kind, const tk_id *id, const uint8_t hash[TK
     idx_entry old;
     if (idx_swap(v->creds, &e, &old) && old.kind == TK_KIND_TOKEN)
         set_unref(v, old.ref);
+    sodium_memzero(&old, sizeof old); /* it held the old secret's hash */
 }
 
 void view_cred_prefetch(const view *v, const tk_id *id)

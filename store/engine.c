@@ -233,10 +233,20 @@ static int mark_unsynced(eng *e)
 {
     char *tmp = xasprintf("%s.tmp", e->marker);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    bool ok = fd >= 0 && write(fd, e->boot_id, BOOT_ID_LEN) == BOOT_ID_LEN && fsync(fd) == 0;
-    if (fd >= 0)
+    bool ok = fd >= 0;
+    if (ok) {
+        ssize_t n = write(fd, e->boot_id, BOOT_ID_LEN);
+        if (n >= 0 && n != BOOT_ID_LEN)
+            errno = EIO; /* short write: errno was not set */
+        ok = n == BOOT_ID_LEN && fsync(fd) == 0;
         close(fd);
+    }
     ok = ok && rename(tmp, e->marker) == 0 && fio_fsync_dir(e->dir) == 0;
+    if (!ok) {
+        int saved = errno;
+        unlink(tmp); /* best effort; errno is the failure's */
+        errno = saved;
+    }
     free(tmp);
     if (!ok)
         return TK_EIO;
@@ -254,15 +264,20 @@ static int set_aside(eng *e, const char *state_dir, const char *why, const char 
     int rc = TK_EIO;
     struct stat st;
 
-    for (int k = 0; k < 1000; k++) {
+    bool free_name = false;
+    for (int k = 0; k < 1000 && !free_name; k++) {
         free(aside);
         aside = k ? xasprintf("%s.%s-%lld-%d", state_dir, why, now, k)
                   : xasprintf("%s.%s-%lld", state_dir, why, now);
-        if (lstat(aside, &st) != 0 && errno == ENOENT)
-            break;
+        free_name = lstat(aside, &st) != 0 && errno == ENOENT;
     }
-    if (rename(state_dir, aside) != 0 && errno != ENOENT) {
-        set_error("cannot set aside %s: %s", state_dir, strerror(errno));
+    if (!free_name) {
+        set_error("cannot set aside %s: no free name like %s", state_dir, aside);
+    } else if (rename(state_dir, aside) != 0) {
+        if (errno == ENOENT)
+            rc = 0; /* no state to set aside: it is built from the log */
+        else
+            set_error("cannot set aside %s: %s", state_dir, strerror(errno));
     } else if (fio_fsync_dir(e->dir) != 0) {
         set_error("cannot fsync %s: %s", e->dir, strerror(errno));
     } else {
@@ -289,6 +304,8 @@ static int checkpoint(eng *e)
 
 /* At open: sets LMDB aside when a marker from another boot says the machine
  * went down with unflushed commits. */
+static int log_join(eng *e);
+
 static int check_marker(eng *e, const char *state_dir)
 {
     char seen[BOOT_ID_LEN + 1] = {0};
@@ -299,7 +316,10 @@ static int check_marker(eng *e, const char *state_dir)
     close(fd);
     if (n == BOOT_ID_LEN && e->nosync && memcmp(seen, e->boot_id, BOOT_ID_LEN) == 0)
         return 0; /* a process crash on this boot: LMDB is whole */
-    int rc = set_aside(e, state_dir, "untrusted",
+    int rc = log_join(e); /* a damaged log refuses the open before anything moves */
+    if (rc)
+        return rc;
+    rc = set_aside(e, state_dir, "untrusted",
                        "the machine went down before LMDB was flushed");
     if (rc == 0 && (unlink(e->marker) != 0 || fio_fsync_dir(e->dir) != 0)) {
         set_error("cannot remove %s: %s", e->marker, strerror(errno));
@@ -420,6 +440,17 @@ static int log_checked(eng *e)
         if (rc == 0 && applied == elog_last_seq(e->log))
             return 0; /* nothing to replay: check on, in parallel with the load */
     }
+    return log_join(e);
+}
+
+/* Waits for the log's check (elog_open_end), once. Every step of the open
+ * that changes the data directory (setting a state aside, creating a new
+ * one, replaying) comes after it, so that a damaged log is refused with
+ * the directory as it was ("keep the directory", the message says). */
+static int log_join(eng *e)
+{
+    if (e->log_open)
+        return 0;
     int rc = elog_open_end(e->log);
     if (rc) {
         set_error("%s", elog_last_error());
@@ -459,6 +490,9 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
     e->nosync = read_boot_id(e->boot_id) == 0;
     if ((rc = check_marker(e, sub)))
         goto fail;
+    struct stat sst;
+    if (stat(sub, &sst) != 0 && (rc = log_join(e))) /* a new state: after the verdict */
+        goto fail;
     if ((rc = state_open(sub, e->nosync, &e->st))) {
         set_error("cannot open LMDB state in %s: %s", sub, tk_strerror(rc));
         goto fail;
@@ -466,6 +500,8 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
     if (!state_format_ok(e->st)) { /* an older layout: rebuild from the log */
         state_close(e->st);
         e->st = NULL;
+        if ((rc = log_join(e)))
+            goto fail;
         rc = set_aside(e, sub, "oldformat", "the LMDB state has an older layout");
         if (rc || (rc = state_open(sub, e->nosync, &e->st))) {
             if (!last_error[0])

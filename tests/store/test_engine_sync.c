@@ -51,6 +51,32 @@ static int count_prefix(const char *dir, const char *prefix)
 
 /* A child opens the store, creates a token (secret into *secret, shared
  * memory via a pipe) and dies without closing: a process crash. */
+/* The names in dir, sorted, joined by spaces. */
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void list_dir(const char *dir, char *out, size_t cap)
+{
+    char *names[64];
+    size_t n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL && n < 64)
+        if (de->d_name[0] != '.')
+            names[n++] = strdup(de->d_name);
+    closedir(d);
+    qsort(names, n, sizeof *names, name_cmp);
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        strncat(out, names[i], cap - strlen(out) - 2);
+        strncat(out, " ", cap - strlen(out) - 1);
+        free(names[i]);
+    }
+}
+
 static void crash_after_create(const char *dir, char secret[TK_SECRET_LEN + 1])
 {
     int fds[2];
@@ -221,6 +247,27 @@ static void damaged_log_refused_at_open(void **state)
     assert_non_null(strstr(eng_last_error(), "00000000000000000001.seg offset"));
     assert_non_null(strstr(eng_last_error(), "tokenreplay repair"));
 
+    /* ... also when the open would otherwise set the state aside (a marker
+     * from another boot) or build a new one (no state): refused first, the
+     * directory left exactly as it was. */
+    char before[512], after[512];
+    char *marker = tkt_path(dir, "state.unsynced");
+    assert_int_equal(tkt_write_file(marker, "00000000-0000-0000-0000-000000000000", 36), 0);
+    list_dir(dir, before, sizeof before);
+    assert_int_not_equal(eng_open(dir, &o, &e), 0);
+    assert_non_null(strstr(eng_last_error(), "00000000000000000001.seg offset"));
+    list_dir(dir, after, sizeof after);
+    assert_string_equal(before, after);
+    assert_int_equal(count_prefix(dir, "state.untrusted-"), 0);
+    unlink(marker);
+    char *sdir = tkt_path(dir, "state"), *moved = tkt_path(dir, "state.moved");
+    assert_int_equal(rename(sdir, moved), 0);
+    list_dir(dir, before, sizeof before);
+    assert_int_not_equal(eng_open(dir, &o, &e), 0);
+    list_dir(dir, after, sizeof after);
+    assert_string_equal(before, after); /* no new, empty state */
+    assert_int_equal(rename(moved, sdir), 0);
+
     assert_int_equal(tkt_write_file(seg, orig, len), 0);
     assert_int_equal(eng_open(dir, &o, &e), 0);
     assert_int_equal(fx_verify(e, s, &v), TK_V_VALID);
@@ -228,6 +275,9 @@ static void damaged_log_refused_at_open(void **state)
     free(orig);
     free(bad);
     free(seg);
+    free(marker);
+    free(sdir);
+    free(moved);
     tkt_rmdir(dir);
     free(dir);
 }
