@@ -23,11 +23,15 @@
  *  - libsodium is initialised once through pthread_once: sodium_init() takes
  *    a lock on every call, which the hot path must not.
  *  - Raw random bytes live only in stack buffers that are wiped before
- *    return; they leave this file only inside the secret string.
+ *    return, or, not yet handed out, in a secret_pool (locked,
+ *    wipe-on-fork pages, each byte wiped as it goes); they leave this file
+ *    only inside the secret string.
  */
 #include "core/secret.h"
 
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,12 +173,17 @@ static void secret_encode(const char *prefix, const uint8_t raw[RAW_LEN],
     out[TK_SECRET_LEN] = '\0';
 }
 
+static void uuid_v4_bits(tk_id *id)
+{
+    id->b[6] = (uint8_t)((id->b[6] & 0x0F) | 0x40); /* version 4 */
+    id->b[8] = (uint8_t)((id->b[8] & 0x3F) | 0x80); /* variant 10 */
+}
+
 void secret_new_id(tk_id *out)
 {
     ensure_sodium();
     randombytes_buf(out->b, TK_ID_LEN);
-    out->b[6] = (uint8_t)((out->b[6] & 0x0F) | 0x40); /* version 4 */
-    out->b[8] = (uint8_t)((out->b[8] & 0x3F) | 0x80); /* variant 10 */
+    uuid_v4_bits(out);
 }
 
 void secret_id_format(const tk_id *id, char out[TK_ID_STR_LEN + 1])
@@ -225,11 +234,11 @@ int secret_id_parse(const char *s, size_t len, tk_id *out)
 /* Kind must be TK_KIND_TOKEN or TK_KIND_PERSONAL; anything else is a bug in
  * the caller, and this void function has no way to report it: abort rather
  * than mint a credential of the wrong kind. */
-void secret_generate(tk_kind kind, const tk_id *id, char out[TK_SECRET_LEN + 1],
-                     uint8_t hash[TK_HASH_LEN])
+/* The string and hash of raw = id||random (wiped by the caller). */
+static void make_secret(tk_kind kind, const uint8_t raw[RAW_LEN], char out[TK_SECRET_LEN + 1],
+                        uint8_t hash[TK_HASH_LEN])
 {
     const char *prefix;
-    uint8_t raw[RAW_LEN];
 
     if (kind == TK_KIND_TOKEN) {
         prefix = prefix_token;
@@ -239,11 +248,94 @@ void secret_generate(tk_kind kind, const tk_id *id, char out[TK_SECRET_LEN + 1],
         fprintf(stderr, "tokend: secret_generate: bad kind %d\n", (int)kind);
         abort();
     }
+    secret_encode(prefix, raw, out);
+    sha256(hash, raw, RAW_LEN);
+}
+
+void secret_generate(tk_kind kind, const tk_id *id, char out[TK_SECRET_LEN + 1],
+                     uint8_t hash[TK_HASH_LEN])
+{
+    uint8_t raw[RAW_LEN];
+
     ensure_sodium();
     memcpy(raw, id->b, TK_ID_LEN);
     randombytes_buf(raw + TK_ID_LEN, TK_RAND_LEN);
-    secret_encode(prefix, raw, out);
-    sha256(hash, raw, RAW_LEN);
+    make_secret(kind, raw, out, hash);
+    sodium_memzero(raw, sizeof raw);
+}
+
+/* ---- the pool ---------------------------------------------------------- */
+
+#define POOL_CREDENTIALS 64
+
+struct secret_pool {
+    uint64_t armed;  /* nonzero while buf is ours: a forked child reads 0 */
+    size_t left;     /* bytes not handed out yet, at the end of buf */
+    uint8_t buf[POOL_CREDENTIALS * RAW_LEN];
+};
+
+static size_t pool_pages(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    size_t pg = page > 0 ? (size_t)page : 4096;
+    return (sizeof(secret_pool) + pg - 1) / pg * pg;
+}
+
+secret_pool *secret_pool_new(void)
+{
+    size_t size = pool_pages();
+    void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    if (madvise(m, size, MADV_WIPEONFORK) != 0) { /* no fork safety, no pool */
+        munmap(m, size);
+        return NULL;
+    }
+    (void)mlock(m, size); /* best effort: keep it out of swap */
+    ensure_sodium();
+    return m; /* zero-filled: armed = 0, left = 0 */
+}
+
+void secret_pool_free(secret_pool *p)
+{
+    if (!p)
+        return;
+    size_t size = pool_pages();
+    sodium_memzero(p, size);
+    munlock(p, size);
+    munmap(p, size);
+}
+
+/* n bytes from the pool (refilled with one draw when short, or when a fork
+ * wiped it), each wiped from the pool as it goes. */
+static void pool_take(secret_pool *p, uint8_t *out, size_t n)
+{
+    if (!p) {
+        ensure_sodium();
+        randombytes_buf(out, n);
+        return;
+    }
+    if (!p->armed || p->left < n) {
+        randombytes_buf(p->buf, sizeof p->buf);
+        p->left = sizeof p->buf;
+        p->armed = 1;
+    }
+    uint8_t *src = p->buf + sizeof p->buf - p->left;
+    memcpy(out, src, n);
+    sodium_memzero(src, n);
+    p->left -= n;
+}
+
+void secret_new_credential(secret_pool *p, tk_kind kind, tk_id *id,
+                           char out[TK_SECRET_LEN + 1], uint8_t hash[TK_HASH_LEN])
+{
+    uint8_t raw[RAW_LEN];
+
+    pool_take(p, raw, sizeof raw);
+    memcpy(id->b, raw, TK_ID_LEN);
+    uuid_v4_bits(id);
+    memcpy(raw, id->b, TK_ID_LEN);
+    make_secret(kind, raw, out, hash);
     sodium_memzero(raw, sizeof raw);
 }
 

@@ -52,6 +52,24 @@ int secret_id_parse(const char *s, size_t len, tk_id *out);
 void secret_generate(tk_kind kind, const tk_id *id, char out[TK_SECRET_LEN + 1],
                      uint8_t hash[TK_HASH_LEN]);
 
+/* A pool of random bytes for making many credentials: one draw from the
+ * CSPRNG (randombytes_buf) serves many credentials instead of two system
+ * calls each (~2.6 us against ~0.3 us per credential here). The pool lives
+ * in its own locked pages marked MADV_WIPEONFORK, so a forked child never
+ * hands out its parent's bytes (it finds the pool empty and draws anew);
+ * each byte is wiped as it is handed out. One thread at a time.
+ * secret_pool_new returns NULL where such pages cannot be had; a NULL pool
+ * draws from the CSPRNG for each credential. */
+typedef struct secret_pool secret_pool;
+
+secret_pool *secret_pool_new(void);
+void secret_pool_free(secret_pool *p); /* p may be NULL */
+
+/* secret_new_id and secret_generate in one, from the pool's bytes: a new
+ * random ID, and the credential string and hash for it. */
+void secret_new_credential(secret_pool *p, tk_kind kind, tk_id *id,
+                           char out[TK_SECRET_LEN + 1], uint8_t hash[TK_HASH_LEN]);
+
 /* Parses a secret string: checks length, prefix, alphabet, canonical
  * encoding and checksum, without any lookup. On success fills kind, id and
  * hash (the value to compare against the stored one) and returns 0;

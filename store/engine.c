@@ -45,6 +45,7 @@ struct eng {
     state *st;
     view *v;
     bool fenced;
+    secret_pool *pool;              /* randomness for new credentials (NULL: none) */
     /* LMDB commits without fsync (the log is the durable copy); a marker
      * file says "commits may be unflushed, made on boot <id>". */
     bool nosync;
@@ -470,6 +471,7 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
 
     last_error[0] = '\0';
     e->dir = xstrdup(dir);
+    e->pool = secret_pool_new();
     mpw_init(&e->evbuf);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         set_error("cannot create data directory %s: %s", dir, strerror(errno));
@@ -561,6 +563,7 @@ void eng_close(eng *e)
     free(e->evoff);
     free(e->changes);
     sodium_memzero(e->op_key, sizeof e->op_key);
+    secret_pool_free(e->pool);
     free(e->logdir);
     free(e->dir);
     free(e);
@@ -576,6 +579,7 @@ const char *eng_operator_key(const eng *e)
 /* The event a request produces (n is 0 or 1: one request, one event, so a
  * torn log tail never keeps half a request). */
 typedef struct plan {
+    secret_pool *pool;  /* the engine's, for new credentials */
     size_t n;
     ev evs[1];
     /* Storage the events' strings may point into. */
@@ -659,10 +663,9 @@ static int check_roles(state_txn *t, uint32_t tenant, const tk_str *items, uint3
 }
 
 /* Fills a credential-creating event with a fresh id and secret. */
-static void new_credential(ev *x, tk_kind kind, eng_res *res)
+static void new_credential(plan *p, ev *x, tk_kind kind, eng_res *res)
 {
-    secret_new_id(&x->id);
-    secret_generate(kind, &x->id, res->secret, x->hash);
+    secret_new_credential(p->pool, kind, &x->id, res->secret, x->hash);
     res->id = x->id;
 }
 
@@ -717,7 +720,7 @@ static int plan_user(state_txn *t, const eng_req *r, plan *p, eng_res *res)
         if (r->expires < 0 || r->expires > TK_MAX_EXPIRES)
             return why(TK_EINVAL, "expires_at must be a unix time before 2106");
         x->expires = r->expires;
-        new_credential(x, TK_KIND_PERSONAL, res);
+        new_credential(p, x, TK_KIND_PERSONAL, res);
     }
     return 0;
 }
@@ -780,7 +783,7 @@ static int plan_token_create(state_txn *t, const eng_req *r, int64_t now_s, plan
     x->nitems = r->nitems;
     memcpy(x->items, r->items, r->nitems * sizeof *r->items);
     x->expires = r->expires;
-    new_credential(x, TK_KIND_TOKEN, res);
+    new_credential(p, x, TK_KIND_TOKEN, res);
     return 0;
 }
 
@@ -986,6 +989,7 @@ static void fail_all(eng_res *res, size_t n, int rc)
 static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t n, int64_t ts)
 {
     plan p;
+    p.pool = e->pool;
     uint64_t seq = elog_next_seq(e->log);
     mpw_reset(&e->evbuf);
     e->nev = 0;

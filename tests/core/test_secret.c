@@ -634,6 +634,98 @@ static void hash_equal(void **state)
     }
 }
 
+/* ---- the pool ------------------------------------------------------------ */
+
+/* A pool credential is exactly secret_generate's for the same bytes: the
+ * first 16 (with the UUID v4 bits set) are the ID, the next 32 the random
+ * part. Checked with chosen bytes for the pool's whole first draw. */
+static void pool_credential_equals_generate(void **state)
+{
+    (void)state;
+    static uint8_t chosen[64 * 48];
+    for (size_t i = 0; i < sizeof chosen; i++)
+        chosen[i] = (uint8_t)(i * 37 + 11);
+    secret_pool *p = secret_pool_new();
+    assert_non_null(p); /* Linux >= 4.14: MADV_WIPEONFORK */
+    fixed_next = chosen; /* the pool's one draw */
+    for (int k = 0; k < 3; k++) {
+        tk_id id, want_id;
+        char s[TK_SECRET_LEN + 1], want[TK_SECRET_LEN + 1];
+        uint8_t h[TK_HASH_LEN], want_h[TK_HASH_LEN];
+        secret_new_credential(p, k == 1 ? TK_KIND_PERSONAL : TK_KIND_TOKEN, &id, s, h);
+        memcpy(want_id.b, chosen + 48 * k, TK_ID_LEN);
+        want_id.b[6] = (uint8_t)((want_id.b[6] & 0x0F) | 0x40);
+        want_id.b[8] = (uint8_t)((want_id.b[8] & 0x3F) | 0x80);
+        assert_memory_equal(id.b, want_id.b, TK_ID_LEN);
+        fixed_next = chosen + 48 * k + 16; /* secret_generate's own draw */
+        secret_generate(k == 1 ? TK_KIND_PERSONAL : TK_KIND_TOKEN, &want_id, want, want_h);
+        assert_string_equal(s, want);
+        assert_memory_equal(h, want_h, TK_HASH_LEN);
+        tk_kind kind;
+        tk_id got;
+        uint8_t gh[TK_HASH_LEN];
+        assert_int_equal(secret_parse(s, TK_SECRET_LEN, &kind, &got, gh), 0);
+        assert_memory_equal(got.b, id.b, TK_ID_LEN);
+        assert_memory_equal(gh, h, TK_HASH_LEN);
+    }
+    fixed_next = NULL;
+    secret_pool_free(p);
+}
+
+/* Many pool credentials (several refills): every ID and secret differs. */
+static void pool_credentials_all_differ(void **state)
+{
+    (void)state;
+    enum { N = 5000 };
+    static tk_id ids[N];
+    static char secrets[N][TK_SECRET_LEN + 1];
+    secret_pool *p = secret_pool_new();
+    assert_non_null(p);
+    for (int i = 0; i < N; i++) {
+        uint8_t h[TK_HASH_LEN];
+        secret_new_credential(p, TK_KIND_TOKEN, &ids[i], secrets[i], h);
+    }
+    for (int i = 0; i < N; i++)
+        for (int j = i + 1; j < N; j++) {
+            assert_memory_not_equal(ids[i].b, ids[j].b, TK_ID_LEN);
+            assert_string_not_equal(secrets[i], secrets[j]);
+        }
+    secret_pool_free(p);
+}
+
+/* A forked child does not hand out its parent's pooled bytes: the child's
+ * next credential differs from the parent's next one (without the
+ * wipe-on-fork pages they would be the same). */
+static void pool_is_not_shared_with_a_child(void **state)
+{
+    (void)state;
+    secret_pool *p = secret_pool_new();
+    assert_non_null(p);
+    tk_id first, mine, theirs;
+    char s[TK_SECRET_LEN + 1];
+    uint8_t h[TK_HASH_LEN];
+    secret_new_credential(p, TK_KIND_TOKEN, &first, s, h); /* the pool is full now */
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        tk_id c;
+        secret_new_credential(p, TK_KIND_TOKEN, &c, s, h);
+        _exit(write(fds[1], c.b, TK_ID_LEN) == TK_ID_LEN ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(read(fds[0], theirs.b, TK_ID_LEN), TK_ID_LEN);
+    close(fds[0]);
+    close(fds[1]);
+    secret_new_credential(p, TK_KIND_TOKEN, &mine, s, h);
+    assert_memory_not_equal(mine.b, theirs.b, TK_ID_LEN);
+    assert_memory_not_equal(first.b, theirs.b, TK_ID_LEN);
+    secret_pool_free(p);
+}
+
 int main(void)
 {
     /* Before sodium_init, which draws random bytes of its own. */
@@ -661,6 +753,9 @@ int main(void)
         cmocka_unit_test(id_format_and_parse),
         cmocka_unit_test(id_parse_rejects),
         cmocka_unit_test(hash_equal),
+        cmocka_unit_test(pool_credential_equals_generate),
+        cmocka_unit_test(pool_credentials_all_differ),
+        cmocka_unit_test(pool_is_not_shared_with_a_child),
     };
     return cmocka_run_group_tests_name("secret", tests, NULL, NULL);
 }
