@@ -779,6 +779,18 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out)
             memcpy(lg->in_link, r.payload - ELOG_HASH_LEN, ELOG_HASH_LEN);
             lg->tail_linked = true;
         }
+    if (rc == TK_ECORRUPT && w->segs.n > 1) {
+        /* Name the first damage, as a walk from seq 1 would: check the
+         * earlier segments too, here, before failing. */
+        char tail_err[sizeof last_error];
+        snprintf(tail_err, sizeof tail_err, "%s", last_error);
+        if (walk_init(&lg->sealed, lg->dir, 1) == 0) {
+            lg->sealed.stop = lg->sealed.segs.n - 1;
+            check_sealed(lg);
+        }
+        if (lg->sealed_rc == 0)
+            set_error("%s", tail_err);
+    }
     if (rc != 0)
         goto fail;
     /* What the walk reports is applied to LMDB before elog_open_end: make

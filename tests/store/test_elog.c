@@ -1121,6 +1121,19 @@ static void open_in_halves(void **state)
     assert_int_equal(try_open(f->dir, 512), TK_ECORRUPT); /* whole: the same verdict */
     assert_non_null(strstr(elog_last_error(), where));
     assert_true(snap_same(f->dir, &base));
+
+    /* damage in the last segment as well: the first damage is named */
+    base.len[last] += 3;
+    base.data[last][SEG_HDR + 20] ^= 0x10;
+    snap_restore(f->dir, &base);
+    assert_int_equal(elog_open_begin(f->dir, &o, &lg), TK_ECORRUPT);
+    assert_non_null(strstr(elog_last_error(), where));
+    assert_true(snap_same(f->dir, &base));
+    base.data[1][SEG_HDR + 20] ^= 0x10; /* only the last segment's damage left */
+    snap_restore(f->dir, &base);
+    assert_int_equal(try_open(f->dir, 512), TK_ECORRUPT);
+    snprintf(where, sizeof where, "%s offset %d (", base.name[last], SEG_HDR);
+    assert_non_null(strstr(elog_last_error(), where));
     snap_free(&base);
 }
 
