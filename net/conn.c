@@ -530,80 +530,68 @@ static void do_auth(conn *c, uint32_t id, const uint8_t *body, size_t len)
     reply_end(c, id, 0);
 }
 
-static void do_verify(conn *c, uint32_t id, const uint8_t *body, size_t len)
-{
-    conn_hub *h = c->h;
-    dsp_verify v;
-    dsp_err err;
-    tk_verify out;
-    int rc = dsp_verify_req(body, len, &v, &err);
-    if (rc) {
-        refuse_request(c, id, rc, err.msg);
-        return;
-    }
-    if (h->o.require_gateway && c->auth != AU_GATEWAY && c->auth != AU_OPERATOR) {
-        reply_error(c, id, TK_EUNAUTH, "VERIFY needs AUTH with the gateway key");
-        return;
-    }
-    if (v.has_client_id && !v.client_id_ok)
-        out.verdict = TK_V_MALFORMED; /* not a UUID: the credential is malformed */
-    else
-        out.verdict = eng_verify(h->e, v.has_client_id ? &v.client_id : NULL, v.secret.p,
-                                 v.secret.n, time(NULL), &out);
-    /* Encoded now: out's strings are borrowed from the view. */
-    dsp_put_verify(reply_begin(c), &out);
-    reply_end(c, id, 0);
-}
-
-/* A run of pipelined VERIFY requests, answered as a batch so that their
- * index lookups overlap (eng_verify_start). The run is the whole, clean
- * VERIFY frames at the front of the input: a frame that is not one (or
- * does not decode, or is refused) ends the run and takes the usual path,
- * so replies and errors keep their order. At most VIEW_BATCH frames, and
- * no more than the in-flight limit still allows. Returns the bytes of
- * input the run answered (0: the first frame is not for a run). */
+/* VERIFY requests, answered in runs: the whole VERIFY frames at the front
+ * of the input (flags 0; at most VIEW_BATCH, and no more than the in-flight
+ * limit allows) are decoded, the lookups of those that need one started
+ * together so that their index misses overlap (eng_verify_start), then
+ * every frame is answered in order: a verdict, or the refusal of a body
+ * that does not decode or of a connection without the gateway key. A
+ * client_id that is not a UUID gets the verdict "malformed" without a
+ * lookup. One frame is a run of one. Called with a whole VERIFY frame at
+ * the front; returns the bytes of input answered. */
 static size_t verify_run(conn *c)
 {
     conn_hub *h = c->h;
-    dsp_verify v[VIEW_BATCH];
+    struct {
+        uint32_t id;
+        int rc;       /* the body's decoding */
+        int probe;    /* index into probes, or -1: no lookup */
+        dsp_verify v;
+        dsp_err err;
+    } f[VIEW_BATCH];
     view_vreq reqs[VIEW_BATCH];
     view_probe probes[VIEW_BATCH];
-    uint32_t ids[VIEW_BATCH];
-    size_t n = 0, off = c->ioff, max = VIEW_BATCH;
-    dsp_err err;
+    size_t n = 0, nreq = 0, off = c->ioff, max = VIEW_BATCH;
+    bool refused = h->o.require_gateway && c->auth != AU_GATEWAY && c->auth != AU_OPERATOR;
 
     if (c->head && h->o.max_inflight - c->inflight < max)
         max = h->o.max_inflight - c->inflight; /* each reply waits behind the writer */
-    if (h->o.require_gateway && c->auth != AU_GATEWAY && c->auth != AU_OPERATOR)
-        return 0;
     while (n < max && c->ilen - off >= PROTO_HEADER_LEN) {
         proto_header hd;
         proto_header_get(c->in + off, &hd);
         if (hd.code != OP_VERIFY || hd.flags != 0 || hd.len > h->o.max_frame
             || c->ilen - off - PROTO_HEADER_LEN < hd.len)
             break;
-        const uint8_t *body = c->in + off + PROTO_HEADER_LEN;
-        if (dsp_verify_req(body, hd.len, &v[n], &err) != 0
-            || (v[n].has_client_id && !v[n].client_id_ok))
-            break;
-        reqs[n] = (view_vreq){v[n].has_client_id ? &v[n].client_id : NULL, v[n].secret.p,
-                              v[n].secret.n};
-        ids[n] = hd.id;
+        f[n].id = hd.id;
+        f[n].rc = dsp_verify_req(c->in + off + PROTO_HEADER_LEN, hd.len, &f[n].v, &f[n].err);
+        f[n].probe = -1;
+        if (f[n].rc == 0 && !refused && (!f[n].v.has_client_id || f[n].v.client_id_ok)) {
+            const dsp_verify *v = &f[n].v;
+            reqs[nreq] = (view_vreq){v->has_client_id ? &v->client_id : NULL, v->secret.p,
+                                     v->secret.n};
+            f[n].probe = (int)nreq++;
+        }
         off += PROTO_HEADER_LEN + hd.len;
         n++;
     }
-    if (n == 0)
-        return 0;
-    eng_verify_start(h->e, reqs, n, probes);
+    if (nreq)
+        eng_verify_start(h->e, reqs, nreq, probes);
     int64_t now = time(NULL);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && c->st != CS_CLOSED; i++) {
         tk_verify out;
-        eng_verify_finish(h->e, &probes[i], now, &out);
-        /* Encoded now: out's strings are borrowed from the view. */
-        dsp_put_verify(reply_begin(c), &out);
-        reply_end(c, ids[i], 0);
-        if (c->st == CS_CLOSED)
-            break; /* over the output cap */
+        if (f[i].rc) {
+            refuse_request(c, f[i].id, f[i].rc, f[i].err.msg);
+        } else if (refused) {
+            reply_error(c, f[i].id, TK_EUNAUTH, "VERIFY needs AUTH with the gateway key");
+        } else {
+            if (f[i].probe < 0)
+                out.verdict = TK_V_MALFORMED; /* the client_id is not a UUID */
+            else
+                eng_verify_finish(h->e, &probes[f[i].probe], now, &out);
+            /* Encoded now: out's strings are borrowed from the view. */
+            dsp_put_verify(reply_begin(c), &out);
+            reply_end(c, f[i].id, 0);
+        }
     }
     return off - c->ioff;
 }
@@ -719,7 +707,7 @@ static void do_manage(conn *c, const proto_header *hd, const uint8_t *body, bool
     c->jobs++;
 }
 
-/* One whole frame. */
+/* One whole frame (a VERIFY with flags 0 goes to verify_run instead). */
 static void handle(conn *c, const proto_header *hd, const uint8_t *body)
 {
     dsp_err err;
@@ -738,8 +726,7 @@ static void handle(conn *c, const proto_header *hd, const uint8_t *body)
         reply_end(c, hd->id, 0);
         return;
     case OP_AUTH: do_auth(c, hd->id, body, hd->len); return;
-    case OP_VERIFY: do_verify(c, hd->id, body, hd->len); return;
-    default: break;
+    default: break; /* VERIFY with flags 0 never comes here: verify_run */
     }
     switch (dsp_classify(hd->code)) {
     case DSP_WRITE: do_manage(c, hd, body, false); return;
@@ -793,12 +780,14 @@ static void process(conn *c)
                 want = total;
             break;
         }
-        size_t used = hd.code == OP_VERIFY ? verify_run(c) : 0;
-        if (used == 0)
+        size_t used = total;
+        if (hd.code == OP_VERIFY && hd.flags == 0)
+            used = verify_run(c); /* this frame and the VERIFY frames after it */
+        else
             handle(c, &hd, frame + PROTO_HEADER_LEN);
         if (c->st == CS_CLOSED)
             return;
-        c->ioff += used ? used : total;
+        c->ioff += used;
         consumed = true;
     }
     in_settle(c);

@@ -654,8 +654,9 @@ static void pipelining_100_mixed(void **state)
 
 /* Pipelined VERIFY runs are answered as a batch (their index lookups
  * overlap): the answers must be exactly those of the same requests sent one
- * at a time, in order, whatever mix a run holds and wherever a frame that
- * is not a clean VERIFY (a bad body, flags, a PING) breaks it. */
+ * at a time, in order, whatever mix a run holds (bad bodies included) and
+ * wherever a frame that is not a VERIFY with flags 0 (flags, a PING) ends
+ * it. */
 static void pipelined_verifies_answer_as_single_ones(void **state)
 {
     ctx *c = *state;
