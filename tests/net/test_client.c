@@ -52,64 +52,8 @@
 #include "core/secret.h"
 #include "net/client.h"
 #include "net/proto.h"
+#include "tests/support/allocs.h"
 #include "tests/support/tkt.h"
-
-/* ---- counting allocations of one thread --------------------------------- */
-
-static _Thread_local bool counting; /* only the test's own thread counts */
-static volatile long allocs;
-
-#if defined(__SANITIZE_ADDRESS__)
-/* From the sanitizer runtime (compiler-rt's allocator_interface.h, which
- * gcc does not install). */
-int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
-                                              void (*free_hook)(const volatile void *));
-static void on_malloc(const volatile void *p, size_t n)
-{
-    (void)p;
-    (void)n;
-    if (counting)
-        allocs++;
-}
-static void on_free(const volatile void *p)
-{
-    (void)p;
-}
-static void count_setup(void)
-{
-    __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
-}
-#else
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void __libc_free(void *);
-void *malloc(size_t n)
-{
-    if (counting)
-        allocs++;
-    return __libc_malloc(n);
-}
-void *calloc(size_t a, size_t b)
-{
-    if (counting)
-        allocs++;
-    return __libc_calloc(a, b);
-}
-void *realloc(void *p, size_t n)
-{
-    if (counting)
-        allocs++;
-    return __libc_realloc(p, n);
-}
-void free(void *p)
-{
-    __libc_free(p);
-}
-static void count_setup(void)
-{
-}
-#endif
 
 /* ---- a MessagePack encoder of our own (test side) ----------------------- */
 
@@ -1734,16 +1678,13 @@ static void pipeline_allocation_free(void **state)
     tkc_verify_res res = TKC_VERIFY_RES_INIT;
     const int warm = 2000, counted = 20000, window = 50;
 
-    count_setup();
     make_cred(TK_KIND_TOKEN, &tok);
     fake_open(&f);
     echo_arg a = {.fd = f.peer, .n = warm + counted, .ok = 0};
     assert_int_equal(pthread_create(&th, NULL, echo_server, &a), 0);
     for (int done = 0; done < warm + counted; done += window) {
-        if (done == warm) {
-            allocs = 0;
-            counting = true;
-        }
+        if (done == warm)
+            allocs_start();
         for (int i = 0; i < window; i++)
             if (tkc_verify_send(f.c, tok.secret, NULL) != 0)
                 break;
@@ -1751,8 +1692,7 @@ static void pipeline_allocation_free(void **state)
             if (tkc_verify_recv(f.c, &res) != 0 || !res.valid)
                 break;
     }
-    counting = false;
-    long during = allocs;
+    long during = allocs_stop();
     pthread_join(th, NULL);
     assert_int_equal(a.ok, 1);
     char want[32];
@@ -1760,12 +1700,11 @@ static void pipeline_allocation_free(void **state)
     assert_string_equal(res.tenant, want); /* every reply was taken */
 
     /* The counter does count. */
-    allocs = 0;
-    counting = true;
+    allocs_start();
     tkc *c = tkc_new();
-    counting = false;
+    long made = allocs_stop();
     tkc_free(c);
-    assert_true(allocs > 0);
+    assert_true(made > 0);
 
     assert_int_equal(during, 0);
     tkc_verify_res_free(&res);

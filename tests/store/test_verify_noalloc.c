@@ -3,10 +3,8 @@
  * LMDB transaction.
  *
  * This binary interposes mdb_txn_begin (forwarding to LMDB through
- * dlsym(RTLD_NEXT)) and counts allocations: in the plain build by defining
- * malloc/calloc/realloc/free over glibc's __libc_* entry points; under
- * AddressSanitizer, whose allocator cannot be replaced, through its
- * documented malloc/free hooks. Both counters must stay at zero across many
+ * dlsym(RTLD_NEXT)) and counts the test thread's allocations
+ * (tests/support/allocs.h). Both counters must stay at zero across many
  * verifications of every kind of answer.
  */
 #include <setjmp.h>
@@ -24,10 +22,10 @@
 
 #include "core/err.h"
 #include "store/engine.h"
+#include "tests/support/allocs.h"
 #include "tests/support/fixture.h"
 #include "tests/support/tkt.h"
 
-static volatile long allocs;
 static volatile long txns;
 
 int mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned int flags, MDB_txn **txn)
@@ -39,53 +37,6 @@ int mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned int flags, MDB_txn **t
     return real(env, parent, flags, txn);
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-/* From the sanitizer runtime (compiler-rt's allocator_interface.h, which
- * gcc does not install). */
-int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
-                                              void (*free_hook)(const volatile void *));
-static void on_malloc(const volatile void *p, size_t n)
-{
-    (void)p;
-    (void)n;
-    allocs++;
-}
-static void on_free(const volatile void *p)
-{
-    (void)p;
-}
-static void count_start(void)
-{
-    __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
-}
-#else
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void __libc_free(void *);
-void *malloc(size_t n)
-{
-    allocs++;
-    return __libc_malloc(n);
-}
-void *calloc(size_t a, size_t b)
-{
-    allocs++;
-    return __libc_calloc(a, b);
-}
-void *realloc(void *p, size_t n)
-{
-    allocs++;
-    return __libc_realloc(p, n);
-}
-void free(void *p)
-{
-    __libc_free(p);
-}
-static void count_start(void)
-{
-}
-#endif
 
 static void verify_allocates_nothing_and_opens_no_txn(void **state)
 {
@@ -99,7 +50,6 @@ static void verify_allocates_nothing_and_opens_no_txn(void **state)
     tk_actor a;
     static const char *const roles[] = {"viewer", "editor", NULL};
 
-    count_start();
     assert_int_equal(eng_open(dir, NULL, &e), 0);
     fx_scenario(e, &w);
     for (int i = 0; i < 2000; i++) /* enough to have grown the index */
@@ -110,7 +60,8 @@ static void verify_allocates_nothing_and_opens_no_txn(void **state)
     bad[30] = bad[30] == 'x' ? 'y' : 'x';
     int64_t now = time(NULL);
 
-    long a0 = allocs, t0 = txns;
+    long t0 = txns;
+    allocs_start();
     for (int i = 0; i < 10000; i++) {
         assert_int_equal(eng_verify(e, NULL, s, TK_SECRET_LEN, now, &v), TK_V_VALID);
         assert_int_equal(eng_verify(e, &id, s, TK_SECRET_LEN, now, &v), TK_V_VALID);
@@ -134,11 +85,12 @@ static void verify_allocates_nothing_and_opens_no_txn(void **state)
         for (int j = 0; j < VIEW_BATCH; j++)
             assert_int_equal(eng_verify_finish(e, &probes[j], now, &v), want[j % 5]);
     }
-    long dalloc = allocs - a0, dtxn = txns - t0;
+    long dalloc = allocs_stop(), dtxn = txns - t0;
 
     /* The counters do count: a listing opens a transaction, a write allocates. */
+    allocs_start();
     assert_int_equal(fx_token(e, &w.alice, "t", roles, 0, NULL, NULL), 0);
-    assert_true(allocs > a0 + dalloc);
+    assert_true(allocs_stop() > 0);
     assert_true(txns > t0 + dtxn);
 
     assert_int_equal(dalloc, 0);
