@@ -51,7 +51,6 @@ struct eng {
     bool nosync;
     bool dirty;                     /* the marker is on disk */
     bool log_open;                  /* elog_open_end has succeeded */
-    bool replay_checked;            /* log_checked looked at LMDB's applied seq */
     int64_t synced_ms;              /* last checkpoint */
     char boot_id[BOOT_ID_LEN + 1];
     char *marker;                   /* DIR/state.unsynced */
@@ -303,10 +302,10 @@ static int checkpoint(eng *e)
     return 0;
 }
 
-/* At open: sets LMDB aside when a marker from another boot says the machine
- * went down with unflushed commits. */
 static int log_join(eng *e);
 
+/* At open: sets LMDB aside when a marker from another boot says the machine
+ * went down with unflushed commits. */
 static int check_marker(eng *e, const char *state_dir)
 {
     char seen[BOOT_ID_LEN + 1] = {0};
@@ -367,6 +366,8 @@ again:
         state_abort(t);
         return 0;
     }
+    if ((rc = log_join(e))) /* nothing is applied from a log that failed its check */
+        goto fail;
     if ((rc = elog_iter_open(e->logdir, applied + 1, &it)))
         goto fail;
     size_t in_txn = 0;
@@ -423,25 +424,6 @@ fail:
     state_abort(t);
     elog_iter_free(it);
     return rc;
-}
-
-/* Waits, once, for the log's check (elog_open_end). Before replay only
- * when there is something to replay, so that a damaged log changes
- * nothing in LMDB. */
-static int log_checked(eng *e)
-{
-    if (e->log_open)
-        return 0;
-    state_txn *t = NULL;
-    if (!e->replay_checked) {
-        e->replay_checked = true;
-        int rc = state_begin(e->st, false, &t);
-        uint64_t applied = rc ? 0 : state_applied_seq(t);
-        state_abort(t);
-        if (rc == 0 && applied == elog_last_seq(e->log))
-            return 0; /* nothing to replay: check on, in parallel with the load */
-    }
-    return log_join(e);
 }
 
 /* Waits for the log's check (elog_open_end), once. Every step of the open
@@ -515,7 +497,7 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
         set_error("cannot write %s: %s", e->marker, strerror(errno));
         goto fail;
     }
-    if ((rc = log_checked(e)) || (rc = replay(e)))
+    if ((rc = replay(e)))
         goto fail;
     if (e->nosync && (rc = checkpoint(e))) {
         set_error("cannot flush LMDB in %s", sub);
@@ -537,7 +519,7 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
     state_abort(t);
     t = NULL;
     view_settle(e->v); /* no growth left half done by the bulk load */
-    if ((rc = log_checked(e)))
+    if ((rc = log_join(e)))
         goto fail;
     free(sub);
     *out = e;

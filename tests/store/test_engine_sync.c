@@ -272,6 +272,31 @@ static void damaged_log_refused_at_open(void **state)
     assert_int_equal(eng_open(dir, &o, &e), 0);
     assert_int_equal(fx_verify(e, s, &v), TK_V_VALID);
     eng_close(e);
+
+    /* ... and when LMDB is behind the log (here: an older copy of it), the
+     * damaged log is refused before anything is replayed into it. */
+    char *mdb = tkt_path(dir, "state/data.mdb");
+    size_t old_len = 0, now_len = 0;
+    unsigned char *old_mdb = tkt_read_file(mdb, &old_len);
+    assert_non_null(old_mdb);
+    assert_int_equal(eng_open(dir, &o, &e), 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(fx_token(e, &w.alice, "late", VIEWER, 0, NULL, s), 0);
+    eng_close(e);
+    assert_int_equal(tkt_write_file(mdb, old_mdb, old_len), 0);
+    assert_int_equal(tkt_write_file(seg, bad, len), 0);
+    assert_int_not_equal(eng_open(dir, &o, &e), 0);
+    assert_non_null(strstr(eng_last_error(), "00000000000000000001.seg offset"));
+    unsigned char *now_mdb = tkt_read_file(mdb, &now_len);
+    assert_int_equal(now_len, old_len);
+    assert_memory_equal(now_mdb, old_mdb, old_len); /* nothing replayed */
+    assert_int_equal(tkt_write_file(seg, orig, len), 0);
+    assert_int_equal(eng_open(dir, &o, &e), 0); /* mended: the replay brings it up */
+    assert_int_equal(fx_verify(e, s, &v), TK_V_VALID);
+    eng_close(e);
+    free(mdb);
+    free(old_mdb);
+    free(now_mdb);
     free(orig);
     free(bad);
     free(seg);
