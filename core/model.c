@@ -1,6 +1,8 @@
 /* model.c - name syntax and verdict names; see model.h. */
 #include "core/model.h"
 
+#include <string.h>
+
 #include "core/mp.h"
 
 bool model_slug_ok(const char *s, size_t n)
@@ -40,6 +42,24 @@ bool model_text_ok(const char *s, size_t n, size_t max)
             return false;
     }
     return true;
+}
+
+bool model_expiry_ok(int64_t expires, int64_t now)
+{
+    return expires == 0 || (expires > now && expires <= TK_MAX_EXPIRES);
+}
+
+void model_dedup(tk_str *items, uint32_t *n)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < *n; i++) {
+        bool seen = false;
+        for (uint32_t j = 0; j < kept && !seen; j++)
+            seen = items[j].n == items[i].n && memcmp(items[j].p, items[i].p, items[i].n) == 0;
+        if (!seen)
+            items[kept++] = items[i];
+    }
+    *n = kept;
 }
 
 const char *model_verdict_name(tk_verdict v)

@@ -32,11 +32,15 @@ typedef enum tk_actor_kind {
     TK_ACTOR_USER = 2,     /* a user, through a personal API key */
 } tk_actor_kind;
 
+/* A user actor names the personal key it authenticated with, so that a
+ * write is checked against that key as it stands when the write commits
+ * (DESIGN rule 11): a key deleted or expired meanwhile acts no more. */
 typedef struct tk_actor {
     tk_actor_kind kind;
     uint32_t tenant;  /* TK_ACTOR_USER: the user's tenant, account and id */
     uint32_t account;
     uint32_t user;
+    tk_id key;        /* TK_ACTOR_USER: the personal key's id */
 } tk_actor;
 
 /* A borrowed byte slice (not NUL-terminated unless said). */
@@ -49,6 +53,15 @@ typedef struct tk_str {
 bool model_slug_ok(const char *s, size_t n);
 bool model_key_ok(const char *s, size_t n);  /* [A-Za-z0-9][A-Za-z0-9:._-]*, <= TK_KEY_MAX */
 bool model_text_ok(const char *s, size_t n, size_t max); /* UTF-8, no control chars but \t */
+
+/* An expiry given at creation: 0 (never), or a unix time after now and
+ * at most TK_MAX_EXPIRES. A credential dead on arrival is refused. */
+bool model_expiry_ok(int64_t expires, int64_t now);
+
+/* Drops the later copies of any string given twice in items[0..*n), keeping
+ * the first of each in order, and updates *n: a set of roles or
+ * permissions named twice means that set once. */
+void model_dedup(tk_str *items, uint32_t *n);
 
 /* Why a verification failed (or TK_V_VALID). Stable: travels on the wire. */
 typedef enum tk_verdict {

@@ -59,3 +59,11 @@ tk_verdict rules_verify_state(uint8_t want, uint8_t kind, bool api_tokens,
         return TK_V_EXPIRED;
     return TK_V_VALID;
 }
+
+bool rules_key_acts(bool found, uint8_t kind, uint32_t key_user, uint32_t actor_user,
+                    int64_t expires_at, int64_t now)
+{
+    if (!found || key_user != actor_user)
+        return false;
+    return rules_verify_state(TK_KIND_PERSONAL, kind, true, expires_at, now) == TK_V_VALID;
+}

@@ -9,6 +9,7 @@
  *   3  no stronger roles          rules_may_assign, rules_token_create
  *   7  tenant/account isolation   rules_may_see
  *   8  kinds do not mix           rules_verify_state (and view_auth_personal)
+ *  11  authority at commit        rules_key_acts (with 2 and 3 read in the batch)
  * Rules 4, 5, 6 and 9 are properties of the data flow (secret.c, engine.c,
  * view.c, the listing record) and are tested there.
  */
@@ -48,5 +49,14 @@ bool rules_may_see(const tk_actor *a, uint32_t tenant, uint32_t account);
  * Returns TK_V_VALID or the reason. */
 tk_verdict rules_verify_state(uint8_t want, uint8_t kind, bool api_tokens,
                               int64_t expires_at, int64_t now);
+
+/* Rule 11: a user's write or listing acts only while the personal key it
+ * authenticated with still stands where the request runs (in its batch's
+ * transaction, after the writes before it): found (not deleted), a
+ * personal key of that same user, not expired at now. The user's portal
+ * flag and roles are read there too, so a change earlier in the batch
+ * already binds (rules 2 and 3). */
+bool rules_key_acts(bool found, uint8_t kind, uint32_t key_user, uint32_t actor_user,
+                    int64_t expires_at, int64_t now);
 
 #endif

@@ -428,6 +428,7 @@ tk_verdict view_auth_personal(const view *v, const char *secret, size_t len, int
     actor->tenant = e->tenant;
     actor->account = e->account;
     actor->user = e->ref;
+    actor->key = p.id;
     return TK_V_VALID;
 }
 

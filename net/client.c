@@ -1029,7 +1029,7 @@ static int dec_token(mpr *r, tkc_token *t, char *store, size_t *used)
 
 static int dec_page(const uint8_t *body, size_t len, tkc_token_page *p)
 {
-    static const key_name names[] = {KN("tokens"), KN("more"), KN_END};
+    static const key_name names[] = {KN("tokens"), KN("more"), KN("next"), KN_END};
     mpr r;
     uint32_t n;
     unsigned seen = 0;
@@ -1037,6 +1037,7 @@ static int dec_page(const uint8_t *body, size_t len, tkc_token_page *p)
 
     p->n = 0;
     p->more = false;
+    p->next[0] = '\0';
     store_reserve(&p->store_, &p->store_cap_, len + 1);
     if (dec_map(&r, body, len, &n) != 0)
         goto fail;
@@ -1062,16 +1063,26 @@ static int dec_page(const uint8_t *body, size_t len, tkc_token_page *p)
         } else if (bit == 1) {
             if (mpr_bool(&r, &p->more) != 0)
                 goto fail;
+        } else if (bit == 2) {
+            const char *s;
+            size_t sn;
+            if (mpr_str(&r, &s, &sn) != 0 || sn == 0 || sn > TKC_CURSOR_MAX)
+                goto fail;
+            memcpy(p->next, s, sn);
+            p->next[sn] = '\0';
         } else if (mpr_skip(&r) != 0) {
             goto fail;
         }
     }
-    if (!mpr_done(&r) || seen != 0x3u || (p->more && p->n == 0))
+    /* more comes with the cursor of the rest */
+    if (!mpr_done(&r) || (seen & 0x3u) != 0x3u || p->more != (p->next[0] != '\0')
+        || (p->more && p->n == 0))
         goto fail;
     return 0;
 fail:
     p->n = 0;
     p->more = false;
+    p->next[0] = '\0';
     return TK_EPROTO;
 }
 
@@ -1563,6 +1574,7 @@ int tkc_token_list(tkc *c, const char *tenant, const char *account, const char *
         return TK_EINVAL;
     page->n = 0;
     page->more = false;
+    page->next[0] = '\0';
     mpw_reset(&c->w);
     mpw_map(&c->w,
             (tenant ? 1u : 0u) + (account ? 1u : 0u) + (after ? 1u : 0u) + (limit ? 1u : 0u));

@@ -63,6 +63,7 @@ typedef struct tkc tkc;
 #define TKC_DEFAULT_TIMEOUT_MS 10000
 #define TKC_MAX_REPLY (64u << 20) /* a reply frame longer than this is a protocol error */
 #define TKC_LIST_MAX 1000         /* tokens in one TOKEN_LIST page (the server's cap) */
+#define TKC_CURSOR_MAX 64         /* a listing cursor's bound (docs/protocol.md) */
 #define TKC_ERRMSG_MAX 256        /* tkc_errmsg() length bound, NUL included */
 #define TKC_UNCHANGED (-1)        /* tkc_user_set: leave portal as it is */
 
@@ -204,7 +205,8 @@ typedef struct tkc_token {
 typedef struct tkc_token_page {
     size_t n;
     tkc_token *tokens; /* n entries, owned by the page */
-    bool more;         /* more tokens after tokens[n-1]: pass its client_id as after */
+    bool more;         /* more tokens after tokens[n-1]: pass next as after */
+    char next[TKC_CURSOR_MAX + 1]; /* the cursor of the rest when more, else "" */
     size_t cap_;       /* private */
     char *store_;
     size_t store_cap_;
@@ -260,7 +262,8 @@ int tkc_key_delete(tkc *c, const char *key_id);
  * also list (naming tenant and account) and delete. */
 int tkc_token_create(tkc *c, const char *description, const char *const *roles, size_t nroles,
                      int64_t expires_at, tkc_new_token *out);
-/* One page: tenant/account NULL for a user; after NULL for the first page;
+/* One page: tenant/account NULL for a user; after NULL for the first page,
+ * else the `next` of the page before (an opaque cursor, not a client ID);
  * limit 0 for the server's default. */
 int tkc_token_list(tkc *c, const char *tenant, const char *account, const char *after,
                    uint32_t limit, tkc_token_page *page);

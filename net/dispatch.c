@@ -65,7 +65,7 @@ static const struct field {
     [F_EXPIRES_AT] = {"expires_at", T_INT, 0, 0},
     [F_KEY_ID] = {"key_id", T_STR, TK_ID_STR_LEN, 0},
     [F_CLIENT_ID] = {"client_id", T_STR, NO_LIMIT, 0},
-    [F_AFTER] = {"after", T_STR, TK_ID_STR_LEN, 0},
+    [F_AFTER] = {"after", T_STR, DSP_CURSOR_MAX, 0},
     [F_LIMIT] = {"limit", T_UINT, 0, 0},
     [F_SECRET] = {"secret", T_STR, NO_LIMIT, 0},
 };
@@ -381,7 +381,12 @@ int dsp_list_req(const uint8_t *body, size_t len, dsp_list *out, dsp_err *err)
         out->limit = fs.u[F_LIMIT] > DSP_LIST_MAX ? DSP_LIST_MAX : (uint32_t)fs.u[F_LIMIT];
     if (fs.seen & B(F_AFTER)) {
         out->has_after = true;
-        return parse_id(&fs, F_AFTER, &out->after, err);
+        out->after = fs.s[F_AFTER];
+        /* Whatever else it is (a client ID of any account, a made-up
+         * string), a text that is not a cursor gets this one answer. */
+        if (!eng_cursor_ok(out->after.p, out->after.n))
+            return fail(err, TK_EINVAL, "field \"after\": not a listing cursor (pass the "
+                                        "\"next\" of the page before)");
     }
     return 0;
 }
@@ -481,6 +486,7 @@ typedef struct list_acc {
     mpw tokens; /* the encoded tokens, without their array header */
     uint32_t n, limit;
     bool more;
+    char next[ENG_CURSOR_LEN + 1]; /* after the last token shown */
 } list_acc;
 
 static int list_one(void *arg, const eng_token_info *t)
@@ -505,6 +511,7 @@ static int list_one(void *arg, const eng_token_info *t)
     mpw_int(w, t->created_ms / 1000);
     mpw_cstr(w, "expires_at");
     mpw_int(w, t->expires);
+    memcpy(a->next, t->cursor, sizeof a->next);
     a->n++;
     return 0;
 }
@@ -518,7 +525,7 @@ int dsp_run_list(eng *e, const dsp_list *l, mpw *w)
     if (rc == LIST_STOP)
         rc = 0;
     if (rc == 0) {
-        mpw_map(w, 2);
+        mpw_map(w, a.more ? 3 : 2);
         mpw_cstr(w, "tokens");
         mpw_array(w, a.n);
         /* The tokens were encoded before their count was known: append them. */
@@ -526,6 +533,10 @@ int dsp_run_list(eng *e, const dsp_list *l, mpw *w)
             w->pk.callback(w->pk.data, a.tokens.buf.data, a.tokens.buf.size);
         mpw_cstr(w, "more");
         mpw_bool(w, a.more);
+        if (a.more) {
+            mpw_cstr(w, "next");
+            mpw_cstr(w, a.next);
+        }
     }
     mpw_free(&a.tokens);
     return rc;

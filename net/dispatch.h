@@ -64,12 +64,13 @@ int dsp_write_req(uint16_t op, const uint8_t *body, size_t len, eng_req *r, dsp_
 
 #define DSP_LIST_DEFAULT 100
 #define DSP_LIST_MAX 1000
+#define DSP_CURSOR_MAX 64 /* the protocol's bound on a cursor; today's are ENG_CURSOR_LEN */
 
 typedef struct dsp_list {
     tk_actor actor;       /* set by the caller */
     tk_str tenant, account; /* borrowed from body; empty when absent */
     bool has_after;
-    tk_id after;
+    tk_str after;         /* a cursor (the "next" of a page), borrowed from body */
     uint32_t limit;       /* 1..DSP_LIST_MAX (absent or 0: the default) */
 } dsp_list;
 int dsp_list_req(const uint8_t *body, size_t len, dsp_list *out, dsp_err *err);

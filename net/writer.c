@@ -64,13 +64,17 @@ static void run_batch(wrt *w, wrt_job *batch)
         }
     }
     if (n > 0) {
+        const char *why;
+        bool was_fenced = eng_fenced(w->e, NULL);
         int rc = eng_commit(w->e, w->reqs, w->res, n);
+        bool fenced = eng_fenced(w->e, &why);
         if (rc == TK_EFENCED)
-            lg_limited(&w->fenced_log, "refused %zu writes: %s", n, tk_strerror(rc));
+            lg_limited(&w->fenced_log, "refused %zu writes: %s", n, why);
         else if (rc)
-            lg_line("storage failure: %s; %zu writes refused, and every later write until "
-                    "restart (verification goes on)",
-                    tk_strerror(rc), n);
+            lg_line("storage failure: %zu writes refused, and every later write until restart "
+                    "(verification goes on): %s", n, why);
+        else if (fenced && !was_fenced) /* committed, then a later step failed */
+            lg_line("storage failure: %zu writes committed (in the log), then %s", n, why);
         for (size_t i = 0; i < n; i++) {
             w->writes[i]->res = w->res[i];
             sodium_memzero(w->res[i].secret, sizeof w->res[i].secret);

@@ -22,7 +22,10 @@
  *
  * If eng_commit fails (TK_EIO, TK_EFENCED), every write of the batch gets
  * that status, one line is logged, and the writer goes on: the engine
- * refuses later writes itself, and reads and verifications keep working.
+ * refuses later writes itself, and verifications keep working. A failure
+ * after the log's fsync is not a failed batch (the log holds it): its
+ * writes are answered as committed, and one line says the store is now
+ * fenced (engine.h, eng_exec).
  */
 #ifndef TK_NET_WRITER_H
 #define TK_NET_WRITER_H

@@ -1033,15 +1033,17 @@ int elog_sync(elog *lg)
     if (lg->blen == 0)
         return 0;
     if (lg->need_roll && roll(lg) != 0)
-        goto fail;
+        goto fail; /* roll said why */
     rc = 0;
+    const char *step = "extend";
     if (lg->seg_size + lg->blen > lg->alloc_end)
         rc = prealloc(lg, lg->seg_size + lg->blen);
-    if (rc == 0)
-        rc = fio_pwrite_all(lg->fd, lg->buf, lg->blen, (off_t)lg->seg_size);
-    if (rc == 0)
-        rc = fio_fsync(lg->fd);
+    if (rc == 0 && (step = "write", rc = fio_pwrite_all(lg->fd, lg->buf, lg->blen,
+                                                        (off_t)lg->seg_size)) == 0)
+        step = "fsync", rc = fio_fsync(lg->fd);
     if (rc != 0) {
+        set_error("event log: cannot %s the last segment in %s: %s", step, lg->dir,
+                  strerror(errno));
         /* Best effort: leave only durable records in the file. */
         if (ftruncate(lg->fd, (off_t)lg->seg_size) == 0)
             (void)fio_fsync(lg->fd);

@@ -81,7 +81,8 @@ uint64_t elog_next_seq(const elog *lg);
 int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq);
 
 /* Makes every buffered record durable: one write, one fdatasync, a new
- * segment when the current one is full. 0, TK_EIO (now fenced), TK_EFENCED. */
+ * segment when the current one is full. 0, TK_EIO (now fenced;
+ * elog_last_error() names the step and the system's reason), TK_EFENCED. */
 int elog_sync(elog *lg);
 
 /* True once a write or fsync has failed. */

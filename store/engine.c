@@ -45,6 +45,11 @@ struct eng {
     state *st;
     view *v;
     bool fenced;
+    /* LMDB lacks a batch the log holds (a step after the log's fsync
+     * failed): it was set aside for a rebuild at the next open, and
+     * listings, which read LMDB, are refused until then. */
+    bool stale;
+    char fence_msg[sizeof(((eng_res *)0)->msg)]; /* why writes are refused */
     secret_pool *pool;              /* randomness for new credentials (NULL: none) */
     /* LMDB commits without fsync (the log is the durable copy); a marker
      * file says "commits may be unflushed, made on boot <id>". */
@@ -256,8 +261,10 @@ static int mark_unsynced(eng *e)
 
 /* Renames the LMDB directory state_dir to state_dir.<why>-<time>[-k], a
  * name not taken yet (two set-asides can fall in one second), and fsyncs
- * the data directory. 0 (also when there is no state_dir) or TK_EIO. */
-static int set_aside(eng *e, const char *state_dir, const char *why, const char *what)
+ * the data directory. later: the rebuild is at the next open, not now.
+ * 0 (also when there is no state_dir) or TK_EIO. */
+static int set_aside(eng *e, const char *state_dir, const char *why, const char *what,
+                     bool later)
 {
     long long now = (long long)time(NULL);
     char *aside = NULL;
@@ -281,8 +288,9 @@ static int set_aside(eng *e, const char *state_dir, const char *why, const char 
     } else if (fio_fsync_dir(e->dir) != 0) {
         set_error("cannot fsync %s: %s", e->dir, strerror(errno));
     } else {
-        fprintf(stderr, "tokend: %s: rebuilding the state from the event log (the old state "
-                        "is kept in %s)\n", what, aside);
+        fprintf(stderr, "tokend: %s: %s the state from the event log (the old state "
+                        "is kept in %s)\n", what, later ? "the next start rebuilds" : "rebuilding",
+                aside);
         rc = 0;
     }
     free(aside);
@@ -319,8 +327,8 @@ static int check_marker(eng *e, const char *state_dir)
     int rc = log_join(e); /* a damaged log refuses the open before anything moves */
     if (rc)
         return rc;
-    rc = set_aside(e, state_dir, "untrusted",
-                       "the machine went down before LMDB was flushed");
+    rc = set_aside(e, state_dir, "untrusted", "the machine went down before LMDB was flushed",
+                   false);
     if (rc == 0 && (unlink(e->marker) != 0 || fio_fsync_dir(e->dir) != 0)) {
         set_error("cannot remove %s: %s", e->marker, strerror(errno));
         rc = TK_EIO;
@@ -486,7 +494,7 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
         e->st = NULL;
         if ((rc = log_join(e)))
             goto fail;
-        rc = set_aside(e, sub, "oldformat", "the LMDB state has an older layout");
+        rc = set_aside(e, sub, "oldformat", "the LMDB state has an older layout", false);
         if (rc || (rc = state_open(sub, e->nosync, &e->st))) {
             if (!last_error[0])
                 set_error("cannot open LMDB state in %s: %s", sub, tk_strerror(rc));
@@ -651,7 +659,7 @@ static void new_credential(plan *p, ev *x, tk_kind kind, eng_res *res)
     res->id = x->id;
 }
 
-static int plan_user(state_txn *t, const eng_req *r, plan *p, eng_res *res)
+static int plan_user(state_txn *t, const eng_req *r, int64_t now_s, plan *p, eng_res *res)
 {
     st_tenant tn;
     st_account ac;
@@ -676,10 +684,11 @@ static int plan_user(state_txn *t, const eng_req *r, plan *p, eng_res *res)
     } else {
         ev_init(x, r->op == ENG_USER_CREATE ? EV_USER_CREATE : EV_USER_PUT, 0);
         if (r->op == ENG_USER_CREATE || r->has_items) {
-            if ((rc = check_roles(t, tn.id, r->items, r->nitems, NULL)))
-                return rc;
             x->nitems = r->nitems;
             memcpy(x->items, r->items, r->nitems * sizeof *r->items);
+            model_dedup(x->items, &x->nitems);
+            if ((rc = check_roles(t, tn.id, x->items, x->nitems, NULL)))
+                return rc;
         } else { /* unchanged roles: the current ones that still exist */
             for (uint32_t i = 0; i < u.nroles; i++) {
                 st_role role;
@@ -699,8 +708,9 @@ static int plan_user(state_txn *t, const eng_req *r, plan *p, eng_res *res)
     set_str(&x->account, strcpy(p->slugs[1], ac.slug));
     x->user = r->user;
     if (r->op != ENG_USER_SET) { /* with a personal key */
-        if (r->expires < 0 || r->expires > TK_MAX_EXPIRES)
-            return why(TK_EINVAL, "expires_at must be a unix time before 2106");
+        if (!model_expiry_ok(r->expires, now_s))
+            return why(TK_EINVAL, "expires_at must be in the future (and before 2106), or 0 "
+                                  "for never");
         x->expires = r->expires;
         new_credential(p, x, TK_KIND_PERSONAL, res);
     }
@@ -714,6 +724,8 @@ static int plan_token_create(state_txn *t, const eng_req *r, int64_t now_s, plan
     st_account ac;
     st_user u;
     uint32_t user_levels[TK_MAX_ROLES], nuser = 0, role_levels[TK_MAX_ROLES];
+    tk_str roles[TK_MAX_ROLES];
+    uint32_t nroles = r->nitems;
     int rc;
 
     if (r->actor.kind != TK_ACTOR_USER)
@@ -726,20 +738,23 @@ static int plan_token_create(state_txn *t, const eng_req *r, int64_t now_s, plan
         if (state_role_by_id(t, u.roles[i], &role) == 0)
             user_levels[nuser++] = role.level;
     }
-    if (r->nitems > TK_MAX_ROLES)
+    if (nroles > TK_MAX_ROLES)
         return why(TK_ELIMIT, "at most %d roles on a token", TK_MAX_ROLES);
+    memcpy(roles, r->items, nroles * sizeof *roles);
+    model_dedup(roles, &nroles);
     if (!model_text_ok(r->desc.p, r->desc.n, TK_DESC_MAX))
         return why(TK_EINVAL, "the description must be UTF-8 text of at most %d bytes",
                    TK_DESC_MAX);
-    if (r->expires < 0 || (r->expires != 0 && r->expires <= now_s) || r->expires > TK_MAX_EXPIRES)
-        return why(TK_EINVAL, "expires_at must be in the future (and before 2106)");
+    if (!model_expiry_ok(r->expires, now_s))
+        return why(TK_EINVAL, "expires_at must be in the future (and before 2106), or 0 for "
+                              "never");
     /* Rule 2 before anything about roles is revealed. */
     if ((rc = rules_may_manage_tokens(&r->actor, u.portal, true)))
         return why(rc, "user '%s' may not manage API tokens (no portal access)", u.slug);
-    if ((rc = check_roles(t, tn.id, r->items, r->nitems, role_levels)))
+    if ((rc = check_roles(t, tn.id, roles, nroles, role_levels)))
         return rc;
     if ((rc = rules_token_create(tn.api_tokens, &r->actor, u.portal, user_levels, nuser,
-                                 role_levels, r->nitems))) {
+                                 role_levels, nroles))) {
         if (rc == TK_EDISABLED)
             return why(rc, "API tokens are switched off for tenant '%s'", tn.slug);
         if (rc == TK_EINVAL)
@@ -749,10 +764,10 @@ static int plan_token_create(state_txn *t, const eng_req *r, int64_t now_s, plan
         uint32_t strongest = user_levels[0];
         for (uint32_t i = 1; i < nuser; i++)
             strongest = user_levels[i] < strongest ? user_levels[i] : strongest;
-        for (uint32_t i = 0; i < r->nitems; i++)
+        for (uint32_t i = 0; i < nroles; i++)
             if (role_levels[i] < strongest)
                 return why(rc, "role '%.*s' (level %u) is stronger than %s's own roles (level %u)",
-                           SL(r->items[i]), role_levels[i], u.slug, strongest);
+                           SL(roles[i]), role_levels[i], u.slug, strongest);
         return rc;
     }
 
@@ -762,8 +777,8 @@ static int plan_token_create(state_txn *t, const eng_req *r, int64_t now_s, plan
     set_str(&x->account, strcpy(p->slugs[1], ac.slug));
     set_str(&x->user, strcpy(p->slugs[2], u.slug));
     x->desc = r->desc;
-    x->nitems = r->nitems;
-    memcpy(x->items, r->items, r->nitems * sizeof *r->items);
+    x->nitems = nroles;
+    memcpy(x->items, roles, nroles * sizeof *roles);
     x->expires = r->expires;
     new_credential(p, x, TK_KIND_TOKEN, res);
     return 0;
@@ -851,31 +866,27 @@ static int plan_admin(state_txn *t, const eng_req *r, plan *p)
             return why(TK_EINVAL, "levels go from 0 (strongest) to %d", TK_MAX_LEVEL);
         if (r->nitems > TK_MAX_ROLE_PERMS)
             return why(TK_ELIMIT, "at most %d permissions in a role", TK_MAX_ROLE_PERMS);
+        ev_init(x, EV_ROLE_PUT, 0);
+        x->nitems = r->nitems;
+        memcpy(x->items, r->items, r->nitems * sizeof *r->items);
+        model_dedup(x->items, &x->nitems); /* a permission named twice is there once */
         uint32_t fresh = 0;
-        for (uint32_t i = 0; i < r->nitems; i++) {
-            if (!model_key_ok(r->items[i].p, r->items[i].n))
+        for (uint32_t i = 0; i < x->nitems; i++) {
+            if (!model_key_ok(x->items[i].p, x->items[i].n))
                 return why(TK_EINVAL,
                            "'%.*s' is not a permission key ([A-Za-z0-9][A-Za-z0-9:._-]*)",
-                           SL(r->items[i]));
-            rc = state_perm_by_key(t, tn.id, r->items[i].p, r->items[i].n, &perm);
-            if (rc == TK_ENOTFOUND) {
-                bool dup = false; /* the same new key twice counts once */
-                for (uint32_t j = 0; j < i; j++)
-                    dup |= r->items[j].n == r->items[i].n
-                           && !memcmp(r->items[j].p, r->items[i].p, r->items[i].n);
-                fresh += !dup;
-            } else if (rc) {
+                           SL(x->items[i]));
+            rc = state_perm_by_key(t, tn.id, x->items[i].p, x->items[i].n, &perm);
+            if (rc == TK_ENOTFOUND)
+                fresh++;
+            else if (rc)
                 return rc;
-            }
         }
         if (tn.nperms + fresh > TK_MAX_TENANT_PERMS)
             return why(TK_ELIMIT, "at most %d permissions in a tenant", TK_MAX_TENANT_PERMS);
-        ev_init(x, EV_ROLE_PUT, 0);
         x->key = r->key;
         x->name = r->name;
         x->level = r->level;
-        x->nitems = r->nitems;
-        memcpy(x->items, r->items, r->nitems * sizeof *r->items);
         break;
     }
     case ENG_ROLE_DELETE:
@@ -905,12 +916,28 @@ static int plan_admin(state_txn *t, const eng_req *r, plan *p)
     return 0;
 }
 
+/* Rule 11: a user acts only through a personal key that still stands in t
+ * (the batch's transaction, after the writes before this request). */
+static int actor_stands(state_txn *t, const tk_actor *a, int64_t now_s)
+{
+    st_cred key;
+    int rc = state_cred_by_id(t, &a->key, &key);
+    if (rc && rc != TK_ENOTFOUND)
+        return rc;
+    if (!rules_key_acts(rc == 0, key.kind, key.user, a->user, key.expires, now_s))
+        return why(TK_EUNAUTH, "the personal key is no longer valid (deleted or expired)");
+    return 0;
+}
+
 /* Validates r against the state in t and fills p with its events. */
 static int plan_request(state_txn *t, const eng_req *r, int64_t now_s, plan *p, eng_res *res)
 {
+    int rc;
     p->n = 0;
     if (r->actor.kind != TK_ACTOR_OPERATOR && r->actor.kind != TK_ACTOR_USER)
         return TK_EUNAUTH;
+    if (r->actor.kind == TK_ACTOR_USER && (rc = actor_stands(t, &r->actor, now_s)))
+        return rc;
     switch (r->op) {
     case ENG_TOKEN_CREATE:
         return plan_token_create(t, r, now_s, p, res);
@@ -927,7 +954,7 @@ static int plan_request(state_txn *t, const eng_req *r, int64_t now_s, plan *p, 
     case ENG_USER_CREATE:
     case ENG_USER_SET:
     case ENG_KEY_CREATE:
-        return plan_user(t, r, p, res);
+        return plan_user(t, r, now_s, p, res);
     case ENG_TENANT_CREATE:
     case ENG_TENANT_SET:
     case ENG_PERM_PUT:
@@ -999,6 +1026,38 @@ static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t
     return 0;
 }
 
+/* Refuses every later write, saying why in their replies (one line). */
+__attribute__((format(printf, 2, 3)))
+static void fence(eng *e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->fence_msg, sizeof e->fence_msg, fmt, ap);
+    va_end(ap);
+    e->fenced = true;
+}
+
+/* A step after the log's fsync failed: the batch is committed (the log
+ * holds it and the next open applies it), so its requests are answered as
+ * committed and the view learns it; but LMDB may lack it or be unsure on
+ * disk. The state directory is moved aside at once (a rename needs no free
+ * space), so the next open rebuilds it from the log whatever LMDB holds;
+ * until then writes and listings are refused. */
+static void late_failure(eng *e, const char *step, int err)
+{
+    char *sub = xpath(e->dir, "state");
+    char *what = xasprintf("%s failed after a batch was durable in the log", step);
+    e->stale = true;
+    last_error[0] = '\0';
+    if (set_aside(e, sub, "failed", what, true) != 0)
+        fprintf(stderr, "tokend: %s; %s: stop tokend and move %s away before the next start "
+                        "(it is rebuilt from the log)\n", what, eng_last_error(), sub);
+    free(what);
+    free(sub);
+    fence(e, "%s failed after a committed batch (%s): writes refused until tokend restarts "
+             "(the state is then rebuilt from the log)", step, strerror(err));
+}
+
 int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
 {
     state_txn *t = NULL;
@@ -1008,6 +1067,8 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
     e->nchg = 0;
     if (e->fenced) {
         fail_all(res, n, TK_EFENCED);
+        for (size_t i = 0; i < n; i++)
+            memcpy(res[i].msg, e->fence_msg, sizeof res[i].msg);
         return TK_EFENCED;
     }
     for (;;) {
@@ -1033,30 +1094,48 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
             goto fail;
         off = e->evoff[i];
     }
-    if ((rc = elog_sync(e->log)))
+    if ((rc = elog_sync(e->log))) {
+        fence(e, "not applied: %s; writes refused until tokend restarts", elog_last_error());
         goto fail;
-    /* The marker goes to disk before LMDB holds an unflushed commit. */
-    if (e->nosync && !e->dirty && (rc = mark_unsynced(e)))
-        goto fail;
+    }
+    /* The commit point: from here the batch is committed, whatever fails. */
+    if (e->nosync && !e->dirty && mark_unsynced(e) != 0) {
+        /* The marker must be on disk before LMDB holds an unflushed
+         * commit: without it, LMDB is not written at all. */
+        int err = errno;
+        state_abort(t);
+        late_failure(e, "writing state.unsynced", err);
+        return 0;
+    }
     rc = state_commit(t);
     t = NULL;
-    if (rc)
-        goto fail; /* durable in the log, replayed at the next open */
-    /* The batch is durable (log) and committed: it is acknowledged even if
-     * the flush fails, but then LMDB is suspect and no more writes are
-     * taken (the next open replays the log). */
+    if (rc) {
+        late_failure(e, "the LMDB commit", errno);
+        return 0;
+    }
     if (e->nosync && now_ms() - e->synced_ms >= CHECKPOINT_MS && checkpoint(e) != 0)
-        e->fenced = true;
+        late_failure(e, "flushing LMDB", errno);
     return 0;
 fail:
     state_abort(t);
     e->fenced = true;
+    if (!e->fence_msg[0])
+        fence(e, "not applied: %s; writes refused until tokend restarts", tk_strerror(rc));
     e->nchg = 0;
     for (size_t i = 0; i < n; i++)
         sodium_memzero(res[i].secret, sizeof res[i].secret);
     rc = rc == TK_EFENCED ? TK_EFENCED : TK_EIO;
     fail_all(res, n, rc);
+    for (size_t i = 0; i < n; i++)
+        memcpy(res[i].msg, e->fence_msg, sizeof res[i].msg);
     return rc;
+}
+
+bool eng_fenced(const eng *e, const char **why)
+{
+    if (why)
+        *why = e->fence_msg;
+    return e->fenced;
 }
 
 void eng_publish(eng *e)
@@ -1106,6 +1185,54 @@ tk_verdict eng_verify_finish(const eng *e, const view_probe *p, int64_t now, tk_
     return view_verify_finish(e->v, p, now, out);
 }
 
+/* ---- listing cursors ---------------------------------------------------- *
+ *
+ * A cursor names a position in an account's listing, not a token: the
+ * number (st_cred.ord) of the token before it, counted in that account.
+ * It is never resolved to a token, so it cannot tell whether any ID exists
+ * (a foreign, deleted or made-up one), and a page whose last token was
+ * deleted meanwhile still leads to the next. The number is the account's
+ * own (how many tokens were ever made in it, which its users may know),
+ * not the log's seq, which counts every tenant's changes and would show
+ * how busy the others are; and it is the same on every copy of the state
+ * (a rebuild, a replica), since the log's order assigns it. A forged
+ * cursor is only another position in the caller's own listing. Its text:
+ * the 8 bytes big-endian, base64url without padding. */
+
+#define CURSOR_BYTES 8
+
+static void cursor_format(uint64_t ord, char out[ENG_CURSOR_LEN + 1])
+{
+    uint8_t b[CURSOR_BYTES];
+    for (int i = 0; i < CURSOR_BYTES; i++)
+        b[i] = (uint8_t)(ord >> (56 - 8 * i));
+    sodium_bin2base64(out, ENG_CURSOR_LEN + 1, b, sizeof b,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+/* 0, or TK_EINVAL when text is not a cursor. */
+static int cursor_parse(const char *text, size_t n, uint64_t *ord)
+{
+    uint8_t b[CURSOR_BYTES];
+    size_t len = 0;
+    if (n != ENG_CURSOR_LEN
+        || sodium_base642bin(b, sizeof b, text, n, NULL, &len, NULL,
+                             sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0
+        || len != sizeof b)
+        return TK_EINVAL;
+    uint64_t v = 0;
+    for (int i = 0; i < CURSOR_BYTES; i++)
+        v = v << 8 | b[i];
+    *ord = v;
+    return 0;
+}
+
+bool eng_cursor_ok(const char *text, size_t n)
+{
+    uint64_t ord;
+    return cursor_parse(text, n, &ord) == 0;
+}
+
 typedef struct list_ctx {
     state_txn *t;
     int (*fn)(void *arg, const eng_token_info *info);
@@ -1130,20 +1257,29 @@ static int list_one(void *arg, const st_cred *c)
         strcpy(in->created_by, u.slug);
     in->created_ms = c->created_ms;
     in->expires = c->expires;
+    cursor_format(c->ord, in->cursor);
     return lc->fn(lc->arg, in);
 }
 
-int eng_token_list(eng *e, const tk_actor *a, tk_str tenant, tk_str account, const tk_id *after,
+int eng_token_list(eng *e, const tk_actor *a, tk_str tenant, tk_str account, const tk_str *after,
                    uint32_t limit, int (*fn)(void *arg, const eng_token_info *t), void *arg)
 {
     list_ctx lc = {.fn = fn, .arg = arg};
     st_tenant tn;
     st_account ac;
+    uint64_t from = 0;
+    if (e->stale)
+        return TK_EFENCED; /* LMDB lacks a committed batch: it would contradict the view */
+    if (after && cursor_parse(after->p, after->n, &from))
+        return TK_EINVAL;
     int rc = state_begin(e->st, false, &lc.t);
     if (rc)
         return rc;
     if (a->kind == TK_ACTOR_USER) {
         st_user u;
+        why_buf[0] = '\0';
+        if ((rc = actor_stands(lc.t, a, time(NULL))))
+            goto done;
         if ((rc = state_user_by_id(lc.t, a->user, &u)))
             goto done;
         if ((rc = rules_may_manage_tokens(a, u.portal, false)))
@@ -1159,7 +1295,7 @@ int eng_token_list(eng *e, const tk_actor *a, tk_str tenant, tk_str account, con
         rc = TK_ENOTFOUND;
         goto done;
     }
-    rc = state_account_tokens(lc.t, ac.id, after, limit, list_one, &lc);
+    rc = state_account_tokens(lc.t, ac.id, from, limit, list_one, &lc);
 done:
     state_abort(lc.t);
     return rc;

@@ -104,9 +104,22 @@ typedef struct eng_res {
 /* Executes n requests as one durable batch (see the top of this file).
  * Returns 0 when the batch was committed: res[i].status says how each
  * request fared (a refused request changes nothing). Returns TK_EFENCED or
- * TK_EIO when the store failed: nothing was acknowledged, every
- * res[i].status is that code. */
+ * TK_EIO when the store failed before the log's fsync: nothing was applied,
+ * every res[i].status is that code and res[i].msg says why.
+ *
+ * The commit point is the log's fsync. A failure after it (the unsynced
+ * marker, the LMDB commit, an LMDB flush) does not undo the batch: the
+ * next open applies it from the log, so eng_exec still returns 0 with each
+ * request's own status, and the view learns the batch. The engine then
+ * sets the LMDB state aside (state.failed-<time>: the next open rebuilds it
+ * from the log), refuses every later write (TK_EFENCED, with the reason in
+ * res[i].msg) and every listing (TK_EFENCED) until it is reopened;
+ * verification goes on. eng_fenced says so. */
 int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n);
+
+/* True once writes are refused; *why (may be NULL) gets the reason, one
+ * line, borrowed from e. */
+bool eng_fenced(const eng *e, const char **why);
 
 /* The two halves of eng_exec, for a server that commits on a writer thread
  * and publishes on its loop thread (see the top of this file). After
@@ -137,6 +150,10 @@ tk_verdict eng_verify_finish(const eng *e, const view_probe *p, int64_t now, tk_
 
 /* ---- listing --------------------------------------------------------- */
 
+/* A listing cursor's length: an opaque position (base64url), see
+ * eng_token_list. */
+#define ENG_CURSOR_LEN 11
+
 /* What a listing shows of a token: metadata only, never a secret or its
  * hash (rule 9). */
 typedef struct eng_token_info {
@@ -147,15 +164,26 @@ typedef struct eng_token_info {
     char created_by[TK_SLUG_MAX + 1];         /* the creating user's slug */
     int64_t created_ms;
     int64_t expires;
+    char cursor[ENG_CURSOR_LEN + 1]; /* the position after this token: `after` for the rest */
 } eng_token_info;
 
-/* Lists the tokens of an account, oldest first, after `after` (NULL: from
- * the start), at most limit. A user lists its own account (portal needed,
- * rule 2); the operator names tenant and account. fn gets each token
- * (borrowed for the call); a non-zero return stops and is returned.
- * 0, TK_EDENIED, TK_ENOTFOUND, TK_EIO. */
-int eng_token_list(eng *e, const tk_actor *a, tk_str tenant, tk_str account, const tk_id *after,
+/* Lists the tokens of an account, oldest first, after the position `after`
+ * (a cursor from an earlier listing's eng_token_info; NULL: from the
+ * start), at most limit. A cursor is a position, never looked up: it
+ * resumes correctly when its token was deleted meanwhile, and tells
+ * nothing of other IDs (any text that is not a cursor is TK_EINVAL,
+ * whatever ID it names). A user lists its own account (portal needed,
+ * rule 2; its key must still stand, rule 11); the operator names tenant and
+ * account. fn gets each token (borrowed for the call); a non-zero return
+ * stops and is returned. 0, TK_EINVAL, TK_EDENIED, TK_ENOTFOUND,
+ * TK_EUNAUTH, TK_EIO, TK_EFENCED (the state is stale after a failure:
+ * see eng_commit). */
+int eng_token_list(eng *e, const tk_actor *a, tk_str tenant, tk_str account, const tk_str *after,
                    uint32_t limit, int (*fn)(void *arg, const eng_token_info *t), void *arg);
+
+/* True when text has the form of a listing cursor (for a decoder that
+ * refuses a malformed one before it reaches the engine). */
+bool eng_cursor_ok(const char *text, size_t n);
 
 /* Number of credentials in the verify index, and its memory. */
 size_t eng_cred_count(const eng *e);

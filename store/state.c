@@ -29,8 +29,10 @@ static const char *const db_names[DB_COUNT] = {
 
 #define INITIAL_MAP (256ull << 20)
 /* The layout of the records; a state written with another one is rebuilt
- * from the log by the engine. 2: credentials carry their event's seq. */
-#define STATE_FORMAT 2u
+ * from the log by the engine. 2: credentials carry their event's seq.
+ * 3: tokens carry their number in their account (the listing's order, and
+ * its cursors), accounts the count of tokens made in them. */
+#define STATE_FORMAT 3u
 
 struct state {
     MDB_env *env;
@@ -47,7 +49,6 @@ struct state_txn {
     bool write;
     bool dirty;            /* seq or ids changed: write them at commit */
     uint64_t seq;
-    uint64_t applying;     /* seq of the event being applied */
     uint32_t ids[ID_COUNT];
 };
 
@@ -271,9 +272,18 @@ static int dec_account(const MDB_val *v, uint32_t id, st_account *o)
 {
     mpr r;
     o->id = id;
-    if (rd_header(&r, v, 2) || rd_u32(&r, &o->tenant) || rd_cstr(&r, o->slug, sizeof o->slug))
+    if (rd_header(&r, v, 3) || rd_u32(&r, &o->tenant) || rd_cstr(&r, o->slug, sizeof o->slug)
+        || mpr_uint(&r, &o->tokens))
         return TK_ECORRUPT;
     return 0;
+}
+
+static void enc_account(mpw *w, const st_account *o)
+{
+    mpw_array(w, 3);
+    mpw_uint(w, o->tenant);
+    mpw_cstr(w, o->slug);
+    mpw_uint(w, o->tokens);
 }
 
 static int dec_user(const MDB_val *v, uint32_t id, st_user *o)
@@ -312,7 +322,7 @@ static int dec_cred(const MDB_val *k, const MDB_val *v, st_cred *o)
         || rd_u32(&r, &o->tenant) || rd_u32(&r, &o->account) || rd_u32(&r, &o->user)
         || rd_ids(&r, o->roles, &o->nroles, TK_MAX_ROLES) || mpr_int(&r, &o->created_ms)
         || mpr_int(&r, &o->expires) || rd_cstr(&r, o->desc, sizeof o->desc)
-        || mpr_uint(&r, &o->seq))
+        || mpr_uint(&r, &o->ord))
         return TK_ECORRUPT;
     if (kind != TK_KIND_TOKEN && kind != TK_KIND_PERSONAL)
         return TK_ECORRUPT;
@@ -335,7 +345,7 @@ static void enc_cred(mpw *w, const st_cred *o)
     mpw_int(w, o->created_ms);
     mpw_int(w, o->expires);
     mpw_cstr(w, o->desc);
-    mpw_uint(w, o->seq);
+    mpw_uint(w, o->ord);
 }
 
 /* ---- lookups ---------------------------------------------------------- */
@@ -554,12 +564,13 @@ static void cred_change(const st_cred *cr, st_change *c)
     memcpy(c->list, cr->roles, cr->nroles * sizeof *cr->roles);
 }
 
-static int account_token_key(uint8_t k[28], const st_cred *cr)
+/* An account's tokens in listing order: (account, ord), big-endian. */
+#define ACCOUNT_TOKEN_KEY 12
+
+static void account_token_key(uint8_t k[ACCOUNT_TOKEN_KEY], uint32_t account, uint64_t ord)
 {
-    be32(k, cr->account);
-    be64(k + 4, cr->seq);
-    memcpy(k + 12, cr->id.b, TK_ID_LEN);
-    return 28;
+    be32(k, account);
+    be64(k + 4, ord);
 }
 
 static int apply_cred_create(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
@@ -585,29 +596,37 @@ static int apply_cred_create(state_txn *t, const ev *e, st_emit_fn emit, void *a
     cr.account = ac.id;
     cr.user = us.id;
     cr.created_ms = e->ts;
-    cr.seq = t->applying;
     cr.expires = e->expires;
-    if (cr.kind == TK_KIND_TOKEN) {
-        if ((rc = resolve_roles(t, tn.id, e, cr.roles)))
-            return rc;
-        cr.nroles = e->nitems;
-        copy_str(cr.desc, e->desc);
-    }
     mpw w;
     mpw_init(&w);
+    if (cr.kind == TK_KIND_TOKEN) {
+        if ((rc = resolve_roles(t, tn.id, e, cr.roles)))
+            goto done;
+        cr.nroles = e->nitems;
+        copy_str(cr.desc, e->desc);
+        cr.ord = ++ac.tokens; /* event order: a replay numbers alike */
+        enc_account(&w, &ac);
+        if ((rc = id_put(t, DB_ACCOUNT, ac.id, &w)))
+            goto done;
+        mpw_reset(&w);
+    }
     enc_cred(&w, &cr);
     rc = db_put(t, DB_CRED, cr.id.b, TK_ID_LEN, w.buf.data, w.buf.size);
-    mpw_free(&w);
     if (!rc && cr.kind == TK_KIND_TOKEN) {
-        uint8_t k[28];
-        rc = db_put(t, DB_ACCOUNT_TOKENS, k, (size_t)account_token_key(k, &cr), "", 0);
+        uint8_t k[ACCOUNT_TOKEN_KEY];
+        account_token_key(k, cr.account, cr.ord);
+        rc = db_put(t, DB_ACCOUNT_TOKENS, k, sizeof k, cr.id.b, TK_ID_LEN);
     }
-    if (!rc && emit) {
+done:
+    mpw_free(&w);
+    if (rc)
+        return rc;
+    if (emit) {
         st_change c;
         cred_change(&cr, &c);
         emit(arg, &c);
     }
-    return rc;
+    return 0;
 }
 
 static int apply_cred_delete(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
@@ -620,8 +639,9 @@ static int apply_cred_delete(state_txn *t, const ev *e, st_emit_fn emit, void *a
         return TK_ECORRUPT;
     rc = db_del(t, DB_CRED, cr.id.b, TK_ID_LEN);
     if (!rc && cr.kind == TK_KIND_TOKEN) {
-        uint8_t k[28];
-        rc = db_del(t, DB_ACCOUNT_TOKENS, k, (size_t)account_token_key(k, &cr));
+        uint8_t k[ACCOUNT_TOKEN_KEY];
+        account_token_key(k, cr.account, cr.ord);
+        rc = db_del(t, DB_ACCOUNT_TOKENS, k, sizeof k);
     }
     if (!rc && emit) {
         st_change c;
@@ -782,13 +802,13 @@ static int apply(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
         rc = state_account_by_slug(t, tn.id, e->account.p, e->account.n, &ac);
         if (rc != TK_ENOTFOUND)
             return rc ? rc : TK_ECORRUPT;
+        memset(&ac, 0, sizeof ac);
         ac.id = next_id(t, ID_ACCOUNT);
         ac.tenant = tn.id;
+        copy_str(ac.slug, e->account);
         mpw w;
         mpw_init(&w);
-        mpw_array(&w, 2);
-        mpw_uint(&w, ac.tenant);
-        mpw_str(&w, e->account.p, e->account.n);
+        enc_account(&w, &ac);
         rc = id_put(t, DB_ACCOUNT, ac.id, &w);
         mpw_free(&w);
         if (!rc)
@@ -818,7 +838,6 @@ int state_apply(state_txn *t, uint64_t seq, const ev *e, st_emit_fn emit, void *
 {
     if (!t->write || seq != t->seq + 1)
         return TK_ECORRUPT;
-    t->applying = seq;
     int rc = apply(t, e, emit, arg);
     if (rc)
         return rc;
@@ -997,41 +1016,40 @@ int state_visit(state_txn *t, const st_visitor *v)
 
 /* ---- listing ---------------------------------------------------------- */
 
-int state_account_tokens(state_txn *t, uint32_t account, const tk_id *after, uint32_t limit,
+int state_account_tokens(state_txn *t, uint32_t account, uint64_t after, uint32_t limit,
                          int (*fn)(void *arg, const st_cred *c), void *arg)
 {
     MDB_cursor *c;
     MDB_val k, v;
-    uint8_t start[28];
+    uint8_t start[ACCOUNT_TOKEN_KEY];
     int rc = map_err(mdb_cursor_open(t->txn, t->s->dbi[DB_ACCOUNT_TOKENS], &c));
     if (rc)
         return rc;
-    be32(start, account);
-    k.mv_size = 4;
-    k.mv_data = start;
-    if (after) {
-        st_cred prev;
-        rc = state_cred_by_id(t, after, &prev);
-        if (rc)
-            goto done;
-        k.mv_size = (size_t)account_token_key(start, &prev);
+    if (after == UINT64_MAX) { /* nothing comes after the last possible number */
+        mdb_cursor_close(c);
+        return 0;
     }
+    /* A position, whether or not a token has it now. */
+    account_token_key(start, account, after + 1);
+    k.mv_size = sizeof start;
+    k.mv_data = start;
     int mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    if (after && mrc == 0 && k.mv_size == 28 && memcmp(k.mv_data, start, 28) == 0)
-        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     for (uint32_t n = 0; mrc == 0 && n < limit; n++) {
-        if (k.mv_size != 28 || rd_be32(k.mv_data) != account)
+        if (k.mv_size != ACCOUNT_TOKEN_KEY || rd_be32(k.mv_data) != account)
             break;
         tk_id id;
         st_cred cr;
-        memcpy(id.b, (uint8_t *)k.mv_data + 12, TK_ID_LEN);
+        if (v.mv_size != TK_ID_LEN) {
+            rc = TK_ECORRUPT;
+            break;
+        }
+        memcpy(id.b, v.mv_data, TK_ID_LEN);
         if ((rc = must(state_cred_by_id(t, &id, &cr))) || (rc = fn(arg, &cr)))
-            goto done;
+            break;
         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
-    if (mrc != 0 && mrc != MDB_NOTFOUND)
+    if (!rc && mrc != 0 && mrc != MDB_NOTFOUND)
         rc = map_err(mrc);
-done:
     mdb_cursor_close(c);
     return rc;
 }
@@ -1104,7 +1122,10 @@ bool state_format_ok(const state *s)
 
 int state_sync(state *s)
 {
-    return mdb_env_sync(s->env, 1) ? TK_EIO : 0;
+    int rc = mdb_env_sync(s->env, 1);
+    if (rc > 0)
+        errno = rc; /* LMDB returns the system's error code */
+    return rc ? TK_EIO : 0;
 }
 
 void state_close(state *s)
@@ -1195,10 +1216,14 @@ int state_commit(state_txn *t)
         if (!rc)
             rc = db_put(t, DB_META, "ids", 3, t->ids, sizeof t->ids);
     }
-    if (rc)
+    if (rc) {
         mdb_txn_abort(t->txn);
-    else
-        rc = map_err(mdb_txn_commit(t->txn));
+    } else {
+        int m = mdb_txn_commit(t->txn);
+        if (m > 0)
+            errno = m; /* LMDB returns the system's error code */
+        rc = map_err(m);
+    }
     free(t);
     return rc;
 }

@@ -61,6 +61,7 @@ typedef struct st_role {
 typedef struct st_account {
     uint32_t id, tenant;
     char slug[TK_SLUG_MAX + 1];
+    uint64_t tokens; /* tokens ever made in it (deleted ones too): the last ord given */
 } st_account;
 
 typedef struct st_user {
@@ -79,7 +80,8 @@ typedef struct st_cred {
     uint32_t nroles;
     uint32_t roles[TK_MAX_ROLES];
     int64_t created_ms; /* unix milliseconds (the event's timestamp) */
-    uint64_t seq;       /* the creating event's sequence number: orders listings */
+    uint64_t ord;       /* a token's number in its account, 1, 2, ... in creation order:
+                           the listing's order and its position (0 for personal keys) */
     int64_t expires;    /* unix seconds; 0 = never */
     char desc[TK_DESC_MAX + 1];
 } st_cred;
@@ -114,14 +116,14 @@ int state_open(const char *dir, bool nosync, state **out);
 bool state_format_ok(const state *s);
 
 /* Flushes every committed transaction to disk (mdb_env_sync, forced).
- * 0 or TK_EIO. */
+ * 0 or TK_EIO (errno says why). */
 int state_sync(state *s);
 void state_close(state *s); /* s may be NULL; no transaction may be open */
 
 /* Begins a transaction. Only one write transaction at a time. Read
  * transactions may be used from any thread (MDB_NOTLS). */
 int state_begin(state *s, bool write, state_txn **out);
-int state_commit(state_txn *t);  /* 0 or TK_EIO; frees t either way */
+int state_commit(state_txn *t);  /* 0 or TK_EIO (errno says why); frees t either way */
 void state_abort(state_txn *t);  /* frees t */
 
 /* The sequence number of the last event applied (0 for a new state). */
@@ -150,11 +152,12 @@ int state_user_by_slug(state_txn *t, uint32_t account, const char *slug, size_t 
 int state_user_by_id(state_txn *t, uint32_t id, st_user *out);
 int state_cred_by_id(state_txn *t, const tk_id *id, st_cred *out);
 
-/* Calls fn for each tenant API token of account, oldest first (in event
- * order, so tokens created in the same millisecond keep theirs), starting
- * after the token `after` (NULL: from the start); stops when fn returns
- * non-zero (that value is returned) or after limit calls. */
-int state_account_tokens(state_txn *t, uint32_t account, const tk_id *after, uint32_t limit,
+/* Calls fn for each tenant API token of account, oldest first (by ord:
+ * event order, so tokens created in the same millisecond keep theirs),
+ * starting with the first whose ord is above `after` (0: from the start;
+ * no token need have ord `after` now); stops when fn returns non-zero
+ * (that value is returned) or after limit calls. */
+int state_account_tokens(state_txn *t, uint32_t account, uint64_t after, uint32_t limit,
                          int (*fn)(void *arg, const st_cred *c), void *arg);
 
 /* Callbacks for state_visit; each may be NULL (that kind is skipped). */

@@ -506,7 +506,7 @@ static void print_token_row(const tkc_token *t)
 static int cmd_token_list(cli *o)
 {
     tkc_token_page page = TKC_TOKEN_PAGE_INIT;
-    char after[TK_ID_STR_LEN + 1] = "";
+    char after[TKC_CURSOR_MAX + 1] = "";
     uint32_t limit = o->limit_v; /* 0: everything */
     uint64_t shown = 0;
     json_t *arr = NULL;
@@ -536,7 +536,7 @@ static int cmd_token_list(cli *o)
         }
         if (!page.more || page.n == 0 || (limit && shown >= limit))
             break;
-        memcpy(after, page.tokens[page.n - 1].client_id, sizeof after);
+        memcpy(after, page.next, sizeof after);
     }
     if (arr) {
         ret = print_json(arr);

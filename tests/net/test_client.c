@@ -560,11 +560,12 @@ static void encode_user_ops(void **state)
     hb_map(&w, 4);
     hb_kv(&w, "tenant", "acme");
     hb_kv(&w, "account", "globex");
-    hb_kv(&w, "after", tok.id_str);
+    hb_kv(&w, "after", "AAAAAAAAAAo"); /* a cursor, as the server gave it */
     hb_str(&w, "limit");
     hb_uint(&w, 1000);
     fake_reply(&f, 0, &r);
-    assert_int_equal(tkc_token_list(f.c, "acme", "globex", tok.id_str, 1000, &page), 0);
+    assert_int_equal(tkc_token_list(f.c, "acme", "globex", "AAAAAAAAAAo", 1000,
+                                    &page), 0);
     expect_request(&f, OP_TOKEN_LIST, 4, &w);
 
     w.n = 0;
@@ -1164,13 +1165,14 @@ static void hb_list_token(hb *h, const char *id, const char *desc, int nroles)
 }
 static void body_list(hb *h)
 {
-    hb_map(h, 2);
+    hb_map(h, 3);
     hb_str(h, "tokens");
     hb_arr(h, 2);
     hb_list_token(h, g_tok.id_str, "CI pipeline", 2);
     hb_list_token(h, g_pk.id_str, "", 0);
     hb_str(h, "more");
     hb_bool(h, true);
+    hb_kv(h, "next", "AAAAAAAAAAI");
 }
 static void body_verify(hb *h)
 {
@@ -1268,6 +1270,15 @@ static void reply_bad_checksum(hb *h)
     hb_kv(h, "key_id", g_pk.id_str);
     hb_kv(h, "personal_key", s);
 }
+static void reply_more_without_next(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "tokens");
+    hb_arr(h, 1);
+    hb_list_token(h, g_tok.id_str, "x", 1);
+    hb_str(h, "more");
+    hb_bool(h, true);
+}
 static void reply_more_but_empty(hb *h)
 {
     hb_map(h, 2);
@@ -1339,6 +1350,7 @@ static void replies_contract(void **state)
         {op_user_create, reply_token_as_key},
         {op_key_create, reply_bad_checksum},
         {op_token_list, reply_more_but_empty},
+        {op_token_list, reply_more_without_next},
         {op_token_list, reply_too_many_tokens},
         {op_token_list, reply_token_missing_field},
         {op_token_list, reply_long_description},
@@ -2063,12 +2075,15 @@ static void server_every_operation(void **state)
     assert_int_equal(tkc_token_list(op, "acme", "globex", NULL, 1, &page), 0);
     assert_int_equal(page.n, 1);
     assert_true(page.more);
-    char after[TK_ID_STR_LEN + 1];
-    memcpy(after, page.tokens[0].client_id, sizeof after);
+    char after[TKC_CURSOR_MAX + 1];
+    memcpy(after, page.next, sizeof after);
     assert_int_equal(tkc_token_list(op, "acme", "globex", after, 1, &page), 0);
     assert_int_equal(page.n, 1);
     assert_false(page.more);
+    assert_string_equal(page.next, "");
     assert_string_equal(page.tokens[0].client_id, t2.client_id);
+    /* A client ID is not a cursor. */
+    assert_int_equal(tkc_token_list(op, "acme", "globex", t1.client_id, 1, &page), TK_EINVAL);
 
     /* Rule 2 and 3 through USER_SET: bob gets the portal, stays a viewer. */
     tkc *ub = srv_connect(s, bob.personal_key);

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -266,13 +267,16 @@ static void rule6_role_changes_reach_tokens(void **state)
 typedef struct ids_seen {
     int n;
     tk_id ids[16];
+    char cursor[16][ENG_CURSOR_LEN + 1]; /* the position after each */
 } ids_seen;
 
 static int collect_ids(void *arg, const eng_token_info *t)
 {
     ids_seen *s = arg;
-    if (s->n < 16)
+    if (s->n < 16) {
+        memcpy(s->cursor[s->n], t->cursor, sizeof s->cursor[0]);
         s->ids[s->n++] = t->client_id;
+    }
     return 0;
 }
 
@@ -553,10 +557,232 @@ static void listing_keeps_creation_order_within_a_millisecond(void **state)
     for (int i = 0; i < 16; i++)
         assert_memory_equal(seen.ids[i].b, res[i].id.b, 16);
     /* Paging after the 10th gives the 11th. */
+    tk_str after = {seen.cursor[9], ENG_CURSOR_LEN};
     seen.n = 0;
-    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, &res[9].id, 1, collect_ids, &seen), 0);
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, &after, 1, collect_ids, &seen), 0);
     assert_int_equal(seen.n, 1);
     assert_memory_equal(seen.ids[0].b, res[10].id.b, 16);
+}
+
+typedef struct info_one {
+    int n;
+    eng_token_info info;
+} info_one;
+
+static int keep_info(void *arg, const eng_token_info *t)
+{
+    info_one *o = arg;
+    if (o->n++ == 0)
+        o->info = *t;
+    return 0;
+}
+
+/* ---- cursors: positions, not lookups ----------------------------------- */
+
+/* Regression (issue 7): `after` was a client ID looked up in the whole
+ * store, so another tenant's ID answered with the caller's tokens and a
+ * made-up one with ENOTFOUND (an existence oracle), and a page whose last
+ * token was deleted could not be continued. */
+static void listing_continues_past_a_deleted_token(void **state)
+{
+    ctx *c = *state;
+    tk_id id[5];
+    tk_str none = {0};
+    ids_seen seen = {0};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(fx_token(c->e, &c->w.alice, "p", VIEWER, 0, &id[i], NULL), 0);
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, NULL, 2, collect_ids, &seen), 0);
+    assert_int_equal(seen.n, 2);
+    char cur[ENG_CURSOR_LEN + 1];
+    memcpy(cur, seen.cursor[1], sizeof cur);
+    assert_int_equal(fx_token_delete(c->e, &c->w.alice, &id[1]), 0); /* the page's last */
+    assert_int_equal(fx_token_delete(c->e, &c->w.alice, &id[2]), 0); /* and the next */
+    tk_str after = {cur, ENG_CURSOR_LEN};
+    seen.n = 0;
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, &after, 10, collect_ids, &seen), 0);
+    assert_int_equal(seen.n, 2);
+    assert_memory_equal(seen.ids[0].b, id[3].b, 16);
+    assert_memory_equal(seen.ids[1].b, id[4].b, 16);
+    /* A cursor survives a restart. */
+    reopen(c);
+    seen.n = 0;
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, &after, 10, collect_ids, &seen), 0);
+    assert_int_equal(seen.n, 2);
+    assert_memory_equal(seen.ids[0].b, id[3].b, 16);
+}
+
+static void listing_cursor_is_no_oracle(void **state)
+{
+    ctx *c = *state;
+    tk_id mine, gone, theirs;
+    tk_str none = {0};
+    ids_seen seen = {0};
+    char idstr[5][TK_ID_STR_LEN + 1];
+    assert_int_equal(fx_token(c->e, &c->w.alice, "mine", VIEWER, 0, &mine, NULL), 0);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "gone", VIEWER, 0, &gone, NULL), 0);
+    assert_int_equal(fx_token_delete(c->e, &c->w.alice, &gone), 0);
+    assert_int_equal(fx_token(c->e, &c->w.ellen, "theirs", ADMIN, 0, &theirs, NULL), 0);
+    secret_id_format(&mine, idstr[0]);
+    secret_id_format(&gone, idstr[1]);
+    secret_id_format(&theirs, idstr[2]);
+    secret_id_format(&c->w.alice.key, idstr[3]); /* a personal key's id */
+    snprintf(idstr[4], sizeof idstr[4], "0b3d6c2a-4f1e-4b8a-9c7d-2e5f8a1b3c4d");
+    for (int i = 0; i < 5; i++) {
+        tk_str after = {idstr[i], TK_ID_STR_LEN};
+        assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, &after, 10, collect_ids,
+                                        &seen), TK_EINVAL);
+        assert_false(eng_cursor_ok(idstr[i], TK_ID_STR_LEN));
+    }
+    assert_int_equal(seen.n, 0);
+    /* A cursor of another tenant's listing is only a position in the
+     * caller's own: it shows nothing of theirs. */
+    assert_int_equal(eng_token_list(c->e, &c->w.ellen, none, none, NULL, 10, collect_ids, &seen), 0);
+    assert_int_equal(seen.n, 1);
+    tk_str foreign = {seen.cursor[0], ENG_CURSOR_LEN};
+    seen.n = 0;
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, &foreign, 10, collect_ids,
+                                    &seen), 0);
+    for (int i = 0; i < seen.n; i++)
+        assert_memory_not_equal(seen.ids[i].b, theirs.b, 16);
+}
+
+/* ---- rule 11: authority at commit -------------------------------------- */
+
+/* The operator deletes alice's key in the same batch as her create: the
+ * create, behind the deletion, is refused, and nothing of it exists. */
+static void rule11_key_deleted_in_the_batch_acts_no_more(void **state)
+{
+    ctx *c = *state;
+    eng_req r[3];
+    eng_res res[3];
+    tk_str none = {0};
+    int n = 0;
+    size_t before = eng_cred_count(c->e);
+    eng_req_init(&r[0], ENG_TOKEN_CREATE, &c->w.alice); /* before the deletion: stands */
+    r[0].items[0] = (tk_str){"viewer", 6};
+    r[0].nitems = 1;
+    eng_req_init(&r[1], ENG_KEY_DELETE, &fx_operator);
+    r[1].id = c->w.alice.key;
+    eng_req_init(&r[2], ENG_TOKEN_CREATE, &c->w.alice);
+    r[2].items[0] = (tk_str){"viewer", 6};
+    r[2].nitems = 1;
+    assert_int_equal(eng_exec(c->e, r, res, 3), 0);
+    assert_int_equal(res[0].status, 0);
+    assert_int_equal(res[1].status, 0);
+    assert_int_equal(res[2].status, TK_EUNAUTH);
+    assert_string_equal(res[2].secret, "");
+    assert_non_null(strstr(res[2].msg, "no longer valid"));
+    assert_int_equal(eng_cred_count(c->e), before); /* +1 token, -1 key */
+    /* Deleting and listing with the deleted key: refused too. */
+    assert_int_equal(fx_token_delete(c->e, &c->w.alice, &res[0].id), TK_EUNAUTH);
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, NULL, 10, count_cb, &n),
+                     TK_EUNAUTH);
+    assert_int_equal(n, 0);
+}
+
+static void rule11_expired_key_acts_no_more(void **state)
+{
+    ctx *c = *state;
+    eng_req r;
+    eng_res res;
+    tk_actor a;
+    eng_req_init(&r, ENG_KEY_CREATE, &fx_operator);
+    r.tenant = (tk_str){"acme", 4};
+    r.account = (tk_str){"globex", 6};
+    r.user = (tk_str){"alice", 5};
+    r.expires = time(NULL) + 1;
+    assert_int_equal(fx_exec(c->e, &r, &res), 0);
+    assert_int_equal(fx_auth(c->e, res.secret, &a), 0); /* valid when authenticated */
+    while (time(NULL) <= r.expires) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(fx_token(c->e, &a, "late", VIEWER, 0, NULL, NULL), TK_EUNAUTH);
+}
+
+/* Rules 2 and 3 bind from the request that changes them on, within one
+ * batch: the portal flag taken away, the roles lowered. */
+static void rule11_portal_and_roles_changed_in_the_batch(void **state)
+{
+    ctx *c = *state;
+    eng_req r[4];
+    eng_res res[4];
+    eng_req_init(&r[0], ENG_USER_SET, &fx_operator);
+    r[0].tenant = (tk_str){"acme", 4};
+    r[0].account = (tk_str){"globex", 6};
+    r[0].user = (tk_str){"alice", 5};
+    r[0].has_items = true;
+    r[0].items[0] = (tk_str){"viewer", 6}; /* alice: admin -> viewer */
+    r[0].nitems = 1;
+    eng_req_init(&r[1], ENG_TOKEN_CREATE, &c->w.alice);
+    r[1].items[0] = (tk_str){"admin", 5};
+    r[1].nitems = 1;
+    eng_req_init(&r[2], ENG_USER_SET, &fx_operator);
+    r[2].tenant = (tk_str){"acme", 4};
+    r[2].account = (tk_str){"globex", 6};
+    r[2].user = (tk_str){"alice", 5};
+    r[2].flag = 0; /* no portal */
+    eng_req_init(&r[3], ENG_TOKEN_CREATE, &c->w.alice);
+    r[3].items[0] = (tk_str){"viewer", 6};
+    r[3].nitems = 1;
+    assert_int_equal(eng_exec(c->e, r, res, 4), 0);
+    assert_int_equal(res[0].status, 0);
+    assert_int_equal(res[1].status, TK_EDENIED);
+    assert_int_equal(res[2].status, 0);
+    assert_int_equal(res[3].status, TK_EDENIED);
+}
+
+/* ---- what a request means ---------------------------------------------- */
+
+static void past_expiry_refused_everywhere(void **state)
+{
+    ctx *c = *state;
+    eng_req r;
+    eng_res res;
+    int64_t past = time(NULL) - 10;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER, past, NULL, NULL), TK_EINVAL);
+    eng_req_init(&r, ENG_KEY_CREATE, &fx_operator);
+    r.tenant = (tk_str){"acme", 4};
+    r.account = (tk_str){"globex", 6};
+    r.user = (tk_str){"alice", 5};
+    r.expires = past;
+    assert_int_equal(fx_exec(c->e, &r, &res), TK_EINVAL);
+    assert_non_null(strstr(res.msg, "in the future"));
+    r.expires = time(NULL); /* now is already past: dead on arrival */
+    assert_int_equal(fx_exec(c->e, &r, &res), TK_EINVAL);
+    r.expires = time(NULL) + 3600;
+    assert_int_equal(fx_exec(c->e, &r, &res), 0);
+}
+
+static void duplicate_roles_collapse(void **state)
+{
+    ctx *c = *state;
+    static const char *const thrice[] = {"viewer", "viewer", "editor", "viewer", NULL};
+    static const char *const perms[] = {"orders:read", "orders:read", "orders:ship", NULL};
+    char s[TK_SECRET_LEN + 1];
+    tk_verify v;
+    tk_str none = {0};
+    assert_int_equal(fx_token(c->e, &c->w.alice, "dup", thrice, 0, NULL, s), 0);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(v.nroles, 2);
+    assert_true(has(v.roles, v.nroles, "viewer") && has(v.roles, v.nroles, "editor"));
+    info_one one = {0};
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, NULL, 1, keep_info, &one), 0);
+    assert_int_equal(one.info.nroles, 2);
+    /* A role's permissions, and a user's roles, likewise. */
+    assert_int_equal(fx_role(c->e, "acme", "shipper", 2, perms), 0);
+    static const char *const shipper[] = {"shipper", NULL};
+    assert_int_equal(fx_token(c->e, &c->w.alice, "ship", shipper, 0, NULL, s), 0);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(v.nperms, 2);
+    static const char *const admin_twice[] = {"admin", "admin", NULL};
+    char key[TK_SECRET_LEN + 1];
+    tk_actor zed;
+    assert_int_equal(fx_user(c->e, "acme", "globex", "zed", true, admin_twice, key), 0);
+    assert_int_equal(fx_auth(c->e, key, &zed), 0);
+    uint32_t nroles = 0;
+    assert_int_equal(fx_user_roles(c->e, &zed, &nroles), 0);
+    assert_int_equal(nroles, 1);
 }
 
 static void refusals_say_why(void **state)
@@ -612,6 +838,13 @@ int main(void)
         T(failed_fsync_is_not_acknowledged_and_fences),
         T(refusals_say_why),
         T(listing_keeps_creation_order_within_a_millisecond),
+        T(listing_continues_past_a_deleted_token),
+        T(listing_cursor_is_no_oracle),
+        T(rule11_key_deleted_in_the_batch_acts_no_more),
+        T(rule11_expired_key_acts_no_more),
+        T(rule11_portal_and_roles_changed_in_the_batch),
+        T(past_expiry_refused_everywhere),
+        T(duplicate_roles_collapse),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }

@@ -3,7 +3,11 @@
  * (store/engine.c, "LMDB checkpoints"): a clean close leaves no marker; a
  * process crash on the same boot keeps LMDB; a marker from another boot
  * (the machine went down with unflushed commits) makes the open set LMDB
- * aside and rebuild it from the log, even when LMDB is garbage.
+ * aside and rebuild it from the log, even when LMDB is garbage. And the
+ * commit point is the log's fsync: a failure of any step after it (the
+ * marker, the LMDB commit, the LMDB flush; injected with
+ * tests/support/fault.h) still answers the batch as committed, fences,
+ * and the next open shows exactly what was answered.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,17 +17,20 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lmdb.h>
 
 #include "core/err.h"
 #include "store/engine.h"
+#include "tests/support/fault.h"
 #include "tests/support/fixture.h"
 #include "tests/support/tkt.h"
 
@@ -307,6 +314,138 @@ static void damaged_log_refused_at_open(void **state)
     free(dir);
 }
 
+/* ---- failures after the commit point ------------------------------------ */
+
+typedef struct late_case {
+    const char *name;  /* the step, as the fence message names it */
+    fault_op op;
+    const char *file;  /* a part of the failing file's path */
+    bool wait_flush;   /* the step is the flush: wait until one is due */
+} late_case;
+
+typedef struct id_set {
+    int n;
+    tk_id ids[64];
+} id_set;
+
+static int keep_id(void *arg, const eng_token_info *t)
+{
+    id_set *s = arg;
+    if (s->n < 64)
+        s->ids[s->n++] = t->client_id;
+    return 0;
+}
+
+static bool has_id(const id_set *s, const tk_id *id)
+{
+    for (int i = 0; i < s->n; i++)
+        if (memcmp(s->ids[i].b, id->b, TK_ID_LEN) == 0)
+            return true;
+    return false;
+}
+
+/* One batch deletes token A and creates token B while the step fails. */
+static void late_failure_case(const late_case *lc)
+{
+    char *dir = tkt_mkdtemp();
+    eng *e;
+    fx_world w;
+    char sa[TK_SECRET_LEN + 1];
+    tk_id a;
+    tk_verify v;
+    tk_str none = {0};
+    const char *why;
+    id_set seen = {0};
+
+    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    fx_scenario(e, &w);
+    assert_int_equal(fx_token(e, &w.alice, "old", VIEWER, 0, &a, sa), 0);
+    eng_close(e); /* the open's checkpoint: the next batch writes the marker first */
+    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    if (lc->wait_flush) {
+        struct timespec ts = {1, 200 * 1000 * 1000}; /* a checkpoint is due after 1 s */
+        nanosleep(&ts, NULL);
+    }
+
+    eng_req r[2];
+    eng_res res[2];
+    eng_req_init(&r[0], ENG_TOKEN_DELETE, &w.alice);
+    r[0].id = a;
+    eng_req_init(&r[1], ENG_TOKEN_CREATE, &w.alice);
+    r[1].items[0] = (tk_str){"viewer", 6};
+    r[1].nitems = 1;
+    fault_arm(lc->op, lc->file, 1, ENOSPC);
+    assert_int_equal(eng_exec(e, r, res, 2), 0); /* committed: the log holds it */
+    assert_int_equal(fault_disarm(), 1);
+    assert_int_equal(res[0].status, 0);
+    assert_int_equal(res[1].status, 0);
+    char sb[TK_SECRET_LEN + 1];
+    memcpy(sb, res[1].secret, sizeof sb);
+    tk_id b = res[1].id;
+    /* As answered: A is gone, B verifies. */
+    assert_int_equal(fx_verify(e, sa, &v), TK_V_UNKNOWN);
+    assert_int_equal(fx_verify(e, sb, &v), TK_V_VALID);
+    /* Fenced, saying why; listings (LMDB lacks the batch) refused too. */
+    assert_true(eng_fenced(e, &why));
+    assert_non_null(strstr(why, lc->name));
+    assert_non_null(strstr(why, strerror(ENOSPC)));
+    eng_res later;
+    eng_req t;
+    eng_req_init(&t, ENG_TENANT_CREATE, &fx_operator);
+    t.tenant = (tk_str){"later", 5};
+    assert_int_equal(eng_exec(e, &t, &later, 1), TK_EFENCED);
+    assert_non_null(strstr(later.msg, lc->name));
+    assert_int_equal(eng_token_list(e, &w.alice, none, none, NULL, 64, keep_id, &seen),
+                     TK_EFENCED);
+    assert_int_equal(count_prefix(dir, "state.failed-"), 1); /* set aside for the rebuild */
+    eng_close(e);
+
+    /* The next start agrees with every answer given. */
+    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(fx_verify(e, sa, &v), TK_V_UNKNOWN);
+    assert_int_equal(fx_verify(e, sb, &v), TK_V_VALID);
+    assert_int_equal(eng_token_list(e, &w.alice, none, none, NULL, 64, keep_id, &seen), 0);
+    assert_false(has_id(&seen, &a));
+    assert_true(has_id(&seen, &b));
+    assert_false(eng_fenced(e, NULL));
+    assert_int_equal(fx_tenant(e, "later"), 0);
+    eng_close(e);
+    assert_int_equal(eng_open(dir, NULL, &e), 0); /* and once more: nothing lost */
+    assert_int_equal(fx_verify(e, sb, &v), TK_V_VALID);
+    assert_int_equal(fx_tenant(e, "later"), TK_EEXIST);
+    eng_close(e);
+    tkt_rmdir(dir);
+    free(dir);
+}
+
+static void marker_write_fails_after_the_fsync(void **state)
+{
+    (void)state;
+    late_case lc = {"writing state.unsynced", FAULT_WRITE, "state.unsynced", false};
+    late_failure_case(&lc);
+}
+
+static void marker_fsync_fails_after_the_fsync(void **state)
+{
+    (void)state;
+    late_case lc = {"writing state.unsynced", FAULT_SYNC, "state.unsynced", false};
+    late_failure_case(&lc);
+}
+
+static void lmdb_commit_fails_after_the_fsync(void **state)
+{
+    (void)state;
+    late_case lc = {"the LMDB commit", FAULT_WRITE, "state/data.mdb", false};
+    late_failure_case(&lc);
+}
+
+static void lmdb_flush_fails_after_the_fsync(void **state)
+{
+    (void)state;
+    late_case lc = {"flushing LMDB", FAULT_SYNC, "state/data.mdb", true};
+    late_failure_case(&lc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +454,10 @@ int main(void)
         cmocka_unit_test(machine_crash_rebuilds_lmdb_from_the_log),
         cmocka_unit_test(older_layout_is_rebuilt_from_the_log),
         cmocka_unit_test(damaged_log_refused_at_open),
+        cmocka_unit_test(marker_write_fails_after_the_fsync),
+        cmocka_unit_test(marker_fsync_fails_after_the_fsync),
+        cmocka_unit_test(lmdb_commit_fails_after_the_fsync),
+        cmocka_unit_test(lmdb_flush_fails_after_the_fsync),
     };
     return cmocka_run_group_tests_name("engine_sync", tests, NULL, NULL);
 }

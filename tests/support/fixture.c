@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "core/err.h"
+#include "store/state.h"
 
 const tk_actor fx_operator = {.kind = TK_ACTOR_OPERATOR};
 
@@ -129,6 +130,27 @@ int fx_token_delete(eng *e, const tk_actor *actor, const tk_id *id)
     eng_req_init(&r, ENG_TOKEN_DELETE, actor);
     r.id = *id;
     return fx_exec(e, &r, NULL);
+}
+
+typedef struct roles_q {
+    uint32_t user, n;
+} roles_q;
+
+static int read_roles(void *arg, state_txn *t)
+{
+    roles_q *q = arg;
+    st_user u;
+    int rc = state_user_by_id(t, q->user, &u);
+    q->n = rc ? 0 : u.nroles;
+    return rc;
+}
+
+int fx_user_roles(eng *e, const tk_actor *user, uint32_t *n)
+{
+    roles_q q = {user->user, 0};
+    int rc = eng_read(e, read_roles, &q);
+    *n = q.n;
+    return rc;
 }
 
 tk_verdict fx_verify(eng *e, const char *secret, tk_verify *out)

@@ -33,6 +33,8 @@ int fx_auth(eng *e, const char *key, tk_actor *actor);
 int fx_token(eng *e, const tk_actor *actor, const char *desc, const char *const *roles,
              int64_t expires, tk_id *id, char *secret_out);
 int fx_token_delete(eng *e, const tk_actor *actor, const tk_id *id);
+/* The number of roles stored for a user actor (read from LMDB). */
+int fx_user_roles(eng *e, const tk_actor *user, uint32_t *n);
 /* Verifies with the secret alone at the current time. */
 tk_verdict fx_verify(eng *e, const char *secret, tk_verify *out);
 
