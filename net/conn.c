@@ -105,6 +105,7 @@ struct conn {
     size_t rd_high;           /* at most this much input is held */
     cstate st;
     bool paused;              /* not reading: max_inflight requests unanswered */
+    bool waiting;             /* not reading: the next frame waits for the writer */
     cauth auth;
     size_t keylen;
     char key[AUTH_KEY_MAX];   /* a personal key, re-checked on each request */
@@ -369,9 +370,17 @@ static void flush(conn *c)
     if (c->st == CS_CLOSED)
         return;
     check_output(c);
+    bool resume = false;
     if (c->paused && c->inflight < c->h->o.max_inflight) {
         c->paused = false;
-        if (c->st == CS_OPEN)
+        resume = true;
+    }
+    if (c->waiting && !c->head) { /* the writes the next frame waited for are out */
+        c->waiting = false;
+        resume = true;
+    }
+    if (resume) {
+        if (c->st == CS_OPEN && !c->paused && !c->waiting)
             rd_enable(c);
         process(c);
     }
@@ -554,8 +563,8 @@ static size_t verify_run(conn *c)
     size_t n = 0, nreq = 0, off = c->ioff, max = VIEW_BATCH;
     bool refused = h->o.require_gateway && c->auth != AU_GATEWAY && c->auth != AU_OPERATOR;
 
-    if (c->head && h->o.max_inflight - c->inflight < max)
-        max = h->o.max_inflight - c->inflight; /* each reply waits behind the writer */
+    /* No request of this connection is in the writer (process waits for
+     * them first), so every reply goes straight to the output. */
     while (n < max && c->ilen - off >= PROTO_HEADER_LEN) {
         proto_header hd;
         proto_header_get(c->in + off, &hd);
@@ -780,6 +789,19 @@ static void process(conn *c)
                 want = total;
             break;
         }
+        if (c->head && dsp_classify(hd.code) == DSP_INLINE) {
+            /* Rule 10, one order per connection: answered now, this VERIFY,
+             * AUTH or PING would see the state before this connection's
+             * own writes still in the writer. It waits until they are
+             * published (flush resumes), and so does everything behind
+             * it. Requests for the writer need not wait: the writer keeps
+             * their order and runs each after the writes queued before. */
+            if (!c->waiting) {
+                c->waiting = true;
+                rd_disable(c); /* what is buffered stays; the socket holds the rest */
+            }
+            break;
+        }
         size_t used = total;
         if (hd.code == OP_VERIFY && hd.flags == 0)
             used = verify_run(c); /* this frame and the VERIFY frames after it */
@@ -803,7 +825,7 @@ static void process(conn *c)
     }
     c->rd_high = want;
     /* The frame deadline runs from the first byte of a frame we wait for. */
-    if (!partial || c->paused)
+    if (!partial || c->paused || c->waiting)
         disarm_timer(c);
     else if (consumed || !c->timer_armed)
         arm_timer(c, h->o.frame_timeout);

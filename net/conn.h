@@ -6,9 +6,13 @@
  * (docs/protocol.md), answers PING, AUTH and VERIFY inline (the verify
  * reply is encoded while the view's strings are valid, into the output
  * buffer, without touching LMDB), and queues management requests on the
- * writer (writer.h). Replies leave in request order: a per-connection FIFO
- * holds the requests waiting for the writer, and any reply completed behind
- * one of them is held until it goes.
+ * writer (writer.h). Requests take effect in the order they were sent
+ * (DESIGN rule 10): while the connection has requests in the writer, a
+ * frame it would answer inline waits, unread, until they are published, so
+ * a VERIFY behind the connection's own delete sees the delete. Replies
+ * leave in request order: a per-connection FIFO holds the requests waiting
+ * for the writer, and any reply completed behind one of them is held until
+ * it goes.
  *
  * A connection is an explicit state machine:
  *

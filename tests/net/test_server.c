@@ -449,11 +449,13 @@ static void full_flow(void **state)
     raw_reply_free(&r);
     close(bb);
 
-    /* TOKEN_LIST: metadata only, oldest first, paged. */
+    /* TOKEN_LIST: metadata only, oldest first, paged by the cursor "next". */
+    char next[80];
     assert_int_equal(callf(al, OP_TOKEN_LIST, &r, "limit:u", (uint64_t)1), 0);
     assert_int_equal(raw_get_count(&r, "tokens"), 1);
     assert_true(raw_get_bool(&r, "more", &more));
     assert_true(more);
+    assert_true(raw_get_str(&r, "next", next, sizeof next));
     assert_null(memmem(r.body, r.h.len, c->secret, strlen(c->secret)));
     raw_reply_free(&r);
     assert_int_equal(callf(al, OP_TOKEN_LIST, &r, ""), 0);
@@ -466,9 +468,10 @@ static void full_flow(void **state)
     assert_non_null(memmem(r.body, r.h.len, "created_by", 10));
     assert_non_null(memmem(r.body, r.h.len, "alice", 5));
     raw_reply_free(&r);
-    assert_int_equal(callf(al, OP_TOKEN_LIST, &r, "after:s", c->client_id), 0);
+    assert_int_equal(callf(al, OP_TOKEN_LIST, &r, "after:s", next), 0);
     assert_int_equal(raw_get_count(&r, "tokens"), 1);
     assert_non_null(memmem(r.body, r.h.len, id2, strlen(id2)));
+    assert_false(raw_get_str(&r, "next", next, sizeof next)); /* the last page */
     raw_reply_free(&r);
     /* The operator names the account. */
     assert_int_equal(callf(op, OP_TOKEN_LIST, &r, "tenant:s", "acme"), -TK_EINVAL);
@@ -535,6 +538,273 @@ static void key_delete_stops_connection(void **state)
     close(al);
     close(op);
     alive(c);
+    stop_clean(c);
+}
+
+/* ---- one order per connection (DESIGN rule 10) -------------------------- */
+
+/* Appends one request frame (body from a raw_map spec) to all; its id. */
+static uint32_t add_frame(mpw *all, uint16_t op, const char *spec, ...)
+{
+    va_list ap;
+    mpw w;
+    uint32_t id = next_id++;
+    mpw_init(&w);
+    va_start(ap, spec);
+    raw_vmap(&w, spec, ap);
+    va_end(ap);
+    raw_frame(all, op, 0, id, w.buf.data, w.buf.size);
+    mpw_free(&w);
+    return id;
+}
+
+/* Sends every frame of all in one write, then reads n replies in order
+ * into r[0..n) (ids checked against ids). */
+static void send_all_recv(int fd, mpw *all, const uint32_t *ids, raw_reply *r, size_t n)
+{
+    assert_int_equal(raw_write(fd, all->buf.data, all->buf.size), 0);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(raw_recv(fd, &r[i], 10000), 0);
+        assert_int_equal(r[i].h.id, ids[i]);
+    }
+    mpw_reset(all);
+}
+
+static void free_replies(raw_reply *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        raw_reply_free(&r[i]);
+}
+
+/* Regression (issue 7): a request pipelined behind a write on the same
+ * connection was answered from the state before that write: a VERIFY
+ * behind the connection's own delete said the token was valid, after the
+ * delete was acknowledged. Each request sent in one write with the write
+ * before it must see that write. */
+static void pipelined_write_then_read_sees_the_write(void **state)
+{
+    ctx *c = *state;
+    raw_reply r[4];
+    uint32_t id[4];
+    char s[256];
+    mpw all;
+    static const char *const more[] = {"orders:read", "orders:list", NULL};
+    mpw_init(&all);
+    boot(c, NULL);
+    int op = auth_conn(c, c->op_key, "operator");
+
+    /* A role change, then VERIFY: the token has the new permission. */
+    id[0] = add_frame(&all, OP_ROLE_PUT, "tenant:s key:s level:u permissions:a", "acme", "viewer",
+                      (uint64_t)2, more);
+    id[1] = add_frame(&all, OP_VERIFY, "secret:s", c->secret);
+    send_all_recv(op, &all, id, r, 2);
+    assert_int_equal(r[0].h.code, 0);
+    assert_int_equal(raw_get_strs(&r[1], "permissions", s, sizeof s), 2);
+    free_replies(r, 2);
+
+    /* The toggle off, VERIFY, on, VERIFY. */
+    id[0] = add_frame(&all, OP_TENANT_SET, "tenant:s api_tokens:b", "acme", 0);
+    id[1] = add_frame(&all, OP_VERIFY, "secret:s", c->secret);
+    id[2] = add_frame(&all, OP_TENANT_SET, "tenant:s api_tokens:b", "acme", 1);
+    id[3] = add_frame(&all, OP_VERIFY, "secret:s", c->secret);
+    send_all_recv(op, &all, id, r, 4);
+    assert_int_equal(r[0].h.code, 0);
+    assert_invalid_reply(&r[1], "disabled");
+    assert_int_equal(r[2].h.code, 0);
+    bool valid = false;
+    assert_true(raw_get_bool(&r[3], "valid", &valid));
+    assert_true(valid);
+    free_replies(r, 4);
+
+    /* The user's delete, then VERIFY, PING and TOKEN_LIST behind it. */
+    int al = auth_conn(c, c->alice_key, "user");
+    id[0] = add_frame(&all, OP_TOKEN_DELETE, "client_id:s", c->client_id);
+    id[1] = add_frame(&all, OP_VERIFY, "secret:s", c->secret);
+    id[2] = add_frame(&all, OP_PING, "");
+    id[3] = add_frame(&all, OP_TOKEN_LIST, "");
+    send_all_recv(al, &all, id, r, 4);
+    assert_int_equal(r[0].h.code, 0);
+    assert_invalid_reply(&r[1], "unknown");
+    assert_int_equal(r[2].h.code, 0);
+    assert_int_equal(r[3].h.code, 0);
+    assert_int_equal(raw_get_count(&r[3], "tokens"), 0);
+    free_replies(r, 4);
+
+    /* A personal key deleted, then AUTH with it, then a create: the AUTH
+     * fails (the connection is then unauthenticated) and nothing is made. */
+    char key2[128];
+    assert_int_equal(callf(op, OP_KEY_CREATE, &r[0], "tenant:s account:s user:s", "acme",
+                           "globex", "alice"), 0);
+    assert_true(raw_get_str(&r[0], "personal_key", key2, sizeof key2));
+    assert_true(raw_get_str(&r[0], "key_id", s, sizeof s));
+    raw_reply_free(&r[0]);
+    id[0] = add_frame(&all, OP_KEY_DELETE, "key_id:s", s);
+    id[1] = add_frame(&all, OP_AUTH, "key:s", key2);
+    id[2] = add_frame(&all, OP_TOKEN_CREATE, "roles:a", VIEWER);
+    send_all_recv(op, &all, id, r, 3);
+    assert_int_equal(r[0].h.code, 0);
+    assert_error(&r[1], TK_EUNAUTH, NULL);
+    assert_error(&r[2], TK_EUNAUTH, NULL);
+    free_replies(r, 3);
+    assert_int_equal(callf(al, OP_TOKEN_LIST, &r[0], ""), 0);
+    assert_int_equal(raw_get_count(&r[0], "tokens"), 0);
+    raw_reply_free(&r[0]);
+
+    /* Many writes and reads interleaved in one write: every read sees
+     * exactly the writes before it. */
+    char tok[128];
+    assert_int_equal(callf(al, OP_TOKEN_CREATE, &r[0], "roles:a", VIEWER), 0);
+    assert_true(raw_get_str(&r[0], "secret", tok, sizeof tok));
+    raw_reply_free(&r[0]);
+    close(op); /* unauthenticated by the failed AUTH */
+    op = auth_conn(c, c->op_key, "operator");
+    uint32_t ids[40];
+    raw_reply rs[40];
+    for (int i = 0; i < 20; i++) {
+        ids[2 * i] = add_frame(&all, OP_TENANT_SET, "tenant:s api_tokens:b", "acme", i % 2);
+        ids[2 * i + 1] = add_frame(&all, OP_VERIFY, "secret:s", tok);
+    }
+    send_all_recv(op, &all, ids, rs, 40);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(rs[2 * i].h.code, 0);
+        valid = i % 2 == 0;
+        assert_true(raw_get_bool(&rs[2 * i + 1], "valid", &valid));
+        assert_true(valid == (i % 2 == 1)); /* on after odd steps */
+    }
+    free_replies(rs, 40);
+    mpw_free(&all);
+    close(al);
+    close(op);
+    stop_clean(c);
+}
+
+/* Holds LMDB's writer lock from this process, so the server's writer
+ * blocks in its next commit until writer_release. */
+typedef struct writer_hold {
+    MDB_env *env;
+    MDB_txn *txn;
+} writer_hold;
+
+static void writer_block(ctx *c, writer_hold *h)
+{
+    char *st = malloc(strlen(c->srv.dir) + 8);
+    sprintf(st, "%s/state", c->srv.dir);
+    assert_int_equal(mdb_env_create(&h->env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(h->env, 32), 0);
+    assert_int_equal(mdb_env_open(h->env, st, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(h->env, NULL, 0, &h->txn), 0);
+    free(st);
+}
+
+static void writer_release(writer_hold *h)
+{
+    mdb_txn_abort(h->txn);
+    mdb_env_close(h->env);
+}
+
+/* Rule 11 across connections: a personal key deleted on one connection
+ * while a create with that key, parsed when the key still stood, waits
+ * for the writer on another: the create is refused at commit. */
+static void key_deleted_while_a_create_waits(void **state)
+{
+    ctx *c = *state;
+    raw_reply r;
+    writer_hold hold;
+    mpw all;
+    uint32_t del_id, create_id;
+    mpw_init(&all);
+    boot(c, NULL);
+    int op = auth_conn(c, c->op_key, "operator");
+    int al = auth_conn(c, c->alice_key, "user");
+    writer_block(c, &hold);
+    del_id = add_frame(&all, OP_KEY_DELETE, "key_id:s", c->alice_key_id);
+    assert_int_equal(raw_write(op, all.buf.data, all.buf.size), 0);
+    mpw_reset(&all);
+    sleep_ms(300); /* the deletion reaches the writer first */
+    create_id = add_frame(&all, OP_TOKEN_CREATE, "roles:a", VIEWER);
+    assert_int_equal(raw_write(al, all.buf.data, all.buf.size), 0);
+    sleep_ms(300);
+    writer_release(&hold);
+    assert_int_equal(raw_recv(op, &r, 10000), 0);
+    assert_int_equal(r.h.id, del_id);
+    assert_int_equal(r.h.code, 0);
+    raw_reply_free(&r);
+    assert_int_equal(raw_recv(al, &r, 10000), 0);
+    assert_int_equal(r.h.id, create_id);
+    assert_error(&r, TK_EUNAUTH, "no longer valid");
+    raw_reply_free(&r);
+    /* Nothing was made: the operator sees alice's one token only. */
+    assert_int_equal(callf(op, OP_TOKEN_LIST, &r, "tenant:s account:s", "acme", "globex"), 0);
+    assert_int_equal(raw_get_count(&r, "tokens"), 1);
+    raw_reply_free(&r);
+    mpw_free(&all);
+    close(al);
+    close(op);
+    stop_clean(c);
+}
+
+/* TOKEN_LIST's `after` is a cursor: a client ID of any kind (the caller's
+ * own, a deleted one, another tenant's, a personal key's, one that never
+ * existed) gets one and the same answer; and a listing goes on past a
+ * token deleted between its pages. */
+static void listing_after_is_a_cursor(void **state)
+{
+    ctx *c = *state;
+    raw_reply r;
+    char next[80], ids[5][64], msg[5][256];
+    boot(c, NULL);
+    int op = auth_conn(c, c->op_key, "operator");
+    int al = auth_conn(c, c->alice_key, "user");
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(callf(al, OP_TOKEN_CREATE, &r, "roles:a", VIEWER), 0);
+        assert_true(raw_get_str(&r, "client_id", ids[i], sizeof ids[i]));
+        raw_reply_free(&r);
+    }
+    /* Another tenant's token. */
+    static const char *const LABS[] = {"labs:read", NULL};
+    assert_int_equal(callf(op, OP_TENANT_CREATE, NULL, "tenant:s", "umbrella"), 0);
+    assert_int_equal(callf(op, OP_TENANT_SET, NULL, "tenant:s api_tokens:b", "umbrella", 1), 0);
+    assert_int_equal(callf(op, OP_ROLE_PUT, NULL, "tenant:s key:s level:u permissions:a",
+                           "umbrella", "admin", (uint64_t)0, LABS), 0);
+    assert_int_equal(callf(op, OP_ACCOUNT_CREATE, NULL, "tenant:s account:s", "umbrella", "raccoon"),
+                     0);
+    char ellen[128];
+    assert_int_equal(callf(op, OP_USER_CREATE, &r, "tenant:s account:s user:s roles:a portal:b",
+                           "umbrella", "raccoon", "ellen", ADMIN, 1), 0);
+    assert_true(raw_get_str(&r, "personal_key", ellen, sizeof ellen));
+    raw_reply_free(&r);
+    int el = auth_conn(c, ellen, "user");
+    assert_int_equal(callf(el, OP_TOKEN_CREATE, &r, "roles:a", ADMIN), 0);
+    assert_true(raw_get_str(&r, "client_id", ids[3], sizeof ids[3]));
+    raw_reply_free(&r);
+    close(el);
+    assert_int_equal(callf(al, OP_TOKEN_DELETE, NULL, "client_id:s", ids[2]), 0);
+    const char *probes[6] = {ids[0], ids[2], ids[3], c->alice_key_id,
+                             "0b3d6c2a-4f1e-4b8a-9c7d-2e5f8a1b3c4d", NULL};
+    for (int i = 0; probes[i]; i++) {
+        assert_int_equal(callf(al, OP_TOKEN_LIST, &r, "after:s", probes[i]), -TK_EINVAL);
+        assert_true(raw_get_str(&r, "error", msg[i % 5], sizeof msg[0]));
+        assert_string_equal(msg[i % 5], msg[0]); /* one answer for all */
+        raw_reply_free(&r);
+    }
+    assert_non_null(strstr(msg[0], "cursor"));
+
+    /* Pages of one across a deletion: c's token, ids[0], ids[1] remain. */
+    assert_int_equal(callf(al, OP_TOKEN_LIST, &r, "limit:u", (uint64_t)2), 0);
+    assert_int_equal(raw_get_count(&r, "tokens"), 2);
+    assert_true(raw_get_str(&r, "next", next, sizeof next));
+    assert_non_null(memmem(r.body, r.h.len, ids[0], strlen(ids[0])));
+    raw_reply_free(&r);
+    assert_int_equal(callf(al, OP_TOKEN_DELETE, NULL, "client_id:s", ids[0]), 0); /* the last */
+    assert_int_equal(callf(al, OP_TOKEN_LIST, &r, "after:s limit:u", next, (uint64_t)2), 0);
+    assert_int_equal(raw_get_count(&r, "tokens"), 1);
+    assert_non_null(memmem(r.body, r.h.len, ids[1], strlen(ids[1])));
+    bool more = true;
+    assert_true(raw_get_bool(&r, "more", &more));
+    assert_false(more);
+    raw_reply_free(&r);
+    close(al);
+    close(op);
     stop_clean(c);
 }
 
@@ -818,10 +1088,12 @@ static void inflight_limit_stops_reading(void **state)
     mpw_init(&body);
     raw_map(&body, "description:s roles:a", "held", VIEWER);
     raw_frame(&all, OP_TOKEN_CREATE, 0, 0, body.buf.data, body.buf.size);
+    /* Then writes (each one a request in the writer, so each counts in
+     * flight): deletes of a token that does not exist. */
     mpw_reset(&body);
-    raw_map(&body, "secret:s", c->secret);
+    raw_map(&body, "client_id:s", "0b3d6c2a-4f1e-4b8a-9c7d-2e5f8a1b3c4d");
     for (uint32_t i = 1; i <= N; i++)
-        raw_frame(&all, OP_VERIFY, 0, i, body.buf.data, body.buf.size);
+        raw_frame(&all, OP_TOKEN_DELETE, 0, i, body.buf.data, body.buf.size);
     fcntl(fd, F_SETFL, O_NONBLOCK);
 
     /* Phase 1: write until the socket stays full for 500 ms. */
@@ -872,7 +1144,7 @@ static void inflight_limit_stops_reading(void **state)
             if (have - pos < PROTO_HEADER_LEN + h.len)
                 break;
             assert_int_equal(h.id, next);
-            assert_int_equal(h.code, 0);
+            assert_int_equal(h.code, next == 0 ? 0 : proto_status(TK_ENOTFOUND));
             if (next == 0) {
                 raw_reply rr = {.h = h, .body = in + pos + PROTO_HEADER_LEN};
                 char secret[128];
@@ -1533,6 +1805,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(auth_kinds, setup, teardown),
         cmocka_unit_test_setup_teardown(full_flow, setup, teardown),
         cmocka_unit_test_setup_teardown(key_delete_stops_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(pipelined_write_then_read_sees_the_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(key_deleted_while_a_create_waits, setup, teardown),
+        cmocka_unit_test_setup_teardown(listing_after_is_a_cursor, setup, teardown),
         cmocka_unit_test_setup_teardown(gateway_key, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelining_100_mixed, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelined_verifies_answer_as_single_ones, setup, teardown),
