@@ -12,6 +12,11 @@
 # reported is the median of the per-round ratios (paired: a drift of the
 # machine's load between rounds cancels out), with their range; the
 # throughput and latency figures are medians over the rounds.
+#
+# A run with an earlier tokend build (BENCH_BASELINE, runs with "target":
+# "tokend-base", in the same rounds) gets, per case, "baseline" (its medians),
+# "baseline_ratio" (baseline / Redis, per round, as "ratio") and "vs_baseline"
+# (tokend / baseline, per round), and a second block in the table.
 set -euo pipefail
 RAW=$1
 OUT=$2
@@ -31,12 +36,24 @@ jq '
              | map(. as $c
                    | [$all[] | select(.case == $c and .target == "tokend")] as $t
                    | [$all[] | select(.case == $c and .target == "redis")] as $r
+                   | [$all[] | select(.case == $c and .target == "tokend-base")] as $b
                    | paired($t; $r; .ops_per_sec) as $ops
                    | {case: $c, tokend: ($t | summary), redis: ($r | summary),
                       ratio: {ops: ($ops | median), ops_low: ($ops | min), ops_high: ($ops | max),
                               ops_each: $ops,
                               p50: (paired($t; $r; .p50_us) | median),
-                              p99: (paired($t; $r; .p99_us) | median)}})),
+                              p99: (paired($t; $r; .p99_us) | median)}}
+                     + if ($b | length) == 0 then {} else
+                         paired($b; $r; .ops_per_sec) as $bops
+                         | paired($t; $b; .ops_per_sec) as $tb
+                         | {baseline: ($b | summary),
+                            baseline_ratio: {ops: ($bops | median), ops_low: ($bops | min),
+                                             ops_high: ($bops | max), ops_each: $bops,
+                                             p50: (paired($b; $r; .p50_us) | median),
+                                             p99: (paired($b; $r; .p99_us) | median)},
+                            vs_baseline: {ops: ($tb | median), ops_low: ($tb | min),
+                                          ops_high: ($tb | max), ops_each: $tb}}
+                       end)),
      index: [$all[] | select(.mode == "index")],
      load: [$all[] | select(.case == "load")],
      generator_check: ([$gen[].case] | ordered | map(. as $c | [$gen[] | select(.case == $c)]
@@ -71,6 +88,18 @@ mv "$OUT/latest.json.tmp" "$OUT/latest.json"
   jq -r '.index[] | [.case, (.ops_per_sec|floor), "-", "-",
            "verify \(.verify_ns*10|round/10) ns (batched \(.verify_batch_ns // 0 | .*10|round/10)), \(.index_bytes_per_token*10|round/10) B/token, open \(.build_s*100|round/100) s"] | @tsv' "$OUT/latest.json" |
     awk -F'\t' '{ printf "%-18s %11s %11s %17s | %s (in-process, one core)\n", $1, $2, $3, $4, $5 }'
+  # An earlier build run in the same rounds (BENCH_BASELINE): its figures beside tokend's.
+  if jq -e 'any(.cases[]; .baseline)' "$OUT/latest.json" >/dev/null; then
+    jq -r '"baseline: tokend \(.params.baseline.commit // "?") (\(.params.baseline.path // "?")), in the same rounds as tokend \(.machine.commit) and Redis (order rotated); ratios: medians of the per-round ratios [lowest-highest]"' "$OUT/latest.json"
+    printf '%-18s %11s %11s %11s %17s %17s %17s | %17s\n' case "tokend op/s" "base op/s" "Redis op/s" \
+      "tokend/Redis" "base/Redis" "tokend/base" "base p50/p99us"
+    jq -r 'def r2: . * 100 | round / 100;
+           def rr: "\(.ops|r2) [\(.ops_low|r2)-\(.ops_high|r2)]";
+           .cases[] | select(.baseline) | [.case, (.tokend.ops_per_sec|floor), (.baseline.ops_per_sec|floor),
+             (.redis.ops_per_sec|floor), (.ratio|rr), (.baseline_ratio|rr), (.vs_baseline|rr),
+             "\(.baseline.p50_us*10|round/10)/\(.baseline.p99_us*10|round/10)"] | @tsv' "$OUT/latest.json" |
+      awk -F'\t' '{ printf "%-18s %11s %11s %11s %17s %17s %17s | %17s\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
+  fi
 } | tee "$OUT/latest.txt"
 
 # The chart: throughput and latency per case, tokend beside Redis.

@@ -14,7 +14,21 @@
 #
 # Knobs (environment): BENCH_TOKENS (200000), BENCH_DURATION (10 s per run),
 # BENCH_WARMUP (2 s), BENCH_REPEAT (3), BENCH_INDEX ("1000000 10000000": index
-# sizes), BENCH_QUICK=1 (skip the 10M index), BENCH_OUT (bench/results), BIN (bin).
+# sizes; set but empty, BENCH_INDEX="", runs no index), BENCH_QUICK=1 (skip the
+# 10M index), BENCH_OUT (bench/results), BIN (bin).
+#   BENCH_CASES ("verify create gencheck"): which network parts run, any of
+#     verify (the three verify cases), create (the two durable create cases),
+#     gencheck (the generator against redis-benchmark); e.g. BENCH_CASES=verify.
+#   BENCH_BASELINE=/path/to/tokend (unset: none): an earlier tokend build to
+#     compare with. It is copied and started too (its own data directory, its own
+#     free port), loaded by the same `tokenbench load` with as many tokens (its own
+#     secrets: a server makes them), and runs every verify and create case in the
+#     same rounds as tokend and Redis (runs with "target": "tokend-base"); the
+#     order of the three in a round cycles through all six. The report adds a
+#     block: the baseline's op/s and its ratio to Redis beside tokend's.
+#     BENCH_BASELINE_COMMIT names its commit (default: `git rev-parse` in the
+#     binary's directory, "+modified" if that work tree differs).
+# With the knobs unset the run is the default `make bench`, unchanged.
 set -euo pipefail
 
 BIN=${BIN:-bin}
@@ -34,10 +48,21 @@ NICE=""
 if [ "$NICE_LEVEL" != 0 ] && [ "$(id -u)" = 0 ]; then NICE="nice -n $NICE_LEVEL"; fi
 CASES=("1 1" "50 1" "50 16")   # verify: connections pipeline
 CREATE_CASES=(1 50)            # create: connections (pipeline 1)
+PARTS=${BENCH_CASES:-verify create gencheck}
+for part in $PARTS; do
+  case $part in verify|create|gencheck) ;;
+    *) echo "bench: BENCH_CASES: unknown '$part' (verify, create, gencheck)" >&2; exit 2 ;;
+  esac
+done
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+BASELINE=${BENCH_BASELINE:-}
 
 for tool in "$TB" "$BIN/tokend" redis-server redis-benchmark jq gnuplot; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (make bench installs it)" >&2; exit 1; }
 done
+if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
+  echo "bench: BENCH_BASELINE=$BASELINE is not an executable tokend" >&2; exit 1
+fi
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/tokenbench-run.XXXXXX")
 # The programs are copied first: a rebuild of bin/ during the run (a shared
@@ -48,6 +73,19 @@ TB=$scratch/bin/tokenbench
 TOKEND=$scratch/bin/tokend
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit="$commit+modified"
+if [ -n "$BASELINE" ]; then
+  cp "$BASELINE" "$scratch/bin/tokend-base"
+  TOKEND_BASE=$scratch/bin/tokend-base
+  base_dir=$(dirname "$BASELINE")
+  base_commit=${BENCH_BASELINE_COMMIT:-$(git -C "$base_dir" rev-parse --short HEAD 2>/dev/null || echo unknown)}
+  if [ -z "${BENCH_BASELINE_COMMIT:-}" ] && [ "$base_commit" != unknown ] &&
+     [ -n "$(git -C "$base_dir" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    base_commit="$base_commit+modified"
+  fi
+  if cmp -s "$TOKEND" "$TOKEND_BASE"; then
+    echo "bench: warning: BENCH_BASELINE is the same binary as $BIN/tokend" >&2
+  fi
+fi
 pids=()
 cleanup() {
   local p
@@ -87,28 +125,33 @@ start_redis() {
   exit 1
 }
 
+# start_tokend [NAME BINARY]: a tokend (default: tokend, the build under test)
+# with its data in $scratch/NAME, on a free port; sets TOKEND_PORT.
 start_tokend() {
-  $NICE "$TOKEND" --listen 127.0.0.1:0 --data "$scratch/tokend" 2>"$scratch/tokend.log" &
+  local name=${1:-tokend} prog=${2:-$TOKEND}
+  $NICE "$prog" --listen 127.0.0.1:0 --data "$scratch/$name" 2>"$scratch/$name.log" &
   pids+=("$!")
   for _ in $(seq 300); do
-    TOKEND_PORT=$(sed -n 's/^tokend: listening on [0-9.]*:\([0-9]*\).*/\1/p' "$scratch/tokend.log")
+    TOKEND_PORT=$(sed -n 's/^tokend: listening on [0-9.]*:\([0-9]*\).*/\1/p' "$scratch/$name.log")
     [ -n "$TOKEND_PORT" ] && return 0
     sleep 0.05
   done
-  say "bench: tokend did not start:"; cat "$scratch/tokend.log" >&2
+  say "bench: $name did not start:"; cat "$scratch/$name.log" >&2
   exit 1
 }
 
 runs=$scratch/runs.jsonl
 : >"$runs"
 # tb LABEL MODE ARGS...: one tokenbench run; its JSON (with "case") into runs.jsonl.
+# TB_TARGET=NAME tb ... records the run with "target": NAME (the baseline).
 tb() {
   local label=$1; shift
   local out
   if ! out=$($NICE "$TB" "$@" --json); then
     say "bench: tokenbench $* failed (wrong answers or errors):"; say "$out"; exit 1
   fi
-  out=$(jq -c --arg case "$label" '. + {case: $case}' <<<"$out")
+  out=$(jq -c --arg case "$label" --arg target "${TB_TARGET:-}" \
+          '. + {case: $case} + (if $target == "" then {} else {target: $target} end)' <<<"$out")
   printf '%s\n' "$out" >>"$runs"
   jq -r '"  \(.case) \(.target): \(.ops_per_sec|floor) ops/s" +
          (if .p50_us then ", p50 \(.p50_us) us, p99 \(.p99_us) us" else "" end)' <<<"$out" >&2
@@ -116,73 +159,111 @@ tb() {
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start_tokend
+TADDR=127.0.0.1:$TOKEND_PORT
+if [ -n "$BASELINE" ]; then
+  start_tokend tokend-base "$TOKEND_BASE"
+  BADDR=127.0.0.1:$TOKEND_PORT
+fi
 start_redis redis --save '' --appendonly no
 RPORT=$REDIS_PORT
-start_redis redis-aof --save '' --appendonly yes --appendfsync always
-APORT=$REDIS_PORT
-TADDR=127.0.0.1:$TOKEND_PORT
-say "bench: tokend on $TADDR, redis on :$RPORT (no persistence), :$APORT (appendfsync always)"
+if has create; then
+  start_redis redis-aof --save '' --appendonly yes --appendfsync always
+  APORT=$REDIS_PORT
+fi
+say "bench: tokend on $TADDR, redis on :$RPORT (no persistence)${APORT:+, :$APORT (appendfsync always)}${BADDR:+; baseline tokend $base_commit on $BADDR}"
 
 say "bench: loading $TOKENS tokens into both"
 tb load load --addr "$TADDR" --key "@$scratch/tokend/operator.key" --tokens "$TOKENS" \
   --out "$scratch/tokens"
 tb load redis-load --addr "127.0.0.1:$RPORT" --tokens-file "$scratch/tokens"
+if [ -n "$BASELINE" ]; then
+  say "bench: loading $TOKENS tokens into the baseline tokend (same generator)"
+  TB_TARGET=tokend-base tb load load --addr "$BADDR" --key "@$scratch/tokend-base/operator.key" \
+    --tokens "$TOKENS" --out "$scratch/tokens-base"
+fi
+
+# run_round R LABEL: the runs t (tokend) and d (Redis) of one case in round R,
+# alternating which goes first; with a baseline, b too, the order of the three
+# cycling through all six (each server as often first, second and last, and
+# each before each other as often, over six rounds).
+ORDERS=("t b d" "d b t" "b d t" "t d b" "d t b" "b t d")
+run_round() {
+  local r=$1 label=$2 x
+  if [ -z "$BASELINE" ]; then
+    if [ $((r % 2)) -eq 1 ]; then tb "$label" "${t[@]}"; tb "$label" "${d[@]}"
+    else tb "$label" "${d[@]}"; tb "$label" "${t[@]}"; fi
+    return
+  fi
+  for x in ${ORDERS[$(((r - 1) % 6))]}; do
+    case $x in
+      t) tb "$label" "${t[@]}" ;;
+      b) TB_TARGET=tokend-base tb "$label" "${b[@]}" ;;
+      d) tb "$label" "${d[@]}" ;;
+    esac
+  done
+}
 
 common=(--duration "$DUR" --warmup "$WARM")
 for r in $(seq "$REPEAT"); do
-  for cp in "${CASES[@]}"; do
-    set -- $cp
-    label="verify C=$1 P=$2"
-    say "bench: $label (round $r of $REPEAT)"
-    t=(verify --addr "$TADDR" --tokens-file "$scratch/tokens" --connections "$1" --pipeline "$2" "${common[@]}")
-    d=(redis --addr "127.0.0.1:$RPORT" --tokens-file "$scratch/tokens" --connections "$1" --pipeline "$2" "${common[@]}")
-    if [ $((r % 2)) -eq 1 ]; then tb "$label" "${t[@]}"; tb "$label" "${d[@]}"
-    else tb "$label" "${d[@]}"; tb "$label" "${t[@]}"; fi
-  done
-  for c in "${CREATE_CASES[@]}"; do
-    label="create C=$c"
-    say "bench: $label, durable (round $r of $REPEAT)"
-    t=(create --addr "$TADDR" --key "@$scratch/tokend/operator.key" --connections "$c" "${common[@]}")
-    d=(redis-create --addr "127.0.0.1:$APORT" --connections "$c" "${common[@]}")
-    if [ $((r % 2)) -eq 1 ]; then tb "$label" "${t[@]}"; tb "$label" "${d[@]}"
-    else tb "$label" "${d[@]}"; tb "$label" "${t[@]}"; fi
-  done
+  if has verify; then
+    for cp in "${CASES[@]}"; do
+      set -- $cp
+      label="verify C=$1 P=$2"
+      say "bench: $label (round $r of $REPEAT)"
+      t=(verify --addr "$TADDR" --tokens-file "$scratch/tokens" --connections "$1" --pipeline "$2" "${common[@]}")
+      b=(verify --addr "${BADDR:-}" --tokens-file "$scratch/tokens-base" --connections "$1" --pipeline "$2" "${common[@]}")
+      d=(redis --addr "127.0.0.1:$RPORT" --tokens-file "$scratch/tokens" --connections "$1" --pipeline "$2" "${common[@]}")
+      run_round "$r" "$label"
+    done
+  fi
+  if has create; then
+    for c in "${CREATE_CASES[@]}"; do
+      label="create C=$c"
+      say "bench: $label, durable (round $r of $REPEAT)"
+      t=(create --addr "$TADDR" --key "@$scratch/tokend/operator.key" --connections "$c" "${common[@]}")
+      b=(create --addr "${BADDR:-}" --key "@$scratch/tokend-base/operator.key" --connections "$c" "${common[@]}")
+      d=(redis-create --addr "127.0.0.1:$APORT" --connections "$c" "${common[@]}")
+      run_round "$r" "$label"
+    done
+  fi
 done
 
 # The generator against redis-benchmark, same server, same C and P, back to
 # back. redis-benchmark reads its own keys (db 1, filled first, values the
 # size of ours) so it gets hits, as tokenbench does.
-say "bench: generator check against redis-benchmark"
-redis-benchmark -h 127.0.0.1 -p "$RPORT" --dbnum 1 -t set -r "$TOKENS" -n $((TOKENS * 2)) \
-  -d 60 -c 50 -P 16 -q >/dev/null 2>&1
 gencheck=$scratch/gencheck.jsonl
 : >"$gencheck"
-# Redis's own count of GETs served: tokenbench's replies checked must match it.
-get_calls() {
-  redis-cli -p "$RPORT" info commandstats | sed -n 's/^cmdstat_get:calls=\([0-9]*\).*/\1/p'
-}
-for cp in "${CASES[@]}"; do
-  set -- $cp
-  label="gencheck C=$1 P=$2"
-  for r in $(seq "$REPEAT"); do
-    g0=$(get_calls)
-    tb "$label" redis --addr "127.0.0.1:$RPORT" --tokens-file "$scratch/tokens" \
-      --connections "$1" --pipeline "$2" "${common[@]}"
-    counted=$(( $(get_calls) - g0 ))
-    checked=$(tail -n 1 "$runs" | jq '.checked')
-    rate=$(tail -n 1 "$runs" | jq '.ops_per_sec | floor')
-    n=$(( rate * ${DUR%.*} )); [ "$n" -ge 10000 ] || n=10000
-    rb=$($NICE redis-benchmark -h 127.0.0.1 -p "$RPORT" --dbnum 1 -t get -r "$TOKENS" -c "$1" \
-           -P "$2" -n "$n" --csv 2>/dev/null | awk -F'"' '$2 == "GET" { print $4 }')
-    say "  $label redis-benchmark: ${rb%.*} ops/s ($n requests); redis counted $counted GETs for tokenbench's $checked replies"
-    jq -nc --arg case "$label" --argjson tb "$rate" --argjson rb "${rb:-0}" --argjson n "$n" \
-      --argjson counted "$counted" --argjson checked "$checked" \
-      '{case: $case, tokenbench: $tb, redis_benchmark: $rb, requests: $n,
-        redis_counted_gets: $counted, tokenbench_checked: $checked}' >>"$gencheck"
+if has gencheck; then
+  say "bench: generator check against redis-benchmark"
+  redis-benchmark -h 127.0.0.1 -p "$RPORT" --dbnum 1 -t set -r "$TOKENS" -n $((TOKENS * 2)) \
+    -d 60 -c 50 -P 16 -q >/dev/null 2>&1
+  # Redis's own count of GETs served: tokenbench's replies checked must match it.
+  get_calls() {
+    redis-cli -p "$RPORT" info commandstats | sed -n 's/^cmdstat_get:calls=\([0-9]*\).*/\1/p'
+  }
+  for cp in "${CASES[@]}"; do
+    set -- $cp
+    label="gencheck C=$1 P=$2"
+    for r in $(seq "$REPEAT"); do
+      g0=$(get_calls)
+      tb "$label" redis --addr "127.0.0.1:$RPORT" --tokens-file "$scratch/tokens" \
+        --connections "$1" --pipeline "$2" "${common[@]}"
+      counted=$(( $(get_calls) - g0 ))
+      checked=$(tail -n 1 "$runs" | jq '.checked')
+      rate=$(tail -n 1 "$runs" | jq '.ops_per_sec | floor')
+      n=$(( rate * ${DUR%.*} )); [ "$n" -ge 10000 ] || n=10000
+      rb=$($NICE redis-benchmark -h 127.0.0.1 -p "$RPORT" --dbnum 1 -t get -r "$TOKENS" -c "$1" \
+             -P "$2" -n "$n" --csv 2>/dev/null | awk -F'"' '$2 == "GET" { print $4 }')
+      say "  $label redis-benchmark: ${rb%.*} ops/s ($n requests); redis counted $counted GETs for tokenbench's $checked replies"
+      jq -nc --arg case "$label" --argjson tb "$rate" --argjson rb "${rb:-0}" --argjson n "$n" \
+        --argjson counted "$counted" --argjson checked "$checked" \
+        '{case: $case, tokenbench: $tb, redis_benchmark: $rb, requests: $n,
+          redis_counted_gets: $counted, tokenbench_checked: $checked}' >>"$gencheck"
+    done
   done
-done
+fi
 
-sizes=${BENCH_INDEX:-1000000 10000000}
+sizes=${BENCH_INDEX-1000000 10000000}   # BENCH_INDEX="": none
 [ "$QUICK" = 1 ] && sizes=${sizes// 10000000/}
 for n in $sizes; do
   say "bench: in-process index, $n tokens"
@@ -201,9 +282,14 @@ machine=$(jq -n --arg cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuin
   --arg lb "$load_before" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" \
   '{cpu: $cpu, cores: ($cores | tonumber), memory: $mem, kernel: $kernel, redis: $redis,
     commit: $commit, date: $date, loadavg_before: $lb, loadavg_after: $la}')
+# Only a run with a knob set records it: a default run's JSON is as it was.
+extra=$(jq -n --arg parts "$PARTS" --arg bpath "$BASELINE" --arg bcommit "${base_commit:-}" \
+  '(if $parts == "verify create gencheck" then {} else {cases: $parts} end)
+   + (if $bpath == "" then {} else {baseline: {path: $bpath, commit: $bcommit}} end)')
 jq -n --argjson machine "$machine" --arg nice "${NICE:-none}" \
   --argjson params "$(jq -n --argjson t "$TOKENS" --argjson d "$DUR" --argjson w "$WARM" \
-                       --argjson r "$REPEAT" '{tokens: $t, duration_s: $d, warmup_s: $w, repeat: $r}')" \
+                       --argjson r "$REPEAT" --argjson extra "$extra" \
+                       '{tokens: $t, duration_s: $d, warmup_s: $w, repeat: $r} + $extra')" \
   --slurpfile runs "$runs" --slurpfile gen "$gencheck" \
   '{machine: $machine, params: ($params + {nice: $nice}), runs: $runs, gencheck: $gen}' \
   >"$scratch/raw.json"
