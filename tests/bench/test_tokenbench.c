@@ -8,11 +8,12 @@
  * one JSON object with ops_per_sec (and latency quantiles where they apply)
  * and report 0 wrong answers.
  *
- * Redis modes: only when redis-server is installed (make bench-deps
- * installs it; make deps does not). Then a redis-server of the test's own
+ * Redis modes: against a real redis-server (make deps installs it, so
+ * make test runs them on a fresh machine). A redis-server of the test's own
  * (AOF with appendfsync always, on a free loopback port, in a temp dir)
  * takes `redis-load`, `redis --load` and `redis-create`. Without it the
- * test is reported as SKIP with the reason, so the output says what ran.
+ * test is reported as SKIP with the reason (a skip fails the run under
+ * CI=true: tests/run.sh), so the output says what ran.
  *
  * Everything started here is a child that dies with the test
  * (PR_SET_PDEATHSIG) and is killed and reaped by pid at the end.
@@ -288,7 +289,7 @@ static void redis_modes(void **state)
     const char *bin = redis_server();
     if (!bin) {
         printf("# redis-server is not installed: the Redis modes (redis-load, redis, "
-               "redis-create) were NOT run; 'make bench-deps' installs it\n");
+               "redis-create) were NOT run; 'make deps' installs it\n");
         fflush(stdout);
         skip();
     }
