@@ -19,6 +19,8 @@ const char *tk_strerror(int code)
     case TK_EPROTO: return "protocol error";
     case TK_EOPCODE: return "unknown operation";
     case TK_EBUSY: return "server busy";
+    case TK_ENOSPC: return "storage full; only revocations are accepted";
+    case TK_ERATE: return "rate limited; try again later";
     default: return "unknown error";
     }
 }

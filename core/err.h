@@ -24,6 +24,9 @@ enum {
     TK_EPROTO = -12,   /* peer broke the protocol */
     TK_EOPCODE = -13,  /* unknown operation */
     TK_EBUSY = -14,    /* server at a limit (connections, queue); try again later */
+    TK_ENOSPC = -15,   /* storage full: growth refused, revocations still accepted */
+    TK_ERATE = -16,    /* a rate limit: try again after the hinted delay */
+    TK_ELAST = TK_ERATE /* the last code (tests walk them all) */
 };
 
 /* Returns a static, human-readable string for a TK_E* code (never NULL). */

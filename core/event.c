@@ -1,8 +1,10 @@
 /*
  * event.c - event encoding; see event.h.
  *
- * One table says which fields each type carries; the encoder writes exactly
- * those and the decoder demands exactly those, so the two cannot drift.
+ * One table says which fields each type carries (and which of them may be
+ * absent); the encoder writes exactly those and the decoder demands exactly
+ * those, so the two cannot drift. An optional field is how an event type
+ * grows without making older logs unreadable: tenant_set gained "limits".
  */
 #include "core/event.h"
 
@@ -23,15 +25,17 @@ enum {
     F_ID = 1 << 9,
     F_HASH = 1 << 10,
     F_EXPIRES = 1 << 11,
-    F_COUNT = 12
+    F_LIMITS = 1 << 12,
+    F_COUNT = 13
 };
 
 static const struct {
     const char *name;
     unsigned fields;
+    unsigned optional; /* of fields, those that may be absent */
 } types[EV_TYPE_MAX + 1] = {
     [EV_TENANT_CREATE] = {"tenant_create", F_TENANT},
-    [EV_TENANT_SET] = {"tenant_set", F_TENANT | F_FLAG},
+    [EV_TENANT_SET] = {"tenant_set", F_TENANT | F_FLAG | F_LIMITS, F_LIMITS},
     [EV_PERM_PUT] = {"perm_put", F_TENANT | F_KEY | F_DESC},
     [EV_ROLE_PUT] = {"role_put", F_TENANT | F_KEY | F_NAME | F_LEVEL | F_ITEMS},
     [EV_ROLE_DELETE] = {"role_delete", F_TENANT | F_KEY},
@@ -49,8 +53,26 @@ static const struct {
 /* Wire names of the fields, in bit order. */
 static const char *const field_names[F_COUNT] = {
     "tenant", "account", "user", "key", "name", "desc",
-    "flag", "level", "items", "id", "hash", "expires",
+    "flag", "level", "items", "id", "hash", "expires", "limits",
 };
+
+/* The keys of a "limits" map, in tk_limits order. */
+static const char *const limit_names[5] = {"tokens", "roles", "keys", "rate", "burst"};
+
+static uint32_t *limit_slot(tk_limits *l, int i)
+{
+    uint32_t *slots[5] = {&l->tokens, &l->roles, &l->keys, &l->rate, &l->burst};
+    return slots[i];
+}
+
+/* The fields e carries: its type's, less the optional ones it lacks. */
+static unsigned fields_of(const ev *e)
+{
+    unsigned f = types[e->type].fields;
+    if (!e->has_limits)
+        f &= ~(unsigned)F_LIMITS;
+    return f;
+}
 
 void ev_init(ev *e, ev_type type, int64_t ts)
 {
@@ -86,12 +108,21 @@ static void put_field(const ev *e, int bit, mpw *w)
     case F_ID: mpw_bin(w, e->id.b, TK_ID_LEN); break;
     case F_HASH: mpw_bin(w, e->hash, TK_HASH_LEN); break;
     case F_EXPIRES: mpw_int(w, e->expires); break;
+    case F_LIMITS: {
+        tk_limits l = e->limits;
+        mpw_map(w, 5);
+        for (int i = 0; i < 5; i++) {
+            mpw_cstr(w, limit_names[i]);
+            mpw_uint(w, *limit_slot(&l, i));
+        }
+        break;
+    }
     }
 }
 
 void ev_encode(const ev *e, mpw *w)
 {
-    unsigned f = types[e->type].fields;
+    unsigned f = fields_of(e);
     mpw_map(w, 2 + (uint32_t)__builtin_popcount(f));
     mpw_cstr(w, "t");
     mpw_uint(w, (uint64_t)e->type);
@@ -164,6 +195,28 @@ static int read_field(mpr *r, int bit, ev *e)
     case F_EXPIRES:
         return mpr_int(r, &e->expires) || e->expires < 0 || e->expires > TK_MAX_EXPIRES
                    ? TK_ECORRUPT : 0;
+    case F_LIMITS: {
+        uint32_t n;
+        unsigned got = 0;
+        if (mpr_map(r, &n) || n != 5)
+            return TK_ECORRUPT;
+        for (uint32_t i = 0; i < n; i++) {
+            const char *k;
+            size_t kn;
+            int which = -1;
+            if (mpr_str(r, &k, &kn) || mpr_uint(r, &u) || u > UINT32_MAX)
+                return TK_ECORRUPT;
+            for (int j = 0; j < 5; j++)
+                if (strlen(limit_names[j]) == kn && memcmp(limit_names[j], k, kn) == 0)
+                    which = j;
+            if (which < 0 || (got & (1u << which)))
+                return TK_ECORRUPT;
+            got |= 1u << which;
+            *limit_slot(&e->limits, which) = (uint32_t)u;
+        }
+        e->has_limits = true;
+        return 0;
+    }
     }
     return TK_ECORRUPT;
 }
@@ -216,7 +269,8 @@ int ev_decode(const void *data, size_t len, ev *e)
             return TK_ECORRUPT;
         seen |= 1u << bit;
     }
-    if (!have_type || !have_ts || seen != types[e->type].fields || !mpr_done(&r))
+    if (!have_type || !have_ts || (seen | types[e->type].optional) != types[e->type].fields
+        || !mpr_done(&r))
         return TK_ECORRUPT;
     return 0;
 }

@@ -24,7 +24,7 @@
 
 typedef enum ev_type {
     EV_TENANT_CREATE = 1, /* tenant */
-    EV_TENANT_SET = 2,    /* tenant, flag (api_tokens) */
+    EV_TENANT_SET = 2,    /* tenant, flag (api_tokens), limits? (the whole set, when changed) */
     EV_PERM_PUT = 3,      /* tenant, key, desc */
     EV_ROLE_PUT = 4,      /* tenant, key, name, level, items (perm keys) */
     EV_ROLE_DELETE = 5,   /* tenant, key */
@@ -50,6 +50,8 @@ typedef struct ev {
     tk_id id;
     uint8_t hash[TK_HASH_LEN];
     int64_t expires;   /* unix seconds; 0 = never */
+    bool has_limits;   /* EV_TENANT_SET: limits is present (absent: unchanged) */
+    tk_limits limits;
 } ev;
 
 /* Zeroes e and sets its type. */

@@ -26,6 +26,21 @@
 #define TK_MAX_LEVEL 65535      /* role levels are 0 (strongest) .. this */
 #define TK_MAX_EXPIRES 4294967295LL /* expiries are unix seconds up to 2106 (32 bits) */
 
+/* A tenant's quotas, set by the operator (TENANT_SET); 0 means no limit.
+ * They bound what one tenant's users can make the store hold or do, so
+ * that one tenant cannot take space or the writer from the others. */
+typedef struct tk_limits {
+    uint32_t tokens; /* live API tokens per account */
+    uint32_t roles;  /* roles in the tenant */
+    uint32_t keys;   /* live personal keys per user */
+    uint32_t rate;   /* token creations per user per second (the bucket's refill) */
+    uint32_t burst;  /* token creations a user may make at once (the bucket's size) */
+} tk_limits;
+
+/* A new tenant's quotas (docs/protocol.md, "Quotas and rate limits"). */
+#define TK_LIMITS_DEFAULT ((tk_limits){.tokens = 10000, .roles = 1000, .keys = 100, \
+                                       .rate = 10, .burst = 100})
+
 /* Who performs a management operation. */
 typedef enum tk_actor_kind {
     TK_ACTOR_OPERATOR = 1, /* the vendor's backend: the operator key */

@@ -1399,6 +1399,41 @@ int tkc_tenant_set(tkc *c, const char *tenant, bool api_tokens)
     return write_op(c, OP_TENANT_SET, "TENANT_SET");
 }
 
+int tkc_tenant_limits(tkc *c, const char *tenant, int api_tokens, const tkc_limits *lim)
+{
+    const char *names[5] = {"max_tokens", "max_roles", "max_keys", "create_rate",
+                            "create_burst"};
+    const int64_t v[5] = {lim->max_tokens, lim->max_roles, lim->max_keys, lim->create_rate,
+                          lim->create_burst};
+    uint32_t n = 1 + (api_tokens != TKC_UNCHANGED);
+    begin(c);
+    if (need(c, "tenant", tenant) || need(c, "limits", lim))
+        return TK_EINVAL;
+    if (api_tokens != TKC_UNCHANGED && api_tokens != 0 && api_tokens != 1)
+        return fail(c, TK_EINVAL, "api_tokens must be 0, 1 or TKC_UNCHANGED");
+    for (int i = 0; i < 5; i++) {
+        if (v[i] > (int64_t)UINT32_MAX)
+            return fail(c, TK_EINVAL, "%s above 4294967295", names[i]);
+        n += v[i] >= 0;
+    }
+    if (n == 1)
+        return fail(c, TK_EINVAL, "nothing to set");
+    mpw_reset(&c->w);
+    mpw_map(&c->w, n);
+    put_str(&c->w, "tenant", tenant);
+    if (api_tokens != TKC_UNCHANGED) {
+        mpw_cstr(&c->w, "api_tokens");
+        mpw_bool(&c->w, api_tokens == 1);
+    }
+    for (int i = 0; i < 5; i++) {
+        if (v[i] < 0)
+            continue;
+        mpw_cstr(&c->w, names[i]);
+        mpw_uint(&c->w, (uint64_t)v[i]);
+    }
+    return write_op(c, OP_TENANT_SET, "TENANT_SET");
+}
+
 int tkc_perm_put(tkc *c, const char *tenant, const char *key, const char *description)
 {
     begin(c);

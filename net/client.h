@@ -241,6 +241,22 @@ int tkc_verify_recv(tkc *c, tkc_verify_res *res);
 /* Operator operations. */
 int tkc_tenant_create(tkc *c, const char *tenant);
 int tkc_tenant_set(tkc *c, const char *tenant, bool api_tokens);
+
+/* A tenant's limits for tkc_tenant_limits: a field below 0 is left as it
+ * is, 0 means no limit (docs/protocol.md, "Quotas and rate limits"). */
+typedef struct tkc_limits {
+    int64_t max_tokens;   /* live API tokens per account */
+    int64_t max_roles;    /* roles in the tenant */
+    int64_t max_keys;     /* live personal keys per user */
+    int64_t create_rate;  /* token creations per user per second */
+    int64_t create_burst; /* token creations a user may make at once */
+} tkc_limits;
+#define TKC_LIMITS_UNCHANGED {-1, -1, -1, -1, -1}
+
+/* TENANT_SET with limits (and api_tokens: 0, 1 or TKC_UNCHANGED). At least
+ * one thing must be set (TK_EINVAL, nothing sent); a value above
+ * 4294967295 is TK_EINVAL. */
+int tkc_tenant_limits(tkc *c, const char *tenant, int api_tokens, const tkc_limits *lim);
 int tkc_perm_put(tkc *c, const char *tenant, const char *key, const char *description);
 int tkc_role_put(tkc *c, const char *tenant, const char *key, const char *name, uint32_t level,
                  const char *const *perms, size_t nperms);

@@ -621,8 +621,10 @@ static void job_done(wrt_job *j)
     int status = p->list ? p->status : j->res.status;
     if (status != 0 || !p->list)
         frame_begin(&p->reply);
-    if (status != 0) /* the engine's reason when it gave one */
-        dsp_put_error(&p->reply, !p->list && j->res.msg[0] ? j->res.msg : tk_strerror(status));
+    if (status != 0 && p->list)
+        dsp_put_error(&p->reply, tk_strerror(status));
+    else if (status != 0) /* the engine's reason when it gave one, and a retry hint */
+        dsp_put_write_error(&p->reply, &j->res);
     else if (!p->list)
         dsp_put_write(&p->reply, &p->u.req, &j->res);
     sodium_memzero(j->res.secret, sizeof j->res.secret);

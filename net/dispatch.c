@@ -38,6 +38,11 @@ typedef enum fid {
     F_AFTER,
     F_LIMIT,
     F_SECRET,
+    F_MAX_TOKENS,
+    F_MAX_ROLES,
+    F_MAX_KEYS,
+    F_CREATE_RATE,
+    F_CREATE_BURST,
     NFIELDS
 } fid;
 
@@ -68,6 +73,11 @@ static const struct field {
     [F_AFTER] = {"after", T_STR, DSP_CURSOR_MAX, 0},
     [F_LIMIT] = {"limit", T_UINT, 0, 0},
     [F_SECRET] = {"secret", T_STR, NO_LIMIT, 0},
+    [F_MAX_TOKENS] = {"max_tokens", T_UINT, 0, 0},
+    [F_MAX_ROLES] = {"max_roles", T_UINT, 0, 0},
+    [F_MAX_KEYS] = {"max_keys", T_UINT, 0, 0},
+    [F_CREATE_RATE] = {"create_rate", T_UINT, 0, 0},
+    [F_CREATE_BURST] = {"create_burst", T_UINT, 0, 0},
 };
 
 #define B(f) (1u << (f))
@@ -85,7 +95,11 @@ static bool op_spec(uint16_t op, opspec *s)
     case OP_AUTH: *s = (opspec){B(F_KEY), B(F_KEY)}; break;
     case OP_VERIFY: *s = (opspec){B(F_SECRET) | B(F_CLIENT_ID), B(F_SECRET)}; break;
     case OP_TENANT_CREATE: *s = (opspec){tn, tn}; break;
-    case OP_TENANT_SET: *s = (opspec){tn | B(F_API_TOKENS), tn | B(F_API_TOKENS)}; break;
+    case OP_TENANT_SET:
+        *s = (opspec){tn | B(F_API_TOKENS) | B(F_MAX_TOKENS) | B(F_MAX_ROLES) | B(F_MAX_KEYS)
+                          | B(F_CREATE_RATE) | B(F_CREATE_BURST),
+                      tn};
+        break;
     case OP_PERM_PUT: *s = (opspec){tn | B(F_KEY) | B(F_DESCRIPTION), tn | B(F_KEY)}; break;
     case OP_ROLE_PUT:
         *s = (opspec){tn | B(F_KEY) | B(F_NAME) | B(F_LEVEL) | B(F_PERMISSIONS),
@@ -349,6 +363,26 @@ int dsp_write_req(uint16_t op, const uint8_t *body, size_t len, eng_req *r, dsp_
         r->flag = fs.b[F_PORTAL];
     else if (op == OP_USER_CREATE)
         r->flag = 0;
+    /* TENANT_SET's limits: 0 is "no limit"; at most 2^32-1. */
+    const struct {
+        int f;
+        unsigned bit;
+        uint32_t *to;
+    } lims[] = {
+        {F_MAX_TOKENS, ENG_LIM_TOKENS, &r->limits.tokens},
+        {F_MAX_ROLES, ENG_LIM_ROLES, &r->limits.roles},
+        {F_MAX_KEYS, ENG_LIM_KEYS, &r->limits.keys},
+        {F_CREATE_RATE, ENG_LIM_RATE, &r->limits.rate},
+        {F_CREATE_BURST, ENG_LIM_BURST, &r->limits.burst},
+    };
+    for (size_t i = 0; i < sizeof lims / sizeof lims[0]; i++) {
+        if (!(fs.seen & B(lims[i].f)))
+            continue;
+        if (fs.u[lims[i].f] > UINT32_MAX)
+            return fail(err, TK_EINVAL, "field \"%s\": above 4294967295", FIELDS[lims[i].f].name);
+        *lims[i].to = (uint32_t)fs.u[lims[i].f];
+        r->limits_set |= lims[i].bit;
+    }
     if (fs.seen & B(F_LEVEL)) {
         if (fs.u[F_LEVEL] > TK_MAX_LEVEL)
             return fail(err, TK_EINVAL, "field \"%s\": above 65535", "level");
@@ -406,6 +440,18 @@ void dsp_put_error(mpw *w, const char *msg)
     mpw_map(w, 1);
     mpw_cstr(w, "error");
     mpw_cstr(w, msg);
+}
+
+void dsp_put_write_error(mpw *w, const eng_res *res)
+{
+    bool retry = res->status == TK_ERATE;
+    mpw_map(w, retry ? 2 : 1);
+    mpw_cstr(w, "error");
+    mpw_cstr(w, res->msg[0] ? res->msg : tk_strerror(res->status));
+    if (retry) {
+        mpw_cstr(w, "retry_after_ms");
+        mpw_uint(w, res->retry_after_ms);
+    }
 }
 
 void dsp_put_ping(mpw *w)

@@ -78,6 +78,9 @@ int dsp_list_req(const uint8_t *body, size_t len, dsp_list *out, dsp_err *err);
 /* ---- encoding: each appends one reply body to w ----------------------- */
 
 void dsp_put_error(mpw *w, const char *msg);
+/* The refusal of a write (res->status != 0): the engine's reason, or the
+ * status's text, and retry_after_ms for TK_ERATE. */
+void dsp_put_write_error(mpw *w, const eng_res *res);
 void dsp_put_ping(mpw *w);
 /* actor: "operator", "user" or "gateway". */
 void dsp_put_auth(mpw *w, const char *actor);

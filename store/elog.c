@@ -994,7 +994,8 @@ int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq)
 }
 
 /* Starts segment last_seq + 1: create, header, fdatasync, directory fsync.
- * On failure the new file is removed (best effort). 0 or TK_EIO. */
+ * On failure the new file is removed (best effort). 0, TK_ENOSPC (no room
+ * for the new segment; errno says which) or TK_EIO. */
 static int roll(elog *lg)
 {
     uint64_t first = lg->last_seq + 1;
@@ -1003,8 +1004,9 @@ static int roll(elog *lg)
 
     /* The segment being left keeps no zeros: only the last one may. */
     rc = trim(lg);
-    if (rc == 0)
-        rc = create_segment(path, first, O_EXCL, &fd);
+    if (rc == 0 && (rc = create_segment(path, first, O_EXCL, &fd)) != 0
+        && (errno == ENOSPC || errno == EDQUOT))
+        rc = TK_ENOSPC; /* no room for the new file, which is removed: nothing changed */
     if (rc == 0 && fio_fsync_dir(lg->dir) != 0)
         rc = TK_EIO;
     if (rc != 0)
@@ -1015,13 +1017,32 @@ static int roll(elog *lg)
     lg->need_roll = false;
     free(path);
     return 0;
-fail:
+fail:;
+    int err = errno; /* the failure's, for the caller */
     if (fd >= 0) {
         close(fd);
         unlink(path); /* we created it (O_EXCL); a leftover is a torn header */
     }
     free(path);
+    errno = err;
     return rc;
+}
+
+size_t elog_pending(const elog *lg)
+{
+    return lg->blen;
+}
+
+void elog_discard(elog *lg)
+{
+    lg->blen = 0;
+    lg->next_seq = lg->last_seq + 1;
+    memcpy(lg->bhash, lg->hash, ELOG_HASH_LEN);
+}
+
+static bool no_room(int err)
+{
+    return err == ENOSPC || err == EDQUOT;
 }
 
 int elog_sync(elog *lg)
@@ -1032,20 +1053,37 @@ int elog_sync(elog *lg)
         return TK_EFENCED;
     if (lg->blen == 0)
         return 0;
-    if (lg->need_roll && roll(lg) != 0)
+    if (lg->need_roll && (rc = roll(lg)) != 0) {
+        if (rc == TK_ENOSPC) { /* roll removed what it began: nothing written */
+            elog_discard(lg);
+            return TK_ENOSPC;
+        }
         goto fail; /* roll said why */
-    rc = 0;
-    const char *step = "extend";
+    }
+    /* The look-ahead is best effort: the write below extends the file
+     * itself when the zeros could not be laid down. */
     if (lg->seg_size + lg->blen > lg->alloc_end)
-        rc = prealloc(lg, lg->seg_size + lg->blen);
-    if (rc == 0 && (step = "write", rc = fio_pwrite_all(lg->fd, lg->buf, lg->blen,
-                                                        (off_t)lg->seg_size)) == 0)
+        (void)prealloc(lg, lg->seg_size + lg->blen);
+    const char *step = "write";
+    rc = fio_pwrite_all(lg->fd, lg->buf, lg->blen, (off_t)lg->seg_size);
+    if (rc == 0)
         step = "fsync", rc = fio_fsync(lg->fd);
     if (rc != 0) {
+        int err = errno;
         set_error("event log: cannot %s the last segment in %s: %s", step, lg->dir,
-                  strerror(errno));
-        /* Best effort: leave only durable records in the file. */
-        if (ftruncate(lg->fd, (off_t)lg->seg_size) == 0)
+                  strerror(err));
+        /* Leave only durable records in the file. */
+        bool cut = ftruncate(lg->fd, (off_t)lg->seg_size) == 0;
+        if (cut && step[0] == 'w' && no_room(err)) {
+            /* A write refused for room, never fsynced: the durable records
+             * before it are untouched and the cut is exact, so the log
+             * goes on (the store refuses growth until there is room). */
+            lg->alloc_end = lg->seg_size;
+            elog_discard(lg);
+            errno = err;
+            return TK_ENOSPC;
+        }
+        if (cut)
             (void)fio_fsync(lg->fd);
         lg->alloc_end = lg->seg_size;
         goto fail;

@@ -81,9 +81,20 @@ uint64_t elog_next_seq(const elog *lg);
 int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq);
 
 /* Makes every buffered record durable: one write, one fdatasync, a new
- * segment when the current one is full. 0, TK_EIO (now fenced;
- * elog_last_error() names the step and the system's reason), TK_EFENCED. */
+ * segment when the current one is full. The look-ahead preallocation is
+ * best effort: it never fails a sync whose own bytes fit. 0; TK_ENOSPC when
+ * the filesystem has no room for the records (they are dropped, the file is
+ * as before, and the log is NOT fenced: nothing uncertain was written);
+ * TK_EIO for any other failure (now fenced; elog_last_error() names the
+ * step and the system's reason); TK_EFENCED. */
 int elog_sync(elog *lg);
+
+/* Bytes the next elog_sync will write (the buffered records, framed). */
+size_t elog_pending(const elog *lg);
+
+/* Drops the buffered records (never synced, never acknowledged): the next
+ * append gets the seq the first of them had. */
+void elog_discard(elog *lg);
 
 /* True once a write or fsync has failed. */
 bool elog_fenced(const elog *lg);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include "core/err.h"
 #include "core/event.h"
 #include "core/mp.h"
+#include "core/ratelimit.h"
 #include "core/rules.h"
 #include "core/view.h"
 #include "core/xmalloc.h"
@@ -50,7 +52,12 @@ struct eng {
      * listings, which read LMDB, are refused until then. */
     bool stale;
     char fence_msg[sizeof(((eng_res *)0)->msg)]; /* why writes are refused */
-    secret_pool *pool;              /* randomness for new credentials (NULL: none) */
+    secret_pool *pool;
+    rl *rate;                       /* token creations per user (the tenant's rate, burst) */
+    /* The storage reserve (DIR/reserve; "space" below). */
+    int reserve_fd;                 /* -1: none could be made */
+    uint64_t reserve_want;          /* its size when whole */
+    uint64_t reserve_have;          /* its size now */              /* randomness for new credentials (NULL: none) */
     /* LMDB commits without fsync (the log is the durable copy); a marker
      * file says "commits may be unflushed, made on boot <id>". */
     bool nosync;
@@ -336,6 +343,82 @@ static int check_marker(eng *e, const char *state_dir)
     return rc;
 }
 
+/* ---- space (rule 12: revocation always goes through) ------------------- *
+ *
+ * DIR/reserve holds reserve_want bytes of the filesystem back: allocated
+ * with posix_fallocate, so they are really taken, and statvfs counts them
+ * as used. Before a batch is written the free space is compared with what
+ * it needs: its log bytes and SPACE_SLACK (LMDB's copy-on-write pages, the
+ * marker, the log's look-ahead). Short of that the store is full: requests
+ * that would make it hold more get TK_ENOSPC, not applied and fencing
+ * nothing, and those that only take access away (deletes, API tokens off,
+ * role and user changes that remove) go through, the reserve shrunk by what
+ * they need so that they find the room. When the space is there again the
+ * reserve is grown back first, before any growth is taken. With 16 MiB a
+ * reserve covers tens of thousands of deletes. */
+
+#define SPACE_SLACK (2ll << 20)
+
+/* Free bytes in the data directory's filesystem (as an unprivileged
+ * writer sees them), or INT64_MAX when statvfs cannot tell. */
+static int64_t space_free(const eng *e)
+{
+    struct statvfs sv;
+    if (statvfs(e->dir, &sv) != 0)
+        return INT64_MAX; /* unknown: the write itself will tell */
+    return (int64_t)sv.f_bavail * (int64_t)sv.f_frsize;
+}
+
+/* The reserve's allocated size now. */
+static uint64_t reserve_size(const eng *e)
+{
+    struct stat st;
+    if (e->reserve_fd < 0 || fstat(e->reserve_fd, &st) != 0)
+        return 0;
+    uint64_t allocated = (uint64_t)st.st_blocks * 512;
+    return allocated < (uint64_t)st.st_size ? allocated : (uint64_t)st.st_size;
+}
+
+/* Grows the reserve back to its size when spare bytes (free beyond what
+ * the batch needs) leave room for it and the slack. Best effort. */
+static void reserve_grow(eng *e, int64_t spare)
+{
+    if (e->reserve_fd < 0 || e->reserve_have >= e->reserve_want)
+        return;
+    int64_t missing = (int64_t)(e->reserve_want - e->reserve_have);
+    if (spare < missing + SPACE_SLACK)
+        return;
+    if (posix_fallocate(e->reserve_fd, 0, (off_t)e->reserve_want) != 0
+        && ftruncate(e->reserve_fd, (off_t)e->reserve_have) != 0)
+        return; /* a partial allocation stays counted below */
+    e->reserve_have = reserve_size(e);
+}
+
+/* Gives bytes of the reserve back to the filesystem. */
+static void reserve_shrink(eng *e, uint64_t bytes)
+{
+    if (e->reserve_fd < 0 || e->reserve_have == 0)
+        return;
+    bytes += 1u << 20; /* a little more: the estimate of LMDB's pages is rough */
+    uint64_t to = e->reserve_have > bytes ? e->reserve_have - bytes : 0;
+    if (ftruncate(e->reserve_fd, (off_t)to) == 0)
+        e->reserve_have = reserve_size(e);
+}
+
+/* Opens DIR/reserve (0600), creating it; grows it to reserve_want when the
+ * filesystem has the room. Never fails the open: a store without a reserve
+ * still refuses growth when full, its revocations have no room kept. */
+static void reserve_open(eng *e, uint64_t want)
+{
+    char *path = xpath(e->dir, "reserve");
+    e->reserve_want = want;
+    e->reserve_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    free(path);
+    e->reserve_have = reserve_size(e);
+    int64_t avail = space_free(e);
+    reserve_grow(e, avail);
+}
+
 /* ---- open ------------------------------------------------------------ */
 
 /* Reads DIR/operator.key, creating it (0600, fsynced) at first start. */
@@ -462,6 +545,8 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
     last_error[0] = '\0';
     e->dir = xstrdup(dir);
     e->pool = secret_pool_new();
+    e->reserve_fd = -1;
+    rl_new(&e->rate);
     mpw_init(&e->evbuf);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         set_error("cannot create data directory %s: %s", dir, strerror(errno));
@@ -469,6 +554,7 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
     }
     if ((rc = operator_key(e)))
         goto fail;
+    reserve_open(e, opts && opts->reserve_bytes ? opts->reserve_bytes : ENG_RESERVE_DEFAULT);
     e->logdir = xpath(dir, "log");
     /* The log's full check runs on its own thread while LMDB opens and
      * the view loads (the two take about as long); it must pass before
@@ -501,9 +587,25 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
             goto fail;
         }
     }
-    if (e->nosync && (rc = mark_unsynced(e))) {
-        set_error("cannot write %s: %s", e->marker, strerror(errno));
-        goto fail;
+    if (e->nosync && mark_unsynced(e) != 0) {
+        /* A full disk must not keep verification down: use the reserve,
+         * and if there is still no room for the marker, let LMDB sync each
+         * commit instead (no marker needed; writes are refused anyway). */
+        int err = errno;
+        if (err == ENOSPC || err == EDQUOT) {
+            reserve_shrink(e, e->reserve_have);
+            if (mark_unsynced(e) != 0 && state_set_nosync(e->st, false) == 0) {
+                e->nosync = false;
+                err = 0;
+            } else if (e->dirty) {
+                err = 0;
+            }
+        }
+        if (err) {
+            set_error("cannot write %s: %s", e->marker, strerror(err));
+            rc = TK_EIO;
+            goto fail;
+        }
     }
     if ((rc = replay(e)))
         goto fail;
@@ -554,6 +656,9 @@ void eng_close(eng *e)
     free(e->changes);
     sodium_memzero(e->op_key, sizeof e->op_key);
     secret_pool_free(e->pool);
+    rl_free(e->rate);
+    if (e->reserve_fd >= 0)
+        close(e->reserve_fd);
     free(e->logdir);
     free(e->dir);
     free(e);
@@ -570,7 +675,10 @@ const char *eng_operator_key(const eng *e)
  * torn log tail never keeps half a request). */
 typedef struct plan {
     secret_pool *pool;  /* the engine's, for new credentials */
+    rl *rate;           /* the engine's, for creations per user */
+    int64_t now_ms;
     size_t n;
+    bool revokes;       /* the event only takes access away (rule 12: it may use the reserve) */
     ev evs[1];
     /* Storage the events' strings may point into. */
     char slugs[3][TK_SLUG_MAX + 1];
@@ -659,6 +767,45 @@ static void new_credential(plan *p, ev *x, tk_kind kind, eng_res *res)
     res->id = x->id;
 }
 
+/* Does a USER_SET only take access away: the portal flag not given, and
+ * every role kept one the user has already? */
+static bool user_set_revokes(state_txn *t, uint32_t tenant, const st_user *u, const ev *x)
+{
+    if (x->flag && !u->portal)
+        return false;
+    for (uint32_t i = 0; i < x->nitems; i++) {
+        st_role role;
+        bool had = false;
+        if (state_role_by_key(t, tenant, x->items[i].p, x->items[i].n, &role) != 0)
+            return false;
+        for (uint32_t j = 0; j < u->nroles && !had; j++)
+            had = u->roles[j] == role.id;
+        if (!had)
+            return false;
+    }
+    return true;
+}
+
+/* Does a ROLE_PUT only take access away: an existing role, no stronger,
+ * with no permission it did not have? */
+static bool role_put_revokes(state_txn *t, uint32_t tenant, const ev *x)
+{
+    st_role old;
+    if (state_role_by_key(t, tenant, x->key.p, x->key.n, &old) != 0 || x->level < old.level)
+        return false;
+    for (uint32_t i = 0; i < x->nitems; i++) {
+        st_perm perm;
+        bool had = false;
+        if (state_perm_by_key(t, tenant, x->items[i].p, x->items[i].n, &perm) != 0)
+            return false;
+        for (uint32_t j = 0; j < old.nperms && !had; j++)
+            had = old.perms[j] == perm.num;
+        if (!had)
+            return false;
+    }
+    return true;
+}
+
 static int plan_user(state_txn *t, const eng_req *r, int64_t now_s, plan *p, eng_res *res)
 {
     st_tenant tn;
@@ -680,6 +827,9 @@ static int plan_user(state_txn *t, const eng_req *r, int64_t now_s, plan *p, eng
 
     ev *x = &p->evs[p->n++];
     if (r->op == ENG_KEY_CREATE) {
+        if (tn.lim.keys && u.nkeys >= tn.lim.keys)
+            return why(TK_ELIMIT, "user '%s' has %u personal keys, the limit of tenant '%s' "
+                                  "(max_keys); delete one first", u.slug, u.nkeys, tn.slug);
         ev_init(x, EV_KEY_CREATE, 0);
     } else {
         ev_init(x, r->op == ENG_USER_CREATE ? EV_USER_CREATE : EV_USER_PUT, 0);
@@ -703,6 +853,8 @@ static int plan_user(state_txn *t, const eng_req *r, int64_t now_s, plan *p, eng
             x->flag = r->flag == 1;
         else
             x->flag = r->flag < 0 ? u.portal : r->flag == 1;
+        if (r->op == ENG_USER_SET)
+            p->revokes = user_set_revokes(t, tn.id, &u, x);
     }
     set_str(&x->tenant, strcpy(p->slugs[0], tn.slug));
     set_str(&x->account, strcpy(p->slugs[1], ac.slug));
@@ -770,6 +922,15 @@ static int plan_token_create(state_txn *t, const eng_req *r, int64_t now_s, plan
                            SL(roles[i]), role_levels[i], u.slug, strongest);
         return rc;
     }
+    if (tn.lim.tokens && ac.live >= tn.lim.tokens)
+        return why(TK_ELIMIT, "account '%s' has %u API tokens, the limit of tenant '%s' "
+                              "(max_tokens); delete some first", ac.slug, ac.live, tn.slug);
+    int64_t wait_ms = 0;
+    if (!rl_take(p->rate, u.id, tn.lim.rate, tn.lim.burst, p->now_ms, &wait_ms)) {
+        res->retry_after_ms = (uint32_t)(wait_ms > 0 ? wait_ms : 1);
+        return why(TK_ERATE, "user '%s' may create %u API tokens a second (burst %u): retry "
+                             "after %u ms", u.slug, tn.lim.rate, tn.lim.burst, res->retry_after_ms);
+    }
 
     ev *x = &p->evs[p->n++];
     ev_init(x, EV_TOKEN_CREATE, 0);
@@ -812,6 +973,7 @@ static int plan_cred_delete(state_txn *t, const eng_req *r, plan *p)
     ev *x = &p->evs[p->n++];
     ev_init(x, token ? EV_TOKEN_DELETE : EV_KEY_DELETE, 0);
     x->id = r->id;
+    p->revokes = true;
     return 0;
 }
 
@@ -840,8 +1002,24 @@ static int plan_admin(state_txn *t, const eng_req *r, plan *p)
         return rc == TK_ENOTFOUND ? why(rc, "no tenant '%.*s'", SL(r->tenant)) : rc;
     switch (r->op) {
     case ENG_TENANT_SET:
+        if (r->flag < 0 && !r->limits_set)
+            return why(TK_EINVAL, "nothing to set: give api_tokens or a limit");
         ev_init(x, EV_TENANT_SET, 0);
-        x->flag = r->flag == 1;
+        x->flag = r->flag < 0 ? tn.api_tokens : r->flag == 1;
+        if (r->limits_set) {
+            const unsigned bit[5] = {ENG_LIM_TOKENS, ENG_LIM_ROLES, ENG_LIM_KEYS, ENG_LIM_RATE,
+                                     ENG_LIM_BURST};
+            uint32_t *to[5] = {&x->limits.tokens, &x->limits.roles, &x->limits.keys,
+                               &x->limits.rate, &x->limits.burst};
+            const uint32_t from[5] = {r->limits.tokens, r->limits.roles, r->limits.keys,
+                                      r->limits.rate, r->limits.burst};
+            x->has_limits = true;
+            x->limits = tn.lim; /* the event carries the whole set */
+            for (int i = 0; i < 5; i++)
+                if (r->limits_set & bit[i])
+                    *to[i] = from[i];
+        }
+        p->revokes = !x->flag; /* API tokens off (or left off) */
         break;
     case ENG_PERM_PUT:
         if (!model_key_ok(r->key.p, r->key.n))
@@ -887,6 +1065,11 @@ static int plan_admin(state_txn *t, const eng_req *r, plan *p)
         x->key = r->key;
         x->name = r->name;
         x->level = r->level;
+        if (state_role_by_key(t, tn.id, r->key.p, r->key.n, &role) == TK_ENOTFOUND
+            && tn.lim.roles && tn.nroles >= tn.lim.roles)
+            return why(TK_ELIMIT, "tenant '%s' has %u roles, its limit (max_roles)", tn.slug,
+                       tn.nroles);
+        p->revokes = role_put_revokes(t, tn.id, x);
         break;
     }
     case ENG_ROLE_DELETE:
@@ -897,6 +1080,7 @@ static int plan_admin(state_txn *t, const eng_req *r, plan *p)
                                       : rc;
         ev_init(x, EV_ROLE_DELETE, 0);
         x->key = r->key;
+        p->revokes = true;
         break;
     case ENG_ACCOUNT_CREATE:
         if (!str_ok_slug(r->account))
@@ -934,6 +1118,7 @@ static int plan_request(state_txn *t, const eng_req *r, int64_t now_s, plan *p, 
 {
     int rc;
     p->n = 0;
+    p->revokes = false;
     if (r->actor.kind != TK_ACTOR_OPERATOR && r->actor.kind != TK_ACTOR_USER)
         return TK_EUNAUTH;
     if (r->actor.kind == TK_ACTOR_USER && (rc = actor_stands(t, &r->actor, now_s)))
@@ -993,12 +1178,34 @@ static void fail_all(eng_res *res, size_t n, int rc)
         res[i].status = rc;
 }
 
-/* Validates and applies every request into t; fills res. Returns 0, or the
- * store error that fails the whole batch (TK_ELIMIT: map full, retry). */
-static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t n, int64_t ts)
+/* Operations that always make the store hold more (rule 12 refuses them
+ * when it is full, without planning them). The others are planned first:
+ * deletes always take access away, and a toggle, a role or a user change
+ * may (plan.revokes). */
+static bool op_grows(eng_op op)
+{
+    switch (op) {
+    case ENG_TENANT_CREATE:
+    case ENG_PERM_PUT:
+    case ENG_ACCOUNT_CREATE:
+    case ENG_USER_CREATE:
+    case ENG_KEY_CREATE:
+    case ENG_TOKEN_CREATE: return true;
+    default: return false;
+    }
+}
+
+/* Validates and applies every request into t; fills res. full: the store
+ * is full (see "space"): only requests that take access away go through,
+ * the rest get TK_ENOSPC with full_msg. Returns 0, or the store error that
+ * fails the whole batch (TK_ELIMIT: map full, retry). */
+static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t n, int64_t ts,
+                 const char *full_msg)
 {
     plan p;
     p.pool = e->pool;
+    p.rate = e->rate;
+    p.now_ms = ts;
     uint64_t seq = elog_next_seq(e->log);
     mpw_reset(&e->evbuf);
     e->nev = 0;
@@ -1006,7 +1213,16 @@ static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t
     for (size_t i = 0; i < n; i++) {
         memset(&res[i], 0, sizeof res[i]);
         why_buf[0] = '\0';
+        if (full_msg && op_grows(reqs[i].op)) {
+            res[i].status = TK_ENOSPC;
+            snprintf(res[i].msg, sizeof res[i].msg, "%s", full_msg);
+            continue;
+        }
         res[i].status = plan_request(t, &reqs[i], ts / 1000, &p, &res[i]);
+        if (res[i].status == 0 && full_msg && !p.revokes) {
+            res[i].status = TK_ENOSPC;
+            snprintf(why_buf, sizeof why_buf, "%s", full_msg);
+        }
         if (res[i].status) {
             res[i].secret[0] = '\0';
             memcpy(res[i].msg, why_buf, sizeof res[i].msg);
@@ -1058,11 +1274,43 @@ static void late_failure(eng *e, const char *step, int err)
              "(the state is then rebuilt from the log)", step, strerror(err));
 }
 
+/* Stages the batch into a new write transaction (*out), growing LMDB's
+ * map when it is full, then buffers its events in the log. */
+static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_t ts,
+                     const char *full_msg, state_txn **out)
+{
+    state_txn *t;
+    int rc;
+    for (;;) {
+        if ((rc = state_begin(e->st, true, &t)))
+            return rc;
+        rc = stage(e, t, reqs, res, n, ts, full_msg);
+        if (rc != TK_ELIMIT)
+            break;
+        state_abort(t); /* the map is full: grow it and stage again */
+        if ((rc = state_grow(e->st)))
+            return rc;
+    }
+    size_t off = 0;
+    for (size_t i = 0; rc == 0 && i < e->nev; i++) {
+        rc = elog_append(e->log, e->evbuf.buf.data + off, e->evoff[i] - off, NULL);
+        off = e->evoff[i];
+    }
+    if (rc) {
+        elog_discard(e->log);
+        state_abort(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
 int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
 {
     state_txn *t = NULL;
     int rc;
     int64_t ts = now_ms();
+    char full_msg[sizeof res->msg];
 
     e->nchg = 0;
     if (e->fenced) {
@@ -1071,30 +1319,48 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
             memcpy(res[i].msg, e->fence_msg, sizeof res[i].msg);
         return TK_EFENCED;
     }
-    for (;;) {
-        if ((rc = state_begin(e->st, true, &t)))
-            goto fail;
-        rc = stage(e, t, reqs, res, n, ts);
-        if (rc != TK_ELIMIT)
-            break;
-        state_abort(t); /* the map is full: grow it and stage again */
-        t = NULL;
-        if ((rc = state_grow(e->st)))
-            goto fail;
-    }
-    if (rc)
+    if ((rc = stage_all(e, reqs, res, n, ts, NULL, &t)))
         goto fail;
+    if (e->nev > 0) {
+        /* Rule 12: is there room? Short of it, stage again with growth
+         * refused, and let what remains (revocations) use the reserve. */
+        int64_t need = (int64_t)elog_pending(e->log) + SPACE_SLACK;
+        int64_t avail = space_free(e);
+        if (avail < need) {
+            elog_discard(e->log);
+            state_abort(t);
+            t = NULL;
+            snprintf(full_msg, sizeof full_msg, "storage full: %lld bytes free in %s, %lld "
+                     "needed; only revocations (deletes, API tokens off, ...) are accepted",
+                     (long long)avail, e->dir, (long long)need);
+            if ((rc = stage_all(e, reqs, res, n, ts, full_msg, &t)))
+                goto fail;
+            need = (int64_t)elog_pending(e->log) + SPACE_SLACK;
+            if (e->nev > 0 && avail < need)
+                reserve_shrink(e, (uint64_t)(need - avail));
+        } else {
+            reserve_grow(e, avail - need);
+        }
+    }
     if (e->nev == 0) { /* every request refused: nothing to log */
         state_abort(t);
         return 0;
     }
-    size_t off = 0;
-    for (size_t i = 0; i < e->nev; i++) {
-        if ((rc = elog_append(e->log, e->evbuf.buf.data + off, e->evoff[i] - off, NULL)))
-            goto fail;
-        off = e->evoff[i];
+    if ((rc = elog_sync(e->log)) == TK_ENOSPC) {
+        /* No room after all (the disk filled since the check): nothing
+         * was written, the log goes on; refused like growth, not applied. */
+        state_abort(t);
+        e->nchg = 0;
+        for (size_t i = 0; i < n; i++) {
+            sodium_memzero(res[i].secret, sizeof res[i].secret);
+            if (res[i].status == 0) {
+                res[i].status = TK_ENOSPC;
+                snprintf(res[i].msg, sizeof res[i].msg, "storage full: %s", elog_last_error());
+            }
+        }
+        return 0;
     }
-    if ((rc = elog_sync(e->log))) {
+    if (rc) {
         fence(e, "not applied: %s; writes refused until tokend restarts", elog_last_error());
         goto fail;
     }

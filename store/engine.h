@@ -44,7 +44,12 @@ typedef struct eng eng;
 
 typedef struct eng_opts {
     uint64_t segment_bytes; /* log segment size; 0 = default */
+    uint64_t reserve_bytes; /* space kept back for revocations; 0 = ENG_RESERVE_DEFAULT */
 } eng_opts;
+
+/* The storage reserve: DIR/reserve holds this much disk space back, so that
+ * revocations commit when the disk is full (DESIGN rule 12; eng_exec). */
+#define ENG_RESERVE_DEFAULT (16ull << 20)
 
 /* Opens (creating) the data directory. opts may be NULL. 0, or TK_EIO /
  * TK_ECORRUPT with a one-line reason in eng_last_error(). */
@@ -62,7 +67,8 @@ const char *eng_operator_key(const eng *e);
 
 typedef enum eng_op {
     ENG_TENANT_CREATE = 1, /* operator: tenant */
-    ENG_TENANT_SET,        /* operator: tenant, flag (api_tokens) */
+    ENG_TENANT_SET,        /* operator: tenant; flag (api_tokens, -1 = unchanged) and/or
+                              limits (those in limits_set) */
     ENG_PERM_PUT,          /* operator: tenant, key, desc */
     ENG_ROLE_PUT,          /* operator: tenant, key, name, level, items = permission keys */
     ENG_ROLE_DELETE,       /* operator: tenant, key */
@@ -84,7 +90,9 @@ typedef struct eng_req {
     eng_op op;
     tk_actor actor;
     tk_str tenant, account, user, key, name, desc;
-    int flag;          /* 0 or 1; for ENG_USER_SET, -1 = unchanged */
+    int flag;          /* 0 or 1; for ENG_USER_SET and ENG_TENANT_SET, -1 = unchanged */
+    unsigned limits_set; /* ENG_TENANT_SET: which of limits to set (ENG_LIM_* bits) */
+    tk_limits limits;
     bool has_items;    /* ENG_USER_SET: replace the roles */
     uint32_t level;
     uint32_t nitems;
@@ -93,8 +101,18 @@ typedef struct eng_req {
     tk_id id;          /* deletes */
 } eng_req;
 
+/* ENG_TENANT_SET's limits_set bits, one per tk_limits field. */
+enum {
+    ENG_LIM_TOKENS = 1u << 0,
+    ENG_LIM_ROLES = 1u << 1,
+    ENG_LIM_KEYS = 1u << 2,
+    ENG_LIM_RATE = 1u << 3,
+    ENG_LIM_BURST = 1u << 4,
+};
+
 typedef struct eng_res {
     int status;                        /* 0 or a TK_E* code */
+    uint32_t retry_after_ms;           /* TK_ERATE: when to try again */
     tk_id id;                          /* created credential's ID */
     char secret[TK_SECRET_LEN + 1];    /* created secret: the only copy there will ever be */
     char msg[160];                     /* a refusal's reason, one line ("" when the code says

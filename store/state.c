@@ -31,8 +31,10 @@ static const char *const db_names[DB_COUNT] = {
 /* The layout of the records; a state written with another one is rebuilt
  * from the log by the engine. 2: credentials carry their event's seq.
  * 3: tokens carry their number in their account (the listing's order, and
- * its cursors), accounts the count of tokens made in them. */
-#define STATE_FORMAT 3u
+ * its cursors), accounts the count of tokens made in them. 4: the counts
+ * the quotas need (live tokens per account, keys per user, roles per
+ * tenant) and each tenant's limits. */
+#define STATE_FORMAT 4u
 
 struct state {
     MDB_env *env;
@@ -214,18 +216,26 @@ static int dec_tenant(const MDB_val *v, uint32_t id, st_tenant *o)
 {
     mpr r;
     o->id = id;
-    if (rd_header(&r, v, 3) || rd_cstr(&r, o->slug, sizeof o->slug)
-        || mpr_bool(&r, &o->api_tokens) || rd_u32(&r, &o->nperms))
+    if (rd_header(&r, v, 9) || rd_cstr(&r, o->slug, sizeof o->slug)
+        || mpr_bool(&r, &o->api_tokens) || rd_u32(&r, &o->nperms) || rd_u32(&r, &o->nroles)
+        || rd_u32(&r, &o->lim.tokens) || rd_u32(&r, &o->lim.roles) || rd_u32(&r, &o->lim.keys)
+        || rd_u32(&r, &o->lim.rate) || rd_u32(&r, &o->lim.burst))
         return TK_ECORRUPT;
     return 0;
 }
 
 static void enc_tenant(mpw *w, const st_tenant *o)
 {
-    mpw_array(w, 3);
+    mpw_array(w, 9);
     mpw_cstr(w, o->slug);
     mpw_bool(w, o->api_tokens);
     mpw_uint(w, o->nperms);
+    mpw_uint(w, o->nroles);
+    mpw_uint(w, o->lim.tokens);
+    mpw_uint(w, o->lim.roles);
+    mpw_uint(w, o->lim.keys);
+    mpw_uint(w, o->lim.rate);
+    mpw_uint(w, o->lim.burst);
 }
 
 static int dec_perm(const MDB_val *v, uint32_t tenant, uint32_t num, st_perm *o)
@@ -272,34 +282,35 @@ static int dec_account(const MDB_val *v, uint32_t id, st_account *o)
 {
     mpr r;
     o->id = id;
-    if (rd_header(&r, v, 3) || rd_u32(&r, &o->tenant) || rd_cstr(&r, o->slug, sizeof o->slug)
-        || mpr_uint(&r, &o->tokens))
+    if (rd_header(&r, v, 4) || rd_u32(&r, &o->tenant) || rd_cstr(&r, o->slug, sizeof o->slug)
+        || mpr_uint(&r, &o->tokens) || rd_u32(&r, &o->live))
         return TK_ECORRUPT;
     return 0;
 }
 
 static void enc_account(mpw *w, const st_account *o)
 {
-    mpw_array(w, 3);
+    mpw_array(w, 4);
     mpw_uint(w, o->tenant);
     mpw_cstr(w, o->slug);
     mpw_uint(w, o->tokens);
+    mpw_uint(w, o->live);
 }
 
 static int dec_user(const MDB_val *v, uint32_t id, st_user *o)
 {
     mpr r;
     o->id = id;
-    if (rd_header(&r, v, 5) || rd_u32(&r, &o->tenant) || rd_u32(&r, &o->account)
+    if (rd_header(&r, v, 6) || rd_u32(&r, &o->tenant) || rd_u32(&r, &o->account)
         || rd_cstr(&r, o->slug, sizeof o->slug) || mpr_bool(&r, &o->portal)
-        || rd_ids(&r, o->roles, &o->nroles, TK_MAX_ROLES))
+        || rd_ids(&r, o->roles, &o->nroles, TK_MAX_ROLES) || rd_u32(&r, &o->nkeys))
         return TK_ECORRUPT;
     return 0;
 }
 
 static void enc_user(mpw *w, const st_user *o)
 {
-    mpw_array(w, 5);
+    mpw_array(w, 6);
     mpw_uint(w, o->tenant);
     mpw_uint(w, o->account);
     mpw_cstr(w, o->slug);
@@ -307,6 +318,7 @@ static void enc_user(mpw *w, const st_user *o)
     mpw_array(w, o->nroles);
     for (uint32_t i = 0; i < o->nroles; i++)
         mpw_uint(w, o->roles[i]);
+    mpw_uint(w, o->nkeys);
 }
 
 static int dec_cred(const MDB_val *k, const MDB_val *v, st_cred *o)
@@ -605,11 +617,17 @@ static int apply_cred_create(state_txn *t, const ev *e, st_emit_fn emit, void *a
         cr.nroles = e->nitems;
         copy_str(cr.desc, e->desc);
         cr.ord = ++ac.tokens; /* event order: a replay numbers alike */
+        ac.live++;
         enc_account(&w, &ac);
-        if ((rc = id_put(t, DB_ACCOUNT, ac.id, &w)))
-            goto done;
-        mpw_reset(&w);
+        rc = id_put(t, DB_ACCOUNT, ac.id, &w);
+    } else {
+        us.nkeys++;
+        enc_user(&w, &us);
+        rc = id_put(t, DB_USER, us.id, &w);
     }
+    mpw_reset(&w);
+    if (rc)
+        goto done;
     enc_cred(&w, &cr);
     rc = db_put(t, DB_CRED, cr.id.b, TK_ID_LEN, w.buf.data, w.buf.size);
     if (!rc && cr.kind == TK_KIND_TOKEN) {
@@ -629,6 +647,32 @@ done:
     return 0;
 }
 
+/* A credential gone: one less in its account's (a token) or its user's
+ * (a personal key) count. */
+static int uncount_cred(state_txn *t, const st_cred *cr)
+{
+    mpw w;
+    int rc;
+    mpw_init(&w);
+    if (cr->kind == TK_KIND_TOKEN) {
+        st_account ac;
+        if (!(rc = must(state_account_by_id(t, cr->account, &ac)))) {
+            ac.live -= ac.live > 0;
+            enc_account(&w, &ac);
+            rc = id_put(t, DB_ACCOUNT, ac.id, &w);
+        }
+    } else {
+        st_user us;
+        if (!(rc = must(state_user_by_id(t, cr->user, &us)))) {
+            us.nkeys -= us.nkeys > 0;
+            enc_user(&w, &us);
+            rc = id_put(t, DB_USER, us.id, &w);
+        }
+    }
+    mpw_free(&w);
+    return rc;
+}
+
 static int apply_cred_delete(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
 {
     st_cred cr;
@@ -643,6 +687,8 @@ static int apply_cred_delete(state_txn *t, const ev *e, st_emit_fn emit, void *a
         account_token_key(k, cr.account, cr.ord);
         rc = db_del(t, DB_ACCOUNT_TOKENS, k, sizeof k);
     }
+    if (!rc)
+        rc = uncount_cred(t, &cr);
     if (!rc && emit) {
         st_change c;
         c.type = EV_TOKEN_DELETE;
@@ -651,6 +697,8 @@ static int apply_cred_delete(state_txn *t, const ev *e, st_emit_fn emit, void *a
     }
     return rc;
 }
+
+static int put_tenant(state_txn *t, const st_tenant *tn, st_emit_fn emit, void *arg);
 
 static int apply_role_put(state_txn *t, st_tenant *tn, const ev *e, st_emit_fn emit, void *arg)
 {
@@ -662,6 +710,9 @@ static int apply_role_put(state_txn *t, st_tenant *tn, const ev *e, st_emit_fn e
         r.tenant = tn->id;
         copy_str(r.key, e->key);
         rc = name_put(t, DB_ROLE_NAME, tn->id, e->key.p, e->key.n, r.id);
+        tn->nroles++;
+        if (!rc)
+            rc = put_tenant(t, tn, NULL, NULL); /* the view needs no word of a count */
     }
     if (rc)
         return rc;
@@ -764,6 +815,7 @@ static int apply(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
             return rc ? rc : TK_ECORRUPT;
         memset(&tn, 0, sizeof tn);
         tn.id = next_id(t, ID_TENANT);
+        tn.lim = TK_LIMITS_DEFAULT;
         copy_str(tn.slug, e->tenant);
         if ((rc = name_put(t, DB_TENANT_NAME, 0, e->tenant.p, e->tenant.n, tn.id)))
             return rc;
@@ -777,6 +829,8 @@ static int apply(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
     switch (e->type) {
     case EV_TENANT_SET:
         tn.api_tokens = e->flag;
+        if (e->has_limits)
+            tn.lim = e->limits;
         return put_tenant(t, &tn, emit, arg);
     case EV_PERM_PUT: {
         uint32_t num;
@@ -788,6 +842,9 @@ static int apply(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
         st_role r;
         if ((rc = must(state_role_by_key(t, tn.id, e->key.p, e->key.n, &r)))
             || (rc = id_del_role(t, &r)))
+            return rc;
+        tn.nroles -= tn.nroles > 0;
+        if ((rc = put_tenant(t, &tn, NULL, NULL)))
             return rc;
         if (emit) {
             st_change c;
@@ -1118,6 +1175,11 @@ fail_io:
 bool state_format_ok(const state *s)
 {
     return s->format_ok;
+}
+
+int state_set_nosync(state *s, bool nosync)
+{
+    return mdb_env_set_flags(s->env, MDB_NOSYNC, nosync ? 1 : 0) ? TK_EIO : 0;
 }
 
 int state_sync(state *s)

@@ -40,6 +40,8 @@ typedef struct st_tenant {
     char slug[TK_SLUG_MAX + 1];
     bool api_tokens;
     uint32_t nperms; /* permissions are numbered 0..nperms-1 within the tenant */
+    uint32_t nroles; /* roles defined now */
+    tk_limits lim;   /* its quotas (TK_LIMITS_DEFAULT at creation) */
 } st_tenant;
 
 typedef struct st_perm {
@@ -62,6 +64,7 @@ typedef struct st_account {
     uint32_t id, tenant;
     char slug[TK_SLUG_MAX + 1];
     uint64_t tokens; /* tokens ever made in it (deleted ones too): the last ord given */
+    uint32_t live;   /* its tokens now */
 } st_account;
 
 typedef struct st_user {
@@ -70,6 +73,7 @@ typedef struct st_user {
     bool portal;
     uint32_t nroles;
     uint32_t roles[TK_MAX_ROLES]; /* role ids; a deleted role's id stays but resolves to nothing */
+    uint32_t nkeys; /* its personal keys now */
 } st_user;
 
 typedef struct st_cred {
@@ -114,6 +118,11 @@ int state_open(const char *dir, bool nosync, state **out);
 /* False when the state was written by a tokend with another record layout:
  * the engine then sets it aside and rebuilds it from the log. */
 bool state_format_ok(const state *s);
+
+/* Switches per-commit syncing: nosync false makes every later commit
+ * sync LMDB (used when the marker that nosync needs cannot be written).
+ * 0 or TK_EIO. */
+int state_set_nosync(state *s, bool nosync);
 
 /* Flushes every committed transaction to disk (mdb_env_sync, forced).
  * 0 or TK_EIO (errno says why). */

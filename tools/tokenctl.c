@@ -163,6 +163,8 @@ static const char *status_name(int code)
     case TK_EPROTO: return "protocol error";
     case TK_EOPCODE: return "unknown operation";
     case TK_EBUSY: return "busy";
+    case TK_ENOSPC: return "storage full";
+    case TK_ERATE: return "rate limited";
     default: return "refused";
     }
 }

@@ -94,6 +94,8 @@ static int setup(eng *e, tk_actor *user)
     eng_req_init(&r, ENG_TENANT_SET, &op);
     r.tenant = S("bench");
     r.flag = 1;
+    r.limits_set = ENG_LIM_TOKENS | ENG_LIM_ROLES | ENG_LIM_KEYS | ENG_LIM_RATE | ENG_LIM_BURST;
+    r.limits = (tk_limits){0}; /* millions of tokens, as fast as they come */
     if (one(e, &r, "toggle"))
         return -1;
     eng_req_init(&r, ENG_ROLE_PUT, &op);

@@ -53,6 +53,16 @@ int fx_toggle(eng *e, const char *tenant, bool on)
     return fx_exec(e, &r, NULL);
 }
 
+int fx_limits(eng *e, const char *tenant, tk_limits lim)
+{
+    eng_req r;
+    eng_req_init(&r, ENG_TENANT_SET, &fx_operator);
+    r.tenant = S(tenant);
+    r.limits_set = ENG_LIM_TOKENS | ENG_LIM_ROLES | ENG_LIM_KEYS | ENG_LIM_RATE | ENG_LIM_BURST;
+    r.limits = lim;
+    return fx_exec(e, &r, NULL);
+}
+
 int fx_role(eng *e, const char *tenant, const char *key, uint32_t level, const char *const *perms)
 {
     eng_req r;
@@ -179,6 +189,7 @@ void fx_scenario(eng *e, fx_world *w)
 
     assert_int_equal(fx_tenant(e, "acme"), 0);
     assert_int_equal(fx_toggle(e, "acme", true), 0);
+    assert_int_equal(fx_limits(e, "acme", (tk_limits){0}), 0);
     assert_int_equal(fx_role(e, "acme", "admin", 0, admin_p), 0);
     assert_int_equal(fx_role(e, "acme", "editor", 1, editor_p), 0);
     assert_int_equal(fx_role(e, "acme", "viewer", 2, viewer_p), 0);
@@ -190,6 +201,7 @@ void fx_scenario(eng *e, fx_world *w)
     user_actor(e, "acme", "initech", "dave", true, admin, &w->dave, NULL);
     assert_int_equal(fx_tenant(e, "umbrella"), 0);
     assert_int_equal(fx_toggle(e, "umbrella", true), 0);
+    assert_int_equal(fx_limits(e, "umbrella", (tk_limits){0}), 0);
     assert_int_equal(fx_role(e, "umbrella", "admin", 0, labs_p), 0);
     assert_int_equal(fx_account(e, "umbrella", "raccoon"), 0);
     user_actor(e, "umbrella", "raccoon", "ellen", true, admin, &w->ellen, NULL);

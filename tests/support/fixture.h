@@ -19,6 +19,8 @@ int fx_exec(eng *e, const eng_req *r, eng_res *res);
 
 int fx_tenant(eng *e, const char *tenant);
 int fx_toggle(eng *e, const char *tenant, bool on);
+/* Sets the tenant's limits to lim (all five; 0 = no limit). */
+int fx_limits(eng *e, const char *tenant, tk_limits lim);
 /* perms: NULL-terminated list of permission keys. */
 int fx_role(eng *e, const char *tenant, const char *key, uint32_t level, const char *const *perms);
 int fx_role_delete(eng *e, const char *tenant, const char *key);
@@ -38,7 +40,8 @@ int fx_user_roles(eng *e, const tk_actor *user, uint32_t *n);
 /* Verifies with the secret alone at the current time. */
 tk_verdict fx_verify(eng *e, const char *secret, tk_verify *out);
 
-/* The standard scenario used across suites:
+/* The standard scenario used across suites (its tenants have no limits:
+ * suites create thousands of tokens; quota tests set their own):
  *   tenant acme (api_tokens on): roles admin L0 {orders:read, orders:write},
  *     editor L1 {orders:read, orders:edit}, viewer L2 {orders:read}
  *     account globex: alice (admin, portal), bob (viewer, portal), carol (admin, no portal)
