@@ -71,6 +71,7 @@ struct tkc {
     size_t inflight;
     char addr[TKC_ADDR_MAX];
     char err[TKC_ERRMSG_MAX];
+    uint32_t retry_ms;  /* the last refusal's retry_after_ms (ERATE), else 0 */
 
     uint8_t *out;
     size_t out_off, out_len, out_cap;
@@ -106,6 +107,7 @@ static void begin(tkc *c)
 {
     c->err[0] = '\0';
     c->refused = false;
+    c->retry_ms = 0;
 }
 
 static void set_errv(tkc *c, const char *fmt, va_list ap) TKC_PRINTF(2, 0);
@@ -210,6 +212,11 @@ const char *tkc_errmsg(const tkc *c)
 bool tkc_refused(const tkc *c)
 {
     return c->refused;
+}
+
+uint32_t tkc_retry_after_ms(const tkc *c)
+{
+    return c->retry_ms;
 }
 
 size_t tkc_inflight(const tkc *c)
@@ -440,8 +447,9 @@ static int read_some(tkc *c, bool *eof)
     }
 }
 
-/* Decodes {"error": str} into c->err (one line, control characters
- * replaced); falls back to the status's name. */
+/* Decodes {"error": str, "retry_after_ms"?: uint} into c->err (one line,
+ * control characters replaced; falls back to the status's name) and
+ * c->retry_ms. */
 static void set_server_msg(tkc *c, uint16_t status, const uint8_t *body, size_t len)
 {
     mpr r;
@@ -449,17 +457,23 @@ static void set_server_msg(tkc *c, uint16_t status, const uint8_t *body, size_t 
     const char *msg = NULL;
     size_t mlen = 0;
 
+    c->retry_ms = 0;
     mpr_init(&r, body, len);
     if (len > 0 && mpr_map(&r, &n) == 0) {
         for (uint32_t i = 0; i < n && !r.err; i++) {
-            const char *k;
-            size_t kn;
+            const char *k, *m;
+            size_t kn, ml;
+            uint64_t u;
             if (mpr_str(&r, &k, &kn) != 0)
                 break;
-            if (kn == 5 && !memcmp(k, "error", 5) && mpr_str(&r, &msg, &mlen) == 0)
+            if (kn == 5 && !memcmp(k, "error", 5) && mpr_str(&r, &m, &ml) == 0) {
+                msg = m;
+                mlen = ml;
+            } else if (kn == 14 && !memcmp(k, "retry_after_ms", 14) && mpr_uint(&r, &u) == 0) {
+                c->retry_ms = u > UINT32_MAX ? UINT32_MAX : (uint32_t)u;
+            } else if (mpr_skip(&r) != 0) {
                 break;
-            msg = NULL;
-            (void)mpr_skip(&r);
+            }
         }
     }
     if (!msg || mlen == 0 || !mpr_utf8_valid(msg, mlen)) {

@@ -103,6 +103,10 @@ const char *tkc_errmsg(const tkc *c);
  * non-zero status); false for local failures and after a success. */
 bool tkc_refused(const tkc *c);
 
+/* After a TK_ERATE refusal, the milliseconds the server asked to wait
+ * (its retry_after_ms); 0 otherwise. */
+uint32_t tkc_retry_after_ms(const tkc *c);
+
 /* ---- generic calls and the pipeline ----------------------------------- */
 
 /* Sends one request (opcode op, body = len bytes of pre-encoded MessagePack,

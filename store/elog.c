@@ -312,6 +312,7 @@ struct elog {
     int fd;             /* current (last) segment; written with pwrite at seg_size */
     uint64_t alloc_end; /* the file's size: zeros from seg_size to here */
     uint64_t seg_limit;
+    uint64_t lookahead; /* zeros laid ahead of the last record: PREALLOC, or less */
     uint64_t seg_size;  /* durable size of the current segment */
     bool need_roll;     /* the next sync starts a new segment */
     bool fenced;
@@ -748,6 +749,7 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out)
     int rc;
 
     lg->dfd = lg->fd = -1;
+    lg->lookahead = PREALLOC;
     lg->dir = xstrdup(dir);
     lg->seg_limit = opts && opts->segment_bytes ? opts->segment_bytes : DEFAULT_SEGMENT_BYTES;
     w = lg->tail = xcalloc(1, sizeof *lg->tail);
@@ -893,12 +895,13 @@ static int trim(elog *lg)
     return 0;
 }
 
-/* Zero-fills the current segment so that `need` bytes fit, and PREALLOC
- * more (not past the segment limit). Durable with the next fdatasync. */
+/* Zero-fills the current segment so that `need` bytes fit, and the
+ * look-ahead more (not past the segment limit). Durable with the next
+ * fdatasync. */
 static int prealloc(elog *lg, uint64_t need)
 {
     static const uint8_t zeros[1 << 16];
-    uint64_t end = lg->alloc_end + PREALLOC;
+    uint64_t end = lg->alloc_end + lg->lookahead;
     if (end > lg->seg_limit)
         end = lg->seg_limit;
     if (end < need)
@@ -1026,6 +1029,11 @@ fail:;
     free(path);
     errno = err;
     return rc;
+}
+
+void elog_set_lookahead(elog *lg, uint64_t bytes)
+{
+    lg->lookahead = bytes < PREALLOC ? bytes : PREALLOC;
 }
 
 size_t elog_pending(const elog *lg)

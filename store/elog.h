@@ -89,6 +89,11 @@ int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq);
  * step and the system's reason); TK_EFENCED. */
 int elog_sync(elog *lg);
 
+/* Caps the zeros a sync lays ahead of the last record (at most 4 MiB, the
+ * default): a store short of space sets it low, so that the look-ahead does
+ * not take the room the rest of its commit needs. */
+void elog_set_lookahead(elog *lg, uint64_t bytes);
+
 /* Bytes the next elog_sync will write (the buffered records, framed). */
 size_t elog_pending(const elog *lg);
 

@@ -353,9 +353,10 @@ static int check_marker(eng *e, const char *state_dir)
  * that would make it hold more get TK_ENOSPC, not applied and fencing
  * nothing, and those that only take access away (deletes, API tokens off,
  * role and user changes that remove) go through, the reserve shrunk by what
- * they need so that they find the room. When the space is there again the
- * reserve is grown back first, before any growth is taken. With 16 MiB a
- * reserve covers tens of thousands of deletes. */
+ * they need so that they find the room. What they took is owed back: until
+ * the reserve is whole again, that much of the free space is not free for
+ * growth, and the reserve is grown back as soon as the room is there. With
+ * 16 MiB a reserve covers tens of thousands of deletes. */
 
 #define SPACE_SLACK (2ll << 20)
 
@@ -380,18 +381,19 @@ static uint64_t reserve_size(const eng *e)
 }
 
 /* Grows the reserve back to its size when spare bytes (free beyond what
- * the batch needs) leave room for it and the slack. Best effort. */
-static void reserve_grow(eng *e, int64_t spare)
+ * the batch needs) leave room for it and the slack. Best effort; true when
+ * it grew. */
+static bool reserve_grow(eng *e, int64_t spare)
 {
     if (e->reserve_fd < 0 || e->reserve_have >= e->reserve_want)
-        return;
+        return false;
     int64_t missing = (int64_t)(e->reserve_want - e->reserve_have);
     if (spare < missing + SPACE_SLACK)
-        return;
-    if (posix_fallocate(e->reserve_fd, 0, (off_t)e->reserve_want) != 0
-        && ftruncate(e->reserve_fd, (off_t)e->reserve_have) != 0)
-        return; /* a partial allocation stays counted below */
+        return false;
+    if (posix_fallocate(e->reserve_fd, 0, (off_t)e->reserve_want) != 0)
+        (void)ftruncate(e->reserve_fd, (off_t)e->reserve_have); /* undo a partial one */
     e->reserve_have = reserve_size(e);
+    return true;
 }
 
 /* Gives bytes of the reserve back to the filesystem. */
@@ -1326,7 +1328,10 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
          * refused, and let what remains (revocations) use the reserve. */
         int64_t need = (int64_t)elog_pending(e->log) + SPACE_SLACK;
         int64_t avail = space_free(e);
-        if (avail < need) {
+        /* What revocations took from the reserve is not free for growth:
+         * it is the reserve's until grown back. */
+        int64_t owed = e->reserve_fd >= 0 ? (int64_t)(e->reserve_want - e->reserve_have) : 0;
+        if (avail - owed < need) {
             elog_discard(e->log);
             state_abort(t);
             t = NULL;
@@ -1338,8 +1343,15 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
             need = (int64_t)elog_pending(e->log) + SPACE_SLACK;
             if (e->nev > 0 && avail < need)
                 reserve_shrink(e, (uint64_t)(need - avail));
+            elog_set_lookahead(e->log, 0);
         } else {
-            reserve_grow(e, avail - need);
+            if (reserve_grow(e, avail - need)) {
+                avail = space_free(e);
+                owed = (int64_t)(e->reserve_want - e->reserve_have);
+            }
+            /* The log's look-ahead takes only room beyond the slack. */
+            int64_t spare = avail - owed - need;
+            elog_set_lookahead(e->log, spare > 0 ? (uint64_t)spare : 0);
         }
     }
     if (e->nev == 0) { /* every request refused: nothing to log */

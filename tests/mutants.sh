@@ -21,6 +21,7 @@ mutants=(
   "rule10-order@tests/net/test_server|net/conn.c|s/if (c->head \&\& dsp_classify(hd.code) == DSP_INLINE) {/if (0) {/"
   "rule11-commit|store/engine.c|s/if (r->actor.kind == TK_ACTOR_USER \&\& (rc = actor_stands(t, \&r->actor, now_s)))/if (0)/"
   "rule11-expiry|core/rules.c|s/return rules_verify_state(TK_KIND_PERSONAL, kind, true, expires_at, now) == TK_V_VALID;/return kind == TK_KIND_PERSONAL;/"
+  "rule12-reserve@tests/store/test_space|store/engine.c|s/if (res\[i\].status == 0 \&\& full_msg \&\& !p.revokes) {/if (res[i].status == 0 \&\& full_msg) {/"
 )
 fail=0
 for m in "${mutants[@]}"; do

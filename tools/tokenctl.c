@@ -60,7 +60,15 @@ enum {
     F_TENANT = 1u << 9,
     F_ACCOUNT = 1u << 10,
     F_LIMIT = 1u << 11,
+    F_MAX_TOKENS = 1u << 12,
+    F_MAX_ROLES = 1u << 13,
+    F_MAX_KEYS = 1u << 14,
+    F_CREATE_RATE = 1u << 15,
+    F_CREATE_BURST = 1u << 16,
 };
+
+/* tenant set's limits, in tkc_limits order. */
+#define F_LIMITS (F_MAX_TOKENS | F_MAX_ROLES | F_MAX_KEYS | F_CREATE_RATE | F_CREATE_BURST)
 
 static const struct flag {
     const char *name;
@@ -79,6 +87,11 @@ static const struct flag {
     {"tenant", F_TENANT, true},
     {"account", F_ACCOUNT, true},
     {"limit", F_LIMIT, true},
+    {"max-tokens", F_MAX_TOKENS, true},
+    {"max-roles", F_MAX_ROLES, true},
+    {"max-keys", F_MAX_KEYS, true},
+    {"create-rate", F_CREATE_RATE, true},
+    {"create-burst", F_CREATE_BURST, true},
 };
 
 typedef struct cli {
@@ -88,6 +101,8 @@ typedef struct cli {
     bool json;
     unsigned given;
     const char *desc, *level, *name, *api_tokens, *expires, *tenant, *account, *limit;
+    const char *lim[5]; /* --max-tokens ... --create-burst, as given */
+    tkc_limits lim_v;   /* their values: -1 unchanged, 0 none */
     const char *roles[MAX_LIST];
     size_t nroles;
     const char *perms[MAX_LIST];
@@ -372,9 +387,29 @@ static int cmd_tenant_create(cli *o)
 static int cmd_tenant_set(cli *o)
 {
     bool on = o->api_on;
-    int rc = tkc_tenant_set(o->c, o->pos[0], on);
-    return rc ? report(o, rc)
-              : print_ok(o, "tenant %s: api tokens %s", o->pos[0], on ? "on" : "off");
+    int api = o->api_tokens ? on : TKC_UNCHANGED;
+    int rc = (o->given & F_LIMITS) ? tkc_tenant_limits(o->c, o->pos[0], api, &o->lim_v)
+                                   : tkc_tenant_set(o->c, o->pos[0], on);
+    if (rc)
+        return report(o, rc);
+    if (!(o->given & F_LIMITS))
+        return print_ok(o, "tenant %s: api tokens %s", o->pos[0], on ? "on" : "off");
+    char what[256] = "";
+    const char *names[5] = {"max tokens", "max roles", "max keys", "create rate", "create burst"};
+    const int64_t v[5] = {o->lim_v.max_tokens, o->lim_v.max_roles, o->lim_v.max_keys,
+                          o->lim_v.create_rate, o->lim_v.create_burst};
+    if (o->api_tokens)
+        snprintf(what, sizeof what, ", api tokens %s", on ? "on" : "off");
+    for (int i = 0; i < 5; i++) {
+        if (v[i] < 0)
+            continue;
+        size_t n = strlen(what);
+        if (v[i] == 0)
+            snprintf(what + n, sizeof what - n, ", %s none", names[i]);
+        else
+            snprintf(what + n, sizeof what - n, ", %s %lld", names[i], (long long)v[i]);
+    }
+    return print_ok(o, "tenant %s:%s", o->pos[0], what + 1);
 }
 
 static int cmd_perm_put(cli *o)
@@ -607,8 +642,9 @@ done:
 
 static const command commands[] = {
     {"tenant", "create", 1, 1, 0, 0, cmd_tenant_create, "tenant create TENANT"},
-    {"tenant", "set", 1, 1, F_API_TOKENS, F_API_TOKENS, cmd_tenant_set,
-     "tenant set TENANT --api-tokens on|off"},
+    {"tenant", "set", 1, 1, F_API_TOKENS | F_LIMITS, 0, cmd_tenant_set,
+     "tenant set TENANT [--api-tokens on|off] [--max-tokens N|none] [--max-roles N|none] "
+     "[--max-keys N|none] [--create-rate N|none] [--create-burst N]"},
     {"perm", "put", 2, 2, F_DESC, 0, cmd_perm_put, "perm put TENANT KEY [--description TEXT]"},
     {"role", "put", 2, 2, F_LEVEL | F_PERM | F_NAME, F_LEVEL, cmd_role_put,
      "role put TENANT KEY --level N [--perm PERM]... [--name NAME]"},
@@ -682,6 +718,11 @@ static void set_flag(cli *o, const struct flag *f, const char *v)
     case F_TENANT: o->tenant = v; break;
     case F_ACCOUNT: o->account = v; break;
     case F_LIMIT: o->limit = v; break;
+    case F_MAX_TOKENS: o->lim[0] = v; break;
+    case F_MAX_ROLES: o->lim[1] = v; break;
+    case F_MAX_KEYS: o->lim[2] = v; break;
+    case F_CREATE_RATE: o->lim[3] = v; break;
+    case F_CREATE_BURST: o->lim[4] = v; break;
     case F_ROLE: o->roles[o->nroles++] = v; break;
     case F_PERM: o->perms[o->nperms++] = v; break;
     default: break;
@@ -817,6 +858,22 @@ static int check_values(cli *o)
                            o->expires);
     if (o->limit && (parse_u32(o->limit, UINT32_MAX, &o->limit_v) || o->limit_v == 0))
         return usage_error(o, "--limit takes a positive number, not \"%s\"", o->limit);
+    static const char *const lim_names[5] = {"max-tokens", "max-roles", "max-keys", "create-rate",
+                                             "create-burst"};
+    int64_t *lim_to[5] = {&o->lim_v.max_tokens, &o->lim_v.max_roles, &o->lim_v.max_keys,
+                          &o->lim_v.create_rate, &o->lim_v.create_burst};
+    for (int i = 0; i < 5; i++) {
+        uint32_t v = 0;
+        *lim_to[i] = -1;
+        if (!o->lim[i])
+            continue;
+        if (strcmp(o->lim[i], "none") && parse_u32(o->lim[i], UINT32_MAX, &v))
+            return usage_error(o, "--%s takes a number or none, not \"%s\"", lim_names[i],
+                               o->lim[i]);
+        *lim_to[i] = v; /* none is 0: no limit */
+    }
+    if (o->cmd->run == cmd_tenant_set && !(o->given & (F_API_TOKENS | F_LIMITS)))
+        return usage_error(o, "nothing to set: give --api-tokens and/or a limit");
     if (!(o->given & F_TENANT) != !(o->given & F_ACCOUNT))
         return usage_error(o, "--tenant and --account go together");
     if ((o->given & F_PORTAL) && (o->given & F_NO_PORTAL))

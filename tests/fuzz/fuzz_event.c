@@ -31,7 +31,13 @@ static bool ev_equal(const ev *a, const ev *b)
 {
     if (a->type != b->type || a->ts != b->ts || a->flag != b->flag || a->level != b->level ||
         a->nitems != b->nitems || a->expires != b->expires ||
-        memcmp(a->id.b, b->id.b, TK_ID_LEN) != 0 || memcmp(a->hash, b->hash, TK_HASH_LEN) != 0)
+        memcmp(a->id.b, b->id.b, TK_ID_LEN) != 0 || memcmp(a->hash, b->hash, TK_HASH_LEN) != 0 ||
+        a->has_limits != b->has_limits)
+        return false;
+    if (a->has_limits &&
+        (a->limits.tokens != b->limits.tokens || a->limits.roles != b->limits.roles ||
+         a->limits.keys != b->limits.keys || a->limits.rate != b->limits.rate ||
+         a->limits.burst != b->limits.burst))
         return false;
     if (!str_eq(a->tenant, b->tenant) || !str_eq(a->account, b->account) ||
         !str_eq(a->user, b->user) || !str_eq(a->key, b->key) || !str_eq(a->name, b->name) ||

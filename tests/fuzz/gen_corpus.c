@@ -75,6 +75,8 @@ static void make_event(ev *e, ev_type t)
     for (int i = 0; i < TK_HASH_LEN; i++)
         e->hash[i] = (uint8_t)(0xA5 ^ i);
     e->expires = t == EV_TOKEN_CREATE ? 1900000000 : 0;
+    e->has_limits = t == EV_TENANT_SET; /* the optional field, present */
+    e->limits = (tk_limits){.tokens = 10000, .roles = 0, .keys = 100, .rate = 10, .burst = 100};
 }
 
 static void seeds_event(mpw *all)

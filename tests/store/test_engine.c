@@ -732,6 +732,139 @@ static void rule11_portal_and_roles_changed_in_the_batch(void **state)
     assert_int_equal(res[3].status, TK_EDENIED);
 }
 
+/* ---- quotas and the creation rate (issue 8) ------------------------------ */
+
+static tk_limits limits(uint32_t tokens, uint32_t roles, uint32_t keys, uint32_t rate,
+                        uint32_t burst)
+{
+    return (tk_limits){.tokens = tokens, .roles = roles, .keys = keys, .rate = rate,
+                       .burst = burst};
+}
+
+static int key_create(eng *e, const char *user, eng_res *res)
+{
+    eng_req r;
+    eng_req_init(&r, ENG_KEY_CREATE, &fx_operator);
+    r.tenant = (tk_str){"acme", 4};
+    r.account = (tk_str){"globex", 6};
+    r.user = (tk_str){user, strlen(user)};
+    return fx_exec(e, &r, res);
+}
+
+static void quota_live_tokens_per_account(void **state)
+{
+    ctx *c = *state;
+    eng_res res;
+    eng_req r;
+    tk_id id[3];
+    assert_int_equal(fx_limits(c->e, "acme", limits(3, 0, 0, 0, 0)), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(fx_token(c->e, &c->w.alice, "q", VIEWER, 0, &id[i], NULL), 0);
+    eng_req_init(&r, ENG_TOKEN_CREATE, &c->w.bob); /* the account's, not the user's */
+    r.items[0] = (tk_str){"viewer", 6};
+    r.nitems = 1;
+    assert_int_equal(fx_exec(c->e, &r, &res), TK_ELIMIT);
+    assert_non_null(strstr(res.msg, "max_tokens"));
+    assert_non_null(strstr(res.msg, "globex"));
+    /* Another account of the tenant has its own count. */
+    assert_int_equal(fx_token(c->e, &c->w.dave, "q", VIEWER, 0, NULL, NULL), 0);
+    /* A delete makes room; the count survives a restart (LMDB) and a
+     * rebuild from the log alone (the replay counts alike). */
+    assert_int_equal(fx_token_delete(c->e, &c->w.alice, &id[0]), 0);
+    reopen(c);
+    assert_int_equal(fx_token(c->e, &c->w.bob, "q", VIEWER, 0, NULL, NULL), 0);
+    assert_int_equal(fx_token(c->e, &c->w.bob, "q", VIEWER, 0, NULL, NULL), TK_ELIMIT);
+    /* 0 is no limit. */
+    assert_int_equal(fx_limits(c->e, "acme", limits(0, 0, 0, 0, 0)), 0);
+    assert_int_equal(fx_token(c->e, &c->w.bob, "q", VIEWER, 0, NULL, NULL), 0);
+}
+
+static void quota_keys_per_user_and_roles_per_tenant(void **state)
+{
+    ctx *c = *state;
+    eng_res res;
+    eng_req r;
+    static const char *const p[] = {"orders:read", NULL};
+    assert_int_equal(fx_limits(c->e, "acme", limits(0, 4, 2, 0, 0)), 0);
+    /* alice has her first key (from USER_CREATE): one more, then no. */
+    assert_int_equal(key_create(c->e, "alice", &res), 0);
+    tk_id second = res.id;
+    assert_int_equal(key_create(c->e, "alice", &res), TK_ELIMIT);
+    assert_non_null(strstr(res.msg, "max_keys"));
+    assert_int_equal(key_create(c->e, "bob", &res), 0); /* per user */
+    eng_req_init(&r, ENG_KEY_DELETE, &fx_operator);
+    r.id = second;
+    assert_int_equal(fx_exec(c->e, &r, NULL), 0);
+    assert_int_equal(key_create(c->e, "alice", &res), 0);
+    /* acme has three roles: one more, then no; changing one is not a new one. */
+    assert_int_equal(fx_role(c->e, "acme", "auditor", 3, p), 0);
+    eng_req_init(&r, ENG_ROLE_PUT, &fx_operator);
+    r.tenant = (tk_str){"acme", 4};
+    r.key = (tk_str){"extra", 5};
+    r.name = r.key;
+    r.level = 3;
+    assert_int_equal(fx_exec(c->e, &r, &res), TK_ELIMIT);
+    assert_non_null(strstr(res.msg, "max_roles"));
+    assert_int_equal(fx_role(c->e, "acme", "auditor", 4, p), 0);
+    assert_int_equal(fx_role_delete(c->e, "acme", "auditor"), 0);
+    assert_int_equal(fx_role(c->e, "acme", "extra", 3, p), 0);
+}
+
+static void creation_rate_per_user(void **state)
+{
+    ctx *c = *state;
+    eng_res res;
+    eng_req r;
+    assert_int_equal(fx_limits(c->e, "acme", limits(0, 0, 0, 5, 3)), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(fx_token(c->e, &c->w.alice, "burst", VIEWER, 0, NULL, NULL), 0);
+    eng_req_init(&r, ENG_TOKEN_CREATE, &c->w.alice);
+    r.items[0] = (tk_str){"viewer", 6};
+    r.nitems = 1;
+    assert_int_equal(fx_exec(c->e, &r, &res), TK_ERATE);
+    assert_true(res.retry_after_ms > 0 && res.retry_after_ms <= 200); /* 5 a second */
+    assert_non_null(strstr(res.msg, "retry after"));
+    /* Another user has a bucket of its own. */
+    assert_int_equal(fx_token(c->e, &c->w.bob, "other", VIEWER, 0, NULL, NULL), 0);
+    /* After the hinted wait there is room for one. */
+    struct timespec ts = {0, (long)(res.retry_after_ms + 20) * 1000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(fx_exec(c->e, &r, &res), 0);
+    /* A batch of many is limited within the batch. */
+    eng_req rs[8];
+    eng_res out[8];
+    for (int i = 0; i < 8; i++)
+        rs[i] = r;
+    assert_int_equal(fx_limits(c->e, "acme", limits(0, 0, 0, 1, 4)), 0);
+    assert_int_equal(eng_exec(c->e, rs, out, 8), 0);
+    int made = 0;
+    for (int i = 0; i < 8; i++)
+        made += out[i].status == 0;
+    assert_true(made <= 4);
+}
+
+/* A limits change is one event and survives the log alone. */
+static void limits_survive_a_rebuild(void **state)
+{
+    ctx *c = *state;
+    eng_req r;
+    assert_int_equal(fx_limits(c->e, "acme", limits(1, 0, 0, 0, 0)), 0);
+    eng_req_init(&r, ENG_TENANT_SET, &fx_operator);
+    r.tenant = (tk_str){"acme", 4};
+    assert_int_equal(fx_exec(c->e, &r, NULL), TK_EINVAL); /* nothing to set */
+    r.flag = 0; /* api tokens off: the limits are kept */
+    assert_int_equal(fx_exec(c->e, &r, NULL), 0);
+    r.flag = 1;
+    assert_int_equal(fx_exec(c->e, &r, NULL), 0);
+    eng_close(c->e);
+    char *st = tkt_path(c->dir, "state");
+    tkt_rmdir(st); /* the log alone */
+    free(st);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e), 0);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "one", VIEWER, 0, NULL, NULL), 0);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "two", VIEWER, 0, NULL, NULL), TK_ELIMIT);
+}
+
 /* ---- what a request means ---------------------------------------------- */
 
 static void past_expiry_refused_everywhere(void **state)
@@ -845,6 +978,10 @@ int main(void)
         T(rule11_portal_and_roles_changed_in_the_batch),
         T(past_expiry_refused_everywhere),
         T(duplicate_roles_collapse),
+        T(quota_live_tokens_per_account),
+        T(quota_keys_per_user_and_roles_per_tenant),
+        T(creation_rate_per_user),
+        T(limits_survive_a_rebuild),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }
