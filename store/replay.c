@@ -711,7 +711,11 @@ static int role_keys(dump_ctx *d, const uint32_t *ids, uint32_t n, keybuf *keys,
 static int dump_tenant(void *arg, const st_tenant *r)
 {
     dump_ctx *d = arg;
-    sb_printf(&d->sb, "1 tenant %s\tapi_tokens=%s", r->slug, r->api_tokens ? "on" : "off");
+    sb_printf(&d->sb,
+              "1 tenant %s\tapi_tokens=%s\tmax_tokens=%u\tmax_roles=%u\tmax_keys=%u"
+              "\tcreate_rate=%u\tcreate_burst=%u",
+              r->slug, r->api_tokens ? "on" : "off", r->lim.tokens, r->lim.roles, r->lim.keys,
+              r->lim.rate, r->lim.burst);
     keep_line(d);
     return 0;
 }

@@ -643,7 +643,8 @@ static void compare_ignores_internal_ids(void **state)
     assert_int_equal(replay_dump(e, m, NULL), 0);
     eng_close(e);
     fclose(m);
-    assert_string_equal(buf, "1 tenant t\tapi_tokens=off\n"
+    assert_string_equal(buf, "1 tenant t\tapi_tokens=off\tmax_tokens=10000\tmax_roles=1000"
+                             "\tmax_keys=100\tcreate_rate=10\tcreate_burst=100\n"
                              "2 permission t/p1\tdescription=\"\"\n"
                              "2 permission t/p2\tdescription=\"\"\n"
                              "3 role t/x\tname=\"x\"\tlevel=1\tpermissions=[p1,p2]\n"
