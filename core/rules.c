@@ -13,32 +13,35 @@ int rules_may_manage_tokens(const tk_actor *a, bool user_portal, bool create)
 }
 
 int rules_may_assign(const uint32_t *user_levels, size_t nuser,
-                     const uint32_t *role_levels, size_t nroles)
+                     const uint32_t *role_levels, size_t nroles, rules_why *why)
 {
-    if (nuser == 0)
+    rules_why w = {.no_level = nuser == 0};
+    if (nuser == 0) {
+        if (why)
+            *why = w;
         return TK_EDENIED;
+    }
     uint32_t strongest = user_levels[0];
     for (size_t i = 1; i < nuser; i++)
         if (user_levels[i] < strongest)
             strongest = user_levels[i];
     for (size_t i = 0; i < nroles; i++)
-        if (role_levels[i] < strongest)
+        if (role_levels[i] < strongest) {
+            if (why)
+                *why = (rules_why){.strongest = strongest, .role = i};
             return TK_EDENIED;
+        }
     return 0;
 }
 
-int rules_token_create(bool api_tokens_on, const tk_actor *a, bool user_portal,
-                       const uint32_t *user_levels, size_t nuser,
-                       const uint32_t *role_levels, size_t nroles)
+int rules_token_create(bool api_tokens_on, const uint32_t *user_levels, size_t nuser,
+                       const uint32_t *role_levels, size_t nroles, rules_why *why)
 {
-    int rc = rules_may_manage_tokens(a, user_portal, true);
-    if (rc)
-        return rc;
     if (!api_tokens_on)
         return TK_EDISABLED;
     if (nroles == 0 || nroles > TK_MAX_ROLES)
         return TK_EINVAL;
-    return rules_may_assign(user_levels, nuser, role_levels, nroles);
+    return rules_may_assign(user_levels, nuser, role_levels, nroles, why);
 }
 
 bool rules_may_see(const tk_actor *a, uint32_t tenant, uint32_t account)

@@ -27,17 +27,26 @@
  * it (rule 3). create is true for creation. 0 or TK_EDENIED. */
 int rules_may_manage_tokens(const tk_actor *a, bool user_portal, bool create);
 
-/* Rule 3: every role level must be >= the smallest (strongest) level among
- * the user's roles. A user with no roles may assign nothing. 0 or TK_EDENIED. */
-int rules_may_assign(const uint32_t *user_levels, size_t nuser,
-                     const uint32_t *role_levels, size_t nroles);
+/* Why rule 3 refused, for the refusal's message (so that no caller works
+ * it out again). */
+typedef struct rules_why {
+    bool no_level;      /* the user has no role left, so no level */
+    uint32_t strongest; /* else: the user's level (its strongest role's) */
+    size_t role;        /* the first role stronger than that (index into the roles) */
+} rules_why;
 
-/* Rules 1, 2 and 3 together for a token creation by a user:
- * TK_EDISABLED when the toggle is off, TK_EDENIED without portal or with a
- * stronger role, TK_EINVAL for no roles (or more than TK_MAX_ROLES), else 0. */
-int rules_token_create(bool api_tokens_on, const tk_actor *a, bool user_portal,
-                       const uint32_t *user_levels, size_t nuser,
-                       const uint32_t *role_levels, size_t nroles);
+/* Rule 3: every role level must be >= the smallest (strongest) level among
+ * the user's roles. A user with no roles may assign nothing. 0 or
+ * TK_EDENIED, and then *why (may be NULL) says which role and levels. */
+int rules_may_assign(const uint32_t *user_levels, size_t nuser,
+                     const uint32_t *role_levels, size_t nroles, rules_why *why);
+
+/* Rules 1 and 3 for a token creation by a user who may manage tokens
+ * (rule 2 is rules_may_manage_tokens, checked before): TK_EDISABLED when
+ * the toggle is off, TK_EINVAL for no roles (or more than TK_MAX_ROLES),
+ * TK_EDENIED with *why for a role stronger than the user's, else 0. */
+int rules_token_create(bool api_tokens_on, const uint32_t *user_levels, size_t nuser,
+                       const uint32_t *role_levels, size_t nroles, rules_why *why);
 
 /* Rule 7: may actor a see (or touch) a credential of tenant/account?
  * The operator sees everything; a user only its own tenant and account. */

@@ -101,6 +101,9 @@ typedef struct eng_req {
     tk_id id;          /* deletes */
 } eng_req;
 
+/* A refusal's reason: one line, at most this many bytes with its NUL. */
+#define ENG_MSG_MAX 160
+
 /* ENG_TENANT_SET's limits_set bits, one per tk_limits field. */
 enum {
     ENG_LIM_TOKENS = 1u << 0,
@@ -115,7 +118,7 @@ typedef struct eng_res {
     uint32_t retry_after_ms;           /* TK_ERATE: when to try again */
     tk_id id;                          /* created credential's ID */
     char secret[TK_SECRET_LEN + 1];    /* created secret: the only copy there will ever be */
-    char msg[160];                     /* a refusal's reason, one line ("" when the code says
+    char msg[ENG_MSG_MAX];             /* a refusal's reason, one line ("" when the code says
                                           enough: then use tk_strerror(status)) */
 } eng_res;
 
