@@ -153,7 +153,8 @@ void view_role_put(view *v, uint32_t id, uint32_t tenant, const char *key, size_
     r->level = level;
     r->nperms = nperms;
     r->perms = xmalloc(sizeof *r->perms * (nperms ? nperms : 1));
-    memcpy(r->perms, perms, sizeof *r->perms * nperms);
+    if (nperms) /* perms may be NULL for none */
+        memcpy(r->perms, perms, sizeof *r->perms * nperms);
 }
 
 void view_role_del(view *v, uint32_t id)
@@ -370,11 +371,15 @@ tk_verdict view_verify_finish(const view *v, const view_probe *p, int64_t now, t
     if (!e)
         return out->verdict;
     const vtenant *t = e->tenant < v->ntenants ? &v->tenants[e->tenant] : NULL;
-    if (!t || !t->slug || e->account >= v->naccounts || e->ref >= v->nsets) {
+    if (!t || !t->slug || e->account >= v->naccounts) {
         out->verdict = TK_V_UNKNOWN; /* cannot happen with a consistent view */
         return out->verdict;
     }
     out->verdict = rules_verify_state(TK_KIND_TOKEN, e->kind, t->api_tokens, e->expires_at, now);
+    /* Only a token's ref is a role set (a personal key's is its user):
+     * checked after the kind, so a re-labelled key answers wrong_kind. */
+    if (out->verdict == TK_V_VALID && e->ref >= v->nsets)
+        out->verdict = TK_V_UNKNOWN; /* cannot happen with a consistent view */
     if (out->verdict != TK_V_VALID)
         return out->verdict;
     out->tenant = t->slug;
