@@ -48,6 +48,11 @@ static const struct {
     [EV_TOKEN_DELETE] = {"token_delete", F_ID},
     [EV_USER_CREATE] = {"user_create", F_TENANT | F_ACCOUNT | F_USER | F_FLAG | F_ITEMS | F_ID
                                            | F_HASH | F_EXPIRES},
+    [EV_TOKEN_SET] = {"token_set", F_ID | F_DESC},
+    [EV_USER_DELETE] = {"user_delete", F_TENANT | F_ACCOUNT | F_USER},
+    [EV_ACCOUNT_DELETE] = {"account_delete", F_TENANT | F_ACCOUNT},
+    [EV_PERM_DELETE] = {"perm_delete", F_TENANT | F_KEY},
+    [EV_TENANT_DELETE] = {"tenant_delete", F_TENANT},
 };
 
 /* Wire names of the fields, in bit order. */

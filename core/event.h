@@ -36,7 +36,12 @@ typedef enum ev_type {
     EV_TOKEN_DELETE = 11, /* id */
     EV_USER_CREATE = 12,  /* tenant, account, user, flag (portal), items (role keys),
                              id, hash, expires (the user's first personal key) */
-    EV_TYPE_MAX = 12
+    EV_TOKEN_SET = 13,    /* id, desc: a token's description changed */
+    EV_USER_DELETE = 14,  /* tenant, account, user: and its personal keys */
+    EV_ACCOUNT_DELETE = 15, /* tenant, account: and its tokens, users and their keys */
+    EV_PERM_DELETE = 16,  /* tenant, key: and out of every role that had it */
+    EV_TENANT_DELETE = 17, /* tenant: and everything in it */
+    EV_TYPE_MAX = 17
 } ev_type;
 
 typedef struct ev {

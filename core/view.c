@@ -176,6 +176,35 @@ void view_account_put(view *v, uint32_t id, uint32_t tenant, const char *slug, s
     a->tenant = tenant;
 }
 
+void view_tenant_del(view *v, uint32_t id)
+{
+    if (id >= v->ntenants)
+        return;
+    vtenant *t = &v->tenants[id];
+    free(t->slug);
+    for (uint32_t j = 0; j < t->nperms; j++)
+        free(t->perms[j]);
+    free(t->perms);
+    memset(t, 0, sizeof *t);
+}
+
+void view_perm_del(view *v, uint32_t tenant, uint32_t perm)
+{
+    if (tenant >= v->ntenants || perm >= v->tenants[tenant].nperms)
+        return;
+    vtenant *t = &v->tenants[tenant];
+    free(t->perms[perm]);
+    t->perms[perm] = NULL; /* the number may be given again */
+}
+
+void view_account_del(view *v, uint32_t id)
+{
+    if (id >= v->naccounts)
+        return;
+    free(v->accounts[id].slug);
+    memset(&v->accounts[id], 0, sizeof v->accounts[id]);
+}
+
 /* ---- role sets -------------------------------------------------------- */
 
 static uint32_t set_hash(const uint32_t *roles, uint32_t n)
@@ -371,7 +400,7 @@ tk_verdict view_verify_finish(const view *v, const view_probe *p, int64_t now, t
     if (!e)
         return out->verdict;
     const vtenant *t = e->tenant < v->ntenants ? &v->tenants[e->tenant] : NULL;
-    if (!t || !t->slug || e->account >= v->naccounts) {
+    if (!t || !t->slug || e->account >= v->naccounts || !v->accounts[e->account].slug) {
         out->verdict = TK_V_UNKNOWN; /* cannot happen with a consistent view */
         return out->verdict;
     }
@@ -398,7 +427,7 @@ tk_verdict view_verify_finish(const view *v, const view_probe *p, int64_t now, t
         out->roles[out->nroles++] = r->key;
         for (uint32_t j = 0; j < r->nperms; j++) {
             uint16_t q = r->perms[j];
-            if (q >= t->nperms || (seen[q / 64] >> (q % 64)) & 1)
+            if (q >= t->nperms || !t->perms[q] || (seen[q / 64] >> (q % 64)) & 1)
                 continue;
             seen[q / 64] |= 1ull << (q % 64);
             out->perms[out->nperms++] = t->perms[q];

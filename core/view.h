@@ -36,6 +36,13 @@ void view_role_put(view *v, uint32_t id, uint32_t tenant, const char *key, size_
                    uint32_t level, const uint16_t *perms, uint32_t nperms);
 void view_role_del(view *v, uint32_t id);
 void view_account_put(view *v, uint32_t id, uint32_t tenant, const char *slug, size_t n);
+/* Deletions: what is gone verifies no more. A tenant's or an account's
+ * credentials answer "unknown" from the moment it is deleted (the engine
+ * also deletes them one by one, in the same publish); a permission drops
+ * out of every answer. */
+void view_tenant_del(view *v, uint32_t id);
+void view_perm_del(view *v, uint32_t tenant, uint32_t perm);
+void view_account_del(view *v, uint32_t id);
 
 /* Adds (or replaces) a credential. For TK_KIND_TOKEN, roles[0..nroles)
  * are its role ids; for TK_KIND_PERSONAL, user is the owner and roles unused. */

@@ -25,7 +25,6 @@
 #include "core/event.h"
 #include "core/mp.h"
 #include "core/ratelimit.h"
-#include "core/rules.h"
 #include "core/view.h"
 #include "core/xmalloc.h"
 #include "core/sha256.h"
@@ -34,6 +33,7 @@
 #include "store/fio.h"
 #include "store/keyfile.h"
 #include "store/plan.h"
+#include "store/query.h"
 #include "store/reserve.h"
 #include "store/state.h"
 
@@ -65,6 +65,8 @@ struct eng {
     size_t nev, evcap;
     st_change *changes; /* what the view learns when the batch commits */
     size_t nchg, chgcap;
+    tk_id *dels;        /* ... and the credentials it loses */
+    size_t ndel, delcap;
 };
 
 static _Thread_local char last_error[512];
@@ -121,6 +123,15 @@ static void view_learn(void *arg, const st_change *c)
         break;
     case EV_TOKEN_DELETE:
         view_cred_del(v, &c->cid);
+        break;
+    case EV_PERM_DELETE:
+        view_perm_del(v, c->tenant, c->id);
+        break;
+    case EV_ACCOUNT_DELETE:
+        view_account_del(v, c->id);
+        break;
+    case EV_TENANT_DELETE:
+        view_tenant_del(v, c->id);
         break;
     default:
         break;
@@ -188,10 +199,22 @@ static void load_learn(void *arg, const st_change *c)
     view_cred_prefetch(l->v, &c->cid);
 }
 
-/* Collects a change for publishing after commit. */
+/* Collects a change for publishing after commit. Credential deletes are
+ * kept apart, as bare IDs: an account's or a tenant's deletion may take
+ * millions, and a full st_change is a kilobyte. They are published after
+ * the other changes, which is the same: an ID is never used again, so no
+ * later change of the batch can be about it. */
 static void collect(void *arg, const st_change *c)
 {
     eng *e = arg;
+    if (c->type == EV_TOKEN_DELETE) {
+        if (e->ndel == e->delcap) {
+            e->delcap = e->delcap ? e->delcap * 2 : 64;
+            e->dels = xrealloc(e->dels, e->delcap * sizeof *e->dels);
+        }
+        e->dels[e->ndel++] = c->cid;
+        return;
+    }
     if (e->nchg == e->chgcap) {
         e->chgcap = e->chgcap ? e->chgcap * 2 : 16;
         e->changes = xrealloc(e->changes, e->chgcap * sizeof *e->changes);
@@ -462,6 +485,7 @@ void eng_close(eng *e)
     mpw_free(&e->evbuf);
     free(e->evoff);
     free(e->changes);
+    free(e->dels);
     sodium_memzero(e->op_key, sizeof e->op_key);
     secret_pool_free(e->pool);
     rl_free(e->rate);
@@ -534,7 +558,7 @@ static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t
     uint64_t seq = elog_next_seq(e->log);
     mpw_reset(&e->evbuf);
     e->nev = 0;
-    e->nchg = 0;
+    e->nchg = e->ndel = 0;
     for (size_t i = 0; i < n; i++) {
         memset(&res[i], 0, sizeof res[i]);
         if (full_msg && op_grows(reqs[i].op)) {
@@ -635,7 +659,7 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
     int64_t ts = now_ms();
     char full_msg[sizeof res->msg];
 
-    e->nchg = 0;
+    e->nchg = e->ndel = 0;
     if (e->fenced) {
         fail_all(res, n, TK_EFENCED);
         for (size_t i = 0; i < n; i++)
@@ -683,7 +707,7 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
         /* No room after all (the disk filled since the check): nothing
          * was written, the log goes on; refused like growth, not applied. */
         state_abort(t);
-        e->nchg = 0;
+        e->nchg = e->ndel = 0;
         for (size_t i = 0; i < n; i++) {
             sodium_memzero(res[i].secret, sizeof res[i].secret);
             if (res[i].status == 0) {
@@ -721,7 +745,7 @@ fail:
     e->fenced = true;
     if (!e->fence_msg[0])
         fence(e, "not applied: %s; writes refused until tokend restarts", tk_strerror(rc));
-    e->nchg = 0;
+    e->nchg = e->ndel = 0;
     for (size_t i = 0; i < n; i++)
         sodium_memzero(res[i].secret, sizeof res[i].secret);
     rc = rc == TK_EFENCED ? TK_EFENCED : TK_EIO;
@@ -742,7 +766,9 @@ void eng_publish(eng *e)
 {
     for (size_t i = 0; i < e->nchg; i++)
         view_learn(e->v, &e->changes[i]);
-    e->nchg = 0;
+    for (size_t i = 0; i < e->ndel; i++)
+        view_cred_del(e->v, &e->dels[i]);
+    e->nchg = e->ndel = 0;
 }
 
 int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n)
@@ -785,116 +811,52 @@ tk_verdict eng_verify_finish(const eng *e, const view_probe *p, int64_t now, tk_
     return view_verify_finish(e->v, p, now, out);
 }
 
-/* ---- listing cursors ---------------------------------------------------- *
- *
- * A cursor names a position in an account's listing, not a token: the
- * number (st_cred.ord) of the token before it, counted in that account.
- * It is never resolved to a token, so it cannot tell whether any ID exists
- * (a foreign, deleted or made-up one), and a page whose last token was
- * deleted meanwhile still leads to the next. The number is the account's
- * own (how many tokens were ever made in it, which its users may know),
- * not the log's seq, which counts every tenant's changes and would show
- * how busy the others are; and it is the same on every copy of the state
- * (a rebuild, a replica), since the log's order assigns it. A forged
- * cursor is only another position in the caller's own listing. Its text:
- * the 8 bytes big-endian, base64url without padding. */
-
-#define CURSOR_BYTES 8
-
-static void cursor_format(uint64_t ord, char out[ENG_CURSOR_LEN + 1])
-{
-    uint8_t b[CURSOR_BYTES];
-    for (int i = 0; i < CURSOR_BYTES; i++)
-        b[i] = (uint8_t)(ord >> (56 - 8 * i));
-    sodium_bin2base64(out, ENG_CURSOR_LEN + 1, b, sizeof b,
-                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-}
-
-/* 0, or TK_EINVAL when text is not a cursor. */
-static int cursor_parse(const char *text, size_t n, uint64_t *ord)
-{
-    uint8_t b[CURSOR_BYTES];
-    size_t len = 0;
-    if (n != ENG_CURSOR_LEN
-        || sodium_base642bin(b, sizeof b, text, n, NULL, &len, NULL,
-                             sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0
-        || len != sizeof b)
-        return TK_EINVAL;
-    uint64_t v = 0;
-    for (int i = 0; i < CURSOR_BYTES; i++)
-        v = v << 8 | b[i];
-    *ord = v;
-    return 0;
-}
+/* ---- reading (store/query.c) ------------------------------------------ */
 
 bool eng_cursor_ok(const char *text, size_t n)
 {
-    uint64_t ord;
-    return cursor_parse(text, n, &ord) == 0;
+    return query_cursor_ok(ENG_TOKENS, text, n);
 }
 
-typedef struct list_ctx {
+int eng_query_run(eng *e, const eng_query *q, int (*fn)(void *arg, const eng_row *row), void *arg,
+                  char *msg)
+{
     state_txn *t;
+    if (e->stale) { /* LMDB lacks a committed batch: it would contradict the view */
+        if (msg)
+            snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
+        return TK_EFENCED;
+    }
+    int rc = state_begin(e->st, false, &t);
+    if (rc)
+        return rc;
+    rc = query_run(t, q, time(NULL), fn, arg, msg);
+    state_abort(t);
+    return rc;
+}
+
+typedef struct token_rows {
     int (*fn)(void *arg, const eng_token_info *info);
     void *arg;
-    eng_token_info info;
-} list_ctx;
+} token_rows;
 
-static int list_one(void *arg, const st_cred *c)
+static int token_row(void *arg, const eng_row *row)
 {
-    list_ctx *lc = arg;
-    eng_token_info *in = &lc->info;
-    st_user u;
-    memset(in, 0, sizeof *in);
-    in->client_id = c->id;
-    strcpy(in->description, c->desc);
-    for (uint32_t i = 0; i < c->nroles; i++) {
-        st_role role;
-        if (state_role_by_id(lc->t, c->roles[i], &role) == 0)
-            strcpy(in->roles[in->nroles++], role.key);
-    }
-    if (state_user_by_id(lc->t, c->user, &u) == 0)
-        strcpy(in->created_by, u.slug);
-    in->created_ms = c->created_ms;
-    in->expires = c->expires;
-    cursor_format(c->ord, in->cursor);
-    return lc->fn(lc->arg, in);
+    token_rows *tr = arg;
+    return tr->fn(tr->arg, &row->u.token);
 }
 
 int eng_token_list(eng *e, const tk_actor *a, tk_str tenant, tk_str account, const tk_str *after,
                    uint32_t limit, int (*fn)(void *arg, const eng_token_info *t), void *arg)
 {
-    list_ctx lc = {.fn = fn, .arg = arg};
-    st_tenant tn;
-    st_account ac;
-    uint64_t from = 0;
-    if (e->stale)
-        return TK_EFENCED; /* LMDB lacks a committed batch: it would contradict the view */
-    if (after && cursor_parse(after->p, after->n, &from))
-        return TK_EINVAL;
-    int rc = state_begin(e->st, false, &lc.t);
-    if (rc)
-        return rc;
-    char msg[ENG_MSG_MAX];
-    if (a->kind == TK_ACTOR_USER) {
-        st_user u;
-        if ((rc = plan_actor_stands(lc.t, a, time(NULL), msg)))
-            goto done;
-        if ((rc = state_user_by_id(lc.t, a->user, &u)))
-            goto done;
-        if ((rc = rules_may_manage_tokens(a, u.portal, false)))
-            goto done;
+    eng_query q = {.kind = ENG_TOKENS, .actor = *a, .tenant = tenant, .account = account,
+                   .limit = limit};
+    token_rows tr = {fn, arg};
+    if (after) {
+        q.has_after = true;
+        q.after = *after;
     }
-    if ((rc = plan_scope(lc.t, a, tenant, account, true, &tn, &ac, msg)))
-        goto done;
-    if (!rules_may_see(a, tn.id, ac.id)) {
-        rc = TK_ENOTFOUND;
-        goto done;
-    }
-    rc = state_account_tokens(lc.t, ac.id, from, limit, list_one, &lc);
-done:
-    state_abort(lc.t);
-    return rc;
+    return eng_query_run(e, &q, token_row, &tr, NULL);
 }
 
 size_t eng_cred_count(const eng *e)

@@ -80,7 +80,14 @@ typedef enum eng_op {
     ENG_KEY_DELETE,        /* operator: id */
     ENG_TOKEN_CREATE,      /* user: desc, items = role keys, expires; returns the token */
     ENG_TOKEN_DELETE,      /* user (own account) or operator: id */
-    ENG_OP_MAX = ENG_TOKEN_DELETE
+    ENG_TOKEN_SET,         /* user (own account) or operator: id, desc (nothing else of a
+                              token changes) */
+    ENG_USER_DELETE,       /* operator: tenant, account, user: its personal keys end, its
+                              tokens stay (they belong to the account) */
+    ENG_ACCOUNT_DELETE,    /* operator: tenant, account: its tokens, users and keys end */
+    ENG_PERM_DELETE,       /* operator: tenant, key: drops out of every role */
+    ENG_TENANT_DELETE,     /* operator: tenant: everything of it ends */
+    ENG_OP_MAX = ENG_TENANT_DELETE
 } eng_op;
 
 /* One request. Strings are borrowed for the call. A user actor's own
@@ -205,6 +212,93 @@ int eng_token_list(eng *e, const tk_actor *a, tk_str tenant, tk_str account, con
 /* True when text has the form of a listing cursor (for a decoder that
  * refuses a malformed one before it reaches the engine). */
 bool eng_cursor_ok(const char *text, size_t n);
+
+/* ---- reading everything else (store/query.c) ---------------------------- */
+
+/* What a read is about. */
+typedef enum eng_kind {
+    ENG_TENANTS = 1, /* the operator: every tenant */
+    ENG_PERMS,       /* a tenant's permissions */
+    ENG_ROLES,       /* a tenant's roles */
+    ENG_ACCOUNTS,    /* the operator: a tenant's accounts */
+    ENG_USERS,       /* an account's users */
+    ENG_KEYS,        /* a user's personal keys */
+    ENG_TOKENS,      /* an account's tokens */
+    ENG_KIND_MAX = ENG_TOKENS
+} eng_kind;
+
+/* A listing or a get. The operator names the scope (tenant; account for
+ * USERS, KEYS, TOKENS; user for KEYS); a user's own applies and these are
+ * ignored (rule 7). A user may read, with the portal flag (rule 2), its
+ * tenant's permissions and roles, its account's users and tokens; and its
+ * own personal keys, with or without it; never tenants or accounts (but
+ * its own tenant with ENG_TENANTS as a get). */
+typedef struct eng_query {
+    eng_kind kind;
+    tk_actor actor;
+    tk_str tenant, account, user;
+    bool has_after;
+    tk_str after;    /* a listing: the `cursor` of the last row of the page before */
+    uint32_t limit;  /* a listing: at most this many rows */
+    bool get;        /* one row instead: the one the query names (tenant for
+                        ENG_TENANTS, user for ENG_USERS, id for ENG_TOKENS) */
+    tk_id id;
+} eng_query;
+
+#define ENG_ROW_CURSOR_MAX (TK_KEY_MAX + 1) /* a cursor of any listing fits */
+
+/* One row, borrowed for the callback. Metadata only: never a secret or a
+ * hash (rule 9). */
+typedef struct eng_row {
+    eng_kind kind;
+    char cursor[ENG_ROW_CURSOR_MAX + 1]; /* the position after this row */
+    union {
+        struct {
+            char slug[TK_SLUG_MAX + 1];
+            bool api_tokens;
+            tk_limits limits;
+            uint32_t roles, permissions; /* how many */
+        } tenant;
+        struct {
+            char key[TK_KEY_MAX + 1];
+            char description[TK_DESC_MAX + 1];
+        } perm;
+        struct {
+            char key[TK_KEY_MAX + 1];
+            char name[TK_NAME_MAX + 1];
+            uint32_t level;
+            uint32_t nperms;
+            const char *perms[TK_MAX_ROLE_PERMS]; /* their keys */
+        } role;
+        struct {
+            char slug[TK_SLUG_MAX + 1];
+            uint32_t tokens; /* live */
+        } account;
+        struct {
+            char slug[TK_SLUG_MAX + 1];
+            bool portal;
+            uint32_t nroles;
+            const char *roles[TK_MAX_ROLES]; /* their keys (deleted ones left out) */
+            uint32_t keys; /* live personal keys */
+        } user;
+        struct {
+            tk_id id;
+            int64_t created_ms;
+            int64_t expires; /* 0 = never */
+        } key;
+        eng_token_info token;
+    } u;
+} eng_row;
+
+/* Runs q: each row to fn (a non-zero return stops and is returned), oldest
+ * first for keys and tokens, by name for the rest. A get calls fn once.
+ * 0; TK_EINVAL (a malformed field or cursor), TK_ENOTFOUND (the scope, or
+ * the row of a get, is not there or not the caller's: one answer for both),
+ * TK_EDENIED, TK_EUNAUTH, TK_EIO, TK_EFENCED (see eng_token_list); msg
+ * (ENG_MSG_MAX bytes, may be NULL) says why. Runs on the writer thread (an
+ * LMDB read transaction), like eng_token_list. */
+int eng_query_run(eng *e, const eng_query *q, int (*fn)(void *arg, const eng_row *row), void *arg,
+                  char *msg);
 
 /* Number of credentials in the verify index, and its memory. */
 size_t eng_cred_count(const eng *e);

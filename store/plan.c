@@ -542,6 +542,104 @@ static int plan_cred_delete(plan *p, const eng_req *r, eng_res *res)
     return 0;
 }
 
+/* A token's description: its creator's account under rule 2, or the
+ * operator. */
+static int plan_token_set(plan *p, const eng_req *r, eng_res *res)
+{
+    st_cred cr;
+    int rc;
+    if (r->actor.kind == TK_ACTOR_USER) {
+        st_user u;
+        if ((rc = state_user_by_id(p->t, r->actor.user, &u)))
+            return rc == TK_ENOTFOUND ? TK_EUNAUTH : rc;
+        if ((rc = rules_may_manage_tokens(&r->actor, u.portal, false)))
+            return why(res->msg, rc, "user '%s' may not manage API tokens (no portal access)",
+                       u.slug);
+    }
+    if (!model_text_ok(r->desc.p, r->desc.n, TK_DESC_MAX))
+        return why(res->msg, TK_EINVAL, "the description must be UTF-8 text of at most %d bytes",
+                   TK_DESC_MAX);
+    char idstr[TK_ID_STR_LEN + 1];
+    secret_id_format(&r->id, idstr);
+    rc = state_cred_by_id(p->t, &r->id, &cr);
+    if (rc == TK_ENOTFOUND || (!rc && (cr.kind != TK_KIND_TOKEN
+                                       || !rules_may_see(&r->actor, cr.tenant, cr.account))))
+        return why(res->msg, TK_ENOTFOUND, "no token %s%s", idstr,
+                   r->actor.kind == TK_ACTOR_USER ? " in your account" : "");
+    if (rc)
+        return rc;
+    ev *x = event(p, EV_TOKEN_SET);
+    x->id = r->id;
+    x->desc = r->desc;
+    return 0;
+}
+
+/* ---- deletions (the operator) ----------------------------------------------
+ *
+ * Each is one event; what goes with it (a user's keys; an account's tokens,
+ * users and keys; a permission out of its roles; all of a tenant) is taken
+ * by the apply (store/state.c), so the log says it once and a replay takes
+ * the same. They take access away: rule 12 lets them use the reserve. */
+
+static int plan_user_delete(plan *p, const eng_req *r, eng_res *res)
+{
+    st_tenant tn;
+    st_account ac;
+    st_user u;
+    int rc = user_named(p, r, &tn, &ac, &u, res->msg);
+    if (rc)
+        return rc;
+    ev *x = event(p, EV_USER_DELETE);
+    user_names(p, x, &tn, &ac, r->user);
+    p->revokes = true;
+    return 0;
+}
+
+static int plan_account_delete(plan *p, const eng_req *r, eng_res *res)
+{
+    st_tenant tn;
+    st_account ac;
+    int rc = plan_scope(p->t, &r->actor, r->tenant, r->account, true, &tn, &ac, res->msg);
+    if (rc)
+        return rc;
+    ev *x = event(p, EV_ACCOUNT_DELETE);
+    set_str(&x->tenant, strcpy(p->slugs[0], tn.slug));
+    set_str(&x->account, strcpy(p->slugs[1], ac.slug));
+    p->revokes = true;
+    return 0;
+}
+
+static int plan_perm_delete(plan *p, const eng_req *r, eng_res *res)
+{
+    st_tenant tn;
+    st_perm perm;
+    int rc = tenant_named(p, r, &tn, res->msg);
+    if (rc)
+        return rc;
+    if (!model_key_ok(r->key.p, r->key.n))
+        return why(res->msg, TK_EINVAL, "'%.*s' is not a permission key", SL(r->key));
+    if ((rc = state_perm_by_key(p->t, tn.id, r->key.p, r->key.n, &perm)))
+        return rc == TK_ENOTFOUND
+                   ? why(res->msg, rc, "no permission '%.*s' in tenant '%s'", SL(r->key), tn.slug)
+                   : rc;
+    ev *x = event(p, EV_PERM_DELETE);
+    x->tenant = r->tenant;
+    x->key = r->key;
+    p->revokes = true;
+    return 0;
+}
+
+static int plan_tenant_delete(plan *p, const eng_req *r, eng_res *res)
+{
+    st_tenant tn;
+    int rc = tenant_named(p, r, &tn, res->msg);
+    if (rc)
+        return rc;
+    event(p, EV_TENANT_DELETE)->tenant = r->tenant;
+    p->revokes = true;
+    return 0;
+}
+
 /* ---- the table ----------------------------------------------------------- */
 
 typedef int (*planner)(plan *p, const eng_req *r, eng_res *res);
@@ -564,6 +662,11 @@ static const struct {
     [ENG_KEY_DELETE] = {plan_cred_delete, false},
     [ENG_TOKEN_CREATE] = {plan_token_create, true},
     [ENG_TOKEN_DELETE] = {plan_cred_delete, true},
+    [ENG_TOKEN_SET] = {plan_token_set, true},
+    [ENG_USER_DELETE] = {plan_user_delete, false},
+    [ENG_ACCOUNT_DELETE] = {plan_account_delete, false},
+    [ENG_PERM_DELETE] = {plan_perm_delete, false},
+    [ENG_TENANT_DELETE] = {plan_tenant_delete, false},
 };
 
 int plan_request(plan *p, const eng_req *r, eng_res *res)

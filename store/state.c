@@ -20,11 +20,11 @@
 
 enum { DB_META, DB_TENANT, DB_TENANT_NAME, DB_PERM, DB_PERM_NAME, DB_ROLE, DB_ROLE_NAME,
        DB_ACCOUNT, DB_ACCOUNT_NAME, DB_USER, DB_USER_NAME, DB_CRED, DB_ACCOUNT_TOKENS,
-       DB_COUNT };
+       DB_USER_KEYS, DB_COUNT };
 
 static const char *const db_names[DB_COUNT] = {
     "meta", "tenant", "tenant_name", "perm", "perm_name", "role", "role_name",
-    "account", "account_name", "user", "user_name", "cred", "account_tokens",
+    "account", "account_name", "user", "user_name", "cred", "account_tokens", "user_keys",
 };
 
 #define INITIAL_MAP (256ull << 20)
@@ -33,8 +33,9 @@ static const char *const db_names[DB_COUNT] = {
  * 3: tokens carry their number in their account (the listing's order, and
  * its cursors), accounts the count of tokens made in them. 4: the counts
  * the quotas need (live tokens per account, keys per user, roles per
- * tenant) and each tenant's limits. */
-#define STATE_FORMAT 4u
+ * tenant) and each tenant's limits. 5: deletions (a user's keys indexed,
+ * permission numbers given again, a credential keeps its creator's slug). */
+#define STATE_FORMAT 5u
 
 struct state {
     MDB_env *env;
@@ -80,6 +81,11 @@ static void be32(uint8_t *p, uint32_t v)
 static uint32_t rd_be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t rd_be64(const uint8_t *p)
+{
+    return (uint64_t)rd_be32(p) << 32 | rd_be32(p + 4);
 }
 
 static void be64(uint8_t *p, uint64_t v)
@@ -173,6 +179,30 @@ static int id_put(state_txn *t, int db, uint32_t id, const mpw *w)
     return db_put(t, db, k, 4, w->buf.data, w->buf.size);
 }
 
+/* The first record of db at or after key from[0..fromlen) whose key starts
+ * with prefix[0..plen): 0 (k, v set), TK_ENOTFOUND, or an LMDB error. Used
+ * to walk a parent's children in key order and, deleting as it goes, to
+ * take them all. */
+static int first_from(state_txn *t, int db, const void *prefix, size_t plen, const void *from,
+                      size_t fromlen, MDB_val *k, MDB_val *v)
+{
+    MDB_cursor *c;
+    int rc = map_err(mdb_cursor_open(t->txn, t->s->dbi[db], &c));
+    if (rc)
+        return rc;
+    k->mv_size = fromlen;
+    k->mv_data = (void *)from;
+    int mrc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+    mdb_cursor_close(c);
+    if (mrc == MDB_NOTFOUND)
+        return TK_ENOTFOUND;
+    if (mrc)
+        return map_err(mrc);
+    if (k->mv_size < plen || memcmp(k->mv_data, prefix, plen) != 0)
+        return TK_ENOTFOUND;
+    return 0;
+}
+
 /* ---- value decoding --------------------------------------------------- */
 
 static int rd_u32(mpr *r, uint32_t *v)
@@ -216,8 +246,9 @@ static int dec_tenant(const MDB_val *v, uint32_t id, st_tenant *o)
 {
     mpr r;
     o->id = id;
-    if (rd_header(&r, v, 9) || rd_cstr(&r, o->slug, sizeof o->slug)
-        || mpr_bool(&r, &o->api_tokens) || rd_u32(&r, &o->nperms) || rd_u32(&r, &o->nroles)
+    if (rd_header(&r, v, 10) || rd_cstr(&r, o->slug, sizeof o->slug)
+        || mpr_bool(&r, &o->api_tokens) || rd_u32(&r, &o->nperms) || rd_u32(&r, &o->perm_top)
+        || rd_u32(&r, &o->nroles)
         || rd_u32(&r, &o->lim.tokens) || rd_u32(&r, &o->lim.roles) || rd_u32(&r, &o->lim.keys)
         || rd_u32(&r, &o->lim.rate) || rd_u32(&r, &o->lim.burst))
         return TK_ECORRUPT;
@@ -226,10 +257,11 @@ static int dec_tenant(const MDB_val *v, uint32_t id, st_tenant *o)
 
 static void enc_tenant(mpw *w, const st_tenant *o)
 {
-    mpw_array(w, 9);
+    mpw_array(w, 10);
     mpw_cstr(w, o->slug);
     mpw_bool(w, o->api_tokens);
     mpw_uint(w, o->nperms);
+    mpw_uint(w, o->perm_top);
     mpw_uint(w, o->nroles);
     mpw_uint(w, o->lim.tokens);
     mpw_uint(w, o->lim.roles);
@@ -301,16 +333,17 @@ static int dec_user(const MDB_val *v, uint32_t id, st_user *o)
 {
     mpr r;
     o->id = id;
-    if (rd_header(&r, v, 6) || rd_u32(&r, &o->tenant) || rd_u32(&r, &o->account)
+    if (rd_header(&r, v, 7) || rd_u32(&r, &o->tenant) || rd_u32(&r, &o->account)
         || rd_cstr(&r, o->slug, sizeof o->slug) || mpr_bool(&r, &o->portal)
-        || rd_ids(&r, o->roles, &o->nroles, TK_MAX_ROLES) || rd_u32(&r, &o->nkeys))
+        || rd_ids(&r, o->roles, &o->nroles, TK_MAX_ROLES) || rd_u32(&r, &o->nkeys)
+        || mpr_uint(&r, &o->keys_made))
         return TK_ECORRUPT;
     return 0;
 }
 
 static void enc_user(mpw *w, const st_user *o)
 {
-    mpw_array(w, 6);
+    mpw_array(w, 7);
     mpw_uint(w, o->tenant);
     mpw_uint(w, o->account);
     mpw_cstr(w, o->slug);
@@ -319,6 +352,7 @@ static void enc_user(mpw *w, const st_user *o)
     for (uint32_t i = 0; i < o->nroles; i++)
         mpw_uint(w, o->roles[i]);
     mpw_uint(w, o->nkeys);
+    mpw_uint(w, o->keys_made);
 }
 
 static int dec_cred(const MDB_val *k, const MDB_val *v, st_cred *o)
@@ -330,11 +364,11 @@ static int dec_cred(const MDB_val *k, const MDB_val *v, st_cred *o)
     if (k->mv_size != TK_ID_LEN)
         return TK_ECORRUPT;
     memcpy(o->id.b, k->mv_data, TK_ID_LEN);
-    if (rd_header(&r, v, 10) || rd_u32(&r, &kind) || mpr_bin(&r, &h, &hn) || hn != TK_HASH_LEN
+    if (rd_header(&r, v, 11) || rd_u32(&r, &kind) || mpr_bin(&r, &h, &hn) || hn != TK_HASH_LEN
         || rd_u32(&r, &o->tenant) || rd_u32(&r, &o->account) || rd_u32(&r, &o->user)
         || rd_ids(&r, o->roles, &o->nroles, TK_MAX_ROLES) || mpr_int(&r, &o->created_ms)
         || mpr_int(&r, &o->expires) || rd_cstr(&r, o->desc, sizeof o->desc)
-        || mpr_uint(&r, &o->ord))
+        || mpr_uint(&r, &o->ord) || rd_cstr(&r, o->creator, sizeof o->creator))
         return TK_ECORRUPT;
     if (kind != TK_KIND_TOKEN && kind != TK_KIND_PERSONAL)
         return TK_ECORRUPT;
@@ -345,7 +379,7 @@ static int dec_cred(const MDB_val *k, const MDB_val *v, st_cred *o)
 
 static void enc_cred(mpw *w, const st_cred *o)
 {
-    mpw_array(w, 10);
+    mpw_array(w, 11);
     mpw_uint(w, o->kind);
     mpw_bin(w, o->hash, TK_HASH_LEN);
     mpw_uint(w, o->tenant);
@@ -358,6 +392,7 @@ static void enc_cred(mpw *w, const st_cred *o)
     mpw_int(w, o->expires);
     mpw_cstr(w, o->desc);
     mpw_uint(w, o->ord);
+    mpw_cstr(w, o->creator);
 }
 
 /* ---- lookups ---------------------------------------------------------- */
@@ -488,6 +523,36 @@ static int resolve_roles(state_txn *t, uint32_t tenant, const ev *e, uint32_t *i
     return 0;
 }
 
+/* The number a new permission of tn gets: the lowest one no permission has
+ * (a deleted one's), or perm_top, which then grows. Replays alike. */
+static int perm_free_num(state_txn *t, st_tenant *tn, uint32_t *num)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    uint8_t from[8];
+    uint32_t expect = 0;
+    int rc = map_err(mdb_cursor_open(t->txn, t->s->dbi[DB_PERM], &c));
+    if (rc)
+        return rc;
+    be32(from, tn->id);
+    be32(from + 4, 0);
+    k.mv_size = 8;
+    k.mv_data = from;
+    int mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (mrc == 0 && k.mv_size == 8 && rd_be32(k.mv_data) == tn->id
+           && rd_be32((uint8_t *)k.mv_data + 4) == expect) {
+        expect++;
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return map_err(mrc);
+    *num = expect; /* the first gap, or the top */
+    if (expect >= tn->perm_top)
+        tn->perm_top = expect + 1;
+    return 0;
+}
+
 /* Finds permission key in tenant, defining it (with desc) if new. */
 static int perm_define(state_txn *t, st_tenant *tn, const tk_str *key, const tk_str *desc,
                        bool overwrite_desc, uint32_t *num, st_emit_fn emit, void *arg)
@@ -501,7 +566,9 @@ static int perm_define(state_txn *t, st_tenant *tn, const tk_str *key, const tk_
         if (tn->nperms >= TK_MAX_TENANT_PERMS)
             return TK_ECORRUPT;
         p.tenant = tn->id;
-        p.num = tn->nperms++;
+        if ((rc = perm_free_num(t, tn, &p.num)))
+            return rc;
+        tn->nperms++;
         copy_str(p.key, *key);
         p.desc[0] = '\0';
         mpw w;
@@ -576,12 +643,13 @@ static void cred_change(const st_cred *cr, st_change *c)
     memcpy(c->list, cr->roles, cr->nroles * sizeof *cr->roles);
 }
 
-/* An account's tokens in listing order: (account, ord), big-endian. */
-#define ACCOUNT_TOKEN_KEY 12
+/* An account's tokens, or a user's personal keys, in listing order:
+ * (account or user, ord), big-endian, to the credential's ID. */
+#define ORD_KEY 12
 
-static void account_token_key(uint8_t k[ACCOUNT_TOKEN_KEY], uint32_t account, uint64_t ord)
+static void ord_key(uint8_t k[ORD_KEY], uint32_t parent, uint64_t ord)
 {
-    be32(k, account);
+    be32(k, parent);
     be64(k + 4, ord);
 }
 
@@ -609,6 +677,7 @@ static int apply_cred_create(state_txn *t, const ev *e, st_emit_fn emit, void *a
     cr.user = us.id;
     cr.created_ms = e->ts;
     cr.expires = e->expires;
+    copy_str(cr.creator, e->user);
     mpw w;
     mpw_init(&w);
     if (cr.kind == TK_KIND_TOKEN) {
@@ -621,6 +690,7 @@ static int apply_cred_create(state_txn *t, const ev *e, st_emit_fn emit, void *a
         enc_account(&w, &ac);
         rc = id_put(t, DB_ACCOUNT, ac.id, &w);
     } else {
+        cr.ord = ++us.keys_made;
         us.nkeys++;
         enc_user(&w, &us);
         rc = id_put(t, DB_USER, us.id, &w);
@@ -630,10 +700,11 @@ static int apply_cred_create(state_txn *t, const ev *e, st_emit_fn emit, void *a
         goto done;
     enc_cred(&w, &cr);
     rc = db_put(t, DB_CRED, cr.id.b, TK_ID_LEN, w.buf.data, w.buf.size);
-    if (!rc && cr.kind == TK_KIND_TOKEN) {
-        uint8_t k[ACCOUNT_TOKEN_KEY];
-        account_token_key(k, cr.account, cr.ord);
-        rc = db_put(t, DB_ACCOUNT_TOKENS, k, sizeof k, cr.id.b, TK_ID_LEN);
+    if (!rc) {
+        uint8_t k[ORD_KEY];
+        ord_key(k, cr.kind == TK_KIND_TOKEN ? cr.account : cr.user, cr.ord);
+        rc = db_put(t, cr.kind == TK_KIND_TOKEN ? DB_ACCOUNT_TOKENS : DB_USER_KEYS, k, sizeof k,
+                    cr.id.b, TK_ID_LEN);
     }
 done:
     mpw_free(&w);
@@ -673,6 +744,28 @@ static int uncount_cred(state_txn *t, const st_cred *cr)
     return rc;
 }
 
+/* Removes credential cr (its record, its listing entry, its count) and
+ * tells the view. */
+static int drop_cred(state_txn *t, const st_cred *c, st_emit_fn emit, void *arg)
+{
+    st_cred cr = *c;
+    int rc = db_del(t, DB_CRED, cr.id.b, TK_ID_LEN);
+    if (!rc) {
+        uint8_t k[ORD_KEY];
+        ord_key(k, cr.kind == TK_KIND_TOKEN ? cr.account : cr.user, cr.ord);
+        rc = db_del(t, cr.kind == TK_KIND_TOKEN ? DB_ACCOUNT_TOKENS : DB_USER_KEYS, k, sizeof k);
+    }
+    if (!rc)
+        rc = uncount_cred(t, &cr);
+    if (!rc && emit) {
+        st_change ch;
+        ch.type = EV_TOKEN_DELETE;
+        ch.cid = cr.id;
+        emit(arg, &ch);
+    }
+    return rc;
+}
+
 static int apply_cred_delete(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
 {
     st_cred cr;
@@ -681,24 +774,219 @@ static int apply_cred_delete(state_txn *t, const ev *e, st_emit_fn emit, void *a
         return rc;
     if (cr.kind != (e->type == EV_TOKEN_DELETE ? TK_KIND_TOKEN : TK_KIND_PERSONAL))
         return TK_ECORRUPT;
-    rc = db_del(t, DB_CRED, cr.id.b, TK_ID_LEN);
-    if (!rc && cr.kind == TK_KIND_TOKEN) {
-        uint8_t k[ACCOUNT_TOKEN_KEY];
-        account_token_key(k, cr.account, cr.ord);
-        rc = db_del(t, DB_ACCOUNT_TOKENS, k, sizeof k);
+    return drop_cred(t, &cr, emit, arg);
+}
+
+static int apply_token_set(state_txn *t, const ev *e)
+{
+    st_cred cr;
+    int rc = must(state_cred_by_id(t, &e->id, &cr));
+    if (rc)
+        return rc;
+    if (cr.kind != TK_KIND_TOKEN)
+        return TK_ECORRUPT;
+    copy_str(cr.desc, e->desc);
+    mpw w;
+    mpw_init(&w);
+    enc_cred(&w, &cr);
+    rc = db_put(t, DB_CRED, cr.id.b, TK_ID_LEN, w.buf.data, w.buf.size);
+    mpw_free(&w);
+    return rc;
+}
+
+/* ---- deletions: everything below goes with its parent ----------------- *
+ *
+ * Each takes the children one at a time, always the first left (the walk
+ * deletes what it walks), so an event alone says what goes and a replay
+ * takes exactly the same. */
+
+/* Drops every credential listed under parent in db (DB_ACCOUNT_TOKENS or
+ * DB_USER_KEYS). */
+static int drop_listed(state_txn *t, int db, uint32_t parent, st_emit_fn emit, void *arg)
+{
+    uint8_t prefix[4];
+    MDB_val k, v;
+    int rc;
+    be32(prefix, parent);
+    while ((rc = first_from(t, db, prefix, 4, prefix, 4, &k, &v)) == 0) {
+        st_cred cr;
+        tk_id id;
+        if (v.mv_size != TK_ID_LEN)
+            return TK_ECORRUPT;
+        memcpy(id.b, v.mv_data, TK_ID_LEN);
+        if ((rc = must(state_cred_by_id(t, &id, &cr))) || (rc = drop_cred(t, &cr, emit, arg)))
+            return rc;
     }
-    if (!rc)
-        rc = uncount_cred(t, &cr);
+    return rc == TK_ENOTFOUND ? 0 : rc;
+}
+
+/* The id under the first name of parent in a name index, or TK_ENOTFOUND. */
+static int first_child(state_txn *t, int db, uint32_t parent, uint32_t *id)
+{
+    uint8_t prefix[4];
+    MDB_val k, v;
+    be32(prefix, parent);
+    int rc = first_from(t, db, prefix, 4, prefix, 4, &k, &v);
+    if (rc)
+        return rc;
+    if (v.mv_size != 4)
+        return TK_ECORRUPT;
+    *id = rd_be32(v.mv_data);
+    return 0;
+}
+
+static int drop_user(state_txn *t, const st_user *u, st_emit_fn emit, void *arg)
+{
+    uint8_t k[4];
+    int rc = drop_listed(t, DB_USER_KEYS, u->id, emit, arg);
+    if (rc)
+        return rc;
+    be32(k, u->id);
+    if ((rc = db_del(t, DB_USER, k, 4)))
+        return rc;
+    return name_del(t, DB_USER_NAME, u->account, u->slug, strlen(u->slug));
+}
+
+static int drop_account(state_txn *t, const st_account *ac, st_emit_fn emit, void *arg)
+{
+    uint32_t uid;
+    uint8_t k[4];
+    int rc = drop_listed(t, DB_ACCOUNT_TOKENS, ac->id, emit, arg);
+    while (!rc && (rc = first_child(t, DB_USER_NAME, ac->id, &uid)) == 0) {
+        st_user u;
+        if (!(rc = must(state_user_by_id(t, uid, &u))))
+            rc = drop_user(t, &u, emit, arg);
+    }
+    if (rc != TK_ENOTFOUND)
+        return rc;
+    be32(k, ac->id);
+    if ((rc = db_del(t, DB_ACCOUNT, k, 4))
+        || (rc = name_del(t, DB_ACCOUNT_NAME, ac->tenant, ac->slug, strlen(ac->slug))))
+        return rc;
+    if (emit) {
+        st_change c;
+        c.type = EV_ACCOUNT_DELETE;
+        c.id = ac->id;
+        emit(arg, &c);
+    }
+    return 0;
+}
+
+static int role_drop_perm(state_txn *t, st_role *r, uint32_t num, st_emit_fn emit, void *arg);
+static void role_change(const st_role *r, st_change *c);
+
+/* A permission goes: out of every role of the tenant first. */
+static int drop_perm(state_txn *t, st_tenant *tn, const st_perm *p, bool roles, st_emit_fn emit,
+                     void *arg)
+{
+    uint8_t prefix[4], from[4 + TK_KEY_MAX];
+    size_t fromlen = 4;
+    MDB_val k, v;
+    int rc;
+    be32(prefix, tn->id);
+    memcpy(from, prefix, 4);
+    while (roles && (rc = first_from(t, DB_ROLE_NAME, prefix, 4, from, fromlen, &k, &v)) == 0) {
+        st_role r;
+        if (v.mv_size != 4 || k.mv_size > sizeof from)
+            return TK_ECORRUPT;
+        if ((rc = must(state_role_by_id(t, rd_be32(v.mv_data), &r)))
+            || (rc = role_drop_perm(t, &r, p->num, emit, arg)))
+            return rc;
+        memcpy(from, k.mv_data, k.mv_size); /* the next role: after this name */
+        from[k.mv_size] = '\0';
+        fromlen = k.mv_size + 1;
+    }
+    if (roles && rc != TK_ENOTFOUND)
+        return rc;
+    uint8_t pk[8];
+    be32(pk, tn->id);
+    be32(pk + 4, p->num);
+    if ((rc = db_del(t, DB_PERM, pk, 8))
+        || (rc = name_del(t, DB_PERM_NAME, tn->id, p->key, strlen(p->key))))
+        return rc;
+    tn->nperms -= tn->nperms > 0;
+    if (emit) {
+        st_change c;
+        c.type = EV_PERM_DELETE;
+        c.tenant = tn->id;
+        c.id = p->num;
+        emit(arg, &c);
+    }
+    return 0;
+}
+
+static int id_del_role(state_txn *t, const st_role *r);
+
+static int drop_tenant(state_txn *t, st_tenant *tn, st_emit_fn emit, void *arg)
+{
+    uint32_t id;
+    uint8_t k[4];
+    int rc;
+    while ((rc = first_child(t, DB_ACCOUNT_NAME, tn->id, &id)) == 0) {
+        st_account ac;
+        if ((rc = must(state_account_by_id(t, id, &ac))) || (rc = drop_account(t, &ac, emit, arg)))
+            return rc;
+    }
+    if (rc != TK_ENOTFOUND)
+        return rc;
+    while ((rc = first_child(t, DB_ROLE_NAME, tn->id, &id)) == 0) {
+        st_role r;
+        if ((rc = must(state_role_by_id(t, id, &r))) || (rc = id_del_role(t, &r)))
+            return rc;
+        if (emit) {
+            st_change c;
+            c.type = EV_ROLE_DELETE;
+            c.id = r.id;
+            emit(arg, &c);
+        }
+    }
+    if (rc != TK_ENOTFOUND)
+        return rc;
+    while ((rc = first_child(t, DB_PERM_NAME, tn->id, &id)) == 0) {
+        st_perm p;
+        if ((rc = must(state_perm_by_num(t, tn->id, id, &p)))
+            || (rc = drop_perm(t, tn, &p, false, NULL, NULL)))
+            return rc;
+    }
+    if (rc != TK_ENOTFOUND)
+        return rc;
+    be32(k, tn->id);
+    if ((rc = db_del(t, DB_TENANT, k, 4))
+        || (rc = name_del(t, DB_TENANT_NAME, 0, tn->slug, strlen(tn->slug))))
+        return rc;
+    if (emit) {
+        st_change c;
+        c.type = EV_TENANT_DELETE;
+        c.id = tn->id;
+        emit(arg, &c);
+    }
+    return 0;
+}
+
+static int put_tenant(state_txn *t, const st_tenant *tn, st_emit_fn emit, void *arg);
+
+/* Takes permission number num out of role r, if it has it. */
+static int role_drop_perm(state_txn *t, st_role *r, uint32_t num, st_emit_fn emit, void *arg)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < r->nperms; i++)
+        if (r->perms[i] != num)
+            r->perms[kept++] = r->perms[i];
+    if (kept == r->nperms)
+        return 0;
+    r->nperms = kept;
+    mpw w;
+    mpw_init(&w);
+    enc_role(&w, r);
+    int rc = id_put(t, DB_ROLE, r->id, &w);
+    mpw_free(&w);
     if (!rc && emit) {
         st_change c;
-        c.type = EV_TOKEN_DELETE;
-        c.cid = cr.id;
+        role_change(r, &c);
         emit(arg, &c);
     }
     return rc;
 }
-
-static int put_tenant(state_txn *t, const st_tenant *tn, st_emit_fn emit, void *arg);
 
 static int apply_role_put(state_txn *t, st_tenant *tn, const ev *e, st_emit_fn emit, void *arg)
 {
@@ -806,6 +1094,8 @@ static int apply(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
     case EV_KEY_DELETE:
     case EV_TOKEN_DELETE:
         return apply_cred_delete(t, e, emit, arg);
+    case EV_TOKEN_SET:
+        return apply_token_set(t, e);
     case EV_KEY_CREATE:
     case EV_TOKEN_CREATE:
         return apply_cred_create(t, e, emit, arg);
@@ -886,6 +1176,29 @@ static int apply(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
         if ((rc = apply_user_put(t, &tn, e)))
             return rc;
         return apply_cred_create(t, e, emit, arg);
+    case EV_USER_DELETE: {
+        st_account ac;
+        st_user u;
+        if ((rc = must(state_account_by_slug(t, tn.id, e->account.p, e->account.n, &ac)))
+            || (rc = must(state_user_by_slug(t, ac.id, e->user.p, e->user.n, &u))))
+            return rc;
+        return drop_user(t, &u, emit, arg);
+    }
+    case EV_ACCOUNT_DELETE: {
+        st_account ac;
+        if ((rc = must(state_account_by_slug(t, tn.id, e->account.p, e->account.n, &ac))))
+            return rc;
+        return drop_account(t, &ac, emit, arg);
+    }
+    case EV_PERM_DELETE: {
+        st_perm p;
+        if ((rc = must(state_perm_by_key(t, tn.id, e->key.p, e->key.n, &p)))
+            || (rc = drop_perm(t, &tn, &p, true, emit, arg)))
+            return rc;
+        return put_tenant(t, &tn, NULL, NULL);
+    }
+    case EV_TENANT_DELETE:
+        return drop_tenant(t, &tn, emit, arg);
     default:
         return TK_ECORRUPT;
     }
@@ -1073,42 +1386,166 @@ int state_visit(state_txn *t, const st_visitor *v)
 
 /* ---- listing ---------------------------------------------------------- */
 
+/* The credentials listed under parent in db, from ord after + 1 on. */
+static int ord_walk(state_txn *t, int db, uint32_t parent, uint64_t after, uint32_t limit,
+                    int (*fn)(void *arg, const st_cred *c), void *arg)
+{
+    uint8_t prefix[4], from[ORD_KEY];
+    MDB_val k, v;
+    int rc = 0;
+    if (after == UINT64_MAX) /* nothing comes after the last possible number */
+        return 0;
+    be32(prefix, parent);
+    /* A position, whether or not a credential has it now. */
+    ord_key(from, parent, after + 1);
+    for (uint32_t n = 0; n < limit; n++) {
+        if ((rc = first_from(t, db, prefix, 4, from, sizeof from, &k, &v)))
+            return rc == TK_ENOTFOUND ? 0 : rc;
+        tk_id id;
+        st_cred cr;
+        if (k.mv_size != ORD_KEY || v.mv_size != TK_ID_LEN)
+            return TK_ECORRUPT;
+        memcpy(id.b, v.mv_data, TK_ID_LEN);
+        if ((rc = must(state_cred_by_id(t, &id, &cr))) || (rc = fn(arg, &cr)))
+            return rc;
+        uint64_t ord = rd_be64((uint8_t *)k.mv_data + 4);
+        if (ord == UINT64_MAX)
+            return 0;
+        ord_key(from, parent, ord + 1);
+    }
+    return 0;
+}
+
 int state_account_tokens(state_txn *t, uint32_t account, uint64_t after, uint32_t limit,
                          int (*fn)(void *arg, const st_cred *c), void *arg)
 {
-    MDB_cursor *c;
+    return ord_walk(t, DB_ACCOUNT_TOKENS, account, after, limit, fn, arg);
+}
+
+int state_user_keys(state_txn *t, uint32_t user, uint64_t after, uint32_t limit,
+                    int (*fn)(void *arg, const st_cred *c), void *arg)
+{
+    return ord_walk(t, DB_USER_KEYS, user, after, limit, fn, arg);
+}
+
+/* The ids (or permission numbers) under parent in a name index, by name,
+ * after the name `after` (NULL: from the first). */
+static int name_walk(state_txn *t, int db, uint32_t parent, const tk_str *after, uint32_t limit,
+                     int (*fn)(state_txn *t, void *arg, uint32_t id), void *arg)
+{
+    uint8_t prefix[4], from[4 + TK_KEY_MAX + 1];
+    size_t fromlen = 4;
     MDB_val k, v;
-    uint8_t start[ACCOUNT_TOKEN_KEY];
-    int rc = map_err(mdb_cursor_open(t->txn, t->s->dbi[DB_ACCOUNT_TOKENS], &c));
-    if (rc)
-        return rc;
-    if (after == UINT64_MAX) { /* nothing comes after the last possible number */
-        mdb_cursor_close(c);
-        return 0;
+    int rc;
+    be32(prefix, parent);
+    memcpy(from, prefix, 4);
+    if (after) {
+        if (after->n > TK_KEY_MAX)
+            return TK_EINVAL;
+        memcpy(from + 4, after->p, after->n);
+        from[4 + after->n] = '\0'; /* the first name above it */
+        fromlen = 4 + after->n + 1;
     }
-    /* A position, whether or not a token has it now. */
-    account_token_key(start, account, after + 1);
-    k.mv_size = sizeof start;
-    k.mv_data = start;
-    int mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    for (uint32_t n = 0; mrc == 0 && n < limit; n++) {
-        if (k.mv_size != ACCOUNT_TOKEN_KEY || rd_be32(k.mv_data) != account)
-            break;
-        tk_id id;
-        st_cred cr;
-        if (v.mv_size != TK_ID_LEN) {
-            rc = TK_ECORRUPT;
-            break;
-        }
-        memcpy(id.b, v.mv_data, TK_ID_LEN);
-        if ((rc = must(state_cred_by_id(t, &id, &cr))) || (rc = fn(arg, &cr)))
-            break;
-        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    for (uint32_t n = 0; n < limit; n++) {
+        if ((rc = first_from(t, db, prefix, 4, from, fromlen, &k, &v)))
+            return rc == TK_ENOTFOUND ? 0 : rc;
+        if (v.mv_size != 4 || k.mv_size > 4 + TK_KEY_MAX)
+            return TK_ECORRUPT;
+        if ((rc = fn(t, arg, rd_be32(v.mv_data))))
+            return rc;
+        memcpy(from, k.mv_data, k.mv_size);
+        from[k.mv_size] = '\0';
+        fromlen = k.mv_size + 1;
     }
-    if (!rc && mrc != 0 && mrc != MDB_NOTFOUND)
-        rc = map_err(mrc);
-    mdb_cursor_close(c);
-    return rc;
+    return 0;
+}
+
+/* The walkers' callbacks: look the record up, hand it on. */
+typedef struct walk_to {
+    uint32_t parent;
+    union {
+        int (*tenant)(void *arg, const st_tenant *r);
+        int (*perm)(void *arg, const st_perm *r);
+        int (*role)(void *arg, const st_role *r);
+        int (*account)(void *arg, const st_account *r);
+        int (*user)(void *arg, const st_user *r);
+    } fn;
+    void *arg;
+} walk_to;
+
+static int to_tenant(state_txn *t, void *arg, uint32_t id)
+{
+    walk_to *w = arg;
+    st_tenant r;
+    int rc = must(state_tenant_by_id(t, id, &r));
+    return rc ? rc : w->fn.tenant(w->arg, &r);
+}
+
+static int to_perm(state_txn *t, void *arg, uint32_t num)
+{
+    walk_to *w = arg;
+    st_perm r;
+    int rc = must(state_perm_by_num(t, w->parent, num, &r));
+    return rc ? rc : w->fn.perm(w->arg, &r);
+}
+
+static int to_role(state_txn *t, void *arg, uint32_t id)
+{
+    walk_to *w = arg;
+    st_role r;
+    int rc = must(state_role_by_id(t, id, &r));
+    return rc ? rc : w->fn.role(w->arg, &r);
+}
+
+static int to_account(state_txn *t, void *arg, uint32_t id)
+{
+    walk_to *w = arg;
+    st_account r;
+    int rc = must(state_account_by_id(t, id, &r));
+    return rc ? rc : w->fn.account(w->arg, &r);
+}
+
+static int to_user(state_txn *t, void *arg, uint32_t id)
+{
+    walk_to *w = arg;
+    st_user r;
+    int rc = must(state_user_by_id(t, id, &r));
+    return rc ? rc : w->fn.user(w->arg, &r);
+}
+
+int state_tenants(state_txn *t, const tk_str *after, uint32_t limit,
+                  int (*fn)(void *arg, const st_tenant *r), void *arg)
+{
+    walk_to w = {.parent = 0, .fn.tenant = fn, .arg = arg};
+    return name_walk(t, DB_TENANT_NAME, 0, after, limit, to_tenant, &w);
+}
+
+int state_perms(state_txn *t, uint32_t tenant, const tk_str *after, uint32_t limit,
+                int (*fn)(void *arg, const st_perm *r), void *arg)
+{
+    walk_to w = {.parent = tenant, .fn.perm = fn, .arg = arg};
+    return name_walk(t, DB_PERM_NAME, tenant, after, limit, to_perm, &w);
+}
+
+int state_roles(state_txn *t, uint32_t tenant, const tk_str *after, uint32_t limit,
+                int (*fn)(void *arg, const st_role *r), void *arg)
+{
+    walk_to w = {.parent = tenant, .fn.role = fn, .arg = arg};
+    return name_walk(t, DB_ROLE_NAME, tenant, after, limit, to_role, &w);
+}
+
+int state_accounts(state_txn *t, uint32_t tenant, const tk_str *after, uint32_t limit,
+                   int (*fn)(void *arg, const st_account *r), void *arg)
+{
+    walk_to w = {.parent = tenant, .fn.account = fn, .arg = arg};
+    return name_walk(t, DB_ACCOUNT_NAME, tenant, after, limit, to_account, &w);
+}
+
+int state_users(state_txn *t, uint32_t account, const tk_str *after, uint32_t limit,
+                int (*fn)(void *arg, const st_user *r), void *arg)
+{
+    walk_to w = {.parent = account, .fn.user = fn, .arg = arg};
+    return name_walk(t, DB_USER_NAME, account, after, limit, to_user, &w);
 }
 
 /* ---- environment and transactions -------------------------------------- */

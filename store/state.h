@@ -39,8 +39,10 @@ typedef struct st_tenant {
     uint32_t id;
     char slug[TK_SLUG_MAX + 1];
     bool api_tokens;
-    uint32_t nperms; /* permissions are numbered 0..nperms-1 within the tenant */
-    uint32_t nroles; /* roles defined now */
+    uint32_t nperms;   /* permissions defined now */
+    uint32_t perm_top; /* permissions are numbered below this within the tenant (a
+                          deleted one's number is given to the next new one) */
+    uint32_t nroles;   /* roles defined now */
     tk_limits lim;   /* its quotas (TK_LIMITS_DEFAULT at creation) */
 } st_tenant;
 
@@ -74,6 +76,7 @@ typedef struct st_user {
     uint32_t nroles;
     uint32_t roles[TK_MAX_ROLES]; /* role ids; a deleted role's id stays but resolves to nothing */
     uint32_t nkeys; /* its personal keys now */
+    uint64_t keys_made; /* personal keys ever made for it: the last ord given */
 } st_user;
 
 typedef struct st_cred {
@@ -84,8 +87,9 @@ typedef struct st_cred {
     uint32_t nroles;
     uint32_t roles[TK_MAX_ROLES];
     int64_t created_ms; /* unix milliseconds (the event's timestamp) */
-    uint64_t ord;       /* a token's number in its account, 1, 2, ... in creation order:
-                           the listing's order and its position (0 for personal keys) */
+    uint64_t ord;       /* its number in its account (a token) or user (a personal key),
+                           1, 2, ... in creation order: the listing's order and position */
+    char creator[TK_SLUG_MAX + 1]; /* the creating user's slug, kept when the user goes */
     int64_t expires;    /* unix seconds; 0 = never */
     char desc[TK_DESC_MAX + 1];
 } st_cred;
@@ -168,6 +172,25 @@ int state_cred_by_id(state_txn *t, const tk_id *id, st_cred *out);
  * (that value is returned) or after limit calls. */
 int state_account_tokens(state_txn *t, uint32_t account, uint64_t after, uint32_t limit,
                          int (*fn)(void *arg, const st_cred *c), void *arg);
+
+/* The same for the personal keys of user (by ord: creation order). */
+int state_user_keys(state_txn *t, uint32_t user, uint64_t after, uint32_t limit,
+                    int (*fn)(void *arg, const st_cred *c), void *arg);
+
+/* Listings by name (bytewise order), after the name `after` (NULL: from
+ * the first; it need not exist), at most limit, each record a copy for the
+ * call; a non-zero return of fn stops the walk and is returned. TK_EINVAL
+ * for an `after` longer than any name. */
+int state_tenants(state_txn *t, const tk_str *after, uint32_t limit,
+                  int (*fn)(void *arg, const st_tenant *r), void *arg);
+int state_perms(state_txn *t, uint32_t tenant, const tk_str *after, uint32_t limit,
+                int (*fn)(void *arg, const st_perm *r), void *arg);
+int state_roles(state_txn *t, uint32_t tenant, const tk_str *after, uint32_t limit,
+                int (*fn)(void *arg, const st_role *r), void *arg);
+int state_accounts(state_txn *t, uint32_t tenant, const tk_str *after, uint32_t limit,
+                   int (*fn)(void *arg, const st_account *r), void *arg);
+int state_users(state_txn *t, uint32_t account, const tk_str *after, uint32_t limit,
+                int (*fn)(void *arg, const st_user *r), void *arg);
 
 /* Callbacks for state_visit; each may be NULL (that kind is skipped). */
 typedef struct st_visitor {

@@ -865,6 +865,173 @@ static void limits_survive_a_rebuild(void **state)
     assert_int_equal(fx_token(c->e, &c->w.alice, "two", VIEWER, 0, NULL, NULL), TK_ELIMIT);
 }
 
+/* ---- deletions (issue 9): effective before the acknowledgement, and
+ * after a restart and a rebuild from the log alone ---------------------- */
+
+/* Closes, and opens again: from LMDB (rebuild false) or from the log
+ * alone (the state removed first). */
+static void reopen_from(ctx *c, bool rebuild)
+{
+    eng_close(c->e);
+    if (rebuild) {
+        char *st = tkt_path(c->dir, "state");
+        tkt_rmdir(st);
+        free(st);
+    }
+    assert_int_equal(eng_open(c->dir, NULL, &c->e), 0);
+}
+
+static int del(eng *e, eng_op op, const char *tenant, const char *account, const char *user,
+               const char *key)
+{
+    eng_req r;
+    eng_req_init(&r, op, &fx_operator);
+    r.tenant = (tk_str){tenant, tenant ? strlen(tenant) : 0};
+    r.account = (tk_str){account, account ? strlen(account) : 0};
+    r.user = (tk_str){user, user ? strlen(user) : 0};
+    r.key = (tk_str){key, key ? strlen(key) : 0};
+    return fx_exec(e, &r, NULL);
+}
+
+static void delete_user_ends_its_keys_not_its_tokens(void **state)
+{
+    ctx *c = *state;
+    char s[TK_SECRET_LEN + 1];
+    tk_verify v;
+    tk_actor a;
+    tk_str none = {0};
+    info_one one = {0};
+    assert_int_equal(fx_token(c->e, &c->w.alice, "ci", VIEWER, 0, NULL, s), 0);
+    assert_int_equal(del(c->e, ENG_USER_DELETE, "acme", "globex", "alice", NULL), 0);
+    /* At once: the key acts no more, the token still verifies. */
+    assert_int_equal(fx_auth(c->e, c->w.alice_key, &a), TK_EUNAUTH);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER, 0, NULL, NULL), TK_EUNAUTH);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(eng_token_list(c->e, &fx_operator, (tk_str){"acme", 4},
+                                    (tk_str){"globex", 6}, NULL, 1, keep_info, &one), 0);
+    assert_string_equal(one.info.created_by, "alice"); /* metadata, kept */
+    assert_int_equal(del(c->e, ENG_USER_DELETE, "acme", "globex", "alice", NULL), TK_ENOTFOUND);
+    for (int rebuild = 0; rebuild < 2; rebuild++) {
+        reopen_from(c, rebuild);
+        assert_int_equal(fx_auth(c->e, c->w.alice_key, &a), TK_EUNAUTH);
+        assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    }
+    /* The slug is free again: a new alice, with nothing of the old one. */
+    assert_int_equal(fx_user(c->e, "acme", "globex", "alice", true, ADMIN, NULL), 0);
+    (void)none;
+}
+
+static void delete_account_ends_its_tokens_users_and_keys(void **state)
+{
+    ctx *c = *state;
+    char mine[TK_SECRET_LEN + 1], other[TK_SECRET_LEN + 1];
+    tk_verify v;
+    tk_actor a;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "g", VIEWER, 0, NULL, mine), 0);
+    assert_int_equal(fx_token(c->e, &c->w.dave, "i", VIEWER, 0, NULL, other), 0);
+    assert_int_equal(del(c->e, ENG_ACCOUNT_DELETE, "acme", "globex", NULL, NULL), 0);
+    assert_int_equal(fx_verify(c->e, mine, &v), TK_V_UNKNOWN);
+    assert_int_equal(fx_auth(c->e, c->w.alice_key, &a), TK_EUNAUTH);
+    assert_int_equal(fx_verify(c->e, other, &v), TK_V_VALID); /* another account */
+    assert_int_equal(fx_user(c->e, "acme", "globex", "zed", true, ADMIN, NULL), TK_ENOTFOUND);
+    for (int rebuild = 0; rebuild < 2; rebuild++) {
+        reopen_from(c, rebuild);
+        assert_int_equal(fx_verify(c->e, mine, &v), TK_V_UNKNOWN);
+        assert_int_equal(fx_verify(c->e, other, &v), TK_V_VALID);
+        assert_int_equal(fx_auth(c->e, c->w.alice_key, &a), TK_EUNAUTH);
+    }
+    /* Made again, it is empty. */
+    assert_int_equal(fx_account(c->e, "acme", "globex"), 0);
+    assert_int_equal(fx_verify(c->e, mine, &v), TK_V_UNKNOWN);
+}
+
+static void delete_permission_drops_out_of_roles(void **state)
+{
+    ctx *c = *state;
+    char s[TK_SECRET_LEN + 1];
+    tk_verify v;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "a", ADMIN, 0, NULL, s), 0);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(v.nperms, 2); /* orders:read, orders:write */
+    assert_int_equal(del(c->e, ENG_PERM_DELETE, "acme", NULL, NULL, "orders:write"), 0);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(v.nperms, 1);
+    assert_string_equal(v.perms[0], "orders:read");
+    assert_int_equal(del(c->e, ENG_PERM_DELETE, "acme", NULL, NULL, "orders:write"),
+                     TK_ENOTFOUND);
+    /* A new permission takes the freed number; it does not come back to
+     * the roles that had the old one. */
+    static const char *const p[] = {"labs:run", NULL};
+    assert_int_equal(fx_role(c->e, "acme", "lab", 3, p), 0);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    assert_int_equal(v.nperms, 1);
+    assert_string_equal(v.perms[0], "orders:read");
+    for (int rebuild = 0; rebuild < 2; rebuild++) {
+        reopen_from(c, rebuild);
+        assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+        assert_int_equal(v.nperms, 1);
+        assert_string_equal(v.perms[0], "orders:read");
+    }
+}
+
+static void delete_tenant_ends_everything_of_it(void **state)
+{
+    ctx *c = *state;
+    char mine[TK_SECRET_LEN + 1], other[TK_SECRET_LEN + 1];
+    tk_verify v;
+    tk_actor a;
+    assert_int_equal(fx_token(c->e, &c->w.alice, "g", VIEWER, 0, NULL, mine), 0);
+    assert_int_equal(fx_token(c->e, &c->w.ellen, "u", ADMIN, 0, NULL, other), 0);
+    assert_int_equal(del(c->e, ENG_TENANT_DELETE, "acme", NULL, NULL, NULL), 0);
+    assert_int_equal(fx_verify(c->e, mine, &v), TK_V_UNKNOWN);
+    assert_int_equal(fx_auth(c->e, c->w.alice_key, &a), TK_EUNAUTH);
+    assert_int_equal(fx_verify(c->e, other, &v), TK_V_VALID);
+    assert_int_equal(fx_account(c->e, "acme", "globex"), TK_ENOTFOUND);
+    for (int rebuild = 0; rebuild < 2; rebuild++) {
+        reopen_from(c, rebuild);
+        assert_int_equal(fx_verify(c->e, mine, &v), TK_V_UNKNOWN);
+        assert_int_equal(fx_verify(c->e, other, &v), TK_V_VALID);
+    }
+    /* The slug again: a new, empty tenant, its toggle off. */
+    assert_int_equal(fx_tenant(c->e, "acme"), 0);
+    assert_int_equal(fx_account(c->e, "acme", "globex"), 0);
+    assert_int_equal(fx_verify(c->e, mine, &v), TK_V_UNKNOWN);
+}
+
+static void token_description_changes_and_nothing_else(void **state)
+{
+    ctx *c = *state;
+    char s[TK_SECRET_LEN + 1];
+    tk_id id;
+    tk_verify v;
+    eng_req r;
+    eng_res res;
+    info_one one = {0};
+    tk_str none = {0};
+    assert_int_equal(fx_token(c->e, &c->w.alice, "old", VIEWER, 0, &id, s), 0);
+    eng_req_init(&r, ENG_TOKEN_SET, &c->w.bob); /* a portal user of the account */
+    r.id = id;
+    r.desc = (tk_str){"deploy bot", 10};
+    assert_int_equal(fx_exec(c->e, &r, NULL), 0);
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, NULL, 1, keep_info, &one), 0);
+    assert_string_equal(one.info.description, "deploy bot");
+    assert_int_equal(one.info.nroles, 1);
+    assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
+    /* Rule 2, rule 7, and the text's form. */
+    r.actor = c->w.carol;
+    assert_int_equal(fx_exec(c->e, &r, &res), TK_EDENIED);
+    r.actor = c->w.dave;
+    assert_int_equal(fx_exec(c->e, &r, &res), TK_ENOTFOUND);
+    assert_non_null(strstr(res.msg, "in your account"));
+    r.actor = fx_operator;
+    r.desc = (tk_str){"\xc3\x28", 2};
+    assert_int_equal(fx_exec(c->e, &r, NULL), TK_EINVAL);
+    reopen_from(c, true);
+    one.n = 0;
+    assert_int_equal(eng_token_list(c->e, &c->w.alice, none, none, NULL, 1, keep_info, &one), 0);
+    assert_string_equal(one.info.description, "deploy bot");
+}
+
 /* ---- what a request means ---------------------------------------------- */
 
 static void past_expiry_refused_everywhere(void **state)
@@ -982,6 +1149,11 @@ int main(void)
         T(quota_keys_per_user_and_roles_per_tenant),
         T(creation_rate_per_user),
         T(limits_survive_a_rebuild),
+        T(delete_user_ends_its_keys_not_its_tokens),
+        T(delete_account_ends_its_tokens_users_and_keys),
+        T(delete_permission_drops_out_of_roles),
+        T(delete_tenant_ends_everything_of_it),
+        T(token_description_changes_and_nothing_else),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }

@@ -1,0 +1,343 @@
+/*
+ * query.c - the engine's reads; see query.h.
+ *
+ * A read is checked in one order, whatever it is about: the personal key
+ * still stands (rule 11), the actor may read that kind (the operator
+ * anything; a user what eng_query says, with the portal flag where rule 2
+ * asks), the scope (a user's own, or the one the operator names), the
+ * cursor; then the rows, each built from the records of the transaction
+ * into one reused row.
+ */
+#include "store/query.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "core/err.h"
+#include "core/rules.h"
+#include "core/xmalloc.h"
+#include "store/plan.h"
+
+#define SL(s) (int)((s).n > 64 ? 64 : (s).n), (s).p
+
+static int why(char *msg, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int why(char *msg, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, ENG_MSG_MAX, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* ---- cursors ------------------------------------------------------------ *
+ *
+ * Keys and tokens: the ord of the one before, in its user or account (how
+ * many were ever made there, which the caller may know; the log's seq would
+ * show how busy other tenants are), the 8 bytes big-endian in base64url.
+ * The rest: the name of the one before. */
+
+#define ORD_BYTES 8
+
+static bool by_ord(eng_kind k)
+{
+    return k == ENG_KEYS || k == ENG_TOKENS;
+}
+
+static void ord_format(uint64_t ord, char out[ENG_CURSOR_LEN + 1])
+{
+    uint8_t b[ORD_BYTES];
+    for (int i = 0; i < ORD_BYTES; i++)
+        b[i] = (uint8_t)(ord >> (56 - 8 * i));
+    sodium_bin2base64(out, ENG_CURSOR_LEN + 1, b, sizeof b,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+static int ord_parse(const char *text, size_t n, uint64_t *ord)
+{
+    uint8_t b[ORD_BYTES];
+    size_t len = 0;
+    if (n != ENG_CURSOR_LEN
+        || sodium_base642bin(b, sizeof b, text, n, NULL, &len, NULL,
+                             sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0
+        || len != sizeof b)
+        return TK_EINVAL;
+    uint64_t v = 0;
+    for (int i = 0; i < ORD_BYTES; i++)
+        v = v << 8 | b[i];
+    *ord = v;
+    return 0;
+}
+
+/* Slugs name tenants, accounts and users; keys name roles and permissions. */
+static bool name_ok(eng_kind k, const char *text, size_t n)
+{
+    return k == ENG_PERMS || k == ENG_ROLES ? model_key_ok(text, n) : model_slug_ok(text, n);
+}
+
+bool query_cursor_ok(eng_kind kind, const char *text, size_t n)
+{
+    uint64_t ord;
+    return by_ord(kind) ? ord_parse(text, n, &ord) == 0 : name_ok(kind, text, n);
+}
+
+/* ---- rows ------------------------------------------------------------- */
+
+typedef struct qctx {
+    state_txn *t;
+    const eng_query *q;
+    int (*fn)(void *arg, const eng_row *row);
+    void *arg;
+    uint32_t tenant;                            /* the scope's */
+    eng_row row;                                /* reused for every row */
+    char names[TK_MAX_ROLE_PERMS][TK_KEY_MAX + 1]; /* what row's pointers point to */
+} qctx;
+
+static void name_cursor(eng_row *row, const char *name)
+{
+    snprintf(row->cursor, sizeof row->cursor, "%s", name);
+}
+
+static int row_tenant(void *arg, const st_tenant *r)
+{
+    qctx *c = arg;
+    eng_row *row = &c->row;
+    row->kind = ENG_TENANTS;
+    strcpy(row->u.tenant.slug, r->slug);
+    row->u.tenant.api_tokens = r->api_tokens;
+    row->u.tenant.limits = r->lim;
+    row->u.tenant.roles = r->nroles;
+    row->u.tenant.permissions = r->nperms;
+    name_cursor(row, r->slug);
+    return c->fn(c->arg, row);
+}
+
+static int row_perm(void *arg, const st_perm *r)
+{
+    qctx *c = arg;
+    eng_row *row = &c->row;
+    row->kind = ENG_PERMS;
+    strcpy(row->u.perm.key, r->key);
+    strcpy(row->u.perm.description, r->desc);
+    name_cursor(row, r->key);
+    return c->fn(c->arg, row);
+}
+
+static int row_role(void *arg, const st_role *r)
+{
+    qctx *c = arg;
+    eng_row *row = &c->row;
+    row->kind = ENG_ROLES;
+    strcpy(row->u.role.key, r->key);
+    strcpy(row->u.role.name, r->name);
+    row->u.role.level = r->level;
+    row->u.role.nperms = 0;
+    for (uint32_t i = 0; i < r->nperms; i++) {
+        st_perm p;
+        int rc = state_perm_by_num(c->t, r->tenant, r->perms[i], &p);
+        if (rc == TK_ENOTFOUND)
+            continue;
+        if (rc)
+            return rc;
+        uint32_t k = row->u.role.nperms++;
+        strcpy(c->names[k], p.key);
+        row->u.role.perms[k] = c->names[k];
+    }
+    name_cursor(row, r->key);
+    return c->fn(c->arg, row);
+}
+
+static int row_account(void *arg, const st_account *r)
+{
+    qctx *c = arg;
+    eng_row *row = &c->row;
+    row->kind = ENG_ACCOUNTS;
+    strcpy(row->u.account.slug, r->slug);
+    row->u.account.tokens = r->live;
+    name_cursor(row, r->slug);
+    return c->fn(c->arg, row);
+}
+
+static int row_user(void *arg, const st_user *r)
+{
+    qctx *c = arg;
+    eng_row *row = &c->row;
+    row->kind = ENG_USERS;
+    strcpy(row->u.user.slug, r->slug);
+    row->u.user.portal = r->portal;
+    row->u.user.keys = r->nkeys;
+    row->u.user.nroles = 0;
+    for (uint32_t i = 0; i < r->nroles; i++) {
+        st_role role;
+        if (state_role_by_id(c->t, r->roles[i], &role) != 0)
+            continue; /* deleted */
+        uint32_t k = row->u.user.nroles++;
+        strcpy(c->names[k], role.key);
+        row->u.user.roles[k] = c->names[k];
+    }
+    name_cursor(row, r->slug);
+    return c->fn(c->arg, row);
+}
+
+static int row_cred(void *arg, const st_cred *r)
+{
+    qctx *c = arg;
+    eng_row *row = &c->row;
+    if (r->kind == TK_KIND_PERSONAL) {
+        row->kind = ENG_KEYS;
+        row->u.key.id = r->id;
+        row->u.key.created_ms = r->created_ms;
+        row->u.key.expires = r->expires;
+    } else {
+        eng_token_info *in = &row->u.token;
+        row->kind = ENG_TOKENS;
+        memset(in, 0, sizeof *in);
+        in->client_id = r->id;
+        strcpy(in->description, r->desc);
+        for (uint32_t i = 0; i < r->nroles; i++) {
+            st_role role;
+            if (state_role_by_id(c->t, r->roles[i], &role) == 0)
+                strcpy(in->roles[in->nroles++], role.key);
+        }
+        strcpy(in->created_by, r->creator);
+        in->created_ms = r->created_ms;
+        in->expires = r->expires;
+        ord_format(r->ord, in->cursor);
+    }
+    ord_format(r->ord, row->cursor);
+    return c->fn(c->arg, row);
+}
+
+/* ---- who may read what ------------------------------------------------ */
+
+static const char *const kind_names[ENG_KIND_MAX + 1] = {
+    [ENG_TENANTS] = "tenants", [ENG_PERMS] = "permissions", [ENG_ROLES] = "roles",
+    [ENG_ACCOUNTS] = "accounts", [ENG_USERS] = "users", [ENG_KEYS] = "personal keys",
+    [ENG_TOKENS] = "tokens",
+};
+
+/* A user's read: its key stands (rule 11); the kind is one users may
+ * read; the portal flag where rule 2 asks (everything but its own keys). */
+static int user_may_read(state_txn *t, const eng_query *q, int64_t now_s, char *msg)
+{
+    st_user u;
+    int rc = plan_actor_stands(t, &q->actor, now_s, msg);
+    if (rc)
+        return rc;
+    if (q->kind == ENG_ACCOUNTS || (q->kind == ENG_TENANTS && !q->get))
+        return why(msg, TK_EDENIED, "only the operator key reads %s", kind_names[q->kind]);
+    if (q->kind == ENG_KEYS)
+        return 0; /* its own, portal or not */
+    if ((rc = state_user_by_id(t, q->actor.user, &u)))
+        return rc == TK_ENOTFOUND ? TK_EUNAUTH : rc;
+    if ((rc = rules_may_manage_tokens(&q->actor, u.portal, false)))
+        return why(msg, rc, "user '%s' may not read %s (no portal access)", u.slug,
+                   kind_names[q->kind]);
+    return 0;
+}
+
+/* The user a KEYS or USERS query is about, in account ac. */
+static int user_named(state_txn *t, const eng_query *q, const st_tenant *tn,
+                      const st_account *ac, st_user *u, char *msg)
+{
+    if (q->actor.kind == TK_ACTOR_USER && q->kind == ENG_KEYS)
+        return state_user_by_id(t, q->actor.user, u);
+    if (!model_slug_ok(q->user.p, q->user.n))
+        return why(msg, TK_EINVAL, "'%.*s' is not a user slug ([a-z0-9][a-z0-9-]{0,62})",
+                   SL(q->user));
+    int rc = state_user_by_slug(t, ac->id, q->user.p, q->user.n, u);
+    return rc == TK_ENOTFOUND
+               ? why(msg, rc, "no user '%.*s' in %s/%s", SL(q->user), tn->slug, ac->slug)
+               : rc;
+}
+
+/* A token by client ID: the operator's, or one of the user's account;
+ * anything else is "no such token" (rule 7). */
+static int get_token(qctx *c, char *msg)
+{
+    st_cred cr;
+    char idstr[TK_ID_STR_LEN + 1];
+    const tk_actor *a = &c->q->actor;
+    int rc = state_cred_by_id(c->t, &c->q->id, &cr);
+    if (rc == TK_ENOTFOUND
+        || (!rc && (cr.kind != TK_KIND_TOKEN || !rules_may_see(a, cr.tenant, cr.account)))) {
+        secret_id_format(&c->q->id, idstr);
+        return why(msg, TK_ENOTFOUND, "no token %s%s", idstr,
+                   a->kind == TK_ACTOR_USER ? " in your account" : "");
+    }
+    return rc ? rc : row_cred(c, &cr);
+}
+
+int query_run(state_txn *t, const eng_query *q, int64_t now_s,
+              int (*fn)(void *arg, const eng_row *row), void *arg, char *msg)
+{
+    st_tenant tn;
+    st_account ac;
+    st_user u;
+    char scratch[ENG_MSG_MAX];
+    int rc;
+    if (!msg)
+        msg = scratch;
+    msg[0] = '\0';
+    if (q->kind < 1 || q->kind > ENG_KIND_MAX)
+        return why(msg, TK_EINVAL, "nothing to read");
+    if (q->actor.kind != TK_ACTOR_OPERATOR && q->actor.kind != TK_ACTOR_USER)
+        return TK_EUNAUTH;
+    if (q->actor.kind == TK_ACTOR_USER && (rc = user_may_read(t, q, now_s, msg)))
+        return rc;
+    if (q->get && q->kind != ENG_TENANTS && q->kind != ENG_USERS && q->kind != ENG_TOKENS)
+        return why(msg, TK_EINVAL, "%s are listed, not got one by one", kind_names[q->kind]);
+
+    qctx *c = xcalloc(1, sizeof *c);
+    c->t = t;
+    c->q = q;
+    c->fn = fn;
+    c->arg = arg;
+    if (q->get && q->kind == ENG_TOKENS) { /* by ID: no scope to name */
+        rc = get_token(c, msg);
+        goto done;
+    }
+    /* The scope. */
+    bool need_account = q->kind == ENG_USERS || q->kind == ENG_KEYS || q->kind == ENG_TOKENS;
+    if (q->kind != ENG_TENANTS || q->get) {
+        rc = plan_scope(t, &q->actor, q->tenant, q->account, need_account, &tn, &ac, msg);
+        if (rc)
+            goto done;
+        c->tenant = tn.id;
+    }
+    if (q->get) {
+        if (q->kind == ENG_TENANTS)
+            rc = row_tenant(c, &tn);
+        else if (!(rc = user_named(t, q, &tn, &ac, &u, msg)))
+            rc = row_user(c, &u);
+        goto done;
+    }
+    /* The cursor: a position, checked for its form only. */
+    uint64_t from = 0;
+    const tk_str *after = q->has_after ? &q->after : NULL;
+    if (after && (by_ord(q->kind) ? ord_parse(after->p, after->n, &from) != 0
+                                  : !name_ok(q->kind, after->p, after->n))) {
+        rc = why(msg, TK_EINVAL, "field \"after\": not a listing cursor (pass the \"next\" of "
+                                 "the page before)");
+        goto done;
+    }
+    switch (q->kind) {
+    case ENG_TENANTS: rc = state_tenants(t, after, q->limit, row_tenant, c); break;
+    case ENG_PERMS: rc = state_perms(t, tn.id, after, q->limit, row_perm, c); break;
+    case ENG_ROLES: rc = state_roles(t, tn.id, after, q->limit, row_role, c); break;
+    case ENG_ACCOUNTS: rc = state_accounts(t, tn.id, after, q->limit, row_account, c); break;
+    case ENG_USERS: rc = state_users(t, ac.id, after, q->limit, row_user, c); break;
+    case ENG_KEYS:
+        if (!(rc = user_named(t, q, &tn, &ac, &u, msg)))
+            rc = state_user_keys(t, u.id, from, q->limit, row_cred, c);
+        break;
+    case ENG_TOKENS: rc = state_account_tokens(t, ac.id, from, q->limit, row_cred, c); break;
+    }
+done:
+    free(c);
+    return rc;
+}
