@@ -29,6 +29,20 @@ typedef enum proto_op {
     OP_TOKEN_CREATE = 0x20,
     OP_TOKEN_LIST = 0x21,
     OP_TOKEN_DELETE = 0x22,
+    OP_TOKEN_GET = 0x23,
+    OP_TOKEN_SET = 0x24,
+    OP_TENANT_LIST = 0x30,
+    OP_TENANT_GET = 0x31,
+    OP_TENANT_DELETE = 0x32,
+    OP_PERM_LIST = 0x33,
+    OP_PERM_DELETE = 0x34,
+    OP_ROLE_LIST = 0x35,
+    OP_ACCOUNT_LIST = 0x36,
+    OP_ACCOUNT_DELETE = 0x37,
+    OP_USER_LIST = 0x38,
+    OP_USER_GET = 0x39,
+    OP_USER_DELETE = 0x3a,
+    OP_KEY_LIST = 0x3b,
 } proto_op;
 
 typedef struct proto_header {

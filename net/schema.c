@@ -1,0 +1,287 @@
+/*
+ * schema.c - the protocol's operations and fields; see schema.h.
+ *
+ * The tables below are the protocol. A name may stand for two fields of
+ * different types (a role's "permissions" are strings, PERM_LIST's are
+ * rows): a message never holds both, and names are looked up within the
+ * message's own fields (sch_find_use).
+ */
+#include "net/schema.h"
+
+#include <string.h>
+
+#include "core/model.h"
+#include "net/proto.h"
+
+#define NO_LIMIT 0
+#define CURSOR_MAX (TK_KEY_MAX + 32) /* a cursor of any listing, with room to grow */
+
+const sch_field sch_fields[SF_COUNT] = {
+    [SF_TENANT] = {"tenant", SCH_STR, TK_SLUG_MAX, 0},
+    [SF_ACCOUNT] = {"account", SCH_STR, TK_SLUG_MAX, 0},
+    [SF_USER] = {"user", SCH_STR, TK_SLUG_MAX, 0},
+    [SF_KEY] = {"key", SCH_STR, TK_KEY_MAX, 0},
+    [SF_NAME] = {"name", SCH_STR, TK_NAME_MAX, 0},
+    [SF_DESCRIPTION] = {"description", SCH_STR, TK_DESC_MAX, 0},
+    [SF_API_TOKENS] = {"api_tokens", SCH_BOOL, 0, 0},
+    [SF_PORTAL] = {"portal", SCH_BOOL, 0, 0},
+    [SF_LEVEL] = {"level", SCH_UINT, TK_MAX_LEVEL, 0},
+    [SF_PERMISSIONS] = {"permissions", SCH_STRS, TK_MAX_ROLE_PERMS, TK_KEY_MAX},
+    [SF_ROLES] = {"roles", SCH_STRS, TK_MAX_ROLES, TK_KEY_MAX},
+    [SF_EXPIRES_AT] = {"expires_at", SCH_INT, 0, 0},
+    [SF_KEY_ID] = {"key_id", SCH_STR, TK_ID_STR_LEN, 0},
+    [SF_CLIENT_ID] = {"client_id", SCH_STR, NO_LIMIT, 0},
+    [SF_AFTER] = {"after", SCH_STR, CURSOR_MAX, 0},
+    [SF_LIMIT] = {"limit", SCH_UINT, 0, 0},
+    [SF_SECRET] = {"secret", SCH_STR, NO_LIMIT, 0},
+    [SF_MAX_TOKENS] = {"max_tokens", SCH_UINT, UINT32_MAX, 0},
+    [SF_MAX_ROLES] = {"max_roles", SCH_UINT, UINT32_MAX, 0},
+    [SF_MAX_KEYS] = {"max_keys", SCH_UINT, UINT32_MAX, 0},
+    [SF_CREATE_RATE] = {"create_rate", SCH_UINT, UINT32_MAX, 0},
+    [SF_CREATE_BURST] = {"create_burst", SCH_UINT, UINT32_MAX, 0},
+    [SF_VERSION] = {"version", SCH_UINT, 0, 0},
+    [SF_ACTOR] = {"actor", SCH_STR, 16, 0},
+    [SF_VALID] = {"valid", SCH_BOOL, 0, 0},
+    [SF_REASON] = {"reason", SCH_STR, 16, 0},
+    [SF_PERSONAL_KEY] = {"personal_key", SCH_STR, TK_SECRET_LEN, 0},
+    [SF_CREATED_BY] = {"created_by", SCH_STR, TK_SLUG_MAX, 0},
+    [SF_CREATED_AT] = {"created_at", SCH_INT, 0, 0},
+    [SF_MORE] = {"more", SCH_BOOL, 0, 0},
+    [SF_NEXT] = {"next", SCH_STR, CURSOR_MAX, 0},
+    [SF_TOKENS] = {"tokens", SCH_ROWS, 0, 0},
+    [SF_TENANTS] = {"tenants", SCH_ROWS, 0, 0},
+    [SF_ACCOUNTS] = {"accounts", SCH_ROWS, 0, 0},
+    [SF_USERS] = {"users", SCH_ROWS, 0, 0},
+    [SF_KEYS] = {"keys", SCH_ROWS, 0, 0},
+    [SF_PERM_ROWS] = {"permissions", SCH_ROWS, 0, 0},
+    [SF_ROLE_ROWS] = {"roles", SCH_ROWS, 0, 0},
+    [SF_ROLE_COUNT] = {"role_count", SCH_UINT, 0, 0},
+    [SF_PERM_COUNT] = {"permission_count", SCH_UINT, 0, 0},
+    [SF_TOKEN_COUNT] = {"token_count", SCH_UINT, 0, 0},
+    [SF_KEY_COUNT] = {"key_count", SCH_UINT, 0, 0},
+};
+
+#define END {SF_COUNT, false}
+#define R(f) {f, true}  /* required */
+#define O(f) {f, false} /* optional */
+
+/* Request fields every listing takes; the reply every listing gives. */
+#define PAGE O(SF_AFTER), O(SF_LIMIT)
+#define PAGED(rows) {R(rows), R(SF_MORE), O(SF_NEXT), END}
+
+/* The rows. */
+#define TOKEN_ROW                                                                           \
+    {R(SF_CLIENT_ID), R(SF_DESCRIPTION), R(SF_ROLES), R(SF_CREATED_BY), R(SF_CREATED_AT),   \
+     R(SF_EXPIRES_AT), END}
+#define TENANT_ROW                                                                          \
+    {R(SF_TENANT), R(SF_API_TOKENS), R(SF_MAX_TOKENS), R(SF_MAX_ROLES), R(SF_MAX_KEYS),     \
+     R(SF_CREATE_RATE), R(SF_CREATE_BURST), R(SF_ROLE_COUNT), R(SF_PERM_COUNT), END}
+#define USER_ROW {R(SF_USER), R(SF_ROLES), R(SF_PORTAL), R(SF_KEY_COUNT), END}
+
+static const sch_op ops[] = {
+    {OP_PING, "PING", SCH_ANYONE, SCH_INLINE, 0, 0, false, {END}, {R(SF_VERSION), END}, {END},
+     NULL},
+    {OP_AUTH, "AUTH", SCH_ANYONE, SCH_INLINE, 0, 0, false, {R(SF_KEY), END},
+     {R(SF_ACTOR), O(SF_TENANT), O(SF_ACCOUNT), O(SF_USER), END}, {END},
+     "actor: \"operator\", \"user\" or \"gateway\""},
+    {OP_VERIFY, "VERIFY", SCH_ANYONE, SCH_INLINE, 0, 0, false,
+     {R(SF_SECRET), O(SF_CLIENT_ID), END},
+     {R(SF_VALID), R(SF_REASON), O(SF_CLIENT_ID), O(SF_TENANT), O(SF_ACCOUNT), O(SF_ROLES),
+      O(SF_PERMISSIONS), O(SF_EXPIRES_AT), END},
+     {END}, "the gateway key when the server requires it; see VERIFY below"},
+    {OP_TENANT_CREATE, "TENANT_CREATE", SCH_OPERATOR, SCH_WRITE, ENG_TENANT_CREATE, 0, false,
+     {R(SF_TENANT), END}, {END}, {END}, NULL},
+    {OP_TENANT_SET, "TENANT_SET", SCH_OPERATOR, SCH_WRITE, ENG_TENANT_SET, 0, false,
+     {R(SF_TENANT), O(SF_API_TOKENS), O(SF_MAX_TOKENS), O(SF_MAX_ROLES), O(SF_MAX_KEYS),
+      O(SF_CREATE_RATE), O(SF_CREATE_BURST), END},
+     {END}, {END}, "at least one field besides tenant; a limit of 0 is none"},
+    {OP_PERM_PUT, "PERM_PUT", SCH_OPERATOR, SCH_WRITE, ENG_PERM_PUT, 0, false,
+     {R(SF_TENANT), R(SF_KEY), O(SF_DESCRIPTION), END}, {END}, {END}, NULL},
+    {OP_ROLE_PUT, "ROLE_PUT", SCH_OPERATOR, SCH_WRITE, ENG_ROLE_PUT, 0, false,
+     {R(SF_TENANT), R(SF_KEY), O(SF_NAME), R(SF_LEVEL), R(SF_PERMISSIONS), END}, {END}, {END},
+     "an upsert; permissions it names that do not exist are created"},
+    {OP_ROLE_DELETE, "ROLE_DELETE", SCH_OPERATOR, SCH_WRITE, ENG_ROLE_DELETE, 0, false,
+     {R(SF_TENANT), R(SF_KEY), END}, {END}, {END}, NULL},
+    {OP_ACCOUNT_CREATE, "ACCOUNT_CREATE", SCH_OPERATOR, SCH_WRITE, ENG_ACCOUNT_CREATE, 0, false,
+     {R(SF_TENANT), R(SF_ACCOUNT), END}, {END}, {END}, NULL},
+    {OP_USER_CREATE, "USER_CREATE", SCH_OPERATOR, SCH_WRITE, ENG_USER_CREATE, 0, false,
+     {R(SF_TENANT), R(SF_ACCOUNT), R(SF_USER), R(SF_ROLES), O(SF_PORTAL), END},
+     {R(SF_KEY_ID), R(SF_PERSONAL_KEY), END}, {END}, "the user's first personal key, shown once"},
+    {OP_USER_SET, "USER_SET", SCH_OPERATOR, SCH_WRITE, ENG_USER_SET, 0, false,
+     {R(SF_TENANT), R(SF_ACCOUNT), R(SF_USER), O(SF_ROLES), O(SF_PORTAL), END}, {END}, {END},
+     "an absent field is left as it is"},
+    {OP_KEY_CREATE, "KEY_CREATE", SCH_OPERATOR, SCH_WRITE, ENG_KEY_CREATE, 0, false,
+     {R(SF_TENANT), R(SF_ACCOUNT), R(SF_USER), O(SF_EXPIRES_AT), END},
+     {R(SF_KEY_ID), R(SF_PERSONAL_KEY), END}, {END}, "shown once"},
+    {OP_KEY_DELETE, "KEY_DELETE", SCH_OPERATOR, SCH_WRITE, ENG_KEY_DELETE, 0, false,
+     {R(SF_KEY_ID), END}, {END}, {END}, NULL},
+    {OP_TOKEN_CREATE, "TOKEN_CREATE", SCH_USER, SCH_WRITE, ENG_TOKEN_CREATE, 0, false,
+     {O(SF_DESCRIPTION), R(SF_ROLES), O(SF_EXPIRES_AT), END},
+     {R(SF_CLIENT_ID), R(SF_SECRET), R(SF_EXPIRES_AT), END}, {END}, "the secret, shown once"},
+    {OP_TOKEN_LIST, "TOKEN_LIST", SCH_BOTH, SCH_READ, 0, ENG_TOKENS, false,
+     {O(SF_TENANT), O(SF_ACCOUNT), PAGE, END}, PAGED(SF_TOKENS), TOKEN_ROW,
+     "the operator names tenant and account"},
+    {OP_TOKEN_DELETE, "TOKEN_DELETE", SCH_BOTH, SCH_WRITE, ENG_TOKEN_DELETE, 0, false,
+     {R(SF_CLIENT_ID), END}, {END}, {END}, "irreversible"},
+    {OP_TOKEN_GET, "TOKEN_GET", SCH_BOTH, SCH_READ, 0, ENG_TOKENS, true, {R(SF_CLIENT_ID), END},
+     {END}, TOKEN_ROW, NULL},
+    {OP_TOKEN_SET, "TOKEN_SET", SCH_BOTH, SCH_WRITE, ENG_TOKEN_SET, 0, false,
+     {R(SF_CLIENT_ID), R(SF_DESCRIPTION), END}, {END}, {END},
+     "the description; nothing else of a token changes"},
+    {OP_TENANT_LIST, "TENANT_LIST", SCH_OPERATOR, SCH_READ, 0, ENG_TENANTS, false, {PAGE, END},
+     PAGED(SF_TENANTS), TENANT_ROW, NULL},
+    {OP_TENANT_GET, "TENANT_GET", SCH_BOTH, SCH_READ, 0, ENG_TENANTS, true, {O(SF_TENANT), END},
+     {END}, TENANT_ROW, "a user gets its own tenant"},
+    {OP_TENANT_DELETE, "TENANT_DELETE", SCH_OPERATOR, SCH_WRITE, ENG_TENANT_DELETE, 0, false,
+     {R(SF_TENANT), END}, {END}, {END}, "everything of it ends; irreversible"},
+    {OP_PERM_LIST, "PERM_LIST", SCH_BOTH, SCH_READ, 0, ENG_PERMS, false,
+     {O(SF_TENANT), PAGE, END}, PAGED(SF_PERM_ROWS), {R(SF_KEY), R(SF_DESCRIPTION), END}, NULL},
+    {OP_PERM_DELETE, "PERM_DELETE", SCH_OPERATOR, SCH_WRITE, ENG_PERM_DELETE, 0, false,
+     {R(SF_TENANT), R(SF_KEY), END}, {END}, {END}, "drops out of every role"},
+    {OP_ROLE_LIST, "ROLE_LIST", SCH_BOTH, SCH_READ, 0, ENG_ROLES, false,
+     {O(SF_TENANT), PAGE, END}, PAGED(SF_ROLE_ROWS),
+     {R(SF_KEY), R(SF_NAME), R(SF_LEVEL), R(SF_PERMISSIONS), END}, NULL},
+    {OP_ACCOUNT_LIST, "ACCOUNT_LIST", SCH_OPERATOR, SCH_READ, 0, ENG_ACCOUNTS, false,
+     {R(SF_TENANT), PAGE, END}, PAGED(SF_ACCOUNTS), {R(SF_ACCOUNT), R(SF_TOKEN_COUNT), END},
+     NULL},
+    {OP_ACCOUNT_DELETE, "ACCOUNT_DELETE", SCH_OPERATOR, SCH_WRITE, ENG_ACCOUNT_DELETE, 0, false,
+     {R(SF_TENANT), R(SF_ACCOUNT), END}, {END}, {END},
+     "its tokens, users and keys end; irreversible"},
+    {OP_USER_LIST, "USER_LIST", SCH_BOTH, SCH_READ, 0, ENG_USERS, false,
+     {O(SF_TENANT), O(SF_ACCOUNT), PAGE, END}, PAGED(SF_USERS), USER_ROW, NULL},
+    {OP_USER_GET, "USER_GET", SCH_BOTH, SCH_READ, 0, ENG_USERS, true,
+     {O(SF_TENANT), O(SF_ACCOUNT), R(SF_USER), END}, {END}, USER_ROW, NULL},
+    {OP_USER_DELETE, "USER_DELETE", SCH_OPERATOR, SCH_WRITE, ENG_USER_DELETE, 0, false,
+     {R(SF_TENANT), R(SF_ACCOUNT), R(SF_USER), END}, {END}, {END},
+     "its personal keys end; its tokens stay (they belong to the account)"},
+    {OP_KEY_LIST, "KEY_LIST", SCH_BOTH, SCH_READ, 0, ENG_KEYS, false,
+     {O(SF_TENANT), O(SF_ACCOUNT), O(SF_USER), PAGE, END}, PAGED(SF_KEYS),
+     {R(SF_KEY_ID), R(SF_CREATED_AT), R(SF_EXPIRES_AT), END}, "a user lists its own"},
+};
+
+#define NOPS (sizeof ops / sizeof ops[0])
+
+const sch_op *sch_find(uint16_t code)
+{
+    for (size_t i = 0; i < NOPS; i++)
+        if (ops[i].code == code)
+            return &ops[i];
+    return NULL;
+}
+
+const sch_op *sch_named(const char *name)
+{
+    for (size_t i = 0; i < NOPS; i++)
+        if (strcmp(ops[i].name, name) == 0)
+            return &ops[i];
+    return NULL;
+}
+
+const sch_op *sch_all(size_t *n)
+{
+    *n = NOPS;
+    return ops;
+}
+
+static const sch_field *sch_field_of(sch_fid f)
+{
+    return &sch_fields[f];
+}
+
+const sch_use *sch_find_use(const sch_use *uses, const char *name, size_t n)
+{
+    for (const sch_use *u = uses; SCH_USED(u); u++) {
+        const char *fn = sch_field_of(u->f)->name;
+        if (strlen(fn) == n && memcmp(fn, name, n) == 0)
+            return u;
+    }
+    return NULL;
+}
+
+const sch_use *sch_reply(const sch_op *op)
+{
+    return op->get ? op->row : op->reply;
+}
+
+/* ---- the docs ------------------------------------------------------------ */
+
+static const char *type_doc(const sch_field *f, const char *row)
+{
+    switch (f->type) {
+    case SCH_STR: return "str";
+    case SCH_BOOL: return "bool";
+    case SCH_UINT: return "uint";
+    case SCH_INT: return "int";
+    case SCH_STRS: return "[str]";
+    case SCH_ROWS: return row;
+    }
+    return "?";
+}
+
+static void fields_doc(FILE *out, const sch_use *uses, const char *row)
+{
+    fputs("`{", out);
+    for (const sch_use *u = uses; SCH_USED(u); u++) {
+        const sch_field *f = sch_field_of(u->f);
+        char rows[40];
+        snprintf(rows, sizeof rows, "[%s]", row ? row : "row");
+        fprintf(out, "%s\"%s\"%s: %s", u == uses ? "" : ", ", f->name, u->required ? "" : "?",
+                type_doc(f, rows));
+    }
+    fputs("}`", out);
+}
+
+static const char *who_doc(sch_who w)
+{
+    switch (w) {
+    case SCH_ANYONE: return "anyone";
+    case SCH_OPERATOR: return "operator";
+    case SCH_USER: return "user";
+    case SCH_BOTH: return "user, operator";
+    }
+    return "?";
+}
+
+/* The name a listing's row is called in the docs: its rows field's name
+ * without the plural's s ("tokens" -> "token"). */
+static void row_name(const sch_op *op, char *out, size_t cap)
+{
+    snprintf(out, cap, "row");
+    for (const sch_use *u = op->reply; SCH_USED(u); u++) {
+        const sch_field *f = sch_field_of(u->f);
+        if (f->type == SCH_ROWS) {
+            size_t n = strlen(f->name);
+            snprintf(out, cap, "%.*s", (int)(n > 1 ? n - 1 : n), f->name);
+        }
+    }
+}
+
+void sch_markdown(FILE *out)
+{
+    fputs("| opcode | name | who | request | reply | notes |\n|---|---|---|---|---|---|\n", out);
+    for (size_t i = 0; i < NOPS; i++) {
+        const sch_op *op = &ops[i];
+        char row[32];
+        row_name(op, row, sizeof row);
+        fprintf(out, "| 0x%02x | %s | %s | ", op->code, op->name, who_doc(op->who));
+        fields_doc(out, op->req, NULL);
+        fputs(" | ", out);
+        if (op->code == OP_VERIFY)
+            fputs("see VERIFY below", out);
+        else
+            fields_doc(out, sch_reply(op), op->get ? NULL : row);
+        fprintf(out, " | %s |\n", op->note ? op->note : "");
+    }
+    fputs("\nThe rows of the listings (a get's reply is its row):\n\n"
+          "| row | of | fields |\n|---|---|---|\n", out);
+    for (size_t i = 0; i < NOPS; i++) {
+        const sch_op *op = &ops[i];
+        if (op->run != SCH_READ || op->get)
+            continue;
+        char row[32];
+        row_name(op, row, sizeof row);
+        fprintf(out, "| `%s` | %s | ", row, op->name);
+        fields_doc(out, op->row, NULL);
+        fputs(" |\n", out);
+    }
+}
