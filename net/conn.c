@@ -8,14 +8,28 @@
  *           max_frame); it starts at IN_START and is given back when it
  *           empties above IN_KEEP, so an idle connection holds little;
  *   output  unsent reply bytes, plus replies held behind requests in the
- *           writer, are capped at max_output (plus the one reply that
- *           crossed it): over the cap the connection is closed, since a
- *           peer that does not read its replies cannot be served anyway;
- *   queue   at most max_inflight requests without a reply; at the limit
- *           the connection stops reading until replies drain. A request
- *           for the writer holds a copy of its body (only bodies that
- *           decoded, so within the field limits) and its eng_req; the
- *           writer's backlog cap bounds those across connections.
+ *           writer, stay within max_output (a reply always fits an empty
+ *           output, so a page larger than the cap can still be served):
+ *           a reply that would take them over closes the connection,
+ *           since a peer that does not read its replies cannot be served
+ *           anyway. The writer's replies do not get there by themselves:
+ *           a request for the writer is read only while the largest
+ *           replies of everything the connection has there (`owed`, each
+ *           request's reply_max) fit beside the unsent bytes; otherwise
+ *           the connection stops reading until replies come back or the
+ *           peer takes bytes;
+ *   queue   at most max_inflight requests without a reply, and at most
+ *           max_queued bytes of requests in the writer (a request holds a
+ *           copy of its body and its eng_req); at either the connection
+ *           stops reading until replies drain. The writer's backlog cap
+ *           bounds the requests across connections.
+ *
+ * Slots. Every connection with an open socket is on an LRU list, touched
+ * by each complete frame. At max_connections a newcomer closes the least
+ * recently active connection with nothing in flight, so idle sockets
+ * cannot lock gateways out; a new connection must complete its first frame
+ * within frame_timeout; an optional per-peer cap (peers.h) stops one
+ * address from taking every slot.
  *
  * Sockets are driven by two plain events (read, write) rather than a
  * bufferevent: a bufferevent sizes every read with ioctl(FIONREAD), a third
@@ -54,6 +68,7 @@
 #include "core/sha256.h"
 #include "net/dispatch.h"
 #include "net/log.h"
+#include "net/peers.h"
 #include "net/proto.h"
 
 #define READ_HIGH (64u * 1024)   /* input buffered per connection between frames */
@@ -62,6 +77,8 @@
 #define LINGER_SECONDS 2.0       /* FAILED: time for the peer to read our last reply */
 #define AUTH_KEY_MAX 128         /* the longest key kept for re-authentication */
 #define GW_HASH_LEN 32
+#define PAGE_BY_REFERENCE 4096   /* listing replies this large join the output by reference */
+#define CONN_FIXED (sizeof(conn) + 1024) /* the struct, its events, evbuffer and queue */
 
 typedef enum cstate { CS_OPEN, CS_ENDING, CS_FAILED, CS_LINGER, CS_CLOSED } cstate;
 typedef enum cauth { AU_NONE, AU_OPERATOR, AU_USER, AU_GATEWAY } cauth;
@@ -92,6 +109,7 @@ struct pending {
 struct conn {
     conn_hub *h;
     conn *prev, *next;        /* hub->all */
+    conn *lru_prev, *lru_next; /* hub's LRU list, while the socket is open */
     conn *dead_next;          /* hub->dead, while waiting to be reaped */
     bool on_dead;
     evutil_socket_t fd;       /* -1 once the socket is closed */
@@ -104,15 +122,23 @@ struct conn {
     bool timer_armed;
     size_t rd_high;           /* at most this much input is held */
     cstate st;
-    bool paused;              /* not reading: max_inflight requests unanswered */
+    bool framed;              /* a complete frame has arrived */
+    bool paused;              /* not reading: a limit (in flight, queued, room) */
     bool waiting;             /* not reading: the next frame waits for the writer */
     cauth auth;
     size_t keylen;
     char key[AUTH_KEY_MAX];   /* a personal key, re-checked on each request */
     pending *head, *tail;     /* requests in the writer, oldest first */
+    wrt_queue *q;             /* their queue in the writer */
     uint32_t inflight;        /* requests whose reply is not yet in the output */
     uint32_t jobs;            /* of them, in the writer (keep this struct alive) */
+    size_t queued;            /* request bytes of those jobs (job.bytes) */
+    size_t owed;              /* their largest replies (job.reply_max) */
     size_t held;              /* bytes of replies held behind pending ones */
+    double active;            /* when its last complete frame (or its accept) was */
+    bool on_lru;
+    bool counted;             /* addr is counted in the hub's peers */
+    uint8_t addr[PEERS_ADDR_LEN];
     char peer[64];
 };
 
@@ -127,17 +153,21 @@ struct conn_hub {
     const struct timeval *idle; /* a common timeout: idle_timeout */
     conn *all;                /* every connection not yet freed */
     size_t nopen;             /* of them, with an open socket */
+    conn *lru_old, *lru_new;  /* those, least recently active first */
+    peers *peers;             /* open sockets per address (max_per_peer) */
     conn *dead;               /* closed, to be reaped */
     struct event *reap;
     bool stopping;
     void (*empty)(void *arg);
     void *empty_arg;
     bool empty_called;
-    lg_limit log_busy, log_frame, log_bad, log_slow, log_idle, log_auth, log_queue, log_inflight;
+    lg_limit log_busy, log_frame, log_bad, log_slow, log_idle, log_auth, log_queue, log_inflight,
+        log_queued, log_evict;
 };
 
 static void process(conn *c);
 static void close_now(conn *c);
+static void resume(conn *c);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -186,6 +216,46 @@ static void frame_end(mpw *w, uint32_t id, int status)
 static struct evbuffer *output(conn *c)
 {
     return c->out;
+}
+
+/* ---- the LRU list of open sockets ---------------------------------------- */
+
+static void lru_unlink(conn *c)
+{
+    conn_hub *h = c->h;
+    if (c->lru_prev)
+        c->lru_prev->lru_next = c->lru_next;
+    else if (h->lru_old == c)
+        h->lru_old = c->lru_next;
+    if (c->lru_next)
+        c->lru_next->lru_prev = c->lru_prev;
+    else if (h->lru_new == c)
+        h->lru_new = c->lru_prev;
+    c->lru_prev = c->lru_next = NULL;
+}
+
+static void lru_append(conn *c)
+{
+    conn_hub *h = c->h;
+    c->lru_prev = h->lru_new;
+    c->lru_next = NULL;
+    if (h->lru_new)
+        h->lru_new->lru_next = c;
+    else
+        h->lru_old = c;
+    h->lru_new = c;
+}
+
+/* A complete frame arrived: c is now the most recently active. */
+static void lru_touch(conn *c)
+{
+    struct timeval now;
+    event_base_gettimeofday_cached(c->h->base, &now); /* the loop's cached time */
+    c->active = (double)now.tv_sec + (double)now.tv_usec / 1e6;
+    if (c->h->lru_new == c)
+        return;
+    lru_unlink(c);
+    lru_append(c);
 }
 
 /* ---- the socket's events ------------------------------------------------ */
@@ -283,20 +353,34 @@ static size_t unsent(conn *c)
 
 /* ---- replies, in order -------------------------------------------------- */
 
-/* Checks the output cap after replies were added. */
-static void check_output(conn *c)
+/* Whether a reply of n bytes may join the unsent ones: within max_output,
+ * or into an empty output. If not, the connection is closed (a reader too
+ * slow for its pipeline) and false returned. */
+static bool output_room(conn *c, size_t n)
 {
-    if (c->st == CS_CLOSED || unsent(c) <= c->h->o.max_output)
-        return;
+    size_t u = unsent(c);
+    if (u == 0 || u + n <= c->h->o.max_output)
+        return true;
     lg_limited(&c->h->log_slow, "closing %s: %zu reply bytes unsent, over --max-output %zu "
-               "(a reader too slow for its pipeline)", c->peer, unsent(c), c->h->o.max_output);
+               "(a reader too slow for its pipeline)", c->peer, u + n, c->h->o.max_output);
     close_now(c);
+    return false;
+}
+
+/* Whether a request whose reply may take n bytes can go to the writer now:
+ * the largest replies of everything the connection has there fit beside
+ * its unsent ones (or nothing is owed or unsent at all), so the writer's
+ * replies never take the output over max_output. */
+static bool writer_room(const conn *c, size_t n)
+{
+    size_t u = evbuffer_get_length(c->out) + c->held;
+    return (c->owed == 0 && u == 0) || c->owed + u + n <= c->h->o.max_output;
 }
 
 /* Queues a framed reply behind every earlier one. */
 static void emit(conn *c, const void *p, size_t n)
 {
-    if (c->st == CS_CLOSED)
+    if (c->st == CS_CLOSED || !output_room(c, n))
         return;
     if (!c->head) {
         evbuffer_add(output(c), p, n);
@@ -309,7 +393,6 @@ static void emit(conn *c, const void *p, size_t n)
         c->held += n;
         c->inflight++;
     }
-    check_output(c);
 }
 
 /* The hub's scratch buffer, ready for a reply body. */
@@ -343,13 +426,38 @@ static void pending_free(pending *p)
 {
     if (p->after)
         evbuffer_free(p->after);
-    sodium_memzero(p->reply.buf.data, p->reply.buf.size); /* may hold a new secret */
+    if (p->reply.buf.data) /* NULL once a page went to the output (add_reply) */
+        sodium_memzero(p->reply.buf.data, p->reply.buf.size); /* may hold a new secret */
     mpw_free(&p->reply);
     free(p);
 }
 
+static void page_free(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
+/* A reply from the writer into the output. A listing's page (up to
+ * megabytes, and no secret in it: rule 9) is handed over by reference, so
+ * it is neither copied nor held twice; anything else is copied, and its
+ * buffer wiped with the pending (a create's secret). */
+static void add_reply(conn *c, pending *p)
+{
+    msgpack_sbuffer *b = &p->reply.buf;
+    if (p->list && b->size >= PAGE_BY_REFERENCE
+        && evbuffer_add_reference(output(c), b->data, b->size, page_free, NULL) == 0) {
+        b->data = NULL; /* the output owns it now */
+        b->size = b->alloc = 0;
+        return;
+    }
+    evbuffer_add(output(c), b->data, b->size);
+}
+
 /* Moves the replies that are ready, oldest first, to the output (or drops
- * them once the socket is gone), then wakes a paused reader. */
+ * them once the socket is gone), then lets a connection that stopped
+ * reading for a limit, or for its writes (rule 10), go on. */
 static void flush(conn *c)
 {
     while (c->head && c->head->done) {
@@ -358,10 +466,12 @@ static void flush(conn *c)
         if (!c->head)
             c->tail = NULL;
         c->inflight -= 1 + p->nafter;
+        /* Room for the reply, the replies held behind it being counted already. */
+        bool keep = c->st != CS_CLOSED && output_room(c, p->reply.buf.size);
         if (p->after)
             c->held -= evbuffer_get_length(p->after);
-        if (c->st != CS_CLOSED) {
-            evbuffer_add(output(c), p->reply.buf.data, p->reply.buf.size);
+        if (keep) {
+            add_reply(c, p);
             if (p->after)
                 evbuffer_add_buffer(output(c), p->after);
         }
@@ -369,21 +479,13 @@ static void flush(conn *c)
     }
     if (c->st == CS_CLOSED)
         return;
-    check_output(c);
-    bool resume = false;
-    if (c->paused && c->inflight < c->h->o.max_inflight) {
-        c->paused = false;
-        resume = true;
-    }
+    bool go = c->paused; /* process stops again if the limit still holds */
     if (c->waiting && !c->head) { /* the writes the next frame waited for are out */
         c->waiting = false;
-        resume = true;
+        go = true;
     }
-    if (resume) {
-        if (c->st == CS_OPEN && !c->paused && !c->waiting)
-            rd_enable(c);
-        process(c);
-    }
+    if (go)
+        resume(c);
 }
 
 /* ---- closing -------------------------------------------------------------- */
@@ -398,11 +500,15 @@ static void schedule_reap(conn *c)
     event_active(c->h->reap, 0, 0);
 }
 
+/* Its requests not yet in a batch are dropped (the pendings stay in the
+ * FIFO until conn_free); those in the batch in flight come back, their
+ * reads not run. */
 static void close_now(conn *c)
 {
     if (c->st == CS_CLOSED)
         return;
     c->st = CS_CLOSED;
+    c->jobs -= (uint32_t)wrt_cancel(c->h->w, c->q);
     rd_disable(c);
     wr_disable(c);
     event_del(c->timer);
@@ -468,10 +574,20 @@ static void send_now(conn *c)
     if (c->st == CS_CLOSED || c->fd < 0)
         return;
     struct evbuffer *out = output(c);
-    if (evbuffer_get_length(out) > 0 && out_write(c) < 0 && errno != EAGAIN
-        && errno != EWOULDBLOCK && errno != EINTR) {
-        close_now(c); /* the peer is gone (EPIPE, ECONNRESET) */
-        return;
+    for (;;) {
+        size_t before = evbuffer_get_length(out);
+        if (before > 0 && out_write(c) < 0 && errno != EAGAIN && errno != EWOULDBLOCK
+            && errno != EINTR) {
+            close_now(c); /* the peer is gone (EPIPE, ECONNRESET) */
+            return;
+        }
+        /* Bytes taken make room: a connection waiting for room reads on
+         * (the buffered frames go first, so this ends with the input). */
+        if (!c->paused || evbuffer_get_length(out) == before)
+            break;
+        resume(c);
+        if (c->st == CS_CLOSED)
+            return;
     }
     if (evbuffer_get_length(out) > 0) {
         wr_enable(c);
@@ -618,6 +734,17 @@ static void job_done(wrt_job *j)
 {
     pending *p = (pending *)j;
     conn *c = p->c;
+    c->jobs--;
+    c->queued -= j->bytes;
+    c->owed -= j->reply_max;
+    if (c->st == CS_CLOSED) { /* nobody to tell (a listing was not even run) */
+        sodium_memzero(j->res.secret, sizeof j->res.secret);
+        p->done = true;
+        flush(c);
+        if (c->jobs == 0)
+            schedule_reap(c);
+        return;
+    }
     int status = p->list ? p->status : j->res.status;
     if (status != 0 || !p->list)
         frame_begin(&p->reply);
@@ -630,7 +757,6 @@ static void job_done(wrt_job *j)
     sodium_memzero(j->res.secret, sizeof j->res.secret);
     frame_end(&p->reply, p->id, status);
     p->done = true;
-    c->jobs--;
     flush(c);
     if (c->st == CS_CLOSED) {
         if (c->jobs == 0)
@@ -702,8 +828,11 @@ static void do_manage(conn *c, const proto_header *hd, const uint8_t *body, bool
         p->job.req = &p->u.req;
     }
     p->job.done = job_done;
-    p->job.bytes = sizeof *p + hd->len;
-    if (wrt_submit(h->w, &p->job)) {
+    /* The request and its reply's buffer (a listing's page is counted in
+     * the batch that builds it, and in the output room it waited for). */
+    p->job.bytes = sizeof *p + hd->len + DSP_WRITE_REPLY_MAX;
+    p->job.reply_max = list ? dsp_list_reply_max(p->u.list.limit) : DSP_WRITE_REPLY_MAX;
+    if (wrt_submit(h->w, c->q, &p->job)) {
         pending_free(p);
         lg_limited(&h->log_queue, "writer backlog full: EBUSY to %s", c->peer);
         reply_error(c, hd->id, TK_EBUSY, "the server's write queue is full; try again");
@@ -716,6 +845,8 @@ static void do_manage(conn *c, const proto_header *hd, const uint8_t *body, bool
     c->tail = p;
     c->inflight++;
     c->jobs++;
+    c->queued += p->job.bytes;
+    c->owed += p->job.reply_max;
 }
 
 /* One whole frame (a VERIFY with flags 0 goes to verify_run instead). */
@@ -748,6 +879,37 @@ static void handle(conn *c, const proto_header *hd, const uint8_t *body)
     }
 }
 
+/* Stops reading for a limit; flush and send_now resume (resume). */
+static void pause_reading(conn *c)
+{
+    if (!c->paused) {
+        c->paused = true;
+        rd_disable(c); /* what is buffered stays; the socket holds the rest */
+    }
+}
+
+/* Reads on after a limit or the writes it waited for (rule 10) may have
+ * cleared: process answers what is buffered and stops again where a limit
+ * still holds. */
+static void resume(conn *c)
+{
+    c->paused = false;
+    if (c->st == CS_OPEN && !c->waiting)
+        rd_enable(c);
+    process(c);
+}
+
+/* The largest reply the writer can make to this frame (a write or a
+ * listing; one that does not decode gets a small error reply). */
+static size_t writer_reply_max(const proto_header *hd, const uint8_t *body)
+{
+    dsp_list l;
+    dsp_err err;
+    if (dsp_classify(hd->code) == DSP_LIST && dsp_list_req(body, hd->len, &l, &err) == 0)
+        return dsp_list_reply_max(l.limit);
+    return DSP_WRITE_REPLY_MAX;
+}
+
 /* Answers every whole frame buffered, while the connection may. */
 static void process(conn *c)
 {
@@ -760,12 +922,18 @@ static void process(conn *c)
         if (c->st != CS_OPEN && c->st != CS_ENDING)
             return;
         if (c->inflight >= h->o.max_inflight) {
-            if (!c->paused) {
-                c->paused = true;
-                rd_disable(c);
+            if (!c->paused)
                 lg_limited(&h->log_inflight, "not reading from %s: %u requests in flight, the "
                            "limit; until replies drain", c->peer, c->inflight);
-            }
+            pause_reading(c);
+            break;
+        }
+        if (c->queued >= h->o.max_queued) {
+            if (!c->paused)
+                lg_limited(&h->log_queued, "not reading from %s: %zu bytes of requests in the "
+                           "writer (--max-queued %zu); until they are done", c->peer, c->queued,
+                           h->o.max_queued);
+            pause_reading(c);
             break;
         }
         size_t avail = in_len(c);
@@ -804,6 +972,16 @@ static void process(conn *c)
             }
             break;
         }
+        dsp_class k = dsp_classify(hd.code);
+        if ((k == DSP_WRITE || k == DSP_LIST) && hd.flags == 0
+            && !writer_room(c, writer_reply_max(&hd, frame + PROTO_HEADER_LEN))) {
+            /* Its reply might not fit the output beside the replies owed:
+             * the frame waits, unread, for replies to come back (flush) or
+             * for the peer to take bytes (send_now). Not logged: this is
+             * how a pipeline of listings is paced. */
+            pause_reading(c);
+            break;
+        }
         size_t used = total;
         if (hd.code == OP_VERIFY && hd.flags == 0)
             used = verify_run(c); /* this frame and the VERIFY frames after it */
@@ -815,6 +993,10 @@ static void process(conn *c)
         consumed = true;
     }
     in_settle(c);
+    if (consumed) {
+        c->framed = true;
+        lru_touch(c);
+    }
     if (c->st == CS_ENDING) {
         if (partial && !c->paused) {
             if (!h->stopping)
@@ -826,6 +1008,8 @@ static void process(conn *c)
         return;
     }
     c->rd_high = want;
+    if (!c->framed)
+        return; /* the first frame's deadline runs from the accept */
     /* The frame deadline runs from the first byte of a frame we wait for. */
     if (!partial || c->paused || c->waiting)
         disarm_timer(c);
@@ -899,7 +1083,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     c->timer_armed = false;
-    if (c->st == CS_OPEN)
+    if (c->st == CS_OPEN && !c->framed)
+        lg_limited(&c->h->log_frame, "closing %s: no complete frame within %g s of connecting",
+                   c->peer, c->h->o.frame_timeout);
+    else if (c->st == CS_OPEN)
         lg_limited(&c->h->log_frame, "closing %s: a frame unfinished after %g s", c->peer,
                    c->h->o.frame_timeout);
     close_now(c);
@@ -926,6 +1113,7 @@ static void conn_free(conn *c)
         pending_free(p);
     }
     close_socket(c);
+    wrt_queue_free(c->q);
     if (c->rd)
         event_free(c->rd);
     if (c->wr)
@@ -957,6 +1145,25 @@ static void check_empty(conn_hub *h)
     }
 }
 
+/* Gives back c's slot: its socket closes, and it leaves the LRU list and
+ * its address's count. */
+static void release_slot(conn *c)
+{
+    conn_hub *h = c->h;
+    if (c->fd < 0)
+        return;
+    close_socket(c);
+    h->nopen--;
+    if (c->on_lru) {
+        lru_unlink(c);
+        c->on_lru = false;
+    }
+    if (c->counted) {
+        peers_del(h->peers, c->addr);
+        c->counted = false;
+    }
+}
+
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
     conn_hub *h = arg;
@@ -966,10 +1173,7 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
         conn *c = h->dead;
         h->dead = c->dead_next;
         c->on_dead = false;
-        if (c->fd >= 0) {
-            close_socket(c);
-            h->nopen--;
-        }
+        release_slot(c);
         if (c->jobs == 0) { /* else job_done reschedules it */
             unlink_conn(c);
             conn_free(c);
@@ -990,6 +1194,8 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
         h->has_gw = true;
         sha256(h->gw_hash, gateway_key, strlen(gateway_key));
     }
+    if (opts->max_per_peer)
+        peers_new((size_t)opts->max_connections + 1, &h->peers);
     mpw_init(&h->scratch);
     struct timeval idle = tv_of(opts->idle_timeout);
     h->idle = event_base_init_common_timeout(base, &idle); /* one queue, O(1) re-arm */
@@ -1005,30 +1211,81 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
     *out = h;
 }
 
-/* Over the limit: one EBUSY reply with id 0, written straight to the fresh
- * socket (its send buffer is empty), then close. */
-static void refuse(conn_hub *h, evutil_socket_t fd, const char *peer)
+/* The server's word on a connection it closes: one EBUSY reply with id 0,
+ * written straight to the socket (best effort: whatever else it holds is
+ * sent or unsent, the peer is closed either way). */
+static void say_busy(conn_hub *h, evutil_socket_t fd, const char *why)
 {
     mpw *w = &h->scratch;
     frame_begin(w);
-    dsp_put_error(w, h->stopping ? "server is stopping" : "too many connections");
+    dsp_put_error(w, why);
     frame_end(w, 0, TK_EBUSY);
     ssize_t n = send(fd, w->buf.data, w->buf.size, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)n; /* best effort: the peer is refused either way */
-    if (!h->stopping)
-        lg_limited(&h->log_busy, "refusing %s: %zu connections open (--max-connections)", peer,
-                   h->nopen);
+    (void)n;
+}
+
+/* A newcomer turned away: EBUSY with why, then close. */
+static void refuse(conn_hub *h, evutil_socket_t fd, const char *why)
+{
+    say_busy(h, fd, why);
     evutil_closesocket(fd);
+}
+
+/* The least recently active connection with nothing in flight: no request
+ * unanswered, no reply unsent (a closed one waiting to be reaped holds its
+ * slot for nothing). NULL when every connection is busy. */
+static conn *lru_victim(conn_hub *h)
+{
+    for (conn *c = h->lru_old; c; c = c->lru_next)
+        if (c->st == CS_CLOSED
+            || (c->inflight == 0 && c->jobs == 0 && evbuffer_get_length(c->out) == 0))
+            return c;
+    return NULL;
+}
+
+/* Closes v to give its slot to the newcomer from peer. */
+static void evict(conn_hub *h, conn *v, const char *peer)
+{
+    if (v->st != CS_CLOSED) {
+        struct timeval now;
+        event_base_gettimeofday_cached(h->base, &now);
+        double idle = (double)now.tv_sec + (double)now.tv_usec / 1e6 - v->active;
+        lg_limited(&h->log_evict, "closing %s: least recently active of %zu connections (idle "
+                   "%.1f s), for %s (--max-connections)", v->peer, h->nopen, idle, peer);
+        say_busy(h, v->fd, "connection closed: its slot went to a new connection (it was the "
+                           "least recently active at the server's connection limit)");
+        close_now(v);
+    }
+    release_slot(v);
 }
 
 void conn_hub_accept(conn_hub *h, evutil_socket_t fd, const struct sockaddr *sa, int salen)
 {
     char peer[64];
+    uint8_t key[PEERS_ADDR_LEN];
+    bool keyed = false;
     (void)salen;
     peer_name(sa, peer, sizeof peer);
-    if (h->stopping || h->nopen >= h->o.max_connections) {
-        refuse(h, fd, peer);
+    if (h->stopping) {
+        refuse(h, fd, "server is stopping");
         return;
+    }
+    if (h->peers && (keyed = peers_key(sa, key))
+        && peers_count(h->peers, key) >= h->o.max_per_peer) {
+        lg_limited(&h->log_busy, "refusing %s: %u connections from its address (--max-per-peer)",
+                   peer, peers_count(h->peers, key));
+        refuse(h, fd, "too many connections from this address");
+        return;
+    }
+    if (h->nopen >= h->o.max_connections) {
+        conn *v = lru_victim(h);
+        if (!v) {
+            lg_limited(&h->log_busy, "refusing %s: %zu connections open (--max-connections), "
+                       "every one with requests in flight", peer, h->nopen);
+            refuse(h, fd, "too many connections");
+            return;
+        }
+        evict(h, v, peer);
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* replies are small */
@@ -1041,6 +1298,7 @@ void conn_hub_accept(conn_hub *h, evutil_socket_t fd, const struct sockaddr *sa,
     c->wr = event_new(h->base, fd, EV_WRITE | EV_PERSIST, write_cb, c);
     c->out = evbuffer_new();
     c->timer = evtimer_new(h->base, timer_cb, c);
+    wrt_queue_new(h->w, &c->q);
     if (!c->rd || !c->wr || !c->out || !c->timer) {
         lg_line("cannot set up a connection from %s (out of memory)", peer);
         conn_free(c); /* closes fd */
@@ -1048,16 +1306,43 @@ void conn_hub_accept(conn_hub *h, evutil_socket_t fd, const struct sockaddr *sa,
     }
     c->rd_high = READ_HIGH;
     rd_enable(c); /* writable only while output waits: send_now */
+    arm_timer(c, h->o.frame_timeout); /* the first frame's deadline */
     c->next = h->all;
     if (h->all)
         h->all->prev = c;
     h->all = c;
     h->nopen++;
+    c->on_lru = true;
+    lru_touch(c); /* a newcomer counts as active from its accept */
+    if (keyed) {
+        memcpy(c->addr, key, sizeof key);
+        peers_add(h->peers, key);
+        c->counted = true;
+    }
 }
 
 size_t conn_hub_count(const conn_hub *h)
 {
     return h->nopen;
+}
+
+size_t conn_memory_bound(const conn_opts *o, size_t max_backlog)
+{
+    size_t reply_max = dsp_list_reply_max(DSP_LIST_MAX); /* the largest reply */
+    size_t in = PROTO_HEADER_LEN + (size_t)o->max_frame;
+    size_t out = o->max_output > reply_max ? o->max_output : reply_max;
+    size_t job = sizeof(pending) + o->max_frame + DSP_WRITE_REPLY_MAX;
+    size_t n = o->max_connections;
+    if (in < READ_HIGH)
+        in = READ_HIGH;
+    /* Output: libevent rounds a chain up to a power of two, so unsent bytes
+     * may take up to twice their size. Requests: at most max_queued, plus
+     * the one that crossed it, per connection; max_backlog in all. */
+    size_t per = CONN_FIXED + in + 2 * out;
+    size_t queued = n * (o->max_queued + job);
+    if (max_backlog && max_backlog < queued)
+        queued = max_backlog;
+    return n * per + queued;
 }
 
 void conn_hub_stop(conn_hub *h, void (*empty)(void *arg), void *arg)
@@ -1093,6 +1378,7 @@ void conn_hub_free(conn_hub *h)
     }
     if (h->reap)
         event_free(h->reap);
+    peers_free(h->peers);
     mpw_free(&h->scratch);
     free(h);
 }

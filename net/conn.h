@@ -46,12 +46,21 @@
 
 typedef struct conn_opts {
     uint32_t max_frame;       /* body bytes; a longer len gets ELIMIT, then close */
-    uint32_t max_connections; /* beyond: one EBUSY reply (id 0), then close */
-    size_t max_output;        /* unsent reply bytes per connection; beyond: close */
+    uint32_t max_connections; /* at it, a newcomer takes the slot of the least
+                                 recently active connection with nothing in
+                                 flight; with none such: EBUSY (id 0), close */
+    uint32_t max_per_peer;    /* connections from one address (IPv6: one /64);
+                                 beyond: EBUSY (id 0), close; 0: no cap */
+    size_t max_output;        /* unsent reply bytes per connection; beyond: close.
+                                 Requests for the writer also wait (unread) while
+                                 their largest replies would not fit */
+    size_t max_queued;        /* request bytes a connection has in the writer;
+                                 at it, stop reading */
     uint32_t max_inflight;    /* requests not yet replied; at it, stop reading */
     double idle_timeout;      /* seconds without a request (or without the peer
                                  taking reply bytes): close */
-    double frame_timeout;     /* seconds a started frame may take to arrive */
+    double frame_timeout;     /* seconds a started frame may take to arrive, and
+                                 a new connection may take to send its first */
     bool require_gateway;     /* VERIFY needs AUTH by the gateway or operator key */
 } conn_opts;
 
@@ -64,8 +73,11 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
                   const char *gateway_key, conn_hub **out);
 
 /* Takes over fd, a socket just accepted from peer sa (closed in every
- * case). Over max_connections, or once stopping, the peer gets one EBUSY
- * reply with id 0 and is closed at once. */
+ * case). At max_connections the least recently active connection (by its
+ * last complete frame, or its accept) that has nothing in flight (no
+ * request unanswered, no reply unsent) is closed to make room, after one
+ * EBUSY reply with id 0 saying why. When there is none, over max_per_peer,
+ * or once stopping, the newcomer gets that reply instead and is closed. */
 void conn_hub_accept(conn_hub *h, evutil_socket_t fd, const struct sockaddr *sa, int salen);
 
 /* Connections with an open socket. */
@@ -80,6 +92,12 @@ void conn_hub_stop(conn_hub *h, void (*empty)(void *arg), void *arg);
 /* Closes every socket now (a stop that ran out of time). Requests still in
  * the writer finish; empty is called as above. */
 void conn_hub_abort(conn_hub *h);
+
+/* The most memory the connections can hold with these options, in bytes,
+ * beyond the engine and the writer (docs/server.md, "The memory bound"):
+ * each connection's struct, input and output, plus the requests queued for
+ * the writer, which max_backlog (the writer's cap) also bounds. */
+size_t conn_memory_bound(const conn_opts *o, size_t max_backlog);
 
 /* Frees every connection and the hub. Call after the loop has stopped and
  * the writer has been joined (wrt_free). h may be NULL. */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/xmalloc.h"
 #include "net/proto.h"
 
 /* ---- fields ------------------------------------------------------------ */
@@ -527,9 +528,10 @@ void dsp_put_write(mpw *w, const eng_req *r, const eng_res *res)
 /* ---- listing (writer thread) ------------------------------------------- */
 
 #define LIST_STOP 1 /* list_one's "enough": positive, so never a TK_E* code */
+#define ARRAY16_LEN 3 /* the tokens' array header, written before their count is known */
 
 typedef struct list_acc {
-    mpw tokens; /* the encoded tokens, without their array header */
+    mpw *w;     /* the reply: the tokens are encoded straight into it */
     uint32_t n, limit;
     bool more;
     char next[ENG_CURSOR_LEN + 1]; /* after the last token shown */
@@ -542,7 +544,7 @@ static int list_one(void *arg, const eng_token_info *t)
         a->more = true;
         return LIST_STOP;
     }
-    mpw *w = &a->tokens;
+    mpw *w = a->w;
     mpw_map(w, 6);
     put_id(w, "client_id", &t->client_id);
     mpw_cstr(w, "description");
@@ -562,28 +564,68 @@ static int list_one(void *arg, const eng_token_info *t)
     return 0;
 }
 
+/* The tokens are encoded straight into w (one buffer, no copy of a page
+ * that may be megabytes) behind room for an array16 header; once their
+ * count is known the header is written in its smallest form and the tokens
+ * moved up to it. */
 int dsp_run_list(eng *e, const dsp_list *l, mpw *w)
 {
-    list_acc a = {.limit = l->limit};
-    mpw_init(&a.tokens);
+    static const uint8_t room[ARRAY16_LEN];
+    list_acc a = {.w = w, .limit = l->limit};
+    size_t start = w->buf.size;
+    mpw_map(w, 3); /* patched to 2 below when there is no "next" */
+    mpw_cstr(w, "tokens");
+    size_t at = w->buf.size;
+    w->pk.callback(w->pk.data, (const char *)room, sizeof room);
     int rc = eng_token_list(e, &l->actor, l->tenant, l->account, l->has_after ? &l->after : NULL,
                             l->limit + 1, list_one, &a);
     if (rc == LIST_STOP)
         rc = 0;
-    if (rc == 0) {
-        mpw_map(w, a.more ? 3 : 2);
-        mpw_cstr(w, "tokens");
-        mpw_array(w, a.n);
-        /* The tokens were encoded before their count was known: append them. */
-        if (a.tokens.buf.size)
-            w->pk.callback(w->pk.data, a.tokens.buf.data, a.tokens.buf.size);
-        mpw_cstr(w, "more");
-        mpw_bool(w, a.more);
-        if (a.more) {
-            mpw_cstr(w, "next");
-            mpw_cstr(w, a.next);
-        }
+    if (rc) {
+        w->buf.size = start;
+        return rc;
     }
-    mpw_free(&a.tokens);
-    return rc;
+    size_t body = w->buf.size - at - ARRAY16_LEN;
+    w->buf.size = at;
+    mpw_array(w, a.n);
+    size_t hdr = w->buf.size - at;
+    memmove(w->buf.data + at + hdr, w->buf.data + at + ARRAY16_LEN, body);
+    w->buf.size = at + hdr + body;
+    if (!a.more)
+        w->buf.data[start] = (char)0x82; /* fixmap of 2: tokens, more */
+    mpw_cstr(w, "more");
+    mpw_bool(w, a.more);
+    if (a.more) {
+        mpw_cstr(w, "next");
+        mpw_cstr(w, a.next);
+    }
+    /* Trimmed: a reply held in a batch costs its bytes, not its doubling
+     * buffer's capacity. */
+    w->buf.data = xrealloc(w->buf.data, w->buf.size);
+    w->buf.alloc = w->buf.size;
+    return 0;
+}
+
+/* Bytes of a MessagePack string of n bytes. */
+static size_t mp_str_len(size_t n)
+{
+    return n + (n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5);
+}
+
+#define MP_INT_MAX_LEN 9    /* an int64 */
+#define MP_COUNT_MAX_LEN 5  /* an array or map header */
+
+size_t dsp_list_reply_max(uint32_t limit)
+{
+    size_t entry = MP_COUNT_MAX_LEN
+                   + mp_str_len(9) + mp_str_len(TK_ID_STR_LEN)             /* client_id */
+                   + mp_str_len(11) + mp_str_len(TK_DESC_MAX)              /* description */
+                   + mp_str_len(5) + MP_COUNT_MAX_LEN
+                   + TK_MAX_ROLES * mp_str_len(TK_KEY_MAX)                 /* roles */
+                   + mp_str_len(10) + mp_str_len(TK_SLUG_MAX)              /* created_by */
+                   + 2 * (mp_str_len(10) + MP_INT_MAX_LEN);                /* created_at, expires_at */
+    size_t page = PROTO_HEADER_LEN + MP_COUNT_MAX_LEN + mp_str_len(6) + MP_COUNT_MAX_LEN
+                  + (size_t)limit * entry + mp_str_len(4) + 1 + mp_str_len(4)
+                  + mp_str_len(DSP_CURSOR_MAX);
+    return page > DSP_WRITE_REPLY_MAX ? page : DSP_WRITE_REPLY_MAX; /* an error reply */
 }

@@ -89,8 +89,21 @@ void dsp_put_verify(mpw *w, const tk_verify *v);
 void dsp_put_write(mpw *w, const eng_req *r, const eng_res *res);
 
 /* Runs a listing (on the writer thread: it opens an LMDB read transaction)
- * and, when it succeeds, appends its reply body to w. Returns 0 or the
- * engine's TK_E* code (w then untouched). */
+ * and, when it succeeds, appends its reply body to w, whose buffer is then
+ * trimmed to its size (the batch's reply memory is its replies' bytes).
+ * Returns 0 or the engine's TK_E* code (w then untouched). */
 int dsp_run_list(eng *e, const dsp_list *l, mpw *w);
+
+/* The largest reply a listing of `limit` tokens can get, frame header
+ * included: every entry at its field limits (a description of
+ * TK_DESC_MAX bytes, TK_MAX_ROLES roles of TK_KEY_MAX, ...). The server
+ * sizes its reply budgets with it (docs/server.md, "The memory bound"). */
+size_t dsp_list_reply_max(uint32_t limit);
+
+/* The largest reply to a write, frame header included: a created
+ * credential (ID and secret) or a refusal (a reason of at most
+ * sizeof(eng_res.msg) and a retry hint). An encoder that grows past it
+ * must raise it. */
+#define DSP_WRITE_REPLY_MAX 512
 
 #endif

@@ -32,13 +32,13 @@
 
 #include "core/err.h"
 #include "core/xmalloc.h"
+#include "net/dispatch.h"
 #include "net/log.h"
 #include "net/proto.h"
 #include "net/writer.h"
 #include "store/keyfile.h"
 
 #define GATEWAY_KEY_LEN KEYFILE_KEY_LEN
-#define WRITER_BACKLOG (64u << 20)  /* bytes of management requests queued */
 #define ACCEPT_PAUSE_MS 100         /* after EMFILE: stop accepting this long */
 #define STOP_GRACE_SECONDS 10       /* a stop closes what is left after this */
 #define LISTEN_BACKLOG 1024
@@ -67,9 +67,26 @@ void srv_opts_default(srv_opts *o)
     o->conn.max_frame = PROTO_DEFAULT_MAX_FRAME;
     o->conn.max_connections = 1024;
     o->conn.max_output = 4u << 20;
+    o->conn.max_queued = 8u << 20;
+    o->conn.max_per_peer = 0;
     o->conn.max_inflight = 1024;
     o->conn.idle_timeout = 300;
     o->conn.frame_timeout = 10;
+    o->batch_replies = 16u << 20;
+}
+
+static void writer_opts(const srv_opts *o, wrt_opts *w)
+{
+    w->max_backlog = SRV_WRITER_BACKLOG;
+    w->batch_replies = o->batch_replies;
+}
+
+size_t srv_memory_bound(const srv_opts *o)
+{
+    wrt_opts w;
+    writer_opts(o, &w);
+    return conn_memory_bound(&o->conn, w.max_backlog)
+           + wrt_memory_bound(&w, dsp_list_reply_max(DSP_LIST_MAX));
 }
 
 /* ---- the gateway key ------------------------------------------------------ */
@@ -297,7 +314,9 @@ int srv_open(const srv_opts *o, srv **out)
         lg_line("cannot create the event loop");
         goto fail;
     }
-    if ((rc = wrt_start(s->base, s->e, WRITER_BACKLOG, &s->w)))
+    wrt_opts wo;
+    writer_opts(o, &wo);
+    if ((rc = wrt_start(s->base, s->e, &wo, &s->w)))
         goto fail;
     conn_hub_new(s->base, s->e, s->w, &co, o->require_gateway ? gw : NULL, &s->hub);
     sodium_memzero(gw, sizeof gw);
@@ -318,6 +337,8 @@ int srv_open(const srv_opts *o, srv **out)
     lg_line("listening on %s, data in %s (%zu credentials), operator key in %s/operator.key%s",
             s->addr, o->data_dir, eng_cred_count(s->e), o->data_dir,
             new_dir ? " (new)" : "");
+    lg_line("memory bound: %zu MiB for connections and the writer, beyond the engine's "
+            "(docs/server.md, \"The memory bound\")", srv_memory_bound(o) >> 20);
     if (o->require_gateway)
         lg_line("VERIFY requires AUTH with the gateway key in %s/gateway.key (or the operator "
                 "key)",

@@ -16,15 +16,24 @@
 #define SRV_DEFAULT_LISTEN "127.0.0.1:7070"
 #define SRV_DEFAULT_DATA "./var"
 
+#define SRV_WRITER_BACKLOG (64u << 20) /* bytes of requests queued for the writer */
+
 typedef struct srv_opts {
     const char *listen;     /* "HOST:PORT" (IPv6 as "[::1]:7070"); port 0 picks one */
     const char *data_dir;   /* created at first start, with the operator key */
     bool require_gateway;   /* create/load DIR/gateway.key; VERIFY needs it */
     conn_opts conn;         /* limits (conn.h); conn.require_gateway is set from above */
+    size_t batch_replies;   /* reply bytes one writer batch may hold (writer.h) */
 } srv_opts;
 
-/* The documented defaults (docs/protocol.md, "Limits"). */
+/* The documented defaults (docs/server.md, "Flags"). */
 void srv_opts_default(srv_opts *o);
+
+/* The most memory, in bytes, that the connections and the writer can hold
+ * with options o, beyond the engine (its view, index and the LMDB pages it
+ * has touched) and the program itself: docs/server.md, "The memory
+ * bound", states it as a formula of the flags; this is that formula. */
+size_t srv_memory_bound(const srv_opts *o);
 
 typedef struct srv srv;
 

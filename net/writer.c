@@ -1,20 +1,31 @@
 /*
- * writer.c - the writer thread: one batch in flight, group commit, listings;
- * see writer.h.
+ * writer.c - the writer thread: one batch in flight, group commit, listings,
+ * per-queue turns; see writer.h.
  *
  * Hand-over is one mutex and one condition variable: the loop thread sets
  * `batch` and signals; the writer thread runs it, moves it to `finished`
- * and wakes the loop with event_active. The loop thread owns the queue and
+ * and wakes the loop with event_active. The loop thread owns the queues and
  * never touches a batch while it is in flight; the writer thread never
- * touches the queue. So the only shared fields are the two batch pointers
- * and the stop flag, all under the mutex, and the mutex also orders the
- * writer's results (and the engine's pending view changes) before the
- * loop's eng_publish.
+ * touches the queues. So the only shared fields are the two batch pointers
+ * and the stop flag, all under the mutex (which also orders the writer's
+ * results, and the engine's pending view changes, before the loop's
+ * eng_publish), and each queue's `cancelled` flag, an atomic the writer
+ * only reads.
+ *
+ * Turns: the queues with jobs waiting are on one list, in turn order. A
+ * batch is formed in rounds over a snapshot of that list (`cand`), one job
+ * per queue per round; a queue leaves the rounds when it is empty or its
+ * next job may not join this batch (a write after its trailing reads, or a
+ * reply that does not fit the cap): taking only a prefix of each queue is
+ * what keeps its order. Afterwards the queues that were served and still
+ * wait move to the back of the list, behind those a cap kept out, which
+ * are first next time.
  */
 #include "net/writer.h"
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,13 +35,30 @@
 #include "core/xmalloc.h"
 #include "net/log.h"
 
+/* A job's place in its batch. */
+enum { PH_BEFORE, PH_WRITE, PH_AFTER };
+
+/* A queue's progress while a batch is formed. */
+enum { QS_READS, QS_WRITES, QS_TRAILING };
+
+struct wrt_queue {
+    wrt_job *head, *tail;    /* loop thread: jobs not yet in a batch */
+    wrt_queue *prev, *next;  /* the writer's list of queues waiting */
+    bool listed;
+    bool served;             /* took part in the batch being formed */
+    int state;               /* QS_*, while a batch is formed */
+    atomic_bool cancelled;   /* set by the loop thread, read by the writer */
+};
+
 struct wrt {
     struct event_base *base;
     eng *e;
-    size_t max_backlog;
+    wrt_opts o;
     /* Loop thread only. */
     size_t backlog;     /* bytes of jobs queued or in flight */
-    wrt_job *qhead, *qtail;
+    wrt_queue *lhead, *ltail; /* queues with jobs waiting, in turn order */
+    wrt_queue **cand;   /* scratch for take_batch */
+    size_t ncand_cap;
     bool in_flight;
     struct event *kick; /* hands over the next batch at the end of this iteration */
     struct event *wake; /* activated by the writer thread when a batch is done */
@@ -51,16 +79,24 @@ struct wrt {
 
 /* ---- writer thread ------------------------------------------------------ */
 
+/* A read, unless its source has gone (then its done is called all the
+ * same, with nothing run). */
+static void run_read(wrt *w, wrt_job *j)
+{
+    if (!atomic_load_explicit(&j->q->cancelled, memory_order_relaxed))
+        j->read(w->e, j);
+}
+
 static void run_batch(wrt *w, wrt_job *batch)
 {
     size_t n = 0;
     for (wrt_job *j = batch; j; j = j->next) {
-        if (j->req) {
+        if (j->phase == PH_WRITE) {
             w->writes[n] = j;
             w->reqs[n] = *j->req;
             n++;
-        } else if (n == 0) { /* a read queued before every write of the batch */
-            j->read(w->e, j);
+        } else if (j->phase == PH_BEFORE) { /* queued before its queue's writes */
+            run_read(w, j);
         }
     }
     if (n > 0) {
@@ -80,13 +116,9 @@ static void run_batch(wrt *w, wrt_job *batch)
             sodium_memzero(w->res[i].secret, sizeof w->res[i].secret);
         }
     }
-    bool after = false; /* reads queued after the writes see them */
-    for (wrt_job *j = batch; j; j = j->next) {
-        if (j->req)
-            after = true;
-        else if (after)
-            j->read(w->e, j);
-    }
+    for (wrt_job *j = batch; j; j = j->next) /* queued after their queue's writes: see them */
+        if (j->phase == PH_AFTER)
+            run_read(w, j);
 }
 
 static void *writer_main(void *arg)
@@ -114,36 +146,115 @@ static void *writer_main(void *arg)
 
 /* ---- loop thread -------------------------------------------------------- */
 
-/* Takes the next batch off the queue: reads, writes (at most
- * WRT_MAX_BATCH), reads; never a write after a read that follows a write. */
+static void list_append(wrt *w, wrt_queue *q)
+{
+    q->prev = w->ltail;
+    q->next = NULL;
+    if (w->ltail)
+        w->ltail->next = q;
+    else
+        w->lhead = q;
+    w->ltail = q;
+    q->listed = true;
+}
+
+static void list_remove(wrt *w, wrt_queue *q)
+{
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        w->lhead = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    else
+        w->ltail = q->prev;
+    q->prev = q->next = NULL;
+    q->listed = false;
+}
+
+/* Whether q's next job may join the batch formed so far. */
+static bool may_take(const wrt *w, const wrt_queue *q, size_t total, size_t writes,
+                     size_t replies)
+{
+    const wrt_job *j = q->head;
+    if (j->req && (q->state == QS_TRAILING || writes == WRT_MAX_BATCH))
+        return false; /* a write after reads that follow writes: the next batch */
+    return total == 0 || replies + j->reply_max <= w->o.batch_replies;
+}
+
+/* Forms the next batch: one job from each waiting queue in turn, round
+ * after round, a prefix of each queue (see the top of this file). Then the
+ * served queues that still wait go to the back of the turn. */
 static wrt_job *take_batch(wrt *w)
 {
     wrt_job *head = NULL, **tail = &head;
-    size_t writes = 0, total = 0;
-    bool trailing = false;
-    while (w->qhead && total < WRT_MAX_BATCH) {
-        wrt_job *j = w->qhead;
-        if (j->req) {
-            if (trailing || writes == WRT_MAX_BATCH)
-                break;
-            writes++;
-        } else if (writes) {
-            trailing = true;
+    size_t n = 0, total = 0, writes = 0, replies = 0;
+    for (wrt_queue *q = w->lhead; q; q = q->next) {
+        if (n == w->ncand_cap) {
+            w->ncand_cap = w->ncand_cap ? 2 * w->ncand_cap : 64;
+            w->cand = xrealloc(w->cand, w->ncand_cap * sizeof *w->cand);
         }
-        w->qhead = j->next;
-        j->next = NULL;
-        *tail = j;
-        tail = &j->next;
-        total++;
+        w->cand[n++] = q;
+        q->state = QS_READS;
+        q->served = false;
     }
-    if (!w->qhead)
-        w->qtail = NULL;
+    while (n > 0 && total < WRT_MAX_BATCH) {
+        size_t keep = 0;
+        for (size_t i = 0; i < n; i++) {
+            wrt_queue *q = w->cand[i];
+            if (total == WRT_MAX_BATCH || !may_take(w, q, total, writes, replies))
+                continue; /* out of this batch's rounds */
+            wrt_job *j = q->head;
+            q->head = j->next;
+            if (!q->head)
+                q->tail = NULL;
+            if (j->req) {
+                j->phase = PH_WRITE;
+                q->state = QS_WRITES;
+                writes++;
+            } else if (q->state == QS_READS) {
+                j->phase = PH_BEFORE;
+            } else {
+                j->phase = PH_AFTER;
+                q->state = QS_TRAILING;
+            }
+            j->next = NULL;
+            *tail = j;
+            tail = &j->next;
+            total++;
+            replies += j->reply_max;
+            q->served = true;
+            if (q->head)
+                w->cand[keep++] = q;
+        }
+        n = keep;
+    }
+    /* The turn: emptied queues leave the list; served ones go to the back. */
+    wrt_queue *back = NULL, *back_tail = NULL;
+    for (wrt_queue *q = w->lhead, *next; q; q = next) {
+        next = q->next;
+        if (q->head && !q->served)
+            continue;
+        list_remove(w, q);
+        if (q->head) {
+            q->next = NULL;
+            if (back_tail)
+                back_tail->next = q;
+            else
+                back = q;
+            back_tail = q;
+        }
+    }
+    for (wrt_queue *q = back, *next; q; q = next) {
+        next = q->next;
+        list_append(w, q);
+    }
     return head;
 }
 
 static void hand_over(wrt *w)
 {
-    if (w->in_flight || !w->qhead)
+    if (w->in_flight || !w->lhead)
         return;
     wrt_job *b = take_batch(w);
     w->in_flight = true;
@@ -182,13 +293,13 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     hand_over(w);
 }
 
-int wrt_start(struct event_base *base, eng *e, size_t max_backlog, wrt **out)
+int wrt_start(struct event_base *base, eng *e, const wrt_opts *o, wrt **out)
 {
     wrt *w = xcalloc(1, sizeof *w);
     sigset_t all, old;
     w->base = base;
     w->e = e;
-    w->max_backlog = max_backlog;
+    w->o = *o;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->reqs = xcalloc(WRT_MAX_BATCH, sizeof *w->reqs);
@@ -214,25 +325,65 @@ fail:
     return TK_EIO;
 }
 
-int wrt_submit(wrt *w, wrt_job *j)
+void wrt_queue_new(wrt *w, wrt_queue **out)
 {
-    if (w->max_backlog && w->backlog + j->bytes > w->max_backlog)
+    (void)w;
+    wrt_queue *q = xcalloc(1, sizeof *q);
+    atomic_init(&q->cancelled, false);
+    *out = q;
+}
+
+void wrt_queue_free(wrt_queue *q)
+{
+    free(q);
+}
+
+int wrt_submit(wrt *w, wrt_queue *q, wrt_job *j)
+{
+    if (w->o.max_backlog && w->backlog + j->bytes > w->o.max_backlog)
         return TK_EBUSY;
     w->backlog += j->bytes;
     j->next = NULL;
-    if (w->qtail)
-        w->qtail->next = j;
+    j->q = q;
+    if (q->tail)
+        q->tail->next = j;
     else
-        w->qhead = j;
-    w->qtail = j;
+        q->head = j;
+    q->tail = j;
+    if (!q->listed)
+        list_append(w, q);
     if (!w->in_flight)
         event_active(w->kick, 0, 0); /* after this iteration: batch what it queued */
     return 0;
 }
 
+size_t wrt_cancel(wrt *w, wrt_queue *q)
+{
+    size_t n = 0;
+    atomic_store_explicit(&q->cancelled, true, memory_order_relaxed);
+    for (wrt_job *j = q->head; j; j = j->next) {
+        w->backlog -= j->bytes;
+        n++;
+    }
+    q->head = q->tail = NULL;
+    if (q->listed)
+        list_remove(w, q);
+    return n;
+}
+
 bool wrt_idle(const wrt *w)
 {
-    return !w->in_flight && !w->qhead;
+    return !w->in_flight && !w->lhead;
+}
+
+size_t wrt_memory_bound(const wrt_opts *o, size_t reply_max)
+{
+    size_t replies = o->batch_replies > reply_max ? o->batch_replies : reply_max;
+    /* The reply being built may have up to twice its size allocated before
+     * it is trimmed (doubling growth), and the batch arrays are touched as
+     * batches fill them. */
+    return replies + 2 * reply_max
+           + WRT_MAX_BATCH * (sizeof(eng_req) + sizeof(eng_res) + sizeof(wrt_job *));
 }
 
 void wrt_free(wrt *w)
@@ -255,5 +406,6 @@ void wrt_free(wrt *w)
     free(w->reqs);
     free(w->res);
     free(w->writes);
+    free(w->cand);
     free(w);
 }

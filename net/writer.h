@@ -1,6 +1,6 @@
 /*
  * writer.h - the writer thread: group commit and listings off the event
- * loop.
+ * loop, served fairly between the connections that queue them.
  *
  * The engine's contract (store/engine.h): eng_commit (LMDB and the log,
  * which blocks on fsync) and eng_token_list (an LMDB read transaction) run
@@ -9,16 +9,30 @@
  * inside eng_commit, which needs no other transaction open in the process,
  * so listings run on the writer thread too, serialised with commits.
  *
- * The loop thread queues jobs (wrt_submit). Once per loop iteration, when
- * no batch is in flight, it hands the writer a batch: reads queued before
- * the first write, then up to WRT_MAX_BATCH writes as ONE eng_commit (one
- * fsync for all of them), then the reads queued after those writes, up to
- * the next write. So a read sees exactly the writes queued before it, and
- * every queue order is kept. When the writer is done it wakes the loop
- * (event_active on an event of a base with libevent_pthreads threading
- * enabled); the loop calls eng_publish and only THEN each job's done
- * callback, so a change is visible to verification before it is
- * acknowledged (rule 5). Then the next batch goes.
+ * Jobs are queued per source (a wrt_queue: one per connection), each queue
+ * in its own order. Once per loop iteration, when no batch is in flight,
+ * the loop thread forms a batch by taking one job from each waiting queue
+ * in turn, round after round, until a limit is reached: WRT_MAX_BATCH jobs,
+ * WRT_MAX_BATCH writes, or the batch reply cap (the sum of the jobs'
+ * reply_max; the first job of a batch is always taken). From each queue it
+ * takes a prefix of that queue: reads, then writes, then reads, never a
+ * write after a read that follows a write. The batch runs those leading
+ * reads, then every write of the batch as ONE eng_commit (one fsync), then
+ * the trailing reads. So a read sees exactly the writes queued before it on
+ * its own queue (writes of different queues have no order between them),
+ * and a queue's backlog delays another queue's job by at most the batch in
+ * flight: the next batch takes a job from every waiting queue (while there
+ * are no more than WRT_MAX_BATCH of them; queues served in a batch go to
+ * the back of the turn). When the writer is done it wakes the loop
+ * (event_active on an event of a base with libevent_pthreads enabled); the
+ * loop calls eng_publish and only THEN each job's done callback, so a
+ * change is visible to verification before it is acknowledged (rule 5).
+ * Then the next batch goes.
+ *
+ * A source that goes away cancels its queue: jobs not yet in a batch are
+ * dropped at once (handed back to the caller, never run); reads already in
+ * the batch in flight are skipped by the writer; writes in it commit (a
+ * batch handed over is not recalled: they may be in the log already).
  *
  * If eng_commit fails (TK_EIO, TK_EFENCED), every write of the batch gets
  * that status, one line is logged, and the writer goes on: the engine
@@ -40,35 +54,68 @@
 
 typedef struct wrt wrt;
 typedef struct wrt_job wrt_job;
+typedef struct wrt_queue wrt_queue;
+
+typedef struct wrt_opts {
+    size_t max_backlog;   /* bytes of jobs (wrt_job.bytes) queued or in flight; 0: no cap */
+    size_t batch_replies; /* reply bytes (wrt_job.reply_max) one batch may hold */
+} wrt_opts;
 
 /* One request for the writer. The submitter embeds it in its own struct
  * and owns it; the writer borrows it from wrt_submit until done is called
- * (on the loop thread). Everything the job points to (req and the strings
- * inside it) must stay alive and unchanged until then. */
+ * (on the loop thread) or wrt_cancel hands it back. Everything the job
+ * points to (req and the strings inside it) must stay alive and unchanged
+ * until then. */
 struct wrt_job {
     /* Set by the submitter: exactly one of req and read. */
     const eng_req *req;                /* a write, committed in a batch */
     void (*read)(eng *e, wrt_job *j);  /* a read, run on the writer thread */
     void (*done)(wrt_job *j);          /* loop thread, after eng_publish; may free j */
     size_t bytes;                      /* memory held while queued (backlog cap) */
+    size_t reply_max;                  /* the largest reply it can make (batch reply cap) */
     /* Set by the writer for a write: its result (res.status, and the
      * created credential, whose secret the submitter should wipe). */
     eng_res res;
     /* Private to the writer. */
     wrt_job *next;
+    wrt_queue *q;
+    int phase;
 };
 
 /* Starts the writer thread. base must have been created after
- * evthread_use_pthreads(); base and e are borrowed for the writer's life.
- * max_backlog caps the bytes of queued jobs (0: no cap). 0 or TK_EIO. */
-int wrt_start(struct event_base *base, eng *e, size_t max_backlog, wrt **out);
+ * evthread_use_pthreads(); base and e are borrowed for the writer's life;
+ * o is copied. 0 or TK_EIO. */
+int wrt_start(struct event_base *base, eng *e, const wrt_opts *o, wrt **out);
 
-/* Queues j (loop thread). Returns 0, or TK_EBUSY when the backlog is full
- * (j is then not queued and done will not be called). */
-int wrt_submit(wrt *w, wrt_job *j);
+/* A new, empty queue of w (loop thread; allocation aborts on failure). */
+void wrt_queue_new(wrt *w, wrt_queue **out);
+
+/* Frees q (q may be NULL). Call when none of its jobs is queued or in
+ * flight (after wrt_cancel and the done of every job in flight), or once
+ * the writer is freed. */
+void wrt_queue_free(wrt_queue *q);
+
+/* Queues j at the end of q (loop thread). Returns 0, or TK_EBUSY when the
+ * backlog is full (j is then not queued and done will not be called). q
+ * must not have been cancelled. */
+int wrt_submit(wrt *w, wrt_queue *q, wrt_job *j);
+
+/* The source of q is gone (loop thread): q's jobs not yet handed to the
+ * writer are dropped (the caller owns them again: their done will not be
+ * called), and the reads among its jobs in the batch in flight are not run
+ * (their done is still called; the writes among them commit). Returns the
+ * number of jobs dropped. Later calls return 0. */
+size_t wrt_cancel(wrt *w, wrt_queue *q);
 
 /* True when nothing is queued or in flight (loop thread). */
 bool wrt_idle(const wrt *w);
+
+/* The most memory the writer holds beyond the jobs' own (docs/server.md,
+ * "The memory bound"): the batch's replies (at most
+ * max(o->batch_replies, reply_max): a batch's first job is always taken),
+ * the slack of the reply being built, and the batch arrays. reply_max is
+ * the largest reply any job can make. */
+size_t wrt_memory_bound(const wrt_opts *o, size_t reply_max);
 
 /* Stops and joins the thread. Call on the loop thread when wrt_idle(w) (a
  * batch still in flight is waited for, but its jobs' done is not called).

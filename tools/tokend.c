@@ -40,20 +40,32 @@ static void usage(FILE *f, const srv_opts *d)
             "  --data DIR               data directory, created at first start with the\n"
             "                           operator key in DIR/operator.key (default %s)\n"
             "  --max-frame BYTES        largest request body (default %u; K/M suffixes)\n"
-            "  --max-connections N      connections at once; more get EBUSY (default %u)\n"
+            "  --max-connections N      connections at once; at the limit a new one takes\n"
+            "                           the slot of the least recently active connection\n"
+            "                           with nothing in flight, else gets EBUSY (default %u)\n"
+            "  --max-per-peer N         connections from one address (IPv6: one /64);\n"
+            "                           more get EBUSY (default %u: no cap)\n"
             "  --max-output BYTES       unsent reply bytes per connection before it is\n"
             "                           closed as too slow a reader (default %zu; K/M)\n"
+            "  --max-queued BYTES       request bytes one connection may have waiting for\n"
+            "                           the writer before it is no longer read (default %zu)\n"
+            "  --batch-replies BYTES    reply bytes one writer batch may hold (worst case\n"
+            "                           of its listings; default %zu, at least 4M)\n"
             "  --idle-timeout SECONDS   close a connection idle this long (default %g)\n"
             "  --frame-timeout SECONDS  close a connection whose frame takes longer than\n"
-            "                           this to arrive (default %g)\n"
+            "                           this to arrive, or whose first frame does not\n"
+            "                           arrive this long after it connects (default %g)\n"
             "  --require-gateway-key    VERIFY only after AUTH with DIR/gateway.key (created\n"
             "                           0600 if missing) or the operator key\n"
             "  --help                   this text\n"
             "\n"
+            "Memory: the start log says how much the connections and the writer can hold\n"
+            "with these flags (docs/server.md, \"The memory bound\").\n"
             "Logs go to stderr, one line per event; keys and secrets are never logged.\n"
             "SIGTERM or SIGINT: stop accepting, answer what was received, exit 0.\n",
             d->listen, d->data_dir, d->conn.max_frame, d->conn.max_connections,
-            d->conn.max_output, d->conn.idle_timeout, d->conn.frame_timeout);
+            d->conn.max_per_peer, d->conn.max_output, d->conn.max_queued, d->batch_replies,
+            d->conn.idle_timeout, d->conn.frame_timeout);
 }
 
 /* A byte count with an optional K or M suffix, within [min, max]. */
@@ -97,7 +109,10 @@ enum {
     O_DATA,
     O_MAX_FRAME,
     O_MAX_CONN,
+    O_MAX_PER_PEER,
     O_MAX_OUTPUT,
+    O_MAX_QUEUED,
+    O_BATCH_REPLIES,
     O_IDLE,
     O_FRAME_TIMEOUT,
     O_GATEWAY,
@@ -111,7 +126,10 @@ static int parse_args(int argc, char **argv, srv_opts *o)
         {"data", required_argument, NULL, O_DATA},
         {"max-frame", required_argument, NULL, O_MAX_FRAME},
         {"max-connections", required_argument, NULL, O_MAX_CONN},
+        {"max-per-peer", required_argument, NULL, O_MAX_PER_PEER},
         {"max-output", required_argument, NULL, O_MAX_OUTPUT},
+        {"max-queued", required_argument, NULL, O_MAX_QUEUED},
+        {"batch-replies", required_argument, NULL, O_BATCH_REPLIES},
         {"idle-timeout", required_argument, NULL, O_IDLE},
         {"frame-timeout", required_argument, NULL, O_FRAME_TIMEOUT},
         {"require-gateway-key", no_argument, NULL, O_GATEWAY},
@@ -136,10 +154,27 @@ static int parse_args(int argc, char **argv, srv_opts *o)
                 return 2;
             o->conn.max_connections = (uint32_t)v;
             break;
+        case O_MAX_PER_PEER:
+            if (parse_bytes("--max-per-peer", optarg, 0, 1000000, &v))
+                return 2;
+            o->conn.max_per_peer = (uint32_t)v;
+            break;
         case O_MAX_OUTPUT:
             if (parse_bytes("--max-output", optarg, 64 * 1024, 1ull << 32, &v))
                 return 2;
             o->conn.max_output = (size_t)v;
+            break;
+        case O_MAX_QUEUED:
+            if (parse_bytes("--max-queued", optarg, 64 * 1024, 1ull << 32, &v))
+                return 2;
+            o->conn.max_queued = (size_t)v;
+            break;
+        case O_BATCH_REPLIES:
+            /* At least one page of 1000 tokens at their field limits: the
+             * first job of a batch is always taken anyway. */
+            if (parse_bytes("--batch-replies", optarg, 4u << 20, 1ull << 32, &v))
+                return 2;
+            o->batch_replies = (size_t)v;
             break;
         case O_IDLE:
             if (parse_seconds("--idle-timeout", optarg, &o->conn.idle_timeout))

@@ -229,19 +229,33 @@ void raw_server_free(raw_server *s)
     memset(s, 0, sizeof *s);
 }
 
-long raw_server_rss_kb(const raw_server *s)
+/* The number on the "name:" line of /proc/PID/status (kB), or -1. */
+static long status_kb(const raw_server *s, const char *name)
 {
     char path[64], line[256];
     long kb = -1;
+    size_t n = strlen(name);
     snprintf(path, sizeof path, "/proc/%d/status", (int)s->pid);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+        if (strncmp(line, name, n) == 0 && line[n] == ':') {
+            kb = strtol(line + n + 1, NULL, 10);
             break;
+        }
     fclose(f);
     return kb;
+}
+
+long raw_server_rss_kb(const raw_server *s)
+{
+    return status_kb(s, "VmRSS");
+}
+
+long raw_server_hwm_kb(const raw_server *s)
+{
+    return status_kb(s, "VmHWM");
 }
 
 long raw_server_cpu_ms(const raw_server *s)
@@ -308,6 +322,13 @@ int raw_connect(int port)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return fd;
+}
+
+void raw_reset(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
 }
 
 int raw_write(int fd, const void *p, size_t n)

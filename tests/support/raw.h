@@ -57,6 +57,9 @@ void raw_server_free(raw_server *s);
 /* The server's resident set in KiB (/proc/PID/status VmRSS), or -1. */
 long raw_server_rss_kb(const raw_server *s);
 
+/* The server's peak resident set since it started, in KiB (VmHWM), or -1. */
+long raw_server_hwm_kb(const raw_server *s);
+
 /* True when the server's log holds needle. */
 bool raw_server_log_has(const raw_server *s, const char *needle);
 
@@ -72,6 +75,10 @@ void raw_watchdog(unsigned seconds);
 
 /* A blocking TCP connection to 127.0.0.1:port; -1 on failure. */
 int raw_connect(int port);
+
+/* Closes fd with a reset (SO_LINGER 0): the peer's next read fails with
+ * ECONNRESET, as when a client process dies. */
+void raw_reset(int fd);
 
 /* Writes all n bytes; 0 or -1. */
 int raw_write(int fd, const void *p, size_t n);
