@@ -92,15 +92,16 @@ struct pending {
     conn *c;
     pending *next;            /* the connection's FIFO */
     uint32_t id;
-    bool list;                /* TOKEN_LIST (a read); else a write */
+    bool list;                /* a read (a listing or a get); else a write */
     bool done;                /* reply ready in `reply` */
-    int status;               /* a listing's status (writes: job.res.status) */
+    int status;               /* a read's status (writes: job.res.status) */
+    char msg[ENG_MSG_MAX];    /* a read's refusal, why */
     mpw reply;                /* framed reply: placeholder header, body */
     struct evbuffer *after;   /* replies completed behind this one */
     uint32_t nafter;
     union {
         eng_req req;
-        dsp_list list;
+        dsp_read list;
     } u;
     size_t body_len;
     uint8_t body[];           /* the request body: u's strings point into it */
@@ -721,11 +722,11 @@ static size_t verify_run(conn *c)
     return off - c->ioff;
 }
 
-/* Writer thread: a listing. */
+/* Writer thread: a read. */
 static void run_list(eng *e, wrt_job *j)
 {
     pending *p = (pending *)j;
-    p->status = dsp_run_list(e, &p->u.list, &p->reply);
+    p->status = dsp_run_read(e, &p->u.list, &p->reply, p->msg);
 }
 
 /* Loop thread, after eng_publish: the reply of a request back from the
@@ -749,7 +750,7 @@ static void job_done(wrt_job *j)
     if (status != 0 || !p->list)
         frame_begin(&p->reply);
     if (status != 0 && p->list)
-        dsp_put_error(&p->reply, tk_strerror(status));
+        dsp_put_error(&p->reply, p->msg[0] ? p->msg : tk_strerror(status));
     else if (status != 0) /* the engine's reason when it gave one, and a retry hint */
         dsp_put_write_error(&p->reply, &j->res);
     else if (!p->list)
@@ -803,13 +804,8 @@ static void do_manage(conn *c, const proto_header *hd, const uint8_t *body, bool
     memset(p, 0, sizeof *p);
     memcpy(p->body, body, hd->len);
     p->body_len = hd->len;
-    int rc = list ? dsp_list_req(p->body, hd->len, &p->u.list, &err)
+    int rc = list ? dsp_read_req(hd->code, p->body, hd->len, &p->u.list, &err)
                   : dsp_write_req(hd->code, p->body, hd->len, &p->u.req, &err);
-    if (rc == 0 && list && actor.kind == TK_ACTOR_OPERATOR
-        && (p->u.list.tenant.n == 0 || p->u.list.account.n == 0)) {
-        rc = TK_EINVAL;
-        snprintf(err.msg, sizeof err.msg, "the operator lists one account: give tenant and account");
-    }
     if (rc) {
         free(p);
         refuse_request(c, hd->id, rc, err.msg);
@@ -821,7 +817,7 @@ static void do_manage(conn *c, const proto_header *hd, const uint8_t *body, bool
     mpw_init(&p->reply);
     frame_begin(&p->reply);
     if (list) {
-        p->u.list.actor = actor;
+        p->u.list.q.actor = actor;
         p->job.read = run_list;
     } else {
         p->u.req.actor = actor;
@@ -831,7 +827,7 @@ static void do_manage(conn *c, const proto_header *hd, const uint8_t *body, bool
     /* The request and its reply's buffer (a listing's page is counted in
      * the batch that builds it, and in the output room it waited for). */
     p->job.bytes = sizeof *p + hd->len + DSP_WRITE_REPLY_MAX;
-    p->job.reply_max = list ? dsp_list_reply_max(p->u.list.limit) : DSP_WRITE_REPLY_MAX;
+    p->job.reply_max = list ? dsp_read_reply_max(&p->u.list) : DSP_WRITE_REPLY_MAX;
     if (wrt_submit(h->w, c->q, &p->job)) {
         pending_free(p);
         lg_limited(&h->log_queue, "writer backlog full: EBUSY to %s", c->peer);
@@ -872,7 +868,7 @@ static void handle(conn *c, const proto_header *hd, const uint8_t *body)
     }
     switch (dsp_classify(hd->code)) {
     case DSP_WRITE: do_manage(c, hd, body, false); return;
-    case DSP_LIST: do_manage(c, hd, body, true); return;
+    case DSP_READ: do_manage(c, hd, body, true); return;
     default:
         refuse_request(c, hd->id, TK_EOPCODE, "unknown opcode");
         return;
@@ -900,13 +896,13 @@ static void resume(conn *c)
 }
 
 /* The largest reply the writer can make to this frame (a write or a
- * listing; one that does not decode gets a small error reply). */
+ * read; one that does not decode gets a small error reply). */
 static size_t writer_reply_max(const proto_header *hd, const uint8_t *body)
 {
-    dsp_list l;
+    dsp_read r;
     dsp_err err;
-    if (dsp_classify(hd->code) == DSP_LIST && dsp_list_req(body, hd->len, &l, &err) == 0)
-        return dsp_list_reply_max(l.limit);
+    if (dsp_classify(hd->code) == DSP_READ && dsp_read_req(hd->code, body, hd->len, &r, &err) == 0)
+        return dsp_read_reply_max(&r);
     return DSP_WRITE_REPLY_MAX;
 }
 
@@ -973,7 +969,7 @@ static void process(conn *c)
             break;
         }
         dsp_class k = dsp_classify(hd.code);
-        if ((k == DSP_WRITE || k == DSP_LIST) && hd.flags == 0
+        if ((k == DSP_WRITE || k == DSP_READ) && hd.flags == 0
             && !writer_room(c, writer_reply_max(&hd, frame + PROTO_HEADER_LEN))) {
             /* Its reply might not fit the output beside the replies owed:
              * the frame waits, unread, for replies to come back (flush) or
@@ -1328,7 +1324,7 @@ size_t conn_hub_count(const conn_hub *h)
 
 size_t conn_memory_bound(const conn_opts *o, size_t max_backlog)
 {
-    size_t reply_max = dsp_list_reply_max(DSP_LIST_MAX); /* the largest reply */
+    size_t reply_max = dsp_reply_max(); /* the largest reply */
     size_t in = PROTO_HEADER_LEN + (size_t)o->max_frame;
     size_t out = o->max_output > reply_max ? o->max_output : reply_max;
     size_t job = sizeof(pending) + o->max_frame + DSP_WRITE_REPLY_MAX;

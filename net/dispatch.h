@@ -1,15 +1,15 @@
 /*
- * dispatch.h - the protocol's field-level codec: request bodies into engine
- * requests, engine answers into reply bodies (docs/protocol.md,
- * "Operations").
+ * dispatch.h - the protocol's field-level codec on the server: request
+ * bodies into engine requests and reads, engine answers into reply bodies,
+ * all driven by the one table of operations (net/schema.h).
  *
  * Decoding is strict, because a typo must never silently do nothing: the
- * body is one map (or empty), every key a known field of that opcode and
- * present at most once, every value of the documented type, every string
- * valid UTF-8 and within its length limit, every array within its count
- * limit (ELIMIT) and every required field present. Counts are checked by
- * the mpr cursor before anything is sized by them; nothing here allocates
- * while decoding.
+ * body is one map (or empty), every key a field of that operation's request
+ * and present at most once, every value of its type, every string valid
+ * UTF-8 and within its limit, every array within its count (ELIMIT),
+ * every number within its bound, every required field present. Counts are
+ * checked by the mpr cursor before anything is sized by them; nothing here
+ * allocates while decoding.
  *
  * No sockets, no threads, no state: conn.c decides where a request runs
  * (inline on the loop thread, or on the writer thread); this module only
@@ -24,6 +24,7 @@
 
 #include "core/model.h"
 #include "core/mp.h"
+#include "net/schema.h"
 #include "store/engine.h"
 
 /* Why a body was refused: a one-line message for the error reply. It never
@@ -37,7 +38,7 @@ typedef enum dsp_class {
     DSP_UNKNOWN = 0, /* not an opcode of version 1 */
     DSP_INLINE,      /* PING, AUTH, VERIFY: answered on the loop thread */
     DSP_WRITE,       /* a management change: a batch on the writer thread */
-    DSP_LIST,        /* TOKEN_LIST: a read on the writer thread */
+    DSP_READ,        /* a listing or a get: on the writer thread */
 } dsp_class;
 
 dsp_class dsp_classify(uint16_t op);
@@ -64,16 +65,20 @@ int dsp_write_req(uint16_t op, const uint8_t *body, size_t len, eng_req *r, dsp_
 
 #define DSP_LIST_DEFAULT 100
 #define DSP_LIST_MAX 1000
-#define DSP_CURSOR_MAX 64 /* the protocol's bound on a cursor; today's are ENG_CURSOR_LEN */
+#define DSP_PAGE_MAX (4u << 20) /* a page's rows at their limits: fewer when rows are big */
 
-typedef struct dsp_list {
-    tk_actor actor;       /* set by the caller */
-    tk_str tenant, account; /* borrowed from body; empty when absent */
-    bool has_after;
-    tk_str after;         /* a cursor (the "next" of a page), borrowed from body */
-    uint32_t limit;       /* 1..DSP_LIST_MAX (absent or 0: the default) */
-} dsp_list;
-int dsp_list_req(const uint8_t *body, size_t len, dsp_list *out, dsp_err *err);
+/* A read (dsp_classify(op) == DSP_READ): the engine's query (its actor set
+ * by the caller) and the operation it answers. */
+typedef struct dsp_read {
+    const sch_op *op;
+    eng_query q;          /* strings borrowed from body; limit: 1 .. dsp_page_max(op) */
+} dsp_read;
+int dsp_read_req(uint16_t op, const uint8_t *body, size_t len, dsp_read *out, dsp_err *err);
+
+/* The most rows one page of op may have: DSP_LIST_MAX, or fewer so that a
+ * page of rows at their field limits stays within DSP_PAGE_MAX (a role
+ * names up to 256 permissions). */
+uint32_t dsp_page_max(const sch_op *op);
 
 /* ---- encoding: each appends one reply body to w ----------------------- */
 
@@ -88,22 +93,28 @@ void dsp_put_verify(mpw *w, const tk_verify *v);
 /* The reply to a write that succeeded (res->status == 0); r is its request. */
 void dsp_put_write(mpw *w, const eng_req *r, const eng_res *res);
 
-/* Runs a listing (on the writer thread: it opens an LMDB read transaction)
+/* Runs a read (on the writer thread: it opens an LMDB read transaction)
  * and, when it succeeds, appends its reply body to w, whose buffer is then
  * trimmed to its size (the batch's reply memory is its replies' bytes).
- * Returns 0 or the engine's TK_E* code (w then untouched). */
-int dsp_run_list(eng *e, const dsp_list *l, mpw *w);
+ * Returns 0, or the engine's TK_E* code with msg (ENG_MSG_MAX bytes) saying
+ * why (w then untouched). */
+int dsp_run_read(eng *e, const dsp_read *r, mpw *w, char *msg);
 
-/* The largest reply a listing of `limit` tokens can get, frame header
- * included: every entry at its field limits (a description of
- * TK_DESC_MAX bytes, TK_MAX_ROLES roles of TK_KEY_MAX, ...). The server
- * sizes its reply budgets with it (docs/server.md, "The memory bound"). */
-size_t dsp_list_reply_max(uint32_t limit);
+/* The largest reply a read can get, frame header included: a page of its
+ * limit's rows at every field limit. The server sizes its reply budgets
+ * with it (docs/server.md, "The memory bound"). */
+size_t dsp_read_reply_max(const dsp_read *r);
+
+/* The largest reply of op with a page of limit rows (a read) ... */
+size_t dsp_op_reply_max(const sch_op *op, uint32_t limit);
+
+/* ... and of any operation, frame header included. */
+size_t dsp_reply_max(void);
 
 /* The largest reply to a write, frame header included: a created
  * credential (ID and secret) or a refusal (a reason of at most
- * sizeof(eng_res.msg) and a retry hint). An encoder that grows past it
- * must raise it. */
+ * ENG_MSG_MAX and a retry hint). An encoder that grows past it must
+ * raise it. */
 #define DSP_WRITE_REPLY_MAX 512
 
 #endif

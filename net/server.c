@@ -86,7 +86,7 @@ size_t srv_memory_bound(const srv_opts *o)
     wrt_opts w;
     writer_opts(o, &w);
     return conn_memory_bound(&o->conn, w.max_backlog)
-           + wrt_memory_bound(&w, dsp_list_reply_max(DSP_LIST_MAX));
+           + wrt_memory_bound(&w, dsp_reply_max());
 }
 
 /* ---- the gateway key ------------------------------------------------------ */

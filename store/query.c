@@ -301,8 +301,17 @@ int query_run(state_txn *t, const eng_query *q, int64_t now_s,
         rc = get_token(c, msg);
         goto done;
     }
-    /* The scope. */
+    /* The scope: the operator names it. */
     bool need_account = q->kind == ENG_USERS || q->kind == ENG_KEYS || q->kind == ENG_TOKENS;
+    if (q->actor.kind == TK_ACTOR_OPERATOR && (q->kind != ENG_TENANTS || q->get)
+        && (q->tenant.n == 0 || (need_account && q->account.n == 0)
+            || (q->kind == ENG_KEYS && q->user.n == 0))) {
+        rc = why(msg, TK_EINVAL, "the operator names the scope: give %s",
+                 q->kind == ENG_KEYS ? "tenant, account and user"
+                 : need_account      ? "tenant and account"
+                                     : "tenant");
+        goto done;
+    }
     if (q->kind != ENG_TENANTS || q->get) {
         rc = plan_scope(t, &q->actor, q->tenant, q->account, need_account, &tn, &ac, msg);
         if (rc)

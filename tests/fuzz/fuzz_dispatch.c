@@ -3,7 +3,7 @@
  * over arbitrary bodies.
  *
  * Input: one byte, the opcode, then the body. Every decoder runs on the
- * body (dsp_ping, dsp_auth, dsp_verify_req, dsp_list_req, and
+ * body (dsp_ping, dsp_auth, dsp_verify_req, dsp_read_req, and
  * dsp_write_req with the opcode byte as given, which picks the fields it
  * accepts), so each sees every body the corpus holds.
  *
@@ -85,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     body_start = body;
     body_end = body + len;
     cls = dsp_classify(op);
-    FZ_CHECK(cls == DSP_UNKNOWN || cls == DSP_INLINE || cls == DSP_WRITE || cls == DSP_LIST,
+    FZ_CHECK(cls == DSP_UNKNOWN || cls == DSP_INLINE || cls == DSP_WRITE || cls == DSP_READ,
              "class");
 
     memset(&err, 0, sizeof err);
@@ -113,13 +113,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == 0)
         check_write(&req);
 
-    dsp_list l;
-    rc = dsp_list_req(body, len, &l, &err);
+    dsp_read l;
+    rc = dsp_read_req(op, body, len, &l, &err);
     check_err(rc, &err);
+    FZ_CHECK((rc == TK_EOPCODE) == (cls != DSP_READ), "only reads are reads");
     if (rc == 0) {
-        check_str(l.tenant, TK_SLUG_MAX, "list tenant");
-        check_str(l.account, TK_SLUG_MAX, "list account");
-        FZ_CHECK(l.limit >= 1 && l.limit <= DSP_LIST_MAX, "list limit");
+        check_str(l.q.tenant, TK_SLUG_MAX, "read tenant");
+        check_str(l.q.account, TK_SLUG_MAX, "read account");
+        check_str(l.q.user, TK_SLUG_MAX, "read user");
+        FZ_CHECK(l.q.limit >= 1 && l.q.limit <= dsp_page_max(l.op), "read limit");
+        FZ_CHECK(dsp_read_reply_max(&l) <= dsp_reply_max(), "reply bound");
     }
     return 0;
 }

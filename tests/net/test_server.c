@@ -1385,7 +1385,7 @@ static void bad_opcodes_and_flags(void **state)
     ctx *c = *state;
     boot(c, NULL);
     int fd = raw_connect(c->srv.port);
-    static const uint16_t ops[] = {0x00, 0x04, 0x0f, 0x1a, 0x23, 0x7f, 0x100, 0xffff};
+    static const uint16_t ops[] = {0x00, 0x04, 0x0f, 0x1a, 0x2f, 0x7f, 0x100, 0xffff};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         expect_raw(fd, ops[i], 0, NULL, 0, TK_EOPCODE, "unknown opcode");
     expect_raw(fd, OP_PING, 1, NULL, 0, TK_EPROTO, "flags");
@@ -1844,7 +1844,7 @@ static void listing_flood_memory_bounded(void **state)
     assert_int_equal(callf(al, OP_TOKEN_LIST, &r, "limit:u", (uint64_t)DSP_LIST_MAX), 0);
     assert_int_equal(raw_get_count(&r, "tokens"), DSP_LIST_MAX);
     print_message("# a page of %d tokens: %u bytes (at most %zu)\n", DSP_LIST_MAX, r.h.len,
-                  dsp_list_reply_max(DSP_LIST_MAX));
+                  dsp_op_reply_max(sch_find(OP_TOKEN_LIST), DSP_LIST_MAX));
     raw_reply_free(&r);
     close(al);
 
@@ -2287,7 +2287,7 @@ static void per_peer_cap(void **state)
     stop_clean(c);
 }
 
-/* The reply budgets are sized by dsp_list_reply_max and
+/* The reply budgets are sized by dsp_op_reply_max and
  * DSP_WRITE_REPLY_MAX: a page of tokens at every field limit (a
  * 1024-byte description, 16 roles of 128 bytes, a creator of 63) stays
  * within the first, closely, and the largest write replies within the
@@ -2331,7 +2331,8 @@ static void reply_bounds_hold(void **state)
     }
     for (uint64_t limit = 1; limit <= 3; limit++) { /* 2 with "next", 3 without */
         assert_int_equal(callf(u, OP_TOKEN_LIST, &r, "limit:u", limit), 0);
-        size_t got = PROTO_HEADER_LEN + r.h.len, max = dsp_list_reply_max((uint32_t)limit);
+        size_t got = PROTO_HEADER_LEN + r.h.len,
+               max = dsp_op_reply_max(sch_find(OP_TOKEN_LIST), (uint32_t)limit);
         print_message("# a page of %d token(s) at the field limits: %zu bytes, bound %zu\n",
                       (int)limit, got, max);
         assert_int_equal(raw_get_count(&r, "tokens"), (int)limit);
