@@ -2346,13 +2346,14 @@ static void reply_bounds_hold(void **state)
 
 /* ---- a figure, not a check ------------------------------------------------- */
 
-/* Verifies per second over one connection, pipelined in windows of 1000. */
-static void verify_throughput(void **state)
+/* Windows of 1000 pipelined verifies on one connection are answered whole
+ * and in order. (How many a second is bench/'s: tokenbench verify.) */
+static void pipelined_window_in_order(void **state)
 {
     ctx *c = *state;
     mpw chunk, body;
     raw_reply r;
-    const int window = 1000, rounds = SANITIZED ? 20 : 200;
+    const int window = 1000, rounds = 3;
     boot(c, NULL);
     int fd = raw_connect(c->srv.port);
     mpw_init(&chunk);
@@ -2360,21 +2361,15 @@ static void verify_throughput(void **state)
     raw_map(&body, "secret:s", c->secret);
     for (int i = 0; i < window; i++)
         raw_frame(&chunk, OP_VERIFY, 0, (uint32_t)i, body.buf.data, body.buf.size);
-    int64_t t0 = now_ms();
     for (int k = 0; k < rounds; k++) {
         assert_int_equal(raw_write(fd, chunk.buf.data, chunk.buf.size), 0);
         for (int i = 0; i < window; i++) {
             assert_int_equal(raw_recv(fd, &r, 10000), 0);
             assert_int_equal(r.h.id, (uint32_t)i);
-            if (i == window - 1)
-                assert_valid_reply(c, &r);
+            assert_valid_reply(c, &r);
             raw_reply_free(&r);
         }
     }
-    int64_t ms = now_ms() - t0;
-    print_message("# %d verifies over one connection in %lld ms: %.0f verifies/s%s\n",
-                  window * rounds, (long long)ms, (double)window * rounds * 1000.0 / (double)(ms ? ms : 1),
-                  SANITIZED ? " (sanitizer build)" : "");
     mpw_free(&chunk);
     mpw_free(&body);
     close(fd);
@@ -2418,7 +2413,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(reply_bounds_hold, setup, teardown),
         cmocka_unit_test_setup_teardown(storage_failure_fences_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(sigterm_finishes_in_flight, setup, teardown),
-        cmocka_unit_test_setup_teardown(verify_throughput, setup, teardown),
+        cmocka_unit_test_setup_teardown(pipelined_window_in_order, setup, teardown),
     };
     if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*flood*': run some tests only */
         cmocka_set_test_filter(getenv("TEST_FILTER"));
