@@ -1,6 +1,9 @@
 /*
  * client.c - blocking client of the tokend wire protocol; see client.h and
- * docs/protocol.md.
+ * docs/protocol.md. The operations, their fields, types and limits come
+ * from one table, net/schema.h: one encoder writes any request from it and
+ * one decoder reads any reply against it; a typed call only names its
+ * values and copies the decoded ones into its result.
  *
  * Why it is built this way. The users are a CLI (one request at a time), a
  * load generator (many connections, deep verify pipelines) and gateways, so
@@ -53,6 +56,7 @@
 #include "core/err.h"
 #include "core/xmalloc.h"
 #include "net/proto.h"
+#include "net/schema.h"
 
 #define TKC_IN_INIT (64u << 10)
 #define TKC_IN_MAX (256u << 20)   /* unread replies we are willing to hold */
@@ -81,6 +85,8 @@ struct tkc {
     size_t consumed; /* bytes at in_start handed out by the last receive */
 
     mpw w; /* scratch encoder for request bodies */
+    char *scratch; /* the strings of a reply that is not a page (call_scratch) */
+    size_t scratch_cap;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -127,6 +133,7 @@ static int fail(tkc *c, int code, const char *fmt, ...)
     set_errv(c, fmt, ap);
     va_end(ap);
     c->refused = false;
+    c->retry_ms = 0;
     return code;
 }
 
@@ -189,6 +196,8 @@ void tkc_free(tkc *c)
     reset_conn(c);
     wipe(c->w.buf.data, c->w.buf.alloc);
     mpw_free(&c->w);
+    wipe(c->scratch, c->scratch_cap);
+    free(c->scratch);
     free(c->out);
     free(c->in);
     free(c);
@@ -717,7 +726,162 @@ static int roundtrip(tkc *c, uint16_t op, uint8_t **body, size_t *len)
     return 0;
 }
 
-/* ---- reply decoding ----------------------------------------------------- */
+/* ---- request encoding ---------------------------------------------------- *
+ *
+ * A typed call gives the values of its request's fields as an array of
+ * fvals; enc_request writes the present ones in the schema's order (the
+ * server takes any order), counts the map, and refuses what the schema
+ * forbids (a required field missing, a value over its limit) before
+ * anything is sent. */
+
+/* One request field's value. */
+typedef struct fval {
+    sch_fid f;
+    bool set;             /* absent fields are not sent */
+    const char *s;        /* SCH_STR */
+    const char *const *v; /* SCH_STRS: v[0..n) */
+    size_t n;
+    int64_t i; /* SCH_BOOL (0 or 1), SCH_UINT, SCH_INT */
+} fval;
+
+#define NARGS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A string; NULL is absent. */
+static fval a_str(sch_fid f, const char *s)
+{
+    return (fval){.f = f, .set = s != NULL, .s = s};
+}
+
+/* A list of strings, sent when set (even empty). */
+static fval a_strs(sch_fid f, const char *const *v, size_t n, bool set)
+{
+    return (fval){.f = f, .set = set, .v = v, .n = n};
+}
+
+/* A bool or a number, sent when set. */
+static fval a_num(sch_fid f, int64_t i, bool set)
+{
+    return (fval){.f = f, .set = set, .i = i};
+}
+
+/* Every listing's paging. */
+#define PAGING(after, limit) a_str(SF_AFTER, after), a_num(SF_LIMIT, limit, (limit) != 0)
+
+/* Checks a field's value against the schema (a limit of 0 is none). */
+static int fval_check(tkc *c, const sch_field *f, const fval *a)
+{
+    switch (f->type) {
+    case SCH_STR:
+        if (f->max && strlen(a->s) > f->max)
+            return fail(c, TK_EINVAL, "%s is longer than %u bytes", f->name, f->max);
+        return 0;
+    case SCH_BOOL: return a->i == 0 || a->i == 1 ? 0 : fail(c, TK_EINVAL, "%s: not 0 or 1", f->name);
+    case SCH_UINT:
+        if (a->i < 0 || (f->max && (uint64_t)a->i > f->max))
+            return fail(c, TK_EINVAL, "%s: %lld is out of range (0 to %u)", f->name,
+                        (long long)a->i, f->max);
+        return 0;
+    case SCH_INT: return 0;
+    case SCH_STRS:
+        if (a->n && !a->v)
+            return fail(c, TK_EINVAL, "bad %s list", f->name);
+        if (f->max && a->n > f->max)
+            return fail(c, TK_EINVAL, "%s: %zu of them, at most %u", f->name, a->n, f->max);
+        for (size_t i = 0; i < a->n; i++) {
+            if (!a->v[i])
+                return fail(c, TK_EINVAL, "%s %zu is NULL", f->name, i);
+            if (f->elem_max && strlen(a->v[i]) > f->elem_max)
+                return fail(c, TK_EINVAL, "%s %zu is longer than %u bytes", f->name, i,
+                            f->elem_max);
+        }
+        return 0;
+    case SCH_ROWS: break;
+    }
+    return fail(c, TK_EINVAL, "%s cannot be sent", f->name);
+}
+
+static void put_value(mpw *w, const sch_field *f, const fval *a)
+{
+    mpw_cstr(w, f->name);
+    switch (f->type) {
+    case SCH_STR: mpw_cstr(w, a->s); break;
+    case SCH_BOOL: mpw_bool(w, a->i == 1); break;
+    case SCH_UINT: mpw_uint(w, (uint64_t)a->i); break;
+    case SCH_INT: mpw_int(w, a->i); break;
+    case SCH_STRS:
+        mpw_array(w, (uint32_t)a->n);
+        for (size_t i = 0; i < a->n; i++)
+            mpw_cstr(w, a->v[i]);
+        break;
+    case SCH_ROWS: break; /* refused by fval_check */
+    }
+}
+
+/* Encodes op's request from a[0..na) into c->w. 0 or TK_EINVAL (nothing
+ * encoded: a field missing, over its limit, or not op's). */
+static int enc_request(tkc *c, const sch_op *op, const fval *a, size_t na)
+{
+    const fval *by[SCH_MAX_USES] = {NULL}; /* the value of each of op's fields */
+    uint32_t n = 0;
+
+    for (size_t k = 0; k < na; k++) {
+        size_t i = 0;
+        while (SCH_USED(&op->req[i]) && op->req[i].f != a[k].f)
+            i++;
+        if (!SCH_USED(&op->req[i]))
+            return fail(c, TK_EINVAL, "%s has no field %s", op->name, sch_fields[a[k].f].name);
+        if (a[k].set)
+            by[i] = &a[k];
+    }
+    for (size_t i = 0; SCH_USED(&op->req[i]); i++) {
+        const sch_field *f = &sch_fields[op->req[i].f];
+        if (!by[i] && op->req[i].required)
+            return fail(c, TK_EINVAL, "%s is required", f->name);
+        if (by[i] && fval_check(c, f, by[i]) != 0)
+            return TK_EINVAL;
+        n += by[i] != NULL;
+    }
+    mpw_reset(&c->w);
+    mpw_map(&c->w, n);
+    for (size_t i = 0; SCH_USED(&op->req[i]); i++)
+        if (by[i])
+            put_value(&c->w, &sch_fields[op->req[i].f], by[i]);
+    return 0;
+}
+
+/* The verify request, specialised: it runs per request on a gateway's
+ * pipeline (no schema walk, no args), with the schema's names. */
+void tkc_verify_encode(mpw *w, const char *secret, size_t secret_len, const char *client_id)
+{
+    mpw_map(w, client_id ? 2 : 1);
+    mpw_cstr(w, sch_fields[SF_SECRET].name);
+    mpw_str(w, secret, secret_len);
+    if (client_id) {
+        mpw_cstr(w, sch_fields[SF_CLIENT_ID].name);
+        mpw_cstr(w, client_id);
+    }
+}
+
+/* Checks a result pointer the caller must give. */
+static int need(tkc *c, const char *what, const void *p)
+{
+    return p ? 0 : fail(c, TK_EINVAL, "%s is required", what);
+}
+
+/* ---- reply decoding ------------------------------------------------------ *
+ *
+ * walk_map reads one map against a list of the schema's fields (a reply's,
+ * or a listing row's): each known key's value goes to a sink, unknown keys
+ * are skipped (a later server may add some), a key twice is refused, and
+ * every required field must come. The generic sink (put_dval) checks each
+ * value against its field's type and limits and keeps it in a dval; the
+ * typed calls then copy dvals into their results, checking what the
+ * schema cannot say (UUIDs, secrets, the cursor rule). The verify decoder
+ * has its own sink, straight into tkc_verify_res: see there.
+ *
+ * Strings are copied, NUL-terminated, into a store sized by the body: a
+ * body of len bytes holds at most len bytes of strings and NULs, since
+ * every string has at least one header byte. */
 
 /* A reply body is a map; an empty body is an empty map. */
 static int dec_map(mpr *r, const void *body, size_t len, uint32_t *n)
@@ -730,160 +894,567 @@ static int dec_map(mpr *r, const void *body, size_t len, uint32_t *n)
     return mpr_map(r, n);
 }
 
-/* A reply's field name, with its length (the decoders run per request on
- * the verify path: no strlen there). */
-typedef struct key_name {
-    const char *s;
-    size_t n;
-} key_name;
-
-#define KN(lit) {lit, sizeof(lit) - 1}
-#define KN_END {NULL, 0}
-
-/* Reads a key; *bit gets its position in names (or -1 when unknown, which
- * the caller skips). A key seen twice is an error. */
-static int dec_key(mpr *r, const key_name *names, unsigned *seen, int *bit)
+/* Whether name is k[0..kn): the first differing byte ends it, and nothing
+ * is read past name's NUL. */
+static bool name_is(const char *name, const char *k, size_t kn)
 {
-    const char *k;
-    size_t kn;
-    if (mpr_str(r, &k, &kn) != 0)
-        return TK_EPROTO;
-    *bit = -1;
-    for (int i = 0; names[i].s; i++) {
-        if (names[i].n == kn && !memcmp(names[i].s, k, kn)) {
-            if (*seen & (1u << i))
-                return TK_EPROTO;
-            *seen |= 1u << i;
-            *bit = i;
-            break;
-        }
-    }
-    return 0;
+    size_t i = 0;
+    while (i < kn && name[i] == k[i] && name[i] != '\0')
+        i++;
+    return i == kn && name[i] == '\0';
 }
 
-/* A string acceptable to hand to C callers: UTF-8, no NUL. */
-static int dec_text(mpr *r, const char **s, size_t *n, size_t max)
+/* sch_find_use, tuned for the verify path (every key of every reply):
+ * the search starts at from, the field after the last one found, so a
+ * reply written in the schema's order (as tokend writes it) finds each key
+ * at the first comparison; any order is still found. */
+static const sch_use *use_named(const sch_use *uses, const sch_use *from, const char *k, size_t kn)
 {
-    if (mpr_str(r, s, n) != 0 || *n > max || memchr(*s, '\0', *n) || !mpr_utf8_valid(*s, *n))
-        return TK_EPROTO;
-    return 0;
+    for (const sch_use *u = from; SCH_USED(u); u++)
+        if (name_is(sch_fields[u->f].name, k, kn))
+            return u;
+    for (const sch_use *u = uses; u != from; u++)
+        if (name_is(sch_fields[u->f].name, k, kn))
+            return u;
+    return NULL;
 }
 
-/* Copies a string of at most cap-1 bytes into dst. */
-static int dec_copy(mpr *r, char *dst, size_t cap)
-{
-    const char *s;
-    size_t n;
-    if (dec_text(r, &s, &n, cap - 1) != 0)
-        return TK_EPROTO;
-    memcpy(dst, s, n);
-    dst[n] = '\0';
-    return 0;
-}
+/* Reads the value of u (the sink must consume exactly one value). */
+typedef int (*field_fn)(void *arg, mpr *r, const sch_use *u);
 
-/* A canonical lowercase UUID into dst[TK_ID_STR_LEN + 1]; id may be NULL. */
-static int dec_uuid(mpr *r, char *dst, tk_id *id)
+/* Reads n keys of a map of the fields uses. *unseen (may be NULL) gets how
+ * many of the fields did not come. 0 or TK_EPROTO. */
+static int walk_map(mpr *r, uint32_t n, const sch_use *uses, field_fn fn, void *arg,
+                    size_t *unseen)
 {
-    const char *s;
-    size_t n;
-    tk_id tmp;
-    if (mpr_str(r, &s, &n) != 0 || secret_id_parse(s, n, &tmp) != 0)
-        return TK_EPROTO;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] >= 'A' && s[i] <= 'F')
+    bool seen[SCH_MAX_USES] = {false};
+    size_t missing = 0;
+    const sch_use *from = uses;
+
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        size_t kn;
+        if (mpr_str(r, &k, &kn) != 0)
             return TK_EPROTO;
-    memcpy(dst, s, n);
-    dst[n] = '\0';
-    if (id)
-        *id = tmp;
+        const sch_use *u = use_named(uses, from, k, kn);
+        if (!u) {
+            if (mpr_skip(r) != 0)
+                return TK_EPROTO;
+            continue;
+        }
+        if (seen[u - uses])
+            return TK_EPROTO;
+        seen[u - uses] = true;
+        from = u + 1;
+        if (fn(arg, r, u) != 0)
+            return TK_EPROTO;
+    }
+    for (const sch_use *u = uses; SCH_USED(u); u++) {
+        if (!seen[u - uses] && u->required)
+            return TK_EPROTO;
+        missing += !seen[u - uses];
+    }
+    if (unseen)
+        *unseen = missing;
     return 0;
 }
 
-/* A well-formed secret of the given kind into dst[TK_SECRET_LEN + 1]. */
-static int dec_secret(mpr *r, tk_kind want, char *dst, tk_id *id)
-{
-    const char *s;
-    size_t n;
-    tk_kind kind;
-    uint8_t hash[TK_HASH_LEN];
-    if (mpr_str(r, &s, &n) != 0 || secret_parse(s, n, &kind, id, hash) != 0 || kind != want)
-        return TK_EPROTO;
-    memcpy(dst, s, n);
-    dst[n] = '\0';
-    return 0;
-}
+/* Where strings go. */
+typedef struct store {
+    char *p;
+    size_t used;
+} store;
 
-static int dec_time(mpr *r, int64_t *t)
+/* Ensures *p holds at least need bytes (reused across calls). */
+static void store_reserve(char **p, size_t *cap, size_t need_bytes)
 {
-    return mpr_int(r, t) != 0 || *t < 0 ? TK_EPROTO : 0;
+    if (need_bytes > *cap) {
+        size_t n = *cap ? *cap : 256;
+        while (n < need_bytes)
+            n *= 2;
+        free(*p);
+        *p = xmalloc(n);
+        *cap = n;
+    }
 }
 
 /* Appends a string to a store of known sufficient size. */
-static const char *store_put(char *store, size_t *used, const char *s, size_t n)
+static const char *store_put(store *st, const char *s, size_t n)
 {
-    char *p = store + *used;
+    char *p = st->p + st->used;
     memcpy(p, s, n);
     p[n] = '\0';
-    *used += n + 1;
+    st->used += n + 1;
     return p;
 }
 
-/* An array of at most max strings into out[], copied into store. */
-static int dec_strlist(mpr *r, const char **out, uint32_t *count, uint32_t max, size_t each,
-                       char *store, size_t *used)
+/* A string acceptable to hand to C callers: at most max bytes (0: any),
+ * UTF-8, no NUL. Borrowed from the body. */
+static int dec_text(mpr *r, uint32_t max, const char **s, size_t *n)
+{
+    if (mpr_str(r, s, n) != 0 || (max && *n > max) || memchr(*s, '\0', *n) ||
+        !mpr_utf8_valid(*s, *n))
+        return TK_EPROTO;
+    return 0;
+}
+
+/* s[0..n) into dst[cap]. The schema's limits and the result's arrays
+ * agree; a string too long for its array is refused all the same. */
+static int copy_text(char *dst, size_t cap, const char *s, size_t n)
+{
+    if (n >= cap)
+        return TK_EPROTO;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+    return 0;
+}
+
+/* A string of field f into dst[cap]. */
+static int dec_copy(mpr *r, const sch_field *f, char *dst, size_t cap)
+{
+    const char *s;
+    size_t n;
+    return dec_text(r, f->max, &s, &n) != 0 ? TK_EPROTO : copy_text(dst, cap, s, n);
+}
+
+/* An array of at most max strings of at most elem_max bytes (0: any), copied one
+ * after the other into st from *first on; out[i] (out may be NULL) gets
+ * each. */
+static int dec_strs(mpr *r, uint32_t max, uint32_t elem_max, store *st, const char **out,
+                    const char **first, size_t *count)
 {
     uint32_t n;
-    if (mpr_array(r, &n) != 0 || n > max)
+    if (mpr_array(r, &n) != 0 || (max && n > max))
         return TK_EPROTO;
+    *first = "";
     for (uint32_t i = 0; i < n; i++) {
         const char *s;
         size_t sn;
-        if (dec_text(r, &s, &sn, each) != 0)
+        if (dec_text(r, elem_max, &s, &sn) != 0)
             return TK_EPROTO;
-        out[i] = store_put(store, used, s, sn);
+        s = store_put(st, s, sn);
+        if (i == 0)
+            *first = s;
+        if (out)
+            out[i] = s;
     }
     *count = n;
     return 0;
 }
 
-/* Ensures *store holds at least need bytes (reused across calls). */
-static void store_reserve(char **store, size_t *cap, size_t need)
+/* A canonical lowercase UUID; *id (may be NULL) gets it. */
+static int uuid_ok(const char *s, size_t n, tk_id *id)
 {
-    if (need > *cap) {
-        size_t c = *cap ? *cap : 256;
-        while (c < need)
-            c *= 2;
-        free(*store);
-        *store = xmalloc(c);
-        *cap = c;
-    }
+    tk_id tmp;
+    if (secret_id_parse(s, n, &tmp) != 0)
+        return TK_EPROTO;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] >= 'A' && s[i] <= 'F')
+            return TK_EPROTO;
+    if (id)
+        *id = tmp;
+    return 0;
 }
 
-/* {} reply to a write: any map (keys unknown to us are skipped). */
-static int dec_empty(const uint8_t *body, size_t len)
+/* One decoded field (dvals are indexed by sch_fid). An absent field reads
+ * as "", 0, false. */
+typedef struct dval {
+    bool set;
+    bool b;           /* SCH_BOOL */
+    const char *s;    /* SCH_STR; SCH_STRS: the first of n strings, one after the other */
+    size_t n;         /* SCH_STR: bytes; SCH_STRS: strings; SCH_ROWS: rows */
+    uint64_t u;       /* SCH_UINT */
+    int64_t i;        /* SCH_INT */
+} dval;
+
+static void dval_clear(dval *v, const sch_use *uses)
 {
-    mpr r;
+    for (const sch_use *u = uses; SCH_USED(u); u++)
+        v[u->f] = (dval){.s = ""};
+}
+
+/* Copies a listing's row, or a get's reply, into the typed result. */
+typedef int (*row_fn)(void *arg, const dval *v, size_t i, size_t n);
+
+/* The generic sink's state: the values of the map being read, the store,
+ * and the rows' fields and sink (while not inside a row: rows never nest). */
+typedef struct dec {
+    dval *v;
+    store *st;
+    const sch_use *row;
+    row_fn on_row;
+    void *arg;
+} dec;
+
+static int put_dval(void *arg, mpr *r, const sch_use *u);
+
+/* A listing's rows: each a map of d->row's fields, handed to d->on_row. */
+static int dec_rows(mpr *r, dec *d, size_t *count)
+{
     uint32_t n;
-    if (dec_map(&r, body, len, &n) != 0)
+    dval v[SF_COUNT];
+    dec in = {v, d->st, NULL, NULL, NULL};
+
+    if (!d->row || mpr_array(r, &n) != 0 || n > TKC_LIST_MAX)
         return TK_EPROTO;
     for (uint32_t i = 0; i < n; i++) {
-        const char *k;
-        size_t kn;
-        if (mpr_str(&r, &k, &kn) != 0 || mpr_skip(&r) != 0)
+        uint32_t nk;
+        dval_clear(v, d->row);
+        if (mpr_map(r, &nk) != 0 || walk_map(r, nk, d->row, put_dval, &in, NULL) != 0 ||
+            d->on_row(d->arg, v, i, n) != 0)
             return TK_EPROTO;
     }
-    return mpr_done(&r) ? 0 : TK_EPROTO;
+    *count = n;
+    return 0;
 }
 
-static void verify_clear(tkc_verify_res *res)
+/* Every SCH_INT of the protocol is a time, unix seconds: never negative. */
+static int put_dval(void *arg, mpr *r, const sch_use *u)
 {
-    res->valid = false;
-    res->verdict = TK_V_MALFORMED;
-    res->reason = model_verdict_name(TK_V_MALFORMED);
-    res->client_id[0] = res->tenant[0] = res->account[0] = '\0';
-    res->expires_at = 0;
-    res->nroles = res->nperms = 0;
+    dec *d = arg;
+    const sch_field *f = &sch_fields[u->f];
+    dval *v = &d->v[u->f];
+    const char *s;
+
+    v->set = true;
+    switch (f->type) {
+    case SCH_STR:
+        if (dec_text(r, f->max, &s, &v->n) != 0)
+            return TK_EPROTO;
+        v->s = store_put(d->st, s, v->n);
+        return 0;
+    case SCH_BOOL: return mpr_bool(r, &v->b) != 0 ? TK_EPROTO : 0;
+    case SCH_UINT: return mpr_uint(r, &v->u) != 0 || (f->max && v->u > f->max) ? TK_EPROTO : 0;
+    case SCH_INT: return mpr_int(r, &v->i) != 0 || v->i < 0 ? TK_EPROTO : 0;
+    case SCH_STRS: return dec_strs(r, f->max, f->elem_max, d->st, NULL, &v->s, &v->n);
+    case SCH_ROWS: return dec_rows(r, d, &v->n);
+    }
+    return TK_EPROTO;
 }
+
+/* ---- from dvals to typed results (what the schema cannot say) ------------ */
+
+static int text_to(const dval *v, char *dst, size_t cap)
+{
+    return copy_text(dst, cap, v->s, v->n);
+}
+
+static int uuid_to(const dval *v, char *dst, tk_id *id)
+{
+    return uuid_ok(v->s, v->n, id) != 0 ? TK_EPROTO : text_to(v, dst, TK_ID_STR_LEN + 1);
+}
+
+/* A well-formed secret of the given kind (prefix, checksum); *id gets the
+ * client ID it carries. */
+static int secret_to(const dval *v, tk_kind want, char *dst, tk_id *id)
+{
+    tk_kind kind;
+    uint8_t hash[TK_HASH_LEN];
+    if (secret_parse(v->s, v->n, &kind, id, hash) != 0 || kind != want)
+        return TK_EPROTO;
+    return text_to(v, dst, TK_SECRET_LEN + 1);
+}
+
+static int u32_to(const dval *v, uint32_t *out)
+{
+    if (v->u > UINT32_MAX)
+        return TK_EPROTO;
+    *out = (uint32_t)v->u;
+    return 0;
+}
+
+/* A list's strings into out[cap]. */
+static int strs_to(const dval *v, const char **out, size_t cap, uint32_t *count)
+{
+    const char *s = v->s;
+    if (v->n > cap)
+        return TK_EPROTO;
+    for (size_t i = 0; i < v->n; i++, s += strlen(s) + 1)
+        out[i] = s;
+    *count = (uint32_t)v->n;
+    return 0;
+}
+
+/* Makes room for n rows (allocated anew only when more than before). */
+static void *rows_grow(void *rows, size_t *cap, size_t n, size_t size)
+{
+    if (n <= *cap)
+        return rows;
+    free(rows);
+    *cap = n;
+    return xcalloc(n, size);
+}
+
+/* ---- calls --------------------------------------------------------------- */
+
+/* A malformed reply: the connection is dropped (the server broke the
+ * contract; what follows cannot be trusted). */
+static int bad_reply(tkc *c, const char *what)
+{
+    return fail_conn(c, TK_EPROTO, "malformed %s reply from %s", what, c->addr);
+}
+
+/* Runs op: its request from a[0..na), then its reply decoded against the
+ * schema into v (rows, for a listing, to on_row), strings into *buf
+ * (reserved here to the reply's size). 0, TK_EINVAL (nothing sent), the
+ * server's refusal, a local failure, or TK_EPROTO for a malformed reply
+ * (the connection is dropped). */
+static int call_op(tkc *c, const sch_op *op, const fval *a, size_t na, char **buf, size_t *cap,
+                   dval *v, row_fn on_row, void *row_arg)
+{
+    uint8_t *body = NULL;
+    size_t len = 0;
+    uint32_t n;
+    mpr r;
+
+    begin(c);
+    int rc = enc_request(c, op, a, na);
+    if (rc == 0)
+        rc = roundtrip(c, op->code, &body, &len);
+    if (rc)
+        return rc;
+    store_reserve(buf, cap, len + 1);
+    store st = {*buf, 0};
+    dec d = {v, &st, op->get ? NULL : op->row, on_row, row_arg};
+    dval_clear(v, sch_reply(op));
+    if (dec_map(&r, body, len, &n) != 0 || walk_map(&r, n, sch_reply(op), put_dval, &d, NULL) != 0
+        || !mpr_done(&r))
+        return bad_reply(c, op->name);
+    return 0;
+}
+
+/* A call whose reply is decoded into the handle's scratch store. */
+static int call_scratch(tkc *c, uint16_t code, const fval *a, size_t na, dval *v)
+{
+    return call_op(c, sch_find(code), a, na, &c->scratch, &c->scratch_cap, v, NULL, NULL);
+}
+
+/* A change whose reply is {} (keys unknown to us skipped). */
+static int write_call(tkc *c, uint16_t code, const fval *a, size_t na)
+{
+    dval v[SF_COUNT];
+    return call_scratch(c, code, a, na, v);
+}
+
+/* The reply carried a new secret: wipe every copy but the caller's (on
+ * failure too, and the caller's then). */
+static int secret_done(tkc *c, int rc, void *out, size_t size)
+{
+    if (c->in)
+        wipe(c->in + c->in_start, c->consumed);
+    wipe(c->scratch, c->scratch_cap);
+    if (rc)
+        wipe(out, size);
+    return rc;
+}
+
+/* A page, as every page type has it (borrowed from the typed page). */
+typedef struct page_ref {
+    size_t *n;
+    bool *more;
+    char *next;
+    size_t next_cap;
+    tkc_page_st_ *st;
+    row_fn row;
+    void *arg;
+} page_ref;
+
+#define PAGE_REF(p, fn)                                                                     \
+    ((p) ? (page_ref){&(p)->n, &(p)->more, (p)->next, sizeof(p)->next, &(p)->st_, (fn), (p)} \
+         : (page_ref){0})
+
+/* "more" comes with rows and with the cursor of the rest, "next" only with
+ * "more". */
+static int page_tail(const dval *v, page_ref pg)
+{
+    *pg.more = v[SF_MORE].b;
+    if (v[SF_NEXT].set && (v[SF_NEXT].n == 0 || text_to(&v[SF_NEXT], pg.next, pg.next_cap) != 0))
+        return TK_EPROTO;
+    return *pg.more != v[SF_NEXT].set || (*pg.more && *pg.n == 0) ? TK_EPROTO : 0;
+}
+
+static void page_clear(page_ref pg)
+{
+    *pg.n = 0;
+    *pg.more = false;
+    pg.next[0] = '\0';
+}
+
+/* A listing (a page of rows) or a get (the page's one row). */
+static int read_call(tkc *c, uint16_t code, const fval *a, size_t na, page_ref pg)
+{
+    const sch_op *op = sch_find(code);
+    dval v[SF_COUNT];
+
+    if (!pg.n)
+        return need(c, "page", NULL);
+    page_clear(pg);
+    int rc = call_op(c, op, a, na, &pg.st->store_, &pg.st->store_cap_, v, pg.row, pg.arg);
+    if (rc == 0 && (op->get ? pg.row(pg.arg, v, 0, 1) : page_tail(v, pg)) != 0)
+        rc = bad_reply(c, op->name);
+    if (rc)
+        page_clear(pg);
+    return rc;
+}
+
+static void page_free(void *page, size_t size, void *rows, tkc_page_st_ *st)
+{
+    free(rows);
+    free(st->store_);
+    memset(page, 0, size);
+}
+
+/* ---- the rows ------------------------------------------------------------ */
+/* Each gets row i of n (the first call makes room for all) from v. */
+
+static int token_row(void *arg, const dval *v, size_t i, size_t n)
+{
+    tkc_token_page *p = arg;
+    if (i == 0)
+        p->tokens = rows_grow(p->tokens, &p->st_.cap_, n, sizeof *p->tokens);
+    tkc_token *t = &p->tokens[i];
+    memset(t, 0, sizeof *t);
+    t->description = v[SF_DESCRIPTION].s;
+    t->created_at = v[SF_CREATED_AT].i;
+    t->expires_at = v[SF_EXPIRES_AT].i;
+    p->n = i + 1;
+    return uuid_to(&v[SF_CLIENT_ID], t->client_id, NULL) ||
+           strs_to(&v[SF_ROLES], t->roles, TK_MAX_ROLES, &t->nroles) ||
+           text_to(&v[SF_CREATED_BY], t->created_by, sizeof t->created_by) ? TK_EPROTO : 0;
+}
+
+static int tenant_row(void *arg, const dval *v, size_t i, size_t n)
+{
+    tkc_tenant_page *p = arg;
+    if (i == 0)
+        p->tenants = rows_grow(p->tenants, &p->st_.cap_, n, sizeof *p->tenants);
+    tkc_tenant *t = &p->tenants[i];
+    memset(t, 0, sizeof *t);
+    t->api_tokens = v[SF_API_TOKENS].b;
+    p->n = i + 1;
+    return text_to(&v[SF_TENANT], t->tenant, sizeof t->tenant) ||
+           u32_to(&v[SF_MAX_TOKENS], &t->max_tokens) || u32_to(&v[SF_MAX_ROLES], &t->max_roles) ||
+           u32_to(&v[SF_MAX_KEYS], &t->max_keys) || u32_to(&v[SF_CREATE_RATE], &t->create_rate) ||
+           u32_to(&v[SF_CREATE_BURST], &t->create_burst) ||
+           u32_to(&v[SF_ROLE_COUNT], &t->role_count) ||
+           u32_to(&v[SF_PERM_COUNT], &t->permission_count) ? TK_EPROTO : 0;
+}
+
+static int perm_row(void *arg, const dval *v, size_t i, size_t n)
+{
+    tkc_perm_page *p = arg;
+    if (i == 0)
+        p->perms = rows_grow(p->perms, &p->st_.cap_, n, sizeof *p->perms);
+    p->perms[i] = (tkc_perm){v[SF_KEY].s, v[SF_DESCRIPTION].s};
+    p->n = i + 1;
+    return 0;
+}
+
+static int role_row(void *arg, const dval *v, size_t i, size_t n)
+{
+    tkc_role_page *p = arg;
+    if (i == 0)
+        p->roles = rows_grow(p->roles, &p->st_.cap_, n, sizeof *p->roles);
+    tkc_role *r = &p->roles[i];
+    r->key = v[SF_KEY].s;
+    r->name = v[SF_NAME].s;
+    p->n = i + 1;
+    return u32_to(&v[SF_LEVEL], &r->level) ||
+           strs_to(&v[SF_PERMISSIONS], r->perms, TK_MAX_ROLE_PERMS, &r->nperms) ? TK_EPROTO : 0;
+}
+
+static int account_row(void *arg, const dval *v, size_t i, size_t n)
+{
+    tkc_account_page *p = arg;
+    if (i == 0)
+        p->accounts = rows_grow(p->accounts, &p->st_.cap_, n, sizeof *p->accounts);
+    tkc_account *a = &p->accounts[i];
+    p->n = i + 1;
+    return text_to(&v[SF_ACCOUNT], a->account, sizeof a->account) ||
+           u32_to(&v[SF_TOKEN_COUNT], &a->token_count) ? TK_EPROTO : 0;
+}
+
+static int user_row(void *arg, const dval *v, size_t i, size_t n)
+{
+    tkc_user_page *p = arg;
+    if (i == 0)
+        p->users = rows_grow(p->users, &p->st_.cap_, n, sizeof *p->users);
+    tkc_user *u = &p->users[i];
+    u->portal = v[SF_PORTAL].b;
+    p->n = i + 1;
+    return text_to(&v[SF_USER], u->user, sizeof u->user) ||
+           strs_to(&v[SF_ROLES], u->roles, TK_MAX_ROLES, &u->nroles) ||
+           u32_to(&v[SF_KEY_COUNT], &u->key_count) ? TK_EPROTO : 0;
+}
+
+static int key_row(void *arg, const dval *v, size_t i, size_t n)
+{
+    tkc_key_page *p = arg;
+    if (i == 0)
+        p->keys = rows_grow(p->keys, &p->st_.cap_, n, sizeof *p->keys);
+    tkc_key_info *k = &p->keys[i];
+    k->created_at = v[SF_CREATED_AT].i;
+    k->expires_at = v[SF_EXPIRES_AT].i;
+    p->n = i + 1;
+    return uuid_to(&v[SF_KEY_ID], k->key_id, NULL);
+}
+
+void tkc_token_page_free(tkc_token_page *p)
+{
+    if (p)
+        page_free(p, sizeof *p, p->tokens, &p->st_);
+}
+
+void tkc_tenant_page_free(tkc_tenant_page *p)
+{
+    if (p)
+        page_free(p, sizeof *p, p->tenants, &p->st_);
+}
+
+void tkc_perm_page_free(tkc_perm_page *p)
+{
+    if (p)
+        page_free(p, sizeof *p, p->perms, &p->st_);
+}
+
+void tkc_role_page_free(tkc_role_page *p)
+{
+    if (p)
+        page_free(p, sizeof *p, p->roles, &p->st_);
+}
+
+void tkc_account_page_free(tkc_account_page *p)
+{
+    if (p)
+        page_free(p, sizeof *p, p->accounts, &p->st_);
+}
+
+void tkc_user_page_free(tkc_user_page *p)
+{
+    if (p)
+        page_free(p, sizeof *p, p->users, &p->st_);
+}
+
+void tkc_key_page_free(tkc_key_page *p)
+{
+    if (p)
+        page_free(p, sizeof *p, p->keys, &p->st_);
+}
+
+/* ---- verify -------------------------------------------------------------- *
+ *
+ * The verify reply has its own sink: it runs once per request on a
+ * gateway's pipeline, so it decodes each field straight into the caller's
+ * tkc_verify_res (no dvals, no second copy) and allocates nothing once the
+ * result's store is large enough. It walks the schema's VERIFY reply all
+ * the same (names, required fields, limits). */
+
+typedef struct vdec {
+    tkc_verify_res *res;
+    store st;
+    bool valid;
+    tk_verdict v;
+} vdec;
 
 static int verdict_of(const char *s, size_t n, tk_verdict *v)
 {
@@ -899,85 +1470,79 @@ static int verdict_of(const char *s, size_t n, tk_verdict *v)
     return TK_EPROTO;
 }
 
+/* The schema's limit (0: none), but no more than the result holds. */
+static uint32_t within(uint32_t max, uint32_t cap)
+{
+    return max && max < cap ? max : cap;
+}
+
+static int put_verify(void *arg, mpr *r, const sch_use *u)
+{
+    vdec *x = arg;
+    tkc_verify_res *res = x->res;
+    const sch_field *f = &sch_fields[u->f];
+    const char *s;
+    size_t n = 0;
+    bool bad;
+
+    switch (u->f) {
+    case SF_VALID: bad = mpr_bool(r, &x->valid) != 0; break;
+    case SF_REASON: bad = dec_text(r, f->max, &s, &n) != 0 || verdict_of(s, n, &x->v) != 0; break;
+    case SF_CLIENT_ID: /* the UUID's syntax says more than dec_text would */
+        bad = mpr_str(r, &s, &n) != 0 || (f->max && n > f->max) || uuid_ok(s, n, NULL) != 0 ||
+              copy_text(res->client_id, sizeof res->client_id, s, n) != 0;
+        break;
+    case SF_TENANT: bad = dec_copy(r, f, res->tenant, sizeof res->tenant) != 0; break;
+    case SF_ACCOUNT: bad = dec_copy(r, f, res->account, sizeof res->account) != 0; break;
+    case SF_ROLES:
+        bad = dec_strs(r, within(f->max, TK_MAX_ROLES), f->elem_max, &x->st, res->roles, &s, &n);
+        res->nroles = (uint32_t)n;
+        break;
+    case SF_PERMISSIONS:
+        /* The union of the token's roles' permissions: up to a tenant's
+         * (TK_MAX_TENANT_PERMS, the result's capacity), more than the
+         * schema's limit of this field name, which is a role's. */
+        bad = dec_strs(r, TK_MAX_TENANT_PERMS, f->elem_max, &x->st, res->perms, &s, &n);
+        res->nperms = (uint32_t)n;
+        break;
+    case SF_EXPIRES_AT: bad = mpr_int(r, &res->expires_at) != 0 || res->expires_at < 0; break;
+    default: bad = mpr_skip(r) != 0; /* a field this client has no use for */
+    }
+    return bad ? TK_EPROTO : 0;
+}
+
+static void verify_clear(tkc_verify_res *res)
+{
+    res->valid = false;
+    res->verdict = TK_V_MALFORMED;
+    res->reason = model_verdict_name(TK_V_MALFORMED);
+    res->client_id[0] = res->tenant[0] = res->account[0] = '\0';
+    res->expires_at = 0;
+    res->nroles = res->nperms = 0;
+}
+
 int tkc_verify_decode(const void *body, size_t len, tkc_verify_res *res)
 {
-    static const key_name names[] = {KN("valid"),       KN("reason"),     KN("client_id"),
-                                     KN("tenant"),      KN("account"),    KN("roles"),
-                                     KN("permissions"), KN("expires_at"), KN_END};
-    enum { K_VALID, K_REASON, K_ID, K_TENANT, K_ACCOUNT, K_ROLES, K_PERMS, K_EXPIRES };
-    const unsigned need_valid = 0xffu, need_invalid = 0x3u;
-    mpr r;
+    const sch_use *uses = sch_reply(sch_find(OP_VERIFY));
+    vdec x = {res, {NULL, 0}, false, TK_V_MALFORMED};
+    size_t unseen = 0;
     uint32_t n;
-    unsigned seen = 0;
-    size_t used = 0;
-    bool valid = false;
-    tk_verdict v = TK_V_MALFORMED;
+    mpr r;
 
     verify_clear(res);
     store_reserve(&res->store_, &res->store_cap_, len + 1);
-    if (dec_map(&r, body, len, &n) != 0)
+    x.st.p = res->store_;
+    if (dec_map(&r, body, len, &n) != 0 || walk_map(&r, n, uses, put_verify, &x, &unseen) != 0 ||
+        !mpr_done(&r))
         goto fail;
-    for (uint32_t i = 0; i < n; i++) {
-        int bit;
-        const char *s;
-        size_t sn;
-        if (dec_key(&r, names, &seen, &bit) != 0)
-            goto fail;
-        switch (bit) {
-        case K_VALID:
-            if (mpr_bool(&r, &valid) != 0)
-                goto fail;
-            break;
-        case K_REASON:
-            if (mpr_str(&r, &s, &sn) != 0 || verdict_of(s, sn, &v) != 0)
-                goto fail;
-            break;
-        case K_ID:
-            if (dec_uuid(&r, res->client_id, NULL) != 0)
-                goto fail;
-            break;
-        case K_TENANT:
-            if (dec_copy(&r, res->tenant, sizeof res->tenant) != 0)
-                goto fail;
-            break;
-        case K_ACCOUNT:
-            if (dec_copy(&r, res->account, sizeof res->account) != 0)
-                goto fail;
-            break;
-        case K_ROLES:
-            if (dec_strlist(&r, res->roles, &res->nroles, TK_MAX_ROLES, TK_KEY_MAX, res->store_,
-                            &used) != 0)
-                goto fail;
-            break;
-        case K_PERMS:
-            if (dec_strlist(&r, res->perms, &res->nperms, TK_MAX_TENANT_PERMS, TK_KEY_MAX,
-                            res->store_, &used) != 0)
-                goto fail;
-            break;
-        case K_EXPIRES:
-            if (dec_time(&r, &res->expires_at) != 0)
-                goto fail;
-            break;
-        default:
-            if (mpr_skip(&r) != 0)
-                goto fail;
-        }
-    }
-    if (!mpr_done(&r) || (seen & need_invalid) != need_invalid)
+    /* "valid" agrees with "reason"; a valid answer carries every field. */
+    if (x.valid != (x.v == TK_V_VALID) || (x.valid && unseen != 0))
         goto fail;
-    if (valid != (v == TK_V_VALID))
-        goto fail;
-    if (valid && (seen & need_valid) != need_valid)
-        goto fail;
-    if (!valid) {
+    if (!x.valid)
         verify_clear(res);
-        res->verdict = v;
-        res->reason = model_verdict_name(v);
-        return 0;
-    }
-    res->valid = true;
-    res->verdict = TK_V_VALID;
-    res->reason = model_verdict_name(TK_V_VALID);
+    res->valid = x.valid;
+    res->verdict = x.v;
+    res->reason = model_verdict_name(x.v);
     return 0;
 fail:
     verify_clear(res);
@@ -994,355 +1559,60 @@ void tkc_verify_res_free(tkc_verify_res *r)
     verify_clear(r);
 }
 
-void tkc_token_page_free(tkc_token_page *p)
-{
-    if (!p)
-        return;
-    free(p->tokens);
-    free(p->store_);
-    memset(p, 0, sizeof *p);
-}
-
-static int dec_token(mpr *r, tkc_token *t, char *store, size_t *used)
-{
-    static const key_name names[] = {
-        KN("client_id"),  KN("description"), KN("roles"), KN("created_by"),
-        KN("created_at"), KN("expires_at"),  KN_END};
-    enum { K_ID, K_DESC, K_ROLES, K_BY, K_CREATED, K_EXPIRES };
-    uint32_t n;
-    unsigned seen = 0;
-
-    if (mpr_map(r, &n) != 0)
-        return TK_EPROTO;
-    for (uint32_t i = 0; i < n; i++) {
-        int bit, rc = 0;
-        const char *s;
-        size_t sn;
-        if (dec_key(r, names, &seen, &bit) != 0)
-            return TK_EPROTO;
-        switch (bit) {
-        case K_ID: rc = dec_uuid(r, t->client_id, NULL); break;
-        case K_DESC:
-            rc = dec_text(r, &s, &sn, TK_DESC_MAX);
-            if (rc == 0)
-                t->description = store_put(store, used, s, sn);
-            break;
-        case K_ROLES:
-            rc = dec_strlist(r, t->roles, &t->nroles, TK_MAX_ROLES, TK_KEY_MAX, store, used);
-            break;
-        case K_BY: rc = dec_copy(r, t->created_by, sizeof t->created_by); break;
-        case K_CREATED: rc = dec_time(r, &t->created_at); break;
-        case K_EXPIRES: rc = dec_time(r, &t->expires_at); break;
-        default: rc = mpr_skip(r);
-        }
-        if (rc)
-            return TK_EPROTO;
-    }
-    return seen == 0x3fu ? 0 : TK_EPROTO;
-}
-
-static int dec_page(const uint8_t *body, size_t len, tkc_token_page *p)
-{
-    static const key_name names[] = {KN("tokens"), KN("more"), KN("next"), KN_END};
-    mpr r;
-    uint32_t n;
-    unsigned seen = 0;
-    size_t used = 0;
-
-    p->n = 0;
-    p->more = false;
-    p->next[0] = '\0';
-    store_reserve(&p->store_, &p->store_cap_, len + 1);
-    if (dec_map(&r, body, len, &n) != 0)
-        goto fail;
-    for (uint32_t i = 0; i < n; i++) {
-        int bit;
-        uint32_t nt;
-        if (dec_key(&r, names, &seen, &bit) != 0)
-            goto fail;
-        if (bit == 0) {
-            if (mpr_array(&r, &nt) != 0 || nt > TKC_LIST_MAX)
-                goto fail;
-            if (nt > p->cap_) {
-                free(p->tokens);
-                p->tokens = xcalloc(nt, sizeof *p->tokens);
-                p->cap_ = nt;
-            }
-            for (uint32_t j = 0; j < nt; j++) {
-                memset(&p->tokens[j], 0, sizeof p->tokens[j]);
-                if (dec_token(&r, &p->tokens[j], p->store_, &used) != 0)
-                    goto fail;
-            }
-            p->n = nt;
-        } else if (bit == 1) {
-            if (mpr_bool(&r, &p->more) != 0)
-                goto fail;
-        } else if (bit == 2) {
-            const char *s;
-            size_t sn;
-            if (mpr_str(&r, &s, &sn) != 0 || sn == 0 || sn > TKC_CURSOR_MAX)
-                goto fail;
-            memcpy(p->next, s, sn);
-            p->next[sn] = '\0';
-        } else if (mpr_skip(&r) != 0) {
-            goto fail;
-        }
-    }
-    /* more comes with the cursor of the rest */
-    if (!mpr_done(&r) || (seen & 0x3u) != 0x3u || p->more != (p->next[0] != '\0')
-        || (p->more && p->n == 0))
-        goto fail;
-    return 0;
-fail:
-    p->n = 0;
-    p->more = false;
-    p->next[0] = '\0';
-    return TK_EPROTO;
-}
-
-static int dec_key_reply(uint8_t *body, size_t len, tkc_key *out)
-{
-    static const key_name names[] = {KN("key_id"), KN("personal_key"), KN_END};
-    mpr r;
-    uint32_t n;
-    unsigned seen = 0;
-    tk_id id;
-    int rc = TK_EPROTO;
-
-    if (dec_map(&r, body, len, &n) != 0)
-        goto done;
-    for (uint32_t i = 0; i < n; i++) {
-        int bit, krc;
-        if (dec_key(&r, names, &seen, &bit) != 0)
-            goto done;
-        if (bit == 0)
-            krc = dec_uuid(&r, out->key_id, NULL);
-        else if (bit == 1)
-            krc = dec_secret(&r, TK_KIND_PERSONAL, out->personal_key, &id);
-        else
-            krc = mpr_skip(&r);
-        if (krc)
-            goto done;
-    }
-    if (mpr_done(&r) && seen == 0x3u)
-        rc = 0;
-done:
-    wipe(body, len);
-    if (rc)
-        wipe(out, sizeof *out);
-    return rc;
-}
-
-static int dec_token_reply(uint8_t *body, size_t len, tkc_new_token *out)
-{
-    static const key_name names[] = {KN("client_id"), KN("secret"), KN("expires_at"), KN_END};
-    mpr r;
-    uint32_t n;
-    unsigned seen = 0;
-    tk_id id_field, id_secret;
-    int rc = TK_EPROTO;
-
-    if (dec_map(&r, body, len, &n) != 0)
-        goto done;
-    for (uint32_t i = 0; i < n; i++) {
-        int bit, krc;
-        if (dec_key(&r, names, &seen, &bit) != 0)
-            goto done;
-        if (bit == 0)
-            krc = dec_uuid(&r, out->client_id, &id_field);
-        else if (bit == 1)
-            krc = dec_secret(&r, TK_KIND_TOKEN, out->secret, &id_secret);
-        else if (bit == 2)
-            krc = dec_time(&r, &out->expires_at);
-        else
-            krc = mpr_skip(&r);
-        if (krc)
-            goto done;
-    }
-    /* The secret carries its client ID; the two must agree. */
-    if (mpr_done(&r) && seen == 0x7u && !memcmp(&id_field, &id_secret, sizeof id_field))
-        rc = 0;
-done:
-    wipe(body, len);
-    if (rc)
-        wipe(out, sizeof *out);
-    return rc;
-}
-
-static int dec_auth(const uint8_t *body, size_t len, tkc_whoami *who)
-{
-    static const key_name names[] = {KN("actor"), KN("tenant"), KN("account"), KN("user"), KN_END};
-    mpr r;
-    uint32_t n;
-    unsigned seen = 0;
-
-    memset(who, 0, sizeof *who);
-    if (dec_map(&r, body, len, &n) != 0)
-        return TK_EPROTO;
-    for (uint32_t i = 0; i < n; i++) {
-        int bit, rc = 0;
-        const char *s;
-        size_t sn;
-        if (dec_key(&r, names, &seen, &bit) != 0)
-            return TK_EPROTO;
-        switch (bit) {
-        case 0:
-            if (mpr_str(&r, &s, &sn) != 0)
-                return TK_EPROTO;
-            if (sn == 8 && !memcmp(s, "operator", 8))
-                who->actor = TKC_ACTOR_OPERATOR;
-            else if (sn == 4 && !memcmp(s, "user", 4))
-                who->actor = TKC_ACTOR_USER;
-            else if (sn == 7 && !memcmp(s, "gateway", 7))
-                who->actor = TKC_ACTOR_GATEWAY;
-            else
-                return TK_EPROTO;
-            break;
-        case 1: rc = dec_copy(&r, who->tenant, sizeof who->tenant); break;
-        case 2: rc = dec_copy(&r, who->account, sizeof who->account); break;
-        case 3: rc = dec_copy(&r, who->user, sizeof who->user); break;
-        default: rc = mpr_skip(&r);
-        }
-        if (rc)
-            return TK_EPROTO;
-    }
-    return mpr_done(&r) && (seen & 1u) ? 0 : TK_EPROTO;
-}
-
-static int dec_ping(const uint8_t *body, size_t len, uint32_t *version)
-{
-    static const key_name names[] = {KN("version"), KN_END};
-    mpr r;
-    uint32_t n;
-    unsigned seen = 0;
-    uint64_t v = 0;
-
-    if (dec_map(&r, body, len, &n) != 0)
-        return TK_EPROTO;
-    for (uint32_t i = 0; i < n; i++) {
-        int bit;
-        if (dec_key(&r, names, &seen, &bit) != 0)
-            return TK_EPROTO;
-        if (bit == 0) {
-            if (mpr_uint(&r, &v) != 0 || v > UINT32_MAX)
-                return TK_EPROTO;
-        } else if (mpr_skip(&r) != 0) {
-            return TK_EPROTO;
-        }
-    }
-    if (!mpr_done(&r) || seen != 1u)
-        return TK_EPROTO;
-    *version = (uint32_t)v;
-    return 0;
-}
-
-/* A malformed reply: the connection is dropped (the server broke the
- * contract; what follows cannot be trusted). */
-static int bad_reply(tkc *c, const char *what)
-{
-    return fail_conn(c, TK_EPROTO, "malformed %s reply from %s", what, c->addr);
-}
-
-/* ---- request encoding --------------------------------------------------- */
-
-static void put_str(mpw *w, const char *k, const char *v)
-{
-    mpw_cstr(w, k);
-    mpw_cstr(w, v);
-}
-
-static void put_list(mpw *w, const char *k, const char *const *v, size_t n)
-{
-    mpw_cstr(w, k);
-    mpw_array(w, (uint32_t)n);
-    for (size_t i = 0; i < n; i++)
-        mpw_cstr(w, v[i]);
-}
-
-/* Checks the caller's arguments before anything is encoded. */
-static int need(tkc *c, const char *what, const void *p)
-{
-    if (p)
-        return 0;
-    (void)fail(c, TK_EINVAL, "%s is required", what);
-    return TK_EINVAL;
-}
-
-static int need_list(tkc *c, const char *what, const char *const *v, size_t n)
-{
-    if (n > UINT32_MAX || (n && !v))
-        return fail(c, TK_EINVAL, "bad %s list", what);
-    for (size_t i = 0; i < n; i++)
-        if (!v[i])
-            return fail(c, TK_EINVAL, "%s %zu is NULL", what, i);
-    return 0;
-}
-
-void tkc_verify_encode(mpw *w, const char *secret, size_t secret_len, const char *client_id)
-{
-    mpw_map(w, client_id ? 2 : 1);
-    mpw_cstr(w, "secret");
-    mpw_str(w, secret, secret_len);
-    if (client_id)
-        put_str(w, "client_id", client_id);
-}
-
-/* Runs a write whose reply is {}. */
-static int write_op(tkc *c, uint16_t op, const char *what)
-{
-    uint8_t *body = NULL;
-    size_t len = 0;
-    int rc = roundtrip(c, op, &body, &len);
-    if (rc)
-        return rc;
-    return dec_empty(body, len) ? bad_reply(c, what) : 0;
-}
-
-/* ---- operations --------------------------------------------------------- */
+/* ---- operations ---------------------------------------------------------- */
 
 int tkc_ping(tkc *c, uint32_t *version)
 {
-    uint8_t *body = NULL;
-    size_t len = 0;
-    uint32_t v;
-
-    begin(c);
-    mpw_reset(&c->w);
-    int rc = roundtrip(c, OP_PING, &body, &len);
-    if (rc)
-        return rc;
-    if (dec_ping(body, len, &v) != 0)
+    dval v[SF_COUNT];
+    uint32_t ver;
+    int rc = call_scratch(c, OP_PING, NULL, 0, v);
+    if (rc == 0 && u32_to(&v[SF_VERSION], &ver) != 0)
         return bad_reply(c, "PING");
-    if (version)
-        *version = v;
-    return 0;
+    if (rc == 0 && version)
+        *version = ver;
+    return rc;
+}
+
+static int actor_of(const dval *v, tkc_actor *a)
+{
+    static const struct {
+        const char *name;
+        tkc_actor actor;
+    } all[] = {{"operator", TKC_ACTOR_OPERATOR}, {"user", TKC_ACTOR_USER},
+               {"gateway", TKC_ACTOR_GATEWAY}};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (strcmp(v->s, all[i].name) == 0) {
+            *a = all[i].actor;
+            return 0;
+        }
+    }
+    return TK_EPROTO;
 }
 
 int tkc_auth(tkc *c, const char *key, tkc_whoami *who)
 {
-    uint8_t *body = NULL;
-    size_t len = 0;
+    const fval a[] = {a_str(SF_KEY, key)};
+    dval v[SF_COUNT];
     tkc_whoami tmp;
 
-    begin(c);
-    if (need(c, "key", key))
-        return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, 1);
-    put_str(&c->w, "key", key);
-    int rc = roundtrip(c, OP_AUTH, &body, &len);
+    who = who ? who : &tmp;
+    memset(who, 0, sizeof *who);
+    int rc = call_scratch(c, OP_AUTH, a, NARGS(a), v);
+    if (rc == 0 && (actor_of(&v[SF_ACTOR], &who->actor) != 0 ||
+                    text_to(&v[SF_TENANT], who->tenant, sizeof who->tenant) != 0 ||
+                    text_to(&v[SF_ACCOUNT], who->account, sizeof who->account) != 0 ||
+                    text_to(&v[SF_USER], who->user, sizeof who->user) != 0))
+        rc = bad_reply(c, "AUTH");
     if (rc)
-        return rc;
-    if (dec_auth(body, len, who ? who : &tmp) != 0)
-        return bad_reply(c, "AUTH");
-    return 0;
+        memset(who, 0, sizeof *who);
+    return rc;
 }
 
 int tkc_verify_send(tkc *c, const char *secret, const char *client_id)
 {
     begin(c);
-    if (need(c, "secret", secret))
-        return TK_EINVAL;
+    if (!secret)
+        return fail(c, TK_EINVAL, "%s is required", sch_fields[SF_SECRET].name);
     int rc = check_usable(c);
     if (rc)
         return rc;
@@ -1377,9 +1647,7 @@ int tkc_verify_recv(tkc *c, tkc_verify_res *res)
 int tkc_verify(tkc *c, const char *secret, const char *client_id, tkc_verify_res *res)
 {
     begin(c);
-    if (need(c, "secret", secret))
-        return TK_EINVAL;
-    int rc = check_usable(c);
+    int rc = secret ? check_usable(c) : tkc_verify_send(c, NULL, NULL);
     if (rc)
         return rc;
     if (c->inflight)
@@ -1391,265 +1659,234 @@ int tkc_verify(tkc *c, const char *secret, const char *client_id, tkc_verify_res
 
 int tkc_tenant_create(tkc *c, const char *tenant)
 {
-    begin(c);
-    if (need(c, "tenant", tenant))
-        return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, 1);
-    put_str(&c->w, "tenant", tenant);
-    return write_op(c, OP_TENANT_CREATE, "TENANT_CREATE");
+    const fval a[] = {a_str(SF_TENANT, tenant)};
+    return write_call(c, OP_TENANT_CREATE, a, NARGS(a));
 }
 
 int tkc_tenant_set(tkc *c, const char *tenant, bool api_tokens)
 {
-    begin(c);
-    if (need(c, "tenant", tenant))
-        return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, 2);
-    put_str(&c->w, "tenant", tenant);
-    mpw_cstr(&c->w, "api_tokens");
-    mpw_bool(&c->w, api_tokens);
-    return write_op(c, OP_TENANT_SET, "TENANT_SET");
+    const tkc_limits same = TKC_LIMITS_UNCHANGED;
+    return tkc_tenant_limits(c, tenant, api_tokens ? 1 : 0, &same);
 }
 
 int tkc_tenant_limits(tkc *c, const char *tenant, int api_tokens, const tkc_limits *lim)
 {
-    const char *names[5] = {"max_tokens", "max_roles", "max_keys", "create_rate",
-                            "create_burst"};
-    const int64_t v[5] = {lim->max_tokens, lim->max_roles, lim->max_keys, lim->create_rate,
-                          lim->create_burst};
-    uint32_t n = 1 + (api_tokens != TKC_UNCHANGED);
-    begin(c);
-    if (need(c, "tenant", tenant) || need(c, "limits", lim))
+    if (need(c, "limits", lim))
         return TK_EINVAL;
     if (api_tokens != TKC_UNCHANGED && api_tokens != 0 && api_tokens != 1)
         return fail(c, TK_EINVAL, "api_tokens must be 0, 1 or TKC_UNCHANGED");
-    for (int i = 0; i < 5; i++) {
-        if (v[i] > (int64_t)UINT32_MAX)
-            return fail(c, TK_EINVAL, "%s above 4294967295", names[i]);
-        n += v[i] >= 0;
-    }
-    if (n == 1)
+    const fval a[] = {
+        a_str(SF_TENANT, tenant),
+        a_num(SF_API_TOKENS, api_tokens, api_tokens != TKC_UNCHANGED),
+        a_num(SF_MAX_TOKENS, lim->max_tokens, lim->max_tokens >= 0),
+        a_num(SF_MAX_ROLES, lim->max_roles, lim->max_roles >= 0),
+        a_num(SF_MAX_KEYS, lim->max_keys, lim->max_keys >= 0),
+        a_num(SF_CREATE_RATE, lim->create_rate, lim->create_rate >= 0),
+        a_num(SF_CREATE_BURST, lim->create_burst, lim->create_burst >= 0),
+    };
+    bool any = false;
+    for (size_t i = 1; i < NARGS(a); i++)
+        any |= a[i].set;
+    if (!any)
         return fail(c, TK_EINVAL, "nothing to set");
-    mpw_reset(&c->w);
-    mpw_map(&c->w, n);
-    put_str(&c->w, "tenant", tenant);
-    if (api_tokens != TKC_UNCHANGED) {
-        mpw_cstr(&c->w, "api_tokens");
-        mpw_bool(&c->w, api_tokens == 1);
-    }
-    for (int i = 0; i < 5; i++) {
-        if (v[i] < 0)
-            continue;
-        mpw_cstr(&c->w, names[i]);
-        mpw_uint(&c->w, (uint64_t)v[i]);
-    }
-    return write_op(c, OP_TENANT_SET, "TENANT_SET");
+    return write_call(c, OP_TENANT_SET, a, NARGS(a));
+}
+
+int tkc_tenant_list(tkc *c, const char *after, uint32_t limit, tkc_tenant_page *page)
+{
+    const fval a[] = {PAGING(after, limit)};
+    return read_call(c, OP_TENANT_LIST, a, NARGS(a), PAGE_REF(page, tenant_row));
+}
+
+int tkc_tenant_get(tkc *c, const char *tenant, tkc_tenant_page *page)
+{
+    const fval a[] = {a_str(SF_TENANT, tenant)};
+    return read_call(c, OP_TENANT_GET, a, NARGS(a), PAGE_REF(page, tenant_row));
+}
+
+int tkc_tenant_delete(tkc *c, const char *tenant)
+{
+    const fval a[] = {a_str(SF_TENANT, tenant)};
+    return write_call(c, OP_TENANT_DELETE, a, NARGS(a));
 }
 
 int tkc_perm_put(tkc *c, const char *tenant, const char *key, const char *description)
 {
-    begin(c);
-    if (need(c, "tenant", tenant) || need(c, "permission key", key))
-        return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, description ? 3 : 2);
-    put_str(&c->w, "tenant", tenant);
-    put_str(&c->w, "key", key);
-    if (description)
-        put_str(&c->w, "description", description);
-    return write_op(c, OP_PERM_PUT, "PERM_PUT");
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_KEY, key),
+                     a_str(SF_DESCRIPTION, description)};
+    return write_call(c, OP_PERM_PUT, a, NARGS(a));
+}
+
+int tkc_perm_list(tkc *c, const char *tenant, const char *after, uint32_t limit,
+                  tkc_perm_page *page)
+{
+    const fval a[] = {a_str(SF_TENANT, tenant), PAGING(after, limit)};
+    return read_call(c, OP_PERM_LIST, a, NARGS(a), PAGE_REF(page, perm_row));
+}
+
+int tkc_perm_delete(tkc *c, const char *tenant, const char *key)
+{
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_KEY, key)};
+    return write_call(c, OP_PERM_DELETE, a, NARGS(a));
 }
 
 int tkc_role_put(tkc *c, const char *tenant, const char *key, const char *name, uint32_t level,
                  const char *const *perms, size_t nperms)
 {
-    begin(c);
-    if (need(c, "tenant", tenant) || need(c, "role key", key) ||
-        need_list(c, "permission", perms, nperms))
-        return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, name ? 5 : 4);
-    put_str(&c->w, "tenant", tenant);
-    put_str(&c->w, "key", key);
-    if (name)
-        put_str(&c->w, "name", name);
-    mpw_cstr(&c->w, "level");
-    mpw_uint(&c->w, level);
-    put_list(&c->w, "permissions", perms, nperms);
-    return write_op(c, OP_ROLE_PUT, "ROLE_PUT");
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_KEY, key), a_str(SF_NAME, name),
+                     a_num(SF_LEVEL, level, true), a_strs(SF_PERMISSIONS, perms, nperms, true)};
+    return write_call(c, OP_ROLE_PUT, a, NARGS(a));
 }
 
 int tkc_role_delete(tkc *c, const char *tenant, const char *key)
 {
-    begin(c);
-    if (need(c, "tenant", tenant) || need(c, "role key", key))
-        return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, 2);
-    put_str(&c->w, "tenant", tenant);
-    put_str(&c->w, "key", key);
-    return write_op(c, OP_ROLE_DELETE, "ROLE_DELETE");
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_KEY, key)};
+    return write_call(c, OP_ROLE_DELETE, a, NARGS(a));
+}
+
+int tkc_role_list(tkc *c, const char *tenant, const char *after, uint32_t limit,
+                  tkc_role_page *page)
+{
+    const fval a[] = {a_str(SF_TENANT, tenant), PAGING(after, limit)};
+    return read_call(c, OP_ROLE_LIST, a, NARGS(a), PAGE_REF(page, role_row));
 }
 
 int tkc_account_create(tkc *c, const char *tenant, const char *account)
 {
-    begin(c);
-    if (need(c, "tenant", tenant) || need(c, "account", account))
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_ACCOUNT, account)};
+    return write_call(c, OP_ACCOUNT_CREATE, a, NARGS(a));
+}
+
+int tkc_account_list(tkc *c, const char *tenant, const char *after, uint32_t limit,
+                     tkc_account_page *page)
+{
+    const fval a[] = {a_str(SF_TENANT, tenant), PAGING(after, limit)};
+    return read_call(c, OP_ACCOUNT_LIST, a, NARGS(a), PAGE_REF(page, account_row));
+}
+
+int tkc_account_delete(tkc *c, const char *tenant, const char *account)
+{
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_ACCOUNT, account)};
+    return write_call(c, OP_ACCOUNT_DELETE, a, NARGS(a));
+}
+
+/* USER_CREATE and KEY_CREATE: a new personal key. */
+static int new_key(tkc *c, uint16_t code, const fval *a, size_t na, tkc_key *out)
+{
+    dval v[SF_COUNT];
+    tk_id id;
+    if (need(c, "key result", out))
         return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, 2);
-    put_str(&c->w, "tenant", tenant);
-    put_str(&c->w, "account", account);
-    return write_op(c, OP_ACCOUNT_CREATE, "ACCOUNT_CREATE");
+    int rc = call_scratch(c, code, a, na, v);
+    if (rc == 0 && (uuid_to(&v[SF_KEY_ID], out->key_id, NULL) != 0 ||
+                    secret_to(&v[SF_PERSONAL_KEY], TK_KIND_PERSONAL, out->personal_key, &id) != 0))
+        rc = bad_reply(c, sch_find(code)->name);
+    return secret_done(c, rc, out, sizeof *out);
 }
 
 int tkc_user_create(tkc *c, const char *tenant, const char *account, const char *user,
                     const char *const *roles, size_t nroles, bool portal, tkc_key *key)
 {
-    uint8_t *body = NULL;
-    size_t len = 0;
-
-    begin(c);
-    if (need(c, "tenant", tenant) || need(c, "account", account) || need(c, "user", user) ||
-        need_list(c, "role", roles, nroles) || need(c, "key result", key))
-        return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, 5);
-    put_str(&c->w, "tenant", tenant);
-    put_str(&c->w, "account", account);
-    put_str(&c->w, "user", user);
-    put_list(&c->w, "roles", roles, nroles);
-    mpw_cstr(&c->w, "portal");
-    mpw_bool(&c->w, portal);
-    int rc = roundtrip(c, OP_USER_CREATE, &body, &len);
-    if (rc)
-        return rc;
-    return dec_key_reply(body, len, key) ? bad_reply(c, "USER_CREATE") : 0;
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_ACCOUNT, account), a_str(SF_USER, user),
+                     a_strs(SF_ROLES, roles, nroles, true), a_num(SF_PORTAL, portal, true)};
+    return new_key(c, OP_USER_CREATE, a, NARGS(a), key);
 }
 
 int tkc_user_set(tkc *c, const char *tenant, const char *account, const char *user,
                  const char *const *roles, size_t nroles, int portal)
 {
-    begin(c);
-    if (need(c, "tenant", tenant) || need(c, "account", account) || need(c, "user", user) ||
-        (roles && need_list(c, "role", roles, nroles)))
-        return TK_EINVAL;
     if (portal != 0 && portal != 1 && portal != TKC_UNCHANGED)
         return fail(c, TK_EINVAL, "portal must be 0, 1 or TKC_UNCHANGED");
-    mpw_reset(&c->w);
-    mpw_map(&c->w, 3 + (roles ? 1 : 0) + (portal != TKC_UNCHANGED ? 1 : 0));
-    put_str(&c->w, "tenant", tenant);
-    put_str(&c->w, "account", account);
-    put_str(&c->w, "user", user);
-    if (roles)
-        put_list(&c->w, "roles", roles, nroles);
-    if (portal != TKC_UNCHANGED) {
-        mpw_cstr(&c->w, "portal");
-        mpw_bool(&c->w, portal == 1);
-    }
-    return write_op(c, OP_USER_SET, "USER_SET");
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_ACCOUNT, account), a_str(SF_USER, user),
+                     a_strs(SF_ROLES, roles, nroles, roles != NULL),
+                     a_num(SF_PORTAL, portal, portal != TKC_UNCHANGED)};
+    return write_call(c, OP_USER_SET, a, NARGS(a));
+}
+
+int tkc_user_list(tkc *c, const char *tenant, const char *account, const char *after,
+                  uint32_t limit, tkc_user_page *page)
+{
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_ACCOUNT, account), PAGING(after, limit)};
+    return read_call(c, OP_USER_LIST, a, NARGS(a), PAGE_REF(page, user_row));
+}
+
+int tkc_user_get(tkc *c, const char *tenant, const char *account, const char *user,
+                 tkc_user_page *page)
+{
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_ACCOUNT, account), a_str(SF_USER, user)};
+    return read_call(c, OP_USER_GET, a, NARGS(a), PAGE_REF(page, user_row));
+}
+
+int tkc_user_delete(tkc *c, const char *tenant, const char *account, const char *user)
+{
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_ACCOUNT, account), a_str(SF_USER, user)};
+    return write_call(c, OP_USER_DELETE, a, NARGS(a));
 }
 
 int tkc_key_create(tkc *c, const char *tenant, const char *account, const char *user,
                    int64_t expires_at, tkc_key *key)
 {
-    uint8_t *body = NULL;
-    size_t len = 0;
-
-    begin(c);
-    if (need(c, "tenant", tenant) || need(c, "account", account) || need(c, "user", user) ||
-        need(c, "key result", key))
-        return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, expires_at ? 4 : 3);
-    put_str(&c->w, "tenant", tenant);
-    put_str(&c->w, "account", account);
-    put_str(&c->w, "user", user);
-    if (expires_at) {
-        mpw_cstr(&c->w, "expires_at");
-        mpw_int(&c->w, expires_at);
-    }
-    int rc = roundtrip(c, OP_KEY_CREATE, &body, &len);
-    if (rc)
-        return rc;
-    return dec_key_reply(body, len, key) ? bad_reply(c, "KEY_CREATE") : 0;
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_ACCOUNT, account), a_str(SF_USER, user),
+                     a_num(SF_EXPIRES_AT, expires_at, expires_at != 0)};
+    return new_key(c, OP_KEY_CREATE, a, NARGS(a), key);
 }
 
 int tkc_key_delete(tkc *c, const char *key_id)
 {
-    begin(c);
-    if (need(c, "key id", key_id))
-        return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, 1);
-    put_str(&c->w, "key_id", key_id);
-    return write_op(c, OP_KEY_DELETE, "KEY_DELETE");
+    const fval a[] = {a_str(SF_KEY_ID, key_id)};
+    return write_call(c, OP_KEY_DELETE, a, NARGS(a));
+}
+
+int tkc_key_list(tkc *c, const char *tenant, const char *account, const char *user,
+                 const char *after, uint32_t limit, tkc_key_page *page)
+{
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_ACCOUNT, account), a_str(SF_USER, user),
+                     PAGING(after, limit)};
+    return read_call(c, OP_KEY_LIST, a, NARGS(a), PAGE_REF(page, key_row));
 }
 
 int tkc_token_create(tkc *c, const char *description, const char *const *roles, size_t nroles,
                      int64_t expires_at, tkc_new_token *out)
 {
-    uint8_t *body = NULL;
-    size_t len = 0;
+    const fval a[] = {a_str(SF_DESCRIPTION, description), a_strs(SF_ROLES, roles, nroles, true),
+                     a_num(SF_EXPIRES_AT, expires_at, expires_at != 0)};
+    dval v[SF_COUNT];
+    tk_id in_field, in_secret;
 
-    begin(c);
-    if (need_list(c, "role", roles, nroles) || need(c, "token result", out))
+    if (need(c, "token result", out))
         return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, 1 + (description ? 1 : 0) + (expires_at ? 1 : 0));
-    if (description)
-        put_str(&c->w, "description", description);
-    put_list(&c->w, "roles", roles, nroles);
-    if (expires_at) {
-        mpw_cstr(&c->w, "expires_at");
-        mpw_int(&c->w, expires_at);
-    }
-    int rc = roundtrip(c, OP_TOKEN_CREATE, &body, &len);
-    if (rc)
-        return rc;
-    return dec_token_reply(body, len, out) ? bad_reply(c, "TOKEN_CREATE") : 0;
+    int rc = call_scratch(c, OP_TOKEN_CREATE, a, NARGS(a), v);
+    /* The secret carries its client ID; the two must agree. */
+    if (rc == 0 && (uuid_to(&v[SF_CLIENT_ID], out->client_id, &in_field) != 0 ||
+                    secret_to(&v[SF_SECRET], TK_KIND_TOKEN, out->secret, &in_secret) != 0 ||
+                    memcmp(&in_field, &in_secret, sizeof in_field) != 0))
+        rc = bad_reply(c, "TOKEN_CREATE");
+    if (rc == 0)
+        out->expires_at = v[SF_EXPIRES_AT].i;
+    return secret_done(c, rc, out, sizeof *out);
 }
 
 int tkc_token_list(tkc *c, const char *tenant, const char *account, const char *after,
                    uint32_t limit, tkc_token_page *page)
 {
-    uint8_t *body = NULL;
-    size_t len = 0;
+    const fval a[] = {a_str(SF_TENANT, tenant), a_str(SF_ACCOUNT, account), PAGING(after, limit)};
+    return read_call(c, OP_TOKEN_LIST, a, NARGS(a), PAGE_REF(page, token_row));
+}
 
-    begin(c);
-    if (need(c, "page", page))
-        return TK_EINVAL;
-    page->n = 0;
-    page->more = false;
-    page->next[0] = '\0';
-    mpw_reset(&c->w);
-    mpw_map(&c->w,
-            (tenant ? 1u : 0u) + (account ? 1u : 0u) + (after ? 1u : 0u) + (limit ? 1u : 0u));
-    if (tenant)
-        put_str(&c->w, "tenant", tenant);
-    if (account)
-        put_str(&c->w, "account", account);
-    if (after)
-        put_str(&c->w, "after", after);
-    if (limit) {
-        mpw_cstr(&c->w, "limit");
-        mpw_uint(&c->w, limit);
-    }
-    int rc = roundtrip(c, OP_TOKEN_LIST, &body, &len);
-    if (rc)
-        return rc;
-    return dec_page(body, len, page) ? bad_reply(c, "TOKEN_LIST") : 0;
+int tkc_token_get(tkc *c, const char *client_id, tkc_token_page *page)
+{
+    const fval a[] = {a_str(SF_CLIENT_ID, client_id)};
+    return read_call(c, OP_TOKEN_GET, a, NARGS(a), PAGE_REF(page, token_row));
+}
+
+int tkc_token_set(tkc *c, const char *client_id, const char *description)
+{
+    const fval a[] = {a_str(SF_CLIENT_ID, client_id), a_str(SF_DESCRIPTION, description)};
+    return write_call(c, OP_TOKEN_SET, a, NARGS(a));
 }
 
 int tkc_token_delete(tkc *c, const char *client_id)
 {
-    begin(c);
-    if (need(c, "client id", client_id))
-        return TK_EINVAL;
-    mpw_reset(&c->w);
-    mpw_map(&c->w, 1);
-    put_str(&c->w, "client_id", client_id);
-    return write_op(c, OP_TOKEN_DELETE, "TOKEN_DELETE");
+    const fval a[] = {a_str(SF_CLIENT_ID, client_id)};
+    return write_call(c, OP_TOKEN_DELETE, a, NARGS(a));
 }

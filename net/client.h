@@ -38,7 +38,7 @@
  *
  * Strings in results: fixed-size fields (IDs, slugs, secrets) are copied
  * into arrays inside the caller's result struct; variable-length lists
- * (roles, permissions, token pages) live in storage the result struct owns,
+ * (roles, permissions, pages of listings) live in storage the result struct owns,
  * released by its *_free function and reused when the same struct is
  * passed again. Raw reply bodies (tkc_call, tkc_recv) are borrowed from the
  * handle until its next call.
@@ -62,8 +62,11 @@ typedef struct tkc tkc;
 #define TKC_DEFAULT_ADDR "127.0.0.1:7070"
 #define TKC_DEFAULT_TIMEOUT_MS 10000
 #define TKC_MAX_REPLY (64u << 20) /* a reply frame longer than this is a protocol error */
-#define TKC_LIST_MAX 1000         /* tokens in one TOKEN_LIST page (the server's cap) */
-#define TKC_CURSOR_MAX 64         /* a listing cursor's bound (docs/protocol.md) */
+#define TKC_LIST_MAX 1000         /* rows in one page of any listing (the server's cap) */
+/* A listing cursor's bound: the schema's limit of "after" and "next"
+ * (net/schema.c; test_client fails when the two differ). A role's or a
+ * permission's cursor is its key, so this is more than a token's. */
+#define TKC_CURSOR_MAX (TK_KEY_MAX + 32)
 #define TKC_ERRMSG_MAX 256        /* tkc_errmsg() length bound, NUL included */
 #define TKC_UNCHANGED (-1)        /* tkc_user_set: leave portal as it is */
 
@@ -192,8 +195,38 @@ typedef struct tkc_verify_res {
 
 void tkc_verify_res_free(tkc_verify_res *r);
 
-/* One token of a listing: metadata only (rule 9). Strings point into the
- * page's storage. */
+/* ---- listings and gets ------------------------------------------------ */
+/* A listing's reply is a page: n rows (in the array named after what they
+ * are), `more` when rows follow the last one, and then `next`, the opaque
+ * cursor of the rest: pass it as `after` to get the next page (it is a
+ * position, not an ID; docs/protocol.md, TOKEN_LIST). A get fills the page
+ * of its listing with its one row (n == 1, more false).
+ *
+ * Every page type has the same shape (TKC_PAGE). Zero-initialise one
+ * before first use (TKC_PAGE_INIT); pass the same page to any number of
+ * calls (its storage is reused); release it with its *_free function. The
+ * rows and every string they point to are owned by the page, valid until
+ * it is next filled or freed. */
+
+/* The page's storage (private). */
+typedef struct tkc_page_st_ {
+    size_t cap_;       /* rows allocated */
+    char *store_;      /* the rows' strings */
+    size_t store_cap_;
+} tkc_page_st_;
+
+#define TKC_PAGE(row_type, rows_name)                                                       \
+    struct {                                                                                \
+        size_t n;                      /* rows in this page */                              \
+        row_type *rows_name;           /* n rows, owned by the page */                      \
+        bool more;                     /* more rows after the last: pass next as after */   \
+        char next[TKC_CURSOR_MAX + 1]; /* the cursor of the rest when more, else "" */      \
+        tkc_page_st_ st_;              /* private */                                        \
+    }
+
+#define TKC_PAGE_INIT {0}
+
+/* One token (TOKEN_LIST, TOKEN_GET): metadata only (rule 9). */
 typedef struct tkc_token {
     char client_id[TK_ID_STR_LEN + 1];
     const char *description;
@@ -204,26 +237,92 @@ typedef struct tkc_token {
     int64_t expires_at; /* 0 = never */
 } tkc_token;
 
-/* One page of TOKEN_LIST. Zero-initialise before first use (or
- * TKC_TOKEN_PAGE_INIT); reusable; tkc_token_page_free releases it. */
-typedef struct tkc_token_page {
-    size_t n;
-    tkc_token *tokens; /* n entries, owned by the page */
-    bool more;         /* more tokens after tokens[n-1]: pass next as after */
-    char next[TKC_CURSOR_MAX + 1]; /* the cursor of the rest when more, else "" */
-    size_t cap_;       /* private */
-    char *store_;
-    size_t store_cap_;
-} tkc_token_page;
-
-#define TKC_TOKEN_PAGE_INIT {0}
-
+typedef TKC_PAGE(tkc_token, tokens) tkc_token_page;
+#define TKC_TOKEN_PAGE_INIT TKC_PAGE_INIT
 void tkc_token_page_free(tkc_token_page *p);
 
+/* One tenant (TENANT_LIST, TENANT_GET): its toggle, its limits (0 = no
+ * limit; docs/protocol.md, "Quotas and rate limits") and how many roles
+ * and permissions it has. */
+typedef struct tkc_tenant {
+    char tenant[TK_SLUG_MAX + 1];
+    bool api_tokens;
+    uint32_t max_tokens, max_roles, max_keys, create_rate, create_burst;
+    uint32_t role_count, permission_count;
+} tkc_tenant;
+
+typedef TKC_PAGE(tkc_tenant, tenants) tkc_tenant_page;
+void tkc_tenant_page_free(tkc_tenant_page *p);
+
+/* One permission of a tenant (PERM_LIST). */
+typedef struct tkc_perm {
+    const char *key;
+    const char *description; /* "" when none */
+} tkc_perm;
+
+typedef TKC_PAGE(tkc_perm, perms) tkc_perm_page;
+void tkc_perm_page_free(tkc_perm_page *p);
+
+/* One role of a tenant (ROLE_LIST): its name, level (0 = strongest) and
+ * permission keys. */
+typedef struct tkc_role {
+    const char *key;
+    const char *name;
+    uint32_t level;
+    uint32_t nperms;
+    const char *perms[TK_MAX_ROLE_PERMS];
+} tkc_role;
+
+typedef TKC_PAGE(tkc_role, roles) tkc_role_page;
+void tkc_role_page_free(tkc_role_page *p);
+
+/* One account of a tenant (ACCOUNT_LIST) and its live tokens. */
+typedef struct tkc_account {
+    char account[TK_SLUG_MAX + 1];
+    uint32_t token_count;
+} tkc_account;
+
+typedef TKC_PAGE(tkc_account, accounts) tkc_account_page;
+void tkc_account_page_free(tkc_account_page *p);
+
+/* One user of an account (USER_LIST, USER_GET): its roles (deleted ones
+ * left out), portal flag and live personal keys. */
+typedef struct tkc_user {
+    char user[TK_SLUG_MAX + 1];
+    uint32_t nroles;
+    const char *roles[TK_MAX_ROLES];
+    bool portal;
+    uint32_t key_count;
+} tkc_user;
+
+typedef TKC_PAGE(tkc_user, users) tkc_user_page;
+void tkc_user_page_free(tkc_user_page *p);
+
+/* One personal key of a user (KEY_LIST): metadata only, never the key. */
+typedef struct tkc_key_info {
+    char key_id[TK_ID_STR_LEN + 1];
+    int64_t created_at; /* unix seconds */
+    int64_t expires_at; /* 0 = never */
+} tkc_key_info;
+
+typedef TKC_PAGE(tkc_key_info, keys) tkc_key_page;
+void tkc_key_page_free(tkc_key_page *p);
+
 /* ---- operations (docs/protocol.md) ------------------------------------ */
-/* Strings are borrowed for the call and must be NUL-terminated; "required"
- * ones may not be NULL (TK_EINVAL, nothing sent). Lists are (array, count).
- * Each returns 0, the server's refusal, or a local failure (top of file). */
+/* Each call is one operation of the schema (net/schema.h): its request
+ * carries the fields given, in the schema's order; its reply is decoded
+ * strictly against the schema. Strings are borrowed for the call and must
+ * be NUL-terminated; "required" ones may not be NULL, and a value over its
+ * schema limit (a string's bytes, a list's length, a number's range) is
+ * refused before anything is sent (TK_EINVAL; the connection goes on).
+ * Lists are (array, count). Each returns 0, the server's refusal, or a
+ * local failure (top of file).
+ *
+ * Listings take `after` (NULL for the first page, else the `next` of the
+ * page before) and `limit` (0 for the server's default, 100; at most 1000).
+ * Scope: a user (personal key) always reads and acts in its own tenant and
+ * account, and the tenant/account arguments are then ignored (pass NULL);
+ * the operator names them. */
 
 /* PING: *version (may be NULL) gets the server's protocol version. */
 int tkc_ping(tkc *c, uint32_t *version);
@@ -261,11 +360,41 @@ typedef struct tkc_limits {
  * one thing must be set (TK_EINVAL, nothing sent); a value above
  * 4294967295 is TK_EINVAL. */
 int tkc_tenant_limits(tkc *c, const char *tenant, int api_tokens, const tkc_limits *lim);
+/* TENANT_LIST: every tenant, by slug. Operator only. */
+int tkc_tenant_list(tkc *c, const char *after, uint32_t limit, tkc_tenant_page *page);
+/* TENANT_GET: one tenant (its toggle, limits and counts) into page. A user
+ * gets its own (tenant NULL). */
+int tkc_tenant_get(tkc *c, const char *tenant, tkc_tenant_page *page);
+/* TENANT_DELETE: the tenant and everything of it (roles, permissions,
+ * accounts, users, keys, tokens) end, irreversibly. Operator only. */
+int tkc_tenant_delete(tkc *c, const char *tenant);
+
 int tkc_perm_put(tkc *c, const char *tenant, const char *key, const char *description);
+/* PERM_LIST: a tenant's permissions, by key. A user (portal flag) lists
+ * its own tenant's. */
+int tkc_perm_list(tkc *c, const char *tenant, const char *after, uint32_t limit,
+                  tkc_perm_page *page);
+/* PERM_DELETE: the permission drops out of every role (and so out of
+ * every token's permissions). Operator only. */
+int tkc_perm_delete(tkc *c, const char *tenant, const char *key);
+
 int tkc_role_put(tkc *c, const char *tenant, const char *key, const char *name, uint32_t level,
                  const char *const *perms, size_t nperms);
 int tkc_role_delete(tkc *c, const char *tenant, const char *key);
+/* ROLE_LIST: a tenant's roles with their names, levels and permissions, by
+ * key. A user (portal flag) lists its own tenant's. */
+int tkc_role_list(tkc *c, const char *tenant, const char *after, uint32_t limit,
+                  tkc_role_page *page);
+
 int tkc_account_create(tkc *c, const char *tenant, const char *account);
+/* ACCOUNT_LIST: a tenant's accounts (tenant required), by slug, each with
+ * its live tokens. Operator only. */
+int tkc_account_list(tkc *c, const char *tenant, const char *after, uint32_t limit,
+                     tkc_account_page *page);
+/* ACCOUNT_DELETE: the account, its users, their keys and its tokens end,
+ * irreversibly. Operator only. */
+int tkc_account_delete(tkc *c, const char *tenant, const char *account);
+
 /* Creates the user with its first personal key, returned in *key. */
 int tkc_user_create(tkc *c, const char *tenant, const char *account, const char *user,
                     const char *const *roles, size_t nroles, bool portal, tkc_key *key);
@@ -273,20 +402,45 @@ int tkc_user_create(tkc *c, const char *tenant, const char *account, const char 
  * them); portal 0, 1 or TKC_UNCHANGED. */
 int tkc_user_set(tkc *c, const char *tenant, const char *account, const char *user,
                  const char *const *roles, size_t nroles, int portal);
+/* USER_LIST: an account's users, by slug. A user (portal flag) lists its
+ * own account's. */
+int tkc_user_list(tkc *c, const char *tenant, const char *account, const char *after,
+                  uint32_t limit, tkc_user_page *page);
+/* USER_GET: one user (user required) into page; a user (portal flag)
+ * reads its own account's. */
+int tkc_user_get(tkc *c, const char *tenant, const char *account, const char *user,
+                 tkc_user_page *page);
+/* USER_DELETE: the user's personal keys end at once; the tokens it created
+ * stay (they belong to the account). Operator only. */
+int tkc_user_delete(tkc *c, const char *tenant, const char *account, const char *user);
+
 /* expires_at: unix seconds, 0 = never. */
 int tkc_key_create(tkc *c, const char *tenant, const char *account, const char *user,
                    int64_t expires_at, tkc_key *key);
 int tkc_key_delete(tkc *c, const char *key_id);
+/* KEY_LIST: a user's personal keys, oldest first, metadata only. A user
+ * lists its own (tenant, account and user NULL); the operator names all
+ * three. */
+int tkc_key_list(tkc *c, const char *tenant, const char *account, const char *user,
+                 const char *after, uint32_t limit, tkc_key_page *page);
 
 /* User operations (personal key with the portal flag); the operator may
- * also list (naming tenant and account) and delete. */
+ * also list, read, change and delete tokens (naming tenant and account to
+ * list them). */
 int tkc_token_create(tkc *c, const char *description, const char *const *roles, size_t nroles,
                      int64_t expires_at, tkc_new_token *out);
-/* One page: tenant/account NULL for a user; after NULL for the first page,
- * else the `next` of the page before (an opaque cursor, not a client ID);
- * limit 0 for the server's default. */
+/* TOKEN_LIST: an account's tokens, oldest first (tenant/account NULL for
+ * a user). */
 int tkc_token_list(tkc *c, const char *tenant, const char *account, const char *after,
                    uint32_t limit, tkc_token_page *page);
+/* TOKEN_GET: one token's metadata into page; a user reads its own
+ * account's. */
+int tkc_token_get(tkc *c, const char *client_id, tkc_token_page *page);
+/* TOKEN_SET: the token's description (required; "" clears it). Nothing
+ * else of a token changes. */
+int tkc_token_set(tkc *c, const char *client_id, const char *description);
+/* TOKEN_DELETE: irreversible; the token no longer verifies once this
+ * returns 0. */
 int tkc_token_delete(tkc *c, const char *client_id);
 
 /* ---- codec (no I/O), for a gateway that runs its own event loop ------- */
