@@ -52,6 +52,7 @@
 #include "core/secret.h"
 #include "net/client.h"
 #include "net/proto.h"
+#include "net/schema.h"
 #include "tests/support/allocs.h"
 #include "tests/support/tkt.h"
 
@@ -618,6 +619,278 @@ static void encode_user_ops(void **state)
     fake_close(&f);
 }
 
+/* ---- the rows of the new listings (test side) ---------------------------- */
+
+static void hb_tenant_row(hb *h, const char *slug, uint64_t roles)
+{
+    hb_map(h, 9);
+    hb_kv(h, "tenant", slug);
+    hb_str(h, "api_tokens");
+    hb_bool(h, true);
+    hb_str(h, "max_tokens");
+    hb_uint(h, 10000);
+    hb_str(h, "max_roles");
+    hb_uint(h, 0);
+    hb_str(h, "max_keys");
+    hb_uint(h, UINT32_MAX);
+    hb_str(h, "create_rate");
+    hb_uint(h, 10);
+    hb_str(h, "create_burst");
+    hb_uint(h, 100);
+    hb_str(h, "role_count");
+    hb_uint(h, roles);
+    hb_str(h, "permission_count");
+    hb_uint(h, 3);
+}
+
+static void hb_perm_row(hb *h, const char *key, const char *desc)
+{
+    hb_map(h, 2);
+    hb_kv(h, "key", key);
+    hb_kv(h, "description", desc);
+}
+
+static void hb_role_row(hb *h, const char *key, const char *name, uint64_t level, int nperms)
+{
+    hb_map(h, 4);
+    hb_kv(h, "key", key);
+    hb_kv(h, "name", name);
+    hb_str(h, "level");
+    hb_uint(h, level);
+    hb_str(h, "permissions");
+    hb_arr(h, (uint32_t)nperms);
+    for (int i = 0; i < nperms; i++) {
+        char p[32];
+        snprintf(p, sizeof p, "orders:%d", i);
+        hb_str(h, p);
+    }
+}
+
+static void hb_account_row(hb *h, const char *slug, uint64_t tokens)
+{
+    hb_map(h, 2);
+    hb_kv(h, "account", slug);
+    hb_str(h, "token_count");
+    hb_uint(h, tokens);
+}
+
+static void hb_user_row(hb *h, const char *slug, int nroles, bool portal)
+{
+    hb_map(h, 4);
+    hb_kv(h, "user", slug);
+    hb_str(h, "roles");
+    hb_arr(h, (uint32_t)nroles);
+    for (int i = 0; i < nroles; i++)
+        hb_str(h, i ? "viewer" : "admin");
+    hb_str(h, "portal");
+    hb_bool(h, portal);
+    hb_str(h, "key_count");
+    hb_uint(h, 2);
+}
+
+static void hb_key_row(hb *h, const char *id, uint64_t created, uint64_t expires)
+{
+    hb_map(h, 3);
+    hb_kv(h, "key_id", id);
+    hb_str(h, "created_at");
+    hb_uint(h, created);
+    hb_str(h, "expires_at");
+    hb_uint(h, expires);
+}
+
+static void hb_list_token(hb *h, const char *id, const char *desc, int nroles);
+
+/* {rows: [], "more": false}: an empty page. */
+static void hb_empty_page(hb *h, const char *rows)
+{
+    hb_map(h, 2);
+    hb_str(h, rows);
+    hb_arr(h, 0);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+
+/* Each new operation sends exactly its fields, in the schema's order, only
+ * those given. */
+static void encode_new_ops(void **state)
+{
+    (void)state;
+    fake f;
+    hb w = {0}, r = {0};
+    cred tok, pk;
+    tkc_token_page tp = TKC_PAGE_INIT;
+    tkc_tenant_page tn = TKC_PAGE_INIT;
+    tkc_perm_page pp = TKC_PAGE_INIT;
+    tkc_role_page rp = TKC_PAGE_INIT;
+    tkc_account_page ap = TKC_PAGE_INIT;
+    tkc_user_page up = TKC_PAGE_INIT;
+    tkc_key_page kp = TKC_PAGE_INIT;
+    uint32_t id = 1;
+
+    make_cred(TK_KIND_TOKEN, &tok);
+    make_cred(TK_KIND_PERSONAL, &pk);
+    fake_open(&f);
+
+#define EXPECT(op) expect_request(&f, (op), id++, &w)
+#define BODY(nkeys) (w.n = 0, hb_map(&w, (nkeys)))
+#define REPLY(build) (r.n = 0, build, fake_reply(&f, 0, &r))
+
+    REPLY(hb_list_token(&r, tok.id_str, "CI", 1));
+    assert_int_equal(tkc_token_get(f.c, tok.id_str, &tp), 0);
+    BODY(1);
+    hb_kv(&w, "client_id", tok.id_str);
+    EXPECT(OP_TOKEN_GET);
+    assert_int_equal(tp.n, 1);
+    assert_false(tp.more);
+    assert_string_equal(tp.tokens[0].client_id, tok.id_str);
+
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_token_set(f.c, tok.id_str, "nightly"), 0);
+    BODY(2);
+    hb_kv(&w, "client_id", tok.id_str);
+    hb_kv(&w, "description", "nightly");
+    EXPECT(OP_TOKEN_SET);
+
+    REPLY(hb_empty_page(&r, "tenants"));
+    assert_int_equal(tkc_tenant_list(f.c, NULL, 0, &tn), 0);
+    BODY(0);
+    EXPECT(OP_TENANT_LIST);
+    REPLY(hb_empty_page(&r, "tenants"));
+    assert_int_equal(tkc_tenant_list(f.c, "acme", 2, &tn), 0);
+    BODY(2);
+    hb_kv(&w, "after", "acme");
+    hb_str(&w, "limit");
+    hb_uint(&w, 2);
+    EXPECT(OP_TENANT_LIST);
+    assert_int_equal(tn.n, 0);
+
+    REPLY(hb_tenant_row(&r, "acme", 2));
+    assert_int_equal(tkc_tenant_get(f.c, "acme", &tn), 0);
+    BODY(1);
+    hb_kv(&w, "tenant", "acme");
+    EXPECT(OP_TENANT_GET);
+    assert_int_equal(tn.n, 1);
+    REPLY(hb_tenant_row(&r, "acme", 2));
+    assert_int_equal(tkc_tenant_get(f.c, NULL, &tn), 0); /* a user: its own */
+    BODY(0);
+    EXPECT(OP_TENANT_GET);
+
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_tenant_delete(f.c, "acme"), 0);
+    BODY(1);
+    hb_kv(&w, "tenant", "acme");
+    EXPECT(OP_TENANT_DELETE);
+
+    REPLY(hb_empty_page(&r, "permissions"));
+    assert_int_equal(tkc_perm_list(f.c, "acme", "orders:read", 10, &pp), 0);
+    BODY(3);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "after", "orders:read");
+    hb_str(&w, "limit");
+    hb_uint(&w, 10);
+    EXPECT(OP_PERM_LIST);
+    REPLY(hb_empty_page(&r, "permissions"));
+    assert_int_equal(tkc_perm_list(f.c, NULL, NULL, 0, &pp), 0);
+    BODY(0);
+    EXPECT(OP_PERM_LIST);
+
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_perm_delete(f.c, "acme", "orders:read"), 0);
+    BODY(2);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "key", "orders:read");
+    EXPECT(OP_PERM_DELETE);
+
+    REPLY(hb_empty_page(&r, "roles"));
+    assert_int_equal(tkc_role_list(f.c, "acme", NULL, 0, &rp), 0);
+    BODY(1);
+    hb_kv(&w, "tenant", "acme");
+    EXPECT(OP_ROLE_LIST);
+
+    REPLY(hb_empty_page(&r, "accounts"));
+    assert_int_equal(tkc_account_list(f.c, "acme", NULL, 1000, &ap), 0);
+    BODY(2);
+    hb_kv(&w, "tenant", "acme");
+    hb_str(&w, "limit");
+    hb_uint(&w, 1000);
+    EXPECT(OP_ACCOUNT_LIST);
+
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_account_delete(f.c, "acme", "globex"), 0);
+    BODY(2);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    EXPECT(OP_ACCOUNT_DELETE);
+
+    REPLY(hb_empty_page(&r, "users"));
+    assert_int_equal(tkc_user_list(f.c, "acme", "globex", "bob", 0, &up), 0);
+    BODY(3);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    hb_kv(&w, "after", "bob");
+    EXPECT(OP_USER_LIST);
+
+    REPLY(hb_user_row(&r, "alice", 1, true));
+    assert_int_equal(tkc_user_get(f.c, "acme", "globex", "alice", &up), 0);
+    BODY(3);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    hb_kv(&w, "user", "alice");
+    EXPECT(OP_USER_GET);
+    REPLY(hb_user_row(&r, "bob", 1, false));
+    assert_int_equal(tkc_user_get(f.c, NULL, NULL, "bob", &up), 0); /* a user: its account */
+    BODY(1);
+    hb_kv(&w, "user", "bob");
+    EXPECT(OP_USER_GET);
+    assert_string_equal(up.users[0].user, "bob");
+
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_user_delete(f.c, "acme", "globex", "alice"), 0);
+    BODY(3);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    hb_kv(&w, "user", "alice");
+    EXPECT(OP_USER_DELETE);
+
+    REPLY(hb_empty_page(&r, "keys"));
+    assert_int_equal(tkc_key_list(f.c, "acme", "globex", "alice", "AAAAAAAAAAE", 5, &kp), 0);
+    BODY(5);
+    hb_kv(&w, "tenant", "acme");
+    hb_kv(&w, "account", "globex");
+    hb_kv(&w, "user", "alice");
+    hb_kv(&w, "after", "AAAAAAAAAAE");
+    hb_str(&w, "limit");
+    hb_uint(&w, 5);
+    EXPECT(OP_KEY_LIST);
+    REPLY(hb_empty_page(&r, "keys"));
+    assert_int_equal(tkc_key_list(f.c, NULL, NULL, NULL, NULL, 0, &kp), 0);
+    BODY(0);
+    EXPECT(OP_KEY_LIST);
+
+#undef EXPECT
+#undef BODY
+#undef REPLY
+    tkc_token_page_free(&tp);
+    tkc_tenant_page_free(&tn);
+    tkc_perm_page_free(&pp);
+    tkc_role_page_free(&rp);
+    tkc_account_page_free(&ap);
+    tkc_user_page_free(&up);
+    tkc_key_page_free(&kp);
+    hb_free(&w);
+    hb_free(&r);
+    fake_close(&f);
+}
+
+/* The client's cursor bound is the schema's (client.h says why it is a
+ * number of its own). */
+static void cursor_bound_is_the_schemas(void **state)
+{
+    (void)state;
+    assert_int_equal(sch_fields[SF_NEXT].max, TKC_CURSOR_MAX);
+    assert_int_equal(sch_fields[SF_AFTER].max, TKC_CURSOR_MAX);
+}
+
 /* Bad arguments are refused before anything is sent; the connection goes on. */
 static void bad_arguments(void **state)
 {
@@ -637,6 +910,54 @@ static void bad_arguments(void **state)
     assert_int_equal(tkc_verify(f.c, NULL, NULL, NULL), TK_EINVAL);
     assert_int_equal(tkc_auth(f.c, NULL, NULL), TK_EINVAL);
     assert_int_equal(tkc_recv(f.c, NULL, NULL, NULL), TK_EINVAL); /* nothing in flight */
+
+    /* What the schema refuses, each saying which field: a required one
+     * missing, a value over its limit. */
+    const char *id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    char s64[80], s129[140], s161[170], s1025[1030];
+    memset(s64, 'a', 64);
+    s64[64] = '\0';
+    memset(s129, 'p', 129);
+    s129[129] = '\0';
+    memset(s161, 'c', 161);
+    s161[161] = '\0';
+    memset(s1025, 'd', 1025);
+    s1025[1025] = '\0';
+    const char *many[17], *long_perm[] = {s129};
+    for (int i = 0; i < 17; i++)
+        many[i] = "viewer";
+    tkc_role_page rp = TKC_PAGE_INIT;
+    tkc_user_page up = TKC_PAGE_INIT;
+    tkc_account_page ap = TKC_PAGE_INIT;
+    tkc_limits big = TKC_LIMITS_UNCHANGED;
+    big.max_tokens = (int64_t)UINT32_MAX + 1;
+#define REFUSED(call, msg)                                                                         \
+    do {                                                                                           \
+        assert_int_equal((call), TK_EINVAL);                                                       \
+        if (!strstr(tkc_errmsg(f.c), (msg)))                                                       \
+            fail_msg("%s: \"%s\" does not say \"%s\"", #call, tkc_errmsg(f.c), (msg));            \
+        assert_false(tkc_refused(f.c));                                                            \
+    } while (0)
+    REFUSED(tkc_token_set(f.c, id, NULL), "description is required");
+    REFUSED(tkc_token_set(f.c, id, s1025), "description is longer than 1024 bytes");
+    REFUSED(tkc_token_get(f.c, NULL, NULL), "page is required");
+    REFUSED(tkc_token_delete(f.c, NULL), "client_id is required");
+    REFUSED(tkc_tenant_create(f.c, s64), "tenant is longer than 63 bytes");
+    REFUSED(tkc_role_put(f.c, "acme", "admin", NULL, TK_MAX_LEVEL + 1, NULL, 0),
+            "level: 65536 is out of range (0 to 65535)");
+    REFUSED(tkc_role_put(f.c, "acme", "admin", NULL, 0, long_perm, 1),
+            "permissions 0 is longer than 128 bytes");
+    REFUSED(tkc_user_create(f.c, "a", "b", "c", many, 17, false, &key), "roles: 17 of them");
+    REFUSED(tkc_role_list(f.c, NULL, s161, 0, &rp), "after is longer than 160 bytes");
+    REFUSED(tkc_account_list(f.c, NULL, NULL, 0, &ap), "tenant is required");
+    REFUSED(tkc_perm_delete(f.c, "acme", NULL), "key is required");
+    REFUSED(tkc_user_get(f.c, "acme", "globex", NULL, &up), "user is required");
+    REFUSED(tkc_tenant_limits(f.c, "acme", TKC_UNCHANGED, &big), "max_tokens: 4294967296");
+    REFUSED(tkc_role_list(f.c, "acme", NULL, 0, NULL), "page is required");
+#undef REFUSED
+    tkc_role_page_free(&rp);
+    tkc_user_page_free(&up);
+    tkc_account_page_free(&ap);
 
     /* Nothing reached the peer, and the next request is id 1. */
     struct pollfd pfd = {.fd = f.peer, .events = POLLIN};
@@ -1120,6 +1441,26 @@ static int op_tenant_create(tkc *c)
 {
     return tkc_tenant_create(c, "acme");
 }
+static int op_token_set(tkc *c)
+{
+    return tkc_token_set(c, g_tok.id_str, "new description");
+}
+static int op_tenant_delete(tkc *c)
+{
+    return tkc_tenant_delete(c, "acme");
+}
+static int op_perm_delete(tkc *c)
+{
+    return tkc_perm_delete(c, "acme", "orders:read");
+}
+static int op_account_delete(tkc *c)
+{
+    return tkc_account_delete(c, "acme", "globex");
+}
+static int op_user_delete(tkc *c)
+{
+    return tkc_user_delete(c, "acme", "globex", "alice");
+}
 
 static void body_ping(hb *h)
 {
@@ -1182,6 +1523,241 @@ static void body_verify(hb *h)
     hb_verify_valid(h, g_tok.id_str, 2);
 }
 
+/* The new reads: each decodes two rows (or a get's one) and checks them. */
+static char g_long_key[TK_KEY_MAX + 1]; /* a role key as long as they come: its cursor too */
+
+static int op_token_get(tkc *c)
+{
+    tkc_token_page p = TKC_PAGE_INIT;
+    int rc = tkc_token_get(c, g_tok.id_str, &p);
+    if (rc == 0 && g_check) {
+        assert_int_equal(p.n, 1);
+        assert_false(p.more);
+        assert_string_equal(p.next, "");
+        assert_string_equal(p.tokens[0].client_id, g_tok.id_str);
+        assert_string_equal(p.tokens[0].description, "CI pipeline");
+        assert_string_equal(p.tokens[0].roles[0], "viewer");
+        assert_string_equal(p.tokens[0].created_by, "alice");
+    }
+    tkc_token_page_free(&p);
+    return rc;
+}
+static void check_tenant(const tkc_tenant *t, const char *slug, uint32_t roles)
+{
+    assert_string_equal(t->tenant, slug);
+    assert_true(t->api_tokens);
+    assert_int_equal(t->max_tokens, 10000);
+    assert_int_equal(t->max_roles, 0);
+    assert_int_equal(t->max_keys, UINT32_MAX);
+    assert_int_equal(t->create_rate, 10);
+    assert_int_equal(t->create_burst, 100);
+    assert_int_equal(t->role_count, roles);
+    assert_int_equal(t->permission_count, 3);
+}
+static int op_tenant_list(tkc *c)
+{
+    tkc_tenant_page p = TKC_PAGE_INIT;
+    int rc = tkc_tenant_list(c, NULL, 0, &p);
+    if (rc == 0 && g_check) {
+        assert_int_equal(p.n, 2);
+        check_tenant(&p.tenants[0], "acme", 2);
+        check_tenant(&p.tenants[1], "globex", UINT32_MAX);
+        assert_true(p.more);
+        assert_string_equal(p.next, "globex");
+    }
+    tkc_tenant_page_free(&p);
+    return rc;
+}
+static int op_tenant_get(tkc *c)
+{
+    tkc_tenant_page p = TKC_PAGE_INIT;
+    int rc = tkc_tenant_get(c, NULL, &p);
+    if (rc == 0 && g_check) {
+        assert_int_equal(p.n, 1);
+        check_tenant(&p.tenants[0], "acme", 2);
+    }
+    tkc_tenant_page_free(&p);
+    return rc;
+}
+static int op_perm_list(tkc *c)
+{
+    tkc_perm_page p = TKC_PAGE_INIT;
+    int rc = tkc_perm_list(c, "acme", NULL, 0, &p);
+    if (rc == 0 && g_check) {
+        assert_int_equal(p.n, 2);
+        assert_string_equal(p.perms[0].key, "orders:read");
+        assert_string_equal(p.perms[0].description, "Read orders");
+        assert_string_equal(p.perms[1].key, "orders:write");
+        assert_string_equal(p.perms[1].description, "");
+        assert_false(p.more);
+    }
+    tkc_perm_page_free(&p);
+    return rc;
+}
+static int op_role_list(tkc *c)
+{
+    tkc_role_page p = TKC_PAGE_INIT;
+    int rc = tkc_role_list(c, "acme", NULL, 0, &p);
+    if (rc == 0 && g_check) {
+        assert_int_equal(p.n, 2);
+        assert_string_equal(p.roles[0].key, "admin");
+        assert_string_equal(p.roles[0].name, "Administrator");
+        assert_int_equal(p.roles[0].level, 0);
+        assert_int_equal(p.roles[0].nperms, 3);
+        assert_string_equal(p.roles[0].perms[2], "orders:2");
+        assert_string_equal(p.roles[1].key, g_long_key);
+        assert_int_equal(p.roles[1].level, TK_MAX_LEVEL);
+        assert_int_equal(p.roles[1].nperms, 0);
+        assert_true(p.more);
+        assert_string_equal(p.next, g_long_key);
+    }
+    tkc_role_page_free(&p);
+    return rc;
+}
+static int op_account_list(tkc *c)
+{
+    tkc_account_page p = TKC_PAGE_INIT;
+    int rc = tkc_account_list(c, "acme", NULL, 0, &p);
+    if (rc == 0 && g_check) {
+        assert_int_equal(p.n, 2);
+        assert_string_equal(p.accounts[0].account, "globex");
+        assert_int_equal(p.accounts[0].token_count, 7);
+        assert_string_equal(p.accounts[1].account, "initech");
+        assert_int_equal(p.accounts[1].token_count, 0);
+        assert_false(p.more);
+    }
+    tkc_account_page_free(&p);
+    return rc;
+}
+static int op_user_list(tkc *c)
+{
+    tkc_user_page p = TKC_PAGE_INIT;
+    int rc = tkc_user_list(c, NULL, NULL, NULL, 0, &p);
+    if (rc == 0 && g_check) {
+        assert_int_equal(p.n, 2);
+        assert_string_equal(p.users[0].user, "alice");
+        assert_int_equal(p.users[0].nroles, 2);
+        assert_string_equal(p.users[0].roles[1], "viewer");
+        assert_true(p.users[0].portal);
+        assert_int_equal(p.users[0].key_count, 2);
+        assert_string_equal(p.users[1].user, "bob");
+        assert_int_equal(p.users[1].nroles, 0);
+        assert_false(p.users[1].portal);
+        assert_true(p.more);
+        assert_string_equal(p.next, "bob");
+    }
+    tkc_user_page_free(&p);
+    return rc;
+}
+static int op_user_get(tkc *c)
+{
+    tkc_user_page p = TKC_PAGE_INIT;
+    int rc = tkc_user_get(c, NULL, NULL, "alice", &p);
+    if (rc == 0 && g_check) {
+        assert_int_equal(p.n, 1);
+        assert_string_equal(p.users[0].user, "alice");
+        assert_string_equal(p.users[0].roles[0], "admin");
+    }
+    tkc_user_page_free(&p);
+    return rc;
+}
+static int op_key_list(tkc *c)
+{
+    tkc_key_page p = TKC_PAGE_INIT;
+    int rc = tkc_key_list(c, NULL, NULL, NULL, NULL, 0, &p);
+    if (rc == 0 && g_check) {
+        assert_int_equal(p.n, 2);
+        assert_string_equal(p.keys[0].key_id, g_pk.id_str);
+        assert_true(p.keys[0].created_at == 1700000000);
+        assert_true(p.keys[0].expires_at == 0);
+        assert_string_equal(p.keys[1].key_id, g_tok.id_str);
+        assert_true(p.keys[1].expires_at == 4102444800);
+        assert_true(p.more);
+        assert_string_equal(p.next, "AAAAAAAAAAI");
+    }
+    tkc_key_page_free(&p);
+    return rc;
+}
+
+static void body_token_get(hb *h)
+{
+    hb_list_token(h, g_tok.id_str, "CI pipeline", 2);
+}
+static void body_tenant_list(hb *h)
+{
+    hb_map(h, 3);
+    hb_str(h, "tenants");
+    hb_arr(h, 2);
+    hb_tenant_row(h, "acme", 2);
+    hb_tenant_row(h, "globex", UINT32_MAX);
+    hb_str(h, "more");
+    hb_bool(h, true);
+    hb_kv(h, "next", "globex");
+}
+static void body_tenant_get(hb *h)
+{
+    hb_tenant_row(h, "acme", 2);
+}
+static void body_perm_list(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "permissions");
+    hb_arr(h, 2);
+    hb_perm_row(h, "orders:read", "Read orders");
+    hb_perm_row(h, "orders:write", "");
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void body_role_list(hb *h)
+{
+    memset(g_long_key, 'k', TK_KEY_MAX);
+    g_long_key[TK_KEY_MAX] = '\0';
+    hb_map(h, 3);
+    hb_str(h, "roles");
+    hb_arr(h, 2);
+    hb_role_row(h, "admin", "Administrator", 0, 3);
+    hb_role_row(h, g_long_key, "", TK_MAX_LEVEL, 0);
+    hb_str(h, "more");
+    hb_bool(h, true);
+    hb_kv(h, "next", g_long_key);
+}
+static void body_account_list(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "accounts");
+    hb_arr(h, 2);
+    hb_account_row(h, "globex", 7);
+    hb_account_row(h, "initech", 0);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void body_user_list(hb *h)
+{
+    hb_map(h, 3);
+    hb_str(h, "users");
+    hb_arr(h, 2);
+    hb_user_row(h, "alice", 2, true);
+    hb_user_row(h, "bob", 0, false);
+    hb_str(h, "more");
+    hb_bool(h, true);
+    hb_kv(h, "next", "bob");
+}
+static void body_user_get(hb *h)
+{
+    hb_user_row(h, "alice", 1, true);
+}
+static void body_key_list(hb *h)
+{
+    hb_map(h, 3);
+    hb_str(h, "keys");
+    hb_arr(h, 2);
+    hb_key_row(h, g_pk.id_str, 1700000000, 0);
+    hb_key_row(h, g_tok.id_str, 1700000001, 4102444800u);
+    hb_str(h, "more");
+    hb_bool(h, true);
+    hb_kv(h, "next", "AAAAAAAAAAI");
+}
+
 static const struct reply_case {
     const char *name;
     op_fn run;
@@ -1194,6 +1770,15 @@ static const struct reply_case {
     {"token create", op_token_create, body_token},
     {"token list", op_token_list, body_list},
     {"verify", op_verify, body_verify},
+    {"token get", op_token_get, body_token_get},
+    {"tenant list", op_tenant_list, body_tenant_list},
+    {"tenant get", op_tenant_get, body_tenant_get},
+    {"perm list", op_perm_list, body_perm_list},
+    {"role list", op_role_list, body_role_list},
+    {"account list", op_account_list, body_account_list},
+    {"user list", op_user_list, body_user_list},
+    {"user get", op_user_get, body_user_get},
+    {"key list", op_key_list, body_key_list},
 };
 
 /* Runs op against a fake that answers status/body[0..len); returns rc and
@@ -1342,6 +1927,189 @@ static void reply_write_trailing(hb *h)
     hb_map(h, 0);
 }
 
+/* The new replies, broken one rule at a time. */
+static void reply_level_too_high(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "roles");
+    hb_arr(h, 1);
+    hb_role_row(h, "admin", "", TK_MAX_LEVEL + 1, 0); /* over the schema's limit */
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_role_many_perms(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "roles");
+    hb_arr(h, 1);
+    hb_role_row(h, "admin", "", 0, TK_MAX_ROLE_PERMS + 1);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_limit_over_32_bits(hb *h)
+{
+    hb_map(h, 9);
+    hb_kv(h, "tenant", "acme");
+    hb_str(h, "api_tokens");
+    hb_bool(h, true);
+    static const char *const f[] = {"max_tokens", "max_roles", "max_keys", "create_rate",
+                                    "create_burst", "role_count", "permission_count"};
+    for (int i = 0; i < 7; i++) {
+        hb_str(h, f[i]);
+        hb_uint(h, i == 0 ? (uint64_t)UINT32_MAX + 1 : 1);
+    }
+}
+static void reply_count_over_32_bits(hb *h)
+{
+    hb_map(h, 9);
+    hb_kv(h, "tenant", "acme");
+    hb_str(h, "api_tokens");
+    hb_bool(h, true);
+    static const char *const f[] = {"max_tokens", "max_roles", "max_keys", "create_rate",
+                                    "create_burst", "role_count", "permission_count"};
+    for (int i = 0; i < 7; i++) {
+        hb_str(h, f[i]);
+        hb_uint(h, i == 5 ? (uint64_t)UINT32_MAX + 1 : 1); /* the schema has no limit */
+    }
+}
+static void reply_tenant_toggle_str(hb *h)
+{
+    hb_map(h, 9);
+    hb_kv(h, "tenant", "acme");
+    hb_kv(h, "api_tokens", "on");
+    static const char *const f[] = {"max_tokens", "max_roles", "max_keys", "create_rate",
+                                    "create_burst", "role_count", "permission_count"};
+    for (int i = 0; i < 7; i++) {
+        hb_str(h, f[i]);
+        hb_uint(h, 1);
+    }
+}
+static void reply_user_many_roles(hb *h)
+{
+    hb_map(h, 4);
+    hb_kv(h, "user", "alice");
+    hb_str(h, "roles");
+    hb_arr(h, TK_MAX_ROLES + 1);
+    for (int i = 0; i <= TK_MAX_ROLES; i++)
+        hb_str(h, "r");
+    hb_str(h, "portal");
+    hb_bool(h, true);
+    hb_str(h, "key_count");
+    hb_uint(h, 1);
+}
+static void reply_user_get_as_page(hb *h)
+{
+    hb_map(h, 2); /* a listing's reply where a get's row belongs */
+    hb_str(h, "users");
+    hb_arr(h, 1);
+    hb_user_row(h, "alice", 1, true);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_key_upper_id(hb *h)
+{
+    char id[TK_ID_STR_LEN + 1];
+    for (int i = 0; i <= TK_ID_STR_LEN; i++)
+        id[i] = (char)(g_pk.id_str[i] >= 'a' && g_pk.id_str[i] <= 'f' ? g_pk.id_str[i] - 32
+                                                                     : g_pk.id_str[i]);
+    hb_map(h, 2);
+    hb_str(h, "keys");
+    hb_arr(h, 1);
+    hb_key_row(h, id, 1, 0);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_key_negative_time(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "keys");
+    hb_arr(h, 1);
+    hb_map(h, 3);
+    hb_kv(h, "key_id", g_pk.id_str);
+    hb_str(h, "created_at");
+    hb_byte(h, 0xff); /* -1 */
+    hb_str(h, "expires_at");
+    hb_uint(h, 0);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_token_get_missing(hb *h)
+{
+    hb_map(h, 5); /* no expires_at */
+    hb_kv(h, "client_id", g_tok.id_str);
+    hb_kv(h, "description", "x");
+    hb_str(h, "roles");
+    hb_arr(h, 0);
+    hb_kv(h, "created_by", "alice");
+    hb_str(h, "created_at");
+    hb_uint(h, 1);
+}
+static void reply_perm_more_without_next(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "permissions");
+    hb_arr(h, 1);
+    hb_perm_row(h, "orders:read", "");
+    hb_str(h, "more");
+    hb_bool(h, true);
+}
+static void reply_account_next_without_more(hb *h)
+{
+    hb_map(h, 3);
+    hb_str(h, "accounts");
+    hb_arr(h, 1);
+    hb_account_row(h, "globex", 1);
+    hb_str(h, "more");
+    hb_bool(h, false);
+    hb_kv(h, "next", "globex");
+}
+static void reply_next_too_long(hb *h)
+{
+    char next[TKC_CURSOR_MAX + 2];
+    memset(next, 'n', TKC_CURSOR_MAX + 1);
+    next[TKC_CURSOR_MAX + 1] = '\0';
+    hb_map(h, 3);
+    hb_str(h, "users");
+    hb_arr(h, 1);
+    hb_user_row(h, "alice", 1, true);
+    hb_str(h, "more");
+    hb_bool(h, true);
+    hb_kv(h, "next", next);
+}
+static void reply_rows_not_maps(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "tenants");
+    hb_arr(h, 1);
+    hb_str(h, "acme");
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_row_duplicate_key(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "permissions");
+    hb_arr(h, 1);
+    hb_map(h, 3);
+    hb_kv(h, "key", "orders:read");
+    hb_kv(h, "description", "");
+    hb_kv(h, "key", "orders:write");
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_perm_key_nul(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "permissions");
+    hb_arr(h, 1);
+    hb_map(h, 2);
+    hb_str(h, "key");
+    hb_strn(h, "ord\0ers", 7);
+    hb_kv(h, "description", "");
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+
 static void replies_contract(void **state)
 {
     (void)state;
@@ -1361,6 +2129,22 @@ static void replies_contract(void **state)
         {op_ping, reply_version_str},
         {op_tenant_create, reply_write_nil},
         {op_tenant_create, reply_write_trailing},
+        {op_role_list, reply_level_too_high},
+        {op_role_list, reply_role_many_perms},
+        {op_tenant_get, reply_limit_over_32_bits},
+        {op_tenant_get, reply_count_over_32_bits},
+        {op_tenant_get, reply_tenant_toggle_str},
+        {op_user_get, reply_user_many_roles},
+        {op_user_get, reply_user_get_as_page},
+        {op_key_list, reply_key_upper_id},
+        {op_key_list, reply_key_negative_time},
+        {op_token_get, reply_token_get_missing},
+        {op_perm_list, reply_perm_more_without_next},
+        {op_account_list, reply_account_next_without_more},
+        {op_user_list, reply_next_too_long},
+        {op_tenant_list, reply_rows_not_maps},
+        {op_perm_list, reply_row_duplicate_key},
+        {op_perm_list, reply_perm_key_nul},
     };
     make_cred(TK_KIND_TOKEN, &g_tok);
     make_cred(TK_KIND_PERSONAL, &g_pk);
@@ -1374,14 +2158,27 @@ static void replies_contract(void **state)
         fake_close(&f);
         hb_free(&h);
     }
-    /* A write's reply may be {} as a map, or carry keys we do not know. */
-    hb h = {0};
-    fake f;
-    hb_map(&h, 1);
-    hb_kv(&h, "note", "later servers may say more");
-    assert_int_equal(run_with_reply(&f, op_tenant_create, 0, h.b, h.n), 0);
-    fake_close(&f);
-    hb_free(&h);
+    /* A write's reply may be {} as a map, or carry keys we do not know;
+     * nil or bytes after the map are refused. Every write alike. */
+    static const op_fn writes[] = {op_tenant_create, op_token_set,    op_tenant_delete,
+                                   op_perm_delete,   op_account_delete, op_user_delete};
+    for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++) {
+        static const body_fn bodies[] = {reply_write_nil, reply_write_trailing};
+        hb h = {0};
+        fake f;
+        hb_map(&h, 1);
+        hb_kv(&h, "note", "later servers may say more");
+        if (run_with_reply(&f, writes[i], 0, h.b, h.n) != 0)
+            fail_msg("write #%zu: %s", i, tkc_errmsg(f.c));
+        fake_close(&f);
+        for (size_t k = 0; k < 2; k++) {
+            h.n = 0;
+            bodies[k](&h);
+            assert_int_equal(run_with_reply(&f, writes[i], 0, h.b, h.n), TK_EPROTO);
+            fake_close(&f);
+        }
+        hb_free(&h);
+    }
 }
 
 /* Refusals: the server's message, the connection goes on. */
@@ -2553,6 +3350,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(encode_operator_ops),
         cmocka_unit_test(encode_user_ops),
+        cmocka_unit_test(encode_new_ops),
+        cmocka_unit_test(cursor_bound_is_the_schemas),
         cmocka_unit_test(bad_arguments),
         cmocka_unit_test(verify_decode_valid),
         cmocka_unit_test(verify_decode_strict),
