@@ -1,5 +1,24 @@
-/* err.c - names for the TK_E* codes; see err.h. */
+/* err.c - names for the TK_E* codes, and reasons; see err.h. */
 #include "core/err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+int tk_say(tk_why *w, int code, const char *fmt, ...)
+{
+    if (w) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(w->msg, sizeof w->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+const char *tk_why_text(const tk_why *w)
+{
+    return w ? w->msg : "";
+}
 
 const char *tk_strerror(int code)
 {

@@ -32,4 +32,22 @@ enum {
 /* Returns a static, human-readable string for a TK_E* code (never NULL). */
 const char *tk_strerror(int code);
 
+/* Why something failed: one line for a person (a file, a step, the
+ * system's reason, what to do). The one channel for messages across the
+ * tree: a function that can say why takes a tk_why * as its last parameter
+ * (NULL: the caller does not want to know) and writes it only when it
+ * fails; nothing keeps a reason in global or thread-local state. */
+#define TK_WHY_MAX 1024
+
+typedef struct tk_why {
+    char msg[TK_WHY_MAX];
+} tk_why;
+
+/* Formats the reason into w (when w is not NULL); returns code, so that a
+ * failure is one statement: return tk_say(why, TK_EIO, "cannot ...", ...). */
+int tk_say(tk_why *w, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* w's reason, or "" (w may be NULL). */
+const char *tk_why_text(const tk_why *w);
+
 #endif

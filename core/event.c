@@ -34,25 +34,25 @@ static const struct {
     unsigned fields;
     unsigned optional; /* of fields, those that may be absent */
 } types[EV_TYPE_MAX + 1] = {
-    [EV_TENANT_CREATE] = {"tenant_create", F_TENANT},
+    [EV_TENANT_CREATE] = {"tenant_create", F_TENANT, 0},
     [EV_TENANT_SET] = {"tenant_set", F_TENANT | F_FLAG | F_LIMITS, F_LIMITS},
-    [EV_PERM_PUT] = {"perm_put", F_TENANT | F_KEY | F_DESC},
-    [EV_ROLE_PUT] = {"role_put", F_TENANT | F_KEY | F_NAME | F_LEVEL | F_ITEMS},
-    [EV_ROLE_DELETE] = {"role_delete", F_TENANT | F_KEY},
-    [EV_ACCOUNT_CREATE] = {"account_create", F_TENANT | F_ACCOUNT},
-    [EV_USER_PUT] = {"user_put", F_TENANT | F_ACCOUNT | F_USER | F_FLAG | F_ITEMS},
-    [EV_KEY_CREATE] = {"key_create", F_TENANT | F_ACCOUNT | F_USER | F_ID | F_HASH | F_EXPIRES},
-    [EV_KEY_DELETE] = {"key_delete", F_ID},
+    [EV_PERM_PUT] = {"perm_put", F_TENANT | F_KEY | F_DESC, 0},
+    [EV_ROLE_PUT] = {"role_put", F_TENANT | F_KEY | F_NAME | F_LEVEL | F_ITEMS, 0},
+    [EV_ROLE_DELETE] = {"role_delete", F_TENANT | F_KEY, 0},
+    [EV_ACCOUNT_CREATE] = {"account_create", F_TENANT | F_ACCOUNT, 0},
+    [EV_USER_PUT] = {"user_put", F_TENANT | F_ACCOUNT | F_USER | F_FLAG | F_ITEMS, 0},
+    [EV_KEY_CREATE] = {"key_create", F_TENANT | F_ACCOUNT | F_USER | F_ID | F_HASH | F_EXPIRES, 0},
+    [EV_KEY_DELETE] = {"key_delete", F_ID, 0},
     [EV_TOKEN_CREATE] = {"token_create", F_TENANT | F_ACCOUNT | F_USER | F_ID | F_HASH | F_DESC
-                                             | F_ITEMS | F_EXPIRES},
-    [EV_TOKEN_DELETE] = {"token_delete", F_ID},
+                                             | F_ITEMS | F_EXPIRES, 0},
+    [EV_TOKEN_DELETE] = {"token_delete", F_ID, 0},
     [EV_USER_CREATE] = {"user_create", F_TENANT | F_ACCOUNT | F_USER | F_FLAG | F_ITEMS | F_ID
-                                           | F_HASH | F_EXPIRES},
-    [EV_TOKEN_SET] = {"token_set", F_ID | F_DESC},
-    [EV_USER_DELETE] = {"user_delete", F_TENANT | F_ACCOUNT | F_USER},
-    [EV_ACCOUNT_DELETE] = {"account_delete", F_TENANT | F_ACCOUNT},
-    [EV_PERM_DELETE] = {"perm_delete", F_TENANT | F_KEY},
-    [EV_TENANT_DELETE] = {"tenant_delete", F_TENANT},
+                                           | F_HASH | F_EXPIRES, 0},
+    [EV_TOKEN_SET] = {"token_set", F_ID | F_DESC, 0},
+    [EV_USER_DELETE] = {"user_delete", F_TENANT | F_ACCOUNT | F_USER, 0},
+    [EV_ACCOUNT_DELETE] = {"account_delete", F_TENANT | F_ACCOUNT, 0},
+    [EV_PERM_DELETE] = {"perm_delete", F_TENANT | F_KEY, 0},
+    [EV_TENANT_DELETE] = {"tenant_delete", F_TENANT, 0},
 };
 
 /* Wire names of the fields, in bit order. */

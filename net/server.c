@@ -94,10 +94,10 @@ size_t srv_memory_bound(const srv_opts *o)
 /* Reads DIR/gateway.key into key, creating it (0600, fsynced) if missing. */
 static int gateway_key(const char *dir, char key[GATEWAY_KEY_LEN + 1])
 {
-    char err[512];
-    int rc = keyfile_load(dir, "gateway.key", "tkg_", key, err, sizeof err);
+    tk_why why;
+    int rc = keyfile_load(dir, "gateway.key", "tkg_", key, &why);
     if (rc)
-        lg_line("%s", err);
+        lg_line("%s", why.msg);
     return rc;
 }
 
@@ -294,8 +294,9 @@ int srv_open(const srv_opts *o, srv **out)
     threads_on = true;
     raise_fd_limit(co.max_connections);
     new_dir = stat(o->data_dir, &st) != 0;
-    if ((rc = eng_open(o->data_dir, NULL, &s->e))) {
-        lg_line("cannot open the data directory %s: %s", o->data_dir, eng_last_error());
+    tk_why why;
+    if ((rc = eng_open(o->data_dir, NULL, &s->e, &why))) {
+        lg_line("cannot open the data directory %s: %s", o->data_dir, why.msg);
         goto fail;
     }
     co.require_gateway = o->require_gateway;

@@ -135,7 +135,7 @@ int ckpt_flush(ckpt *k, state *st, int64_t now_ms)
 }
 
 int ckpt_set_aside(const char *dir, const char *state_dir, const char *why, const char *what,
-                   bool later, char *msg, size_t cap)
+                   bool later, tk_why *w)
 {
     long long now = (long long)time(NULL);
     char *aside = NULL;
@@ -150,14 +150,14 @@ int ckpt_set_aside(const char *dir, const char *state_dir, const char *why, cons
         free_name = lstat(aside, &st) != 0 && errno == ENOENT;
     }
     if (!free_name) {
-        snprintf(msg, cap, "cannot set aside %s: no free name like %s", state_dir, aside);
+        tk_say(w, TK_EIO, "cannot set aside %s: no free name like %s", state_dir, aside);
     } else if (rename(state_dir, aside) != 0) {
         if (errno == ENOENT)
             rc = 0; /* no state to set aside: it is built from the log */
         else
-            snprintf(msg, cap, "cannot set aside %s: %s", state_dir, strerror(errno));
+            tk_say(w, TK_EIO, "cannot set aside %s: %s", state_dir, strerror(errno));
     } else if (fio_fsync_dir(dir) != 0) {
-        snprintf(msg, cap, "cannot fsync %s: %s", dir, strerror(errno));
+        tk_say(w, TK_EIO, "cannot fsync %s: %s", dir, strerror(errno));
     } else {
         fprintf(stderr, "tokend: %s: %s the state from the event log (the old state "
                         "is kept in %s)\n", what, later ? "the next start rebuilds" : "rebuilding",

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/err.h"
 #include "store/state.h"
 
 #define CKPT_MS 1000 /* LMDB is flushed at most this long after a commit */
@@ -69,9 +70,9 @@ int ckpt_clear(ckpt *k);
 /* Renames the LMDB directory state_dir to state_dir.<why>-<time>[-k], a
  * name not taken yet (two set-asides can fall in one second), fsyncs dir,
  * and says so on stderr (what: the reason; later: the rebuild is at the
- * next open, not now). 0 (also when there is no state_dir), or TK_EIO with
- * msg (cap bytes) saying why. */
+ * next open, not now). 0 (also when there is no state_dir), or TK_EIO
+ * saying why. */
 int ckpt_set_aside(const char *dir, const char *state_dir, const char *why, const char *what,
-                   bool later, char *msg, size_t cap);
+                   bool later, tk_why *w);
 
 #endif

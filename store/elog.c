@@ -46,8 +46,7 @@
  *   of every segment has been checked; the cut bytes are saved and fsynced
  *   to DIR/torn-<seq>-<unix time>.bin (a -<k> suffix if that name is
  *   taken: evidence is never overwritten) before the segment is truncated.
- *   Every failure of elog_open or of an iterator writes a thread-local
- *   message for elog_last_error; success leaves the last one in place.
+ *   Every failure says why in the caller's tk_why (core/err.h).
  *
  * - Torn segment header. A new segment is created, its header written and
  *   fsynced before any record goes in. A crash in between leaves a last
@@ -128,19 +127,7 @@
 #define BUF_KEEP ((size_t)4 << 20) /* a sync frees a buffer larger than this */
 #define PREALLOC ((uint64_t)4 << 20) /* zero-filled space kept ahead of the last record */
 
-
-static _Thread_local char last_error[PATH_MAX + 512];
-
 /* ---- small helpers --------------------------------------------------- */
-
-__attribute__((format(printf, 1, 2)))
-static void set_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
-    va_end(ap);
-}
 
 static char *seg_path(const char *dir, uint64_t first)
 {
@@ -189,12 +176,12 @@ static uint32_t len_crc(const uint8_t len_bytes[4])
     return crc32c_extend(0, len_bytes, 4) ^ HCRC_XOR;
 }
 
-static void damage(const char *dir, uint64_t seg, size_t off, uint64_t seq, const char *why)
+static void damage(tk_why *why, const char *dir, uint64_t seg, size_t off, uint64_t seq,
+                   const char *what)
 {
-    set_error("event log damaged: %s/%020" PRIu64 ".seg offset %zu (record seq %" PRIu64
-              "): %s; the records after it cannot be trusted. Keep the directory, then run: "
-              "tokenreplay repair --data %s",
-              dir, seg, off, seq, why, dir);
+    tk_say(why, TK_ECORRUPT, "event log damaged: %s/%020" PRIu64 ".seg offset %zu (record seq "
+           "%" PRIu64 "): %s; the records after it cannot be trusted. Keep the directory, then "
+           "run: tokenreplay repair --data %s", dir, seg, off, seq, what, dir);
 }
 
 /* ---- segment listing ------------------------------------------------- */
@@ -230,7 +217,7 @@ static bool parse_seg_name(const char *name, uint64_t *first)
 /* Lists the segments of dir. 0, TK_EIO, TK_ECORRUPT (a *.seg file with a
  * name that is not a segment name; that name goes to bad[0..badcap) when
  * bad is not NULL). The caller frees out->first. */
-static int list_segments(const char *dir, seglist *out, char *bad, size_t badcap)
+static int list_segments(const char *dir, seglist *out, char *bad, size_t badcap, tk_why *why)
 {
     DIR *d;
     struct dirent *e;
@@ -241,8 +228,8 @@ static int list_segments(const char *dir, seglist *out, char *bad, size_t badcap
     out->n = 0;
     d = opendir(dir);
     if (!d) {
-        set_error("event log: cannot read directory %s: %s", dir, strerror(errno));
-        return TK_EIO;
+        return tk_say(why, TK_EIO, "event log: cannot read directory %s: %s", dir,
+                      strerror(errno));
     }
     while ((e = readdir(d)) != NULL) {
         size_t nl = strlen(e->d_name);
@@ -250,10 +237,9 @@ static int list_segments(const char *dir, seglist *out, char *bad, size_t badcap
         if (nl < 4 || strcmp(e->d_name + nl - 4, ".seg") != 0)
             continue;
         if (!parse_seg_name(e->d_name, &first)) {
-            set_error("event log damaged: %s/%s is not a segment name (20 digits, .seg); "
-                      "the log cannot be trusted. Keep the directory, then run: "
-                      "tokenreplay repair --data %s",
-                      dir, e->d_name, dir);
+            tk_say(why, TK_ECORRUPT, "event log damaged: %s/%s is not a segment name (20 "
+                   "digits, .seg); the log cannot be trusted. Keep the directory, then run: "
+                   "tokenreplay repair --data %s", dir, e->d_name, dir);
             if (bad)
                 snprintf(bad, badcap, "%s", e->d_name);
             rc = TK_ECORRUPT;
@@ -297,6 +283,7 @@ typedef struct walk {
     bool torn;                /* stopped before a torn tail */
     bool torn_header;         /* ... inside the last segment's header */
     char bad_name[ELOG_NAME_MAX]; /* walk_init: a *.seg name that is not a segment name */
+    tk_why why;               /* why it failed */
 } walk;
 
 typedef struct rec {
@@ -329,8 +316,7 @@ struct elog {
     bool checking;      /* the sealed segments' check runs in `checker` */
     pthread_t checker;
     walk sealed;        /* that check's walk */
-    int sealed_rc;
-    char *sealed_err;   /* its elog_last_error, when it failed */
+    int sealed_rc;      /* its result (sealed.why says why it failed) */
 };
 
 /* Sets w up to walk from the segment that holds from_seq. 0, TK_EIO,
@@ -343,7 +329,7 @@ static int walk_init(walk *w, const char *dir, uint64_t from_seq)
     w->dir = dir;
     w->seq = 1;
     w->link_known = true;
-    rc = list_segments(dir, &w->segs, w->bad_name, sizeof w->bad_name);
+    rc = list_segments(dir, &w->segs, w->bad_name, sizeof w->bad_name, &w->why);
     if (rc != 0)
         return rc;
     w->stop = w->segs.n;
@@ -380,15 +366,15 @@ static int walk_read(walk *w)
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0) {
-        set_error("event log: cannot read %s: %s", path, strerror(errno));
+        tk_say(&w->why, TK_EIO, "event log: cannot read %s: %s", path, strerror(errno));
         goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_error("event log: %s is not a regular file", path);
+        tk_say(&w->why, TK_EIO, "event log: %s is not a regular file", path);
         goto fail;
     }
     if ((uintmax_t)st.st_size > SIZE_MAX / 2) {
-        set_error("event log: %s is too large", path);
+        tk_say(&w->why, TK_EIO, "event log: %s is too large", path);
         goto fail;
     }
     if (!w->buf || (size_t)st.st_size > w->cap) {
@@ -401,7 +387,7 @@ static int walk_read(walk *w)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            set_error("event log: cannot read %s: %s", path, strerror(errno));
+            tk_say(&w->why, TK_EIO, "event log: cannot read %s: %s", path, strerror(errno));
             goto fail;
         }
         if (n == 0)
@@ -427,7 +413,7 @@ static int walk_load(walk *w)
     int rc;
 
     if (first != w->seq) {
-        damage(w->dir, first, 0, w->seq, "seq gap");
+        damage(&w->why, w->dir, first, 0, w->seq, "seq gap");
         return TK_ECORRUPT;
     }
     rc = walk_read(w);
@@ -441,11 +427,11 @@ static int walk_load(walk *w)
             w->torn = w->torn_header = true;
             return 0;
         }
-        damage(w->dir, first, 0, w->seq, "bad segment header");
+        damage(&w->why, w->dir, first, 0, w->seq, "bad segment header");
         return TK_ECORRUPT;
     }
     if (memcmp(w->buf, hdr, SEG_HDR_LEN) != 0) {
-        damage(w->dir, first, 0, w->seq, "bad segment header");
+        damage(&w->why, w->dir, first, 0, w->seq, "bad segment header");
         return TK_ECORRUPT;
     }
     w->off = SEG_HDR_LEN;
@@ -571,7 +557,7 @@ static int walk_next(walk *w, rec *r)
             w->state = WALK_END;
             break;
         default:
-            damage(w->dir, w->segs.first[w->idx], w->off, w->seq, why);
+            damage(&w->why, w->dir, w->segs.first[w->idx], w->off, w->seq, why);
             w->state = WALK_FAILED;
             w->rc = TK_ECORRUPT;
             break;
@@ -585,14 +571,16 @@ static int walk_next(walk *w, rec *r)
 /* Creates (or, with O_TRUNC, rewrites) the segment file at path with its
  * header, fdatasynced. *fd is set as soon as the file is open, even on
  * failure; the caller closes it. 0 or TK_EIO. */
-static int create_segment(const char *path, uint64_t first, int flags, int *fd)
+static int create_segment(const char *path, uint64_t first, int flags, int *fd, tk_why *why)
 {
     uint8_t hdr[SEG_HDR_LEN];
 
     seg_header(hdr, first);
     *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | flags, 0600);
     if (*fd < 0 || fio_write_all(*fd, hdr, sizeof hdr) != 0 || fio_fsync(*fd) != 0) {
-        set_error("event log: cannot create %s: %s", path, strerror(errno));
+        int err = errno;
+        tk_say(why, TK_EIO, "event log: cannot create %s: %s", path, strerror(err));
+        errno = err;
         return TK_EIO;
     }
     return 0;
@@ -600,7 +588,8 @@ static int create_segment(const char *path, uint64_t first, int flags, int *fd)
 
 /* Saves the bytes cut off a torn tail to dir/torn-<seq>-<unix time>.bin
  * (a -<k> suffix if that name is taken), fsynced. 0 or TK_EIO. */
-static int save_torn(const char *dir, uint64_t seq, const uint8_t *bytes, size_t n)
+static int save_torn(const char *dir, uint64_t seq, const uint8_t *bytes, size_t n,
+                     tk_why *why)
 {
     long long now = (long long)time(NULL);
     char *path = NULL;
@@ -616,7 +605,8 @@ static int save_torn(const char *dir, uint64_t seq, const uint8_t *bytes, size_t
     }
     if (fd < 0 || fio_write_all(fd, bytes, n) != 0 || fio_fsync(fd) != 0 ||
         fio_fsync_dir(dir) != 0) {
-        set_error("event log: cannot save the torn tail to %s: %s", path, strerror(errno));
+        tk_say(why, TK_EIO, "event log: cannot save the torn tail to %s: %s", path,
+               strerror(errno));
         goto fail;
     }
     rc = 0;
@@ -628,7 +618,7 @@ fail:
 }
 
 /* Creates dir (0700) if missing, fsyncing its parent. 0 or TK_EIO. */
-static int make_dir(const char *dir)
+static int make_dir(const char *dir, tk_why *why)
 {
     char *parent;
     size_t n;
@@ -637,8 +627,8 @@ static int make_dir(const char *dir)
     if (mkdir(dir, 0700) != 0) {
         if (errno == EEXIST)
             return 0;
-        set_error("event log: cannot create directory %s: %s", dir, strerror(errno));
-        return TK_EIO;
+        return tk_say(why, TK_EIO, "event log: cannot create directory %s: %s", dir,
+                      strerror(errno));
     }
     parent = xstrdup(dir);
     n = strlen(parent);
@@ -651,8 +641,8 @@ static int make_dir(const char *dir)
     else
         parent[n > 1 ? n - 1 : 1] = '\0';
     if (fio_fsync_dir(parent) != 0) {
-        set_error("event log: cannot fsync directory %s: %s", parent, strerror(errno));
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "event log: cannot fsync directory %s: %s", parent,
+                    strerror(errno));
     }
     free(parent);
     return rc;
@@ -661,7 +651,7 @@ static int make_dir(const char *dir)
 /* Makes the recovered last segment the one to append to: cuts a torn tail
  * (saving the bytes first), rewrites a torn header, creates segment 1 in an
  * empty log, then makes it all durable. Fills lg->fd, seg_size. */
-static int open_tail(elog *lg, walk *w)
+static int open_tail(elog *lg, walk *w, tk_why *why)
 {
     uint64_t first = w->segs.n ? w->segs.first[w->segs.n - 1] : 1;
     char *path = seg_path(lg->dir, first);
@@ -669,9 +659,9 @@ static int open_tail(elog *lg, walk *w)
 
     if (w->segs.n == 0 || w->torn_header) {
         if (w->torn_header && w->size > 0 &&
-            (rc = save_torn(lg->dir, first, w->buf, w->size)) != 0)
+            (rc = save_torn(lg->dir, first, w->buf, w->size, why)) != 0)
             goto fail;
-        rc = create_segment(path, first, w->segs.n ? O_TRUNC : O_EXCL, &lg->fd);
+        rc = create_segment(path, first, w->segs.n ? O_TRUNC : O_EXCL, &lg->fd, why);
         if (rc != 0)
             goto fail;
         lg->seg_size = lg->alloc_end = SEG_HDR_LEN;
@@ -681,21 +671,20 @@ static int open_tail(elog *lg, walk *w)
          * nonzero byte: the rest is preallocated zeros, not evidence. */
         bool cut = w->torn && !all_zero(w->buf + w->off, w->size - w->off);
         size_t keep = zeros_from(w) < w->size ? zeros_from(w) : w->size;
-        if (cut && (rc = save_torn(lg->dir, w->seq, w->buf + w->off, keep - w->off)) != 0)
+        if (cut && (rc = save_torn(lg->dir, w->seq, w->buf + w->off, keep - w->off, why)) != 0)
             goto fail;
         lg->fd = open(path, O_RDWR | O_CLOEXEC);
         if (lg->fd < 0 || (cut && ftruncate(lg->fd, (off_t)w->off) != 0) ||
             fio_fsync(lg->fd) != 0) {
-            set_error("event log: cannot recover %s: %s", path, strerror(errno));
-            rc = TK_EIO;
+            rc = tk_say(why, TK_EIO, "event log: cannot recover %s: %s", path, strerror(errno));
             goto fail;
         }
         lg->seg_size = w->off;
         lg->alloc_end = cut ? w->off : w->size;
     }
     if (fio_fsync_dir(lg->dir) != 0) {
-        set_error("event log: cannot fsync directory %s: %s", lg->dir, strerror(errno));
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "event log: cannot fsync directory %s: %s", lg->dir,
+                    strerror(errno));
         goto fail;
     }
     rc = 0;
@@ -728,20 +717,18 @@ static void *check_sealed(void *arg)
     while ((rc = walk_next(w, &r)) == 1)
         ;
     if (rc == 0 && w->seq != last_first) {
-        damage(lg->dir, last_first, 0, w->seq, "seq gap");
+        damage(&w->why, lg->dir, last_first, 0, w->seq, "seq gap");
         rc = TK_ECORRUPT;
     }
     if (rc == 0 && lg->tail_linked && memcmp(w->link, lg->in_link, ELOG_HASH_LEN) != 0) {
-        damage(lg->dir, last_first, SEG_HDR_LEN, last_first, "broken hash chain");
+        damage(&w->why, lg->dir, last_first, SEG_HDR_LEN, last_first, "broken hash chain");
         rc = TK_ECORRUPT;
     }
-    lg->sealed_rc = rc;
-    if (rc != 0)
-        lg->sealed_err = xstrdup(last_error); /* thread-local: carried over */
+    lg->sealed_rc = rc; /* and w->why says why */
     return NULL;
 }
 
-int elog_open_begin(const char *dir, const elog_opts *opts, elog **out)
+int elog_open_begin(const char *dir, const elog_opts *opts, elog **out, tk_why *why)
 {
     elog *lg = xcalloc(1, sizeof *lg);
     walk *w;
@@ -754,28 +741,27 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out)
     lg->seg_limit = opts && opts->segment_bytes ? opts->segment_bytes : DEFAULT_SEGMENT_BYTES;
     w = lg->tail = xcalloc(1, sizeof *lg->tail);
     if (sodium_init() < 0) {
-        set_error("event log: libsodium failed to initialise");
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "event log: libsodium failed to initialise");
         goto fail;
     }
-    if ((rc = make_dir(dir)) != 0)
+    if ((rc = make_dir(dir, why)) != 0)
         goto fail;
     lg->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (lg->dfd < 0) {
-        set_error("event log: cannot open directory %s: %s", dir, strerror(errno));
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "event log: cannot open directory %s: %s", dir,
+                    strerror(errno));
         goto fail;
     }
     if (flock(lg->dfd, LOCK_EX | LOCK_NB) != 0) {
-        set_error("event log: %s is in use by another writer (%s)", dir, strerror(errno));
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "event log: %s is in use by another writer (%s)", dir,
+                    strerror(errno));
         goto fail;
     }
     /* The last segment first: it holds the tail, and the records a crash
      * may have left unsynced. Its first record's prev is taken on trust
      * until the sealed segments' check confirms it. */
     if ((rc = walk_init(w, lg->dir, UINT64_MAX)) != 0)
-        goto fail;
+        goto walk_failed;
     while ((rc = walk_next(w, &r)) == 1)
         if (r.seq == w->segs.first[w->idx]) {
             memcpy(lg->in_link, r.payload - ELOG_HASH_LEN, ELOG_HASH_LEN);
@@ -784,17 +770,18 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out)
     if (rc == TK_ECORRUPT && w->segs.n > 1) {
         /* Name the first damage, as a walk from seq 1 would: check the
          * earlier segments too, here, before failing. */
-        char tail_err[sizeof last_error];
-        snprintf(tail_err, sizeof tail_err, "%s", last_error);
         if (walk_init(&lg->sealed, lg->dir, 1) == 0) {
             lg->sealed.stop = lg->sealed.segs.n - 1;
             check_sealed(lg);
         }
-        if (lg->sealed_rc == 0)
-            set_error("%s", tail_err);
+        if (lg->sealed_rc != 0) {
+            if (why)
+                *why = lg->sealed.why;
+            goto fail;
+        }
     }
     if (rc != 0)
-        goto fail;
+        goto walk_failed;
     /* What the walk reports is applied to LMDB before elog_open_end: make
      * it durable now (the cut of a torn tail waits for the verdict). */
     if (w->segs.n > 0) {
@@ -802,7 +789,7 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out)
         int fd = open(path, O_RDWR | O_CLOEXEC);
         bool ok = fd >= 0 && fio_fsync(fd) == 0;
         if (!ok)
-            set_error("event log: cannot sync %s: %s", path, strerror(errno));
+            tk_say(why, TK_EIO, "event log: cannot sync %s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         free(path);
@@ -813,12 +800,14 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out)
     }
     lg->last_seq = w->seq - 1;
     if (w->segs.n > 1) {
-        if ((rc = walk_init(&lg->sealed, lg->dir, 1)) != 0)
+        if ((rc = walk_init(&lg->sealed, lg->dir, 1)) != 0) {
+            if (why)
+                *why = lg->sealed.why;
             goto fail;
+        }
         lg->sealed.stop = lg->sealed.segs.n - 1;
         if (lg->sealed.segs.n != w->segs.n) { /* the directory changed under us */
-            set_error("event log: %s changed while it was opened", lg->dir);
-            rc = TK_EIO;
+            rc = tk_say(why, TK_EIO, "event log: %s changed while it was opened", lg->dir);
             goto fail;
         }
         if (pthread_create(&lg->checker, NULL, check_sealed, lg) != 0) {
@@ -829,32 +818,36 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out)
     }
     *out = lg;
     return 0;
+walk_failed:
+    if (why)
+        *why = w->why;
 fail:
     elog_close(lg);
     *out = NULL;
     return rc;
 }
 
-/* Waits for the sealed segments' check. Its result (0 or an error). */
-static int join_check(elog *lg)
+/* Waits for the sealed segments' check. Its result (0 or an error, and
+ * then why). */
+static int join_check(elog *lg, tk_why *why)
 {
     if (lg->checking) {
         pthread_join(lg->checker, NULL);
         lg->checking = false;
     }
-    if (lg->sealed_rc != 0 && lg->sealed_err)
-        set_error("%s", lg->sealed_err);
+    if (lg->sealed_rc != 0 && why)
+        *why = lg->sealed.why;
     return lg->sealed_rc;
 }
 
-int elog_open_end(elog *lg)
+int elog_open_end(elog *lg, tk_why *why)
 {
     walk *w = lg->tail;
     int rc;
 
-    if ((rc = join_check(lg)) != 0)
+    if ((rc = join_check(lg, why)) != 0)
         return rc;
-    if ((rc = open_tail(lg, w)) != 0)
+    if ((rc = open_tail(lg, w, why)) != 0)
         return rc;
     lg->last_seq = w->seq - 1;
     /* The chain hash of the last record: the last segment's own, or, when
@@ -873,10 +866,10 @@ int elog_open_end(elog *lg)
     return 0;
 }
 
-int elog_open(const char *dir, const elog_opts *opts, elog **out)
+int elog_open(const char *dir, const elog_opts *opts, elog **out, tk_why *why)
 {
-    int rc = elog_open_begin(dir, opts, out);
-    if (rc == 0 && (rc = elog_open_end(*out)) != 0) {
+    int rc = elog_open_begin(dir, opts, out, why);
+    if (rc == 0 && (rc = elog_open_end(*out, why)) != 0) {
         elog_close(*out);
         *out = NULL;
     }
@@ -923,13 +916,12 @@ void elog_close(elog *lg)
 {
     if (!lg)
         return;
-    (void)join_check(lg);
+    (void)join_check(lg, NULL);
     if (lg->tail) {
         walk_free(lg->tail);
         free(lg->tail);
     }
     walk_free(&lg->sealed);
-    free(lg->sealed_err);
     if (lg->fd >= 0 && !lg->fenced)
         (void)trim(lg); /* best effort: a log left with zeros opens all the same */
     if (lg->fd >= 0)
@@ -954,11 +946,6 @@ uint64_t elog_next_seq(const elog *lg)
 bool elog_fenced(const elog *lg)
 {
     return lg->fenced;
-}
-
-const char *elog_last_error(void)
-{
-    return last_error;
 }
 
 int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq)
@@ -999,7 +986,7 @@ int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq)
 /* Starts segment last_seq + 1: create, header, fdatasync, directory fsync.
  * On failure the new file is removed (best effort). 0, TK_ENOSPC (no room
  * for the new segment; errno says which) or TK_EIO. */
-static int roll(elog *lg)
+static int roll(elog *lg, tk_why *why)
 {
     uint64_t first = lg->last_seq + 1;
     char *path = seg_path(lg->dir, first);
@@ -1007,11 +994,15 @@ static int roll(elog *lg)
 
     /* The segment being left keeps no zeros: only the last one may. */
     rc = trim(lg);
-    if (rc == 0 && (rc = create_segment(path, first, O_EXCL, &fd)) != 0
+    if (rc == 0 && (rc = create_segment(path, first, O_EXCL, &fd, why)) != 0
         && (errno == ENOSPC || errno == EDQUOT))
         rc = TK_ENOSPC; /* no room for the new file, which is removed: nothing changed */
     if (rc == 0 && fio_fsync_dir(lg->dir) != 0)
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "event log: cannot fsync directory %s: %s", lg->dir,
+                    strerror(errno));
+    if (rc == TK_EIO && why && !why->msg[0])
+        tk_say(why, rc, "event log: cannot start a new segment in %s: %s", lg->dir,
+               strerror(errno));
     if (rc != 0)
         goto fail;
     close(lg->fd);
@@ -1053,7 +1044,7 @@ static bool no_room(int err)
     return err == ENOSPC || err == EDQUOT;
 }
 
-int elog_sync(elog *lg)
+int elog_sync(elog *lg, tk_why *why)
 {
     int rc;
 
@@ -1061,7 +1052,9 @@ int elog_sync(elog *lg)
         return TK_EFENCED;
     if (lg->blen == 0)
         return 0;
-    if (lg->need_roll && (rc = roll(lg)) != 0) {
+    if (why)
+        why->msg[0] = '\0';
+    if (lg->need_roll && (rc = roll(lg, why)) != 0) {
         if (rc == TK_ENOSPC) { /* roll removed what it began: nothing written */
             elog_discard(lg);
             return TK_ENOSPC;
@@ -1078,8 +1071,8 @@ int elog_sync(elog *lg)
         step = "fsync", rc = fio_fsync(lg->fd);
     if (rc != 0) {
         int err = errno;
-        set_error("event log: cannot %s the last segment in %s: %s", step, lg->dir,
-                  strerror(err));
+        tk_say(why, TK_EIO, "event log: cannot %s the last segment in %s: %s", step, lg->dir,
+               strerror(err));
         /* Leave only durable records in the file. */
         bool cut = ftruncate(lg->fd, (off_t)lg->seg_size) == 0;
         if (cut && step[0] == 'w' && no_room(err)) {
@@ -1122,11 +1115,10 @@ struct elog_iter {
     walk w;
     uint64_t from_seq;
     uint8_t hash[ELOG_HASH_LEN]; /* chain hash of the last record returned */
-    int rc;                      /* sticky result once not 1 */
-    char *err;                   /* message that goes with a sticky error */
+    int rc;                      /* sticky result once not 1 (w.why says why) */
 };
 
-int elog_iter_open(const char *dir, uint64_t from_seq, elog_iter **out)
+int elog_iter_open(const char *dir, uint64_t from_seq, elog_iter **out, tk_why *why)
 {
     elog_iter *it = xcalloc(1, sizeof *it);
     int rc;
@@ -1135,15 +1127,15 @@ int elog_iter_open(const char *dir, uint64_t from_seq, elog_iter **out)
     it->from_seq = from_seq;
     it->rc = 1;
     if (sodium_init() < 0) {
-        set_error("event log: libsodium failed to initialise");
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "event log: libsodium failed to initialise");
         goto fail;
     }
     rc = walk_init(&it->w, it->dir, from_seq);
     if (rc == TK_ECORRUPT) { /* reported by the first elog_iter_next */
         it->rc = rc;
-        it->err = xstrdup(last_error);
     } else if (rc != 0) {
+        if (why)
+            *why = it->w.why;
         goto fail;
     }
     *out = it;
@@ -1154,22 +1146,23 @@ fail:
     return rc;
 }
 
-int elog_iter_next(elog_iter *it, uint64_t *seq, const void **payload, size_t *len)
+int elog_iter_next(elog_iter *it, uint64_t *seq, const void **payload, size_t *len,
+                   tk_why *why)
 {
     rec r = { 0 };
     int rc;
 
     if (it->rc != 1) {
-        if (it->err)
-            set_error("%s", it->err);
+        if (it->rc < 0 && why)
+            *why = it->w.why;
         return it->rc;
     }
     while ((rc = walk_next(&it->w, &r)) == 1 && r.seq < it->from_seq)
         ;
     if (rc != 1) {
         it->rc = rc;
-        if (rc < 0)
-            it->err = xstrdup(last_error);
+        if (rc < 0 && why)
+            *why = it->w.why;
         return rc;
     }
     memcpy(it->hash, r.hash, ELOG_HASH_LEN);
@@ -1189,14 +1182,13 @@ void elog_iter_free(elog_iter *it)
     if (!it)
         return;
     walk_free(&it->w);
-    free(it->err);
     free(it->dir);
     free(it);
 }
 
 /* ---- checking -------------------------------------------------------- */
 
-int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out)
+int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out, tk_why *why)
 {
     walk w;
     rec r = { 0 };
@@ -1204,10 +1196,8 @@ int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out)
 
     memset(out, 0, sizeof *out);
     memset(&w, 0, sizeof w);
-    if (sodium_init() < 0) {
-        set_error("event log: libsodium failed to initialise");
-        return TK_EIO;
-    }
+    if (sodium_init() < 0)
+        return tk_say(why, TK_EIO, "event log: libsodium failed to initialise");
     rc = walk_init(&w, dir, 1);
     if (rc == TK_ECORRUPT)
         snprintf(out->bad_name, sizeof out->bad_name, "%s", w.bad_name);
@@ -1229,6 +1219,8 @@ int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out)
         out->torn_bytes = w.torn_header ? w.size : w.size - w.off;
     }
 fail:
+    if (rc < 0 && why && w.why.msg[0])
+        *why = w.why;
     walk_free(&w);
     return rc;
 }

@@ -24,7 +24,7 @@
  * runs past the end of the file) or an all-zero remainder is a torn tail: it
  * is cut off and the cut bytes are kept in DIR/torn-<seq>-<unix time>.bin.
  * Anything else wrong, anywhere, is damage: elog_open fails with TK_ECORRUPT
- * and elog_last_error() says where and which repair command to run.
+ * and its why (core/err.h) says where and which repair command to run.
  *
  * Writes: elog_append buffers records; elog_sync writes them with one
  * write() and one fdatasync() (group commit: every record appended since the
@@ -40,6 +40,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/err.h"
+
 #define ELOG_MAX_PAYLOAD (1u << 20) /* 1 MiB */
 #define ELOG_HASH_LEN 32
 
@@ -50,8 +52,9 @@ typedef struct elog_opts {
 } elog_opts;
 
 /* Opens (creating if missing) the log in dir and recovers it as above.
- * opts may be NULL. 0, TK_ECORRUPT (damage; see elog_last_error), TK_EIO. */
-int elog_open(const char *dir, const elog_opts *opts, elog **out);
+ * opts may be NULL. 0, TK_ECORRUPT (damage), TK_EIO; why (may be NULL)
+ * says why. */
+int elog_open(const char *dir, const elog_opts *opts, elog **out, tk_why *why);
 
 /* elog_open in two halves, so that a caller can do its own start-up work
  * while the log is checked: checking every record reads the whole log,
@@ -63,8 +66,8 @@ int elog_open(const char *dir, const elog_opts *opts, elog **out);
  * torn tail as elog_open does; it fails exactly where elog_open would (a
  * damaged last segment already fails elog_open_begin). After a failed
  * elog_open_end, elog_close. */
-int elog_open_begin(const char *dir, const elog_opts *opts, elog **out);
-int elog_open_end(elog *lg);
+int elog_open_begin(const char *dir, const elog_opts *opts, elog **out, tk_why *why);
+int elog_open_end(elog *lg, tk_why *why);
 
 /* Closes the log; buffered but unsynced records are dropped (they were never
  * acknowledged). elog may be NULL. */
@@ -85,9 +88,9 @@ int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq);
  * best effort: it never fails a sync whose own bytes fit. 0; TK_ENOSPC when
  * the filesystem has no room for the records (they are dropped, the file is
  * as before, and the log is NOT fenced: nothing uncertain was written);
- * TK_EIO for any other failure (now fenced; elog_last_error() names the
+ * TK_EIO for any other failure (now fenced; why names the
  * step and the system's reason); TK_EFENCED. */
-int elog_sync(elog *lg);
+int elog_sync(elog *lg, tk_why *why);
 
 /* Caps the zeros a sync lays ahead of the last record (at most 4 MiB, the
  * default): a store short of space sets it low, so that the look-ahead does
@@ -104,10 +107,6 @@ void elog_discard(elog *lg);
 /* True once a write or fsync has failed. */
 bool elog_fenced(const elog *lg);
 
-/* A static-lifetime, human-readable description of the last failure of
- * elog_open or of the iterator in this thread ("" if none). */
-const char *elog_last_error(void);
-
 /* ---- reading --------------------------------------------------------- */
 
 typedef struct elog_iter elog_iter;
@@ -115,11 +114,12 @@ typedef struct elog_iter elog_iter;
 /* Iterates the durable records of the log in dir with seq >= from_seq,
  * checking CRC, seq continuity and the hash chain as it goes. It does not
  * cut a torn tail (it is read-only): it stops before it. 0 or TK_EIO. */
-int elog_iter_open(const char *dir, uint64_t from_seq, elog_iter **out);
+int elog_iter_open(const char *dir, uint64_t from_seq, elog_iter **out, tk_why *why);
 
 /* Next record: returns 1 and sets seq/payload/len (payload borrowed until
- * the next call), 0 at the end, TK_ECORRUPT on damage (elog_last_error). */
-int elog_iter_next(elog_iter *it, uint64_t *seq, const void **payload, size_t *len);
+ * the next call), 0 at the end, TK_ECORRUPT on damage (why says where). */
+int elog_iter_next(elog_iter *it, uint64_t *seq, const void **payload, size_t *len,
+                   tk_why *why);
 
 /* Chain hash of the last record returned (all zeros before the first). */
 const uint8_t *elog_iter_hash(const elog_iter *it);
@@ -155,8 +155,8 @@ typedef int (*elog_check_fn)(void *arg, uint64_t seq, const void *payload, size_
  * continuity, the hash chain from the zero link), but changes nothing: a
  * torn tail is reported, not cut. Takes no lock. fn may be NULL. Fills out
  * and returns 0 (intact), TK_ECORRUPT (damage: out says where, and
- * elog_last_error the line elog_open would print), TK_EIO, or fn's value
+ * why the line elog_open would print), TK_EIO, or fn's value
  * (out then covers the records before the one fn refused). */
-int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out);
+int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out, tk_why *why);
 
 #endif

@@ -69,22 +69,6 @@ struct eng {
     size_t ndel, delcap;
 };
 
-static _Thread_local char last_error[512];
-
-const char *eng_last_error(void)
-{
-    return last_error;
-}
-
-__attribute__((format(printf, 1, 2)))
-static void set_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
-    va_end(ap);
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -224,39 +208,30 @@ static void collect(void *arg, const st_change *c)
 
 /* ---- setting the state aside (store/ckpt.h has the marker) ------------ */
 
-static int set_aside(eng *e, const char *state_dir, const char *why, const char *what,
-                     bool later)
-{
-    return ckpt_set_aside(e->dir, state_dir, why, what, later, last_error, sizeof last_error);
-}
-
-static int log_join(eng *e);
+static int log_join(eng *e, tk_why *w);
 
 /* At open: sets LMDB aside when a marker from another boot says the machine
  * went down with unflushed commits. */
-static int check_marker(eng *e, const char *state_dir)
+static int check_marker(eng *e, const char *state_dir, tk_why *w)
 {
     int rc = ckpt_found(e->ck);
     if (rc <= 0)
         return rc;
-    if ((rc = log_join(e))) /* a damaged log refuses the open before anything moves */
+    if ((rc = log_join(e, w))) /* a damaged log refuses the open before anything moves */
         return rc;
-    rc = set_aside(e, state_dir, "untrusted", "the machine went down before LMDB was flushed",
-                   false);
-    if (rc == 0 && ckpt_clear(e->ck) != 0) {
-        set_error("cannot remove %s/state.unsynced: %s", e->dir, strerror(errno));
-        rc = TK_EIO;
-    }
+    rc = ckpt_set_aside(e->dir, state_dir, "untrusted",
+                        "the machine went down before LMDB was flushed", false, w);
+    if (rc == 0 && ckpt_clear(e->ck) != 0)
+        rc = tk_say(w, TK_EIO, "cannot remove %s/state.unsynced: %s", e->dir, strerror(errno));
     return rc;
 }
 
 /* ---- open ------------------------------------------------------------ */
 
 /* Reads DIR/operator.key, creating it (0600, fsynced) at first start. */
-static int operator_key(eng *e)
+static int operator_key(eng *e, tk_why *w)
 {
-    int rc = keyfile_load(e->dir, "operator.key", "tko_", e->op_key, last_error,
-                          sizeof last_error);
+    int rc = keyfile_load(e->dir, "operator.key", "tko_", e->op_key, w);
     if (rc == 0)
         sha256(e->op_hash, (const uint8_t *)e->op_key, OPERATOR_KEY_LEN);
     return rc;
@@ -264,7 +239,7 @@ static int operator_key(eng *e)
 
 /* Brings LMDB up to the log: applies every record after its applied seq
  * (the offline rebuild is store/replay.c's). */
-static int catch_up(eng *e)
+static int catch_up(eng *e, tk_why *w)
 {
     state_txn *t = NULL;
     elog_iter *it = NULL;
@@ -279,25 +254,24 @@ again:
         goto fail;
     applied = state_applied_seq(t);
     if (applied > last) {
-        set_error("LMDB state has applied event %llu but the log ends at %llu: the log is "
-                  "missing records; restore it or rebuild the state with tokenreplay",
-                  (unsigned long long)applied, (unsigned long long)last);
-        rc = TK_ECORRUPT;
+        rc = tk_say(w, TK_ECORRUPT, "LMDB state has applied event %llu but the log ends at "
+                    "%llu: the log is missing records; restore it or rebuild the state with "
+                    "tokenreplay", (unsigned long long)applied, (unsigned long long)last);
         goto fail;
     }
     if (applied == last) {
         state_abort(t);
         return 0;
     }
-    if ((rc = log_join(e))) /* nothing is applied from a log that failed its check */
+    if ((rc = log_join(e, w))) /* nothing is applied from a log that failed its check */
         goto fail;
-    if ((rc = elog_iter_open(e->logdir, applied + 1, &it)))
+    if ((rc = elog_iter_open(e->logdir, applied + 1, &it, w)))
         goto fail;
     size_t in_txn = 0;
-    while ((more = elog_iter_next(it, &seq, &p, &len)) == 1 && seq <= last) {
+    while ((more = elog_iter_next(it, &seq, &p, &len, w)) == 1 && seq <= last) {
         if (ev_decode(p, len, &x) != 0) {
-            set_error("event %llu in the log cannot be decoded", (unsigned long long)seq);
-            rc = TK_ECORRUPT;
+            rc = tk_say(w, TK_ECORRUPT, "event %llu in the log cannot be decoded",
+                        (unsigned long long)seq);
             goto fail;
         }
         rc = state_apply(t, seq, &x, NULL, NULL);
@@ -311,8 +285,8 @@ again:
             goto again;
         }
         if (rc) {
-            set_error("event %llu (%s) does not apply to the state: %s",
-                      (unsigned long long)seq, ev_type_name(x.type), tk_strerror(rc));
+            tk_say(w, rc, "event %llu (%s) does not apply to the state: %s",
+                   (unsigned long long)seq, ev_type_name(x.type), tk_strerror(rc));
             goto fail;
         }
         if (++in_txn == REPLAY_BATCH) {
@@ -324,16 +298,14 @@ again:
         }
     }
     if (more < 0) {
-        set_error("%s", elog_last_error());
         rc = more;
         goto fail;
     }
     elog_iter_free(it);
     it = NULL;
     if (state_applied_seq(t) != last) {
-        set_error("replay stopped at event %llu of %llu",
-                  (unsigned long long)state_applied_seq(t), (unsigned long long)last);
-        rc = TK_ECORRUPT;
+        rc = tk_say(w, TK_ECORRUPT, "replay stopped at event %llu of %llu",
+                    (unsigned long long)state_applied_seq(t), (unsigned long long)last);
         goto fail;
     }
     rc = state_commit(t);
@@ -342,8 +314,8 @@ again:
         goto fail;
     return 0;
 fail:
-    if (!last_error[0])
-        set_error("replaying the log into LMDB failed: %s", tk_strerror(rc));
+    if (!w->msg[0])
+        tk_say(w, rc, "replaying the log into LMDB failed: %s", tk_strerror(rc));
     state_abort(t);
     elog_iter_free(it);
     return rc;
@@ -353,37 +325,37 @@ fail:
  * that changes the data directory (setting a state aside, creating a new
  * one, replaying) comes after it, so that a damaged log is refused with
  * the directory as it was ("keep the directory", the message says). */
-static int log_join(eng *e)
+static int log_join(eng *e, tk_why *w)
 {
     if (e->log_open)
         return 0;
-    int rc = elog_open_end(e->log);
-    if (rc) {
-        set_error("%s", elog_last_error());
+    int rc = elog_open_end(e->log, w);
+    if (rc)
         return rc;
-    }
     e->log_open = true;
     return 0;
 }
 
-int eng_open(const char *dir, const eng_opts *opts, eng **out)
+int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
 {
     eng *e = xcalloc(1, sizeof *e);
     state_txn *t = NULL;
     char *sub = NULL;
     int rc = TK_EIO;
     elog_opts lo = {.segment_bytes = opts ? opts->segment_bytes : 0};
+    tk_why scratch; /* the steps below test whether one has said why yet */
+    tk_why *w = why ? why : &scratch;
 
-    last_error[0] = '\0';
+    w->msg[0] = '\0';
     e->dir = xstrdup(dir);
     e->pool = secret_pool_new();
     rl_new(&e->rate);
     mpw_init(&e->evbuf);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        set_error("cannot create data directory %s: %s", dir, strerror(errno));
+        tk_say(w, TK_EIO, "cannot create data directory %s: %s", dir, strerror(errno));
         goto fail;
     }
-    if ((rc = operator_key(e)))
+    if ((rc = operator_key(e, w)))
         goto fail;
     rsv_open(dir, opts && opts->reserve_bytes ? opts->reserve_bytes : ENG_RESERVE_DEFAULT,
              &e->rsv);
@@ -391,30 +363,29 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
     /* The log's full check runs on its own thread while LMDB opens and
      * the view loads (the two take about as long); it must pass before
      * anything is written to LMDB (replay) or the open succeeds. */
-    if ((rc = elog_open_begin(e->logdir, &lo, &e->log))) {
-        set_error("%s", elog_last_error());
+    if ((rc = elog_open_begin(e->logdir, &lo, &e->log, w)))
         goto fail;
-    }
     sub = xpath(dir, "state");
     ckpt_new(dir, &e->ck);
-    if ((rc = check_marker(e, sub)))
+    if ((rc = check_marker(e, sub, w)))
         goto fail;
     struct stat sst;
-    if (stat(sub, &sst) != 0 && (rc = log_join(e))) /* a new state: after the verdict */
+    if (stat(sub, &sst) != 0 && (rc = log_join(e, w))) /* a new state: after the verdict */
         goto fail;
     if ((rc = state_open(sub, ckpt_nosync(e->ck), &e->st))) {
-        set_error("cannot open LMDB state in %s: %s", sub, tk_strerror(rc));
+        tk_say(w, rc, "cannot open LMDB state in %s: %s", sub, tk_strerror(rc));
         goto fail;
     }
     if (!state_format_ok(e->st)) { /* an older layout: rebuild from the log */
         state_close(e->st);
         e->st = NULL;
-        if ((rc = log_join(e)))
+        if ((rc = log_join(e, w)))
             goto fail;
-        rc = set_aside(e, sub, "oldformat", "the LMDB state has an older layout", false);
+        rc = ckpt_set_aside(dir, sub, "oldformat", "the LMDB state has an older layout", false,
+                            w);
         if (rc || (rc = state_open(sub, ckpt_nosync(e->ck), &e->st))) {
-            if (!last_error[0])
-                set_error("cannot open LMDB state in %s: %s", sub, tk_strerror(rc));
+            if (!w->msg[0])
+                tk_say(w, rc, "cannot open LMDB state in %s: %s", sub, tk_strerror(rc));
             goto fail;
         }
     }
@@ -433,15 +404,14 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
             }
         }
         if (err) {
-            set_error("cannot write %s/state.unsynced: %s", dir, strerror(err));
-            rc = TK_EIO;
+            rc = tk_say(w, TK_EIO, "cannot write %s/state.unsynced: %s", dir, strerror(err));
             goto fail;
         }
     }
-    if ((rc = catch_up(e)))
+    if ((rc = catch_up(e, w)))
         goto fail;
     if (ckpt_nosync(e->ck) && (rc = ckpt_flush(e->ck, e->st, now_ms()))) {
-        set_error("cannot flush LMDB in %s: %s", sub, strerror(errno));
+        tk_say(w, rc, "cannot flush LMDB in %s: %s", sub, strerror(errno));
         goto fail;
     }
     view_new(&e->v);
@@ -454,18 +424,20 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out)
         free(l);
     }
     if (rc) {
-        set_error("cannot load the state into memory: %s", tk_strerror(rc));
+        tk_say(w, rc, "cannot load the state into memory: %s", tk_strerror(rc));
         goto fail;
     }
     state_abort(t);
     t = NULL;
     view_settle(e->v); /* no growth left half done by the bulk load */
-    if ((rc = log_join(e)))
+    if ((rc = log_join(e, w)))
         goto fail;
     free(sub);
     *out = e;
     return 0;
 fail:
+    if (!w->msg[0])
+        tk_say(w, rc, "cannot open the data directory %s: %s", dir, tk_strerror(rc));
     state_abort(t);
     free(sub);
     eng_close(e);
@@ -610,11 +582,11 @@ static void late_failure(eng *e, const char *step, int err)
 {
     char *sub = xpath(e->dir, "state");
     char *what = xasprintf("%s failed after a batch was durable in the log", step);
+    tk_why w = {.msg = ""};
     e->stale = true;
-    last_error[0] = '\0';
-    if (set_aside(e, sub, "failed", what, true) != 0)
+    if (ckpt_set_aside(e->dir, sub, "failed", what, true, &w) != 0)
         fprintf(stderr, "tokend: %s; %s: stop tokend and move %s away before the next start "
-                        "(it is rebuilt from the log)\n", what, eng_last_error(), sub);
+                        "(it is rebuilt from the log)\n", what, w.msg, sub);
     free(what);
     free(sub);
     fence(e, "%s failed after a committed batch (%s): writes refused until tokend restarts "
@@ -703,7 +675,8 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
         state_abort(t);
         return 0;
     }
-    if ((rc = elog_sync(e->log)) == TK_ENOSPC) {
+    tk_why w = {.msg = ""};
+    if ((rc = elog_sync(e->log, &w)) == TK_ENOSPC) {
         /* No room after all (the disk filled since the check): nothing
          * was written, the log goes on; refused like growth, not applied. */
         state_abort(t);
@@ -712,13 +685,13 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
             sodium_memzero(res[i].secret, sizeof res[i].secret);
             if (res[i].status == 0) {
                 res[i].status = TK_ENOSPC;
-                snprintf(res[i].msg, sizeof res[i].msg, "storage full: %s", elog_last_error());
+                snprintf(res[i].msg, sizeof res[i].msg, "storage full: %s", w.msg);
             }
         }
         return 0;
     }
     if (rc) {
-        fence(e, "not applied: %s; writes refused until tokend restarts", elog_last_error());
+        fence(e, "not applied: %s; writes refused until tokend restarts", w.msg);
         goto fail;
     }
     /* The commit point: from here the batch is committed, whatever fails. */

@@ -36,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/err.h"
 #include "core/model.h"
 #include "core/view.h"
 #include "core/secret.h"
@@ -52,12 +53,9 @@ typedef struct eng_opts {
 #define ENG_RESERVE_DEFAULT (16ull << 20)
 
 /* Opens (creating) the data directory. opts may be NULL. 0, or TK_EIO /
- * TK_ECORRUPT with a one-line reason in eng_last_error(). */
-int eng_open(const char *dir, const eng_opts *opts, eng **out);
+ * TK_ECORRUPT / TK_EINVAL saying why (a file, a step, what to do). */
+int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why);
 void eng_close(eng *e); /* e may be NULL */
-
-/* Why the last eng_open failed, in this thread (static storage). */
-const char *eng_last_error(void);
 
 /* The operator key as stored in DIR/operator.key (borrowed; lives as long
  * as e). Shown to the operator, never logged. */

@@ -28,7 +28,7 @@ static bool well_formed(const char *buf, size_t n, const char *prefix)
 }
 
 int keyfile_load(const char *dir, const char *name, const char *prefix,
-                 char key[KEYFILE_KEY_LEN + 1], char *err, size_t errcap)
+                 char key[KEYFILE_KEY_LEN + 1], tk_why *why)
 {
     char *path = xpath(dir, name);
     char buf[KEYFILE_KEY_LEN + 2];
@@ -45,18 +45,17 @@ int keyfile_load(const char *dir, const char *name, const char *prefix,
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0 || write(fd, buf, KEYFILE_KEY_LEN + 1) != KEYFILE_KEY_LEN + 1
             || fsync(fd) != 0 || fio_fsync_dir(dir) != 0) {
-            snprintf(err, errcap, "cannot create %s: %s", path, strerror(errno));
+            tk_say(why, TK_EIO, "cannot create %s: %s", path, strerror(errno));
             goto done;
         }
     } else if (fd < 0) {
-        snprintf(err, errcap, "cannot read %s: %s", path, strerror(errno));
+        tk_say(why, TK_EIO, "cannot read %s: %s", path, strerror(errno));
         goto done;
     } else {
         ssize_t n = read(fd, buf, sizeof buf);
         if (n < 0 || !well_formed(buf, (size_t)n, prefix)) {
-            snprintf(err, errcap, "%s is not a key file (expected %s and 64 hex digits)", path,
-                     prefix);
-            rc = TK_EINVAL;
+            rc = tk_say(why, TK_EINVAL, "%s is not a key file (expected %s and 64 hex digits)",
+                        path, prefix);
             goto done;
         }
     }

@@ -10,13 +10,14 @@
 #define TK_KEYFILE_H
 #include <stddef.h>
 
+#include "core/err.h"
+
 #define KEYFILE_KEY_LEN 68 /* prefix + 64 hex digits, without NUL */
 
 /* Reads DIR/name into key (NUL-terminated), creating it if missing.
  * prefix is the 4-character prefix the key must carry. 0, or TK_EIO (cannot
- * read or create) / TK_EINVAL (not a key file) with a one-line reason in
- * err (errcap bytes). */
+ * read or create) / TK_EINVAL (not a key file), saying why. */
 int keyfile_load(const char *dir, const char *name, const char *prefix,
-                 char key[KEYFILE_KEY_LEN + 1], char *err, size_t errcap);
+                 char key[KEYFILE_KEY_LEN + 1], tk_why *why);
 
 #endif

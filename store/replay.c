@@ -58,32 +58,18 @@
 #define HEX_HASH (ELOG_HASH_LEN * 2 + 1)
 #define TIME_STR 40
 
-static _Thread_local char last_error[2 * PATH_MAX + 1024];
-
-const char *replay_last_error(void)
-{
-    return last_error;
-}
-
 /* ---- small helpers --------------------------------------------------- */
 
-__attribute__((format(printf, 1, 2)))
-static void set_error(const char *fmt, ...)
+/* Appends to the reason already given. */
+__attribute__((format(printf, 2, 3)))
+static void add_why(tk_why *why, const char *fmt, ...)
 {
+    if (!why)
+        return;
+    size_t n = strlen(why->msg);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
-    va_end(ap);
-}
-
-/* Appends to the current error line. */
-__attribute__((format(printf, 1, 2)))
-static void add_error(const char *fmt, ...)
-{
-    size_t n = strlen(last_error);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error + n, sizeof last_error - n, fmt, ap);
+    vsnprintf(why->msg + n, sizeof why->msg - n, fmt, ap);
     va_end(ap);
 }
 
@@ -195,7 +181,7 @@ static void where_free(where *w)
 
 /* Resolves path: DIR with DIR/log in it, or DIR/log itself (the path the
  * damage message names), or any directory holding segments. 0, TK_EINVAL. */
-static int resolve(const char *path, where *w)
+static int resolve(const char *path, where *w, tk_why *why)
 {
     char *sub = xpath(path, "log");
     char base[ELOG_NAME_MAX];
@@ -208,8 +194,7 @@ static int resolve(const char *path, where *w)
     }
     free(sub);
     if (!is_dir(path)) {
-        set_error("%s: %s", path, exists(path) ? "not a directory" : "no such directory");
-        return TK_EINVAL;
+        return tk_say(why, TK_EINVAL, "%s: %s", path, exists(path) ? "not a directory" : "no such directory");
     }
     base_of(path, base, sizeof base);
     if (strcmp(base, "log") == 0 || has_segments(path)) {
@@ -217,22 +202,20 @@ static int resolve(const char *path, where *w)
         w->data = strcmp(base, "log") == 0 ? parent_of(path) : NULL;
         return 0;
     }
-    set_error("%s is neither a data directory (no log/ in it) nor an event log (no *.seg "
+    return tk_say(why, TK_EINVAL, "%s is neither a data directory (no log/ in it) nor an event log (no *.seg "
               "files in it)",
               path);
-    return TK_EINVAL;
 }
 
 /* Takes the log directory's flock (see the top of this file); *fd holds it
  * until closed. 0 or TK_EIO. */
-static int lock_log(const char *log, bool exclusive, int *fd)
+static int lock_log(const char *log, bool exclusive, int *fd, tk_why *why)
 {
     int err;
 
     *fd = open(log, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (*fd < 0) {
-        set_error("cannot open %s: %s", log, strerror(errno));
-        return TK_EIO;
+        return tk_say(why, TK_EIO, "cannot open %s: %s", log, strerror(errno));
     }
     if (flock(*fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
         return 0;
@@ -240,12 +223,10 @@ static int lock_log(const char *log, bool exclusive, int *fd)
     close(*fd);
     *fd = -1;
     if (err == EWOULDBLOCK)
-        set_error("%s is in use: a running tokend has this log open (or another tokenreplay "
-                  "is working on it). tokenreplay works offline: stop tokend first",
-                  log);
-    else
-        set_error("cannot lock %s: %s", log, strerror(err));
-    return TK_EIO;
+        return tk_say(why, TK_EIO, "%s is in use: a running tokend has this log open (or "
+                      "another tokenreplay is working on it). tokenreplay works offline: stop "
+                      "tokend first", log);
+    return tk_say(why, TK_EIO, "cannot lock %s: %s", log, strerror(err));
 }
 
 static void unlock_log(int fd)
@@ -256,15 +237,14 @@ static void unlock_log(int fd)
 
 /* Copies len bytes at offset off of src into a new file dst (0600, must
  * not exist), fsynced. 0 or TK_EIO. */
-static int copy_range(int src, uint64_t off, uint64_t len, const char *dst)
+static int copy_range(int src, uint64_t off, uint64_t len, const char *dst, tk_why *why)
 {
     uint8_t buf[64 * 1024];
     int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     int rc = TK_EIO;
 
     if (fd < 0) {
-        set_error("cannot create %s: %s", dst, strerror(errno));
-        return TK_EIO;
+        return tk_say(why, TK_EIO, "cannot create %s: %s", dst, strerror(errno));
     }
     while (len > 0) {
         size_t want = len < sizeof buf ? (size_t)len : sizeof buf;
@@ -272,19 +252,19 @@ static int copy_range(int src, uint64_t off, uint64_t len, const char *dst)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            set_error("cannot read the bytes for %s: %s", dst,
-                      n < 0 ? strerror(errno) : "file shrank");
+            tk_say(why, rc, "cannot read the bytes for %s: %s", dst,
+                   n < 0 ? strerror(errno) : "file shrank");
             goto fail;
         }
         if (fio_write_all(fd, buf, (size_t)n) != 0) {
-            set_error("cannot write %s: %s", dst, strerror(errno));
+            tk_say(why, rc, "cannot write %s: %s", dst, strerror(errno));
             goto fail;
         }
         off += (uint64_t)n;
         len -= (uint64_t)n;
     }
     if (fio_fsync(fd) != 0) {
-        set_error("cannot fsync %s: %s", dst, strerror(errno));
+        tk_say(why, rc, "cannot fsync %s: %s", dst, strerror(errno));
         goto fail;
     }
     rc = 0;
@@ -293,12 +273,11 @@ fail:
     return rc;
 }
 
-static int sync_dir(const char *dir)
+static int sync_dir(const char *dir, tk_why *why)
 {
     if (fio_fsync_dir(dir) == 0)
         return 0;
-    set_error("cannot fsync directory %s: %s", dir, strerror(errno));
-    return TK_EIO;
+    return tk_say(why, TK_EIO, "cannot fsync directory %s: %s", dir, strerror(errno));
 }
 
 /* ---- check ----------------------------------------------------------- */
@@ -327,8 +306,11 @@ static int check_event(void *arg, uint64_t seq, const void *payload, size_t len)
     return 0;
 }
 
-int replay_check(const char *path, FILE *out, elog_report *rep_out)
+int replay_check(const char *path, FILE *out, elog_report *rep_out, tk_why *why)
 {
+    tk_why scratch = {.msg = ""}; /* the reason is printed, too */
+    if (!why)
+        why = &scratch;
     where w = {0};
     elog_report rep;
     check_ctx cc = {0};
@@ -336,13 +318,11 @@ int replay_check(const char *path, FILE *out, elog_report *rep_out)
     int lfd = -1, rc;
 
     memset(&rep, 0, sizeof rep);
-    if ((rc = resolve(path, &w)) || (rc = lock_log(w.log, false, &lfd)))
+    if ((rc = resolve(path, &w, why)) || (rc = lock_log(w.log, false, &lfd, why)))
         goto fail;
-    rc = elog_check(w.log, check_event, &cc, &rep);
-    if (rc != 0 && rc != TK_ECORRUPT && rc != CHECK_UNDECODABLE) {
-        set_error("%s", elog_last_error());
+    rc = elog_check(w.log, check_event, &cc, &rep, why);
+    if (rc != 0 && rc != TK_ECORRUPT && rc != CHECK_UNDECODABLE)
         goto fail;
-    }
     hex(rep.head, ELOG_HASH_LEN, h, sizeof h);
     fprintf(out, "log        %s\n", w.log);
     fprintf(out, "segments   %" PRIu64 "\n", rep.segments);
@@ -364,13 +344,10 @@ int replay_check(const char *path, FILE *out, elog_report *rep_out)
         fprintf(out, "result     intact\n");
     } else {
         if (rc == CHECK_UNDECODABLE)
-            set_error("event %" PRIu64 " is framed intact but does not decode as an event "
-                      "(written by a newer tokend, or broken before it was logged); records "
-                      "1..%" PRIu64 " are good",
-                      cc.bad_seq, rep.last_seq);
-        else
-            set_error("%s", elog_last_error());
-        fprintf(out, "result     DAMAGED: %s\n", last_error);
+            tk_say(why, rc, "event %" PRIu64 " is framed intact but does not decode as an "
+                   "event (written by a newer tokend, or broken before it was logged); records "
+                   "1..%" PRIu64 " are good", cc.bad_seq, rep.last_seq);
+        fprintf(out, "result     DAMAGED: %s\n", why->msg);
         rc = TK_ECORRUPT;
     }
 fail:
@@ -385,7 +362,7 @@ fail:
 
 /* Makes to a new directory, or accepts an existing empty one. *made says
  * that it is ours (reported on a later failure). 0, TK_EINVAL, TK_EIO. */
-static int prepare_target(const char *to, bool *made)
+static int prepare_target(const char *to, bool *made, tk_why *why)
 {
     DIR *d;
     struct dirent *e;
@@ -394,29 +371,26 @@ static int prepare_target(const char *to, bool *made)
     *made = false;
     if (mkdir(to, 0700) == 0) {
         char *parent = parent_of(to);
-        int rc = sync_dir(parent);
+        int rc = sync_dir(parent, why);
         free(parent);
         *made = true;
         return rc;
     }
     if (errno != EEXIST) {
-        set_error("cannot create %s: %s", to, strerror(errno));
-        return TK_EIO;
+        return tk_say(why, TK_EIO, "cannot create %s: %s", to, strerror(errno));
     }
     if (!is_dir(to)) {
-        set_error("%s exists and is not a directory", to);
-        return TK_EINVAL;
+        return tk_say(why, TK_EINVAL, "%s exists and is not a directory", to);
     }
     if (!(d = opendir(to))) {
-        set_error("cannot read %s: %s", to, strerror(errno));
-        return TK_EIO;
+        return tk_say(why, TK_EIO, "cannot read %s: %s", to, strerror(errno));
     }
     while (empty && (e = readdir(d)) != NULL)
         empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
     closedir(d);
     if (!empty) {
-        set_error("%s is not empty: rebuild writes only into a new or empty directory", to);
-        return TK_EINVAL;
+        return tk_say(why, TK_EINVAL, "%s is not empty: rebuild writes only into a new or "
+                      "empty directory", to);
     }
     *made = true;
     return 0;
@@ -424,7 +398,7 @@ static int prepare_target(const char *to, bool *made)
 
 /* Copies from/operator.key to to/operator.key (0600). *copied says whether
  * there was one. 0 or TK_EIO. */
-static int copy_operator_key(const char *from, const char *to, bool *copied)
+static int copy_operator_key(const char *from, const char *to, bool *copied, tk_why *why)
 {
     char *src = from ? xpath(from, "operator.key") : NULL, *dst = xpath(to, "operator.key");
     struct stat st;
@@ -433,17 +407,15 @@ static int copy_operator_key(const char *from, const char *to, bool *copied)
     *copied = false;
     if (!src || (fd = open(src, O_RDONLY | O_CLOEXEC)) < 0) {
         if (src && errno != ENOENT) {
-            set_error("cannot read %s: %s", src, strerror(errno));
-            rc = TK_EIO;
+            rc = tk_say(why, TK_EIO, "cannot read %s: %s", src, strerror(errno));
         }
         goto done;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 4096) {
-        set_error("%s is not an operator key file", src);
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "%s is not an operator key file", src);
         goto done;
     }
-    if ((rc = copy_range(fd, 0, (uint64_t)st.st_size, dst)) || (rc = sync_dir(to)))
+    if ((rc = copy_range(fd, 0, (uint64_t)st.st_size, dst, why)) || (rc = sync_dir(to, why)))
         goto done;
     *copied = true;
 done:
@@ -455,8 +427,11 @@ done:
 }
 
 int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FILE *out,
-                   uint64_t *events)
+                   uint64_t *events, tk_why *why)
 {
+    tk_why scratch = {.msg = ""}; /* the reason is printed, too */
+    if (!why)
+        why = &scratch;
     where w = {0};
     elog *lg = NULL;
     elog_iter *it = NULL;
@@ -472,18 +447,12 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
 
     if (events)
         *events = 0;
-    if ((rc = resolve(from, &w)) || (rc = lock_log(w.log, false, &lfd)) ||
-        (rc = prepare_target(to, &made)))
+    if ((rc = resolve(from, &w, why)) || (rc = lock_log(w.log, false, &lfd, why)) ||
+        (rc = prepare_target(to, &made, why)))
         goto fail;
     newlog = xpath(to, "log");
-    if ((rc = elog_open(newlog, NULL, &lg))) {
-        set_error("%s", elog_last_error());
+    if ((rc = elog_open(newlog, NULL, &lg, why)) || (rc = elog_iter_open(w.log, 1, &it, why)))
         goto fail;
-    }
-    if ((rc = elog_iter_open(w.log, 1, &it))) {
-        set_error("%s", elog_last_error());
-        goto fail;
-    }
     for (;;) {
         /* Stop before reading past the limit: what lies after it (damage
          * included) is no concern of this rebuild. */
@@ -491,14 +460,13 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
             snprintf(stop, sizeof stop, "at --upto-seq %" PRIu64, n);
             break;
         }
-        if ((more = elog_iter_next(it, &seq, &p, &len)) != 1)
+        if ((more = elog_iter_next(it, &seq, &p, &len, why)) != 1)
             break;
         if (lim && lim->has_time) {
             ev x;
             if (ev_decode(p, len, &x) != 0) {
-                set_error("event %" PRIu64 " of %s does not decode, so its time is unknown",
-                          seq, w.log);
-                rc = TK_ECORRUPT;
+                rc = tk_say(why, TK_ECORRUPT, "event %" PRIu64 " of %s does not decode, so "
+                            "its time is unknown", seq, w.log);
                 goto fail;
             }
             if (x.ts > lim->time_ms) {
@@ -509,51 +477,47 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
             }
         }
         if ((rc = elog_append(lg, p, len, NULL))) {
-            set_error("cannot append event %" PRIu64 " to %s: %s", seq, newlog, tk_strerror(rc));
+            tk_say(why, rc, "cannot append event %" PRIu64 " to %s: %s", seq, newlog,
+                   tk_strerror(rc));
             goto fail;
         }
         memcpy(head, elog_iter_hash(it), ELOG_HASH_LEN);
         n++;
         pending += len;
         if (pending >= SYNC_BYTES) {
-            if ((rc = elog_sync(lg))) {
-                set_error("cannot write %s: %s", newlog, tk_strerror(rc));
+            if ((rc = elog_sync(lg, why)))
                 goto fail;
-            }
             pending = 0;
         }
     }
     if (more < 0) {
-        set_error("the source log is damaged before the limit: %s. Records 1..%" PRIu64
-                  " are intact: rebuild them with --upto-seq %" PRIu64,
-                  elog_last_error(), n, n);
-        rc = more;
+        char damage[TK_WHY_MAX];
+        snprintf(damage, sizeof damage, "%s", why->msg);
+        rc = tk_say(why, more, "the source log is damaged before the limit: %s. Records 1..%"
+                    PRIu64 " are intact: rebuild them with --upto-seq %" PRIu64, damage, n, n);
         goto fail;
     }
     if (lim && lim->has_seq && n < lim->seq) {
-        set_error("--upto-seq %" PRIu64 " is past the end of the log in %s (last seq %" PRIu64
-                  ")",
-                  lim->seq, w.log, n);
-        rc = TK_EINVAL;
+        rc = tk_say(why, TK_EINVAL, "--upto-seq %" PRIu64 " is past the end of the log in %s "
+                    "(last seq %" PRIu64 ")", lim->seq, w.log, n);
         goto fail;
     }
-    if ((rc = elog_sync(lg))) {
-        set_error("cannot write %s: %s", newlog, tk_strerror(rc));
+    if ((rc = elog_sync(lg, why)))
         goto fail;
-    }
     elog_close(lg);
     lg = NULL;
     elog_iter_free(it);
     it = NULL;
-    if ((rc = copy_operator_key(w.data, to, &key)))
+    if ((rc = copy_operator_key(w.data, to, &key, why)))
         goto fail;
-    if ((rc = eng_open(to, NULL, &e))) {
-        set_error("the rebuilt log does not open: %s", eng_last_error());
+    tk_why opening;
+    if ((rc = eng_open(to, NULL, &e, &opening))) {
+        tk_say(why, rc, "the rebuilt log does not open: %s", opening.msg);
         goto fail;
     }
     if (eng_last_seq(e) != n) {
-        set_error("the rebuilt store ends at seq %" PRIu64 ", not %" PRIu64, eng_last_seq(e), n);
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "the rebuilt store ends at seq %" PRIu64 ", not %" PRIu64,
+                    eng_last_seq(e), n);
         goto fail;
     }
     hex(head, ELOG_HASH_LEN, h, sizeof h);
@@ -574,7 +538,7 @@ fail:
     elog_iter_free(it);
     elog_close(lg);
     if (rc && made)
-        add_error(" (%s holds a partial rebuild: remove it before trying again)", to);
+        add_why(why, " (%s holds a partial rebuild: remove it before trying again)", to);
     unlock_log(lfd);
     free(newlog);
     where_free(&w);
@@ -853,7 +817,7 @@ static int dump_txn(void *arg, state_txn *t)
     return state_visit(t, &creds);
 }
 
-int replay_dump(eng *e, FILE *out, uint64_t *ncreds)
+int replay_dump(eng *e, FILE *out, uint64_t *ncreds, tk_why *why)
 {
     dump_ctx d;
     int rc;
@@ -864,7 +828,7 @@ int replay_dump(eng *e, FILE *out, uint64_t *ncreds)
     if (rc == 0 && fflush(out) != 0)
         rc = TK_EIO;
     if (rc)
-        set_error("cannot dump the state: %s", tk_strerror(rc));
+        tk_say(why, rc, "cannot dump the state: %s", tk_strerror(rc));
     if (ncreds)
         *ncreds = d.ncreds;
     for (size_t i = 0; i < d.n; i++)
@@ -878,26 +842,25 @@ int replay_dump(eng *e, FILE *out, uint64_t *ncreds)
 
 /* Opens the data directory dir (a data directory, not a bare log) and dumps
  * it into f. */
-static int dump_dir(const char *path, FILE *f, uint64_t *ncreds)
+static int dump_dir(const char *path, FILE *f, uint64_t *ncreds, tk_why *why)
 {
     where w = {0};
     eng *e = NULL;
     int rc;
 
-    if ((rc = resolve(path, &w)))
+    if ((rc = resolve(path, &w, why)))
         return rc;
     if (!w.data || !is_dir(w.data)) {
-        set_error("%s: compare needs a data directory, not a bare event log (rebuild it into "
-                  "one first)",
-                  path);
-        rc = TK_EINVAL;
+        rc = tk_say(why, TK_EINVAL, "%s: compare needs a data directory, not a bare event log "
+                    "(rebuild it into one first)", path);
         goto fail;
     }
-    if ((rc = eng_open(w.data, NULL, &e))) {
-        set_error("cannot open %s: %s", w.data, eng_last_error());
+    tk_why opening;
+    if ((rc = eng_open(w.data, NULL, &e, &opening))) {
+        tk_say(why, rc, "cannot open %s: %s", w.data, opening.msg);
         goto fail;
     }
-    rc = replay_dump(e, f, ncreds);
+    rc = replay_dump(e, f, ncreds, why);
 fail:
     eng_close(e);
     where_free(&w);
@@ -957,7 +920,7 @@ static void put_field_diff(FILE *out, const char *a, const char *b)
     fputc('\n', out);
 }
 
-int replay_compare(const char *a, const char *b, FILE *out, bool *same)
+int replay_compare(const char *a, const char *b, FILE *out, bool *same, tk_why *why)
 {
     FILE *fa = NULL, *fb = NULL;
     char *la = NULL, *lb = NULL, *ra = NULL, *rb = NULL;
@@ -968,21 +931,19 @@ int replay_compare(const char *a, const char *b, FILE *out, bool *same)
     int rc = TK_EIO;
 
     *same = false;
-    if ((rc = resolve(a, &wa)) || (rc = resolve(b, &wb)))
+    if ((rc = resolve(a, &wa, why)) || (rc = resolve(b, &wb, why)))
         goto fail;
     ra = wa.data ? realpath(wa.data, NULL) : NULL;
     rb = wb.data ? realpath(wb.data, NULL) : NULL;
     if (ra && rb && strcmp(ra, rb) == 0) {
-        set_error("--a and --b are the same data directory (%s)", ra);
-        rc = TK_EINVAL;
+        rc = tk_say(why, TK_EINVAL, "--a and --b are the same data directory (%s)", ra);
         goto fail;
     }
     if (!(fa = tmpfile()) || !(fb = tmpfile())) {
-        set_error("cannot create a temporary file: %s", strerror(errno));
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "cannot create a temporary file: %s", strerror(errno));
         goto fail;
     }
-    if ((rc = dump_dir(a, fa, &na)) || (rc = dump_dir(b, fb, &nb)))
+    if ((rc = dump_dir(a, fa, &na, why)) || (rc = dump_dir(b, fb, &nb, why)))
         goto fail;
     rewind(fa);
     rewind(fb);
@@ -1027,7 +988,7 @@ fail:
 /* ---- repair ---------------------------------------------------------- */
 
 /* Makes log/damaged-<unix time> (or -<k> when taken) for info->aside. */
-static int make_aside(const char *log, replay_repair_info *info)
+static int make_aside(const char *log, replay_repair_info *info, tk_why *why)
 {
     long long now = (long long)time(NULL);
 
@@ -1037,26 +998,25 @@ static int make_aside(const char *log, replay_repair_info *info)
         else
             snprintf(info->aside, sizeof info->aside, "%s/damaged-%lld-%d", log, now, k);
         if (mkdir(info->aside, 0700) == 0)
-            return sync_dir(log);
+            return sync_dir(log, why);
         if (errno != EEXIST)
             break;
     }
-    set_error("cannot create %s: %s", info->aside, strerror(errno));
+    tk_say(why, TK_EIO, "cannot create %s: %s", info->aside, strerror(errno));
     info->aside[0] = '\0';
     return TK_EIO;
 }
 
 /* Renames log/name into the aside directory. */
-static int move_aside(const char *log, const char *name, replay_repair_info *info, FILE *out)
+static int move_aside(const char *log, const char *name, replay_repair_info *info, FILE *out, tk_why *why)
 {
     char *src = xpath(log, name), *dst = xpath(info->aside, name);
     struct stat st;
     int rc = 0;
 
     if (lstat(src, &st) != 0 || exists(dst) || rename(src, dst) != 0) {
-        set_error("cannot move %s to %s: %s", src, dst,
-                  exists(dst) ? "the target exists" : strerror(errno));
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "cannot move %s to %s: %s", src, dst,
+                    exists(dst) ? "the target exists" : strerror(errno));
     } else {
         info->moved++;
         fprintf(out, "moved      %s (%lld bytes) -> %s\n", src, (long long)st.st_size, dst);
@@ -1073,7 +1033,7 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* Moves every segment after segment `after` aside, in order. */
-static int move_later(const char *log, uint64_t after, replay_repair_info *info, FILE *out)
+static int move_later(const char *log, uint64_t after, replay_repair_info *info, FILE *out, tk_why *why)
 {
     DIR *d = opendir(log);
     struct dirent *e;
@@ -1082,8 +1042,7 @@ static int move_later(const char *log, uint64_t after, replay_repair_info *info,
     int rc = 0;
 
     if (!d) {
-        set_error("cannot read %s: %s", log, strerror(errno));
-        return TK_EIO;
+        return tk_say(why, TK_EIO, "cannot read %s: %s", log, strerror(errno));
     }
     while ((e = readdir(d)) != NULL) {
         if (!seg_name(e->d_name, &first) || first <= after)
@@ -1100,7 +1059,7 @@ static int move_later(const char *log, uint64_t after, replay_repair_info *info,
     for (size_t i = 0; i < n && !rc; i++) {
         char name[ELOG_NAME_MAX];
         snprintf(name, sizeof name, "%020" PRIu64 ".seg", later[i]);
-        rc = move_aside(log, name, info, out);
+        rc = move_aside(log, name, info, out, why);
     }
     free(later);
     return rc;
@@ -1110,7 +1069,7 @@ static int move_later(const char *log, uint64_t after, replay_repair_info *info,
  * fsynced first), then truncates the segment at off. off 0: the whole
  * segment is moved. */
 static int cut_segment(const char *log, uint64_t seg, uint64_t off, replay_repair_info *info,
-                       FILE *out)
+                       FILE *out, tk_why *why)
 {
     char name[ELOG_NAME_MAX];
     char *path = NULL, *dst = NULL;
@@ -1119,27 +1078,26 @@ static int cut_segment(const char *log, uint64_t seg, uint64_t off, replay_repai
 
     snprintf(name, sizeof name, "%020" PRIu64 ".seg", seg);
     if (off == 0)
-        return move_aside(log, name, info, out);
+        return move_aside(log, name, info, out, why);
     path = xpath(log, name);
     dst = xasprintf("%s/%s.from-%" PRIu64, info->aside, name, off);
     fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0) {
-        set_error("cannot open %s: %s", path, strerror(errno));
+        tk_say(why, rc, "cannot open %s: %s", path, strerror(errno));
         goto fail;
     }
     if ((uint64_t)st.st_size < off) {
-        set_error("%s is shorter (%lld bytes) than the damage offset %" PRIu64, path,
+        tk_say(why, rc, "%s is shorter (%lld bytes) than the damage offset %" PRIu64, path,
                   (long long)st.st_size, off);
         goto fail;
     }
-    if ((rc = copy_range(fd, off, (uint64_t)st.st_size - off, dst)) ||
-        (rc = sync_dir(info->aside)))
+    if ((rc = copy_range(fd, off, (uint64_t)st.st_size - off, dst, why)) ||
+        (rc = sync_dir(info->aside, why)))
         goto fail;
     info->moved++;
     if (ftruncate(fd, (off_t)off) != 0 || fio_fsync(fd) != 0) {
-        set_error("cannot cut %s at byte %" PRIu64 ": %s (its bytes from there are saved in %s)",
-                  path, off, strerror(errno), dst);
-        rc = TK_EIO;
+        rc = tk_say(why, TK_EIO, "cannot cut %s at byte %" PRIu64 ": %s (its bytes from there "
+                    "are saved in %s)", path, off, strerror(errno), dst);
         goto fail;
     }
     fprintf(out,
@@ -1171,7 +1129,7 @@ static int state_seq(const char *dir, uint64_t *seq)
 }
 
 /* Sets DIR/state aside when it is ahead of the log (last) or unreadable. */
-static int check_state(const char *data, uint64_t last, replay_repair_info *info, FILE *out)
+static int check_state(const char *data, uint64_t last, replay_repair_info *info, FILE *out, tk_why *why)
 {
     char *sdir = xpath(data, "state");
     uint64_t applied = 0;
@@ -1200,12 +1158,11 @@ static int check_state(const char *data, uint64_t last, replay_repair_info *info
             break;
     }
     if (exists(info->stale) || rename(sdir, info->stale) != 0) {
-        set_error("cannot move %s to %s: %s", sdir, info->stale,
+        rc = tk_say(why, TK_EIO, "cannot move %s to %s: %s", sdir, info->stale,
                   exists(info->stale) ? "the target exists" : strerror(errno));
-        rc = TK_EIO;
         goto done;
     }
-    if ((rc = sync_dir(data)))
+    if ((rc = sync_dir(data, why)))
         goto done;
     info->state_moved = true;
     if (read_rc == 0)
@@ -1223,8 +1180,11 @@ done:
     return rc;
 }
 
-int replay_repair(const char *path, FILE *out, replay_repair_info *info)
+int replay_repair(const char *path, FILE *out, replay_repair_info *info, tk_why *why)
 {
+    tk_why scratch = {.msg = ""}; /* the reason is printed, too */
+    if (!why)
+        why = &scratch;
     replay_repair_info local;
     where w = {0};
     elog_report rep;
@@ -1234,34 +1194,34 @@ int replay_repair(const char *path, FILE *out, replay_repair_info *info)
     if (!info)
         info = &local;
     memset(info, 0, sizeof *info);
-    if ((rc = resolve(path, &w)) || (rc = lock_log(w.log, true, &lfd)))
+    if ((rc = resolve(path, &w, why)) || (rc = lock_log(w.log, true, &lfd, why)))
         goto fail;
     for (int round = 0;; round++) {
-        rc = elog_check(w.log, NULL, NULL, &rep);
+        rc = elog_check(w.log, NULL, NULL, &rep, why);
         if (rc == 0)
             break;
-        if (rc != TK_ECORRUPT) {
-            set_error("%s", elog_last_error());
+        if (rc != TK_ECORRUPT)
             goto fail;
-        }
         if (round == REPAIR_ROUNDS) {
-            set_error("the log is still damaged after %d repairs: %s", round, elog_last_error());
+            char damage[TK_WHY_MAX];
+            snprintf(damage, sizeof damage, "%s", why->msg);
+            tk_say(why, rc, "the log is still damaged after %d repairs: %s", round, damage);
             goto fail;
         }
-        fprintf(out, "damage     %s\n", elog_last_error());
+        fprintf(out, "damage     %s\n", why->msg);
         info->damaged = true;
-        if (!info->aside[0] && (rc = make_aside(w.log, info)))
+        if (!info->aside[0] && (rc = make_aside(w.log, info, why)))
             goto fail;
         if (rep.bad_name[0]) {
-            rc = move_aside(w.log, rep.bad_name, info, out);
+            rc = move_aside(w.log, rep.bad_name, info, out, why);
         } else {
             /* Later segments first: a crash in between leaves a log whose
              * only damage is the one a second run cuts. */
-            rc = move_later(w.log, rep.bad_seg, info, out);
+            rc = move_later(w.log, rep.bad_seg, info, out, why);
             if (!rc)
-                rc = cut_segment(w.log, rep.bad_seg, rep.bad_off, info, out);
+                rc = cut_segment(w.log, rep.bad_seg, rep.bad_off, info, out, why);
         }
-        if (rc || (rc = sync_dir(info->aside)) || (rc = sync_dir(w.log)))
+        if (rc || (rc = sync_dir(info->aside, why)) || (rc = sync_dir(w.log, why)))
             goto fail;
     }
     info->kept_seq = rep.last_seq;
@@ -1275,7 +1235,7 @@ int replay_repair(const char *path, FILE *out, replay_repair_info *info)
     else
         fprintf(out, "log        intact (records 1..%" PRIu64 "): nothing to repair\n",
                 rep.last_seq);
-    if (w.data && (rc = check_state(w.data, rep.last_seq, info, out)))
+    if (w.data && (rc = check_state(w.data, rep.last_seq, info, out, why)))
         goto fail;
     rc = 0;
 fail:

@@ -20,7 +20,8 @@
  * damage message of elog_open names in "tokenreplay repair --data DIR/log".
  *
  * Output: each operation prints what it did, line by line, to `out`; on
- * failure it returns a TK_E* code and replay_last_error() holds one line.
+ * failure it returns a TK_E* code and says why (why, the last parameter,
+ * may be NULL).
  */
 #ifndef TK_REPLAY_H
 #define TK_REPLAY_H
@@ -32,16 +33,13 @@
 #include "store/elog.h"
 #include "store/engine.h"
 
-/* Why the last replay_* call of this thread failed (static storage). */
-const char *replay_last_error(void);
-
 /* Checks the whole log of path without changing it and prints records,
  * segments, last seq, the chain head hash and the event time range; each
  * event is also decoded. rep (may be NULL) gets elog_check's report.
  * Returns 0 (intact; a torn tail is reported, not damage), TK_ECORRUPT
  * (damaged: the elog error line and the intact prefix are printed), or
  * TK_EIO / TK_EINVAL (no log there, in use, unreadable). */
-int replay_check(const char *path, FILE *out, elog_report *rep);
+int replay_check(const char *path, FILE *out, elog_report *rep, tk_why *why);
 
 /* How much of the history rebuild takes. Both limits may be set: the first
  * one reached stops. */
@@ -61,7 +59,7 @@ typedef struct replay_limit {
  * 0, TK_EINVAL (to not empty, limit past the end), TK_ECORRUPT (damage
  * before the limit, an event that does not decode or apply), TK_EIO. */
 int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FILE *out,
-                   uint64_t *events);
+                   uint64_t *events, tk_why *why);
 
 /* Opens both data directories with eng_open (which brings their LMDB state
  * up to their logs, as a start of tokend would) and compares their states
@@ -72,7 +70,7 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
  * users and credentials, as verification leaves them out. Prints "same
  * state (N credentials)" or the first difference; *same says which.
  * 0, or TK_EINVAL / TK_EIO / TK_ECORRUPT when a store cannot be opened. */
-int replay_compare(const char *a, const char *b, FILE *out, bool *same);
+int replay_compare(const char *a, const char *b, FILE *out, bool *same, tk_why *why);
 
 /* What replay_repair did. */
 typedef struct replay_repair_info {
@@ -93,7 +91,7 @@ typedef struct replay_repair_info {
  * from the log. An intact log is left alone (its state is still checked,
  * so a repair interrupted between the two steps can be run again).
  * info may be NULL. 0, TK_EINVAL, TK_EIO. */
-int replay_repair(const char *path, FILE *out, replay_repair_info *info);
+int replay_repair(const char *path, FILE *out, replay_repair_info *info, tk_why *why);
 
 /* Parses a time limit: unix seconds with an optional fraction
  * ("1714557600", "1714557600.250"), or ISO 8601 in UTC or with an offset
@@ -106,6 +104,6 @@ int replay_parse_time(const char *s, int64_t *ms);
  * one sorted line per entity, "<n> <kind> <name>\t<field>=<value>...".
  * *ncreds (may be NULL) gets the number of credentials. 0, TK_EIO,
  * TK_ECORRUPT. */
-int replay_dump(eng *e, FILE *out, uint64_t *ncreds);
+int replay_dump(eng *e, FILE *out, uint64_t *ncreds, tk_why *why);
 
 #endif

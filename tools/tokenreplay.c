@@ -106,15 +106,16 @@ static int only(const opts *o, const char *allowed)
     return 0;
 }
 
-static int failed(const char *cmd)
+static int failed(const char *cmd, const tk_why *why)
 {
-    fprintf(stderr, "tokenreplay %s: %s\n", cmd, replay_last_error());
+    fprintf(stderr, "tokenreplay %s: %s\n", cmd, why->msg);
     return EXIT_FAILED;
 }
 
 static int cmd_rebuild(const opts *o)
 {
     replay_limit lim = {0};
+    tk_why why;
 
     if (!o->from || !o->to)
         return usage("rebuild needs --from DIR and --to NEWDIR");
@@ -132,13 +133,15 @@ static int cmd_rebuild(const opts *o)
                          "2024-05-01T12:00:00.250+02:00) or unix seconds (1714557600.250)");
         lim.has_time = true;
     }
-    return replay_rebuild(o->from, o->to, &lim, stdout, NULL) ? failed("rebuild") : EXIT_OK;
+    return replay_rebuild(o->from, o->to, &lim, stdout, NULL, &why) ? failed("rebuild", &why)
+                                                                     : EXIT_OK;
 }
 
 int main(int argc, char **argv)
 {
     opts o = {0};
     const char *cmd = argc > 1 ? argv[1] : "";
+    tk_why why;
 
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         fputs(usage_text, stdout);
@@ -151,10 +154,10 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "check")) {
         if (only(&o, " data ") || !o.data)
             return usage("check takes --data DIR");
-        int rc = replay_check(o.data, stdout, NULL);
+        int rc = replay_check(o.data, stdout, NULL, &why);
         if (rc == TK_ECORRUPT)
             return EXIT_NO;
-        return rc ? failed("check") : EXIT_OK;
+        return rc ? failed("check", &why) : EXIT_OK;
     }
     if (!strcmp(cmd, "rebuild")) {
         if (only(&o, " from to upto-seq upto-time "))
@@ -165,14 +168,14 @@ int main(int argc, char **argv)
         bool same;
         if (only(&o, " a b ") || !o.a || !o.b)
             return usage("compare takes --a DIR1 --b DIR2");
-        if (replay_compare(o.a, o.b, stdout, &same))
-            return failed("compare");
+        if (replay_compare(o.a, o.b, stdout, &same, &why))
+            return failed("compare", &why);
         return same ? EXIT_OK : EXIT_NO;
     }
     if (!strcmp(cmd, "repair")) {
         if (only(&o, " data ") || !o.data)
             return usage("repair takes --data DIR");
-        return replay_repair(o.data, stdout, NULL) ? failed("repair") : EXIT_OK;
+        return replay_repair(o.data, stdout, NULL, &why) ? failed("repair", &why) : EXIT_OK;
     }
     fprintf(stderr, "tokenreplay: unknown command '%s'\n", cmd);
     return usage(NULL);

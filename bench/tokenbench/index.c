@@ -68,8 +68,16 @@ static tk_str S(const char *s)
 static int must(int rc, const char *what)
 {
     if (rc)
-        fprintf(stderr, "tokenbench index: %s: %s %s\n", what, tk_strerror(rc),
-                eng_last_error());
+        fprintf(stderr, "tokenbench index: %s: %s\n", what, tk_strerror(rc));
+    return rc;
+}
+
+static int open_store(const char *path, eng **e, const char *what)
+{
+    tk_why why;
+    int rc = eng_open(path, NULL, e, &why);
+    if (rc)
+        fprintf(stderr, "tokenbench index: %s: %s\n", what, why.msg);
     return rc;
 }
 
@@ -175,7 +183,7 @@ int mode_index(const tb_args *a, json_t **out)
     }
     snprintf(path, sizeof path, "%s/data", a->dir ? a->dir : tmpl);
     secrets = xmalloc(n * sizeof *secrets);
-    if (must(eng_open(path, NULL, &e), "open") || setup(e, &user) != 0)
+    if (open_store(path, &e, "open") || setup(e, &user) != 0)
         goto done;
     double t0 = now_s();
     if (fill(e, &user, n, secrets) != 0)
@@ -183,7 +191,7 @@ int mode_index(const tb_args *a, json_t **out)
     double create_s = now_s() - t0;
     eng_close(e);
     t0 = now_s();
-    if (must(eng_open(path, NULL, &e), "reopen"))
+    if (open_store(path, &e, "reopen"))
         goto done;
     double build_s = now_s() - t0;
 

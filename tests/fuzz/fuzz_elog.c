@@ -197,6 +197,7 @@ static size_t frame(uint8_t *buf, size_t from, size_t n, unsigned flags, size_t 
 static int iterate(uint64_t from_seq, uint64_t *n, uint8_t hash[ELOG_HASH_LEN], uint8_t **last,
                    size_t *last_len)
 {
+    tk_why said = {.msg = ""};
     elog_iter *it;
     uint64_t seq, want = from_seq ? from_seq : 1;
     const void *payload;
@@ -208,9 +209,9 @@ static int iterate(uint64_t from_seq, uint64_t *n, uint8_t hash[ELOG_HASH_LEN], 
         *last = NULL;
         *last_len = 0;
     }
-    rc = elog_iter_open(dir, from_seq, &it);
+    rc = elog_iter_open(dir, from_seq, &it, &said);
     FZ_CHECK(rc == 0, "elog_iter_open on a readable directory");
-    while ((rc = elog_iter_next(it, &seq, &payload, &len)) == 1) {
+    while ((rc = elog_iter_next(it, &seq, &payload, &len, &said)) == 1) {
         FZ_CHECK(seq == want, "the iterator returns consecutive seqs from from_seq");
         FZ_CHECK(len <= ELOG_MAX_PAYLOAD, "payload within limit");
         if (last) {
@@ -226,8 +227,8 @@ static int iterate(uint64_t from_seq, uint64_t *n, uint8_t hash[ELOG_HASH_LEN], 
     }
     FZ_CHECK(rc == 0 || rc == TK_ECORRUPT, "the iterator ends with 0 or TK_ECORRUPT");
     if (rc == TK_ECORRUPT)
-        FZ_CHECK(elog_last_error()[0] != '\0', "damage comes with a message");
-    FZ_CHECK(elog_iter_next(it, &seq, &payload, &len) == rc, "the end is sticky");
+        FZ_CHECK(said.msg[0] != '\0', "damage comes with a message");
+    FZ_CHECK(elog_iter_next(it, &seq, &payload, &len, &said) == rc, "the end is sticky");
     memcpy(hash, elog_iter_hash(it), ELOG_HASH_LEN);
     elog_iter_free(it);
     return rc;
@@ -235,6 +236,7 @@ static int iterate(uint64_t from_seq, uint64_t *n, uint8_t hash[ELOG_HASH_LEN], 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    tk_why said = {.msg = ""};
     unsigned flags, b1, b2;
     uint8_t *buf;
     size_t n, ends[MAX_ENDS], nrec, split = 0, before = 0;
@@ -289,25 +291,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (flags & F_SMALL)
         opts.segment_bytes = 64;
-    rc = elog_open(dir, &opts, &lg);
+    rc = elog_open(dir, &opts, &lg, &said);
     if (rc_iter == 0) {
         if (rc != 0)
-            fprintf(stderr, "elog_open: %d %s\n", rc, elog_last_error());
+            fprintf(stderr, "elog_open: %d %s\n", rc, said.msg);
         FZ_CHECK(rc == 0, "elog_open recovers a log the iterator reads cleanly");
         FZ_CHECK(elog_last_seq(lg) == n_iter, "elog_open keeps every record the iterator saw");
         FZ_CHECK(elog_next_seq(lg) == n_iter + 1, "next seq follows");
     } else {
         FZ_CHECK(rc == TK_ECORRUPT && lg == NULL, "elog_open refuses a damaged log");
-        FZ_CHECK(elog_last_error()[0] != '\0', "damage comes with a message");
+        FZ_CHECK(said.msg[0] != '\0', "damage comes with a message");
         goto out;
     }
 
     /* Append one record after the recovered ones. */
     size_t plen = n < 100 ? n : 100;
     FZ_CHECK(elog_append(lg, data + 3, plen, &seq) == 0 && seq == n_iter + 1, "append");
-    rc = elog_sync(lg);
+    rc = elog_sync(lg, &said);
     if (rc != 0)
-        fprintf(stderr, "elog_sync: %d %s\n", rc, elog_last_error());
+        fprintf(stderr, "elog_sync: %d %s\n", rc, said.msg);
     FZ_CHECK(rc == 0, "sync after recovery");
     FZ_CHECK(elog_last_seq(lg) == n_iter + 1, "the appended record is durable");
     elog_close(lg);
@@ -319,9 +321,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         elog_iter *it;
         const void *p;
         size_t len;
-        FZ_CHECK(elog_iter_open(dir, 1, &it) == 0, "iter open");
+        FZ_CHECK(elog_iter_open(dir, 1, &it, &said) == 0, "iter open");
         for (uint64_t i = 0; i < n_iter; i++)
-            FZ_CHECK(elog_iter_next(it, &seq, &p, &len) == 1, "recovered records still read");
+            FZ_CHECK(elog_iter_next(it, &seq, &p, &len, &said) == 1, "recovered records still read");
         memcpy(hash_prev, elog_iter_hash(it), ELOG_HASH_LEN);
         elog_iter_free(it);
         FZ_CHECK(memcmp(hash_prev, hash_iter, ELOG_HASH_LEN) == 0,
@@ -329,12 +331,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     rc = iterate(1, &n_after, hash_tmp, &last, &last_len);
     if (rc != 0)
-        fprintf(stderr, "after append: %d %s\n", rc, elog_last_error());
+        fprintf(stderr, "after append: %d %s\n", rc, said.msg);
     FZ_CHECK(rc == 0 && n_after == n_iter + 1, "the log iterates cleanly after an append");
     FZ_CHECK(last_len == plen && (plen == 0 || memcmp(last, data + 3, plen) == 0),
              "the appended payload reads back");
 
-    rc = elog_open(dir, &opts, &lg);
+    rc = elog_open(dir, &opts, &lg, &said);
     FZ_CHECK(rc == 0 && elog_last_seq(lg) == n_iter + 1, "the log reopens after an append");
     elog_close(lg);
     lg = NULL;

@@ -176,6 +176,7 @@ static void put_elog(const char *name, unsigned flags, unsigned b1, unsigned b2,
 
 static void seeds_elog(const mpw *events)
 {
+    tk_why said = {.msg = ""};
     char tmpl[] = "/tmp/tokend-gen-corpus-XXXXXX", path[PATH_MAX];
     elog *lg;
     mpr r;
@@ -185,8 +186,8 @@ static void seeds_elog(const mpw *events)
 
     if (!mkdtemp(tmpl))
         die("mkdtemp");
-    if (elog_open(tmpl, NULL, &lg) != 0) {
-        fprintf(stderr, "gen_corpus: elog_open: %s\n", elog_last_error());
+    if (elog_open(tmpl, NULL, &lg, &said) != 0) {
+        fprintf(stderr, "gen_corpus: elog_open: %s\n", said.msg);
         exit(1);
     }
     /* Five records: the first five events (short ones keep inputs small). */
@@ -197,7 +198,7 @@ static void seeds_elog(const mpw *events)
         if (mpr_bin(&r, &p, &n) || elog_append(lg, p, n, NULL) != 0)
             die("elog_append");
     }
-    if (elog_sync(lg) != 0)
+    if (elog_sync(lg, &said) != 0)
         die("elog_sync");
     elog_close(lg);
 

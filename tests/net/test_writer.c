@@ -91,6 +91,7 @@ static void job_done(wrt_job *j)
 
 static int setup_opts(void **state, size_t batch_replies)
 {
+    tk_why said = {.msg = ""};
     static bool threads;
     ctx *c = calloc(1, sizeof *c);
     if (!threads) {
@@ -99,7 +100,7 @@ static int setup_opts(void **state, size_t batch_replies)
     }
     c->dir = tkt_mkdtemp();
     assert_non_null(c->dir);
-    assert_int_equal(eng_open(c->dir, NULL, &c->e), 0);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e, &said), 0);
     c->base = event_base_new();
     assert_non_null(c->base);
     wrt_opts o = {.max_backlog = 64 * MiB, .batch_replies = batch_replies};

@@ -146,12 +146,13 @@ static void say(int fd, const char *s, size_t n)
 static void child(const char *dir, const char *acks, const char *alice_key, unsigned seed,
                   int ready)
 {
+    tk_why said = {.msg = ""};
     eng *e;
     tk_actor alice;
     static book b;
     b.t = calloc(MAX_TOKENS, sizeof *b.t);
     alarm(20); /* never outlive a broken parent */
-    if (eng_open(dir, NULL, &e) || fx_auth(e, alice_key, &alice))
+    if (eng_open(dir, NULL, &e, &said) || fx_auth(e, alice_key, &alice))
         _exit(3);
     /* Open: the parent may now kill during work. (It may have stopped
      * listening: SIGPIPE is ignored and the result too.) */
@@ -238,6 +239,7 @@ static bool listed(const listing *l, const tk_id *id)
 static void check(const char *dir, const char *acks, const char *alice_key, book *b,
                   size_t *adopted, size_t *checked)
 {
+    tk_why said = {.msg = ""};
     eng *e;
     tk_actor alice;
     tk_verify v;
@@ -245,8 +247,8 @@ static void check(const char *dir, const char *acks, const char *alice_key, book
     tk_str none = {0};
 
     read_book(acks, b);
-    if (eng_open(dir, NULL, &e) != 0)
-        fail_msg("recovery failed: %s", eng_last_error());
+    if (eng_open(dir, NULL, &e, &said) != 0)
+        fail_msg("recovery failed: %s", said.msg);
     assert_int_equal(fx_auth(e, alice_key, &alice), 0);
     assert_int_equal(eng_token_list(e, &alice, none, none, NULL, MAX_TOKENS, collect, &l), 0);
 
@@ -304,6 +306,7 @@ static void check(const char *dir, const char *acks, const char *alice_key, book
 
 static void kill9_at_random_points(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     char *dir = tkt_mkdtemp();
     char *acks = tkt_path(dir, "acks");
@@ -314,7 +317,7 @@ static void kill9_at_random_points(void **state)
     size_t adopted = 0, checked = 0, opened = 0;
     int cycles = getenv("SOAK") ? 2000 : 200;
 
-    assert_int_equal(eng_open(data, NULL, &e), 0);
+    assert_int_equal(eng_open(data, NULL, &e, &said), 0);
     fx_scenario(e, &w);
     eng_close(e);
     assert_int_equal(tkt_write_file(acks, "", 0), 0);

@@ -84,21 +84,22 @@ static size_t payload_for(uint64_t seq, uint8_t *out)
 
 static elog *open_log(const char *dir, uint64_t segment_bytes)
 {
+    tk_why said = {.msg = ""};
     elog_opts o = { .segment_bytes = segment_bytes };
     elog *lg = NULL;
-    int rc = elog_open(dir, &o, &lg);
+    int rc = elog_open(dir, &o, &lg, &said);
     if (rc != 0)
-        print_error("elog_open: %s\n", elog_last_error());
+        print_error("elog_open: %s\n", said.msg);
     assert_int_equal(rc, 0);
     assert_non_null(lg);
     return lg;
 }
 
-static int try_open(const char *dir, uint64_t segment_bytes)
+static int try_open(const char *dir, uint64_t segment_bytes, tk_why *said)
 {
     elog_opts o = { .segment_bytes = segment_bytes };
     elog *lg = (elog *)&o; /* must be reset to NULL on failure */
-    int rc = elog_open(dir, &o, &lg);
+    int rc = elog_open(dir, &o, &lg, said);
     if (rc == 0)
         elog_close(lg);
     else
@@ -119,10 +120,11 @@ static void append_one(elog *lg)
 /* Appends n records, syncing after every sync_every of them and at the end. */
 static void fill(elog *lg, uint64_t n, uint64_t sync_every)
 {
+    tk_why said = {.msg = ""};
     for (uint64_t i = 1; i <= n; i++) {
         append_one(lg);
         if (i % sync_every == 0 || i == n)
-            assert_int_equal(elog_sync(lg), 0);
+            assert_int_equal(elog_sync(lg, &said), 0);
     }
     assert_int_equal(elog_last_seq(lg), elog_next_seq(lg) - 1);
 }
@@ -157,6 +159,7 @@ static void chain(uint8_t out[32], uint64_t seq, const uint8_t prev[32], const v
  * records max(from_seq,1)..last, then a clean end. */
 static void check_log(const char *dir, uint64_t from_seq, uint64_t last)
 {
+    tk_why said = {.msg = ""};
     elog_iter *it = NULL;
     uint8_t h[32] = { 0 }, want[64];
     uint64_t seq, expect = from_seq ? from_seq : 1, s;
@@ -164,14 +167,14 @@ static void check_log(const char *dir, uint64_t from_seq, uint64_t last)
     size_t n;
     int rc;
 
-    assert_int_equal(elog_iter_open(dir, from_seq, &it), 0);
+    assert_int_equal(elog_iter_open(dir, from_seq, &it, &said), 0);
     assert_true(sodium_is_zero(elog_iter_hash(it), 32));
     /* recompute the chain up to the first record returned */
     for (s = 1; s < expect && s <= last; s++) {
         size_t wn = payload_for(s, want);
         chain(h, s, h, want, wn);
     }
-    while ((rc = elog_iter_next(it, &seq, &p, &n)) == 1) {
+    while ((rc = elog_iter_next(it, &seq, &p, &n, &said)) == 1) {
         size_t wn = payload_for(expect, want);
         assert_int_equal(seq, expect);
         assert_int_equal(n, wn);
@@ -181,10 +184,10 @@ static void check_log(const char *dir, uint64_t from_seq, uint64_t last)
         expect++;
     }
     if (rc != 0)
-        print_error("iterator: %s\n", elog_last_error());
+        print_error("iterator: %s\n", said.msg);
     assert_int_equal(rc, 0);
     assert_int_equal(expect, (from_seq > last + 1 ? from_seq : last + 1));
-    assert_int_equal(elog_iter_next(it, &seq, &p, &n), 0); /* stays at the end */
+    assert_int_equal(elog_iter_next(it, &seq, &p, &n, &said), 0); /* stays at the end */
     elog_iter_free(it);
 }
 
@@ -518,6 +521,7 @@ static void round_trip_and_format(void **state)
 
 static void empty_and_max_payloads(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     uint8_t *big = malloc(ELOG_MAX_PAYLOAD + 1);
     uint64_t seq = 0;
@@ -534,7 +538,7 @@ static void empty_and_max_payloads(void **state)
     assert_int_equal(seq, 2);                 /* untouched */
     assert_int_equal(elog_next_seq(lg), 3);   /* nothing buffered */
     assert_int_equal(elog_append(lg, "x", 1, NULL), 0);
-    assert_int_equal(elog_sync(lg), 0);
+    assert_int_equal(elog_sync(lg, &said), 0);
     assert_int_equal(elog_last_seq(lg), 3);
     elog_close(lg);
 
@@ -545,25 +549,26 @@ static void empty_and_max_payloads(void **state)
     elog_iter *it;
     const void *p;
     size_t n;
-    assert_int_equal(elog_iter_open(f->dir, 1, &it), 0);
-    assert_int_equal(elog_iter_next(it, &seq, &p, &n), 1);
+    assert_int_equal(elog_iter_open(f->dir, 1, &it, &said), 0);
+    assert_int_equal(elog_iter_next(it, &seq, &p, &n, &said), 1);
     assert_int_equal(seq, 1);
     assert_int_equal(n, 0);
-    assert_int_equal(elog_iter_next(it, &seq, &p, &n), 1);
+    assert_int_equal(elog_iter_next(it, &seq, &p, &n, &said), 1);
     assert_int_equal(seq, 2);
     assert_int_equal(n, ELOG_MAX_PAYLOAD);
     assert_memory_equal(p, big, ELOG_MAX_PAYLOAD);
-    assert_int_equal(elog_iter_next(it, &seq, &p, &n), 1);
+    assert_int_equal(elog_iter_next(it, &seq, &p, &n, &said), 1);
     assert_int_equal(seq, 3);
     assert_int_equal(n, 1);
     assert_memory_equal(p, "x", 1);
-    assert_int_equal(elog_iter_next(it, &seq, &p, &n), 0);
+    assert_int_equal(elog_iter_next(it, &seq, &p, &n, &said), 0);
     elog_iter_free(it);
     free(big);
 }
 
 static void iterator_from_any_seq_across_segments(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     const uint64_t n = 300;
     elog *lg = open_log(f->dir, 4096);
@@ -587,8 +592,8 @@ static void iterator_from_any_seq_across_segments(void **state)
         const void *p;
         size_t len;
         assert_true(first > 1 && first <= n);
-        assert_int_equal(elog_iter_open(f->dir, first, &it), 0);
-        assert_int_equal(elog_iter_next(it, &seq, &p, &len), 1);
+        assert_int_equal(elog_iter_open(f->dir, first, &it, &said), 0);
+        assert_int_equal(elog_iter_next(it, &seq, &p, &len, &said), 1);
         assert_int_equal(seq, first);
         elog_iter_free(it);
     }
@@ -604,6 +609,7 @@ static void iterator_from_any_seq_across_segments(void **state)
  * replaced by a second file of the same name. */
 static void tiny_segments_roll_every_sync(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     elog *lg = open_log(f->dir, 1);
     fill(lg, 3, 1);
@@ -613,7 +619,7 @@ static void tiny_segments_roll_every_sync(void **state)
     lg = open_log(f->dir, 1);
     append_one(lg);
     fio_fault_arm(FIO_WRITE, 2); /* the roll succeeds, the batch fails */
-    assert_int_equal(elog_sync(lg), TK_EIO);
+    assert_int_equal(elog_sync(lg, &said), TK_EIO);
     elog_close(lg);
     assert_int_equal(count_files(f->dir, "", ".seg", NULL), 4);
 
@@ -628,11 +634,12 @@ static void tiny_segments_roll_every_sync(void **state)
 
 static void iterator_on_missing_dir_is_an_error(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     elog_iter *it = (elog_iter *)f;
-    assert_int_equal(elog_iter_open(f->dir, 1, &it), TK_EIO);
+    assert_int_equal(elog_iter_open(f->dir, 1, &it, &said), TK_EIO);
     assert_null(it);
-    assert_non_null(strstr(elog_last_error(), f->dir));
+    assert_non_null(strstr(said.msg, f->dir));
 }
 
 /* ---- group commit ---------------------------------------------------- */
@@ -642,11 +649,12 @@ static void iterator_on_missing_dir_is_an_error(void **state)
  * (zero calls) or the sync would have failed (two or more). */
 static void assert_one_write_one_fsync(elog *lg, int probe, uint64_t records)
 {
+    tk_why said = {.msg = ""};
     fio_fault_arm(FIO_WRITE, 2);
     fio_fault_arm(FIO_FSYNC, 2);
     for (uint64_t i = 0; i < records; i++)
         append_one(lg);
-    assert_int_equal(elog_sync(lg), 0);
+    assert_int_equal(elog_sync(lg, &said), 0);
     assert_int_equal(fio_write_all(probe, "p", 1), TK_EIO);
     assert_int_equal(fio_fsync(probe), TK_EIO);
     assert_int_equal(fio_write_all(probe, "p", 1), 0);
@@ -655,6 +663,7 @@ static void assert_one_write_one_fsync(elog *lg, int probe, uint64_t records)
 
 static void group_commit_is_one_write_one_fsync(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     char *pp = tkt_path(f->tmp, "probe");
     int probe = open(pp, O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -669,7 +678,7 @@ static void group_commit_is_one_write_one_fsync(void **state)
     /* a sync with nothing buffered does no I/O */
     fio_fault_arm(FIO_WRITE, 1);
     fio_fault_arm(FIO_FSYNC, 1);
-    assert_int_equal(elog_sync(lg), 0);
+    assert_int_equal(elog_sync(lg, &said), 0);
     fio_fault_arm(FIO_WRITE, 0);
     fio_fault_arm(FIO_FSYNC, 0);
     elog_close(lg);
@@ -794,6 +803,7 @@ static void trailing_zeros_are_free_space(void **state)
  * the cut in a segment that is not the last, stays damage. */
 static void write_cut_short_into_zeros(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     elog *lg = open_log(f->dir, 1 << 20);
     snap base;
@@ -818,7 +828,7 @@ static void write_cut_short_into_zeros(void **state)
             snap_restore(f->dir, &base);
             img[base.len[0] + pad - 1] = 1;
             assert_int_equal(tkt_write_file(seg, img, base.len[0] + pad), 0);
-            assert_int_equal(try_open(f->dir, 1 << 20), TK_ECORRUPT);
+            assert_int_equal(try_open(f->dir, 1 << 20, &said), TK_ECORRUPT);
             assert_int_equal(file_size(f->dir, base.name[0]), (off_t)(base.len[0] + pad));
             assert_int_equal(count_files(f->dir, "torn-", ".bin", NULL), 0);
             img[base.len[0] + pad - 1] = 0;
@@ -859,7 +869,7 @@ static void write_cut_short_into_zeros(void **state)
     memcpy(img, base.data[0], b);
     memset(img + b, 0, base.len[0] - b);
     assert_int_equal(tkt_write_file(seg, img, base.len[0]), 0);
-    assert_int_equal(try_open(f->dir, 1 << 20), TK_ECORRUPT);
+    assert_int_equal(try_open(f->dir, 1 << 20, &said), TK_ECORRUPT);
     assert_int_equal(count_files(f->dir, "torn-", ".bin", NULL), 0);
     free(img);
     free(seg);
@@ -893,6 +903,7 @@ static void syncs_write_inside_preallocated_space(void **state)
  * Other short contents are damage. */
 static void short_last_segment_is_a_torn_header(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     elog *lg = open_log(f->dir, 1024);
     snap base;
@@ -945,9 +956,9 @@ static void short_last_segment_is_a_torn_header(void **state)
     assert_int_equal(tkt_write_file(seg, "TKLOGXX", 7), 0);
     snap bad;
     snap_take(f->dir, &bad);
-    assert_int_equal(try_open(f->dir, 1024), TK_ECORRUPT);
-    assert_non_null(strstr(elog_last_error(), name));
-    assert_non_null(strstr(elog_last_error(), "bad segment header"));
+    assert_int_equal(try_open(f->dir, 1024, &said), TK_ECORRUPT);
+    assert_non_null(strstr(said.msg, name));
+    assert_non_null(strstr(said.msg, "bad segment header"));
     assert_true(snap_same(f->dir, &bad));
     snap_free(&bad);
 
@@ -957,8 +968,8 @@ static void short_last_segment_is_a_torn_header(void **state)
     snprintf(name, sizeof name, "%020d.seg", 32);
     seg = tkt_path(f->dir, name);
     assert_int_equal(tkt_write_file(seg, "", 0), 0);
-    assert_int_equal(try_open(f->dir, 1024), TK_ECORRUPT);
-    assert_non_null(strstr(elog_last_error(), "seq gap"));
+    assert_int_equal(try_open(f->dir, 1024, &said), TK_ECORRUPT);
+    assert_non_null(strstr(said.msg, "seq gap"));
     assert_int_equal(file_size(f->dir, name), 0);
 
     /* the only segment, empty: a fresh log */
@@ -978,13 +989,14 @@ static void short_last_segment_is_a_torn_header(void **state)
 
 static int iterate_all(const char *dir, uint64_t from)
 {
+    tk_why said = {.msg = ""};
     elog_iter *it;
     uint64_t seq;
     const void *p;
     size_t n;
     int rc;
-    assert_int_equal(elog_iter_open(dir, from, &it), 0);
-    while ((rc = elog_iter_next(it, &seq, &p, &n)) == 1)
+    assert_int_equal(elog_iter_open(dir, from, &it, &said), 0);
+    while ((rc = elog_iter_next(it, &seq, &p, &n, &said)) == 1)
         ;
     elog_iter_free(it);
     return rc;
@@ -997,6 +1009,7 @@ static int iterate_all(const char *dir, uint64_t from)
  * by elog_open and by the iterator, and no file is changed. */
 static void damage_at_every_byte_is_refused(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     elog *lg = open_log(f->dir, 256);
     snap base;
@@ -1007,7 +1020,7 @@ static void damage_at_every_byte_is_refused(void **state)
         uint8_t p[8];
         memset(p, (int)s, sizeof p);
         assert_int_equal(elog_append(lg, p, 1 + s % 8, NULL), 0);
-        assert_int_equal(elog_sync(lg), 0);
+        assert_int_equal(elog_sync(lg, &said), 0);
     }
     elog_close(lg);
     snap_take(f->dir, &base);
@@ -1040,24 +1053,24 @@ static void damage_at_every_byte_is_refused(void **state)
             copy[b] ^= (unsigned char)(1u << (b % 8));
             assert_int_equal(tkt_write_file(seg, copy, base.len[fi]), 0);
 
-            assert_int_equal(try_open(f->dir, 256), TK_ECORRUPT);
+            assert_int_equal(try_open(f->dir, 256, &said), TK_ECORRUPT);
             opens++;
-            if (!strstr(elog_last_error(), where) || !strstr(elog_last_error(), why))
-                print_error("byte %zu of %s: %s\n", b, base.name[fi], elog_last_error());
-            assert_non_null(strstr(elog_last_error(), where));
-            assert_non_null(strstr(elog_last_error(), why));
-            assert_non_null(strstr(elog_last_error(), "tokenreplay repair --data"));
+            if (!strstr(said.msg, where) || !strstr(said.msg, why))
+                print_error("byte %zu of %s: %s\n", b, base.name[fi], said.msg);
+            assert_non_null(strstr(said.msg, where));
+            assert_non_null(strstr(said.msg, why));
+            assert_non_null(strstr(said.msg, "tokenreplay repair --data"));
 
             /* nothing cut, nothing added */
             base.data[fi][b] ^= (unsigned char)(1u << (b % 8));
             assert_true(snap_same(f->dir, &base));
             base.data[fi][b] ^= (unsigned char)(1u << (b % 8));
 
-            assert_int_equal(elog_iter_open(f->dir, 1, &it), 0);
-            while ((rc = elog_iter_next(it, &seq, &p, &n)) == 1)
+            assert_int_equal(elog_iter_open(f->dir, 1, &it, &said), 0);
+            while ((rc = elog_iter_next(it, &seq, &p, &n, &said)) == 1)
                 ;
             assert_int_equal(rc, TK_ECORRUPT);
-            assert_non_null(strstr(elog_last_error(), where));
+            assert_non_null(strstr(said.msg, where));
             elog_iter_free(it);
         }
         assert_int_equal(tkt_write_file(seg, base.data[fi], base.len[fi]), 0);
@@ -1066,7 +1079,7 @@ static void damage_at_every_byte_is_refused(void **state)
     }
     assert_true(opens > 500);
     assert_int_equal(iterate_all(f->dir, 1), 0); /* restored: whole again */
-    assert_int_equal(try_open(f->dir, 256), 0);
+    assert_int_equal(try_open(f->dir, 256, &said), 0);
     snap_free(&base);
 }
 
@@ -1079,6 +1092,7 @@ static void damage_at_every_byte_is_refused(void **state)
  * nothing. */
 static void open_in_halves(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     elog *lg = open_log(f->dir, 512);
     snap base;
@@ -1090,9 +1104,9 @@ static void open_in_halves(void **state)
 
     /* clean: the same as elog_open, and the log goes on */
     elog_opts o = {.segment_bytes = 512};
-    assert_int_equal(elog_open_begin(f->dir, &o, &lg), 0);
+    assert_int_equal(elog_open_begin(f->dir, &o, &lg, &said), 0);
     assert_int_equal(elog_last_seq(lg), 60); /* known before the end */
-    assert_int_equal(elog_open_end(lg), 0);
+    assert_int_equal(elog_open_end(lg, &said), 0);
     assert_int_equal(elog_next_seq(lg), 61);
     fill(lg, 1, 1);
     elog_close(lg);
@@ -1100,7 +1114,7 @@ static void open_in_halves(void **state)
 
     /* closed between the halves */
     snap_restore(f->dir, &base);
-    assert_int_equal(elog_open_begin(f->dir, &o, &lg), 0);
+    assert_int_equal(elog_open_begin(f->dir, &o, &lg, &said), 0);
     elog_close(lg);
     assert_true(snap_same(f->dir, &base));
 
@@ -1110,30 +1124,30 @@ static void open_in_halves(void **state)
     base.data[1][SEG_HDR + 20] ^= 0x10; /* inside segment 2's first record */
     base.len[last] -= 3;                /* the last record torn */
     snap_restore(f->dir, &base);
-    assert_int_equal(elog_open_begin(f->dir, &o, &lg), 0);
-    assert_int_equal(elog_open_end(lg), TK_ECORRUPT);
+    assert_int_equal(elog_open_begin(f->dir, &o, &lg, &said), 0);
+    assert_int_equal(elog_open_end(lg, &said), TK_ECORRUPT);
     char where[96];
     snprintf(where, sizeof where, "%s offset %d (", base.name[1], SEG_HDR);
-    assert_non_null(strstr(elog_last_error(), where));
+    assert_non_null(strstr(said.msg, where));
     elog_close(lg);
     assert_true(snap_same(f->dir, &base));
     assert_int_equal(count_files(f->dir, "torn-", ".bin", NULL), 0);
-    assert_int_equal(try_open(f->dir, 512), TK_ECORRUPT); /* whole: the same verdict */
-    assert_non_null(strstr(elog_last_error(), where));
+    assert_int_equal(try_open(f->dir, 512, &said), TK_ECORRUPT); /* whole: the same verdict */
+    assert_non_null(strstr(said.msg, where));
     assert_true(snap_same(f->dir, &base));
 
     /* damage in the last segment as well: the first damage is named */
     base.len[last] += 3;
     base.data[last][SEG_HDR + 20] ^= 0x10;
     snap_restore(f->dir, &base);
-    assert_int_equal(elog_open_begin(f->dir, &o, &lg), TK_ECORRUPT);
-    assert_non_null(strstr(elog_last_error(), where));
+    assert_int_equal(elog_open_begin(f->dir, &o, &lg, &said), TK_ECORRUPT);
+    assert_non_null(strstr(said.msg, where));
     assert_true(snap_same(f->dir, &base));
     base.data[1][SEG_HDR + 20] ^= 0x10; /* only the last segment's damage left */
     snap_restore(f->dir, &base);
-    assert_int_equal(try_open(f->dir, 512), TK_ECORRUPT);
+    assert_int_equal(try_open(f->dir, 512, &said), TK_ECORRUPT);
     snprintf(where, sizeof where, "%s offset %d (", base.name[last], SEG_HDR);
-    assert_non_null(strstr(elog_last_error(), where));
+    assert_non_null(strstr(said.msg, where));
     snap_free(&base);
 }
 
@@ -1159,6 +1173,7 @@ static void forge_record(const char *dir, const snap *s, size_t fi, size_t idx)
 
 static void hash_chain_catches_an_edited_record(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     elog *lg = open_log(f->dir, 1024);
     snap base;
@@ -1178,17 +1193,17 @@ static void hash_chain_catches_an_edited_record(void **state)
     forge_record(f->dir, &base, 1, 3);
     snap bad;
     snap_take(f->dir, &bad);
-    assert_int_equal(try_open(f->dir, 1024), TK_ECORRUPT);
+    assert_int_equal(try_open(f->dir, 1024, &said), TK_ECORRUPT);
     snprintf(where, sizeof where, "%s offset %zu (record seq %" PRIu64 "): broken hash chain",
              base.name[1], offs[4], first + 4);
-    assert_non_null(strstr(elog_last_error(), where));
+    assert_non_null(strstr(said.msg, where));
     assert_true(snap_same(f->dir, &bad));
     snap_free(&bad);
     /* the iterator verifies the chain from the start of the segment that
      * holds from_seq, even when from_seq is past the edit */
     assert_int_equal(iterate_all(f->dir, 1), TK_ECORRUPT);
     assert_int_equal(iterate_all(f->dir, first + 5), TK_ECORRUPT);
-    assert_non_null(strstr(elog_last_error(), "broken hash chain"));
+    assert_non_null(strstr(said.msg, "broken hash chain"));
     /* documented scope: from a later segment on, that segment's first prev
      * is taken as the link */
     check_log(f->dir, seg_first(base.name[2]), 60);
@@ -1197,10 +1212,10 @@ static void hash_chain_catches_an_edited_record(void **state)
     snap_restore(f->dir, &base);
     nrec = rec_offsets(base.data[0], base.len[0], offs, 256);
     forge_record(f->dir, &base, 0, nrec - 1);
-    assert_int_equal(try_open(f->dir, 1024), TK_ECORRUPT);
+    assert_int_equal(try_open(f->dir, 1024, &said), TK_ECORRUPT);
     snprintf(where, sizeof where, "%s offset 16 (record seq %" PRIu64 "): broken hash chain",
              base.name[1], seg_first(base.name[1]));
-    assert_non_null(strstr(elog_last_error(), where));
+    assert_non_null(strstr(said.msg, where));
     assert_int_equal(iterate_all(f->dir, 1), TK_ECORRUPT);
 
     /* the very last record's seq rewritten, CRC recomputed: no later link
@@ -1215,9 +1230,9 @@ static void hash_chain_catches_an_edited_record(void **state)
     le32(b + at + 48 + len, crc32c_extend(0, b + at + 8, 40 + len));
     char *p = tkt_path(f->dir, base.name[li]);
     assert_int_equal(tkt_write_file(p, b, base.len[li]), 0);
-    assert_int_equal(try_open(f->dir, 1024), TK_ECORRUPT);
+    assert_int_equal(try_open(f->dir, 1024, &said), TK_ECORRUPT);
     snprintf(where, sizeof where, "%s offset %zu (record seq 60): seq gap", base.name[li], at);
-    assert_non_null(strstr(elog_last_error(), where));
+    assert_non_null(strstr(said.msg, where));
     assert_int_equal(iterate_all(f->dir, 1), TK_ECORRUPT);
     free(p);
     free(b);
@@ -1226,6 +1241,7 @@ static void hash_chain_catches_an_edited_record(void **state)
 
 static void missing_or_cut_middle_segment_is_refused(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     elog *lg = open_log(f->dir, 1024);
     snap base, bad;
@@ -1240,9 +1256,9 @@ static void missing_or_cut_middle_segment_is_refused(void **state)
     assert_int_equal(unlink(p), 0);
     free(p);
     snap_take(f->dir, &bad);
-    assert_int_equal(try_open(f->dir, 1024), TK_ECORRUPT);
-    assert_non_null(strstr(elog_last_error(), base.name[2]));
-    assert_non_null(strstr(elog_last_error(), "seq gap"));
+    assert_int_equal(try_open(f->dir, 1024, &said), TK_ECORRUPT);
+    assert_non_null(strstr(said.msg, base.name[2]));
+    assert_non_null(strstr(said.msg, "seq gap"));
     assert_true(snap_same(f->dir, &bad));
     assert_int_equal(iterate_all(f->dir, 1), TK_ECORRUPT);
     snap_free(&bad);
@@ -1252,8 +1268,8 @@ static void missing_or_cut_middle_segment_is_refused(void **state)
     p = tkt_path(f->dir, base.name[0]);
     assert_int_equal(unlink(p), 0);
     free(p);
-    assert_int_equal(try_open(f->dir, 1024), TK_ECORRUPT);
-    assert_non_null(strstr(elog_last_error(), "seq gap"));
+    assert_int_equal(try_open(f->dir, 1024, &said), TK_ECORRUPT);
+    assert_non_null(strstr(said.msg, "seq gap"));
 
     /* a middle segment cut short: only the last segment has a torn tail */
     snap_restore(f->dir, &base);
@@ -1261,8 +1277,8 @@ static void missing_or_cut_middle_segment_is_refused(void **state)
     assert_int_equal(tkt_truncate(p, base.len[1] - 10), 0);
     free(p);
     snap_take(f->dir, &bad);
-    assert_int_equal(try_open(f->dir, 1024), TK_ECORRUPT);
-    assert_non_null(strstr(elog_last_error(), base.name[1]));
+    assert_int_equal(try_open(f->dir, 1024, &said), TK_ECORRUPT);
+    assert_non_null(strstr(said.msg, base.name[1]));
     assert_true(snap_same(f->dir, &bad));
     snap_free(&bad);
 
@@ -1274,12 +1290,13 @@ static void missing_or_cut_middle_segment_is_refused(void **state)
     assert_int_equal(tkt_write_file(p, z, base.len[1] + 100), 0);
     free(z);
     free(p);
-    assert_int_equal(try_open(f->dir, 1024), TK_ECORRUPT);
+    assert_int_equal(try_open(f->dir, 1024, &said), TK_ECORRUPT);
     snap_free(&base);
 }
 
 static void stray_files_and_bad_names(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     assert_int_equal(mkdir(f->dir, 0700), 0);
     char *p = tkt_path(f->dir, "notes.txt");
@@ -1299,18 +1316,19 @@ static void stray_files_and_bad_names(void **state)
     p = tkt_path(f->dir, "7.seg");
     assert_int_equal(tkt_write_file(p, "junk", 4), 0);
     free(p);
-    assert_int_equal(try_open(f->dir, 0), TK_ECORRUPT);
-    assert_non_null(strstr(elog_last_error(), "7.seg"));
+    assert_int_equal(try_open(f->dir, 0, &said), TK_ECORRUPT);
+    assert_non_null(strstr(said.msg, "7.seg"));
     assert_int_equal(iterate_all(f->dir, 1), TK_ECORRUPT);
 }
 
 static void second_writer_is_refused(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     elog *lg = open_log(f->dir, 0);
     fill(lg, 2, 1);
-    assert_int_equal(try_open(f->dir, 0), TK_EIO);
-    assert_non_null(strstr(elog_last_error(), "in use"));
+    assert_int_equal(try_open(f->dir, 0, &said), TK_EIO);
+    assert_non_null(strstr(said.msg, "in use"));
     check_log(f->dir, 1, 2); /* readers are welcome */
     elog_close(lg);
     lg = open_log(f->dir, 0);
@@ -1325,6 +1343,7 @@ static void second_writer_is_refused(void **state)
  * batch is absent whichever call failed. */
 static void failed_sync_fences(const fixture *f, fio_op op)
 {
+    tk_why said = {.msg = ""};
     elog *lg = open_log(f->dir, 0);
     const char *seg = "00000000000000000001.seg";
     uint64_t seq = 0;
@@ -1337,14 +1356,14 @@ static void failed_sync_fences(const fixture *f, fio_op op)
     for (int i = 0; i < 3; i++)
         append_one(lg);
     fio_fault_arm(op, 1);
-    assert_int_equal(elog_sync(lg), TK_EIO);
+    assert_int_equal(elog_sync(lg, &said), TK_EIO);
     assert_true(elog_fenced(lg));
     assert_int_equal(elog_last_seq(lg), 5);
     assert_int_equal(elog_next_seq(lg), 6); /* the failed batch is dropped */
     assert_int_equal(file_size(f->dir, seg), size);
     /* latched: never retried, never acknowledged */
     assert_int_equal(elog_append(lg, "x", 1, &seq), TK_EFENCED);
-    assert_int_equal(elog_sync(lg), TK_EFENCED);
+    assert_int_equal(elog_sync(lg, &said), TK_EFENCED);
     assert_true(elog_fenced(lg));
     elog_close(lg);
 
@@ -1372,6 +1391,7 @@ static void failed_fsync_fences(void **state)
  * fdatasync (F3). Each one failing must fence and lose only the batch. */
 static void failed_roll_fences(void **state)
 {
+    tk_why said = {.msg = ""};
     fixture *f = *state;
     static const struct { fio_op op; unsigned n; } cases[] = {
         { FIO_WRITE, 1 }, { FIO_FSYNC, 1 }, { FIO_FSYNC, 2 },
@@ -1395,11 +1415,11 @@ static void failed_roll_fences(void **state)
         append_one(lg);
         append_one(lg);
         fio_fault_arm(cases[i].op, cases[i].n);
-        assert_int_equal(elog_sync(lg), TK_EIO);
+        assert_int_equal(elog_sync(lg, &said), TK_EIO);
         fio_fault_arm(cases[i].op, 0);
         assert_true(elog_fenced(lg));
         assert_int_equal(elog_append(lg, "x", 1, NULL), TK_EFENCED);
-        assert_int_equal(elog_sync(lg), TK_EFENCED);
+        assert_int_equal(elog_sync(lg, &said), TK_EFENCED);
         elog_close(lg);
 
         lg = open_log(f->dir, 512);

@@ -35,10 +35,11 @@ static const char *const NONE[] = {NULL};
 
 static int setup(void **state)
 {
+    tk_why said = {.msg = ""};
     ctx *c = calloc(1, sizeof *c);
     c->dir = tkt_mkdtemp();
     assert_non_null(c->dir);
-    assert_int_equal(eng_open(c->dir, NULL, &c->e), 0);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e, &said), 0);
     fx_scenario(c->e, &c->w);
     *state = c;
     return 0;
@@ -56,8 +57,9 @@ static int teardown(void **state)
 
 static void reopen(ctx *c)
 {
+    tk_why said = {.msg = ""};
     eng_close(c->e);
-    assert_int_equal(eng_open(c->dir, NULL, &c->e), 0);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e, &said), 0);
 }
 
 static bool has(const char *const *list, uint32_t n, const char *s)
@@ -846,6 +848,7 @@ static void creation_rate_per_user(void **state)
 /* A limits change is one event and survives the log alone. */
 static void limits_survive_a_rebuild(void **state)
 {
+    tk_why said = {.msg = ""};
     ctx *c = *state;
     eng_req r;
     assert_int_equal(fx_limits(c->e, "acme", limits(1, 0, 0, 0, 0)), 0);
@@ -860,7 +863,7 @@ static void limits_survive_a_rebuild(void **state)
     char *st = tkt_path(c->dir, "state");
     tkt_rmdir(st); /* the log alone */
     free(st);
-    assert_int_equal(eng_open(c->dir, NULL, &c->e), 0);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e, &said), 0);
     assert_int_equal(fx_token(c->e, &c->w.alice, "one", VIEWER, 0, NULL, NULL), 0);
     assert_int_equal(fx_token(c->e, &c->w.alice, "two", VIEWER, 0, NULL, NULL), TK_ELIMIT);
 }
@@ -872,13 +875,14 @@ static void limits_survive_a_rebuild(void **state)
  * alone (the state removed first). */
 static void reopen_from(ctx *c, bool rebuild)
 {
+    tk_why said = {.msg = ""};
     eng_close(c->e);
     if (rebuild) {
         char *st = tkt_path(c->dir, "state");
         tkt_rmdir(st);
         free(st);
     }
-    assert_int_equal(eng_open(c->dir, NULL, &c->e), 0);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e, &said), 0);
 }
 
 static int del(eng *e, eng_op op, const char *tenant, const char *account, const char *user,

@@ -86,6 +86,7 @@ static void list_dir(const char *dir, char *out, size_t cap)
 
 static void crash_after_create(const char *dir, char secret[TK_SECRET_LEN + 1])
 {
+    tk_why said = {.msg = ""};
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     pid_t pid = fork();
@@ -94,7 +95,7 @@ static void crash_after_create(const char *dir, char secret[TK_SECRET_LEN + 1])
         eng *e;
         fx_world w;
         char s[TK_SECRET_LEN + 1];
-        if (eng_open(dir, NULL, &e) != 0)
+        if (eng_open(dir, NULL, &e, &said) != 0)
             _exit(3);
         fx_scenario(e, &w);
         if (fx_token(e, &w.alice, "ci", VIEWER, 0, NULL, s) != 0)
@@ -113,11 +114,12 @@ static void crash_after_create(const char *dir, char secret[TK_SECRET_LEN + 1])
 
 static void clean_close_leaves_no_marker(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     char *dir = tkt_mkdtemp();
     eng *e;
     fx_world w;
-    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     fx_scenario(e, &w);
     assert_true(exists(dir, "state.unsynced")); /* commits since the open's checkpoint */
     eng_close(e);
@@ -128,6 +130,7 @@ static void clean_close_leaves_no_marker(void **state)
 
 static void process_crash_keeps_lmdb(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     char *dir = tkt_mkdtemp();
     char secret[TK_SECRET_LEN + 1];
@@ -135,7 +138,7 @@ static void process_crash_keeps_lmdb(void **state)
     tk_verify v;
     crash_after_create(dir, secret);
     assert_true(exists(dir, "state.unsynced"));
-    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     assert_int_equal(count_prefix(dir, "state.untrusted-"), 0); /* same boot: trusted */
     assert_false(exists(dir, "state.unsynced"));                /* the open checkpoints */
     assert_int_equal(fx_verify(e, secret, &v), TK_V_VALID);
@@ -146,6 +149,7 @@ static void process_crash_keeps_lmdb(void **state)
 
 static void machine_crash_rebuilds_lmdb_from_the_log(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     char *dir = tkt_mkdtemp();
     char secret[TK_SECRET_LEN + 1];
@@ -161,7 +165,7 @@ static void machine_crash_rebuilds_lmdb_from_the_log(void **state)
     memset(junk, 0xA5, sizeof junk);
     assert_int_equal(tkt_write_file(mdb, junk, sizeof junk), 0);
 
-    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     assert_int_equal(count_prefix(dir, "state.untrusted-"), 1); /* kept, not deleted */
     assert_false(exists(dir, "state.unsynced"));
     assert_int_equal(fx_verify(e, secret, &v), TK_V_VALID);
@@ -171,7 +175,7 @@ static void machine_crash_rebuilds_lmdb_from_the_log(void **state)
     /* A second one (within the same second, most likely): the first state
      * set aside is not in the way, and both are kept. */
     assert_int_equal(tkt_write_file(marker, "00000000-0000-0000-0000-000000000000", 36), 0);
-    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     assert_int_equal(count_prefix(dir, "state.untrusted-"), 2);
     assert_int_equal(fx_verify(e, secret, &v), TK_V_VALID);
     eng_close(e);
@@ -186,13 +190,14 @@ static void machine_crash_rebuilds_lmdb_from_the_log(void **state)
  * from the log, not misread. */
 static void older_layout_is_rebuilt_from_the_log(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     char *dir = tkt_mkdtemp();
     char secret[TK_SECRET_LEN + 1];
     eng *e;
     tk_verify v;
     fx_world w;
-    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     fx_scenario(e, &w);
     assert_int_equal(fx_token(e, &w.alice, "ci", VIEWER, 0, NULL, secret), 0);
     eng_close(e);
@@ -211,12 +216,12 @@ static void older_layout_is_rebuilt_from_the_log(void **state)
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
 
-    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     assert_int_equal(count_prefix(dir, "state.oldformat-"), 1);
     assert_int_equal(fx_verify(e, secret, &v), TK_V_VALID);
     eng_close(e);
     /* Rebuilt with the current layout: the next open keeps it. */
-    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     assert_int_equal(count_prefix(dir, "state.oldformat-"), 1);
     eng_close(e);
     free(sdir);
@@ -229,6 +234,7 @@ static void older_layout_is_rebuilt_from_the_log(void **state)
  * whether or not there is anything to replay; mended, it opens. */
 static void damaged_log_refused_at_open(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     char *dir = tkt_mkdtemp();
     eng_opts o = {.segment_bytes = 2048};
@@ -236,7 +242,7 @@ static void damaged_log_refused_at_open(void **state)
     fx_world w;
     char s[TK_SECRET_LEN + 1];
     tk_verify v;
-    assert_int_equal(eng_open(dir, &o, &e), 0);
+    assert_int_equal(eng_open(dir, &o, &e, &said), 0);
     fx_scenario(e, &w);
     for (int i = 0; i < 40; i++)
         assert_int_equal(fx_token(e, &w.alice, "ci", VIEWER, 0, NULL, s), 0);
@@ -250,9 +256,9 @@ static void damaged_log_refused_at_open(void **state)
     memcpy(bad, orig, len);
     bad[len / 2] ^= 0x04;
     assert_int_equal(tkt_write_file(seg, bad, len), 0);
-    assert_int_not_equal(eng_open(dir, &o, &e), 0);
-    assert_non_null(strstr(eng_last_error(), "00000000000000000001.seg offset"));
-    assert_non_null(strstr(eng_last_error(), "tokenreplay repair"));
+    assert_int_not_equal(eng_open(dir, &o, &e, &said), 0);
+    assert_non_null(strstr(said.msg, "00000000000000000001.seg offset"));
+    assert_non_null(strstr(said.msg, "tokenreplay repair"));
 
     /* ... also when the open would otherwise set the state aside (a marker
      * from another boot) or build a new one (no state): refused first, the
@@ -261,8 +267,8 @@ static void damaged_log_refused_at_open(void **state)
     char *marker = tkt_path(dir, "state.unsynced");
     assert_int_equal(tkt_write_file(marker, "00000000-0000-0000-0000-000000000000", 36), 0);
     list_dir(dir, before, sizeof before);
-    assert_int_not_equal(eng_open(dir, &o, &e), 0);
-    assert_non_null(strstr(eng_last_error(), "00000000000000000001.seg offset"));
+    assert_int_not_equal(eng_open(dir, &o, &e, &said), 0);
+    assert_non_null(strstr(said.msg, "00000000000000000001.seg offset"));
     list_dir(dir, after, sizeof after);
     assert_string_equal(before, after);
     assert_int_equal(count_prefix(dir, "state.untrusted-"), 0);
@@ -270,13 +276,13 @@ static void damaged_log_refused_at_open(void **state)
     char *sdir = tkt_path(dir, "state"), *moved = tkt_path(dir, "state.moved");
     assert_int_equal(rename(sdir, moved), 0);
     list_dir(dir, before, sizeof before);
-    assert_int_not_equal(eng_open(dir, &o, &e), 0);
+    assert_int_not_equal(eng_open(dir, &o, &e, &said), 0);
     list_dir(dir, after, sizeof after);
     assert_string_equal(before, after); /* no new, empty state */
     assert_int_equal(rename(moved, sdir), 0);
 
     assert_int_equal(tkt_write_file(seg, orig, len), 0);
-    assert_int_equal(eng_open(dir, &o, &e), 0);
+    assert_int_equal(eng_open(dir, &o, &e, &said), 0);
     assert_int_equal(fx_verify(e, s, &v), TK_V_VALID);
     eng_close(e);
 
@@ -286,19 +292,19 @@ static void damaged_log_refused_at_open(void **state)
     size_t old_len = 0, now_len = 0;
     unsigned char *old_mdb = tkt_read_file(mdb, &old_len);
     assert_non_null(old_mdb);
-    assert_int_equal(eng_open(dir, &o, &e), 0);
+    assert_int_equal(eng_open(dir, &o, &e, &said), 0);
     for (int i = 0; i < 5; i++)
         assert_int_equal(fx_token(e, &w.alice, "late", VIEWER, 0, NULL, s), 0);
     eng_close(e);
     assert_int_equal(tkt_write_file(mdb, old_mdb, old_len), 0);
     assert_int_equal(tkt_write_file(seg, bad, len), 0);
-    assert_int_not_equal(eng_open(dir, &o, &e), 0);
-    assert_non_null(strstr(eng_last_error(), "00000000000000000001.seg offset"));
+    assert_int_not_equal(eng_open(dir, &o, &e, &said), 0);
+    assert_non_null(strstr(said.msg, "00000000000000000001.seg offset"));
     unsigned char *now_mdb = tkt_read_file(mdb, &now_len);
     assert_int_equal(now_len, old_len);
     assert_memory_equal(now_mdb, old_mdb, old_len); /* nothing replayed */
     assert_int_equal(tkt_write_file(seg, orig, len), 0);
-    assert_int_equal(eng_open(dir, &o, &e), 0); /* mended: the replay brings it up */
+    assert_int_equal(eng_open(dir, &o, &e, &said), 0); /* mended: the replay brings it up */
     assert_int_equal(fx_verify(e, s, &v), TK_V_VALID);
     eng_close(e);
     free(mdb);
@@ -347,6 +353,7 @@ static bool has_id(const id_set *s, const tk_id *id)
 /* One batch deletes token A and creates token B while the step fails. */
 static void late_failure_case(const late_case *lc)
 {
+    tk_why said = {.msg = ""};
     char *dir = tkt_mkdtemp();
     eng *e;
     fx_world w;
@@ -357,11 +364,11 @@ static void late_failure_case(const late_case *lc)
     const char *why;
     id_set seen = {0};
 
-    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     fx_scenario(e, &w);
     assert_int_equal(fx_token(e, &w.alice, "old", VIEWER, 0, &a, sa), 0);
     eng_close(e); /* the open's checkpoint: the next batch writes the marker first */
-    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     if (lc->wait_flush) {
         struct timespec ts = {1, 200 * 1000 * 1000}; /* a checkpoint is due after 1 s */
         nanosleep(&ts, NULL);
@@ -401,7 +408,7 @@ static void late_failure_case(const late_case *lc)
     eng_close(e);
 
     /* The next start agrees with every answer given. */
-    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     assert_int_equal(fx_verify(e, sa, &v), TK_V_UNKNOWN);
     assert_int_equal(fx_verify(e, sb, &v), TK_V_VALID);
     assert_int_equal(eng_token_list(e, &w.alice, none, none, NULL, 64, keep_id, &seen), 0);
@@ -410,7 +417,7 @@ static void late_failure_case(const late_case *lc)
     assert_false(eng_fenced(e, NULL));
     assert_int_equal(fx_tenant(e, "later"), 0);
     eng_close(e);
-    assert_int_equal(eng_open(dir, NULL, &e), 0); /* and once more: nothing lost */
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0); /* and once more: nothing lost */
     assert_int_equal(fx_verify(e, sb, &v), TK_V_VALID);
     assert_int_equal(fx_tenant(e, "later"), TK_EEXIST);
     eng_close(e);

@@ -19,18 +19,19 @@ static void created_once_then_read_back(void **state)
 {
     (void)state;
     char *dir = tkt_mkdtemp();
-    char a[KEYFILE_KEY_LEN + 1], b[KEYFILE_KEY_LEN + 1], err[256] = "";
-    assert_int_equal(keyfile_load(dir, "operator.key", "tko_", a, err, sizeof err), 0);
+    char a[KEYFILE_KEY_LEN + 1], b[KEYFILE_KEY_LEN + 1];
+    tk_why err;
+    assert_int_equal(keyfile_load(dir, "operator.key", "tko_", a, &err), 0);
     assert_int_equal(strlen(a), KEYFILE_KEY_LEN);
     assert_memory_equal(a, "tko_", 4);
     char *path = tkt_path(dir, "operator.key");
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
-    assert_int_equal(keyfile_load(dir, "operator.key", "tko_", b, err, sizeof err), 0);
+    assert_int_equal(keyfile_load(dir, "operator.key", "tko_", b, &err), 0);
     assert_string_equal(a, b);
     /* Another name gets another key. */
-    assert_int_equal(keyfile_load(dir, "gateway.key", "tkg_", b, err, sizeof err), 0);
+    assert_int_equal(keyfile_load(dir, "gateway.key", "tkg_", b, &err), 0);
     assert_memory_not_equal(a + 4, b + 4, 64);
     free(path);
     tkt_rmdir(dir);
@@ -41,7 +42,8 @@ static void not_a_key_is_refused(void **state)
 {
     (void)state;
     char *dir = tkt_mkdtemp();
-    char k[KEYFILE_KEY_LEN + 1], err[256] = "";
+    char k[KEYFILE_KEY_LEN + 1];
+    tk_why err;
     char *path = tkt_path(dir, "operator.key");
     const char *bad[] = {
         "tkg_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n", /* prefix */
@@ -50,9 +52,9 @@ static void not_a_key_is_refused(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(tkt_write_file(path, bad[i], strlen(bad[i])), 0);
-        err[0] = '\0';
-        assert_int_equal(keyfile_load(dir, "operator.key", "tko_", k, err, sizeof err), TK_EINVAL);
-        assert_non_null(strstr(err, "is not a key file"));
+        err.msg[0] = '\0';
+        assert_int_equal(keyfile_load(dir, "operator.key", "tko_", k, &err), TK_EINVAL);
+        assert_non_null(strstr(err.msg, "is not a key file"));
     }
     free(path);
     tkt_rmdir(dir);

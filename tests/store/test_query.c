@@ -28,9 +28,10 @@ static const char *const VIEWER[] = {"viewer", NULL};
 
 static int setup(void **state)
 {
+    tk_why said = {.msg = ""};
     ctx *c = calloc(1, sizeof *c);
     c->dir = tkt_mkdtemp();
-    assert_int_equal(eng_open(c->dir, NULL, &c->e), 0);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e, &said), 0);
     fx_scenario(c->e, &c->w);
     *state = c;
     return 0;

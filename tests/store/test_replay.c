@@ -102,6 +102,7 @@ static void same_listing(eng *a, eng *b, const char *tenant, const char *account
 
 static void log_alone_rebuilds_the_same_state(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     char *root = tkt_mkdtemp();
     char *live_dir = tkt_path(root, "live"), *copy_dir = tkt_path(root, "copy");
@@ -113,7 +114,7 @@ static void log_alone_rebuilds_the_same_state(void **state)
     static const char *const sets[3][3] = {{"viewer", NULL}, {"editor", "viewer", NULL}, {"admin", NULL}};
     int64_t now = time(NULL);
 
-    assert_int_equal(eng_open(live_dir, &opts, &live), 0);
+    assert_int_equal(eng_open(live_dir, &opts, &live, &said), 0);
     fx_scenario(live, &w);
     char bob_key[TK_SECRET_LEN + 1];
     assert_int_equal(fx_user(live, "acme", "globex", "bobby", true, sets[0], bob_key), 0);
@@ -162,7 +163,7 @@ static void log_alone_rebuilds_the_same_state(void **state)
     assert_int_equal(fx_exec(live, &r, NULL), 0);
 
     copy_log(live_dir, copy_dir);
-    assert_int_equal(eng_open(copy_dir, &opts, &copy), 0);
+    assert_int_equal(eng_open(copy_dir, &opts, &copy, &said), 0);
     assert_int_equal(eng_last_seq(copy), eng_last_seq(live));
     assert_int_equal(eng_cred_count(copy), eng_cred_count(live));
 

@@ -168,6 +168,7 @@ static void flood(eng *e, world *wd)
 
 static void full_disk(const char *dir)
 {
+    tk_why said = {.msg = ""};
     eng *e;
     eng_opts o = {.reserve_bytes = RESERVE};
     world wd = {0};
@@ -175,7 +176,7 @@ static void full_disk(const char *dir)
     eng_req r;
     tk_verify v;
 
-    CHECK(eng_open(dir, &o, &e) == 0);
+    CHECK(eng_open(dir, &o, &e, &said) == 0);
     fx_scenario(e, &wd.w);
     CHECK(fx_token(e, &wd.w.alice, "kept", VIEWER, 0, NULL, wd.kept) == 0);
     CHECK(fx_token(e, &wd.w.ellen, "leaked", ADMIN, 0, &wd.leaked_id, wd.leaked) == 0);
@@ -214,7 +215,7 @@ static void full_disk(const char *dir)
     /* The store opens again on the full disk (a clean close gives back the
      * log's look-ahead, and the reserve is grown back first from it); the
      * flood fills what is left, and revocations still go through. */
-    CHECK(eng_open(dir, &o, &e) == 0);
+    CHECK(eng_open(dir, &o, &e, &said) == 0);
     CHECK(fx_verify(e, wd.kept, &v) == TK_V_VALID);
     CHECK(fx_verify(e, wd.leaked, &v) == TK_V_UNKNOWN);
     flood(e, &wd);
@@ -256,12 +257,13 @@ static void revocations_commit_on_a_full_disk(void **state)
  * written) opens, and verifies. */
 static void opens_with_no_byte_free(const char *dir)
 {
+    tk_why said = {.msg = ""};
     eng *e;
     eng_opts o = {.reserve_bytes = 1u << 20};
     fx_world w;
     char s[TK_SECRET_LEN + 1];
     tk_verify v;
-    CHECK(eng_open(dir, &o, &e) == 0);
+    CHECK(eng_open(dir, &o, &e, &said) == 0);
     fx_scenario(e, &w);
     CHECK(fx_token(e, &w.alice, "ci", VIEWER, 0, NULL, s) == 0);
     eng_close(e);
@@ -282,7 +284,7 @@ static void opens_with_no_byte_free(const char *dir)
     if (fd >= 0)
         close(fd);
     CHECK(free_bytes(dir) < 4096);
-    CHECK(eng_open(dir, &o, &e) == 0);
+    CHECK(eng_open(dir, &o, &e, &said) == 0);
     CHECK(fx_verify(e, s, &v) == TK_V_VALID);
     CHECK(fx_token(e, &w.alice, "no", VIEWER, 0, NULL, NULL) == TK_ENOSPC);
     eng_close(e);

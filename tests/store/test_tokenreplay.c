@@ -215,13 +215,14 @@ typedef struct store {
 
 static store *store_new(int ntok)
 {
+    tk_why said = {.msg = ""};
     store *s = calloc(1, sizeof *s);
     eng_opts opts = {.segment_bytes = SEG_BYTES};
     eng *e;
     s->root = tkt_mkdtemp();
     s->dir = tkt_path(s->root, "live");
     s->log = tkt_path(s->dir, "log");
-    assert_int_equal(eng_open(s->dir, &opts, &e), 0);
+    assert_int_equal(eng_open(s->dir, &opts, &e, &said), 0);
     fx_scenario(e, &s->w);
     for (int i = 0; i < ntok; i++) {
         char desc[32];
@@ -252,13 +253,14 @@ static tk_verdict verify(eng *e, const char *secret)
 
 static void check_intact_log_exits_0(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     store *s = store_new(NTOK);
     elog_report rep;
     char *out, h[65];
     FILE *null = fopen("/dev/null", "w");
 
-    assert_int_equal(replay_check(s->dir, null, &rep), 0);
+    assert_int_equal(replay_check(s->dir, null, &rep, &said), 0);
     assert_int_equal(rep.last_seq, s->seqs[NTOK - 1]);
     assert_int_equal(rep.records, rep.last_seq);
     assert_true(rep.segments > 3);
@@ -284,6 +286,7 @@ static void check_intact_log_exits_0(void **state)
 
 static void check_flipped_bit_exits_1_and_names_the_place(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     store *s = store_new(10);
     char seg[64], *out, want[256];
@@ -299,7 +302,7 @@ static void check_flipped_bit_exits_1_and_names_the_place(void **state)
     contains(out, "records    2 intact before the damage");
     free(out);
 
-    assert_int_equal(replay_check(s->dir, null, &rep), TK_ECORRUPT);
+    assert_int_equal(replay_check(s->dir, null, &rep, &said), TK_ECORRUPT);
     assert_int_equal(rep.last_seq, 2);
     assert_int_equal(rep.bad_seg, 1);
     assert_int_equal(rep.bad_off, off);
@@ -311,6 +314,7 @@ static void check_flipped_bit_exits_1_and_names_the_place(void **state)
  * say): check reports it as damage and where; rebuild takes what is before. */
 static void check_reports_an_event_that_does_not_decode(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     store *s = store_new(2);
     char *out, *to = tkt_path(s->root, "before"), nstr[32], want[96];
@@ -318,9 +322,9 @@ static void check_reports_an_event_that_does_not_decode(void **state)
     elog *lg;
     eng *e;
 
-    assert_int_equal(elog_open(s->log, NULL, &lg), 0);
+    assert_int_equal(elog_open(s->log, NULL, &lg, &said), 0);
     assert_int_equal(elog_append(lg, "\x81\xa1t\x63", 4, &seq), 0); /* {"t": 99} */
-    assert_int_equal(elog_sync(lg), 0);
+    assert_int_equal(elog_sync(lg, &said), 0);
     elog_close(lg);
     assert_int_equal(RUN(&out, "check", "--data", s->dir), 1);
     snprintf(want, sizeof want, "event %" PRIu64 " is framed intact but does not decode", seq);
@@ -329,7 +333,7 @@ static void check_reports_an_event_that_does_not_decode(void **state)
     snprintf(nstr, sizeof nstr, "%" PRIu64, seq - 1);
     assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", to, "--upto-seq", nstr), 0);
     free(out);
-    assert_int_equal(eng_open(to, NULL, &e), 0);
+    assert_int_equal(eng_open(to, NULL, &e, &said), 0);
     assert_int_equal(verify(e, s->secrets[1]), TK_V_VALID);
     eng_close(e);
     free(to);
@@ -338,12 +342,13 @@ static void check_reports_an_event_that_does_not_decode(void **state)
 
 static void commands_refuse_a_log_in_use(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     store *s = store_new(2);
     char *out, *other = tkt_path(s->root, "new");
     eng *e;
 
-    assert_int_equal(eng_open(s->dir, NULL, &e), 0);
+    assert_int_equal(eng_open(s->dir, NULL, &e, &said), 0);
     assert_int_equal(RUN(&out, "check", "--data", s->dir), 3);
     contains(out, "in use: a running tokend has this log open");
     free(out);
@@ -362,6 +367,7 @@ static void commands_refuse_a_log_in_use(void **state)
 
 static void rebuild_upto_seq_equals_the_store_stopped_there(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     store *s = store_new(NTOK / 2);
     char *snap = tkt_path(s->root, "snap"), *to = tkt_path(s->root, "rebuilt");
@@ -374,7 +380,7 @@ static void rebuild_upto_seq_equals_the_store_stopped_there(void **state)
     FILE *null = fopen("/dev/null", "w");
 
     copy_tree(s->dir, snap); /* the live store, stopped at n */
-    assert_int_equal(eng_open(s->dir, NULL, &e), 0);
+    assert_int_equal(eng_open(s->dir, NULL, &e, &said), 0);
     assert_int_equal(fx_token(e, &s->w.alice, "later", ADMIN, 0, &later_id, later), 0);
     assert_int_equal(fx_token_delete(e, &s->w.alice, &s->ids[0]), 0);
     assert_int_equal(fx_toggle(e, "umbrella", false), 0);
@@ -394,12 +400,12 @@ static void rebuild_upto_seq_equals_the_store_stopped_there(void **state)
     contains(out, want);
     free(out);
     /* and the hash chain is the same one */
-    assert_int_equal(replay_check(to, null, &ra), 0);
-    assert_int_equal(replay_check(snap, null, &rb), 0);
+    assert_int_equal(replay_check(to, null, &ra, &said), 0);
+    assert_int_equal(replay_check(snap, null, &rb, &said), 0);
     assert_memory_equal(ra.head, rb.head, ELOG_HASH_LEN);
 
     /* the token made after n is unknown there, the one before valid */
-    assert_int_equal(eng_open(to, NULL, &e), 0);
+    assert_int_equal(eng_open(to, NULL, &e, &said), 0);
     assert_int_equal(verify(e, later), TK_V_UNKNOWN);
     assert_int_equal(verify(e, s->secrets[0]), TK_V_VALID);
     assert_int_equal(verify(e, s->secrets[NTOK / 2 - 1]), TK_V_VALID);
@@ -423,6 +429,7 @@ static void rebuild_upto_seq_equals_the_store_stopped_there(void **state)
 
 static void rebuild_upto_time(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     store *s = store_new(5);
     char *to = tkt_path(s->root, "t1"), *to2 = tkt_path(s->root, "t2");
@@ -433,7 +440,7 @@ static void rebuild_upto_time(void **state)
     sleep_ms(30);
     int64_t t = now_ms();
     sleep_ms(30);
-    assert_int_equal(eng_open(s->dir, NULL, &e), 0);
+    assert_int_equal(eng_open(s->dir, NULL, &e, &said), 0);
     assert_int_equal(fx_token(e, &s->w.alice, "later", ADMIN, 0, NULL, later), 0);
     eng_close(e);
 
@@ -444,7 +451,7 @@ static void rebuild_upto_time(void **state)
     contains(out, want);
     contains(out, "after --upto-time");
     free(out);
-    assert_int_equal(eng_open(to, NULL, &e), 0);
+    assert_int_equal(eng_open(to, NULL, &e, &said), 0);
     assert_int_equal(eng_last_seq(e), s->seqs[4]);
     assert_int_equal(verify(e, s->secrets[4]), TK_V_VALID);
     assert_int_equal(verify(e, later), TK_V_UNKNOWN);
@@ -467,7 +474,7 @@ static void rebuild_upto_time(void **state)
                      0);
     contains(out, "events     0 ");
     free(out);
-    assert_int_equal(eng_open(to3, NULL, &e), 0);
+    assert_int_equal(eng_open(to3, NULL, &e, &said), 0);
     assert_int_equal(eng_cred_count(e), 0);
     eng_close(e);
     free(to);
@@ -514,6 +521,7 @@ static void rebuild_refusals(void **state)
 
 static void rebuild_salvages_a_damaged_log_up_to_the_damage(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     store *s = store_new(10);
     char seg[64], *out, *to = tkt_path(s->root, "salvage"), *to2 = tkt_path(s->root, "s2");
@@ -533,7 +541,7 @@ static void rebuild_salvages_a_damaged_log_up_to_the_damage(void **state)
     if (rc != 0)
         fail_msg("exit %d:\n%s", rc, out);
     free(out);
-    assert_int_equal(eng_open(to2, NULL, &e), 0);
+    assert_int_equal(eng_open(to2, NULL, &e, &said), 0);
     assert_int_equal(verify(e, s->secrets[5]), TK_V_VALID);
     assert_int_equal(verify(e, s->secrets[6]), TK_V_UNKNOWN);
     eng_close(e);
@@ -546,6 +554,7 @@ static void rebuild_salvages_a_damaged_log_up_to_the_damage(void **state)
 
 static void compare_same_and_different(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     store *s = store_new(5);
     char *copy = tkt_path(s->root, "copy"), *out, id[TK_ID_STR_LEN + 1];
@@ -559,17 +568,17 @@ static void compare_same_and_different(void **state)
     free(out);
 
     /* a toggle */
-    assert_int_equal(eng_open(copy, NULL, &e), 0);
+    assert_int_equal(eng_open(copy, NULL, &e, &said), 0);
     assert_int_equal(fx_toggle(e, "umbrella", false), 0);
     eng_close(e);
     assert_int_equal(RUN(&out, "compare", "--a", s->dir, "--b", copy), 1);
     contains(out, "different: tenant umbrella: api_tokens: a has on, b has off");
     free(out);
-    assert_int_equal(replay_compare(s->dir, copy, null, &same), 0);
+    assert_int_equal(replay_compare(s->dir, copy, null, &same, &said), 0);
     assert_false(same);
 
     /* a deleted token, in both directions */
-    assert_int_equal(eng_open(copy, NULL, &e), 0);
+    assert_int_equal(eng_open(copy, NULL, &e, &said), 0);
     assert_int_equal(fx_toggle(e, "umbrella", true), 0);
     assert_int_equal(fx_token_delete(e, &s->w.alice, &s->ids[2]), 0);
     eng_close(e);
@@ -584,7 +593,7 @@ static void compare_same_and_different(void **state)
     free(out);
 
     /* a role's level */
-    assert_int_equal(eng_open(s->dir, NULL, &e), 0);
+    assert_int_equal(eng_open(s->dir, NULL, &e, &said), 0);
     assert_int_equal(fx_token_delete(e, &s->w.alice, &s->ids[2]), 0);
     static const char *const viewer_p[] = {"orders:read", NULL};
     assert_int_equal(fx_role(e, "acme", "viewer", 3, viewer_p), 0);
@@ -610,6 +619,7 @@ static void compare_same_and_different(void **state)
  * must still call them the same. */
 static void compare_ignores_internal_ids(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     char *root = tkt_mkdtemp(), *a = tkt_path(root, "a"), *b = tkt_path(root, "b");
     static const char *const px[] = {"p1", "p2", NULL}, *const py[] = {"p2", NULL};
@@ -618,13 +628,13 @@ static void compare_ignores_internal_ids(void **state)
     bool same;
     FILE *null = fopen("/dev/null", "w");
 
-    assert_int_equal(eng_open(a, NULL, &e), 0);
+    assert_int_equal(eng_open(a, NULL, &e, &said), 0);
     assert_int_equal(fx_tenant(e, "t"), 0);
     assert_int_equal(fx_role(e, "t", "x", 1, px), 0);
     assert_int_equal(fx_role(e, "t", "y", 2, py), 0);
     assert_int_equal(fx_account(e, "t", "acc"), 0);
     eng_close(e);
-    assert_int_equal(eng_open(b, NULL, &e), 0);
+    assert_int_equal(eng_open(b, NULL, &e, &said), 0);
     assert_int_equal(fx_tenant(e, "t"), 0);
     assert_int_equal(fx_role(e, "t", "y", 2, py), 0);
     assert_int_equal(fx_role(e, "t", "x", 1, px2), 0);
@@ -632,15 +642,15 @@ static void compare_ignores_internal_ids(void **state)
     assert_int_equal(fx_role(e, "t", "x", 1, px), 0);
     assert_int_equal(fx_account(e, "t", "acc"), 0);
     eng_close(e);
-    assert_int_equal(replay_compare(a, b, null, &same), 0);
+    assert_int_equal(replay_compare(a, b, null, &same, &said), 0);
     assert_true(same);
 
     /* and a dump is sorted, one line per entity */
     char *buf = NULL;
     size_t len = 0;
     FILE *m = open_memstream(&buf, &len);
-    assert_int_equal(eng_open(a, NULL, &e), 0);
-    assert_int_equal(replay_dump(e, m, NULL), 0);
+    assert_int_equal(eng_open(a, NULL, &e, &said), 0);
+    assert_int_equal(replay_dump(e, m, NULL, &said), 0);
     eng_close(e);
     fclose(m);
     assert_string_equal(buf, "1 tenant t\tapi_tokens=off\tmax_tokens=10000\tmax_roles=1000"
@@ -662,6 +672,7 @@ static void compare_ignores_internal_ids(void **state)
 
 static void repair_keeps_the_history_before_the_damage(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     store *s = store_new(NTOK);
     size_t nseg, off, len;
@@ -692,8 +703,8 @@ static void repair_keeps_the_history_before_the_damage(void **state)
     }
 
     /* tokend refuses to start, and says which command to run */
-    assert_int_equal(eng_open(s->dir, NULL, &e), TK_ECORRUPT);
-    const char *msg = strstr(eng_last_error(), "tokenreplay repair --data ");
+    assert_int_equal(eng_open(s->dir, NULL, &e, &said), TK_ECORRUPT);
+    const char *msg = strstr(said.msg, "tokenreplay repair --data ");
     assert_non_null(msg);
     char cmd_dir[1024];
     snprintf(cmd_dir, sizeof cmd_dir, "%s", msg + strlen("tokenreplay repair --data "));
@@ -709,7 +720,7 @@ static void repair_keeps_the_history_before_the_damage(void **state)
     free(out);
 
     /* tokend starts again with the history up to the damage */
-    assert_int_equal(eng_open(s->dir, NULL, &e), 0);
+    assert_int_equal(eng_open(s->dir, NULL, &e, &said), 0);
     assert_int_equal(eng_last_seq(e), d - 1);
     for (int i = 0; i < NTOK; i++)
         assert_int_equal(verify(e, s->secrets[i]), i < k_first_lost ? TK_V_VALID : TK_V_UNKNOWN);
@@ -783,6 +794,7 @@ static void repair_keeps_the_history_before_the_damage(void **state)
  * both are moved aside whole (called directly). */
 static void repair_moves_misnamed_and_headless_segments_whole(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     store *s = store_new(NTOK);
     size_t nseg, len;
@@ -798,7 +810,7 @@ static void repair_moves_misnamed_and_headless_segments_whole(void **state)
     b[0] ^= 1; /* "TKLOG001" broken */
     assert_int_equal(tkt_write_file(p, b, len), 0);
 
-    assert_int_equal(replay_repair(s->dir, null, &info), 0);
+    assert_int_equal(replay_repair(s->dir, null, &info, &said), 0);
     assert_true(info.damaged);
     assert_int_equal(info.kept_seq, strtoull(names[1], NULL, 10) - 1);
     assert_int_equal(info.moved, 1 + (nseg - 1)); /* the stray one, segment 2 and later */
@@ -812,7 +824,7 @@ static void repair_moves_misnamed_and_headless_segments_whole(void **state)
     assert_int_equal(access(mstray, F_OK), 0);
     assert_int_equal(access(stray, F_OK), -1);
 
-    assert_int_equal(eng_open(s->dir, NULL, &e), 0);
+    assert_int_equal(eng_open(s->dir, NULL, &e, &said), 0);
     assert_int_equal(eng_last_seq(e), info.kept_seq);
     assert_int_equal(verify(e, s->secrets[0]), TK_V_VALID);
     eng_close(e);
@@ -831,6 +843,7 @@ static void repair_moves_misnamed_and_headless_segments_whole(void **state)
  * repair sets the state aside and the next open rebuilds it. */
 static void repair_sets_aside_a_state_ahead_of_the_log(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     store *s = store_new(NTOK);
     size_t nseg;
@@ -841,11 +854,11 @@ static void repair_sets_aside_a_state_ahead_of_the_log(void **state)
     eng *e;
 
     assert_int_equal(unlink(last), 0);
-    assert_int_equal(eng_open(s->dir, NULL, &e), TK_ECORRUPT);
-    assert_int_equal(replay_repair(s->log, null, &info), 0);
+    assert_int_equal(eng_open(s->dir, NULL, &e, &said), TK_ECORRUPT);
+    assert_int_equal(replay_repair(s->log, null, &info, &said), 0);
     assert_false(info.damaged);
     assert_true(info.state_moved);
-    assert_int_equal(eng_open(s->dir, NULL, &e), 0);
+    assert_int_equal(eng_open(s->dir, NULL, &e, &said), 0);
     assert_int_equal(eng_last_seq(e), strtoull(names[nseg - 1], NULL, 10) - 1);
     assert_int_equal(verify(e, s->secrets[0]), TK_V_VALID);
     eng_close(e);

@@ -40,6 +40,7 @@ int mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned int flags, MDB_txn **t
 
 static void verify_allocates_nothing_and_opens_no_txn(void **state)
 {
+    tk_why said = {.msg = ""};
     (void)state;
     char *dir = tkt_mkdtemp();
     eng *e;
@@ -50,7 +51,7 @@ static void verify_allocates_nothing_and_opens_no_txn(void **state)
     tk_actor a;
     static const char *const roles[] = {"viewer", "editor", NULL};
 
-    assert_int_equal(eng_open(dir, NULL, &e), 0);
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     fx_scenario(e, &w);
     for (int i = 0; i < 2000; i++) /* enough to have grown the index */
         assert_int_equal(fx_token(e, &w.alice, "t", roles, 0, &id, s), 0);
