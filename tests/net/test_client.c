@@ -2929,6 +2929,384 @@ static void server_every_operation(void **state)
     tkc_free(anon);
 }
 
+/* world() plus a second tenant, umbrella: role staff {labs:enter}, account
+ * corp, carol (staff, portal). API tokens on in both. */
+static void two_tenants(tkc *op, tkc_key *alice, tkc_key *bob, tkc_key *carol)
+{
+    const char *labs[] = {"labs:enter"}, *staff[] = {"staff"};
+    world(op, alice, bob);
+    OK(tkc_tenant_create(op, "umbrella"));
+    OK(tkc_role_put(op, "umbrella", "staff", "Staff", 1, labs, 1));
+    OK(tkc_account_create(op, "umbrella", "corp"));
+    OK(tkc_user_create(op, "umbrella", "corp", "carol", staff, 1, true, carol));
+    OK(tkc_tenant_set(op, "acme", true));
+    OK(tkc_tenant_set(op, "umbrella", true));
+}
+
+/* A refusal: the status, and the server said why. */
+#define REFUSED(c, call, code)                                                                     \
+    do {                                                                                           \
+        int refused_rc_ = (call);                                                                  \
+        if (refused_rc_ != (code))                                                                 \
+            fail_msg("%s: %d (%s), wanted %d", #call, refused_rc_, tkc_errmsg(c), (code));         \
+        assert_true(tkc_refused(c));                                                               \
+        assert_true(tkc_errmsg(c)[0] != '\0');                                                     \
+    } while (0)
+
+/* Every read, by the operator and by users, with the refusal of each rule
+ * that applies: kinds only the operator reads, the portal flag (rule 2), a
+ * user's own tenant and account whatever it names (rule 7). */
+static void server_reads(void **state)
+{
+    NEED_SERVER(s);
+    tkc_key alice, bob, carol, extra;
+    tkc_new_token t, tc;
+    tkc_tenant_page tn = TKC_PAGE_INIT;
+    tkc_perm_page pp = TKC_PAGE_INIT;
+    tkc_role_page rp = TKC_PAGE_INIT;
+    tkc_account_page ap = TKC_PAGE_INIT;
+    tkc_user_page up = TKC_PAGE_INIT;
+    tkc_key_page kp = TKC_PAGE_INIT;
+    tkc_token_page tp = TKC_PAGE_INIT;
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+    const char *viewer[] = {"viewer"}, *staff[] = {"staff"};
+    char after[TKC_CURSOR_MAX + 1];
+    int64_t exp = (int64_t)time(NULL) + 86400, now = (int64_t)time(NULL);
+
+    tkc *op = srv_connect(s, s->opkey);
+    two_tenants(op, &alice, &bob, &carol);
+    tkc *ua = srv_connect(s, alice.personal_key), *ub = srv_connect(s, bob.personal_key);
+    tkc *uc = srv_connect(s, carol.personal_key), *anon = srv_connect(s, NULL);
+
+    /* Tenants: the operator lists them by slug, in pages; nobody else. */
+    OK(tkc_tenant_list(op, NULL, 1, &tn));
+    assert_int_equal(tn.n, 1);
+    assert_string_equal(tn.tenants[0].tenant, "acme");
+    assert_true(tn.more);
+    snprintf(after, sizeof after, "%s", tn.next);
+    OK(tkc_tenant_list(op, after, 0, &tn));
+    assert_int_equal(tn.n, 1);
+    assert_string_equal(tn.tenants[0].tenant, "umbrella");
+    assert_false(tn.more);
+    REFUSED(ua, tkc_tenant_list(ua, NULL, 0, &tn), TK_EDENIED);
+    REFUSED(anon, tkc_tenant_list(anon, NULL, 0, &tn), TK_EUNAUTH);
+
+    /* One tenant: toggle, limits, counts. A user gets its own, whatever it
+     * names; without the portal flag, nothing. */
+    OK(tkc_tenant_get(op, "acme", &tn));
+    assert_int_equal(tn.n, 1);
+    const tkc_tenant *acme = &tn.tenants[0];
+    assert_string_equal(acme->tenant, "acme");
+    assert_true(acme->api_tokens);
+    assert_int_equal(acme->max_tokens, 10000);
+    assert_int_equal(acme->max_roles, 1000);
+    assert_int_equal(acme->max_keys, 100);
+    assert_int_equal(acme->create_rate, 10);
+    assert_int_equal(acme->create_burst, 100);
+    assert_int_equal(acme->role_count, 2);
+    assert_int_equal(acme->permission_count, 2);
+    OK(tkc_tenant_get(ua, "umbrella", &tn));
+    assert_string_equal(tn.tenants[0].tenant, "acme");
+    OK(tkc_tenant_get(uc, NULL, &tn));
+    assert_string_equal(tn.tenants[0].tenant, "umbrella");
+    assert_int_equal(tn.tenants[0].role_count, 1);
+    REFUSED(ub, tkc_tenant_get(ub, NULL, &tn), TK_EDENIED);
+    assert_int_equal(tn.n, 0); /* a refusal leaves an empty page */
+    REFUSED(op, tkc_tenant_get(op, "nosuch", &tn), TK_ENOTFOUND);
+    REFUSED(op, tkc_tenant_get(op, NULL, &tn), TK_EINVAL); /* the operator names it */
+
+    /* Permissions: of the tenant named, or the user's own; in pages. */
+    OK(tkc_perm_list(op, "acme", NULL, 0, &pp));
+    assert_int_equal(pp.n, 2);
+    assert_string_equal(pp.perms[0].key, "orders:read");
+    assert_string_equal(pp.perms[0].description, "Read orders");
+    assert_string_equal(pp.perms[1].key, "orders:write");
+    assert_string_equal(pp.perms[1].description, "");
+    assert_false(pp.more);
+    OK(tkc_perm_list(ua, NULL, NULL, 1, &pp));
+    assert_int_equal(pp.n, 1);
+    assert_true(pp.more);
+    snprintf(after, sizeof after, "%s", pp.next);
+    OK(tkc_perm_list(ua, NULL, after, 1, &pp));
+    assert_int_equal(pp.n, 1);
+    assert_string_equal(pp.perms[0].key, "orders:write");
+    assert_false(pp.more);
+    OK(tkc_perm_list(uc, "acme", NULL, 0, &pp));
+    assert_int_equal(pp.n, 1);
+    assert_string_equal(pp.perms[0].key, "labs:enter");
+    REFUSED(ub, tkc_perm_list(ub, NULL, NULL, 0, &pp), TK_EDENIED);
+    REFUSED(op, tkc_perm_list(op, NULL, NULL, 0, &pp), TK_EINVAL);
+
+    /* Roles: names, levels, permissions. */
+    OK(tkc_role_list(op, "acme", NULL, 0, &rp));
+    assert_int_equal(rp.n, 2);
+    assert_string_equal(rp.roles[0].key, "admin");
+    assert_string_equal(rp.roles[0].name, "Administrator");
+    assert_int_equal(rp.roles[0].level, 0);
+    assert_int_equal(rp.roles[0].nperms, 2);
+    assert_string_equal(rp.roles[0].perms[1], "orders:write");
+    assert_string_equal(rp.roles[1].key, "viewer");
+    assert_int_equal(rp.roles[1].level, 2);
+    assert_int_equal(rp.roles[1].nperms, 1);
+    assert_string_equal(rp.roles[1].perms[0], "orders:read");
+    OK(tkc_role_list(ua, NULL, NULL, 1, &rp));
+    assert_int_equal(rp.n, 1);
+    assert_true(rp.more);
+    assert_string_equal(rp.next, "admin");
+    OK(tkc_role_list(uc, "acme", NULL, 0, &rp));
+    assert_int_equal(rp.n, 1);
+    assert_string_equal(rp.roles[0].key, "staff");
+    assert_string_equal(rp.roles[0].name, "Staff");
+    REFUSED(ub, tkc_role_list(ub, NULL, NULL, 0, &rp), TK_EDENIED);
+
+    /* Accounts: the operator's alone. */
+    OK(tkc_account_list(op, "acme", NULL, 0, &ap));
+    assert_int_equal(ap.n, 1);
+    assert_string_equal(ap.accounts[0].account, "globex");
+    assert_int_equal(ap.accounts[0].token_count, 0);
+    REFUSED(ua, tkc_account_list(ua, "acme", NULL, 0, &ap), TK_EDENIED);
+    REFUSED(op, tkc_account_list(op, "nosuch", NULL, 0, &ap), TK_ENOTFOUND);
+
+    /* Users: of the account named, or the user's own. */
+    OK(tkc_user_list(op, "acme", "globex", NULL, 0, &up));
+    assert_int_equal(up.n, 2);
+    assert_string_equal(up.users[0].user, "alice");
+    assert_int_equal(up.users[0].nroles, 1);
+    assert_string_equal(up.users[0].roles[0], "admin");
+    assert_true(up.users[0].portal);
+    assert_int_equal(up.users[0].key_count, 1);
+    assert_string_equal(up.users[1].user, "bob");
+    assert_false(up.users[1].portal);
+    OK(tkc_user_list(ua, "umbrella", "corp", NULL, 0, &up));
+    assert_int_equal(up.n, 2);
+    assert_string_equal(up.users[0].user, "alice");
+    OK(tkc_user_list(uc, NULL, NULL, NULL, 0, &up));
+    assert_int_equal(up.n, 1);
+    assert_string_equal(up.users[0].user, "carol");
+    REFUSED(ub, tkc_user_list(ub, NULL, NULL, NULL, 0, &up), TK_EDENIED);
+    REFUSED(op, tkc_user_list(op, "acme", NULL, NULL, 0, &up), TK_EINVAL);
+    OK(tkc_user_get(op, "acme", "globex", "bob", &up));
+    assert_int_equal(up.n, 1);
+    assert_string_equal(up.users[0].user, "bob");
+    assert_string_equal(up.users[0].roles[0], "viewer");
+    OK(tkc_user_get(ua, NULL, NULL, "bob", &up));
+    assert_string_equal(up.users[0].user, "bob");
+    REFUSED(ua, tkc_user_get(ua, "umbrella", "corp", "carol", &up), TK_ENOTFOUND);
+    REFUSED(ub, tkc_user_get(ub, NULL, NULL, "bob", &up), TK_EDENIED);
+    REFUSED(op, tkc_user_get(op, "acme", "globex", "nobody", &up), TK_ENOTFOUND);
+
+    /* Personal keys: metadata, oldest first; a user lists its own, portal
+     * or not, whatever it names. */
+    OK(tkc_key_create(op, "acme", "globex", "alice", exp, &extra));
+    OK(tkc_key_list(op, "acme", "globex", "alice", NULL, 1, &kp));
+    assert_int_equal(kp.n, 1);
+    assert_string_equal(kp.keys[0].key_id, alice.key_id);
+    assert_true(llabs(kp.keys[0].created_at - now) < 60);
+    assert_true(kp.keys[0].expires_at == 0);
+    assert_true(kp.more);
+    snprintf(after, sizeof after, "%s", kp.next);
+    OK(tkc_key_list(op, "acme", "globex", "alice", after, 1, &kp));
+    assert_int_equal(kp.n, 1);
+    assert_string_equal(kp.keys[0].key_id, extra.key_id);
+    assert_true(kp.keys[0].expires_at == exp);
+    assert_false(kp.more);
+    OK(tkc_key_list(ub, "acme", "globex", "alice", NULL, 0, &kp));
+    assert_int_equal(kp.n, 1);
+    assert_string_equal(kp.keys[0].key_id, bob.key_id);
+    OK(tkc_key_list(uc, NULL, NULL, NULL, NULL, 0, &kp));
+    assert_int_equal(kp.n, 1);
+    assert_string_equal(kp.keys[0].key_id, carol.key_id);
+    REFUSED(op, tkc_key_list(op, "acme", "globex", NULL, NULL, 0, &kp), TK_EINVAL);
+
+    /* Tokens by ID: the user's own account's (portal), the operator's any;
+     * a personal key's ID is no token. */
+    OK(tkc_token_create(ua, "CI", viewer, 1, exp, &t));
+    OK(tkc_token_create(uc, "lab", staff, 1, 0, &tc));
+    OK(tkc_token_get(ua, t.client_id, &tp));
+    assert_int_equal(tp.n, 1);
+    assert_string_equal(tp.tokens[0].client_id, t.client_id);
+    assert_string_equal(tp.tokens[0].description, "CI");
+    assert_int_equal(tp.tokens[0].nroles, 1);
+    assert_string_equal(tp.tokens[0].roles[0], "viewer");
+    assert_string_equal(tp.tokens[0].created_by, "alice");
+    assert_true(tp.tokens[0].expires_at == exp);
+    OK(tkc_token_get(op, tc.client_id, &tp));
+    assert_string_equal(tp.tokens[0].created_by, "carol");
+    REFUSED(uc, tkc_token_get(uc, t.client_id, &tp), TK_ENOTFOUND);
+    REFUSED(ua, tkc_token_get(ua, tc.client_id, &tp), TK_ENOTFOUND);
+    REFUSED(ub, tkc_token_get(ub, t.client_id, &tp), TK_EDENIED);
+    REFUSED(ua, tkc_token_get(ua, alice.key_id, &tp), TK_ENOTFOUND);
+    OK(tkc_account_list(op, "acme", NULL, 0, &ap));
+    assert_int_equal(ap.accounts[0].token_count, 1);
+
+    /* TOKEN_SET: the description and nothing else; the token still verifies. */
+    OK(tkc_token_set(ua, t.client_id, "nightly"));
+    OK(tkc_token_get(op, t.client_id, &tp));
+    assert_string_equal(tp.tokens[0].description, "nightly");
+    assert_string_equal(tp.tokens[0].roles[0], "viewer");
+    assert_true(tp.tokens[0].expires_at == exp);
+    OK(tkc_token_set(op, t.client_id, ""));
+    OK(tkc_token_get(ua, t.client_id, &tp));
+    assert_string_equal(tp.tokens[0].description, "");
+    REFUSED(uc, tkc_token_set(uc, t.client_id, "x"), TK_ENOTFOUND);
+    REFUSED(ub, tkc_token_set(ub, t.client_id, "x"), TK_EDENIED);
+    REFUSED(ua, tkc_token_set(ua, t.client_id, "bad\x01text"), TK_EINVAL);
+    OK(tkc_verify(anon, t.secret, NULL, &res));
+    assert_true(res.valid);
+    assert_string_equal(res.perms[0], "orders:read");
+
+    tkc_tenant_page_free(&tn);
+    tkc_perm_page_free(&pp);
+    tkc_role_page_free(&rp);
+    tkc_account_page_free(&ap);
+    tkc_user_page_free(&up);
+    tkc_key_page_free(&kp);
+    tkc_token_page_free(&tp);
+    tkc_verify_res_free(&res);
+    tkc_free(anon);
+    tkc_free(uc);
+    tkc_free(ub);
+    tkc_free(ua);
+    tkc_free(op);
+}
+
+/* The deletes: operator only; each is effective for verification (on
+ * another connection) once acknowledged, and takes with it what the
+ * protocol says: a permission out of its roles, a user's keys (its tokens
+ * stay), an account's tokens, users and keys, everything of a tenant. */
+static void server_deletes(void **state)
+{
+    NEED_SERVER(s);
+    tkc_key alice, bob, carol;
+    tkc_new_token ta, tc;
+    tkc_role_page rp = TKC_PAGE_INIT;
+    tkc_user_page up = TKC_PAGE_INIT;
+    tkc_account_page ap = TKC_PAGE_INIT;
+    tkc_tenant_page tn = TKC_PAGE_INIT;
+    tkc_token_page tp = TKC_PAGE_INIT;
+    tkc_key_page kp = TKC_PAGE_INIT;
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+    const char *admin[] = {"admin"}, *staff[] = {"staff"};
+
+    tkc *op = srv_connect(s, s->opkey);
+    two_tenants(op, &alice, &bob, &carol);
+    tkc *ua = srv_connect(s, alice.personal_key), *ub = srv_connect(s, bob.personal_key);
+    tkc *uc = srv_connect(s, carol.personal_key), *g = srv_connect(s, NULL);
+    OK(tkc_token_create(ua, "CI", admin, 1, 0, &ta));
+    OK(tkc_token_create(uc, "lab", staff, 1, 0, &tc));
+    OK(tkc_verify(g, ta.secret, NULL, &res));
+    assert_int_equal(res.nperms, 2);
+
+    /* PERM_DELETE: out of every role, and so out of every token, at once. */
+    REFUSED(ua, tkc_perm_delete(ua, "acme", "orders:write"), TK_EDENIED);
+    OK(tkc_perm_delete(op, "acme", "orders:write"));
+    OK(tkc_verify(g, ta.secret, NULL, &res));
+    assert_true(res.valid);
+    assert_int_equal(res.nperms, 1);
+    assert_string_equal(res.perms[0], "orders:read");
+    OK(tkc_role_list(op, "acme", NULL, 0, &rp));
+    assert_int_equal(rp.roles[0].nperms, 1);
+    REFUSED(op, tkc_perm_delete(op, "acme", "orders:write"), TK_ENOTFOUND);
+
+    /* USER_DELETE: the user's keys end at once, on its open connection too;
+     * the tokens it created stay (they are the account's). */
+    REFUSED(ua, tkc_user_delete(ua, "acme", "globex", "bob"), TK_EDENIED);
+    OK(tkc_user_delete(op, "acme", "globex", "alice"));
+    REFUSED(ua, tkc_token_get(ua, ta.client_id, &tp), TK_EUNAUTH);
+    tkc *again = srv_connect(s, NULL);
+    REFUSED(again, tkc_auth(again, alice.personal_key, NULL), TK_EUNAUTH);
+    OK(tkc_verify(g, ta.secret, NULL, &res));
+    assert_true(res.valid);
+    OK(tkc_token_get(op, ta.client_id, &tp));
+    assert_string_equal(tp.tokens[0].created_by, "alice");
+    REFUSED(op, tkc_user_get(op, "acme", "globex", "alice", &up), TK_ENOTFOUND);
+    OK(tkc_user_list(op, "acme", "globex", NULL, 0, &up));
+    assert_int_equal(up.n, 1);
+    assert_string_equal(up.users[0].user, "bob");
+
+    /* ACCOUNT_DELETE: its tokens, users and keys end. */
+    REFUSED(ub, tkc_account_delete(ub, "acme", "globex"), TK_EDENIED);
+    OK(tkc_account_delete(op, "acme", "globex"));
+    OK(tkc_verify(g, ta.secret, NULL, &res));
+    assert_int_equal(res.verdict, TK_V_UNKNOWN);
+    REFUSED(ub, tkc_key_list(ub, NULL, NULL, NULL, NULL, 0, &kp), TK_EUNAUTH); /* bob's key */
+    OK(tkc_account_list(op, "acme", NULL, 0, &ap));
+    assert_int_equal(ap.n, 0);
+    REFUSED(op, tkc_user_list(op, "acme", "globex", NULL, 0, &up), TK_ENOTFOUND);
+    REFUSED(op, tkc_account_delete(op, "acme", "globex"), TK_ENOTFOUND);
+
+    /* TENANT_DELETE: everything of it ends. */
+    REFUSED(uc, tkc_tenant_delete(uc, "umbrella"), TK_EDENIED);
+    OK(tkc_tenant_delete(op, "umbrella"));
+    OK(tkc_verify(g, tc.secret, NULL, &res));
+    assert_int_equal(res.verdict, TK_V_UNKNOWN);
+    REFUSED(uc, tkc_tenant_get(uc, NULL, &tn), TK_EUNAUTH);
+    REFUSED(op, tkc_tenant_get(op, "umbrella", &tn), TK_ENOTFOUND);
+    OK(tkc_tenant_list(op, NULL, 0, &tn));
+    assert_int_equal(tn.n, 1);
+    assert_string_equal(tn.tenants[0].tenant, "acme");
+    REFUSED(op, tkc_tenant_delete(op, "umbrella"), TK_ENOTFOUND);
+    OK(tkc_tenant_create(op, "umbrella")); /* the slug is free again: a new tenant */
+    OK(tkc_role_list(op, "umbrella", NULL, 0, &rp));
+    assert_int_equal(rp.n, 0);
+
+    tkc_role_page_free(&rp);
+    tkc_user_page_free(&up);
+    tkc_account_page_free(&ap);
+    tkc_tenant_page_free(&tn);
+    tkc_token_page_free(&tp);
+    tkc_key_page_free(&kp);
+    tkc_verify_res_free(&res);
+    tkc_free(again);
+    tkc_free(g);
+    tkc_free(uc);
+    tkc_free(ub);
+    tkc_free(ua);
+    tkc_free(op);
+}
+
+/* A token's permissions are the union of its roles': up to a tenant's
+ * 1024, more than one role may hold (256, the schema's limit of a role's
+ * "permissions"). The client reads all of them. */
+static void server_verify_many_permissions(void **state)
+{
+    NEED_SERVER(s);
+    enum { NROLES = TK_MAX_TENANT_PERMS / TK_MAX_ROLE_PERMS };
+    static char names[TK_MAX_TENANT_PERMS][16];
+    const char *perms[TK_MAX_ROLE_PERMS], *roles[NROLES];
+    char role_keys[NROLES][8];
+    tkc_key alice;
+    tkc_new_token t;
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+
+    tkc *op = srv_connect(s, s->opkey);
+    OK(tkc_tenant_create(op, "acme"));
+    OK(tkc_tenant_set(op, "acme", true));
+    for (int r = 0; r < NROLES; r++) {
+        for (int i = 0; i < TK_MAX_ROLE_PERMS; i++) {
+            snprintf(names[r * TK_MAX_ROLE_PERMS + i], sizeof names[0], "p%04d",
+                     r * TK_MAX_ROLE_PERMS + i);
+            perms[i] = names[r * TK_MAX_ROLE_PERMS + i];
+        }
+        snprintf(role_keys[r], sizeof role_keys[r], "r%d", r);
+        roles[r] = role_keys[r];
+        OK(tkc_role_put(op, "acme", roles[r], NULL, 0, perms, TK_MAX_ROLE_PERMS));
+    }
+    OK(tkc_account_create(op, "acme", "globex"));
+    OK(tkc_user_create(op, "acme", "globex", "alice", roles, NROLES, true, &alice));
+    tkc *ua = srv_connect(s, alice.personal_key);
+    if (tkc_token_create(ua, "all", roles, NROLES, 0, &t) != 0)
+        fail_msg("token create: %s", tkc_errmsg(ua));
+    if (tkc_verify(op, t.secret, NULL, &res) != 0)
+        fail_msg("verify: %s", tkc_errmsg(op));
+    assert_true(res.valid);
+    assert_int_equal(res.nroles, NROLES);
+    assert_int_equal(res.nperms, TK_MAX_TENANT_PERMS);
+    tkc_verify_res_free(&res);
+    tkc_free(ua);
+    tkc_free(op);
+}
+
 /* The server's one-line errors reach the caller; the connection goes on. */
 static void server_errors(void **state)
 {
@@ -3365,6 +3743,9 @@ int main(void)
         cmocka_unit_test(pipeline_allocation_free),
         cmocka_unit_test(connecting),
         cmocka_unit_test_setup_teardown(server_every_operation, srv_setup, srv_teardown),
+        cmocka_unit_test_setup_teardown(server_reads, srv_setup, srv_teardown),
+        cmocka_unit_test_setup_teardown(server_deletes, srv_setup, srv_teardown),
+        cmocka_unit_test_setup_teardown(server_verify_many_permissions, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_errors, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_pipeline, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(tokenctl_cli, srv_setup, srv_teardown),
