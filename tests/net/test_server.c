@@ -73,6 +73,7 @@ typedef struct ctx {
     char secret[128];    /* a token of alice's: viewer */
     char client_id[64];
     int saved_stderr;    /* dup of the real stderr + 1, while redirected */
+    raw_server prev;     /* a stopped server whose files a restart reuses */
     srv *inproc;         /* an in-process server, while running */
     pthread_t inproc_th;
 } ctx;
@@ -314,6 +315,7 @@ static int teardown(void **state)
     stop_inproc(c);
     restore_stderr(c);
     raw_server_free(&c->srv);
+    raw_server_free(&c->prev);
     free(c);
     raw_watchdog(0);
     return 0;
@@ -2344,7 +2346,558 @@ static void reply_bounds_hold(void **state)
     stop_clean(c);
 }
 
-/* ---- a figure, not a check ------------------------------------------------- */
+/* ---- the management surface (issue 9) ------------------------------------ */
+
+static const char *const CAROL_ROLES[] = {"ops", NULL};
+
+/* More of the world for the management tests: in acme, bob (viewer, no
+ * portal) in globex, and account umbrella with dave (viewer, portal) and
+ * one token of his; tenant initech with role ops, account hooli, carol
+ * (ops, portal) and one token of hers. Keys and secrets into m. */
+typedef struct more_world {
+    char bob[128], dave[128], carol[128], carol_key_id[64];
+    char dave_secret[128], dave_id[64], carol_secret[128], carol_id[64];
+} more_world;
+
+static void user_key(int op, const char *tenant, const char *account, const char *user,
+                     const char *const *roles, int portal, char *key, char *key_id)
+{
+    raw_reply r;
+    assert_int_equal(callf(op, OP_USER_CREATE, &r, "tenant:s account:s user:s roles:a portal:b",
+                           tenant, account, user, roles, portal),
+                     0);
+    assert_true(raw_get_str(&r, "personal_key", key, 128));
+    if (key_id)
+        assert_true(raw_get_str(&r, "key_id", key_id, 64));
+    raw_reply_free(&r);
+}
+
+static void user_token(ctx *c, const char *key, const char *const *roles, char *secret,
+                       char *id)
+{
+    raw_reply r;
+    int fd = auth_conn(c, key, "user");
+    assert_int_equal(callf(fd, OP_TOKEN_CREATE, &r, "roles:a", roles), 0);
+    assert_true(raw_get_str(&r, "secret", secret, 128));
+    assert_true(raw_get_str(&r, "client_id", id, 64));
+    raw_reply_free(&r);
+    close(fd);
+}
+
+static void more(ctx *c, more_world *m)
+{
+    int op = auth_conn(c, c->op_key, "operator");
+    user_key(op, "acme", "globex", "bob", VIEWER, 0, m->bob, NULL);
+    assert_int_equal(callf(op, OP_ACCOUNT_CREATE, NULL, "tenant:s account:s", "acme", "umbrella"),
+                     0);
+    user_key(op, "acme", "umbrella", "dave", VIEWER, 1, m->dave, NULL);
+    assert_int_equal(callf(op, OP_TENANT_CREATE, NULL, "tenant:s", "initech"), 0);
+    assert_int_equal(callf(op, OP_TENANT_SET, NULL, "tenant:s api_tokens:b", "initech", 1), 0);
+    assert_int_equal(callf(op, OP_ROLE_PUT, NULL, "tenant:s key:s level:u permissions:a",
+                           "initech", "ops", (uint64_t)1, VIEWER_PERMS),
+                     0);
+    assert_int_equal(callf(op, OP_ACCOUNT_CREATE, NULL, "tenant:s account:s", "initech", "hooli"),
+                     0);
+    user_key(op, "initech", "hooli", "carol", CAROL_ROLES, 1, m->carol, m->carol_key_id);
+    close(op);
+    user_token(c, m->dave, VIEWER, m->dave_secret, m->dave_id);
+    user_token(c, m->carol, CAROL_ROLES, m->carol_secret, m->carol_id);
+}
+
+/* Expects status st; with text, the error message contains it. */
+static void expect_status(int fd, uint16_t op, int st, const char *text, const char *spec, ...)
+{
+    va_list ap;
+    mpw w;
+    raw_reply r;
+    mpw_init(&w);
+    va_start(ap, spec);
+    raw_vmap(&w, spec, ap);
+    va_end(ap);
+    int got = call(fd, op, &w, &r);
+    mpw_free(&w);
+    if (got != -st) {
+        char msg[256] = "";
+        raw_get_str(&r, "error", msg, sizeof msg);
+        print_error("op 0x%02x: status %d (%s), wanted %d\n", op, -got, msg, st);
+        fail();
+    }
+    assert_error(&r, st, text);
+    raw_reply_free(&r);
+}
+
+/* VERIFY of secret on fd: valid, or invalid with reason. */
+static void verify_is(int fd, const char *secret, const char *reason)
+{
+    raw_reply r;
+    bool valid = false;
+    char s[64];
+    assert_int_equal(callf(fd, OP_VERIFY, &r, "secret:s", secret), 0);
+    assert_true(raw_get_bool(&r, "valid", &valid));
+    assert_true(raw_get_str(&r, "reason", s, sizeof s));
+    assert_string_equal(s, reason);
+    assert_int_equal(valid, strcmp(reason, "valid") == 0);
+    raw_reply_free(&r);
+}
+
+/* The row of list whose field key equals name; false if none. */
+static bool find_row(const raw_reply *r, const char *list, const char *key, const char *name,
+                     raw_reply *row)
+{
+    char s[256];
+    for (int i = 0; raw_get_row(r, list, i, row); i++)
+        if (raw_get_str(row, key, s, sizeof s) && strcmp(s, name) == 0)
+            return true;
+    return false;
+}
+
+static int64_t get_int(const raw_reply *r, const char *key)
+{
+    int64_t v = -1;
+    assert_true(raw_get_int(r, key, &v));
+    return v;
+}
+
+static const char *get_str(const raw_reply *r, const char *key, char *buf, size_t cap)
+{
+    assert_true(raw_get_str(r, key, buf, cap));
+    return buf;
+}
+
+/* Stops the server and starts another on dir (NULL: the same data). The
+ * stopped one's files stay until teardown. */
+static void restart_on(ctx *c, const char *dir)
+{
+    assert_int_equal(raw_server_stop(&c->srv), 0);
+    raw_server_free(&c->prev);
+    c->prev = c->srv;
+    assert_int_equal(raw_server_start(&c->srv, dir ? dir : c->prev.dir, NULL), 0);
+}
+
+/* Runs $BIN/tool with args (NULL-terminated), output to the server's log
+ * directory; its exit status. */
+static int run_tool(const char *tool, const char *const *args)
+{
+    const char *bin = getenv("BIN");
+    char path[512];
+    const char *argv[16];
+    int argc = 0, st;
+    snprintf(path, sizeof path, "%s/%s", bin && *bin ? bin : "bin", tool);
+    argv[argc++] = path;
+    for (; *args && argc < 15; args++)
+        argv[argc++] = *args;
+    argv[argc] = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, STDOUT_FILENO);
+        execv(path, (char *const *)argv);
+        _exit(127);
+    }
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Every read, from each side: what the operator names, what a user's own
+ * scope gives (rule 7: the names it sends are ignored), rule 2 on them,
+ * metadata only (rule 9), and a personal key's ID is no token (rule 8). */
+static void reads_scoped(void **state)
+{
+    ctx *c = *state;
+    more_world m;
+    raw_reply r, row;
+    char s[512];
+    bool more_rows = true;
+    boot(c, NULL);
+    more(c, &m);
+    int op = auth_conn(c, c->op_key, "operator");
+
+    /* The operator: tenants, one tenant, and what is in it. */
+    assert_int_equal(callf(op, OP_TENANT_LIST, &r, ""), 0);
+    assert_int_equal(raw_get_count(&r, "tenants"), 2);
+    assert_true(find_row(&r, "tenants", "tenant", "acme", &row));
+    assert_int_equal(get_int(&row, "role_count"), 2);
+    assert_int_equal(get_int(&row, "permission_count"), 2);
+    assert_true(raw_get_bool(&r, "more", &more_rows));
+    assert_false(more_rows);
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_TENANT_LIST, &r, "limit:u", (uint64_t)1), 0);
+    assert_int_equal(raw_get_count(&r, "tenants"), 1);
+    assert_true(raw_get_row(&r, "tenants", 0, &row));
+    assert_string_equal(get_str(&row, "tenant", s, sizeof s), "acme"); /* by name */
+    char next[200];
+    get_str(&r, "next", next, sizeof next);
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_TENANT_LIST, &r, "after:s", next), 0);
+    assert_int_equal(raw_get_count(&r, "tenants"), 1);
+    assert_true(find_row(&r, "tenants", "tenant", "initech", &row));
+    raw_reply_free(&r);
+
+    assert_int_equal(callf(op, OP_TENANT_GET, &r, "tenant:s", "acme"), 0);
+    assert_string_equal(get_str(&r, "tenant", s, sizeof s), "acme");
+    bool on = false;
+    assert_true(raw_get_bool(&r, "api_tokens", &on));
+    assert_true(on);
+    assert_int_equal(get_int(&r, "max_tokens"), 0); /* world() took the quotas off */
+    assert_int_equal(get_int(&r, "max_roles"), 1000);
+    raw_reply_free(&r);
+    expect_status(op, OP_TENANT_GET, TK_ENOTFOUND, "nosuch", "tenant:s", "nosuch");
+
+    assert_int_equal(callf(op, OP_PERM_LIST, &r, "tenant:s", "acme"), 0);
+    assert_int_equal(raw_get_count(&r, "permissions"), 2);
+    assert_true(find_row(&r, "permissions", "key", "orders:write", &row));
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_ROLE_LIST, &r, "tenant:s", "acme"), 0);
+    assert_int_equal(raw_get_count(&r, "roles"), 2);
+    assert_true(find_row(&r, "roles", "key", "viewer", &row));
+    assert_string_equal(get_str(&row, "name", s, sizeof s), "Viewer");
+    assert_int_equal(get_int(&row, "level"), 2);
+    assert_int_equal(raw_get_strs(&row, "permissions", s, sizeof s), 1);
+    assert_string_equal(s, "orders:read");
+    assert_true(find_row(&r, "roles", "key", "admin", &row));
+    assert_int_equal(get_int(&row, "level"), 0);
+    assert_int_equal(raw_get_strs(&row, "permissions", s, sizeof s), 2);
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_ACCOUNT_LIST, &r, "tenant:s", "acme"), 0);
+    assert_int_equal(raw_get_count(&r, "accounts"), 2);
+    assert_true(find_row(&r, "accounts", "account", "globex", &row));
+    assert_int_equal(get_int(&row, "token_count"), 1);
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_USER_LIST, &r, "tenant:s account:s", "acme", "globex"), 0);
+    assert_int_equal(raw_get_count(&r, "users"), 2);
+    assert_true(find_row(&r, "users", "user", "alice", &row));
+    assert_true(raw_get_bool(&row, "portal", &on));
+    assert_true(on);
+    assert_int_equal(get_int(&row, "key_count"), 1);
+    assert_int_equal(raw_get_strs(&row, "roles", s, sizeof s), 1);
+    assert_string_equal(s, "admin");
+    assert_true(find_row(&r, "users", "user", "bob", &row));
+    assert_true(raw_get_bool(&row, "portal", &on));
+    assert_false(on);
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_USER_GET, &r, "tenant:s account:s user:s", "acme", "globex",
+                           "bob"),
+                     0);
+    assert_string_equal(get_str(&r, "user", s, sizeof s), "bob");
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_KEY_LIST, &r, "tenant:s account:s user:s", "acme", "globex",
+                           "alice"),
+                     0);
+    assert_int_equal(raw_get_count(&r, "keys"), 1); /* her token is no personal key */
+    assert_true(find_row(&r, "keys", "key_id", c->alice_key_id, &row));
+    assert_int_equal(get_int(&row, "expires_at"), 0);
+    assert_true(get_int(&row, "created_at") > 0);
+    assert_null(memmem(r.body, r.h.len, c->alice_key, strlen(c->alice_key))); /* rule 9 */
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_TOKEN_GET, &r, "client_id:s", c->client_id), 0);
+    assert_string_equal(get_str(&r, "description", s, sizeof s), "ci");
+    assert_string_equal(get_str(&r, "created_by", s, sizeof s), "alice");
+    assert_int_equal(raw_get_strs(&r, "roles", s, sizeof s), 1);
+    assert_string_equal(s, "viewer");
+    assert_null(memmem(r.body, r.h.len, c->secret, strlen(c->secret)));
+    raw_reply_free(&r);
+    /* Rule 8: a personal key's ID is no token, for the operator too. */
+    expect_status(op, OP_TOKEN_GET, TK_ENOTFOUND, NULL, "client_id:s", c->alice_key_id);
+    /* The operator names the scope. */
+    expect_status(op, OP_PERM_LIST, TK_EINVAL, "the operator names the scope", "");
+    expect_status(op, OP_USER_LIST, TK_EINVAL, "the operator names the scope", "tenant:s",
+                  "acme");
+    expect_status(op, OP_KEY_LIST, TK_EINVAL, "the operator names the scope",
+                  "tenant:s account:s", "acme", "globex");
+
+    /* alice (portal) reads her tenant and account, whatever she names. */
+    int al = auth_conn(c, c->alice_key, "user");
+    assert_int_equal(callf(al, OP_TENANT_GET, &r, "tenant:s", "initech"), 0);
+    assert_string_equal(get_str(&r, "tenant", s, sizeof s), "acme");
+    raw_reply_free(&r);
+    assert_int_equal(callf(al, OP_ROLE_LIST, &r, "tenant:s", "initech"), 0);
+    assert_int_equal(raw_get_count(&r, "roles"), 2);
+    assert_false(find_row(&r, "roles", "key", "ops", &row)); /* rule 7 */
+    raw_reply_free(&r);
+    assert_int_equal(callf(al, OP_PERM_LIST, &r, ""), 0);
+    assert_int_equal(raw_get_count(&r, "permissions"), 2);
+    raw_reply_free(&r);
+    assert_int_equal(callf(al, OP_USER_LIST, &r, "tenant:s account:s", "acme", "umbrella"), 0);
+    assert_int_equal(raw_get_count(&r, "users"), 2); /* globex's: alice and bob, not dave */
+    assert_false(find_row(&r, "users", "user", "dave", &row));
+    raw_reply_free(&r);
+    expect_status(al, OP_USER_GET, TK_ENOTFOUND, NULL, "user:s", "dave");
+    expect_status(al, OP_TOKEN_GET, TK_ENOTFOUND, "in your account", "client_id:s", m.dave_id);
+    expect_status(al, OP_TOKEN_GET, TK_ENOTFOUND, "in your account", "client_id:s", m.carol_id);
+    expect_status(al, OP_TOKEN_GET, TK_ENOTFOUND, "in your account", "client_id:s",
+                  c->alice_key_id); /* rule 8 */
+    assert_int_equal(callf(al, OP_TOKEN_GET, &r, "client_id:s", c->client_id), 0);
+    raw_reply_free(&r);
+    assert_int_equal(callf(al, OP_KEY_LIST, &r, ""), 0);
+    assert_int_equal(raw_get_count(&r, "keys"), 1);
+    raw_reply_free(&r);
+    expect_status(al, OP_TENANT_LIST, TK_EDENIED, NULL, "");
+    expect_status(al, OP_ACCOUNT_LIST, TK_EDENIED, NULL, "tenant:s", "acme");
+
+    /* carol, another tenant's: sees none of acme. */
+    int ca = auth_conn(c, m.carol, "user");
+    assert_int_equal(callf(ca, OP_ROLE_LIST, &r, "tenant:s", "acme"), 0);
+    assert_int_equal(raw_get_count(&r, "roles"), 1);
+    assert_true(find_row(&r, "roles", "key", "ops", &row));
+    raw_reply_free(&r);
+    assert_int_equal(callf(ca, OP_USER_LIST, &r, "tenant:s account:s", "acme", "globex"), 0);
+    assert_int_equal(raw_get_count(&r, "users"), 1);
+    assert_true(find_row(&r, "users", "user", "carol", &row));
+    raw_reply_free(&r);
+    expect_status(ca, OP_USER_GET, TK_ENOTFOUND, NULL, "tenant:s account:s user:s", "acme",
+                  "globex", "alice");
+    expect_status(ca, OP_TOKEN_GET, TK_ENOTFOUND, "in your account", "client_id:s",
+                  c->client_id);
+
+    /* bob, no portal (rule 2): no reads of the tenant or account; his own
+     * keys, yes. */
+    int bb = auth_conn(c, m.bob, "user");
+    expect_status(bb, OP_ROLE_LIST, TK_EDENIED, "no portal access", "");
+    expect_status(bb, OP_PERM_LIST, TK_EDENIED, "no portal access", "");
+    expect_status(bb, OP_USER_LIST, TK_EDENIED, "no portal access", "");
+    expect_status(bb, OP_USER_GET, TK_EDENIED, "no portal access", "user:s", "bob");
+    expect_status(bb, OP_TENANT_GET, TK_EDENIED, "no portal access", "");
+    expect_status(bb, OP_TOKEN_GET, TK_EDENIED, "no portal access", "client_id:s",
+                  c->client_id);
+    assert_int_equal(callf(bb, OP_KEY_LIST, &r, ""), 0);
+    assert_int_equal(raw_get_count(&r, "keys"), 1);
+    raw_reply_free(&r);
+
+    /* Rule 8: a tenant token authenticates none of it. */
+    int tk = raw_connect(c->srv.port);
+    assert_int_equal(callf(tk, OP_AUTH, NULL, "key:s", c->secret), -TK_EUNAUTH);
+    expect_status(tk, OP_ROLE_LIST, TK_EUNAUTH, NULL, "");
+    expect_status(tk, OP_KEY_LIST, TK_EUNAUTH, NULL, "");
+    close(tk);
+    close(bb);
+    close(ca);
+    close(al);
+    close(op);
+    alive(c);
+    stop_clean(c);
+}
+
+/* TOKEN_SET: the description and nothing else, by the account's portal
+ * users or the operator; kept over a restart. */
+static void token_set_description_only(void **state)
+{
+    ctx *c = *state;
+    more_world m;
+    raw_reply r;
+    char s[256];
+    boot(c, NULL);
+    more(c, &m);
+    int al = auth_conn(c, c->alice_key, "user");
+    assert_int_equal(callf(al, OP_TOKEN_SET, NULL, "client_id:s description:s", c->client_id,
+                           "ci, renamed"),
+                     0);
+    assert_int_equal(callf(al, OP_TOKEN_GET, &r, "client_id:s", c->client_id), 0);
+    assert_string_equal(get_str(&r, "description", s, sizeof s), "ci, renamed");
+    raw_reply_free(&r);
+    alive(c); /* same roles, same permissions */
+    /* Nothing else changes: roles (the ceiling is the creator's, once), an
+     * expiry. */
+    expect_status(al, OP_TOKEN_SET, TK_EINVAL, "unknown field \"roles\"",
+                  "client_id:s description:s roles:a", c->client_id, "x", ADMIN);
+    expect_status(al, OP_TOKEN_SET, TK_EINVAL, "unknown field \"expires_at\"",
+                  "client_id:s description:s expires_at:i", c->client_id, "x",
+                  (int64_t)4102444800000);
+    expect_status(al, OP_TOKEN_SET, TK_EINVAL, "description", "client_id:s", c->client_id);
+    expect_status(al, OP_TOKEN_SET, TK_EINVAL, "UTF-8", "client_id:s description:s",
+                  c->client_id, "bad \xff");
+    /* Isolation: another account's, another tenant's; rule 8: a key's ID. */
+    expect_status(al, OP_TOKEN_SET, TK_ENOTFOUND, "in your account", "client_id:s description:s",
+                  m.dave_id, "mine now");
+    expect_status(al, OP_TOKEN_SET, TK_ENOTFOUND, "in your account", "client_id:s description:s",
+                  m.carol_id, "mine now");
+    expect_status(al, OP_TOKEN_SET, TK_ENOTFOUND, "in your account", "client_id:s description:s",
+                  c->alice_key_id, "a key");
+    /* Rule 2. */
+    int bb = auth_conn(c, m.bob, "user");
+    expect_status(bb, OP_TOKEN_SET, TK_EDENIED, "no portal access", "client_id:s description:s",
+                  c->client_id, "bob was here");
+    close(bb);
+    int op = auth_conn(c, c->op_key, "operator");
+    assert_int_equal(callf(op, OP_TOKEN_SET, NULL, "client_id:s description:s", m.carol_id,
+                           "set by the operator"),
+                     0);
+    close(op);
+    close(al);
+
+    restart_on(c, NULL);
+    int ca = auth_conn(c, m.carol, "user");
+    assert_int_equal(callf(ca, OP_TOKEN_GET, &r, "client_id:s", m.carol_id), 0);
+    assert_string_equal(get_str(&r, "description", s, sizeof s), "set by the operator");
+    raw_reply_free(&r);
+    close(ca);
+    stop_clean(c);
+}
+
+static void auth_refused(ctx *c, const char *key)
+{
+    int fd = raw_connect(c->srv.port);
+    expect_status(fd, OP_AUTH, TK_EUNAUTH, NULL, "key:s", key);
+    close(fd);
+}
+
+/* What the deletes of deletes_effective_and_kept leave, as seen now, after
+ * a restart and after a rebuild from the log. */
+static void after_deletes(ctx *c, const more_world *m, const char *admin_secret)
+{
+    raw_reply r, row;
+    char s[256];
+    int gw = raw_connect(c->srv.port);
+    verify_is(gw, c->secret, "valid"); /* alice's token outlives her */
+    assert_int_equal(callf(gw, OP_VERIFY, &r, "secret:s", admin_secret), 0);
+    assert_int_equal(raw_get_strs(&r, "permissions", s, sizeof s), 1); /* orders:write gone */
+    assert_string_equal(s, "orders:read");
+    raw_reply_free(&r);
+    verify_is(gw, m->dave_secret, "unknown");
+    verify_is(gw, m->carol_secret, "unknown");
+    close(gw);
+    auth_refused(c, c->alice_key);
+    auth_refused(c, m->dave);
+    auth_refused(c, m->carol);
+    close(auth_conn(c, m->bob, "user"));
+
+    int op = auth_conn(c, c->op_key, "operator");
+    assert_int_equal(callf(op, OP_TOKEN_GET, &r, "client_id:s", c->client_id), 0);
+    assert_string_equal(get_str(&r, "created_by", s, sizeof s), "alice"); /* metadata */
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_USER_LIST, &r, "tenant:s account:s", "acme", "globex"), 0);
+    assert_int_equal(raw_get_count(&r, "users"), 1);
+    assert_true(find_row(&r, "users", "user", "bob", &row));
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_ACCOUNT_LIST, &r, "tenant:s", "acme"), 0);
+    assert_int_equal(raw_get_count(&r, "accounts"), 1);
+    assert_true(find_row(&r, "accounts", "account", "globex", &row));
+    assert_int_equal(get_int(&row, "token_count"), 2);
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_PERM_LIST, &r, "tenant:s", "acme"), 0);
+    assert_int_equal(raw_get_count(&r, "permissions"), 1);
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_ROLE_LIST, &r, "tenant:s", "acme"), 0);
+    assert_true(find_row(&r, "roles", "key", "admin", &row));
+    assert_int_equal(raw_get_strs(&row, "permissions", s, sizeof s), 1);
+    assert_string_equal(s, "orders:read");
+    raw_reply_free(&r);
+    /* initech was deleted and made again: it starts empty, tokens off. */
+    assert_int_equal(callf(op, OP_TENANT_GET, &r, "tenant:s", "initech"), 0);
+    bool on = true;
+    assert_true(raw_get_bool(&r, "api_tokens", &on));
+    assert_false(on);
+    assert_int_equal(get_int(&r, "role_count"), 0);
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_ACCOUNT_LIST, &r, "tenant:s", "initech"), 0);
+    assert_int_equal(raw_get_count(&r, "accounts"), 0);
+    raw_reply_free(&r);
+    close(op);
+}
+
+/* USER_DELETE, PERM_DELETE, ACCOUNT_DELETE, TENANT_DELETE: the operator's
+ * only; each effective for verification by the time it is acknowledged
+ * (rule 5; seen from another connection, and from a VERIFY pipelined
+ * behind it on the same one, rule 10); the same after a restart and after
+ * a rebuild from the log. */
+static void deletes_effective_and_kept(void **state)
+{
+    ctx *c = *state;
+    more_world m;
+    raw_reply r, rs[2];
+    uint32_t ids[2];
+    char admin_secret[128], admin_id[64], s[256];
+    mpw all;
+    boot(c, NULL);
+    more(c, &m);
+    user_token(c, c->alice_key, ADMIN, admin_secret, admin_id);
+    int op = auth_conn(c, c->op_key, "operator");
+    int gw = raw_connect(c->srv.port);
+
+    /* Users delete nothing of these (not even in their own account). */
+    int al = auth_conn(c, c->alice_key, "user");
+    expect_status(al, OP_USER_DELETE, TK_EDENIED, NULL, "tenant:s account:s user:s", "acme",
+                  "globex", "bob");
+    expect_status(al, OP_ACCOUNT_DELETE, TK_EDENIED, NULL, "tenant:s account:s", "acme",
+                  "globex");
+    expect_status(al, OP_PERM_DELETE, TK_EDENIED, NULL, "tenant:s key:s", "acme",
+                  "orders:read");
+    expect_status(al, OP_TENANT_DELETE, TK_EDENIED, NULL, "tenant:s", "initech");
+    /* The operator: names that are not there, a user in another account. */
+    expect_status(op, OP_USER_DELETE, TK_ENOTFOUND, NULL, "tenant:s account:s user:s", "acme",
+                  "umbrella", "alice");
+    expect_status(op, OP_ACCOUNT_DELETE, TK_ENOTFOUND, NULL, "tenant:s account:s", "initech",
+                  "globex");
+    expect_status(op, OP_PERM_DELETE, TK_ENOTFOUND, NULL, "tenant:s key:s", "initech",
+                  "orders:write");
+    expect_status(op, OP_TENANT_DELETE, TK_ENOTFOUND, NULL, "tenant:s", "nosuch");
+    verify_is(gw, m.carol_secret, "valid");
+
+    /* USER_DELETE: her keys end, her connection with them; her tokens stay. */
+    assert_int_equal(callf(op, OP_USER_DELETE, NULL, "tenant:s account:s user:s", "acme",
+                           "globex", "alice"),
+                     0);
+    expect_status(al, OP_TOKEN_LIST, TK_EUNAUTH, "no longer valid", "");
+    close(al);
+    auth_refused(c, c->alice_key);
+    verify_is(gw, c->secret, "valid");
+    expect_status(op, OP_KEY_LIST, TK_ENOTFOUND, NULL, "tenant:s account:s user:s", "acme",
+                  "globex", "alice");
+
+    /* PERM_DELETE with a VERIFY pipelined behind it on the same connection. */
+    mpw_init(&all);
+    ids[0] = add_frame(&all, OP_PERM_DELETE, "tenant:s key:s", "acme", "orders:write");
+    ids[1] = add_frame(&all, OP_VERIFY, "secret:s", admin_secret);
+    send_all_recv(op, &all, ids, rs, 2);
+    assert_int_equal(rs[0].h.code, 0);
+    assert_int_equal(raw_get_strs(&rs[1], "permissions", s, sizeof s), 1);
+    assert_string_equal(s, "orders:read");
+    free_replies(rs, 2);
+    mpw_free(&all);
+    assert_int_equal(callf(gw, OP_VERIFY, &r, "secret:s", admin_secret), 0);
+    assert_int_equal(raw_get_strs(&r, "permissions", s, sizeof s), 1);
+    raw_reply_free(&r);
+
+    /* ACCOUNT_DELETE: its tokens, users and keys end. */
+    int da = auth_conn(c, m.dave, "user");
+    assert_int_equal(callf(op, OP_ACCOUNT_DELETE, NULL, "tenant:s account:s", "acme",
+                           "umbrella"),
+                     0);
+    verify_is(gw, m.dave_secret, "unknown");
+    expect_status(da, OP_TOKEN_LIST, TK_EUNAUTH, NULL, "");
+    close(da);
+
+    /* TENANT_DELETE: everything of it; made again, it starts empty. */
+    assert_int_equal(callf(op, OP_TENANT_DELETE, NULL, "tenant:s", "initech"), 0);
+    verify_is(gw, m.carol_secret, "unknown");
+    assert_int_equal(callf(op, OP_TENANT_LIST, &r, ""), 0);
+    assert_int_equal(raw_get_count(&r, "tenants"), 1);
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_TENANT_CREATE, NULL, "tenant:s", "initech"), 0);
+    /* Deleted is deleted: a second delete finds nothing. */
+    expect_status(op, OP_ACCOUNT_DELETE, TK_ENOTFOUND, NULL, "tenant:s account:s", "acme",
+                  "umbrella");
+    close(gw);
+    close(op);
+    after_deletes(c, &m, admin_secret);
+
+    restart_on(c, NULL);
+    after_deletes(c, &m, admin_secret);
+
+    /* A rebuild from the log alone (tokenreplay) gives the same. */
+    assert_int_equal(raw_server_stop(&c->srv), 0);
+    char *rebuilt = tkt_path(c->srv.tmp, "rebuilt");
+    const char *const args[] = {"rebuild", "--from", c->srv.dir, "--to", rebuilt, NULL};
+    assert_int_equal(run_tool("tokenreplay", args), 0);
+    raw_server_free(&c->prev);
+    c->prev = c->srv;
+    assert_int_equal(raw_server_start(&c->srv, rebuilt, NULL), 0);
+    free(rebuilt);
+    after_deletes(c, &m, admin_secret);
+    stop_clean(c);
+}
+
+/* ---- pipelined windows ------------------------------------------------------ */
 
 /* Windows of 1000 pipelined verifies on one connection are answered whole
  * and in order. (How many a second is bench/'s: tokenbench verify.) */
@@ -2414,6 +2967,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(storage_failure_fences_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(sigterm_finishes_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelined_window_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(reads_scoped, setup, teardown),
+        cmocka_unit_test_setup_teardown(token_set_description_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(deletes_effective_and_kept, setup, teardown),
     };
     if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*flood*': run some tests only */
         cmocka_set_test_filter(getenv("TEST_FILTER"));

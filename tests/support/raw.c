@@ -552,3 +552,22 @@ int raw_get_count(const raw_reply *rep, const char *key)
         return -1;
     return (int)n;
 }
+
+bool raw_get_row(const raw_reply *rep, const char *key, int i, raw_reply *row)
+{
+    mpr r;
+    uint32_t n;
+    if (!seek(rep, key, &r) || mpr_array(&r, &n) || i < 0 || (uint32_t)i >= n)
+        return false;
+    for (int k = 0; k < i; k++)
+        if (mpr_skip(&r))
+            return false;
+    const uint8_t *start = r.p;
+    if (mpr_skip(&r))
+        return false;
+    memset(row, 0, sizeof *row);
+    row->h = rep->h;
+    row->h.len = (uint32_t)(r.p - start);
+    row->body = (uint8_t *)start;
+    return true;
+}

@@ -123,5 +123,9 @@ bool raw_get_int(const raw_reply *r, const char *key, int64_t *out);
 int raw_get_strs(const raw_reply *r, const char *key, char *out, size_t cap);
 /* An array of maps (TOKEN_LIST's tokens): its count, or -1. */
 int raw_get_count(const raw_reply *r, const char *key);
+/* Element i of the array of maps under key, as a reply of its own (row's
+ * body is borrowed from r: do not free row), so that raw_get_* read its
+ * fields. false when there is no such element. */
+bool raw_get_row(const raw_reply *r, const char *key, int i, raw_reply *row);
 
 #endif
