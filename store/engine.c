@@ -1,11 +1,16 @@
 /*
  * engine.c - the facade over core and store; see engine.h.
  *
- * A request becomes zero or more events in two steps: validation (rules.h
- * over records read in the batch's write transaction) builds the events,
- * then each is applied to that transaction and its encoding kept for the
- * log. Validation finishes before anything is applied, so a request either
- * contributes all its events or none.
+ * It reads as its three steps. Open (eng_open): the operator key, the log's
+ * check, LMDB caught up with the log, the in-memory view loaded. Commit
+ * (eng_commit): each request is planned (store/plan.c: the rules, over
+ * records read in the batch's write transaction) into events, which are
+ * applied to that transaction and encoded for the log; a request
+ * contributes all its events or none; the log's fsync is the commit point,
+ * LMDB's commit follows. Publish (eng_publish): the view learns the
+ * batch's changes, so verification sees it before any reply goes out.
+ * Reads go to store/query.c; the marker and checkpoints to store/ckpt.c;
+ * the space kept for revocations to store/reserve.c.
  */
 #include "store/engine.h"
 
@@ -624,12 +629,68 @@ static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_
     return 0;
 }
 
+/* Rule 12: is there room for the staged batch? Short of it, stages again
+ * (*t replaced) with growth refused, and lets what remains (revocations)
+ * use the reserve. Then sets how far the log may preallocate. */
+static int make_room(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_t ts,
+                     state_txn **t)
+{
+    char full_msg[sizeof res->msg];
+    int64_t need = (int64_t)elog_pending(e->log) + RSV_SLACK;
+    int64_t avail = rsv_free(e->rsv);
+    /* What revocations took from the reserve is not free for growth: it is
+     * the reserve's until grown back. */
+    int64_t owed = rsv_owed(e->rsv);
+    int rc;
+    if (avail - owed < need) {
+        elog_discard(e->log);
+        state_abort(*t);
+        *t = NULL;
+        snprintf(full_msg, sizeof full_msg, "storage full: %lld bytes free in %s, %lld needed; "
+                 "only revocations (deletes, API tokens off, ...) are accepted",
+                 (long long)avail, e->dir, (long long)need);
+        if ((rc = stage_all(e, reqs, res, n, ts, full_msg, t)))
+            return rc;
+        need = (int64_t)elog_pending(e->log) + RSV_SLACK;
+        if (e->nev > 0 && avail < need)
+            rsv_shrink(e->rsv, (uint64_t)(need - avail));
+        elog_set_lookahead(e->log, 0);
+        return 0;
+    }
+    if (rsv_grow(e->rsv, avail - need)) {
+        avail = rsv_free(e->rsv);
+        owed = rsv_owed(e->rsv);
+    }
+    /* The log's look-ahead takes only room beyond the slack. */
+    int64_t spare = avail - owed - need;
+    elog_set_lookahead(e->log, spare > 0 ? (uint64_t)spare : 0);
+    return 0;
+}
+
+/* The log found no room after all (the disk filled since make_room):
+ * nothing was written and the log goes on; the batch is refused like
+ * growth, not applied. */
+static void refuse_unwritten(eng *e, state_txn *t, eng_res *res, size_t n, const char *why)
+{
+    state_abort(t);
+    e->nchg = e->ndel = 0;
+    for (size_t i = 0; i < n; i++) {
+        sodium_memzero(res[i].secret, sizeof res[i].secret);
+        if (res[i].status == 0) {
+            res[i].status = TK_ENOSPC;
+            snprintf(res[i].msg, sizeof res[i].msg, "storage full: %s", why);
+        }
+    }
+}
+
+/* Writes and fsyncs the batch to the log (the commit point), then to LMDB;
+ * eng_publish hands it to verification. */
 int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
 {
     state_txn *t = NULL;
     int rc;
     int64_t ts = now_ms();
-    char full_msg[sizeof res->msg];
+    tk_why w = {.msg = ""};
 
     e->nchg = e->ndel = 0;
     if (e->fenced) {
@@ -640,54 +701,14 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
     }
     if ((rc = stage_all(e, reqs, res, n, ts, NULL, &t)))
         goto fail;
-    if (e->nev > 0) {
-        /* Rule 12: is there room? Short of it, stage again with growth
-         * refused, and let what remains (revocations) use the reserve. */
-        int64_t need = (int64_t)elog_pending(e->log) + RSV_SLACK;
-        int64_t avail = rsv_free(e->rsv);
-        /* What revocations took from the reserve is not free for growth:
-         * it is the reserve's until grown back. */
-        int64_t owed = rsv_owed(e->rsv);
-        if (avail - owed < need) {
-            elog_discard(e->log);
-            state_abort(t);
-            t = NULL;
-            snprintf(full_msg, sizeof full_msg, "storage full: %lld bytes free in %s, %lld "
-                     "needed; only revocations (deletes, API tokens off, ...) are accepted",
-                     (long long)avail, e->dir, (long long)need);
-            if ((rc = stage_all(e, reqs, res, n, ts, full_msg, &t)))
-                goto fail;
-            need = (int64_t)elog_pending(e->log) + RSV_SLACK;
-            if (e->nev > 0 && avail < need)
-                rsv_shrink(e->rsv, (uint64_t)(need - avail));
-            elog_set_lookahead(e->log, 0);
-        } else {
-            if (rsv_grow(e->rsv, avail - need)) {
-                avail = rsv_free(e->rsv);
-                owed = rsv_owed(e->rsv);
-            }
-            /* The log's look-ahead takes only room beyond the slack. */
-            int64_t spare = avail - owed - need;
-            elog_set_lookahead(e->log, spare > 0 ? (uint64_t)spare : 0);
-        }
-    }
+    if (e->nev > 0 && (rc = make_room(e, reqs, res, n, ts, &t)))
+        goto fail;
     if (e->nev == 0) { /* every request refused: nothing to log */
         state_abort(t);
         return 0;
     }
-    tk_why w = {.msg = ""};
     if ((rc = elog_sync(e->log, &w)) == TK_ENOSPC) {
-        /* No room after all (the disk filled since the check): nothing
-         * was written, the log goes on; refused like growth, not applied. */
-        state_abort(t);
-        e->nchg = e->ndel = 0;
-        for (size_t i = 0; i < n; i++) {
-            sodium_memzero(res[i].secret, sizeof res[i].secret);
-            if (res[i].status == 0) {
-                res[i].status = TK_ENOSPC;
-                snprintf(res[i].msg, sizeof res[i].msg, "storage full: %s", w.msg);
-            }
-        }
+        refuse_unwritten(e, t, res, n, w.msg);
         return 0;
     }
     if (rc) {

@@ -17,7 +17,7 @@ mutants=(
   "rule6-role-dropout|core/view.c|s/if (rid >= v->nroles || !v->roles\[rid\].key)/if (rid >= v->nroles)/"
   "rule7-see|core/rules.c|s/return a->kind == TK_ACTOR_USER \&\& a->tenant == tenant \&\& a->account == account;/return a->kind == TK_ACTOR_USER;/"
   "rule8-kind|core/rules.c|s/if (kind != want)/if (0)/"
-  "rule9-list-hash|store/engine.c|s/strcpy(in->description, c->desc);/memcpy(in->description, c->hash, TK_HASH_LEN);/"
+  "rule9-list-hash|store/query.c|s/strcpy(in->description, r->desc);/memcpy(in->description, r->hash, TK_HASH_LEN);/"
   "rule10-order@tests/net/test_server|net/conn.c|s/if (c->head \&\& dsp_classify(hd.code) == DSP_INLINE) {/if (0) {/"
   "rule11-commit|store/plan.c|s/if ((rc = plan_actor_stands(p->t, \&r->actor, p->now_ms \/ 1000, res->msg)))/if (0)/"
   "rule11-expiry|core/rules.c|s/return rules_verify_state(TK_KIND_PERSONAL, kind, true, expires_at, now) == TK_V_VALID;/return kind == TK_KIND_PERSONAL;/"
