@@ -7,7 +7,8 @@
  * for writing; the other end is handed to tkc_attach and the chosen typed
  * call (or a pipeline of three verifies, or two raw calls) runs against it.
  * So the frame reader (header, length limit, request ids, the id-0 notice,
- * EOF mid-frame) and every strict reply decoder see hostile input without
+ * EOF mid-frame) and every strict reply decoder (every listing and get of
+ * the schema's among them) see hostile input without
  * any timing: the whole answer, and then EOF, is there before the call.
  *
  * Checked: no crash, leak or out-of-bounds access; the result is 0, a
@@ -17,7 +18,8 @@
  * characters; on success the outputs are well-formed
  * (credentials parse as secrets of the right kind and agree with their
  * IDs, IDs are canonical UUIDs, strings are terminated within their
- * arrays, lists within their limits).
+ * arrays, lists within their limits, a page's next given with more and
+ * only then, a get one row).
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -34,8 +36,10 @@
 #include "net/proto.h"
 #include "tests/fuzz/fuzz.h"
 
+/* The calls; new ones go last, so that gen_corpus's seeds keep their call. */
 enum { C_PING, C_AUTH, C_VERIFY, C_PIPELINE, C_TENANT, C_LIST, C_TOKEN, C_KEY, C_USER, C_RAW,
-       C_COUNT };
+       C_TOKEN_GET, C_TOKEN_SET, C_TENANT_LIST, C_TENANT_GET, C_TENANT_DELETE, C_PERM_LIST,
+       C_ROLE_LIST, C_ACCOUNT_LIST, C_USER_LIST, C_USER_GET, C_KEY_LIST, C_COUNT };
 
 /* What the requests carry; no server reads them. */
 static const char secret[] = "tkt_not-checked-by-the-client";
@@ -100,6 +104,133 @@ static void check_page(const tkc_token_page *p)
     }
 }
 
+/* Any page: the cursor rule, the row count, next terminated in its array. */
+#define CHECK_PAGE(p)                                                                       \
+    do {                                                                                    \
+        FZ_CHECK((p)->n <= TKC_LIST_MAX && (!(p)->more || (p)->n > 0), "page limits");      \
+        check_str((p)->next, sizeof(p)->next, "next terminated");                            \
+        FZ_CHECK((p)->more == ((p)->next[0] != '\0'), "next comes with more, and only then"); \
+    } while (0)
+
+static void check_text(const char *s, size_t max, const char *what)
+{
+    FZ_CHECK(s != NULL && strlen(s) <= max, what);
+}
+
+static void check_list(const char *const *v, uint32_t n, uint32_t max, const char *what)
+{
+    FZ_CHECK(n <= max, what);
+    for (uint32_t i = 0; i < n; i++)
+        check_text(v[i], TK_KEY_MAX, what);
+}
+
+static void check_token_page(const tkc_token_page *p, bool get)
+{
+    CHECK_PAGE(p);
+    FZ_CHECK(!get || (p->n == 1 && !p->more), "a get is one row");
+    check_page(p);
+}
+
+/* The new reads, each checked as far as its types go. */
+static int run_read(tkc *c, unsigned call)
+{
+    int rc = 0;
+    switch (call) {
+    case C_TOKEN_GET: {
+        tkc_token_page p = TKC_PAGE_INIT;
+        rc = tkc_token_get(c, "00000000-0000-4000-8000-000000000000", &p);
+        if (rc == 0)
+            check_token_page(&p, true);
+        tkc_token_page_free(&p);
+        break;
+    }
+    case C_TENANT_LIST:
+    case C_TENANT_GET: {
+        tkc_tenant_page p = TKC_PAGE_INIT;
+        rc = call == C_TENANT_GET ? tkc_tenant_get(c, NULL, &p) : tkc_tenant_list(c, NULL, 0, &p);
+        if (rc == 0) {
+            CHECK_PAGE(&p);
+            FZ_CHECK(call != C_TENANT_GET || p.n == 1, "a get is one row");
+            for (size_t i = 0; i < p.n; i++)
+                check_str(p.tenants[i].tenant, sizeof p.tenants[i].tenant, "tenant terminated");
+        }
+        tkc_tenant_page_free(&p);
+        break;
+    }
+    case C_PERM_LIST: {
+        tkc_perm_page p = TKC_PAGE_INIT;
+        rc = tkc_perm_list(c, "acme", NULL, 0, &p);
+        if (rc == 0) {
+            CHECK_PAGE(&p);
+            for (size_t i = 0; i < p.n; i++) {
+                check_text(p.perms[i].key, TK_KEY_MAX, "permission key");
+                check_text(p.perms[i].description, TK_DESC_MAX, "description");
+            }
+        }
+        tkc_perm_page_free(&p);
+        break;
+    }
+    case C_ROLE_LIST: {
+        tkc_role_page p = TKC_PAGE_INIT;
+        rc = tkc_role_list(c, "acme", NULL, 0, &p);
+        if (rc == 0) {
+            CHECK_PAGE(&p);
+            for (size_t i = 0; i < p.n; i++) {
+                check_text(p.roles[i].key, TK_KEY_MAX, "role key");
+                check_text(p.roles[i].name, TK_NAME_MAX, "role name");
+                FZ_CHECK(p.roles[i].level <= TK_MAX_LEVEL, "level");
+                check_list(p.roles[i].perms, p.roles[i].nperms, TK_MAX_ROLE_PERMS, "role perms");
+            }
+        }
+        tkc_role_page_free(&p);
+        break;
+    }
+    case C_ACCOUNT_LIST: {
+        tkc_account_page p = TKC_PAGE_INIT;
+        rc = tkc_account_list(c, "acme", NULL, 0, &p);
+        if (rc == 0) {
+            CHECK_PAGE(&p);
+            for (size_t i = 0; i < p.n; i++)
+                check_str(p.accounts[i].account, sizeof p.accounts[i].account, "account");
+        }
+        tkc_account_page_free(&p);
+        break;
+    }
+    case C_USER_LIST:
+    case C_USER_GET: {
+        tkc_user_page p = TKC_PAGE_INIT;
+        rc = call == C_USER_GET ? tkc_user_get(c, NULL, NULL, "alice", &p)
+                                : tkc_user_list(c, NULL, NULL, NULL, 0, &p);
+        if (rc == 0) {
+            CHECK_PAGE(&p);
+            FZ_CHECK(call != C_USER_GET || p.n == 1, "a get is one row");
+            for (size_t i = 0; i < p.n; i++) {
+                check_str(p.users[i].user, sizeof p.users[i].user, "user terminated");
+                check_list(p.users[i].roles, p.users[i].nroles, TK_MAX_ROLES, "user roles");
+            }
+        }
+        tkc_user_page_free(&p);
+        break;
+    }
+    case C_KEY_LIST: {
+        tkc_key_page p = TKC_PAGE_INIT;
+        rc = tkc_key_list(c, NULL, NULL, NULL, NULL, 0, &p);
+        if (rc == 0) {
+            CHECK_PAGE(&p);
+            for (size_t i = 0; i < p.n; i++) {
+                check_uuid(p.keys[i].key_id, NULL);
+                FZ_CHECK(p.keys[i].created_at >= 0 && p.keys[i].expires_at >= 0, "times");
+            }
+        }
+        tkc_key_page_free(&p);
+        break;
+    }
+    case C_TOKEN_SET: rc = tkc_token_set(c, "00000000-0000-4000-8000-000000000000", "x"); break;
+    case C_TENANT_DELETE: rc = tkc_tenant_delete(c, "acme"); break;
+    }
+    return rc;
+}
+
 /* Set by a raw call that succeeded with a non-zero status: tkc_call then
  * returns 0 and tkc_errmsg holds the server's message (client.h). */
 static bool raw_refusal;
@@ -156,7 +287,7 @@ static int run(tkc *c, unsigned call)
         tkc_token_page p = TKC_TOKEN_PAGE_INIT;
         rc = tkc_token_list(c, "acme", "globex", NULL, 0, &p);
         if (rc == 0)
-            check_page(&p);
+            check_token_page(&p, false);
         tkc_token_page_free(&p);
         break;
     }
@@ -196,6 +327,7 @@ static int run(tkc *c, unsigned call)
         }
         break;
     }
+    default: rc = run_read(c, call);
     }
     return rc;
 }

@@ -1946,43 +1946,35 @@ static void reply_role_many_perms(hb *h)
     hb_str(h, "more");
     hb_bool(h, false);
 }
-static void reply_limit_over_32_bits(hb *h)
+/* A tenant row with the count fields[big] at 2^32 (none when big < 0) and
+ * api_tokens a string when toggle_str. */
+static void hb_odd_tenant(hb *h, int big, bool toggle_str)
 {
+    static const char *const f[] = {"max_tokens", "max_roles", "max_keys", "create_rate",
+                                    "create_burst", "role_count", "permission_count"};
     hb_map(h, 9);
     hb_kv(h, "tenant", "acme");
     hb_str(h, "api_tokens");
-    hb_bool(h, true);
-    static const char *const f[] = {"max_tokens", "max_roles", "max_keys", "create_rate",
-                                    "create_burst", "role_count", "permission_count"};
+    if (toggle_str)
+        hb_str(h, "on");
+    else
+        hb_bool(h, true);
     for (int i = 0; i < 7; i++) {
         hb_str(h, f[i]);
-        hb_uint(h, i == 0 ? (uint64_t)UINT32_MAX + 1 : 1);
+        hb_uint(h, i == big ? (uint64_t)UINT32_MAX + 1 : 1);
     }
+}
+static void reply_limit_over_32_bits(hb *h)
+{
+    hb_odd_tenant(h, 0, false); /* over the schema's limit */
 }
 static void reply_count_over_32_bits(hb *h)
 {
-    hb_map(h, 9);
-    hb_kv(h, "tenant", "acme");
-    hb_str(h, "api_tokens");
-    hb_bool(h, true);
-    static const char *const f[] = {"max_tokens", "max_roles", "max_keys", "create_rate",
-                                    "create_burst", "role_count", "permission_count"};
-    for (int i = 0; i < 7; i++) {
-        hb_str(h, f[i]);
-        hb_uint(h, i == 5 ? (uint64_t)UINT32_MAX + 1 : 1); /* the schema has no limit */
-    }
+    hb_odd_tenant(h, 5, false); /* the schema has no limit: the result's uint32_t has */
 }
 static void reply_tenant_toggle_str(hb *h)
 {
-    hb_map(h, 9);
-    hb_kv(h, "tenant", "acme");
-    hb_kv(h, "api_tokens", "on");
-    static const char *const f[] = {"max_tokens", "max_roles", "max_keys", "create_rate",
-                                    "create_burst", "role_count", "permission_count"};
-    for (int i = 0; i < 7; i++) {
-        hb_str(h, f[i]);
-        hb_uint(h, 1);
-    }
+    hb_odd_tenant(h, -1, true);
 }
 static void reply_user_many_roles(hb *h)
 {
