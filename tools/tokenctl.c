@@ -17,10 +17,12 @@
  * credential that the command itself creates or verifies is ever printed;
  * copies held here are wiped before exit.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,10 +67,14 @@ enum {
     F_MAX_KEYS = 1u << 14,
     F_CREATE_RATE = 1u << 15,
     F_CREATE_BURST = 1u << 16,
+    F_USER = 1u << 17,
 };
 
 /* tenant set's limits, in tkc_limits order. */
 #define F_LIMITS (F_MAX_TOKENS | F_MAX_ROLES | F_MAX_KEYS | F_CREATE_RATE | F_CREATE_BURST)
+/* The scope a listing or a get names (the operator does; a user's key
+ * implies its own). */
+#define F_SCOPE (F_TENANT | F_ACCOUNT | F_USER)
 
 static const struct flag {
     const char *name;
@@ -86,6 +92,7 @@ static const struct flag {
     {"expires", F_EXPIRES, true},
     {"tenant", F_TENANT, true},
     {"account", F_ACCOUNT, true},
+    {"user", F_USER, true},
     {"limit", F_LIMIT, true},
     {"max-tokens", F_MAX_TOKENS, true},
     {"max-roles", F_MAX_ROLES, true},
@@ -100,7 +107,7 @@ typedef struct cli {
     char *key;           /* resolved key (owned, wiped) */
     bool json;
     unsigned given;
-    const char *desc, *level, *name, *api_tokens, *expires, *tenant, *account, *limit;
+    const char *desc, *level, *name, *api_tokens, *expires, *tenant, *account, *user, *limit;
     const char *lim[5]; /* --max-tokens ... --create-burst, as given */
     tkc_limits lim_v;   /* their values: -1 unchanged, 0 none */
     const char *roles[MAX_LIST];
@@ -119,6 +126,7 @@ typedef struct cli {
 } cli;
 
 typedef int (*run_fn)(cli *o);
+typedef struct rowkind rowkind;
 
 typedef struct command {
     const char *group, *verb; /* verb NULL for one-word commands */
@@ -126,6 +134,7 @@ typedef struct command {
     unsigned allowed, required;
     run_fn run;
     const char *usage;
+    const rowkind *rows; /* what a list or show command prints, else NULL */
 } command;
 
 static const char *prog = "tokenctl";
@@ -517,80 +526,447 @@ static int cmd_token_create(cli *o)
     return rc;
 }
 
-static json_t *json_token(const tkc_token *t)
+static int cmd_token_delete(cli *o)
 {
-    char created[32];
-    iso_time(t->created_at, created);
-    return json_pack("{s:s,s:s,s:o,s:s,s:s,s:o}", "client_id", t->client_id, "description",
-                     t->description, "roles", json_strings(t->roles, t->nroles), "created_by",
-                     t->created_by, "created_at", created, "expires_at",
-                     json_expiry(t->expires_at));
+    int rc = tkc_token_delete(o->c, o->pos[0]);
+    return rc ? report(o, rc) : print_ok(o, "token %s deleted", o->pos[0]);
 }
 
-static void print_token_row(const tkc_token *t)
+static int cmd_token_set(cli *o)
 {
-    char created[32], expires[32], roles[2200];
-    iso_time(t->created_at, created);
-    if (t->expires_at)
-        iso_time(t->expires_at, expires);
-    else
-        snprintf(expires, sizeof expires, "never");
-    join(t->roles, t->nroles, roles, sizeof roles);
-    printf("%-36s  %-20s  %-20s  %-12s  %-16s  %s\n", t->client_id, created, expires, t->created_by,
-           roles, t->description);
+    int rc = tkc_token_set(o->c, o->pos[0], o->desc);
+    return rc ? report(o, rc) : print_ok(o, "token %s updated", o->pos[0]);
 }
 
-static int cmd_token_list(cli *o)
+/* ---- deletes (the operator; irreversible, no prompt: scripts run them) --- */
+
+static int cmd_tenant_delete(cli *o)
 {
-    tkc_token_page page = TKC_TOKEN_PAGE_INIT;
+    int rc = tkc_tenant_delete(o->c, o->pos[0]);
+    return rc ? report(o, rc) : print_ok(o, "tenant %s deleted", o->pos[0]);
+}
+
+static int cmd_perm_delete(cli *o)
+{
+    int rc = tkc_perm_delete(o->c, o->pos[0], o->pos[1]);
+    return rc ? report(o, rc) : print_ok(o, "permission %s deleted from %s", o->pos[1], o->pos[0]);
+}
+
+static int cmd_account_delete(cli *o)
+{
+    int rc = tkc_account_delete(o->c, o->pos[0], o->pos[1]);
+    return rc ? report(o, rc) : print_ok(o, "account %s deleted from %s", o->pos[1], o->pos[0]);
+}
+
+static int cmd_user_delete(cli *o)
+{
+    int rc = tkc_user_delete(o->c, o->pos[0], o->pos[1], o->pos[2]);
+    return rc ? report(o, rc)
+              : print_ok(o, "user %s deleted from %s/%s", o->pos[2], o->pos[0], o->pos[1]);
+}
+
+/* ---- listings and gets ---------------------------------------------------
+ *
+ * Every listing and get prints rows of one kind, described once by a table
+ * of its fields: the protocol's name (the JSON key, as in docs/protocol.md),
+ * the column heading (lowercased, a get's "label: value" line), the column
+ * width, and how the value is held and written. One printer serves every
+ * kind: columns for a listing (all its pages, or --limit N rows), label
+ * lines for a get, and with --json an array of objects or one object. */
+
+typedef enum fkind {
+    FK_ARR,    /* char array in the row */
+    FK_STR,    /* const char * */
+    FK_STRS,   /* const char *[], its uint32_t count at aux; "(none)" when empty */
+    FK_UINT,   /* uint32_t */
+    FK_LIMIT,  /* uint32_t, 0 = no limit ("none"; 0 in JSON, as the protocol says) */
+    FK_ONOFF,  /* bool, "on"/"off" */
+    FK_YESNO,  /* bool, "yes"/"no" */
+    FK_TIME,   /* int64_t unix seconds; ISO-8601 */
+    FK_EXPIRY, /* the same, 0 = never ("never"; null in JSON) */
+} fkind;
+
+typedef struct field {
+    const char *json;  /* the protocol's field name */
+    const char *label; /* column heading */
+    int width;         /* column width (0: the last column) */
+    fkind kind;
+    size_t off, aux;   /* where in the row; FK_STRS: where its count is */
+} field;
+
+/* Any page: one of these is filled per run (zeroed first). */
+typedef union page {
+    tkc_token_page tokens;
+    tkc_tenant_page tenants;
+    tkc_perm_page perms;
+    tkc_role_page roles;
+    tkc_account_page accounts;
+    tkc_user_page users;
+    tkc_key_page keys;
+} page;
+
+/* A page seen whole: n rows, each rowkind.size bytes, borrowed from it. */
+typedef struct rows {
+    size_t n;
+    const void *rows;
+    bool more;
+    const char *next;
+} rows;
+
+#define ROWS(p, r) ((rows){(p)->n, (p)->r, (p)->more, (p)->next})
+
+struct rowkind {
+    const char *none; /* what an empty listing prints */
+    const field *fields;
+    size_t nfields;
+    const uint8_t *order; /* the columns, as indexes into fields; NULL: fields' order */
+    size_t size;          /* of one row */
+    int (*list)(cli *o, page *p, const char *after, uint32_t limit, rows *v);
+    int (*get)(cli *o, page *p, rows *v);
+    void (*release)(page *p);
+};
+
+#define NF(a) (sizeof a / sizeof a[0])
+#define AT(type, member) offsetof(type, member)
+
+static const field token_fields[] = {
+    {"client_id", "CLIENT ID", 36, FK_ARR, AT(tkc_token, client_id), 0},
+    {"description", "DESCRIPTION", 0, FK_STR, AT(tkc_token, description), 0},
+    {"roles", "ROLES", 16, FK_STRS, AT(tkc_token, roles), AT(tkc_token, nroles)},
+    {"created_by", "CREATED BY", 12, FK_ARR, AT(tkc_token, created_by), 0},
+    {"created_at", "CREATED", 20, FK_TIME, AT(tkc_token, created_at), 0},
+    {"expires_at", "EXPIRES", 20, FK_EXPIRY, AT(tkc_token, expires_at), 0},
+};
+static const uint8_t token_order[] = {0, 4, 5, 3, 2, 1};
+
+static const field tenant_fields[] = {
+    {"tenant", "TENANT", 16, FK_ARR, AT(tkc_tenant, tenant), 0},
+    {"api_tokens", "API TOKENS", 10, FK_ONOFF, AT(tkc_tenant, api_tokens), 0},
+    {"max_tokens", "MAX TOKENS", 10, FK_LIMIT, AT(tkc_tenant, max_tokens), 0},
+    {"max_roles", "MAX ROLES", 9, FK_LIMIT, AT(tkc_tenant, max_roles), 0},
+    {"max_keys", "MAX KEYS", 8, FK_LIMIT, AT(tkc_tenant, max_keys), 0},
+    {"create_rate", "CREATE RATE", 11, FK_LIMIT, AT(tkc_tenant, create_rate), 0},
+    {"create_burst", "CREATE BURST", 12, FK_UINT, AT(tkc_tenant, create_burst), 0},
+    {"role_count", "ROLES", 5, FK_UINT, AT(tkc_tenant, role_count), 0},
+    {"permission_count", "PERMISSIONS", 0, FK_UINT, AT(tkc_tenant, permission_count), 0},
+};
+
+static const field perm_fields[] = {
+    {"key", "KEY", 24, FK_STR, AT(tkc_perm, key), 0},
+    {"description", "DESCRIPTION", 0, FK_STR, AT(tkc_perm, description), 0},
+};
+
+static const field role_fields[] = {
+    {"key", "KEY", 16, FK_STR, AT(tkc_role, key), 0},
+    {"name", "NAME", 16, FK_STR, AT(tkc_role, name), 0},
+    {"level", "LEVEL", 5, FK_UINT, AT(tkc_role, level), 0},
+    {"permissions", "PERMISSIONS", 0, FK_STRS, AT(tkc_role, perms), AT(tkc_role, nperms)},
+};
+
+static const field account_fields[] = {
+    {"account", "ACCOUNT", 16, FK_ARR, AT(tkc_account, account), 0},
+    {"token_count", "TOKENS", 0, FK_UINT, AT(tkc_account, token_count), 0},
+};
+
+static const field user_fields[] = {
+    {"user", "USER", 16, FK_ARR, AT(tkc_user, user), 0},
+    {"roles", "ROLES", 16, FK_STRS, AT(tkc_user, roles), AT(tkc_user, nroles)},
+    {"portal", "PORTAL", 6, FK_YESNO, AT(tkc_user, portal), 0},
+    {"key_count", "KEYS", 0, FK_UINT, AT(tkc_user, key_count), 0},
+};
+
+static const field key_fields[] = {
+    {"key_id", "KEY ID", 36, FK_ARR, AT(tkc_key_info, key_id), 0},
+    {"created_at", "CREATED", 20, FK_TIME, AT(tkc_key_info, created_at), 0},
+    {"expires_at", "EXPIRES", 0, FK_EXPIRY, AT(tkc_key_info, expires_at), 0},
+};
+
+/* The calls behind each kind: the scope is the options' (NULL when not
+ * given: a user's own), the rest is the positionals'. */
+static int tokens_list(cli *o, page *p, const char *after, uint32_t limit, rows *v)
+{
+    int rc = tkc_token_list(o->c, o->tenant, o->account, after, limit, &p->tokens);
+    *v = ROWS(&p->tokens, tokens);
+    return rc;
+}
+static int token_get(cli *o, page *p, rows *v)
+{
+    int rc = tkc_token_get(o->c, o->pos[0], &p->tokens);
+    *v = ROWS(&p->tokens, tokens);
+    return rc;
+}
+static void tokens_free(page *p)
+{
+    tkc_token_page_free(&p->tokens);
+}
+
+static int tenants_list(cli *o, page *p, const char *after, uint32_t limit, rows *v)
+{
+    int rc = tkc_tenant_list(o->c, after, limit, &p->tenants);
+    *v = ROWS(&p->tenants, tenants);
+    return rc;
+}
+static int tenant_get(cli *o, page *p, rows *v)
+{
+    int rc = tkc_tenant_get(o->c, o->npos ? o->pos[0] : NULL, &p->tenants);
+    *v = ROWS(&p->tenants, tenants);
+    return rc;
+}
+static void tenants_free(page *p)
+{
+    tkc_tenant_page_free(&p->tenants);
+}
+
+static int perms_list(cli *o, page *p, const char *after, uint32_t limit, rows *v)
+{
+    int rc = tkc_perm_list(o->c, o->tenant, after, limit, &p->perms);
+    *v = ROWS(&p->perms, perms);
+    return rc;
+}
+static void perms_free(page *p)
+{
+    tkc_perm_page_free(&p->perms);
+}
+
+static int roles_list(cli *o, page *p, const char *after, uint32_t limit, rows *v)
+{
+    int rc = tkc_role_list(o->c, o->tenant, after, limit, &p->roles);
+    *v = ROWS(&p->roles, roles);
+    return rc;
+}
+static void roles_free(page *p)
+{
+    tkc_role_page_free(&p->roles);
+}
+
+static int accounts_list(cli *o, page *p, const char *after, uint32_t limit, rows *v)
+{
+    int rc = tkc_account_list(o->c, o->tenant, after, limit, &p->accounts);
+    *v = ROWS(&p->accounts, accounts);
+    return rc;
+}
+static void accounts_free(page *p)
+{
+    tkc_account_page_free(&p->accounts);
+}
+
+static int users_list(cli *o, page *p, const char *after, uint32_t limit, rows *v)
+{
+    int rc = tkc_user_list(o->c, o->tenant, o->account, after, limit, &p->users);
+    *v = ROWS(&p->users, users);
+    return rc;
+}
+static int user_get(cli *o, page *p, rows *v)
+{
+    int rc = tkc_user_get(o->c, o->tenant, o->account, o->pos[0], &p->users);
+    *v = ROWS(&p->users, users);
+    return rc;
+}
+static void users_free(page *p)
+{
+    tkc_user_page_free(&p->users);
+}
+
+static int keys_list(cli *o, page *p, const char *after, uint32_t limit, rows *v)
+{
+    int rc = tkc_key_list(o->c, o->tenant, o->account, o->user, after, limit, &p->keys);
+    *v = ROWS(&p->keys, keys);
+    return rc;
+}
+static void keys_free(page *p)
+{
+    tkc_key_page_free(&p->keys);
+}
+
+#define KIND(none, f, order, type, list, get, release)                                     \
+    {none, f, NF(f), order, sizeof(type), list, get, release}
+
+static const rowkind token_rows = KIND("no tokens", token_fields, token_order, tkc_token,
+                                       tokens_list, token_get, tokens_free);
+static const rowkind tenant_rows = KIND("no tenants", tenant_fields, NULL, tkc_tenant,
+                                        tenants_list, tenant_get, tenants_free);
+static const rowkind perm_rows =
+    KIND("no permissions", perm_fields, NULL, tkc_perm, perms_list, NULL, perms_free);
+static const rowkind role_rows =
+    KIND("no roles", role_fields, NULL, tkc_role, roles_list, NULL, roles_free);
+static const rowkind account_rows =
+    KIND("no accounts", account_fields, NULL, tkc_account, accounts_list, NULL, accounts_free);
+static const rowkind user_rows =
+    KIND("no users", user_fields, NULL, tkc_user, users_list, user_get, users_free);
+static const rowkind key_rows =
+    KIND("no keys", key_fields, NULL, tkc_key_info, keys_list, NULL, keys_free);
+
+/* A field's value in row, as text: in buf, or a string of the row's. */
+static const char *field_text(const field *f, const char *row, char *buf, size_t cap)
+{
+    const char *at = row + f->off;
+    int64_t t;
+    uint32_t u;
+    switch (f->kind) {
+    case FK_ARR: return at;
+    case FK_STR: return *(const char *const *)at;
+    case FK_STRS:
+        memcpy(&u, row + f->aux, sizeof u);
+        join((const char *const *)at, u, buf, cap);
+        return buf;
+    case FK_UINT:
+    case FK_LIMIT:
+        memcpy(&u, at, sizeof u);
+        if (f->kind == FK_LIMIT && u == 0)
+            return "none";
+        snprintf(buf, cap, "%" PRIu32, u);
+        return buf;
+    case FK_ONOFF: return *(const bool *)at ? "on" : "off";
+    case FK_YESNO: return *(const bool *)at ? "yes" : "no";
+    case FK_TIME:
+    case FK_EXPIRY:
+        memcpy(&t, at, sizeof t);
+        if (f->kind == FK_EXPIRY && t == 0)
+            return "never";
+        iso_time(t, buf); /* cap >= 32 */
+        return buf;
+    }
+    return "";
+}
+
+static json_t *field_json(const field *f, const char *row)
+{
+    const char *at = row + f->off;
+    int64_t t;
+    uint32_t u;
+    switch (f->kind) {
+    case FK_ARR: return json_string(at);
+    case FK_STR: return json_string(*(const char *const *)at);
+    case FK_STRS:
+        memcpy(&u, row + f->aux, sizeof u);
+        return json_strings((const char *const *)at, u);
+    case FK_UINT:
+    case FK_LIMIT: memcpy(&u, at, sizeof u); return json_integer((json_int_t)u);
+    case FK_ONOFF:
+    case FK_YESNO: return json_boolean(*(const bool *)at);
+    case FK_TIME:
+    case FK_EXPIRY: {
+        char when[32];
+        memcpy(&t, at, sizeof t);
+        if (f->kind == FK_TIME)
+            iso_time(t, when);
+        return f->kind == FK_TIME ? json_string(when) : json_expiry(t);
+    }
+    }
+    return json_null();
+}
+
+/* One row as a JSON object, its keys in the protocol's order. */
+static json_t *row_json(const rowkind *k, const void *row)
+{
+    json_t *obj = json_object();
+    for (size_t i = 0; obj && i < k->nfields; i++)
+        json_object_set_new(obj, k->fields[i].json, field_json(&k->fields[i], row));
+    return obj;
+}
+
+/* Room for any value as text: a role's 256 permissions is the longest. */
+static char textbuf[TK_MAX_ROLE_PERMS * (TK_KEY_MAX + 1) + 1];
+
+/* One line of columns: the headings (row NULL) or a row's values. */
+static void row_line(const rowkind *k, const void *row)
+{
+    for (size_t i = 0; i < k->nfields; i++) {
+        const field *f = &k->fields[k->order ? k->order[i] : i];
+        const char *s = row ? field_text(f, row, textbuf, sizeof textbuf) : f->label;
+        if (i + 1 < k->nfields)
+            printf("%-*s  ", f->width, s);
+        else
+            printf("%s\n", s);
+    }
+}
+
+/* Lists every row (all pages) or --limit N of them. */
+static int cmd_list(cli *o)
+{
+    const rowkind *k = o->cmd->rows;
+    page pg;
+    rows v;
     char after[TKC_CURSOR_MAX + 1] = "";
     uint32_t limit = o->limit_v; /* 0: everything */
     uint64_t shown = 0;
     json_t *arr = NULL;
-    int rc, ret = 0;
+    int ret = 0;
 
+    memset(&pg, 0, sizeof pg); /* TKC_PAGE_INIT, whichever member */
     if (o->json && !(arr = json_array()))
         return print_json(NULL);
     for (;;) {
         uint32_t want = TKC_LIST_MAX;
         if (limit && limit - shown < want)
             want = (uint32_t)(limit - shown);
-        rc = tkc_token_list(o->c, o->tenant, o->account, after[0] ? after : NULL, want, &page);
+        int rc = k->list(o, &pg, after[0] ? after : NULL, want, &v);
         if (rc) {
             ret = report(o, rc);
             goto done;
         }
-        for (size_t i = 0; i < page.n; i++) {
+        for (size_t i = 0; i < v.n; i++) {
+            const char *row = (const char *)v.rows + i * k->size;
             if (arr) {
-                json_array_append_new(arr, json_token(&page.tokens[i]));
+                json_array_append_new(arr, row_json(k, row));
             } else {
                 if (shown == 0)
-                    printf("%-36s  %-20s  %-20s  %-12s  %-16s  %s\n", "CLIENT ID", "CREATED",
-                           "EXPIRES", "CREATED BY", "ROLES", "DESCRIPTION");
-                print_token_row(&page.tokens[i]);
+                    row_line(k, NULL);
+                row_line(k, row);
             }
             shown++;
         }
-        if (!page.more || page.n == 0 || (limit && shown >= limit))
+        if (!v.more || v.n == 0 || (limit && shown >= limit))
             break;
-        memcpy(after, page.next, sizeof after);
+        snprintf(after, sizeof after, "%s", v.next);
     }
     if (arr) {
         ret = print_json(arr);
         arr = NULL;
     } else if (shown == 0) {
-        printf("no tokens\n");
+        printf("%s\n", k->none);
     }
 done:
     json_decref(arr);
-    tkc_token_page_free(&page);
+    k->release(&pg);
     return ret;
 }
 
-static int cmd_token_delete(cli *o)
+/* Shows one row: "label: value" lines in the protocol's order (the
+ * headings lowercased), or one JSON object. */
+static int cmd_show(cli *o)
 {
-    int rc = tkc_token_delete(o->c, o->pos[0]);
-    return rc ? report(o, rc) : print_ok(o, "token %s deleted", o->pos[0]);
+    const rowkind *k = o->cmd->rows;
+    page pg;
+    rows v;
+    int ret = 0;
+
+    memset(&pg, 0, sizeof pg);
+    int rc = k->get(o, &pg, &v);
+    if (rc) {
+        ret = report(o, rc);
+    } else if (v.n != 1) {
+        errline("malformed reply: %zu rows for one", v.n);
+        ret = EXIT_IO;
+    } else if (o->json) {
+        ret = print_json(row_json(k, v.rows));
+    } else {
+        int w = 0;
+        for (size_t i = 0; i < k->nfields; i++)
+            if ((int)strlen(k->fields[i].label) > w)
+                w = (int)strlen(k->fields[i].label);
+        for (size_t i = 0; i < k->nfields; i++) {
+            const field *f = &k->fields[i];
+            char label[32];
+            size_t n = strlen(f->label);
+            for (size_t j = 0; j <= n && j < sizeof label; j++)
+                label[j] = (char)tolower((unsigned char)f->label[j]);
+            printf("%s:%*s%s\n", label, w + 2 - (int)n, "", field_text(f, v.rows, textbuf,
+                                                                       sizeof textbuf));
+        }
+    }
+    k->release(&pg);
+    return ret;
 }
 
 static int cmd_verify(cli *o)
@@ -641,29 +1017,52 @@ done:
 /* ---- the command table -------------------------------------------------- */
 
 static const command commands[] = {
-    {"tenant", "create", 1, 1, 0, 0, cmd_tenant_create, "tenant create TENANT"},
+    {"tenant", "create", 1, 1, 0, 0, cmd_tenant_create, "tenant create TENANT", NULL},
     {"tenant", "set", 1, 1, F_API_TOKENS | F_LIMITS, 0, cmd_tenant_set,
      "tenant set TENANT [--api-tokens on|off] [--max-tokens N|none] [--max-roles N|none] "
-     "[--max-keys N|none] [--create-rate N|none] [--create-burst N]"},
-    {"perm", "put", 2, 2, F_DESC, 0, cmd_perm_put, "perm put TENANT KEY [--description TEXT]"},
+     "[--max-keys N|none] [--create-rate N|none] [--create-burst N]",
+     NULL},
+    {"tenant", "list", 0, 0, F_LIMIT, 0, cmd_list, "tenant list [--limit N]", &tenant_rows},
+    {"tenant", "show", 0, 1, 0, 0, cmd_show, "tenant show [TENANT]", &tenant_rows},
+    {"tenant", "delete", 1, 1, 0, 0, cmd_tenant_delete, "tenant delete TENANT", NULL},
+    {"perm", "put", 2, 2, F_DESC, 0, cmd_perm_put, "perm put TENANT KEY [--description TEXT]",
+     NULL},
+    {"perm", "list", 0, 0, F_TENANT | F_LIMIT, 0, cmd_list,
+     "perm list [--tenant TENANT] [--limit N]", &perm_rows},
+    {"perm", "delete", 2, 2, 0, 0, cmd_perm_delete, "perm delete TENANT KEY", NULL},
     {"role", "put", 2, 2, F_LEVEL | F_PERM | F_NAME, F_LEVEL, cmd_role_put,
-     "role put TENANT KEY --level N [--perm PERM]... [--name NAME]"},
-    {"role", "delete", 2, 2, 0, 0, cmd_role_delete, "role delete TENANT KEY"},
-    {"account", "create", 2, 2, 0, 0, cmd_account_create, "account create TENANT ACCOUNT"},
+     "role put TENANT KEY --level N [--perm PERM]... [--name NAME]", NULL},
+    {"role", "list", 0, 0, F_TENANT | F_LIMIT, 0, cmd_list,
+     "role list [--tenant TENANT] [--limit N]", &role_rows},
+    {"role", "delete", 2, 2, 0, 0, cmd_role_delete, "role delete TENANT KEY", NULL},
+    {"account", "create", 2, 2, 0, 0, cmd_account_create, "account create TENANT ACCOUNT", NULL},
+    {"account", "list", 0, 0, F_TENANT | F_LIMIT, F_TENANT, cmd_list,
+     "account list --tenant TENANT [--limit N]", &account_rows},
+    {"account", "delete", 2, 2, 0, 0, cmd_account_delete, "account delete TENANT ACCOUNT", NULL},
     {"user", "create", 3, 3, F_ROLE | F_PORTAL, 0, cmd_user_create,
-     "user create TENANT ACCOUNT USER [--role ROLE]... [--portal]"},
+     "user create TENANT ACCOUNT USER [--role ROLE]... [--portal]", NULL},
     {"user", "set", 3, 3, F_ROLE | F_PORTAL | F_NO_PORTAL, 0, cmd_user_set,
-     "user set TENANT ACCOUNT USER [--role ROLE]... [--portal|--no-portal]"},
+     "user set TENANT ACCOUNT USER [--role ROLE]... [--portal|--no-portal]", NULL},
+    {"user", "list", 0, 0, F_TENANT | F_ACCOUNT | F_LIMIT, 0, cmd_list,
+     "user list [--tenant TENANT --account ACCOUNT] [--limit N]", &user_rows},
+    {"user", "show", 1, 1, F_TENANT | F_ACCOUNT, 0, cmd_show,
+     "user show USER [--tenant TENANT --account ACCOUNT]", &user_rows},
+    {"user", "delete", 3, 3, 0, 0, cmd_user_delete, "user delete TENANT ACCOUNT USER", NULL},
     {"key", "create", 3, 3, F_EXPIRES, 0, cmd_key_create,
-     "key create TENANT ACCOUNT USER [--expires WHEN]"},
-    {"key", "delete", 1, 1, 0, 0, cmd_key_delete, "key delete KEY_ID"},
+     "key create TENANT ACCOUNT USER [--expires WHEN]", NULL},
+    {"key", "list", 0, 0, F_SCOPE | F_LIMIT, 0, cmd_list,
+     "key list [--tenant TENANT --account ACCOUNT --user USER] [--limit N]", &key_rows},
+    {"key", "delete", 1, 1, 0, 0, cmd_key_delete, "key delete KEY_ID", NULL},
     {"token", "create", 0, 0, F_DESC | F_ROLE | F_EXPIRES, F_ROLE, cmd_token_create,
-     "token create --role ROLE... [--description TEXT] [--expires WHEN]"},
-    {"token", "list", 0, 0, F_TENANT | F_ACCOUNT | F_LIMIT, 0, cmd_token_list,
-     "token list [--tenant TENANT --account ACCOUNT] [--limit N]"},
-    {"token", "delete", 1, 1, 0, 0, cmd_token_delete, "token delete CLIENT_ID"},
-    {"verify", NULL, 1, 2, 0, 0, cmd_verify, "verify [CLIENT_ID] SECRET"},
-    {"ping", NULL, 0, 0, 0, 0, cmd_ping, "ping"},
+     "token create --role ROLE... [--description TEXT] [--expires WHEN]", NULL},
+    {"token", "list", 0, 0, F_TENANT | F_ACCOUNT | F_LIMIT, 0, cmd_list,
+     "token list [--tenant TENANT --account ACCOUNT] [--limit N]", &token_rows},
+    {"token", "show", 1, 1, 0, 0, cmd_show, "token show CLIENT_ID", &token_rows},
+    {"token", "set", 1, 1, F_DESC, F_DESC, cmd_token_set, "token set CLIENT_ID --description TEXT",
+     NULL},
+    {"token", "delete", 1, 1, 0, 0, cmd_token_delete, "token delete CLIENT_ID", NULL},
+    {"verify", NULL, 1, 2, 0, 0, cmd_verify, "verify [CLIENT_ID] SECRET", NULL},
+    {"ping", NULL, 0, 0, 0, 0, cmd_ping, "ping", NULL},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -686,7 +1085,10 @@ static void help(void)
         printf("  tokenctl %s\n", commands[i].usage);
     printf("\n"
            "WHEN (--expires): Ns, Nm, Nh or Nd from now (e.g. 30d), an absolute unix time,\n"
-           "or never. token list --limit N shows at most N tokens (all pages otherwise).\n"
+           "or never. Every list shows all its rows (following the server's pages), or at\n"
+           "most N with --limit N. The operator names the scope of a list or show with\n"
+           "--tenant/--account/--user; a personal key implies its own. Deletes are\n"
+           "irreversible and ask nothing.\n"
            "\n"
            "Exit codes:\n"
            "  0  success\n"
@@ -717,6 +1119,7 @@ static void set_flag(cli *o, const struct flag *f, const char *v)
     case F_EXPIRES: o->expires = v; break;
     case F_TENANT: o->tenant = v; break;
     case F_ACCOUNT: o->account = v; break;
+    case F_USER: o->user = v; break;
     case F_LIMIT: o->limit = v; break;
     case F_MAX_TOKENS: o->lim[0] = v; break;
     case F_MAX_ROLES: o->lim[1] = v; break;
@@ -874,8 +1277,11 @@ static int check_values(cli *o)
     }
     if (o->cmd->run == cmd_tenant_set && !(o->given & (F_API_TOKENS | F_LIMITS)))
         return usage_error(o, "nothing to set: give --api-tokens and/or a limit");
-    if (!(o->given & F_TENANT) != !(o->given & F_ACCOUNT))
-        return usage_error(o, "--tenant and --account go together");
+    unsigned scope = o->cmd->allowed & F_SCOPE, named = o->given & F_SCOPE;
+    if (named && named != scope)
+        return usage_error(o, "%s go together",
+                           scope == F_SCOPE ? "--tenant, --account and --user"
+                                            : "--tenant and --account");
     if ((o->given & F_PORTAL) && (o->given & F_NO_PORTAL))
         return usage_error(o, "--portal and --no-portal exclude each other");
     if (o->given & F_PORTAL)
