@@ -591,7 +591,7 @@ typedef struct field {
     const char *label; /* column heading */
     int width;         /* column width (0: the last column) */
     fkind kind;
-    size_t off, aux;   /* where in the row; FK_STRS: where its count is */
+    size_t off, aux; /* where in the row; FK_STRS: where its count is */
 } field;
 
 /* Any page: one of these is filled per run (zeroed first). */
@@ -778,13 +778,15 @@ static void keys_free(page *p)
     tkc_key_page_free(&p->keys);
 }
 
-#define KIND(none, f, order, type, list, get, release)                                     \
-    {none, f, NF(f), order, sizeof(type), list, get, release}
+#define KIND(none, f, order, type, list, get, release)                                             \
+    {                                                                                              \
+        none, f, NF(f), order, sizeof(type), list, get, release                                    \
+    }
 
-static const rowkind token_rows = KIND("no tokens", token_fields, token_order, tkc_token,
-                                       tokens_list, token_get, tokens_free);
-static const rowkind tenant_rows = KIND("no tenants", tenant_fields, NULL, tkc_tenant,
-                                        tenants_list, tenant_get, tenants_free);
+static const rowkind token_rows =
+    KIND("no tokens", token_fields, token_order, tkc_token, tokens_list, token_get, tokens_free);
+static const rowkind tenant_rows =
+    KIND("no tenants", tenant_fields, NULL, tkc_tenant, tenants_list, tenant_get, tenants_free);
 static const rowkind perm_rows =
     KIND("no permissions", perm_fields, NULL, tkc_perm, perms_list, NULL, perms_free);
 static const rowkind role_rows =
@@ -829,14 +831,15 @@ static const char *field_text(const field *f, const char *row, char *buf, size_t
     return "";
 }
 
+/* A field's value in JSON: numbers, booleans and lists as such, the rest
+ * as its text (an expiry of never is null). */
 static json_t *field_json(const field *f, const char *row)
 {
     const char *at = row + f->off;
+    char buf[32];
     int64_t t;
     uint32_t u;
     switch (f->kind) {
-    case FK_ARR: return json_string(at);
-    case FK_STR: return json_string(*(const char *const *)at);
     case FK_STRS:
         memcpy(&u, row + f->aux, sizeof u);
         return json_strings((const char *const *)at, u);
@@ -844,16 +847,14 @@ static json_t *field_json(const field *f, const char *row)
     case FK_LIMIT: memcpy(&u, at, sizeof u); return json_integer((json_int_t)u);
     case FK_ONOFF:
     case FK_YESNO: return json_boolean(*(const bool *)at);
-    case FK_TIME:
-    case FK_EXPIRY: {
-        char when[32];
+    case FK_EXPIRY:
         memcpy(&t, at, sizeof t);
-        if (f->kind == FK_TIME)
-            iso_time(t, when);
-        return f->kind == FK_TIME ? json_string(when) : json_expiry(t);
+        if (t == 0)
+            return json_null();
+        break;
+    default: break;
     }
-    }
-    return json_null();
+    return json_string(field_text(f, row, buf, sizeof buf));
 }
 
 /* One row as a JSON object, its keys in the protocol's order. */
@@ -961,8 +962,8 @@ static int cmd_show(cli *o)
             size_t n = strlen(f->label);
             for (size_t j = 0; j <= n && j < sizeof label; j++)
                 label[j] = (char)tolower((unsigned char)f->label[j]);
-            printf("%s:%*s%s\n", label, w + 2 - (int)n, "", field_text(f, v.rows, textbuf,
-                                                                       sizeof textbuf));
+            printf("%s:%*s%s\n", label, w + 2 - (int)n, "",
+                   field_text(f, v.rows, textbuf, sizeof textbuf));
         }
     }
     k->release(&pg);

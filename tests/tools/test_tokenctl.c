@@ -58,17 +58,17 @@ typedef struct ctl_out {
 typedef struct ctx {
     raw_server s;
     char addr[64];
-    char op[KEYARG_MAX];                 /* the operator */
-    char alice[KEYARG_MAX];              /* acme/globex, admin, portal */
-    char bob[KEYARG_MAX];                /* acme/globex, viewer, no portal */
-    char dave[KEYARG_MAX];               /* acme/globex, viewer, portal */
-    char erin[KEYARG_MAX];               /* acme/initech, admin, portal */
-    char carol[KEYARG_MAX];              /* umbrella/corp, staff, portal */
-    char alice_key[TK_SECRET_LEN + 1];   /* alice's personal key itself */
+    char op[KEYARG_MAX];               /* the operator */
+    char alice[KEYARG_MAX];            /* acme/globex, admin, portal */
+    char bob[KEYARG_MAX];              /* acme/globex, viewer, no portal */
+    char dave[KEYARG_MAX];             /* acme/globex, viewer, portal */
+    char erin[KEYARG_MAX];             /* acme/initech, admin, portal */
+    char carol[KEYARG_MAX];            /* umbrella/corp, staff, portal */
+    char alice_key[TK_SECRET_LEN + 1]; /* alice's personal key itself */
     char alice_key_id[TK_ID_STR_LEN + 1];
-    char ci_id[TK_ID_STR_LEN + 1];       /* alice's token "CI" (viewer, 30 days) */
+    char ci_id[TK_ID_STR_LEN + 1]; /* alice's token "CI" (viewer, 30 days) */
     char ci[TK_SECRET_LEN + 1];
-    char lab_id[TK_ID_STR_LEN + 1];      /* carol's token "lab" (staff, never expires) */
+    char lab_id[TK_ID_STR_LEN + 1]; /* carol's token "lab" (staff, never expires) */
     char lab[TK_SECRET_LEN + 1];
     ctl_out o;
 } ctx;
@@ -187,6 +187,13 @@ static void expect_refused(const ctl_out *o, int code, const char *what)
         fail_msg("more than one line on stderr: %s", o->err);
 }
 
+/* REFUSED(t, code, what, args...): run, then expect_refused. */
+#define REFUSED(t, code, what, ...)                                                                \
+    do {                                                                                           \
+        CTL(t, __VA_ARGS__);                                                                       \
+        expect_refused(&(t)->o, code, what);                                                       \
+    } while (0)
+
 static json_t *json_of(const ctl_out *o)
 {
     json_error_t je;
@@ -303,8 +310,7 @@ static void key_file(ctx *t, const char *name, const char *key, char arg[KEYARG_
 /* tokenctl user create (JSON), its key into a file; the key itself into
  * key and its ID into key_id when not NULL. */
 static void make_user(ctx *t, const char *tenant, const char *account, const char *user,
-                      const char *role, bool portal, char arg[KEYARG_MAX], char *key,
-                      char *key_id)
+                      const char *role, bool portal, char arg[KEYARG_MAX], char *key, char *key_id)
 {
     if (portal)
         CTL(t, t->op, "--json", "user", "create", tenant, account, user, "--role", role,
@@ -325,8 +331,8 @@ static void make_user(ctx *t, const char *tenant, const char *account, const cha
 static void make_token(ctx *t, const char *keyarg, const char *desc, const char *role,
                        const char *expires, char *id, char *secret)
 {
-    CTL(t, keyarg, "--json", "token", "create", "--description", desc, "--role", role,
-        "--expires", expires);
+    CTL(t, keyarg, "--json", "token", "create", "--description", desc, "--role", role, "--expires",
+        expires);
     expect_ok(&t->o);
     json_t *j = json_of(&t->o);
     snprintf(id, TK_ID_STR_LEN + 1, "%s", jstr(j, "client_id"));
@@ -366,8 +372,7 @@ static void world(ctx *t)
         ctl_run(t, t->addr, args);
         expect_ok(&t->o);
     }
-    make_user(t, "acme", "globex", "alice", "admin", true, t->alice, t->alice_key,
-              t->alice_key_id);
+    make_user(t, "acme", "globex", "alice", "admin", true, t->alice, t->alice_key, t->alice_key_id);
     make_user(t, "acme", "globex", "bob", "viewer", false, t->bob, NULL, NULL);
     make_user(t, "acme", "globex", "dave", "viewer", true, t->dave, NULL, NULL);
     make_user(t, "acme", "initech", "erin", "admin", true, t->erin, NULL, NULL);
@@ -451,8 +456,8 @@ static void tenant_group(void **state)
     /* create and set (the commands world() uses): their output. */
     CTL(t, t->op, "--json", "tenant", "create", "acme");
     expect_ok_json(&t->o);
-    CTL(t, t->op, "tenant", "create", "acme");
-    expect_refused(&t->o, 3, "already exists: tenant 'acme' already exists");
+    REFUSED(t, 3, "already exists: tenant 'acme' already exists", t->op, "tenant", "create",
+            "acme");
     CTL(t, t->op, "tenant", "create", "umbrella");
     expect_ok(&t->o);
     assert_string_equal(t->o.out, "tenant umbrella created\n");
@@ -462,19 +467,18 @@ static void tenant_group(void **state)
     CTL(t, t->op, "tenant", "set", "umbrella", "--max-tokens", "none", "--create-rate", "20");
     expect_ok(&t->o);
     assert_string_equal(t->o.out, "tenant umbrella: max tokens none, create rate 20\n");
-    CTL(t, t->op, "tenant", "set", "umbrella", "--api-tokens", "maybe");
-    expect_refused(&t->o, 2, "--api-tokens takes on or off");
+    REFUSED(t, 2, "--api-tokens takes on or off", t->op, "tenant", "set", "umbrella",
+            "--api-tokens", "maybe");
 
     /* tenant list: the operator's; by slug; columns, or the protocol's rows. */
     CTL(t, t->op, "tenant", "list");
     expect_ok(&t->o);
-    assert_string_equal(t->o.out,
-                        "TENANT            API TOKENS  MAX TOKENS  MAX ROLES  MAX KEYS  "
-                        "CREATE RATE  CREATE BURST  ROLES  PERMISSIONS\n"
-                        "acme              on          10000       1000       100       "
-                        "10           100           0      0\n"
-                        "umbrella          off         none        1000       100       "
-                        "20           100           0      0\n");
+    assert_string_equal(t->o.out, "TENANT            API TOKENS  MAX TOKENS  MAX ROLES  MAX KEYS  "
+                                  "CREATE RATE  CREATE BURST  ROLES  PERMISSIONS\n"
+                                  "acme              on          10000       1000       100       "
+                                  "10           100           0      0\n"
+                                  "umbrella          off         none        1000       100       "
+                                  "20           100           0      0\n");
     CTL(t, t->op, "--json", "tenant", "list");
     json_t *j = json_rows(&t->o, 2);
     json_t *r = json_array_get(j, 0);
@@ -496,8 +500,7 @@ static void tenant_group(void **state)
     expect_ok(&t->o);
     assert_int_equal(lines(t->o.out), 2);
     contains(t->o.out, "acme ");
-    CTL(t, t->op, "tenant", "list", "--limit", "0");
-    expect_refused(&t->o, 2, "--limit takes a positive number");
+    REFUSED(t, 2, "--limit takes a positive number", t->op, "tenant", "list", "--limit", "0");
 
     /* The rest of the world (acme and umbrella exist: their steps repeat). */
     CTL(t, t->op, "tenant", "delete", "acme");
@@ -538,41 +541,30 @@ static void tenant_group(void **state)
     contains(t->o.out, "tenant:        umbrella\n");
     /* Refusals: no portal flag (rule 2); a name that is not there; the
      * operator names it; a tenant token is no key (rule 8). */
-    CTL(t, t->bob, "tenant", "show");
-    expect_refused(&t->o, 3, "denied: ");
+    REFUSED(t, 3, "denied: ", t->bob, "tenant", "show");
     contains(t->o.err, "portal");
-    CTL(t, t->op, "tenant", "show", "nosuch");
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->op, "tenant", "show");
-    expect_refused(&t->o, 3, "invalid: the operator names the scope");
-    CTL(t, t->op, "tenant", "show", "acme", "umbrella");
-    expect_refused(&t->o, 2, "unexpected argument \"umbrella\"");
+    REFUSED(t, 3, "not found", t->op, "tenant", "show", "nosuch");
+    REFUSED(t, 3, "invalid: the operator names the scope", t->op, "tenant", "show");
+    REFUSED(t, 2, "unexpected argument \"umbrella\"", t->op, "tenant", "show", "acme", "umbrella");
     expect_token_not_a_key(t, (const char *const[]){"tenant", "show", NULL});
 
     /* tenant list is the operator's alone. */
-    CTL(t, t->alice, "tenant", "list");
-    expect_refused(&t->o, 3, "denied: only the operator key reads tenants");
-    CTL(t, t->bob, "--json", "tenant", "list");
-    expect_refused(&t->o, 3, "denied");
-    CTL(t, "tenant", "list");
-    expect_refused(&t->o, 3, "unauthenticated");
+    REFUSED(t, 3, "denied: only the operator key reads tenants", t->alice, "tenant", "list");
+    REFUSED(t, 3, "denied", t->bob, "--json", "tenant", "list");
+    REFUSED(t, 3, "unauthenticated", "tenant", "list");
     contains(t->o.err, "--key");
     expect_token_not_a_key(t, (const char *const[]){"tenant", "list", NULL});
 
     /* tenant delete: the operator's; everything of it ends at once. */
-    CTL(t, t->carol, "tenant", "delete", "umbrella");
-    expect_refused(&t->o, 3, "denied");
+    REFUSED(t, 3, "denied", t->carol, "tenant", "delete", "umbrella");
     expect_token_not_a_key(t, (const char *const[]){"tenant", "delete", "umbrella", NULL});
     expect_verify(t, t->lab, 0, "valid: tenant umbrella");
     CTL(t, t->op, "--json", "tenant", "delete", "umbrella");
     expect_ok_json(&t->o);
     expect_verify(t, t->lab, 1, "invalid: unknown");
-    CTL(t, t->carol, "key", "list");
-    expect_refused(&t->o, 3, "unauthenticated");
-    CTL(t, t->op, "tenant", "show", "umbrella");
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->op, "tenant", "delete", "umbrella");
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 3, "unauthenticated", t->carol, "key", "list");
+    REFUSED(t, 3, "not found", t->op, "tenant", "show", "umbrella");
+    REFUSED(t, 3, "not found", t->op, "tenant", "delete", "umbrella");
     CTL(t, t->op, "--json", "tenant", "list");
     j = json_rows(&t->o, 1);
     assert_string_equal(jstr(json_array_get(j, 0), "tenant"), "acme");
@@ -592,8 +584,7 @@ static void tenant_group(void **state)
     CTL(t, t->op, "role", "list", "--tenant", "umbrella");
     expect_ok(&t->o);
     assert_string_equal(t->o.out, "no roles\n");
-    CTL(t, t->op, "tenant", "delete");
-    expect_refused(&t->o, 2, "missing argument");
+    REFUSED(t, 2, "missing argument", t->op, "tenant", "delete");
 }
 
 /* ---- perm ------------------------------------------------------------------- */
@@ -638,24 +629,19 @@ static void perm_group(void **state)
     assert_string_equal(jstr(json_array_get(j, 0), "key"), "labs:enter");
     json_decref(j);
     /* Refusals. */
-    CTL(t, t->bob, "perm", "list");
-    expect_refused(&t->o, 3, "denied: ");
+    REFUSED(t, 3, "denied: ", t->bob, "perm", "list");
     contains(t->o.err, "portal");
-    CTL(t, t->op, "perm", "list");
-    expect_refused(&t->o, 3, "invalid: the operator names the scope");
-    CTL(t, t->op, "perm", "list", "--tenant", "nosuch");
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->op, "perm", "list", "--account", "globex");
-    expect_refused(&t->o, 2, "option --account does not apply");
+    REFUSED(t, 3, "invalid: the operator names the scope", t->op, "perm", "list");
+    REFUSED(t, 3, "not found", t->op, "perm", "list", "--tenant", "nosuch");
+    REFUSED(t, 2, "option --account does not apply", t->op, "perm", "list", "--account", "globex");
     expect_token_not_a_key(t, (const char *const[]){"perm", "list", NULL});
 
     /* perm delete: the operator's; out of every role and token at once. */
-    expect_verify(t, t->ci, 0, "valid: tenant acme, account globex, roles viewer, "
-                               "permissions orders:read,");
-    CTL(t, t->alice, "perm", "delete", "acme", "orders:read");
-    expect_refused(&t->o, 3, "denied");
-    CTL(t, t->carol, "perm", "delete", "acme", "orders:read");
-    expect_refused(&t->o, 3, "denied");
+    expect_verify(t, t->ci, 0,
+                  "valid: tenant acme, account globex, roles viewer, "
+                  "permissions orders:read,");
+    REFUSED(t, 3, "denied", t->alice, "perm", "delete", "acme", "orders:read");
+    REFUSED(t, 3, "denied", t->carol, "perm", "delete", "acme", "orders:read");
     expect_token_not_a_key(t, (const char *const[]){"perm", "delete", "acme", "orders:read", NULL});
     CTL(t, t->op, "perm", "delete", "acme", "orders:read");
     expect_ok(&t->o);
@@ -676,12 +662,10 @@ static void perm_group(void **state)
     j = json_rows(&t->o, 1);
     assert_string_equal(jstr(json_array_get(j, 0), "key"), "orders:write");
     json_decref(j);
-    CTL(t, t->op, "perm", "delete", "acme", "orders:read");
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 3, "not found", t->op, "perm", "delete", "acme", "orders:read");
     CTL(t, t->op, "perm", "delete", "umbrella", "orders:write"); /* acme's, not umbrella's */
     expect_refused(&t->o, 3, "not found");
-    CTL(t, t->op, "perm", "delete", "acme");
-    expect_refused(&t->o, 2, "missing argument");
+    REFUSED(t, 2, "missing argument", t->op, "perm", "delete", "acme");
     CTL(t, t->op, "perm", "list", "--tenant", "umbrella");
     expect_ok(&t->o);
     contains(t->o.out, "labs:enter");
@@ -720,10 +704,9 @@ static void role_group(void **state)
                                   "permissions orders:read,orders:edit\n");
     CTL(t, t->op, "--json", "role", "put", "acme", "empty", "--level", "9");
     expect_ok_json(&t->o);
-    CTL(t, t->op, "role", "put", "acme", "x", "--level", "65536");
-    expect_refused(&t->o, 2, "--level takes a number from 0 to 65535");
-    CTL(t, t->op, "role", "put", "acme", "x");
-    expect_refused(&t->o, 2, "missing --level");
+    REFUSED(t, 2, "--level takes a number from 0 to 65535", t->op, "role", "put", "acme", "x",
+            "--level", "65536");
+    REFUSED(t, 2, "missing --level", t->op, "role", "put", "acme", "x");
 
     /* role list: key, name, level, permissions; by key. */
     CTL(t, t->op, "role", "list", "--tenant", "acme");
@@ -755,11 +738,9 @@ static void role_group(void **state)
     assert_string_equal(jstr(json_array_get(j, 0), "name"), "Staff");
     json_decref(j);
     /* Refusals. */
-    CTL(t, t->bob, "role", "list");
-    expect_refused(&t->o, 3, "denied: ");
+    REFUSED(t, 3, "denied: ", t->bob, "role", "list");
     contains(t->o.err, "portal");
-    CTL(t, t->op, "role", "list");
-    expect_refused(&t->o, 3, "invalid: the operator names the scope");
+    REFUSED(t, 3, "invalid: the operator names the scope", t->op, "role", "list");
     expect_token_not_a_key(t, (const char *const[]){"role", "list", NULL});
 
     /* Every page is followed (a role page holds at most 124 rows), or
@@ -781,19 +762,18 @@ static void role_group(void **state)
     json_decref(j);
 
     /* role delete: out of the tokens that had it. */
-    CTL(t, t->alice, "role", "delete", "acme", "viewer");
-    expect_refused(&t->o, 3, "denied");
+    REFUSED(t, 3, "denied", t->alice, "role", "delete", "acme", "viewer");
     CTL(t, t->op, "role", "delete", "acme", "viewer");
     expect_ok(&t->o);
     assert_string_equal(t->o.out, "role viewer deleted from acme\n");
-    expect_verify(t, t->ci, 0, "valid: tenant acme, account globex, roles (none), permissions "
-                               "(none)");
+    expect_verify(t, t->ci, 0,
+                  "valid: tenant acme, account globex, roles (none), permissions "
+                  "(none)");
     CTL(t, t->op, "--json", "role", "delete", "acme", "empty");
     expect_ok_json(&t->o);
     CTL(t, t->op, "--json", "role", "list", "--tenant", "acme");
     json_decref(json_rows(&t->o, 2));
-    CTL(t, t->op, "role", "delete", "acme", "viewer");
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 3, "not found", t->op, "role", "delete", "acme", "viewer");
 }
 
 /* ---- account ------------------------------------------------------------------ */
@@ -808,8 +788,7 @@ static void account_group(void **state)
     CTL(t, t->op, "account", "create", "acme", "hooli");
     expect_ok(&t->o);
     assert_string_equal(t->o.out, "account hooli created in acme\n");
-    CTL(t, t->op, "--json", "account", "create", "acme", "hooli");
-    expect_refused(&t->o, 3, "already exists");
+    REFUSED(t, 3, "already exists", t->op, "--json", "account", "create", "acme", "hooli");
     make_token(t, t->alice, "deploy", "admin", "never", tok2_id, tok2);
 
     /* account list: the operator's, by slug, with live tokens. */
@@ -833,21 +812,15 @@ static void account_group(void **state)
     expect_ok(&t->o);
     contains(t->o.out, "\ncorp ");
     /* Refusals: users never list accounts; the tenant is required. */
-    CTL(t, t->alice, "account", "list", "--tenant", "acme");
-    expect_refused(&t->o, 3, "denied");
-    CTL(t, t->bob, "account", "list", "--tenant", "acme");
-    expect_refused(&t->o, 3, "denied");
-    CTL(t, t->op, "account", "list");
-    expect_refused(&t->o, 2, "missing --tenant");
-    CTL(t, t->op, "account", "list", "--tenant", "nosuch");
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 3, "denied", t->alice, "account", "list", "--tenant", "acme");
+    REFUSED(t, 3, "denied", t->bob, "account", "list", "--tenant", "acme");
+    REFUSED(t, 2, "missing --tenant", t->op, "account", "list");
+    REFUSED(t, 3, "not found", t->op, "account", "list", "--tenant", "nosuch");
     expect_token_not_a_key(t, (const char *const[]){"account", "list", "--tenant", "acme", NULL});
 
     /* account delete: its tokens, users and keys end at once. */
-    CTL(t, t->alice, "account", "delete", "acme", "globex");
-    expect_refused(&t->o, 3, "denied");
-    CTL(t, t->erin, "account", "delete", "acme", "globex");
-    expect_refused(&t->o, 3, "denied");
+    REFUSED(t, 3, "denied", t->alice, "account", "delete", "acme", "globex");
+    REFUSED(t, 3, "denied", t->erin, "account", "delete", "acme", "globex");
     expect_token_not_a_key(t, (const char *const[]){"account", "delete", "acme", "globex", NULL});
     expect_verify(t, t->ci, 0, "valid: tenant acme, account globex");
     CTL(t, t->op, "account", "delete", "acme", "globex");
@@ -855,25 +828,20 @@ static void account_group(void **state)
     assert_string_equal(t->o.out, "account globex deleted from acme\n");
     expect_verify(t, t->ci, 1, "invalid: unknown");
     expect_verify(t, tok2, 1, "invalid: unknown");
-    CTL(t, t->alice, "token", "list");
-    expect_refused(&t->o, 3, "unauthenticated");
-    CTL(t, t->bob, "key", "list");
-    expect_refused(&t->o, 3, "unauthenticated");
-    CTL(t, t->op, "user", "list", "--tenant", "acme", "--account", "globex");
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 3, "unauthenticated", t->alice, "token", "list");
+    REFUSED(t, 3, "unauthenticated", t->bob, "key", "list");
+    REFUSED(t, 3, "not found", t->op, "user", "list", "--tenant", "acme", "--account", "globex");
     CTL(t, t->op, "--json", "account", "list", "--tenant", "acme");
     j = json_rows(&t->o, 2);
     assert_string_equal(jstr(json_array_get(j, 0), "account"), "hooli");
     json_decref(j);
     CTL(t, t->op, "--json", "account", "delete", "acme", "hooli");
     expect_ok_json(&t->o);
-    CTL(t, t->op, "account", "delete", "acme", "globex");
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 3, "not found", t->op, "account", "delete", "acme", "globex");
     CTL(t, t->op, "account", "delete", "umbrella", "initech"); /* acme's, not umbrella's */
     expect_refused(&t->o, 3, "not found");
     expect_verify(t, t->lab, 0, "valid: tenant umbrella"); /* other tenants untouched */
-    CTL(t, t->op, "account", "delete", "acme");
-    expect_refused(&t->o, 2, "missing argument");
+    REFUSED(t, 2, "missing argument", t->op, "account", "delete", "acme");
 }
 
 /* ---- user ------------------------------------------------------------------- */
@@ -895,10 +863,9 @@ static void user_group(void **state)
     CTL(t, t->op, "--json", "user", "set", "acme", "globex", "frank", "--no-portal", "--role",
         "viewer", "--role", "admin");
     expect_ok_json(&t->o);
-    CTL(t, t->op, "user", "set", "acme", "globex", "frank");
-    expect_refused(&t->o, 2, "nothing to change");
-    CTL(t, t->op, "user", "set", "acme", "globex", "frank", "--portal", "--no-portal");
-    expect_refused(&t->o, 2, "--portal and --no-portal exclude each other");
+    REFUSED(t, 2, "nothing to change", t->op, "user", "set", "acme", "globex", "frank");
+    REFUSED(t, 2, "--portal and --no-portal exclude each other", t->op, "user", "set", "acme",
+            "globex", "frank", "--portal", "--no-portal");
 
     /* user list: roles, portal flag, live keys; by slug. */
     CTL(t, t->op, "user", "list", "--tenant", "acme", "--account", "globex");
@@ -933,15 +900,11 @@ static void user_group(void **state)
     assert_string_equal(jstr(json_array_get(j, 0), "user"), "erin");
     json_decref(j);
     /* Refusals. */
-    CTL(t, t->bob, "user", "list");
-    expect_refused(&t->o, 3, "denied: ");
+    REFUSED(t, 3, "denied: ", t->bob, "user", "list");
     contains(t->o.err, "portal");
-    CTL(t, t->op, "user", "list", "--tenant", "acme");
-    expect_refused(&t->o, 2, "--tenant and --account go together");
-    CTL(t, t->op, "user", "list");
-    expect_refused(&t->o, 3, "invalid: the operator names the scope");
-    CTL(t, t->op, "user", "list", "--tenant", "acme", "--account", "nosuch");
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 2, "--tenant and --account go together", t->op, "user", "list", "--tenant", "acme");
+    REFUSED(t, 3, "invalid: the operator names the scope", t->op, "user", "list");
+    REFUSED(t, 3, "not found", t->op, "user", "list", "--tenant", "acme", "--account", "nosuch");
     expect_token_not_a_key(t, (const char *const[]){"user", "list", NULL});
 
     /* user show: one user. */
@@ -961,58 +924,47 @@ static void user_group(void **state)
     assert_int_equal(jint(j, "key_count"), 1);
     json_decref(j);
     /* Another account's or tenant's user is not there for a user (rule 7). */
-    CTL(t, t->erin, "user", "show", "bob");
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->alice, "user", "show", "carol", "--tenant", "umbrella", "--account", "corp");
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->carol, "user", "show", "alice");
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->bob, "user", "show", "bob");
-    expect_refused(&t->o, 3, "denied: ");
+    REFUSED(t, 3, "not found", t->erin, "user", "show", "bob");
+    REFUSED(t, 3, "not found", t->alice, "user", "show", "carol", "--tenant", "umbrella",
+            "--account", "corp");
+    REFUSED(t, 3, "not found", t->carol, "user", "show", "alice");
+    REFUSED(t, 3, "denied: ", t->bob, "user", "show", "bob");
     contains(t->o.err, "portal");
-    CTL(t, t->op, "user", "show", "nobody", "--tenant", "acme", "--account", "globex");
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->op, "user", "show", "bob");
-    expect_refused(&t->o, 3, "invalid: the operator names the scope");
-    CTL(t, t->op, "user", "show");
-    expect_refused(&t->o, 2, "missing argument");
+    REFUSED(t, 3, "not found", t->op, "user", "show", "nobody", "--tenant", "acme", "--account",
+            "globex");
+    REFUSED(t, 3, "invalid: the operator names the scope", t->op, "user", "show", "bob");
+    REFUSED(t, 2, "missing argument", t->op, "user", "show");
     expect_token_not_a_key(t, (const char *const[]){"user", "show", "bob", NULL});
 
     /* user delete: the operator's; the user's personal keys end at once,
      * the tokens it created stay (they are the account's). */
-    CTL(t, t->alice, "user", "delete", "acme", "globex", "bob");
-    expect_refused(&t->o, 3, "denied");
-    CTL(t, t->carol, "user", "delete", "acme", "globex", "bob");
-    expect_refused(&t->o, 3, "denied");
-    expect_token_not_a_key(t, (const char *const[]){"user", "delete", "acme", "globex", "bob",
-                                                    NULL});
+    REFUSED(t, 3, "denied", t->alice, "user", "delete", "acme", "globex", "bob");
+    REFUSED(t, 3, "denied", t->carol, "user", "delete", "acme", "globex", "bob");
+    expect_token_not_a_key(t,
+                           (const char *const[]){"user", "delete", "acme", "globex", "bob", NULL});
     CTL(t, t->op, "user", "delete", "acme", "globex", "alice");
     expect_ok(&t->o);
     assert_string_equal(t->o.out, "user alice deleted from acme/globex\n");
-    CTL(t, t->alice, "key", "list");
-    expect_refused(&t->o, 3, "unauthenticated");
-    CTL(t, t->alice, "token", "list");
-    expect_refused(&t->o, 3, "unauthenticated");
+    REFUSED(t, 3, "unauthenticated", t->alice, "key", "list");
+    REFUSED(t, 3, "unauthenticated", t->alice, "token", "list");
     expect_verify(t, t->ci, 0, "valid: tenant acme, account globex, roles viewer");
     CTL(t, t->op, "--json", "token", "show", t->ci_id);
     expect_ok(&t->o);
     j = json_of(&t->o);
     assert_string_equal(jstr(j, "created_by"), "alice");
     json_decref(j);
-    CTL(t, t->op, "user", "show", "alice", "--tenant", "acme", "--account", "globex");
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 3, "not found", t->op, "user", "show", "alice", "--tenant", "acme", "--account",
+            "globex");
     CTL(t, t->dave, "--json", "user", "list");
     j = json_rows(&t->o, 3);
     assert_string_equal(jstr(json_array_get(j, 0), "user"), "bob");
     json_decref(j);
     CTL(t, t->op, "--json", "user", "delete", "acme", "globex", "frank");
     expect_ok_json(&t->o);
-    CTL(t, t->op, "user", "delete", "acme", "globex", "alice");
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 3, "not found", t->op, "user", "delete", "acme", "globex", "alice");
     CTL(t, t->op, "user", "delete", "acme", "initech", "bob"); /* globex's, not initech's */
     expect_refused(&t->o, 3, "not found");
-    CTL(t, t->op, "user", "delete", "acme", "globex");
-    expect_refused(&t->o, 2, "missing argument");
+    REFUSED(t, 2, "missing argument", t->op, "user", "delete", "acme", "globex");
 }
 
 /* ---- key -------------------------------------------------------------------- */
@@ -1035,8 +987,8 @@ static void key_group(void **state)
     snprintf(extra_id, sizeof extra_id, "%s", jstr(j, "key_id"));
     key_file(t, "alice2", jstr(j, "personal_key"), extra);
     json_decref(j);
-    CTL(t, t->op, "key", "create", "acme", "globex", "alice", "--expires", "soon");
-    expect_refused(&t->o, 2, "--expires takes");
+    REFUSED(t, 2, "--expires takes", t->op, "key", "create", "acme", "globex", "alice", "--expires",
+            "soon");
 
     /* key list: metadata only, oldest first. A user its own (portal or
      * not); the operator names tenant, account and user. */
@@ -1055,8 +1007,9 @@ static void key_group(void **state)
     CTL(t, t->alice, "key", "list");
     expect_ok(&t->o);
     assert_int_equal(lines(t->o.out), 4);
-    assert_true(strncmp(t->o.out, "KEY ID                                CREATED               "
-                                  "EXPIRES\n",
+    assert_true(strncmp(t->o.out,
+                        "KEY ID                                CREATED               "
+                        "EXPIRES\n",
                         strlen("KEY ID                                CREATED               "
                                "EXPIRES\n")) == 0);
     contains(t->o.out, t->alice_key_id);
@@ -1078,31 +1031,27 @@ static void key_group(void **state)
     assert_true(strcmp(jstr(json_array_get(j, 0), "key_id"), t->alice_key_id) != 0);
     json_decref(j);
     /* Refusals. */
-    CTL(t, t->op, "key", "list", "--tenant", "acme", "--account", "globex");
-    expect_refused(&t->o, 2, "--tenant, --account and --user go together");
-    CTL(t, t->op, "key", "list");
-    expect_refused(&t->o, 3, "invalid: the operator names the scope");
-    CTL(t, t->op, "key", "list", "--tenant", "acme", "--account", "globex", "--user", "nobody");
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 2, "--tenant, --account and --user go together", t->op, "key", "list", "--tenant",
+            "acme", "--account", "globex");
+    REFUSED(t, 3, "invalid: the operator names the scope", t->op, "key", "list");
+    REFUSED(t, 3, "not found", t->op, "key", "list", "--tenant", "acme", "--account", "globex",
+            "--user", "nobody");
     expect_token_not_a_key(t, (const char *const[]){"key", "list", NULL});
 
     /* key delete: the key stops working at once. */
     CTL(t, extra, "key", "list");
     expect_ok(&t->o);
-    CTL(t, t->alice, "key", "delete", extra_id);
-    expect_refused(&t->o, 3, "denied");
+    REFUSED(t, 3, "denied", t->alice, "key", "delete", extra_id);
     CTL(t, t->op, "key", "delete", extra_id);
     expect_ok(&t->o);
     char want[128];
     snprintf(want, sizeof want, "personal key %s deleted\n", extra_id);
     assert_string_equal(t->o.out, want);
-    CTL(t, extra, "key", "list");
-    expect_refused(&t->o, 3, "unauthenticated");
+    REFUSED(t, 3, "unauthenticated", extra, "key", "list");
     CTL(t, t->op, "--json", "key", "list", "--tenant", "acme", "--account", "globex", "--user",
         "alice");
     json_decref(json_rows(&t->o, 2));
-    CTL(t, t->op, "key", "delete", extra_id);
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 3, "not found", t->op, "key", "delete", extra_id);
     CTL(t, t->op, "key", "delete", t->ci_id); /* a token's ID is no key */
     expect_refused(&t->o, 3, "not found");
 }
@@ -1112,8 +1061,8 @@ static void key_group(void **state)
 static void token_group(void **state)
 {
     ctx *t = *state;
-    static const char *const token_keys[] = {"client_id",  "description", "roles",
-                                             "created_by", "created_at",  "expires_at", NULL};
+    static const char *const token_keys[] = {"client_id",  "description", "roles", "created_by",
+                                             "created_at", "expires_at",  NULL};
     char id[TK_ID_STR_LEN + 1], secret[TK_SECRET_LEN + 1], want[512];
     world(t);
 
@@ -1132,26 +1081,23 @@ static void token_group(void **state)
     expect_iso(jstr(j, "expires_at"));
     json_decref(j);
     /* Rule 2: no portal flag. Rule 3: the ceiling (dave is a viewer). */
-    CTL(t, t->bob, "token", "create", "--role", "viewer");
-    expect_refused(&t->o, 3, "denied: ");
+    REFUSED(t, 3, "denied: ", t->bob, "token", "create", "--role", "viewer");
     contains(t->o.err, "portal");
-    CTL(t, t->dave, "token", "create", "--role", "admin");
-    expect_refused(&t->o, 3, "denied: role 'admin' (level 0) is stronger than dave's own roles "
-                             "(level 2)");
+    REFUSED(t, 3,
+            "denied: role 'admin' (level 0) is stronger than dave's own roles "
+            "(level 2)",
+            t->dave, "token", "create", "--role", "admin");
     CTL(t, t->dave, "--json", "token", "create", "--role", "viewer");
     expect_ok(&t->o);
     CTL(t, t->carol, "token", "create", "--role", "viewer"); /* acme's role, not umbrella's */
     expect_refused(&t->o, 3, "not found");
-    CTL(t, t->alice, "token", "create");
-    expect_refused(&t->o, 2, "missing --role");
-    CTL(t, t->op, "token", "create", "--role", "viewer");
-    expect_refused(&t->o, 3, "denied");
+    REFUSED(t, 2, "missing --role", t->alice, "token", "create");
+    REFUSED(t, 3, "denied", t->op, "token", "create", "--role", "viewer");
     expect_token_not_a_key(t, (const char *const[]){"token", "create", "--role", "viewer", NULL});
     /* Rule 1: the toggle off refuses creation and every token's verify. */
     CTL(t, t->op, "tenant", "set", "acme", "--api-tokens", "off");
     expect_ok(&t->o);
-    CTL(t, t->alice, "--json", "token", "create", "--role", "viewer");
-    expect_refused(&t->o, 3, "disabled");
+    REFUSED(t, 3, "disabled", t->alice, "--json", "token", "create", "--role", "viewer");
     expect_verify(t, t->ci, 1, "invalid: disabled");
     CTL(t, t->op, "tenant", "set", "acme", "--api-tokens", "on");
     expect_ok(&t->o);
@@ -1189,17 +1135,16 @@ static void token_group(void **state)
     assert_string_equal(t->o.out, "no tokens\n");
     CTL(t, t->erin, "--json", "token", "list");
     json_decref(json_rows(&t->o, 0));
-    CTL(t, t->bob, "token", "list");
-    expect_refused(&t->o, 3, "denied: ");
-    CTL(t, t->op, "token", "list", "--tenant", "acme");
-    expect_refused(&t->o, 2, "--tenant and --account go together");
+    REFUSED(t, 3, "denied: ", t->bob, "token", "list");
+    REFUSED(t, 2, "--tenant and --account go together", t->op, "token", "list", "--tenant", "acme");
     expect_token_not_a_key(t, (const char *const[]){"token", "list", NULL});
 
     /* token show: one token's metadata, never its secret. */
     CTL(t, t->alice, "token", "show", t->ci_id);
     expect_ok(&t->o);
-    snprintf(want, sizeof want, "client id:    %s\ndescription:  CI\nroles:        viewer\n"
-                                "created by:   alice\ncreated:      ",
+    snprintf(want, sizeof want,
+             "client id:    %s\ndescription:  CI\nroles:        viewer\n"
+             "created by:   alice\ncreated:      ",
              t->ci_id);
     assert_true(strncmp(t->o.out, want, strlen(want)) == 0);
     contains(t->o.out, "\nexpires:      ");
@@ -1220,19 +1165,13 @@ static void token_group(void **state)
     expect_ok(&t->o);
     /* Another account's, another tenant's, a key's ID: not found (rule 7). */
     snprintf(want, sizeof want, "not found: no token %s in your account", t->ci_id);
-    CTL(t, t->erin, "token", "show", t->ci_id);
-    expect_refused(&t->o, 3, want);
-    CTL(t, t->carol, "token", "show", t->ci_id);
-    expect_refused(&t->o, 3, want);
-    CTL(t, t->alice, "token", "show", t->lab_id);
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->alice, "token", "show", t->alice_key_id);
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->bob, "token", "show", t->ci_id);
-    expect_refused(&t->o, 3, "denied: ");
+    REFUSED(t, 3, want, t->erin, "token", "show", t->ci_id);
+    REFUSED(t, 3, want, t->carol, "token", "show", t->ci_id);
+    REFUSED(t, 3, "not found", t->alice, "token", "show", t->lab_id);
+    REFUSED(t, 3, "not found", t->alice, "token", "show", t->alice_key_id);
+    REFUSED(t, 3, "denied: ", t->bob, "token", "show", t->ci_id);
     contains(t->o.err, "portal");
-    CTL(t, t->alice, "token", "show");
-    expect_refused(&t->o, 2, "missing argument");
+    REFUSED(t, 2, "missing argument", t->alice, "token", "show");
     expect_token_not_a_key(t, (const char *const[]){"token", "show", t->ci_id, NULL});
 
     /* token set: the description and nothing else; it still verifies. */
@@ -1254,20 +1193,15 @@ static void token_group(void **state)
     j = json_rows(&t->o, 1);
     assert_string_equal(jstr(json_array_get(j, 0), "description"), "");
     json_decref(j);
-    CTL(t, t->bob, "token", "set", t->ci_id, "--description", "x");
-    expect_refused(&t->o, 3, "denied: ");
-    CTL(t, t->erin, "token", "set", t->ci_id, "--description", "x");
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->carol, "token", "set", t->ci_id, "--description", "x");
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->alice, "token", "set", t->ci_id, "--description", "bad\x01text");
-    expect_refused(&t->o, 3, "invalid");
-    CTL(t, t->alice, "token", "set", t->ci_id);
-    expect_refused(&t->o, 2, "missing --description");
-    CTL(t, t->alice, "token", "set", t->ci_id, "--role", "admin");
-    expect_refused(&t->o, 2, "option --role does not apply");
-    expect_token_not_a_key(t, (const char *const[]){"token", "set", t->ci_id, "--description",
-                                                    "x", NULL});
+    REFUSED(t, 3, "denied: ", t->bob, "token", "set", t->ci_id, "--description", "x");
+    REFUSED(t, 3, "not found", t->erin, "token", "set", t->ci_id, "--description", "x");
+    REFUSED(t, 3, "not found", t->carol, "token", "set", t->ci_id, "--description", "x");
+    REFUSED(t, 3, "invalid", t->alice, "token", "set", t->ci_id, "--description", "bad\x01text");
+    REFUSED(t, 2, "missing --description", t->alice, "token", "set", t->ci_id);
+    REFUSED(t, 2, "option --role does not apply", t->alice, "token", "set", t->ci_id, "--role",
+            "admin");
+    expect_token_not_a_key(
+        t, (const char *const[]){"token", "set", t->ci_id, "--description", "x", NULL});
     CTL(t, t->op, "--json", "token", "show", t->ci_id);
     expect_ok(&t->o);
     j = json_of(&t->o);
@@ -1275,10 +1209,8 @@ static void token_group(void **state)
     json_decref(j);
 
     /* token delete: irreversible; the token is invalid at once. */
-    CTL(t, t->erin, "token", "delete", t->ci_id);
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->bob, "token", "delete", t->ci_id);
-    expect_refused(&t->o, 3, "denied");
+    REFUSED(t, 3, "not found", t->erin, "token", "delete", t->ci_id);
+    REFUSED(t, 3, "denied", t->bob, "token", "delete", t->ci_id);
     expect_token_not_a_key(t, (const char *const[]){"token", "delete", t->ci_id, NULL});
     CTL(t, t->alice, "--json", "token", "delete", t->ci_id);
     expect_ok_json(&t->o);
@@ -1287,10 +1219,8 @@ static void token_group(void **state)
     j = json_of(&t->o);
     assert_string_equal(jstr(j, "reason"), "unknown");
     json_decref(j);
-    CTL(t, t->alice, "token", "delete", t->ci_id);
-    expect_refused(&t->o, 3, "not found");
-    CTL(t, t->alice, "token", "show", t->ci_id);
-    expect_refused(&t->o, 3, "not found");
+    REFUSED(t, 3, "not found", t->alice, "token", "delete", t->ci_id);
+    REFUSED(t, 3, "not found", t->alice, "token", "show", t->ci_id);
     CTL(t, t->op, "token", "delete", id);
     expect_ok(&t->o);
     snprintf(want, sizeof want, "token %s deleted\n", id);
@@ -1319,8 +1249,9 @@ static void verify_group(void **state)
     json_decref(j);
     CTL(t, "verify", t->ci_id, t->ci);
     expect_ok(&t->o);
-    assert_true(strncmp(t->o.out, "valid: tenant acme, account globex, roles viewer, "
-                                  "permissions orders:read, expires ",
+    assert_true(strncmp(t->o.out,
+                        "valid: tenant acme, account globex, roles viewer, "
+                        "permissions orders:read, expires ",
                         strlen("valid: tenant acme, account globex, roles viewer, "
                                "permissions orders:read, expires ")) == 0);
     CTL(t, "verify", t->lab_id, t->ci);
@@ -1338,8 +1269,7 @@ static void verify_group(void **state)
     CTL(t, "verify", t->alice_key);
     expect_code(&t->o, 1);
     assert_string_equal(t->o.out, "invalid: wrong_kind\n");
-    CTL(t, "verify");
-    expect_refused(&t->o, 2, "missing argument");
+    REFUSED(t, 2, "missing argument", "verify");
 }
 
 /* ---- usage, keys and connections ------------------------------------------------ */
@@ -1350,11 +1280,9 @@ static void usage_and_errors(void **state)
     char deadaddr[64];
 
     /* No key where one is needed: refused (3) with a hint. */
-    CTL(t, "tenant", "create", "nokey");
-    expect_refused(&t->o, 3, "unauthenticated");
+    REFUSED(t, 3, "unauthenticated", "tenant", "create", "nokey");
     contains(t->o.err, "--key");
-    CTL(t, "--key=@/nonexistent/op.key", "tenant", "list");
-    expect_refused(&t->o, 2, "cannot read key file");
+    REFUSED(t, 2, "cannot read key file", "--key=@/nonexistent/op.key", "tenant", "list");
 
     /* Bad usage (2): unknown command, unknown flag, missing argument. */
     CTL(t, "frobnicate");
@@ -1371,9 +1299,9 @@ static void usage_and_errors(void **state)
     expect_ok(&t->o);
     contains(t->o.out, "Exit codes");
     static const char *const verbs[] = {
-        "tenant list",  "tenant show",    "tenant delete", "perm list",   "perm delete",
-        "role list",    "account list",   "account delete", "user list",  "user show",
-        "user delete",  "key list",       "token show",    "token set",   NULL};
+        "tenant list", "tenant show",  "tenant delete",  "perm list", "perm delete",
+        "role list",   "account list", "account delete", "user list", "user show",
+        "user delete", "key list",     "token show",     "token set", NULL};
     for (int i = 0; verbs[i]; i++) {
         char line[64];
         snprintf(line, sizeof line, "  tokenctl %s", verbs[i]);
@@ -1388,9 +1316,9 @@ static void usage_and_errors(void **state)
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
     snprintf(deadaddr, sizeof deadaddr, "--addr=127.0.0.1:%d", ntohs(a.sin_port));
-    CTL(t, deadaddr, "--json", "ping"); /* bound, not listening: refused */
+    REFUSED(t, 4, "cannot connect to ", deadaddr, "--json",
+            "ping"); /* bound, not listening: refused */
     close(fd);
-    expect_refused(&t->o, 4, "cannot connect to ");
 }
 
 int main(void)
