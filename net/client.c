@@ -1647,14 +1647,12 @@ int tkc_verify_recv(tkc *c, tkc_verify_res *res)
 int tkc_verify(tkc *c, const char *secret, const char *client_id, tkc_verify_res *res)
 {
     begin(c);
-    int rc = secret ? check_usable(c) : tkc_verify_send(c, NULL, NULL);
-    if (rc)
-        return rc;
-    if (c->inflight)
-        return fail(c, TK_EINVAL, "%zu pipelined requests still in flight", c->inflight);
-    if ((rc = tkc_verify_send(c, secret, client_id)) != 0)
-        return rc;
-    return tkc_verify_recv(c, res);
+    int rc = check_usable(c);
+    if (rc == 0 && c->inflight)
+        rc = fail(c, TK_EINVAL, "%zu pipelined requests still in flight", c->inflight);
+    if (rc == 0)
+        rc = tkc_verify_send(c, secret, client_id); /* refuses a NULL secret */
+    return rc ? rc : tkc_verify_recv(c, res);
 }
 
 int tkc_tenant_create(tkc *c, const char *tenant)

@@ -3257,6 +3257,36 @@ static void server_deletes(void **state)
     tkc_free(op);
 }
 
+/* A role's cursor is its key, up to 128 bytes (a token's is 11): a page
+ * that ends on the longest key still gives its next, and the listing goes
+ * on from it. */
+static void server_long_cursor(void **state)
+{
+    NEED_SERVER(s);
+    char long_key[TK_KEY_MAX + 1];
+    tkc_role_page rp = TKC_PAGE_INIT;
+
+    memset(long_key, 'b', TK_KEY_MAX);
+    long_key[TK_KEY_MAX] = '\0';
+    tkc *op = srv_connect(s, s->opkey);
+    OK(tkc_tenant_create(op, "acme"));
+    OK(tkc_role_put(op, "acme", "a", NULL, 1, NULL, 0));
+    OK(tkc_role_put(op, "acme", long_key, NULL, 1, NULL, 0));
+    OK(tkc_role_put(op, "acme", "c", NULL, 1, NULL, 0));
+    OK(tkc_role_list(op, "acme", NULL, 2, &rp));
+    assert_int_equal(rp.n, 2);
+    assert_true(rp.more);
+    assert_string_equal(rp.next, long_key);
+    char after[TKC_CURSOR_MAX + 1];
+    snprintf(after, sizeof after, "%s", rp.next);
+    OK(tkc_role_list(op, "acme", after, 2, &rp));
+    assert_int_equal(rp.n, 1);
+    assert_string_equal(rp.roles[0].key, "c");
+    assert_false(rp.more);
+    tkc_role_page_free(&rp);
+    tkc_free(op);
+}
+
 /* A token's permissions are the union of its roles': up to a tenant's
  * 1024, more than one role may hold (256, the schema's limit of a role's
  * "permissions"). The client reads all of them. */
@@ -3737,6 +3767,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(server_every_operation, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_reads, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_deletes, srv_setup, srv_teardown),
+        cmocka_unit_test_setup_teardown(server_long_cursor, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_verify_many_permissions, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_errors, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_pipeline, srv_setup, srv_teardown),
