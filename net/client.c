@@ -1498,11 +1498,9 @@ static int put_verify(void *arg, mpr *r, const sch_use *u)
         bad = dec_strs(r, within(f->max, TK_MAX_ROLES), f->elem_max, &x->st, res->roles, &s, &n);
         res->nroles = (uint32_t)n;
         break;
-    case SF_PERMISSIONS:
-        /* The union of the token's roles' permissions: up to a tenant's
-         * (TK_MAX_TENANT_PERMS, the result's capacity), more than the
-         * schema's limit of this field name, which is a role's. */
-        bad = dec_strs(r, TK_MAX_TENANT_PERMS, f->elem_max, &x->st, res->perms, &s, &n);
+    case SF_GRANTS:
+        bad = dec_strs(r, within(f->max, TK_MAX_TENANT_PERMS), f->elem_max, &x->st, res->perms,
+                       &s, &n);
         res->nperms = (uint32_t)n;
         break;
     case SF_EXPIRES_AT: bad = mpr_int(r, &res->expires_at) != 0 || res->expires_at < 0; break;

@@ -470,7 +470,7 @@ void dsp_put_verify(mpw *w, const tk_verify *v)
     mpw_cstr(w, v->account);
     put_key(w, SF_ROLES);
     put_strs(w, v->roles, v->nroles);
-    put_key(w, SF_PERMISSIONS);
+    put_key(w, SF_GRANTS);
     put_strs(w, v->perms, v->nperms);
     put_key(w, SF_EXPIRES_AT);
     mpw_int(w, v->expires_at);

@@ -59,6 +59,9 @@ const sch_field sch_fields[SF_COUNT] = {
     [SF_PERM_COUNT] = {"permission_count", SCH_UINT, 0, 0},
     [SF_TOKEN_COUNT] = {"token_count", SCH_UINT, 0, 0},
     [SF_KEY_COUNT] = {"key_count", SCH_UINT, 0, 0},
+    /* A verified token's permissions: the union of its roles', so up to
+     * a tenant's, more than one role's (SF_PERMISSIONS). */
+    [SF_GRANTS] = {"permissions", SCH_STRS, TK_MAX_TENANT_PERMS, TK_KEY_MAX},
 };
 
 #define END {SF_COUNT, false}
@@ -87,7 +90,7 @@ static const sch_op ops[] = {
     {OP_VERIFY, "VERIFY", SCH_ANYONE, SCH_INLINE, 0, 0, false,
      {R(SF_SECRET), O(SF_CLIENT_ID), END},
      {R(SF_VALID), R(SF_REASON), O(SF_CLIENT_ID), O(SF_TENANT), O(SF_ACCOUNT), O(SF_ROLES),
-      O(SF_PERMISSIONS), O(SF_EXPIRES_AT), END},
+      O(SF_GRANTS), O(SF_EXPIRES_AT), END},
      {END}, "the gateway key when the server requires it; see VERIFY below"},
     {OP_TENANT_CREATE, "TENANT_CREATE", SCH_OPERATOR, SCH_WRITE, ENG_TENANT_CREATE, 0, false,
      {R(SF_TENANT), END}, {END}, {END}, NULL},
