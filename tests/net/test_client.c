@@ -1,4 +1,5 @@
-/* test_client.c - the client library (net/client.c) and tokenctl.
+/* test_client.c - the client library (net/client.c); tokenctl is
+ * tests/tools/test_tokenctl.c's.
  *
  * Unit part, no server: the client is attached to one end of a socketpair
  * and the test plays the server on the other end with hand-made bytes. The
@@ -17,8 +18,8 @@
  * loopback port in a fresh data directory (child process, killed and reaped
  * in the teardown, and by the kernel if this process dies first) and drives
  * it through the library (every operation, 1000 pipelined verifications,
- * the server's error strings) and through $BIN/tokenctl (--json output and
- * exit codes 0-4). When $BIN/tokend does not exist these tests are skipped.
+ * the server's error strings). When $BIN/tokend does not exist these tests
+ * are skipped (a failure under CI).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -44,8 +45,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <jansson.h>
 
 #include "core/err.h"
 #include "core/mp.h"
@@ -3446,305 +3445,6 @@ static void server_pipeline(void **state)
     tkc_free(op);
 }
 
-/* ---- tokenctl ----------------------------------------------------------- */
-
-typedef struct ctl_out {
-    int code;
-    char *out, *err;
-} ctl_out;
-
-static void ctl_free(ctl_out *o)
-{
-    free(o->out);
-    free(o->err);
-    memset(o, 0, sizeof *o);
-}
-
-static char *slurp(const char *path)
-{
-    size_t n = 0;
-    unsigned char *t = tkt_read_file(path, &n);
-    assert_non_null(t);
-    char *s = realloc(t, n + 1);
-    assert_non_null(s);
-    s[n] = '\0';
-    return s;
-}
-
-/* Runs $BIN/tokenctl with args (NULL-terminated) and TOKEND_ADDR=addr,
- * TOKEND_KEY unset; collects exit code, stdout and stderr. */
-static void ctl_run(const char *dir, const char *addr, ctl_out *o, const char *const *args)
-{
-    char *exe = bin_path("tokenctl");
-    char *outp = tkt_path(dir, "ctl.out"), *errp = tkt_path(dir, "ctl.err");
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = exe;
-    for (int i = 0; args[i]; i++) {
-        assert_true(n < 31);
-        argv[n++] = args[i];
-    }
-    argv[n] = NULL;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fo = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int fe = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fo < 0 || fe < 0)
-            _exit(127);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        if (addr)
-            setenv("TOKEND_ADDR", addr, 1);
-        else
-            unsetenv("TOKEND_ADDR");
-        unsetenv("TOKEND_KEY");
-        execv(exe, (char *const *)argv);
-        _exit(127);
-    }
-    int st = 0;
-    for (int i = 0; i < 3000; i++) {
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            break;
-        if (i == 2999) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            fail_msg("tokenctl did not finish in 30 s");
-        }
-        sleep_ms(10);
-    }
-    assert_true(WIFEXITED(st));
-    o->code = WEXITSTATUS(st);
-    o->out = slurp(outp);
-    o->err = slurp(errp);
-    free(exe);
-    free(outp);
-    free(errp);
-}
-
-#define CTL(o, ...)                                                                                \
-    do {                                                                                           \
-        const char *ctl_args_[] = {__VA_ARGS__, NULL};                                             \
-        ctl_free(o);                                                                               \
-        ctl_run(s->dir, s->addr, (o), ctl_args_);                                                  \
-    } while (0)
-
-static void expect_code(const ctl_out *o, int code)
-{
-    if (o->code != code)
-        fail_msg("tokenctl exit %d, wanted %d; stdout: %s; stderr: %s", o->code, code, o->out,
-                 o->err);
-}
-
-static json_t *json_of(const ctl_out *o)
-{
-    json_error_t je;
-    json_t *j = json_loads(o->out, 0, &je);
-    if (!j)
-        fail_msg("not JSON (%s): %s", je.text, o->out);
-    return j;
-}
-
-static bool starts_with(const char *s, const char *prefix)
-{
-    return strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
-static void expect_ok_json(const ctl_out *o)
-{
-    expect_code(o, 0);
-    json_t *j = json_of(o);
-    assert_true(json_is_true(json_object_get(j, "ok")));
-    json_decref(j);
-}
-
-static void tokenctl_cli(void **state)
-{
-    NEED_SERVER(s);
-    ctl_out o = {0};
-    char keyarg[PATH_MAX + 2], alice_key[TK_SECRET_LEN + 1], secret[TK_SECRET_LEN + 1];
-    char client_id[TK_ID_STR_LEN + 1], deadaddr[64];
-
-    char *opfile = tkt_path(s->dir, "op.key");
-    assert_int_equal(tkt_write_file(opfile, s->opkey, strlen(s->opkey)), 0);
-    snprintf(keyarg, sizeof keyarg, "--key=@%s", opfile);
-    free(opfile);
-
-    CTL(&o, "--json", "ping");
-    expect_code(&o, 0);
-    json_t *j = json_of(&o);
-    assert_int_equal(json_integer_value(json_object_get(j, "version")), 1);
-    json_decref(j);
-
-    CTL(&o, "ping");
-    expect_code(&o, 0);
-    assert_non_null(strstr(o.out, "protocol version 1"));
-
-    /* The operator builds the world. */
-    CTL(&o, keyarg, "--json", "tenant", "create", "acme");
-    expect_ok_json(&o);
-    CTL(&o, keyarg, "tenant", "create", "acme");
-    expect_code(&o, 3);
-    assert_true(starts_with(o.err, "tokenctl: already exists"));
-    assert_non_null(strchr(o.err, '\n'));
-    assert_ptr_equal(strchr(o.err, '\n'), o.err + strlen(o.err) - 1); /* one line */
-    CTL(&o, keyarg, "tenant", "create", "globex");
-    expect_code(&o, 0);
-    assert_string_equal(o.out, "tenant globex created\n");
-    CTL(&o, keyarg, "--json", "perm", "put", "acme", "orders:read", "--description", "Read");
-    expect_ok_json(&o);
-    CTL(&o, keyarg, "--json", "role", "put", "acme", "admin", "--level", "0", "--perm",
-        "orders:read", "--perm", "orders:write", "--name", "Admin");
-    expect_ok_json(&o);
-    CTL(&o, keyarg, "role", "put", "acme", "viewer", "--level", "2", "--perm", "orders:read");
-    expect_code(&o, 0);
-    assert_string_equal(o.out, "role viewer saved in acme: level 2, permissions orders:read\n");
-    CTL(&o, keyarg, "--json", "account", "create", "acme", "globex");
-    expect_ok_json(&o);
-
-    CTL(&o, keyarg, "--json", "user", "create", "acme", "globex", "alice", "--role", "admin",
-        "--portal");
-    expect_code(&o, 0);
-    j = json_of(&o);
-    const char *pk = json_string_value(json_object_get(j, "personal_key"));
-    assert_non_null(pk);
-    assert_int_equal(strlen(pk), TK_SECRET_LEN);
-    memcpy(alice_key, pk, sizeof alice_key);
-    assert_int_equal(strlen(json_string_value(json_object_get(j, "key_id"))), TK_ID_STR_LEN);
-    json_decref(j);
-
-    CTL(&o, keyarg, "user", "create", "acme", "globex", "bob", "--role", "viewer");
-    expect_code(&o, 0);
-    assert_non_null(strstr(o.out, "bob's personal key (shown once, store it now):\ntkp_"));
-    CTL(&o, keyarg, "--json", "user", "set", "acme", "globex", "bob", "--no-portal");
-    expect_ok_json(&o);
-
-    /* Refused: the toggle is off (3), then on. */
-    char userkey[TK_SECRET_LEN + 8];
-    snprintf(userkey, sizeof userkey, "--key=%s", alice_key);
-    CTL(&o, userkey, "--json", "token", "create", "--role", "viewer");
-    expect_code(&o, 3);
-    assert_true(starts_with(o.err, "tokenctl: disabled"));
-    assert_string_equal(o.out, "");
-    CTL(&o, keyarg, "--json", "tenant", "set", "acme", "--api-tokens", "on");
-    expect_ok_json(&o);
-
-    CTL(&o, userkey, "--json", "token", "create", "--description", "CI", "--role", "viewer",
-        "--expires", "30d");
-    expect_code(&o, 0);
-    j = json_of(&o);
-    assert_int_equal(strlen(json_string_value(json_object_get(j, "client_id"))), TK_ID_STR_LEN);
-    memcpy(client_id, json_string_value(json_object_get(j, "client_id")), sizeof client_id);
-    memcpy(secret, json_string_value(json_object_get(j, "secret")), sizeof secret);
-    assert_int_equal(strncmp(secret, "tkt_", 4), 0);
-    assert_true(json_is_string(json_object_get(j, "expires_at")));
-    json_decref(j);
-
-    /* Verify: valid 0, invalid 1, with --json and without. */
-    CTL(&o, "--json", "verify", secret);
-    expect_code(&o, 0);
-    j = json_of(&o);
-    assert_true(json_is_true(json_object_get(j, "valid")));
-    assert_string_equal(json_string_value(json_object_get(j, "reason")), "valid");
-    assert_string_equal(json_string_value(json_object_get(j, "tenant")), "acme");
-    assert_string_equal(json_string_value(json_object_get(j, "account")), "globex");
-    assert_string_equal(json_string_value(json_object_get(j, "client_id")), client_id);
-    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "roles"), 0)),
-                        "viewer");
-    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "permissions"), 0)),
-                        "orders:read");
-    json_decref(j);
-    CTL(&o, "verify", client_id, secret);
-    expect_code(&o, 0);
-    assert_true(starts_with(o.out, "valid: tenant acme, account globex, roles viewer, "
-                                   "permissions orders:read"));
-    CTL(&o, "--json", "verify", "tkt_not-a-token");
-    expect_code(&o, 1);
-    j = json_of(&o);
-    assert_true(json_is_false(json_object_get(j, "valid")));
-    assert_string_equal(json_string_value(json_object_get(j, "reason")), "malformed");
-    assert_true(json_is_null(json_object_get(j, "tenant")));
-    assert_int_equal(json_array_size(json_object_get(j, "roles")), 0);
-    json_decref(j);
-    CTL(&o, "verify", alice_key);
-    expect_code(&o, 1);
-    assert_string_equal(o.out, "invalid: wrong_kind\n");
-
-    /* Listing: metadata, never a secret. */
-    CTL(&o, userkey, "--json", "token", "list");
-    expect_code(&o, 0);
-    assert_null(strstr(o.out, secret));
-    assert_null(strstr(o.out, secret + 4));
-    j = json_of(&o);
-    assert_int_equal(json_array_size(j), 1);
-    json_t *t0 = json_array_get(j, 0);
-    assert_string_equal(json_string_value(json_object_get(t0, "client_id")), client_id);
-    assert_string_equal(json_string_value(json_object_get(t0, "description")), "CI");
-    assert_string_equal(json_string_value(json_object_get(t0, "created_by")), "alice");
-    const char *created = json_string_value(json_object_get(t0, "created_at"));
-    assert_non_null(created);
-    assert_int_equal(strlen(created), 20); /* 2025-01-31T12:00:00Z */
-    assert_int_equal(created[19], 'Z');
-    json_decref(j);
-    CTL(&o, keyarg, "token", "list", "--tenant", "acme", "--account", "globex");
-    expect_code(&o, 0);
-    assert_non_null(strstr(o.out, "CLIENT ID"));
-    assert_non_null(strstr(o.out, client_id));
-    assert_null(strstr(o.out, secret));
-
-    /* Rule 2 through the CLI: carol has no portal flag. */
-    char carolkey[TK_SECRET_LEN + 8];
-    CTL(&o, keyarg, "--json", "user", "create", "acme", "globex", "carol", "--role", "viewer");
-    expect_code(&o, 0);
-    j = json_of(&o);
-    snprintf(carolkey, sizeof carolkey, "--key=%s",
-             json_string_value(json_object_get(j, "personal_key")));
-    json_decref(j);
-    CTL(&o, carolkey, "token", "create", "--role", "viewer");
-    expect_code(&o, 3);
-    assert_true(starts_with(o.err, "tokenctl: denied"));
-
-    /* Delete; the token then verifies as unknown (exit 1). */
-    CTL(&o, userkey, "--json", "token", "delete", client_id);
-    expect_ok_json(&o);
-    CTL(&o, "--json", "verify", secret);
-    expect_code(&o, 1);
-    j = json_of(&o);
-    assert_string_equal(json_string_value(json_object_get(j, "reason")), "unknown");
-    json_decref(j);
-    CTL(&o, userkey, "token", "delete", client_id);
-    expect_code(&o, 3);
-    assert_true(starts_with(o.err, "tokenctl: not found"));
-
-    /* No key where one is needed: refused (3) with a hint. */
-    CTL(&o, "tenant", "create", "nokey");
-    expect_code(&o, 3);
-    assert_non_null(strstr(o.err, "unauthenticated"));
-    assert_non_null(strstr(o.err, "--key"));
-
-    /* Bad usage (2): unknown command, unknown flag, missing argument. */
-    CTL(&o, "frobnicate");
-    expect_code(&o, 2);
-    assert_non_null(strstr(o.err, "usage: tokenctl"));
-    CTL(&o, "token", "create", "--role", "viewer", "--bogus");
-    expect_code(&o, 2);
-    CTL(&o, "tenant", "create");
-    expect_code(&o, 2);
-    CTL(&o, "--help");
-    expect_code(&o, 0);
-    assert_non_null(strstr(o.out, "Exit codes"));
-
-    /* Nothing listening (4). */
-    snprintf(deadaddr, sizeof deadaddr, "--addr=127.0.0.1:%d", dead_port());
-    CTL(&o, deadaddr, "--json", "ping");
-    expect_code(&o, 4);
-    assert_true(starts_with(o.err, "tokenctl: cannot connect to "));
-    assert_string_equal(o.out, "");
-
-    ctl_free(&o);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3771,7 +3471,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(server_verify_many_permissions, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_errors, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_pipeline, srv_setup, srv_teardown),
-        cmocka_unit_test_setup_teardown(tokenctl_cli, srv_setup, srv_teardown),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests_name("client", tests, NULL, NULL);
