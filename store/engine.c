@@ -110,9 +110,8 @@ static void view_learn(void *arg, const st_change *c)
         view_cred_put(v, (tk_kind)c->kind, &c->cid, c->hash, c->tenant, c->account, c->user,
                       c->list, c->n, c->expires);
         break;
-    case EV_TOKEN_DELETE:
-        view_cred_del(v, &c->cid);
-        break;
+    /* EV_TOKEN_DELETE never comes here: collect() keeps credential
+     * deletes apart and eng_publish hands them over as IDs. */
     case EV_PERM_DELETE:
         view_perm_del(v, c->tenant, c->id);
         break;
