@@ -288,7 +288,8 @@ typedef struct eng_row {
     } u;
 } eng_row;
 
-/* Runs q: each row to fn (a non-zero return stops and is returned), oldest
+/* Runs q: each row to fn (the row and the strings it points to are
+ * borrowed for that call only; a non-zero return stops and is returned), oldest
  * first for keys and tokens, by name for the rest. A get calls fn once.
  * 0; TK_EINVAL (a malformed field or cursor), TK_ENOTFOUND (the scope, or
  * the row of a get, is not there or not the caller's: one answer for both),
