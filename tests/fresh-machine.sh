@@ -26,8 +26,9 @@
 #      first time and reused after (FRESH_REBUILD=1 makes it again).
 #   2. $FRESH_DIR/root: the base unpacked afresh, and a `git clone` of this
 #      checkout's HEAD in /root/tokend (uncommitted changes are not in it).
-#   3. In a mount namespace of its own (unshare -m): /proc, /sys (read-only),
-#      /dev/pts and /dev/shm mounted in the chroot, unmounted by the exit trap.
+#   3. In a mount namespace of its own (unshare -m): the root bound on itself
+#      (so that / is a mount point), /proc, /sys (read-only), /dev/pts and
+#      /dev/shm mounted in the chroot, unmounted by the exit trap.
 #   4. In the chroot, as root, in /root/tokend: `make test` (log:
 #      $FRESH_DIR/make-test.log), then `make run` in the background: its
 #      "tokend: listening on" line, a `bin/tokenctl ping`, then SIGTERM to
@@ -213,6 +214,11 @@ say "checkout: $(git -C "$repo" log -1 --format='%h %s' "$head" | cut -c1-72)$di
 say "apt sources in the chroot: $(paste -sd';' "$ROOT/etc/apt/sources.list")"
 
 # ---- 3. mounts ---------------------------------------------------------------
+# The root on itself first, so that / is a mount point in the chroot, as on a
+# machine: test_space makes / private in a mount namespace of its own before
+# it mounts its small tmpfs, which fails (EINVAL) where / is no mount point.
+mount --bind "$ROOT" "$ROOT"
+mounted+=("$ROOT")
 mount_in proc nosuid,nodev,noexec /proc
 mount_in sysfs ro,nosuid,nodev,noexec /sys
 mount_in devpts newinstance,ptmxmode=0666,mode=0620,gid=5 /dev/pts
