@@ -310,20 +310,29 @@ static int plan_role_put(plan *p, const eng_req *r, eng_res *res)
     return 0;
 }
 
-static int plan_role_delete(plan *p, const eng_req *r, eng_res *res)
+/* ROLE_DELETE and PERM_DELETE: a key in the tenant named. */
+static int plan_key_delete(plan *p, const eng_req *r, eng_res *res)
 {
+    bool role = r->op == ENG_ROLE_DELETE;
+    const char *noun = role ? "role" : "permission";
     st_tenant tn;
-    st_role role;
     int rc = tenant_named(p, r, &tn, res->msg);
     if (rc)
         return rc;
     if (!model_key_ok(r->key.p, r->key.n))
-        return why(res->msg, TK_EINVAL, "'%.*s' is not a role key", SL(r->key));
-    if ((rc = state_role_by_key(p->t, tn.id, r->key.p, r->key.n, &role)))
+        return why(res->msg, TK_EINVAL, "'%.*s' is not a %s key", SL(r->key), noun);
+    if (role) {
+        st_role ro;
+        rc = state_role_by_key(p->t, tn.id, r->key.p, r->key.n, &ro);
+    } else {
+        st_perm pe;
+        rc = state_perm_by_key(p->t, tn.id, r->key.p, r->key.n, &pe);
+    }
+    if (rc)
         return rc == TK_ENOTFOUND
-                   ? why(res->msg, rc, "no role '%.*s' in tenant '%s'", SL(r->key), tn.slug)
+                   ? why(res->msg, rc, "no %s '%.*s' in tenant '%s'", noun, SL(r->key), tn.slug)
                    : rc;
-    ev *x = event(p, EV_ROLE_DELETE);
+    ev *x = event(p, role ? EV_ROLE_DELETE : EV_PERM_DELETE);
     x->tenant = r->tenant;
     x->key = r->key;
     p->revokes = true;
@@ -609,26 +618,6 @@ static int plan_account_delete(plan *p, const eng_req *r, eng_res *res)
     return 0;
 }
 
-static int plan_perm_delete(plan *p, const eng_req *r, eng_res *res)
-{
-    st_tenant tn;
-    st_perm perm;
-    int rc = tenant_named(p, r, &tn, res->msg);
-    if (rc)
-        return rc;
-    if (!model_key_ok(r->key.p, r->key.n))
-        return why(res->msg, TK_EINVAL, "'%.*s' is not a permission key", SL(r->key));
-    if ((rc = state_perm_by_key(p->t, tn.id, r->key.p, r->key.n, &perm)))
-        return rc == TK_ENOTFOUND
-                   ? why(res->msg, rc, "no permission '%.*s' in tenant '%s'", SL(r->key), tn.slug)
-                   : rc;
-    ev *x = event(p, EV_PERM_DELETE);
-    x->tenant = r->tenant;
-    x->key = r->key;
-    p->revokes = true;
-    return 0;
-}
-
 static int plan_tenant_delete(plan *p, const eng_req *r, eng_res *res)
 {
     st_tenant tn;
@@ -654,7 +643,7 @@ static const struct {
     [ENG_TENANT_SET] = {plan_tenant_set, false},
     [ENG_PERM_PUT] = {plan_perm_put, false},
     [ENG_ROLE_PUT] = {plan_role_put, false},
-    [ENG_ROLE_DELETE] = {plan_role_delete, false},
+    [ENG_ROLE_DELETE] = {plan_key_delete, false},
     [ENG_ACCOUNT_CREATE] = {plan_account_create, false},
     [ENG_USER_CREATE] = {plan_user_create, false},
     [ENG_USER_SET] = {plan_user_set, false},
@@ -665,7 +654,7 @@ static const struct {
     [ENG_TOKEN_SET] = {plan_token_set, true},
     [ENG_USER_DELETE] = {plan_user_delete, false},
     [ENG_ACCOUNT_DELETE] = {plan_account_delete, false},
-    [ENG_PERM_DELETE] = {plan_perm_delete, false},
+    [ENG_PERM_DELETE] = {plan_key_delete, false},
     [ENG_TENANT_DELETE] = {plan_tenant_delete, false},
 };
 
