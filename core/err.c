@@ -15,11 +15,6 @@ int tk_say(tk_why *w, int code, const char *fmt, ...)
     return code;
 }
 
-const char *tk_why_text(const tk_why *w)
-{
-    return w ? w->msg : "";
-}
-
 const char *tk_strerror(int code)
 {
     switch (code) {

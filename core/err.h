@@ -47,7 +47,4 @@ typedef struct tk_why {
  * failure is one statement: return tk_say(why, TK_EIO, "cannot ...", ...). */
 int tk_say(tk_why *w, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* w's reason, or "" (w may be NULL). */
-const char *tk_why_text(const tk_why *w);
-
 #endif

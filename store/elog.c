@@ -1075,18 +1075,19 @@ int elog_sync(elog *lg, tk_why *why)
                strerror(err));
         /* Leave only durable records in the file. */
         bool cut = ftruncate(lg->fd, (off_t)lg->seg_size) == 0;
-        if (cut && step[0] == 'w' && no_room(err)) {
-            /* A write refused for room, never fsynced: the durable records
-             * before it are untouched and the cut is exact, so the log
-             * goes on (the store refuses growth until there is room). */
-            lg->alloc_end = lg->seg_size;
+        lg->alloc_end = lg->seg_size;
+        /* The cut is made durable before anything is answered: pages of
+         * the refused write that reached the file must not come back after
+         * a crash as records whose requests were told no. */
+        bool cut_durable = cut && fio_fsync(lg->fd) == 0;
+        if (cut_durable && step[0] == 'w' && no_room(err)) {
+            /* A write refused for room: the durable records before it are
+             * untouched and the cut is exact, so the log goes on (the store
+             * refuses growth until there is room). */
             elog_discard(lg);
             errno = err;
             return TK_ENOSPC;
         }
-        if (cut)
-            (void)fio_fsync(lg->fd);
-        lg->alloc_end = lg->seg_size;
         goto fail;
     }
     lg->seg_size += lg->blen;
@@ -1102,9 +1103,7 @@ int elog_sync(elog *lg, tk_why *why)
     return 0;
 fail:
     lg->fenced = true;
-    lg->blen = 0;
-    lg->next_seq = lg->last_seq + 1;
-    memcpy(lg->bhash, lg->hash, ELOG_HASH_LEN);
+    elog_discard(lg);
     return TK_EIO;
 }
 

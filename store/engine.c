@@ -628,11 +628,30 @@ static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_
     return 0;
 }
 
-/* Rule 12: is there room for the staged batch? Short of it, stages again
- * (*t replaced) with growth refused, and lets what remains (revocations)
- * use the reserve. Then sets how far the log may preallocate. */
+/* Stages the batch again (*t replaced) with growth refused (full_msg in
+ * the refusals), and gives the log what the revocations that remain need
+ * from the reserve: what is missing beyond avail free bytes. */
+static int restage_full(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_t ts,
+                        state_txn **t, const char *full_msg, int64_t avail)
+{
+    elog_discard(e->log);
+    state_abort(*t);
+    *t = NULL;
+    int rc = stage_all(e, reqs, res, n, ts, full_msg, t);
+    if (rc)
+        return rc;
+    int64_t need = (int64_t)elog_pending(e->log) + RSV_SLACK;
+    if (e->nev > 0 && avail < need)
+        rsv_shrink(e->rsv, (uint64_t)(need - avail));
+    elog_set_lookahead(e->log, 0);
+    return 0;
+}
+
+/* Rule 12: is there room for the staged batch? Short of it (*full), stages
+ * it again with growth refused and lets what remains (revocations) use the
+ * reserve. Else sets how far the log may preallocate. */
 static int make_room(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_t ts,
-                     state_txn **t)
+                     state_txn **t, bool *full)
 {
     char full_msg[sizeof res->msg];
     int64_t need = (int64_t)elog_pending(e->log) + RSV_SLACK;
@@ -640,21 +659,12 @@ static int make_room(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_
     /* What revocations took from the reserve is not free for growth: it is
      * the reserve's until grown back. */
     int64_t owed = rsv_owed(e->rsv);
-    int rc;
-    if (avail - owed < need) {
-        elog_discard(e->log);
-        state_abort(*t);
-        *t = NULL;
+    *full = avail - owed < need;
+    if (*full) {
         snprintf(full_msg, sizeof full_msg, "storage full: %lld bytes free in %s, %lld needed; "
                  "only revocations (deletes, API tokens off, ...) are accepted",
                  (long long)avail, e->dir, (long long)need);
-        if ((rc = stage_all(e, reqs, res, n, ts, full_msg, t)))
-            return rc;
-        need = (int64_t)elog_pending(e->log) + RSV_SLACK;
-        if (e->nev > 0 && avail < need)
-            rsv_shrink(e->rsv, (uint64_t)(need - avail));
-        elog_set_lookahead(e->log, 0);
-        return 0;
+        return restage_full(e, reqs, res, n, ts, t, full_msg, avail);
     }
     if (rsv_grow(e->rsv, avail - need)) {
         avail = rsv_free(e->rsv);
@@ -666,9 +676,8 @@ static int make_room(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_
     return 0;
 }
 
-/* The log found no room after all (the disk filled since make_room):
- * nothing was written and the log goes on; the batch is refused like
- * growth, not applied. */
+/* The log found no room even for revocations: nothing was written and the
+ * log goes on; the batch is refused, not applied. */
 static void refuse_unwritten(eng *e, state_txn *t, eng_res *res, size_t n, const char *why)
 {
     state_abort(t);
@@ -700,13 +709,30 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
     }
     if ((rc = stage_all(e, reqs, res, n, ts, NULL, &t)))
         goto fail;
-    if (e->nev > 0 && (rc = make_room(e, reqs, res, n, ts, &t)))
+    bool full = false;
+    if (e->nev > 0 && (rc = make_room(e, reqs, res, n, ts, &t, &full)))
         goto fail;
     if (e->nev == 0) { /* every request refused: nothing to log */
         state_abort(t);
         return 0;
     }
-    if ((rc = elog_sync(e->log, &w)) == TK_ENOSPC) {
+    rc = elog_sync(e->log, &w);
+    if (rc == TK_ENOSPC && !full) {
+        /* The file system found no room that the free-space count showed
+         * (the disk filled since, or a quota): growth is refused after all,
+         * and the revocations get the reserve, as rule 12 wants. */
+        char full_msg[sizeof res->msg];
+        snprintf(full_msg, sizeof full_msg, "storage full: %s; only revocations (deletes, API "
+                 "tokens off, ...) are accepted", w.msg);
+        if ((rc = restage_full(e, reqs, res, n, ts, &t, full_msg, 0)))
+            goto fail;
+        if (e->nev == 0) {
+            state_abort(t);
+            return 0;
+        }
+        rc = elog_sync(e->log, &w);
+    }
+    if (rc == TK_ENOSPC) {
         refuse_unwritten(e, t, res, n, w.msg);
         return 0;
     }

@@ -5,7 +5,7 @@
  * the request's fields in the order its operation names them (tenant,
  * account, user, then the rest: each for its form, then for what it names),
  * asks core/rules.c, and fills the event. Every refusal says why in the
- * request's own result (why()), never in shared state.
+ * request's own result (plan_why()), never in shared state.
  */
 #include "store/plan.h"
 
@@ -16,11 +16,7 @@
 #include "core/err.h"
 #include "core/rules.h"
 
-/* A slice, printable with "%.*s". */
-#define SL(s) (int)((s).n > 64 ? 64 : (s).n), (s).p
-
-static int why(char *msg, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int why(char *msg, int code, const char *fmt, ...)
+int plan_why(char *msg, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -60,18 +56,18 @@ int plan_scope(state_txn *t, const tk_actor *a, tk_str tenant, tk_str account,
         return need_account ? state_account_by_id(t, a->account, ac) : 0;
     }
     if (!str_ok_slug(tenant))
-        return why(msg, TK_EINVAL, "'%.*s' is not a tenant slug ([a-z0-9][a-z0-9-]{0,62})",
-                   SL(tenant));
+        return plan_why(msg, TK_EINVAL, "'%.*s' is not a tenant slug ([a-z0-9][a-z0-9-]{0,62})",
+                        PLAN_SL(tenant));
     if ((rc = state_tenant_by_slug(t, tenant.p, tenant.n, tn)))
-        return rc == TK_ENOTFOUND ? why(msg, rc, "no tenant '%.*s'", SL(tenant)) : rc;
+        return rc == TK_ENOTFOUND ? plan_why(msg, rc, "no tenant '%.*s'", PLAN_SL(tenant)) : rc;
     if (!need_account)
         return 0;
     if (!str_ok_slug(account))
-        return why(msg, TK_EINVAL, "'%.*s' is not an account slug ([a-z0-9][a-z0-9-]{0,62})",
-                   SL(account));
+        return plan_why(msg, TK_EINVAL, "'%.*s' is not an account slug ([a-z0-9][a-z0-9-]{0,62})",
+                        PLAN_SL(account));
     rc = state_account_by_slug(t, tn->id, account.p, account.n, ac);
     return rc == TK_ENOTFOUND
-               ? why(msg, rc, "no account '%.*s' in tenant '%s'", SL(account), tn->slug)
+               ? plan_why(msg, rc, "no account '%.*s' in tenant '%s'", PLAN_SL(account), tn->slug)
                : rc;
 }
 
@@ -82,7 +78,8 @@ int plan_actor_stands(state_txn *t, const tk_actor *a, int64_t now_s, char *msg)
     if (rc && rc != TK_ENOTFOUND)
         return rc;
     if (!rules_key_acts(rc == 0, key.kind, key.user, a->user, key.expires, now_s))
-        return why(msg, TK_EUNAUTH, "the personal key is no longer valid (deleted or expired)");
+        return plan_why(msg, TK_EUNAUTH,
+                        "the personal key is no longer valid (deleted or expired)");
     return 0;
 }
 
@@ -91,15 +88,15 @@ static int check_roles(state_txn *t, uint32_t tenant, const tk_str *items, uint3
                        uint32_t *levels, char *msg)
 {
     if (n > TK_MAX_ROLES)
-        return why(msg, TK_ELIMIT, "at most %d roles", TK_MAX_ROLES);
+        return plan_why(msg, TK_ELIMIT, "at most %d roles", TK_MAX_ROLES);
     for (uint32_t i = 0; i < n; i++) {
         st_role role;
         if (!model_key_ok(items[i].p, items[i].n))
-            return why(msg, TK_EINVAL, "'%.*s' is not a role key", SL(items[i]));
+            return plan_why(msg, TK_EINVAL, "'%.*s' is not a role key", PLAN_SL(items[i]));
         int rc = state_role_by_key(t, tenant, items[i].p, items[i].n, &role);
         if (rc)
             return rc == TK_ENOTFOUND
-                       ? why(msg, rc, "no role '%.*s' in this tenant", SL(items[i]))
+                       ? plan_why(msg, rc, "no role '%.*s' in this tenant", PLAN_SL(items[i]))
                        : rc;
         if (levels)
             levels[i] = role.level;
@@ -129,8 +126,9 @@ static void new_credential(plan *p, ev *x, tk_kind kind, eng_res *res)
 static int check_expiry(const plan *p, int64_t expires, char *msg)
 {
     if (!model_expiry_ok(expires, p->now_ms / 1000))
-        return why(msg, TK_EINVAL, "expires_at must be in the future (and before 2106), or 0 "
-                                   "for never");
+        return plan_why(msg, TK_EINVAL,
+                        "expires_at must be in the future (and before 2106), or 0 "
+                        "for never");
     return 0;
 }
 
@@ -148,11 +146,11 @@ static int user_named(plan *p, const eng_req *r, st_tenant *tn, st_account *ac, 
     if (rc)
         return rc;
     if (!str_ok_slug(r->user))
-        return why(msg, TK_EINVAL, "'%.*s' is not a user slug ([a-z0-9][a-z0-9-]{0,62})",
-                   SL(r->user));
+        return plan_why(msg, TK_EINVAL, "'%.*s' is not a user slug ([a-z0-9][a-z0-9-]{0,62})",
+                        PLAN_SL(r->user));
     rc = state_user_by_slug(p->t, ac->id, r->user.p, r->user.n, u);
     return rc == TK_ENOTFOUND
-               ? why(msg, rc, "no user '%.*s' in %s/%s", SL(r->user), tn->slug, ac->slug)
+               ? plan_why(msg, rc, "no user '%.*s' in %s/%s", PLAN_SL(r->user), tn->slug, ac->slug)
                : rc;
 }
 
@@ -201,11 +199,14 @@ static int plan_tenant_create(plan *p, const eng_req *r, eng_res *res)
 {
     st_tenant tn;
     if (!str_ok_slug(r->tenant))
-        return why(res->msg, TK_EINVAL, "'%.*s' is not a tenant slug ([a-z0-9][a-z0-9-]{0,62})",
-                   SL(r->tenant));
+        return plan_why(res->msg, TK_EINVAL,
+                        "'%.*s' is not a tenant slug ([a-z0-9][a-z0-9-]{0,62})",
+                        PLAN_SL(r->tenant));
     int rc = state_tenant_by_slug(p->t, r->tenant.p, r->tenant.n, &tn);
     if (rc != TK_ENOTFOUND)
-        return rc ? rc : why(res->msg, TK_EEXIST, "tenant '%.*s' already exists", SL(r->tenant));
+        return rc ? rc
+                  : plan_why(res->msg, TK_EEXIST, "tenant '%.*s' already exists",
+                             PLAN_SL(r->tenant));
     event(p, EV_TENANT_CREATE)->tenant = r->tenant;
     return 0;
 }
@@ -217,7 +218,7 @@ static int plan_tenant_set(plan *p, const eng_req *r, eng_res *res)
     if (rc)
         return rc;
     if (r->flag < 0 && !r->limits_set)
-        return why(res->msg, TK_EINVAL, "nothing to set: give api_tokens or a limit");
+        return plan_why(res->msg, TK_EINVAL, "nothing to set: give api_tokens or a limit");
     ev *x = event(p, EV_TENANT_SET);
     x->tenant = r->tenant;
     x->flag = r->flag < 0 ? tn.api_tokens : r->flag == 1;
@@ -246,14 +247,14 @@ static int plan_perm_put(plan *p, const eng_req *r, eng_res *res)
     if (rc)
         return rc;
     if (!model_key_ok(r->key.p, r->key.n))
-        return why(res->msg, TK_EINVAL, "'%.*s' is not a permission key", SL(r->key));
+        return plan_why(res->msg, TK_EINVAL, "'%.*s' is not a permission key", PLAN_SL(r->key));
     if (!model_text_ok(r->desc.p, r->desc.n, TK_DESC_MAX))
-        return why(res->msg, TK_EINVAL, "the description must be UTF-8 text of at most %d bytes",
-                   TK_DESC_MAX);
+        return plan_why(res->msg, TK_EINVAL,
+                        "the description must be UTF-8 text of at most %d bytes", TK_DESC_MAX);
     if (state_perm_by_key(p->t, tn.id, r->key.p, r->key.n, &perm) == TK_ENOTFOUND
         && tn.nperms >= TK_MAX_TENANT_PERMS)
-        return why(res->msg, TK_ELIMIT, "at most %d permissions in a tenant",
-                   TK_MAX_TENANT_PERMS);
+        return plan_why(res->msg, TK_ELIMIT, "at most %d permissions in a tenant",
+                        TK_MAX_TENANT_PERMS);
     ev *x = event(p, EV_PERM_PUT);
     x->tenant = r->tenant;
     x->key = r->key;
@@ -270,15 +271,15 @@ static int plan_role_put(plan *p, const eng_req *r, eng_res *res)
     if (rc)
         return rc;
     if (!model_key_ok(r->key.p, r->key.n))
-        return why(res->msg, TK_EINVAL, "'%.*s' is not a role key ([A-Za-z0-9][A-Za-z0-9:._-]*)",
-                   SL(r->key));
+        return plan_why(res->msg, TK_EINVAL,
+                        "'%.*s' is not a role key ([A-Za-z0-9][A-Za-z0-9:._-]*)", PLAN_SL(r->key));
     if (!model_text_ok(r->name.p, r->name.n, TK_NAME_MAX))
-        return why(res->msg, TK_EINVAL, "the name must be UTF-8 text of at most %d bytes",
-                   TK_NAME_MAX);
+        return plan_why(res->msg, TK_EINVAL, "the name must be UTF-8 text of at most %d bytes",
+                        TK_NAME_MAX);
     if (r->level > TK_MAX_LEVEL)
-        return why(res->msg, TK_EINVAL, "levels go from 0 (strongest) to %d", TK_MAX_LEVEL);
+        return plan_why(res->msg, TK_EINVAL, "levels go from 0 (strongest) to %d", TK_MAX_LEVEL);
     if (r->nitems > TK_MAX_ROLE_PERMS)
-        return why(res->msg, TK_ELIMIT, "at most %d permissions in a role", TK_MAX_ROLE_PERMS);
+        return plan_why(res->msg, TK_ELIMIT, "at most %d permissions in a role", TK_MAX_ROLE_PERMS);
     ev *x = event(p, EV_ROLE_PUT);
     x->nitems = r->nitems;
     memcpy(x->items, r->items, r->nitems * sizeof *r->items);
@@ -286,9 +287,9 @@ static int plan_role_put(plan *p, const eng_req *r, eng_res *res)
     uint32_t fresh = 0;
     for (uint32_t i = 0; i < x->nitems; i++) {
         if (!model_key_ok(x->items[i].p, x->items[i].n))
-            return why(res->msg, TK_EINVAL,
-                       "'%.*s' is not a permission key ([A-Za-z0-9][A-Za-z0-9:._-]*)",
-                       SL(x->items[i]));
+            return plan_why(res->msg, TK_EINVAL,
+                            "'%.*s' is not a permission key ([A-Za-z0-9][A-Za-z0-9:._-]*)",
+                            PLAN_SL(x->items[i]));
         rc = state_perm_by_key(p->t, tn.id, x->items[i].p, x->items[i].n, &perm);
         if (rc == TK_ENOTFOUND)
             fresh++;
@@ -296,12 +297,12 @@ static int plan_role_put(plan *p, const eng_req *r, eng_res *res)
             return rc;
     }
     if (tn.nperms + fresh > TK_MAX_TENANT_PERMS)
-        return why(res->msg, TK_ELIMIT, "at most %d permissions in a tenant",
-                   TK_MAX_TENANT_PERMS);
+        return plan_why(res->msg, TK_ELIMIT, "at most %d permissions in a tenant",
+                        TK_MAX_TENANT_PERMS);
     if (state_role_by_key(p->t, tn.id, r->key.p, r->key.n, &role) == TK_ENOTFOUND
         && tn.lim.roles && tn.nroles >= tn.lim.roles)
-        return why(res->msg, TK_ELIMIT, "tenant '%s' has %u roles, its limit (max_roles)",
-                   tn.slug, tn.nroles);
+        return plan_why(res->msg, TK_ELIMIT, "tenant '%s' has %u roles, its limit (max_roles)",
+                        tn.slug, tn.nroles);
     x->tenant = r->tenant;
     x->key = r->key;
     x->name = r->name;
@@ -320,7 +321,7 @@ static int plan_key_delete(plan *p, const eng_req *r, eng_res *res)
     if (rc)
         return rc;
     if (!model_key_ok(r->key.p, r->key.n))
-        return why(res->msg, TK_EINVAL, "'%.*s' is not a %s key", SL(r->key), noun);
+        return plan_why(res->msg, TK_EINVAL, "'%.*s' is not a %s key", PLAN_SL(r->key), noun);
     if (role) {
         st_role ro;
         rc = state_role_by_key(p->t, tn.id, r->key.p, r->key.n, &ro);
@@ -329,9 +330,9 @@ static int plan_key_delete(plan *p, const eng_req *r, eng_res *res)
         rc = state_perm_by_key(p->t, tn.id, r->key.p, r->key.n, &pe);
     }
     if (rc)
-        return rc == TK_ENOTFOUND
-                   ? why(res->msg, rc, "no %s '%.*s' in tenant '%s'", noun, SL(r->key), tn.slug)
-                   : rc;
+        return rc == TK_ENOTFOUND ? plan_why(res->msg, rc, "no %s '%.*s' in tenant '%s'", noun,
+                                             PLAN_SL(r->key), tn.slug)
+                                  : rc;
     ev *x = event(p, role ? EV_ROLE_DELETE : EV_PERM_DELETE);
     x->tenant = r->tenant;
     x->key = r->key;
@@ -347,12 +348,14 @@ static int plan_account_create(plan *p, const eng_req *r, eng_res *res)
     if (rc)
         return rc;
     if (!str_ok_slug(r->account))
-        return why(res->msg, TK_EINVAL,
-                   "'%.*s' is not an account slug ([a-z0-9][a-z0-9-]{0,62})", SL(r->account));
+        return plan_why(res->msg, TK_EINVAL,
+                        "'%.*s' is not an account slug ([a-z0-9][a-z0-9-]{0,62})",
+                        PLAN_SL(r->account));
     rc = state_account_by_slug(p->t, tn.id, r->account.p, r->account.n, &ac);
     if (rc != TK_ENOTFOUND)
-        return rc ? rc : why(res->msg, TK_EEXIST, "account '%.*s' already exists in tenant '%s'",
-                             SL(r->account), tn.slug);
+        return rc ? rc
+                  : plan_why(res->msg, TK_EEXIST, "account '%.*s' already exists in tenant '%s'",
+                             PLAN_SL(r->account), tn.slug);
     ev *x = event(p, EV_ACCOUNT_CREATE);
     x->tenant = r->tenant;
     x->account = r->account;
@@ -388,12 +391,13 @@ static int plan_user_create(plan *p, const eng_req *r, eng_res *res)
     if (rc)
         return rc;
     if (!str_ok_slug(r->user))
-        return why(res->msg, TK_EINVAL, "'%.*s' is not a user slug ([a-z0-9][a-z0-9-]{0,62})",
-                   SL(r->user));
+        return plan_why(res->msg, TK_EINVAL, "'%.*s' is not a user slug ([a-z0-9][a-z0-9-]{0,62})",
+                        PLAN_SL(r->user));
     rc = state_user_by_slug(p->t, ac.id, r->user.p, r->user.n, &u);
     if (rc != TK_ENOTFOUND)
-        return rc ? rc : why(res->msg, TK_EEXIST, "user '%.*s' already exists in %s/%s",
-                             SL(r->user), tn.slug, ac.slug);
+        return rc ? rc
+                  : plan_why(res->msg, TK_EEXIST, "user '%.*s' already exists in %s/%s",
+                             PLAN_SL(r->user), tn.slug, ac.slug);
     ev *x = event(p, EV_USER_CREATE);
     if ((rc = user_roles(p, r, &tn, x, res->msg)) || (rc = check_expiry(p, r->expires, res->msg)))
         return rc;
@@ -441,8 +445,10 @@ static int plan_key_create(plan *p, const eng_req *r, eng_res *res)
     if (rc || (rc = check_expiry(p, r->expires, res->msg)))
         return rc;
     if (tn.lim.keys && u.nkeys >= tn.lim.keys)
-        return why(res->msg, TK_ELIMIT, "user '%s' has %u personal keys, the limit of tenant "
-                   "'%s' (max_keys); delete one first", u.slug, u.nkeys, tn.slug);
+        return plan_why(res->msg, TK_ELIMIT,
+                        "user '%s' has %u personal keys, the limit of tenant "
+                        "'%s' (max_keys); delete one first",
+                        u.slug, u.nkeys, tn.slug);
     ev *x = event(p, EV_KEY_CREATE);
     user_names(p, x, &tn, &ac, r->user);
     x->expires = r->expires;
@@ -464,49 +470,53 @@ static int plan_token_create(plan *p, const eng_req *r, eng_res *res)
     int rc;
 
     if (r->actor.kind != TK_ACTOR_USER)
-        return why(res->msg, rules_may_manage_tokens(&r->actor, false, true),
-                   "tokens are created by a user (personal key), not by the operator key");
+        return plan_why(res->msg, rules_may_manage_tokens(&r->actor, false, true),
+                        "tokens are created by a user (personal key), not by the operator key");
     if ((rc = plan_scope(p->t, &r->actor, r->tenant, r->account, true, &tn, &ac, res->msg))
         || (rc = state_user_by_id(p->t, r->actor.user, &u)))
         return rc == TK_ENOTFOUND ? TK_EUNAUTH : rc;
     nuser = user_levels(p->t, &u, levels);
     if (nroles > TK_MAX_ROLES)
-        return why(res->msg, TK_ELIMIT, "at most %d roles on a token", TK_MAX_ROLES);
+        return plan_why(res->msg, TK_ELIMIT, "at most %d roles on a token", TK_MAX_ROLES);
     memcpy(roles, r->items, nroles * sizeof *roles);
     model_dedup(roles, &nroles);
     if (!model_text_ok(r->desc.p, r->desc.n, TK_DESC_MAX))
-        return why(res->msg, TK_EINVAL, "the description must be UTF-8 text of at most %d bytes",
-                   TK_DESC_MAX);
+        return plan_why(res->msg, TK_EINVAL,
+                        "the description must be UTF-8 text of at most %d bytes", TK_DESC_MAX);
     if ((rc = check_expiry(p, r->expires, res->msg)))
         return rc;
     /* Rule 2 before anything about roles is revealed. */
     if ((rc = rules_may_manage_tokens(&r->actor, u.portal, true)))
-        return why(res->msg, rc, "user '%s' may not manage API tokens (no portal access)",
-                   u.slug);
+        return plan_why(res->msg, rc, "user '%s' may not manage API tokens (no portal access)",
+                        u.slug);
     if ((rc = check_roles(p->t, tn.id, roles, nroles, role_levels, res->msg)))
         return rc;
     switch (rules_token_create(tn.api_tokens, levels, nuser, role_levels, nroles, &rw)) {
     case 0: break;
     case TK_EDISABLED:
-        return why(res->msg, TK_EDISABLED, "API tokens are switched off for tenant '%s'",
-                   tn.slug);
-    case TK_EINVAL: return why(res->msg, TK_EINVAL, "a token needs at least one role");
+        return plan_why(res->msg, TK_EDISABLED, "API tokens are switched off for tenant '%s'",
+                        tn.slug);
+    case TK_EINVAL: return plan_why(res->msg, TK_EINVAL, "a token needs at least one role");
     default:
         if (rw.no_level)
-            return why(res->msg, TK_EDENIED, "user '%s' has no roles, so may give a token none",
-                       u.slug);
-        return why(res->msg, TK_EDENIED,
-                   "role '%.*s' (level %u) is stronger than %s's own roles (level %u)",
-                   SL(roles[rw.role]), role_levels[rw.role], u.slug, rw.strongest);
+            return plan_why(res->msg, TK_EDENIED,
+                            "user '%s' has no roles, so may give a token none", u.slug);
+        return plan_why(res->msg, TK_EDENIED,
+                        "role '%.*s' (level %u) is stronger than %s's own roles (level %u)",
+                        PLAN_SL(roles[rw.role]), role_levels[rw.role], u.slug, rw.strongest);
     }
     if (tn.lim.tokens && ac.live >= tn.lim.tokens)
-        return why(res->msg, TK_ELIMIT, "account '%s' has %u API tokens, the limit of tenant "
-                   "'%s' (max_tokens); delete some first", ac.slug, ac.live, tn.slug);
+        return plan_why(res->msg, TK_ELIMIT,
+                        "account '%s' has %u API tokens, the limit of tenant "
+                        "'%s' (max_tokens); delete some first",
+                        ac.slug, ac.live, tn.slug);
     int64_t wait_ms = 0;
     if (!rl_take(p->rate, u.id, tn.lim.rate, tn.lim.burst, p->now_ms, &wait_ms)) {
         res->retry_after_ms = (uint32_t)(wait_ms > 0 ? wait_ms : 1);
-        return why(res->msg, TK_ERATE, "user '%s' may create %u API tokens a second (burst %u): "
-                   "retry after %u ms", u.slug, tn.lim.rate, tn.lim.burst, res->retry_after_ms);
+        return plan_why(res->msg, TK_ERATE,
+                        "user '%s' may create %u API tokens a second (burst %u): "
+                        "retry after %u ms",
+                        u.slug, tn.lim.rate, tn.lim.burst, res->retry_after_ms);
     }
     ev *x = event(p, EV_TOKEN_CREATE);
     set_str(&x->tenant, strcpy(p->slugs[0], tn.slug));
@@ -532,8 +542,8 @@ static int plan_cred_delete(plan *p, const eng_req *r, eng_res *res)
         if ((rc = state_user_by_id(p->t, r->actor.user, &u)))
             return rc == TK_ENOTFOUND ? TK_EUNAUTH : rc;
         if ((rc = rules_may_manage_tokens(&r->actor, u.portal, false)))
-            return why(res->msg, rc, "user '%s' may not manage API tokens (no portal access)",
-                       u.slug);
+            return plan_why(res->msg, rc, "user '%s' may not manage API tokens (no portal access)",
+                            u.slug);
     }
     char idstr[TK_ID_STR_LEN + 1];
     secret_id_format(&r->id, idstr);
@@ -542,8 +552,8 @@ static int plan_cred_delete(plan *p, const eng_req *r, eng_res *res)
      * same (rule 7). */
     if (rc == TK_ENOTFOUND || (!rc && (cr.kind != (token ? TK_KIND_TOKEN : TK_KIND_PERSONAL)
                                        || !rules_may_see(&r->actor, cr.tenant, cr.account))))
-        return why(res->msg, TK_ENOTFOUND, "no %s %s%s", token ? "token" : "personal key", idstr,
-                   r->actor.kind == TK_ACTOR_USER ? " in your account" : "");
+        return plan_why(res->msg, TK_ENOTFOUND, "no %s %s%s", token ? "token" : "personal key",
+                        idstr, r->actor.kind == TK_ACTOR_USER ? " in your account" : "");
     if (rc)
         return rc;
     event(p, token ? EV_TOKEN_DELETE : EV_KEY_DELETE)->id = r->id;
@@ -562,19 +572,19 @@ static int plan_token_set(plan *p, const eng_req *r, eng_res *res)
         if ((rc = state_user_by_id(p->t, r->actor.user, &u)))
             return rc == TK_ENOTFOUND ? TK_EUNAUTH : rc;
         if ((rc = rules_may_manage_tokens(&r->actor, u.portal, false)))
-            return why(res->msg, rc, "user '%s' may not manage API tokens (no portal access)",
-                       u.slug);
+            return plan_why(res->msg, rc, "user '%s' may not manage API tokens (no portal access)",
+                            u.slug);
     }
     if (!model_text_ok(r->desc.p, r->desc.n, TK_DESC_MAX))
-        return why(res->msg, TK_EINVAL, "the description must be UTF-8 text of at most %d bytes",
-                   TK_DESC_MAX);
+        return plan_why(res->msg, TK_EINVAL,
+                        "the description must be UTF-8 text of at most %d bytes", TK_DESC_MAX);
     char idstr[TK_ID_STR_LEN + 1];
     secret_id_format(&r->id, idstr);
     rc = state_cred_by_id(p->t, &r->id, &cr);
     if (rc == TK_ENOTFOUND || (!rc && (cr.kind != TK_KIND_TOKEN
                                        || !rules_may_see(&r->actor, cr.tenant, cr.account))))
-        return why(res->msg, TK_ENOTFOUND, "no token %s%s", idstr,
-                   r->actor.kind == TK_ACTOR_USER ? " in your account" : "");
+        return plan_why(res->msg, TK_ENOTFOUND, "no token %s%s", idstr,
+                        r->actor.kind == TK_ACTOR_USER ? " in your account" : "");
     if (rc)
         return rc;
     ev *x = event(p, EV_TOKEN_SET);
@@ -664,16 +674,18 @@ int plan_request(plan *p, const eng_req *r, eng_res *res)
     p->n = 0;
     p->revokes = false;
     if (r->op < 1 || r->op > ENG_OP_MAX || !planners[r->op].fn)
-        return why(res->msg, TK_EINVAL, "unknown operation");
+        return plan_why(res->msg, TK_EINVAL, "unknown operation");
     if (r->actor.kind != TK_ACTOR_OPERATOR && r->actor.kind != TK_ACTOR_USER)
         return TK_EUNAUTH;
     if (r->actor.kind == TK_ACTOR_USER) {
         if ((rc = plan_actor_stands(p->t, &r->actor, p->now_ms / 1000, res->msg)))
             return rc;
         if (!planners[r->op].users)
-            return why(res->msg, TK_EDENIED, r->op == ENG_KEY_DELETE
-                           ? "only the operator key manages personal keys"
-                           : "only the operator key manages tenants, roles, accounts and users");
+            return plan_why(
+                res->msg, TK_EDENIED,
+                r->op == ENG_KEY_DELETE
+                    ? "only the operator key manages personal keys"
+                    : "only the operator key manages tenants, roles, accounts and users");
     }
     return planners[r->op].fn(p, r, res);
 }

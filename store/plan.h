@@ -60,4 +60,11 @@ int plan_actor_stands(state_txn *t, const tk_actor *a, int64_t now_s, char *msg)
 int plan_scope(state_txn *t, const tk_actor *a, tk_str tenant, tk_str account,
                bool need_account, st_tenant *tn, st_account *ac, char *msg);
 
+/* A refusal's one line into msg (ENG_MSG_MAX bytes: the request's own
+ * eng_res.msg, the one place a refusal's reason travels); returns code. */
+int plan_why(char *msg, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* A name from a request, printable with "%.*s" (at most 64 bytes of it). */
+#define PLAN_SL(s) (int)((s).n > 64 ? 64 : (s).n), (s).p
+
 #endif

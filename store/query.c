@@ -22,18 +22,6 @@
 #include "core/xmalloc.h"
 #include "store/plan.h"
 
-#define SL(s) (int)((s).n > 64 ? 64 : (s).n), (s).p
-
-static int why(char *msg, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int why(char *msg, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, ENG_MSG_MAX, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
 /* ---- cursors ------------------------------------------------------------ *
  *
  * Keys and tokens: the ord of the one before, in its user or account (how
@@ -229,14 +217,14 @@ static int user_may_read(state_txn *t, const eng_query *q, int64_t now_s, char *
     if (rc)
         return rc;
     if (q->kind == ENG_ACCOUNTS || (q->kind == ENG_TENANTS && !q->get))
-        return why(msg, TK_EDENIED, "only the operator key reads %s", kind_names[q->kind]);
+        return plan_why(msg, TK_EDENIED, "only the operator key reads %s", kind_names[q->kind]);
     if (q->kind == ENG_KEYS)
         return 0; /* its own, portal or not */
     if ((rc = state_user_by_id(t, q->actor.user, &u)))
         return rc == TK_ENOTFOUND ? TK_EUNAUTH : rc;
     if ((rc = rules_may_manage_tokens(&q->actor, u.portal, false)))
-        return why(msg, rc, "user '%s' may not read %s (no portal access)", u.slug,
-                   kind_names[q->kind]);
+        return plan_why(msg, rc, "user '%s' may not read %s (no portal access)", u.slug,
+                        kind_names[q->kind]);
     return 0;
 }
 
@@ -247,11 +235,11 @@ static int user_named(state_txn *t, const eng_query *q, const st_tenant *tn,
     if (q->actor.kind == TK_ACTOR_USER && q->kind == ENG_KEYS)
         return state_user_by_id(t, q->actor.user, u);
     if (!model_slug_ok(q->user.p, q->user.n))
-        return why(msg, TK_EINVAL, "'%.*s' is not a user slug ([a-z0-9][a-z0-9-]{0,62})",
-                   SL(q->user));
+        return plan_why(msg, TK_EINVAL, "'%.*s' is not a user slug ([a-z0-9][a-z0-9-]{0,62})",
+                        PLAN_SL(q->user));
     int rc = state_user_by_slug(t, ac->id, q->user.p, q->user.n, u);
     return rc == TK_ENOTFOUND
-               ? why(msg, rc, "no user '%.*s' in %s/%s", SL(q->user), tn->slug, ac->slug)
+               ? plan_why(msg, rc, "no user '%.*s' in %s/%s", PLAN_SL(q->user), tn->slug, ac->slug)
                : rc;
 }
 
@@ -266,8 +254,8 @@ static int get_token(qctx *c, char *msg)
     if (rc == TK_ENOTFOUND
         || (!rc && (cr.kind != TK_KIND_TOKEN || !rules_may_see(a, cr.tenant, cr.account)))) {
         secret_id_format(&c->q->id, idstr);
-        return why(msg, TK_ENOTFOUND, "no token %s%s", idstr,
-                   a->kind == TK_ACTOR_USER ? " in your account" : "");
+        return plan_why(msg, TK_ENOTFOUND, "no token %s%s", idstr,
+                        a->kind == TK_ACTOR_USER ? " in your account" : "");
     }
     return rc ? rc : row_cred(c, &cr);
 }
@@ -284,13 +272,13 @@ int query_run(state_txn *t, const eng_query *q, int64_t now_s,
         msg = scratch;
     msg[0] = '\0';
     if (q->kind < 1 || q->kind > ENG_KIND_MAX)
-        return why(msg, TK_EINVAL, "nothing to read");
+        return plan_why(msg, TK_EINVAL, "nothing to read");
     if (q->actor.kind != TK_ACTOR_OPERATOR && q->actor.kind != TK_ACTOR_USER)
         return TK_EUNAUTH;
     if (q->actor.kind == TK_ACTOR_USER && (rc = user_may_read(t, q, now_s, msg)))
         return rc;
     if (q->get && q->kind != ENG_TENANTS && q->kind != ENG_USERS && q->kind != ENG_TOKENS)
-        return why(msg, TK_EINVAL, "%s are listed, not got one by one", kind_names[q->kind]);
+        return plan_why(msg, TK_EINVAL, "%s are listed, not got one by one", kind_names[q->kind]);
 
     qctx *c = xcalloc(1, sizeof *c);
     c->t = t;
@@ -306,10 +294,10 @@ int query_run(state_txn *t, const eng_query *q, int64_t now_s,
     if (q->actor.kind == TK_ACTOR_OPERATOR && (q->kind != ENG_TENANTS || q->get)
         && (q->tenant.n == 0 || (need_account && q->account.n == 0)
             || (q->kind == ENG_KEYS && q->user.n == 0))) {
-        rc = why(msg, TK_EINVAL, "the operator names the scope: give %s",
-                 q->kind == ENG_KEYS ? "tenant, account and user"
-                 : need_account      ? "tenant and account"
-                                     : "tenant");
+        rc = plan_why(msg, TK_EINVAL, "the operator names the scope: give %s",
+                      q->kind == ENG_KEYS ? "tenant, account and user"
+                      : need_account      ? "tenant and account"
+                                          : "tenant");
         goto done;
     }
     if (q->kind != ENG_TENANTS || q->get) {
@@ -330,8 +318,9 @@ int query_run(state_txn *t, const eng_query *q, int64_t now_s,
     const tk_str *after = q->has_after ? &q->after : NULL;
     if (after && (by_ord(q->kind) ? ord_parse(after->p, after->n, &from) != 0
                                   : !name_ok(q->kind, after->p, after->n))) {
-        rc = why(msg, TK_EINVAL, "field \"after\": not a listing cursor (pass the \"next\" of "
-                                 "the page before)");
+        rc = plan_why(msg, TK_EINVAL,
+                      "field \"after\": not a listing cursor (pass the \"next\" of "
+                      "the page before)");
         goto done;
     }
     switch (q->kind) {

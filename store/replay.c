@@ -765,15 +765,14 @@ static int dump_cred(void *arg, const st_cred *r)
     char tn[TK_SLUG_MAX + 1], ac[TK_SLUG_MAX + 1], id[TK_ID_STR_LEN + 1], h[TK_HASH_LEN * 2 + 1];
     char created[TIME_STR], expires[TIME_STR];
     keybuf keys[TK_MAX_ROLES];
-    st_user u;
     uint32_t nk;
     int rc;
 
+    /* The creator by its slug: a deleted user's tokens stay (a user made
+     * again with the slug is another user, but the same name here). */
     if ((rc = account_path(d, r->account, tn, ac)) ||
         (rc = role_keys(d, r->roles, r->nroles, keys, &nk)))
         return rc;
-    if ((rc = state_user_by_id(d->t, r->user, &u)))
-        return rc == TK_ENOTFOUND ? TK_ECORRUPT : rc;
     secret_id_format(&r->id, id);
     hex(r->hash, TK_HASH_LEN, h, sizeof h);
     fmt_ms(r->created_ms, created);
@@ -781,8 +780,9 @@ static int dump_cred(void *arg, const st_cred *r)
         fmt_ms(r->expires * 1000, expires);
     else
         strcpy(expires, "never");
-    sb_printf(&d->sb, "6 credential %s\tkind=%s\thash=%s\ttenant=%s\taccount=%s\tuser=%s\troles=",
-              id, r->kind == TK_KIND_TOKEN ? "token" : "personal", h, tn, ac, u.slug);
+    sb_printf(&d->sb, "6 credential %s\tkind=%s\thash=%s\ttenant=%s\taccount=%s\tuser=%s\tord=%"
+              PRIu64 "\troles=", id, r->kind == TK_KIND_TOKEN ? "token" : "personal", h, tn, ac,
+              r->creator, r->ord);
     sb_keys(&d->sb, keys, nk);
     sb_printf(&d->sb, "\tdescription=");
     sb_quoted(&d->sb, r->desc);

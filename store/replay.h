@@ -63,10 +63,12 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
 
 /* Opens both data directories with eng_open (which brings their LMDB state
  * up to their logs, as a start of tokend would) and compares their states
- * canonically: tenants (slug, toggle), permissions (key, description),
- * roles (key, name, level, permission keys), accounts, users (slug, portal,
- * role keys), credentials (ID, kind, hash, tenant/account/user by name,
- * role keys, description, created, expires). Deleted roles are left out of
+ * canonically: tenants (slug, toggle, limits), permissions (key,
+ * description), roles (key, name, level, permission keys), accounts, users
+ * (slug, portal, role keys), credentials (ID, kind, hash, tenant/account by
+ * name, the creator's slug, the number in its account or user, role keys,
+ * description, created, expires). The counts kept for the quotas are not
+ * compared (they follow from the rest). Deleted roles are left out of
  * users and credentials, as verification leaves them out. Prints "same
  * state (N credentials)" or the first difference; *same says which.
  * 0, or TK_EINVAL / TK_EIO / TK_ECORRUPT when a store cannot be opened. */

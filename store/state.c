@@ -34,8 +34,9 @@ static const char *const db_names[DB_COUNT] = {
  * its cursors), accounts the count of tokens made in them. 4: the counts
  * the quotas need (live tokens per account, keys per user, roles per
  * tenant) and each tenant's limits. 5: deletions (a user's keys indexed,
- * permission numbers given again, a credential keeps its creator's slug). */
-#define STATE_FORMAT 5u
+ * permission numbers given again, a credential keeps its creator's slug).
+ * 6: a tenant no longer keeps the top of its permission numbers. */
+#define STATE_FORMAT 6u
 
 struct state {
     MDB_env *env;
@@ -246,9 +247,8 @@ static int dec_tenant(const MDB_val *v, uint32_t id, st_tenant *o)
 {
     mpr r;
     o->id = id;
-    if (rd_header(&r, v, 10) || rd_cstr(&r, o->slug, sizeof o->slug)
-        || mpr_bool(&r, &o->api_tokens) || rd_u32(&r, &o->nperms) || rd_u32(&r, &o->perm_top)
-        || rd_u32(&r, &o->nroles)
+    if (rd_header(&r, v, 9) || rd_cstr(&r, o->slug, sizeof o->slug)
+        || mpr_bool(&r, &o->api_tokens) || rd_u32(&r, &o->nperms) || rd_u32(&r, &o->nroles)
         || rd_u32(&r, &o->lim.tokens) || rd_u32(&r, &o->lim.roles) || rd_u32(&r, &o->lim.keys)
         || rd_u32(&r, &o->lim.rate) || rd_u32(&r, &o->lim.burst))
         return TK_ECORRUPT;
@@ -257,11 +257,10 @@ static int dec_tenant(const MDB_val *v, uint32_t id, st_tenant *o)
 
 static void enc_tenant(mpw *w, const st_tenant *o)
 {
-    mpw_array(w, 10);
+    mpw_array(w, 9);
     mpw_cstr(w, o->slug);
     mpw_bool(w, o->api_tokens);
     mpw_uint(w, o->nperms);
-    mpw_uint(w, o->perm_top);
     mpw_uint(w, o->nroles);
     mpw_uint(w, o->lim.tokens);
     mpw_uint(w, o->lim.roles);
@@ -524,8 +523,8 @@ static int resolve_roles(state_txn *t, uint32_t tenant, const ev *e, uint32_t *i
 }
 
 /* The number a new permission of tn gets: the lowest one no permission has
- * (a deleted one's), or perm_top, which then grows. Replays alike. */
-static int perm_free_num(state_txn *t, st_tenant *tn, uint32_t *num)
+ * (a deleted one's, or the next above them all). Replays alike. */
+static int perm_free_num(state_txn *t, const st_tenant *tn, uint32_t *num)
 {
     MDB_cursor *c;
     MDB_val k, v;
@@ -548,8 +547,6 @@ static int perm_free_num(state_txn *t, st_tenant *tn, uint32_t *num)
     if (mrc != 0 && mrc != MDB_NOTFOUND)
         return map_err(mrc);
     *num = expect; /* the first gap, or the top */
-    if (expect >= tn->perm_top)
-        tn->perm_top = expect + 1;
     return 0;
 }
 
@@ -875,28 +872,32 @@ static int drop_account(state_txn *t, const st_account *ac, st_emit_fn emit, voi
 static int role_drop_perm(state_txn *t, st_role *r, uint32_t num, st_emit_fn emit, void *arg);
 static void role_change(const st_role *r, st_change *c);
 
-/* A permission goes: out of every role of the tenant first. */
+static int name_walk(state_txn *t, int db, uint32_t parent, const tk_str *after, uint32_t limit,
+                     int (*fn)(state_txn *t, void *arg, uint32_t id), void *arg);
+
+/* drop_perm's walk over the tenant's roles. */
+typedef struct perm_out {
+    uint32_t num;
+    st_emit_fn emit;
+    void *arg;
+} perm_out;
+
+static int role_without(state_txn *t, void *arg, uint32_t id)
+{
+    perm_out *o = arg;
+    st_role r;
+    int rc = must(state_role_by_id(t, id, &r));
+    return rc ? rc : role_drop_perm(t, &r, o->num, o->emit, o->arg);
+}
+
+/* A permission goes: out of every role of the tenant first (unless the
+ * roles go too). */
 static int drop_perm(state_txn *t, st_tenant *tn, const st_perm *p, bool roles, st_emit_fn emit,
                      void *arg)
 {
-    uint8_t prefix[4], from[4 + TK_KEY_MAX];
-    size_t fromlen = 4;
-    MDB_val k, v;
+    perm_out o = {p->num, emit, arg};
     int rc;
-    be32(prefix, tn->id);
-    memcpy(from, prefix, 4);
-    while (roles && (rc = first_from(t, DB_ROLE_NAME, prefix, 4, from, fromlen, &k, &v)) == 0) {
-        st_role r;
-        if (v.mv_size != 4 || k.mv_size > sizeof from)
-            return TK_ECORRUPT;
-        if ((rc = must(state_role_by_id(t, rd_be32(v.mv_data), &r)))
-            || (rc = role_drop_perm(t, &r, p->num, emit, arg)))
-            return rc;
-        memcpy(from, k.mv_data, k.mv_size); /* the next role: after this name */
-        from[k.mv_size] = '\0';
-        fromlen = k.mv_size + 1;
-    }
-    if (roles && rc != TK_ENOTFOUND)
+    if (roles && (rc = name_walk(t, DB_ROLE_NAME, tn->id, NULL, UINT32_MAX, role_without, &o)))
         return rc;
     uint8_t pk[8];
     be32(pk, tn->id);
@@ -917,6 +918,19 @@ static int drop_perm(state_txn *t, st_tenant *tn, const st_perm *p, bool roles, 
 
 static int id_del_role(state_txn *t, const st_role *r);
 
+/* A role goes (its tenant's count is the caller's). */
+static int drop_role(state_txn *t, const st_role *r, st_emit_fn emit, void *arg)
+{
+    int rc = id_del_role(t, r);
+    if (rc == 0 && emit) {
+        st_change c;
+        c.type = EV_ROLE_DELETE;
+        c.id = r->id;
+        emit(arg, &c);
+    }
+    return rc;
+}
+
 static int drop_tenant(state_txn *t, st_tenant *tn, st_emit_fn emit, void *arg)
 {
     uint32_t id;
@@ -931,14 +945,8 @@ static int drop_tenant(state_txn *t, st_tenant *tn, st_emit_fn emit, void *arg)
         return rc;
     while ((rc = first_child(t, DB_ROLE_NAME, tn->id, &id)) == 0) {
         st_role r;
-        if ((rc = must(state_role_by_id(t, id, &r))) || (rc = id_del_role(t, &r)))
+        if ((rc = must(state_role_by_id(t, id, &r))) || (rc = drop_role(t, &r, emit, arg)))
             return rc;
-        if (emit) {
-            st_change c;
-            c.type = EV_ROLE_DELETE;
-            c.id = r.id;
-            emit(arg, &c);
-        }
     }
     if (rc != TK_ENOTFOUND)
         return rc;
@@ -1131,18 +1139,10 @@ static int apply(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
     case EV_ROLE_DELETE: {
         st_role r;
         if ((rc = must(state_role_by_key(t, tn.id, e->key.p, e->key.n, &r)))
-            || (rc = id_del_role(t, &r)))
+            || (rc = drop_role(t, &r, emit, arg)))
             return rc;
         tn.nroles -= tn.nroles > 0;
-        if ((rc = put_tenant(t, &tn, NULL, NULL)))
-            return rc;
-        if (emit) {
-            st_change c;
-            c.type = EV_ROLE_DELETE;
-            c.id = r.id;
-            emit(arg, &c);
-        }
-        return 0;
+        return put_tenant(t, &tn, NULL, NULL);
     }
     case EV_ACCOUNT_CREATE: {
         st_account ac;

@@ -39,9 +39,8 @@ typedef struct st_tenant {
     uint32_t id;
     char slug[TK_SLUG_MAX + 1];
     bool api_tokens;
-    uint32_t nperms;   /* permissions defined now */
-    uint32_t perm_top; /* permissions are numbered below this within the tenant (a
-                          deleted one's number is given to the next new one) */
+    uint32_t nperms;   /* permissions defined now (numbered from 0; a deleted one's
+                          number is given to the next new one) */
     uint32_t nroles;   /* roles defined now */
     tk_limits lim;   /* its quotas (TK_LIMITS_DEFAULT at creation) */
 } st_tenant;

@@ -885,18 +885,6 @@ static void reopen_from(ctx *c, bool rebuild)
     assert_int_equal(eng_open(c->dir, NULL, &c->e, &said), 0);
 }
 
-static int del(eng *e, eng_op op, const char *tenant, const char *account, const char *user,
-               const char *key)
-{
-    eng_req r;
-    eng_req_init(&r, op, &fx_operator);
-    r.tenant = (tk_str){tenant, tenant ? strlen(tenant) : 0};
-    r.account = (tk_str){account, account ? strlen(account) : 0};
-    r.user = (tk_str){user, user ? strlen(user) : 0};
-    r.key = (tk_str){key, key ? strlen(key) : 0};
-    return fx_exec(e, &r, NULL);
-}
-
 static void delete_user_ends_its_keys_not_its_tokens(void **state)
 {
     ctx *c = *state;
@@ -906,7 +894,7 @@ static void delete_user_ends_its_keys_not_its_tokens(void **state)
     tk_str none = {0};
     info_one one = {0};
     assert_int_equal(fx_token(c->e, &c->w.alice, "ci", VIEWER, 0, NULL, s), 0);
-    assert_int_equal(del(c->e, ENG_USER_DELETE, "acme", "globex", "alice", NULL), 0);
+    assert_int_equal(fx_delete(c->e, ENG_USER_DELETE, "acme", "globex", "alice", NULL), 0);
     /* At once: the key acts no more, the token still verifies. */
     assert_int_equal(fx_auth(c->e, c->w.alice_key, &a), TK_EUNAUTH);
     assert_int_equal(fx_token(c->e, &c->w.alice, "x", VIEWER, 0, NULL, NULL), TK_EUNAUTH);
@@ -914,7 +902,7 @@ static void delete_user_ends_its_keys_not_its_tokens(void **state)
     assert_int_equal(eng_token_list(c->e, &fx_operator, (tk_str){"acme", 4},
                                     (tk_str){"globex", 6}, NULL, 1, keep_info, &one), 0);
     assert_string_equal(one.info.created_by, "alice"); /* metadata, kept */
-    assert_int_equal(del(c->e, ENG_USER_DELETE, "acme", "globex", "alice", NULL), TK_ENOTFOUND);
+    assert_int_equal(fx_delete(c->e, ENG_USER_DELETE, "acme", "globex", "alice", NULL), TK_ENOTFOUND);
     for (int rebuild = 0; rebuild < 2; rebuild++) {
         reopen_from(c, rebuild);
         assert_int_equal(fx_auth(c->e, c->w.alice_key, &a), TK_EUNAUTH);
@@ -933,7 +921,7 @@ static void delete_account_ends_its_tokens_users_and_keys(void **state)
     tk_actor a;
     assert_int_equal(fx_token(c->e, &c->w.alice, "g", VIEWER, 0, NULL, mine), 0);
     assert_int_equal(fx_token(c->e, &c->w.dave, "i", VIEWER, 0, NULL, other), 0);
-    assert_int_equal(del(c->e, ENG_ACCOUNT_DELETE, "acme", "globex", NULL, NULL), 0);
+    assert_int_equal(fx_delete(c->e, ENG_ACCOUNT_DELETE, "acme", "globex", NULL, NULL), 0);
     assert_int_equal(fx_verify(c->e, mine, &v), TK_V_UNKNOWN);
     assert_int_equal(fx_auth(c->e, c->w.alice_key, &a), TK_EUNAUTH);
     assert_int_equal(fx_verify(c->e, other, &v), TK_V_VALID); /* another account */
@@ -957,11 +945,11 @@ static void delete_permission_drops_out_of_roles(void **state)
     assert_int_equal(fx_token(c->e, &c->w.alice, "a", ADMIN, 0, NULL, s), 0);
     assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
     assert_int_equal(v.nperms, 2); /* orders:read, orders:write */
-    assert_int_equal(del(c->e, ENG_PERM_DELETE, "acme", NULL, NULL, "orders:write"), 0);
+    assert_int_equal(fx_delete(c->e, ENG_PERM_DELETE, "acme", NULL, NULL, "orders:write"), 0);
     assert_int_equal(fx_verify(c->e, s, &v), TK_V_VALID);
     assert_int_equal(v.nperms, 1);
     assert_string_equal(v.perms[0], "orders:read");
-    assert_int_equal(del(c->e, ENG_PERM_DELETE, "acme", NULL, NULL, "orders:write"),
+    assert_int_equal(fx_delete(c->e, ENG_PERM_DELETE, "acme", NULL, NULL, "orders:write"),
                      TK_ENOTFOUND);
     /* A new permission takes the freed number; it does not come back to
      * the roles that had the old one. */
@@ -986,7 +974,7 @@ static void delete_tenant_ends_everything_of_it(void **state)
     tk_actor a;
     assert_int_equal(fx_token(c->e, &c->w.alice, "g", VIEWER, 0, NULL, mine), 0);
     assert_int_equal(fx_token(c->e, &c->w.ellen, "u", ADMIN, 0, NULL, other), 0);
-    assert_int_equal(del(c->e, ENG_TENANT_DELETE, "acme", NULL, NULL, NULL), 0);
+    assert_int_equal(fx_delete(c->e, ENG_TENANT_DELETE, "acme", NULL, NULL, NULL), 0);
     assert_int_equal(fx_verify(c->e, mine, &v), TK_V_UNKNOWN);
     assert_int_equal(fx_auth(c->e, c->w.alice_key, &a), TK_EUNAUTH);
     assert_int_equal(fx_verify(c->e, other, &v), TK_V_VALID);

@@ -453,6 +453,55 @@ static void lmdb_flush_fails_after_the_fsync(void **state)
     late_failure_case(&lc);
 }
 
+/* Rule 12 when the file system, not the free-space count, says full (the
+ * disk filled since the check, or a quota): the log's write is refused for
+ * room, and the batch is staged again with growth refused, so its delete
+ * commits (from the reserve) and only its create is refused; the log goes
+ * on, nothing is fenced, and the next start agrees. */
+static void log_without_room_still_takes_revocations(void **state)
+{
+    (void)state;
+    tk_why said = {.msg = ""};
+    char *dir = tkt_mkdtemp();
+    eng *e;
+    fx_world w;
+    char sa[TK_SECRET_LEN + 1];
+    tk_id a;
+    tk_verify v;
+    tk_str none = {0};
+    id_set seen = {0};
+
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
+    fx_scenario(e, &w);
+    assert_int_equal(fx_token(e, &w.alice, "old", VIEWER, 0, &a, sa), 0);
+    eng_req r[2];
+    eng_res res[2];
+    eng_req_init(&r[0], ENG_TOKEN_DELETE, &w.alice);
+    r[0].id = a;
+    eng_req_init(&r[1], ENG_TOKEN_CREATE, &w.alice);
+    r[1].items[0] = (tk_str){"viewer", 6};
+    r[1].nitems = 1;
+    fault_arm(FAULT_WRITE, ".seg", 1, ENOSPC);
+    assert_int_equal(eng_exec(e, r, res, 2), 0);
+    assert_int_equal(fault_disarm(), 1);
+    assert_int_equal(res[0].status, 0);
+    assert_int_equal(res[1].status, TK_ENOSPC);
+    assert_non_null(strstr(res[1].msg, "storage full"));
+    assert_non_null(strstr(res[1].msg, "only revocations"));
+    assert_int_equal(fx_verify(e, sa, &v), TK_V_UNKNOWN);
+    assert_false(eng_fenced(e, NULL));
+    assert_int_equal(fx_tenant(e, "after"), 0); /* the log goes on */
+    eng_close(e);
+
+    assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
+    assert_int_equal(fx_verify(e, sa, &v), TK_V_UNKNOWN);
+    assert_int_equal(eng_token_list(e, &w.alice, none, none, NULL, 64, keep_id, &seen), 0);
+    assert_int_equal(seen.n, 0); /* neither the old token nor the refused one */
+    eng_close(e);
+    tkt_rmdir(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -465,6 +514,7 @@ int main(void)
         cmocka_unit_test(marker_fsync_fails_after_the_fsync),
         cmocka_unit_test(lmdb_commit_fails_after_the_fsync),
         cmocka_unit_test(lmdb_flush_fails_after_the_fsync),
+        cmocka_unit_test(log_without_room_still_takes_revocations),
     };
     return cmocka_run_group_tests_name("engine_sync", tests, NULL, NULL);
 }

@@ -614,6 +614,34 @@ static void compare_same_and_different(void **state)
     store_free(s);
 }
 
+/* A rebuild after the deletes is the same state: a deleted user's tokens
+ * (kept, named by their creator's slug), a permission dropped from a role
+ * whose key is the longest allowed, an account with its tokens gone. */
+static void compare_after_deletes(void **state)
+{
+    tk_why said = {.msg = ""};
+    (void)state;
+    store *s = store_new(3);
+    char *rebuilt = tkt_path(s->root, "rebuilt"), *out, longkey[TK_KEY_MAX + 1];
+    eng *e;
+    static const char *const read_p[] = {"orders:read", NULL};
+    memset(longkey, 'r', TK_KEY_MAX);
+    longkey[TK_KEY_MAX] = '\0';
+    assert_int_equal(eng_open(s->dir, NULL, &e, &said), 0);
+    assert_int_equal(fx_role(e, "acme", longkey, 5, read_p), 0);
+    assert_int_equal(fx_delete(e, ENG_USER_DELETE, "acme", "globex", "alice", NULL), 0);
+    assert_int_equal(fx_delete(e, ENG_PERM_DELETE, "acme", NULL, NULL, "orders:read"), 0);
+    assert_int_equal(fx_delete(e, ENG_ACCOUNT_DELETE, "acme", "initech", NULL, NULL), 0);
+    eng_close(e);
+    assert_int_equal(RUN(&out, "rebuild", "--from", s->dir, "--to", rebuilt), 0);
+    free(out);
+    assert_int_equal(RUN(&out, "compare", "--a", s->dir, "--b", rebuilt), 0);
+    contains(out, "same state");
+    free(out);
+    free(rebuilt);
+    store_free(s);
+}
+
 /* Two histories that end in the same named state (roles defined in another
  * order, one deleted and put again) assign other internal ids: compare
  * must still call them the same. */
@@ -920,6 +948,7 @@ int main(void)
         cmocka_unit_test(rebuild_salvages_a_damaged_log_up_to_the_damage),
         cmocka_unit_test(compare_same_and_different),
         cmocka_unit_test(compare_ignores_internal_ids),
+        cmocka_unit_test(compare_after_deletes),
         cmocka_unit_test(repair_keeps_the_history_before_the_damage),
         cmocka_unit_test(repair_moves_misnamed_and_headless_segments_whole),
         cmocka_unit_test(repair_sets_aside_a_state_ahead_of_the_log),

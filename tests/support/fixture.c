@@ -84,6 +84,18 @@ int fx_role_delete(eng *e, const char *tenant, const char *key)
     return fx_exec(e, &r, NULL);
 }
 
+int fx_delete(eng *e, eng_op op, const char *tenant, const char *account, const char *user,
+              const char *key)
+{
+    eng_req r;
+    eng_req_init(&r, op, &fx_operator);
+    r.tenant = S(tenant);
+    r.account = S(account);
+    r.user = S(user);
+    r.key = S(key);
+    return fx_exec(e, &r, NULL);
+}
+
 int fx_account(eng *e, const char *tenant, const char *account)
 {
     eng_req r;

@@ -24,6 +24,10 @@ int fx_limits(eng *e, const char *tenant, tk_limits lim);
 /* perms: NULL-terminated list of permission keys. */
 int fx_role(eng *e, const char *tenant, const char *key, uint32_t level, const char *const *perms);
 int fx_role_delete(eng *e, const char *tenant, const char *key);
+/* An operator's delete (ENG_USER_DELETE, ENG_ACCOUNT_DELETE, ENG_PERM_DELETE,
+ * ENG_TENANT_DELETE, ...) of what the names give (NULL: none). */
+int fx_delete(eng *e, eng_op op, const char *tenant, const char *account, const char *user,
+              const char *key);
 int fx_account(eng *e, const char *tenant, const char *account);
 /* roles: NULL-terminated. On success writes the personal key into key_out
  * (TK_SECRET_LEN + 1 bytes) when it is not NULL. */
