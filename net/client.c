@@ -802,7 +802,7 @@ static int fval_check(tkc *c, const sch_field *f, const fval *a)
 
 static void put_value(mpw *w, const sch_field *f, const fval *a)
 {
-    mpw_cstr(w, f->name);
+    mpw_str(w, f->name, f->len);
     switch (f->type) {
     case SCH_STR: mpw_cstr(w, a->s); break;
     case SCH_BOOL: mpw_bool(w, a->i == 1); break;
@@ -854,10 +854,10 @@ static int enc_request(tkc *c, const sch_op *op, const fval *a, size_t na)
 void tkc_verify_encode(mpw *w, const char *secret, size_t secret_len, const char *client_id)
 {
     mpw_map(w, client_id ? 2 : 1);
-    mpw_cstr(w, sch_fields[SF_SECRET].name);
+    mpw_str(w, sch_fields[SF_SECRET].name, sch_fields[SF_SECRET].len);
     mpw_str(w, secret, secret_len);
     if (client_id) {
-        mpw_cstr(w, sch_fields[SF_CLIENT_ID].name);
+        mpw_str(w, sch_fields[SF_CLIENT_ID].name, sch_fields[SF_CLIENT_ID].len);
         mpw_cstr(w, client_id);
     }
 }

@@ -136,8 +136,7 @@ struct conn {
     size_t queued;            /* request bytes of those jobs (job.bytes) */
     size_t owed;              /* their largest replies (job.reply_max) */
     size_t held;              /* bytes of replies held behind pending ones */
-    double active;            /* when its last complete frame (or its accept) was */
-    bool on_lru;
+    time_t active;            /* when its last complete frame (or its accept) was, seconds */
     bool counted;             /* addr is counted in the hub's peers */
     uint8_t addr[PEERS_ADDR_LEN];
     char peer[64];
@@ -247,12 +246,12 @@ static void lru_append(conn *c)
     h->lru_new = c;
 }
 
-/* A complete frame arrived: c is now the most recently active. */
+/* A complete frame arrived: c is now the most recently active. The time
+ * is only for the eviction's log line: time(2) (a vDSO read), not the
+ * loop's cached time, which takes the base's lock. */
 static void lru_touch(conn *c)
 {
-    struct timeval now;
-    event_base_gettimeofday_cached(c->h->base, &now); /* the loop's cached time */
-    c->active = (double)now.tv_sec + (double)now.tv_usec / 1e6;
+    c->active = time(NULL);
     if (c->h->lru_new == c)
         return;
     lru_unlink(c);
@@ -968,13 +967,15 @@ static void process(conn *c)
             }
             break;
         }
-        dsp_class k = dsp_classify(hd.code);
-        if ((k == DSP_WRITE || k == DSP_READ) && hd.flags == 0
+        if (dsp_classify(hd.code) != DSP_INLINE
             && !writer_room(c, writer_reply_max(&hd, frame + PROTO_HEADER_LEN))) {
             /* Its reply might not fit the output beside the replies owed:
              * the frame waits, unread, for replies to come back (flush) or
              * for the peer to take bytes (send_now). Not logged: this is
-             * how a pipeline of listings is paced. */
+             * how a pipeline of listings is paced. A refusal (an unknown
+             * opcode, flags) waits too: queued behind a listing, it would
+             * count against that listing's room when the listing's reply
+             * comes back. */
             pause_reading(c);
             break;
         }
@@ -1150,10 +1151,7 @@ static void release_slot(conn *c)
         return;
     close_socket(c);
     h->nopen--;
-    if (c->on_lru) {
-        lru_unlink(c);
-        c->on_lru = false;
-    }
+    lru_unlink(c); /* on the list from its accept (fd >= 0) */
     if (c->counted) {
         peers_del(h->peers, c->addr);
         c->counted = false;
@@ -1243,11 +1241,9 @@ static conn *lru_victim(conn_hub *h)
 static void evict(conn_hub *h, conn *v, const char *peer)
 {
     if (v->st != CS_CLOSED) {
-        struct timeval now;
-        event_base_gettimeofday_cached(h->base, &now);
-        double idle = (double)now.tv_sec + (double)now.tv_usec / 1e6 - v->active;
+        long long idle = (long long)(time(NULL) - v->active);
         lg_limited(&h->log_evict, "closing %s: least recently active of %zu connections (idle "
-                   "%.1f s), for %s (--max-connections)", v->peer, h->nopen, idle, peer);
+                   "%lld s), for %s (--max-connections)", v->peer, h->nopen, idle, peer);
         say_busy(h, v->fd, "connection closed: its slot went to a new connection (it was the "
                            "least recently active at the server's connection limit)");
         close_now(v);
@@ -1308,7 +1304,6 @@ void conn_hub_accept(conn_hub *h, evutil_socket_t fd, const struct sockaddr *sa,
         h->all->prev = c;
     h->all = c;
     h->nopen++;
-    c->on_lru = true;
     lru_touch(c); /* a newcomer counts as active from its accept */
     if (keyed) {
         memcpy(c->addr, key, sizeof key);

@@ -198,12 +198,9 @@ int dsp_auth(const uint8_t *body, size_t len, tk_str *key, dsp_err *err)
 
 int dsp_verify_req(const uint8_t *body, size_t len, dsp_verify *out, dsp_err *err)
 {
-    static const sch_op *op; /* looked up once: this is the hot path */
     vals v;
-    if (!op)
-        op = sch_find(OP_VERIFY);
     v.items = NULL;
-    int rc = decode(op, body, len, &v, err);
+    int rc = decode(sch_find(OP_VERIFY), body, len, &v, err);
     if (rc)
         return rc;
     out->secret = v.s[SF_SECRET];
@@ -302,7 +299,7 @@ static size_t fields_max(const sch_use *uses, eng_kind kind)
     size_t n = MP_COUNT_MAX_LEN;
     for (const sch_use *u = uses; SCH_USED(u); u++) {
         const sch_field *f = &sch_fields[u->f];
-        n += mp_str_len(strlen(f->name));
+        n += mp_str_len(f->len);
         switch (f->type) {
         case SCH_STR: n += mp_str_len(str_max(u->f, kind)); break;
         case SCH_BOOL: n += 1; break;
@@ -387,7 +384,7 @@ int dsp_read_req(uint16_t code, const uint8_t *body, size_t len, dsp_read *out, 
 
 static void put_key(mpw *w, sch_fid f)
 {
-    mpw_cstr(w, sch_fields[f].name);
+    mpw_str(w, sch_fields[f].name, sch_fields[f].len);
 }
 
 static void put_id(mpw *w, const tk_id *id)

@@ -46,6 +46,7 @@ typedef enum sch_fid {
 
 typedef struct sch_field {
     const char *name;
+    uint8_t len;       /* strlen(name) */
     sch_type type;
     uint32_t max;      /* SCH_STR: bytes; SCH_STRS: elements; SCH_UINT: value (0: any) */
     uint32_t elem_max; /* SCH_STRS: bytes per element */

@@ -37,6 +37,11 @@ static void the_table_is_consistent(void **state)
     size_t n;
     const sch_op *ops = sch_all(&n);
     bool seen_op[ENG_OP_MAX + 1] = {0};
+    for (int f = 0; f < SF_COUNT; f++)
+        assert_int_equal(sch_fields[f].len, strlen(sch_fields[f].name));
+    assert_null(sch_find(0x00));
+    assert_null(sch_find(0x7f));
+    assert_null(sch_find(0xffff));
     for (size_t i = 0; i < n; i++) {
         const sch_op *op = &ops[i];
         assert_ptr_equal(sch_find(op->code), op);

@@ -1933,6 +1933,40 @@ static void pipelined_listings_paced_not_cut(void **state)
     stop_clean(c);
 }
 
+/* A refusal pipelined behind a listing (an unknown opcode) waits for the
+ * listing's reply like a request for the writer would: queued behind it,
+ * it counted against the page's room, and a page that fits alone (larger
+ * than --max-output, with nothing else owed) closed the connection as a
+ * slow reader before the client had read a byte. */
+static void refusal_behind_a_listing_waits(void **state)
+{
+    ctx *c = *state;
+    static const char *const extra[] = {"--max-output", "256K", NULL};
+    raw_reply r;
+    mpw all;
+    boot(c, extra);
+    add_tokens(c, 500); /* a page of ~570 KB */
+    int fd = auth_conn(c, c->alice_key, "user");
+    mpw_init(&all);
+    uint32_t first = add_frame(&all, OP_TOKEN_LIST, "limit:u", (uint64_t)DSP_LIST_MAX);
+    uint32_t second = add_frame(&all, 0x7f, "");
+    assert_int_equal(raw_write(fd, all.buf.data, all.buf.size), 0);
+    assert_int_equal(raw_recv(fd, &r, 10000), 0);
+    assert_int_equal(r.h.id, first);
+    assert_int_equal(r.h.code, 0);
+    assert_int_equal(raw_get_count(&r, "tokens"), 501);
+    raw_reply_free(&r);
+    assert_int_equal(raw_recv(fd, &r, 10000), 0);
+    assert_int_equal(r.h.id, second);
+    assert_error(&r, TK_EOPCODE, NULL);
+    raw_reply_free(&r);
+    assert_false(raw_server_log_has(&c->srv, "over --max-output"));
+    assert_ping(fd);
+    mpw_free(&all);
+    close(fd);
+    stop_clean(c);
+}
+
 /* --max-queued: a connection stops being read once its requests in the
  * writer hold that many bytes (here while the writer is held, far below
  * the 1024 requests in flight), and every reply still comes, in order. */
@@ -2957,6 +2991,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(accept_pauses_on_emfile, setup, teardown),
         cmocka_unit_test_setup_teardown(listing_flood_memory_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelined_listings_paced_not_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(refusal_behind_a_listing_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(queued_bytes_cap_stops_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(closed_connection_requests_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(flood_does_not_delay_other_tenants, setup, teardown),
