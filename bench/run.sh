@@ -129,7 +129,7 @@ start_redis() {
 # with its data in $scratch/NAME, on a free port; sets TOKEND_PORT.
 start_tokend() {
   local name=${1:-tokend} prog=${2:-$TOKEND}
-  $NICE "$prog" --listen 127.0.0.1:0 --data "$scratch/$name" 2>"$scratch/$name.log" &
+  $NICE "$prog" --listen 127.0.0.1:0 --http none --data "$scratch/$name" 2>"$scratch/$name.log" &
   pids+=("$!")
   for _ in $(seq 300); do
     TOKEND_PORT=$(sed -n 's/^tokend: listening on [0-9.]*:\([0-9]*\).*/\1/p' "$scratch/$name.log")

@@ -38,3 +38,27 @@ const char *tk_strerror(int code)
     default: return "unknown error";
     }
 }
+
+const char *tk_errcode(int code)
+{
+    switch (code) {
+    case TK_OK: return "ok";
+    case TK_EINVAL: return "invalid";
+    case TK_ENOTFOUND: return "not_found";
+    case TK_EEXIST: return "exists";
+    case TK_EDENIED: return "denied";
+    case TK_EDISABLED: return "disabled";
+    case TK_ELIMIT: return "limit";
+    case TK_ECORRUPT: return "corrupt";
+    case TK_EIO: return "io";
+    case TK_EFENCED: return "fenced";
+    case TK_ENOMEM: return "nomem";
+    case TK_EUNAUTH: return "unauthenticated";
+    case TK_EPROTO: return "protocol";
+    case TK_EOPCODE: return "unknown_operation";
+    case TK_EBUSY: return "busy";
+    case TK_ENOSPC: return "no_space";
+    case TK_ERATE: return "rate_limited";
+    default: return "other";
+    }
+}

@@ -32,6 +32,11 @@ enum {
 /* Returns a static, human-readable string for a TK_E* code (never NULL). */
 const char *tk_strerror(int code);
 
+/* Returns a stable snake_case name for a TK_E* code ("not_found"; "other"
+ * for a code it does not know): the JSON API's "error" field and the
+ * metrics' status label. */
+const char *tk_errcode(int code);
+
 /* Why something failed: one line for a person (a file, a step, the
  * system's reason, what to do). The one channel for messages across the
  * tree: a function that can say why takes a tk_why * as its last parameter

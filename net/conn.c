@@ -68,6 +68,7 @@
 #include "core/sha256.h"
 #include "net/dispatch.h"
 #include "net/log.h"
+#include "net/metrics.h"
 #include "net/peers.h"
 #include "net/proto.h"
 
@@ -93,6 +94,7 @@ struct pending {
     pending *next;            /* the connection's FIFO */
     uint32_t id;
     bool list;                /* a read (a listing or a get); else a write */
+    uint16_t code;            /* its opcode (metrics) */
     bool done;                /* reply ready in `reply` */
     int status;               /* a read's status (writes: job.res.status) */
     char msg[ENG_MSG_MAX];    /* a read's refusal, why */
@@ -150,6 +152,8 @@ struct conn_hub {
     bool has_gw;
     uint8_t gw_hash[GW_HASH_LEN];
     mpw scratch;              /* inline replies */
+    met *m;                   /* counters (NULL: none) */
+    uint16_t cur_code;        /* the opcode being answered inline, for m */
     const struct timeval *idle; /* a common timeout: idle_timeout */
     conn *all;                /* every connection not yet freed */
     size_t nopen;             /* of them, with an open socket */
@@ -405,6 +409,8 @@ static mpw *reply_begin(conn *c)
 static void reply_end(conn *c, uint32_t id, int status)
 {
     mpw *w = &c->h->scratch;
+    if (c->h->m)
+        met_request(c->h->m, MET_BINARY, c->h->cur_code, status);
     frame_end(w, id, status);
     emit(c, w->buf.data, w->buf.size);
 }
@@ -671,6 +677,7 @@ static size_t verify_run(conn *c)
         uint32_t id;
         int rc;       /* the body's decoding */
         int probe;    /* index into probes, or -1: no lookup */
+        int verdict;  /* the answer's tk_verdict, or -1: refused (metrics) */
         dsp_verify v;
         dsp_err err;
     } f[VIEW_BATCH];
@@ -690,6 +697,7 @@ static size_t verify_run(conn *c)
         f[n].id = hd.id;
         f[n].rc = dsp_verify_req(c->in + off + PROTO_HEADER_LEN, hd.len, &f[n].v, &f[n].err);
         f[n].probe = -1;
+        f[n].verdict = -1;
         if (f[n].rc == 0 && !refused && (!f[n].v.has_client_id || f[n].v.client_id_ok)) {
             const dsp_verify *v = &f[n].v;
             reqs[nreq] = (view_vreq){v->has_client_id ? &v->client_id : NULL, v->secret.p,
@@ -699,9 +707,13 @@ static size_t verify_run(conn *c)
         off += PROTO_HEADER_LEN + hd.len;
         n++;
     }
+    struct timespec t0, t1;
+    if (h->m)
+        clock_gettime(CLOCK_MONOTONIC, &t0);
     if (nreq)
         eng_verify_start(h->e, reqs, nreq, probes);
     int64_t now = time(NULL);
+    h->cur_code = OP_VERIFY;
     for (size_t i = 0; i < n && c->st != CS_CLOSED; i++) {
         tk_verify out;
         if (f[i].rc) {
@@ -716,7 +728,15 @@ static size_t verify_run(conn *c)
             /* Encoded now: out's strings are borrowed from the view. */
             dsp_put_verify(reply_begin(c), &out);
             reply_end(c, f[i].id, 0);
+            f[i].verdict = (int)out.verdict;
         }
+    }
+    if (h->m) { /* each verification gets the run's mean time */
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        uint64_t ns = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
+        for (size_t i = 0; i < n; i++)
+            if (f[i].verdict >= 0)
+                met_verify(h->m, MET_BINARY, (tk_verdict)f[i].verdict, ns / n);
     }
     return off - c->ioff;
 }
@@ -746,6 +766,8 @@ static void job_done(wrt_job *j)
         return;
     }
     int status = p->list ? p->status : j->res.status;
+    if (c->h->m)
+        met_request(c->h->m, MET_BINARY, p->code, status);
     if (status != 0 || !p->list)
         frame_begin(&p->reply);
     if (status != 0 && p->list)
@@ -812,6 +834,7 @@ static void do_manage(conn *c, const proto_header *hd, const uint8_t *body, bool
     }
     p->c = c;
     p->id = hd->id;
+    p->code = hd->code;
     p->list = list;
     mpw_init(&p->reply);
     frame_begin(&p->reply);
@@ -849,6 +872,7 @@ static void handle(conn *c, const proto_header *hd, const uint8_t *body)
 {
     dsp_err err;
     int rc;
+    c->h->cur_code = hd->code;
     if (hd->flags != 0) {
         refuse_request(c, hd->id, TK_EPROTO, "flags must be 0 in protocol version 1");
         return;
@@ -1174,6 +1198,11 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
         }
     }
     check_empty(h);
+}
+
+void conn_hub_set_metrics(conn_hub *h, met *m)
+{
+    h->m = m;
 }
 
 void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts,

@@ -80,6 +80,10 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
  * or once stopping, the newcomer gets that reply instead and is closed. */
 void conn_hub_accept(conn_hub *h, evutil_socket_t fd, const struct sockaddr *sa, int salen);
 
+/* Counts what the hub answers in m (borrowed for the hub's life). */
+typedef struct met met;
+void conn_hub_set_metrics(conn_hub *h, met *m);
+
 /* Connections with an open socket. */
 size_t conn_hub_count(const conn_hub *h);
 

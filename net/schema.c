@@ -168,6 +168,65 @@ static const sch_op ops[] = {
 
 #define NOPS (sizeof ops / sizeof ops[0])
 
+/* The JSON API's resources. Paths under /v1/tenants/{tenant} are the
+ * operator's (it names the scope); the short ones (/v1/tokens, /v1/roles,
+ * ...) are a user's own scope, where the operator names it in the body or
+ * the query instead. */
+#define TA "/v1/tenants/{tenant}/accounts/{account}"
+static const sch_route routes[] = {
+    {"GET", "/v1/ping", OP_PING, 200, "the protocol version (no credential)"},
+    {"GET", "/v1/whoami", OP_AUTH, 200, "who the Bearer credential is"},
+    {"POST", "/v1/verify", OP_VERIFY, 200, "verify a token, answered in JSON"},
+    {"POST", "/v1/tenants", OP_TENANT_CREATE, 201, "create a tenant"},
+    {"GET", "/v1/tenants", OP_TENANT_LIST, 200, "list the tenants"},
+    {"GET", "/v1/tenants/{tenant}", OP_TENANT_GET, 200, "a tenant"},
+    {"PATCH", "/v1/tenants/{tenant}", OP_TENANT_SET, 200,
+     "switch API tokens on or off, set the limits"},
+    {"DELETE", "/v1/tenants/{tenant}", OP_TENANT_DELETE, 200,
+     "delete a tenant and everything of it (irreversible)"},
+    {"GET", "/v1/tenants/{tenant}/permissions", OP_PERM_LIST, 200, "list the permissions"},
+    {"PUT", "/v1/tenants/{tenant}/permissions/{key}", OP_PERM_PUT, 200,
+     "create or describe a permission"},
+    {"DELETE", "/v1/tenants/{tenant}/permissions/{key}", OP_PERM_DELETE, 200,
+     "delete a permission (it drops out of every role)"},
+    {"GET", "/v1/tenants/{tenant}/roles", OP_ROLE_LIST, 200, "list the roles"},
+    {"PUT", "/v1/tenants/{tenant}/roles/{key}", OP_ROLE_PUT, 200, "create or replace a role"},
+    {"DELETE", "/v1/tenants/{tenant}/roles/{key}", OP_ROLE_DELETE, 200, "delete a role"},
+    {"GET", "/v1/tenants/{tenant}/accounts", OP_ACCOUNT_LIST, 200, "list the accounts"},
+    {"POST", "/v1/tenants/{tenant}/accounts", OP_ACCOUNT_CREATE, 201, "create an account"},
+    {"DELETE", TA, OP_ACCOUNT_DELETE, 200,
+     "delete an account: its tokens, users and keys end (irreversible)"},
+    {"GET", TA "/users", OP_USER_LIST, 200, "list an account's users"},
+    {"POST", TA "/users", OP_USER_CREATE, 201, "create a user and its first personal key"},
+    {"GET", TA "/users/{user}", OP_USER_GET, 200, "a user"},
+    {"PATCH", TA "/users/{user}", OP_USER_SET, 200, "change a user's roles or portal flag"},
+    {"DELETE", TA "/users/{user}", OP_USER_DELETE, 200,
+     "delete a user (its keys end, its tokens stay)"},
+    {"GET", TA "/users/{user}/keys", OP_KEY_LIST, 200, "list a user's personal keys"},
+    {"POST", TA "/users/{user}/keys", OP_KEY_CREATE, 201, "create a personal key"},
+    {"GET", TA "/tokens", OP_TOKEN_LIST, 200, "list an account's tokens"},
+    {"DELETE", "/v1/keys/{key_id}", OP_KEY_DELETE, 200, "delete a personal key"},
+    {"GET", "/v1/keys", OP_KEY_LIST, 200, "list your own personal keys"},
+    {"GET", "/v1/tenant", OP_TENANT_GET, 200, "your own tenant"},
+    {"GET", "/v1/permissions", OP_PERM_LIST, 200, "your tenant's permissions"},
+    {"GET", "/v1/roles", OP_ROLE_LIST, 200, "your tenant's roles"},
+    {"GET", "/v1/users", OP_USER_LIST, 200, "your account's users"},
+    {"POST", "/v1/tokens", OP_TOKEN_CREATE, 201,
+     "create a token (the secret is in this reply only)"},
+    {"GET", "/v1/tokens", OP_TOKEN_LIST, 200, "list your account's tokens"},
+    {"GET", "/v1/tokens/{client_id}", OP_TOKEN_GET, 200, "a token's metadata"},
+    {"PATCH", "/v1/tokens/{client_id}", OP_TOKEN_SET, 200, "change a token's description"},
+    {"DELETE", "/v1/tokens/{client_id}", OP_TOKEN_DELETE, 200,
+     "delete a token (irreversible; effective before this reply)"},
+};
+#undef TA
+
+const sch_route *sch_routes(size_t *n)
+{
+    *n = sizeof routes / sizeof routes[0];
+    return routes;
+}
+
 /* ops is in opcode order (tests/net/test_schema.c checks it): a binary
  * search, five steps for every frame's lookup. */
 const sch_op *sch_find(uint16_t code)

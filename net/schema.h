@@ -112,6 +112,22 @@ const sch_use *sch_find_use(const sch_use *uses, const char *name, size_t n);
 /* The reply fields an operation writes (a get's are its row's). */
 const sch_use *sch_reply(const sch_op *op);
 
+/* A route of the JSON API (net/http.c, docs/http.md): an HTTP method and
+ * a path template whose "{name}" segments are request fields of the
+ * operation code (each a field of its request, taken from the path), the
+ * status of a success, and one line for docs/openapi.yaml. Several routes
+ * may lead to one operation (a user's own scope, and the operator's). */
+typedef struct sch_route {
+    const char *method; /* "GET", "POST", "PUT", "PATCH" or "DELETE" */
+    const char *path;   /* e.g. "/v1/tenants/{tenant}/roles/{key}" */
+    uint16_t code;
+    uint16_t ok;        /* 200 or 201 */
+    const char *summary;
+} sch_route;
+
+/* Every route of the JSON API: *n of them. */
+const sch_route *sch_routes(size_t *n);
+
 /* Writes docs/protocol.md's table of operations (the lines between
  * "<!-- ops:begin -->" and "<!-- ops:end -->"). */
 void sch_markdown(FILE *out);

@@ -50,7 +50,12 @@ struct srv {
     eng *e;
     wrt *w;
     conn_hub *hub;
+    met *m;
+    http_srv *http;
+    char http_addr[80];
     struct evconnlistener *lis;
+    struct evconnlistener *http_lis; /* owned by http; NULL once stopped */
+    int waiting;            /* parts still answering during a stop */
     struct event *resume;   /* re-enables accepting after a pause */
     struct event *stop_ev;  /* the self-pipe's read end */
     struct event *grace;    /* stop deadline */
@@ -63,6 +68,8 @@ void srv_opts_default(srv_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->listen = SRV_DEFAULT_LISTEN;
+    o->http_listen = HTTP_DEFAULT_LISTEN;
+    http_opts_default(&o->http);
     o->data_dir = SRV_DEFAULT_DATA;
     o->conn.max_frame = PROTO_DEFAULT_MAX_FRAME;
     o->conn.max_connections = 1024;
@@ -75,6 +82,11 @@ void srv_opts_default(srv_opts *o)
     o->batch_replies = 16u << 20;
 }
 
+static bool http_enabled(const srv_opts *o)
+{
+    return o->http_listen && *o->http_listen && strcmp(o->http_listen, "none") != 0;
+}
+
 static void writer_opts(const srv_opts *o, wrt_opts *w)
 {
     w->max_backlog = SRV_WRITER_BACKLOG;
@@ -85,8 +97,8 @@ size_t srv_memory_bound(const srv_opts *o)
 {
     wrt_opts w;
     writer_opts(o, &w);
-    return conn_memory_bound(&o->conn, w.max_backlog)
-           + wrt_memory_bound(&w, dsp_reply_max());
+    return conn_memory_bound(&o->conn, w.max_backlog) + wrt_memory_bound(&w, dsp_reply_max())
+           + (http_enabled(o) ? http_memory_bound(&o->http) : 0);
 }
 
 /* ---- the gateway key ------------------------------------------------------ */
@@ -135,6 +147,8 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (s->lis)
         evconnlistener_enable(s->lis);
+    if (s->http_lis)
+        evconnlistener_enable(s->http_lis);
 }
 
 static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap)
@@ -183,30 +197,34 @@ static int parse_listen(const char *spec, struct sockaddr_storage *ss, int *len)
     return 0;
 }
 
-static int listen_on(srv *s, const char *spec)
+/* A listening socket on spec (flag names the flag, for the message), its
+ * address in addr. The HTTP listener's is handed to evhttp, which sets its
+ * own accept callback; both share the pause on running out of descriptors. */
+static int listen_on(srv *s, const char *flag, const char *spec, struct evconnlistener **out,
+                     char *addr, size_t cap)
 {
     struct sockaddr_storage ss;
     int len = 0;
     memset(&ss, 0, sizeof ss);
     if (parse_listen(spec, &ss, &len) != 0) {
-        lg_line("--listen %s: expected HOST:PORT (IPv6 as [ADDR]:PORT, port 0 to 65535)", spec);
+        lg_line("%s %s: expected HOST:PORT (IPv6 as [ADDR]:PORT, port 0 to 65535)", flag, spec);
         return TK_EINVAL;
     }
-    s->lis = evconnlistener_new_bind(s->base, accept_cb, s,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE
-                                         | LEV_OPT_CLOSE_ON_EXEC,
-                                     LISTEN_BACKLOG, (struct sockaddr *)&ss, len);
-    if (!s->lis) {
-        lg_line("cannot listen on %s: %s", spec, strerror(errno));
+    struct evconnlistener *l = evconnlistener_new_bind(
+        s->base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        LISTEN_BACKLOG, (struct sockaddr *)&ss, len);
+    if (!l) {
+        lg_line("cannot listen on %s (%s): %s", spec, flag, strerror(errno));
         return TK_EIO;
     }
-    evconnlistener_set_error_cb(s->lis, accept_error_cb);
+    *out = l;
+    evconnlistener_set_error_cb(l, accept_error_cb);
     socklen_t sl = sizeof ss;
-    if (getsockname(evconnlistener_get_fd(s->lis), (struct sockaddr *)&ss, &sl) != 0) {
+    if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&ss, &sl) != 0) {
         lg_line("getsockname: %s", strerror(errno));
         return TK_EIO;
     }
-    format_addr(&ss, s->addr, sizeof s->addr);
+    format_addr(&ss, addr, cap);
     return 0;
 }
 
@@ -227,10 +245,13 @@ static void raise_fd_limit(uint32_t max_connections)
 
 /* ---- stopping ------------------------------------------------------------- */
 
-static void hub_empty(void *arg)
+/* The hub, and the HTTP listener, each call this once when they have
+ * answered everything: the loop ends after the last. */
+static void part_empty(void *arg)
 {
     srv *s = arg;
-    event_base_loopexit(s->base, NULL);
+    if (--s->waiting == 0)
+        event_base_loopexit(s->base, NULL);
 }
 
 static void grace_cb(evutil_socket_t fd, short what, void *arg)
@@ -261,9 +282,13 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
             conn_hub_count(s->hub));
     evconnlistener_free(s->lis);
     s->lis = NULL;
+    s->http_lis = NULL; /* freed by http_stop */
     struct timeval tv = {STOP_GRACE_SECONDS, 0};
     evtimer_add(s->grace, &tv);
-    conn_hub_stop(s->hub, hub_empty, s);
+    s->waiting = s->http ? 2 : 1;
+    if (s->http)
+        http_stop(s->http, part_empty, s);
+    conn_hub_stop(s->hub, part_empty, s);
 }
 
 void srv_stop(srv *s)
@@ -320,7 +345,6 @@ int srv_open(const srv_opts *o, srv **out)
     if ((rc = wrt_start(s->base, s->e, &wo, &s->w)))
         goto fail;
     conn_hub_new(s->base, s->e, s->w, &co, o->require_gateway ? gw : NULL, &s->hub);
-    sodium_memzero(gw, sizeof gw);
     rc = TK_EIO;
     if (pipe2(s->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
         lg_line("pipe: %s", strerror(errno));
@@ -333,11 +357,26 @@ int srv_open(const srv_opts *o, srv **out)
         lg_line("cannot create events (out of memory)");
         goto fail;
     }
-    if ((rc = listen_on(s, o->listen)))
+    if ((rc = listen_on(s, "--listen", o->listen, &s->lis, s->addr, sizeof s->addr)))
         goto fail;
+    met_new(&s->m);
+    conn_hub_set_metrics(s->hub, s->m);
+    if (http_enabled(o)) {
+        raise_fd_limit(co.max_connections + o->http.max_connections);
+        if ((rc = listen_on(s, "--http", o->http_listen, &s->http_lis, s->http_addr,
+                            sizeof s->http_addr)))
+            goto fail;
+        http_env env = {s->base, s->e, s->w, s->m, s->hub, o->require_gateway ? gw : NULL};
+        http_open(&env, &o->http, s->http_lis, &s->http);
+    }
+    sodium_memzero(gw, sizeof gw);
     lg_line("listening on %s, data in %s (%zu credentials), operator key in %s/operator.key%s",
             s->addr, o->data_dir, eng_cred_count(s->e), o->data_dir,
             new_dir ? " (new)" : "");
+    if (s->http)
+        lg_line("http on %s (gateway verification at /v1/verify, the JSON API under /v1/, "
+                "/metrics, /healthz; docs/http.md)",
+                s->http_addr);
     lg_line("memory bound: %zu MiB for connections and the writer, beyond the engine's "
             "(docs/server.md, \"The memory bound\")", srv_memory_bound(o) >> 20);
     if (o->require_gateway)
@@ -357,6 +396,11 @@ const char *srv_address(const srv *s)
     return s->addr;
 }
 
+const char *srv_http_address(const srv *s)
+{
+    return s->http ? s->http_addr : NULL;
+}
+
 int srv_run(srv *s)
 {
     event_base_dispatch(s->base);
@@ -370,8 +414,12 @@ void srv_close(srv *s)
         return;
     if (s->lis)
         evconnlistener_free(s->lis);
+    if (s->http_lis && !s->http)
+        evconnlistener_free(s->http_lis);
     wrt_free(s->w);
+    http_free(s->http);
     conn_hub_free(s->hub);
+    met_free(s->m);
     if (s->stop_ev)
         event_free(s->stop_ev);
     if (s->resume)

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 
 #include "net/conn.h"
+#include "net/http.h"
 
 #define SRV_DEFAULT_LISTEN "127.0.0.1:7070"
 #define SRV_DEFAULT_DATA "./var"
@@ -20,6 +21,8 @@
 
 typedef struct srv_opts {
     const char *listen;     /* "HOST:PORT" (IPv6 as "[::1]:7070"); port 0 picks one */
+    const char *http_listen; /* the HTTP listener's "HOST:PORT"; NULL or "none": none */
+    http_opts http;         /* its limits (http.h) */
     const char *data_dir;   /* created at first start, with the operator key */
     bool require_gateway;   /* create/load DIR/gateway.key; VERIFY needs it */
     conn_opts conn;         /* limits (conn.h); conn.require_gateway is set from above */
@@ -46,6 +49,9 @@ int srv_open(const srv_opts *o, srv **out);
 
 /* The address actually bound, as "HOST:PORT" (borrowed; lives as long as s). */
 const char *srv_address(const srv *s);
+
+/* The HTTP listener's address, or NULL when there is none (borrowed). */
+const char *srv_http_address(const srv *s);
 
 /* Runs the loop until a stop completes. Returns 0. */
 int srv_run(srv *s);

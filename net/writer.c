@@ -68,6 +68,8 @@ struct wrt {
     wrt_job *batch;     /* handed to the writer */
     wrt_job *finished;  /* handed back */
     bool stop;
+    /* Writer thread writes, any thread reads (wrt_batch_hist). */
+    hist batches;       /* writes per eng_commit */
     /* Writer thread only. */
     pthread_t th;
     bool started;
@@ -103,6 +105,7 @@ static void run_batch(wrt *w, wrt_job *batch)
         const char *why;
         bool was_fenced = eng_fenced(w->e, NULL);
         int rc = eng_commit(w->e, w->reqs, w->res, n);
+        hist_add(&w->batches, n);
         bool fenced = eng_fenced(w->e, &why);
         if (rc == TK_EFENCED)
             lg_limited(&w->fenced_log, "refused %zu writes: %s", n, why);
@@ -293,6 +296,14 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     hand_over(w);
 }
 
+/* Writes per batch: 1 to WRT_MAX_BATCH. */
+static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, WRT_MAX_BATCH};
+
+const hist *wrt_batch_hist(const wrt *w)
+{
+    return &w->batches;
+}
+
 int wrt_start(struct event_base *base, eng *e, const wrt_opts *o, wrt **out)
 {
     wrt *w = xcalloc(1, sizeof *w);
@@ -300,6 +311,7 @@ int wrt_start(struct event_base *base, eng *e, const wrt_opts *o, wrt **out)
     w->base = base;
     w->e = e;
     w->o = *o;
+    hist_init(&w->batches, batch_bounds, sizeof batch_bounds / sizeof batch_bounds[0]);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->reqs = xcalloc(WRT_MAX_BATCH, sizeof *w->reqs);

@@ -117,6 +117,9 @@ bool wrt_idle(const wrt *w);
  * the largest reply any job can make. */
 size_t wrt_memory_bound(const wrt_opts *o, size_t reply_max);
 
+/* Writes per batch (per eng_commit), for /metrics (core/hist.h). */
+const hist *wrt_batch_hist(const wrt *w);
+
 /* Stops and joins the thread. Call on the loop thread when wrt_idle(w) (a
  * batch still in flight is waited for, but its jobs' done is not called).
  * w may be NULL. */

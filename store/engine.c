@@ -52,6 +52,9 @@ struct eng {
     state *st;
     view *v;
     bool fenced;
+    bool full;                      /* the last batch that logged found the store full
+                                       (writer thread writes, eng_full reads: atomic) */
+    hist syncs;                     /* elog_sync durations, ns (eng_sync_hist) */
     /* LMDB lacks a batch the log holds (a step after the log's fsync
      * failed): it was set aside for a rebuild at the next open, and
      * listings, which read LMDB, are refused until then. */
@@ -340,9 +343,15 @@ static int log_join(eng *e, tk_why *w)
     return 0;
 }
 
+/* Log sync durations' buckets, ns: 50 us to 1 s. */
+static const uint64_t sync_bounds[] = {50000,    100000,    250000,    500000,   1000000,
+                                       2500000,  5000000,   10000000,  25000000, 50000000,
+                                       100000000, 250000000, 500000000, 1000000000};
+
 int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
 {
     eng *e = xcalloc(1, sizeof *e);
+    hist_init(&e->syncs, sync_bounds, sizeof sync_bounds / sizeof sync_bounds[0]);
     state_txn *t = NULL;
     char *sub = NULL;
     int rc = TK_EIO;
@@ -693,6 +702,17 @@ static void refuse_unwritten(eng *e, state_txn *t, eng_res *res, size_t n, const
 
 /* Writes and fsyncs the batch to the log (the commit point), then to LMDB;
  * eng_publish hands it to verification. */
+/* The log's write and fdatasync for a batch, timed for /metrics. */
+static int timed_sync(eng *e, tk_why *w)
+{
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = elog_sync(e->log, w);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    hist_add(&e->syncs, (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec)));
+    return rc;
+}
+
 int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
 {
     state_txn *t = NULL;
@@ -716,7 +736,7 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
         state_abort(t);
         return 0;
     }
-    rc = elog_sync(e->log, &w);
+    rc = timed_sync(e, &w);
     if (rc == TK_ENOSPC && !full) {
         /* The file system found no room that the free-space count showed
          * (the disk filled since, or a quota): growth is refused after all,
@@ -726,12 +746,15 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
                  "tokens off, ...) are accepted", w.msg);
         if ((rc = restage_full(e, reqs, res, n, ts, &t, full_msg, 0)))
             goto fail;
+        full = true;
         if (e->nev == 0) {
             state_abort(t);
+            __atomic_store_n(&e->full, true, __ATOMIC_RELAXED);
             return 0;
         }
-        rc = elog_sync(e->log, &w);
+        rc = timed_sync(e, &w);
     }
+    __atomic_store_n(&e->full, full || rc == TK_ENOSPC, __ATOMIC_RELAXED);
     if (rc == TK_ENOSPC) {
         refuse_unwritten(e, t, res, n, w.msg);
         return 0;
@@ -772,6 +795,16 @@ fail:
     for (size_t i = 0; i < n; i++)
         memcpy(res[i].msg, e->fence_msg, sizeof res[i].msg);
     return rc;
+}
+
+bool eng_full(const eng *e)
+{
+    return __atomic_load_n(&e->full, __ATOMIC_RELAXED);
+}
+
+const hist *eng_sync_hist(const eng *e)
+{
+    return &e->syncs;
 }
 
 bool eng_fenced(const eng *e, const char **why)

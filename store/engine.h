@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "core/hist.h"
 #include "core/model.h"
 #include "core/view.h"
 #include "core/secret.h"
@@ -146,6 +147,15 @@ int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n);
 /* True once writes are refused; *why (may be NULL) gets the reason, one
  * line, borrowed from e. */
 bool eng_fenced(const eng *e, const char **why);
+
+/* True when the last batch that reached the log found the store full
+ * (only revocations went through); false again once growth commits. Any
+ * thread. */
+bool eng_full(const eng *e);
+
+/* The log syncs' durations (write + fdatasync of a batch), in nanoseconds:
+ * written by the committing thread, readable from any (core/hist.h). */
+const hist *eng_sync_hist(const eng *e);
 
 /* The two halves of eng_exec, for a server that commits on a writer thread
  * and publishes on its loop thread (see the top of this file). After

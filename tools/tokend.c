@@ -33,10 +33,20 @@ static void usage(FILE *f, const srv_opts *d)
     fprintf(f,
             "usage: tokend [options]\n"
             "\n"
-            "The tokend server: the binary protocol (docs/protocol.md) over TCP.\n"
+            "The tokend server: the binary protocol (docs/protocol.md) over TCP, and HTTP\n"
+            "(docs/http.md).\n"
             "\n"
             "  --listen HOST:PORT       address to listen on (default %s; port 0 picks a free\n"
             "                           port, printed on stderr; IPv6 as [ADDR]:PORT)\n"
+            "  --http HOST:PORT         the HTTP listener: gateway verification, the JSON API,\n"
+            "                           /metrics (docs/http.md); default %s, \"none\": off\n"
+            "  --http-max-connections N HTTP connections at once; at the limit a new one\n"
+            "                           takes the slot of the least recently used idle one\n"
+            "                           (default %u)\n"
+            "  --http-max-headers BYTES request line and headers together (default %u)\n"
+            "  --http-max-body BYTES    request body (default %u)\n"
+            "  --http-timeout SECONDS   a read or a write may wait this long, keep-alive\n"
+            "                           idle included (default %g)\n"
             "  --data DIR               data directory, created at first start with the\n"
             "                           operator key in DIR/operator.key (default %s)\n"
             "  --max-frame BYTES        largest request body (default %u; K/M suffixes)\n"
@@ -63,7 +73,8 @@ static void usage(FILE *f, const srv_opts *d)
             "with these flags (docs/server.md, \"The memory bound\").\n"
             "Logs go to stderr, one line per event; keys and secrets are never logged.\n"
             "SIGTERM or SIGINT: stop accepting, answer what was received, exit 0.\n",
-            d->listen, d->data_dir, d->conn.max_frame, d->conn.max_connections,
+            d->listen, d->http_listen, d->http.max_connections, d->http.max_headers,
+            d->http.max_body, d->http.timeout, d->data_dir, d->conn.max_frame, d->conn.max_connections,
             d->conn.max_per_peer, d->conn.max_output, d->conn.max_queued, d->batch_replies,
             d->conn.idle_timeout, d->conn.frame_timeout);
 }
@@ -106,6 +117,11 @@ static int parse_seconds(const char *flag, const char *s, double *out)
 
 enum {
     O_LISTEN = 1,
+    O_HTTP,
+    O_HTTP_MAX_CONN,
+    O_HTTP_MAX_HEADERS,
+    O_HTTP_MAX_BODY,
+    O_HTTP_TIMEOUT,
     O_DATA,
     O_MAX_FRAME,
     O_MAX_CONN,
@@ -123,6 +139,11 @@ static int parse_args(int argc, char **argv, srv_opts *o)
 {
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, O_LISTEN},
+        {"http", required_argument, NULL, O_HTTP},
+        {"http-max-connections", required_argument, NULL, O_HTTP_MAX_CONN},
+        {"http-max-headers", required_argument, NULL, O_HTTP_MAX_HEADERS},
+        {"http-max-body", required_argument, NULL, O_HTTP_MAX_BODY},
+        {"http-timeout", required_argument, NULL, O_HTTP_TIMEOUT},
         {"data", required_argument, NULL, O_DATA},
         {"max-frame", required_argument, NULL, O_MAX_FRAME},
         {"max-connections", required_argument, NULL, O_MAX_CONN},
@@ -143,6 +164,26 @@ static int parse_args(int argc, char **argv, srv_opts *o)
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
         case O_LISTEN: o->listen = optarg; break;
+        case O_HTTP: o->http_listen = optarg; break;
+        case O_HTTP_MAX_CONN:
+            if (parse_bytes("--http-max-connections", optarg, 1, 1000000, &v))
+                return 2;
+            o->http.max_connections = (uint32_t)v;
+            break;
+        case O_HTTP_MAX_HEADERS:
+            if (parse_bytes("--http-max-headers", optarg, 1024, 1u << 20, &v))
+                return 2;
+            o->http.max_headers = (uint32_t)v;
+            break;
+        case O_HTTP_MAX_BODY:
+            if (parse_bytes("--http-max-body", optarg, 1024, 1u << 30, &v))
+                return 2;
+            o->http.max_body = (uint32_t)v;
+            break;
+        case O_HTTP_TIMEOUT:
+            if (parse_seconds("--http-timeout", optarg, &o->http.timeout))
+                return 2;
+            break;
         case O_DATA: o->data_dir = optarg; break;
         case O_MAX_FRAME:
             if (parse_bytes("--max-frame", optarg, 1024, 1u << 30, &v))

@@ -2688,7 +2688,7 @@ static int srv_setup(void **state)
             _exit(127);
         dup2(fd, 2);
         dup2(fd, 1);
-        execl(exe, exe, "--listen", "127.0.0.1:0", "--data", data, (char *)NULL);
+        execl(exe, exe, "--listen", "127.0.0.1:0", "--http", "none", "--data", data, (char *)NULL);
         _exit(127);
     }
     /* Wait up to 15 s for the listening line. */

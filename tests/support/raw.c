@@ -125,6 +125,8 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
     s->log = tkt_path(s->tmp, "server.log");
     snprintf(path, sizeof path, "%s/tokend", bin && *bin ? bin : "bin");
     argv[argc++] = path;
+    argv[argc++] = "--http";
+    argv[argc++] = "127.0.0.1:0";
     argv[argc++] = "--listen";
     argv[argc++] = "127.0.0.1:0";
     argv[argc++] = "--data";

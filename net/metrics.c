@@ -1,0 +1,152 @@
+/*
+ * metrics.c - counters and their Prometheus text; see metrics.h.
+ *
+ * Counters are plain integers written by the loop thread only, and read by
+ * it when it renders: no atomics needed. Requests are counted in a table
+ * indexed by the operation's place in the schema and by status, so the
+ * hot path is two array indexes.
+ */
+#include "net/metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/xmalloc.h"
+#include "net/schema.h"
+
+#define NSTATUS (1 - TK_ELAST + 1) /* 0 .. -TK_ELAST, then "other" */
+#define MAX_OPS 64                 /* the schema's operations, and "unknown" */
+#define NVERDICTS (TK_V_EXPIRED + 1)
+
+/* Verify latency buckets, ns: 1 us to 10 ms. */
+static const uint64_t verify_bounds[] = {1000,   2500,   5000,    10000,   25000,  50000,
+                                         100000, 250000, 500000, 1000000, 10000000};
+
+struct met {
+    uint64_t verify[MET_NLISTENERS][NVERDICTS];
+    hist verify_ns[MET_NLISTENERS];
+    uint64_t req[MET_NLISTENERS][MAX_OPS][NSTATUS];
+};
+
+static const char *const lis_name[MET_NLISTENERS] = {"binary", "http"};
+
+void met_new(met **out)
+{
+    met *m = xcalloc(1, sizeof *m);
+    for (int l = 0; l < MET_NLISTENERS; l++)
+        hist_init(&m->verify_ns[l], verify_bounds, sizeof verify_bounds / sizeof verify_bounds[0]);
+    *out = m;
+}
+
+void met_free(met *m)
+{
+    free(m);
+}
+
+void met_verify(met *m, met_listener l, tk_verdict v, uint64_t ns)
+{
+    if ((unsigned)v < NVERDICTS)
+        m->verify[l][v]++;
+    hist_add(&m->verify_ns[l], ns);
+}
+
+/* The operation's index in the schema's table, or the last slot. */
+static size_t op_slot(uint16_t code)
+{
+    size_t n;
+    const sch_op *all = sch_all(&n);
+    const sch_op *op = sch_find(code);
+    size_t i = op ? (size_t)(op - all) : n;
+    return i < MAX_OPS - 1 ? i : MAX_OPS - 1;
+}
+
+void met_request(met *m, met_listener l, uint16_t code, int status)
+{
+    int s = status <= 0 && status >= TK_ELAST ? -status : NSTATUS - 1;
+    m->req[l][op_slot(code)][s]++;
+}
+
+static const char *status_name(int s)
+{
+    return s < NSTATUS - 1 ? tk_errcode(-s) : "other";
+}
+
+static void head(FILE *out, const char *name, const char *type, const char *help)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A histogram's lines; scale turns its unit into the metric's (1e-9: ns to s). */
+static void render_hist(FILE *out, const char *name, const char *labels, const hist *h,
+                        double scale)
+{
+    uint64_t cum[HIST_MAX_BUCKETS], count, sum;
+    hist_read(h, cum, &count, &sum);
+    const char *sep = labels[0] ? "," : "";
+    for (size_t i = 0; i < h->nb; i++)
+        fprintf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
+                (double)h->bounds[i] * scale, (unsigned long long)cum[i]);
+    fprintf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+            (unsigned long long)count);
+    fprintf(out, "%s_sum%s%s%s %.9g\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "",
+            (double)sum * scale);
+    fprintf(out, "%s_count%s%s%s %llu\n", name, labels[0] ? "{" : "", labels,
+            labels[0] ? "}" : "", (unsigned long long)count);
+}
+
+void met_render(const met *m, const met_gauges *g, FILE *out)
+{
+    char labels[64];
+    size_t nops;
+    const sch_op *ops = sch_all(&nops);
+
+    head(out, "tokend_verifications_total", "counter",
+         "Verifications answered, by listener and result.");
+    for (int l = 0; l < MET_NLISTENERS; l++)
+        for (int v = 0; v < NVERDICTS; v++)
+            fprintf(out, "tokend_verifications_total{listener=\"%s\",result=\"%s\"} %llu\n",
+                    lis_name[l], model_verdict_name((tk_verdict)v),
+                    (unsigned long long)m->verify[l][v]);
+    head(out, "tokend_verify_duration_seconds", "histogram",
+         "Time to answer a verification on the loop thread (a pipelined run's share).");
+    for (int l = 0; l < MET_NLISTENERS; l++) {
+        snprintf(labels, sizeof labels, "listener=\"%s\"", lis_name[l]);
+        render_hist(out, "tokend_verify_duration_seconds", labels, &m->verify_ns[l], 1e-9);
+    }
+    head(out, "tokend_requests_total", "counter",
+         "Requests answered, by listener, operation and status (verifications included).");
+    for (int l = 0; l < MET_NLISTENERS; l++)
+        for (size_t o = 0; o < MAX_OPS; o++)
+            for (int s = 0; s < NSTATUS; s++) {
+                if (!m->req[l][o][s])
+                    continue;
+                fprintf(out,
+                        "tokend_requests_total{listener=\"%s\",operation=\"%s\",status=\"%s\"} "
+                        "%llu\n",
+                        lis_name[l], o < nops ? ops[o].name : "unknown", status_name(s),
+                        (unsigned long long)m->req[l][o][s]);
+            }
+    head(out, "tokend_connections", "gauge", "Open connections, by listener.");
+    for (int l = 0; l < MET_NLISTENERS; l++)
+        fprintf(out, "tokend_connections{listener=\"%s\"} %zu\n", lis_name[l], g->conns[l]);
+    head(out, "tokend_events_appended_total", "counter",
+         "Events appended to the log since the server started.");
+    fprintf(out, "tokend_events_appended_total %llu\n", (unsigned long long)g->events);
+    head(out, "tokend_batch_writes", "histogram", "Writes committed per batch (one log sync).");
+    render_hist(out, "tokend_batch_writes", "", g->batches, 1);
+    head(out, "tokend_log_sync_duration_seconds", "histogram",
+         "Time of a batch's log write and fdatasync.");
+    render_hist(out, "tokend_log_sync_duration_seconds", "", g->syncs, 1e-9);
+    head(out, "tokend_index_entries", "gauge", "Credentials in the verify index.");
+    fprintf(out, "tokend_index_entries %zu\n", g->index_entries);
+    head(out, "tokend_index_bytes", "gauge", "Memory of the verify index.");
+    fprintf(out, "tokend_index_bytes %zu\n", g->index_bytes);
+    head(out, "tokend_store_state", "gauge",
+         "1 for the store's state: ok, full (only revocations commit) or fenced (writes "
+         "refused until restart).");
+    static const char *const states[] = {"ok", "full", "fenced"};
+    for (size_t i = 0; i < 3; i++)
+        fprintf(out, "tokend_store_state{state=\"%s\"} %d\n", states[i],
+                strcmp(states[i], g->store_state) == 0);
+}

@@ -1,0 +1,51 @@
+/*
+ * metrics.h - the server's counters and their Prometheus text (prefix
+ * met_), served at /metrics by the HTTP listener (docs/http.md,
+ * "Metrics").
+ *
+ * The loop thread counts what it answers (verifications by listener and
+ * result, with their latency; requests by listener, operation and status);
+ * the writer and the engine keep their own histograms (writer.h, engine.h),
+ * and gauges are read when a scrape renders (met_render). One owner per
+ * name: every metric's name, type and help line is written here.
+ */
+#ifndef TK_NET_METRICS_H
+#define TK_NET_METRICS_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/hist.h"
+#include "core/model.h"
+
+typedef enum met_listener { MET_BINARY, MET_HTTP, MET_NLISTENERS } met_listener;
+
+typedef struct met met;
+
+/* A new set of counters, all zero (allocation aborts). */
+void met_new(met **out);
+void met_free(met *m); /* m may be NULL */
+
+/* Loop thread: one verification answered on listener l, with verdict v,
+ * taking ns nanoseconds (a pipelined run's share). */
+void met_verify(met *m, met_listener l, tk_verdict v, uint64_t ns);
+
+/* Loop thread: one request of operation code (an opcode of net/proto.h)
+ * answered on l with status (0 or a TK_E* code). Codes the schema does not
+ * know count as "unknown". */
+void met_request(met *m, met_listener l, uint16_t code, int status);
+
+/* What a scrape reads besides the counters. */
+typedef struct met_gauges {
+    size_t conns[MET_NLISTENERS];
+    size_t index_entries, index_bytes;
+    uint64_t events;              /* appended since the start */
+    const char *store_state;      /* "ok", "full" or "fenced" */
+    const hist *batches;          /* writes per batch (writer.h) */
+    const hist *syncs;            /* log sync ns (engine.h) */
+} met_gauges;
+
+/* Writes every metric in the Prometheus text format 0.0.4. */
+void met_render(const met *m, const met_gauges *g, FILE *out);
+
+#endif
