@@ -5,11 +5,16 @@
  * life, but it asks us for each one's bufferevent (evhttp_set_bevcb). We
  * make it, hold one reference of our own, and keep a record (hconn) on an
  * LRU list: that gives the connection cap and the per-connection writer
- * queue. When evhttp is done with a connection it frees the bufferevent,
- * which clears its callbacks; our reference keeps the struct (not the
- * socket: it is not BEV_OPT_CLOSE_ON_FREE, evhttp closes the socket
- * itself, at once) until a sweep sees the callbacks gone and drops it.
- * Sweeps run at the cap and once a second. A connection is evicted by
+ * queue. When evhttp is done with a connection it shuts the socket down for
+ * writing (the peer sees the end at once) and frees the bufferevent, which
+ * clears its callbacks; our reference keeps the bufferevent, and with it
+ * the socket (BEV_OPT_CLOSE_ON_FREE: evhttp then leaves the close to it),
+ * until a sweep sees the callbacks gone and drops it. Keeping the socket
+ * open matters: a descriptor closed under a live bufferevent would be
+ * reused by the next connection while libevent still has the old one's
+ * events on it, and the newcomer would never be read. Sweeps run at the
+ * cap (records of closed connections count against it, so descriptors
+ * stay bounded by the cap) and once a second. A connection is evicted by
  * shutting its socket down: evhttp reads the end and frees it as for any
  * peer that left.
  *
@@ -176,7 +181,8 @@ static void hconn_free(http_srv *h, hconn *c)
     if (c->fd >= 0 && h->byfd[c->fd] == c)
         h->byfd[c->fd] = NULL;
     wrt_queue_free(c->q);
-    bufferevent_decref(c->bev);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_decref(c->bev); /* the last reference once evhttp freed it: closes */
     h->count--;
     free(c);
 }
@@ -233,7 +239,7 @@ static void refuse_cb(evutil_socket_t fd, short what, void *arg)
 static struct bufferevent *new_bev(struct event_base *base, void *arg)
 {
     http_srv *h = arg;
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (!bev)
         return NULL; /* evhttp then makes its own, which we cannot count: rare */
     if (h->count >= h->o.max_connections)

@@ -370,13 +370,15 @@ int srv_open(const srv_opts *o, srv **out)
         http_open(&env, &o->http, s->http_lis, &s->http);
     }
     sodium_memzero(gw, sizeof gw);
-    lg_line("listening on %s, data in %s (%zu credentials), operator key in %s/operator.key%s",
-            s->addr, o->data_dir, eng_cred_count(s->e), o->data_dir,
-            new_dir ? " (new)" : "");
+    /* Before the "listening on" line, which tests and scripts wait for. */
     if (s->http)
         lg_line("http on %s (gateway verification at /v1/verify, the JSON API under /v1/, "
                 "/metrics, /healthz; docs/http.md)",
                 s->http_addr);
+    lg_line("listening on %s, data in %s (%zu credentials), operator key in %s/operator.key%s",
+            s->addr, o->data_dir, eng_cred_count(s->e), o->data_dir,
+            new_dir ? " (new)" : "");
+
     lg_line("memory bound: %zu MiB for connections and the writer, beyond the engine's "
             "(docs/server.md, \"The memory bound\")", srv_memory_bound(o) >> 20);
     if (o->require_gateway)

@@ -78,9 +78,10 @@ static void sleep_ms(int ms)
 
 /* ---- the server process ------------------------------------------------- */
 
-static int find_port(const char *log)
+/* The port of the log's first line that starts with tag and has an
+ * address ending in end (',' or ' '), or -1. */
+static int find_port_of(const char *log, const char *tag, char end)
 {
-    static const char tag[] = "tokend: listening on ";
     size_t len;
     char *text = (char *)tkt_read_file(log, &len);
     int port = -1;
@@ -96,8 +97,8 @@ static int find_port(const char *log)
     for (char *p = text; (p = strstr(p, tag)); p++) {
         if (p != text && p[-1] != '\n')
             continue;
-        char *addr = p + sizeof tag - 1;
-        char *comma = strchr(addr, ',');
+        char *addr = p + strlen(tag);
+        char *comma = strchr(addr, end);
         if (!comma)
             break; /* the line is not complete yet */
         *comma = '\0';
@@ -108,6 +109,11 @@ static int find_port(const char *log)
     }
     free(text);
     return port;
+}
+
+static int find_port(const char *log)
+{
+    return find_port_of(log, "tokend: listening on ", ',');
 }
 
 int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
@@ -161,8 +167,11 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
     int64_t deadline = now_ms() + 15000;
     while (now_ms() < deadline) {
         int st;
-        if ((s->port = find_port(s->log)) > 0)
+        /* The http line comes first: -1 then means --http none. */
+        if ((s->port = find_port(s->log)) > 0) {
+            s->http_port = find_port_of(s->log, "tokend: http on ", ' ');
             return 0;
+        }
         if (waitpid(pid, &st, WNOHANG) == pid) {
             track(pid, false);
             s->pid = 0;

@@ -23,6 +23,7 @@
 typedef struct raw_server {
     pid_t pid;      /* 0 once reaped */
     int port;
+    int http_port;  /* the HTTP listener's, or -1 with --http none */
     char *dir;      /* data directory (owned) */
     char *log;      /* the server's stderr, a file in the test's temp dir (owned) */
     char *tmp;      /* the test's temp dir (owned; holds dir and log) */
