@@ -24,6 +24,7 @@
 #include "core/mp.h"
 #include "core/secret.h"
 #include "net/proto.h"
+#include "net/schema.h"
 #include "store/elog.h"
 
 static const char *outdir;
@@ -504,6 +505,40 @@ static void seeds_protocol(void)
     free(s.p);
 }
 
+/* JSON API bodies: the operation's index in the schema, then JSON. */
+static void seeds_hjson(void)
+{
+    static const struct {
+        const char *op, *json;
+    } seeds[] = {
+        {"TENANT_CREATE", "{\"tenant\":\"acme\"}"},
+        {"TENANT_SET", "{\"tenant\":\"acme\",\"api_tokens\":true,\"max_tokens\":5}"},
+        {"ROLE_PUT", "{\"tenant\":\"acme\",\"key\":\"viewer\",\"level\":5,"
+                     "\"permissions\":[\"orders:read\"]}"},
+        {"USER_CREATE", "{\"tenant\":\"a\",\"account\":\"b\",\"user\":\"c\","
+                        "\"roles\":[\"r\"],\"portal\":false}"},
+        {"TOKEN_CREATE", "{\"description\":\"ci\",\"roles\":[\"viewer\"],\"expires_at\":1.5}"},
+        {"TOKEN_LIST", "{\"limit\":10,\"after\":\"AAAAAAAAAAA\"}"},
+        {"VERIFY", "{\"secret\":\"tkt_x\",\"client_id\":null}"},
+        {"KEY_DELETE", "{\"key_id\":[{\"a\":[[[[]]]]}]}"},
+    };
+    size_t nops;
+    const sch_op *ops = sch_all(&nops);
+    for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+        const sch_op *op = sch_named(seeds[i].op);
+        size_t n = strlen(seeds[i].json);
+        uint8_t *buf = malloc(1 + n);
+        if (!buf || !op)
+            die("hjson seed");
+        buf[0] = (uint8_t)(op - ops);
+        memcpy(buf + 1, seeds[i].json, n);
+        char name[32];
+        snprintf(name, sizeof name, "json-%zu", i);
+        put("hjson", name, buf, 1 + n);
+        free(buf);
+    }
+}
+
 int main(int argc, char **argv)
 {
     mpw events;
@@ -521,6 +556,7 @@ int main(int argc, char **argv)
     seeds_secret();
     seeds_elog(&events);
     seeds_protocol();
+    seeds_hjson();
     mpw_free(&events);
     return 0;
 }
