@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/err.h"
 #include "core/xmalloc.h"
@@ -245,6 +246,13 @@ int dsp_write_req(uint16_t code, const uint8_t *body, size_t len, eng_req *r, ds
         if (v.i[SF_EXPIRES_AT] < 0)
             return fail(err, TK_EINVAL, "field \"%s\": negative", "expires_at");
         r->expires = v.i[SF_EXPIRES_AT];
+    }
+    if (HAS(&v, SF_EXPIRES_IN)) {
+        if (HAS(&v, SF_EXPIRES_AT))
+            return fail(err, TK_EINVAL, "give expires_at or expires_in, not both");
+        if (v.u[SF_EXPIRES_IN] == 0)
+            return fail(err, TK_EINVAL, "field \"%s\": must be at least 1", "expires_in");
+        r->expires = (int64_t)time(NULL) + (int64_t)v.u[SF_EXPIRES_IN];
     }
     const struct {
         sch_fid f;

@@ -26,6 +26,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/mp.h"
@@ -619,6 +620,28 @@ static void api_bad_requests(void **state)
     alive();
 }
 
+/* expires_in: seconds from the server's now, for tokens and keys alike;
+ * never beside expires_at. */
+static void expires_in_sets_expires_at(void **state)
+{
+    (void)state;
+    json_t *j;
+    long now = (long)time(NULL);
+    assert_int_equal(call(W.alice, "POST", "/v1/tokens",
+                          "{\"roles\":[\"viewer\"],\"expires_in\":3600}", &j),
+                     201);
+    long at = (long)json_integer_value(json_object_get(j, "expires_at"));
+    assert_true(at >= now + 3600 && at <= now + 3605);
+    json_decref(j);
+    expect_error(W.alice, "POST", "/v1/tokens",
+                 "{\"roles\":[\"viewer\"],\"expires_in\":60,\"expires_at\":99999999999}",
+                 400, "invalid");
+    expect_error(W.alice, "POST", "/v1/tokens", "{\"roles\":[\"viewer\"],\"expires_in\":0}",
+                 400, "invalid");
+    expect(W.op, "POST", "/v1/tenants/acme/accounts/bigco/users/bob/keys",
+           "{\"expires_in\":86400}", 201);
+}
+
 /* ---- bad HTTP ---------------------------------------------------------------- */
 
 /* Sends raw bytes on a new connection: the status of the answer, or 0 when
@@ -848,6 +871,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(api_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(api_kinds_and_credentials, setup, teardown),
         cmocka_unit_test_setup_teardown(api_bad_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(expires_in_sets_expires_at, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_http_input, setup, teardown),
         cmocka_unit_test_setup_teardown(connection_after_server_close, setup, teardown),
         cmocka_unit_test_setup_teardown(thousand_slow_connections, setup, teardown),
