@@ -61,6 +61,13 @@
 #define REQUIRE_MAX 64       /* permissions one verification may require */
 #define GW_HASH_LEN 32
 #define HCONN_BYTES 2048     /* an hconn, its bufferevent and evhttp's connection */
+#define PAGE_ROWS 100        /* rows of one page over HTTP at most (a larger limit gives */
+#define PAGE_BYTES (256u << 10) /* ... this many, or fewer so that a page at its rows'
+                                   field limits stays within this) */
+/* A JSON reply's memory per byte of its msgpack page, at most: the page,
+ * the JSON tree, and the text, whose escapes (\u0001) can make a string six
+ * times longer. */
+#define JSON_FACTOR 8
 
 typedef struct hconn hconn;
 struct hconn {
@@ -119,12 +126,39 @@ void http_opts_default(http_opts *o)
     o->timeout = 60;
 }
 
+/* The most rows of one HTTP page of op: PAGE_ROWS, or as many as fit
+ * PAGE_BYTES at their field limits (a role names up to 256 permissions),
+ * at least one. */
+static uint32_t page_rows(const sch_op *op)
+{
+    size_t row = dsp_op_reply_max(op, 1) - dsp_op_reply_max(op, 0);
+    size_t fit = row ? PAGE_BYTES / row : PAGE_ROWS;
+    uint32_t n = fit < PAGE_ROWS ? (uint32_t)fit : PAGE_ROWS;
+    return n ? n : 1;
+}
+
+/* The largest msgpack reply one HTTP request can get: a page of
+ * page_rows, or a write's reply. */
+static size_t reply_max(void)
+{
+    size_t n, most = DSP_WRITE_REPLY_MAX;
+    const sch_op *ops = sch_all(&n);
+    for (size_t i = 0; i < n; i++) {
+        size_t m = dsp_op_reply_max(&ops[i], page_rows(&ops[i]));
+        if (ops[i].run == SCH_READ && m > most)
+            most = m;
+    }
+    return most;
+}
+
 size_t http_memory_bound(const http_opts *o)
 {
-    /* Per connection: its records, the headers and body being read, and
-     * one reply (JSON of at most twice the largest msgpack reply). */
+    /* Per connection (one request at a time): its records, the headers and
+     * body being read, the request's msgpack and engine request, and one
+     * reply as msgpack and JSON. */
     return (size_t)o->max_connections
-           * (HCONN_BYTES + o->max_headers + o->max_body + 2 * dsp_reply_max());
+           * (HCONN_BYTES + o->max_headers + 2 * (size_t)o->max_body + sizeof(hreq)
+              + JSON_FACTOR * reply_max());
 }
 
 /* Out of memory while setting up: nothing sensible to do (as xmalloc). */
@@ -324,6 +358,13 @@ static int http_status(int rc)
     }
 }
 
+static void free_text(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
 static void send_json(struct evhttp_request *req, int code, json_t *body)
 {
     struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
@@ -331,10 +372,10 @@ static void send_json(struct evhttp_request *req, int code, json_t *body)
     evhttp_add_header(oh, "Cache-Control", "no-store");
     char *s = json_dumps(body, JSON_COMPACT);
     struct evbuffer *b = evhttp_request_get_output_buffer(req);
-    if (s) {
-        evbuffer_add(b, s, strlen(s));
+    if (s) { /* by reference: the text is not copied again */
+        size_t n = strlen(s);
+        evbuffer_add_reference(b, s, n, free_text, NULL);
         evbuffer_add(b, "\n", 1);
-        free(s);
     }
     json_decref(body);
     evhttp_send_reply(req, code, NULL, NULL);
@@ -904,6 +945,8 @@ static void api(http_srv *h, struct evhttp_request *req, hconn *hc, const char *
     r->op = op;
     r->ok = rt->ok;
     if (op->run == SCH_READ) {
+        if (!op->get && r->u.read.q.limit > page_rows(op))
+            r->u.read.q.limit = page_rows(op); /* "more" and "next" say there is the rest */
         r->u.read.q.actor = actor;
         r->job.read = run_read;
         r->job.reply_max = dsp_read_reply_max(&r->u.read);

@@ -620,6 +620,41 @@ static void api_bad_requests(void **state)
     alive();
 }
 
+/* An HTTP page holds at most 100 rows, fewer when its rows can be large
+ * (the memory bound, docs/http.md): a larger limit gives a page with
+ * "more" and "next", and following "next" gives every row once. */
+static void http_pages_are_bounded(void **state)
+{
+    (void)state;
+    char path[200], after[200] = "";
+    for (int i = 0; i < 20; i++) {
+        snprintf(path, sizeof path, "/v1/tenants/acme/roles/r%02d", i);
+        expect(W.op, "PUT", path, "{\"level\":9,\"permissions\":[]}", 200);
+    }
+    size_t total = 0, pages = 0, first = 0;
+    for (;;) {
+        json_t *j;
+        snprintf(path, sizeof path, "/v1/tenants/acme/roles?limit=1000%s%s",
+                 after[0] ? "&after=" : "", after);
+        assert_int_equal(call(W.op, "GET", path, NULL, &j), 200);
+        size_t n = json_array_size(json_object_get(j, "roles"));
+        if (!pages)
+            first = n;
+        total += n;
+        pages++;
+        bool more = json_is_true(json_object_get(j, "more"));
+        if (more)
+            get_str(j, "next", after, sizeof after);
+        json_decref(j);
+        if (!more)
+            break;
+        assert_true(pages < 30);
+    }
+    assert_true(first >= 1 && first < 22); /* a role names up to 256 permissions */
+    assert_int_equal(total, 22);           /* admin, viewer and the 20 */
+    assert_true(pages > 1);
+}
+
 /* expires_in: seconds from the server's now, for tokens and keys alike;
  * never beside expires_at. */
 static void expires_in_sets_expires_at(void **state)
@@ -872,6 +907,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(api_kinds_and_credentials, setup, teardown),
         cmocka_unit_test_setup_teardown(api_bad_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(expires_in_sets_expires_at, setup, teardown),
+        cmocka_unit_test_setup_teardown(http_pages_are_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_http_input, setup, teardown),
         cmocka_unit_test_setup_teardown(connection_after_server_close, setup, teardown),
         cmocka_unit_test_setup_teardown(thousand_slow_connections, setup, teardown),

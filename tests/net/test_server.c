@@ -1631,6 +1631,7 @@ static void storage_failure_fences_writes(void **state)
 
     srv_opts_default(&o);
     o.listen = "127.0.0.1:0";
+    o.http_listen = "127.0.0.1:0";
     o.data_dir = c->srv.dir;
     redirect_stderr(c, log); /* the server logs to stderr: into a file */
     int rc = srv_open(&o, &c->inproc);
@@ -1828,7 +1829,7 @@ static void listing_flood_memory_bounded(void **state)
 {
     ctx *c = *state;
     enum { K = 3, READ = 20 };
-    static const char *const extra[] = {"--max-connections", "8", NULL};
+    static const char *const extra[] = {"--max-connections", "8", "--http", "none", NULL};
     raw_reply r;
     mpw flood;
     int fds[K];
@@ -1853,6 +1854,7 @@ static void listing_flood_memory_bounded(void **state)
     srv_opts o;
     srv_opts_default(&o);
     o.conn.max_connections = 8;
+    o.http_listen = "none"; /* as the server above runs */
     long bound_kb = (long)(srv_memory_bound(&o) >> 10);
     if (SANITIZED) /* redzones, shadow memory, the quarantine */
         bound_kb = 2 * bound_kb + 64 * 1024;
