@@ -340,8 +340,7 @@ size_t http_count(const http_srv *h)
 
 /* ---- replies ---------------------------------------------------------------- */
 
-/* The HTTP status of a TK_E* refusal. */
-static int http_status(int rc)
+int http_status_of(int rc)
 {
     switch (rc) {
     case TK_EINVAL:
@@ -399,7 +398,7 @@ static void send_error(http_srv *h, struct evhttp_request *req, uint16_t op, int
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                           "Bearer realm=\"tokend\"");
     met_request(h->env.m, MET_HTTP, op, rc);
-    send_json(req, http_status(rc), b);
+    send_json(req, http_status_of(rc), b);
 }
 
 /* ---- gateway verification ------------------------------------------------- */
@@ -836,8 +835,14 @@ static void inline_op(http_srv *h, struct evhttp_request *req, const sch_op *op,
         rc = dsp_ping((const uint8_t *)body->buf.data, body->buf.size, &err);
         if (!rc)
             dsp_put_ping(&w);
-    } else if (op->code == OP_AUTH) {
-        dsp_put_auth(&w, a->kind == TK_ACTOR_OPERATOR ? "operator" : "user");
+    } else if (op->code == OP_AUTH) { /* the key is the Bearer credential: no fields */
+        if (body->buf.size != 1 || (uint8_t)body->buf.data[0] != 0x80) {
+            rc = TK_EINVAL;
+            snprintf(err.msg, sizeof err.msg, "whoami takes no fields: the key is the Bearer "
+                                              "credential");
+        } else {
+            dsp_put_auth(&w, a->kind == TK_ACTOR_OPERATOR ? "operator" : "user");
+        }
     } else { /* VERIFY, answered in JSON */
         dsp_verify v;
         tk_verify out;

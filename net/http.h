@@ -67,6 +67,10 @@ typedef struct http_srv http_srv;
 void http_open(const http_env *env, const http_opts *o, struct evconnlistener *lis,
                http_srv **out);
 
+/* The HTTP status of a TK_E* refusal (docs/http.md, "Errors"; 503 for the
+ * store's and the server's own failures). */
+int http_status_of(int rc);
+
 /* HTTP connections open. */
 size_t http_count(const http_srv *h);
 

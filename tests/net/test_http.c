@@ -595,6 +595,8 @@ static void api_bad_requests(void **state)
                  "\"permissions\":[]}", 400, "invalid"); /* the path's field again */
     expect_error(W.op, "GET", "/v1/tenants?limit=abc", NULL, 400, "invalid");
     expect_error(W.op, "GET", "/v1/tenants?bogus=1", NULL, 400, "invalid");
+    expect_error(W.op, "GET", "/v1/whoami?key=x", NULL, 400, "invalid");
+    expect_error(NULL, "GET", "/v1/ping?x=1", NULL, 400, "invalid");
     /* a description over its limit */
     char big[1200];
     memset(big, 'a', sizeof big);
