@@ -15,7 +15,7 @@ PKGS     := libevent libevent_pthreads lmdb msgpack libsodium libcrypto jansson
 # quickstart, run by test_quickstart), redis-server (test_tokenbench's Redis
 # modes run against a real one), clang-14 + libclang-rt-14-dev (make fuzz-smoke),
 # nginx and caddy (test_gateways: the documented gateway configurations, for
-# real), prometheus (promtool checks /metrics in test_http), nodejs + npm
+# real), prometheus (promtool checks /metrics in test_http), nodejs
 # (the OpenAPI lint; on these machines nodejs is NodeSource's, which carries npm).
 DEB_PKGS := build-essential pkg-config libevent-dev liblmdb-dev libmsgpack-dev \
             libsodium-dev libssl-dev libcmocka-dev libjansson-dev clang-14 libclang-rt-14-dev jq \

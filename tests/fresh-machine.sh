@@ -19,7 +19,11 @@
 # so installing redis-server does not start a system redis-server, which
 # would listen on the host's 127.0.0.1:6379 (the chroot shares the host's
 # kernel and network) and outlive the run. The tests start their own
-# redis-server and tokend on free ports.
+# redis-server and tokend on free ports. And one thing every machine of this
+# kind has that minbase does not: Node.js 20 with npm (NodeSource's nodejs
+# package; the OpenAPI lint runs on it, and Debian's own nodejs 18 and npm 9
+# are too old for it): the host's nodejs package is installed in the chroot
+# before make runs, as the image has it.
 #
 # Steps:
 #   1. base: $FRESH_DIR/base-$FRESH_SUITE-minbase.tar, made with debootstrap the
@@ -224,6 +228,16 @@ mount_in sysfs ro,nosuid,nodev,noexec /sys
 mount_in devpts newinstance,ptmxmode=0666,mode=0620,gid=5 /dev/pts
 mount_in tmpfs mode=1777,nosuid,nodev /dev/shm
 
+# Node.js as the machine image has it (see the top): the host's package.
+if dpkg -s nodejs >/dev/null 2>&1; then
+  (cd "$ROOT/tmp" && apt-get download -qq nodejs >/dev/null 2>&1) ||
+    die "cannot fetch the host's nodejs package (apt-get download nodejs)"
+  "${in_root[@]}" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq /tmp/nodejs_*.deb >/dev/null && rm -f /tmp/nodejs_*.deb' ||
+    die "cannot install nodejs in the chroot"
+  say "nodejs in the chroot, as on the image: $("${in_root[@]}" node --version)"
+fi
+
 # ---- 4a. make test -----------------------------------------------------------
 t0=$SECONDS
 say "make test in the chroot (log: $DIR/make-test.log)"
@@ -258,8 +272,20 @@ if (exec 3<>/dev/tcp/127.0.0.1/7070) 2>/dev/null; then
   done
   say "127.0.0.1:7070 is in use on the host (shared network): make run on $port instead"
 fi
+hport=7080
+if (exec 3<>/dev/tcp/127.0.0.1/7080) 2>/dev/null; then
+  for _ in $(seq 50); do
+    hport=$((20000 + RANDOM % 40000))
+    [ "$hport" != "$port" ] || continue
+    (exec 3<>"/dev/tcp/127.0.0.1/$hport") 2>/dev/null || break
+  done
+  say "127.0.0.1:7080 is in use on the host: make run's HTTP on $hport instead"
+fi
 flags=()
-[ "$port" = 7070 ] || flags=(TOKEND_FLAGS="--listen 127.0.0.1:$port")
+tf=""
+[ "$port" = 7070 ] || tf="--listen 127.0.0.1:$port"
+[ "$hport" = 7080 ] || tf="${tf:+$tf }--http 127.0.0.1:$hport"
+[ -z "$tf" ] || flags=(TOKEND_FLAGS="$tf")
 t0=$SECONDS
 say "make run${flags[*]:+ ${flags[*]}} in the chroot, in the background (log: $DIR/make-run.log)"
 "${in_root[@]}" "${flags[@]}" bash -c "cd $SRC && exec make run" >"$DIR/make-run.log" 2>&1 &
