@@ -500,19 +500,29 @@ static bool lacks(struct evhttp_request *req, const char *query, const tk_verify
         if (strcasecmp(kv->key, "X-Tokend-Require-Permission") == 0
             && lacks_from(v, kv->value, out, cap))
             return true;
-    if (!query || !*query)
-        return false;
-    struct evkeyvalq q;
-    TAILQ_INIT(&q);
-    bool missing = false;
-    if (evhttp_parse_query_str(query, &q) == 0)
-        for (struct evkeyval *kv = q.tqh_first; kv && !missing; kv = kv->next.tqe_next)
-            if (strcmp(kv->key, "permission") == 0 && !has_perm(v, kv->value, strlen(kv->value))) {
-                snprintf(out, cap, "%.128s", kv->value);
-                missing = true;
-            }
-    evhttp_clear_headers(&q);
-    return missing;
+    /* The query by hand, item by item: evhttp_parse_query_str gives up on
+     * an item without '=' (?x&permission=P), and a requirement must never
+     * be dropped with it. */
+    for (const char *p = query; p && *p;) {
+        const char *e = strchr(p, '&');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n > 11 && memcmp(p, "permission=", 11) == 0) {
+            char *raw = xstrndup(p + 11, n - 11);
+            char *want = evhttp_uridecode(raw, 1, NULL); /* '+' is a space, as in forms */
+            free(raw);
+            bool missing = !want || !has_perm(v, want, strlen(want));
+            if (missing)
+                snprintf(out, cap, "%.128s", want ? want : "(undecodable)");
+            free(want);
+            if (missing)
+                return true;
+        } else if (n == 10 && memcmp(p, "permission", 10) == 0) {
+            snprintf(out, cap, "(empty)");
+            return true;
+        }
+        p = e ? e + 1 : NULL;
+    }
+    return false;
 }
 
 static void add_list(http_srv *h, struct evkeyvalq *oh, const char *name, const char *const *v,
@@ -535,7 +545,12 @@ static bool gateway_ok(http_srv *h, struct evkeyvalq *in)
         return false;
     uint8_t hash[GW_HASH_LEN];
     sha256(hash, k, strlen(k));
-    return secret_equal(hash, h->gw_hash, GW_HASH_LEN);
+    if (secret_equal(hash, h->gw_hash, GW_HASH_LEN))
+        return true;
+    /* The operator key may verify too, as on the binary listener. */
+    tk_actor a;
+    return eng_authenticate(h->env.e, k, strlen(k), time(NULL), &a) == 0
+           && a.kind == TK_ACTOR_OPERATOR;
 }
 
 /* /v1/verify[/...], any method, no body: the answer is the status and the
@@ -743,16 +758,18 @@ static void hreq_free(hreq *r)
     free(r);
 }
 
+/* A reply body of op as JSON with status code; counted as status mstatus
+ * (0, or TK_EUNAUTH for a verification's "not valid"). */
 static void reply_ok(http_srv *h, struct evhttp_request *req, const sch_op *op, uint16_t code,
-                     const mpw *w, size_t off)
+                     const mpw *w, int mstatus)
 {
-    json_t *j = hj_reply(op, (const uint8_t *)w->buf.data + off, w->buf.size - off);
+    json_t *j = hj_reply(op, (const uint8_t *)w->buf.data, w->buf.size);
     if (!j) {
         send_error(h, req, op->code, TK_EIO, "the reply did not encode (a bug: please report)",
                    0);
         return;
     }
-    met_request(h->env.m, MET_HTTP, op->code, 0);
+    met_request(h->env.m, MET_HTTP, op->code, mstatus);
     send_json(req, code, j);
 }
 
@@ -831,6 +848,7 @@ static void inline_op(http_srv *h, struct evhttp_request *req, const sch_op *op,
     mpw_init(&w);
     dsp_err err = {""};
     int rc = 0;
+    bool invalid = false;
     if (op->code == OP_PING) {
         rc = dsp_ping((const uint8_t *)body->buf.data, body->buf.size, &err);
         if (!rc)
@@ -860,13 +878,21 @@ static void inline_op(http_srv *h, struct evhttp_request *req, const sch_op *op,
                 eng_verify(h->env.e, v.has_client_id ? &v.client_id : NULL, v.secret.p,
                            v.secret.n, time(NULL), &out);
             dsp_put_verify(&w, &out);
+            invalid = out.verdict != TK_V_VALID;
+            if (invalid)
+                evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                                  "Bearer realm=\"tokend\"");
             met_verify(h->env.m, MET_HTTP, out.verdict, now_ns() - t0);
         }
     }
-    if (rc)
+    if (rc) {
         send_error(h, req, op->code, rc, err.msg, 0);
-    else
-        reply_ok(h, req, op, 200, &w, 0);
+    } else {
+        /* An invalid token is 401 here too, body and all: a gateway that
+         * forwarded a client's JSON body to this path must not read "200"
+         * as "let it through" (the trap of verify APIs that always say 200). */
+        reply_ok(h, req, op, invalid ? 401 : 200, &w, invalid ? TK_EUNAUTH : 0);
+    }
     mpw_free(&w);
 }
 

@@ -499,8 +499,19 @@ static void oapi_route(FILE *out, const sch_route *routes, size_t i)
     oapi_ln(out, 12, "application/json:");
     oapi_ln(out, 14, "schema:");
     oapi_reply(out, 16, op);
+    if (op->code == OP_VERIFY) { /* not valid: 401 with the same reply (http.c, inline_op) */
+        oapi_ln(out, 8, "\"401\":");
+        oapi_kq(out, 10, "description",
+                "The token is not valid (valid is false, reason says why); also the gateway "
+                "key missing, as an Error");
+        oapi_ln(out, 10, "content:");
+        oapi_ln(out, 12, "application/json:");
+        oapi_ln(out, 14, "schema:");
+        oapi_reply(out, 16, op);
+    }
     for (size_t s = 0; s < OAPI_NSTATUS; s++)
-        if (oapi_meets(op, &oapi_statuses[s])) {
+        if (oapi_meets(op, &oapi_statuses[s])
+            && !(op->code == OP_VERIFY && oapi_statuses[s].status == 401)) {
             oapi_ln(out, 8, "\"%d\":", oapi_statuses[s].status);
             oapi_ref(out, 10, "responses", oapi_statuses[s].name);
         }

@@ -337,6 +337,14 @@ static void verify_required_permission(void **state)
     assert_int_equal(gw("/v1/verify?permission=orders:write", h, NULL), 403);
     assert_int_equal(gw("/v1/verify/x?permission=orders:read&permission=orders:write", h, NULL),
                      403);
+    /* a requirement beside an item without '=' is still a requirement (it
+     * was dropped with it: the answer was 200) */
+    assert_int_equal(gw("/v1/verify?permission=orders:write&x", h, NULL), 403);
+    assert_int_equal(gw("/v1/verify?x&permission=orders:write", h, NULL), 403);
+    assert_int_equal(gw("/v1/verify?permission=orders:write&=1", h, NULL), 403);
+    assert_int_equal(gw("/v1/verify?permission=orders%3Awrite", h, NULL), 403);
+    assert_int_equal(gw("/v1/verify?permission=orders%3Aread&y", h, NULL), 200);
+    assert_int_equal(gw("/v1/verify?permission", h, NULL), 403);
     const char *two[] = {h, "X-Tokend-Require-Permission: orders:read, orders:write", NULL};
     hraw_resp r;
     assert_int_equal(hraw_once(W.srv.http_port, "GET", "/v1/verify", two, NULL, &r), 0);
@@ -415,8 +423,10 @@ static void verify_json_for_backends(void **state)
     assert_string_equal(json_string_value(json_array_get(json_object_get(j, "permissions"), 0)),
                         "orders:read");
     json_decref(j);
+    /* not valid: 401, with the JSON answer (never a 200 a gateway could
+     * read as "let it through") */
     snprintf(body, sizeof body, "{\"secret\":\"%s\"}", W.alice_pk);
-    assert_int_equal(call(NULL, "POST", "/v1/verify", body, &j), 200);
+    assert_int_equal(call(NULL, "POST", "/v1/verify", body, &j), 401);
     assert_true(json_is_false(json_object_get(j, "valid")));
     assert_string_equal(json_string_value(json_object_get(j, "reason")), "wrong_kind");
     json_decref(j);
