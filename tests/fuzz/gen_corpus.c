@@ -539,6 +539,34 @@ static void seeds_hjson(void)
     }
 }
 
+/* HTTP requests (fuzz_http): @OP@, @PK@ and @TOKEN@ stand for the keys. */
+static void seeds_http(void)
+{
+    static const char *const reqs[] = {
+        "GET /v1/verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer @TOKEN@\r\n\r\n",
+        "GET /v1/verify/a/b?permission=orders:read&x HTTP/1.1\r\nX-API-Key: @TOKEN@\r\n"
+        "X-Tokend-Require-Permission: orders:read, orders:write\r\n\r\n",
+        "GET /v1/verify HTTP/1.1\r\nAuthorization: Basic OmFiYw==\r\n\r\n",
+        "POST /v1/verify HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 23\r\n"
+        "\r\n{\"secret\":\"@TOKEN@\"}",
+        "POST /v1/tokens HTTP/1.1\r\nAuthorization: Bearer @PK@\r\nContent-Type: "
+        "application/json\r\nContent-Length: 21\r\n\r\n{\"roles\":[\"viewer\"]}",
+        "GET /v1/tokens?limit=2 HTTP/1.1\r\nAuthorization: Bearer @PK@\r\n\r\n"
+        "GET /v1/roles HTTP/1.1\r\nAuthorization: Bearer @PK@\r\n\r\n",
+        "PUT /v1/tenants/acme/roles/r%20x HTTP/1.1\r\nAuthorization: Bearer @OP@\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "c\r\n{\"level\":1}\r\n0\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n",
+        "DELETE /v1/keys/00000000-0000-4000-8000-000000000000 HTTP/1.1\r\nAuthorization: Bearer "
+        "@OP@\r\nExpect: 100-continue\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "req-%zu", i);
+        put("http", name, reqs[i], strlen(reqs[i]));
+    }
+}
+
 int main(int argc, char **argv)
 {
     mpw events;
@@ -557,6 +585,7 @@ int main(int argc, char **argv)
     seeds_elog(&events);
     seeds_protocol();
     seeds_hjson();
+    seeds_http();
     mpw_free(&events);
     return 0;
 }
