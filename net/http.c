@@ -991,7 +991,7 @@ static void api(http_srv *h, struct evhttp_request *req, hconn *hc, const char *
     if (hc && !hc->q)
         wrt_queue_new(h->env.w, &hc->q);
     wrt_queue *q = hc ? hc->q : NULL;
-    if (!q) { /* a connection we could not count: a queue of its own, freed at once after */
+    if (!q) { /* a connection evhttp made itself (our hook failed): not counted, not served */
         hreq_free(r);
         send_error(h, req, op->code, TK_EBUSY, "the server is at its connection limit", 0);
         return;

@@ -423,6 +423,36 @@ static void oapi_params(FILE *out, int ind, const sch_route *rt, const sch_op *o
             oapi_param(out, ind + 2, op, sch_fields[u->f].name, OAPI_QUERY, u->required);
 }
 
+/* "content:", the media type and "schema:", at ind: the schema follows at
+ * ind + 6. */
+static void oapi_content(FILE *out, int ind, const char *type)
+{
+    oapi_ln(out, ind, "content:");
+    oapi_ln(out, ind + 2, "%s:", type);
+    oapi_ln(out, ind + 4, "schema:");
+}
+
+/* A hand-written parameter: a string, or an array of strings (exploded
+ * form) when list. */
+static void oapi_hand_param(FILE *out, int ind, const char *name, const char *in,
+                            bool required, const char *desc, bool list)
+{
+    oapi_ln(out, ind, "- name: %s", name);
+    oapi_ln(out, ind + 2, "in: %s", in);
+    oapi_ln(out, ind + 2, "required: %s", required ? "true" : "false");
+    oapi_kq(out, ind + 2, "description", desc);
+    if (list) {
+        oapi_ln(out, ind + 2, "style: form");
+        oapi_ln(out, ind + 2, "explode: true");
+    }
+    oapi_ln(out, ind + 2, "schema:");
+    oapi_ln(out, ind + 4, "type: %s", list ? "array" : "string");
+    if (list) {
+        oapi_ln(out, ind + 4, "items:");
+        oapi_ln(out, ind + 6, "type: string");
+    }
+}
+
 static void oapi_body(FILE *out, int ind, const sch_route *rt, const sch_op *op)
 {
     bool any = false, required = false;
@@ -435,9 +465,7 @@ static void oapi_body(FILE *out, int ind, const sch_route *rt, const sch_op *op)
         return;
     oapi_ln(out, ind, "requestBody:");
     oapi_ln(out, ind + 2, "required: %s", required ? "true" : "false");
-    oapi_ln(out, ind + 2, "content:");
-    oapi_ln(out, ind + 4, "application/json:");
-    oapi_ln(out, ind + 6, "schema:");
+    oapi_content(out, ind + 2, "application/json");
     oapi_object(out, ind + 8, op, op->req, rt, OAPI_BODY);
 }
 
@@ -495,18 +523,14 @@ static void oapi_route(FILE *out, const sch_route *routes, size_t i)
     oapi_ln(out, 6, "responses:");
     oapi_ln(out, 8, "\"%u\":", (unsigned)rt->ok);
     oapi_kq(out, 10, "description", rt->ok == 201 ? "Created" : "OK");
-    oapi_ln(out, 10, "content:");
-    oapi_ln(out, 12, "application/json:");
-    oapi_ln(out, 14, "schema:");
+    oapi_content(out, 10, "application/json");
     oapi_reply(out, 16, op);
     if (op->code == OP_VERIFY) { /* not valid: 401 with the same reply (http.c, inline_op) */
         oapi_ln(out, 8, "\"401\":");
         oapi_kq(out, 10, "description",
                 "The token is not valid (valid is false, reason says why); also the gateway "
                 "key missing, as an Error");
-        oapi_ln(out, 10, "content:");
-        oapi_ln(out, 12, "application/json:");
-        oapi_ln(out, 14, "schema:");
+        oapi_content(out, 10, "application/json");
         oapi_reply(out, 16, op);
     }
     for (size_t s = 0; s < OAPI_NSTATUS; s++)
@@ -556,38 +580,17 @@ static void oapi_gateway(FILE *out, bool under)
     oapi_ln(out, 8, "- {}");
     oapi_ln(out, 8, "- gatewayKey: []");
     oapi_ln(out, 6, "parameters:");
-    if (under) {
-        oapi_ln(out, 8, "- name: path");
-        oapi_ln(out, 10, "in: path");
-        oapi_ln(out, 10, "required: true");
-        oapi_kq(out, 10, "description",
-                "anything (more segments too): the verification does not depend on it");
-        oapi_ln(out, 10, "schema:");
-        oapi_ln(out, 12, "type: string");
-    }
-    oapi_ln(out, 8, "- name: permission");
-    oapi_ln(out, 10, "in: query");
-    oapi_ln(out, 10, "required: false");
-    oapi_kq(out, 10, "description", "a permission the token must carry; repeatable");
-    oapi_ln(out, 10, "style: form");
-    oapi_ln(out, 10, "explode: true");
-    oapi_ln(out, 10, "schema:");
-    oapi_ln(out, 12, "type: array");
-    oapi_ln(out, 12, "items:");
-    oapi_ln(out, 14, "type: string");
-    oapi_ln(out, 8, "- name: X-Tokend-Require-Permission");
-    oapi_ln(out, 10, "in: header");
-    oapi_ln(out, 10, "required: false");
-    oapi_kq(out, 10, "description",
-            "permissions the token must carry, comma-separated; the header may be repeated");
-    oapi_ln(out, 10, "schema:");
-    oapi_ln(out, 12, "type: string");
-    oapi_ln(out, 8, "- name: X-API-Key");
-    oapi_ln(out, 10, "in: header");
-    oapi_ln(out, 10, "required: false");
-    oapi_kq(out, 10, "description", "the token's secret, when not in Authorization");
-    oapi_ln(out, 10, "schema:");
-    oapi_ln(out, 12, "type: string");
+    if (under)
+        oapi_hand_param(out, 8, "path", "path", true,
+                   "anything (more segments too): the verification does not depend on it",
+                   false);
+    oapi_hand_param(out, 8, "permission", "query", false,
+               "a permission the token must carry; repeatable", true);
+    oapi_hand_param(out, 8, "X-Tokend-Require-Permission", "header", false,
+               "permissions the token must carry, comma-separated; the header may be repeated",
+               false);
+    oapi_hand_param(out, 8, "X-API-Key", "header", false,
+               "the token's secret, when not in Authorization", false);
     oapi_ln(out, 6, "responses:");
     oapi_ln(out, 8, "\"200\":");
     oapi_kq(out, 10, "description", "The token is valid (and has every permission required)");
@@ -605,9 +608,7 @@ static void oapi_gateway(FILE *out, bool under)
     oapi_ln(out, 10, "headers:");
     oapi_header(out, 12, "WWW-Authenticate", "Bearer realm=\"tokend\"", false);
     oapi_header(out, 12, "X-Tokend-Reason", "why, as the body's reason", false);
-    oapi_ln(out, 10, "content:");
-    oapi_ln(out, 12, "application/json:");
-    oapi_ln(out, 14, "schema:");
+    oapi_content(out, 10, "application/json");
     oapi_ln(out, 16, "oneOf:");
     oapi_ln(out, 18, "- $ref: \"#/components/schemas/VerifyRefusal\"");
     oapi_ln(out, 18, "- $ref: \"#/components/schemas/Error\"");
@@ -615,9 +616,7 @@ static void oapi_gateway(FILE *out, bool under)
     oapi_kq(out, 10, "description", "Valid, but without a permission the request requires");
     oapi_ln(out, 10, "headers:");
     oapi_header(out, 12, "X-Tokend-Reason", "\"permission\"", false);
-    oapi_ln(out, 10, "content:");
-    oapi_ln(out, 12, "application/json:");
-    oapi_ln(out, 14, "schema:");
+    oapi_content(out, 10, "application/json");
     oapi_ref(out, 16, "schemas", "PermissionDenied");
     oapi_error_ref(out, 8, 413);
 }
@@ -636,9 +635,7 @@ static void oapi_metrics(FILE *out)
     oapi_ln(out, 6, "responses:");
     oapi_ln(out, 8, "\"200\":");
     oapi_kq(out, 10, "description", "Prometheus text format 0.0.4");
-    oapi_ln(out, 10, "content:");
-    oapi_ln(out, 12, "text/plain:");
-    oapi_ln(out, 14, "schema:");
+    oapi_content(out, 10, "text/plain");
     oapi_ln(out, 16, "type: string");
     oapi_error_ref(out, 8, 413);
 }
@@ -664,9 +661,7 @@ static void oapi_health(FILE *out, bool ready)
         oapi_kq(out, 10, "description",
                 i ? (ready ? "Stopping" : "Full or fenced")
                   : (ready ? "Serving" : "Takes writes"));
-        oapi_ln(out, 10, "content:");
-        oapi_ln(out, 12, "application/json:");
-        oapi_ln(out, 14, "schema:");
+        oapi_content(out, 10, "application/json");
         oapi_ref(out, 16, "schemas", "Health");
     }
     oapi_error_ref(out, 8, 413);
@@ -858,9 +853,7 @@ static void oapi_responses(FILE *out)
             else
                 oapi_header(out, 8, "Retry-After", "seconds (retry_after_ms, rounded up)", true);
         }
-        oapi_ln(out, 6, "content:");
-        oapi_ln(out, 8, "application/json:");
-        oapi_ln(out, 10, "schema:");
+        oapi_content(out, 6, "application/json");
         oapi_ref(out, 12, "schemas", "Error");
     }
 }
