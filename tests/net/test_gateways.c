@@ -49,7 +49,6 @@
 
 #define TEST_SECONDS 25
 #define DOC "docs/gateways.md"
-#define MAX_KIDS 4
 
 /* The doc's placeholder addresses. */
 #define PH_TOKEND "127.0.0.1:7080"
@@ -69,37 +68,7 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* ---- children and the watchdog ---------------------------------------------- */
-
-/* Every child not yet reaped (tokend included), for the watchdog. */
-static volatile pid_t kids[MAX_KIDS];
-
-static void kid_track(pid_t pid, bool on)
-{
-    for (int i = 0; i < MAX_KIDS; i++)
-        if (on ? kids[i] == 0 : kids[i] == pid) {
-            kids[i] = on ? pid : 0;
-            return;
-        }
-}
-
-static void on_alarm(int sig)
-{
-    static const char msg[] = "# watchdog: test took too long; killing its children\n";
-    (void)sig;
-    for (int i = 0; i < MAX_KIDS; i++)
-        if (kids[i] > 0)
-            kill(kids[i], SIGKILL);
-    ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
-    (void)n;
-    _exit(1);
-}
-
-static void watchdog(unsigned seconds)
-{
-    signal(SIGALRM, on_alarm);
-    alarm(seconds);
-}
+/* ---- children ------------------------------------------------------------------- */
 
 /* Starts argv[0] with envp in cwd, stdout and stderr to log; the pid or -1. */
 static pid_t spawn(const char *const *argv, const char *const *envp, const char *cwd,
@@ -124,7 +93,7 @@ static pid_t spawn(const char *const *argv, const char *const *envp, const char 
         _exit(123);
     }
     if (pid > 0)
-        kid_track(pid, true);
+        raw_track(pid, true);
     return pid;
 }
 
@@ -143,7 +112,7 @@ static int stop_child(pid_t *pid)
         kill(*pid, SIGKILL);
         waitpid(*pid, &st, 0);
     }
-    kid_track(*pid, false);
+    raw_track(*pid, false);
     *pid = 0;
     return st;
 }
@@ -291,7 +260,6 @@ static void up_stop(upstream *u)
 
 typedef struct world {
     raw_server s;
-    bool s_tracked;
     upstream up;
     char op[128];         /* operator key */
     char gw_key[128];     /* DIR/gateway.key */
@@ -354,9 +322,8 @@ static int teardown(void **state)
     if (w->gw_pid > 0)
         stop_child(&w->gw_pid);
     up_stop(&w->up);
-    if (w->s_tracked)
-        kid_track(w->s.pid, false);
     raw_server_free(&w->s);
+    raw_watchdog(0);
     if (w->gw_dir) {
         tkt_rmdir(w->gw_dir);
         free(w->gw_dir);
@@ -378,12 +345,8 @@ static int setup(void **state)
         return -1;
     *state = w;
     w->up.lfd = -1;
-    watchdog(TEST_SECONDS);
-    int rc = raw_server_start(&w->s, NULL, extra);
-    if (w->s.pid > 0) {
-        kid_track(w->s.pid, true);
-        w->s_tracked = true;
-    }
+    raw_watchdog(TEST_SECONDS);
+    int rc = raw_server_start(&w->s, NULL, extra); /* tracked for the watchdog by raw */
     if (rc != 0 || w->s.http_port <= 0
         || raw_read_key(&w->s, "operator.key", w->op, sizeof w->op) != 0
         || raw_read_key(&w->s, "gateway.key", w->gw_key, sizeof w->gw_key) != 0
@@ -517,7 +480,7 @@ static int gateway_ready(world *w, const char *what, const char *server)
         int st;
         hraw_resp r;
         if (waitpid(w->gw_pid, &st, WNOHANG) == w->gw_pid) {
-            kid_track(w->gw_pid, false);
+            raw_track(w->gw_pid, false);
             w->gw_pid = 0;
             show_log(what, w->gw_log);
             fprintf(stderr, "# %s exited before serving (status 0x%x)\n", what, st);
@@ -823,8 +786,6 @@ static void gateway_flow(world *w, bool caddy)
     hraw_free(&r);
 
     /* tokend gone: the gateway fails closed. */
-    kid_track(w->s.pid, false);
-    w->s_tracked = false;
     assert_int_equal(raw_server_stop(&w->s), 0);
     int before = atomic_load(&w->up.hits);
     int st = via(w, "GET", "/orders/7", h_w, NULL, &r);

@@ -20,7 +20,7 @@
 
 #include "tests/support/tkt.h"
 
-#define MAX_SERVERS 8
+#define MAX_SERVERS 16 /* children tracked for the watchdog: servers, gateways */
 #define MAX_REPLY (64u << 20)
 
 static pid_t running[MAX_SERVERS];
@@ -31,7 +31,7 @@ void raw_child_nofile(unsigned long n)
     child_nofile = n;
 }
 
-static void track(pid_t pid, bool on)
+void raw_track(pid_t pid, bool on)
 {
     for (int i = 0; i < MAX_SERVERS; i++) {
         if (on && running[i] == 0) {
@@ -47,7 +47,7 @@ static void track(pid_t pid, bool on)
 
 static void on_alarm(int sig)
 {
-    static const char msg[] = "# watchdog: test took too long; killing the server\n";
+    static const char msg[] = "# watchdog: test took too long; killing its children\n";
     (void)sig;
     for (int i = 0; i < MAX_SERVERS; i++)
         if (running[i] > 0)
@@ -163,7 +163,7 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
         _exit(122);
     }
     s->pid = pid;
-    track(pid, true);
+    raw_track(pid, true);
     int64_t deadline = now_ms() + 15000;
     while (now_ms() < deadline) {
         int st;
@@ -173,7 +173,7 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
             return 0;
         }
         if (waitpid(pid, &st, WNOHANG) == pid) {
-            track(pid, false);
+            raw_track(pid, false);
             s->pid = 0;
             fprintf(stderr, "# %s exited before listening (status 0x%x)\n", path, st);
             break;
@@ -198,7 +198,7 @@ int raw_server_wait(raw_server *s, int timeout_ms)
     int64_t deadline = now_ms() + timeout_ms;
     do {
         if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-            track(s->pid, false);
+            raw_track(s->pid, false);
             s->pid = 0;
             return decode_status(st);
         }
@@ -218,7 +218,7 @@ int raw_server_stop(raw_server *s)
         return rc;
     kill(s->pid, SIGKILL);
     waitpid(s->pid, &st, 0);
-    track(s->pid, false);
+    raw_track(s->pid, false);
     s->pid = 0;
     return -1;
 }
@@ -229,7 +229,7 @@ void raw_server_free(raw_server *s)
         int st;
         kill(s->pid, SIGKILL);
         waitpid(s->pid, &st, 0);
-        track(s->pid, false);
+        raw_track(s->pid, false);
         s->pid = 0;
     }
     if (s->tmp)

@@ -68,9 +68,13 @@ bool raw_server_log_has(const raw_server *s, const char *needle);
 int raw_read_key(const raw_server *s, const char *name, char *out, size_t cap);
 
 /* Arms a watchdog: after seconds, kills every server started and not yet
- * reaped, prints why and exits 1 (a hung test must not hang the suite). 0
- * disarms. */
+ * reaped (and every child raw_track names), prints why and exits 1 (a hung
+ * test must not hang the suite). 0 disarms. */
 void raw_watchdog(unsigned seconds);
+
+/* Adds (on) or removes a child of the test that the watchdog kills: a
+ * server the test runs beside tokend (nginx, caddy, ...). */
+void raw_track(pid_t pid, bool on);
 
 /* ---- sockets and frames ------------------------------------------------- */
 
