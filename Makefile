@@ -112,13 +112,20 @@ clean:
 # never by make deps / make test. Redis (the comparison) and jq are in
 # DEB_PKGS as well (make test uses them); listed here so bench-deps alone
 # gives bench/run.sh everything it checks for.
-BENCH_PKGS := redis-server gnuplot-nox jq
+BENCH_PKGS := redis-server gnuplot-nox jq wrk nginx
 TB_SRC     := $(wildcard bench/tokenbench/*.c)
 TB_OBJ     := $(TB_SRC:%.c=$(BUILD)/%.o)
 TB_MODOBJ  := $(filter-out $(BUILD)/bench/tokenbench/main.o,$(TB_OBJ))
 
 .PHONY: bench-deps
 all: $(BIN)/tokenbench
+
+# make bench-http: tokend's HTTP verification against nginx return 204 and the
+# binary listener, one generator (bench/http.sh, docs/bench.md); wrk cross-checks.
+.PHONY: bench-http
+bench-http: deps
+	@$(MAKE) --no-print-directory bench-deps all
+	@BIN=$(BIN) bench/http.sh
 
 bench-deps:
 	@missing=""; for p in $(BENCH_PKGS); do \

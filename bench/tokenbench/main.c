@@ -1,6 +1,7 @@
 /*
  * main.c - tokenbench: load generator and microbenchmarks for tokend, with
- * the same workload against Redis (docs/bench.md). Parses the options,
+ * the same workload against Redis and, over HTTP, any HTTP server
+ * (docs/bench.md). Parses the options,
  * runs one mode (modes.h), prints its result: one JSON object with --json,
  * else one "name value" line per figure.
  */
@@ -20,6 +21,9 @@ static const char usage[] =
     "  redis-load   --addr A --tokens-file F\n"
     "  verify       --addr A --tokens-file F [load options]\n"
     "  redis        --addr A --tokens-file F [load options] [--load]\n"
+    "  http         --addr A | --url http://HOST:PORT/PATH --tokens-file F [load options]\n"
+    "               [--expect-status N]   (--addr: tokend's HTTP listener, GET /v1/verify;\n"
+    "               --url: any server, each answer N, or any 2xx)\n"
     "  create       --addr A --key OPKEY|@FILE [load options]\n"
     "  redis-create --addr A [load options]\n"
     "  index        [--tokens N] [--dir DIR]\n"
@@ -34,6 +38,7 @@ static const struct {
 } modes[] = {
     {"load", mode_load},     {"redis-load", mode_redis_load},
     {"verify", mode_verify}, {"redis", mode_redis},
+    {"http", mode_http},
     {"create", mode_create}, {"redis-create", mode_redis_create},
     {"index", mode_index},
 };
@@ -68,7 +73,7 @@ int main(int argc, char **argv)
 {
     enum { O_ADDR = 256, O_KEY, O_TOKFILE, O_OUT, O_DIR, O_TOKENS, O_CONN, O_PIPE, O_THREADS,
            O_WINDOW, O_DUR, O_WARM, O_INVALID, O_ZIPF, O_LOAD, O_JSON, O_TENANT, O_ACCOUNT,
-           O_USER, O_ROLE, O_HELP };
+           O_USER, O_ROLE, O_URL, O_EXPECT, O_HELP };
     static const struct option opts[] = {
         {"addr", 1, 0, O_ADDR},          {"key", 1, 0, O_KEY},
         {"tokens-file", 1, 0, O_TOKFILE}, {"out", 1, 0, O_OUT},
@@ -80,6 +85,7 @@ int main(int argc, char **argv)
         {"load", 0, 0, O_LOAD},          {"json", 0, 0, O_JSON},
         {"tenant", 1, 0, O_TENANT},      {"account", 1, 0, O_ACCOUNT},
         {"user", 1, 0, O_USER},          {"role", 1, 0, O_ROLE},
+        {"url", 1, 0, O_URL},            {"expect-status", 1, 0, O_EXPECT},
         {"help", 0, 0, O_HELP},          {0, 0, 0, 0},
     };
     tb_args a = {
@@ -108,6 +114,11 @@ int main(int argc, char **argv)
         case O_ACCOUNT: a.account = optarg; break;
         case O_USER: a.user = optarg; break;
         case O_ROLE: a.role = optarg; break;
+        case O_URL: a.url = optarg; break;
+        case O_EXPECT:
+            if (num("--expect-status", optarg, 200, 599, &d)) return TB_USAGE;
+            a.expect_status = (int)d;
+            break;
         case O_LOAD: a.load_first = true; break;
         case O_JSON: json = true; break;
         case O_HELP: fputs(usage, stdout); return TB_OK;

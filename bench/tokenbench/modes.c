@@ -1,9 +1,10 @@
 /*
  * modes.c - the network modes: load and redis-load (write the same tokens
  * into each server), verify and redis (the same read workload), create and
- * redis-create (durable writes). Each builds its driver and hands it to the
- * one generator (gen.h), so the two servers see the same connections,
- * pipelining, request mix and measurement.
+ * redis-create (durable writes), http (the same verifications over HTTP/1.1,
+ * to tokend's HTTP listener or any server by URL). Each builds its driver
+ * and hands it to the one generator (gen.h), so every server sees the same
+ * connections, pipelining, request mix and measurement.
  */
 #include "bench/tokenbench/modes.h"
 
@@ -16,6 +17,7 @@
 #include <sodium.h>
 
 #include "bench/tokenbench/gen.h"
+#include "bench/tokenbench/http.h"
 #include "bench/tokenbench/redis.h"
 #include "bench/tokenbench/tokend.h"
 #include "bench/tokenbench/work.h"
@@ -255,6 +257,72 @@ int mode_redis(const tb_args *a, json_t **out)
     rc = run(a, &d, work_pick_cb, &p, o);
 done:
     rds_free(&x);
+    work_pick_free(&p);
+    work_tokens_free(&t);
+    if (rc == TB_FAIL)
+        json_decref(o);
+    else
+        *out = o;
+    return rc;
+}
+
+/* ---- http: gateway verification over HTTP/1.1 --------------------------------- */
+
+/* --addr: tokend's HTTP listener, GET /v1/verify, identity checked; --url:
+ * any server (the peer), the same request, its status checked. */
+int mode_http(const tb_args *a, json_t **out)
+{
+    work_tokens t;
+    work_pick p;
+    htp_ctx *x;
+    gen_driver d;
+    char verify_url[HTP_HOST_MAX + 32];
+    const char *url = a->url;
+
+    if (need("--tokens-file", a->tokens_file)
+        || need("--addr or --url", a->addr ? a->addr : a->url))
+        return TB_USAGE;
+    if (a->addr && a->url) {
+        fprintf(stderr, "tokenbench: http takes --addr (tokend's HTTP listener) or --url "
+                        "(any server), not both\n");
+        return TB_USAGE;
+    }
+    if (a->addr) {
+        int n = snprintf(verify_url, sizeof verify_url, "http://%s/v1/verify", a->addr);
+        if (n < 0 || (size_t)n >= sizeof verify_url) {
+            fprintf(stderr, "tokenbench: --addr too long\n");
+            return TB_USAGE;
+        }
+        url = verify_url;
+    }
+    if (work_tokens_read(a->tokens_file, INVALID_SECRETS, &t) != 0)
+        return TB_FAIL;
+    x = xmalloc(sizeof *x);
+    if (work_pick_init(&p, &t, a->invalid_ratio, a->zipf) != 0
+        || htp_init(x, &t, url, a->addr != NULL, a->expect_status) != 0) {
+        fprintf(stderr, "tokenbench: bad --url, --expect-status, --invalid-ratio or --zipf\n");
+        work_pick_free(&p);
+        work_tokens_free(&t);
+        free(x);
+        return TB_USAGE;
+    }
+    htp_driver(x, &d);
+    json_t *o = header("http", a->addr ? "tokend-http" : "http", x->addr);
+    put_str(o, "url", url);
+    if (!a->addr)
+        put_int(o, "expect_status", (uint64_t)a->expect_status);
+    put_workload(o, a, &t);
+    tb_args b = *a;
+    b.addr = x->addr;
+    int rc = run(&b, &d, work_pick_cb, &p, o);
+    /* Every response parsed (warm-up and drain too), by status. */
+    for (int i = 0; i < HTP_STATUS_N; i++)
+        if (x->counts[i]) {
+            char k[24];
+            snprintf(k, sizeof k, "status_%d", HTP_STATUS_MIN + i);
+            put_int(o, k, x->counts[i]);
+        }
+    free(x);
     work_pick_free(&p);
     work_tokens_free(&t);
     if (rc == TB_FAIL)

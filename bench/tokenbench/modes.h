@@ -17,6 +17,8 @@
 typedef struct tb_args {
     const char *mode;
     const char *addr;          /* --addr HOST:PORT */
+    const char *url;           /* --url http://HOST:PORT/PATH (http: a peer server) */
+    int expect_status;         /* --expect-status (http --url): 0 = any 2xx */
     const char *key;           /* --key: the operator key (text, or @FILE to read it) */
     const char *tokens_file;   /* --tokens-file */
     const char *out;           /* --out (load) */
@@ -41,6 +43,7 @@ int mode_load(const tb_args *a, json_t **out);
 int mode_redis_load(const tb_args *a, json_t **out);
 int mode_verify(const tb_args *a, json_t **out);  /* tokend */
 int mode_redis(const tb_args *a, json_t **out);   /* redis GET, same workload */
+int mode_http(const tb_args *a, json_t **out);    /* GET /v1/verify (tokend), or a URL */
 int mode_create(const tb_args *a, json_t **out);
 int mode_redis_create(const tb_args *a, json_t **out);
 int mode_index(const tb_args *a, json_t **out);

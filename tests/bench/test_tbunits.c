@@ -1,8 +1,9 @@
 /*
  * test_tbunits.c - tokenbench's pure modules: the histogram's bucket
  * bounds and quantiles (bench/tokenbench/hist.c), the strict RESP parser
- * fed whole, split at every offset and fed bad input (resp.c), the request
- * picker and the tokens file (work.c).
+ * fed whole, split at every offset and fed bad input (resp.c), the HTTP/1.1
+ * response parser the same way and the http mode's answer check (http.c),
+ * the request picker and the tokens file (work.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <sodium.h>
 
 #include "bench/tokenbench/hist.h"
+#include "bench/tokenbench/http.h"
 #include "bench/tokenbench/resp.h"
 #include "bench/tokenbench/work.h"
 #include "tests/support/tkt.h"
@@ -155,6 +157,295 @@ static void resp_command_round_trip(void **state)
     assert_int_equal(resp_command(out, 10, 3, argv, argl), 0); /* no room: nothing */
 }
 
+/* ---- HTTP/1.1 responses ------------------------------------------------------ */
+
+typedef struct http_case {
+    const char *in;
+    int status;
+    bool close;
+    const char *body;
+} http_case;
+
+static const http_case http_good[] = {
+    /* nginx `return 204`: no Content-Length, no body */
+    {"HTTP/1.1 204 No Content\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 13:38:04 GMT\r\n"
+     "Connection: keep-alive\r\n\r\n",
+     204, false, ""},
+    /* tokend's 200: identity headers, an empty body */
+    {"HTTP/1.1 200 OK\r\nX-Tokend-Tenant: acme\r\nX-Tokend-Roles: viewer,editor\r\n"
+     "Content-Length: 0\r\n\r\n",
+     200, false, ""},
+    {"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 35\r\n\r\n"
+     "{\"valid\":false,\"reason\":\"unknown\"}\n",
+     401, false, "{\"valid\":false,\"reason\":\"unknown\"}\n"},
+    {"HTTP/1.1 200\r\ncontent-length:  3 \r\n\r\nabc", 200, false, "abc"}, /* no reason */
+    {"HTTP/1.1 404 \r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n\r\n", 404, false, "\r\n"},
+    {"HTTP/1.1 200 OK\r\nConnection: Upgrade, Close\r\nContent-Length: 0\r\n\r\n", 200, true, ""},
+    {"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, true, "ok"},
+    {"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", 200, false, ""},
+    /* 304: the Content-Length is the resource's, not a body */
+    {"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", 304, false, ""},
+    {"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 1\r\n\r\nx", 503,
+     false, "x"},
+};
+
+static void http_whole_and_split(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < sizeof http_good / sizeof http_good[0]; c++) {
+        const http_case *k = &http_good[c];
+        size_t len = strlen(k->in);
+        htp_resp r;
+        /* every proper prefix is incomplete, never an error */
+        for (size_t cut = 0; cut < len; cut++)
+            if (htp_parse((const uint8_t *)k->in, cut, &r) != 0)
+                fail_msg("case %zu: prefix of %zu bytes is not 'incomplete'", c, cut);
+        /* whole, and with the next response glued on: takes exactly its bytes */
+        char two[1024];
+        snprintf(two, sizeof two, "%s%s", k->in, http_good[0].in);
+        assert_int_equal(htp_parse((const uint8_t *)two, strlen(two), &r), (long)len);
+        assert_int_equal(htp_parse((const uint8_t *)k->in, len, &r), (long)len);
+        assert_int_equal(r.status, k->status);
+        assert_int_equal(r.close, k->close);
+        assert_int_equal(r.body_len, strlen(k->body));
+        assert_memory_equal(r.body, k->body, r.body_len);
+    }
+    /* Two responses in one stream, split at every offset, as the generator
+     * reads them: the first is taken once whole, the second from its end. */
+    char stream[512];
+    snprintf(stream, sizeof stream, "%s%s", http_good[2].in, http_good[0].in);
+    size_t first = strlen(http_good[2].in), n = strlen(stream);
+    for (size_t cut = 0; cut <= n; cut++) {
+        htp_resp r;
+        long k = htp_parse((const uint8_t *)stream, cut, &r);
+        assert_int_equal(k, cut < first ? 0 : (long)first);
+        k = cut < first ? 0 : htp_parse((const uint8_t *)stream + first, cut - first, &r);
+        assert_int_equal(k, cut < n ? 0 : (long)(n - first));
+        if (cut == n)
+            assert_int_equal(r.status, 204);
+    }
+}
+
+static void http_headers_by_name(void **state)
+{
+    (void)state;
+    const char *in = http_good[1].in;
+    htp_resp r;
+    const uint8_t *v;
+    size_t vl;
+    assert_true(htp_parse((const uint8_t *)in, strlen(in), &r) > 0);
+    assert_true(htp_header(&r, "x-tokend-roles", &v, &vl));
+    assert_int_equal(vl, strlen("viewer,editor"));
+    assert_memory_equal(v, "viewer,editor", vl);
+    assert_true(htp_header(&r, "X-TOKEND-TENANT", &v, &vl));
+    assert_int_equal(vl, 4);
+    assert_memory_equal(v, "acme", 4);
+    assert_false(htp_header(&r, "X-Tokend", &v, &vl)); /* a prefix is not the name */
+    assert_false(htp_header(&r, "Date", &v, &vl));
+}
+
+static void http_refuses_what_it_cannot_frame(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        long code;
+    } bad[] = {
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+         HTP_ECHUNKED},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+         HTP_ECHUNKED},
+        {"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n", HTP_EUNTIL},
+        {"HTTP/1.0 200 OK\r\n\r\nuntil close", HTP_EUNTIL},
+        {"HTTP/1.1 100 Continue\r\n\r\n", HTP_EINTERIM},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 65537\r\n\r\n", HTP_ETOOBIG},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", HTP_ETOOBIG},
+        {"X", HTP_EBAD},
+        {"HTTP/2 200\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 600 OK\r\nContent-Length: 0\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 200OK\r\nContent-Length: 0\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1  200 OK\r\nContent-Length: 0\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 200 OK\nContent-Length: 0\n\n", HTP_EBAD},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 0\n\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", HTP_EBAD},
+        {"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 1a\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx", HTP_EBAD},
+        {"HTTP/1.1 200 OK\r\nA: b\r\n c\r\nContent-Length: 0\r\n\r\n", HTP_EBAD}, /* obs-fold */
+        {"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 200 OK\r\n: x\r\nContent-Length: 0\r\n\r\n", HTP_EBAD},
+        {"HTTP/1.1 200 OK\r\nX: a\x01z\r\nContent-Length: 0\r\n\r\n", HTP_EBAD},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        htp_resp r;
+        long k = htp_parse((const uint8_t *)bad[i].in, strlen(bad[i].in), &r);
+        if (k != bad[i].code)
+            fail_msg("case %zu: '%s': %ld, want %ld", i, bad[i].in, k, bad[i].code);
+        assert_true(strcmp(htp_strerror(k), "no error") != 0);
+    }
+    /* a NUL inside a header value */
+    static const char nul[] = "HTTP/1.1 200 OK\r\nX: a\0b\r\nContent-Length: 0\r\n\r\n";
+    htp_resp r;
+    assert_int_equal(htp_parse((const uint8_t *)nul, sizeof nul - 1, &r), HTP_EBAD);
+    /* a bare LF is refused as soon as it is seen, not once 16 KiB came */
+    static const char lf[] = "HTTP/1.1 200 OK\nContent-Length: 0\n";
+    assert_int_equal(htp_parse((const uint8_t *)lf, sizeof lf - 1, &r), HTP_EBAD);
+    /* a head that never ends is refused at the limit, not waited for */
+    size_t n = HTP_HEAD_MAX + 10;
+    char *big = malloc(n);
+    memset(big, 'x', n);
+    memcpy(big, "HTTP/1.1 200 OK\r\nX: ", 21);
+    assert_int_equal(htp_parse((const uint8_t *)big, HTP_HEAD_MAX - 1, &r), 0);
+    assert_int_equal(htp_parse((const uint8_t *)big, n, &r), HTP_ETOOBIG);
+    free(big);
+}
+
+static void http_url_splits(void **state)
+{
+    (void)state;
+    char addr[HTP_HOST_MAX], host[HTP_HOST_MAX], path[HTP_PATH_MAX];
+    assert_int_equal(htp_url("http://127.0.0.1:7080/v1/verify", addr, host, path), 0);
+    assert_string_equal(addr, "127.0.0.1:7080");
+    assert_string_equal(host, "127.0.0.1:7080");
+    assert_string_equal(path, "/v1/verify");
+    assert_int_equal(htp_url("http://localhost", addr, host, path), 0);
+    assert_string_equal(addr, "localhost:80");
+    assert_string_equal(host, "localhost");
+    assert_string_equal(path, "/");
+    assert_int_equal(htp_url("HTTP://[::1]:8080/a?b=c", addr, host, path), 0);
+    assert_string_equal(addr, "[::1]:8080");
+    assert_string_equal(path, "/a?b=c");
+    assert_int_equal(htp_url("http://[::1]/", addr, host, path), 0);
+    assert_string_equal(addr, "[::1]:80");
+    static const char *const bad[] = {
+        "https://a/",   "127.0.0.1:80/", "http://",        "http:///x",    "http://a:/",
+        "http://a:0/",  "http://a:65536", "http://a:8x/",  "http://u@a/",  "http://a b/",
+        "http://a/ b",  "http://[::1/",   "http://[::1]x/", "http://:80/", "http://a/#f",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (htp_url(bad[i], addr, host, path) != -1)
+            fail_msg("accepted URL '%s'", bad[i]);
+}
+
+/* The http mode's check: a known token needs 200 with its own identity
+ * and no body, an unknown secret 401, a peer its expected status; a
+ * response saying the connection closes is wrong whatever its status. */
+static void http_driver_checks_answers(void **state)
+{
+    (void)state;
+    work_tokens t;
+    work_tokens_alloc(&t, 1, "acme", "globex", "viewer,editor");
+    t.secret = realloc(t.secret, 2 * sizeof *t.secret);
+    t.client_id = realloc(t.client_id, 2 * sizeof *t.client_id);
+    t.ninvalid = 1;
+    for (size_t i = 0; i < 2; i++) {
+        tk_id id;
+        uint8_t hash[TK_HASH_LEN];
+        secret_new_id(&id);
+        secret_generate(TK_KIND_TOKEN, &id, t.secret[i], hash);
+    }
+    assert_int_equal(work_tokens_index(&t), 0);
+
+    htp_ctx *x = calloc(1, sizeof *x);
+    gen_driver d;
+    assert_int_equal(htp_init(x, &t, "http://127.0.0.1:7080/v1/verify", true, 0), 0);
+    assert_string_equal(x->addr, "127.0.0.1:7080");
+    htp_driver(x, &d);
+    void *l = d.local_new(d.ctx);
+    uint8_t req[GEN_REQ_MAX];
+    char want[512];
+    size_t n = d.encode(l, 0, 1, req);
+    snprintf(want, sizeof want,
+             "GET /v1/verify HTTP/1.1\r\nHost: 127.0.0.1:7080\r\nAuthorization: Bearer %s\r\n\r\n",
+             t.secret[0]);
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(req, want, n);
+
+    char id_hdr[128];
+    snprintf(id_hdr, sizeof id_hdr, "X-Tokend-Client-Id: %s\r\n", t.client_id[0]);
+    const char *rest = "X-Tokend-Tenant: acme\r\nX-Tokend-Account: globex\r\n";
+    static const struct {
+        const char *head, *tail; /* before and after the client ID's header */
+        uint32_t item;
+        bool ok;
+    } cases[] = {
+        {"HTTP/1.1 200 OK\r\n", "X-Tokend-Roles: editor,viewer\r\nContent-Length: 0\r\n\r\n", 0,
+         true},
+        {"HTTP/1.1 401 Unauthorized\r\n", "Content-Length: 0\r\n\r\n", 0, false},
+        {"HTTP/1.1 204 No Content\r\n", "X-Tokend-Roles: viewer,editor\r\n\r\n", 0, false},
+        {"HTTP/1.1 200 OK\r\n", "X-Tokend-Roles: viewer\r\nContent-Length: 0\r\n\r\n", 0, false},
+        {"HTTP/1.1 200 OK\r\n", "X-Tokend-Roles: viewer,editor,admin\r\nContent-Length: 0\r\n\r\n",
+         0, false},
+        {"HTTP/1.1 200 OK\r\n", "Content-Length: 0\r\n\r\n", 0, false},
+        {"HTTP/1.1 200 OK\r\n", "X-Tokend-Roles: viewer,editor\r\nContent-Length: 2\r\n\r\n{}", 0,
+         false},
+        {"HTTP/1.1 200 OK\r\nConnection: close\r\n",
+         "X-Tokend-Roles: viewer,editor\r\nContent-Length: 0\r\n\r\n", 0, false},
+        /* the unknown secret (item 1): 401 only */
+        {"HTTP/1.1 401 Unauthorized\r\n", "Content-Length: 0\r\n\r\n", 1, true},
+        {"HTTP/1.1 200 OK\r\n", "X-Tokend-Roles: viewer,editor\r\nContent-Length: 0\r\n\r\n", 1,
+         false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char resp[1024];
+        snprintf(resp, sizeof resp, "%s%s%s%s", cases[i].head, id_hdr, rest, cases[i].tail);
+        bool ok = !cases[i].ok;
+        long k = d.parse(l, (const uint8_t *)resp, strlen(resp), cases[i].item, 1, &ok);
+        assert_int_equal(k, (long)strlen(resp));
+        if (ok != cases[i].ok)
+            fail_msg("case %zu: judged %s: %s", i, ok ? "right" : "wrong", resp);
+    }
+    /* another token's client ID, a tenant twice */
+    char resp[1024];
+    snprintf(resp, sizeof resp,
+             "HTTP/1.1 200 OK\r\nX-Tokend-Client-Id: %s\r\n%sX-Tokend-Roles: viewer,editor\r\n"
+             "Content-Length: 0\r\n\r\n",
+             t.client_id[1], rest);
+    bool ok = true;
+    assert_true(d.parse(l, (const uint8_t *)resp, strlen(resp), 0, 1, &ok) > 0);
+    assert_false(ok);
+    snprintf(resp, sizeof resp,
+             "HTTP/1.1 200 OK\r\n%sX-Tokend-Tenant: other\r\n%sX-Tokend-Roles: viewer,editor\r\n"
+             "Content-Length: 0\r\n\r\n",
+             id_hdr, rest);
+    ok = true;
+    assert_true(d.parse(l, (const uint8_t *)resp, strlen(resp), 0, 1, &ok) > 0);
+    assert_false(ok);
+    /* a chunked response stops the connection */
+    const char *chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert_int_equal(d.parse(l, (const uint8_t *)chunked, strlen(chunked), 0, 1, &ok), -1);
+    d.local_free(l);
+    /* every response parsed is counted by its status */
+    assert_int_equal(x->counts[200 - HTP_STATUS_MIN], 9);
+    assert_int_equal(x->counts[401 - HTP_STATUS_MIN], 2);
+    assert_int_equal(x->counts[204 - HTP_STATUS_MIN], 1);
+
+    /* a peer: its expected status, or any 2xx */
+    static const struct {
+        int expect, status;
+        bool ok;
+    } peer[] = {{204, 204, true}, {204, 200, false}, {0, 200, true}, {0, 204, true},
+                {0, 302, false}, {0, 500, false},   {401, 401, true}};
+    for (size_t i = 0; i < sizeof peer / sizeof peer[0]; i++) {
+        assert_int_equal(htp_init(x, &t, "http://[::1]:81/", false, peer[i].expect), 0);
+        htp_driver(x, &d);
+        l = d.local_new(d.ctx);
+        snprintf(resp, sizeof resp, "HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n", peer[i].status);
+        ok = !peer[i].ok;
+        assert_true(d.parse(l, (const uint8_t *)resp, strlen(resp), 0, 1, &ok) > 0);
+        if (ok != peer[i].ok)
+            fail_msg("peer case %zu: judged %s", i, ok ? "right" : "wrong");
+        d.local_free(l);
+    }
+    assert_int_equal(htp_init(x, &t, "http://a/", false, 100), -1);
+    free(x);
+    work_tokens_free(&t);
+}
+
 /* ---- workload ------------------------------------------------------------- */
 
 static void picker_mixes_and_skews(void **state)
@@ -241,6 +532,11 @@ int main(void)
         cmocka_unit_test(resp_whole_and_split),
         cmocka_unit_test(resp_refuses_what_is_not_resp2),
         cmocka_unit_test(resp_command_round_trip),
+        cmocka_unit_test(http_whole_and_split),
+        cmocka_unit_test(http_headers_by_name),
+        cmocka_unit_test(http_refuses_what_it_cannot_frame),
+        cmocka_unit_test(http_url_splits),
+        cmocka_unit_test(http_driver_checks_answers),
         cmocka_unit_test(picker_mixes_and_skews),
         cmocka_unit_test(tokens_file_refuses_garbage),
     };

@@ -4,9 +4,10 @@
  *
  * tokend modes: the real $BIN/tokend on a free loopback port with a temp
  * data directory; `load` 200 tokens, `verify` (with unknown secrets mixed
- * in) and `create` for 1 s, `index --tokens 10000`. Each must exit 0, print
- * one JSON object with ops_per_sec (and latency quantiles where they apply)
- * and report 0 wrong answers.
+ * in) and `create` for 1 s, `http` against the HTTP listener's /v1/verify
+ * and, as a peer by URL, its /healthz, `index --tokens 10000`. Each must
+ * exit 0, print one JSON object with ops_per_sec (and latency quantiles
+ * where they apply) and report 0 wrong answers.
  *
  * Redis modes: against a real redis-server (make deps installs it, so
  * make test runs them on a fresh machine). A redis-server of the test's own
@@ -154,6 +155,30 @@ static void tokend_modes(void **state)
     check_gen(o);
     json_decref(o);
 
+    /* HTTP/1.1 keep-alive: every known token 200, every unknown secret 401;
+     * then the same requests to a URL (a peer server: here /healthz). */
+    char haddr[64], hurl[96];
+    assert_true(s.http_port > 0);
+    snprintf(haddr, sizeof haddr, "127.0.0.1:%d", s.http_port);
+    snprintf(hurl, sizeof hurl, "http://127.0.0.1:%d/healthz", s.http_port);
+    const char *http[] = {"", "http", "--addr", haddr, "--tokens-file", tokens,
+                          "--connections", "2", "--pipeline", "4", "--duration", "1",
+                          "--warmup", "0", "--invalid-ratio", "0.2", NULL};
+    assert_int_equal(run_tb(s.tmp, http, &o), 0);
+    assert_non_null(o);
+    check_gen(o);
+    assert_true(num(o, "status_200") > 0 && num(o, "status_401") > 0);
+    assert_true(num(o, "status_200") + num(o, "status_401") == num(o, "checked"));
+    json_decref(o);
+    const char *peer[] = {"", "http", "--url", hurl, "--expect-status", "200",
+                          "--tokens-file", tokens, "--connections", "2", "--duration", "0.5",
+                          "--warmup", "0", NULL};
+    assert_int_equal(run_tb(s.tmp, peer, &o), 0);
+    assert_non_null(o);
+    check_gen(o);
+    assert_true(num(o, "status_200") == num(o, "checked"));
+    json_decref(o);
+
     const char *zipf[] = {"", "verify", "--addr", addr, "--tokens-file", tokens,
                           "--duration", "0.3", "--warmup", "0", "--zipf", "1.1", NULL};
     assert_int_equal(run_tb(s.tmp, zipf, &o), 0);
@@ -184,6 +209,12 @@ static void tokend_modes(void **state)
     assert_int_equal(run_tb(s.tmp, lying, &o), 1);
     assert_non_null(o);
     assert_true(num(o, "wrong") > 0);
+    json_decref(o);
+    const char *hlying[] = {"", "http", "--addr", haddr, "--tokens-file", tokens,
+                            "--duration", "0.5", "--warmup", "0", NULL};
+    assert_int_equal(run_tb(s.tmp, hlying, &o), 1);
+    assert_non_null(o);
+    assert_true(num(o, "wrong") > 0 && num(o, "status_401") > 0);
     json_decref(o);
 
     assert_int_equal(raw_server_stop(&s), 0);
