@@ -22,6 +22,9 @@ mutants=(
   "rule11-commit|store/plan.c|s/if ((rc = plan_actor_stands(p->t, \&r->actor, p->now_ms \/ 1000, res->msg)))/if (0)/"
   "rule11-expiry|core/rules.c|s/return rules_verify_state(TK_KIND_PERSONAL, kind, true, expires_at, now) == TK_V_VALID;/return kind == TK_KIND_PERSONAL;/"
   "rule12-reserve@tests/store/test_space|store/engine.c|s/if (res\[i\].status == 0 \&\& full_msg \&\& !p.revokes) {/if (res[i].status == 0 \&\& full_msg) {/"
+  "http-permission@tests/net/test_http|net/http.c|s/if (v.verdict == TK_V_VALID \&\& lacks(req, query, \&v, missing, sizeof missing)) {/if (0) {/"
+  "http-user-scope@tests/net/test_http|net/http.c|s/if (actor.kind == TK_ACTOR_USER \&\& strstr(rt->path, \"{tenant}\")) {/if (0) {/"
+  "http-json-verify-401@tests/net/test_http|net/http.c|s/invalid ? 401 : 200/200/"
 )
 fail=0
 for m in "${mutants[@]}"; do
