@@ -521,6 +521,8 @@ static void seeds_hjson(void)
         {"TOKEN_LIST", "{\"limit\":10,\"after\":\"AAAAAAAAAAA\"}"},
         {"VERIFY", "{\"secret\":\"tkt_x\",\"client_id\":null}"},
         {"KEY_DELETE", "{\"key_id\":[{\"a\":[[[[]]]]}]}"},
+        /* deeper than hj_to_body carries: refused (it once tripped the check) */
+        {"TOKEN_CREATE", "{\"id\":[{\"\":[[[{\"id\":[{\"\":[[[]]]}]}]]]}]}"},
     };
     size_t nops;
     const sch_op *ops = sch_all(&nops);
