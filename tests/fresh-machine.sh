@@ -22,8 +22,11 @@
 # redis-server and tokend on free ports. And one thing every machine of this
 # kind has that minbase does not: Node.js 20 with npm (NodeSource's nodejs
 # package; the OpenAPI lint runs on it, and Debian's own nodejs 18 and npm 9
-# are too old for it): the host's nodejs package is installed in the chroot
-# before make runs, as the image has it.
+# are too old for it): the host's nodejs package (rebuilt with dpkg-repack)
+# and the host's npm (upgraded on the image past the package's), with npm's
+# configuration and the certificate authorities the image adds (npm reaches
+# its registry through the workplace's egress), are put in the chroot before
+# make runs, as the image has them.
 #
 # Steps:
 #   1. base: $FRESH_DIR/base-$FRESH_SUITE-minbase.tar, made with debootstrap the
@@ -228,14 +231,34 @@ mount_in sysfs ro,nosuid,nodev,noexec /sys
 mount_in devpts newinstance,ptmxmode=0666,mode=0620,gid=5 /dev/pts
 mount_in tmpfs mode=1777,nosuid,nodev /dev/shm
 
-# Node.js as the machine image has it (see the top): the host's package.
+# Node.js as the machine image has it (see the top): the host's package,
+# rebuilt from its installed files with dpkg-repack (the image installed it
+# from a .deb that no apt source serves).
 if dpkg -s nodejs >/dev/null 2>&1; then
-  (cd "$ROOT/tmp" && apt-get download -qq nodejs >/dev/null 2>&1) ||
-    die "cannot fetch the host's nodejs package (apt-get download nodejs)"
+  if ! command -v dpkg-repack >/dev/null; then
+    say "installing dpkg-repack on the host"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg-repack
+  fi
+  (cd "$ROOT/tmp" && dpkg-repack nodejs >"$DIR/dpkg-repack.log" 2>&1) ||
+    die "cannot rebuild the host's nodejs package (dpkg-repack nodejs; see $DIR/dpkg-repack.log)"
   "${in_root[@]}" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
       apt-get install -y -qq /tmp/nodejs_*.deb >/dev/null && rm -f /tmp/nodejs_*.deb' ||
     die "cannot install nodejs in the chroot"
-  say "nodejs in the chroot, as on the image: $("${in_root[@]}" node --version)"
+  # The image's npm is newer than the package's (npm install -g over it): its
+  # files are not the package's, so they come as they are.
+  rm -rf "$ROOT/usr/lib/node_modules/npm"
+  cp -a /usr/lib/node_modules/npm "$ROOT/usr/lib/node_modules/npm"
+  # And npm's configuration with the certificate authorities the image
+  # trusts (the npm registry is reached through the workplace's egress,
+  # whose CA is among them).
+  for f in /etc/npmrc /usr/etc/npmrc; do [ ! -f "$f" ] || cp "$f" "$ROOT$f"; done
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+    "${in_root[@]}" update-ca-certificates >/dev/null 2>&1 ||
+      die "update-ca-certificates failed in the chroot"
+  fi
+  say "nodejs in the chroot, as on the image: node $("${in_root[@]}" node --version)," \
+      "npm $("${in_root[@]}" npm --version)"
 fi
 
 # ---- 4a. make test -----------------------------------------------------------
