@@ -251,7 +251,9 @@ if dpkg -s nodejs >/dev/null 2>&1; then
   # And npm's configuration with the certificate authorities the image
   # trusts (the npm registry is reached through the workplace's egress,
   # whose CA is among them).
-  for f in /etc/npmrc /usr/etc/npmrc; do [ ! -f "$f" ] || cp "$f" "$ROOT$f"; done
+  for f in /etc/npmrc /usr/etc/npmrc; do
+    [ ! -f "$f" ] || { mkdir -p "$(dirname "$ROOT$f")" && cp "$f" "$ROOT$f"; }
+  done
   if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
     "${in_root[@]}" update-ca-certificates >/dev/null 2>&1 ||
