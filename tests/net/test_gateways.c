@@ -55,18 +55,6 @@
 #define PH_GATEWAY "127.0.0.1:8080"
 #define PH_UPSTREAM "127.0.0.1:9000"
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
 
 /* ---- children ------------------------------------------------------------------- */
 
@@ -104,10 +92,10 @@ static int stop_child(pid_t *pid)
     if (*pid <= 0)
         return -1;
     kill(*pid, SIGTERM);
-    int64_t deadline = now_ms() + 10000;
+    int64_t deadline = tkt_now_ms() + 10000;
     pid_t r;
-    while ((r = waitpid(*pid, &st, WNOHANG)) == 0 && now_ms() < deadline)
-        sleep_ms(10);
+    while ((r = waitpid(*pid, &st, WNOHANG)) == 0 && tkt_now_ms() < deadline)
+        tkt_sleep_ms(10);
     if (r != *pid) {
         kill(*pid, SIGKILL);
         waitpid(*pid, &st, 0);
@@ -475,8 +463,8 @@ static const char *program(const char *env, const char *path, const char *what)
  * timeout. */
 static int gateway_ready(world *w, const char *what, const char *server)
 {
-    int64_t deadline = now_ms() + 10000;
-    while (now_ms() < deadline) {
+    int64_t deadline = tkt_now_ms() + 10000;
+    while (tkt_now_ms() < deadline) {
         int st;
         hraw_resp r;
         if (waitpid(w->gw_pid, &st, WNOHANG) == w->gw_pid) {
@@ -494,7 +482,7 @@ static int gateway_ready(world *w, const char *what, const char *server)
             if (ours)
                 return 0;
         }
-        sleep_ms(20);
+        tkt_sleep_ms(20);
     }
     show_log(what, w->gw_log);
     fail_msg("%s did not serve on 127.0.0.1:%d within 10 s", what, w->gw_port);

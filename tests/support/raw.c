@@ -63,18 +63,6 @@ void raw_watchdog(unsigned seconds)
     alarm(seconds);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
 
 /* ---- the server process ------------------------------------------------- */
 
@@ -164,8 +152,8 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
     }
     s->pid = pid;
     raw_track(pid, true);
-    int64_t deadline = now_ms() + 15000;
-    while (now_ms() < deadline) {
+    int64_t deadline = tkt_now_ms() + 15000;
+    while (tkt_now_ms() < deadline) {
         int st;
         /* The http line comes first: -1 then means --http none. */
         if ((s->port = find_port(s->log)) > 0) {
@@ -178,7 +166,7 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
             fprintf(stderr, "# %s exited before listening (status 0x%x)\n", path, st);
             break;
         }
-        sleep_ms(10);
+        tkt_sleep_ms(10);
     }
     return -1;
 }
@@ -195,15 +183,15 @@ int raw_server_wait(raw_server *s, int timeout_ms)
     int st;
     if (s->pid <= 0)
         return -1;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = tkt_now_ms() + timeout_ms;
     do {
         if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
             raw_track(s->pid, false);
             s->pid = 0;
             return decode_status(st);
         }
-        sleep_ms(5);
-    } while (now_ms() < deadline);
+        tkt_sleep_ms(5);
+    } while (tkt_now_ms() < deadline);
     return -1;
 }
 
@@ -371,7 +359,7 @@ void raw_frame(mpw *out, uint16_t op, uint16_t flags, uint32_t id, const void *b
 static int read_full(int fd, uint8_t *p, size_t n, int64_t deadline)
 {
     while (n > 0) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - tkt_now_ms();
         struct pollfd pf = {.fd = fd, .events = POLLIN};
         if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
             return -1;
@@ -389,7 +377,7 @@ static int read_full(int fd, uint8_t *p, size_t n, int64_t deadline)
 int raw_recv(int fd, raw_reply *r, int timeout_ms)
 {
     uint8_t h[PROTO_HEADER_LEN];
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = tkt_now_ms() + timeout_ms;
     memset(r, 0, sizeof *r);
     if (read_full(fd, h, sizeof h, deadline))
         return -1;
@@ -413,10 +401,10 @@ void raw_reply_free(raw_reply *r)
 
 bool raw_closed_within(int fd, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = tkt_now_ms() + timeout_ms;
     char buf[65536];
     for (;;) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - tkt_now_ms();
         struct pollfd pf = {.fd = fd, .events = POLLIN};
         if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
             return false;

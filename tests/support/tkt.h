@@ -4,6 +4,7 @@
 #ifndef TK_TEST_SUPPORT_H
 #define TK_TEST_SUPPORT_H
 #include <stddef.h>
+#include <stdint.h>
 
 /* Creates a fresh empty directory under $TMPDIR (or /tmp) and returns its
  * path; caller frees with tkt_rmdir (removes it recursively) then free(). */
@@ -26,5 +27,9 @@ int tkt_truncate(const char *path, size_t len);
 
 /* True when the bytes needle[0..nlen) occur in any regular file under dir. */
 int tkt_dir_contains(const char *dir, const void *needle, size_t nlen);
+
+/* Milliseconds of the monotonic clock; a sleep of ms milliseconds. */
+int64_t tkt_now_ms(void);
+void tkt_sleep_ms(int ms);
 
 #endif
