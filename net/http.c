@@ -385,10 +385,11 @@ static void send_reply(struct evhttp_request *req, int code)
     bufferevent_decref(bev);
 }
 
+/* A reply's text once sent: wiped first, as a new secret may be in it. */
 static void free_text(const void *data, size_t len, void *arg)
 {
-    (void)len;
     (void)arg;
+    sodium_memzero((void *)data, len);
     free((void *)data);
 }
 
