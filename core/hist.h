@@ -3,8 +3,8 @@
  * reads (prefix hist_), for the server's metrics (net/metrics.h).
  *
  * The writer (the loop thread for verifications, the writer thread for
- * batches and log syncs) adds with relaxed atomic increments: no lock, no
- * allocation, a few nanoseconds. A reader (the loop thread rendering
+ * batches and log syncs; exactly one per histogram) adds with relaxed
+ * atomic loads and stores: no lock, no locked instruction, no allocation. A reader (the loop thread rendering
  * /metrics) sees each count on its own; a scrape taken while an
  * observation lands may see the bucket before the sum, which Prometheus
  * tolerates (counters only ever grow).
@@ -32,7 +32,7 @@ typedef struct hist {
  * borrowed for the histogram's life). */
 void hist_init(hist *h, const uint64_t *bounds, size_t nb);
 
-/* Records one value (any thread; one writer thread per histogram). */
+/* Records one value (any thread, but only ever one thread per histogram). */
 void hist_add(hist *h, uint64_t v);
 
 /* A consistent-enough copy for rendering: cumulative counts in cum[0..nb),

@@ -54,7 +54,7 @@ static int fail(dsp_err *err, int rc, const char *fmt, ...)
 
 /* A field name from the peer, shown in an error only if it is plainly a
  * name (so an error reply never echoes arbitrary bytes). */
-static const char *shown_name(const char *s, size_t n, char *buf, size_t cap)
+const char *dsp_shown_name(const char *s, size_t n, char *buf, size_t cap)
 {
     if (n == 0 || n >= cap)
         return "(not shown)";
@@ -137,7 +137,7 @@ static int decode(const sch_op *op, const uint8_t *body, size_t len, vals *v, ds
         const sch_use *u = sch_find_use(op->req, name, nlen);
         if (!u)
             return fail(err, TK_EINVAL, "unknown field \"%s\"",
-                        shown_name(name, nlen, shown, sizeof shown));
+                        dsp_shown_name(name, nlen, shown, sizeof shown));
         if (HAS(v, u->f))
             return fail(err, TK_EINVAL, "field \"%s\" given twice", sch_fields[u->f].name);
         int rc = read_value(&r, u->f, v, err);
@@ -320,11 +320,16 @@ static size_t fields_max(const sch_use *uses, eng_kind kind)
     return n;
 }
 
-uint32_t dsp_page_max(const sch_op *op)
+uint32_t dsp_page_fit(const sch_op *op, size_t page_bytes, uint32_t max_rows)
 {
     size_t row = fields_max(op->row, op->kind);
-    size_t fit = DSP_PAGE_MAX / (row ? row : 1);
-    return fit < DSP_LIST_MAX ? (uint32_t)(fit ? fit : 1) : DSP_LIST_MAX;
+    size_t fit = page_bytes / (row ? row : 1);
+    return fit < max_rows ? (uint32_t)(fit ? fit : 1) : max_rows;
+}
+
+uint32_t dsp_page_max(const sch_op *op)
+{
+    return dsp_page_fit(op, DSP_PAGE_MAX, DSP_LIST_MAX);
 }
 
 size_t dsp_op_reply_max(const sch_op *op, uint32_t limit)
@@ -342,10 +347,15 @@ size_t dsp_read_reply_max(const dsp_read *r)
 
 size_t dsp_reply_max(void)
 {
+    return dsp_reply_max_paged(DSP_PAGE_MAX, DSP_LIST_MAX);
+}
+
+size_t dsp_reply_max_paged(size_t page_bytes, uint32_t max_rows)
+{
     size_t n, most = DSP_WRITE_REPLY_MAX;
     const sch_op *ops = sch_all(&n);
     for (size_t i = 0; i < n; i++) {
-        size_t m = dsp_op_reply_max(&ops[i], dsp_page_max(&ops[i]));
+        size_t m = dsp_op_reply_max(&ops[i], dsp_page_fit(&ops[i], page_bytes, max_rows));
         if (ops[i].run == SCH_READ && m > most)
             most = m;
     }

@@ -33,6 +33,10 @@ typedef struct dsp_err {
     char msg[128];
 } dsp_err;
 
+/* s[0..n) into buf (cap bytes) when it is plainly a field name ([a-z_]),
+ * else "(not shown)": what an error message may quote of a peer's bytes. */
+const char *dsp_shown_name(const char *s, size_t n, char *buf, size_t cap);
+
 /* Where an opcode runs. */
 typedef enum dsp_class {
     DSP_UNKNOWN = 0, /* not an opcode of version 1 */
@@ -80,6 +84,10 @@ int dsp_read_req(uint16_t op, const uint8_t *body, size_t len, dsp_read *out, ds
  * names up to 256 permissions). */
 uint32_t dsp_page_max(const sch_op *op);
 
+/* The same for pages of at most max_rows rows within page_bytes (at least
+ * one row): the HTTP listener's smaller pages. */
+uint32_t dsp_page_fit(const sch_op *op, size_t page_bytes, uint32_t max_rows);
+
 /* ---- encoding: each appends one reply body to w ----------------------- */
 
 void dsp_put_error(mpw *w, const char *msg);
@@ -108,8 +116,12 @@ size_t dsp_read_reply_max(const dsp_read *r);
 /* The largest reply of op with a page of limit rows (a read) ... */
 size_t dsp_op_reply_max(const sch_op *op, uint32_t limit);
 
-/* ... and of any operation, frame header included. */
+/* ... and of any operation, frame header included ... */
 size_t dsp_reply_max(void);
+
+/* ... and of any operation when pages are dsp_page_fit(op, page_bytes,
+ * max_rows). */
+size_t dsp_reply_max_paged(size_t page_bytes, uint32_t max_rows);
 
 /* The largest reply to a write, frame header included: a created
  * credential (ID and secret) or a refusal (a reason of at most

@@ -25,22 +25,15 @@ static int hj_fail(dsp_err *err, const char *fmt, ...)
     return TK_EINVAL;
 }
 
-/* A member's name for a message: only when it is plainly a name. */
-static const char *hj_shown(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > 32)
-        return "(not shown)";
-    for (size_t i = 0; i < n; i++)
-        if (!((name[i] >= 'a' && name[i] <= 'z') || name[i] == '_'))
-            return "(not shown)";
-    return name;
-}
+/* A member's name for a message: only when it is plainly a name
+ * (dsp_shown_name, into buf). */
+#define SHOWN(name, buf) dsp_shown_name(name, strlen(name), buf, sizeof buf)
 
 static int hj_value(const json_t *v, const char *name, int depth, mpw *w, dsp_err *err)
 {
+    char nb[40];
     if (depth > HJ_DEPTH)
-        return hj_fail(err, "field \"%s\": nested too deeply", hj_shown(name));
+        return hj_fail(err, "field \"%s\": nested too deeply", SHOWN(name, nb));
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
         const char *k;
@@ -81,7 +74,7 @@ static int hj_value(const json_t *v, const char *name, int depth, mpw *w, dsp_er
     case JSON_FALSE: mpw_bool(w, false); return 0;
     case JSON_NULL: mpw_nil(w); return 0;
     }
-    return hj_fail(err, "field \"%s\": not a JSON value", hj_shown(name));
+    return hj_fail(err, "field \"%s\": not a JSON value", SHOWN(name, nb));
 }
 
 int hj_to_body(const json_t *obj, mpw *w, dsp_err *err)
@@ -108,18 +101,19 @@ static int hj_number(const char *text, int64_t *out)
 int hj_set_param(json_t *obj, const sch_op *op, const char *name, const char *text,
                  dsp_err *err)
 {
+    char nb[40];
     const sch_use *u = sch_find_use(op->req, name, strlen(name));
     sch_type t = u ? sch_fields[u->f].type : SCH_STR;
     json_t *old = json_object_get(obj, name);
     json_t *v;
     int64_t n;
     if (old && t != SCH_STRS)
-        return hj_fail(err, "field \"%s\": given twice", hj_shown(name));
+        return hj_fail(err, "field \"%s\": given twice", SHOWN(name, nb));
     switch (t) {
     case SCH_UINT:
     case SCH_INT:
         if (hj_number(text, &n))
-            return hj_fail(err, "field \"%s\": must be an integer", hj_shown(name));
+            return hj_fail(err, "field \"%s\": must be an integer", SHOWN(name, nb));
         v = json_integer(n);
         break;
     case SCH_BOOL:
@@ -128,22 +122,22 @@ int hj_set_param(json_t *obj, const sch_op *op, const char *name, const char *te
         else if (strcmp(text, "false") == 0)
             v = json_false();
         else
-            return hj_fail(err, "field \"%s\": must be true or false", hj_shown(name));
+            return hj_fail(err, "field \"%s\": must be true or false", SHOWN(name, nb));
         break;
     case SCH_STRS:
         if (old && !json_is_array(old))
-            return hj_fail(err, "field \"%s\": given twice", hj_shown(name));
+            return hj_fail(err, "field \"%s\": given twice", SHOWN(name, nb));
         if (!old) {
             old = json_array();
             json_object_set_new(obj, name, old);
         }
         if (!(v = json_string(text)))
-            return hj_fail(err, "field \"%s\": not valid UTF-8", hj_shown(name));
+            return hj_fail(err, "field \"%s\": not valid UTF-8", SHOWN(name, nb));
         json_array_append_new(old, v);
         return 0;
     default:
         if (!(v = json_string(text)))
-            return hj_fail(err, "field \"%s\": not valid UTF-8", hj_shown(name));
+            return hj_fail(err, "field \"%s\": not valid UTF-8", SHOWN(name, nb));
         break;
     }
     json_object_set_new(obj, name, v);

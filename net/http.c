@@ -126,29 +126,10 @@ void http_opts_default(http_opts *o)
     o->timeout = 60;
 }
 
-/* The most rows of one HTTP page of op: PAGE_ROWS, or as many as fit
- * PAGE_BYTES at their field limits (a role names up to 256 permissions),
- * at least one. */
+/* The most rows of one HTTP page of op (dispatch.h, dsp_page_fit). */
 static uint32_t page_rows(const sch_op *op)
 {
-    size_t row = dsp_op_reply_max(op, 1) - dsp_op_reply_max(op, 0);
-    size_t fit = row ? PAGE_BYTES / row : PAGE_ROWS;
-    uint32_t n = fit < PAGE_ROWS ? (uint32_t)fit : PAGE_ROWS;
-    return n ? n : 1;
-}
-
-/* The largest msgpack reply one HTTP request can get: a page of
- * page_rows, or a write's reply. */
-static size_t reply_max(void)
-{
-    size_t n, most = DSP_WRITE_REPLY_MAX;
-    const sch_op *ops = sch_all(&n);
-    for (size_t i = 0; i < n; i++) {
-        size_t m = dsp_op_reply_max(&ops[i], page_rows(&ops[i]));
-        if (ops[i].run == SCH_READ && m > most)
-            most = m;
-    }
-    return most;
+    return dsp_page_fit(op, PAGE_BYTES, PAGE_ROWS);
 }
 
 size_t http_memory_bound(const http_opts *o)
@@ -158,7 +139,7 @@ size_t http_memory_bound(const http_opts *o)
      * reply as msgpack and JSON. */
     return (size_t)o->max_connections
            * (HCONN_BYTES + o->max_headers + 2 * (size_t)o->max_body + sizeof(hreq)
-              + JSON_FACTOR * reply_max());
+              + JSON_FACTOR * dsp_reply_max_paged(PAGE_BYTES, PAGE_ROWS));
 }
 
 /* Out of memory while setting up: nothing sensible to do (as xmalloc). */
@@ -565,6 +546,16 @@ static void add_list(http_srv *h, struct evkeyvalq *oh, const char *name, const 
     evhttp_add_header(oh, name, (const char *)evbuffer_pullup(b, -1));
 }
 
+/* key is the gateway key (constant time over its hash). */
+static bool is_gateway_key(const http_srv *h, const char *key)
+{
+    uint8_t hash[GW_HASH_LEN];
+    if (!h->has_gw)
+        return false;
+    sha256(hash, key, strlen(key));
+    return secret_equal(hash, h->gw_hash, GW_HASH_LEN);
+}
+
 static bool gateway_ok(http_srv *h, struct evkeyvalq *in)
 {
     if (!h->has_gw)
@@ -572,9 +563,7 @@ static bool gateway_ok(http_srv *h, struct evkeyvalq *in)
     const char *k = evhttp_find_header(in, "X-Tokend-Gateway-Key");
     if (!k)
         return false;
-    uint8_t hash[GW_HASH_LEN];
-    sha256(hash, k, strlen(k));
-    if (secret_equal(hash, h->gw_hash, GW_HASH_LEN))
+    if (is_gateway_key(h, k))
         return true;
     /* The operator key may verify too, as on the binary listener. */
     tk_actor a;
@@ -855,13 +844,9 @@ static int actor_of(http_srv *h, struct evhttp_request *req, tk_actor *a, const 
         *msg = "send the operator key or a personal key as Authorization: Bearer <key>";
         return TK_EUNAUTH;
     }
-    if (h->has_gw) {
-        uint8_t hash[GW_HASH_LEN];
-        sha256(hash, key, strlen(key));
-        if (secret_equal(hash, h->gw_hash, GW_HASH_LEN)) {
-            *msg = "the gateway key may only verify";
-            return TK_EUNAUTH;
-        }
+    if (is_gateway_key(h, key)) {
+        *msg = "the gateway key may only verify";
+        return TK_EUNAUTH;
     }
     if (eng_authenticate(h->env.e, key, strlen(key), time(NULL), a) != 0) {
         *msg = "unknown, expired or deleted key (a tenant API token is not a management key)";

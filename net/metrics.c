@@ -3,8 +3,9 @@
  *
  * Counters are plain integers written by the loop thread only, and read by
  * it when it renders: no atomics needed. Requests are counted in a table
- * indexed by the operation's place in the schema and by status, so the
- * hot path is two array indexes.
+ * indexed by the operation's place in the schema (looked up once, at
+ * met_new, for every opcode below 256) and by status, so the hot path is
+ * three array indexes.
  */
 #include "net/metrics.h"
 
@@ -24,6 +25,7 @@ static const uint64_t verify_bounds[] = {1000,   2500,   5000,    10000,   25000
                                          100000, 250000, 500000, 1000000, 10000000};
 
 struct met {
+    uint8_t slot[256];        /* an opcode's row in req (opcodes are below 256) */
     uint64_t verify[MET_NLISTENERS][NVERDICTS];
     hist verify_ns[MET_NLISTENERS];
     uint64_t req[MET_NLISTENERS][MAX_OPS][NSTATUS];
@@ -31,9 +33,21 @@ struct met {
 
 static const char *const lis_name[MET_NLISTENERS] = {"binary", "http"};
 
+/* The operation's index in the schema's table, or the last slot. */
+static size_t op_slot(uint16_t code)
+{
+    size_t n;
+    const sch_op *all = sch_all(&n);
+    const sch_op *op = sch_find(code);
+    size_t i = op ? (size_t)(op - all) : n;
+    return i < MAX_OPS - 1 ? i : MAX_OPS - 1;
+}
+
 void met_new(met **out)
 {
     met *m = xcalloc(1, sizeof *m);
+    for (unsigned c = 0; c < 256; c++)
+        m->slot[c] = (uint8_t)op_slot((uint16_t)c);
     for (int l = 0; l < MET_NLISTENERS; l++)
         hist_init(&m->verify_ns[l], verify_bounds, sizeof verify_bounds / sizeof verify_bounds[0]);
     *out = m;
@@ -51,20 +65,10 @@ void met_verify(met *m, met_listener l, tk_verdict v, uint64_t ns)
     hist_add(&m->verify_ns[l], ns);
 }
 
-/* The operation's index in the schema's table, or the last slot. */
-static size_t op_slot(uint16_t code)
-{
-    size_t n;
-    const sch_op *all = sch_all(&n);
-    const sch_op *op = sch_find(code);
-    size_t i = op ? (size_t)(op - all) : n;
-    return i < MAX_OPS - 1 ? i : MAX_OPS - 1;
-}
-
 void met_request(met *m, met_listener l, uint16_t code, int status)
 {
     int s = status <= 0 && status >= TK_ELAST ? -status : NSTATUS - 1;
-    m->req[l][op_slot(code)][s]++;
+    m->req[l][code < 256 ? m->slot[code] : MAX_OPS - 1][s]++;
 }
 
 static const char *status_name(int s)
