@@ -16,10 +16,12 @@ PKGS     := libevent libevent_pthreads lmdb msgpack libsodium libcrypto jansson
 # modes run against a real one), clang-14 + libclang-rt-14-dev (make fuzz-smoke),
 # nginx and caddy (test_gateways: the documented gateway configurations, for
 # real), prometheus (promtool checks /metrics in test_http), nodejs
-# (the OpenAPI lint; on these machines nodejs is NodeSource's, which carries npm).
+# (the OpenAPI lint; on these machines nodejs is NodeSource's, which carries npm),
+# chromium, chromium-driver and python3-selenium (test_portal walks the
+# self-service page in a real headless browser).
 DEB_PKGS := build-essential pkg-config libevent-dev liblmdb-dev libmsgpack-dev \
             libsodium-dev libssl-dev libcmocka-dev libjansson-dev clang-14 libclang-rt-14-dev jq \
-            redis-server nginx caddy prometheus nodejs
+            redis-server nginx caddy prometheus nodejs chromium chromium-driver python3-selenium
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wpointer-arith -Wformat=2
@@ -164,6 +166,11 @@ FUZZ_WARN    := $(WARN)
 FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ)/obj/%.o)
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ)/fuzz_%)
+
+# The page's files are in the binary (.incbin in net/portal_files.c): the
+# object follows them, which -MMD cannot see.
+PORTAL_FILES := $(wildcard net/portal/*)
+$(BUILD)/net/portal_files.o $(FUZZ)/obj/net/portal_files.o: $(PORTAL_FILES)
 
 .PHONY: fuzz fuzz-smoke fuzz-build
 

@@ -47,15 +47,18 @@ typedef enum tk_actor_kind {
     TK_ACTOR_USER = 2,     /* a user, through a personal API key */
 } tk_actor_kind;
 
-/* A user actor names the personal key it authenticated with, so that a
- * write is checked against that key as it stands when the write commits
- * (DESIGN rule 11): a key deleted or expired meanwhile acts no more. */
+/* A user actor names the credential it authenticated with, so that a
+ * write is checked against it as it stands when the write commits (DESIGN
+ * rule 11): a personal key deleted or expired meanwhile acts no more, nor
+ * does a portal session that ended or whose user lost the portal flag. */
 typedef struct tk_actor {
     tk_actor_kind kind;
     uint32_t tenant;  /* TK_ACTOR_USER: the user's tenant, account and id */
     uint32_t account;
     uint32_t user;
-    tk_id key;        /* TK_ACTOR_USER: the personal key's id */
+    tk_id key;        /* TK_ACTOR_USER through a personal key: its id */
+    uint64_t session; /* TK_ACTOR_USER through a portal session: its handle
+                         (core/session.h); 0 for a personal key */
 } tk_actor;
 
 /* A borrowed byte slice (not NUL-terminated unless said). */

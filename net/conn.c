@@ -892,6 +892,10 @@ static void handle(conn *c, const proto_header *hd, const uint8_t *body)
     switch (dsp_classify(hd->code)) {
     case DSP_WRITE: do_manage(c, hd, body, false); return;
     case DSP_READ: do_manage(c, hd, body, true); return;
+    case DSP_HTTP:
+        refuse_request(c, hd->id, TK_EOPCODE,
+                       "portal sessions are served over HTTP only (docs/portal.md)");
+        return;
     default:
         refuse_request(c, hd->id, TK_EOPCODE, "unknown opcode");
         return;

@@ -174,6 +174,7 @@ dsp_class dsp_classify(uint16_t code)
     case SCH_INLINE: return DSP_INLINE;
     case SCH_WRITE: return DSP_WRITE;
     case SCH_READ: return DSP_READ;
+    case SCH_PORTAL: return DSP_HTTP;
     }
     return DSP_UNKNOWN;
 }
@@ -380,6 +381,7 @@ int dsp_read_req(uint16_t code, const uint8_t *body, size_t len, dsp_read *out, 
     q->tenant = opt_str(&v, SF_TENANT);
     q->account = opt_str(&v, SF_ACCOUNT);
     q->user = opt_str(&v, SF_USER);
+    q->search = opt_str(&v, SF_SEARCH);
     uint32_t most = dsp_page_max(op);
     q->limit = DSP_LIST_DEFAULT < most ? DSP_LIST_DEFAULT : most;
     if (HAS(&v, SF_LIMIT) && v.u[SF_LIMIT] > 0)
@@ -444,6 +446,62 @@ void dsp_put_write_error(mpw *w, const eng_res *res)
         mpw_cstr(w, "retry_after_ms");
         mpw_uint(w, res->retry_after_ms);
     }
+}
+
+int dsp_portal_req(uint16_t code, const uint8_t *body, size_t len, dsp_portal *out, dsp_err *err)
+{
+    const sch_op *op = sch_find(code);
+    vals v;
+    if (!op || op->run != SCH_PORTAL)
+        return fail(err, TK_EOPCODE, "%s", "not a portal operation");
+    v.items = NULL;
+    int rc = decode(op, body, len, &v, err);
+    if (rc)
+        return rc;
+    out->tenant = opt_str(&v, SF_TENANT);
+    out->account = opt_str(&v, SF_ACCOUNT);
+    out->user = opt_str(&v, SF_USER);
+    return 0;
+}
+
+void dsp_put_portal_link(mpw *w, const char *url, int64_t expires_at)
+{
+    mpw_map(w, 2);
+    put_key(w, SF_URL);
+    mpw_cstr(w, url);
+    put_key(w, SF_EXPIRES_AT);
+    mpw_int(w, expires_at);
+}
+
+void dsp_put_portal_who(mpw *w, const char *actor, const char *via, const eng_names *names,
+                        int64_t expires_at, const char *csrf)
+{
+    mpw_map(w, 2 + (names ? 3 : 0) + (expires_at ? 1 : 0) + (csrf ? 1 : 0));
+    put_key(w, SF_ACTOR);
+    mpw_cstr(w, actor);
+    put_key(w, SF_VIA);
+    mpw_cstr(w, via);
+    if (names) {
+        put_key(w, SF_TENANT);
+        mpw_cstr(w, names->tenant);
+        put_key(w, SF_ACCOUNT);
+        mpw_cstr(w, names->account);
+        put_key(w, SF_USER);
+        mpw_cstr(w, names->user);
+    }
+    if (expires_at) {
+        put_key(w, SF_EXPIRES_AT);
+        mpw_int(w, expires_at);
+    }
+    if (csrf) {
+        put_key(w, SF_CSRF);
+        mpw_cstr(w, csrf);
+    }
+}
+
+void dsp_put_empty(mpw *w)
+{
+    mpw_map(w, 0);
 }
 
 void dsp_put_ping(mpw *w)

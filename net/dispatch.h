@@ -43,6 +43,7 @@ typedef enum dsp_class {
     DSP_INLINE,      /* PING, AUTH, VERIFY: answered on the loop thread */
     DSP_WRITE,       /* a management change: a batch on the writer thread */
     DSP_READ,        /* a listing or a get: on the writer thread */
+    DSP_HTTP,        /* a portal session's: HTTP only (net/portal.c) */
 } dsp_class;
 
 dsp_class dsp_classify(uint16_t op);
@@ -88,6 +89,13 @@ uint32_t dsp_page_max(const sch_op *op);
  * one row): the HTTP listener's smaller pages. */
 uint32_t dsp_page_fit(const sch_op *op, size_t page_bytes, uint32_t max_rows);
 
+/* PORTAL_SESSION_CREATE: whom the link is for (strings borrowed from
+ * body); the other portal operations take no fields (out unused). */
+typedef struct dsp_portal {
+    tk_str tenant, account, user;
+} dsp_portal;
+int dsp_portal_req(uint16_t op, const uint8_t *body, size_t len, dsp_portal *out, dsp_err *err);
+
 /* ---- encoding: each appends one reply body to w ----------------------- */
 
 void dsp_put_error(mpw *w, const char *msg);
@@ -98,6 +106,14 @@ void dsp_put_ping(mpw *w);
 /* actor: "operator", "user" or "gateway". */
 void dsp_put_auth(mpw *w, const char *actor);
 void dsp_put_verify(mpw *w, const tk_verify *v);
+/* PORTAL_SESSION_CREATE's reply. */
+void dsp_put_portal_link(mpw *w, const char *url, int64_t expires_at);
+/* PORTAL_SESSION_GET's: names NULL for the operator; expires_at and csrf
+ * for a session only (0, NULL otherwise). */
+void dsp_put_portal_who(mpw *w, const char *actor, const char *via, const eng_names *names,
+                        int64_t expires_at, const char *csrf);
+/* An empty reply ({}). */
+void dsp_put_empty(mpw *w);
 /* The reply to a write that succeeded (res->status == 0); r is its request. */
 void dsp_put_write(mpw *w, const eng_req *r, const eng_res *res);
 

@@ -99,6 +99,7 @@ struct http_srv {
     void *empty_arg;
     lg_limit log_evict;
     struct evbuffer *scratch;
+    ptl *portal;
 };
 
 typedef struct hreq {
@@ -115,6 +116,7 @@ typedef struct hreq {
     union {
         eng_req req;
         dsp_read read;
+        ptl_call portal;
     } u;
 } hreq;
 
@@ -124,6 +126,7 @@ void http_opts_default(http_opts *o)
     o->max_headers = 8u << 10;
     o->max_body = 64u << 10;
     o->timeout = 60;
+    ptl_opts_default(&o->portal);
 }
 
 /* The most rows of one HTTP page of op (dispatch.h, dsp_page_fit). */
@@ -139,7 +142,8 @@ size_t http_memory_bound(const http_opts *o)
      * reply as msgpack and JSON. */
     return (size_t)o->max_connections
            * (HCONN_BYTES + o->max_headers + 2 * (size_t)o->max_body + sizeof(hreq)
-              + JSON_FACTOR * dsp_reply_max_paged(PAGE_BYTES, PAGE_ROWS));
+              + JSON_FACTOR * dsp_reply_max_paged(PAGE_BYTES, PAGE_ROWS))
+           + ptl_memory_bound(&o->portal);
 }
 
 /* Out of memory while setting up: nothing sensible to do (as xmalloc). */
@@ -218,6 +222,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     sweep(arg);
+    ptl_sweep(((http_srv *)arg)->portal);
 }
 
 /* Closes the least recently used connection with nothing in progress.
@@ -798,6 +803,13 @@ static void run_read(eng *e, wrt_job *j)
     r->status = dsp_run_read(e, &r->u.read, &r->reply, r->msg);
 }
 
+/* Writer thread: a portal operation (in the writer's order, like a read). */
+static void run_portal(eng *e, wrt_job *j)
+{
+    hreq *r = (hreq *)j;
+    r->status = ptl_run(r->h->portal, e, &r->u.portal, &r->reply, r->msg);
+}
+
 static void finish_stop(http_srv *h)
 {
     if (h->stopping && h->jobs == 0 && h->empty) {
@@ -835,11 +847,16 @@ static void job_done(wrt_job *j)
     finish_stop(h);
 }
 
-/* The actor of a management request from its Bearer credential. */
-static int actor_of(http_srv *h, struct evhttp_request *req, tk_actor *a, const char **msg)
+/* The actor of a management request: its Bearer credential, else the
+ * portal session of its cookie (info then filled). */
+static int actor_of(http_srv *h, struct evhttp_request *req, tk_actor *a, ses_info *info,
+                    const char **msg)
 {
     const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
     const char *key = auth ? scheme(auth, "Bearer") : NULL;
+    int rc;
+    if (!auth && (rc = ptl_credential(h->portal, req, a, info, msg)) != PTL_NO_COOKIE)
+        return rc;
     if (!key) {
         *msg = "send the operator key or a personal key as Authorization: Bearer <key>";
         return TK_EUNAUTH;
@@ -943,10 +960,12 @@ static void api(http_srv *h, struct evhttp_request *req, hconn *hc, const char *
     }
     const sch_op *op = sch_find(rt->code);
     tk_actor actor;
+    ses_info info;
     memset(&actor, 0, sizeof actor);
     const char *why = NULL;
     int rc;
-    if (op->code != OP_PING && op->code != OP_VERIFY && (rc = actor_of(h, req, &actor, &why))) {
+    if (op->code != OP_PING && op->code != OP_VERIFY
+        && (rc = actor_of(h, req, &actor, &info, &why))) {
         send_error(h, req, op->code, rc, why, 0);
         return;
     }
@@ -977,19 +996,31 @@ static void api(http_srv *h, struct evhttp_request *req, hconn *hc, const char *
     }
     const uint8_t *b = (const uint8_t *)r->body.buf.data;
     size_t blen = r->body.buf.size;
-    rc = op->run == SCH_READ ? dsp_read_req(op->code, b, blen, &r->u.read, &err)
-                             : dsp_write_req(op->code, b, blen, &r->u.req, &err);
-    if (rc) {
+    if (op->run == SCH_PORTAL
+        && (rc = ptl_call_init(h->portal, req, op, &actor, &info, b, blen, &r->u.portal,
+                               r->msg))) {
+        send_error(h, req, op->code, rc, r->msg, 0);
         hreq_free(r);
-        send_error(h, req, op->code, rc, err.msg, 0);
         return;
+    }
+    if (op->run == SCH_READ || op->run == SCH_WRITE) {
+        rc = op->run == SCH_READ ? dsp_read_req(op->code, b, blen, &r->u.read, &err)
+                                 : dsp_write_req(op->code, b, blen, &r->u.req, &err);
+        if (rc) {
+            hreq_free(r);
+            send_error(h, req, op->code, rc, err.msg, 0);
+            return;
+        }
     }
     r->h = h;
     r->hc = hc;
     r->req = req;
     r->op = op;
     r->ok = rt->ok;
-    if (op->run == SCH_READ) {
+    if (op->run == SCH_PORTAL) {
+        r->job.read = run_portal;
+        r->job.reply_max = PTL_REPLY_MAX;
+    } else if (op->run == SCH_READ) {
         if (!op->get && r->u.read.q.limit > page_rows(op))
             r->u.read.q.limit = page_rows(op); /* "more" and "next" say there is the rest */
         r->u.read.q.actor = actor;
@@ -1112,6 +1143,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
         health(h, req, path[1] == 'r');
         return;
+    } else if (ptl_page(h->portal, req, path, query)) {
+        return;
     } else if (strncmp(path, "/v1/", 4) != 0) {
         send_error(h, req, 0, TK_ENOTFOUND, "no such resource (docs/http.md lists them)", 0);
         return;
@@ -1137,6 +1170,7 @@ void http_open(const http_env *env, const http_opts *o, struct evconnlistener *l
     }
     h->env.gateway_key = NULL;
     h->first_seq = eng_last_seq(env->e);
+    ptl_open(&o->portal, env->e, &h->portal);
     evhttp_set_max_headers_size(h->http, o->max_headers);
     evhttp_set_max_body_size(h->http, o->max_body);
     struct timeval tv = {(time_t)o->timeout, (suseconds_t)((o->timeout - (time_t)o->timeout) * 1e6)};
@@ -1184,5 +1218,6 @@ void http_free(http_srv *h)
     if (h->scratch)
         evbuffer_free(h->scratch);
     free(h->byfd);
+    ptl_free(h->portal);
     free(h);
 }

@@ -1,6 +1,7 @@
 /*
  * http.h - the HTTP listener (prefix http_): gateway verification at
- * /v1/verify, the JSON API under /v1/, /metrics, /healthz and /readyz, on
+ * /v1/verify, the JSON API under /v1/, the self-service page at /portal/
+ * (net/portal.h), /metrics, /healthz and /readyz, on
  * libevent's HTTP server (evhttp), on the loop thread beside the binary
  * listener (docs/http.md).
  *
@@ -30,6 +31,7 @@
 
 #include "net/conn.h"
 #include "net/metrics.h"
+#include "net/portal.h"
 #include "net/writer.h"
 #include "store/engine.h"
 
@@ -40,6 +42,7 @@ typedef struct http_opts {
     uint32_t max_headers;     /* bytes of request line and headers (default 8 KiB) */
     uint32_t max_body;        /* bytes (default 1 MiB) */
     double timeout;           /* seconds a read or a write may wait (default 60) */
+    ptl_opts portal;          /* the self-service page (net/portal.h) */
 } http_opts;
 
 /* The documented defaults (docs/server.md, "Flags"). */

@@ -43,6 +43,9 @@ typedef enum proto_op {
     OP_USER_GET = 0x39,
     OP_USER_DELETE = 0x3a,
     OP_KEY_LIST = 0x3b,
+    OP_PORTAL_SESSION_CREATE = 0x40, /* HTTP only (net/portal.c) */
+    OP_PORTAL_SESSION_GET = 0x41,
+    OP_PORTAL_SESSION_DELETE = 0x42,
 } proto_op;
 
 typedef struct proto_header {

@@ -45,6 +45,8 @@ const sch_field sch_fields[SF_COUNT] = {
     [SF_CREATE_BURST] = {F("create_burst"), SCH_UINT, UINT32_MAX, 0},
     /* seconds from now: the server's clock sets expires_at (ten years at most) */
     [SF_EXPIRES_IN] = {F("expires_in"), SCH_UINT, 315360000, 0},
+    /* a token listing's filter: in the description, client ID or creator */
+    [SF_SEARCH] = {F("search"), SCH_STR, TK_DESC_MAX, 0},
     [SF_VERSION] = {F("version"), SCH_UINT, 0, 0},
     [SF_ACTOR] = {F("actor"), SCH_STR, 16, 0},
     [SF_VALID] = {F("valid"), SCH_BOOL, 0, 0},
@@ -68,6 +70,9 @@ const sch_field sch_fields[SF_COUNT] = {
     /* A verified token's permissions: the union of its roles', so up to
      * a tenant's, more than one role's (SF_PERMISSIONS). */
     [SF_GRANTS] = {F("permissions"), SCH_STRS, TK_MAX_TENANT_PERMS, TK_KEY_MAX},
+    [SF_URL] = {F("url"), SCH_STR, 0, 0},
+    [SF_VIA] = {F("via"), SCH_STR, 16, 0},
+    [SF_CSRF] = {F("csrf"), SCH_STR, 64, 0},
 };
 
 #define END {SF_COUNT, false}
@@ -130,8 +135,9 @@ static const sch_op ops[] = {
      {R(SF_CLIENT_ID), R(SF_SECRET), R(SF_EXPIRES_AT), END}, {END},
      "the secret, shown once; expires_at or expires_in (seconds from now), not both"},
     {OP_TOKEN_LIST, "TOKEN_LIST", SCH_BOTH, SCH_READ, 0, ENG_TOKENS, false,
-     {O(SF_TENANT), O(SF_ACCOUNT), PAGE, END}, PAGED(SF_TOKENS), TOKEN_ROW,
-     "the operator names tenant and account"},
+     {O(SF_TENANT), O(SF_ACCOUNT), PAGE, O(SF_SEARCH), END}, PAGED(SF_TOKENS), TOKEN_ROW,
+     "the operator names tenant and account; search: in the description, client ID or "
+     "creator (ASCII case-insensitive)"},
     {OP_TOKEN_DELETE, "TOKEN_DELETE", SCH_BOTH, SCH_WRITE, ENG_TOKEN_DELETE, 0, false,
      {R(SF_CLIENT_ID), END}, {END}, {END}, "irreversible"},
     {OP_TOKEN_GET, "TOKEN_GET", SCH_BOTH, SCH_READ, 0, ENG_TOKENS, true, {R(SF_CLIENT_ID), END},
@@ -168,6 +174,15 @@ static const sch_op ops[] = {
     {OP_KEY_LIST, "KEY_LIST", SCH_BOTH, SCH_READ, 0, ENG_KEYS, false,
      {O(SF_TENANT), O(SF_ACCOUNT), O(SF_USER), PAGE, END}, PAGED(SF_KEYS),
      {R(SF_KEY_ID), R(SF_CREATED_AT), R(SF_EXPIRES_AT), END}, "a user lists its own"},
+    {OP_PORTAL_SESSION_CREATE, "PORTAL_SESSION_CREATE", SCH_OPERATOR, SCH_PORTAL, 0, 0, false,
+     {R(SF_TENANT), R(SF_ACCOUNT), R(SF_USER), END}, {R(SF_URL), R(SF_EXPIRES_AT), END}, {END},
+     "HTTP only: the page's one-time link for a user with the portal flag (docs/portal.md)"},
+    {OP_PORTAL_SESSION_GET, "PORTAL_SESSION_GET", SCH_BOTH, SCH_PORTAL, 0, 0, false, {END},
+     {R(SF_ACTOR), R(SF_VIA), O(SF_TENANT), O(SF_ACCOUNT), O(SF_USER), O(SF_EXPIRES_AT),
+      O(SF_CSRF), END},
+     {END}, "HTTP only: who the page acts as; csrf for a session"},
+    {OP_PORTAL_SESSION_DELETE, "PORTAL_SESSION_DELETE", SCH_USER, SCH_PORTAL, 0, 0, false,
+     {END}, {END}, {END}, "HTTP only: signs the session out"},
 };
 
 #define NOPS (sizeof ops / sizeof ops[0])
@@ -215,6 +230,7 @@ static const sch_route routes[] = {
     {"GET", "/v1/permissions", OP_PERM_LIST, 200, "your tenant's permissions"},
     {"GET", "/v1/roles", OP_ROLE_LIST, 200, "your tenant's roles"},
     {"GET", "/v1/users", OP_USER_LIST, 200, "your account's users"},
+    {"GET", "/v1/users/{user}", OP_USER_GET, 200, "a user of your account (yourself)"},
     {"POST", "/v1/tokens", OP_TOKEN_CREATE, 201,
      "create a token (the secret is in this reply only)"},
     {"GET", "/v1/tokens", OP_TOKEN_LIST, 200, "list your account's tokens"},
@@ -222,6 +238,11 @@ static const sch_route routes[] = {
     {"PATCH", "/v1/tokens/{client_id}", OP_TOKEN_SET, 200, "change a token's description"},
     {"DELETE", "/v1/tokens/{client_id}", OP_TOKEN_DELETE, 200,
      "delete a token (irreversible; effective before this reply)"},
+    {"POST", "/v1/portal/sessions", OP_PORTAL_SESSION_CREATE, 201,
+     "a one-time link to the self-service page for one user"},
+    {"GET", "/v1/portal/session", OP_PORTAL_SESSION_GET, 200,
+     "who the page acts as (a session's cookie or a Bearer key)"},
+    {"DELETE", "/v1/portal/session", OP_PORTAL_SESSION_DELETE, 200, "sign the session out"},
 };
 #undef TA
 

@@ -36,11 +36,12 @@ typedef enum sch_fid {
     SF_TENANT, SF_ACCOUNT, SF_USER, SF_KEY, SF_NAME, SF_DESCRIPTION, SF_API_TOKENS, SF_PORTAL,
     SF_LEVEL, SF_PERMISSIONS, SF_ROLES, SF_EXPIRES_AT, SF_KEY_ID, SF_CLIENT_ID, SF_AFTER,
     SF_LIMIT, SF_SECRET, SF_MAX_TOKENS, SF_MAX_ROLES, SF_MAX_KEYS, SF_CREATE_RATE,
-    SF_CREATE_BURST, SF_EXPIRES_IN,
+    SF_CREATE_BURST, SF_EXPIRES_IN, SF_SEARCH,
     /* replies only */
     SF_VERSION, SF_ACTOR, SF_VALID, SF_REASON, SF_PERSONAL_KEY, SF_CREATED_BY, SF_CREATED_AT,
     SF_MORE, SF_NEXT, SF_TOKENS, SF_TENANTS, SF_ACCOUNTS, SF_USERS, SF_KEYS, SF_PERM_ROWS,
     SF_ROLE_ROWS, SF_ROLE_COUNT, SF_PERM_COUNT, SF_TOKEN_COUNT, SF_KEY_COUNT, SF_GRANTS,
+    SF_URL, SF_VIA, SF_CSRF,
     SF_COUNT
 } sch_fid;
 
@@ -74,6 +75,8 @@ typedef enum sch_run {
     SCH_INLINE, /* PING, AUTH, VERIFY: answered on the loop thread */
     SCH_WRITE,  /* a change: a batch on the writer thread (eng_commit) */
     SCH_READ,   /* a listing or a get: on the writer thread (eng_query_run) */
+    SCH_PORTAL, /* a portal session's (net/portal.c): over HTTP only, where a
+                   browser is; the binary protocol answers them `opcode` */
 } sch_run;
 
 #define SCH_MAX_USES 12

@@ -30,6 +30,7 @@
 #include "core/event.h"
 #include "core/mp.h"
 #include "core/ratelimit.h"
+#include "core/session.h"
 #include "core/view.h"
 #include "core/xmalloc.h"
 #include "core/sha256.h"
@@ -65,6 +66,7 @@ struct eng {
     reserve *rsv;                   /* disk space kept back for revocations */
     ckpt *ck;                       /* LMDB's checkpoints and the crash marker */
     bool log_open;                  /* elog_open_end has succeeded */
+    ses_table *sessions;            /* portal sessions (borrowed; may be NULL) */
     char op_key[OPERATOR_KEY_LEN + 1];
     uint8_t op_hash[TK_HASH_LEN];
     /* Per-batch scratch, kept between calls. */
@@ -82,6 +84,26 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- portal sessions ------------------------------------------------- */
+
+/* Rule 11 for a session actor, before its request is planned: the session
+ * must be live. TK_EUNAUTH (msg, ENG_MSG_MAX bytes), or 0. */
+static int session_gone(eng *e, const tk_actor *a, int64_t now_s, char *msg)
+{
+    if (!a->session || (e->sessions && ses_live(e->sessions, a->session, now_s)))
+        return 0;
+    snprintf(msg, ENG_MSG_MAX, "the portal session has ended (expired or signed out)");
+    return TK_EUNAUTH;
+}
+
+/* After a session actor's request: refused for its credential (the user
+ * was deleted or lost the portal flag: plan_actor_stands), it ends. */
+static void session_check(eng *e, const tk_actor *a, int rc)
+{
+    if (a->session && rc == TK_EUNAUTH && e->sessions)
+        ses_end(e->sessions, a->session);
 }
 
 /* ---- the view learns from changes ------------------------------------ */
@@ -551,7 +573,10 @@ static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t
             snprintf(res[i].msg, sizeof res[i].msg, "%s", full_msg);
             continue;
         }
-        res[i].status = plan_request(&p, &reqs[i], &res[i]);
+        res[i].status = session_gone(e, &reqs[i].actor, ts / 1000, res[i].msg);
+        if (!res[i].status)
+            res[i].status = plan_request(&p, &reqs[i], &res[i]);
+        session_check(e, &reqs[i].actor, res[i].status);
         if (res[i].status == 0 && full_msg && !p.revokes) {
             res[i].status = TK_ENOSPC;
             snprintf(res[i].msg, sizeof res[i].msg, "%s", full_msg);
@@ -879,10 +904,53 @@ int eng_query_run(eng *e, const eng_query *q, int (*fn)(void *arg, const eng_row
             snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
         return TK_EFENCED;
     }
+    char scratch[ENG_MSG_MAX];
+    int rc = session_gone(e, &q->actor, time(NULL), msg ? msg : scratch);
+    if (rc)
+        return rc;
+    if ((rc = state_begin(e->st, false, &t)))
+        return rc;
+    rc = query_run(t, q, time(NULL), fn, arg, msg);
+    state_abort(t);
+    session_check(e, &q->actor, rc);
+    return rc;
+}
+
+void eng_set_sessions(eng *e, ses_table *t)
+{
+    e->sessions = t;
+}
+
+int eng_actor_names(eng *e, const tk_actor *a, eng_names *out, char *msg)
+{
+    state_txn *t;
+    if (e->stale) {
+        snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
+        return TK_EFENCED;
+    }
+    int rc = session_gone(e, a, time(NULL), msg);
+    if (rc)
+        return rc;
+    if ((rc = state_begin(e->st, false, &t)))
+        return rc;
+    rc = query_actor_names(t, a, time(NULL), out, msg);
+    state_abort(t);
+    session_check(e, a, rc);
+    return rc;
+}
+
+int eng_portal_user(eng *e, tk_str tenant, tk_str account, tk_str user, tk_actor *out,
+                    char *msg)
+{
+    state_txn *t;
+    if (e->stale) {
+        snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
+        return TK_EFENCED;
+    }
     int rc = state_begin(e->st, false, &t);
     if (rc)
         return rc;
-    rc = query_run(t, q, time(NULL), fn, arg, msg);
+    rc = query_portal_user(t, tenant, account, user, out, msg);
     state_abort(t);
     return rc;
 }

@@ -248,6 +248,8 @@ typedef struct eng_query {
     bool has_after;
     tk_str after;    /* a listing: the `cursor` of the last row of the page before */
     uint32_t limit;  /* a listing: at most this many rows */
+    tk_str search;   /* ENG_TOKENS: only those whose description, client ID or
+                        creator holds this (ASCII case-insensitive); empty: all */
     bool get;        /* one row instead: the one the query names (tenant for
                         ENG_TENANTS, user for ENG_USERS, id for ENG_TOKENS) */
     tk_id id;
@@ -315,6 +317,34 @@ size_t eng_index_bytes(const eng *e);
 
 /* Sequence number of the last durable event. */
 uint64_t eng_last_seq(const eng *e);
+
+/* ---- portal sessions ---------------------------------------------------- */
+
+typedef struct ses_table ses_table; /* core/session.h */
+
+/* Portal sessions (core/session.h): a request or a read of an actor with a
+ * session commits only while that session is live, and a session whose
+ * user no longer stands (deleted, portal flag gone) is ended there (rule
+ * 11). Call before serving; t is borrowed for e's life (NULL: none). */
+void eng_set_sessions(eng *e, ses_table *t);
+
+/* The user actor (without a session yet) that a portal session for
+ * tenant/account/user acts as. 0; TK_EINVAL, TK_ENOTFOUND, TK_EDENIED (no
+ * portal flag), TK_EFENCED, TK_EIO; msg (ENG_MSG_MAX bytes) says why.
+ * Runs on the writer thread (an LMDB read transaction), like
+ * eng_query_run. */
+int eng_portal_user(eng *e, tk_str tenant, tk_str account, tk_str user, tk_actor *out,
+                    char *msg);
+
+/* The slugs a user actor acts as. */
+typedef struct eng_names {
+    char tenant[TK_SLUG_MAX + 1], account[TK_SLUG_MAX + 1], user[TK_SLUG_MAX + 1];
+} eng_names;
+
+/* The slugs of user actor a while its credential (personal key or portal
+ * session) stands (rule 11). 0, TK_EUNAUTH, TK_EFENCED, TK_EIO; msg
+ * (ENG_MSG_MAX bytes) says why. Writer thread, like eng_query_run. */
+int eng_actor_names(eng *e, const tk_actor *a, eng_names *out, char *msg);
 
 /* ---- reading the whole state (tools) ---------------------------------- */
 

@@ -73,6 +73,19 @@ int plan_scope(state_txn *t, const tk_actor *a, tk_str tenant, tk_str account,
 
 int plan_actor_stands(state_txn *t, const tk_actor *a, int64_t now_s, char *msg)
 {
+    if (a->session) { /* the session's own life is the engine's check (ses_live) */
+        st_user u;
+        int rc = state_user_by_id(t, a->user, &u);
+        if (rc && rc != TK_ENOTFOUND)
+            return rc;
+        if (rc)
+            return plan_why(msg, TK_EUNAUTH, "the portal session ended: its user was deleted");
+        if (!u.portal)
+            return plan_why(msg, TK_EUNAUTH,
+                            "the portal session ended: user '%s' no longer has portal access",
+                            u.slug);
+        return 0;
+    }
     st_cred key;
     int rc = state_cred_by_id(t, &a->key, &key);
     if (rc && rc != TK_ENOTFOUND)

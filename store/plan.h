@@ -48,9 +48,11 @@ typedef struct plan {
  * the state could not be read, which fails the whole batch. */
 int plan_request(plan *p, const eng_req *r, eng_res *res);
 
-/* Rule 11 on its own, for reads (a listing): 0 when the personal key user
- * actor a authenticated with still stands in t at now_s; else TK_EUNAUTH
- * (msg, ENG_MSG_MAX bytes, says why) or a store error. */
+/* Rule 11 on its own, for reads (a listing): 0 when the credential user
+ * actor a authenticated with still stands in t at now_s (its personal key;
+ * for a portal session, its user, with the portal flag: whether the
+ * session itself is live is the engine's check); else TK_EUNAUTH (msg,
+ * ENG_MSG_MAX bytes, says why) or a store error. */
 int plan_actor_stands(state_txn *t, const tk_actor *a, int64_t now_s, char *msg);
 
 /* The tenant and account a request acts in: a user actor's own, or those

@@ -10,6 +10,7 @@
  */
 #include "store/query.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +82,7 @@ typedef struct qctx {
     int (*fn)(void *arg, const eng_row *row);
     void *arg;
     uint32_t tenant;                            /* the scope's */
+    uint32_t found;                             /* a search's rows given to fn */
     eng_row row;                                /* reused for every row */
     char names[TK_MAX_ROLE_PERMS][TK_KEY_MAX + 1]; /* what row's pointers point to */
 } qctx;
@@ -198,6 +200,40 @@ static int row_cred(void *arg, const st_cred *r)
     }
     ord_format(r->ord, row->cursor);
     return c->fn(c->arg, row);
+}
+
+/* ASCII case-insensitive: does hay hold needle? (UTF-8 beyond ASCII is
+ * compared as bytes.) */
+static bool holds(const char *hay, tk_str needle)
+{
+    size_t n = strlen(hay);
+    for (size_t i = 0; needle.n <= n && i <= n - needle.n; i++) {
+        size_t j = 0;
+        while (j < needle.n && tolower((unsigned char)hay[i + j])
+                                   == tolower((unsigned char)needle.p[j]))
+            j++;
+        if (j == needle.n)
+            return true;
+    }
+    return false;
+}
+
+#define SEARCH_FULL 1 /* a search's page is full: the walk stops there */
+
+/* A token listing with a search: the rows whose description, client ID or
+ * creator holds the text, until the page is full. */
+static int row_found(void *arg, const st_cred *r)
+{
+    qctx *c = arg;
+    char idstr[TK_ID_STR_LEN + 1];
+    secret_id_format(&r->id, idstr);
+    if (!holds(r->desc, c->q->search) && !holds(idstr, c->q->search)
+        && !holds(r->creator, c->q->search))
+        return 0;
+    if (c->found == c->q->limit)
+        return SEARCH_FULL;
+    c->found++;
+    return row_cred(arg, r);
 }
 
 /* ---- who may read what ------------------------------------------------ */
@@ -333,9 +369,62 @@ int query_run(state_txn *t, const eng_query *q, int64_t now_s,
         if (!(rc = user_named(t, q, &tn, &ac, &u, msg)))
             rc = state_user_keys(t, u.id, from, q->limit, row_cred, c);
         break;
-    case ENG_TOKENS: rc = state_account_tokens(t, ac.id, from, q->limit, row_cred, c); break;
+    case ENG_TOKENS:
+        if (q->search.n == 0) {
+            rc = state_account_tokens(t, ac.id, from, q->limit, row_cred, c);
+        } else { /* the whole account at most (its max_tokens) */
+            rc = state_account_tokens(t, ac.id, from, UINT32_MAX, row_found, c);
+            rc = rc == SEARCH_FULL ? 0 : rc;
+        }
+        break;
     }
 done:
     free(c);
     return rc;
+}
+
+int query_portal_user(state_txn *t, tk_str tenant, tk_str account, tk_str user, tk_actor *out,
+                      char *msg)
+{
+    static const tk_actor op = {.kind = TK_ACTOR_OPERATOR};
+    st_tenant tn;
+    st_account ac;
+    st_user u;
+    int rc = plan_scope(t, &op, tenant, account, true, &tn, &ac, msg);
+    if (rc)
+        return rc;
+    if (!model_slug_ok(user.p, user.n))
+        return plan_why(msg, TK_EINVAL, "'%.*s' is not a user slug ([a-z0-9][a-z0-9-]{0,62})",
+                        PLAN_SL(user));
+    if ((rc = state_user_by_slug(t, ac.id, user.p, user.n, &u)))
+        return rc == TK_ENOTFOUND ? plan_why(msg, rc, "no user '%.*s' in %s/%s", PLAN_SL(user),
+                                             tn.slug, ac.slug)
+                                  : rc;
+    if (!u.portal) /* rule 2: the page is for managing tokens */
+        return plan_why(msg, TK_EDENIED, "user '%s' has no portal access (USER_SET portal)",
+                        u.slug);
+    *out = (tk_actor){.kind = TK_ACTOR_USER, .tenant = tn.id, .account = ac.id, .user = u.id};
+    return 0;
+}
+
+int query_actor_names(state_txn *t, const tk_actor *a, int64_t now_s, eng_names *out, char *msg)
+{
+    st_tenant tn;
+    st_account ac;
+    st_user u;
+    int rc = plan_actor_stands(t, a, now_s, msg);
+    if (!rc)
+        rc = state_tenant_by_id(t, a->tenant, &tn);
+    if (!rc)
+        rc = state_account_by_id(t, a->account, &ac);
+    if (!rc)
+        rc = state_user_by_id(t, a->user, &u);
+    if (rc == TK_ENOTFOUND) /* gone with its user: the credential stands no more */
+        return plan_why(msg, TK_EUNAUTH, "the user this credential acts as is gone");
+    if (rc)
+        return rc;
+    memcpy(out->tenant, tn.slug, sizeof out->tenant);
+    memcpy(out->account, ac.slug, sizeof out->account);
+    memcpy(out->user, u.slug, sizeof out->user);
+    return 0;
 }

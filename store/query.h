@@ -25,6 +25,16 @@
 int query_run(state_txn *t, const eng_query *q, int64_t now_s,
               int (*fn)(void *arg, const eng_row *row), void *arg, char *msg);
 
+/* The user actor a portal session for tenant/account/user acts as (the
+ * operator names them): 0; TK_EINVAL, TK_ENOTFOUND (msg says which),
+ * TK_EDENIED (the user has no portal flag), or a store error. */
+int query_portal_user(state_txn *t, tk_str tenant, tk_str account, tk_str user, tk_actor *out,
+                      char *msg);
+
+/* The slugs of user actor a, whose credential still stands (rule 11). 0,
+ * TK_EUNAUTH (msg says why), or a store error. */
+int query_actor_names(state_txn *t, const tk_actor *a, int64_t now_s, eng_names *out, char *msg);
+
 /* True when text has the form of a cursor of a listing of kind (tokens
  * and keys: a number; the others: a name). */
 bool query_cursor_ok(eng_kind kind, const char *text, size_t n);

@@ -47,6 +47,16 @@ static void usage(FILE *f, const srv_opts *d)
             "  --http-max-body BYTES    request body (default %u)\n"
             "  --http-timeout SECONDS   a read or a write may wait this long, keep-alive\n"
             "                           idle included (default %g)\n"
+            "  --portal-url URL         the self-service page's public base, as browsers\n"
+            "                           reach it (https://tokens.example.com); its links\n"
+            "                           start with it (default: http:// and the Host\n"
+            "                           header of the request that mints one; docs/portal.md)\n"
+            "  --portal-session-ttl SECONDS  a portal session's life (default %u)\n"
+            "  --portal-link-ttl SECONDS     a portal link's one-time code's (default %u)\n"
+            "  --portal-max-sessions N  portal sessions and unused links at once (default %u)\n"
+            "  --portal-tenant-sessions N  of them one tenant may hold (default %u)\n"
+            "  --portal-frame-ancestors SOURCES  who may frame the page (CSP\n"
+            "                           frame-ancestors; default %s)\n"
             "  --data DIR               data directory, created at first start with the\n"
             "                           operator key in DIR/operator.key (default %s)\n"
             "  --max-frame BYTES        largest request body (default %u; K/M suffixes)\n"
@@ -74,7 +84,9 @@ static void usage(FILE *f, const srv_opts *d)
             "Logs go to stderr, one line per event; keys and secrets are never logged.\n"
             "SIGTERM or SIGINT: stop accepting, answer what was received, exit 0.\n",
             d->listen, d->http_listen, d->http.max_connections, d->http.max_headers,
-            d->http.max_body, d->http.timeout, d->data_dir, d->conn.max_frame, d->conn.max_connections,
+            d->http.max_body, d->http.timeout, d->http.portal.ses.ttl, d->http.portal.ses.code_ttl,
+            d->http.portal.ses.max, d->http.portal.ses.per_tenant, d->http.portal.frame_ancestors,
+            d->data_dir, d->conn.max_frame, d->conn.max_connections,
             d->conn.max_per_peer, d->conn.max_output, d->conn.max_queued, d->batch_replies,
             d->conn.idle_timeout, d->conn.frame_timeout);
 }
@@ -122,6 +134,12 @@ enum {
     O_HTTP_MAX_HEADERS,
     O_HTTP_MAX_BODY,
     O_HTTP_TIMEOUT,
+    O_PORTAL_URL,
+    O_PORTAL_TTL,
+    O_PORTAL_LINK_TTL,
+    O_PORTAL_MAX,
+    O_PORTAL_TENANT,
+    O_PORTAL_FRAMES,
     O_DATA,
     O_MAX_FRAME,
     O_MAX_CONN,
@@ -144,6 +162,12 @@ static int parse_args(int argc, char **argv, srv_opts *o)
         {"http-max-headers", required_argument, NULL, O_HTTP_MAX_HEADERS},
         {"http-max-body", required_argument, NULL, O_HTTP_MAX_BODY},
         {"http-timeout", required_argument, NULL, O_HTTP_TIMEOUT},
+        {"portal-url", required_argument, NULL, O_PORTAL_URL},
+        {"portal-session-ttl", required_argument, NULL, O_PORTAL_TTL},
+        {"portal-link-ttl", required_argument, NULL, O_PORTAL_LINK_TTL},
+        {"portal-max-sessions", required_argument, NULL, O_PORTAL_MAX},
+        {"portal-tenant-sessions", required_argument, NULL, O_PORTAL_TENANT},
+        {"portal-frame-ancestors", required_argument, NULL, O_PORTAL_FRAMES},
         {"data", required_argument, NULL, O_DATA},
         {"max-frame", required_argument, NULL, O_MAX_FRAME},
         {"max-connections", required_argument, NULL, O_MAX_CONN},
@@ -183,6 +207,43 @@ static int parse_args(int argc, char **argv, srv_opts *o)
         case O_HTTP_TIMEOUT:
             if (parse_seconds("--http-timeout", optarg, &o->http.timeout))
                 return 2;
+            break;
+        case O_PORTAL_URL:
+            if (!ptl_url_ok(optarg)) {
+                fprintf(stderr, "tokend: --portal-url %s: expected http(s)://HOST[:PORT], "
+                                "nothing after it\n",
+                        optarg);
+                return 2;
+            }
+            o->http.portal.url = optarg;
+            break;
+        case O_PORTAL_TTL:
+            if (parse_bytes("--portal-session-ttl", optarg, 1, 86400, &v))
+                return 2;
+            o->http.portal.ses.ttl = (uint32_t)v;
+            break;
+        case O_PORTAL_LINK_TTL:
+            if (parse_bytes("--portal-link-ttl", optarg, 1, 3600, &v))
+                return 2;
+            o->http.portal.ses.code_ttl = (uint32_t)v;
+            break;
+        case O_PORTAL_MAX:
+            if (parse_bytes("--portal-max-sessions", optarg, 1, 10000000, &v))
+                return 2;
+            o->http.portal.ses.max = (uint32_t)v;
+            break;
+        case O_PORTAL_TENANT:
+            if (parse_bytes("--portal-tenant-sessions", optarg, 1, 10000000, &v))
+                return 2;
+            o->http.portal.ses.per_tenant = (uint32_t)v;
+            break;
+        case O_PORTAL_FRAMES:
+            if (strpbrk(optarg, ";,\r\n") || strlen(optarg) > 256) {
+                fprintf(stderr, "tokend: --portal-frame-ancestors: CSP sources, space-separated "
+                                "('self', 'none', https://app.example.com), at most 256 bytes\n");
+                return 2;
+            }
+            o->http.portal.frame_ancestors = optarg;
             break;
         case O_DATA: o->data_dir = optarg; break;
         case O_MAX_FRAME:

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "core/err.h"
+#include "core/session.h"
 #include "store/engine.h"
 #include "store/fio.h"
 #include "tests/support/fixture.h"
@@ -704,6 +705,108 @@ static void rule11_expired_key_acts_no_more(void **state)
     assert_int_equal(fx_token(c->e, &a, "late", VIEWER, 0, NULL, NULL), TK_EUNAUTH);
 }
 
+static int count_row(void *arg, const eng_row *row)
+{
+    (void)row;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* A portal session acting as alice: minted through eng_portal_user, as
+ * the HTTP listener does. */
+static tk_actor session_actor(eng *e, ses_table *t, const char *user, ses_info *info)
+{
+    tk_actor a;
+    char msg[ENG_MSG_MAX], code[SES_TEXT_LEN + 1], sid[SES_TEXT_LEN + 1];
+    int64_t exp;
+    ses_who w;
+    memset(&w, 0, sizeof w);
+    assert_int_equal(eng_portal_user(e, (tk_str){"acme", 4}, (tk_str){"globex", 6},
+                                     (tk_str){user, strlen(user)}, &a, msg),
+                     0);
+    w.tenant = a.tenant, w.account = a.account, w.user = a.user;
+    assert_int_equal(ses_mint(t, &w, time(NULL), code, &exp, msg, sizeof msg), 0);
+    assert_int_equal(ses_open(t, code, strlen(code), time(NULL), sid, info), 0);
+    a.session = info->handle;
+    return a;
+}
+
+/* Rule 11 for portal sessions: a session acts while it is live and its
+ * user keeps the portal flag; signed out, or its user's flag taken away
+ * (even if given back), it acts no more, for writes and reads. */
+static void rule11_portal_session_acts_while_it_stands(void **state)
+{
+    ctx *c = *state;
+    ses_opts o;
+    ses_table *t;
+    ses_info info;
+    char msg[ENG_MSG_MAX];
+    ses_opts_default(&o);
+    ses_new(&o, &t);
+    eng_set_sessions(c->e, t);
+    tk_actor a = session_actor(c->e, t, "alice", &info);
+    assert_int_equal(fx_token(c->e, &a, "by session", VIEWER, 0, NULL, NULL), 0);
+    ses_end(t, info.handle); /* signed out */
+    assert_int_equal(fx_token(c->e, &a, "after", VIEWER, 0, NULL, NULL), TK_EUNAUTH);
+    eng_query q = {.kind = ENG_TOKENS, .actor = a, .limit = 10};
+    int rows = 0;
+    assert_int_equal(eng_query_run(c->e, &q, count_row, &rows, msg), TK_EUNAUTH);
+
+    a = session_actor(c->e, t, "alice", &info);
+    eng_req r;
+    eng_req_init(&r, ENG_USER_SET, &fx_operator);
+    r.tenant = (tk_str){"acme", 4};
+    r.account = (tk_str){"globex", 6};
+    r.user = (tk_str){"alice", 5};
+    r.flag = 0; /* no portal */
+    assert_int_equal(fx_exec(c->e, &r, NULL), 0);
+    assert_int_equal(fx_token(c->e, &a, "no portal", VIEWER, 0, NULL, NULL), TK_EUNAUTH);
+    assert_false(ses_live(t, info.handle, time(NULL))); /* ended there */
+    r.flag = 1;
+    assert_int_equal(fx_exec(c->e, &r, NULL), 0);
+    assert_int_equal(fx_token(c->e, &a, "portal again", VIEWER, 0, NULL, NULL), TK_EUNAUTH);
+
+    /* A session's reads stand on the same: its user deleted, it ends. */
+    a = session_actor(c->e, t, "alice", &info);
+    q.actor = a;
+    assert_int_equal(eng_query_run(c->e, &q, count_row, &rows, msg), 0);
+    assert_int_equal(rows, 1); /* the token made by the first session */
+    assert_int_equal(fx_delete(c->e, ENG_USER_DELETE, "acme", "globex", "alice", NULL), 0);
+    assert_int_equal(eng_query_run(c->e, &q, count_row, &rows, msg), TK_EUNAUTH);
+    assert_false(ses_live(t, info.handle, time(NULL)));
+    eng_set_sessions(c->e, NULL);
+    ses_free(t);
+}
+
+/* Only a user with the portal flag gets a session (rule 2), and only in
+ * the scope named. */
+static void portal_session_needs_the_portal_flag(void **state)
+{
+    ctx *c = *state;
+    tk_actor a;
+    char msg[ENG_MSG_MAX];
+    assert_int_equal(eng_portal_user(c->e, (tk_str){"acme", 4}, (tk_str){"globex", 6},
+                                     (tk_str){"carol", 5}, &a, msg),
+                     TK_EDENIED);
+    assert_int_equal(eng_portal_user(c->e, (tk_str){"acme", 4}, (tk_str){"initech", 7},
+                                     (tk_str){"alice", 5}, &a, msg),
+                     TK_ENOTFOUND);
+    assert_int_equal(eng_portal_user(c->e, (tk_str){"umbrella", 8}, (tk_str){"globex", 6},
+                                     (tk_str){"alice", 5}, &a, msg),
+                     TK_ENOTFOUND);
+    assert_int_equal(eng_portal_user(c->e, (tk_str){"acme", 4}, (tk_str){"globex", 6},
+                                     (tk_str){"Alice", 5}, &a, msg),
+                     TK_EINVAL);
+    assert_int_equal(eng_portal_user(c->e, (tk_str){"acme", 4}, (tk_str){"globex", 6},
+                                     (tk_str){"alice", 5}, &a, msg),
+                     0);
+    assert_int_equal(a.user, c->w.alice.user);
+    assert_int_equal(a.account, c->w.alice.account);
+    /* Without a session table, a session actor never acts. */
+    a.session = 1;
+    assert_int_equal(fx_token(c->e, &a, "x", VIEWER, 0, NULL, NULL), TK_EUNAUTH);
+}
+
 /* Rules 2 and 3 bind from the request that changes them on, within one
  * batch: the portal flag taken away, the roles lowered. */
 static void rule11_portal_and_roles_changed_in_the_batch(void **state)
@@ -1136,6 +1239,8 @@ int main(void)
         T(listing_cursor_is_no_oracle),
         T(rule11_key_deleted_in_the_batch_acts_no_more),
         T(rule11_expired_key_acts_no_more),
+        T(rule11_portal_session_acts_while_it_stands),
+        T(portal_session_needs_the_portal_flag),
         T(rule11_portal_and_roles_changed_in_the_batch),
         T(past_expiry_refused_everywhere),
         T(duplicate_roles_collapse),
