@@ -458,6 +458,7 @@ tk_verdict view_auth_personal(const view *v, const char *secret, size_t len, int
     verdict = rules_verify_state(TK_KIND_PERSONAL, e->kind, true, e->expires_at, now);
     if (verdict != TK_V_VALID)
         return verdict;
+    memset(actor, 0, sizeof *actor);
     actor->kind = TK_ACTOR_USER;
     actor->tenant = e->tenant;
     actor->account = e->account;

@@ -24,6 +24,7 @@
 #include "core/err.h"
 #include "core/model.h"
 #include "net/http.h"
+#include "net/portal.h"
 #include "net/proto.h"
 #include "net/schema.h"
 
@@ -702,6 +703,7 @@ static void oapi_info(FILE *out)
     oapi_kq(out, 4, "description", "tokend's default --http address");
     oapi_ln(out, 0, "security:");
     oapi_ln(out, 2, "- bearer: []");
+    oapi_ln(out, 2, "- portalSession: []");
 }
 
 static void oapi_paths(FILE *out)
@@ -868,6 +870,14 @@ static void oapi_components(FILE *out)
     oapi_kq(out, 6, "description",
             "the operator key (DIR/operator.key) or a user's personal key; a tenant API "
             "token is not a management key");
+    oapi_ln(out, 4, "portalSession:");
+    oapi_ln(out, 6, "type: apiKey");
+    oapi_ln(out, 6, "in: cookie");
+    oapi_ln(out, 6, "name: " PTL_COOKIE);
+    oapi_kq(out, 6, "description",
+            "a portal session (docs/portal.md): the cookie a link from POST "
+            "/v1/portal/sessions sets; it acts as its user, and a change made with it also "
+            "needs the header " PTL_CSRF_HEADER " (the csrf of GET /v1/portal/session)");
     oapi_ln(out, 4, "gatewayKey:");
     oapi_ln(out, 6, "type: apiKey");
     oapi_ln(out, 6, "in: header");

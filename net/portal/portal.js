@@ -69,7 +69,7 @@
   };
 
   /** The admin view's selected tenant and its request sequence. */
-  const adminView = { tenant: '', seq: 0, patching: false, loaded: false };
+  const adminView = { tenant: '', seq: 0, patching: false };
 
   /** Where focus goes back to when a dialog closes. */
   const dialogOpeners = new WeakMap();
@@ -305,13 +305,16 @@
     tokensView.seq += 1;
     tokensView.rows.clear();
     Object.assign(roleData, { roles: null, myRoles: null, signature: '', loading: null });
-    Object.assign(adminView, { tenant: '', patching: false, loaded: false });
+    Object.assign(adminView, { tenant: '', patching: false });
     adminView.seq += 1;
     $('tokens-search').value = '';
     $('tokens-table').tBodies[0].replaceChildren();
     $('keys-table').tBodies[0].replaceChildren();
     $('admin-roles-table').tBodies[0].replaceChildren();
     $('admin-tenant').replaceChildren();
+    $('admin-tenant').disabled = true;      /* both usable again once loaded */
+    $('admin-api-tokens').disabled = true;
+    $('admin-api-tokens').checked = false;
     $('gen-roles').replaceChildren();
     $('gen-form').reset();
     $('whoami').textContent = '';
@@ -423,9 +426,9 @@
       enterApp('key', session, key);
       focusOr($('tablist').querySelector('[role="tab"][aria-selected="true"]'));
     } catch (err) {
-      setSigninError(err.status === 401
-        ? `The key was not accepted: ${err.message}`
-        : `Could not sign in: ${err.message}`);
+      if (!(err instanceof ApiError)) console.error(err);
+      const why = err instanceof ApiError ? err.message : 'something went wrong on this page.';
+      setSigninError(err.status === 401 ? `The key was not accepted: ${why}` : `Could not sign in: ${why}`);
       input.focus();
     } finally {
       button.disabled = false;
@@ -828,17 +831,8 @@
 
   /** The user's own role keys: GET /v1/users/{user}. */
   async function loadMyRoles() {
-    try {
-      const me = await api('GET', `/v1/users/${enc(auth.user)}`);
-      return Array.isArray(me.roles) ? me.roles.map(String) : [];
-    } catch (err) {
-      /* A server without the single-user path: find the user in the account's list. */
-      if (err.status !== 404 && err.status !== 405) throw err;
-      const users = await listAll(`/v1/users?limit=${LIST_PAGE_SIZE}`, 'users');
-      const me = users.find((u) => u.user === auth.user);
-      if (!me) throw err;
-      return Array.isArray(me.roles) ? me.roles.map(String) : [];
-    }
+    const me = await api('GET', `/v1/users/${enc(auth.user)}`);
+    return Array.isArray(me.roles) ? me.roles.map(String) : [];
   }
 
   /** The user's strongest level (the smallest number), or null with no known role. */
@@ -1116,7 +1110,11 @@
   /* Tenants view (operator)                                             */
   /* ------------------------------------------------------------------ */
 
-  /** List the tenants into the select, keep the selection, show the selected one. */
+  /**
+   * List the tenants into the select, keep the selection, show the selected one.
+   * The select stays disabled until its options are there, the switch until the
+   * tenant's state is known: nothing can be chosen or toggled on a guess.
+   */
   async function loadAdmin() {
     if (auth.actor !== 'operator') return;
     const seq = ++adminView.seq;
@@ -1129,8 +1127,8 @@
       const none = slugs.length === 0;
       $('admin-empty').hidden = !none;
       select.disabled = none;
-      $('admin-api-tokens').disabled = none;
       if (none) {
+        $('admin-api-tokens').disabled = true;
         adminView.tenant = '';
         $('admin-api-tokens').checked = false;
         $('admin-roles-table').tBodies[0].replaceChildren();
@@ -1151,6 +1149,7 @@
     adminView.tenant = slug;
     const table = $('admin-roles-table');
     table.setAttribute('aria-busy', 'true');
+    $('admin-api-tokens').disabled = true;
     $('admin-roles-caption').textContent = `Roles of ${slug}`;
     try {
       const [row, roles] = await Promise.all([
@@ -1159,6 +1158,7 @@
       ]);
       if (seq !== adminView.seq) return;
       $('admin-api-tokens').checked = Boolean(row.api_tokens);
+      $('admin-api-tokens').disabled = false;
       roles.sort(byLevelThenKey);
       table.tBodies[0].replaceChildren(...roles.map((r) => el('tr', {
         attrs: { role: 'row' }, data: { role: String(r.key) },

@@ -513,6 +513,17 @@ static void api_every_operation(void **state)
     expect(W.op, "GET", "/v1/tenants/t3/accounts/a/users", NULL, 200);
     expect(W.op, "GET", "/v1/tenants/t3/accounts/a/users/u", NULL, 200), SEEN(OP_USER_GET);
     expect(uauth, "GET", "/v1/keys", NULL, 200), SEEN(OP_KEY_LIST);
+    /* The portal's (test_portal drives them with sessions and a browser). */
+    expect(W.op, "POST", "/v1/portal/sessions",
+           "{\"tenant\":\"t3\",\"account\":\"a\",\"user\":\"u\"}", 201),
+        SEEN(OP_PORTAL_SESSION_CREATE);
+    assert_int_equal(call(uauth, "GET", "/v1/portal/session", NULL, &j), 200),
+        SEEN(OP_PORTAL_SESSION_GET);
+    assert_string_equal(json_string_value(json_object_get(j, "via")), "key");
+    assert_string_equal(json_string_value(json_object_get(j, "user")), "u");
+    json_decref(j);
+    expect_error(uauth, "DELETE", "/v1/portal/session", NULL, 400, "invalid"),
+        SEEN(OP_PORTAL_SESSION_DELETE);
     expect(W.op, "GET", "/v1/tenants/t3/accounts/a/users/u/keys", NULL, 200);
     expect(uauth, "DELETE", path, NULL, 200), SEEN(OP_TOKEN_DELETE);
     expect(W.op, "DELETE", "/v1/tenants/t3/permissions/p:a", NULL, 200), SEEN(OP_PERM_DELETE);

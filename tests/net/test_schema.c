@@ -71,6 +71,10 @@ static void the_table_is_consistent(void **state)
         case SCH_INLINE:
             assert_true(op->code == OP_PING || op->code == OP_AUTH || op->code == OP_VERIFY);
             break;
+        case SCH_PORTAL:
+            assert_true(op->code == OP_PORTAL_SESSION_CREATE || op->code == OP_PORTAL_SESSION_GET
+                        || op->code == OP_PORTAL_SESSION_DELETE);
+            break;
         }
     }
     /* Every engine operation has its opcode. */
