@@ -15,7 +15,8 @@
  * that called brw_open: open and close a brw from one thread).
  *
  * Elements are named by CSS selector; waits inside the browser default to
- * 5 s ("timeout" in seconds in brw_call's args overrides it).
+ * 5 s ("timeout" in seconds in brw_call's args overrides it). Set
+ * TOKEND_BROWSER_LOG=<file> for chromedriver's verbose log.
  */
 #ifndef TK_TEST_BROWSER_H
 #define TK_TEST_BROWSER_H
@@ -65,7 +66,11 @@ int brw_type(brw *b, const char *css, const char *text); /* appends to the field
 int brw_key(brw *b, const char *css, const char *key);   /* "Enter", "Shift+Tab"; css NULL: the focus */
 int brw_select(brw *b, const char *css, const char *value);
 int brw_size(brw *b, int w, int h);                      /* the layout viewport, in CSS px */
-int brw_shot(brw *b, const char *path);                  /* PNG of the whole page */
+int brw_shot(brw *b, const char *path);                  /* PNG of the whole page (1) */
+
+/* (1) position:fixed layers (a modal's backdrop) are drawn once, at the
+ * scroll position; brw_call(b, "shot", {"path":..., "full": false}) takes
+ * the viewport only. */
 
 /* Waits up to 5 s for state: "visible", "present", "gone" (absent or
  * hidden) or "enabled" (visible and enabled). */

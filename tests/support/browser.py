@@ -421,8 +421,17 @@ class Browser:
             raise CmdError("navigator.clipboard.readText() failed: " + one_line((r or {}).get("error", r)))
         return r["text"]
 
+    # The whole page by default ("full": false: the viewport only). In a
+    # full-page shot, position:fixed things (a modal <dialog>'s backdrop, a
+    # sticky header) are drawn once, where the viewport is scrolled to.
     def op_shot(self, c):
         path = self._str(c, "path")
+        if c.get("full", True) is False:
+            data = base64.b64decode(self._cdp("Page.captureScreenshot", {"format": "png"})["data"])
+            with open(path, "wb") as f:
+                f.write(data)
+            vp = self.d.execute_script("return [innerWidth, innerHeight];")
+            return {"path": path, "width": vp[0], "height": vp[1]}
         m = self._cdp("Page.getLayoutMetrics")
         vp = m.get("cssLayoutViewport") or m.get("layoutViewport") or {}
         cs = m.get("cssContentSize") or m.get("contentSize") or {}
