@@ -169,6 +169,11 @@ static void open_session(ptl *p, struct evhttp_request *req, const char *code, s
 
 bool ptl_page(ptl *p, struct evhttp_request *req, const char *path, const char *query)
 {
+    if (strcmp(path, "/favicon.ico") == 0) { /* browsers ask for it beside every page */
+        page_headers(p, req, NULL, true);
+        evhttp_send_reply(req, 204, "No Content", NULL);
+        return true;
+    }
     if (strcmp(path, "/portal") == 0) {
         /* The link's code goes along (it is base64url, or not a code). */
         char loc[80] = "/portal/";

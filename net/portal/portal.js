@@ -1237,6 +1237,9 @@
     $('copy-client-id').addEventListener('click', (e) => copyText('secret-client-id', e.currentTarget));
     $('copy-secret').addEventListener('click', (e) => copyText('secret-value', e.currentTarget));
     $('secret-done').addEventListener('click', () => secret.close());
+    // Escape must not lose a secret that is shown only once: the dialog
+    // closes through "I have copied it" alone.
+    secret.addEventListener('cancel', (event) => event.preventDefault());
     secret.addEventListener('close', onSecretClose);
 
     const del = $('delete-dialog');

@@ -773,6 +773,8 @@ static void walk_the_flow_in_a_browser(void **state)
     t = brw_text(B, "#secret-warning");
     assert_non_null(strstr(t, "will not be shown again"));
     free(t);
+    BRW(brw_key(B, NULL, "Escape")); /* does not close it: the secret is shown once */
+    assert_int_equal(brw_visible(B, "#secret-dialog"), 1);
     BRW(brw_click(B, "#copy-secret"));
     char *clip = brw_clipboard(B);
     if (!clip)
@@ -912,6 +914,14 @@ static void walk_the_flow_in_a_browser(void **state)
     BRW(brw_click(B, "#signin-submit"));
     BRW(brw_wait(B, "#signin-error", "visible"));
 
+    /* The page ran under its CSP without a violation. */
+    json_t *console = brw_call(B, "console", NULL);
+    assert_true(json_is_array(console));
+    char *log = json_dumps(console, 0);
+    if (strstr(log, "Content Security Policy") || strstr(log, "Refused to"))
+        fail_msg("the browser's console: %s", log);
+    free(log);
+    json_decref(console);
     free(secret);
     free(cid);
     brw_close(B);
