@@ -1089,6 +1089,7 @@ static void metrics(http_srv *h, struct evhttp_request *req)
         .conns = {h->env.hub ? conn_hub_count(h->env.hub) : 0, http_count(h)},
         .index_entries = eng_cred_count(h->env.e),
         .index_bytes = eng_index_bytes(h->env.e),
+        .portal_sessions = ptl_sessions(h->portal),
         .events = seq - h->first_seq,
         .store_state = eng_fenced(h->env.e, &why) ? "fenced" : eng_full(h->env.e) ? "full" : "ok",
         .batches = wrt_batch_hist(h->env.w),

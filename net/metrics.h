@@ -39,6 +39,7 @@ void met_request(met *m, met_listener l, uint16_t code, int status);
 typedef struct met_gauges {
     size_t conns[MET_NLISTENERS];
     size_t index_entries, index_bytes;
+    size_t portal_sessions;       /* live portal sessions (net/portal.h) */
     uint64_t events;              /* appended since the start */
     const char *store_state;      /* "ok", "full" or "fenced" */
     const hist *batches;          /* writes per batch (writer.h) */

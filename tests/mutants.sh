@@ -25,6 +25,11 @@ mutants=(
   "http-permission@tests/net/test_http|net/http.c|s/if (v.verdict == TK_V_VALID \&\& lacks(req, query, \&v, missing, sizeof missing)) {/if (0) {/"
   "http-user-scope@tests/net/test_http|net/http.c|s/if (actor.kind == TK_ACTOR_USER \&\& strstr(rt->path, \"{tenant}\")) {/if (0) {/"
   "http-json-verify-401@tests/net/test_http|net/http.c|s/invalid ? 401 : 200/200/"
+  "rule11-session-live|store/engine.c|s/if (!a->session || (e->sessions \&\& ses_live(e->sessions, a->session, now_s)))/if (1)/"
+  "rule11-session-portal|store/plan.c|s/        if (!u.portal)$/        if (0)/"
+  "rule2-session-mint|store/query.c|s/    if (!u.portal) \/\* rule 2: the page is for managing tokens \*\//    if (0)/"
+  "portal-csrf@tests/net/test_portal|net/portal.c|s/    if (changes(req)) {/    if (0) {/"
+  "portal-link-expiry@tests/core/test_session|core/session.c|s/ || s->state != want || now >= s->expires)/ || s->state != want)/"
 )
 fail=0
 for m in "${mutants[@]}"; do

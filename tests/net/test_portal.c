@@ -371,6 +371,13 @@ static void link_opens_one_session_once(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "user")), "ana");
     assert_true(json_integer_value(json_object_get(j, "expires_at")) > time(NULL) + 800);
     json_decref(j);
+    /* Counted in /metrics (once a second). */
+    tkt_sleep_ms(1300);
+    assert_int_equal(call3(NULL, NULL, NULL, "GET", "/metrics", NULL, NULL, &r), 200);
+    const char *m = strstr(r.body, "\ntokend_portal_sessions ");
+    assert_non_null(m);
+    assert_int_equal(atoi(m + strlen("\ntokend_portal_sessions ")), 1);
+    hraw_free(&r);
 }
 
 static void link_expires(void **state)
