@@ -33,6 +33,7 @@
 #include "net/proto.h"
 #include "net/schema.h"
 #include "tests/support/hraw.h"
+#include "tests/support/japi.h"
 #include "tests/support/raw.h"
 #include "tests/support/tkt.h"
 
@@ -53,56 +54,28 @@ static world W;
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* A JSON API call on a new connection; the body parsed into *out (may be
- * NULL). Returns the status. */
+/* A JSON API call on a new connection with one header line (or none);
+ * the body parsed into *out (may be NULL). Returns the status. */
 static int call(const char *auth, const char *method, const char *path, const char *body,
                 json_t **out)
 {
     const char *h[] = {auth, NULL};
-    hraw_resp r;
-    if (out)
-        *out = NULL;
-    if (hraw_once(W.srv.http_port, method, path, auth ? h : NULL, body, &r) != 0)
-        return 0;
-    if (out)
-        *out = json_loadb(r.body, r.body_len, 0, NULL);
-    int st = r.status;
-    hraw_free(&r);
-    return st;
+    return japi_call(W.srv.http_port, h, method, path, body, out, NULL);
 }
 
 static void expect(const char *auth, const char *method, const char *path, const char *body,
                    int status)
 {
-    json_t *j;
-    int st = call(auth, method, path, body, &j);
-    if (st != status) {
-        char *s = j ? json_dumps(j, 0) : NULL;
-        fprintf(stderr, "# %s %s: %d, expected %d: %s\n", method, path, st, status, s ? s : "");
-        free(s);
-    }
-    json_decref(j);
-    assert_int_equal(st, status);
+    const char *h[] = {auth, NULL};
+    japi_expect(W.srv.http_port, h, method, path, body, status);
 }
 
 /* The "error" code of a refusal. */
 static void expect_error(const char *auth, const char *method, const char *path,
                          const char *body, int status, const char *code)
 {
-    json_t *j;
-    int st = call(auth, method, path, body, &j);
-    const char *e = j ? json_string_value(json_object_get(j, "error")) : NULL;
-    if (st != status || !e || strcmp(e, code) != 0) {
-        char *s = j ? json_dumps(j, 0) : NULL;
-        fprintf(stderr, "# %s %s: %d %s, expected %d %s\n", method, path, st, s ? s : "", status,
-                code);
-        free(s);
-    }
-    assert_int_equal(st, status);
-    assert_non_null(e);
-    assert_string_equal(e, code);
-    assert_non_null(json_object_get(j, "message"));
-    json_decref(j);
+    const char *h[] = {auth, NULL};
+    japi_refused(W.srv.http_port, h, method, path, body, status, code);
 }
 
 static void bearer(char *out, size_t cap, const char *key)
@@ -176,17 +149,9 @@ static void get_str(json_t *j, const char *k, char *out, size_t cap)
 static void make_user(const char *tenant, const char *account, const char *user,
                       const char *roles, bool portal, char *auth, size_t cap)
 {
-    char path[160], body[200], pk[128];
-    json_t *j;
-    snprintf(path, sizeof path, "/v1/tenants/%s/accounts/%s/users", tenant, account);
-    snprintf(body, sizeof body, "{\"user\":\"%s\",\"roles\":%s,\"portal\":%s}", user, roles,
-             portal ? "true" : "false");
-    assert_int_equal(call(W.op, "POST", path, body, &j), 201);
-    get_str(j, "personal_key", pk, sizeof pk);
-    json_decref(j);
-    if (strcmp(user, "alice") == 0)
-        snprintf(W.alice_pk, sizeof W.alice_pk, "%s", pk);
-    bearer(auth, cap, pk);
+    bool alice = strcmp(user, "alice") == 0;
+    japi_user(W.srv.http_port, W.op, tenant, account, user, roles, portal, auth, cap,
+              alice ? W.alice_pk : NULL, sizeof W.alice_pk);
 }
 
 /* A token of alice's with roles (JSON array): its secret and client ID. */

@@ -30,6 +30,7 @@
 #include "net/proto.h"
 #include "tests/support/browser.h"
 #include "tests/support/hraw.h"
+#include "tests/support/japi.h"
 #include "tests/support/raw.h"
 #include "tests/support/tkt.h"
 
@@ -64,19 +65,7 @@ static int call3(const char *h1, const char *h2, const char *h3, const char *met
                  const char *path, const char *body, json_t **out, hraw_resp *keep)
 {
     const char *h[] = {h1, h2, h3, NULL};
-    hraw_resp r;
-    if (out)
-        *out = NULL;
-    if (hraw_once(W.srv.http_port, method, path, h, body, &r) != 0)
-        return 0;
-    if (out)
-        *out = json_loadb(r.body, r.body_len, 0, NULL);
-    int st = r.status;
-    if (keep)
-        *keep = r;
-    else
-        hraw_free(&r);
-    return st;
+    return japi_call(W.srv.http_port, h, method, path, body, out, keep);
 }
 
 static int call(const char *auth, const char *method, const char *path, const char *body,
@@ -89,33 +78,15 @@ static int call(const char *auth, const char *method, const char *path, const ch
 static void refused(const char *h1, const char *h2, const char *method, const char *path,
                     const char *body, int status, const char *code)
 {
-    json_t *j;
-    int st = call3(h1, h2, NULL, method, path, body, &j, NULL);
-    const char *e = j ? json_string_value(json_object_get(j, "error")) : NULL;
-    if (st != status || !e || strcmp(e, code) != 0) {
-        char *s = j ? json_dumps(j, 0) : NULL;
-        fprintf(stderr, "# %s %s: %d %s, expected %d %s\n", method, path, st, s ? s : "",
-                status, code);
-        free(s);
-    }
-    assert_int_equal(st, status);
-    assert_non_null(e);
-    assert_string_equal(e, code);
-    json_decref(j);
+    const char *h[] = {h1, h2, NULL};
+    japi_refused(W.srv.http_port, h, method, path, body, status, code);
 }
 
 static void ok(const char *auth, const char *method, const char *path, const char *body,
                int status)
 {
-    json_t *j;
-    int st = call(auth, method, path, body, &j);
-    if (st != status) {
-        char *s = j ? json_dumps(j, 0) : NULL;
-        fprintf(stderr, "# %s %s: %d, expected %d: %s\n", method, path, st, status, s ? s : "");
-        free(s);
-    }
-    json_decref(j);
-    assert_int_equal(st, status);
+    const char *h[] = {auth, NULL};
+    japi_expect(W.srv.http_port, h, method, path, body, status);
 }
 
 static void get_str(json_t *j, const char *k, char *out, size_t cap)
@@ -129,17 +100,8 @@ static void make_user(const char *tenant, const char *account, const char *user,
                       const char *roles, bool portal, char *auth, size_t cap, char *key,
                       size_t kcap)
 {
-    char path[160], body[200], pk[128];
-    json_t *j;
-    snprintf(path, sizeof path, "/v1/tenants/%s/accounts/%s/users", tenant, account);
-    snprintf(body, sizeof body, "{\"user\":\"%s\",\"roles\":%s,\"portal\":%s}", user, roles,
-             portal ? "true" : "false");
-    assert_int_equal(call(W.op, "POST", path, body, &j), 201);
-    get_str(j, "personal_key", pk, sizeof pk);
-    json_decref(j);
-    snprintf(auth, cap, "Authorization: Bearer %s", pk);
-    if (key)
-        snprintf(key, kcap, "%s", pk);
+    japi_user(W.srv.http_port, W.op, tenant, account, user, roles, portal, auth, cap, key,
+              kcap);
 }
 
 static void start(const char *const *extra)
