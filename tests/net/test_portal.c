@@ -821,9 +821,14 @@ static void walk_the_flow_in_a_browser(void **state)
     free(dump);
     json_decref(cookies);
 
-    /* The personal keys, apart. */
-    BRW(brw_click(B, "#tab-keys"));
+    /* The personal keys, apart, reached from the keyboard: the arrow keys
+     * move between the tabs. */
+    BRW(brw_key(B, "#tab-tokens", "ArrowRight"));
     BRW(brw_wait(B, "#panel-keys", "visible"));
+    char *sel_attr = brw_attr(B, "#tab-keys", "aria-selected");
+    assert_non_null(sel_attr);
+    assert_string_equal(sel_attr, "true");
+    free(sel_attr);
     BRW(brw_wait(B, "#keys-table tr[data-key-id]", "visible"));
     shot("7-keys", 1440);
 
@@ -876,6 +881,19 @@ static void walk_the_flow_in_a_browser(void **state)
     BRW(brw_wait(B, "#panel-tokens", "visible"));
     snprintf(sel, sizeof sel, "tr[data-client-id=\"%s\"]", id2);
     BRW(brw_wait(B, sel, "visible"));
+    /* The API's refusal, in words: API tokens switched off meanwhile. */
+    ok(W.op, "PATCH", "/v1/tenants/acme", "{\"api_tokens\":false}", 200);
+    BRW(brw_click(B, "#generate"));
+    BRW(brw_wait(B, "#generate-dialog", "visible"));
+    BRW(brw_click(B, "#role-viewer"));
+    BRW(brw_click(B, "#gen-submit"));
+    BRW(brw_wait(B, "#gen-error", "visible"));
+    t = brw_text(B, "#gen-error");
+    assert_non_null(strstr(t, "Could not create the token"));
+    assert_non_null(strstr(t, "acme"));
+    free(t);
+    shot("10-refused", 1440);
+    ok(W.op, "PATCH", "/v1/tenants/acme", "{\"api_tokens\":true}", 200);
     /* A wrong key is refused in words. */
     BRW(brw_get(B, page));
     BRW(brw_wait(B, "#signin", "visible"));
