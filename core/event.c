@@ -4,7 +4,8 @@
  * One table says which fields each type carries (and which of them may be
  * absent); the encoder writes exactly those and the decoder demands exactly
  * those, so the two cannot drift. An optional field is how an event type
- * grows without making older logs unreadable: tenant_set gained "limits".
+ * grows without making older logs unreadable: tenant_set gained "limits",
+ * and every type gained "by" (who made the change).
  */
 #include "core/event.h"
 
@@ -26,7 +27,8 @@ enum {
     F_HASH = 1 << 10,
     F_EXPIRES = 1 << 11,
     F_LIMITS = 1 << 12,
-    F_COUNT = 13
+    F_BY = 1 << 13,
+    F_COUNT = 14
 };
 
 static const struct {
@@ -58,8 +60,13 @@ static const struct {
 /* Wire names of the fields, in bit order. */
 static const char *const field_names[F_COUNT] = {
     "tenant", "account", "user", "key", "name", "desc",
-    "flag", "level", "items", "id", "hash", "expires", "limits",
+    "flag", "level", "items", "id", "hash", "expires", "limits", "by",
 };
+
+/* The keys of a "by" map. */
+static const char *const by_names[] = {"kind", "tenant", "account", "user", "key",
+                                       "session", "peer", "listener"};
+#define BY_KEYS (sizeof by_names / sizeof by_names[0])
 
 /* The keys of a "limits" map, in tk_limits order. */
 static const char *const limit_names[5] = {"tokens", "roles", "keys", "rate", "burst"};
@@ -73,10 +80,49 @@ static uint32_t *limit_slot(tk_limits *l, int i)
 /* The fields e carries: its type's, less the optional ones it lacks. */
 static unsigned fields_of(const ev *e)
 {
-    unsigned f = types[e->type].fields;
+    unsigned f = types[e->type].fields | F_BY;
     if (!e->has_limits)
         f &= ~(unsigned)F_LIMITS;
+    if (!e->by.kind)
+        f &= ~(unsigned)F_BY;
     return f;
+}
+
+/* Every type may carry "by" (older records do not). */
+static unsigned allowed_of(ev_type t)
+{
+    return types[t].fields | F_BY;
+}
+
+static unsigned optional_of(ev_type t)
+{
+    return types[t].optional | F_BY;
+}
+
+static void put_by(const ev_by *b, mpw *w)
+{
+    bool user = b->kind == TK_ACTOR_USER;
+    mpw_map(w, 3 + (user ? 4 : 0) + (b->has_key ? 1 : 0));
+    mpw_cstr(w, "kind");
+    mpw_cstr(w, user ? "user" : "operator");
+    if (user) {
+        mpw_cstr(w, "tenant");
+        mpw_str(w, b->tenant.p, b->tenant.n);
+        mpw_cstr(w, "account");
+        mpw_str(w, b->account.p, b->account.n);
+        mpw_cstr(w, "user");
+        mpw_str(w, b->user.p, b->user.n);
+        mpw_cstr(w, "session");
+        mpw_bool(w, b->session);
+    }
+    if (b->has_key) {
+        mpw_cstr(w, "key");
+        mpw_bin(w, b->key.b, TK_ID_LEN);
+    }
+    mpw_cstr(w, "peer");
+    mpw_str(w, b->peer.p, b->peer.n);
+    mpw_cstr(w, "listener");
+    mpw_str(w, b->listener.p, b->listener.n);
 }
 
 void ev_init(ev *e, ev_type type, int64_t ts)
@@ -122,6 +168,7 @@ static void put_field(const ev *e, int bit, mpw *w)
         }
         break;
     }
+    case F_BY: put_by(&e->by, w); break;
     }
 }
 
@@ -169,6 +216,61 @@ static int read_fixed_bin(mpr *r, uint8_t *out, size_t want)
     return 0;
 }
 
+/* A "by" map: kind, peer and listener always; a user's tenant, account,
+ * user and session; key when a personal key acted. */
+static int read_by(mpr *r, ev_by *b)
+{
+    uint32_t n;
+    unsigned got = 0;
+    if (mpr_map(r, &n) || n > BY_KEYS)
+        return TK_ECORRUPT;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k, *v;
+        size_t kn, vn;
+        int which = -1;
+        if (mpr_str(r, &k, &kn))
+            return TK_ECORRUPT;
+        for (size_t j = 0; j < BY_KEYS; j++)
+            if (strlen(by_names[j]) == kn && memcmp(by_names[j], k, kn) == 0)
+                which = (int)j;
+        if (which < 0 || (got & (1u << which)))
+            return TK_ECORRUPT;
+        got |= 1u << which;
+        int rc = 0;
+        switch (which) {
+        case 0:
+            if (mpr_str(r, &v, &vn))
+                return TK_ECORRUPT;
+            if (vn == 4 && memcmp(v, "user", 4) == 0)
+                b->kind = TK_ACTOR_USER;
+            else if (vn == 8 && memcmp(v, "operator", 8) == 0)
+                b->kind = TK_ACTOR_OPERATOR;
+            else
+                return TK_ECORRUPT;
+            break;
+        case 1: rc = read_slug(r, &b->tenant); break;
+        case 2: rc = read_slug(r, &b->account); break;
+        case 3: rc = read_slug(r, &b->user); break;
+        case 4:
+            rc = read_fixed_bin(r, b->key.b, TK_ID_LEN);
+            b->has_key = true;
+            break;
+        case 5: rc = mpr_bool(r, &b->session) ? TK_ECORRUPT : 0; break;
+        case 6: rc = read_text(r, &b->peer, TK_PEER_MAX); break;
+        case 7: rc = read_text(r, &b->listener, 16); break;
+        }
+        if (rc)
+            return TK_ECORRUPT;
+    }
+    unsigned always = 1u << 0 | 1u << 6 | 1u << 7;
+    unsigned user = 1u << 1 | 1u << 2 | 1u << 3 | 1u << 5;
+    if ((got & always) != always)
+        return TK_ECORRUPT;
+    if (b->kind == TK_ACTOR_USER ? (got & user) != user : (got & (user | 1u << 4)) != 0)
+        return TK_ECORRUPT;
+    return 0;
+}
+
 static int read_field(mpr *r, int bit, ev *e)
 {
     uint64_t u;
@@ -200,6 +302,7 @@ static int read_field(mpr *r, int bit, ev *e)
     case F_EXPIRES:
         return mpr_int(r, &e->expires) || e->expires < 0 || e->expires > TK_MAX_EXPIRES
                    ? TK_ECORRUPT : 0;
+    case F_BY: return read_by(r, &e->by);
     case F_LIMITS: {
         uint32_t n;
         unsigned got = 0;
@@ -268,13 +371,13 @@ int ev_decode(const void *data, size_t len, ev *e)
             continue;
         }
         int bit = field_bit(k, kn);
-        if (bit < 0 || !(types[e->type].fields & (1u << bit)) || (seen & (1u << bit)))
+        if (bit < 0 || !(allowed_of(e->type) & (1u << bit)) || (seen & (1u << bit)))
             return TK_ECORRUPT;
         if (read_field(&r, bit, e))
             return TK_ECORRUPT;
         seen |= 1u << bit;
     }
-    if (!have_type || !have_ts || (seen | types[e->type].optional) != types[e->type].fields
+    if (!have_type || !have_ts || (seen | optional_of(e->type)) != allowed_of(e->type)
         || !mpr_done(&r))
         return TK_ECORRUPT;
     return 0;

@@ -44,6 +44,18 @@ typedef enum ev_type {
     EV_TYPE_MAX = 17
 } ev_type;
 
+/* Who made a change (the audit trail): optional in every event, absent in
+ * records written before it existed (kind 0) and in the engine's own. */
+typedef struct ev_by {
+    uint8_t kind;                 /* 0: not recorded; else TK_ACTOR_OPERATOR or TK_ACTOR_USER */
+    tk_str tenant, account, user; /* TK_ACTOR_USER: whom it acted as (slugs) */
+    bool has_key;
+    tk_id key;                    /* the personal key it used (none for a portal session) */
+    bool session;                 /* TK_ACTOR_USER: through a portal session */
+    tk_str peer;                  /* the client's address and port ("" in process) */
+    tk_str listener;              /* "binary", "http" ("" in process) */
+} ev_by;
+
 typedef struct ev {
     ev_type type;
     int64_t ts;        /* unix milliseconds */
@@ -57,6 +69,7 @@ typedef struct ev {
     int64_t expires;   /* unix seconds; 0 = never */
     bool has_limits;   /* EV_TENANT_SET: limits is present (absent: unchanged) */
     tk_limits limits;
+    ev_by by;          /* any type: by.kind != 0 when recorded */
 } ev;
 
 /* Zeroes e and sets its type. */

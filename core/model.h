@@ -25,6 +25,7 @@
 #define TK_MAX_ROLES 16         /* roles on one token or one user */
 #define TK_MAX_LEVEL 65535      /* role levels are 0 (strongest) .. this */
 #define TK_MAX_EXPIRES 4294967295LL /* expiries are unix seconds up to 2106 (32 bits) */
+#define TK_PEER_MAX 64          /* a client's address in an audit record: "[v6]:port" */
 
 /* A tenant's quotas, set by the operator (TENANT_SET); 0 means no limit.
  * They bound what one tenant's users can make the store hold or do, so

@@ -105,6 +105,7 @@ struct pending {
         eng_req req;
         dsp_read list;
     } u;
+    char peer[TK_PEER_MAX + 1]; /* a write's audit record: the connection's address */
     size_t body_len;
     uint8_t body[];           /* the request body: u's strings point into it */
 };
@@ -843,6 +844,9 @@ static void do_manage(conn *c, const proto_header *hd, const uint8_t *body, bool
         p->job.read = run_list;
     } else {
         p->u.req.actor = actor;
+        snprintf(p->peer, sizeof p->peer, "%s", c->peer);
+        p->u.req.peer = (tk_str){p->peer, strlen(p->peer)};
+        p->u.req.listener = (tk_str){"binary", 6};
         p->job.req = &p->u.req;
     }
     p->job.done = job_done;

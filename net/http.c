@@ -113,6 +113,7 @@ typedef struct hreq {
     char msg[ENG_MSG_MAX];
     mpw reply;
     mpw body;                 /* the request's msgpack: u's strings point into it */
+    char peer[TK_PEER_MAX + 1]; /* a write's audit record: the client's address */
     union {
         eng_req req;
         dsp_read read;
@@ -847,6 +848,18 @@ static void job_done(wrt_job *j)
     finish_stop(h);
 }
 
+/* The client's address and port ("127.0.0.1:5000", "[::1]:5000"). */
+static void peer_of(struct evhttp_request *req, char *out, size_t cap)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    const char *host = NULL;
+    uint16_t port = 0;
+    if (evcon)
+        evhttp_connection_get_peer(evcon, (char **)&host, &port);
+    snprintf(out, cap, strchr(host ? host : "", ':') ? "[%s]:%u" : "%s:%u", host ? host : "?",
+             (unsigned)port);
+}
+
 /* The actor of a management request: its Bearer credential, else the
  * portal session of its cookie (info then filled). */
 static int actor_of(http_srv *h, struct evhttp_request *req, tk_actor *a, ses_info *info,
@@ -1028,6 +1041,9 @@ static void api(http_srv *h, struct evhttp_request *req, hconn *hc, const char *
         r->job.reply_max = dsp_read_reply_max(&r->u.read);
     } else {
         r->u.req.actor = actor;
+        peer_of(req, r->peer, sizeof r->peer);
+        r->u.req.peer = (tk_str){r->peer, strlen(r->peer)};
+        r->u.req.listener = (tk_str){"http", 4};
         r->job.req = &r->u.req;
         r->job.reply_max = DSP_WRITE_REPLY_MAX;
     }

@@ -105,6 +105,10 @@ typedef struct eng_req {
     tk_str items[TK_MAX_ROLE_PERMS];
     int64_t expires;   /* unix seconds, 0 = never */
     tk_id id;          /* deletes */
+    /* Where it came from, for the event's audit record ("by"): the
+     * client's address and port and the listener ("binary", "http"); empty
+     * for an in-process caller. */
+    tk_str peer, listener;
 } eng_req;
 
 /* A refusal's reason: one line, at most this many bytes with its NUL. */

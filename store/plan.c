@@ -681,6 +681,39 @@ static const struct {
     [ENG_TENANT_DELETE] = {plan_tenant_delete, false},
 };
 
+/* The audit record of the request's event: who (the actor, by slugs, as
+ * it stands now: a user deleted later stays named), with which key, from
+ * where. 0, or a store error. */
+static int by(plan *p, const eng_req *r)
+{
+    ev_by *b = &p->evs[0].by;
+    b->kind = (uint8_t)r->actor.kind;
+    b->peer = r->peer;
+    b->listener = r->listener;
+    if (r->actor.kind != TK_ACTOR_USER)
+        return 0;
+    st_tenant tn;
+    st_account ac;
+    st_user u;
+    int rc = state_tenant_by_id(p->t, r->actor.tenant, &tn);
+    if (!rc)
+        rc = state_account_by_id(p->t, r->actor.account, &ac);
+    if (!rc)
+        rc = state_user_by_id(p->t, r->actor.user, &u);
+    if (rc)
+        return rc == TK_ENOTFOUND ? TK_EIO : rc; /* it stood a moment ago (plan_actor_stands) */
+    memcpy(p->by[0], tn.slug, sizeof p->by[0]);
+    memcpy(p->by[1], ac.slug, sizeof p->by[1]);
+    memcpy(p->by[2], u.slug, sizeof p->by[2]);
+    b->tenant = (tk_str){p->by[0], strlen(p->by[0])};
+    b->account = (tk_str){p->by[1], strlen(p->by[1])};
+    b->user = (tk_str){p->by[2], strlen(p->by[2])};
+    b->session = r->actor.session != 0;
+    b->has_key = !b->session;
+    b->key = r->actor.key;
+    return 0;
+}
+
 int plan_request(plan *p, const eng_req *r, eng_res *res)
 {
     int rc;
@@ -700,5 +733,7 @@ int plan_request(plan *p, const eng_req *r, eng_res *res)
                     ? "only the operator key manages personal keys"
                     : "only the operator key manages tenants, roles, accounts and users");
     }
-    return planners[r->op].fn(p, r, res);
+    if ((rc = planners[r->op].fn(p, r, res)) || p->n == 0)
+        return rc;
+    return by(p, r);
 }

@@ -39,6 +39,7 @@ typedef struct plan {
      * plan_request with this plan). */
     char slugs[3][TK_SLUG_MAX + 1];
     char keys[TK_MAX_ROLES][TK_KEY_MAX + 1];
+    char by[3][TK_SLUG_MAX + 1]; /* the event's actor: tenant, account, user */
 } plan;
 
 /* Plans r. 0: p->evs[0] is its event (p->n == 1), and for a credential's

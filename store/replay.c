@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <sodium.h>
 
 #include "core/err.h"
@@ -1350,4 +1351,169 @@ int replay_parse_time(const char *s, int64_t *ms)
     t -= sign * (zh * 3600 + zm * 60);
     *ms = t * 1000 + frac;
     return 0;
+}
+
+/* ---- dump: the events, for audits ------------------------------------ */
+
+static json_t *jstr(tk_str s)
+{
+    return json_stringn(s.p ? s.p : "", s.n);
+}
+
+static json_t *jid(const tk_id *id)
+{
+    char text[TK_ID_STR_LEN + 1];
+    secret_id_format(id, text);
+    return json_string(text);
+}
+
+/* One event as a JSON object: its fields by their log names (the ones its
+ * type carries), "by" when recorded. */
+static json_t *event_json(uint64_t seq, const ev *x)
+{
+    char t[TIME_STR];
+    fmt_ms(x->ts, t);
+    json_t *o = json_pack("{s:I,s:s,s:I,s:s}", "seq", (json_int_t)seq, "time", t, "ts",
+                          (json_int_t)x->ts, "type", ev_type_name(x->type));
+    const struct {
+        const char *name;
+        tk_str v;
+    } strs[] = {{"tenant", x->tenant}, {"account", x->account}, {"user", x->user},
+                {"key", x->key},       {"name", x->name},       {"description", x->desc}};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if (strs[i].v.p)
+            json_object_set_new(o, strs[i].name, jstr(strs[i].v));
+    switch (x->type) {
+    case EV_TENANT_SET: json_object_set_new(o, "api_tokens", json_boolean(x->flag)); break;
+    case EV_USER_PUT:
+    case EV_USER_CREATE: json_object_set_new(o, "portal", json_boolean(x->flag)); break;
+    case EV_ROLE_PUT: json_object_set_new(o, "level", json_integer(x->level)); break;
+    default: break;
+    }
+    if (x->nitems) {
+        json_t *a = json_array();
+        for (uint32_t i = 0; i < x->nitems; i++)
+            json_array_append_new(a, jstr(x->items[i]));
+        json_object_set_new(o, x->type == EV_ROLE_PUT ? "permissions" : "roles", a);
+    }
+    static const uint8_t zero[TK_ID_LEN];
+    if (memcmp(x->id.b, zero, TK_ID_LEN) != 0)
+        json_object_set_new(o, "id", jid(&x->id));
+    if (x->type == EV_KEY_CREATE || x->type == EV_TOKEN_CREATE || x->type == EV_USER_CREATE)
+        json_object_set_new(o, "expires_at", json_integer(x->expires));
+    if (x->has_limits)
+        json_object_set_new(o, "limits",
+                            json_pack("{s:i,s:i,s:i,s:i,s:i}", "tokens", (int)x->limits.tokens,
+                                      "roles", (int)x->limits.roles, "keys", (int)x->limits.keys,
+                                      "rate", (int)x->limits.rate, "burst", (int)x->limits.burst));
+    if (x->by.kind) {
+        const ev_by *b = &x->by;
+        json_t *by = json_pack("{s:s}", "kind", b->kind == TK_ACTOR_USER ? "user" : "operator");
+        if (b->kind == TK_ACTOR_USER) {
+            json_object_set_new(by, "tenant", jstr(b->tenant));
+            json_object_set_new(by, "account", jstr(b->account));
+            json_object_set_new(by, "user", jstr(b->user));
+            json_object_set_new(by, "via", json_string(b->session ? "portal session"
+                                                                  : "personal key"));
+        }
+        if (b->has_key)
+            json_object_set_new(by, "key_id", jid(&b->key));
+        json_object_set_new(by, "peer", jstr(b->peer));
+        json_object_set_new(by, "listener", jstr(b->listener));
+        json_object_set_new(o, "by", by);
+    }
+    return o;
+}
+
+/* The text form: "seq time type k=v ... by WHO [key ID] from PEER (LISTENER)". */
+static void event_text(FILE *out, json_t *o)
+{
+    const char *k;
+    json_t *v;
+    fprintf(out, "%-6" PRId64 " %s %s", (int64_t)json_integer_value(json_object_get(o, "seq")),
+            json_string_value(json_object_get(o, "time")),
+            json_string_value(json_object_get(o, "type")));
+    json_object_foreach(o, k, v) {
+        if (!strcmp(k, "seq") || !strcmp(k, "time") || !strcmp(k, "ts") || !strcmp(k, "type")
+            || !strcmp(k, "by"))
+            continue;
+        char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        fprintf(out, " %s=%s", k, text ? text : json_string_value(v));
+        free(text);
+    }
+    json_t *by = json_object_get(o, "by");
+    if (by) {
+        const char *kind = json_string_value(json_object_get(by, "kind"));
+        if (!strcmp(kind, "user"))
+            fprintf(out, " by user %s/%s/%s via %s",
+                    json_string_value(json_object_get(by, "tenant")),
+                    json_string_value(json_object_get(by, "account")),
+                    json_string_value(json_object_get(by, "user")),
+                    json_string_value(json_object_get(by, "via")));
+        else
+            fprintf(out, " by operator");
+        json_t *key = json_object_get(by, "key_id");
+        if (key)
+            fprintf(out, " %s", json_string_value(key));
+        const char *peer = json_string_value(json_object_get(by, "peer"));
+        const char *lis = json_string_value(json_object_get(by, "listener"));
+        if (peer[0])
+            fprintf(out, " from %s (%s)", peer, lis);
+        else
+            fprintf(out, " in process");
+    }
+    fputc('\n', out);
+}
+
+int replay_log_dump(const char *path, const replay_dump_opts *o, FILE *out, uint64_t *shown,
+                    tk_why *why)
+{
+    where w = {0};
+    elog_iter *it = NULL;
+    uint64_t n = 0, seq;
+    const void *p;
+    size_t len;
+    int lfd = -1, rc, more;
+    int want = 0;
+
+    if (shown)
+        *shown = 0;
+    if (o->type) {
+        for (int t = 1; t <= EV_TYPE_MAX && !want; t++)
+            if (!strcmp(ev_type_name((ev_type)t), o->type))
+                want = t;
+        if (!want)
+            return tk_say(why, TK_EINVAL, "no event type '%s' (token_create, token_delete, "
+                          "key_create, user_put, tenant_set, ...: docs/storage.md)", o->type);
+    }
+    if ((rc = resolve(path, &w, why)) || (rc = lock_log(w.log, false, &lfd, why))
+        || (rc = elog_iter_open(w.log, o->from_seq ? o->from_seq : 1, &it, why)))
+        goto done;
+    while ((more = elog_iter_next(it, &seq, &p, &len, why)) == 1) {
+        ev x;
+        if (ev_decode(p, len, &x) != 0) {
+            rc = tk_say(why, TK_ECORRUPT, "event %" PRIu64 " of %s does not decode", seq, w.log);
+            goto done;
+        }
+        if (want && (int)x.type != want)
+            continue;
+        json_t *j = event_json(seq, &x);
+        if (o->json) {
+            char *line = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            fprintf(out, "%s\n", line);
+            free(line);
+        } else {
+            event_text(out, j);
+        }
+        json_decref(j);
+        n++;
+    }
+    rc = more < 0 ? more : 0;
+done:
+    if (shown)
+        *shown = n;
+    elog_iter_free(it);
+    unlock_log(lfd);
+    where_free(&w);
+    return rc;
 }

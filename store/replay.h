@@ -95,6 +95,23 @@ typedef struct replay_repair_info {
  * info may be NULL. 0, TK_EINVAL, TK_EIO. */
 int replay_repair(const char *path, FILE *out, replay_repair_info *info, tk_why *why);
 
+/* What dump shows. */
+typedef struct replay_dump_opts {
+    uint64_t from_seq;  /* the first record shown (0 or 1: all) */
+    const char *type;   /* only events of this type ("token_delete"; NULL: all) */
+    bool json;          /* JSON lines instead of text */
+} replay_dump_opts;
+
+/* Writes the log's events one per line, oldest first: seq, time, type,
+ * the event's fields (never a hash; no secret is ever in the log) and who
+ * made it ("by": the actor, the personal key or portal session, the
+ * client's address and listener; absent for records written before
+ * tokend recorded it). *shown (may be NULL) gets the lines written. 0,
+ * TK_EINVAL (no log there, an unknown type), TK_ECORRUPT (a damaged record:
+ * the lines before it are written), TK_EIO. */
+int replay_log_dump(const char *path, const replay_dump_opts *o, FILE *out, uint64_t *shown,
+                    tk_why *why);
+
 /* Parses a time limit: unix seconds with an optional fraction
  * ("1714557600", "1714557600.250"), or ISO 8601 in UTC or with an offset
  * ("2024-05-01T10:00:00Z", "2024-05-01 12:00:00.250+02:00", "...+0200").

@@ -1,6 +1,6 @@
 /*
- * tokenreplay.c - bin/tokenreplay: check, rebuild, compare and repair a
- * data directory from its event log, offline. Only the command line lives
+ * tokenreplay.c - bin/tokenreplay: check, rebuild, compare, repair and
+ * dump a data directory from its event log, offline. Only the command line lives
  * here; the work is store/replay.c. See docs/replay.md.
  *
  * Exit codes: 0 done (check: intact; compare: same state), 1 check found
@@ -31,12 +31,16 @@ static const char usage_text[] =
     "      compare two states canonically; print the first difference\n"
     "  repair  --data DIR\n"
     "      keep the history before the first damaged record; move the rest aside\n"
+    "  dump    --data DIR [--from-seq N] [--type TYPE] [--json]\n"
+    "      the events one per line: seq, time, type, fields, and who made each\n"
+    "      (actor, key or portal session, client address, listener); never a\n"
+    "      secret. --type token_delete: the deletions and who made them\n"
     "\n"
     "DIR is a data directory or its log/ directory.\n"
     "exit: 0 done/intact/same, 1 damaged/different, 2 usage, 3 failed\n";
 
 typedef struct opts {
-    const char *data, *from, *to, *a, *b, *upto_seq, *upto_time;
+    const char *data, *from, *to, *a, *b, *upto_seq, *upto_time, *from_seq, *type, *json;
 } opts;
 
 static int usage(const char *why)
@@ -56,6 +60,7 @@ static int parse(int argc, char **argv, opts *o)
     } known[] = {
         {"data", &o->data}, {"from", &o->from}, {"to", &o->to}, {"a", &o->a},
         {"b", &o->b}, {"upto-seq", &o->upto_seq}, {"upto-time", &o->upto_time},
+        {"from-seq", &o->from_seq}, {"type", &o->type}, {"json", &o->json},
     };
 
     for (int i = 2; i < argc; i++) {
@@ -77,6 +82,8 @@ static int parse(int argc, char **argv, opts *o)
         }
         if (eq) {
             val = eq + 1;
+        } else if (known[k].slot == &o->json) { /* a switch: takes no value */
+            val = "yes";
         } else if (i + 1 < argc) {
             val = argv[++i];
         } else {
@@ -94,7 +101,8 @@ static int only(const opts *o, const char *allowed)
     const struct {
         const char *name, *val;
     } all[] = {{"data", o->data}, {"from", o->from}, {"to", o->to}, {"a", o->a},
-               {"b", o->b}, {"upto-seq", o->upto_seq}, {"upto-time", o->upto_time}};
+               {"b", o->b}, {"upto-seq", o->upto_seq}, {"upto-time", o->upto_time},
+               {"from-seq", o->from_seq}, {"type", o->type}, {"json", o->json}};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         char word[32];
         snprintf(word, sizeof word, " %s ", all[i].name);
@@ -176,6 +184,24 @@ int main(int argc, char **argv)
         if (only(&o, " data ") || !o.data)
             return usage("repair takes --data DIR");
         return replay_repair(o.data, stdout, NULL, &why) ? failed("repair", &why) : EXIT_OK;
+    }
+    if (!strcmp(cmd, "dump")) {
+        replay_dump_opts d = {.type = o.type, .json = o.json != NULL};
+        if (only(&o, " data from-seq type json ") || !o.data)
+            return usage("dump takes --data DIR [--from-seq N] [--type TYPE] [--json]");
+        if (o.from_seq) {
+            char *end;
+            errno = 0;
+            d.from_seq = strtoull(o.from_seq, &end, 10);
+            if (o.from_seq[0] < '0' || o.from_seq[0] > '9' || *end || errno)
+                return usage("--from-seq takes a sequence number (1, 2, ...)");
+        }
+        int rc = replay_log_dump(o.data, &d, stdout, NULL, &why);
+        if (rc == TK_ECORRUPT) {
+            fprintf(stderr, "tokenreplay dump: %s\n", why.msg);
+            return EXIT_NO;
+        }
+        return rc ? failed("dump", &why) : EXIT_OK;
     }
     fprintf(stderr, "tokenreplay: unknown command '%s'\n", cmd);
     return usage(NULL);

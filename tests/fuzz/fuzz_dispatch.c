@@ -85,7 +85,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     body_start = body;
     body_end = body + len;
     cls = dsp_classify(op);
-    FZ_CHECK(cls == DSP_UNKNOWN || cls == DSP_INLINE || cls == DSP_WRITE || cls == DSP_READ,
+    FZ_CHECK(cls == DSP_UNKNOWN || cls == DSP_INLINE || cls == DSP_WRITE || cls == DSP_READ
+                 || cls == DSP_HTTP,
              "class");
 
     memset(&err, 0, sizeof err);
@@ -123,6 +124,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_str(l.q.user, TK_SLUG_MAX, "read user");
         FZ_CHECK(l.q.limit >= 1 && l.q.limit <= dsp_page_max(l.op), "read limit");
         FZ_CHECK(dsp_read_reply_max(&l) <= dsp_reply_max(), "reply bound");
+        check_str(l.q.search, TK_DESC_MAX, "read search");
+    }
+
+    dsp_portal pt;
+    rc = dsp_portal_req(op, body, len, &pt, &err);
+    check_err(rc, &err);
+    FZ_CHECK((rc == TK_EOPCODE) == (cls != DSP_HTTP), "only the portal's are portal operations");
+    if (rc == 0) {
+        check_str(pt.tenant, TK_SLUG_MAX, "portal tenant");
+        check_str(pt.account, TK_SLUG_MAX, "portal account");
+        check_str(pt.user, TK_SLUG_MAX, "portal user");
     }
     return 0;
 }

@@ -78,6 +78,15 @@ static void make_event(ev *e, ev_type t)
     e->expires = t == EV_TOKEN_CREATE ? 1900000000 : 0;
     e->has_limits = t == EV_TENANT_SET; /* the optional field, present */
     e->limits = (tk_limits){.tokens = 10000, .roles = 0, .keys = 100, .rate = 10, .burst = 100};
+    /* who made it: a user through a personal key, or the operator */
+    e->by = (ev_by){.kind = t % 3 ? TK_ACTOR_USER : TK_ACTOR_OPERATOR, .peer = S("[::1]:40000"),
+                    .listener = S(t % 2 ? "binary" : "http")};
+    if (e->by.kind == TK_ACTOR_USER) {
+        e->by.tenant = S("acme"), e->by.account = S("globex-1"), e->by.user = S("bob");
+        e->by.has_key = t % 3 == 1;
+        e->by.session = !e->by.has_key;
+        e->by.key.b[0] = (uint8_t)t;
+    }
 }
 
 static void seeds_event(mpw *all)
@@ -561,6 +570,16 @@ static void seeds_http(void)
         "GET /metrics HTTP/1.1\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n",
         "DELETE /v1/keys/00000000-0000-4000-8000-000000000000 HTTP/1.1\r\nAuthorization: Bearer "
         "@OP@\r\nExpect: 100-continue\r\n\r\n",
+        /* the portal: a link minted, a code, the page, cookies and CSRF */
+        "POST /v1/portal/sessions HTTP/1.1\r\nAuthorization: Bearer @OP@\r\nContent-Type: "
+        "application/json\r\nContent-Length: 50\r\n\r\n"
+        "{\"tenant\":\"acme\",\"account\":\"bigco\",\"user\":\"alice\"}",
+        "GET /portal/?code=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&x=1 HTTP/1.1\r\n"
+        "\r\nGET /portal HTTP/1.1\r\n\r\nGET /portal/portal.js HTTP/1.1\r\n\r\n",
+        "GET /v1/tokens?search=a%20b HTTP/1.1\r\nCookie: a=b; tokend_portal=AAAAAAAAAAAAAAAAAAAA"
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; c\r\n\r\n",
+        "DELETE /v1/portal/session HTTP/1.1\r\nCookie: tokend_portal=x\r\nX-Tokend-CSRF: y\r\n"
+        "\r\nGET /v1/portal/session HTTP/1.1\r\nAuthorization: Bearer @PK@\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
         char name[32];

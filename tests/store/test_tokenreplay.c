@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -32,6 +34,8 @@
 #include "store/engine.h"
 #include "store/replay.h"
 #include "tests/support/fixture.h"
+#include "tests/support/japi.h"
+#include "tests/support/raw.h"
 #include "tests/support/tkt.h"
 
 #define NTOK 80
@@ -935,10 +939,194 @@ static void parse_time_forms(void **state)
             fail_msg("%s: accepted", bad[i]);
 }
 
+/* ---- dump: who did what ---------------------------------------------- */
+
+/* A token of the user whose Bearer header is auth, over HTTP: its id. */
+static void http_token(int port, const char *auth, char *id, size_t cap)
+{
+    const char *h[] = {auth, NULL};
+    json_t *j;
+    assert_int_equal(japi_call(port, h, "POST", "/v1/tokens",
+                               "{\"description\":\"audit\",\"roles\":[\"viewer\"]}", &j, NULL),
+                     201);
+    snprintf(id, cap, "%s", json_string_value(json_object_get(j, "client_id")));
+    json_decref(j);
+}
+
+/* The JSON line of dump whose event is of type and has id, or NULL. */
+static json_t *line_of(json_t *lines, const char *type, const char *id)
+{
+    size_t i;
+    json_t *l;
+    json_array_foreach(lines, i, l) {
+        const char *t = json_string_value(json_object_get(l, "type"));
+        const char *x = json_string_value(json_object_get(l, "id"));
+        if (t && !strcmp(t, type) && (!id || (x && !strcmp(x, id))))
+            return l;
+    }
+    fail_msg("no %s of %s in the dump", type, id ? id : "any");
+    return NULL;
+}
+
+static const char *by_field(json_t *line, const char *k)
+{
+    json_t *v = json_object_get(json_object_get(line, "by"), k);
+    return v ? json_string_value(v) : NULL;
+}
+
+/* After a mixed workload on the real server, over both listeners and a
+ * portal session: every event names its actor and the client's address,
+ * and a token deleted by its creator, by another user of its account and
+ * by the operator are told apart (with the personal key each used). */
+static void dump_names_who_made_each_change(void **state)
+{
+    (void)state;
+    raw_server srv;
+    char op[160], alice[160], bob[160], akey[128], bkey[128], t1[64], t2[64], t3[64], t4[64];
+    char path[200], *out = NULL;
+    json_t *j;
+    raw_watchdog(60);
+    assert_int_equal(raw_server_start(&srv, NULL, NULL), 0);
+    int port = srv.http_port;
+    char opk[128];
+    assert_int_equal(raw_read_key(&srv, "operator.key", opk, sizeof opk), 0);
+    snprintf(op, sizeof op, "Authorization: Bearer %s", opk);
+    const char *oh[] = {op, NULL};
+    japi_expect(port, oh, "POST", "/v1/tenants", "{\"tenant\":\"acme\"}", 201);
+    japi_expect(port, oh, "PATCH", "/v1/tenants/acme", "{\"api_tokens\":true}", 200);
+    japi_expect(port, oh, "PUT", "/v1/tenants/acme/roles/viewer",
+                "{\"level\":5,\"permissions\":[\"orders:read\"]}", 200);
+    japi_expect(port, oh, "POST", "/v1/tenants/acme/accounts", "{\"account\":\"bigco\"}", 201);
+    japi_user(port, op, "acme", "bigco", "alice", "[\"viewer\"]", true, alice, sizeof alice,
+              akey, sizeof akey);
+    japi_user(port, op, "acme", "bigco", "bob", "[\"viewer\"]", true, bob, sizeof bob, bkey,
+              sizeof bkey);
+    http_token(port, alice, t1, sizeof t1);
+    http_token(port, alice, t2, sizeof t2);
+    http_token(port, alice, t3, sizeof t3);
+    /* t1: by its creator, over HTTP */
+    const char *ah[] = {alice, NULL};
+    snprintf(path, sizeof path, "/v1/tokens/%s", t1);
+    japi_expect(port, ah, "DELETE", path, NULL, 200);
+    /* t2: by bob, another user of the account, over the binary protocol */
+    int fd = raw_connect(srv.port);
+    assert_true(fd >= 0);
+    mpw b;
+    mpw_init(&b);
+    raw_map(&b, "key:s", bkey);
+    raw_reply r;
+    assert_int_equal(raw_call(fd, OP_AUTH, 1, &b, &r), 0);
+    raw_reply_free(&r);
+    mpw_reset(&b);
+    raw_map(&b, "client_id:s", t2);
+    assert_int_equal(raw_call(fd, OP_TOKEN_DELETE, 2, &b, &r), 0);
+    raw_reply_free(&r);
+    mpw_free(&b);
+    close(fd);
+    /* t3: by the operator */
+    snprintf(path, sizeof path, "/v1/tokens/%s", t3);
+    japi_expect(port, oh, "DELETE", path, NULL, 200);
+    /* t4: made in a portal session */
+    assert_int_equal(japi_call(port, oh, "POST", "/v1/portal/sessions",
+                               "{\"tenant\":\"acme\",\"account\":\"bigco\",\"user\":\"alice\"}",
+                               &j, NULL),
+                     201);
+    snprintf(path, sizeof path, "%s", strstr(json_string_value(json_object_get(j, "url")), "/portal/"));
+    json_decref(j);
+    hraw_resp hr;
+    assert_int_equal(japi_call(port, NULL, "GET", path, NULL, NULL, &hr), 303);
+    char cookie[320], sc[300];
+    assert_true(hraw_header(&hr, "Set-Cookie", sc, sizeof sc));
+    hraw_free(&hr);
+    *strchr(sc, ';') = 0;
+    snprintf(cookie, sizeof cookie, "Cookie: %s", sc);
+    const char *ch[] = {cookie, NULL};
+    assert_int_equal(japi_call(port, ch, "GET", "/v1/portal/session", NULL, &j, NULL), 200);
+    char csrf[120];
+    snprintf(csrf, sizeof csrf, "X-Tokend-CSRF: %s", json_string_value(json_object_get(j, "csrf")));
+    json_decref(j);
+    const char *sh[] = {cookie, csrf, NULL};
+    assert_int_equal(japi_call(port, sh, "POST", "/v1/tokens", "{\"roles\":[\"viewer\"]}", &j,
+                               NULL),
+                     201);
+    snprintf(t4, sizeof t4, "%s", json_string_value(json_object_get(j, "client_id")));
+    json_decref(j);
+    assert_int_equal(raw_server_stop(&srv), 0);
+
+    /* The dump, as JSON lines. */
+    assert_int_equal(RUN(&out, "dump", "--data", srv.dir, "--json"), 0);
+    json_t *lines = json_array();
+    size_t n = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        json_t *l = json_loads(line, 0, NULL);
+        if (!l)
+            fail_msg("not a JSON line: %s", line);
+        json_array_append_new(lines, l);
+        n++;
+    }
+    free(out);
+    assert_int_equal(n, 13); /* every change of the workload, no more */
+    size_t i;
+    json_t *l;
+    json_array_foreach(lines, i, l) { /* every event: an actor, a peer, a listener */
+        const char *kind = by_field(l, "kind"), *peer = by_field(l, "peer");
+        const char *lis = by_field(l, "listener");
+        assert_non_null(kind);
+        assert_non_null(peer);
+        assert_memory_equal(peer, "127.0.0.1:", 10);
+        assert_true(!strcmp(lis, "http") || !strcmp(lis, "binary"));
+        assert_null(json_object_get(l, "hash")); /* nothing secret-derived */
+    }
+    char akid[64], bkid[64];
+    /* the personal keys' ids, from their users' creation */
+    json_t *ua = NULL, *ub = NULL;
+    json_array_foreach(lines, i, l) {
+        const char *t = json_string_value(json_object_get(l, "type"));
+        const char *u = json_string_value(json_object_get(l, "user"));
+        if (t && !strcmp(t, "user_create") && u && !strcmp(u, "alice"))
+            ua = l;
+        if (t && !strcmp(t, "user_create") && u && !strcmp(u, "bob"))
+            ub = l;
+    }
+    assert_non_null(ua);
+    assert_non_null(ub);
+    snprintf(akid, sizeof akid, "%s", json_string_value(json_object_get(ua, "id")));
+    snprintf(bkid, sizeof bkid, "%s", json_string_value(json_object_get(ub, "id")));
+    json_t *d1 = line_of(lines, "token_delete", t1), *d2 = line_of(lines, "token_delete", t2),
+           *d3 = line_of(lines, "token_delete", t3), *c4 = line_of(lines, "token_create", t4);
+    assert_string_equal(by_field(d1, "kind"), "user");
+    assert_string_equal(by_field(d1, "user"), "alice");
+    assert_string_equal(by_field(d1, "key_id"), akid);
+    assert_string_equal(by_field(d1, "listener"), "http");
+    assert_string_equal(by_field(d2, "kind"), "user");
+    assert_string_equal(by_field(d2, "user"), "bob");
+    assert_string_equal(by_field(d2, "key_id"), bkid);
+    assert_string_equal(by_field(d2, "listener"), "binary");
+    assert_string_equal(by_field(d3, "kind"), "operator");
+    assert_null(by_field(d3, "user"));
+    assert_string_equal(by_field(c4, "user"), "alice");
+    assert_string_equal(by_field(c4, "via"), "portal session");
+    assert_null(by_field(c4, "key_id"));
+    /* the text form, deletions only */
+    assert_int_equal(RUN(&out, "dump", "--data", srv.dir, "--type", "token_delete"), 0);
+    contains(out, "by user acme/bigco/alice via personal key");
+    contains(out, "by user acme/bigco/bob via personal key");
+    contains(out, "by operator from 127.0.0.1:");
+    assert_null(strstr(out, "token_create"));
+    free(out);
+    assert_int_equal(RUN(&out, "dump", "--data", srv.dir, "--type", "nope"), 3);
+    contains(out, "no event type 'nope'");
+    free(out);
+    json_decref(lines);
+    raw_server_free(&srv);
+    raw_watchdog(0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(check_intact_log_exits_0),
+        cmocka_unit_test(dump_names_who_made_each_change),
         cmocka_unit_test(check_flipped_bit_exits_1_and_names_the_place),
         cmocka_unit_test(check_reports_an_event_that_does_not_decode),
         cmocka_unit_test(commands_refuse_a_log_in_use),
