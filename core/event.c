@@ -55,6 +55,8 @@ static const struct {
     [EV_ACCOUNT_DELETE] = {"account_delete", F_TENANT | F_ACCOUNT, 0},
     [EV_PERM_DELETE] = {"perm_delete", F_TENANT | F_KEY, 0},
     [EV_TENANT_DELETE] = {"tenant_delete", F_TENANT, 0},
+    [EV_KEYRING_ADD] = {"keyring_add", F_KEY | F_FLAG | F_ID | F_HASH, 0},
+    [EV_KEYRING_REMOVE] = {"keyring_remove", F_KEY, 0},
 };
 
 /* Wire names of the fields, in bit order. */
@@ -65,7 +67,7 @@ static const char *const field_names[F_COUNT] = {
 
 /* The keys of a "by" map. */
 static const char *const by_names[] = {"kind", "tenant", "account", "user", "key",
-                                       "session", "peer", "listener"};
+                                       "session", "peer", "listener", "key_name"};
 #define BY_KEYS (sizeof by_names / sizeof by_names[0])
 
 /* The keys of a "limits" map, in tk_limits order. */
@@ -102,7 +104,8 @@ static unsigned optional_of(ev_type t)
 static void put_by(const ev_by *b, mpw *w)
 {
     bool user = b->kind == TK_ACTOR_USER;
-    mpw_map(w, 3 + (user ? 4 : 0) + (b->has_key ? 1 : 0));
+    bool named = !user && b->key_name.n > 0;
+    mpw_map(w, 3 + (user ? 4 : 0) + (b->has_key ? 1 : 0) + (named ? 1 : 0));
     mpw_cstr(w, "kind");
     mpw_cstr(w, user ? "user" : "operator");
     if (user) {
@@ -123,6 +126,10 @@ static void put_by(const ev_by *b, mpw *w)
     mpw_str(w, b->peer.p, b->peer.n);
     mpw_cstr(w, "listener");
     mpw_str(w, b->listener.p, b->listener.n);
+    if (named) {
+        mpw_cstr(w, "key_name");
+        mpw_str(w, b->key_name.p, b->key_name.n);
+    }
 }
 
 void ev_init(ev *e, ev_type type, int64_t ts)
@@ -258,6 +265,7 @@ static int read_by(mpr *r, ev_by *b)
         case 5: rc = mpr_bool(r, &b->session) ? TK_ECORRUPT : 0; break;
         case 6: rc = read_text(r, &b->peer, TK_PEER_MAX); break;
         case 7: rc = read_text(r, &b->listener, 16); break;
+        case 8: rc = read_slug(r, &b->key_name); break;
         }
         if (rc)
             return TK_ECORRUPT;
@@ -266,7 +274,8 @@ static int read_by(mpr *r, ev_by *b)
     unsigned user = 1u << 1 | 1u << 2 | 1u << 3 | 1u << 5;
     if ((got & always) != always)
         return TK_ECORRUPT;
-    if (b->kind == TK_ACTOR_USER ? (got & user) != user : (got & (user | 1u << 4)) != 0)
+    if (b->kind == TK_ACTOR_USER ? (got & user) != user || (got & 1u << 8)
+                                 : (got & (user | 1u << 4)) != 0)
         return TK_ECORRUPT;
     return 0;
 }

@@ -41,7 +41,10 @@ typedef enum ev_type {
     EV_ACCOUNT_DELETE = 15, /* tenant, account: and its tokens, users and their keys */
     EV_PERM_DELETE = 16,  /* tenant, key: and out of every role that had it */
     EV_TENANT_DELETE = 17, /* tenant: and everything in it */
-    EV_TYPE_MAX = 17
+    EV_KEYRING_ADD = 18,  /* key (the server key's name), flag (a gateway key; else an
+                             operator key), id, hash: a named key of the server */
+    EV_KEYRING_REMOVE = 19, /* key (the name): it acts no more */
+    EV_TYPE_MAX = 19
 } ev_type;
 
 /* Who made a change (the audit trail): optional in every event, absent in
@@ -54,6 +57,8 @@ typedef struct ev_by {
     bool session;                 /* TK_ACTOR_USER: through a portal session */
     tk_str peer;                  /* the client's address and port ("" in process) */
     tk_str listener;              /* "binary", "http" ("" in process) */
+    tk_str key_name;              /* TK_ACTOR_OPERATOR: the keyring name of its key ("" for
+                                     none: an in-process caller) */
 } ev_by;
 
 typedef struct ev {

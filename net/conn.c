@@ -131,7 +131,10 @@ struct conn {
     bool waiting;             /* not reading: the next frame waits for the writer */
     cauth auth;
     size_t keylen;
-    char key[AUTH_KEY_MAX];   /* a personal key, re-checked on each request */
+    char key[AUTH_KEY_MAX];   /* the AUTH key (personal, operator, gateway), checked again:
+                                 a personal or operator key on each request, a gateway
+                                 key when the keyring lost a key (ring_gen) */
+    uint64_t ring_gen;        /* eng_keyring_gen at the AUTH */
     pending *head, *tail;     /* requests in the writer, oldest first */
     wrt_queue *q;             /* their queue in the writer */
     uint32_t inflight;        /* requests whose reply is not yet in the output */
@@ -618,6 +621,40 @@ static void fail_framing(conn *c, uint32_t id, int status, const char *msg)
 
 /* ---- requests ------------------------------------------------------------- */
 
+/* DIR/gateway.key (with --require-gateway-key) or a gateway key of the
+ * keyring. */
+static bool is_gateway(const conn_hub *h, const char *key, size_t n)
+{
+    if (h->has_gw) {
+        uint8_t hash[GW_HASH_LEN];
+        sha256(hash, key, n);
+        if (secret_equal(hash, h->gw_hash, GW_HASH_LEN))
+            return true;
+    }
+    return eng_gateway_key(h->e, key, n);
+}
+
+/* A gateway's or operator's AUTH still holds: checked again only when the
+ * keyring lost a key since (one compare per verification run otherwise). */
+static bool auth_holds(conn *c)
+{
+    tk_actor a;
+    uint64_t gen = eng_keyring_gen(c->h->e);
+    if ((c->auth != AU_GATEWAY && c->auth != AU_OPERATOR) || gen == c->ring_gen)
+        return true;
+    bool ok = c->auth == AU_GATEWAY
+                  ? is_gateway(c->h, c->key, c->keylen)
+                  : eng_authenticate(c->h->e, c->key, c->keylen, time(NULL), &a) == 0;
+    if (ok) {
+        c->ring_gen = gen;
+        return true;
+    }
+    c->auth = AU_NONE;
+    sodium_memzero(c->key, sizeof c->key);
+    c->keylen = 0;
+    return false;
+}
+
 static void do_auth(conn *c, uint32_t id, const uint8_t *body, size_t len)
 {
     conn_hub *h = c->h;
@@ -634,24 +671,20 @@ static void do_auth(conn *c, uint32_t id, const uint8_t *body, size_t len)
     c->auth = AU_NONE;
     sodium_memzero(c->key, sizeof c->key);
     c->keylen = 0;
-    if (h->has_gw) {
-        uint8_t hash[GW_HASH_LEN];
-        sha256(hash, key.p, key.n);
-        if (secret_equal(hash, h->gw_hash, GW_HASH_LEN)) {
-            c->auth = AU_GATEWAY;
-            who = "gateway";
-        }
+    if (is_gateway(h, key.p, key.n)) {
+        c->auth = AU_GATEWAY;
+        who = "gateway";
+    } else if (eng_authenticate(h->e, key.p, key.n, time(NULL), &actor) == 0) {
+        c->auth = actor.kind == TK_ACTOR_OPERATOR ? AU_OPERATOR : AU_USER;
+        who = actor.kind == TK_ACTOR_OPERATOR ? "operator" : "user";
     }
-    if (!who && eng_authenticate(h->e, key.p, key.n, time(NULL), &actor) == 0) {
-        if (actor.kind == TK_ACTOR_OPERATOR) {
-            c->auth = AU_OPERATOR;
-            who = "operator";
-        } else if (key.n <= sizeof c->key) {
-            c->auth = AU_USER;
-            memcpy(c->key, key.p, key.n);
-            c->keylen = key.n;
-            who = "user";
-        }
+    if (who && key.n <= sizeof c->key) {
+        memcpy(c->key, key.p, key.n);
+        c->keylen = key.n;
+        c->ring_gen = eng_keyring_gen(h->e);
+    } else {
+        c->auth = AU_NONE;
+        who = NULL;
     }
     if (!who) {
         lg_limited(&h->log_auth, "failed AUTH from %s", c->peer);
@@ -685,7 +718,8 @@ static size_t verify_run(conn *c)
     view_vreq reqs[VIEW_BATCH];
     view_probe probes[VIEW_BATCH];
     size_t n = 0, nreq = 0, off = c->ioff, max = VIEW_BATCH;
-    bool refused = h->o.require_gateway && c->auth != AU_GATEWAY && c->auth != AU_OPERATOR;
+    bool refused = h->o.require_gateway
+                   && ((c->auth != AU_GATEWAY && c->auth != AU_OPERATOR) || !auth_holds(c));
 
     /* No request of this connection is in the writer (process waits for
      * them first), so every reply goes straight to the output. */
@@ -795,16 +829,16 @@ static bool actor_of(conn *c, uint32_t id, tk_actor *a)
 {
     switch (c->auth) {
     case AU_OPERATOR:
-        memset(a, 0, sizeof *a);
-        a->kind = TK_ACTOR_OPERATOR;
-        return true;
     case AU_USER:
-        /* Checked again each time: a deleted key stops here at once. */
+        /* Checked again each time: a deleted personal key, or an operator
+         * key taken off the keyring, stops here at once (and at commit). */
         if (eng_authenticate(c->h->e, c->key, c->keylen, time(NULL), a) == 0)
             return true;
+        reply_error(c, id, TK_EUNAUTH,
+                    c->auth == AU_USER ? "the personal key is no longer valid"
+                                       : "the operator key was removed from the keyring");
         c->auth = AU_NONE;
         sodium_memzero(c->key, sizeof c->key);
-        reply_error(c, id, TK_EUNAUTH, "the personal key is no longer valid");
         return false;
     case AU_GATEWAY:
         reply_error(c, id, TK_EUNAUTH, "the gateway key may only verify");

@@ -237,6 +237,10 @@ int dsp_write_req(uint16_t code, const uint8_t *body, size_t len, eng_req *r, ds
     r->has_items = HAS(&v, SF_ROLES) || HAS(&v, SF_PERMISSIONS);
     if (HAS(&v, SF_API_TOKENS))
         r->flag = v.b[SF_API_TOKENS];
+    if (HAS(&v, SF_GATEWAY))
+        r->flag = v.b[SF_GATEWAY];
+    else if (op->op == ENG_KEYRING_ADD)
+        r->flag = 0; /* an operator key */
     if (HAS(&v, SF_PORTAL))
         r->flag = v.b[SF_PORTAL];
     else if (op->op == ENG_USER_CREATE)
@@ -568,6 +572,7 @@ void dsp_put_write(mpw *w, const eng_req *r, const eng_res *res)
         case SF_CLIENT_ID: put_id(w, &res->id); break;
         case SF_PERSONAL_KEY:
         case SF_SECRET: mpw_str(w, res->secret, TK_SECRET_LEN); break;
+        case SF_KEY: mpw_cstr(w, res->secret); break; /* KEYRING_ADD's key */
         case SF_EXPIRES_AT: mpw_int(w, r->expires); break;
         default: mpw_nil(w); break; /* a field the table names and this does not know */
         }
@@ -654,6 +659,14 @@ static void put_row_field(mpw *w, sch_fid f, const eng_row *row)
         case SF_KEY_ID: put_id(w, &row->u.key.id); return;
         case SF_CREATED_AT: mpw_int(w, row->u.key.created_ms / 1000); return;
         case SF_EXPIRES_AT: mpw_int(w, row->u.key.expires); return;
+        default: break;
+        }
+        break;
+    case ENG_KEYRING:
+        switch (f) {
+        case SF_NAME: mpw_cstr(w, row->u.ring.name); return;
+        case SF_GATEWAY: mpw_bool(w, row->u.ring.gateway); return;
+        case SF_CREATED_AT: mpw_int(w, row->u.ring.created_ms / 1000); return;
         default: break;
         }
         break;

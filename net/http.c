@@ -553,13 +553,17 @@ static void add_list(http_srv *h, struct evkeyvalq *oh, const char *name, const 
 }
 
 /* key is the gateway key (constant time over its hash). */
+/* DIR/gateway.key (with --require-gateway-key) or a gateway key of the
+ * keyring. */
 static bool is_gateway_key(const http_srv *h, const char *key)
 {
     uint8_t hash[GW_HASH_LEN];
-    if (!h->has_gw)
-        return false;
-    sha256(hash, key, strlen(key));
-    return secret_equal(hash, h->gw_hash, GW_HASH_LEN);
+    if (h->has_gw) {
+        sha256(hash, key, strlen(key));
+        if (secret_equal(hash, h->gw_hash, GW_HASH_LEN))
+            return true;
+    }
+    return eng_gateway_key(h->env.e, key, strlen(key));
 }
 
 static bool gateway_ok(http_srv *h, struct evkeyvalq *in)

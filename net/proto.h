@@ -46,6 +46,9 @@ typedef enum proto_op {
     OP_PORTAL_SESSION_CREATE = 0x40, /* HTTP only (net/portal.c) */
     OP_PORTAL_SESSION_GET = 0x41,
     OP_PORTAL_SESSION_DELETE = 0x42,
+    OP_KEYRING_ADD = 0x50,
+    OP_KEYRING_LIST = 0x51,
+    OP_KEYRING_REMOVE = 0x52,
 } proto_op;
 
 typedef struct proto_header {

@@ -47,6 +47,7 @@ const sch_field sch_fields[SF_COUNT] = {
     [SF_EXPIRES_IN] = {F("expires_in"), SCH_UINT, 315360000, 0},
     /* a token listing's filter: in the description, client ID or creator */
     [SF_SEARCH] = {F("search"), SCH_STR, TK_DESC_MAX, 0},
+    [SF_GATEWAY] = {F("gateway"), SCH_BOOL, 0, 0},
     [SF_VERSION] = {F("version"), SCH_UINT, 0, 0},
     [SF_ACTOR] = {F("actor"), SCH_STR, 16, 0},
     [SF_VALID] = {F("valid"), SCH_BOOL, 0, 0},
@@ -73,6 +74,7 @@ const sch_field sch_fields[SF_COUNT] = {
     [SF_URL] = {F("url"), SCH_STR, 0, 0},
     [SF_VIA] = {F("via"), SCH_STR, 16, 0},
     [SF_CSRF] = {F("csrf"), SCH_STR, 64, 0},
+    [SF_RING_ROWS] = {F("keyring"), SCH_ROWS, 0, 0},
 };
 
 #define END {SF_COUNT, false}
@@ -183,6 +185,16 @@ static const sch_op ops[] = {
      {END}, "HTTP only: who the page acts as; csrf for a session"},
     {OP_PORTAL_SESSION_DELETE, "PORTAL_SESSION_DELETE", SCH_USER, SCH_PORTAL, 0, 0, false,
      {END}, {END}, {END}, "HTTP only: signs the session out"},
+    {OP_KEYRING_ADD, "KEYRING_ADD", SCH_OPERATOR, SCH_WRITE, ENG_KEYRING_ADD, 0, false,
+     {R(SF_NAME), O(SF_GATEWAY), END}, {R(SF_KEY), END}, {END},
+     "a named operator key (or gateway key: gateway true), acting at once; the key is shown "
+     "once, only its hash is kept"},
+    {OP_KEYRING_LIST, "KEYRING_LIST", SCH_OPERATOR, SCH_READ, 0, ENG_KEYRING, false, {PAGE, END},
+     PAGED(SF_RING_ROWS), {R(SF_NAME), R(SF_GATEWAY), R(SF_CREATED_AT), END},
+     "names only; \"initial\" is DIR/operator.key's (created_at 0)"},
+    {OP_KEYRING_REMOVE, "KEYRING_REMOVE", SCH_OPERATOR, SCH_WRITE, ENG_KEYRING_REMOVE, 0, false,
+     {R(SF_NAME), END}, {END}, {END},
+     "it acts no more, at once, on every connection; the last operator key stays"},
 };
 
 #define NOPS (sizeof ops / sizeof ops[0])
@@ -243,6 +255,11 @@ static const sch_route routes[] = {
     {"GET", "/v1/portal/session", OP_PORTAL_SESSION_GET, 200,
      "who the page acts as (a session's cookie or a Bearer key)"},
     {"DELETE", "/v1/portal/session", OP_PORTAL_SESSION_DELETE, 200, "sign the session out"},
+    {"POST", "/v1/keyring", OP_KEYRING_ADD, 201,
+     "add a named operator or gateway key (shown in this reply only)"},
+    {"GET", "/v1/keyring", OP_KEYRING_LIST, 200, "list the keyring's names"},
+    {"DELETE", "/v1/keyring/{name}", OP_KEYRING_REMOVE, 200,
+     "remove a key: it acts no more, at once"},
 };
 #undef TA
 

@@ -28,6 +28,7 @@
 
 #include "core/err.h"
 #include "core/event.h"
+#include "core/keyring.h"
 #include "core/mp.h"
 #include "core/ratelimit.h"
 #include "core/session.h"
@@ -67,8 +68,8 @@ struct eng {
     ckpt *ck;                       /* LMDB's checkpoints and the crash marker */
     bool log_open;                  /* elog_open_end has succeeded */
     ses_table *sessions;            /* portal sessions (borrowed; may be NULL) */
-    char op_key[OPERATOR_KEY_LEN + 1];
-    uint8_t op_hash[TK_HASH_LEN];
+    kr *ring;                       /* the named operator and gateway keys (hashes only) */
+    uint8_t boot_hash[TK_HASH_LEN]; /* DIR/operator.key's, until the load decides on it */
     /* Per-batch scratch, kept between calls. */
     mpw evbuf;          /* encoded events, back to back */
     size_t *evoff;      /* evoff[i]: end offset of event i in evbuf */
@@ -112,6 +113,9 @@ static void view_learn(void *arg, const st_change *c)
 {
     view *v = arg;
     switch (c->type) {
+    case EV_KEYRING_ADD:
+    case EV_KEYRING_REMOVE:
+        break; /* the keyring's (learn) */
     case EV_TENANT_SET:
         view_tenant_put(v, c->id, c->text, c->len, c->flag);
         break;
@@ -151,6 +155,18 @@ static void view_learn(void *arg, const st_change *c)
     }
 }
 
+/* What the engine's memory learns of a change: the keyring's own, the
+ * view the rest. */
+static void learn(view *v, kr *ring, const st_change *c)
+{
+    if (c->type == EV_KEYRING_ADD)
+        (void)kr_put(ring, c->text, c->len, (kr_kind)c->kind, &c->cid, c->hash); /* plan caps it */
+    else if (c->type == EV_KEYRING_REMOVE)
+        kr_del(ring, c->text, c->len);
+    else
+        view_learn(v, c);
+}
+
 /* The load at open. Credentials come in ID order, which scatters them over
  * the index: each is put LOAD_AHEAD credentials after its slot was
  * prefetched, so the cache misses overlap instead of adding up (as a
@@ -169,6 +185,7 @@ typedef struct load_cred {
 
 typedef struct loader {
     view *v;
+    kr *keys;
     load_cred ring[LOAD_AHEAD];
     size_t head, n;
 } loader;
@@ -193,7 +210,7 @@ static void load_learn(void *arg, const st_change *c)
     loader *l = arg;
     if (c->type != EV_TOKEN_CREATE || c->n > TK_MAX_ROLES) {
         load_flush(l);
-        view_learn(l->v, c);
+        learn(l->v, l->keys, c);
         return;
     }
     if (l->n == LOAD_AHEAD)
@@ -257,12 +274,31 @@ static int check_marker(eng *e, const char *state_dir, tk_why *w)
 
 /* ---- open ------------------------------------------------------------ */
 
-/* Reads DIR/operator.key, creating it (0600, fsynced) at first start. */
+/* Reads DIR/operator.key, creating it (0600, fsynced) at first start, and
+ * keeps its hash only. */
 static int operator_key(eng *e, tk_why *w)
 {
-    int rc = keyfile_load(e->dir, "operator.key", "tko_", e->op_key, w);
+    char key[OPERATOR_KEY_LEN + 1];
+    int rc = keyfile_load(e->dir, "operator.key", "tko_", key, w);
     if (rc == 0)
-        sha256(e->op_hash, (const uint8_t *)e->op_key, OPERATOR_KEY_LEN);
+        sha256(e->boot_hash, (const uint8_t *)key, OPERATOR_KEY_LEN);
+    sodium_memzero(key, sizeof key);
+    return rc;
+}
+
+/* The bootstrap key (DIR/operator.key) acts as the operator key called
+ * KR_BOOTSTRAP while the keyring has no record of that name: removing it
+ * leaves a tombstone, and a key added under the name replaces it. */
+static int bootstrap_key(eng *e, state_txn *t)
+{
+    st_ring r;
+    static const tk_id none;
+    int rc = state_ring_by_name(t, KR_BOOTSTRAP, strlen(KR_BOOTSTRAP), &r);
+    if (rc == TK_ENOTFOUND) {
+        kr_put(e->ring, KR_BOOTSTRAP, strlen(KR_BOOTSTRAP), KR_OPERATOR, &none, e->boot_hash);
+        rc = 0;
+    }
+    sodium_memzero(e->boot_hash, sizeof e->boot_hash);
     return rc;
 }
 
@@ -385,6 +421,7 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
     e->dir = xstrdup(dir);
     e->pool = secret_pool_new();
     rl_new(&e->rate);
+    kr_new(&e->ring);
     mpw_init(&e->evbuf);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         tk_say(w, TK_EIO, "cannot create data directory %s: %s", dir, strerror(errno));
@@ -454,10 +491,13 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
         view_reserve(e->v, state_cred_count(t)); /* the load never grows the index */
         loader *l = xcalloc(1, sizeof *l);
         l->v = e->v;
+        l->keys = e->ring;
         rc = state_load(t, load_learn, l);
         load_flush(l);
         free(l);
     }
+    if (!rc) /* DIR/operator.key acts until its name is removed (or given again) */
+        rc = bootstrap_key(e, t);
     if (rc) {
         tk_say(w, rc, "cannot load the state into memory: %s", tk_strerror(rc));
         goto fail;
@@ -493,18 +533,13 @@ void eng_close(eng *e)
     free(e->evoff);
     free(e->changes);
     free(e->dels);
-    sodium_memzero(e->op_key, sizeof e->op_key);
+    kr_free(e->ring);
     secret_pool_free(e->pool);
     rl_free(e->rate);
     rsv_close(e->rsv);
     free(e->logdir);
     free(e->dir);
     free(e);
-}
-
-const char *eng_operator_key(const eng *e)
-{
-    return e->op_key;
 }
 
 /* ---- execution ------------------------------------------------------- */
@@ -842,7 +877,7 @@ bool eng_fenced(const eng *e, const char **why)
 void eng_publish(eng *e)
 {
     for (size_t i = 0; i < e->nchg; i++)
-        view_learn(e->v, &e->changes[i]);
+        learn(e->v, e->ring, &e->changes[i]);
     for (size_t i = 0; i < e->ndel; i++)
         view_cred_del(e->v, &e->dels[i]);
     e->nchg = e->ndel = 0;
@@ -859,17 +894,33 @@ int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n)
 
 int eng_authenticate(const eng *e, const char *cred, size_t len, int64_t now, tk_actor *out)
 {
-    if (len == OPERATOR_KEY_LEN) {
+    if (len == OPERATOR_KEY_LEN && memcmp(cred, "tko_", 4) == 0) {
         uint8_t h[TK_HASH_LEN];
+        tk_id id;
         sha256(h, (const uint8_t *)cred, len);
-        if (secret_hash_equal(h, e->op_hash)) {
+        if (kr_find(e->ring, h, KR_OPERATOR, &id, NULL)) {
             memset(out, 0, sizeof *out);
             out->kind = TK_ACTOR_OPERATOR;
+            out->key = id; /* which one: it must still stand at commit (plan) */
             return 0;
         }
         return TK_EUNAUTH;
     }
     return view_auth_personal(e->v, cred, len, now, out) == TK_V_VALID ? 0 : TK_EUNAUTH;
+}
+
+bool eng_gateway_key(const eng *e, const char *key, size_t len)
+{
+    uint8_t h[TK_HASH_LEN];
+    if (len != OPERATOR_KEY_LEN || memcmp(key, "tkg_", 4) != 0)
+        return false;
+    sha256(h, (const uint8_t *)key, len);
+    return kr_find(e->ring, h, KR_GATEWAY, NULL, NULL);
+}
+
+uint64_t eng_keyring_gen(const eng *e)
+{
+    return kr_gen(e->ring);
 }
 
 tk_verdict eng_verify(const eng *e, const tk_id *client_id, const char *secret, size_t len,

@@ -58,9 +58,6 @@ typedef struct eng_opts {
 int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why);
 void eng_close(eng *e); /* e may be NULL */
 
-/* The operator key as stored in DIR/operator.key (borrowed; lives as long
- * as e). Shown to the operator, never logged. */
-const char *eng_operator_key(const eng *e);
 
 /* ---- management ------------------------------------------------------- */
 
@@ -86,7 +83,10 @@ typedef enum eng_op {
     ENG_ACCOUNT_DELETE,    /* operator: tenant, account: its tokens, users and keys end */
     ENG_PERM_DELETE,       /* operator: tenant, key: drops out of every role */
     ENG_TENANT_DELETE,     /* operator: tenant: everything of it ends */
-    ENG_OP_MAX = ENG_TENANT_DELETE
+    ENG_KEYRING_ADD,       /* operator: name, flag (1: a gateway key); returns the key
+                              (res.secret), shown once */
+    ENG_KEYRING_REMOVE,    /* operator: name: it acts no more */
+    ENG_OP_MAX = ENG_KEYRING_REMOVE
 } eng_op;
 
 /* One request. Strings are borrowed for the call. A user actor's own
@@ -173,10 +173,21 @@ void eng_req_init(eng_req *r, eng_op op, const tk_actor *actor);
 
 /* ---- authentication and verification --------------------------------- */
 
-/* Authenticates a management credential: the operator key gives a
- * TK_ACTOR_OPERATOR, a personal API key a TK_ACTOR_USER. A tenant API token
+/* Authenticates a management credential: an operator key of the keyring
+ * (DIR/operator.key's, or one added with KEYRING_ADD) gives a
+ * TK_ACTOR_OPERATOR whose key is that key's id (zeros for the bootstrap
+ * key), a personal API key a TK_ACTOR_USER. A tenant API token
  * is refused (rule 8). 0 or TK_EUNAUTH. now is unix seconds. */
 int eng_authenticate(const eng *e, const char *cred, size_t len, int64_t now, tk_actor *out);
+
+/* True when key is a gateway key of the keyring (a "tkg_" key added with
+ * KEYRING_ADD gateway). DIR/gateway.key is the server's own check. */
+bool eng_gateway_key(const eng *e, const char *key, size_t len);
+
+/* Changes whenever a key leaves the keyring: a connection that
+ * authenticated with an operator or gateway key checks it again when it
+ * moved (the key may be gone). */
+uint64_t eng_keyring_gen(const eng *e);
 
 /* Verifies a tenant API token (view_verify): client_id may be NULL. */
 tk_verdict eng_verify(const eng *e, const tk_id *client_id, const char *secret, size_t len,
@@ -236,7 +247,8 @@ typedef enum eng_kind {
     ENG_USERS,       /* an account's users */
     ENG_KEYS,        /* a user's personal keys */
     ENG_TOKENS,      /* an account's tokens */
-    ENG_KIND_MAX = ENG_TOKENS
+    ENG_KEYRING,     /* the operator: the server's named keys (never the keys) */
+    ENG_KIND_MAX = ENG_KEYRING
 } eng_kind;
 
 /* A listing or a get. The operator names the scope (tenant; account for
@@ -301,6 +313,11 @@ typedef struct eng_row {
             int64_t expires; /* 0 = never */
         } key;
         eng_token_info token;
+        struct {
+            char name[TK_SLUG_MAX + 1];
+            bool gateway;
+            int64_t created_ms; /* 0: the bootstrap key (DIR/operator.key) */
+        } ring;
     } u;
 } eng_row;
 

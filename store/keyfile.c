@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -52,6 +53,18 @@ int keyfile_load(const char *dir, const char *name, const char *prefix,
         tk_say(why, TK_EIO, "cannot read %s: %s", path, strerror(errno));
         goto done;
     } else {
+        struct stat st;
+        if (fstat(fd, &st) != 0) {
+            tk_say(why, TK_EIO, "cannot stat %s: %s", path, strerror(errno));
+            goto done;
+        }
+        if (st.st_mode & 077) { /* as ssh refuses a private key others may read */
+            rc = tk_say(why, TK_EINVAL,
+                        "%s may be read by others (mode %04o): a key file must be the owner's "
+                        "alone; chmod 600 %s",
+                        path, (unsigned)(st.st_mode & 07777), path);
+            goto done;
+        }
         ssize_t n = read(fd, buf, sizeof buf);
         if (n < 0 || !well_formed(buf, (size_t)n, prefix)) {
             rc = tk_say(why, TK_EINVAL, "%s is not a key file (expected %s and 64 hex digits)",

@@ -13,8 +13,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "core/err.h"
+#include "core/keyring.h"
 #include "core/rules.h"
+#include "core/sha256.h"
 
 int plan_why(char *msg, int code, const char *fmt, ...)
 {
@@ -652,6 +656,119 @@ static int plan_tenant_delete(plan *p, const eng_req *r, eng_res *res)
     return 0;
 }
 
+/* ---- the keyring -------------------------------------------------------- */
+
+typedef struct ring_count {
+    uint32_t live, operators;
+    bool boot_named; /* a record (live or removed) is called KR_BOOTSTRAP */
+    const tk_id *id; /* plan_operator_stands: the key looked for */
+    bool found;
+} ring_count;
+
+static int count_ring(void *arg, const st_ring *r)
+{
+    ring_count *c = arg;
+    c->boot_named |= strcmp(r->name, KR_BOOTSTRAP) == 0;
+    if (r->kind == ST_RING_GONE)
+        return 0;
+    c->live++;
+    c->operators += r->kind == KR_OPERATOR;
+    if (c->id && memcmp(c->id->b, r->id.b, TK_ID_LEN) == 0)
+        c->found = true;
+    return 0;
+}
+
+/* The live keys: the records, and the bootstrap key while no record has
+ * its name (its id is zeros). */
+static int ring_counts(state_txn *t, const tk_id *id, ring_count *c)
+{
+    static const tk_id none;
+    memset(c, 0, sizeof *c);
+    c->id = id;
+    int rc = state_ring_walk(t, count_ring, c);
+    if (!rc && !c->boot_named) {
+        c->live++, c->operators++;
+        c->found |= id && memcmp(id->b, none.b, TK_ID_LEN) == 0;
+    }
+    return rc;
+}
+
+int plan_operator_stands(state_txn *t, const tk_actor *a, char *msg)
+{
+    ring_count c;
+    int rc = ring_counts(t, &a->key, &c);
+    if (rc)
+        return rc;
+    return c.found ? 0
+                   : plan_why(msg, TK_EUNAUTH, "the operator key was removed from the keyring");
+}
+
+static bool is_boot(tk_str name)
+{
+    return name.n == strlen(KR_BOOTSTRAP) && memcmp(name.p, KR_BOOTSTRAP, name.n) == 0;
+}
+
+static int plan_ring_add(plan *p, const eng_req *r, eng_res *res)
+{
+    ring_count c;
+    st_ring old;
+    if (!str_ok_slug(r->name))
+        return plan_why(res->msg, TK_EINVAL, "'%.*s' is not a key name ([a-z0-9][a-z0-9-]{0,62})",
+                        PLAN_SL(r->name));
+    int rc = state_ring_by_name(p->t, r->name.p, r->name.n, &old);
+    if (rc && rc != TK_ENOTFOUND)
+        return rc;
+    if ((rc == 0 && old.kind != ST_RING_GONE) || (rc == TK_ENOTFOUND && is_boot(r->name)))
+        return plan_why(res->msg, TK_EEXIST, "the keyring has a key called '%.*s'",
+                        PLAN_SL(r->name));
+    if ((rc = ring_counts(p->t, NULL, &c)))
+        return rc;
+    if (c.live >= KR_MAX)
+        return plan_why(res->msg, TK_ELIMIT, "the keyring holds %d keys, its most", KR_MAX);
+    ev *x = event(p, EV_KEYRING_ADD);
+    memcpy(p->slugs[0], r->name.p, r->name.n);
+    p->slugs[0][r->name.n] = '\0';
+    x->key = (tk_str){p->slugs[0], r->name.n};
+    x->flag = r->flag == 1;
+    /* The key: the key file's form (a prefix and 64 hex digits), generated
+     * here and returned once; the event keeps its hash (rule 4's way). */
+    uint8_t raw[32];
+    randombytes_buf(raw, sizeof raw);
+    randombytes_buf(x->id.b, TK_ID_LEN);
+    memcpy(res->secret, x->flag ? "tkg_" : "tko_", 4);
+    sodium_bin2hex(res->secret + 4, sizeof res->secret - 4, raw, sizeof raw);
+    sodium_memzero(raw, sizeof raw);
+    sha256(x->hash, res->secret, strlen(res->secret));
+    res->id = x->id;
+    return 0;
+}
+
+static int plan_ring_remove(plan *p, const eng_req *r, eng_res *res)
+{
+    ring_count c;
+    st_ring old;
+    int rc = state_ring_by_name(p->t, r->name.p, r->name.n, &old);
+    if (rc && rc != TK_ENOTFOUND)
+        return rc;
+    bool live = rc == 0 ? old.kind != ST_RING_GONE : is_boot(r->name);
+    if (!str_ok_slug(r->name) || !live)
+        return plan_why(res->msg, TK_ENOTFOUND, "the keyring has no key called '%.*s'",
+                        PLAN_SL(r->name));
+    bool oper = rc == 0 ? old.kind == KR_OPERATOR : true;
+    if ((rc = ring_counts(p->t, NULL, &c)))
+        return rc;
+    if (oper && c.operators == 1) /* nobody could manage anything any more */
+        return plan_why(res->msg, TK_EDENIED,
+                        "'%.*s' is the last operator key: add another one first",
+                        PLAN_SL(r->name));
+    ev *x = event(p, EV_KEYRING_REMOVE);
+    memcpy(p->slugs[0], r->name.p, r->name.n);
+    p->slugs[0][r->name.n] = '\0';
+    x->key = (tk_str){p->slugs[0], r->name.n};
+    p->revokes = true; /* it takes access away: rule 12's reserve applies */
+    return 0;
+}
+
 /* ---- the table ----------------------------------------------------------- */
 
 typedef int (*planner)(plan *p, const eng_req *r, eng_res *res);
@@ -679,7 +796,42 @@ static const struct {
     [ENG_ACCOUNT_DELETE] = {plan_account_delete, false},
     [ENG_PERM_DELETE] = {plan_key_delete, false},
     [ENG_TENANT_DELETE] = {plan_tenant_delete, false},
+    [ENG_KEYRING_ADD] = {plan_ring_add, false},
+    [ENG_KEYRING_REMOVE] = {plan_ring_remove, false},
 };
+
+typedef struct ring_named {
+    const tk_id *id;
+    char *out;
+    bool found;
+} ring_named;
+
+static int name_of_id(void *arg, const st_ring *r)
+{
+    ring_named *n = arg;
+    if (r->kind != ST_RING_GONE && memcmp(r->id.b, n->id->b, TK_ID_LEN) == 0) {
+        memcpy(n->out, r->name, sizeof r->name);
+        n->found = true;
+    }
+    return 0;
+}
+
+/* The keyring name of the operator key id: a record's, or the bootstrap
+ * key's (zeros). */
+static int ring_name(plan *p, const tk_id *id, tk_str *out)
+{
+    static const tk_id none;
+    ring_named n = {id, p->by[0], false};
+    int rc = state_ring_walk(p->t, name_of_id, &n);
+    if (rc)
+        return rc;
+    if (!n.found && memcmp(id->b, none.b, TK_ID_LEN) == 0)
+        memcpy(p->by[0], KR_BOOTSTRAP, sizeof KR_BOOTSTRAP);
+    else if (!n.found)
+        p->by[0][0] = '\0';
+    *out = (tk_str){p->by[0], strlen(p->by[0])};
+    return 0;
+}
 
 /* The audit record of the request's event: who (the actor, by slugs, as
  * it stands now: a user deleted later stays named), with which key, from
@@ -691,7 +843,7 @@ static int by(plan *p, const eng_req *r)
     b->peer = r->peer;
     b->listener = r->listener;
     if (r->actor.kind != TK_ACTOR_USER)
-        return 0;
+        return ring_name(p, &r->actor.key, &b->key_name);
     st_tenant tn;
     st_account ac;
     st_user u;
@@ -723,6 +875,9 @@ int plan_request(plan *p, const eng_req *r, eng_res *res)
         return plan_why(res->msg, TK_EINVAL, "unknown operation");
     if (r->actor.kind != TK_ACTOR_OPERATOR && r->actor.kind != TK_ACTOR_USER)
         return TK_EUNAUTH;
+    if (r->actor.kind == TK_ACTOR_OPERATOR
+        && (rc = plan_operator_stands(p->t, &r->actor, res->msg)))
+        return rc; /* rule 11 for the operator: its key is still on the keyring */
     if (r->actor.kind == TK_ACTOR_USER) {
         if ((rc = plan_actor_stands(p->t, &r->actor, p->now_ms / 1000, res->msg)))
             return rc;

@@ -56,6 +56,10 @@ int plan_request(plan *p, const eng_req *r, eng_res *res);
  * ENG_MSG_MAX bytes, says why) or a store error. */
 int plan_actor_stands(state_txn *t, const tk_actor *a, int64_t now_s, char *msg);
 
+/* The same for an operator actor: its key (a.key, zeros for the bootstrap
+ * key) is still on the keyring. 0, TK_EUNAUTH or a store error. */
+int plan_operator_stands(state_txn *t, const tk_actor *a, char *msg);
+
 /* The tenant and account a request acts in: a user actor's own, or those
  * the operator names (checked and looked up). need_account: the account too.
  * 0, TK_EINVAL, TK_ENOTFOUND (msg, ENG_MSG_MAX bytes, says why) or a store

@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "core/err.h"
+#include "core/keyring.h"
 #include "core/rules.h"
 #include "core/xmalloc.h"
 #include "store/plan.h"
@@ -241,7 +242,7 @@ static int row_found(void *arg, const st_cred *r)
 static const char *const kind_names[ENG_KIND_MAX + 1] = {
     [ENG_TENANTS] = "tenants", [ENG_PERMS] = "permissions", [ENG_ROLES] = "roles",
     [ENG_ACCOUNTS] = "accounts", [ENG_USERS] = "users", [ENG_KEYS] = "personal keys",
-    [ENG_TOKENS] = "tokens",
+    [ENG_TOKENS] = "tokens", [ENG_KEYRING] = "the keyring",
 };
 
 /* A user's read: its key stands (rule 11); the kind is one users may
@@ -296,6 +297,79 @@ static int get_token(qctx *c, char *msg)
     return rc ? rc : row_cred(c, &cr);
 }
 
+/* ---- the keyring ---------------------------------------------------------- */
+
+typedef struct ring_ctx {
+    const eng_query *q;
+    int (*fn)(void *arg, const eng_row *row);
+    void *arg;
+    uint32_t shown;
+    bool boot_named;
+    eng_row row;
+} ring_ctx;
+
+#define RING_FULL 1 /* the page is full: the walk stops */
+
+static int ring_row(ring_ctx *c, const char *name, bool gateway, int64_t created_ms)
+{
+    if (c->q->has_after) { /* at or before the cursor: shown on a page before */
+        size_t n = strlen(name), m = c->q->after.n;
+        int cmp = memcmp(name, c->q->after.p, n < m ? n : m);
+        if (cmp < 0 || (cmp == 0 && n <= m))
+            return 0;
+    }
+    if (c->shown == c->q->limit)
+        return RING_FULL;
+    c->shown++;
+    memset(&c->row, 0, sizeof c->row);
+    c->row.kind = ENG_KEYRING;
+    snprintf(c->row.u.ring.name, sizeof c->row.u.ring.name, "%s", name);
+    c->row.u.ring.gateway = gateway;
+    c->row.u.ring.created_ms = created_ms;
+    name_cursor(&c->row, name);
+    return c->fn(c->arg, &c->row);
+}
+
+static int ring_each(void *arg, const st_ring *r)
+{
+    ring_ctx *c = arg;
+    if (strcmp(r->name, KR_BOOTSTRAP) == 0)
+        c->boot_named = true;
+    if (r->kind == ST_RING_GONE)
+        return 0;
+    /* The bootstrap key sorts among the records: shown before the first
+     * record that comes after its name. */
+    if (!c->boot_named && strcmp(r->name, KR_BOOTSTRAP) > 0) {
+        c->boot_named = true;
+        int rc = ring_row(c, KR_BOOTSTRAP, false, 0);
+        if (rc)
+            return rc;
+    }
+    return ring_row(c, r->name, r->kind == KR_GATEWAY, r->created_ms);
+}
+
+/* The keyring by name: its records, and the bootstrap key while no record
+ * has its name. */
+static int ring_list(state_txn *t, const eng_query *q, int (*fn)(void *arg, const eng_row *row),
+                     void *arg, char *msg)
+{
+    ring_ctx *c = xcalloc(1, sizeof *c);
+    c->q = q, c->fn = fn, c->arg = arg;
+    int rc = state_ring_walk(t, ring_each, c);
+    if (!rc) {
+        /* no record named it, or none came after its name: it is last */
+        st_ring r;
+        int nr = state_ring_by_name(t, KR_BOOTSTRAP, strlen(KR_BOOTSTRAP), &r);
+        if (nr == TK_ENOTFOUND && !c->boot_named)
+            rc = ring_row(c, KR_BOOTSTRAP, false, 0);
+        else if (nr && nr != TK_ENOTFOUND)
+            rc = nr;
+    }
+    free(c);
+    (void)msg;
+    return rc == RING_FULL ? 0 : rc;
+}
+
 int query_run(state_txn *t, const eng_query *q, int64_t now_s,
               int (*fn)(void *arg, const eng_row *row), void *arg, char *msg)
 {
@@ -313,6 +387,12 @@ int query_run(state_txn *t, const eng_query *q, int64_t now_s,
         return TK_EUNAUTH;
     if (q->actor.kind == TK_ACTOR_USER && (rc = user_may_read(t, q, now_s, msg)))
         return rc;
+    if (q->actor.kind == TK_ACTOR_OPERATOR && (rc = plan_operator_stands(t, &q->actor, msg)))
+        return rc;
+    if (q->kind == ENG_KEYRING)
+        return q->actor.kind == TK_ACTOR_OPERATOR
+                   ? ring_list(t, q, fn, arg, msg)
+                   : plan_why(msg, TK_EDENIED, "only the operator key reads the keyring");
     if (q->get && q->kind != ENG_TENANTS && q->kind != ENG_USERS && q->kind != ENG_TOKENS)
         return plan_why(msg, TK_EINVAL, "%s are listed, not got one by one", kind_names[q->kind]);
 
@@ -369,6 +449,7 @@ int query_run(state_txn *t, const eng_query *q, int64_t now_s,
         if (!(rc = user_named(t, q, &tn, &ac, &u, msg)))
             rc = state_user_keys(t, u.id, from, q->limit, row_cred, c);
         break;
+    case ENG_KEYRING: break; /* ring_list, above */
     case ENG_TOKENS:
         if (q->search.n == 0) {
             rc = state_account_tokens(t, ac.id, from, q->limit, row_cred, c);

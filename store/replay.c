@@ -1418,6 +1418,8 @@ static json_t *event_json(uint64_t seq, const ev *x)
         }
         if (b->has_key)
             json_object_set_new(by, "key_id", jid(&b->key));
+        if (b->key_name.n)
+            json_object_set_new(by, "key_name", jstr(b->key_name));
         json_object_set_new(by, "peer", jstr(b->peer));
         json_object_set_new(by, "listener", jstr(b->listener));
         json_object_set_new(o, "by", by);
@@ -1450,6 +1452,9 @@ static void event_text(FILE *out, json_t *o)
                     json_string_value(json_object_get(by, "account")),
                     json_string_value(json_object_get(by, "user")),
                     json_string_value(json_object_get(by, "via")));
+        else if (json_object_get(by, "key_name"))
+            fprintf(out, " by operator key %s",
+                    json_string_value(json_object_get(by, "key_name")));
         else
             fprintf(out, " by operator");
         json_t *key = json_object_get(by, "key_id");

@@ -20,11 +20,12 @@
 
 enum { DB_META, DB_TENANT, DB_TENANT_NAME, DB_PERM, DB_PERM_NAME, DB_ROLE, DB_ROLE_NAME,
        DB_ACCOUNT, DB_ACCOUNT_NAME, DB_USER, DB_USER_NAME, DB_CRED, DB_ACCOUNT_TOKENS,
-       DB_USER_KEYS, DB_COUNT };
+       DB_USER_KEYS, DB_KEYRING, DB_COUNT };
 
 static const char *const db_names[DB_COUNT] = {
     "meta", "tenant", "tenant_name", "perm", "perm_name", "role", "role_name",
     "account", "account_name", "user", "user_name", "cred", "account_tokens", "user_keys",
+    "keyring",
 };
 
 #define INITIAL_MAP (256ull << 20)
@@ -35,8 +36,9 @@ static const char *const db_names[DB_COUNT] = {
  * the quotas need (live tokens per account, keys per user, roles per
  * tenant) and each tenant's limits. 5: deletions (a user's keys indexed,
  * permission numbers given again, a credential keeps its creator's slug).
- * 6: a tenant no longer keeps the top of its permission numbers. */
-#define STATE_FORMAT 6u
+ * 6: a tenant no longer keeps the top of its permission numbers.
+ * 7: the keyring (named operator and gateway keys). */
+#define STATE_FORMAT 7u
 
 struct state {
     MDB_env *env;
@@ -1093,12 +1095,129 @@ static int id_del_role(state_txn *t, const st_role *r)
     return rc ? rc : name_del(t, DB_ROLE_NAME, r->tenant, r->key, strlen(r->key));
 }
 
+/* ---- the keyring ------------------------------------------------------- */
+
+/* A keyring record, under its name: kind (1), id (16), hash (32),
+ * created_ms (8). Kind 0 is a tombstone: the bootstrap key of that name
+ * (DIR/operator.key, "initial") was removed. */
+#define RING_REC (1 + TK_ID_LEN + TK_HASH_LEN + 8)
+
+static int dec_ring(const MDB_val *k, const MDB_val *v, st_ring *out)
+{
+    const uint8_t *p = v->mv_data;
+    if (k->mv_size == 0 || k->mv_size > TK_SLUG_MAX || v->mv_size != RING_REC || p[0] > 2)
+        return TK_ECORRUPT;
+    memset(out, 0, sizeof *out);
+    memcpy(out->name, k->mv_data, k->mv_size);
+    out->kind = p[0];
+    memcpy(out->id.b, p + 1, TK_ID_LEN);
+    memcpy(out->hash, p + 1 + TK_ID_LEN, TK_HASH_LEN);
+    out->created_ms = (int64_t)rd_be64(p + 1 + TK_ID_LEN + TK_HASH_LEN);
+    return 0;
+}
+
+int state_ring_by_name(state_txn *t, const char *name, size_t n, st_ring *out)
+{
+    MDB_val v, k = {n, (void *)name};
+    if (n == 0 || n > TK_SLUG_MAX)
+        return TK_ENOTFOUND;
+    int rc = db_get(t, DB_KEYRING, name, n, &v);
+    return rc ? rc : dec_ring(&k, &v, out);
+}
+
+int state_ring_walk(state_txn *t, int (*fn)(void *arg, const st_ring *r), void *arg)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc = map_err(mdb_cursor_open(t->txn, t->s->dbi[DB_KEYRING], &c));
+    if (rc)
+        return rc;
+    int mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (mrc == 0 && !rc) {
+        st_ring r;
+        rc = dec_ring(&k, &v, &r) ? TK_ECORRUPT : fn(arg, &r);
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (!rc && mrc != MDB_NOTFOUND)
+        rc = map_err(mrc);
+    return rc;
+}
+
+static void ring_change(const st_ring *r, ev_type type, st_change *c)
+{
+    memset(c, 0, sizeof *c);
+    c->type = type;
+    c->kind = r->kind;
+    c->cid = r->id;
+    memcpy(c->hash, r->hash, TK_HASH_LEN);
+    emit_text(c, r->name, strlen(r->name));
+}
+
+static int put_ring(state_txn *t, const st_ring *r, st_emit_fn emit, void *arg)
+{
+    uint8_t rec[RING_REC];
+    rec[0] = r->kind;
+    memcpy(rec + 1, r->id.b, TK_ID_LEN);
+    memcpy(rec + 1 + TK_ID_LEN, r->hash, TK_HASH_LEN);
+    be64(rec + 1 + TK_ID_LEN + TK_HASH_LEN, (uint64_t)r->created_ms);
+    int rc = db_put(t, DB_KEYRING, r->name, strlen(r->name), rec, sizeof rec);
+    if (!rc && emit) {
+        st_change c;
+        ring_change(r, EV_KEYRING_ADD, &c);
+        emit(arg, &c);
+    }
+    return rc;
+}
+
+static int apply_ring(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
+{
+    st_ring r;
+    int rc = state_ring_by_name(t, e->key.p, e->key.n, &r);
+    if (rc && rc != TK_ENOTFOUND)
+        return rc;
+    if (e->type == EV_KEYRING_ADD) {
+        if (rc == 0 && r.kind != ST_RING_GONE) /* a live name is never given twice */
+            return TK_ECORRUPT;
+        memset(&r, 0, sizeof r);
+        copy_str(r.name, e->key);
+        r.kind = e->flag ? ST_RING_GATEWAY : ST_RING_OPERATOR;
+        r.id = e->id;
+        memcpy(r.hash, e->hash, TK_HASH_LEN);
+        r.created_ms = e->ts;
+        return put_ring(t, &r, emit, arg);
+    }
+    /* Removed: a tombstone, so that the bootstrap key, which has no record
+     * while it acts, stays removed. */
+    if (rc == TK_ENOTFOUND) {
+        memset(&r, 0, sizeof r);
+        copy_str(r.name, e->key);
+    } else if (r.kind == ST_RING_GONE) {
+        return TK_ECORRUPT;
+    }
+    st_ring gone = r;
+    gone.kind = ST_RING_GONE;
+    memset(gone.hash, 0, sizeof gone.hash);
+    gone.created_ms = e->ts;
+    if ((rc = put_ring(t, &gone, NULL, NULL)))
+        return rc;
+    if (emit) {
+        st_change c;
+        ring_change(&r, EV_KEYRING_REMOVE, &c);
+        emit(arg, &c);
+    }
+    return 0;
+}
+
 static int apply(state_txn *t, const ev *e, st_emit_fn emit, void *arg)
 {
     st_tenant tn;
     int rc;
 
     switch (e->type) {
+    case EV_KEYRING_ADD:
+    case EV_KEYRING_REMOVE:
+        return apply_ring(t, e, emit, arg);
     case EV_KEY_DELETE:
     case EV_TOKEN_DELETE:
         return apply_cred_delete(t, e, emit, arg);
@@ -1297,6 +1416,19 @@ static int load_account(state_txn *t, const MDB_val *k, const MDB_val *v, st_emi
     return 0;
 }
 
+static int load_ring(state_txn *t, const MDB_val *k, const MDB_val *v, st_emit_fn emit,
+                     void *arg)
+{
+    (void)t;
+    st_ring r;
+    st_change c;
+    if (dec_ring(k, v, &r))
+        return TK_ECORRUPT;
+    ring_change(&r, r.kind == ST_RING_GONE ? EV_KEYRING_REMOVE : EV_KEYRING_ADD, &c);
+    emit(arg, &c);
+    return 0;
+}
+
 static int load_cred(state_txn *t, const MDB_val *k, const MDB_val *v, st_emit_fn emit,
                      void *arg)
 {
@@ -1317,7 +1449,8 @@ int state_load(state_txn *t, st_emit_fn emit, void *arg)
         || (rc = walk(t, DB_PERM, load_perm, emit, arg))
         || (rc = walk(t, DB_ROLE, load_role, emit, arg))
         || (rc = walk(t, DB_ACCOUNT, load_account, emit, arg))
-        || (rc = walk(t, DB_CRED, load_cred, emit, arg)))
+        || (rc = walk(t, DB_CRED, load_cred, emit, arg))
+        || (rc = walk(t, DB_KEYRING, load_ring, emit, arg)))
         return rc;
     return 0;
 }

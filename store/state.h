@@ -98,7 +98,9 @@ typedef struct st_cred {
  * that defines new permissions emits those first). */
 typedef struct st_change {
     ev_type type; /* EV_TENANT_SET (create too), EV_PERM_PUT, EV_ROLE_PUT, EV_ROLE_DELETE,
-                     EV_ACCOUNT_CREATE, EV_TOKEN_CREATE (keys too), EV_TOKEN_DELETE (keys too) */
+                     EV_ACCOUNT_CREATE, EV_TOKEN_CREATE (keys too), EV_TOKEN_DELETE (keys too),
+                     EV_KEYRING_ADD, EV_KEYRING_REMOVE (text: the name, kind: ST_RING_*,
+                     cid, hash) */
     uint32_t id, tenant, account, user, level;
     bool flag;
     char text[TK_KEY_MAX + 1]; /* slug or key */
@@ -112,6 +114,23 @@ typedef struct st_change {
 } st_change;
 
 typedef void (*st_emit_fn)(void *arg, const st_change *c);
+
+/* A named key of the server's keyring (EV_KEYRING_*). */
+enum { ST_RING_GONE = 0, ST_RING_OPERATOR = 1, ST_RING_GATEWAY = 2 };
+typedef struct st_ring {
+    char name[TK_SLUG_MAX + 1];
+    uint8_t kind;        /* ST_RING_*: GONE is a removed name (a tombstone) */
+    tk_id id;
+    uint8_t hash[TK_HASH_LEN]; /* SHA-256 of the key; zeros for a tombstone */
+    int64_t created_ms;  /* of the record: the add, or the removal */
+} st_ring;
+
+/* The keyring record of name (tombstones too): 0 or TK_ENOTFOUND. */
+int state_ring_by_name(state_txn *t, const char *name, size_t n, st_ring *out);
+
+/* Every keyring record, tombstones too, by name; fn's non-zero return stops
+ * and is returned. */
+int state_ring_walk(state_txn *t, int (*fn)(void *arg, const st_ring *r), void *arg);
 
 /* Opens (creating) the environment in dir (a directory made if missing) and
  * runs mdb_reader_check. nosync: commits do not fsync (state_sync does).

@@ -42,6 +42,7 @@
 #include "net/metrics.h"
 #include "net/writer.h"
 #include "store/engine.h"
+#include "store/keyfile.h"
 #include "tests/fuzz/fuzz.h"
 
 static struct event_base *base;
@@ -101,7 +102,6 @@ static void world(void)
     r.items[0] = S("viewer");
     run(&r, &res);
     memcpy(token, res.secret, sizeof token);
-    snprintf(op_key, sizeof op_key, "%s", eng_operator_key(e));
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -117,6 +117,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     tk_why why;
     FZ_CHECK(eng_open(d, NULL, &e, &why) == 0, "the engine opens");
     world();
+    FZ_CHECK(keyfile_load(d, "operator.key", "tko_", op_key, &why) == 0, "the operator key");
     FZ_CHECK(evthread_use_pthreads() == 0, "libevent threads");
     base = event_base_new();
     wrt_opts wo = {64u << 20, 16u << 20};

@@ -489,6 +489,23 @@ static void api_every_operation(void **state)
     json_decref(j);
     expect_error(uauth, "DELETE", "/v1/portal/session", NULL, 400, "invalid"),
         SEEN(OP_PORTAL_SESSION_DELETE);
+    /* The keyring: a new operator key acts at once, removed it acts no
+     * more; a user manages no keys. */
+    char nk[200];
+    assert_int_equal(call(W.op, "POST", "/v1/keyring", "{\"name\":\"backend-2\"}", &j), 201),
+        SEEN(OP_KEYRING_ADD);
+    snprintf(nk, sizeof nk, "Authorization: Bearer %s",
+             json_string_value(json_object_get(j, "key")));
+    json_decref(j);
+    expect(nk, "GET", "/v1/tenants", NULL, 200);
+    assert_int_equal(call(nk, "GET", "/v1/keyring", NULL, &j), 200), SEEN(OP_KEYRING_LIST);
+    assert_int_equal(json_array_size(json_object_get(j, "keyring")), 2);
+    json_decref(j);
+    expect_error(uauth, "POST", "/v1/keyring", "{\"name\":\"mine\"}", 403, "denied");
+    expect_error(W.op, "POST", "/v1/keyring", "{\"name\":\"backend-2\"}", 409, "exists");
+    expect(W.op, "DELETE", "/v1/keyring/backend-2", NULL, 200), SEEN(OP_KEYRING_REMOVE);
+    expect_error(nk, "GET", "/v1/tenants", NULL, 401, "unauthenticated");
+    expect_error(W.op, "DELETE", "/v1/keyring/initial", NULL, 403, "denied"); /* the last one */
     expect(W.op, "GET", "/v1/tenants/t3/accounts/a/users/u/keys", NULL, 200);
     expect(uauth, "DELETE", path, NULL, 200), SEEN(OP_TOKEN_DELETE);
     expect(W.op, "DELETE", "/v1/tenants/t3/permissions/p:a", NULL, 200), SEEN(OP_PERM_DELETE);

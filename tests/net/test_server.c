@@ -125,7 +125,9 @@ static int auth_conn(ctx *c, const char *key, const char *actor)
     char got[32];
     int fd = raw_connect(c->srv.port);
     assert_true(fd >= 0);
-    assert_int_equal(callf(fd, OP_AUTH, &r, "key:s", key), 0);
+    int st_ = callf(fd, OP_AUTH, &r, "key:s", key);
+    if (st_ != 0)
+        fail_msg("AUTH as %s refused: %d", actor, st_);
     assert_true(raw_get_str(&r, "actor", got, sizeof got));
     assert_string_equal(got, actor);
     raw_reply_free(&r);
@@ -180,6 +182,21 @@ static void boot(ctx *c, const char *const *extra)
     if (c->gateway)
         assert_int_equal(raw_read_key(&c->srv, "gateway.key", c->gw_key, sizeof c->gw_key), 0);
     world(c);
+}
+
+/* Stops the server and starts another on dir (NULL: the same data) with
+ * the extra args. The stopped one's files stay until teardown. */
+static void restart_with(ctx *c, const char *dir, const char *const *extra)
+{
+    assert_int_equal(raw_server_stop(&c->srv), 0);
+    raw_server_free(&c->prev);
+    c->prev = c->srv;
+    assert_int_equal(raw_server_start(&c->srv, dir ? dir : c->prev.dir, extra), 0);
+}
+
+static void restart_on(ctx *c, const char *dir)
+{
+    restart_with(c, dir, NULL);
 }
 
 /* Checks a VERIFY reply for c's token, valid. */
@@ -848,6 +865,64 @@ static void gateway_key(void **state)
     assert_int_equal(callf(fd, OP_VERIFY, &r, "secret:s", c->secret), 0);
     assert_valid_reply(c, &r);
     raw_reply_free(&r);
+    close(fd);
+    alive(c);
+    stop_clean(c);
+}
+
+/* Rotating keys without a restart: a new operator key and a new gateway
+ * key act at once; removed, they act no more at once, also on the
+ * connections that authenticated with them before. */
+static void keyring_rotation_on_live_connections(void **state)
+{
+    ctx *c = *state;
+    raw_reply r;
+    char ci[128], gw[128];
+    static const char *const extra[] = {"--require-gateway-key", NULL};
+    boot(c, extra);
+    int op = auth_conn(c, c->op_key, "operator");
+    assert_int_equal(callf(op, OP_KEYRING_ADD, &r, "name:s", "ci"), 0);
+    assert_true(raw_get_str(&r, "key", ci, sizeof ci));
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_KEYRING_ADD, &r, "name:s gateway:b", "edge-1", 1), 0);
+    assert_true(raw_get_str(&r, "key", gw, sizeof gw));
+    raw_reply_free(&r);
+    assert_false(raw_server_log_has(&c->srv, ci)); /* shown once, never logged */
+    /* both act at once, on new connections */
+    int byci = auth_conn(c, ci, "operator");
+    assert_int_equal(callf(byci, OP_TENANT_CREATE, NULL, "tenant:s", "from-ci"), 0);
+    int edge = auth_conn(c, gw, "gateway");
+    assert_int_equal(callf(edge, OP_VERIFY, &r, "secret:s", c->secret), 0);
+    assert_valid_reply(c, &r);
+    raw_reply_free(&r);
+    /* the keyring lists names, never keys */
+    assert_int_equal(callf(op, OP_KEYRING_LIST, &r, ""), 0);
+    assert_int_equal(raw_get_count(&r, "keyring"), 3);
+    assert_null(memmem(r.body, r.h.len, "tko_", 4));
+    raw_reply_free(&r);
+    /* the bootstrap key removed by ci: the connection that used it stops at once */
+    assert_int_equal(callf(byci, OP_KEYRING_REMOVE, NULL, "name:s", "initial"), 0);
+    assert_int_equal(callf(op, OP_TENANT_CREATE, &r, "tenant:s", "late"), -TK_EUNAUTH);
+    assert_error(&r, TK_EUNAUTH, "keyring");
+    raw_reply_free(&r);
+    assert_int_equal(callf(op, OP_AUTH, NULL, "key:s", c->op_key), -TK_EUNAUTH);
+    close(op);
+    /* the gateway key removed: its live connection verifies no more */
+    assert_int_equal(callf(byci, OP_KEYRING_REMOVE, NULL, "name:s", "edge-1"), 0);
+    assert_int_equal(callf(edge, OP_VERIFY, &r, "secret:s", c->secret), -TK_EUNAUTH);
+    assert_error(&r, TK_EUNAUTH, "gateway");
+    raw_reply_free(&r);
+    close(edge);
+    /* the last operator key stays */
+    assert_int_equal(callf(byci, OP_KEYRING_REMOVE, &r, "name:s", "ci"), -TK_EDENIED);
+    raw_reply_free(&r);
+    close(byci);
+    /* and so across a restart */
+    restart_with(c, NULL, extra);
+    int again = auth_conn(c, ci, "operator");
+    close(again);
+    int fd = raw_connect(c->srv.port);
+    assert_int_equal(callf(fd, OP_AUTH, NULL, "key:s", c->op_key), -TK_EUNAUTH);
     close(fd);
     alive(c);
     stop_clean(c);
@@ -2500,16 +2575,6 @@ static const char *get_str(const raw_reply *r, const char *key, char *buf, size_
     return buf;
 }
 
-/* Stops the server and starts another on dir (NULL: the same data). The
- * stopped one's files stay until teardown. */
-static void restart_on(ctx *c, const char *dir)
-{
-    assert_int_equal(raw_server_stop(&c->srv), 0);
-    raw_server_free(&c->prev);
-    c->prev = c->srv;
-    assert_int_equal(raw_server_start(&c->srv, dir ? dir : c->prev.dir, NULL), 0);
-}
-
 /* Runs $BIN/tool with args (NULL-terminated), output to the server's log
  * directory; its exit status. */
 static int run_tool(const char *tool, const char *const *args)
@@ -2977,6 +3042,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(key_deleted_while_a_create_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(listing_after_is_a_cursor, setup, teardown),
         cmocka_unit_test_setup_teardown(gateway_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(keyring_rotation_on_live_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelining_100_mixed, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelined_verifies_answer_as_single_ones, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelining_past_inflight_limit, setup, teardown),

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -19,6 +20,7 @@
 #include "core/session.h"
 #include "store/engine.h"
 #include "store/fio.h"
+#include "store/keyfile.h"
 #include "tests/support/fixture.h"
 #include "tests/support/tkt.h"
 
@@ -350,8 +352,155 @@ static void rule8_kinds_do_not_mix(void **state)
     assert_int_equal(fx_verify(c->e, tok, &v), TK_V_VALID);
     assert_int_equal(fx_auth(c->e, c->w.alice_key, &a), 0);
     assert_int_equal(a.kind, TK_ACTOR_USER);
-    assert_int_equal(fx_auth(c->e, eng_operator_key(c->e), &a), 0);
+    char op[KEYFILE_KEY_LEN + 1];
+    tk_why why;
+    assert_int_equal(keyfile_load(c->dir, "operator.key", "tko_", op, &why), 0);
+    assert_int_equal(fx_auth(c->e, op, &a), 0);
     assert_int_equal(a.kind, TK_ACTOR_OPERATOR);
+}
+
+/* ---- the keyring: named operator and gateway keys ------------------------ */
+
+/* Adds a key called name as actor (gateway or operator): its key. */
+static int ring_add(ctx *c, const tk_actor *by, const char *name, bool gateway, char *key)
+{
+    eng_req r;
+    eng_res res;
+    eng_req_init(&r, ENG_KEYRING_ADD, by);
+    r.name = (tk_str){name, strlen(name)};
+    r.flag = gateway;
+    int rc = fx_exec(c->e, &r, &res);
+    if (rc == 0 && key) {
+        assert_int_equal(strlen(res.secret), KEYFILE_KEY_LEN);
+        memcpy(key, res.secret, KEYFILE_KEY_LEN + 1);
+    }
+    return rc;
+}
+
+static int ring_remove(ctx *c, const tk_actor *by, const char *name)
+{
+    eng_req r;
+    eng_req_init(&r, ENG_KEYRING_REMOVE, by);
+    r.name = (tk_str){name, strlen(name)};
+    return fx_exec(c->e, &r, NULL);
+}
+
+static int row_name(void *arg, const eng_row *row)
+{
+    char *names = arg;
+    strcat(names, row->u.ring.name);
+    strcat(names, row->u.ring.gateway ? "(gw) " : " ");
+    return 0;
+}
+
+/* A new operator key acts at once; removed, it acts no more at once, and a
+ * request of it already made is refused when it commits (rule 11). */
+static void keyring_keys_act_and_stop_at_once(void **state)
+{
+    ctx *c = *state;
+    char ci[KEYFILE_KEY_LEN + 1], boot[KEYFILE_KEY_LEN + 1];
+    tk_actor a, b;
+    tk_why why;
+    assert_int_equal(keyfile_load(c->dir, "operator.key", "tko_", boot, &why), 0);
+    assert_int_equal(fx_auth(c->e, boot, &b), 0);
+    assert_int_equal(ring_add(c, &b, "ci", false, ci), 0);
+    assert_int_equal(strlen(ci), KEYFILE_KEY_LEN);
+    assert_memory_equal(ci, "tko_", 4);
+    assert_int_equal(fx_auth(c->e, ci, &a), 0);
+    assert_int_equal(a.kind, TK_ACTOR_OPERATOR);
+    assert_int_equal(fx_tenant(c->e, "by-ci"), 0);
+    assert_int_equal(fx_exec(c->e, &(eng_req){.op = ENG_TENANT_CREATE, .actor = a,
+                                              .tenant = {"ci-made", 7}, .flag = -1},
+                             NULL),
+                     0);
+    assert_int_equal(ring_remove(c, &b, "ci"), 0);
+    assert_int_equal(fx_auth(c->e, ci, &a), TK_EUNAUTH);
+    /* the actor authenticated before the removal: refused at commit */
+    assert_int_equal(fx_exec(c->e, &(eng_req){.op = ENG_TENANT_CREATE, .actor = a,
+                                              .tenant = {"too-late", 8}, .flag = -1},
+                             NULL),
+                     TK_EUNAUTH);
+    char names[400] = "";
+    eng_query q = {.kind = ENG_KEYRING, .actor = b, .limit = 100};
+    assert_int_equal(eng_query_run(c->e, &q, row_name, names, NULL), 0);
+    assert_string_equal(names, "initial ");
+    q.actor = a;
+    assert_int_equal(eng_query_run(c->e, &q, row_name, names, NULL), TK_EUNAUTH);
+}
+
+/* DIR/operator.key's key is "initial": removed (another operator key
+ * first: the last one stays), it stays removed across a reopen and a
+ * rebuild of the state from the log. Gateway keys are not operator keys. */
+static void keyring_bootstrap_key_removed_for_good(void **state)
+{
+    ctx *c = *state;
+    char ci[KEYFILE_KEY_LEN + 1], gw[KEYFILE_KEY_LEN + 1], boot[KEYFILE_KEY_LEN + 1];
+    tk_actor a, b;
+    tk_why why;
+    assert_int_equal(keyfile_load(c->dir, "operator.key", "tko_", boot, &why), 0);
+    assert_int_equal(fx_auth(c->e, boot, &b), 0);
+    assert_int_equal(ring_remove(c, &b, "initial"), TK_EDENIED); /* the last operator key */
+    assert_int_equal(ring_add(c, &b, "gw-1", true, gw), 0);
+    assert_int_equal(ring_remove(c, &b, "initial"), TK_EDENIED); /* a gateway key manages nothing */
+    assert_memory_equal(gw, "tkg_", 4);
+    assert_true(eng_gateway_key(c->e, gw, strlen(gw)));
+    assert_int_equal(fx_auth(c->e, gw, &a), TK_EUNAUTH);
+    assert_false(eng_gateway_key(c->e, boot, strlen(boot)));
+    assert_int_equal(ring_add(c, &b, "ci", false, ci), 0);
+    assert_int_equal(fx_auth(c->e, ci, &a), 0);
+    /* names: given once, slugs, the bootstrap's taken while it acts */
+    assert_int_equal(ring_add(c, &b, "ci", true, NULL), TK_EEXIST);
+    assert_int_equal(ring_add(c, &b, "initial", false, NULL), TK_EEXIST);
+    assert_int_equal(ring_add(c, &b, "No Way", false, NULL), TK_EINVAL);
+    assert_int_equal(ring_remove(c, &b, "nope"), TK_ENOTFOUND);
+    /* a user manages no keys */
+    assert_int_equal(ring_add(c, &c->w.alice, "mine", false, NULL), TK_EDENIED);
+    uint64_t gen = eng_keyring_gen(c->e);
+    assert_int_equal(ring_remove(c, &a, "initial"), 0);
+    assert_true(eng_keyring_gen(c->e) != gen);
+    assert_int_equal(fx_auth(c->e, boot, &b), TK_EUNAUTH);
+    char names[400] = "";
+    eng_query q = {.kind = ENG_KEYRING, .actor = a, .limit = 100};
+    assert_int_equal(eng_query_run(c->e, &q, row_name, names, NULL), 0);
+    assert_string_equal(names, "ci gw-1(gw) ");
+    reopen(c);
+    assert_int_equal(fx_auth(c->e, boot, &b), TK_EUNAUTH);
+    assert_int_equal(fx_auth(c->e, ci, &a), 0);
+    assert_true(eng_gateway_key(c->e, gw, strlen(gw)));
+    /* the state rebuilt from the log alone: the same keyring */
+    eng_close(c->e);
+    c->e = NULL;
+    char *st = tkt_path(c->dir, "state");
+    tkt_rmdir(st);
+    free(st);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e, &why), 0);
+    assert_int_equal(fx_auth(c->e, boot, &b), TK_EUNAUTH);
+    assert_int_equal(fx_auth(c->e, ci, &a), 0);
+    assert_true(eng_gateway_key(c->e, gw, strlen(gw)));
+    /* the name given again: a new key, the file's key still not */
+    assert_int_equal(ring_remove(c, &a, "gw-1"), 0);
+    assert_false(eng_gateway_key(c->e, gw, strlen(gw)));
+    char again[KEYFILE_KEY_LEN + 1];
+    assert_int_equal(ring_add(c, &a, "initial", false, again), 0);
+    assert_int_equal(fx_auth(c->e, again, &b), 0);
+    assert_int_equal(fx_auth(c->e, boot, &b), TK_EUNAUTH);
+}
+
+/* A key file anyone else may read is refused, as ssh refuses one. */
+static void key_file_mode_is_checked(void **state)
+{
+    ctx *c = *state;
+    tk_why why = {.msg = ""};
+    eng_close(c->e);
+    c->e = NULL;
+    char *path = tkt_path(c->dir, "operator.key");
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e, &why), TK_EINVAL);
+    assert_non_null(strstr(why.msg, "operator.key"));
+    assert_non_null(strstr(why.msg, "chmod 600"));
+    assert_int_equal(chmod(path, 0600), 0);
+    free(path);
+    assert_int_equal(eng_open(c->dir, NULL, &c->e, &why), 0);
 }
 
 /* ---- rule 9: listing shows metadata only ------------------------------ */
@@ -1240,6 +1389,9 @@ int main(void)
         T(rule11_key_deleted_in_the_batch_acts_no_more),
         T(rule11_expired_key_acts_no_more),
         T(rule11_portal_session_acts_while_it_stands),
+        T(keyring_keys_act_and_stop_at_once),
+        T(keyring_bootstrap_key_removed_for_good),
+        T(key_file_mode_is_checked),
         T(portal_session_needs_the_portal_flag),
         T(rule11_portal_and_roles_changed_in_the_batch),
         T(past_expiry_refused_everywhere),
