@@ -1,8 +1,9 @@
 /*
  * log.h - the server's log: one line per event on stderr.
  *
- * Every line is "tokend: <message>\n", written with a single write(2) so
- * lines from the loop and writer threads never interleave. Nothing secret
+ * Every line is "tokend: <message>\n" (or one JSON object: lg_set_json),
+ * written with a single write(2) so lines from the loop and writer threads
+ * never interleave. Nothing secret
  * is ever passed here (keys, secrets, request bodies): callers log what
  * happened and the peer's address, never what the peer sent.
  *
@@ -12,7 +13,14 @@
  */
 #ifndef TK_NET_LOG_H
 #define TK_NET_LOG_H
+#include <stdbool.h>
 #include <stdint.h>
+
+/* JSON lines instead of text (--log-format json): each line one object,
+ * {"time": "2026-12-01T16:40:00.123Z", "msg": "...", "held": N} ("held",
+ * the lines a limiter held back, only when there were some). Call once at
+ * start, before any thread logs. */
+void lg_set_json(bool on);
 
 /* Writes one line. Thread-safe. */
 void lg_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
