@@ -21,8 +21,8 @@ void lg_set_json(bool on)
 }
 
 /* The message as a JSON string's body: quotes, backslashes and control
- * characters escaped, and bytes beyond ASCII as \u00XX, so that a line is
- * valid JSON whatever it holds. Returns the bytes written (out holds at
+ * characters escaped, UTF-8 as it is and a byte that is not UTF-8 as
+ * \u00XX, so that a line is valid JSON whatever it holds. Returns the bytes written (out holds at
  * least 6 * n + 1). */
 static size_t escape(const char *in, size_t n, char *out)
 {
