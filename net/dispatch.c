@@ -153,7 +153,7 @@ static int decode(const sch_op *op, const uint8_t *body, size_t len, vals *v, ds
     return 0;
 }
 
-static tk_str opt_str(const vals *v, sch_fid f)
+static tk_str given_str(const vals *v, sch_fid f)
 {
     return HAS(v, f) ? v->s[f] : (tk_str){"", 0};
 }
@@ -227,11 +227,11 @@ int dsp_write_req(uint16_t code, const uint8_t *body, size_t len, eng_req *r, ds
     int rc = decode(op, body, len, &v, err);
     if (rc)
         return rc;
-    r->tenant = opt_str(&v, SF_TENANT);
-    r->account = opt_str(&v, SF_ACCOUNT);
-    r->user = opt_str(&v, SF_USER);
-    r->key = opt_str(&v, SF_KEY);
-    r->desc = opt_str(&v, SF_DESCRIPTION);
+    r->tenant = given_str(&v, SF_TENANT);
+    r->account = given_str(&v, SF_ACCOUNT);
+    r->user = given_str(&v, SF_USER);
+    r->key = given_str(&v, SF_KEY);
+    r->desc = given_str(&v, SF_DESCRIPTION);
     r->name = HAS(&v, SF_NAME) ? v.s[SF_NAME] : r->key; /* a role's name defaults to its key */
     r->nitems = v.nitems;
     r->has_items = HAS(&v, SF_ROLES) || HAS(&v, SF_PERMISSIONS);
@@ -382,10 +382,10 @@ int dsp_read_req(uint16_t code, const uint8_t *body, size_t len, dsp_read *out, 
     eng_query *q = &out->q;
     q->kind = op->kind;
     q->get = op->get;
-    q->tenant = opt_str(&v, SF_TENANT);
-    q->account = opt_str(&v, SF_ACCOUNT);
-    q->user = opt_str(&v, SF_USER);
-    q->search = opt_str(&v, SF_SEARCH);
+    q->tenant = given_str(&v, SF_TENANT);
+    q->account = given_str(&v, SF_ACCOUNT);
+    q->user = given_str(&v, SF_USER);
+    q->search = given_str(&v, SF_SEARCH);
     uint32_t most = dsp_page_max(op);
     q->limit = DSP_LIST_DEFAULT < most ? DSP_LIST_DEFAULT : most;
     if (HAS(&v, SF_LIMIT) && v.u[SF_LIMIT] > 0)
@@ -462,9 +462,9 @@ int dsp_portal_req(uint16_t code, const uint8_t *body, size_t len, dsp_portal *o
     int rc = decode(op, body, len, &v, err);
     if (rc)
         return rc;
-    out->tenant = opt_str(&v, SF_TENANT);
-    out->account = opt_str(&v, SF_ACCOUNT);
-    out->user = opt_str(&v, SF_USER);
+    out->tenant = given_str(&v, SF_TENANT);
+    out->account = given_str(&v, SF_ACCOUNT);
+    out->user = given_str(&v, SF_USER);
     return 0;
 }
 
