@@ -38,6 +38,27 @@ static void created_once_then_read_back(void **state)
     free(dir);
 }
 
+/* A key file others may read is refused, with the command that fixes it. */
+static void loose_mode_is_refused(void **state)
+{
+    (void)state;
+    char *dir = tkt_mkdtemp();
+    char k[KEYFILE_KEY_LEN + 1];
+    tk_why err;
+    char *path = tkt_path(dir, "operator.key");
+    assert_int_equal(keyfile_load(dir, "operator.key", "tko_", k, &err), 0); /* made 0600 */
+    for (int mode = 0604; mode <= 0660; mode += 0054) { /* 0604 and 0660: others, group */
+        assert_int_equal(chmod(path, (mode_t)mode), 0);
+        assert_int_equal(keyfile_load(dir, "operator.key", "tko_", k, &err), TK_EINVAL);
+        assert_non_null(strstr(err.msg, "chmod 600"));
+    }
+    assert_int_equal(chmod(path, 0400), 0); /* read-only for its owner is fine */
+    assert_int_equal(keyfile_load(dir, "operator.key", "tko_", k, &err), 0);
+    free(path);
+    tkt_rmdir(dir);
+    free(dir);
+}
+
 static void not_a_key_is_refused(void **state)
 {
     (void)state;
@@ -52,6 +73,7 @@ static void not_a_key_is_refused(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(tkt_write_file(path, bad[i], strlen(bad[i])), 0);
+        assert_int_equal(chmod(path, 0600), 0); /* the owner's alone: only the content is wrong */
         err.msg[0] = '\0';
         assert_int_equal(keyfile_load(dir, "operator.key", "tko_", k, &err), TK_EINVAL);
         assert_non_null(strstr(err.msg, "is not a key file"));
@@ -66,6 +88,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(created_once_then_read_back),
         cmocka_unit_test(not_a_key_is_refused),
+        cmocka_unit_test(loose_mode_is_refused),
     };
     return cmocka_run_group_tests_name("keyfile", tests, NULL, NULL);
 }
