@@ -948,6 +948,11 @@ bool elog_fenced(const elog *lg)
     return lg->fenced;
 }
 
+const uint8_t *elog_head_hash(const elog *lg)
+{
+    return lg->bhash;
+}
+
 int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq)
 {
     size_t need, blen;
@@ -1213,9 +1218,12 @@ int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out, t
     if (rc == TK_ECORRUPT) {
         out->bad_seg = w.segs.first[w.idx];
         out->bad_off = w.loaded ? w.off : 0; /* not loaded: its name broke the order */
+    } else if (rc == 0 && w.torn && !w.torn_header && all_zero(w.buf + w.off, w.size - w.off)) {
+        out->free_bytes = w.size - w.off; /* as elog_open sees it: kept, nothing to cut */
     } else if (rc == 0 && w.torn) {
+        size_t keep = zeros_from(&w) < w.size ? zeros_from(&w) : w.size;
         out->torn_seg = w.segs.first[w.idx];
-        out->torn_bytes = w.torn_header ? w.size : w.size - w.off;
+        out->torn_bytes = w.torn_header ? w.size : keep - w.off;
     }
 fail:
     if (rc < 0 && why && w.why.msg[0])

@@ -79,6 +79,10 @@ uint64_t elog_last_seq(const elog *lg);
 /* Sequence number the next append will get. */
 uint64_t elog_next_seq(const elog *lg);
 
+/* The chain hash of the last record appended (buffered or durable; zeros
+ * for an empty log): what the state keeps beside its applied seq. */
+const uint8_t *elog_head_hash(const elog *lg);
+
 /* Buffers one record; its seq goes to *seq (may be NULL). The payload is
  * copied. 0, TK_ELIMIT (payload > ELOG_MAX_PAYLOAD), TK_EFENCED. */
 int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq);
@@ -137,7 +141,11 @@ typedef struct elog_report {
     uint64_t last_seq;            /* the last of them; 0 when none */
     uint8_t head[ELOG_HASH_LEN];  /* its chain hash (zeros when none) */
     uint64_t torn_seg;            /* intact log: the segment holding a torn tail ... */
-    uint64_t torn_bytes;          /* ... and its length (0: none); elog_open cuts it */
+    uint64_t torn_bytes;          /* ... and its length (0: none) up to the 512-byte boundary
+                                     after its last nonzero byte; elog_open cuts it */
+    uint64_t free_bytes;          /* zeros after the last record of the last segment: space
+                                     preallocated by a writer that did not close (a kill -9,
+                                     a crash), not a torn tail; elog_open keeps it */
     /* TK_ECORRUPT: the first damage is either a *.seg file whose name is not
      * a segment name (bad_name), or in segment bad_seg (its first seq) at
      * byte bad_off: 0 for the segment itself (header, or a name that breaks

@@ -302,6 +302,26 @@ static int bootstrap_key(eng *e, state_txn *t)
     return rc;
 }
 
+/* The log's chain hash at the state's applied seq is the one the state
+ * kept (states written before it was kept are taken as they are): else the
+ * log is not the history the state followed (edited and chained again, or
+ * replaced), and the open stops. */
+static int same_history(state_txn *t, uint64_t applied, const uint8_t *log_hash, tk_why *w)
+{
+    uint8_t kept[TK_HASH_LEN];
+    char a[2 * TK_HASH_LEN + 1], b[2 * TK_HASH_LEN + 1];
+    if (applied == 0 || !state_chain(t, kept) || sodium_memcmp(kept, log_hash, TK_HASH_LEN) == 0)
+        return 0;
+    sodium_bin2hex(a, sizeof a, log_hash, TK_HASH_LEN);
+    sodium_bin2hex(b, sizeof b, kept, TK_HASH_LEN);
+    return tk_say(w, TK_ECORRUPT,
+                  "the log's history differs from the one the state followed: at event %llu "
+                  "the log's chain hash is %.16s..., the state's %.16s... (the log was edited "
+                  "and chained again, or replaced); check it with tokenreplay check, or move "
+                  "state/ away to trust this log",
+                  (unsigned long long)applied, a, b);
+}
+
 /* Brings LMDB up to the log: applies every record after its applied seq
  * (the offline rebuild is store/replay.c's). */
 static int catch_up(eng *e, tk_why *w)
@@ -324,14 +344,35 @@ again:
                     "tokenreplay", (unsigned long long)applied, (unsigned long long)last);
         goto fail;
     }
-    if (applied == last) {
+    if (applied == last) { /* nothing to apply: the applied record is still checked */
+        rc = applied ? elog_iter_open(e->logdir, applied, &it, w) : 0;
+        if (!rc && applied) {
+            more = elog_iter_next(it, &seq, &p, &len, w);
+            rc = more < 0 ? more
+                 : more == 0 || seq != applied
+                     ? tk_say(w, TK_ECORRUPT, "the log has no event %llu",
+                              (unsigned long long)applied)
+                     : same_history(t, applied, elog_iter_hash(it), w);
+        }
+        elog_iter_free(it);
         state_abort(t);
-        return 0;
+        return rc;
     }
     if ((rc = log_join(e, w))) /* nothing is applied from a log that failed its check */
         goto fail;
-    if ((rc = elog_iter_open(e->logdir, applied + 1, &it, w)))
+    /* From the applied record itself, when there is one: its chain hash
+     * must be the one the state kept. */
+    if ((rc = elog_iter_open(e->logdir, applied ? applied : 1, &it, w)))
         goto fail;
+    if (applied) {
+        if ((more = elog_iter_next(it, &seq, &p, &len, w)) != 1 || seq != applied) {
+            rc = more < 0 ? more : tk_say(w, TK_ECORRUPT, "the log has no event %llu",
+                                          (unsigned long long)applied);
+            goto fail;
+        }
+        if ((rc = same_history(t, applied, elog_iter_hash(it), w)))
+            goto fail;
+    }
     size_t in_txn = 0;
     while ((more = elog_iter_next(it, &seq, &p, &len, w)) == 1 && seq <= last) {
         if (ev_decode(p, len, &x) != 0) {
@@ -354,6 +395,7 @@ again:
                    (unsigned long long)seq, ev_type_name(x.type), tk_strerror(rc));
             goto fail;
         }
+        state_set_chain(t, elog_iter_hash(it));
         if (++in_txn == REPLAY_BATCH) {
             rc = state_commit(t);
             t = NULL;
@@ -832,6 +874,7 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
         late_failure(e, "writing state.unsynced", err);
         return 0;
     }
+    state_set_chain(t, elog_head_hash(e->log)); /* the open checks the log has it */
     rc = state_commit(t);
     t = NULL;
     if (rc) {

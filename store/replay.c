@@ -342,6 +342,11 @@ int replay_check(const char *path, FILE *out, elog_report *rep_out, tk_why *why)
                     "interrupted write, not damage; the next start cuts it (keeping the bytes "
                     "in torn-*.bin)\n",
                     rep.torn_bytes, rep.torn_seg);
+        if (rep.free_bytes)
+            fprintf(out,
+                    "free space %" PRIu64 " zero bytes after the last record (preallocated by a "
+                    "tokend that did not stop cleanly: not a torn tail; kept)\n",
+                    rep.free_bytes);
         fprintf(out, "result     intact\n");
     } else {
         if (rc == CHECK_UNDECODABLE)

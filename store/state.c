@@ -55,6 +55,8 @@ struct state_txn {
     bool write;
     bool dirty;            /* seq or ids changed: write them at commit */
     uint64_t seq;
+    bool has_chain;        /* chain: the log's chain hash at seq (states before it lack it) */
+    uint8_t chain[TK_HASH_LEN];
     uint32_t ids[ID_COUNT];
 };
 
@@ -1816,6 +1818,13 @@ static int read_meta(state_txn *t)
     if (rc || v.mv_size != sizeof t->ids)
         return rc ? rc : TK_ECORRUPT;
     memcpy(t->ids, v.mv_data, sizeof t->ids);
+    rc = db_get(t, DB_META, "chain", 5, &v);
+    if (rc == TK_ENOTFOUND)
+        return 0;
+    if (rc || v.mv_size != TK_HASH_LEN)
+        return rc ? rc : TK_ECORRUPT;
+    memcpy(t->chain, v.mv_data, TK_HASH_LEN);
+    t->has_chain = true;
     return 0;
 }
 
@@ -1847,6 +1856,8 @@ int state_commit(state_txn *t)
         rc = db_put(t, DB_META, "seq", 3, &t->seq, 8);
         if (!rc)
             rc = db_put(t, DB_META, "ids", 3, t->ids, sizeof t->ids);
+        if (!rc && t->has_chain)
+            rc = db_put(t, DB_META, "chain", 5, t->chain, TK_HASH_LEN);
     }
     if (rc) {
         mdb_txn_abort(t->txn);
@@ -1866,6 +1877,20 @@ void state_abort(state_txn *t)
         return;
     mdb_txn_abort(t->txn);
     free(t);
+}
+
+void state_set_chain(state_txn *t, const uint8_t hash[TK_HASH_LEN])
+{
+    memcpy(t->chain, hash, TK_HASH_LEN);
+    t->has_chain = true;
+    t->dirty = true;
+}
+
+bool state_chain(state_txn *t, uint8_t out[TK_HASH_LEN])
+{
+    if (t->has_chain)
+        memcpy(out, t->chain, TK_HASH_LEN);
+    return t->has_chain;
 }
 
 uint64_t state_applied_seq(state_txn *t)

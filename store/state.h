@@ -160,6 +160,13 @@ void state_abort(state_txn *t);  /* frees t */
 /* The sequence number of the last event applied (0 for a new state). */
 uint64_t state_applied_seq(state_txn *t);
 
+/* The log's chain hash at the applied seq, kept with it so that the open can
+ * tell a log that is not the one the state followed (edited and chained
+ * again, or another log): set before state_commit, with the seq's last
+ * apply; false for a state written before tokend kept it. */
+void state_set_chain(state_txn *t, const uint8_t hash[TK_HASH_LEN]);
+bool state_chain(state_txn *t, uint8_t out[TK_HASH_LEN]);
+
 /* Applies event e, which has log sequence number seq, and records seq as
  * applied. Emits what the view must learn (emit may be NULL).
  * 0; TK_ECORRUPT when the event does not fit the state (a log that does

@@ -782,6 +782,13 @@ static void trailing_zeros_are_free_space(void **state)
     close(fd);
 
     check_log(f->dir, 1, 30);
+    /* elog_check agrees: free space, not a torn tail (kill -9 leaves it) */
+    elog_report rep;
+    tk_why said = {.msg = ""};
+    assert_int_equal(elog_check(f->dir, NULL, NULL, &rep, &said), 0);
+    assert_int_equal(rep.records, 30);
+    assert_int_equal(rep.torn_bytes, 0);
+    assert_int_equal(rep.free_bytes, sizeof zeros);
     lg = open_log(f->dir, 1 << 20);
     assert_int_equal(elog_last_seq(lg), 30);
     assert_int_equal(file_size(f->dir, names[n - 1]), size + (off_t)sizeof zeros);
@@ -836,6 +843,11 @@ static void write_cut_short_into_zeros(void **state)
             /* zeros to the end: a torn tail, cut at record r */
             assert_int_equal(tkt_write_file(seg, img, base.len[0] + pad), 0);
             check_log(f->dir, 1, r); /* records 1..r are whole */
+            elog_report rep;
+            assert_int_equal(elog_check(f->dir, NULL, NULL, &rep, &said), 0);
+            assert_int_equal(rep.records, r);
+            assert_true(rep.torn_bytes > 0 && rep.torn_bytes <= b - offs[r]); /* no zeros */
+            assert_int_equal(rep.free_bytes, 0);
             lg = open_log(f->dir, 1 << 20);
             assert_int_equal(elog_last_seq(lg), r);
             assert_int_equal(file_size(f->dir, base.name[0]), (off_t)offs[r]);

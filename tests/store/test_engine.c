@@ -17,7 +17,10 @@
 #include <cmocka.h>
 
 #include "core/err.h"
+#include "core/mp.h"
+#include "core/event.h"
 #include "core/session.h"
+#include "store/elog.h"
 #include "store/engine.h"
 #include "store/fio.h"
 #include "store/keyfile.h"
@@ -484,6 +487,77 @@ static void keyring_bootstrap_key_removed_for_good(void **state)
     assert_int_equal(ring_add(c, &a, "initial", false, again), 0);
     assert_int_equal(fx_auth(c->e, again, &b), 0);
     assert_int_equal(fx_auth(c->e, boot, &b), TK_EUNAUTH);
+}
+
+/* The log rewritten into a fresh log directory, record by record, with
+ * record `edit` (1-based) given a later timestamp and chained again: a
+ * log anyone with write access could make. Returns the new directory. */
+static char *rechained_log(const char *logdir, uint64_t edit)
+{
+    char *out = tkt_mkdtemp();
+    char *newlog = tkt_path(out, "log");
+    elog *lg;
+    elog_iter *it;
+    tk_why why;
+    uint64_t seq;
+    const void *p;
+    size_t len;
+    assert_int_equal(elog_open(newlog, NULL, &lg, &why), 0);
+    assert_int_equal(elog_iter_open(logdir, 1, &it, &why), 0);
+    while (elog_iter_next(it, &seq, &p, &len, &why) == 1) {
+        ev x;
+        mpw w;
+        mpw_init(&w);
+        assert_int_equal(ev_decode(p, len, &x), 0);
+        if (seq == edit)
+            x.ts += 1000;
+        ev_encode(&x, &w);
+        assert_int_equal(elog_append(lg, w.buf.data, w.buf.size, NULL), 0);
+        mpw_free(&w);
+    }
+    elog_iter_free(it);
+    assert_int_equal(elog_sync(lg, &why), 0);
+    elog_close(lg);
+    free(newlog);
+    return out;
+}
+
+/* A log edited and chained again passes its own check (the chain is plain
+ * SHA-256), but the state kept the chain hash at the seq it applied: the
+ * open refuses a log whose history differs there. */
+static void rechained_log_is_refused_beside_its_state(void **state)
+{
+    ctx *c = *state;
+    tk_why why = {.msg = ""};
+    for (uint64_t edit = 1; edit <= 2; edit++) {
+        eng_close(c->e);
+        c->e = NULL;
+        char *logdir = tkt_path(c->dir, "log");
+        uint64_t last;
+        {
+            elog *lg;
+            assert_int_equal(elog_open(logdir, NULL, &lg, &why), 0);
+            last = elog_last_seq(lg);
+            elog_close(lg);
+        }
+        /* the first record, then the last one */
+        char *other = rechained_log(logdir, edit == 1 ? 1 : last);
+        char *otherlog = tkt_path(other, "log"), *kept = tkt_path(c->dir, "log.kept");
+        assert_int_equal(rename(logdir, kept), 0);
+        assert_int_equal(rename(otherlog, logdir), 0);
+        why.msg[0] = '\0';
+        assert_int_equal(eng_open(c->dir, NULL, &c->e, &why), TK_ECORRUPT);
+        assert_non_null(strstr(why.msg, "history differs"));
+        /* the real log back: it opens */
+        tkt_rmdir(logdir);
+        assert_int_equal(rename(kept, logdir), 0);
+        assert_int_equal(eng_open(c->dir, NULL, &c->e, &why), 0);
+        tkt_rmdir(other);
+        free(other);
+        free(otherlog);
+        free(kept);
+        free(logdir);
+    }
 }
 
 /* A key file anyone else may read is refused, as ssh refuses one. */
@@ -1392,6 +1466,7 @@ int main(void)
         T(keyring_keys_act_and_stop_at_once),
         T(keyring_bootstrap_key_removed_for_good),
         T(key_file_mode_is_checked),
+        T(rechained_log_is_refused_beside_its_state),
         T(portal_session_needs_the_portal_flag),
         T(rule11_portal_and_roles_changed_in_the_batch),
         T(past_expiry_refused_everywhere),
