@@ -38,6 +38,7 @@
 #include "store/ckpt.h"
 #include "store/elog.h"
 #include "store/fio.h"
+#include "store/head.h"
 #include "store/keyfile.h"
 #include "store/plan.h"
 #include "store/query.h"
@@ -68,6 +69,9 @@ struct eng {
     ckpt *ck;                       /* LMDB's checkpoints and the crash marker */
     bool log_open;                  /* elog_open_end has succeeded */
     ses_table *sessions;            /* portal sessions (borrowed; may be NULL) */
+    head_key *sign;                 /* signed heads (NULL: none) */
+    uint64_t signed_seq;            /* the last head signed */
+    int64_t signed_ms;
     kr *ring;                       /* the named operator and gateway keys (hashes only) */
     uint8_t boot_hash[TK_HASH_LEN]; /* DIR/operator.key's, until the load decides on it */
     /* Per-batch scratch, kept between calls. */
@@ -270,6 +274,81 @@ static int check_marker(eng *e, const char *state_dir, tk_why *w)
     if (rc == 0 && ckpt_clear(e->ck) != 0)
         rc = tk_say(w, TK_EIO, "cannot remove %s/state.unsynced: %s", e->dir, strerror(errno));
     return rc;
+}
+
+/* ---- signed heads (store/head.h) -------------------------------------- */
+
+/* The chain hash of record seq (>= 1) of the log. */
+static int hash_at(eng *e, uint64_t seq, uint8_t out[TK_HASH_LEN], tk_why *w)
+{
+    elog_iter *it;
+    uint64_t got;
+    const void *p;
+    size_t len;
+    int rc = elog_iter_open(e->logdir, seq, &it, w);
+    if (rc)
+        return rc;
+    int more = elog_iter_next(it, &got, &p, &len, w);
+    if (more == 1 && got == seq)
+        memcpy(out, elog_iter_hash(it), TK_HASH_LEN);
+    rc = more < 0 ? more : more == 1 && got == seq ? 0 : TK_ENOTFOUND;
+    elog_iter_free(it);
+    return rc;
+}
+
+/* Signs the head when the log moved: at most once a second (writer
+ * thread, after a batch), or now (at close). A head that cannot be written
+ * fences nothing (the batch is durable and acknowledged): the next batch
+ * tries again. */
+static void sign_head(eng *e, bool now)
+{
+    uint64_t seq = elog_last_seq(e->log);
+    int64_t t = now_ms();
+    if (seq == e->signed_seq || (!now && t - e->signed_ms < 1000))
+        return;
+    head_rec h = {.seq = seq, .time_ms = t};
+    memcpy(h.hash, elog_head_hash(e->log), TK_HASH_LEN);
+    if (head_write(e->sign, e->logdir, &h, NULL) == 0) {
+        e->signed_seq = seq;
+        e->signed_ms = t;
+    }
+}
+
+/* With a signing key: the log must hold its latest signed head. */
+static int heads_open(eng *e, const char *key, tk_why *w)
+{
+    uint8_t pub[32], at[TK_HASH_LEN];
+    char a[2 * TK_HASH_LEN + 1], b[2 * TK_HASH_LEN + 1];
+    head_rec h;
+    bool found;
+    int rc = head_key_load(key, &e->sign, w);
+    if (rc)
+        return rc;
+    head_key_pub(e->sign, pub);
+    if ((rc = head_latest(pub, e->logdir, key, &h, &found, w)))
+        return rc;
+    uint64_t last = elog_last_seq(e->log);
+    e->signed_seq = found ? h.seq : 0;
+    if (!found || h.seq == 0)
+        return 0;
+    sodium_bin2hex(b, sizeof b, h.hash, TK_HASH_LEN);
+    if (last < h.seq)
+        return tk_say(w, TK_ECORRUPT,
+                      "the log is tampered: it ends at event %llu, before its signed head at "
+                      "%llu (%.16s...): records were cut; restore the log from a backup",
+                      (unsigned long long)last, (unsigned long long)h.seq, b);
+    if ((rc = hash_at(e, h.seq, at, w)))
+        return rc == TK_ENOTFOUND ? tk_say(w, TK_ECORRUPT, "the log has no event %llu",
+                                           (unsigned long long)h.seq)
+                                  : rc;
+    if (sodium_memcmp(at, h.hash, TK_HASH_LEN) != 0) {
+        sodium_bin2hex(a, sizeof a, at, TK_HASH_LEN);
+        return tk_say(w, TK_ECORRUPT,
+                      "the log is tampered: at event %llu its chain hash is %.16s..., its "
+                      "signed head's %.16s...: a record up to there was changed",
+                      (unsigned long long)h.seq, a, b);
+    }
+    return 0;
 }
 
 /* ---- open ------------------------------------------------------------ */
@@ -549,6 +628,8 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
     view_settle(e->v); /* no growth left half done by the bulk load */
     if ((rc = log_join(e, w)))
         goto fail;
+    if (opts && opts->sign_key && (rc = heads_open(e, opts->sign_key, w)))
+        goto fail;
     free(sub);
     *out = e;
     return 0;
@@ -565,6 +646,9 @@ void eng_close(eng *e)
 {
     if (!e)
         return;
+    if (e->sign && e->log && !e->fenced)
+        sign_head(e, true);
+    head_key_free(e->sign);
     view_free(e->v);
     if (e->st && e->ck && ckpt_dirty(e->ck) && !e->fenced)
         (void)ckpt_flush(e->ck, e->st, now_ms());
@@ -884,6 +968,8 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
     int64_t t_ms = now_ms();
     if (ckpt_nosync(e->ck) && ckpt_due(e->ck, t_ms) && ckpt_flush(e->ck, e->st, t_ms) != 0)
         late_failure(e, "flushing LMDB", errno);
+    if (e->sign)
+        sign_head(e, false);
     return 0;
 fail:
     state_abort(t);
@@ -1081,6 +1167,12 @@ size_t eng_cred_count(const eng *e)
 size_t eng_index_bytes(const eng *e)
 {
     return view_index_bytes(e->v);
+}
+
+void eng_head(const eng *e, uint64_t *seq, uint8_t hash[TK_HASH_LEN])
+{
+    *seq = elog_last_seq(e->log);
+    memcpy(hash, elog_head_hash(e->log), TK_HASH_LEN);
 }
 
 uint64_t eng_last_seq(const eng *e)

@@ -47,6 +47,8 @@ typedef struct eng eng;
 typedef struct eng_opts {
     uint64_t segment_bytes; /* log segment size; 0 = default */
     uint64_t reserve_bytes; /* space kept back for revocations; 0 = ENG_RESERVE_DEFAULT */
+    const char *sign_key;   /* an Ed25519 key file outside the data directory (made with its
+                               .pub when missing): signed heads (store/head.h); NULL: none */
 } eng_opts;
 
 /* The storage reserve: DIR/reserve holds this much disk space back, so that
@@ -54,7 +56,10 @@ typedef struct eng_opts {
 #define ENG_RESERVE_DEFAULT (16ull << 20)
 
 /* Opens (creating) the data directory. opts may be NULL. 0, or TK_EIO /
- * TK_ECORRUPT / TK_EINVAL saying why (a file, a step, what to do). */
+ * TK_ECORRUPT / TK_EINVAL saying why (a file, a step, what to do). With a
+ * signing key, a log shorter than its latest signed head, or whose chain
+ * hash at the head's seq differs, is TK_ECORRUPT (tampered); while writes
+ * come a head is signed at most once a second, and at eng_close. */
 int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why);
 void eng_close(eng *e); /* e may be NULL */
 
@@ -338,6 +343,10 @@ size_t eng_index_bytes(const eng *e);
 
 /* Sequence number of the last durable event. */
 uint64_t eng_last_seq(const eng *e);
+
+/* The log's head: the last durable seq and its chain hash (for the start
+ * and stop log lines). */
+void eng_head(const eng *e, uint64_t *seq, uint8_t hash[TK_HASH_LEN]);
 
 /* ---- portal sessions ---------------------------------------------------- */
 

@@ -52,6 +52,7 @@
 #include "core/event.h"
 #include "core/xmalloc.h"
 #include "store/fio.h"
+#include "store/head.h"
 #include "store/state.h"
 
 #define SYNC_BYTES ((uint64_t)8 << 20) /* rebuild: one elog_sync per this much */
@@ -1524,6 +1525,110 @@ done:
         *shown = n;
     elog_iter_free(it);
     unlock_log(lfd);
+    where_free(&w);
+    return rc;
+}
+
+/* ---- check against a head ------------------------------------------------ */
+
+/* The chain hash of record seq of the log in logdir: 0, TK_ENOTFOUND (the
+ * log is shorter), or an error. */
+static int log_hash_at(const char *logdir, uint64_t seq, uint8_t out[TK_HASH_LEN], tk_why *why)
+{
+    elog_iter *it;
+    uint64_t got = 0;
+    const void *p;
+    size_t len;
+    int rc = elog_iter_open(logdir, seq, &it, why);
+    if (rc)
+        return rc;
+    int more = elog_iter_next(it, &got, &p, &len, why);
+    if (more == 1 && got == seq)
+        memcpy(out, elog_iter_hash(it), TK_HASH_LEN);
+    rc = more < 0 ? more : more == 1 && got == seq ? 0 : TK_ENOTFOUND;
+    elog_iter_free(it);
+    return rc;
+}
+
+/* Compares the log with head h (what: where it came from); prints the
+ * verdict and sets *tampered when the log does not hold it. */
+static int against(const where *w, const head_rec *h, const char *what, FILE *out,
+                   bool *tampered, tk_why *why)
+{
+    uint8_t at[TK_HASH_LEN];
+    char a[HEX_HASH], b[HEX_HASH];
+    hex(h->hash, TK_HASH_LEN, b, sizeof b);
+    if (h->seq == 0) {
+        fprintf(out, "%-10s seq 0: nothing to compare\n", what);
+        return 0;
+    }
+    int rc = log_hash_at(w->log, h->seq, at, why);
+    if (rc == TK_ENOTFOUND) {
+        *tampered = true;
+        fprintf(out, "%-10s TAMPERED: the log ends before seq %" PRIu64 " (hash %s): records "
+                     "were cut\n",
+                what, h->seq, b);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    hex(at, TK_HASH_LEN, a, sizeof a);
+    if (sodium_memcmp(at, h->hash, TK_HASH_LEN) != 0) {
+        *tampered = true;
+        fprintf(out, "%-10s TAMPERED: at seq %" PRIu64 " the log's hash is %s, the head's %s\n",
+                what, h->seq, a, b);
+        return 0;
+    }
+    fprintf(out, "%-10s seq %" PRIu64 " hash %s: the log holds it\n", what, h->seq, b);
+    return 0;
+}
+
+int replay_check_head(const char *path, const char *pub_path, const char *expect, FILE *out,
+                      bool *tampered, tk_why *why)
+{
+    where w = {0};
+    int rc = resolve(path, &w, why);
+    *tampered = false;
+    if (!rc && pub_path) {
+        uint8_t pub[32];
+        head_rec h;
+        bool found = false;
+        char *key = NULL;
+        size_t n = strlen(pub_path);
+        if (n > 4 && strcmp(pub_path + n - 4, ".pub") == 0) { /* FILE.pub: FILE.head beside */
+            key = xstrdup(pub_path);
+            key[n - 4] = '\0';
+        }
+        rc = head_pub_load(pub_path, pub, why);
+        if (rc == TK_ENOTFOUND)
+            rc = TK_EINVAL;
+        if (!rc) {
+            rc = head_latest(pub, w.log, key, &h, &found, why);
+            if (rc == TK_ECORRUPT) { /* a head that does not verify: forged */
+                *tampered = true;
+                fprintf(out, "signed     TAMPERED: %s\n", why->msg);
+                rc = 0;
+            } else if (!rc && !found) {
+                fprintf(out, "signed     no signed head (neither %s/head nor a copy beside the "
+                             "key)\n",
+                        w.log);
+            } else if (!rc) {
+                char t[TIME_STR];
+                fmt_ms(h.time_ms, t);
+                fprintf(out, "signed at  %s\n", t);
+                rc = against(&w, &h, "signed", out, tampered, why);
+            }
+        }
+        free(key);
+    }
+    if (!rc && expect) {
+        head_rec h;
+        if (head_parse(expect, &h) != 0)
+            rc = tk_say(why, TK_EINVAL, "--expect-head takes SEQ:HASH (64 hex digits), as "
+                        "check prints them");
+        else
+            rc = against(&w, &h, "expected", out, tampered, why);
+    }
     where_free(&w);
     return rc;
 }

@@ -95,6 +95,16 @@ typedef struct replay_repair_info {
  * info may be NULL. 0, TK_EINVAL, TK_EIO. */
 int replay_repair(const char *path, FILE *out, replay_repair_info *info, tk_why *why);
 
+/* Checks path's log against a head: the latest signed head verified with
+ * the public key in pub_path (FILE.pub; the copy beside its key, FILE.head,
+ * is read too), and/or expect ("SEQ:HASH" taken elsewhere); either may be
+ * NULL. Prints what it compared. *tampered (a log shorter than the head,
+ * or another chain hash at its seq; a signed head that does not verify)
+ * says the verdict. 0 (compared), TK_EINVAL (a bad key or head text),
+ * TK_EIO. Call after replay_check found the log intact. */
+int replay_check_head(const char *path, const char *pub_path, const char *expect, FILE *out,
+                      bool *tampered, tk_why *why);
+
 /* What dump shows. */
 typedef struct replay_dump_opts {
     uint64_t from_seq;  /* the first record shown (0 or 1: all) */

@@ -21,8 +21,10 @@ enum { EXIT_OK = 0, EXIT_NO = 1, EXIT_USAGE = 2, EXIT_FAILED = 3 };
 static const char usage_text[] =
     "usage: tokenreplay <command> [options]   (offline: tokend must not be running on DIR)\n"
     "\n"
-    "  check   --data DIR\n"
-    "      verify the whole event log (CRC, seq, hash chain from the first record)\n"
+    "  check   --data DIR [--verify-key FILE.pub] [--expect-head SEQ:HASH]\n"
+    "      verify the whole event log (CRC, seq, hash chain from the first record);\n"
+    "      and that it holds its latest signed head (tokend --sign-key), or a head\n"
+    "      noted elsewhere: a log cut short or edited and chained again is tampered\n"
     "  rebuild --from DIR --to NEWDIR [--upto-seq N] [--upto-time TIME]\n"
     "      rebuild the state from the log (or its history up to seq N or TIME:\n"
     "      ISO 8601 with a zone, e.g. 2024-05-01T10:00:00Z, or unix seconds)\n"
@@ -41,6 +43,7 @@ static const char usage_text[] =
 
 typedef struct opts {
     const char *data, *from, *to, *a, *b, *upto_seq, *upto_time, *from_seq, *type, *json;
+    const char *verify_key, *expect_head;
 } opts;
 
 static int usage(const char *why)
@@ -61,6 +64,7 @@ static int parse(int argc, char **argv, opts *o)
         {"data", &o->data}, {"from", &o->from}, {"to", &o->to}, {"a", &o->a},
         {"b", &o->b}, {"upto-seq", &o->upto_seq}, {"upto-time", &o->upto_time},
         {"from-seq", &o->from_seq}, {"type", &o->type}, {"json", &o->json},
+        {"verify-key", &o->verify_key}, {"expect-head", &o->expect_head},
     };
 
     for (int i = 2; i < argc; i++) {
@@ -102,7 +106,8 @@ static int only(const opts *o, const char *allowed)
         const char *name, *val;
     } all[] = {{"data", o->data}, {"from", o->from}, {"to", o->to}, {"a", o->a},
                {"b", o->b}, {"upto-seq", o->upto_seq}, {"upto-time", o->upto_time},
-               {"from-seq", o->from_seq}, {"type", o->type}, {"json", o->json}};
+               {"from-seq", o->from_seq}, {"type", o->type}, {"json", o->json},
+               {"verify-key", o->verify_key}, {"expect-head", o->expect_head}};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         char word[32];
         snprintf(word, sizeof word, " %s ", all[i].name);
@@ -160,12 +165,18 @@ int main(int argc, char **argv)
     if (parse(argc, argv, &o) != 0)
         return usage(NULL);
     if (!strcmp(cmd, "check")) {
-        if (only(&o, " data ") || !o.data)
-            return usage("check takes --data DIR");
+        if (only(&o, " data verify-key expect-head ") || !o.data)
+            return usage("check takes --data DIR [--verify-key FILE.pub] [--expect-head SEQ:HASH]");
         int rc = replay_check(o.data, stdout, NULL, &why);
         if (rc == TK_ECORRUPT)
             return EXIT_NO;
-        return rc ? failed("check", &why) : EXIT_OK;
+        if (rc)
+            return failed("check", &why);
+        bool tampered = false;
+        if ((o.verify_key || o.expect_head)
+            && replay_check_head(o.data, o.verify_key, o.expect_head, stdout, &tampered, &why))
+            return failed("check", &why);
+        return tampered ? EXIT_NO : EXIT_OK;
     }
     if (!strcmp(cmd, "rebuild")) {
         if (only(&o, " from to upto-seq upto-time "))

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -32,6 +33,7 @@
 
 #include "core/err.h"
 #include "store/engine.h"
+#include "store/head.h"
 #include "store/replay.h"
 #include "tests/support/fixture.h"
 #include "tests/support/japi.h"
@@ -940,6 +942,70 @@ static void parse_time_forms(void **state)
             fail_msg("%s: accepted", bad[i]);
 }
 
+/* ---- check against a head ---------------------------------------------- */
+
+/* check --verify-key: the log holds its latest signed head; a head beyond
+ * the log's end (records cut) or that does not verify (forged) is
+ * tampered, exit 1. --expect-head: the same against SEQ:HASH. */
+static void check_against_signed_and_expected_heads(void **state)
+{
+    (void)state;
+    tk_why why = {.msg = ""};
+    char *root = tkt_mkdtemp(), *dir = tkt_path(root, "data"), *key = tkt_path(root, "k");
+    char *pub = tkt_path(root, "k.pub"), *logdir = tkt_path(dir, "log"), *out;
+    eng_opts o = {.sign_key = key};
+    eng *e;
+    assert_int_equal(eng_open(dir, &o, &e, &why), 0);
+    assert_int_equal(fx_tenant(e, "acme"), 0);
+    assert_int_equal(fx_tenant(e, "beta"), 0);
+    uint64_t seq;
+    uint8_t hash[TK_HASH_LEN];
+    eng_head(e, &seq, hash);
+    eng_close(e); /* signs its head */
+    assert_int_equal(seq, 2);
+    assert_int_equal(RUN(&out, "check", "--data", dir, "--verify-key", pub), 0);
+    contains(out, "signed     seq 2 hash ");
+    contains(out, "the log holds it");
+    free(out);
+    char good[80], bad[80];
+    snprintf(good, sizeof good, "2:");
+    sodium_bin2hex(good + 2, sizeof good - 2, hash, TK_HASH_LEN);
+    assert_int_equal(RUN(&out, "check", "--data", dir, "--expect-head", good), 0);
+    free(out);
+    memcpy(bad, good, sizeof bad);
+    bad[5] = bad[5] == 'a' ? 'b' : 'a';
+    assert_int_equal(RUN(&out, "check", "--data", dir, "--expect-head", bad), 1);
+    contains(out, "TAMPERED: at seq 2");
+    free(out);
+    assert_int_equal(RUN(&out, "check", "--data", dir, "--expect-head", "9:ab"), 2 + 1);
+    free(out);
+    /* a head the log does not reach: as if the records after 2 were cut */
+    head_key *k;
+    assert_int_equal(head_key_load(key, &k, &why), 0);
+    head_rec h = {.seq = 5, .time_ms = 1};
+    assert_int_equal(head_write(k, logdir, &h, &why), 0);
+    head_key_free(k);
+    assert_int_equal(RUN(&out, "check", "--data", dir, "--verify-key", pub), 1);
+    contains(out, "TAMPERED: the log ends before seq 5");
+    free(out);
+    /* a head file changed by hand: it does not verify */
+    char *hf = tkt_path(logdir, "head");
+    size_t len;
+    char *text = (char *)tkt_read_file(hf, &len);
+    char *sp = strstr(text, " 5 ");
+    sp[1] = '2';
+    assert_int_equal(tkt_write_file(hf, text, len), 0);
+    free(text);
+    char *beside = tkt_path(root, "k.head");
+    unlink(beside); /* only the log's copy is left */
+    assert_int_equal(RUN(&out, "check", "--data", dir, "--verify-key", pub), 1);
+    contains(out, "does not verify");
+    free(out);
+    free(beside), free(hf);
+    tkt_rmdir(root);
+    free(root), free(dir), free(key), free(pub), free(logdir);
+}
+
 /* ---- dump: who did what ---------------------------------------------- */
 
 /* A token of the user whose Bearer header is auth, over HTTP: its id. */
@@ -1128,6 +1194,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(check_intact_log_exits_0),
         cmocka_unit_test(dump_names_who_made_each_change),
+        cmocka_unit_test(check_against_signed_and_expected_heads),
         cmocka_unit_test(check_flipped_bit_exits_1_and_names_the_place),
         cmocka_unit_test(check_reports_an_event_that_does_not_decode),
         cmocka_unit_test(commands_refuse_a_log_in_use),
