@@ -68,6 +68,7 @@ static const char *row_name(const eng_row *r, char *buf)
     case ENG_USERS: return r->u.user.slug;
     case ENG_KEYS: secret_id_format(&r->u.key.id, buf); return buf;
     case ENG_TOKENS: return r->u.token.description;
+    case ENG_KEYRING: return r->u.ring.name;
     }
     return "?";
 }
