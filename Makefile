@@ -6,11 +6,15 @@
 #                   "N passed, N failed, N skipped" (under CI=true a skip fails)
 #   make run        deps + build + start bin/tokend on its defaults (data in ./var)
 #   make bench      tokend vs Redis, one generator, one table (bench/run.sh, docs/bench.md)
+#   make bench-tls  verify/s over TLS: tokend vs plain tokend and Redis with TLS (bench/tls.sh)
+#   make install    the programs, man pages, docs, example configuration and systemd unit
+#                   into PREFIX (/usr/local) under DESTDIR; make uninstall (docs/install.md)
 #   SANITIZE=address,undefined make test   the same under ASan/UBSan (objects in build/san)
 #   SOAK=1 make test                         longer crash/soak runs
 
 CC       ?= cc
-PKGS     := libevent libevent_pthreads lmdb msgpack libsodium libcrypto jansson
+PKGS     := libevent libevent_pthreads libevent_openssl lmdb msgpack libsodium libssl libcrypto \
+            jansson inih
 # Every package make test (and .ci/run) uses: the build, jq (the README's
 # quickstart, run by test_quickstart), redis-server (test_tokenbench's Redis
 # modes run against a real one), clang-14 + libclang-rt-14-dev (make fuzz-smoke),
@@ -18,10 +22,15 @@ PKGS     := libevent libevent_pthreads lmdb msgpack libsodium libcrypto jansson
 # real), prometheus (promtool checks /metrics in test_http), nodejs
 # (the OpenAPI lint; on these machines nodejs is NodeSource's, which carries npm),
 # chromium, chromium-driver and python3-selenium (test_portal walks the
-# self-service page in a real headless browser).
+# self-service page in a real headless browser); systemd (systemd-analyze
+# verify and security on the installed unit), groff-base and man-db (the man
+# pages rendered with warnings on) and strace (tokend's system calls against
+# the unit's filter) for test_install; openssl (the command: test_tls makes
+# its CA and certificates with it).
 DEB_PKGS := build-essential pkg-config libevent-dev liblmdb-dev libmsgpack-dev \
-            libsodium-dev libssl-dev libcmocka-dev libjansson-dev clang-14 libclang-rt-14-dev jq \
-            redis-server nginx caddy prometheus nodejs chromium chromium-driver python3-selenium
+            libsodium-dev libssl-dev libcmocka-dev libjansson-dev libinih-dev clang-14 libclang-rt-14-dev jq \
+            redis-server nginx caddy prometheus nodejs chromium chromium-driver python3-selenium \
+            systemd groff-base man-db strace openssl
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wpointer-arith -Wformat=2
@@ -87,6 +96,9 @@ $(BIN)/%: $(BUILD)/bench/%.o $(LIB)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TSUP_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $< $(TSUP_OBJ) $(LIB) $(LDLIBS) -lcmocka -o $@
 
+# test_tls runs test_server's and test_http's bad-input tests again over TLS.
+$(BUILD)/tests/net/test_tls: | $(BUILD)/tests/net/test_server $(BUILD)/tests/net/test_http
+
 test: deps
 	@$(MAKE) --no-print-directory all $(TESTS)
 	@BIN=$(BIN) tests/run.sh $(TESTS)
@@ -128,6 +140,13 @@ all: $(BIN)/tokenbench
 bench-http: deps
 	@$(MAKE) --no-print-directory bench-deps all
 	@BIN=$(BIN) bench/http.sh
+
+# make bench-tls: verify/s over TLS against plain tokend and against Redis with
+# TLS, one generator (bench/tls.sh, docs/bench.md).
+.PHONY: bench-tls
+bench-tls: deps
+	@$(MAKE) --no-print-directory bench-deps all
+	@BIN=$(BIN) bench/tls.sh
 
 bench-deps:
 	@missing=""; for p in $(BENCH_PKGS); do \
@@ -210,3 +229,58 @@ fuzz-smoke: deps
 	@tests/fuzz/run.sh 10 $(FUZZ_MAX_LEN) $(FUZZ_BINS)
 
 -include $(FUZZ_LIB_OBJ:.o=.d) $(wildcard $(FUZZ)/obj/tests/fuzz/*.d)
+
+# ---- install ----
+# make install: bin/tokend, bin/tokenctl, bin/tokenreplay, their man pages,
+# the docs, the example configuration and the systemd unit (docs/install.md).
+#   make install   [PREFIX=/usr/local] [DESTDIR=]
+#   make uninstall [PREFIX=/usr/local] [DESTDIR=]
+# It builds first (all), copies files and nothing more: no apt, no chown, no
+# systemctl, so with DESTDIR (a staging root) it needs no root. The unit
+# goes to $(PREFIX)/lib/systemd/system whatever the PREFIX (/usr/local/lib/
+# systemd/system and /usr/lib/systemd/system are both on systemd's search
+# path), with @BINDIR@ in its ExecStart replaced. /etc/tokend/tokend.conf is
+# installed only when absent: an operator's configuration is never
+# overwritten (the example is also in $(docdir)). uninstall removes what
+# install put except /etc/tokend/tokend.conf, and never the data
+# (/var/lib/tokend).
+PREFIX      ?= /usr/local
+bindir      ?= $(PREFIX)/bin
+man1dir     ?= $(PREFIX)/share/man/man1
+docdir      ?= $(PREFIX)/share/doc/tokend
+unitdir     ?= $(PREFIX)/lib/systemd/system
+CONFDIR     := /etc/tokend
+INSTALL     ?= install
+INST_PROGS  := tokend tokenctl tokenreplay
+INST_MAN    := $(INST_PROGS:%=docs/man/%.1)
+INST_DOCS   := README.md $(wildcard docs/*.md) docs/openapi.yaml
+
+.PHONY: install uninstall
+install: all
+	$(INSTALL) -d $(DESTDIR)$(bindir) $(DESTDIR)$(man1dir) $(DESTDIR)$(docdir) \
+	  $(DESTDIR)$(unitdir)
+	$(INSTALL) -m 0755 $(INST_PROGS:%=$(BIN)/%) $(DESTDIR)$(bindir)/
+	$(INSTALL) -m 0644 $(INST_MAN) $(DESTDIR)$(man1dir)/
+	$(INSTALL) -m 0644 $(INST_DOCS) $(DESTDIR)$(docdir)/
+	sed 's|@BINDIR@|$(bindir)|g' tools/tokend.service > $(DESTDIR)$(unitdir)/tokend.service
+	chmod 0644 $(DESTDIR)$(unitdir)/tokend.service
+	@if [ ! -f docs/tokend.conf ]; then \
+	  echo "install: no docs/tokend.conf: no configuration installed"; \
+	else \
+	  echo "$(INSTALL) -m 0644 docs/tokend.conf $(DESTDIR)$(docdir)/tokend.conf"; \
+	  $(INSTALL) -m 0644 docs/tokend.conf $(DESTDIR)$(docdir)/tokend.conf || exit 1; \
+	  if [ -e $(DESTDIR)$(CONFDIR)/tokend.conf ]; then \
+	    echo "install: kept $(DESTDIR)$(CONFDIR)/tokend.conf (the example is in $(DESTDIR)$(docdir)/tokend.conf)"; \
+	  else \
+	    echo "$(INSTALL) -m 0644 docs/tokend.conf $(DESTDIR)$(CONFDIR)/tokend.conf"; \
+	    { [ -d $(DESTDIR)$(CONFDIR) ] || $(INSTALL) -d -m 0755 $(DESTDIR)$(CONFDIR); } && \
+	    $(INSTALL) -m 0644 docs/tokend.conf $(DESTDIR)$(CONFDIR)/tokend.conf || exit 1; \
+	  fi; \
+	fi
+
+uninstall:
+	rm -f $(INST_PROGS:%=$(DESTDIR)$(bindir)/%) $(INST_MAN:docs/man/%=$(DESTDIR)$(man1dir)/%) \
+	  $(DESTDIR)$(unitdir)/tokend.service
+	rm -f $(addprefix $(DESTDIR)$(docdir)/,$(notdir $(INST_DOCS)) tokend.conf)
+	rmdir $(DESTDIR)$(docdir) 2>/dev/null || true
+	@echo "uninstall: kept $(DESTDIR)$(CONFDIR)/tokend.conf and the data (/var/lib/tokend)"

@@ -34,6 +34,14 @@
  *
  * Timeouts: each public call computes one deadline; every poll() waits at
  * most until it. Name resolution (getaddrinfo) is outside the deadline.
+ *
+ * TLS (tkc_set_tls): the context is made once per handle (net/tls.h, which
+ * owns the policy and the messages); each connection gets an SSL on a
+ * non-blocking socket, its handshake driven by poll() within the connect's
+ * deadline. Then the two system calls of the stream, recv and send, become
+ * tls_read and tls_write, and wait_io looks inside the SSL first (records
+ * OpenSSL holds make no socket readable) and waits for writability when a
+ * read has to send first (tls_ww).
  */
 #include "net/client.h"
 
@@ -57,6 +65,7 @@
 #include "core/xmalloc.h"
 #include "net/proto.h"
 #include "net/schema.h"
+#include "net/tls.h"
 
 #define TKC_IN_INIT (64u << 10)
 #define TKC_IN_MAX (256u << 20)   /* unread replies we are willing to hold */
@@ -87,6 +96,11 @@ struct tkc {
     mpw w; /* scratch encoder for request bodies */
     char *scratch; /* the strings of a reply that is not a page (call_scratch) */
     size_t scratch_cap;
+
+    tls *tls;        /* TLS for the next connections (tkc_set_tls), or NULL */
+    char *tls_name;  /* the name their certificates must carry, or NULL: the host */
+    SSL *ssl;        /* this connection's session, or NULL */
+    bool tls_ww;     /* the last TLS read must send first: wait to write */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -147,6 +161,8 @@ static int fail_conn(tkc *c, int code, const char *fmt, ...)
     va_end(ap);
     c->refused = false;
     c->broken = true;
+    tls_conn_end(c->ssl);
+    c->ssl = NULL;
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -176,6 +192,9 @@ tkc *tkc_new(void)
 /* Drops the connection and everything queued or buffered. */
 static void reset_conn(tkc *c)
 {
+    tls_conn_end(c->ssl); /* close_notify first */
+    c->ssl = NULL;
+    c->tls_ww = false;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -198,6 +217,8 @@ void tkc_free(tkc *c)
     mpw_free(&c->w);
     wipe(c->scratch, c->scratch_cap);
     free(c->scratch);
+    tls_free(c->tls);
+    free(c->tls_name);
     free(c->out);
     free(c->in);
     free(c);
@@ -249,6 +270,51 @@ void tkc_attach(tkc *c, int fd)
     c->fd = fd;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails on non-TCP: fine */
     snprintf(c->addr, sizeof c->addr, "fd %d", fd);
+}
+
+int tkc_set_tls(tkc *c, const tkc_tls *t)
+{
+    tk_why why;
+    begin(c);
+    reset_conn(c);
+    tls_free(c->tls);
+    c->tls = NULL;
+    free(c->tls_name);
+    c->tls_name = NULL;
+    if (!t)
+        return 0;
+    tls_client_opts o = {.ca = t->ca, .cert = t->cert, .key = t->key, .any_name = t->ca_only};
+    int rc = tls_client_new(&o, &c->tls, &why);
+    if (rc)
+        return fail(c, rc, "%s", why.msg);
+    c->tls_name = t->server_name ? xstrdup(t->server_name) : NULL;
+    return 0;
+}
+
+/* The TLS handshake on c's new connection (fd non-blocking), until
+ * deadline; host names the server unless tls_name does. 0 or TK_EIO (the
+ * connection is closed). */
+static int tls_start(tkc *c, const char *host, int64_t deadline)
+{
+    tk_why why;
+    if (tls_conn_new(c->tls, c->fd, c->tls_name ? c->tls_name : host, &c->ssl) != 0)
+        return fail_conn(c, TK_EIO, "cannot connect to %s: out of memory", c->addr);
+    for (;;) {
+        bool ww = false;
+        if (tls_handshake(c->ssl, &ww, &why) == 0)
+            return 0;
+        if (errno != EAGAIN)
+            return fail_conn(c, TK_EIO, "cannot connect to %s: %s", c->addr,
+                             errno == EPROTO ? why.msg : strerror(errno));
+        struct pollfd pfd = {.fd = c->fd, .events = ww ? POLLOUT : POLLIN};
+        int64_t left = deadline >= 0 ? deadline - now_ms() : -1;
+        if (deadline >= 0 && left <= 0)
+            return fail_conn(c, TK_EIO, "cannot connect to %s: timed out in the TLS handshake",
+                             c->addr);
+        if (poll(&pfd, 1, left < 0 ? -1 : left > INT32_MAX ? INT32_MAX : (int)left) < 0
+            && errno != EINTR)
+            return fail_conn(c, TK_EIO, "poll: %s", strerror(errno));
+    }
 }
 
 /* Splits "HOST:PORT" / "[V6]:PORT" into host and port (NUL-terminated
@@ -367,6 +433,12 @@ int tkc_connect(tkc *c, const char *addr)
     }
     setup_socket(fd);
     c->fd = fd;
+    if (c->tls) { /* OpenSSL's reads and writes must not block: the deadline is poll's */
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
+            return fail_conn(c, TK_EIO, "cannot connect to %s: fcntl: %s", addr, strerror(errno));
+        return tls_start(c, host, deadline);
+    }
     return 0;
 }
 
@@ -384,6 +456,12 @@ static int check_usable(tkc *c)
  * 0, or TK_EIO on timeout (connection dropped). */
 static int wait_io(tkc *c, short events, int64_t deadline, short *revents)
 {
+    if (c->ssl && (events & POLLIN) && tls_pending(c->ssl)) {
+        *revents = POLLIN; /* records OpenSSL holds: the socket will not say */
+        return 0;
+    }
+    if (c->ssl && c->tls_ww)
+        events |= POLLOUT; /* a read that must send first */
     for (;;) {
         struct pollfd pfd = {.fd = c->fd, .events = events};
         int wait = -1;
@@ -435,7 +513,10 @@ static int read_some(tkc *c, bool *eof)
         }
     }
     for (;;) {
-        ssize_t n = recv(c->fd, c->in + c->in_end, c->in_cap - c->in_end, MSG_DONTWAIT);
+        tk_why why;
+        ssize_t n = c->ssl ? tls_read(c->ssl, c->in + c->in_end, c->in_cap - c->in_end,
+                                      &c->tls_ww, &why)
+                           : recv(c->fd, c->in + c->in_end, c->in_cap - c->in_end, MSG_DONTWAIT);
         if (n > 0) {
             c->in_end += (size_t)n;
             return n > INT32_MAX ? INT32_MAX : (int)n;
@@ -452,7 +533,8 @@ static int read_some(tkc *c, bool *eof)
             *eof = true;
             return TK_EPROTO;
         }
-        return fail_conn(c, TK_EIO, "receive from %s: %s", c->addr, strerror(errno));
+        return fail_conn(c, TK_EIO, "receive from %s: %s", c->addr,
+                         c->ssl && errno == EPROTO ? why.msg : strerror(errno));
     }
 }
 
@@ -528,8 +610,11 @@ static int peer_gone(tkc *c, const char *what)
 static int flush_out(tkc *c, int64_t deadline)
 {
     while (c->out_off < c->out_len) {
+        tk_why why;
         ssize_t n =
-            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            c->ssl ? tls_write(c->ssl, c->out + c->out_off, c->out_len - c->out_off, &why)
+                   : send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+                          MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n > 0) {
             c->out_off += (size_t)n;
             continue;
@@ -553,7 +638,8 @@ static int flush_out(tkc *c, int64_t deadline)
         }
         if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
             return peer_gone(c, " while requests were being sent");
-        return fail_conn(c, TK_EIO, "send to %s: %s", c->addr, strerror(errno));
+        return fail_conn(c, TK_EIO, "send to %s: %s", c->addr,
+                         c->ssl && errno == EPROTO ? why.msg : strerror(errno));
     }
     if (c->wipe_out) {
         wipe(c->out, c->out_len);

@@ -9,6 +9,13 @@
  * keeps no global state: handles are independent, one handle is used by one
  * thread at a time.
  *
+ * TLS (tkc_set_tls; docs/server.md, "TLS"): the handle verifies the
+ * server's certificate against the CAs it is given and, by default, that
+ * the certificate names the host dialled; it can present a client
+ * certificate for a server that requires one. The socket is then
+ * non-blocking and records go through OpenSSL (net/tls.h); everything
+ * else, the deadlines included, is as over plain TCP.
+ *
  * Two layers:
  *   - typed calls (tkc_tenant_create, tkc_verify, ...): send one request,
  *     wait for its reply, decode it strictly into typed results;
@@ -85,17 +92,44 @@ void tkc_set_timeout(tkc *c, int ms);
 
 /* Connects to addr, "HOST:PORT" (HOST a name, an IPv4 address, or an IPv6
  * address in brackets: "[::1]:7070"). Tries each resolved address in turn
- * within the timeout, sets TCP_NODELAY. Closes any earlier connection of c
- * first. 0, TK_EINVAL (addr malformed) or TK_EIO (with the reason, e.g.
- * "cannot connect to 127.0.0.1:7070: Connection refused"). */
+ * within the timeout, sets TCP_NODELAY, and with TLS (tkc_set_tls)
+ * completes the handshake within the same timeout. Closes any earlier
+ * connection of c first. 0, TK_EINVAL (addr malformed) or TK_EIO (with the
+ * reason, e.g. "cannot connect to 127.0.0.1:7070: Connection refused", or
+ * "... TLS handshake failed: certificate verify failed: hostname
+ * mismatch"). */
 int tkc_connect(tkc *c, const char *addr);
 
 /* Uses fd, an already connected stream socket, as the connection (for a
  * caller that connects itself, and for tests over socketpair()). The handle
- * owns fd from then on and closes it. */
+ * owns fd from then on and closes it. Plain: TLS is made by tkc_connect. */
 void tkc_attach(tkc *c, int fd);
 
-/* The socket, or -1 (borrowed; for poll() across many handles). */
+/* What a handle trusts and shows when it speaks TLS. */
+typedef struct tkc_tls {
+    const char *ca;          /* PEM: the only CAs that may sign the server's certificate
+                                (pinned); NULL: the system's store */
+    const char *cert;        /* PEM: a client certificate, for a server that requires one
+                                (mTLS, e.g. a gateway's); NULL: none */
+    const char *key;         /* its private key (PEM, unencrypted, mode 0600), with cert */
+    const char *server_name; /* the name the certificate must carry, also sent as SNI;
+                                NULL: the host of tkc_connect's address (a name, or an IP
+                                address, which the certificate must then list) */
+    bool ca_only;            /* pin the CA only: accept any certificate it signed, whatever
+                                its names */
+} tkc_tls;
+
+/* Makes every later tkc_connect on c speak TLS as t says (NULL: plain
+ * again), and closes c's connection if it has one. t's strings are
+ * copied and its files read now. 0, or TK_EIO (a file cannot be read) or
+ * TK_EINVAL (not PEM, a key without its certificate or not matching it, a
+ * key file others may read), with tkc_errmsg() naming the file; TLS is
+ * then off. */
+int tkc_set_tls(tkc *c, const tkc_tls *t);
+
+/* The socket, or -1 (borrowed; for poll() across many handles). Over TLS
+ * replies may already wait inside the handle while the socket is silent:
+ * take them (tkc_recv) before polling again. */
 int tkc_fd(const tkc *c);
 
 /* The message of the last failed call on c: the server's one-line error, or

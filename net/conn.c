@@ -38,6 +38,17 @@
  * into the connection's buffer, where frames are parsed in place; output
  * stays an evbuffer (replies held behind writer requests move in whole).
  *
+ * TLS (conn_hub_set_tls): a connection gets an SSL at its accept and its
+ * bytes go through tls_read / tls_write (net/tls.h) instead of read and
+ * sendmsg, into and out of the same buffers: the only difference on the
+ * path is one test of c->ssl per read and per write. OpenSSL may hold
+ * whole records that the socket will not announce again, so a TLS
+ * connection's read event comes back on the next loop turn while some
+ * wait (tls_read_cb, and rd_enable after a pause); a read that must send
+ * first (a TLS 1.3 key update answered behind a full socket) retries on a
+ * write event of its own (tls_wr). A newcomer refused at the accept is
+ * closed without the EBUSY frame: there is no session to say it in yet.
+ *
  * Replies are framed in place: a 12-byte placeholder, the body encoded
  * after it, then the header patched with the body's length. Inline replies
  * use one scratch buffer of the hub (reused, so the verify path allocates
@@ -71,6 +82,7 @@
 #include "net/metrics.h"
 #include "net/peers.h"
 #include "net/proto.h"
+#include "net/tls.h"
 
 #define READ_HIGH (64u * 1024)   /* input buffered per connection between frames */
 #define IN_START 4096u           /* first input buffer; doubled while reads fill it */
@@ -80,6 +92,7 @@
 #define GW_HASH_LEN 32
 #define PAGE_BY_REFERENCE 4096   /* listing replies this large join the output by reference */
 #define CONN_FIXED (sizeof(conn) + 1024) /* the struct, its events, evbuffer and queue */
+#define TLS_CHUNK 16384          /* output bytes handed to one SSL write: one record */
 
 typedef enum cstate { CS_OPEN, CS_ENDING, CS_FAILED, CS_LINGER, CS_CLOSED } cstate;
 typedef enum cauth { AU_NONE, AU_OPERATOR, AU_USER, AU_GATEWAY } cauth;
@@ -146,6 +159,8 @@ struct conn {
     bool counted;             /* addr is counted in the hub's peers */
     uint8_t addr[PEERS_ADDR_LEN];
     char peer[64];
+    SSL *ssl;                 /* TLS: the session (NULL: plain) */
+    struct event *tls_wr;     /* TLS: a read waiting for the socket to take bytes */
 };
 
 struct conn_hub {
@@ -170,12 +185,14 @@ struct conn_hub {
     void *empty_arg;
     bool empty_called;
     lg_limit log_busy, log_frame, log_bad, log_slow, log_idle, log_auth, log_queue, log_inflight,
-        log_queued, log_evict;
+        log_queued, log_evict, log_tls;
+    tls *tls;                 /* TLS context of new connections (NULL: plain) */
 };
 
 static void process(conn *c);
 static void close_now(conn *c);
 static void resume(conn *c);
+static void read_cb(evutil_socket_t fd, short what, void *arg);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -273,6 +290,8 @@ static void rd_enable(conn *c)
     if (!c->rd_on && c->fd >= 0) {
         event_add(c->rd, c->h->idle);
         c->rd_on = true;
+        if (c->ssl && tls_pending(c->ssl)) /* records OpenSSL holds: the socket is silent */
+            event_active(c->rd, EV_READ, 0);
     }
 }
 
@@ -328,6 +347,37 @@ static void in_settle(conn *c)
     }
 }
 
+/* A TLS read that had to send first: read again now the socket takes
+ * bytes; a peer that takes none for idle_timeout is closed. */
+static void tls_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        lg_limited(&c->h->log_slow, "closing %s: took no bytes for %g s", c->peer,
+                   c->h->o.idle_timeout);
+        close_now(c);
+        return;
+    }
+    read_cb(fd, EV_READ, c);
+}
+
+/* in_read over TLS: records into the input, as read(2) would. */
+static ssize_t tls_in_read(conn *c, size_t room)
+{
+    bool want_write;
+    tk_why why;
+    ssize_t n = tls_read(c->ssl, c->in + c->ilen, room, &want_write, &why);
+    if (n < 0 && errno == EAGAIN && want_write) {
+        if (!c->tls_wr)
+            c->tls_wr = event_new(c->h->base, c->fd, EV_WRITE, tls_retry_cb, c);
+        if (!c->tls_wr || event_add(c->tls_wr, c->h->idle) != 0)
+            errno = ENOMEM;
+    } else if (n < 0 && errno == EPROTO) {
+        lg_limited(&c->h->log_tls, "closing %s: %s", c->peer, why.msg);
+    }
+    return n;
+}
+
 /* One read() into the input buffer, growing it toward rd_high while reads
  * fill it. >0 bytes read, 0 at EOF, -1 on error (errno; EAGAIN: nothing). */
 static ssize_t in_read(conn *c)
@@ -346,9 +396,12 @@ static ssize_t in_read(conn *c)
         return -1;
     }
     ssize_t n;
-    do
-        n = read(c->fd, c->in + c->ilen, room);
-    while (n < 0 && errno == EINTR);
+    if (c->ssl)
+        n = tls_in_read(c, room);
+    else
+        do
+            n = read(c->fd, c->in + c->ilen, room);
+        while (n < 0 && errno == EINTR);
     if (n > 0)
         c->ilen += (size_t)n;
     return n;
@@ -551,10 +604,33 @@ static void maybe_finish(conn *c)
         return;
     }
     c->st = CS_LINGER;
+    if (c->ssl)
+        tls_close_notify(c->ssl);
     shutdown(c->fd, SHUT_WR);
     in_drop(c);
     rd_enable(c);
     arm_timer(c, LINGER_SECONDS);
+}
+
+/* out_write over TLS: the output's first bytes as records (TLS_CHUNK at a
+ * time, made contiguous) until it is empty or the socket full. Bytes
+ * sent, or -1 (errno). */
+static ssize_t tls_out_write(conn *c)
+{
+    size_t total = 0, len;
+    while ((len = evbuffer_get_length(c->out)) > 0) {
+        size_t chunk = len < TLS_CHUNK ? len : TLS_CHUNK;
+        tk_why why;
+        ssize_t n = tls_write(c->ssl, evbuffer_pullup(c->out, (ev_ssize_t)chunk), chunk, &why);
+        if (n <= 0) {
+            if (errno == EPROTO)
+                lg_limited(&c->h->log_tls, "closing %s: %s", c->peer, why.msg);
+            return total ? (ssize_t)total : -1; /* an error comes again on the next write */
+        }
+        evbuffer_drain(c->out, (size_t)n);
+        total += (size_t)n;
+    }
+    return (ssize_t)total;
 }
 
 /* One sendmsg of the output's first chunks; MSG_NOSIGNAL, so a peer that
@@ -562,6 +638,8 @@ static void maybe_finish(conn *c)
  * embedding the server). Bytes sent, or -1 (errno). */
 static ssize_t out_write(conn *c)
 {
+    if (c->ssl)
+        return tls_out_write(c);
     struct iovec v[16];
     struct msghdr m = {.msg_iov = v};
     int n = evbuffer_peek(c->out, -1, NULL, v, 16);
@@ -1140,6 +1218,16 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
     send_now(c); /* writes what it can; drained: stops watching, may finish */
 }
 
+/* A TLS connection's read event: read_cb, then once more on the next loop
+ * turn while OpenSSL holds records the input had no room for. */
+static void tls_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn *c = arg;
+    read_cb(fd, what, c);
+    if (c->st != CS_CLOSED && c->rd_on && c->ssl && tls_pending(c->ssl))
+        event_active(c->rd, EV_READ, 0);
+}
+
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     conn *c = arg;
@@ -1164,6 +1252,12 @@ static void close_socket(conn *c)
         return;
     rd_disable(c);
     wr_disable(c);
+    if (c->ssl) {
+        if (c->tls_wr)
+            event_del(c->tls_wr);
+        tls_conn_end(c->ssl); /* close_notify when the session is sound */
+        c->ssl = NULL;
+    }
     evutil_closesocket(c->fd);
     c->fd = -1;
 }
@@ -1186,6 +1280,8 @@ static void conn_free(conn *c)
     free(c->in);
     if (c->timer)
         event_free(c->timer);
+    if (c->tls_wr)
+        event_free(c->tls_wr);
     sodium_memzero(c->key, sizeof c->key);
     free(c);
 }
@@ -1247,6 +1343,11 @@ void conn_hub_set_metrics(conn_hub *h, met *m)
     h->m = m;
 }
 
+void conn_hub_set_tls(conn_hub *h, tls *t)
+{
+    h->tls = t;
+}
+
 void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts,
                   const char *gateway_key, conn_hub **out)
 {
@@ -1277,22 +1378,26 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
 }
 
 /* The server's word on a connection it closes: one EBUSY reply with id 0,
- * written straight to the socket (best effort: whatever else it holds is
- * sent or unsent, the peer is closed either way). */
-static void say_busy(conn_hub *h, evutil_socket_t fd, const char *why)
+ * written straight to the socket, or to its TLS session (best effort:
+ * whatever else it holds is sent or unsent, the peer is closed either
+ * way). */
+static void say_busy(conn_hub *h, evutil_socket_t fd, SSL *ssl, const char *why)
 {
     mpw *w = &h->scratch;
     frame_begin(w);
     dsp_put_error(w, why);
     frame_end(w, 0, TK_EBUSY);
-    ssize_t n = send(fd, w->buf.data, w->buf.size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = ssl ? tls_write(ssl, w->buf.data, w->buf.size, NULL)
+                    : send(fd, w->buf.data, w->buf.size, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)n;
 }
 
-/* A newcomer turned away: EBUSY with why, then close. */
+/* A newcomer turned away: EBUSY with why (over TLS there is no session to
+ * say it in yet), then close. */
 static void refuse(conn_hub *h, evutil_socket_t fd, const char *why)
 {
-    say_busy(h, fd, why);
+    if (!h->tls)
+        say_busy(h, fd, NULL, why);
     evutil_closesocket(fd);
 }
 
@@ -1315,8 +1420,9 @@ static void evict(conn_hub *h, conn *v, const char *peer)
         long long idle = (long long)(time(NULL) - v->active);
         lg_limited(&h->log_evict, "closing %s: least recently active of %zu connections (idle "
                    "%lld s), for %s (--max-connections)", v->peer, h->nopen, idle, peer);
-        say_busy(h, v->fd, "connection closed: its slot went to a new connection (it was the "
-                           "least recently active at the server's connection limit)");
+        say_busy(h, v->fd, v->ssl, "connection closed: its slot went to a new connection (it "
+                                   "was the least recently active at the server's connection "
+                                   "limit)");
         close_now(v);
     }
     release_slot(v);
@@ -1357,12 +1463,13 @@ void conn_hub_accept(conn_hub *h, evutil_socket_t fd, const struct sockaddr *sa,
     c->h = h;
     memcpy(c->peer, peer, sizeof peer);
     c->fd = fd;
-    c->rd = event_new(h->base, fd, EV_READ | EV_PERSIST, read_cb, c);
+    c->rd = event_new(h->base, fd, EV_READ | EV_PERSIST, h->tls ? tls_read_cb : read_cb, c);
     c->wr = event_new(h->base, fd, EV_WRITE | EV_PERSIST, write_cb, c);
     c->out = evbuffer_new();
     c->timer = evtimer_new(h->base, timer_cb, c);
     wrt_queue_new(h->w, &c->q);
-    if (!c->rd || !c->wr || !c->out || !c->timer) {
+    if (!c->rd || !c->wr || !c->out || !c->timer
+        || (h->tls && tls_conn_new(h->tls, fd, NULL, &c->ssl) != 0)) {
         lg_line("cannot set up a connection from %s (out of memory)", peer);
         conn_free(c); /* closes fd */
         return;

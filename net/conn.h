@@ -84,6 +84,12 @@ void conn_hub_accept(conn_hub *h, evutil_socket_t fd, const struct sockaddr *sa,
 typedef struct met met;
 void conn_hub_set_metrics(conn_hub *h, met *m);
 
+/* New connections speak TLS with t's current context (net/tls.h; borrowed
+ * for the hub's life; NULL, the default: plain). Call before the first
+ * accept. */
+typedef struct tls tls;
+void conn_hub_set_tls(conn_hub *h, tls *t);
+
 /* Connections with an open socket. */
 size_t conn_hub_count(const conn_hub *h);
 

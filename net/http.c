@@ -40,6 +40,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
@@ -256,11 +257,32 @@ static void refuse_cb(evutil_socket_t fd, short what, void *arg)
     bufferevent_decref(bev);
 }
 
+/* A TLS connection's bufferevent: OpenSSL's, accepting, on the socket
+ * evhttp sets after this hook; it frees the SSL with itself. A peer that
+ * closes without close_notify is an end, not an error (HTTP/1.1 says where
+ * a message ends). NULL when out of memory. */
+static struct bufferevent *tls_bev(http_srv *h, struct event_base *base)
+{
+    SSL *ssl;
+    if (tls_conn_new(h->env.tls, -1, NULL, &ssl) != 0)
+        return NULL;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(base, -1, ssl,
+                                                             BUFFEREVENT_SSL_ACCEPTING,
+                                                             BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 /* evhttp's hook for a new connection: its bufferevent, and our record. */
 static struct bufferevent *new_bev(struct event_base *base, void *arg)
 {
     http_srv *h = arg;
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev = h->env.tls ? tls_bev(h, base)
+                                         : bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (!bev)
         return NULL; /* evhttp then makes its own, which we cannot count: rare */
     if (h->count >= h->o.max_connections)
@@ -364,7 +386,9 @@ static void send_reply(struct evhttp_request *req, int code)
     if (!bev)
         return;
     struct evbuffer *out = bufferevent_get_output(bev);
-    evutil_socket_t fd = bufferevent_getfd(bev);
+    /* Over TLS the bytes go through OpenSSL's bufferevent, never straight
+     * to the socket: it writes them itself, and says when they are sent. */
+    evutil_socket_t fd = bufferevent_openssl_get_ssl(bev) ? -1 : bufferevent_getfd(bev);
     while (fd >= 0 && evbuffer_get_length(out) > 0 && evbuffer_write(out, fd) > 0)
         ;
     if (evbuffer_get_length(out) == 0)
@@ -1191,7 +1215,8 @@ void http_open(const http_env *env, const http_opts *o, struct evconnlistener *l
     }
     h->env.gateway_key = NULL;
     h->first_seq = eng_last_seq(env->e);
-    ptl_open(&o->portal, env->e, &h->portal);
+    h->o.portal.https = env->tls != NULL;
+    ptl_open(&h->o.portal, env->e, &h->portal);
     evhttp_set_max_headers_size(h->http, o->max_headers);
     evhttp_set_max_body_size(h->http, o->max_body);
     struct timeval tv = {(time_t)o->timeout, (suseconds_t)((o->timeout - (time_t)o->timeout) * 1e6)};

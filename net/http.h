@@ -32,6 +32,7 @@
 #include "net/conn.h"
 #include "net/metrics.h"
 #include "net/portal.h"
+#include "net/tls.h"
 #include "net/writer.h"
 #include "store/engine.h"
 
@@ -61,6 +62,8 @@ typedef struct http_env {
     const conn_hub *hub;     /* for the binary listener's connection gauge */
     const char *gateway_key; /* when set, /v1/verify needs X-Tokend-Gateway-Key;
                                 only its hash is kept */
+    tls *tls;                /* when set, connections speak TLS (net/tls.h): each one
+                                gets an SSL of its current context; NULL: plain */
 } http_env;
 
 typedef struct http_srv http_srv;

@@ -73,7 +73,7 @@ void ptl_open(const ptl_opts *o, eng *e, ptl **out)
     ptl *p = xcalloc(1, sizeof *p);
     p->o = *o;
     p->e = e;
-    p->secure = o->url && strncmp(o->url, "https://", 8) == 0;
+    p->secure = o->https || (o->url && strncmp(o->url, "https://", 8) == 0);
     snprintf(p->csp, sizeof p->csp,
              "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
              "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors %s",
@@ -275,7 +275,8 @@ int ptl_credential(ptl *p, struct evhttp_request *req, tk_actor *a, ses_info *in
 
 /* ---- the operations ------------------------------------------------------- */
 
-/* The link's base: --portal-url, or http:// and the request's Host. */
+/* The link's base: --portal-url, or http:// (https:// over TLS) and the
+ * request's Host. */
 static int base_of(ptl *p, struct evhttp_request *req, char *out, char *msg)
 {
     if (p->o.url) {
@@ -286,7 +287,7 @@ static int base_of(ptl *p, struct evhttp_request *req, char *out, char *msg)
     }
     const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
     char url[PTL_BASE_MAX + 16];
-    snprintf(url, sizeof url, "http://%s", host ? host : "");
+    snprintf(url, sizeof url, "%s://%s", p->o.https ? "https" : "http", host ? host : "");
     if (!host || !ptl_url_ok(url)) {
         snprintf(msg, ENG_MSG_MAX, "no usable Host header to make the link from: start tokend "
                                    "with --portal-url (docs/portal.md)");

@@ -34,6 +34,8 @@ typedef struct ptl_opts {
     const char *url;             /* the page's public base ("https://tokens.example.com";
                                     NULL: http:// and the request's Host) (borrowed) */
     const char *frame_ancestors; /* CSP frame-ancestors sources (default "'self'") */
+    bool https;                  /* the listener speaks TLS: without url, links are
+                                    https:// and the request's Host; the cookie is Secure */
     ses_opts ses;                /* the session table's sizes and lifetimes */
 } ptl_opts;
 

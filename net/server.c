@@ -8,7 +8,8 @@
  * driven by a self-pipe so that a signal handler can ask for it safely;
  * the loop then closes the listener, lets every connection answer what it
  * has received, and leaves the loop once the hub reports it is empty (or a
- * grace period runs out).
+ * grace period runs out). With TLS, the certificate is reloaded on SIGHUP,
+ * caught on the loop thread (evsignal), where the connections ask for it.
  */
 #include "net/server.h"
 
@@ -17,6 +18,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,7 @@
 #include "core/xmalloc.h"
 #include "net/dispatch.h"
 #include "net/log.h"
+#include "net/notify.h"
 #include "net/proto.h"
 #include "net/writer.h"
 #include "store/keyfile.h"
@@ -59,6 +62,8 @@ struct srv {
     struct event *resume;   /* re-enables accepting after a pause */
     struct event *stop_ev;  /* the self-pipe's read end */
     struct event *grace;    /* stop deadline */
+    tls *tls;               /* both listeners' TLS context, or NULL */
+    struct event *hup;      /* SIGHUP: reload it */
     int pipe[2];
     int stops;              /* stop requests seen */
     lg_limit log_accept;
@@ -97,8 +102,32 @@ size_t srv_memory_bound(const srv_opts *o)
 {
     wrt_opts w;
     writer_opts(o, &w);
+    size_t tls_conns = o->tls.cert ? (size_t)o->conn.max_connections
+                                         + (http_enabled(o) ? o->http.max_connections : 0)
+                                   : 0;
     return conn_memory_bound(&o->conn, w.max_backlog) + wrt_memory_bound(&w, dsp_reply_max())
-           + (http_enabled(o) ? http_memory_bound(&o->http) : 0);
+           + (http_enabled(o) ? http_memory_bound(&o->http) : 0) + tls_conns * TLS_CONN_BYTES;
+}
+
+/* ---- TLS ------------------------------------------------------------------ */
+
+/* SIGHUP: the certificate, key and client CA are read again; new
+ * connections get them, open ones keep their session. A failed reload
+ * keeps what was loaded. */
+static void hup_cb(evutil_socket_t sig, short what, void *arg)
+{
+    srv *s = arg;
+    tk_why why;
+    char d[640];
+    (void)sig;
+    (void)what;
+    if (tls_reload(s->tls, &why) != 0) {
+        tls_describe(s->tls, d, sizeof d);
+        lg_line("SIGHUP: TLS reload failed: %s; still serving the %s", why.msg, d);
+        return;
+    }
+    tls_describe(s->tls, d, sizeof d);
+    lg_line("SIGHUP: TLS reloaded: new connections get the %s", d);
 }
 
 /* ---- the gateway key ------------------------------------------------------ */
@@ -280,6 +309,9 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
         return;
     lg_line("stopping: no new connections; answering what %zu connections sent",
             conn_hub_count(s->hub));
+    tk_why nw;
+    if (notify_send("STOPPING=1", &nw))
+        lg_line("%s", nw.msg);
     evconnlistener_free(s->lis);
     s->lis = NULL;
     s->http_lis = NULL; /* freed by http_stop */
@@ -327,6 +359,11 @@ int srv_open(const srv_opts *o, srv **out)
     co.require_gateway = o->require_gateway;
     if (o->require_gateway && (rc = gateway_key(o->data_dir, gw)))
         goto fail;
+    if ((o->tls.cert || o->tls.key || o->tls.client_ca)
+        && (rc = tls_server_new(&o->tls, &s->tls, &why))) {
+        lg_line("%s", why.msg);
+        goto fail;
+    }
     rc = TK_EIO;
     /* The epoll changelist folds an event added and deleted in the same loop
      * turn into no system call (send_now relies on it). */
@@ -345,6 +382,7 @@ int srv_open(const srv_opts *o, srv **out)
     if ((rc = wrt_start(s->base, s->e, &wo, &s->w)))
         goto fail;
     conn_hub_new(s->base, s->e, s->w, &co, o->require_gateway ? gw : NULL, &s->hub);
+    conn_hub_set_tls(s->hub, s->tls);
     rc = TK_EIO;
     if (pipe2(s->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
         lg_line("pipe: %s", strerror(errno));
@@ -357,6 +395,11 @@ int srv_open(const srv_opts *o, srv **out)
         lg_line("cannot create events (out of memory)");
         goto fail;
     }
+    if (s->tls && (!(s->hup = evsignal_new(s->base, SIGHUP, hup_cb, s))
+                   || event_add(s->hup, NULL) != 0)) {
+        lg_line("cannot catch SIGHUP for TLS reloads");
+        goto fail;
+    }
     if ((rc = listen_on(s, "--listen", o->listen, &s->lis, s->addr, sizeof s->addr)))
         goto fail;
     met_new(&s->m);
@@ -366,11 +409,21 @@ int srv_open(const srv_opts *o, srv **out)
         if ((rc = listen_on(s, "--http", o->http_listen, &s->http_lis, s->http_addr,
                             sizeof s->http_addr)))
             goto fail;
-        http_env env = {s->base, s->e, s->w, s->m, s->hub, o->require_gateway ? gw : NULL};
+        http_env env = {s->base, s->e, s->w, s->m, s->hub, o->require_gateway ? gw : NULL,
+                        s->tls};
         http_open(&env, &o->http, s->http_lis, &s->http);
     }
     sodium_memzero(gw, sizeof gw);
+    /* Listening: a Type=notify unit is started now (docs/install.md). */
+    tk_why nw;
+    if (notify_send("READY=1", &nw))
+        lg_line("%s", nw.msg);
     /* Before the "listening on" line, which tests and scripts wait for. */
+    if (s->tls) {
+        char d[640];
+        tls_describe(s->tls, d, sizeof d);
+        lg_line("TLS on both listeners (plain connections are refused; SIGHUP reloads): %s", d);
+    }
     if (s->http)
         lg_line("http on %s (gateway verification at /v1/verify, the JSON API under /v1/, "
                 "/metrics, /healthz; docs/http.md)",
@@ -428,9 +481,12 @@ void srv_close(srv *s)
         event_free(s->resume);
     if (s->grace)
         event_free(s->grace);
+    if (s->hup)
+        event_free(s->hup);
     if (s->base)
         event_base_free(s->base);
     eng_close(s->e);
+    tls_free(s->tls); /* after the connections, which end their sessions */
     if (s->pipe[0] >= 0)
         close(s->pipe[0]);
     if (s->pipe[1] >= 0)

@@ -13,6 +13,7 @@
 
 #include "net/conn.h"
 #include "net/http.h"
+#include "net/tls.h"
 
 #define SRV_DEFAULT_LISTEN "127.0.0.1:7070"
 #define SRV_DEFAULT_DATA "./var"
@@ -27,6 +28,8 @@ typedef struct srv_opts {
     bool require_gateway;   /* create/load DIR/gateway.key; VERIFY needs it */
     conn_opts conn;         /* limits (conn.h); conn.require_gateway is set from above */
     size_t batch_replies;   /* reply bytes one writer batch may hold (writer.h) */
+    tls_server_opts tls;    /* TLS on both listeners when tls.cert is set (net/tls.h;
+                               docs/server.md, "TLS"); all NULL, the default: plain */
 } srv_opts;
 
 /* The documented defaults (docs/server.md, "Flags"). */
@@ -41,10 +44,11 @@ size_t srv_memory_bound(const srv_opts *o);
 typedef struct srv srv;
 
 /* Opens the engine on o->data_dir (creating it and the operator key at
- * first start), the gateway key if asked, binds the listening socket and
- * logs the start line ("tokend: listening on HOST:PORT, ..."). o's strings
- * are copied. 0, or TK_EIO / TK_ECORRUPT / TK_EINVAL with the reason
- * logged. */
+ * first start), the gateway key if asked, the TLS files if given (then
+ * SIGHUP reloads them: srv_run's loop catches it), binds the listening
+ * socket and logs the start line ("tokend: listening on HOST:PORT, ...").
+ * o's strings are copied. 0, or TK_EIO / TK_ECORRUPT / TK_EINVAL with the
+ * reason logged. */
 int srv_open(const srv_opts *o, srv **out);
 
 /* The address actually bound, as "HOST:PORT" (borrowed; lives as long as s). */

@@ -48,6 +48,18 @@ enum {
 #define MAX_LIST 256 /* --role / --perm repetitions (the server's own limits are lower) */
 #define MAX_POS 4
 
+/* Global options: anywhere on the line, for every command. */
+enum { G_ADDR, G_KEY, G_JSON, G_TLS, G_CA, G_CERT, G_CERT_KEY, G_TLS_NAME };
+static const struct gopt {
+    const char *name;
+    bool arg;
+} gopts[] = {
+    [G_ADDR] = {"addr", true},   [G_KEY] = {"key", true},
+    [G_JSON] = {"json", false},  [G_TLS] = {"tls", false},
+    [G_CA] = {"ca", true},       [G_CERT] = {"cert", true},
+    [G_CERT_KEY] = {"cert-key", true}, [G_TLS_NAME] = {"tls-name", true},
+};
+
 /* Command options (global ones are handled apart). */
 enum {
     F_DESC = 1u << 0,
@@ -106,6 +118,9 @@ typedef struct cli {
     const char *key_arg; /* as given: KEY or @FILE */
     char *key;           /* resolved key (owned, wiped) */
     bool json;
+    bool tls;            /* --tls or TOKEND_TLS=1 */
+    const char *ca, *cert, *cert_key, *tls_name; /* --ca, --cert, --cert-key, --tls-name */
+    bool tls_flag_given; /* one of those four on the command line */
     unsigned given;
     const char *desc, *level, *name, *api_tokens, *expires, *tenant, *account, *user, *limit;
     const char *lim[5]; /* --max-tokens ... --create-burst, as given */
@@ -1078,6 +1093,15 @@ static void help(void)
            "  --key KEY|@FILE   operator key, personal key or gateway key, or @FILE to read it\n"
            "                    from a file (env TOKEND_KEY), e.g. --key @var/operator.key\n"
            "  --json            machine-readable output on stdout\n"
+           "  --tls             speak TLS (env TOKEND_TLS=1): the server's certificate must\n"
+           "                    chain to the CA of --ca and name the host of --addr\n"
+           "  --ca FILE         the CA certificate(s) to trust, PEM (env TOKEND_CA; default:\n"
+           "                    the system's)\n"
+           "  --cert FILE       a client certificate, PEM, for a server that requires one\n"
+           "                    (env TOKEND_CERT), with\n"
+           "  --cert-key FILE   its private key, PEM, mode 0600 (env TOKEND_CERT_KEY)\n"
+           "  --tls-name NAME   the name the server's certificate must carry (default: the\n"
+           "                    host of --addr)\n"
            "  --help            this text\n"
            "\n"
            "Commands:\n",
@@ -1160,11 +1184,15 @@ static int parse(cli *o, int argc, char **argv, const char **words, int *nwords)
         const char *val = eq ? eq + 1 : NULL;
         bool takes = true;
         const struct flag *f = NULL;
+        int g = -1;
         if (n == 4 && !memcmp(name, "help", 4))
             return -1;
-        if (n == 4 && !memcmp(name, "json", 4)) {
-            takes = false;
-        } else if (!((n == 4 && !memcmp(name, "addr", 4)) || (n == 3 && !memcmp(name, "key", 3)))) {
+        for (int k = 0; k < (int)(sizeof gopts / sizeof gopts[0]); k++)
+            if (strlen(gopts[k].name) == n && !memcmp(gopts[k].name, name, n))
+                g = k;
+        if (g >= 0) {
+            takes = gopts[g].arg;
+        } else {
             f = find_flag(name, n);
             if (!f)
                 return usage_error(NULL, "unknown option --%.*s", (int)n, name);
@@ -1178,12 +1206,17 @@ static int parse(cli *o, int argc, char **argv, const char **words, int *nwords)
             val = argv[++i];
         }
         if (!f) {
-            if (n == 4 && !memcmp(name, "json", 4))
-                o->json = true;
-            else if (n == 4)
-                o->addr = val;
-            else
-                o->key_arg = val;
+            switch (g) {
+            case G_ADDR: o->addr = val; break;
+            case G_KEY: o->key_arg = val; break;
+            case G_JSON: o->json = true; break;
+            case G_TLS: o->tls = true; break;
+            case G_CA: o->ca = val; break;
+            case G_CERT: o->cert = val; break;
+            case G_CERT_KEY: o->cert_key = val; break;
+            default: o->tls_name = val; break;
+            }
+            o->tls_flag_given |= g == G_CA || g == G_CERT || g == G_CERT_KEY || g == G_TLS_NAME;
         } else {
             if ((f->bit == F_ROLE && o->nroles >= MAX_LIST) ||
                 (f->bit == F_PERM && o->nperms >= MAX_LIST))
@@ -1303,6 +1336,11 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.addr = getenv("TOKEND_ADDR");
     o.key_arg = getenv("TOKEND_KEY");
+    const char *tls_env = getenv("TOKEND_TLS");
+    o.tls = tls_env && *tls_env && strcmp(tls_env, "0") != 0;
+    o.ca = getenv("TOKEND_CA");
+    o.cert = getenv("TOKEND_CERT");
+    o.cert_key = getenv("TOKEND_CERT_KEY");
     rc = parse(&o, argc, argv, words, &nwords);
     if (rc == -1) {
         help();
@@ -1316,9 +1354,23 @@ int main(int argc, char **argv)
         o.addr = TKC_DEFAULT_ADDR;
     if ((rc = load_key(&o)) != 0)
         return rc;
+    if (o.tls_flag_given && !o.tls)
+        return usage_error(NULL, "--ca, --cert, --cert-key and --tls-name need --tls (or "
+                                 "TOKEND_TLS=1)");
 
     o.c = tkc_new();
-    int e = tkc_connect(o.c, o.addr);
+    int e;
+    if (o.tls) {
+        tkc_tls t = {.ca = o.ca && *o.ca ? o.ca : NULL, .cert = o.cert && *o.cert ? o.cert : NULL,
+                     .key = o.cert_key && *o.cert_key ? o.cert_key : NULL,
+                     .server_name = o.tls_name};
+        if ((e = tkc_set_tls(o.c, &t)) != 0) {
+            errline("%s", tkc_errmsg(o.c));
+            rc = EXIT_USAGE;
+            goto done;
+        }
+    }
+    e = tkc_connect(o.c, o.addr);
     if (e) {
         rc = e == TK_EINVAL ? usage_error(NULL, "%s", tkc_errmsg(o.c)) : report(&o, e);
         goto done;

@@ -21,7 +21,9 @@
 /* One connection: its buffers and the ring of requests in flight. */
 typedef struct gconn {
     int fd;                 /* -1 once closed */
-    bool want_out;          /* EPOLLOUT armed: a write was partial */
+    SSL *ssl;               /* its TLS session, or NULL */
+    bool want_out;          /* EPOLLOUT armed: a write was partial, or rd_ww */
+    bool rd_ww;             /* TLS: the last read must send first */
     uint8_t *out;           /* requests not yet written: [out_off, out_len) */
     size_t out_len, out_off, out_cap;
     uint8_t *in;            /* bytes read, not yet parsed: [0, in_len) */
@@ -54,11 +56,11 @@ uint64_t gen_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-int gen_write_all(int fd, const void *p, size_t n)
+int gen_write_all(gen_io *io, const void *p, size_t n)
 {
     const uint8_t *b = p;
     while (n > 0) {
-        ssize_t k = send(fd, b, n, MSG_NOSIGNAL);
+        ssize_t k = io->ssl ? tls_write(io->ssl, b, n, NULL) : send(io->fd, b, n, MSG_NOSIGNAL);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
@@ -69,14 +71,34 @@ int gen_write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-int gen_dial(const char *addr)
+ssize_t gen_read(gen_io *io, void *buf, size_t n)
 {
-    char host[256], port[16];
+    bool ww;
+    for (;;) {
+        ssize_t k = io->ssl ? tls_read(io->ssl, buf, n, &ww, NULL) : read(io->fd, buf, n);
+        if (k >= 0 || errno != EINTR)
+            return k;
+    }
+}
+
+void gen_close(gen_io *io)
+{
+    tls_conn_end(io->ssl);
+    io->ssl = NULL;
+    if (io->fd >= 0)
+        close(io->fd);
+    io->fd = -1;
+}
+
+/* A blocking TCP connection to addr; host (cap bytes) gets its host part. */
+static int gen_dial(const char *addr, char *host, size_t cap)
+{
+    char port[16];
     const char *colon = strrchr(addr, ':');
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *ai;
     int fd = -1, one = 1;
 
-    if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof host
+    if (!colon || colon == addr || (size_t)(colon - addr) >= cap
         || strlen(colon + 1) == 0 || strlen(colon + 1) >= sizeof port) {
         fprintf(stderr, "tokenbench: bad address '%s' (want HOST:PORT)\n", addr);
         return -1;
@@ -113,11 +135,32 @@ int gen_dial(const char *addr)
     return fd;
 }
 
+int gen_open(const char *addr, tls *t, gen_io *io)
+{
+    char host[256];
+    tk_why why;
+    bool ww;
+    io->ssl = NULL;
+    if ((io->fd = gen_dial(addr, host, sizeof host)) < 0)
+        return -1;
+    if (!t)
+        return 0;
+    if (tls_conn_new(t, io->fd, host, &io->ssl) != 0 || tls_handshake(io->ssl, &ww, &why) != 0) {
+        fprintf(stderr, "tokenbench: cannot connect to %s: %s\n", addr,
+                io->ssl ? (errno == EPROTO ? why.msg : strerror(errno)) : "out of memory");
+        gen_close(io);
+        return -1;
+    }
+    return 0;
+}
+
 static void conn_close(gthread *t, gconn *c)
 {
     if (c->fd < 0)
         return;
     epoll_ctl(t->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    tls_conn_end(c->ssl);
+    c->ssl = NULL;
     close(c->fd);
     c->fd = -1;
     t->open--;
@@ -157,6 +200,17 @@ static void conn_fill(gthread *t, gconn *c, uint64_t now)
     }
 }
 
+/* Watches for writability while bytes wait (rest) or a TLS read must send. */
+static void conn_watch(gthread *t, gconn *c, bool rest)
+{
+    bool out = rest || c->rd_ww;
+    if (out != c->want_out) {
+        struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
+        epoll_ctl(t->ep, EPOLL_CTL_MOD, c->fd, &ev);
+        c->want_out = out;
+    }
+}
+
 /* Writes what is queued; stamps the requests it carries for the first time. */
 static void conn_flush(gthread *t, gconn *c)
 {
@@ -169,7 +223,8 @@ static void conn_flush(gthread *t, gconn *c)
             c->sent[(c->head + k) % p] = now;
         c->unstamped = 0;
     }
-    ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+    ssize_t n = c->ssl ? tls_write(c->ssl, c->out + c->out_off, c->out_len - c->out_off, NULL)
+                       : send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
         conn_broken(t, c, strerror(errno));
         return;
@@ -179,22 +234,26 @@ static void conn_flush(gthread *t, gconn *c)
     bool rest = c->out_off < c->out_len;
     if (!rest)
         c->out_off = c->out_len = 0;
-    if (rest != c->want_out) {
-        struct epoll_event ev = {.events = EPOLLIN | (rest ? EPOLLOUT : 0), .data.ptr = c};
-        epoll_ctl(t->ep, EPOLL_CTL_MOD, c->fd, &ev);
-        c->want_out = rest;
-    }
+    conn_watch(t, c, rest);
 }
 
-static void conn_read(gthread *t, gconn *c)
+/* One read and the replies it completes; true when TLS records may still
+ * wait inside OpenSSL (the caller reads again: epoll cannot see them). */
+static bool conn_read_once(gthread *t, gconn *c)
 {
     unsigned p = t->o->pipeline;
-    ssize_t n = recv(c->fd, c->in + c->in_len, GEN_IN_CAP - c->in_len, 0);
+    bool ww = false;
+    ssize_t n = c->ssl ? tls_read(c->ssl, c->in + c->in_len, GEN_IN_CAP - c->in_len, &ww, NULL)
+                       : recv(c->fd, c->in + c->in_len, GEN_IN_CAP - c->in_len, 0);
+    if (c->ssl && ww != c->rd_ww) {
+        c->rd_ww = ww;
+        conn_watch(t, c, c->out_off < c->out_len);
+    }
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
+        return false;
     if (n <= 0) {
         conn_broken(t, c, n == 0 ? "closed by the server" : strerror(errno));
-        return;
+        return false;
     }
     uint64_t now = gen_now_ns();
     bool timed = now >= t->t_window && now < t->t_end;
@@ -208,7 +267,7 @@ static void conn_read(gthread *t, gconn *c)
             break;
         if (k < 0) {
             conn_broken(t, c, "reply cannot be parsed");
-            return;
+            return false;
         }
         off += (size_t)k;
         t->checked++;
@@ -223,7 +282,7 @@ static void conn_read(gthread *t, gconn *c)
     }
     if (off < c->in_len && (c->count == 0 || (off == 0 && c->in_len == GEN_IN_CAP))) {
         conn_broken(t, c, c->count == 0 ? "bytes no request asked for" : "reply too large");
-        return;
+        return false;
     }
     memmove(c->in, c->in + off, c->in_len - off);
     c->in_len -= off;
@@ -231,6 +290,13 @@ static void conn_read(gthread *t, gconn *c)
     conn_flush(t, c);
     if (c->fd >= 0 && now >= t->t_end && c->count == 0)
         conn_close(t, c);
+    return c->fd >= 0 && c->ssl && tls_pending(c->ssl);
+}
+
+static void conn_read(gthread *t, gconn *c)
+{
+    while (conn_read_once(t, c))
+        ;
 }
 
 static void *thread_main(void *arg)
@@ -256,6 +322,8 @@ static void *thread_main(void *arg)
         int n = epoll_wait(t->ep, evs, 64, wait_ms > 100 ? 100 : (int)wait_ms);
         for (int i = 0; i < n; i++) {
             gconn *c = evs[i].data.ptr;
+            if (c->fd >= 0 && (evs[i].events & EPOLLOUT) && c->rd_ww)
+                conn_read(t, c); /* a TLS read that had to send first */
             if (c->fd >= 0 && (evs[i].events & EPOLLOUT))
                 conn_flush(t, c);
             if (c->fd >= 0 && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
@@ -283,6 +351,7 @@ static double cpu_now(void)
 
 static void conn_free(gconn *c)
 {
+    tls_conn_end(c->ssl);
     if (c->fd >= 0)
         close(c->fd);
     free(c->out);
@@ -313,9 +382,12 @@ int gen_run(const gen_opts *o, const gen_driver *d, gen_result *out)
         th[i].ep = -1;
     for (unsigned i = 0; i < o->connections; i++) {
         gconn *c = &conns[i];
-        if ((c->fd = gen_dial(o->addr)) < 0)
+        gen_io io;
+        if (gen_open(o->addr, o->tls, &io) != 0)
             goto done;
-        if (d->hello && d->hello(d->ctx, c->fd) != 0)
+        c->fd = io.fd;
+        c->ssl = io.ssl;
+        if (d->hello && d->hello(d->ctx, &io) != 0)
             goto done;
         fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
         c->out_cap = (size_t)o->pipeline * GEN_REQ_MAX;

@@ -20,6 +20,13 @@
  * (duration), then drain: no new requests, replies still in flight are
  * checked (not timed) for at most GEN_DRAIN_S, then every connection is
  * closed. A connection that breaks is counted in errors and dropped.
+ *
+ * TLS (gen_opts.tls): each connection makes its handshake at the dial,
+ * blocking, then its requests and replies go through OpenSSL (tls_read,
+ * tls_write: net/tls.h) on the same non-blocking socket, with the same one
+ * write per burst; records OpenSSL holds, which epoll cannot see, are read
+ * before the connection waits again, and a read that must send first
+ * waits for EPOLLOUT. Every server of a run gets the same client code.
  */
 #ifndef TB_GEN_H
 #define TB_GEN_H
@@ -28,19 +35,27 @@
 #include <stdint.h>
 
 #include "bench/tokenbench/hist.h"
+#include "net/tls.h"
 
 #define GEN_REQ_MAX 512     /* bytes of one encoded request, at most */
 #define GEN_IN_CAP (256u << 10)
 #define GEN_DRAIN_S 5.0
 #define GEN_MAX_THREADS 8
 
+/* One blocking connection: its socket and, over TLS, its session. */
+typedef struct gen_io {
+    int fd;   /* -1: none */
+    SSL *ssl; /* NULL: plain */
+} gen_io;
+
 /* What differs between servers. A driver's ctx is shared by all threads;
  * per-thread scratch (e.g. a decoder's buffers) comes from local_new. */
 typedef struct gen_driver {
     void *ctx;
     /* Blocking set-up on a freshly connected socket (e.g. AUTH), before
-     * any load; NULL for none. 0, or -1 with the reason on stderr. */
-    int (*hello)(void *ctx, int fd);
+     * any load, through gen_write_all and gen_read; NULL for none. 0, or
+     * -1 with the reason on stderr. */
+    int (*hello)(void *ctx, gen_io *io);
     /* Per-thread state handed to encode and parse; NULL: ctx is passed. */
     void *(*local_new)(void *ctx);
     void (*local_free)(void *local);
@@ -57,6 +72,7 @@ typedef struct gen_driver {
 
 typedef struct gen_opts {
     const char *addr;       /* "HOST:PORT" */
+    tls *tls;               /* TLS for every connection (borrowed), or NULL: plain */
     unsigned connections;   /* >= 1 */
     unsigned pipeline;      /* requests in flight per connection, >= 1 */
     unsigned threads;       /* 1 .. GEN_MAX_THREADS, at most connections */
@@ -83,11 +99,19 @@ typedef struct gen_result {
 int gen_run(const gen_opts *o, const gen_driver *d, gen_result *out);
 
 /* A blocking TCP connection to addr ("HOST:PORT", "[v6]:PORT") with
- * TCP_NODELAY; the fd, or -1 with the reason on stderr. */
-int gen_dial(const char *addr);
+ * TCP_NODELAY into io; with t, over TLS: the handshake is done and the
+ * server's certificate checked against the host of addr. 0, or -1 with
+ * the reason on stderr. */
+int gen_open(const char *addr, tls *t, gen_io *io);
 
-/* Writes all n bytes to a blocking fd; 0 or -1. */
-int gen_write_all(int fd, const void *p, size_t n);
+/* Writes all n bytes; 0 or -1. */
+int gen_write_all(gen_io *io, const void *p, size_t n);
+
+/* One blocking read: > 0 bytes, 0 at the end of the stream, -1. */
+ssize_t gen_read(gen_io *io, void *buf, size_t n);
+
+/* Ends the session and closes the socket (io->fd -1 after; twice is fine). */
+void gen_close(gen_io *io);
 
 /* Monotonic clock, nanoseconds. */
 uint64_t gen_now_ns(void);

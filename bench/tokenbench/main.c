@@ -30,6 +30,8 @@ static const char usage[] =
     "load options: --connections C (1) --pipeline P (1) --duration S (10) --warmup S (1)\n"
     "              --threads T (1) --invalid-ratio R (0) --zipf S (0: uniform)\n"
     "set-up names: --tenant (bench) --account (acct) --user (loader) --role (reader)\n"
+    "TLS (not http): --tls [--ca FILE] (the server's certificate must chain to FILE's CA\n"
+    "              and name the host of --addr)\n"
     "exit: 0 clean, 1 wrong answers or broken connections, 2 usage, 3 could not run\n";
 
 static const struct {
@@ -73,7 +75,7 @@ int main(int argc, char **argv)
 {
     enum { O_ADDR = 256, O_KEY, O_TOKFILE, O_OUT, O_DIR, O_TOKENS, O_CONN, O_PIPE, O_THREADS,
            O_WINDOW, O_DUR, O_WARM, O_INVALID, O_ZIPF, O_LOAD, O_JSON, O_TENANT, O_ACCOUNT,
-           O_USER, O_ROLE, O_URL, O_EXPECT, O_HELP };
+           O_USER, O_ROLE, O_URL, O_EXPECT, O_TLS, O_CA, O_HELP };
     static const struct option opts[] = {
         {"addr", 1, 0, O_ADDR},          {"key", 1, 0, O_KEY},
         {"tokens-file", 1, 0, O_TOKFILE}, {"out", 1, 0, O_OUT},
@@ -86,6 +88,7 @@ int main(int argc, char **argv)
         {"tenant", 1, 0, O_TENANT},      {"account", 1, 0, O_ACCOUNT},
         {"user", 1, 0, O_USER},          {"role", 1, 0, O_ROLE},
         {"url", 1, 0, O_URL},            {"expect-status", 1, 0, O_EXPECT},
+        {"tls", 0, 0, O_TLS},            {"ca", 1, 0, O_CA},
         {"help", 0, 0, O_HELP},          {0, 0, 0, 0},
     };
     tb_args a = {
@@ -120,6 +123,8 @@ int main(int argc, char **argv)
             a.expect_status = (int)d;
             break;
         case O_LOAD: a.load_first = true; break;
+        case O_TLS: a.tls = true; break;
+        case O_CA: a.ca = optarg; break;
         case O_JSON: json = true; break;
         case O_HELP: fputs(usage, stdout); return TB_OK;
         case O_TOKENS:

@@ -84,13 +84,32 @@ static uint32_t counter_pick(void *arg, uint64_t *rng)
     return atomic_fetch_add((_Atomic uint32_t *)arg, 1);
 }
 
-/* Runs the generator and writes its figures into o; TB_OK / TB_WRONG /
- * TB_FAIL. */
-static int run(const tb_args *a, const gen_driver *d, uint32_t (*pick)(void *, uint64_t *),
+/* --tls: the client library's settings (set-up and load) in *ct, and the
+ * generator's context in *gt (owned by the caller: tls_free); *gt NULL
+ * without --tls. 0, or -1 with the reason on stderr. */
+static int tls_of(const tb_args *a, tkc_tls *ct, tls **gt)
+{
+    tk_why why;
+    *gt = NULL;
+    *ct = (tkc_tls){.ca = a->ca};
+    if (!a->tls)
+        return 0;
+    tls_client_opts o = {.ca = a->ca};
+    if (tls_client_new(&o, gt, &why) != 0) {
+        fprintf(stderr, "tokenbench: %s\n", why.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs the generator (over TLS with t) and writes its figures into o;
+ * TB_OK / TB_WRONG / TB_FAIL. */
+static int run(const tb_args *a, tls *t, const gen_driver *d, uint32_t (*pick)(void *, uint64_t *),
                void *pick_arg, json_t *o)
 {
     gen_opts g = {
         .addr = a->addr,
+        .tls = t,
         .connections = a->connections,
         .pipeline = a->pipeline,
         .threads = a->threads,
@@ -102,6 +121,7 @@ static int run(const tb_args *a, const gen_driver *d, uint32_t (*pick)(void *, u
     gen_result *r = xmalloc(sizeof *r);
     put_int(o, "connections", a->connections);
     put_int(o, "pipeline", a->pipeline);
+    json_object_set_new(o, "tls", json_boolean(t != NULL));
     put_int(o, "threads", a->threads);
     put_real(o, "warmup_s", a->warmup);
     put_real(o, "duration_s", a->duration);
@@ -138,13 +158,19 @@ int mode_load(const tb_args *a, json_t **out)
     work_tokens t;
     double secs;
 
+    tkc_tls ct;
+    tls *gt;
     if (need("--addr", a->addr) || need("--key", a->key) || need("--out", a->out)
         || need("--tokens N > 0", a->tokens ? a : NULL))
         return TB_USAGE;
-    if (read_key(a->key, okey) != 0 || tkd_setup(a->addr, okey, &w, pkey) != 0)
+    if (tls_of(a, &ct, &gt) != 0)
+        return TB_FAIL;
+    tls_free(gt); /* the client library makes its own */
+    if (read_key(a->key, okey) != 0
+        || tkd_setup(a->addr, a->tls ? &ct : NULL, okey, &w, pkey) != 0)
         return TB_FAIL;
     work_tokens_alloc(&t, a->tokens, a->tenant, a->account, a->role);
-    int rc = tkd_load(a->addr, pkey, a->window, &t, &secs);
+    int rc = tkd_load(a->addr, a->tls ? &ct : NULL, pkey, a->window, &t, &secs);
     if (rc == 0)
         rc = work_tokens_save(a->out, &t);
     work_tokens_free(&t);
@@ -167,13 +193,20 @@ int mode_redis_load(const tb_args *a, json_t **out)
     work_tokens t;
     rds_ctx x;
     double secs;
+    tkc_tls ct;
+    tls *gt;
 
     if (need("--addr", a->addr) || need("--tokens-file", a->tokens_file))
         return TB_USAGE;
-    if (work_tokens_read(a->tokens_file, 0, &t) != 0)
+    if (tls_of(a, &ct, &gt) != 0)
         return TB_FAIL;
+    if (work_tokens_read(a->tokens_file, 0, &t) != 0) {
+        tls_free(gt);
+        return TB_FAIL;
+    }
     rds_init(&x, &t);
-    int rc = rds_load(a->addr, &x, &secs);
+    int rc = rds_load(a->addr, gt, &x, &secs);
+    tls_free(gt);
     if (rc == 0) {
         json_t *o = header("redis-load", "redis", a->addr);
         put_int(o, "tokens", t.n);
@@ -201,21 +234,29 @@ int mode_verify(const tb_args *a, json_t **out)
     work_pick p;
     tkd_ctx x;
     gen_driver d;
+    tkc_tls ct;
+    tls *gt;
 
     if (need("--addr", a->addr) || need("--tokens-file", a->tokens_file))
         return TB_USAGE;
-    if (work_tokens_read(a->tokens_file, INVALID_SECRETS, &t) != 0)
+    if (tls_of(a, &ct, &gt) != 0)
         return TB_FAIL;
+    if (work_tokens_read(a->tokens_file, INVALID_SECRETS, &t) != 0) {
+        tls_free(gt);
+        return TB_FAIL;
+    }
     if (work_pick_init(&p, &t, a->invalid_ratio, a->zipf) != 0
         || tkd_init(&x, &t, NULL, NULL) != 0) {
         fprintf(stderr, "tokenbench: bad --invalid-ratio, --zipf or roles in the tokens file\n");
         work_tokens_free(&t);
+        tls_free(gt);
         return TB_USAGE;
     }
     tkd_verify_driver(&x, &d);
     json_t *o = header("verify", "tokend", a->addr);
     put_workload(o, a, &t);
-    int rc = run(a, &d, work_pick_cb, &p, o);
+    int rc = run(a, gt, &d, work_pick_cb, &p, o);
+    tls_free(gt);
     work_pick_free(&p);
     work_tokens_free(&t);
     if (rc == TB_FAIL)
@@ -233,14 +274,21 @@ int mode_redis(const tb_args *a, json_t **out)
     gen_driver d;
     double secs;
     int rc;
+    tkc_tls ct;
+    tls *gt;
 
     if (need("--addr", a->addr) || need("--tokens-file", a->tokens_file))
         return TB_USAGE;
-    if (work_tokens_read(a->tokens_file, INVALID_SECRETS, &t) != 0)
+    if (tls_of(a, &ct, &gt) != 0)
         return TB_FAIL;
+    if (work_tokens_read(a->tokens_file, INVALID_SECRETS, &t) != 0) {
+        tls_free(gt);
+        return TB_FAIL;
+    }
     if (work_pick_init(&p, &t, a->invalid_ratio, a->zipf) != 0) {
         fprintf(stderr, "tokenbench: bad --invalid-ratio or --zipf\n");
         work_tokens_free(&t);
+        tls_free(gt);
         return TB_USAGE;
     }
     rds_init(&x, &t);
@@ -248,14 +296,15 @@ int mode_redis(const tb_args *a, json_t **out)
     json_t *o = header("redis", "redis", a->addr);
     put_workload(o, a, &t);
     if (a->load_first) {
-        if (rds_load(a->addr, &x, &secs) != 0) {
+        if (rds_load(a->addr, gt, &x, &secs) != 0) {
             rc = TB_FAIL;
             goto done;
         }
         put_real(o, "load_ops_per_sec", (double)t.n / secs);
     }
-    rc = run(a, &d, work_pick_cb, &p, o);
+    rc = run(a, gt, &d, work_pick_cb, &p, o);
 done:
+    tls_free(gt);
     rds_free(&x);
     work_pick_free(&p);
     work_tokens_free(&t);
@@ -287,6 +336,11 @@ int mode_http(const tb_args *a, json_t **out)
                         "(any server), not both\n");
         return TB_USAGE;
     }
+    if (a->tls) {
+        fprintf(stderr, "tokenbench: --tls is for verify, redis, load, redis-load, create and "
+                        "redis-create, not http\n");
+        return TB_USAGE;
+    }
     if (a->addr) {
         int n = snprintf(verify_url, sizeof verify_url, "http://%s/v1/verify", a->addr);
         if (n < 0 || (size_t)n >= sizeof verify_url) {
@@ -314,7 +368,7 @@ int mode_http(const tb_args *a, json_t **out)
     put_workload(o, a, &t);
     tb_args b = *a;
     b.addr = x->addr;
-    int rc = run(&b, &d, work_pick_cb, &p, o);
+    int rc = run(&b, NULL, &d, work_pick_cb, &p, o);
     /* Every response parsed (warm-up and drain too), by status. */
     for (int i = 0; i < HTP_STATUS_N; i++)
         if (x->counts[i]) {
@@ -341,19 +395,28 @@ int mode_create(const tb_args *a, json_t **out)
     tkd_ctx x;
     gen_driver d;
     _Atomic uint32_t counter = 0;
+    tkc_tls ct;
+    tls *gt;
 
     if (need("--addr", a->addr) || need("--key", a->key))
         return TB_USAGE;
-    if (read_key(a->key, okey) != 0 || tkd_setup(a->addr, okey, &w, pkey) != 0)
+    if (tls_of(a, &ct, &gt) != 0)
         return TB_FAIL;
+    if (read_key(a->key, okey) != 0
+        || tkd_setup(a->addr, a->tls ? &ct : NULL, okey, &w, pkey) != 0) {
+        tls_free(gt);
+        return TB_FAIL;
+    }
     sodium_memzero(okey, sizeof okey);
     if (tkd_init(&x, NULL, pkey, a->role) != 0) {
         fprintf(stderr, "tokenbench: bad --role\n");
+        tls_free(gt);
         return TB_USAGE;
     }
     tkd_create_driver(&x, &d);
     json_t *o = header("create", "tokend", a->addr);
-    int rc = run(a, &d, counter_pick, &counter, o);
+    int rc = run(a, gt, &d, counter_pick, &counter, o);
+    tls_free(gt);
     sodium_memzero(pkey, sizeof pkey);
     if (rc == TB_FAIL)
         json_decref(o);
@@ -368,12 +431,17 @@ int mode_redis_create(const tb_args *a, json_t **out)
     gen_driver d;
     _Atomic uint32_t counter = 0;
     char aof[32] = "?", fsync[32] = "?";
+    tkc_tls ct;
+    tls *gt;
 
     if (need("--addr", a->addr))
         return TB_USAGE;
-    if (rds_config_get(a->addr, "appendonly", aof, sizeof aof) != 0
-        || rds_config_get(a->addr, "appendfsync", fsync, sizeof fsync) != 0) {
+    if (tls_of(a, &ct, &gt) != 0)
+        return TB_FAIL;
+    if (rds_config_get(a->addr, gt, "appendonly", aof, sizeof aof) != 0
+        || rds_config_get(a->addr, gt, "appendfsync", fsync, sizeof fsync) != 0) {
         fprintf(stderr, "tokenbench: CONFIG GET failed on %s\n", a->addr);
+        tls_free(gt);
         return TB_FAIL;
     }
     if (strcmp(aof, "yes") || strcmp(fsync, "always"))
@@ -384,7 +452,8 @@ int mode_redis_create(const tb_args *a, json_t **out)
     json_t *o = header("redis-create", "redis", a->addr);
     put_str(o, "appendonly", aof);
     put_str(o, "appendfsync", fsync);
-    int rc = run(a, &d, counter_pick, &counter, o);
+    int rc = run(a, gt, &d, counter_pick, &counter, o);
+    tls_free(gt);
     rds_free(&x);
     if (rc == TB_FAIL)
         json_decref(o);

@@ -32,6 +32,9 @@ typedef struct tb_args {
     double invalid_ratio;      /* --invalid-ratio */
     double zipf;               /* --zipf */
     bool load_first;           /* --load (redis: write the records first) */
+    bool tls;                  /* --tls: every connection over TLS (not http) */
+    const char *ca;            /* --ca FILE: the CA the server's certificate must chain to
+                                  and name the host of --addr (NULL: the system's) */
     const char *tenant, *account, *user, *role; /* load/create: what to set up */
 } tb_args;
 

@@ -133,7 +133,7 @@ void rds_set_driver(rds_ctx *x, gen_driver *d)
 
 /* Reads into buf (cap) until one whole reply is parsed at *off; fills r.
  * *len is the bytes held. 0 or -1. */
-static int read_reply(int fd, uint8_t *buf, size_t cap, size_t *off, size_t *len,
+static int read_reply(gen_io *io, uint8_t *buf, size_t cap, size_t *off, size_t *len,
                       resp_reply *r)
 {
     for (;;) {
@@ -151,16 +151,17 @@ static int read_reply(int fd, uint8_t *buf, size_t cap, size_t *off, size_t *len
         }
         if (*len == cap)
             return -1;
-        ssize_t n = read(fd, buf + *len, cap - *len);
+        ssize_t n = gen_read(io, buf + *len, cap - *len);
         if (n <= 0)
             return -1;
         *len += (size_t)n;
     }
 }
 
-int rds_load(const char *addr, const rds_ctx *x, double *seconds)
+int rds_load(const char *addr, tls *t, const rds_ctx *x, double *seconds)
 {
-    int fd = gen_dial(addr), rc = -1;
+    gen_io io;
+    int rc = -1, fd = gen_open(addr, t, &io) == 0 ? io.fd : -1;
     size_t cap = (size_t)LOAD_BATCH * GEN_REQ_MAX, inlen = 0, off = 0;
     uint8_t *out = xmalloc(cap), *in = xmalloc(1u << 16);
     uint64_t t0 = gen_now_ns();
@@ -176,13 +177,13 @@ int rds_load(const char *addr, const rds_ctx *x, double *seconds)
             size_t argl[3] = {3, RDS_KEY_LEN, vn};
             len += resp_command(out + len, cap - len, 3, argv, argl);
         }
-        if (gen_write_all(fd, out, len) != 0) {
+        if (gen_write_all(&io, out, len) != 0) {
             fprintf(stderr, "tokenbench: redis load: write failed\n");
             goto done;
         }
         for (size_t i = 0; i < k; i++) {
             resp_reply r = {.kind = RESP_NIL};
-            if (read_reply(fd, in, 1u << 16, &off, &inlen, &r) != 0 || r.kind != RESP_STATUS) {
+            if (read_reply(&io, in, 1u << 16, &off, &inlen, &r) != 0 || r.kind != RESP_STATUS) {
                 fprintf(stderr, "tokenbench: redis load: SET failed (%.*s)\n",
                         r.kind == RESP_ERROR ? (int)r.len : 0, (const char *)r.s);
                 goto done;
@@ -194,34 +195,35 @@ int rds_load(const char *addr, const rds_ctx *x, double *seconds)
     rc = 0;
 done:
     if (fd >= 0)
-        close(fd);
+        gen_close(&io);
     free(out);
     free(in);
     return rc;
 }
 
-int rds_config_get(const char *addr, const char *name, char *out, size_t cap)
+int rds_config_get(const char *addr, tls *t, const char *name, char *out, size_t cap)
 {
-    int fd = gen_dial(addr), rc = -1;
+    gen_io io;
+    int rc = -1;
     uint8_t cmd[256], in[4096];
     size_t off = 0, len = 0;
     resp_reply r;
     const char *argv[3] = {"CONFIG", "GET", name};
     size_t argl[3] = {6, 3, strlen(name)};
 
-    if (fd < 0)
+    if (gen_open(addr, t, &io) != 0)
         return -1;
     size_t n = resp_command(cmd, sizeof cmd, 3, argv, argl);
-    if (n == 0 || gen_write_all(fd, cmd, n) != 0
-        || read_reply(fd, in, sizeof in, &off, &len, &r) != 0 || r.kind != RESP_ARRAY
+    if (n == 0 || gen_write_all(&io, cmd, n) != 0
+        || read_reply(&io, in, sizeof in, &off, &len, &r) != 0 || r.kind != RESP_ARRAY
         || r.num != 2)
         goto done;
     for (int i = 0; i < 2; i++)
-        if (read_reply(fd, in, sizeof in, &off, &len, &r) != 0 || r.kind != RESP_BULK)
+        if (read_reply(&io, in, sizeof in, &off, &len, &r) != 0 || r.kind != RESP_BULK)
             goto done;
     snprintf(out, cap, "%.*s", (int)r.len, (const char *)r.s);
     rc = 0;
 done:
-    close(fd);
+    gen_close(&io);
     return rc;
 }

@@ -49,11 +49,11 @@ void rds_get_driver(rds_ctx *x, gen_driver *d);
 void rds_set_driver(rds_ctx *x, gen_driver *d);
 
 /* Writes the record of every known token of x (pipelined SETs in batches)
- * and checks each "+OK". 0 or -1 with the reason on stderr; *seconds gets
- * the time it took. */
-int rds_load(const char *addr, const rds_ctx *x, double *seconds);
+ * and checks each "+OK"; over TLS with t (NULL: plain). 0 or -1 with the
+ * reason on stderr; *seconds gets the time it took. */
+int rds_load(const char *addr, tls *t, const rds_ctx *x, double *seconds);
 
-/* CONFIG GET name into out (cap bytes); 0 or -1. */
-int rds_config_get(const char *addr, const char *name, char *out, size_t cap);
+/* CONFIG GET name into out (cap bytes), over TLS with t; 0 or -1. */
+int rds_config_get(const char *addr, tls *t, const char *name, char *out, size_t cap);
 
 #endif

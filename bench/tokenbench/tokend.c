@@ -22,8 +22,18 @@ static int refused(tkc *c, const char *what, int rc)
     return -1;
 }
 
-int tkd_setup(const char *addr, const char *operator_key, const tkd_world *w,
-              char key[TK_SECRET_LEN + 1])
+/* Connects c to addr (over TLS with tlso) and authenticates with key. */
+static int connect_auth(tkc *c, const char *addr, const tkc_tls *tlso, const char *key)
+{
+    int rc;
+    tkc_set_timeout(c, SETUP_TIMEOUT_MS);
+    if ((tlso && (rc = tkc_set_tls(c, tlso)) != 0) || (rc = tkc_connect(c, addr)) != 0)
+        return rc;
+    return tkc_auth(c, key, NULL);
+}
+
+int tkd_setup(const char *addr, const tkc_tls *tlso, const char *operator_key,
+              const tkd_world *w, char key[TK_SECRET_LEN + 1])
 {
     static const char *const perms[] = TKD_PERMS;
     const size_t nperms = sizeof perms / sizeof perms[0];
@@ -32,8 +42,7 @@ int tkd_setup(const char *addr, const char *operator_key, const tkd_world *w,
     tkc_key k;
     int rc, ret = -1;
 
-    tkc_set_timeout(c, SETUP_TIMEOUT_MS);
-    if ((rc = tkc_connect(c, addr)) != 0 || (rc = tkc_auth(c, operator_key, NULL)) != 0) {
+    if ((rc = connect_auth(c, addr, tlso, operator_key)) != 0) {
         refused(c, "connect and AUTH as the operator", rc);
         goto done;
     }
@@ -162,8 +171,8 @@ int tkd_init(tkd_ctx *x, const work_tokens *t, const char *key, const char *role
     return 0;
 }
 
-int tkd_load(const char *addr, const char *key, unsigned window, work_tokens *t,
-             double *seconds)
+int tkd_load(const char *addr, const tkc_tls *tlso, const char *key, unsigned window,
+             work_tokens *t, double *seconds)
 {
     tkd_ctx x;
     tkc *c = tkc_new();
@@ -175,8 +184,7 @@ int tkd_load(const char *addr, const char *key, unsigned window, work_tokens *t,
         fprintf(stderr, "tokenbench: bad roles '%s'\n", t->roles);
         goto done;
     }
-    tkc_set_timeout(c, SETUP_TIMEOUT_MS);
-    if ((rc = tkc_connect(c, addr)) != 0 || (rc = tkc_auth(c, key, NULL)) != 0) {
+    if ((rc = connect_auth(c, addr, tlso, key)) != 0) {
         refused(c, "connect and AUTH as the user", rc);
         goto done;
     }
@@ -273,20 +281,43 @@ static long split(const uint8_t *in, size_t len, uint32_t id, proto_header *h,
     return (long)(PROTO_HEADER_LEN + h->len);
 }
 
-static int hello(void *ctx, int fd)
+/* AUTH {"key"} on a new connection, by hand (plain or TLS alike): the
+ * reply must be status 0 with the request's id. */
+static int hello(void *ctx, gen_io *io)
 {
     const tkd_ctx *x = ctx;
+    uint8_t out[GEN_REQ_MAX], in[1024];
+    size_t have = 0;
+    proto_header h;
+    const uint8_t *body;
+    long k = 0;
+    mpw w;
     if (!x->key)
         return 0;
-    int dup_fd = dup(fd), rc;
-    if (dup_fd < 0)
+    mpw_init(&w);
+    mpw_map(&w, 1);
+    mpw_cstr(&w, "key");
+    mpw_cstr(&w, x->key);
+    size_t n = w.buf.size + PROTO_HEADER_LEN <= sizeof out
+                   ? frame(out, OP_AUTH, 1, w.buf.data, w.buf.size)
+                   : 0;
+    sodium_memzero(w.buf.data, w.buf.size);
+    mpw_free(&w);
+    int rc = n ? gen_write_all(io, out, n) : -1;
+    sodium_memzero(out, sizeof out);
+    while (rc == 0 && (k = split(in, have, 1, &h, &body)) == 0) {
+        ssize_t got = have < sizeof in ? gen_read(io, in + have, sizeof in - have) : -1;
+        if (got <= 0)
+            rc = -1;
+        else
+            have += (size_t)got;
+    }
+    if (rc || k < 0 || h.code != 0) {
+        fprintf(stderr, "tokenbench: AUTH: %s\n",
+                rc ? "the connection failed" : k < 0 ? "a malformed reply" : tk_strerror(proto_err(h.code)));
         return -1;
-    tkc *c = tkc_new();
-    tkc_attach(c, dup_fd); /* c closes its duplicate; fd stays open */
-    if ((rc = tkc_auth(c, x->key, NULL)) != 0)
-        refused(c, "AUTH", rc);
-    tkc_free(c);
-    return rc ? -1 : 0;
+    }
+    return 0;
 }
 
 static size_t verify_encode(void *local, uint32_t item, uint32_t id, uint8_t *out)

@@ -17,6 +17,7 @@
 #include "bench/tokenbench/gen.h"
 #include "bench/tokenbench/work.h"
 #include "core/model.h"
+#include "net/client.h"
 
 /* What `load` and `create` set up (and reuse when it already exists). */
 typedef struct tkd_world {
@@ -29,16 +30,18 @@ typedef struct tkd_world {
 /* As the operator (operator_key): creates the tenant with API tokens on,
  * the role's permissions, the role (level 1), the account and the user
  * (portal, holding the role); what exists already is kept. Writes a new
- * personal key of the user into key. 0, or -1 with the reason on stderr. */
-int tkd_setup(const char *addr, const char *operator_key, const tkd_world *w,
-              char key[TK_SECRET_LEN + 1]);
+ * personal key of the user into key. Over TLS with tlso (NULL: plain). 0,
+ * or -1 with the reason on stderr. */
+int tkd_setup(const char *addr, const tkc_tls *tlso, const char *operator_key,
+              const tkd_world *w, char key[TK_SECRET_LEN + 1]);
 
 /* As the user (personal key): creates t->n tokens with t->roles over one
  * connection, window requests in flight, and stores their secrets in t
- * (client IDs filled too). *seconds gets the time from the first request to
- * the last reply. 0, or -1 with the reason on stderr. */
-int tkd_load(const char *addr, const char *key, unsigned window, work_tokens *t,
-             double *seconds);
+ * (client IDs filled too), over TLS with tlso (NULL: plain). *seconds gets
+ * the time from the first request to the last reply. 0, or -1 with the
+ * reason on stderr. */
+int tkd_load(const char *addr, const tkc_tls *tlso, const char *key, unsigned window,
+             work_tokens *t, double *seconds);
 
 typedef struct tkd_ctx {
     const work_tokens *t;       /* borrowed; the verify driver's expectations */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "tests/support/tkt.h"
+#include "tests/support/tlst.h"
 
 #define MAX_SERVERS 16 /* children tracked for the watchdog: servers, gateways */
 #define MAX_REPLY (64u << 20)
@@ -125,6 +126,16 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
     argv[argc++] = "127.0.0.1:0";
     argv[argc++] = "--data";
     argv[argc++] = s->dir;
+    char *tls_cert = NULL, *tls_key = NULL;
+    const char *tls_dir = getenv("TKT_TLS");
+    if (tls_dir && *tls_dir) { /* raw.h: the suite runs over TLS */
+        tls_cert = tkt_path(tls_dir, "server.pem");
+        tls_key = tkt_path(tls_dir, "server.key");
+        argv[argc++] = "--tls-cert";
+        argv[argc++] = tls_cert;
+        argv[argc++] = "--tls-key";
+        argv[argc++] = tls_key;
+    }
     for (; extra && *extra && argc < 30; extra++)
         argv[argc++] = *extra;
     argv[argc] = NULL;
@@ -150,6 +161,8 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
         execv(path, (char *const *)argv);
         _exit(122);
     }
+    free(tls_cert);
+    free(tls_key);
     s->pid = pid;
     raw_track(pid, true);
     int64_t deadline = tkt_now_ms() + 15000;
@@ -306,6 +319,17 @@ int raw_read_key(const raw_server *s, const char *name, char *out, size_t cap)
 
 int raw_connect(int port)
 {
+    const char *tls_dir = getenv("TKT_TLS");
+    if (tls_dir && *tls_dir) { /* raw.h: over TLS, through tlst's pump */
+        char *ca = tkt_path(tls_dir, "ca.pem");
+        tlst_opts o = {.ca = ca};
+        tlst_info info;
+        int fd = tlst_connect(port, &o, &info);
+        if (fd < 0)
+            fprintf(stderr, "# TKT_TLS: %s\n", info.error);
+        free(ca);
+        return fd;
+    }
     struct sockaddr_in a;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)

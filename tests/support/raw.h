@@ -6,6 +6,13 @@
  *
  * Written independently of net/client.c on purpose: the server suite must
  * not trust the code it is checking against.
+ *
+ * Over TLS: with TKT_TLS=DIR in the environment (DIR made by tlst_pki_make,
+ * tests/support/tlst.h), every server is started with --tls-cert
+ * DIR/server.pem --tls-key DIR/server.key and raw_connect (so hraw_once
+ * too) connects through tlst_connect, trusting DIR/ca.pem: a suite's tests
+ * then run over TLS unchanged. test_tls runs test_server's and test_http's
+ * bad-input tests this way.
  */
 #ifndef TK_TEST_RAW_H
 #define TK_TEST_RAW_H
@@ -78,7 +85,8 @@ void raw_track(pid_t pid, bool on);
 
 /* ---- sockets and frames ------------------------------------------------- */
 
-/* A blocking TCP connection to 127.0.0.1:port; -1 on failure. */
+/* A blocking TCP connection to 127.0.0.1:port (over TLS with TKT_TLS, as
+ * above); -1 on failure. */
 int raw_connect(int port);
 
 /* Closes fd with a reset (SO_LINGER 0): the peer's next read fails with
