@@ -172,6 +172,7 @@ struct conn_hub {
     uint8_t gw_hash[GW_HASH_LEN];
     mpw scratch;              /* inline replies */
     met *m;                   /* counters (NULL: none) */
+    lg_sampler sample;        /* --log-requests */
     uint16_t cur_code;        /* the opcode being answered inline, for m */
     const struct timeval *idle; /* a common timeout: idle_timeout */
     conn *all;                /* every connection not yet freed */
@@ -463,11 +464,20 @@ static mpw *reply_begin(conn *c)
     return &c->h->scratch;
 }
 
+/* A sampled request's line (--log-requests): never a key or a body. */
+static void log_request(const conn *c, uint16_t code, int status)
+{
+    const sch_op *op = sch_find(code);
+    lg_request("binary", op ? op->name : "unknown", status ? tk_errcode(status) : "ok", c->peer);
+}
+
 static void reply_end(conn *c, uint32_t id, int status)
 {
     mpw *w = &c->h->scratch;
     if (c->h->m)
         met_request(c->h->m, MET_BINARY, c->h->cur_code, status);
+    if (lg_sampled(&c->h->sample))
+        log_request(c, c->h->cur_code, status);
     frame_end(w, id, status);
     emit(c, w->buf.data, w->buf.size);
 }
@@ -851,6 +861,12 @@ static size_t verify_run(conn *c)
             if (f[i].verdict >= 0)
                 met_verify(h->m, MET_BINARY, (tk_verdict)f[i].verdict, ns / n);
     }
+    for (size_t i = 0; h->sample.every && i < n; i++)
+        if (lg_sampled(&h->sample))
+            lg_request("binary", "VERIFY",
+                       f[i].verdict >= 0 ? model_verdict_name((tk_verdict)f[i].verdict)
+                                         : tk_errcode(f[i].rc ? f[i].rc : TK_EUNAUTH),
+                       c->peer);
     return off - c->ioff;
 }
 
@@ -881,6 +897,8 @@ static void job_done(wrt_job *j)
     int status = p->list ? p->status : j->res.status;
     if (c->h->m)
         met_request(c->h->m, MET_BINARY, p->code, status);
+    if (lg_sampled(&c->h->sample))
+        log_request(c, p->code, status);
     if (status != 0 || !p->list)
         frame_begin(&p->reply);
     if (status != 0 && p->list)
@@ -1356,6 +1374,7 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
     h->e = e;
     h->w = w;
     h->o = *opts;
+    h->sample.every = opts->log_requests;
     if (gateway_key) {
         h->has_gw = true;
         sha256(h->gw_hash, gateway_key, strlen(gateway_key));

@@ -62,6 +62,7 @@ typedef struct conn_opts {
     double frame_timeout;     /* seconds a started frame may take to arrive, and
                                  a new connection may take to send its first */
     bool require_gateway;     /* VERIFY needs AUTH by the gateway or operator key */
+    uint32_t log_requests;    /* one request in this many gets a log line (0: none) */
 } conn_opts;
 
 typedef struct conn_hub conn_hub;

@@ -99,6 +99,7 @@ struct http_srv {
     void (*empty)(void *);
     void *empty_arg;
     lg_limit log_evict;
+    lg_sampler sample;        /* --log-requests */
     struct evbuffer *scratch;
     ptl *portal;
 };
@@ -420,6 +421,27 @@ static void send_json(struct evhttp_request *req, int code, json_t *body)
     send_reply(req, code);
 }
 
+/* The client's address and port ("127.0.0.1:5000", "[::1]:5000"). */
+static void peer_of(struct evhttp_request *req, char *out, size_t cap)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    const char *host = NULL;
+    uint16_t port = 0;
+    if (evcon)
+        evhttp_connection_get_peer(evcon, (char **)&host, &port);
+    snprintf(out, cap, strchr(host ? host : "", ':') ? "[%s]:%u" : "%s:%u", host ? host : "?",
+             (unsigned)port);
+}
+
+/* A sampled request's line (--log-requests): never a key or a body. */
+static void log_request(struct evhttp_request *req, uint16_t code, const char *result)
+{
+    char peer[TK_PEER_MAX + 1];
+    const sch_op *op = sch_find(code);
+    peer_of(req, peer, sizeof peer);
+    lg_request("http", op ? op->name : "unknown", result, peer);
+}
+
 /* {"error": code, "message": msg}, with Retry-After for TK_ERATE. */
 static void send_error(http_srv *h, struct evhttp_request *req, uint16_t op, int rc,
                        const char *msg, uint32_t retry_ms)
@@ -438,6 +460,8 @@ static void send_error(http_srv *h, struct evhttp_request *req, uint16_t op, int
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                           "Bearer realm=\"tokend\"");
     met_request(h->env.m, MET_HTTP, op, rc);
+    if (lg_sampled(&h->sample))
+        log_request(req, op, tk_errcode(rc));
     send_json(req, http_status_of(rc), b);
 }
 
@@ -665,6 +689,8 @@ static void gateway_verify(http_srv *h, struct evhttp_request *req, const char *
     met_verify(h->env.m, MET_HTTP, v.verdict, now_ns() - t0);
     met_request(h->env.m, MET_HTTP, OP_VERIFY,
                 code == 200 ? 0 : code == 403 ? TK_EDENIED : TK_EUNAUTH);
+    if (lg_sampled(&h->sample))
+        log_request(req, OP_VERIFY, code == 403 ? "permission" : reason);
     send_reply(req, code);
 }
 
@@ -822,6 +848,8 @@ static void reply_ok(http_srv *h, struct evhttp_request *req, const sch_op *op, 
         return;
     }
     met_request(h->env.m, MET_HTTP, op->code, mstatus);
+    if (lg_sampled(&h->sample))
+        log_request(req, op->code, mstatus ? tk_errcode(mstatus) : "ok");
     send_json(req, code, j);
 }
 
@@ -876,17 +904,6 @@ static void job_done(wrt_job *j)
     finish_stop(h);
 }
 
-/* The client's address and port ("127.0.0.1:5000", "[::1]:5000"). */
-static void peer_of(struct evhttp_request *req, char *out, size_t cap)
-{
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    const char *host = NULL;
-    uint16_t port = 0;
-    if (evcon)
-        evhttp_connection_get_peer(evcon, (char **)&host, &port);
-    snprintf(out, cap, strchr(host ? host : "", ':') ? "[%s]:%u" : "%s:%u", host ? host : "?",
-             (unsigned)port);
-}
 
 /* The actor of a management request: its Bearer credential, else the
  * portal session of its cookie (info then filled). */
@@ -1135,6 +1152,7 @@ static void metrics(http_srv *h, struct evhttp_request *req)
         .index_bytes = eng_index_bytes(h->env.e),
         .portal_sessions = ptl_sessions(h->portal),
         .events = seq - h->first_seq,
+        .log_seq = seq,
         .store_state = eng_fenced(h->env.e, &why) ? "fenced" : eng_full(h->env.e) ? "full" : "ok",
         .batches = wrt_batch_hist(h->env.w),
         .syncs = eng_sync_hist(h->env.e),
@@ -1205,6 +1223,7 @@ void http_open(const http_env *env, const http_opts *o, struct evconnlistener *l
     http_srv *h = xcalloc(1, sizeof *h);
     h->env = *env;
     h->o = *o;
+    h->sample.every = o->log_requests;
     h->http = evhttp_new(env->base);
     h->scratch = evbuffer_new();
     if (!h->http || !h->scratch)

@@ -44,6 +44,7 @@ typedef struct http_opts {
     uint32_t max_body;        /* bytes (default 1 MiB) */
     double timeout;           /* seconds a read or a write may wait (default 60) */
     ptl_opts portal;          /* the self-service page (net/portal.h) */
+    uint32_t log_requests;    /* one request in this many gets a log line (0: none) */
 } http_opts;
 
 /* The documented defaults (docs/server.md, "Flags"). */

@@ -12,6 +12,7 @@
 #include "core/mp.h"
 
 #define LINE_MAX_BYTES 512
+#define LOG_FIELD_MAX 64 /* a request line's field, at most (a peer: "[v6]:port") */
 
 static bool json; /* set once at start (lg_set_json), before any thread */
 
@@ -115,4 +116,30 @@ void lg_limited(lg_limit *l, const char *fmt, ...)
     va_end(ap);
     l->last_ms = now;
     l->held = 0;
+}
+
+void lg_request(const char *listener, const char *op, const char *result, const char *peer)
+{
+    if (!json) {
+        lg_line("request %s %s %s from %s", listener, op, result, peer);
+        return;
+    }
+    char line[LINE_MAX_BYTES * 2], t[32], esc[4][LOG_FIELD_MAX * 6 + 1];
+    const char *f[4] = {listener, op, result, peer};
+    struct timespec ts;
+    struct tm tm;
+    for (int i = 0; i < 4; i++)
+        escape(f[i], strnlen(f[i], LOG_FIELD_MAX), esc[i]);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t k = strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(t + k, sizeof t - k, ".%03ldZ", ts.tv_nsec / 1000000);
+    int n = snprintf(line, sizeof line,
+                     "{\"time\":\"%s\",\"msg\":\"request\",\"listener\":\"%s\",\"op\":\"%s\","
+                     "\"result\":\"%s\",\"peer\":\"%s\"}\n",
+                     t, esc[0], esc[1], esc[2], esc[3]);
+    if (n > 0) {
+        ssize_t w = write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line);
+        (void)w;
+    }
 }

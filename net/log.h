@@ -35,4 +35,25 @@ typedef struct lg_limit {
 
 void lg_limited(lg_limit *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Request logging (--log-requests N): one request in every N gets a line,
+ * {"msg": "request", "listener", "op", "result", "peer"} in JSON (text:
+ * "request binary VERIFY valid from 127.0.0.1:5000"); never a key, a
+ * secret or a body. One sampler per listener, on its thread. */
+typedef struct lg_sampler {
+    uint32_t every; /* 0: none */
+    uint32_t n;
+} lg_sampler;
+
+/* True for the request that gets a line: one call site per answer, so its
+ * cost when off is one test. */
+static inline bool lg_sampled(lg_sampler *s)
+{
+    if (!s->every || ++s->n < s->every)
+        return false;
+    s->n = 0;
+    return true;
+}
+
+void lg_request(const char *listener, const char *op, const char *result, const char *peer);
+
 #endif

@@ -142,6 +142,9 @@ void met_render(const met *m, const met_gauges *g, FILE *out)
     head(out, "tokend_log_sync_duration_seconds", "histogram",
          "Time of a batch's log write and fdatasync.");
     render_hist(out, "tokend_log_sync_duration_seconds", "", g->syncs, 1e-9);
+    head(out, "tokend_log_seq", "gauge",
+         "The event log's last durable sequence number (its head: tokenreplay check).");
+    fprintf(out, "tokend_log_seq %llu\n", (unsigned long long)g->log_seq);
     head(out, "tokend_portal_sessions", "gauge",
          "Live portal sessions (counted once a second).");
     fprintf(out, "tokend_portal_sessions %zu\n", g->portal_sessions);

@@ -41,6 +41,7 @@ typedef struct met_gauges {
     size_t index_entries, index_bytes;
     size_t portal_sessions;       /* live portal sessions (net/portal.h) */
     uint64_t events;              /* appended since the start */
+    uint64_t log_seq;             /* the log's last durable seq (its head) */
     const char *store_state;      /* "ok", "full" or "fenced" */
     const hist *batches;          /* writes per batch (writer.h) */
     const hist *syncs;            /* log sync ns (engine.h) */

@@ -56,6 +56,21 @@ typedef struct opt_def {
     const char *unset;   /* what a NULL default means (OPT_URL, OPT_STR) */
 } opt_def;
 
+/* The OPT_STR options that take one of a few words (NULL-ended). */
+static const char *const opt_log_formats[] = {"text", "json", NULL};
+static const struct {
+    const char *flag;
+    const char *const *words;
+} opt_choices[] = {{"log-format", opt_log_formats}};
+
+static const char *const *opt_words(const opt_def *d)
+{
+    for (size_t i = 0; i < sizeof opt_choices / sizeof opt_choices[0]; i++)
+        if (strcmp(opt_choices[i].flag, d->flag) == 0)
+            return opt_choices[i].words;
+    return NULL;
+}
+
 #define OPT_AT(m) offsetof(srv_opts, m), sizeof(((srv_opts *)0)->m)
 #define OPT_SECONDS_MAX (86400.0 * 365)
 #define OPT_CSP_MAX 256
@@ -116,6 +131,18 @@ static const opt_def opt_table[] = {
      "with TLS, require a client certificate signed by one of these CAs (PEM) on both "
      "listeners (mTLS, for gateways)",
      "none asked"},
+    {"sign-key", "server", "sign-key", OPT_STR, "FILE", 0, 0, OPT_AT(sign_key),
+     "sign the log's head with this Ed25519 key (made 0600 with FILE.pub when missing; keep "
+     "it outside the data directory): a log cut short or edited refuses to start "
+     "(docs/storage.md, \"Signed heads\")",
+     "no signed heads"},
+    {"log-format", "server", "log-format", OPT_STR, "FORMAT", 0, 0, OPT_AT(log_format),
+     "the log's lines: text, or json (one object a line: time, msg, and a request's fields)",
+     NULL},
+    {"log-requests", "server", "log-requests", OPT_COUNT, "N", 0, 1000000, OPT_AT(log_requests),
+     "log one request in N (listener, operation, result, peer; never a key or a secret); "
+     "0: none",
+     NULL},
 
     {"http", "http", "listen", OPT_STR, "HOST:PORT", 0, 0, OPT_AT(http_listen),
      "the HTTP listener: gateway verification, the JSON API, /metrics (docs/http.md); "
@@ -305,7 +332,15 @@ static int opt_check(const opt_def *d, const char *s, opt_val *v, const char *su
                      const char *sep, tk_why *why)
 {
     switch (d->kind) {
-    case OPT_STR: return 0;
+    case OPT_STR: {
+        const char *const *words = opt_words(d);
+        for (const char *const *c = words; c && *c; c++)
+            if (strcmp(*c, s) == 0)
+                return 0;
+        return words ? tk_say(why, TK_EINVAL, "%s%s%s: expected %s or %s", subject, sep, s,
+                              words[0], words[1])
+                     : 0;
+    }
     case OPT_COUNT:
     case OPT_BYTES:
         if (opt_parse_count(s, d->min, d->max, &v->u))

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -85,6 +86,7 @@ void srv_opts_default(srv_opts *o)
     o->conn.idle_timeout = 300;
     o->conn.frame_timeout = 10;
     o->batch_replies = 16u << 20;
+    o->log_format = "text";
 }
 
 static bool http_enabled(const srv_opts *o)
@@ -128,6 +130,28 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
     }
     tls_describe(s->tls, d, sizeof d);
     lg_line("SIGHUP: TLS reloaded: new connections get the %s", d);
+}
+
+/* No core dumps: the process holds keys and secrets in memory (the keys
+ * only hashed, but a new token's secret passes through it). */
+static void no_core_dumps(void)
+{
+    struct rlimit rl = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &rl) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        lg_line("cannot turn core dumps off: %s", strerror(errno));
+}
+
+/* The log's head (seq and chain hash), at start and stop: a figure to keep
+ * elsewhere (tokenreplay check --expect-head SEQ:HASH). */
+static void log_head(const eng *e, const char *when, const char *sign_key)
+{
+    uint64_t seq;
+    uint8_t h[TK_HASH_LEN];
+    char hex[2 * TK_HASH_LEN + 1];
+    eng_head(e, &seq, h);
+    sodium_bin2hex(hex, sizeof hex, h, TK_HASH_LEN);
+    lg_line("log head at %s: %llu:%s%s%s", when, (unsigned long long)seq, hex,
+            sign_key ? ", heads signed with " : "", sign_key ? sign_key : "");
 }
 
 /* ---- the gateway key ------------------------------------------------------ */
@@ -341,6 +365,9 @@ int srv_open(const srv_opts *o, srv **out)
     struct stat st;
     int rc = TK_EIO;
     conn_opts co = o->conn;
+    srv_opts oo = *o; /* the HTTP listener's copy, with the request sampling */
+    co.log_requests = o->log_requests;
+    oo.http.log_requests = o->log_requests;
 
     s->pipe[0] = s->pipe[1] = -1;
     s->data_dir = xstrdup(o->data_dir);
@@ -349,10 +376,13 @@ int srv_open(const srv_opts *o, srv **out)
         goto fail;
     }
     threads_on = true;
+    no_core_dumps();
+    lg_set_json(o->log_format && strcmp(o->log_format, "json") == 0);
     raise_fd_limit(co.max_connections);
     new_dir = stat(o->data_dir, &st) != 0;
     tk_why why;
-    if ((rc = eng_open(o->data_dir, NULL, &s->e, &why))) {
+    eng_opts eo = {.sign_key = o->sign_key};
+    if ((rc = eng_open(o->data_dir, &eo, &s->e, &why))) {
         lg_line("cannot open the data directory %s: %s", o->data_dir, why.msg);
         goto fail;
     }
@@ -411,7 +441,7 @@ int srv_open(const srv_opts *o, srv **out)
             goto fail;
         http_env env = {s->base, s->e, s->w, s->m, s->hub, o->require_gateway ? gw : NULL,
                         s->tls};
-        http_open(&env, &o->http, s->http_lis, &s->http);
+        http_open(&env, &oo.http, s->http_lis, &s->http);
     }
     sodium_memzero(gw, sizeof gw);
     /* Listening: a Type=notify unit is started now (docs/install.md). */
@@ -431,6 +461,7 @@ int srv_open(const srv_opts *o, srv **out)
     lg_line("listening on %s, data in %s (%zu credentials), operator key in %s/operator.key%s",
             s->addr, o->data_dir, eng_cred_count(s->e), o->data_dir,
             new_dir ? " (new)" : "");
+    log_head(s->e, "start", o->sign_key);
 
     lg_line("memory bound: %zu MiB for connections and the writer, beyond the engine's "
             "(docs/server.md, \"The memory bound\")", srv_memory_bound(o) >> 20);
@@ -460,6 +491,7 @@ int srv_run(srv *s)
 {
     event_base_dispatch(s->base);
     lg_line("stopped (%llu events in the log)", (unsigned long long)eng_last_seq(s->e));
+    log_head(s->e, "stop", NULL);
     return 0;
 }
 

@@ -30,6 +30,9 @@ typedef struct srv_opts {
     size_t batch_replies;   /* reply bytes one writer batch may hold (writer.h) */
     tls_server_opts tls;    /* TLS on both listeners when tls.cert is set (net/tls.h;
                                docs/server.md, "TLS"); all NULL, the default: plain */
+    const char *sign_key;   /* signed heads of the log (store/head.h); NULL: none */
+    const char *log_format; /* "text" (the default) or "json" (net/log.h) */
+    uint32_t log_requests;  /* one request in this many gets a log line; 0: none */
 } srv_opts;
 
 /* The documented defaults (docs/server.md, "Flags"). */

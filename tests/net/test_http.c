@@ -857,6 +857,7 @@ static void metrics_count_the_work(void **state)
         metric(t, "tokend_requests_total{listener=\"binary\",operation=\"VERIFY\",status=\"ok\"}"),
         2);
     assert_int_equal(metric(t, "tokend_index_entries"), 4); /* 3 personal keys and 1 token */
+    assert_int_equal(metric(t, "tokend_log_seq"), 13); /* a fresh log: its head is the last of them */
     /* start()'s 13 writes, one event and one sync each (one at a time) */
     assert_int_equal(metric(t, "tokend_events_appended_total"), 13);
     assert_int_equal(metric(t, "tokend_log_sync_duration_seconds_count"), 13);

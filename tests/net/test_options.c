@@ -86,6 +86,12 @@ static const row ROWS[] = {
      "/etc/tokend/tls/key.pem", 0, 0},
     {"tls-client-ca", "server", "tls-client-ca", "/etc/tokend/tls/gateways.pem", NULL,
      FIELD(F_STR, tls.client_ca), "/etc/tokend/tls/gateways.pem", 0, 0},
+    {"sign-key", "server", "sign-key", "/etc/tokend/sign.key", NULL, FIELD(F_STR, sign_key),
+     "/etc/tokend/sign.key", 0, 0},
+    {"log-format", "server", "log-format", "json", "xml", FIELD(F_STR, log_format), "json", 0,
+     0},
+    {"log-requests", "server", "log-requests", "100", "1000001", FIELD(F_U32, log_requests),
+     NULL, 100, 0},
     {"http", "http", "listen", "none", NULL, FIELD(F_STR, http_listen), "none", 0, 0},
     {"http-max-connections", "http", "max-connections", "12", "1000001",
      FIELD(F_U32, http.max_connections), NULL, 12, 0},
@@ -890,8 +896,10 @@ static void example_is_the_defaults(void **state)
         char line[512];
         if (!listing_line(listing, ROWS[i].section, ROWS[i].key, line, sizeof line))
             fail_msg("no %s in [%s]", ROWS[i].key, ROWS[i].section);
-        /* Unset by default, so commented out there: the portal's URL, TLS. */
-        if (strcmp(ROWS[i].flag, "portal-url") != 0 && strncmp(ROWS[i].flag, "tls-", 4) != 0)
+        /* Unset by default, so commented out there: the portal's URL, TLS, the
+         * signing key. */
+        if (strcmp(ROWS[i].flag, "portal-url") != 0 && strncmp(ROWS[i].flag, "tls-", 4) != 0
+            && strcmp(ROWS[i].flag, "sign-key") != 0)
             contains(line, "; " EXAMPLE ":");
     }
     free(listing);

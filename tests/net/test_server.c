@@ -16,6 +16,10 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
+
+#include <jansson.h>
+
 #include <errno.h>
 #include <lmdb.h>
 #include <fcntl.h>
@@ -926,6 +930,94 @@ static void keyring_rotation_on_live_connections(void **state)
     close(fd);
     alive(c);
     stop_clean(c);
+}
+
+/* Running it for real: JSON log lines (every line one object), sampled
+ * request lines that never carry a key or a secret, no core dumps, the
+ * log's head at start and stop, and with a signing key a log cut short
+ * refuses the next start. */
+static void operations_logs_heads_and_no_core(void **state)
+{
+    ctx *c = *state;
+    char key[600], arg[700];
+    snprintf(key, sizeof key, "/tmp/tokend-sign-%d.key", (int)getpid());
+    unlink(key);
+    const char *extra[] = {"--log-format", "json", "--log-requests", "1", "--sign-key", key,
+                           NULL};
+    boot(c, extra);
+    alive(c);
+    /* no core dumps */
+    char limits[64];
+    snprintf(limits, sizeof limits, "/proc/%d/limits", (int)c->srv.pid);
+    char lim[8192];
+    FILE *lf = fopen(limits, "r"); /* /proc files have no size: read, not stat */
+    assert_non_null(lf);
+    size_t len = fread(lim, 1, sizeof lim - 1, lf);
+    fclose(lf);
+    lim[len] = '\0';
+    char *core = strstr(lim, "Max core file size");
+    assert_non_null(core);
+    assert_int_equal(strtol(core + strlen("Max core file size"), NULL, 10), 0);
+    char *text;
+    assert_int_equal(raw_server_stop(&c->srv), 0);
+    /* every line JSON; request lines with their fields; no key, no secret */
+    text = (char *)tkt_read_file(c->srv.log, &len);
+    text = realloc(text, len + 1);
+    text[len] = '\0';
+    assert_null(strstr(text, c->secret));
+    assert_null(strstr(text, c->op_key));
+    assert_null(strstr(text, c->alice_key));
+    int lines = 0, requests = 0, heads = 0;
+    for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n"), lines++) {
+        json_t *j = json_loads(l, 0, NULL);
+        if (!j)
+            fail_msg("not a JSON line: %s", l);
+        const char *msg = json_string_value(json_object_get(j, "msg"));
+        assert_non_null(msg);
+        assert_non_null(json_object_get(j, "time"));
+        if (!strcmp(msg, "request")) {
+            requests++;
+            assert_string_equal(json_string_value(json_object_get(j, "listener")), "binary");
+            assert_non_null(json_object_get(j, "op"));
+            assert_non_null(json_object_get(j, "result"));
+            assert_memory_equal(json_string_value(json_object_get(j, "peer")), "127.0.0.1:", 10);
+        }
+        heads += !strncmp(msg, "log head at ", 12);
+        json_decref(j);
+    }
+    free(text);
+    assert_true(lines > 5);
+    assert_true(requests >= 8); /* the world's requests and the verification, each */
+    assert_int_equal(heads, 2);  /* start and stop */
+    /* the log cut short (its last record gone) with state/ away: refused */
+    char *logdir = tkt_path(c->srv.dir, "log"), *st = tkt_path(c->srv.dir, "state");
+    DIR *d = opendir(logdir);
+    struct dirent *x;
+    char seg[300] = "";
+    while ((x = readdir(d)))
+        if (strstr(x->d_name, ".seg") && strcmp(x->d_name, seg) > 0)
+            snprintf(seg, sizeof seg, "%s", x->d_name);
+    closedir(d);
+    char *segp = tkt_path(logdir, seg);
+    struct stat sst;
+    assert_int_equal(stat(segp, &sst), 0);
+    assert_int_equal(truncate(segp, sst.st_size - 3), 0);
+    tkt_rmdir(st);
+    raw_server_free(&c->prev);
+    c->prev = c->srv;
+    memset(&c->srv, 0, sizeof c->srv);
+    snprintf(arg, sizeof arg, "%s", key);
+    const char *again[] = {"--sign-key", arg, NULL};
+    assert_int_equal(raw_server_start(&c->srv, c->prev.dir, again), -1);
+    assert_true(raw_server_log_has(&c->srv, "the log is tampered"));
+    raw_server_free(&c->srv);
+    memset(&c->srv, 0, sizeof c->srv);
+    free(segp), free(st), free(logdir);
+    char pub[700];
+    snprintf(pub, sizeof pub, "%s.pub", key);
+    unlink(key), unlink(pub);
+    snprintf(pub, sizeof pub, "%s.head", key);
+    unlink(pub);
 }
 
 /* ---- pipelining ----------------------------------------------------------- */
@@ -3043,6 +3135,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(listing_after_is_a_cursor, setup, teardown),
         cmocka_unit_test_setup_teardown(gateway_key, setup, teardown),
         cmocka_unit_test_setup_teardown(keyring_rotation_on_live_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(operations_logs_heads_and_no_core, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelining_100_mixed, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelined_verifies_answer_as_single_ones, setup, teardown),
         cmocka_unit_test_setup_teardown(pipelining_past_inflight_limit, setup, teardown),

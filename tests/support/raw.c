@@ -83,10 +83,16 @@ static int find_port_of(const char *log, const char *tag, char end)
     }
     text = t;
     text[len] = '\0';
-    for (char *p = text; (p = strstr(p, tag)); p++) {
-        if (p != text && p[-1] != '\n')
+    /* tag is "tokend: <text>"; with --log-format json the line is
+     * {"time":"...","msg":"<text>..."} instead. */
+    const char *json_tag = strchr(tag, ' ') ? strchr(tag, ' ') + 1 : tag;
+    char jt[96];
+    snprintf(jt, sizeof jt, "\"msg\":\"%s", json_tag);
+    for (char *p = text; (p = strstr(p, tag)) || (p = strstr(text, jt)); p++) {
+        bool json = strncmp(p, jt, strlen(jt)) == 0;
+        if (!json && p != text && p[-1] != '\n')
             continue;
-        char *addr = p + strlen(tag);
+        char *addr = p + (json ? strlen(jt) : strlen(tag));
         char *comma = strchr(addr, end);
         if (!comma)
             break; /* the line is not complete yet */
