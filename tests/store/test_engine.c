@@ -25,6 +25,7 @@
 #include "store/fio.h"
 #include "store/keyfile.h"
 #include "tests/support/fixture.h"
+#include "tests/support/logedit.h"
 #include "tests/support/tkt.h"
 
 typedef struct ctx {
@@ -489,39 +490,6 @@ static void keyring_bootstrap_key_removed_for_good(void **state)
     assert_int_equal(fx_auth(c->e, boot, &b), TK_EUNAUTH);
 }
 
-/* The log rewritten into a fresh log directory, record by record, with
- * record `edit` (1-based) given a later timestamp and chained again: a
- * log anyone with write access could make. Returns the new directory. */
-static char *rechained_log(const char *logdir, uint64_t edit)
-{
-    char *out = tkt_mkdtemp();
-    char *newlog = tkt_path(out, "log");
-    elog *lg;
-    elog_iter *it;
-    tk_why why;
-    uint64_t seq;
-    const void *p;
-    size_t len;
-    assert_int_equal(elog_open(newlog, NULL, &lg, &why), 0);
-    assert_int_equal(elog_iter_open(logdir, 1, &it, &why), 0);
-    while (elog_iter_next(it, &seq, &p, &len, &why) == 1) {
-        ev x;
-        mpw w;
-        mpw_init(&w);
-        assert_int_equal(ev_decode(p, len, &x), 0);
-        if (seq == edit)
-            x.ts += 1000;
-        ev_encode(&x, &w);
-        assert_int_equal(elog_append(lg, w.buf.data, w.buf.size, NULL), 0);
-        mpw_free(&w);
-    }
-    elog_iter_free(it);
-    assert_int_equal(elog_sync(lg, &why), 0);
-    elog_close(lg);
-    free(newlog);
-    return out;
-}
-
 /* A log edited and chained again passes its own check (the chain is plain
  * SHA-256), but the state kept the chain hash at the seq it applied: the
  * open refuses a log whose history differs there. */
@@ -541,8 +509,9 @@ static void rechained_log_is_refused_beside_its_state(void **state)
             elog_close(lg);
         }
         /* the first record, then the last one */
-        char *other = rechained_log(logdir, edit == 1 ? 1 : last);
-        char *otherlog = tkt_path(other, "log"), *kept = tkt_path(c->dir, "log.kept");
+        char *other = tkt_mkdtemp(), *otherlog = tkt_path(other, "log");
+        char *kept = tkt_path(c->dir, "log.kept");
+        logedit_copy(logdir, otherlog, 0, edit == 1 ? 1 : last);
         assert_int_equal(rename(logdir, kept), 0);
         assert_int_equal(rename(otherlog, logdir), 0);
         why.msg[0] = '\0';

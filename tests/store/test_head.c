@@ -26,6 +26,7 @@
 #include "store/engine.h"
 #include "store/head.h"
 #include "tests/support/fixture.h"
+#include "tests/support/logedit.h"
 #include "tests/support/tkt.h"
 
 typedef struct ctx {
@@ -146,40 +147,15 @@ static int seg_names(const char *logdir, char names[][64], int max)
     return n;
 }
 
-/* The log without its last n records (a cut at a record boundary, the
- * log then ending cleanly): rewritten up to seq last - n. */
+/* The log cut to its first keep records (a cut at a record boundary, the
+ * log then ending cleanly; its signed head left where it was), and state/
+ * gone, as after a rebuild or a set-aside. */
 static void cut_records(ctx *c, uint64_t keep)
 {
-    char *logdir = tkt_path(c->dir, "log"), *tmp = tkt_path(c->root, "cut");
-    char *tmplog = tkt_path(tmp, "log");
-    mkdir(tmp, 0700);
-    elog *lg;
-    elog_iter *it;
-    tk_why why;
-    uint64_t seq;
-    const void *p;
-    size_t len;
-    assert_int_equal(elog_open(tmplog, NULL, &lg, &why), 0);
-    assert_int_equal(elog_iter_open(logdir, 1, &it, &why), 0);
-    while (elog_iter_next(it, &seq, &p, &len, &why) == 1 && seq <= keep)
-        assert_int_equal(elog_append(lg, p, len, NULL), 0);
-    elog_iter_free(it);
-    assert_int_equal(elog_sync(lg, &why), 0);
-    elog_close(lg);
-    /* the head files stay where they were: the attacker cut the records */
-    char *hf = tkt_path(logdir, "head"), *hf2 = tkt_path(tmplog, "head");
-    size_t hl;
-    unsigned char *hb = tkt_read_file(hf, &hl);
-    assert_int_equal(tkt_write_file(hf2, hb, hl), 0);
-    free(hb);
-    tkt_rmdir(logdir);
-    assert_int_equal(rename(tmplog, logdir), 0);
-    /* and without state/, as after a rebuild or a set-aside */
-    char *st = tkt_path(c->dir, "state");
+    char *logdir = tkt_path(c->dir, "log"), *st = tkt_path(c->dir, "state");
+    logedit_replace(logdir, keep, 0);
     tkt_rmdir(st);
-    free(st);
-    tkt_rmdir(tmp);
-    free(hf), free(hf2), free(tmplog), free(tmp), free(logdir);
+    free(st), free(logdir);
 }
 
 static void cut_at_a_boundary_is_refused(void **state)
@@ -245,42 +221,12 @@ static void rechained_edit_is_refused(void **state)
     make_store(c, 6, 0);
     /* record 3 changed and every later one chained again, the head kept;
      * state/ gone, so the state's own chain hash cannot tell either */
-    char *logdir = tkt_path(c->dir, "log"), *tmp = tkt_path(c->root, "edit");
-    char *tmplog = tkt_path(tmp, "log");
-    mkdir(tmp, 0700);
-    elog *lg;
-    elog_iter *it;
-    uint64_t seq;
-    const void *p;
-    size_t len;
-    assert_int_equal(elog_open(tmplog, NULL, &lg, &why), 0);
-    assert_int_equal(elog_iter_open(logdir, 1, &it, &why), 0);
-    while (elog_iter_next(it, &seq, &p, &len, &why) == 1) {
-        ev x;
-        mpw w;
-        mpw_init(&w);
-        assert_int_equal(ev_decode(p, len, &x), 0);
-        if (seq == 3)
-            x.ts += 1;
-        ev_encode(&x, &w);
-        assert_int_equal(elog_append(lg, w.buf.data, w.buf.size, NULL), 0);
-        mpw_free(&w);
-    }
-    elog_iter_free(it);
-    assert_int_equal(elog_sync(lg, &why), 0);
-    elog_close(lg);
-    char *hf = tkt_path(logdir, "head"), *hf2 = tkt_path(tmplog, "head");
-    size_t hl;
-    unsigned char *hb = tkt_read_file(hf, &hl);
-    assert_int_equal(tkt_write_file(hf2, hb, hl), 0);
-    free(hb);
-    tkt_rmdir(logdir);
-    assert_int_equal(rename(tmplog, logdir), 0);
-    char *sd = tkt_path(c->dir, "state");
+    char *logdir = tkt_path(c->dir, "log"), *sd = tkt_path(c->dir, "state");
+    logedit_replace(logdir, 0, 3);
     tkt_rmdir(sd);
     assert_int_equal(open_signed(c, &e, &why), TK_ECORRUPT);
     assert_non_null(strstr(why.msg, "a record up to there was changed"));
-    free(sd), free(hf), free(hf2), free(tmplog), free(tmp), free(logdir);
+    free(sd), free(logdir);
 }
 
 /* Heads come while writes come, and the log that holds its head opens. */
