@@ -66,6 +66,9 @@
 #include "net/proto.h"
 #include "net/schema.h"
 #include "net/tls.h"
+#include "store/keyfile.h"
+
+_Static_assert(TKC_RING_KEY_LEN == KEYFILE_KEY_LEN, "a keyring key is a key file's key");
 
 #define TKC_IN_INIT (64u << 10)
 #define TKC_IN_MAX (256u << 20)   /* unread replies we are willing to hold */
@@ -1241,6 +1244,15 @@ static int secret_to(const dval *v, tk_kind want, char *dst, tk_id *id)
     return text_to(v, dst, TK_SECRET_LEN + 1);
 }
 
+/* A keyring key of the kind asked for: the key files' form, its prefix
+ * the kind's. */
+static int ring_key_to(const dval *v, bool gateway, char dst[TKC_RING_KEY_LEN + 1])
+{
+    if (!keyfile_key_ok(v->s, v->n, gateway ? "tkg_" : "tko_"))
+        return TK_EPROTO;
+    return text_to(v, dst, TKC_RING_KEY_LEN + 1);
+}
+
 static int u32_to(const dval *v, uint32_t *out)
 {
     if (v->u > UINT32_MAX)
@@ -1485,6 +1497,18 @@ static int key_row(void *arg, const dval *v, size_t i, size_t n)
     return uuid_to(&v[SF_KEY_ID], k->key_id, NULL);
 }
 
+static int ring_row(void *arg, const dval *v, size_t i, size_t n)
+{
+    tkc_ring_page *p = arg;
+    if (i == 0)
+        p->keyring = rows_grow(p->keyring, &p->st_.cap_, n, sizeof *p->keyring);
+    tkc_ring *k = &p->keyring[i];
+    k->gateway = v[SF_GATEWAY].b;
+    k->created_at = v[SF_CREATED_AT].i;
+    p->n = i + 1;
+    return text_to(&v[SF_NAME], k->name, sizeof k->name);
+}
+
 void tkc_token_page_free(tkc_token_page *p)
 {
     if (p)
@@ -1525,6 +1549,12 @@ void tkc_key_page_free(tkc_key_page *p)
 {
     if (p)
         page_free(p, sizeof *p, p->keys, &p->st_);
+}
+
+void tkc_ring_page_free(tkc_ring_page *p)
+{
+    if (p)
+        page_free(p, sizeof *p, p->keyring, &p->st_);
 }
 
 /* ---- verify -------------------------------------------------------------- *
@@ -1971,4 +2001,29 @@ int tkc_token_delete(tkc *c, const char *client_id)
 {
     const fval a[] = {a_str(SF_CLIENT_ID, client_id)};
     return write_call(c, OP_TOKEN_DELETE, a, NARGS(a));
+}
+
+int tkc_keyring_add(tkc *c, const char *name, bool gateway, char key[TKC_RING_KEY_LEN + 1])
+{
+    const fval a[] = {a_str(SF_NAME, name), a_num(SF_GATEWAY, gateway, gateway)};
+    dval v[SF_COUNT];
+
+    if (need(c, "key result", key))
+        return TK_EINVAL;
+    int rc = call_scratch(c, OP_KEYRING_ADD, a, NARGS(a), v);
+    if (rc == 0 && ring_key_to(&v[SF_KEY], gateway, key) != 0)
+        rc = bad_reply(c, "KEYRING_ADD");
+    return secret_done(c, rc, key, TKC_RING_KEY_LEN + 1);
+}
+
+int tkc_keyring_list(tkc *c, const char *after, uint32_t limit, tkc_ring_page *page)
+{
+    const fval a[] = {PAGING(after, limit)};
+    return read_call(c, OP_KEYRING_LIST, a, NARGS(a), PAGE_REF(page, ring_row));
+}
+
+int tkc_keyring_remove(tkc *c, const char *name)
+{
+    const fval a[] = {a_str(SF_NAME, name)};
+    return write_call(c, OP_KEYRING_REMOVE, a, NARGS(a));
 }

@@ -76,6 +76,10 @@ typedef struct tkc tkc;
 #define TKC_CURSOR_MAX (TK_KEY_MAX + 32)
 #define TKC_ERRMSG_MAX 256        /* tkc_errmsg() length bound, NUL included */
 #define TKC_UNCHANGED (-1)        /* tkc_user_set: leave portal as it is */
+/* A keyring key's length, NUL excluded: "tko_" (operator) or "tkg_"
+ * (gateway) and 64 hex digits, the key files' form (store/keyfile.h's
+ * KEYFILE_KEY_LEN; client.c does not compile when the two differ). */
+#define TKC_RING_KEY_LEN 68
 
 /* ---- the handle ------------------------------------------------------- */
 
@@ -342,6 +346,17 @@ typedef struct tkc_key_info {
 typedef TKC_PAGE(tkc_key_info, keys) tkc_key_page;
 void tkc_key_page_free(tkc_key_page *p);
 
+/* One key of the server's keyring (KEYRING_LIST): its name and kind,
+ * never the key nor its hash. */
+typedef struct tkc_ring {
+    char name[TK_SLUG_MAX + 1];
+    bool gateway;       /* a gateway key ("tkg_"), else an operator key ("tko_") */
+    int64_t created_at; /* unix seconds; 0 for "initial", DIR/operator.key's */
+} tkc_ring;
+
+typedef TKC_PAGE(tkc_ring, keyring) tkc_ring_page;
+void tkc_ring_page_free(tkc_ring_page *p);
+
 /* ---- operations (docs/protocol.md) ------------------------------------ */
 /* Each call is one operation of the schema (net/schema.h): its request
  * carries the fields given, in the schema's order; its reply is decoded
@@ -476,6 +491,23 @@ int tkc_token_set(tkc *c, const char *client_id, const char *description);
 /* TOKEN_DELETE: irreversible; the token no longer verifies once this
  * returns 0. */
 int tkc_token_delete(tkc *c, const char *client_id);
+
+/* The keyring: the server's named operator and gateway keys
+ * (docs/server.md, "The keyring"). Operator only. */
+/* KEYRING_ADD: a new key called name (a slug), an operator key or, with
+ * gateway, a gateway key; it acts at once. key gets it, NUL-terminated,
+ * checked to be of the kind asked for: shown once (the server keeps only
+ * its hash), wiped here from every buffer but key; wipe key when done. On
+ * failure key is zeroed. */
+int tkc_keyring_add(tkc *c, const char *name, bool gateway, char key[TKC_RING_KEY_LEN + 1]);
+/* KEYRING_LIST: the keyring's names, by name, with their kinds and
+ * creation times. */
+int tkc_keyring_list(tkc *c, const char *after, uint32_t limit, tkc_ring_page *page);
+/* KEYRING_REMOVE: the key called name acts no more, at once, on every
+ * connection (on c too when it is c's own key). The last operator key is
+ * refused (TK_EDENIED: add another first); removing "initial" retires
+ * DIR/operator.key for good. */
+int tkc_keyring_remove(tkc *c, const char *name);
 
 /* ---- codec (no I/O), for a gateway that runs its own event loop ------- */
 

@@ -16,16 +16,22 @@
 #include "core/xmalloc.h"
 #include "store/fio.h"
 
-static bool well_formed(const char *buf, size_t n, const char *prefix)
+bool keyfile_key_ok(const char *s, size_t n, const char *prefix)
 {
-    if (n < KEYFILE_KEY_LEN || memcmp(buf, prefix, 4) != 0)
-        return false;
-    if (n > KEYFILE_KEY_LEN && buf[KEYFILE_KEY_LEN] != '\n')
+    if (n != KEYFILE_KEY_LEN || memcmp(s, prefix, 4) != 0)
         return false;
     for (size_t i = 4; i < KEYFILE_KEY_LEN; i++)
-        if (!((buf[i] >= '0' && buf[i] <= '9') || (buf[i] >= 'a' && buf[i] <= 'f')))
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
             return false;
     return true;
+}
+
+/* A key file: the key, then nothing or a newline. */
+static bool well_formed(const char *buf, size_t n, const char *prefix)
+{
+    if (n < KEYFILE_KEY_LEN || (n > KEYFILE_KEY_LEN && buf[KEYFILE_KEY_LEN] != '\n'))
+        return false;
+    return keyfile_key_ok(buf, KEYFILE_KEY_LEN, prefix);
 }
 
 int keyfile_load(const char *dir, const char *name, const char *prefix,

@@ -8,11 +8,17 @@
  */
 #ifndef TK_KEYFILE_H
 #define TK_KEYFILE_H
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/err.h"
 
 #define KEYFILE_KEY_LEN 68 /* prefix + 64 hex digits, without NUL */
+
+/* Whether s[0..n) is exactly one key of this form: the 4-character prefix
+ * and 64 lowercase hex digits (the files', and the keyring's keys, which
+ * the server makes the same way). */
+bool keyfile_key_ok(const char *s, size_t n, const char *prefix);
 
 /* Reads DIR/name into key (NUL-terminated), creating it if missing.
  * prefix is the 4-character prefix the key must carry. 0, or TK_EIO (cannot

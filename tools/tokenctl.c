@@ -80,6 +80,7 @@ enum {
     F_CREATE_RATE = 1u << 15,
     F_CREATE_BURST = 1u << 16,
     F_USER = 1u << 17,
+    F_GATEWAY = 1u << 18,
 };
 
 /* tenant set's limits, in tkc_limits order. */
@@ -111,6 +112,7 @@ static const struct flag {
     {"max-keys", F_MAX_KEYS, true},
     {"create-rate", F_CREATE_RATE, true},
     {"create-burst", F_CREATE_BURST, true},
+    {"gateway", F_GATEWAY, false},
 };
 
 typedef struct cli {
@@ -553,6 +555,32 @@ static int cmd_token_set(cli *o)
     return rc ? report(o, rc) : print_ok(o, "token %s updated", o->pos[0]);
 }
 
+/* ---- the keyring (the operator's; docs/server.md, "The keyring") ------- */
+
+/* Prints the new key once, on the last line (as user create does). */
+static int cmd_keyring_add(cli *o)
+{
+    char key[TKC_RING_KEY_LEN + 1];
+    bool gw = (o->given & F_GATEWAY) != 0;
+    int rc = tkc_keyring_add(o->c, o->pos[0], gw, key);
+    if (rc)
+        return report(o, rc);
+    if (o->json) {
+        rc = print_json(json_pack("{s:s,s:s}", "name", o->pos[0], "key", key));
+    } else {
+        printf("%s key %s added to the keyring\nits key (shown once, store it now):\n%s\n",
+               gw ? "gateway" : "operator", o->pos[0], key);
+    }
+    sodium_memzero(key, sizeof key);
+    return rc;
+}
+
+static int cmd_keyring_remove(cli *o)
+{
+    int rc = tkc_keyring_remove(o->c, o->pos[0]);
+    return rc ? report(o, rc) : print_ok(o, "key %s removed from the keyring", o->pos[0]);
+}
+
 /* ---- deletes (the operator; irreversible, no prompt: scripts run them) --- */
 
 static int cmd_tenant_delete(cli *o)
@@ -599,6 +627,7 @@ typedef enum fkind {
     FK_YESNO,  /* bool, "yes"/"no" */
     FK_TIME,   /* int64_t unix seconds; ISO-8601 */
     FK_EXPIRY, /* the same, 0 = never ("never"; null in JSON) */
+    FK_SINCE,  /* the same, 0 = not known ("-"; null in JSON): the keyring's "initial" */
 } fkind;
 
 typedef struct field {
@@ -618,6 +647,7 @@ typedef union page {
     tkc_account_page accounts;
     tkc_user_page users;
     tkc_key_page keys;
+    tkc_ring_page ring;
 } page;
 
 /* A page seen whole: n rows, each rowkind.size bytes, borrowed from it. */
@@ -694,6 +724,12 @@ static const field key_fields[] = {
     {"key_id", "KEY ID", 36, FK_ARR, AT(tkc_key_info, key_id), 0},
     {"created_at", "CREATED", 20, FK_TIME, AT(tkc_key_info, created_at), 0},
     {"expires_at", "EXPIRES", 0, FK_EXPIRY, AT(tkc_key_info, expires_at), 0},
+};
+
+static const field ring_fields[] = {
+    {"name", "NAME", 24, FK_ARR, AT(tkc_ring, name), 0},
+    {"gateway", "GATEWAY", 7, FK_YESNO, AT(tkc_ring, gateway), 0},
+    {"created_at", "CREATED", 0, FK_SINCE, AT(tkc_ring, created_at), 0},
 };
 
 /* The calls behind each kind: the scope is the options' (NULL when not
@@ -793,6 +829,17 @@ static void keys_free(page *p)
     tkc_key_page_free(&p->keys);
 }
 
+static int ring_list(cli *o, page *p, const char *after, uint32_t limit, rows *v)
+{
+    int rc = tkc_keyring_list(o->c, after, limit, &p->ring);
+    *v = ROWS(&p->ring, keyring);
+    return rc;
+}
+static void ring_free(page *p)
+{
+    tkc_ring_page_free(&p->ring);
+}
+
 #define KIND(none, f, order, type, list, get, release)                                             \
     {                                                                                              \
         none, f, NF(f), order, sizeof(type), list, get, release                                    \
@@ -812,6 +859,8 @@ static const rowkind user_rows =
     KIND("no users", user_fields, NULL, tkc_user, users_list, user_get, users_free);
 static const rowkind key_rows =
     KIND("no keys", key_fields, NULL, tkc_key_info, keys_list, NULL, keys_free);
+static const rowkind ring_rows =
+    KIND("no keys on the keyring", ring_fields, NULL, tkc_ring, ring_list, NULL, ring_free);
 
 /* A field's value in row, as text: in buf, or a string of the row's. */
 static const char *field_text(const field *f, const char *row, char *buf, size_t cap)
@@ -837,9 +886,12 @@ static const char *field_text(const field *f, const char *row, char *buf, size_t
     case FK_YESNO: return *(const bool *)at ? "yes" : "no";
     case FK_TIME:
     case FK_EXPIRY:
+    case FK_SINCE:
         memcpy(&t, at, sizeof t);
         if (f->kind == FK_EXPIRY && t == 0)
             return "never";
+        if (f->kind == FK_SINCE && t == 0)
+            return "-";
         iso_time(t, buf); /* cap >= 32 */
         return buf;
     }
@@ -863,6 +915,7 @@ static json_t *field_json(const field *f, const char *row)
     case FK_ONOFF:
     case FK_YESNO: return json_boolean(*(const bool *)at);
     case FK_EXPIRY:
+    case FK_SINCE:
         memcpy(&t, at, sizeof t);
         if (t == 0)
             return json_null();
@@ -1077,6 +1130,9 @@ static const command commands[] = {
     {"token", "set", 1, 1, F_DESC, F_DESC, cmd_token_set, "token set CLIENT_ID --description TEXT",
      NULL},
     {"token", "delete", 1, 1, 0, 0, cmd_token_delete, "token delete CLIENT_ID", NULL},
+    {"keyring", "add", 1, 1, F_GATEWAY, 0, cmd_keyring_add, "keyring add NAME [--gateway]", NULL},
+    {"keyring", "list", 0, 0, F_LIMIT, 0, cmd_list, "keyring list [--limit N]", &ring_rows},
+    {"keyring", "remove", 1, 1, 0, 0, cmd_keyring_remove, "keyring remove NAME", NULL},
     {"verify", NULL, 1, 2, 0, 0, cmd_verify, "verify [CLIENT_ID] SECRET", NULL},
     {"ping", NULL, 0, 0, 0, 0, cmd_ping, "ping", NULL},
 };

@@ -697,6 +697,34 @@ static void hb_key_row(hb *h, const char *id, uint64_t created, uint64_t expires
     hb_uint(h, expires);
 }
 
+static void hb_ring_row(hb *h, const char *name, bool gateway, uint64_t created)
+{
+    hb_map(h, 3);
+    hb_kv(h, "name", name);
+    hb_str(h, "gateway");
+    hb_bool(h, gateway);
+    hb_str(h, "created_at");
+    hb_uint(h, created);
+}
+
+/* A keyring key as the server makes one: a prefix and 64 lowercase hex
+ * digits. */
+static void make_ring_key(const char *prefix, char key[TKC_RING_KEY_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    memcpy(key, prefix, 4);
+    for (int i = 4; i < TKC_RING_KEY_LEN; i++)
+        key[i] = hex[rng() % 16];
+    key[TKC_RING_KEY_LEN] = '\0';
+}
+
+/* KEYRING_ADD's reply: {"key": key}. */
+static void hb_ring_add(hb *h, const char *key)
+{
+    hb_map(h, 1);
+    hb_kv(h, "key", key);
+}
+
 static void hb_list_token(hb *h, const char *id, const char *desc, int nroles);
 
 /* {rows: [], "more": false}: an empty page. */
@@ -724,6 +752,8 @@ static void encode_new_ops(void **state)
     tkc_account_page ap = TKC_PAGE_INIT;
     tkc_user_page up = TKC_PAGE_INIT;
     tkc_key_page kp = TKC_PAGE_INIT;
+    tkc_ring_page gp = TKC_PAGE_INIT;
+    char ring_key[TKC_RING_KEY_LEN + 1], got[TKC_RING_KEY_LEN + 1];
     uint32_t id = 1;
 
     make_cred(TK_KIND_TOKEN, &tok);
@@ -866,6 +896,43 @@ static void encode_new_ops(void **state)
     BODY(0);
     EXPECT(OP_KEY_LIST);
 
+    /* The keyring: gateway is sent only when true. */
+    make_ring_key("tko_", ring_key);
+    REPLY(hb_ring_add(&r, ring_key));
+    assert_int_equal(tkc_keyring_add(f.c, "ci", false, got), 0);
+    BODY(1);
+    hb_kv(&w, "name", "ci");
+    EXPECT(OP_KEYRING_ADD);
+    assert_string_equal(got, ring_key);
+    make_ring_key("tkg_", ring_key);
+    REPLY(hb_ring_add(&r, ring_key));
+    assert_int_equal(tkc_keyring_add(f.c, "edge-1", true, got), 0);
+    BODY(2);
+    hb_kv(&w, "name", "edge-1");
+    hb_str(&w, "gateway");
+    hb_bool(&w, true);
+    EXPECT(OP_KEYRING_ADD);
+    assert_string_equal(got, ring_key);
+
+    REPLY(hb_empty_page(&r, "keyring"));
+    assert_int_equal(tkc_keyring_list(f.c, "ci", 3, &gp), 0);
+    BODY(2);
+    hb_kv(&w, "after", "ci");
+    hb_str(&w, "limit");
+    hb_uint(&w, 3);
+    EXPECT(OP_KEYRING_LIST);
+    REPLY(hb_empty_page(&r, "keyring"));
+    assert_int_equal(tkc_keyring_list(f.c, NULL, 0, &gp), 0);
+    BODY(0);
+    EXPECT(OP_KEYRING_LIST);
+    assert_int_equal(gp.n, 0);
+
+    fake_reply(&f, 0, &EMPTY_OK);
+    assert_int_equal(tkc_keyring_remove(f.c, "initial"), 0);
+    BODY(1);
+    hb_kv(&w, "name", "initial");
+    EXPECT(OP_KEYRING_REMOVE);
+
 #undef EXPECT
 #undef BODY
 #undef REPLY
@@ -876,6 +943,7 @@ static void encode_new_ops(void **state)
     tkc_account_page_free(&ap);
     tkc_user_page_free(&up);
     tkc_key_page_free(&kp);
+    tkc_ring_page_free(&gp);
     hb_free(&w);
     hb_free(&r);
     fake_close(&f);
@@ -953,6 +1021,12 @@ static void bad_arguments(void **state)
     REFUSED(tkc_user_get(f.c, "acme", "globex", NULL, &up), "user is required");
     REFUSED(tkc_tenant_limits(f.c, "acme", TKC_UNCHANGED, &big), "max_tokens: 4294967296");
     REFUSED(tkc_role_list(f.c, "acme", NULL, 0, NULL), "page is required");
+    char ring_key[TKC_RING_KEY_LEN + 1];
+    REFUSED(tkc_keyring_add(f.c, NULL, false, ring_key), "name is required");
+    REFUSED(tkc_keyring_add(f.c, s129, true, ring_key), "name is longer than 128 bytes");
+    REFUSED(tkc_keyring_add(f.c, "ci", false, NULL), "key result is required");
+    REFUSED(tkc_keyring_remove(f.c, NULL), "name is required");
+    REFUSED(tkc_keyring_list(f.c, s161, 0, NULL), "page is required");
 #undef REFUSED
     tkc_role_page_free(&rp);
     tkc_user_page_free(&up);
@@ -1678,6 +1752,75 @@ static int op_key_list(tkc *c)
     return rc;
 }
 
+/* The keyring's: a key of the kind asked for; on any failure the
+ * caller's buffer is zeroed. */
+static char g_ring_key[TKC_RING_KEY_LEN + 1];
+
+static int ring_add(tkc *c, const char *name, bool gateway)
+{
+    char key[TKC_RING_KEY_LEN + 1];
+    memset(key, 'x', sizeof key);
+    int rc = tkc_keyring_add(c, name, gateway, key);
+    if (rc == 0 && g_check)
+        assert_string_equal(key, g_ring_key);
+    if (rc != 0)
+        for (size_t i = 0; i < sizeof key; i++)
+            assert_int_equal(key[i], 0);
+    return rc;
+}
+static int op_keyring_add(tkc *c)
+{
+    return ring_add(c, "ci", false);
+}
+static int op_keyring_add_gateway(tkc *c)
+{
+    return ring_add(c, "edge-1", true);
+}
+static int op_keyring_list(tkc *c)
+{
+    tkc_ring_page p = TKC_PAGE_INIT;
+    int rc = tkc_keyring_list(c, NULL, 0, &p);
+    if (rc == 0 && g_check) {
+        assert_int_equal(p.n, 2);
+        assert_string_equal(p.keyring[0].name, "ci");
+        assert_false(p.keyring[0].gateway);
+        assert_true(p.keyring[0].created_at == 1700000000);
+        assert_string_equal(p.keyring[1].name, "edge-1");
+        assert_true(p.keyring[1].gateway);
+        assert_true(p.keyring[1].created_at == 0);
+        assert_true(p.more);
+        assert_string_equal(p.next, "edge-1");
+    }
+    tkc_ring_page_free(&p);
+    return rc;
+}
+static int op_keyring_remove(tkc *c)
+{
+    return tkc_keyring_remove(c, "ci");
+}
+
+static void body_ring_add(hb *h)
+{
+    make_ring_key("tko_", g_ring_key);
+    hb_ring_add(h, g_ring_key);
+}
+static void body_ring_add_gateway(hb *h)
+{
+    make_ring_key("tkg_", g_ring_key);
+    hb_ring_add(h, g_ring_key);
+}
+static void body_ring_list(hb *h)
+{
+    hb_map(h, 3);
+    hb_str(h, "keyring");
+    hb_arr(h, 2);
+    hb_ring_row(h, "ci", false, 1700000000);
+    hb_ring_row(h, "edge-1", true, 0);
+    hb_str(h, "more");
+    hb_bool(h, true);
+    hb_kv(h, "next", "edge-1");
+}
+
 static void body_token_get(hb *h)
 {
     hb_list_token(h, g_tok.id_str, "CI pipeline", 2);
@@ -1778,6 +1921,9 @@ static const struct reply_case {
     {"user list", op_user_list, body_user_list},
     {"user get", op_user_get, body_user_get},
     {"key list", op_key_list, body_key_list},
+    {"keyring add", op_keyring_add, body_ring_add},
+    {"keyring add gateway", op_keyring_add_gateway, body_ring_add_gateway},
+    {"keyring list", op_keyring_list, body_ring_list},
 };
 
 /* Runs op against a fake that answers status/body[0..len); returns rc and
@@ -2101,6 +2247,88 @@ static void reply_perm_key_nul(hb *h)
     hb_bool(h, false);
 }
 
+/* A keyring key reply of the wrong kind or form: TK_EPROTO, the
+ * caller's buffer zeroed (ring_add checks). */
+static void reply_ring_gateway_for_operator(hb *h)
+{
+    char k[TKC_RING_KEY_LEN + 1];
+    make_ring_key("tkg_", k); /* asked for an operator key */
+    hb_ring_add(h, k);
+}
+static void reply_ring_operator_for_gateway(hb *h)
+{
+    char k[TKC_RING_KEY_LEN + 1];
+    make_ring_key("tko_", k); /* asked for a gateway key */
+    hb_ring_add(h, k);
+}
+static void reply_ring_upper_hex(hb *h)
+{
+    char k[TKC_RING_KEY_LEN + 1];
+    make_ring_key("tko_", k);
+    k[10] = 'A';
+    hb_ring_add(h, k);
+}
+static void reply_ring_short(hb *h)
+{
+    char k[TKC_RING_KEY_LEN + 1];
+    make_ring_key("tko_", k);
+    k[TKC_RING_KEY_LEN - 1] = '\0';
+    hb_ring_add(h, k);
+}
+static void reply_ring_long(hb *h)
+{
+    char k[TKC_RING_KEY_LEN + 2];
+    make_ring_key("tko_", k);
+    k[TKC_RING_KEY_LEN] = 'a';
+    k[TKC_RING_KEY_LEN + 1] = '\0';
+    hb_ring_add(h, k);
+}
+static void reply_ring_personal_key(hb *h)
+{
+    hb_ring_add(h, g_pk.secret); /* a tkp_ where a keyring key belongs */
+}
+static void reply_ring_no_key(hb *h)
+{
+    hb_map(h, 0);
+}
+static void reply_ring_name_long(hb *h)
+{
+    char name[TK_SLUG_MAX + 2];
+    memset(name, 'n', TK_SLUG_MAX + 1); /* within the schema's 128, over a slug */
+    name[TK_SLUG_MAX + 1] = '\0';
+    hb_map(h, 2);
+    hb_str(h, "keyring");
+    hb_arr(h, 1);
+    hb_ring_row(h, name, false, 1);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_ring_row_no_gateway(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "keyring");
+    hb_arr(h, 1);
+    hb_map(h, 2);
+    hb_kv(h, "name", "ci");
+    hb_str(h, "created_at");
+    hb_uint(h, 1);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+static void reply_ring_gateway_str(hb *h)
+{
+    hb_map(h, 2);
+    hb_str(h, "keyring");
+    hb_arr(h, 1);
+    hb_map(h, 3);
+    hb_kv(h, "name", "ci");
+    hb_kv(h, "gateway", "no");
+    hb_str(h, "created_at");
+    hb_uint(h, 1);
+    hb_str(h, "more");
+    hb_bool(h, false);
+}
+
 static void replies_contract(void **state)
 {
     (void)state;
@@ -2136,6 +2364,16 @@ static void replies_contract(void **state)
         {op_tenant_list, reply_rows_not_maps},
         {op_perm_list, reply_row_duplicate_key},
         {op_perm_list, reply_perm_key_nul},
+        {op_keyring_add, reply_ring_gateway_for_operator},
+        {op_keyring_add_gateway, reply_ring_operator_for_gateway},
+        {op_keyring_add, reply_ring_upper_hex},
+        {op_keyring_add, reply_ring_short},
+        {op_keyring_add, reply_ring_long},
+        {op_keyring_add, reply_ring_personal_key},
+        {op_keyring_add, reply_ring_no_key},
+        {op_keyring_list, reply_ring_name_long},
+        {op_keyring_list, reply_ring_row_no_gateway},
+        {op_keyring_list, reply_ring_gateway_str},
     };
     make_cred(TK_KIND_TOKEN, &g_tok);
     make_cred(TK_KIND_PERSONAL, &g_pk);
@@ -2151,8 +2389,9 @@ static void replies_contract(void **state)
     }
     /* A write's reply may be {} as a map, or carry keys we do not know;
      * nil or bytes after the map are refused. Every write alike. */
-    static const op_fn writes[] = {op_tenant_create, op_token_set,    op_tenant_delete,
-                                   op_perm_delete,   op_account_delete, op_user_delete};
+    static const op_fn writes[] = {op_tenant_create,  op_token_set,   op_tenant_delete,
+                                   op_perm_delete,    op_account_delete, op_user_delete,
+                                   op_keyring_remove};
     for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++) {
         static const body_fn bodies[] = {reply_write_nil, reply_write_trailing};
         hb h = {0};
@@ -3256,6 +3495,96 @@ static void server_deletes(void **state)
     tkc_free(op);
 }
 
+/* The keyring through the library: a new operator key acts at once, the
+ * bootstrap key removed with it acts no more (on its open connection too),
+ * a gateway key verifies and manages nothing, the last operator key stays;
+ * the listing has names, kinds and times, in pages. */
+static void server_keyring(void **state)
+{
+    NEED_SERVER(s);
+    char ci[TKC_RING_KEY_LEN + 1], edge[TKC_RING_KEY_LEN + 1], other[TKC_RING_KEY_LEN + 1];
+    tkc_ring_page rp = TKC_PAGE_INIT;
+    tkc_tenant_page tn = TKC_PAGE_INIT;
+    tkc_verify_res res = TKC_VERIFY_RES_INIT;
+    tkc_whoami who;
+    int64_t now = (int64_t)time(NULL);
+
+    tkc *op = srv_connect(s, s->opkey);
+    OK(tkc_keyring_add(op, "ci", false, ci));
+    assert_int_equal(strlen(ci), TKC_RING_KEY_LEN);
+    assert_int_equal(strncmp(ci, "tko_", 4), 0);
+    OK(tkc_keyring_add(op, "edge-1", true, edge));
+    assert_int_equal(strncmp(edge, "tkg_", 4), 0);
+    REFUSED(op, tkc_keyring_add(op, "ci", true, other), TK_EEXIST);
+    REFUSED(op, tkc_keyring_add(op, "initial", false, other), TK_EEXIST);
+    REFUSED(op, tkc_keyring_add(op, "Not-A-Slug", false, other), TK_EINVAL);
+
+    /* The new operator key acts at once. */
+    tkc *byci = srv_connect(s, NULL);
+    assert_int_equal(tkc_auth(byci, ci, &who), 0);
+    assert_int_equal(who.actor, TKC_ACTOR_OPERATOR);
+    assert_int_equal(tkc_tenant_create(byci, "acme"), 0);
+
+    /* The listing, by name; initial's time is 0; pages of one. */
+    assert_int_equal(tkc_keyring_list(byci, NULL, 0, &rp), 0);
+    assert_int_equal(rp.n, 3);
+    assert_false(rp.more);
+    assert_string_equal(rp.keyring[0].name, "ci");
+    assert_false(rp.keyring[0].gateway);
+    assert_true(llabs(rp.keyring[0].created_at - now) < 60);
+    assert_string_equal(rp.keyring[1].name, "edge-1");
+    assert_true(rp.keyring[1].gateway);
+    assert_string_equal(rp.keyring[2].name, "initial");
+    assert_false(rp.keyring[2].gateway);
+    assert_true(rp.keyring[2].created_at == 0);
+    static const char *const names[] = {"ci", "edge-1", "initial"};
+    char after[TKC_CURSOR_MAX + 1] = "";
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tkc_keyring_list(byci, after[0] ? after : NULL, 1, &rp), 0);
+        assert_int_equal(rp.n, 1);
+        assert_string_equal(rp.keyring[0].name, names[i]);
+        assert_true(rp.more == (i < 2));
+        snprintf(after, sizeof after, "%s", rp.next);
+    }
+
+    /* The gateway key verifies, and manages nothing. */
+    tkc *gw = srv_connect(s, NULL);
+    assert_int_equal(tkc_auth(gw, edge, &who), 0);
+    assert_int_equal(who.actor, TKC_ACTOR_GATEWAY);
+    assert_int_equal(tkc_verify(gw, "tkt_garbage", NULL, &res), 0);
+    assert_int_equal(res.verdict, TK_V_MALFORMED);
+    REFUSED(gw, tkc_keyring_list(gw, NULL, 0, &rp), TK_EUNAUTH);
+    REFUSED(gw, tkc_keyring_add(gw, "mine", false, other), TK_EUNAUTH);
+
+    /* initial removed with the new key: the bootstrap key stops at once,
+     * on its open connection too. */
+    assert_int_equal(tkc_keyring_remove(byci, "initial"), 0);
+    REFUSED(op, tkc_tenant_list(op, NULL, 0, &tn), TK_EUNAUTH);
+    tkc *again = srv_connect(s, NULL);
+    REFUSED(again, tkc_auth(again, s->opkey, NULL), TK_EUNAUTH);
+    REFUSED(byci, tkc_keyring_remove(byci, "initial"), TK_ENOTFOUND);
+
+    /* The gateway key removed: it authenticates no more. */
+    assert_int_equal(tkc_keyring_remove(byci, "edge-1"), 0);
+    REFUSED(again, tkc_auth(again, edge, NULL), TK_EUNAUTH);
+
+    /* The last operator key stays. */
+    REFUSED(byci, tkc_keyring_remove(byci, "ci"), TK_EDENIED);
+    assert_int_equal(tkc_keyring_list(byci, NULL, 0, &rp), 0);
+    assert_int_equal(rp.n, 1);
+    assert_string_equal(rp.keyring[0].name, "ci");
+    assert_int_equal(tkc_tenant_list(byci, NULL, 0, &tn), 0);
+    assert_int_equal(tn.n, 1);
+
+    tkc_ring_page_free(&rp);
+    tkc_tenant_page_free(&tn);
+    tkc_verify_res_free(&res);
+    tkc_free(again);
+    tkc_free(gw);
+    tkc_free(byci);
+    tkc_free(op);
+}
+
 /* A role's cursor is its key, up to 128 bytes (a token's is 11): a page
  * that ends on the longest key still gives its next, and the listing goes
  * on from it. */
@@ -3467,6 +3796,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(server_every_operation, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_reads, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_deletes, srv_setup, srv_teardown),
+        cmocka_unit_test_setup_teardown(server_keyring, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_long_cursor, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_verify_many_permissions, srv_setup, srv_teardown),
         cmocka_unit_test_setup_teardown(server_errors, srv_setup, srv_teardown),

@@ -70,6 +70,7 @@ static void not_a_key_is_refused(void **state)
         "tkg_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n", /* prefix */
         "tko_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeZ\n", /* hex */
         "tko_0123\n",                                                               /* short */
+        "tko_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0\n", /* long */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(tkt_write_file(path, bad[i], strlen(bad[i])), 0);
@@ -83,12 +84,36 @@ static void not_a_key_is_refused(void **state)
     free(dir);
 }
 
+/* The key's form alone (the client checks the keyring's keys with it):
+ * exactly the prefix and 64 lowercase hex digits. */
+static void key_form(void **state)
+{
+    (void)state;
+    const char *ok = "tko_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char k[KEYFILE_KEY_LEN + 2];
+    assert_true(keyfile_key_ok(ok, strlen(ok), "tko_"));
+    assert_false(keyfile_key_ok(ok, strlen(ok), "tkg_"));
+    assert_false(keyfile_key_ok(ok, strlen(ok) - 1, "tko_"));
+    memcpy(k, ok, KEYFILE_KEY_LEN + 1);
+    k[KEYFILE_KEY_LEN] = 'a';
+    assert_false(keyfile_key_ok(k, KEYFILE_KEY_LEN + 1, "tko_"));
+    for (size_t i = 4; i < KEYFILE_KEY_LEN; i++) {
+        static const char bad[] = {'A', 'F', 'g', '\0', '\n', ' '};
+        for (size_t b = 0; b < sizeof bad; b++) {
+            memcpy(k, ok, KEYFILE_KEY_LEN + 1);
+            k[i] = bad[b];
+            assert_false(keyfile_key_ok(k, KEYFILE_KEY_LEN, "tko_"));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(created_once_then_read_back),
         cmocka_unit_test(not_a_key_is_refused),
         cmocka_unit_test(loose_mode_is_refused),
+        cmocka_unit_test(key_form),
     };
     return cmocka_run_group_tests_name("keyfile", tests, NULL, NULL);
 }

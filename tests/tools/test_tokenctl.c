@@ -7,7 +7,7 @@
  * watchdog bounds every test) and runs $BIN/tokenctl as a user would: one
  * process per command, its exit code, stdout and stderr captured. One test
  * per command group (ping, tenant, perm, role, account, user, key, token,
- * verify, and usage): every verb's human and --json output (parsed with
+ * verify, keyring, and usage): every verb's human and --json output (parsed with
  * jansson: the protocol's field names and the values), and each rule's
  * refusal with exit 3 and one line on stderr: the portal flag (rule 2), the
  * ceiling (rule 3), a user's own tenant and account whatever it names
@@ -1272,6 +1272,152 @@ static void verify_group(void **state)
     REFUSED(t, 2, "missing argument", "verify");
 }
 
+/* ---- keyring ---------------------------------------------------------------- */
+
+/* The last line of s (its newline dropped) into out. */
+static void last_line(const char *s, char *out, size_t cap)
+{
+    size_t n = strlen(s);
+    assert_true(n > 0 && s[n - 1] == '\n');
+    n--;
+    size_t start = n;
+    while (start > 0 && s[start - 1] != '\n')
+        start--;
+    assert_true(n - start < cap);
+    memcpy(out, s + start, n - start);
+    out[n - start] = '\0';
+}
+
+/* A keyring key: its prefix and 64 lowercase hex digits. */
+static void expect_ring_key(const char *key, const char *prefix)
+{
+    assert_int_equal(strlen(key), TKC_RING_KEY_LEN);
+    assert_int_equal(strncmp(key, prefix, 4), 0);
+    for (size_t i = 4; i < TKC_RING_KEY_LEN; i++)
+        assert_true((key[i] >= '0' && key[i] <= '9') || (key[i] >= 'a' && key[i] <= 'f'));
+}
+
+/* keyring add / list / remove: a new operator key acts at once, the
+ * bootstrap key removed with it acts no more, a gateway key comes and goes,
+ * the last operator key stays; names only in the listing, never a key. */
+static void keyring_group(void **state)
+{
+    ctx *t = *state;
+    static const char *const ring_keys[] = {"name", "gateway", "created_at", NULL};
+    static const char *const add_keys[] = {"name", "key", NULL};
+    char boot[KEYARG_MAX], ci[KEYARG_MAX], edge[KEYARG_MAX], key[TKC_RING_KEY_LEN + 2];
+    char *bootfile = tkt_path(t->s.dir, "operator.key"); /* the data dir's own file */
+    snprintf(boot, sizeof boot, "--key=@%s", bootfile);
+    free(bootfile);
+    world(t);
+
+    /* add: an operator key, shown once, on its own last line. */
+    CTL(t, boot, "keyring", "add", "ci");
+    expect_ok(&t->o);
+    assert_int_equal(lines(t->o.out), 3);
+    assert_true(strncmp(t->o.out,
+                        "operator key ci added to the keyring\n"
+                        "its key (shown once, store it now):\n",
+                        strlen("operator key ci added to the keyring\n"
+                               "its key (shown once, store it now):\n")) == 0);
+    last_line(t->o.out, key, sizeof key);
+    expect_ring_key(key, "tko_");
+    key_file(t, "ci", key, ci);
+    /* It acts at once: --key with it manages. */
+    CTL(t, ci, "tenant", "create", "wayne");
+    expect_ok(&t->o);
+    CTL(t, ci, "tenant", "list");
+    expect_ok(&t->o);
+    contains(t->o.out, "\nwayne ");
+
+    /* --gateway: a gateway key, with --json {"name", "key"}; it verifies
+     * and manages nothing. */
+    CTL(t, ci, "--json", "keyring", "add", "edge-1", "--gateway");
+    expect_ok(&t->o);
+    json_t *j = json_of(&t->o);
+    expect_keys(j, add_keys);
+    assert_string_equal(jstr(j, "name"), "edge-1");
+    expect_ring_key(jstr(j, "key"), "tkg_");
+    key_file(t, "edge", jstr(j, "key"), edge);
+    json_decref(j);
+    CTL(t, edge, "verify", t->ci);
+    expect_ok(&t->o);
+    contains(t->o.out, "valid: tenant acme");
+    REFUSED(t, 3, "unauthenticated: the gateway key may only verify", edge, "keyring", "list");
+
+    /* list: names, kinds, creation times (initial's unknown); no key. */
+    CTL(t, ci, "keyring", "list");
+    expect_ok(&t->o);
+    assert_int_equal(lines(t->o.out), 4);
+    assert_true(strncmp(t->o.out, "NAME                      GATEWAY  CREATED\n"
+                                  "ci                        no       20",
+                        strlen("NAME                      GATEWAY  CREATED\n"
+                               "ci                        no       20")) == 0);
+    contains(t->o.out, "\nedge-1                    yes      20");
+    contains(t->o.out, "\ninitial                   no       -\n");
+    assert_null(strstr(t->o.out, "tko_"));
+    assert_null(strstr(t->o.out, "tkg_"));
+    CTL(t, ci, "--json", "keyring", "list");
+    j = json_rows(&t->o, 3);
+    assert_null(strstr(t->o.out, "tko_"));
+    assert_null(strstr(t->o.out, "tkg_"));
+    json_t *r = json_array_get(j, 0);
+    expect_keys(r, ring_keys);
+    assert_string_equal(jstr(r, "name"), "ci");
+    assert_true(json_is_false(json_object_get(r, "gateway")));
+    expect_iso(jstr(r, "created_at"));
+    r = json_array_get(j, 1);
+    assert_string_equal(jstr(r, "name"), "edge-1");
+    assert_true(json_is_true(json_object_get(r, "gateway")));
+    r = json_array_get(j, 2);
+    expect_keys(r, ring_keys);
+    assert_string_equal(jstr(r, "name"), "initial");
+    assert_true(json_is_null(json_object_get(r, "created_at")));
+    json_decref(j);
+    CTL(t, ci, "keyring", "list", "--limit", "1");
+    expect_ok(&t->o);
+    assert_int_equal(lines(t->o.out), 2);
+    contains(t->o.out, "\nci ");
+
+    /* Refusals (3) and bad usage (2). */
+    REFUSED(t, 3, "already exists", ci, "keyring", "add", "ci");
+    REFUSED(t, 3, "already exists", ci, "keyring", "add", "initial");
+    REFUSED(t, 3, "invalid", ci, "keyring", "add", "Not-A-Slug");
+    REFUSED(t, 3, "not found", ci, "keyring", "remove", "nosuch");
+    REFUSED(t, 3, "denied", t->alice, "keyring", "list");
+    REFUSED(t, 3, "denied", t->alice, "keyring", "add", "mine");
+    REFUSED(t, 3, "unauthenticated", "keyring", "list");
+    contains(t->o.err, "--key");
+    expect_token_not_a_key(t, (const char *const[]){"keyring", "add", "tok", NULL});
+    REFUSED(t, 2, "missing argument", ci, "keyring", "add");
+    REFUSED(t, 2, "option --gateway does not apply", ci, "keyring", "remove", "edge-1",
+            "--gateway");
+
+    /* remove initial with the new key: the bootstrap key is refused now. */
+    CTL(t, ci, "keyring", "remove", "initial");
+    expect_ok(&t->o);
+    assert_string_equal(t->o.out, "key initial removed from the keyring\n");
+    REFUSED(t, 3, "unauthenticated", boot, "tenant", "list");
+    REFUSED(t, 3, "unauthenticated", t->op, "keyring", "list"); /* the same key, a copy */
+    CTL(t, ci, "keyring", "list");
+    expect_ok(&t->o);
+    assert_int_equal(lines(t->o.out), 3);
+    assert_null(strstr(t->o.out, "initial"));
+
+    /* The gateway key removed: it authenticates no more. */
+    CTL(t, ci, "--json", "keyring", "remove", "edge-1");
+    expect_ok_json(&t->o);
+    REFUSED(t, 3, "unauthenticated", edge, "verify", t->ci);
+
+    /* The last operator key stays (denied, 3), and goes on working. */
+    REFUSED(t, 3, "denied", ci, "keyring", "remove", "ci");
+    contains(t->o.err, "last operator key");
+    CTL(t, ci, "--json", "keyring", "list");
+    j = json_rows(&t->o, 1);
+    assert_string_equal(jstr(json_array_get(j, 0), "name"), "ci");
+    json_decref(j);
+}
+
 /* ---- usage, keys and connections ------------------------------------------------ */
 
 static void usage_and_errors(void **state)
@@ -1301,7 +1447,8 @@ static void usage_and_errors(void **state)
     static const char *const verbs[] = {
         "tenant list", "tenant show",  "tenant delete",  "perm list", "perm delete",
         "role list",   "account list", "account delete", "user list", "user show",
-        "user delete", "key list",     "token show",     "token set", NULL};
+        "user delete", "key list",     "token show",     "token set", "keyring add",
+        "keyring list", "keyring remove", NULL};
     for (int i = 0; verbs[i]; i++) {
         char line[64];
         snprintf(line, sizeof line, "  tokenctl %s", verbs[i]);
@@ -1333,6 +1480,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(key_group, setup, teardown),
         cmocka_unit_test_setup_teardown(token_group, setup, teardown),
         cmocka_unit_test_setup_teardown(verify_group, setup, teardown),
+        cmocka_unit_test_setup_teardown(keyring_group, setup, teardown),
         cmocka_unit_test_setup_teardown(usage_and_errors, setup, teardown),
     };
     signal(SIGPIPE, SIG_IGN);
