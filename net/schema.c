@@ -360,7 +360,7 @@ static const char *who_doc(sch_who w)
 }
 
 /* The name a listing's row is called in the docs: its rows field's name
- * without the plural's s ("tokens" -> "token"). */
+ * without the plural's s ("tokens" -> "token"; "keyring" stays). */
 static void row_name(const sch_op *op, char *out, size_t cap)
 {
     snprintf(out, cap, "row");
@@ -368,7 +368,8 @@ static void row_name(const sch_op *op, char *out, size_t cap)
         const sch_field *f = sch_field_of(u->f);
         if (f->type == SCH_ROWS) {
             size_t n = strlen(f->name);
-            snprintf(out, cap, "%.*s", (int)(n > 1 ? n - 1 : n), f->name);
+            bool plural = n > 1 && f->name[n - 1] == 's';
+            snprintf(out, cap, "%.*s", (int)(plural ? n - 1 : n), f->name);
         }
     }
 }
