@@ -99,6 +99,15 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TSUP_OBJ) $(LIB)
 # test_tls runs test_server's and test_http's bad-input tests again over TLS.
 $(BUILD)/tests/net/test_tls: | $(BUILD)/tests/net/test_server $(BUILD)/tests/net/test_http
 
+# The fault injector test_faults LD_PRELOADs into the real bin/tokend
+# (tests/preload/fault.c): a shared object, never linked into a program,
+# built without the sanitizers (it only forwards calls, or fails them).
+PRELOAD := $(BUILD)/tests/preload/libfault.so
+$(PRELOAD): tests/preload/fault.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O1 -g -fPIC -shared $(WARN) $< -ldl -o $@
+$(BUILD)/tests/net/test_faults: $(PRELOAD)
+
 test: deps
 	@$(MAKE) --no-print-directory all $(TESTS)
 	@BIN=$(BIN) tests/run.sh $(TESTS)
