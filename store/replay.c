@@ -282,12 +282,60 @@ static int sync_dir(const char *dir, tk_why *why)
     return tk_say(why, TK_EIO, "cannot fsync directory %s: %s", dir, strerror(errno));
 }
 
+/* ---- progress ------------------------------------------------------------ */
+
+/* Long runs (check, rebuild, dump) show how far they are on a terminal
+ * (stderr, a line rewritten at most 5 times a second) and end with their
+ * rate. */
+typedef struct progress {
+    bool tty;
+    int64_t start_ms, last_ms;
+    const char *what;
+} progress;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void prog_start(progress *p, const char *what)
+{
+    p->tty = isatty(STDERR_FILENO);
+    p->start_ms = p->last_ms = mono_ms();
+    p->what = what;
+}
+
+static void prog_tick(progress *p, uint64_t n)
+{
+    if (!p->tty || (n & 1023) != 0)
+        return;
+    int64_t now = mono_ms();
+    if (now - p->last_ms < 200)
+        return;
+    p->last_ms = now;
+    double s = (double)(now - p->start_ms) / 1000.0;
+    fprintf(stderr, "\r%s %" PRIu64 " events, %.0f events/s ", p->what, n, s > 0 ? n / s : 0);
+}
+
+/* The run's rate, for its last line: events/s (0 when too quick to tell). */
+static double prog_end(progress *p, uint64_t n)
+{
+    if (p->tty && p->last_ms != p->start_ms)
+        fputs("\r\033[K", stderr); /* the progress line goes */
+    double s = (double)(mono_ms() - p->start_ms) / 1000.0;
+    return s > 0 ? n / s : 0;
+}
+
 /* ---- check ----------------------------------------------------------- */
 
 typedef struct check_ctx {
     uint64_t bad_seq; /* the event that did not decode */
     bool any;
     int64_t first_ts, last_ts;
+    uint64_t n;
+    progress prog;
 } check_ctx;
 
 #define CHECK_UNDECODABLE 1
@@ -305,6 +353,7 @@ static int check_event(void *arg, uint64_t seq, const void *payload, size_t len)
         c->first_ts = x.ts;
     c->last_ts = x.ts;
     c->any = true;
+    prog_tick(&c->prog, ++c->n);
     return 0;
 }
 
@@ -322,7 +371,9 @@ int replay_check(const char *path, FILE *out, elog_report *rep_out, tk_why *why)
     memset(&rep, 0, sizeof rep);
     if ((rc = resolve(path, &w, why)) || (rc = lock_log(w.log, false, &lfd, why)))
         goto fail;
+    prog_start(&cc.prog, "check");
     rc = elog_check(w.log, check_event, &cc, &rep, why);
+    double rate = prog_end(&cc.prog, cc.n);
     if (rc != 0 && rc != TK_ECORRUPT && rc != CHECK_UNDECODABLE)
         goto fail;
     hex(rep.head, ELOG_HASH_LEN, h, sizeof h);
@@ -348,6 +399,7 @@ int replay_check(const char *path, FILE *out, elog_report *rep_out, tk_why *why)
                     "free space %" PRIu64 " zero bytes after the last record (preallocated by a "
                     "tokend that did not stop cleanly: not a torn tail; kept)\n",
                     rep.free_bytes);
+        fprintf(out, "rate       %.0f events/s\n", rate);
         fprintf(out, "result     intact\n");
     } else {
         if (rc == CHECK_UNDECODABLE)
@@ -460,6 +512,8 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
     newlog = xpath(to, "log");
     if ((rc = elog_open(newlog, NULL, &lg, why)) || (rc = elog_iter_open(w.log, 1, &it, why)))
         goto fail;
+    progress prog;
+    prog_start(&prog, "rebuild");
     for (;;) {
         /* Stop before reading past the limit: what lies after it (damage
          * included) is no concern of this rebuild. */
@@ -490,6 +544,7 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
         }
         memcpy(head, elog_iter_hash(it), ELOG_HASH_LEN);
         n++;
+        prog_tick(&prog, n);
         pending += len;
         if (pending >= SYNC_BYTES) {
             if ((rc = elog_sync(lg, why)))
@@ -528,10 +583,12 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
         goto fail;
     }
     hex(head, ELOG_HASH_LEN, h, sizeof h);
+    double rate = prog_end(&prog, n);
     fprintf(out, "rebuilt    %s from %s\n", to, w.log);
     fprintf(out, "events     %" PRIu64 " (seq 1..%" PRIu64 "), stopped %s\n", n, n, stop);
     fprintf(out, "head hash  %s\n", h);
     fprintf(out, "state      %zu credentials\n", eng_cred_count(e));
+    fprintf(out, "rate       %.0f events/s (the log copied; the state built after)\n", rate);
     if (key)
         fprintf(out, "operator   key copied from %s/operator.key\n", w.data);
     else
@@ -1500,8 +1557,13 @@ int replay_log_dump(const char *path, const replay_dump_opts *o, FILE *out, uint
     if ((rc = resolve(path, &w, why)) || (rc = lock_log(w.log, false, &lfd, why))
         || (rc = elog_iter_open(w.log, o->from_seq ? o->from_seq : 1, &it, why)))
         goto done;
+    progress prog;
+    uint64_t read = 0;
+    prog_start(&prog, "dump");
+    prog.tty = prog.tty && !isatty(fileno(out)); /* the events themselves go to the terminal */
     while ((more = elog_iter_next(it, &seq, &p, &len, why)) == 1) {
         ev x;
+        prog_tick(&prog, ++read);
         if (ev_decode(p, len, &x) != 0) {
             rc = tk_say(why, TK_ECORRUPT, "event %" PRIu64 " of %s does not decode", seq, w.log);
             goto done;
@@ -1520,6 +1582,10 @@ int replay_log_dump(const char *path, const replay_dump_opts *o, FILE *out, uint
         n++;
     }
     rc = more < 0 ? more : 0;
+    double rate = prog_end(&prog, read);
+    if (prog.tty || isatty(STDERR_FILENO))
+        fprintf(stderr, "dump: %" PRIu64 " events read, %" PRIu64 " shown, %.0f events/s\n", read,
+                n, rate);
 done:
     if (shown)
         *shown = n;

@@ -275,6 +275,7 @@ static void check_intact_log_exits_0(void **state)
         sprintf(h + 2 * i, "%02x", rep.head[i]);
 
     assert_int_equal(RUN(&out, "check", "--data", s->dir), 0);
+    contains(out, "rate       "); /* events/s, the run's last figure */
     contains(out, "result     intact");
     char want[64];
     snprintf(want, sizeof want, "last seq   %" PRIu64 "\n", rep.last_seq);
