@@ -134,7 +134,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     http_opts o;
     http_opts_default(&o);
     o.timeout = 2;
-    http_env env = {base, e, w, m, NULL, NULL};
+    http_env env = {.base = base, .e = e, .w = w, .m = m};
     http_open(&env, &o, lis, &hs);
     return 0;
 }
