@@ -52,16 +52,22 @@ static size_t escape(const char *in, size_t n, char *out)
     return o;
 }
 
-/* {"time": ISO 8601 UTC with ms, "msg": the text, "held": lines held back}. */
-static size_t json_line(const char *msg, size_t n, uint64_t held, char *line, size_t cap)
+/* Now as ISO 8601 UTC with milliseconds ("2026-12-01T16:40:00.123Z"). */
+static void now_iso(char t[32])
 {
-    char esc[LINE_MAX_BYTES * 6 + 1], t[32];
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    size_t k = strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(t + k, sizeof t - k, ".%03ldZ", ts.tv_nsec / 1000000);
+    size_t k = strftime(t, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(t + k, 32 - k, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+/* {"time": ISO 8601 UTC with ms, "msg": the text, "held": lines held back}. */
+static size_t json_line(const char *msg, size_t n, uint64_t held, char *line, size_t cap)
+{
+    char esc[LINE_MAX_BYTES * 6 + 1], t[32];
+    now_iso(t);
     escape(msg, n, esc);
     int w = held ? snprintf(line, cap, "{\"time\":\"%s\",\"msg\":\"%s\",\"held\":%llu}\n", t,
                             esc, (unsigned long long)held)
@@ -126,14 +132,9 @@ void lg_request(const char *listener, const char *op, const char *result, const 
     }
     char line[LINE_MAX_BYTES * 2], t[32], esc[4][LOG_FIELD_MAX * 6 + 1];
     const char *f[4] = {listener, op, result, peer};
-    struct timespec ts;
-    struct tm tm;
     for (int i = 0; i < 4; i++)
         escape(f[i], strnlen(f[i], LOG_FIELD_MAX), esc[i]);
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t k = strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(t + k, sizeof t - k, ".%03ldZ", ts.tv_nsec / 1000000);
+    now_iso(t);
     int n = snprintf(line, sizeof line,
                      "{\"time\":\"%s\",\"msg\":\"request\",\"listener\":\"%s\",\"op\":\"%s\","
                      "\"result\":\"%s\",\"peer\":\"%s\"}\n",

@@ -1231,3 +1231,20 @@ fail:
     walk_free(&w);
     return rc;
 }
+
+int elog_hash_at(const char *dir, uint64_t seq, uint8_t out[ELOG_HASH_LEN], tk_why *why)
+{
+    elog_iter *it;
+    uint64_t got = 0;
+    const void *p;
+    size_t len;
+    int rc = elog_iter_open(dir, seq, &it, why);
+    if (rc)
+        return rc;
+    int more = elog_iter_next(it, &got, &p, &len, why);
+    if (more == 1 && got == seq)
+        memcpy(out, elog_iter_hash(it), ELOG_HASH_LEN);
+    rc = more < 0 ? more : more == 1 && got == seq ? 0 : TK_ENOTFOUND;
+    elog_iter_free(it);
+    return rc;
+}

@@ -125,6 +125,11 @@ int elog_iter_open(const char *dir, uint64_t from_seq, elog_iter **out, tk_why *
 int elog_iter_next(elog_iter *it, uint64_t *seq, const void **payload, size_t *len,
                    tk_why *why);
 
+/* The chain hash of record seq (>= 1) of the log in dir, read with an
+ * iterator (one record's segment): 0, TK_ENOTFOUND when the log is
+ * shorter, or the iterator's error. */
+int elog_hash_at(const char *dir, uint64_t seq, uint8_t out[ELOG_HASH_LEN], tk_why *why);
+
 /* Chain hash of the last record returned (all zeros before the first). */
 const uint8_t *elog_iter_hash(const elog_iter *it);
 

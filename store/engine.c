@@ -278,24 +278,6 @@ static int check_marker(eng *e, const char *state_dir, tk_why *w)
 
 /* ---- signed heads (store/head.h) -------------------------------------- */
 
-/* The chain hash of record seq (>= 1) of the log. */
-static int hash_at(eng *e, uint64_t seq, uint8_t out[TK_HASH_LEN], tk_why *w)
-{
-    elog_iter *it;
-    uint64_t got;
-    const void *p;
-    size_t len;
-    int rc = elog_iter_open(e->logdir, seq, &it, w);
-    if (rc)
-        return rc;
-    int more = elog_iter_next(it, &got, &p, &len, w);
-    if (more == 1 && got == seq)
-        memcpy(out, elog_iter_hash(it), TK_HASH_LEN);
-    rc = more < 0 ? more : more == 1 && got == seq ? 0 : TK_ENOTFOUND;
-    elog_iter_free(it);
-    return rc;
-}
-
 /* Signs the head when the log moved: at most once a second (writer
  * thread, after a batch), or now (at close). A head that cannot be written
  * fences nothing (the batch is durable and acknowledged): the next batch
@@ -337,7 +319,7 @@ static int heads_open(eng *e, const char *key, tk_why *w)
                       "the log is tampered: it ends at event %llu, before its signed head at "
                       "%llu (%.16s...): records were cut; restore the log from a backup",
                       (unsigned long long)last, (unsigned long long)h.seq, b);
-    if ((rc = hash_at(e, h.seq, at, w)))
+    if ((rc = elog_hash_at(e->logdir, h.seq, at, w)))
         return rc == TK_ENOTFOUND ? tk_say(w, TK_ECORRUPT, "the log has no event %llu",
                                            (unsigned long long)h.seq)
                                   : rc;
@@ -424,16 +406,12 @@ again:
         goto fail;
     }
     if (applied == last) { /* nothing to apply: the applied record is still checked */
-        rc = applied ? elog_iter_open(e->logdir, applied, &it, w) : 0;
-        if (!rc && applied) {
-            more = elog_iter_next(it, &seq, &p, &len, w);
-            rc = more < 0 ? more
-                 : more == 0 || seq != applied
-                     ? tk_say(w, TK_ECORRUPT, "the log has no event %llu",
-                              (unsigned long long)applied)
-                     : same_history(t, applied, elog_iter_hash(it), w);
-        }
-        elog_iter_free(it);
+        uint8_t at[TK_HASH_LEN];
+        rc = applied ? elog_hash_at(e->logdir, applied, at, w) : 0;
+        if (rc == TK_ENOTFOUND)
+            rc = tk_say(w, TK_ECORRUPT, "the log has no event %llu", (unsigned long long)applied);
+        else if (!rc)
+            rc = same_history(t, applied, at, w);
         state_abort(t);
         return rc;
     }
@@ -1023,7 +1001,7 @@ int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n)
 
 int eng_authenticate(const eng *e, const char *cred, size_t len, int64_t now, tk_actor *out)
 {
-    if (len == OPERATOR_KEY_LEN && memcmp(cred, "tko_", 4) == 0) {
+    if (keyfile_key_ok(cred, len, "tko_")) {
         uint8_t h[TK_HASH_LEN];
         tk_id id;
         sha256(h, (const uint8_t *)cred, len);
@@ -1041,7 +1019,7 @@ int eng_authenticate(const eng *e, const char *cred, size_t len, int64_t now, tk
 bool eng_gateway_key(const eng *e, const char *key, size_t len)
 {
     uint8_t h[TK_HASH_LEN];
-    if (len != OPERATOR_KEY_LEN || memcmp(key, "tkg_", 4) != 0)
+    if (!keyfile_key_ok(key, len, "tkg_"))
         return false;
     sha256(h, (const uint8_t *)key, len);
     return kr_find(e->ring, h, KR_GATEWAY, NULL, NULL);

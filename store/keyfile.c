@@ -26,6 +26,15 @@ bool keyfile_key_ok(const char *s, size_t n, const char *prefix)
     return true;
 }
 
+void keyfile_new_key(const char *prefix, char key[KEYFILE_KEY_LEN + 1])
+{
+    uint8_t raw[32];
+    randombytes_buf(raw, sizeof raw);
+    memcpy(key, prefix, 4);
+    sodium_bin2hex(key + 4, KEYFILE_KEY_LEN - 4 + 1, raw, sizeof raw);
+    sodium_memzero(raw, sizeof raw);
+}
+
 /* A key file: the key, then nothing or a newline. */
 static bool well_formed(const char *buf, size_t n, const char *prefix)
 {
@@ -43,11 +52,7 @@ int keyfile_load(const char *dir, const char *name, const char *prefix,
     int fd = open(path, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0 && errno == ENOENT) {
-        uint8_t raw[32];
-        randombytes_buf(raw, sizeof raw);
-        memcpy(buf, prefix, 4);
-        sodium_bin2hex(buf + 4, KEYFILE_KEY_LEN - 4 + 1, raw, sizeof raw);
-        sodium_memzero(raw, sizeof raw);
+        keyfile_new_key(prefix, buf);
         buf[KEYFILE_KEY_LEN] = '\n';
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0 || write(fd, buf, KEYFILE_KEY_LEN + 1) != KEYFILE_KEY_LEN + 1

@@ -20,6 +20,10 @@
  * the server makes the same way). */
 bool keyfile_key_ok(const char *s, size_t n, const char *prefix);
 
+/* A new key of this form: prefix and 32 bytes of libsodium's CSPRNG in
+ * hex (the caller wipes it when done). */
+void keyfile_new_key(const char *prefix, char key[KEYFILE_KEY_LEN + 1]);
+
 /* Reads DIR/name into key (NUL-terminated), creating it if missing.
  * prefix is the 4-character prefix the key must carry. 0, or TK_EIO (cannot
  * read or create) / TK_EINVAL (not a key file), saying why. */

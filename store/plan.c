@@ -19,6 +19,7 @@
 #include "core/keyring.h"
 #include "core/rules.h"
 #include "core/sha256.h"
+#include "store/keyfile.h"
 
 int plan_why(char *msg, int code, const char *fmt, ...)
 {
@@ -730,15 +731,11 @@ static int plan_ring_add(plan *p, const eng_req *r, eng_res *res)
     p->slugs[0][r->name.n] = '\0';
     x->key = (tk_str){p->slugs[0], r->name.n};
     x->flag = r->flag == 1;
-    /* The key: the key file's form (a prefix and 64 hex digits), generated
-     * here and returned once; the event keeps its hash (rule 4's way). */
-    uint8_t raw[32];
-    randombytes_buf(raw, sizeof raw);
+    /* The key: the key file's form, returned once; the event keeps its hash
+     * (rule 4's way). */
     randombytes_buf(x->id.b, TK_ID_LEN);
-    memcpy(res->secret, x->flag ? "tkg_" : "tko_", 4);
-    sodium_bin2hex(res->secret + 4, sizeof res->secret - 4, raw, sizeof raw);
-    sodium_memzero(raw, sizeof raw);
-    sha256(x->hash, res->secret, strlen(res->secret));
+    keyfile_new_key(x->flag ? "tkg_" : "tko_", res->secret);
+    sha256(x->hash, res->secret, KEYFILE_KEY_LEN);
     res->id = x->id;
     return 0;
 }

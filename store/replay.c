@@ -1597,25 +1597,6 @@ done:
 
 /* ---- check against a head ------------------------------------------------ */
 
-/* The chain hash of record seq of the log in logdir: 0, TK_ENOTFOUND (the
- * log is shorter), or an error. */
-static int log_hash_at(const char *logdir, uint64_t seq, uint8_t out[TK_HASH_LEN], tk_why *why)
-{
-    elog_iter *it;
-    uint64_t got = 0;
-    const void *p;
-    size_t len;
-    int rc = elog_iter_open(logdir, seq, &it, why);
-    if (rc)
-        return rc;
-    int more = elog_iter_next(it, &got, &p, &len, why);
-    if (more == 1 && got == seq)
-        memcpy(out, elog_iter_hash(it), TK_HASH_LEN);
-    rc = more < 0 ? more : more == 1 && got == seq ? 0 : TK_ENOTFOUND;
-    elog_iter_free(it);
-    return rc;
-}
-
 /* Compares the log with head h (what: where it came from); prints the
  * verdict and sets *tampered when the log does not hold it. */
 static int against(const where *w, const head_rec *h, const char *what, FILE *out,
@@ -1628,7 +1609,7 @@ static int against(const where *w, const head_rec *h, const char *what, FILE *ou
         fprintf(out, "%-10s seq 0: nothing to compare\n", what);
         return 0;
     }
-    int rc = log_hash_at(w->log, h->seq, at, why);
+    int rc = elog_hash_at(w->log, h->seq, at, why);
     if (rc == TK_ENOTFOUND) {
         *tampered = true;
         fprintf(out, "%-10s TAMPERED: the log ends before seq %" PRIu64 " (hash %s): records "

@@ -2667,31 +2667,6 @@ static const char *get_str(const raw_reply *r, const char *key, char *buf, size_
     return buf;
 }
 
-/* Runs $BIN/tool with args (NULL-terminated), output to the server's log
- * directory; its exit status. */
-static int run_tool(const char *tool, const char *const *args)
-{
-    const char *bin = getenv("BIN");
-    char path[512];
-    const char *argv[16];
-    int argc = 0, st;
-    snprintf(path, sizeof path, "%s/%s", bin && *bin ? bin : "bin", tool);
-    argv[argc++] = path;
-    for (; *args && argc < 15; args++)
-        argv[argc++] = *args;
-    argv[argc] = NULL;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, STDOUT_FILENO);
-        execv(path, (char *const *)argv);
-        _exit(127);
-    }
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Every read, from each side: what the operator names, what a user's own
  * scope gives (rule 7: the names it sends are ignored), rule 2 on them,
  * metadata only (rule 9), and a personal key's ID is no token (rule 8). */
@@ -3081,7 +3056,7 @@ static void deletes_effective_and_kept(void **state)
     assert_int_equal(raw_server_stop(&c->srv), 0);
     char *rebuilt = tkt_path(c->srv.tmp, "rebuilt");
     const char *const args[] = {"rebuild", "--from", c->srv.dir, "--to", rebuilt, NULL};
-    assert_int_equal(run_tool("tokenreplay", args), 0);
+    assert_int_equal(raw_run_tool("tokenreplay", args), 0);
     raw_server_free(&c->prev);
     c->prev = c->srv;
     assert_int_equal(raw_server_start(&c->srv, rebuilt, NULL), 0);

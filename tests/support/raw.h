@@ -59,6 +59,12 @@ void raw_child_nofile(unsigned long n);
  * reaped). The data directory is kept. */
 int raw_server_stop(raw_server *s);
 
+/* Runs $BIN/tool (BIN from the environment, else "bin") with args
+ * (NULL-terminated, at most 14), its stdout to /dev/null (stderr kept for
+ * the suite's log); its exit code, or -1 (it did not run, or a signal
+ * ended it). */
+int raw_run_tool(const char *tool, const char *const *args);
+
 /* SIGKILL and reap if still running, remove the temp dir, free. */
 void raw_server_free(raw_server *s);
 
