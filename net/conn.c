@@ -83,6 +83,7 @@
 #include "net/peers.h"
 #include "net/proto.h"
 #include "net/tls.h"
+#include "store/keyfile.h"
 
 #define READ_HIGH (64u * 1024)   /* input buffered per connection between frames */
 #define IN_START 4096u           /* first input buffer; doubled while reads fill it */
@@ -713,13 +714,13 @@ static void fail_framing(conn *c, uint32_t id, int status, const char *msg)
  * keyring. */
 static bool is_gateway(const conn_hub *h, const char *key, size_t n)
 {
-    if (h->has_gw) {
-        uint8_t hash[GW_HASH_LEN];
-        sha256(hash, key, n);
-        if (secret_equal(hash, h->gw_hash, GW_HASH_LEN))
-            return true;
-    }
-    return eng_gateway_key(h->e, key, n);
+    uint8_t hash[GW_HASH_LEN];
+    if (!h->has_gw && !keyfile_key_ok(key, n, "tkg_"))
+        return false;
+    sha256(hash, key, n); /* once, for the file's key and the keyring's */
+    if (h->has_gw && secret_equal(hash, h->gw_hash, GW_HASH_LEN))
+        return true;
+    return keyfile_key_ok(key, n, "tkg_") && eng_gateway_hash(h->e, hash);
 }
 
 /* A gateway's or operator's AUTH still holds: checked again only when the

@@ -54,6 +54,7 @@
 #include "net/hjson.h"
 #include "net/log.h"
 #include "net/proto.h"
+#include "store/keyfile.h"
 
 #define SWEEP_SECONDS 1
 #define SEG_MAX 256          /* a path segment, decoded */
@@ -606,12 +607,13 @@ static void add_list(http_srv *h, struct evkeyvalq *oh, const char *name, const 
 static bool is_gateway_key(const http_srv *h, const char *key)
 {
     uint8_t hash[GW_HASH_LEN];
-    if (h->has_gw) {
-        sha256(hash, key, strlen(key));
-        if (secret_equal(hash, h->gw_hash, GW_HASH_LEN))
-            return true;
-    }
-    return eng_gateway_key(h->env.e, key, strlen(key));
+    size_t n = strlen(key);
+    if (!h->has_gw && !keyfile_key_ok(key, n, "tkg_"))
+        return false;
+    sha256(hash, key, n); /* once: the file's key and the keyring's compared with it */
+    if (h->has_gw && secret_equal(hash, h->gw_hash, GW_HASH_LEN))
+        return true;
+    return keyfile_key_ok(key, n, "tkg_") && eng_gateway_hash(h->env.e, hash);
 }
 
 static bool gateway_ok(http_srv *h, struct evkeyvalq *in)

@@ -1022,7 +1022,12 @@ bool eng_gateway_key(const eng *e, const char *key, size_t len)
     if (!keyfile_key_ok(key, len, "tkg_"))
         return false;
     sha256(h, (const uint8_t *)key, len);
-    return kr_find(e->ring, h, KR_GATEWAY, NULL, NULL);
+    return eng_gateway_hash(e, h);
+}
+
+bool eng_gateway_hash(const eng *e, const uint8_t hash[TK_HASH_LEN])
+{
+    return kr_find(e->ring, hash, KR_GATEWAY, NULL, NULL);
 }
 
 uint64_t eng_keyring_gen(const eng *e)

@@ -189,6 +189,10 @@ int eng_authenticate(const eng *e, const char *cred, size_t len, int64_t now, tk
  * KEYRING_ADD gateway). DIR/gateway.key is the server's own check. */
 bool eng_gateway_key(const eng *e, const char *key, size_t len);
 
+/* The same from the key's SHA-256, for a caller that has it already (the
+ * HTTP verify path hashes a presented key once). */
+bool eng_gateway_hash(const eng *e, const uint8_t hash[TK_HASH_LEN]);
+
 /* Changes whenever a key leaves the keyring: a connection that
  * authenticated with an operator or gateway key checks it again when it
  * moved (the key may be gone). */
