@@ -301,10 +301,20 @@ struct elog {
     uint64_t seg_limit;
     uint64_t lookahead; /* zeros laid ahead of the last record: PREALLOC, or less */
     uint64_t seg_size;  /* durable size of the current segment */
-    bool need_roll;     /* the next sync starts a new segment */
+    bool need_roll;     /* the next write starts a new segment */
     bool fenced;
     uint64_t last_seq;  /* durable */
     uint8_t hash[ELOG_HASH_LEN]; /* chain hash of record last_seq */
+    /* Written (elog_write) but not yet flushed: equal to the durable three
+     * when nothing waits for an fdatasync. */
+    uint64_t wr_size, wr_seq;
+    uint8_t wr_hash[ELOG_HASH_LEN];
+    /* elog_flush may run on a thread other than the writer's: mu guards the
+     * durable and written fields, fd and fenced; `flushing` is set while an
+     * fdatasync runs outside mu (one at a time, and no roll meanwhile). */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool flushing;
     uint64_t next_seq;  /* pending: seq of the next append */
     uint8_t bhash[ELOG_HASH_LEN]; /* chain hash of the last buffered record */
     uint8_t *buf;       /* encoded records not yet synced */
@@ -699,7 +709,7 @@ fail:
  * records never is: the new one would have its name. */
 static bool seg_full(const elog *lg)
 {
-    return lg->seg_size > lg->seg_limit && lg->seg_size > SEG_HDR_LEN;
+    return lg->wr_size > lg->seg_limit && lg->wr_size > SEG_HDR_LEN;
 }
 
 /* The check of every segment but the last (the sealed ones), from seq 1:
@@ -736,6 +746,8 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out, tk_why *
     int rc;
 
     lg->dfd = lg->fd = -1;
+    pthread_mutex_init(&lg->mu, NULL);
+    pthread_cond_init(&lg->cv, NULL);
     lg->lookahead = PREALLOC;
     lg->dir = xstrdup(dir);
     lg->seg_limit = opts && opts->segment_bytes ? opts->segment_bytes : DEFAULT_SEGMENT_BYTES;
@@ -858,6 +870,9 @@ int elog_open_end(elog *lg, tk_why *why)
         memcpy(lg->hash, lg->sealed.link, ELOG_HASH_LEN);
     lg->next_seq = w->seq;
     memcpy(lg->bhash, lg->hash, ELOG_HASH_LEN);
+    lg->wr_size = lg->seg_size;
+    lg->wr_seq = lg->last_seq;
+    memcpy(lg->wr_hash, lg->hash, ELOG_HASH_LEN);
     lg->need_roll = seg_full(lg);
     walk_free(w);
     free(w);
@@ -930,12 +945,22 @@ void elog_close(elog *lg)
         close(lg->dfd); /* releases the flock */
     free(lg->buf);
     free(lg->dir);
+    pthread_mutex_destroy(&lg->mu);
+    pthread_cond_destroy(&lg->cv);
     free(lg);
 }
 
 uint64_t elog_last_seq(const elog *lg)
 {
-    return lg->last_seq;
+    return __atomic_load_n(&lg->last_seq, __ATOMIC_ACQUIRE);
+}
+
+void elog_durable_head(elog *lg, uint64_t *seq, uint8_t hash[ELOG_HASH_LEN])
+{
+    pthread_mutex_lock(&lg->mu);
+    *seq = lg->last_seq;
+    memcpy(hash, lg->hash, ELOG_HASH_LEN);
+    pthread_mutex_unlock(&lg->mu);
 }
 
 uint64_t elog_next_seq(const elog *lg)
@@ -945,7 +970,7 @@ uint64_t elog_next_seq(const elog *lg)
 
 bool elog_fenced(const elog *lg)
 {
-    return lg->fenced;
+    return __atomic_load_n(&lg->fenced, __ATOMIC_ACQUIRE);
 }
 
 const uint8_t *elog_head_hash(const elog *lg)
@@ -958,7 +983,7 @@ int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq)
     size_t need, blen;
     uint8_t *p, *body;
 
-    if (lg->fenced)
+    if (elog_fenced(lg))
         return TK_EFENCED;
     if (len > ELOG_MAX_PAYLOAD)
         return TK_ELIMIT;
@@ -1012,7 +1037,7 @@ static int roll(elog *lg, tk_why *why)
         goto fail;
     close(lg->fd);
     lg->fd = fd;
-    lg->seg_size = lg->alloc_end = SEG_HDR_LEN;
+    lg->seg_size = lg->alloc_end = lg->wr_size = SEG_HDR_LEN;
     lg->need_roll = false;
     free(path);
     return 0;
@@ -1040,8 +1065,10 @@ size_t elog_pending(const elog *lg)
 void elog_discard(elog *lg)
 {
     lg->blen = 0;
-    lg->next_seq = lg->last_seq + 1;
-    memcpy(lg->bhash, lg->hash, ELOG_HASH_LEN);
+    pthread_mutex_lock(&lg->mu);
+    lg->next_seq = lg->wr_seq + 1;
+    memcpy(lg->bhash, lg->wr_hash, ELOG_HASH_LEN);
+    pthread_mutex_unlock(&lg->mu);
 }
 
 static bool no_room(int err)
@@ -1049,67 +1076,162 @@ static bool no_room(int err)
     return err == ENOSPC || err == EDQUOT;
 }
 
-int elog_sync(elog *lg, tk_why *why)
+/* Makes the written records durable: the caller holds mu, no flush runs,
+ * and written is ahead of durable. mu is released around the fdatasync. On
+ * failure the segment is cut back to its durable size (made durable too,
+ * best effort) and the log fenced: pages of records never acknowledged must
+ * not come back after a crash. */
+static int flush_locked(elog *lg, tk_why *why)
 {
-    int rc;
+    uint64_t size = lg->wr_size, seq = lg->wr_seq;
+    uint8_t hash[ELOG_HASH_LEN];
+    int fd = lg->fd;
+    memcpy(hash, lg->wr_hash, ELOG_HASH_LEN);
+    lg->flushing = true;
+    pthread_mutex_unlock(&lg->mu);
+    int rc = fio_fsync(fd);
+    int err = errno;
+    pthread_mutex_lock(&lg->mu);
+    lg->flushing = false;
+    pthread_cond_broadcast(&lg->cv);
+    if (lg->fenced) /* a failed write meanwhile cut what this flush covered */
+        return tk_say(why, TK_EIO, "event log: a write in %s failed during the fsync", lg->dir);
+    if (rc != 0) {
+        tk_say(why, TK_EIO, "event log: cannot fsync the last segment in %s: %s", lg->dir,
+               strerror(err));
+        if (ftruncate(lg->fd, (off_t)lg->seg_size) == 0)
+            (void)fio_fsync(lg->fd);
+        lg->alloc_end = lg->wr_size = lg->seg_size;
+        lg->wr_seq = lg->last_seq;
+        memcpy(lg->wr_hash, lg->hash, ELOG_HASH_LEN);
+        __atomic_store_n(&lg->fenced, true, __ATOMIC_RELEASE);
+        errno = err;
+        return TK_EIO;
+    }
+    if (seq > lg->last_seq) {
+        lg->seg_size = size;
+        memcpy(lg->hash, hash, ELOG_HASH_LEN);
+        __atomic_store_n(&lg->last_seq, seq, __ATOMIC_RELEASE);
+    }
+    return 0;
+}
 
+int elog_flush(elog *lg, tk_why *why)
+{
+    int rc = 0;
+    if (why)
+        why->msg[0] = '\0';
+    pthread_mutex_lock(&lg->mu);
+    while (lg->flushing)
+        pthread_cond_wait(&lg->cv, &lg->mu);
     if (lg->fenced)
+        rc = tk_say(why, TK_EFENCED, "event log: fenced after an earlier failure");
+    else if (lg->wr_seq > lg->last_seq)
+        rc = flush_locked(lg, why);
+    pthread_mutex_unlock(&lg->mu);
+    return rc;
+}
+
+int elog_write(elog *lg, tk_why *why)
+{
+    int rc = 0;
+
+    if (elog_fenced(lg)) {
+        elog_discard(lg);
         return TK_EFENCED;
+    }
     if (lg->blen == 0)
         return 0;
     if (why)
         why->msg[0] = '\0';
-    if (lg->need_roll && (rc = roll(lg, why)) != 0) {
-        if (rc == TK_ENOSPC) { /* roll removed what it began: nothing written */
+    pthread_mutex_lock(&lg->mu);
+    if (lg->need_roll) {
+        /* A new segment only once the one being left is all durable, and
+         * with no fdatasync on its descriptor. */
+        while (lg->flushing)
+            pthread_cond_wait(&lg->cv, &lg->mu);
+        if (!lg->fenced && lg->wr_seq > lg->last_seq)
+            rc = flush_locked(lg, why);
+        if (rc == 0 && lg->fenced)
+            rc = TK_EFENCED;
+        if (rc == 0 && (rc = roll(lg, why)) == TK_ENOSPC) {
+            /* roll removed what it began: nothing written */
+            pthread_mutex_unlock(&lg->mu);
             elog_discard(lg);
             return TK_ENOSPC;
         }
-        goto fail; /* roll said why */
+        if (rc != 0)
+            goto fail; /* said why */
     }
     /* The look-ahead is best effort: the write below extends the file
      * itself when the zeros could not be laid down. */
-    if (lg->seg_size + lg->blen > lg->alloc_end)
-        (void)prealloc(lg, lg->seg_size + lg->blen);
-    const char *step = "write";
-    rc = fio_pwrite_all(lg->fd, lg->buf, lg->blen, (off_t)lg->seg_size);
-    if (rc == 0)
-        step = "fsync", rc = fio_fsync(lg->fd);
+    if (lg->wr_size + lg->blen > lg->alloc_end)
+        (void)prealloc(lg, lg->wr_size + lg->blen);
+    rc = fio_pwrite_all(lg->fd, lg->buf, lg->blen, (off_t)lg->wr_size);
     if (rc != 0) {
         int err = errno;
-        tk_say(why, TK_EIO, "event log: cannot %s the last segment in %s: %s", step, lg->dir,
+        tk_say(why, TK_EIO, "event log: cannot write the last segment in %s: %s", lg->dir,
                strerror(err));
-        /* Leave only durable records in the file. */
-        bool cut = ftruncate(lg->fd, (off_t)lg->seg_size) == 0;
-        lg->alloc_end = lg->seg_size;
+        /* Leave only what was written before in the file (durable, or
+         * waiting for a flush that will tell). */
+        bool cut = ftruncate(lg->fd, (off_t)lg->wr_size) == 0;
+        lg->alloc_end = lg->wr_size;
         /* The cut is made durable before anything is answered: pages of
          * the refused write that reached the file must not come back after
          * a crash as records whose requests were told no. */
         bool cut_durable = cut && fio_fsync(lg->fd) == 0;
-        if (cut_durable && step[0] == 'w' && no_room(err)) {
-            /* A write refused for room: the durable records before it are
-             * untouched and the cut is exact, so the log goes on (the store
-             * refuses growth until there is room). */
+        if (cut_durable && no_room(err)) {
+            /* Refused for room: the records before it are untouched and
+             * the cut is exact (and it made them durable), so the log goes
+             * on (the store refuses growth until there is room). */
+            if (lg->wr_seq > lg->last_seq) {
+                lg->seg_size = lg->wr_size;
+                memcpy(lg->hash, lg->wr_hash, ELOG_HASH_LEN);
+                __atomic_store_n(&lg->last_seq, lg->wr_seq, __ATOMIC_RELEASE);
+            }
+            pthread_mutex_unlock(&lg->mu);
             elog_discard(lg);
             errno = err;
             return TK_ENOSPC;
         }
+        /* Anything else: the records written but not flushed go too. */
+        if (ftruncate(lg->fd, (off_t)lg->seg_size) == 0)
+            (void)fio_fsync(lg->fd);
+        lg->alloc_end = lg->wr_size = lg->seg_size;
+        lg->wr_seq = lg->last_seq;
+        memcpy(lg->wr_hash, lg->hash, ELOG_HASH_LEN);
+        errno = err;
         goto fail;
     }
-    lg->seg_size += lg->blen;
-    lg->last_seq = lg->next_seq - 1;
-    memcpy(lg->hash, lg->bhash, ELOG_HASH_LEN);
+    lg->wr_size += lg->blen;
+    lg->wr_seq = lg->next_seq - 1;
+    memcpy(lg->wr_hash, lg->bhash, ELOG_HASH_LEN);
+    lg->need_roll = seg_full(lg);
+    pthread_mutex_unlock(&lg->mu);
     lg->blen = 0;
     if (lg->bcap > BUF_KEEP) {
         free(lg->buf);
         lg->buf = NULL;
         lg->bcap = 0;
     }
-    lg->need_roll = seg_full(lg);
     return 0;
 fail:
-    lg->fenced = true;
+    __atomic_store_n(&lg->fenced, true, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&lg->mu);
     elog_discard(lg);
-    return TK_EIO;
+    return rc == TK_EFENCED ? TK_EFENCED : TK_EIO;
+}
+
+int elog_sync(elog *lg, tk_why *why)
+{
+    if (elog_fenced(lg))
+        return TK_EFENCED;
+    if (lg->blen == 0)
+        return 0;
+    int rc = elog_write(lg, why);
+    if (rc == 0 && (rc = elog_flush(lg, why)) != 0)
+        elog_discard(lg); /* the records cut from the file are not pending either */
+    return rc;
 }
 
 /* ---- the iterator ---------------------------------------------------- */

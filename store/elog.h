@@ -73,7 +73,8 @@ int elog_open_end(elog *lg, tk_why *why);
  * acknowledged). elog may be NULL. */
 void elog_close(elog *lg);
 
-/* Sequence number of the last durable record (0 for an empty log). */
+/* Sequence number of the last durable record (0 for an empty log; any
+ * thread). */
 uint64_t elog_last_seq(const elog *lg);
 
 /* Sequence number the next append will get. */
@@ -86,6 +87,23 @@ const uint8_t *elog_head_hash(const elog *lg);
 /* Buffers one record; its seq goes to *seq (may be NULL). The payload is
  * copied. 0, TK_ELIMIT (payload > ELOG_MAX_PAYLOAD), TK_EFENCED. */
 int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq);
+
+/* The two halves of elog_sync, for a writer that lets another thread wait
+ * for the disk (store/engine.c's pipeline). elog_write hands the buffered
+ * records to the file (one pwrite; a new segment first when the current one
+ * is full, which flushes what was written before): they are written, not
+ * durable, and elog_last_seq does not move. elog_flush makes every record
+ * written before it durable (one fdatasync; at once when there is none) and
+ * may run on another thread, concurrently with elog_append, elog_write and
+ * elog_discard (never with elog_close); flushes do not overlap. elog_write
+ * returns what elog_sync does for the write; elog_flush 0, TK_EIO (fenced:
+ * the records written and not yet durable are cut from the file, and every
+ * later write is refused) or TK_EFENCED. */
+int elog_write(elog *lg, tk_why *why);
+int elog_flush(elog *lg, tk_why *why);
+
+/* The last durable record's seq and chain hash, read together (any thread). */
+void elog_durable_head(elog *lg, uint64_t *seq, uint8_t hash[ELOG_HASH_LEN]);
 
 /* Makes every buffered record durable: one write, one fdatasync, a new
  * segment when the current one is full. The look-ahead preallocation is
