@@ -28,6 +28,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 
 #include <sodium.h>
 
@@ -36,10 +37,10 @@
 #include "net/log.h"
 
 /* A job's place in its batch. */
-enum { PH_BEFORE, PH_WRITE, PH_AFTER };
+enum { PH_READ, PH_WRITE };
 
 /* A queue's progress while a batch is formed. */
-enum { QS_READS, QS_WRITES, QS_TRAILING };
+enum { QS_READS, QS_WRITES };
 
 struct wrt_queue {
     wrt_job *head, *tail;    /* loop thread: jobs not yet in a batch */
@@ -59,27 +60,35 @@ struct wrt {
     wrt_queue *lhead, *ltail; /* queues with jobs waiting, in turn order */
     wrt_queue **cand;   /* scratch for take_batch */
     size_t ncand_cap;
-    bool in_flight;
+    int in_flight;      /* batches handed over and not yet back (at most WRT_IN_FLIGHT) */
+    bool at_writer;     /* one of them is with the writer thread, not yet in the log */
     struct event *kick; /* hands over the next batch at the end of this iteration */
-    struct event *wake; /* activated by the writer thread when a batch is done */
+    struct event *freed; /* activated by the writer thread when it can take the next */
+    struct event *wake; /* activated by the sync thread when batches are done */
     /* Shared, under mu. */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    wrt_job *batch;     /* handed to the writer */
-    wrt_job *finished;  /* handed back */
+    pthread_cond_t cv;  /* the writer thread waits here for a batch, or for the syncs */
+    pthread_cond_t scv; /* the sync thread waits here for batches */
+    wrt_job *batch;     /* handed to the writer thread */
+    wrt_job *syncq[WRT_IN_FLIGHT]; /* written, waiting for the log's fsync (oldest first) */
+    size_t nsyncq;
+    bool syncing;       /* the sync thread is working on batches it took */
+    wrt_job *finished;  /* handed back: batches, chained by their jobs' next, oldest first */
+    wrt_job *finished_tail;
+    size_t nfinished;   /* batches in finished */
     bool stop;
     /* Writer thread writes, any thread reads (wrt_batch_hist). */
     hist batches;       /* writes per eng_commit */
     /* Writer thread only. */
-    pthread_t th;
-    bool started;
+    pthread_t th, sth;
+    bool started, sstarted;
     eng_req *reqs;      /* WRT_MAX_BATCH each: eng_commit takes arrays */
     eng_res *res;
     wrt_job **writes;
     lg_limit fenced_log;
 };
 
-/* ---- writer thread ------------------------------------------------------ */
+/* ---- writer and sync threads ----------------------------------------- */
 
 /* A read, unless its source has gone (then its done is called all the
  * same, with nothing run). */
@@ -89,40 +98,61 @@ static void run_read(wrt *w, wrt_job *j)
         j->read(w->e, j);
 }
 
+/* Writer thread: the batch's reads, once every batch before it is durable
+ * or failed (so they see no write that could still fail), then its writes
+ * as one eng_commit, written to the log for the sync thread to make
+ * durable. */
 static void run_batch(wrt *w, wrt_job *batch)
 {
     size_t n = 0;
+    bool reads = false;
     for (wrt_job *j = batch; j; j = j->next) {
-        if (j->phase == PH_WRITE) {
+        j->batch_no = 0;
+        if (j->phase == PH_WRITE && atomic_load_explicit(&j->q->cancelled, memory_order_relaxed)) {
+            /* Its source went away before the write began: dropped, as a
+             * queued one is (done still runs; nobody is answered). */
+            memset(&j->res, 0, sizeof j->res);
+            j->res.status = TK_EBUSY;
+            snprintf(j->res.msg, sizeof j->res.msg, "the connection closed first");
+        } else if (j->phase == PH_WRITE) {
             w->writes[n] = j;
             w->reqs[n] = *j->req;
             n++;
-        } else if (j->phase == PH_BEFORE) { /* queued before its queue's writes */
-            run_read(w, j);
+        } else {
+            reads = true;
         }
+    }
+    if (reads) {
+        pthread_mutex_lock(&w->mu);
+        while (w->nsyncq > 0 || w->syncing)
+            pthread_cond_wait(&w->cv, &w->mu);
+        pthread_mutex_unlock(&w->mu);
+        for (wrt_job *j = batch; j; j = j->next)
+            if (j->phase == PH_READ)
+                run_read(w, j);
     }
     if (n > 0) {
         const char *why;
-        bool was_fenced = eng_fenced(w->e, NULL);
-        int rc = eng_commit(w->e, w->reqs, w->res, n);
+        uint64_t no;
+        int rc = eng_commit(w->e, w->reqs, w->res, n, &no);
         hist_add(&w->batches, n);
-        bool fenced = eng_fenced(w->e, &why);
-        if (rc == TK_EFENCED)
+        if (rc == TK_EFENCED) {
+            eng_fenced(w->e, &why);
             lg_limited(&w->fenced_log, "refused %zu writes: %s", n, why);
-        else if (rc)
+        } else if (rc) {
+            eng_fenced(w->e, &why);
             lg_line("storage failure: %zu writes refused, and every later write until restart "
                     "(verification goes on): %s", n, why);
-        else if (fenced && !was_fenced) /* committed, then a later step failed */
-            lg_line("storage failure: %zu writes committed (in the log), then %s", n, why);
+        }
         for (size_t i = 0; i < n; i++) {
             w->writes[i]->res = w->res[i];
+            w->writes[i]->batch_no = no;
             sodium_memzero(w->res[i].secret, sizeof w->res[i].secret);
         }
     }
-    for (wrt_job *j = batch; j; j = j->next) /* queued after their queue's writes: see them */
-        if (j->phase == PH_AFTER)
-            run_read(w, j);
 }
+
+static void sync_group(wrt *w);
 
 static void *writer_main(void *arg)
 {
@@ -138,10 +168,92 @@ static void *writer_main(void *arg)
         run_batch(w, b);
         pthread_mutex_lock(&w->mu);
         w->batch = NULL;
-        w->finished = b;
+        w->syncq[w->nsyncq++] = b;
+        if (w->nsyncq == 1 && !w->syncing) {
+            /* The sync thread idle: wait for the disk here, which saves a
+             * thread hand-over (a request alone pays for two); the loop
+             * hands over the next batch with this one's answers. */
+            sync_group(w);
+        } else {
+            pthread_cond_signal(&w->scv);
+            pthread_mutex_unlock(&w->mu);
+            event_active(w->freed, 0, 0); /* the next batch may be planned meanwhile */
+            pthread_mutex_lock(&w->mu);
+        }
+        /* LMDB takes the batch while the disk or the answers go on. */
         pthread_mutex_unlock(&w->mu);
-        event_active(w->wake, 0, 0);
+        eng_apply(w->e);
         pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Sync thread: takes every batch written so far, makes them durable with
+ * one eng_sync, fails the writes of those that did not become durable, and
+ * hands them back to the loop in order. */
+/* Takes every batch written so far, makes them durable with one
+ * eng_sync, fails the writes of those that did not become durable, and
+ * hands them back to the loop in order. Called with mu held (released
+ * meanwhile); the sync thread's work, or the writer's when it is idle. */
+static void sync_group(wrt *w)
+{
+    wrt_job *group[WRT_IN_FLIGHT];
+    size_t ng = w->nsyncq;
+    memcpy(group, w->syncq, ng * sizeof *group);
+    w->nsyncq = 0;
+    w->syncing = true;
+    pthread_mutex_unlock(&w->mu);
+    uint64_t durable;
+    const char *why;
+    bool was_fenced = eng_fenced(w->e, NULL);
+    int rc = eng_sync(w->e, &durable);
+    size_t lost = 0;
+    for (size_t g = 0; g < ng; g++)
+        for (wrt_job *j = group[g]; j; j = j->next) {
+            if (j->phase != PH_WRITE || j->batch_no <= durable || j->res.status != 0)
+                continue;
+            eng_fenced(w->e, &why);
+            sodium_memzero(j->res.secret, sizeof j->res.secret);
+            j->res.status = rc == TK_EIO ? TK_EIO : TK_EFENCED;
+            snprintf(j->res.msg, sizeof j->res.msg, "%s", why);
+            lost++;
+        }
+    if (lost > 0 && !was_fenced) {
+        eng_fenced(w->e, &why);
+        lg_line("storage failure: %zu writes refused, and every later write until restart "
+                "(verification goes on): %s", lost, why);
+    }
+    pthread_mutex_lock(&w->mu);
+    for (size_t g = 0; g < ng; g++) {
+        wrt_job *last = group[g];
+        while (last->next)
+            last = last->next;
+        if (w->finished_tail)
+            w->finished_tail->next = group[g];
+        else
+            w->finished = group[g];
+        w->finished_tail = last;
+    }
+    w->nfinished += ng;
+    w->syncing = false;
+    pthread_cond_broadcast(&w->cv); /* a writer waiting for the syncs (reads) */
+    pthread_mutex_unlock(&w->mu);
+    event_active(w->wake, 0, 0);
+    pthread_mutex_lock(&w->mu);
+}
+
+/* The sync thread: batches as the writer thread writes them. */
+static void *sync_main(void *arg)
+{
+    wrt *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (w->nsyncq == 0 && !w->stop)
+            pthread_cond_wait(&w->scv, &w->mu);
+        if (w->nsyncq == 0)
+            break;
+        sync_group(w);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
@@ -180,8 +292,10 @@ static bool may_take(const wrt *w, const wrt_queue *q, size_t total, size_t writ
                      size_t replies)
 {
     const wrt_job *j = q->head;
-    if (j->req && (q->state == QS_TRAILING || writes == WRT_MAX_BATCH))
-        return false; /* a write after reads that follow writes: the next batch */
+    if (j->req && writes == WRT_MAX_BATCH)
+        return false;
+    if (!j->req && q->state == QS_WRITES)
+        return false; /* a read after writes: the next batch, where it sees them durable */
     return total == 0 || replies + j->reply_max <= w->o.batch_replies;
 }
 
@@ -215,11 +329,8 @@ static wrt_job *take_batch(wrt *w)
                 j->phase = PH_WRITE;
                 q->state = QS_WRITES;
                 writes++;
-            } else if (q->state == QS_READS) {
-                j->phase = PH_BEFORE;
             } else {
-                j->phase = PH_AFTER;
-                q->state = QS_TRAILING;
+                j->phase = PH_READ;
             }
             j->next = NULL;
             *tail = j;
@@ -257,14 +368,26 @@ static wrt_job *take_batch(wrt *w)
 
 static void hand_over(wrt *w)
 {
-    if (w->in_flight || !w->lhead)
+    if (w->at_writer || w->in_flight == WRT_IN_FLIGHT || !w->lhead)
         return;
     wrt_job *b = take_batch(w);
-    w->in_flight = true;
+    w->in_flight++;
+    w->at_writer = true;
     pthread_mutex_lock(&w->mu);
     w->batch = b;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+}
+
+/* The writer thread put its batch in the log and left it to the sync
+ * thread: the next may be planned while the disk works. */
+static void freed_cb(evutil_socket_t fd, short what, void *arg)
+{
+    wrt *w = arg;
+    (void)fd;
+    (void)what;
+    w->at_writer = false;
+    hand_over(w);
 }
 
 static void kick_cb(evutil_socket_t fd, short what, void *arg)
@@ -281,12 +404,15 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     pthread_mutex_lock(&w->mu);
     wrt_job *b = w->finished;
-    w->finished = NULL;
+    size_t nb = w->nfinished;
+    w->finished = w->finished_tail = NULL;
+    w->nfinished = 0;
     pthread_mutex_unlock(&w->mu);
     if (!b)
         return;
     eng_publish(w->e); /* visible to verification before anyone is told (rule 5) */
-    w->in_flight = false;
+    w->in_flight -= (int)nb;
+    w->at_writer = w->in_flight > 0 && w->at_writer; /* a batch synced by the writer itself */
     while (b) {
         wrt_job *next = b->next;
         w->backlog -= b->bytes;
@@ -314,21 +440,27 @@ int wrt_start(struct event_base *base, eng *e, const wrt_opts *o, wrt **out)
     hist_init(&w->batches, batch_bounds, sizeof batch_bounds / sizeof batch_bounds[0]);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
+    pthread_cond_init(&w->scv, NULL);
     w->reqs = xcalloc(WRT_MAX_BATCH, sizeof *w->reqs);
     w->res = xcalloc(WRT_MAX_BATCH, sizeof *w->res);
     w->writes = xcalloc(WRT_MAX_BATCH, sizeof *w->writes);
     w->kick = event_new(base, -1, 0, kick_cb, w);
+    w->freed = event_new(base, -1, 0, freed_cb, w);
     w->wake = event_new(base, -1, 0, wake_cb, w);
-    if (!w->kick || !w->wake)
+    if (!w->kick || !w->freed || !w->wake)
         goto fail;
-    /* Signals are for the main thread: the writer blocks them all. */
+    /* Signals are for the main thread: the two threads block them all. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&w->th, NULL, writer_main, w);
+    if (rc == 0) {
+        w->started = true;
+        rc = pthread_create(&w->sth, NULL, sync_main, w);
+        w->sstarted = rc == 0;
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0)
         goto fail;
-    w->started = true;
     *out = w;
     return 0;
 fail:
@@ -364,7 +496,7 @@ int wrt_submit(wrt *w, wrt_queue *q, wrt_job *j)
     q->tail = j;
     if (!q->listed)
         list_append(w, q);
-    if (!w->in_flight)
+    if (!w->at_writer && w->in_flight < WRT_IN_FLIGHT)
         event_active(w->kick, 0, 0); /* after this iteration: batch what it queued */
     return 0;
 }
@@ -385,16 +517,16 @@ size_t wrt_cancel(wrt *w, wrt_queue *q)
 
 bool wrt_idle(const wrt *w)
 {
-    return !w->in_flight && !w->lhead;
+    return w->in_flight == 0 && !w->lhead;
 }
 
 size_t wrt_memory_bound(const wrt_opts *o, size_t reply_max)
 {
     size_t replies = o->batch_replies > reply_max ? o->batch_replies : reply_max;
-    /* The reply being built may have up to twice its size allocated before
-     * it is trimmed (doubling growth), and the batch arrays are touched as
-     * batches fill them. */
-    return replies + 2 * reply_max
+    /* Each batch in flight holds its replies; the reply being built may
+     * have up to twice its size allocated before it is trimmed (doubling
+     * growth), and the batch arrays are touched as batches fill them. */
+    return WRT_IN_FLIGHT * replies + 2 * reply_max
            + WRT_MAX_BATCH * (sizeof(eng_req) + sizeof(eng_res) + sizeof(wrt_job *));
 }
 
@@ -402,19 +534,24 @@ void wrt_free(wrt *w)
 {
     if (!w)
         return;
-    if (w->started) {
-        pthread_mutex_lock(&w->mu);
-        w->stop = true;
-        pthread_cond_signal(&w->cv);
-        pthread_mutex_unlock(&w->mu);
-        pthread_join(w->th, NULL);
-    }
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_cond_broadcast(&w->scv);
+    pthread_mutex_unlock(&w->mu);
+    if (w->started)
+        pthread_join(w->th, NULL); /* first: it may hand a last batch to the sync thread */
+    if (w->sstarted)
+        pthread_join(w->sth, NULL);
     if (w->kick)
         event_free(w->kick);
+    if (w->freed)
+        event_free(w->freed);
     if (w->wake)
         event_free(w->wake);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->scv);
     free(w->reqs);
     free(w->res);
     free(w->writes);

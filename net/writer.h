@@ -45,12 +45,14 @@
 #define TK_NET_WRITER_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <event2/event.h>
 
 #include "store/engine.h"
 
 #define WRT_MAX_BATCH 1024
+#define WRT_IN_FLIGHT 2 /* batches: one being written while one waits for the disk */
 
 typedef struct wrt wrt;
 typedef struct wrt_job wrt_job;
@@ -80,6 +82,7 @@ struct wrt_job {
     wrt_job *next;
     wrt_queue *q;
     int phase;
+    uint64_t batch_no; /* eng_commit's number for its batch (0: nothing logged) */
 };
 
 /* Starts the writer thread. base must have been created after

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,20 +49,32 @@
 #define OPERATOR_KEY_LEN KEYFILE_KEY_LEN
 #define REPLAY_BATCH 10000
 
+/* The view's changes of one committed batch, kept until its log records
+ * are durable (eng_sync) and it is published (eng_publish), or dropped
+ * when the flush failed. */
+typedef struct pend {
+    uint64_t batch;     /* eng_commit's count */
+    st_change *changes;
+    size_t nchg, chgcap;
+    tk_id *dels;
+    size_t ndel, delcap;
+    struct pend *next;
+} pend;
+
 struct eng {
     char *dir;
     char *logdir;
     elog *log;
     state *st;
     view *v;
-    bool fenced;
+    bool fenced;                    /* atomic: eng_sync may fence from its thread */
     bool full;                      /* the last batch that logged found the store full
                                        (writer thread writes, eng_full reads: atomic) */
-    hist syncs;                     /* elog_sync durations, ns (eng_sync_hist) */
+    hist syncs;                     /* the log's fdatasync durations, ns (eng_sync_hist) */
     /* LMDB lacks a batch the log holds (a step after the log's fsync
      * failed): it was set aside for a rebuild at the next open, and
      * listings, which read LMDB, are refused until then. */
-    bool stale;
+    bool stale;                     /* atomic, as fenced */
     char fence_msg[sizeof(((eng_res *)0)->msg)]; /* why writes are refused */
     secret_pool *pool;              /* randomness for new credentials (NULL: none) */
     rl *rate;                       /* token creations per user (the tenant's rate, burst) */
@@ -82,6 +95,17 @@ struct eng {
     size_t nchg, chgcap;
     tk_id *dels;        /* ... and the credentials it loses */
     size_t ndel, delcap;
+    /* The pipeline (eng_commit, eng_sync, eng_publish on three threads):
+     * pmu guards the fence's message, the batches committed and made
+     * durable, and the pending change lists (oldest first) with their free
+     * list. */
+    pthread_mutex_t pmu;
+    uint64_t committed;  /* batches eng_commit wrote to the log */
+    uint64_t durable;    /* of those, the last an eng_sync made durable */
+    pend *phead, *ptail, *pfree;
+    state_txn *txn;      /* the batch written, for eng_apply to commit to LMDB */
+    uint64_t txn_batch;  /* its number */
+    uint64_t applied;    /* the last batch eng_apply committed (or began to) */
 };
 
 static int64_t now_ms(void)
@@ -89,6 +113,11 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool is_fenced(const eng *e)
+{
+    return __atomic_load_n(&e->fenced, __ATOMIC_ACQUIRE);
 }
 
 /* ---- portal sessions ------------------------------------------------- */
@@ -288,8 +317,8 @@ static void sign_head(eng *e, bool now)
     int64_t t = now_ms();
     if (seq == e->signed_seq || (!now && t - e->signed_ms < 1000))
         return;
-    head_rec h = {.seq = seq, .time_ms = t};
-    memcpy(h.hash, elog_head_hash(e->log), TK_HASH_LEN);
+    head_rec h = {.time_ms = t};
+    elog_durable_head(e->log, &h.seq, h.hash);
     if (head_write(e->sign, e->logdir, &h, NULL) == 0) {
         e->signed_seq = seq;
         e->signed_ms = t;
@@ -508,6 +537,7 @@ static const uint64_t sync_bounds[] = {50000,    100000,    250000,    500000,  
 int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
 {
     eng *e = xcalloc(1, sizeof *e);
+    pthread_mutex_init(&e->pmu, NULL);
     hist_init(&e->syncs, sync_bounds, sizeof sync_bounds / sizeof sync_bounds[0]);
     state_txn *t = NULL;
     char *sub = NULL;
@@ -624,11 +654,17 @@ void eng_close(eng *e)
 {
     if (!e)
         return;
-    if (e->sign && e->log && !e->fenced)
+    /* LMDB may hold batches written to the log and not flushed (a server
+     * stopped with none in flight has none): flushed, or LMDB set aside. */
+    uint64_t durable;
+    eng_apply(e);
+    if (e->log && e->log_open && !is_fenced(e))
+        (void)eng_sync(e, &durable);
+    if (e->sign && e->log && !is_fenced(e))
         sign_head(e, true);
     head_key_free(e->sign);
     view_free(e->v);
-    if (e->st && e->ck && ckpt_dirty(e->ck) && !e->fenced)
+    if (e->st && e->ck && ckpt_dirty(e->ck) && !is_fenced(e))
         (void)ckpt_flush(e->ck, e->st, now_ms());
     state_close(e->st);
     ckpt_free(e->ck);
@@ -637,6 +673,14 @@ void eng_close(eng *e)
     free(e->evoff);
     free(e->changes);
     free(e->dels);
+    for (pend *lists[2] = {e->phead, e->pfree}, **l = lists; l < lists + 2; l++)
+        for (pend *p = *l, *next; p; p = next) {
+            next = p->next;
+            free(p->changes);
+            free(p->dels);
+            free(p);
+        }
+    pthread_mutex_destroy(&e->pmu);
     kr_free(e->ring);
     secret_pool_free(e->pool);
     rl_free(e->rate);
@@ -738,15 +782,21 @@ static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t
     return 0;
 }
 
-/* Refuses every later write, saying why in their replies (one line). */
+/* Refuses every later write, saying why in their replies (one line; the
+ * first reason stays: the writer and eng_sync's thread may both find a
+ * failure). */
 __attribute__((format(printf, 2, 3)))
 static void fence(eng *e, const char *fmt, ...)
 {
     va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->fence_msg, sizeof e->fence_msg, fmt, ap);
-    va_end(ap);
-    e->fenced = true;
+    pthread_mutex_lock(&e->pmu);
+    if (!is_fenced(e)) {
+        va_start(ap, fmt);
+        vsnprintf(e->fence_msg, sizeof e->fence_msg, fmt, ap);
+        va_end(ap);
+        __atomic_store_n(&e->fenced, true, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&e->pmu);
 }
 
 /* A step after the log's fsync failed: the batch is committed (the log
@@ -758,9 +808,9 @@ static void fence(eng *e, const char *fmt, ...)
 static void late_failure(eng *e, const char *step, int err)
 {
     char *sub = xpath(e->dir, "state");
-    char *what = xasprintf("%s failed after a batch was durable in the log", step);
+    char *what = xasprintf("%s failed after a batch was written to the log", step);
     tk_why w = {.msg = ""};
-    e->stale = true;
+    __atomic_store_n(&e->stale, true, __ATOMIC_RELEASE);
     if (ckpt_set_aside(e->dir, sub, "failed", what, true, &w) != 0)
         fprintf(stderr, "tokend: %s; %s: stop tokend and move %s away before the next start "
                         "(it is rebuilt from the log)\n", what, w.msg, sub);
@@ -864,33 +914,67 @@ static void refuse_unwritten(eng *e, state_txn *t, eng_res *res, size_t n, const
     }
 }
 
-/* Writes and fsyncs the batch to the log (the commit point), then to LMDB;
- * eng_publish hands it to verification. */
-/* The log's write and fdatasync for a batch, timed for /metrics. */
-static int timed_sync(eng *e, tk_why *w)
+/* Hands the batch's view changes to the pending list (the arrays move to
+ * a node; the next batch gets those of a recycled one). */
+static uint64_t pend_push(eng *e)
 {
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    int rc = elog_sync(e->log, w);
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    hist_add(&e->syncs, (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec)));
-    return rc;
+    pthread_mutex_lock(&e->pmu);
+    pend *p = e->pfree;
+    if (p)
+        e->pfree = p->next;
+    else
+        p = xcalloc(1, sizeof *p);
+    st_change *c = p->changes;
+    tk_id *d = p->dels;
+    size_t cc = p->chgcap, dc = p->delcap;
+    p->changes = e->changes, p->nchg = e->nchg, p->chgcap = e->chgcap;
+    p->dels = e->dels, p->ndel = e->ndel, p->delcap = e->delcap;
+    e->changes = c, e->chgcap = cc, e->dels = d, e->delcap = dc;
+    e->nchg = e->ndel = 0;
+    p->batch = ++e->committed;
+    p->next = NULL;
+    if (e->ptail)
+        e->ptail->next = p;
+    else
+        e->phead = p;
+    e->ptail = p;
+    uint64_t batch = p->batch;
+    pthread_mutex_unlock(&e->pmu);
+    return batch;
 }
 
-int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
+/* LMDB's checkpoint: every batch it holds must be durable in the log
+ * first (the marker is cleared: a crash then trusts LMDB, which must not
+ * be ahead of the log), so the log is flushed here, on the writer. */
+static void checkpoint(eng *e)
+{
+    int64_t t_ms = now_ms();
+    uint64_t durable;
+    if (!ckpt_nosync(e->ck) || !ckpt_due(e->ck, t_ms) || is_fenced(e))
+        return;
+    if (eng_sync(e, &durable) != 0)
+        return; /* fenced, and the batches lost are failed by their own sync */
+    if (ckpt_flush(e->ck, e->st, t_ms) != 0)
+        late_failure(e, "flushing LMDB", errno);
+}
+
+int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n, uint64_t *batch)
 {
     state_txn *t = NULL;
     int rc;
     int64_t ts = now_ms();
     tk_why w = {.msg = ""};
 
+    *batch = 0;
     e->nchg = e->ndel = 0;
-    if (e->fenced) {
+    eng_apply(e); /* a caller's last batch, if it did not */
+    if (is_fenced(e)) {
         fail_all(res, n, TK_EFENCED);
         for (size_t i = 0; i < n; i++)
             memcpy(res[i].msg, e->fence_msg, sizeof res[i].msg);
         return TK_EFENCED;
     }
+    checkpoint(e);
     if ((rc = stage_all(e, reqs, res, n, ts, NULL, &t)))
         goto fail;
     bool full = false;
@@ -900,7 +984,7 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
         state_abort(t);
         return 0;
     }
-    rc = timed_sync(e, &w);
+    rc = elog_write(e->log, &w);
     if (rc == TK_ENOSPC && !full) {
         /* The file system found no room that the free-space count showed
          * (the disk filled since, or a quota): growth is refused after all,
@@ -916,7 +1000,7 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
             __atomic_store_n(&e->full, true, __ATOMIC_RELAXED);
             return 0;
         }
-        rc = timed_sync(e, &w);
+        rc = elog_write(e->log, &w);
     }
     __atomic_store_n(&e->full, full || rc == TK_ENOSPC, __ATOMIC_RELAXED);
     if (rc == TK_ENOSPC) {
@@ -927,33 +1011,17 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n)
         fence(e, "not applied: %s; writes refused until tokend restarts", w.msg);
         goto fail;
     }
-    /* The commit point: from here the batch is committed, whatever fails. */
-    if (ckpt_mark(e->ck) != 0) {
-        /* The marker must be on disk before LMDB holds an unflushed
-         * commit: without it, LMDB is not written at all. */
-        int err = errno;
-        state_abort(t);
-        late_failure(e, "writing state.unsynced", err);
-        return 0;
-    }
+    /* Written: the flush (eng_sync) decides the batch, whatever fails
+     * later; LMDB follows in eng_apply (eng_sync sets it aside if the flush
+     * fails). */
+    *batch = pend_push(e);
     state_set_chain(t, elog_head_hash(e->log)); /* the open checks the log has it */
-    rc = state_commit(t);
-    t = NULL;
-    if (rc) {
-        late_failure(e, "the LMDB commit", errno);
-        return 0;
-    }
-    int64_t t_ms = now_ms();
-    if (ckpt_nosync(e->ck) && ckpt_due(e->ck, t_ms) && ckpt_flush(e->ck, e->st, t_ms) != 0)
-        late_failure(e, "flushing LMDB", errno);
-    if (e->sign)
-        sign_head(e, false);
+    e->txn = t;
+    e->txn_batch = *batch;
     return 0;
 fail:
     state_abort(t);
-    e->fenced = true;
-    if (!e->fence_msg[0])
-        fence(e, "not applied: %s; writes refused until tokend restarts", tk_strerror(rc));
+    fence(e, "not applied: %s; writes refused until tokend restarts", tk_strerror(rc));
     e->nchg = e->ndel = 0;
     for (size_t i = 0; i < n; i++)
         sodium_memzero(res[i].secret, sizeof res[i].secret);
@@ -962,6 +1030,92 @@ fail:
     for (size_t i = 0; i < n; i++)
         memcpy(res[i].msg, e->fence_msg, sizeof res[i].msg);
     return rc;
+}
+
+void eng_apply(eng *e)
+{
+    state_txn *t = e->txn;
+    if (!t)
+        return;
+    e->txn = NULL;
+    /* A batch whose flush failed already is not applied (nor set aside
+     * for: LMDB never had it); one being flushed is, and a failed flush
+     * then sets LMDB aside (eng_sync). */
+    pthread_mutex_lock(&e->pmu);
+    bool lost = is_fenced(e) && e->txn_batch > e->durable;
+    if (!lost)
+        e->applied = e->txn_batch;
+    pthread_mutex_unlock(&e->pmu);
+    if (lost) {
+        state_abort(t);
+        return;
+    }
+    if (ckpt_mark(e->ck) != 0) {
+        /* The marker must be on disk before LMDB holds an unflushed
+         * commit: without it, LMDB is not written at all. */
+        int err = errno;
+        state_abort(t);
+        late_failure(e, "writing state.unsynced", err);
+        return;
+    }
+    if (state_commit(t) != 0)
+        late_failure(e, "the LMDB commit", errno);
+}
+
+int eng_sync(eng *e, uint64_t *durable)
+{
+    struct timespec a, b;
+    tk_why w = {.msg = ""};
+    pthread_mutex_lock(&e->pmu);
+    uint64_t target = e->committed; /* each written before this flush begins */
+    *durable = e->durable;
+    pthread_mutex_unlock(&e->pmu);
+    if (target == *durable)
+        return is_fenced(e) ? TK_EFENCED : 0;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = elog_flush(e->log, &w);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (rc == 0) {
+        hist_add(&e->syncs,
+                 (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec)));
+        pthread_mutex_lock(&e->pmu);
+        if (target > e->durable)
+            e->durable = target;
+        *durable = e->durable;
+        pthread_mutex_unlock(&e->pmu);
+        if (e->sign)
+            sign_head(e, false);
+        return 0;
+    }
+    /* Never durable, never acknowledged: LMDB (which went ahead) is set
+     * aside, and the view never learns them. */
+    /* Fenced first: eng_apply, under pmu, then applies no lost batch. */
+    if (rc == TK_EIO)
+        fence(e, "not applied: %s; writes refused until tokend restarts", w.msg);
+    else
+        fence(e, "not applied: the log failed; writes refused until tokend restarts");
+    pthread_mutex_lock(&e->pmu);
+    *durable = e->durable;
+    bool lost = e->applied > e->durable; /* LMDB has batches the log lost */
+    /* Drop the lost ones' changes; those made durable by an earlier sync
+     * (older, so first) stay for eng_publish. */
+    pend **pp = &e->phead, *last = NULL;
+    while (*pp && (*pp)->batch <= e->durable) {
+        last = *pp;
+        pp = &(*pp)->next;
+    }
+    while (*pp && (*pp)->batch <= target) {
+        pend *p = *pp;
+        *pp = p->next;
+        p->next = e->pfree;
+        e->pfree = p;
+    }
+    if (!*pp)
+        e->ptail = last;
+    pthread_mutex_unlock(&e->pmu);
+    if (lost)
+        late_failure(e, "the log's write or fsync", EIO);
+    return rc == TK_EIO ? TK_EIO : TK_EFENCED;
 }
 
 bool eng_full(const eng *e)
@@ -978,21 +1132,48 @@ bool eng_fenced(const eng *e, const char **why)
 {
     if (why)
         *why = e->fence_msg;
-    return e->fenced;
+    return is_fenced(e);
 }
 
 void eng_publish(eng *e)
 {
-    for (size_t i = 0; i < e->nchg; i++)
-        learn(e->v, e->ring, &e->changes[i]);
-    for (size_t i = 0; i < e->ndel; i++)
-        view_cred_del(e->v, &e->dels[i]);
-    e->nchg = e->ndel = 0;
+    for (;;) {
+        pthread_mutex_lock(&e->pmu);
+        pend *p = e->phead;
+        if (p && p->batch <= e->durable) {
+            e->phead = p->next;
+            if (!e->phead)
+                e->ptail = NULL;
+        } else {
+            p = NULL;
+        }
+        pthread_mutex_unlock(&e->pmu);
+        if (!p)
+            return;
+        for (size_t i = 0; i < p->nchg; i++)
+            learn(e->v, e->ring, &p->changes[i]);
+        for (size_t i = 0; i < p->ndel; i++)
+            view_cred_del(e->v, &p->dels[i]);
+        pthread_mutex_lock(&e->pmu);
+        p->next = e->pfree;
+        e->pfree = p;
+        pthread_mutex_unlock(&e->pmu);
+    }
 }
 
 int eng_exec(eng *e, const eng_req *reqs, eng_res *res, size_t n)
 {
-    int rc = eng_commit(e, reqs, res, n);
+    uint64_t batch, durable;
+    int rc = eng_commit(e, reqs, res, n, &batch);
+    eng_apply(e);
+    if (rc == 0 && eng_sync(e, &durable) != 0 && batch > durable) {
+        rc = TK_EIO;
+        for (size_t i = 0; i < n; i++) {
+            sodium_memzero(res[i].secret, sizeof res[i].secret);
+            res[i].status = TK_EIO;
+            memcpy(res[i].msg, e->fence_msg, sizeof res[i].msg);
+        }
+    }
     eng_publish(e);
     return rc;
 }
@@ -1062,7 +1243,7 @@ int eng_query_run(eng *e, const eng_query *q, int (*fn)(void *arg, const eng_row
                   char *msg)
 {
     state_txn *t;
-    if (e->stale) { /* LMDB lacks a committed batch: it would contradict the view */
+    if (__atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) { /* LMDB lacks a committed batch: it would contradict the view */
         if (msg)
             snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
         return TK_EFENCED;
@@ -1087,7 +1268,7 @@ void eng_set_sessions(eng *e, ses_table *t)
 int eng_actor_names(eng *e, const tk_actor *a, eng_names *out, char *msg)
 {
     state_txn *t;
-    if (e->stale) {
+    if (__atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) {
         snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
         return TK_EFENCED;
     }
@@ -1106,7 +1287,7 @@ int eng_portal_user(eng *e, tk_str tenant, tk_str account, tk_str user, tk_actor
                     char *msg)
 {
     state_txn *t;
-    if (e->stale) {
+    if (__atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) {
         snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
         return TK_EFENCED;
     }

@@ -22,13 +22,12 @@
  * Open: LMDB is brought up to the log (records after its applied sequence
  * are replayed through the same apply), then the view is built from LMDB.
  *
- * Threads: eng_exec is eng_commit (the durable part: LMDB and the log,
- * which may block on fsync) followed by eng_publish (the in-memory view).
- * A server runs eng_commit and eng_token_list on one writer thread, and
- * eng_publish, eng_verify and eng_authenticate on its event-loop thread:
- * the view is only ever touched by that thread, so verification takes no
- * lock, never blocks and never allocates. eng_publish must run after each
- * eng_commit and before the next one.
+ * Threads: eng_exec is eng_commit (LMDB, and the log written), eng_sync
+ * (the log's fdatasync) and eng_publish (the in-memory view). A server
+ * runs eng_commit and eng_token_list on one writer thread, eng_sync on a
+ * second, and eng_publish, eng_verify and eng_authenticate on its
+ * event-loop thread: the view is only ever touched by that thread, so
+ * verification takes no lock, never blocks and never allocates.
  */
 #ifndef TK_ENGINE_H
 #define TK_ENGINE_H
@@ -162,15 +161,32 @@ bool eng_fenced(const eng *e, const char **why);
  * thread. */
 bool eng_full(const eng *e);
 
-/* The log syncs' durations (write + fdatasync of a batch), in nanoseconds:
- * written by the committing thread, readable from any (core/hist.h). */
+/* The log's fdatasync durations (eng_sync's), in nanoseconds: written by
+ * the syncing thread, readable from any (core/hist.h). */
 const hist *eng_sync_hist(const eng *e);
 
-/* The two halves of eng_exec, for a server that commits on a writer thread
- * and publishes on its loop thread (see the top of this file). After
- * eng_commit returns 0 the batch is durable but verifications do not see it
- * until eng_publish; replies must wait for eng_publish (rule 5). */
-int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n);
+/* The three steps of eng_exec, for a server that pipelines them on three
+ * threads (net/writer.c): while one batch waits for the disk, the next is
+ * planned. eng_commit (the writer thread: it alone, and listings, use
+ * LMDB) plans the batch and writes its records to the log (not yet
+ * durable); its results are not answers yet. eng_apply (the same thread,
+ * before its next eng_commit or listing; eng_commit calls it if the caller
+ * did not) commits that batch to LMDB: the writer does it while the log's
+ * fdatasync runs, or after the answers went out. *batch gets the
+ * batch's number (1, 2, ...), or 0 when it wrote nothing to the log. eng_sync
+ * (any one thread, concurrently with eng_commit) makes every batch
+ * eng_commit wrote before the call durable, and sets *durable to the
+ * highest number durable: each batch numbered above it, and written before
+ * the call, failed and never will be (its requests failed: eng_sync then
+ * returns TK_EIO or TK_EFENCED, the engine is fenced, and LMDB, which went
+ * ahead, is set aside for a rebuild at the next open).
+ * eng_publish (the loop thread) lets verification see every batch made
+ * durable; a reply waits for it (rule 5). A batch eng_commit refused as a
+ * whole (its return is not 0), or that logged nothing, needs no sync. The
+ * LMDB checkpoint runs inside eng_commit, and flushes the log first. */
+int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n, uint64_t *batch);
+void eng_apply(eng *e);
+int eng_sync(eng *e, uint64_t *durable);
 void eng_publish(eng *e);
 
 /* Resets r to an empty request for op by actor. */
