@@ -137,10 +137,10 @@ void met_render(const met *m, const met_gauges *g, FILE *out)
     head(out, "tokend_events_appended_total", "counter",
          "Events appended to the log since the server started.");
     fprintf(out, "tokend_events_appended_total %llu\n", (unsigned long long)g->events);
-    head(out, "tokend_batch_writes", "histogram", "Writes committed per batch (one log sync).");
+    head(out, "tokend_batch_writes", "histogram", "Writes committed per batch (one log write).");
     render_hist(out, "tokend_batch_writes", "", g->batches, 1);
     head(out, "tokend_log_sync_duration_seconds", "histogram",
-         "Time of a batch's log write and fdatasync.");
+         "Time of the log's fdatasync (one per group of batches written).");
     render_hist(out, "tokend_log_sync_duration_seconds", "", g->syncs, 1e-9);
     head(out, "tokend_log_seq", "gauge",
          "The event log's last durable sequence number (its head: tokenreplay check).");

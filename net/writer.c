@@ -1,25 +1,27 @@
 /*
- * writer.c - the writer thread: one batch in flight, group commit, listings,
- * per-queue turns; see writer.h.
+ * writer.c - the writer and sync threads: a two-stage pipeline, group
+ * commit, listings, per-queue turns; see writer.h.
  *
- * Hand-over is one mutex and one condition variable: the loop thread sets
- * `batch` and signals; the writer thread runs it, moves it to `finished`
- * and wakes the loop with event_active. The loop thread owns the queues and
- * never touches a batch while it is in flight; the writer thread never
- * touches the queues. So the only shared fields are the two batch pointers
- * and the stop flag, all under the mutex (which also orders the writer's
- * results, and the engine's pending view changes, before the loop's
- * eng_publish), and each queue's `cancelled` flag, an atomic the writer
- * only reads.
+ * Hand-over is one mutex and two condition variables: the loop thread
+ * sets `batch` and signals `cv`; the writer thread runs it, appends it to
+ * `syncq`, signals `scv` and wakes the loop (`freed`: the next batch may
+ * come); the sync thread takes every batch in `syncq`, syncs them with one
+ * eng_sync, moves them to `finished` and wakes the loop (`wake`). The loop
+ * thread owns the queues and never touches a batch while it is in flight;
+ * the other two never touch the queues. So the shared fields are the batch
+ * pointers, `syncing` and the stop flag, all under the mutex (which also
+ * orders the threads' results, and the engine's pending view changes,
+ * before the loop's eng_publish), and each queue's `cancelled` flag, an
+ * atomic the writer only reads.
  *
  * Turns: the queues with jobs waiting are on one list, in turn order. A
  * batch is formed in rounds over a snapshot of that list (`cand`), one job
  * per queue per round; a queue leaves the rounds when it is empty or its
- * next job may not join this batch (a write after its trailing reads, or a
- * reply that does not fit the cap): taking only a prefix of each queue is
- * what keeps its order. Afterwards the queues that were served and still
- * wait move to the back of the list, behind those a cap kept out, which
- * are first next time.
+ * next job may not join this batch (a read after its writes, or a reply
+ * that does not fit the cap): taking only a prefix of each queue is what
+ * keeps its order. Afterwards the queues that were served and still wait
+ * move to the back of the list, behind those a cap kept out, which are
+ * first next time.
  */
 #include "net/writer.h"
 

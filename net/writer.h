@@ -1,45 +1,51 @@
 /*
- * writer.h - the writer thread: group commit and listings off the event
- * loop, served fairly between the connections that queue them.
+ * writer.h - the writer and sync threads: group commit, pipelined, and
+ * listings off the event loop, served fairly between the connections that
+ * queue them.
  *
- * The engine's contract (store/engine.h): eng_commit (LMDB and the log,
- * which blocks on fsync) and eng_token_list (an LMDB read transaction) run
- * on one writer thread; eng_publish (the in-memory view) runs on the loop
- * thread, after each commit and before the next. LMDB may grow its map
- * inside eng_commit, which needs no other transaction open in the process,
- * so listings run on the writer thread too, serialised with commits.
+ * The engine's contract (store/engine.h): eng_commit (plan a batch, write
+ * it to the log), eng_apply (LMDB's commit) and eng_token_list (an LMDB
+ * read transaction) run on the writer thread; eng_sync (the log's
+ * fdatasync) on the sync thread; eng_publish (the in-memory view) on the
+ * loop thread. LMDB may grow its map inside eng_commit, which needs no
+ * other transaction open in the process, so listings run on the writer
+ * thread too, serialised with commits.
  *
  * Jobs are queued per source (a wrt_queue: one per connection), each queue
- * in its own order. Once per loop iteration, when no batch is in flight,
- * the loop thread forms a batch by taking one job from each waiting queue
- * in turn, round after round, until a limit is reached: WRT_MAX_BATCH jobs,
- * WRT_MAX_BATCH writes, or the batch reply cap (the sum of the jobs'
- * reply_max; the first job of a batch is always taken). From each queue it
- * takes a prefix of that queue: reads, then writes, then reads, never a
- * write after a read that follows a write. The batch runs those leading
- * reads, then every write of the batch as ONE eng_commit (one fsync), then
- * the trailing reads. So a read sees exactly the writes queued before it on
- * its own queue (writes of different queues have no order between them),
- * and a queue's backlog delays another queue's job by at most the batch in
- * flight: the next batch takes a job from every waiting queue (while there
- * are no more than WRT_MAX_BATCH of them; queues served in a batch go to
- * the back of the turn). When the writer is done it wakes the loop
- * (event_active on an event of a base with libevent_pthreads enabled); the
- * loop calls eng_publish and only THEN each job's done callback, so a
- * change is visible to verification before it is acknowledged (rule 5).
- * Then the next batch goes.
+ * in its own order. When the writer thread is free and fewer than
+ * WRT_IN_FLIGHT batches are out, the loop thread forms a batch by taking
+ * one job from each waiting queue in turn, round after round, until a
+ * limit is reached: WRT_MAX_BATCH jobs, WRT_MAX_BATCH writes, or the batch
+ * reply cap (the sum of the jobs' reply_max; the first job of a batch is
+ * always taken). From each queue it takes a prefix of that queue: reads,
+ * then writes, never a read after a write (it goes in the next batch). The
+ * writer thread runs the reads once every earlier batch is durable or
+ * failed, then every write of the batch as ONE eng_commit, hands the batch
+ * to the sync thread (whose one eng_sync covers every batch written before
+ * it), tells the loop it is free for the next, and commits LMDB
+ * (eng_apply). When the sync thread is idle the writer thread waits for the
+ * disk itself instead (one hand-over fewer for a request alone). So a read
+ * sees exactly the writes queued before it on its own queue (writes of
+ * different queues have no order between them), never one that could still
+ * fail, and a queue's backlog delays another queue's job by at most the
+ * batches in flight (queues served in a batch go to the back of the turn).
+ * When batches are durable the loop is woken (event_active on an event of
+ * a base with libevent_pthreads enabled); it calls eng_publish and only
+ * THEN each job's done callback, in order, so a change is visible to
+ * verification before it is acknowledged (rule 5).
  *
  * A source that goes away cancels its queue: jobs not yet in a batch are
- * dropped at once (handed back to the caller, never run); reads already in
- * the batch in flight are skipped by the writer; writes in it commit (a
- * batch handed over is not recalled: they may be in the log already).
+ * dropped at once (handed back to the caller, never run); in a batch in
+ * flight, its reads and the writes not yet begun are skipped (their done
+ * is still called; a skipped write has TK_EBUSY); writes begun commit
+ * (they may be in the log already).
  *
  * If eng_commit fails (TK_EIO, TK_EFENCED), every write of the batch gets
- * that status, one line is logged, and the writer goes on: the engine
- * refuses later writes itself, and verifications keep working. A failure
- * after the log's fsync is not a failed batch (the log holds it): its
- * writes are answered as committed, and one line says the store is now
- * fenced (engine.h, eng_exec).
+ * that status; if eng_sync fails, every write it did not make durable
+ * does; one line is logged, and the writer goes on: the engine refuses
+ * later writes itself, and verifications keep working. A failure after
+ * the log's fsync is not a failed batch (the log holds it): its writes are
+ * answered as committed (engine.h, eng_exec).
  */
 #ifndef TK_NET_WRITER_H
 #define TK_NET_WRITER_H
