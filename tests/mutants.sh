@@ -13,7 +13,7 @@ mutants=(
   "rule3-level|core/rules.c|s/if (role_levels\[i\] < strongest)/if (0)/"
   "rule3-noroles|core/rules.c|s/if (nroles == 0 || nroles > TK_MAX_ROLES)/if (nroles > TK_MAX_ROLES)/"
   "rule4-secret-in-log|store/plan.c|s/    new_credential(p, x, TK_KIND_TOKEN, res);/    new_credential(p, x, TK_KIND_TOKEN, res); x->desc = (tk_str){res->secret, TK_SECRET_LEN};/"
-  "rule5-delete-view|store/engine.c|s/view_cred_del(e->v, \&e->dels\[i\]);/(void)e;/"
+  "rule5-delete-view|store/engine.c|s/view_cred_del(e->v, \&p->dels\[i\]);/(void)p;/"
   "rule6-role-dropout|core/view.c|s/if (rid >= v->nroles || !v->roles\[rid\].key)/if (rid >= v->nroles)/"
   "rule7-see|core/rules.c|s/return a->kind == TK_ACTOR_USER \&\& a->tenant == tenant \&\& a->account == account;/return a->kind == TK_ACTOR_USER;/"
   "rule8-kind|core/rules.c|s/if (kind != want)/if (0)/"
