@@ -144,6 +144,21 @@ static int count_tokens(int port, const char *op_key)
     return n;
 }
 
+/* After a case: the restarted store takes writes again; then both servers
+ * and the temp dir go. */
+static void writes_again_then_free(raw_server *again, raw_server *s, const char *alice, char *tmp)
+{
+    char t[128];
+    int al = auth(again->port, alice);
+    assert_int_equal(create(al, t, sizeof t), 0);
+    close(al);
+    assert_int_equal(raw_server_stop(again), 0);
+    raw_server_free(again);
+    raw_server_free(s);
+    tkt_rmdir(tmp);
+    free(tmp);
+}
+
 /* Starts a faulty server with the world built: acme/bigco, role viewer,
  * alice (key in alice). */
 static void start_world(raw_server *s, const char *spec, const char *arm, const char *const *extra,
@@ -220,16 +235,7 @@ static void run_case(const fcase *fc)
     if (st2 == 0)
         assert_true(verifies(again.port, t2));
     assert_int_equal(count_tokens(again.port, op_key), 1 + (st1 == 0) + (st2 == 0));
-    /* and the store takes writes again */
-    al = auth(again.port, alice);
-    char t3[128];
-    assert_int_equal(create(al, t3, sizeof t3), 0);
-    close(al);
-    assert_int_equal(raw_server_stop(&again), 0);
-    raw_server_free(&again);
-    raw_server_free(&s);
-    tkt_rmdir(tmp);
-    free(tmp);
+    writes_again_then_free(&again, &s, alice, tmp);
 }
 
 #define CLIENTS 6
@@ -305,15 +311,7 @@ static void concurrent_case(const char *spec)
     assert_int_equal(count_tokens(again.port, op_key), acked);
     print_message("# %s under %d clients: %d acknowledged, all there after the restart\n", spec,
                   CLIENTS, acked);
-    int al = auth(again.port, alice);
-    char t[128];
-    assert_int_equal(create(al, t, sizeof t), 0); /* and the store takes writes again */
-    close(al);
-    assert_int_equal(raw_server_stop(&again), 0);
-    raw_server_free(&again);
-    raw_server_free(&s);
-    tkt_rmdir(tmp);
-    free(tmp);
+    writes_again_then_free(&again, &s, alice, tmp);
 }
 
 static void faults_under_concurrent_creates(void **state)
