@@ -217,8 +217,15 @@ static void tab_remove(const idx *ix, idx_tab *t, uint32_t i)
 
 static void tab_alloc(idx_tab *t, size_t nslots)
 {
-    t->slots = xcalloc(nslots, sizeof *t->slots);
+    t->slots = xhuge_alloc(nslots * sizeof *t->slots);
     t->mask = (uint32_t)(nslots - 1);
+}
+
+static void tab_free(idx_tab *t)
+{
+    if (t->slots)
+        xhuge_free(t->slots, tab_slots(t) * sizeof *t->slots);
+    t->slots = NULL;
 }
 
 /* Returns the loc of an entry to fill: a freed one, else a new one. */
@@ -239,10 +246,8 @@ static uint32_t entry_alloc(idx *ix)
             ix->chunks_cap = ix->chunks_cap ? ix->chunks_cap * 2 : 64;
             ix->chunks = xrealloc(ix->chunks, ix->chunks_cap * sizeof *ix->chunks);
         }
-        /* Aligned so that every entry is exactly one cache line. */
-        void *chunk = aligned_alloc(64, chunk_len(c) * sizeof(idx_entry));
-        if (!chunk)
-            idx_die("out of memory");
+        /* Page-aligned, so every entry is exactly one cache line. */
+        void *chunk = xhuge_alloc(chunk_len(c) * sizeof(idx_entry));
         ix->chunks[ix->nchunks++] = chunk;
         ix->chunk_bytes += chunk_len(c) * sizeof(idx_entry);
     }
@@ -285,7 +290,7 @@ static size_t grow_step(idx *ix, size_t max_moves)
     }
     ix->moved += moves;
     if (ix->cursor >= ix->grow_end) {
-        free(ix->old.slots);
+        tab_free(&ix->old);
         ix->old.slots = NULL;
         ix->old.mask = 0;
     }
@@ -323,7 +328,7 @@ void idx_reserve(idx *ix, size_t n)
         slots *= 2;
     if (slots == tab_slots(&ix->cur))
         return;
-    free(ix->cur.slots);
+    tab_free(&ix->cur);
     tab_alloc(&ix->cur, slots);
 }
 
@@ -332,10 +337,10 @@ void idx_free(idx *ix)
     if (!ix)
         return;
     for (size_t c = 0; c < ix->nchunks; c++)
-        free(ix->chunks[c]);
+        xhuge_free(ix->chunks[c], chunk_len(c) * sizeof(idx_entry));
     free(ix->chunks);
-    free(ix->cur.slots);
-    free(ix->old.slots);
+    tab_free(&ix->cur);
+    tab_free(&ix->old);
     sodium_memzero(ix->key, sizeof ix->key);
     free(ix);
 }

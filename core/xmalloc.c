@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static void oom(size_t n)
 {
@@ -67,4 +68,21 @@ char *xasprintf(const char *fmt, ...)
 char *xpath(const char *dir, const char *name)
 {
     return xasprintf("%s/%s", dir, name);
+}
+
+void *xhuge_alloc(size_t n)
+{
+    if (n == 0)
+        n = 1;
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        oom(n);
+    (void)madvise(p, n, MADV_HUGEPAGE); /* best effort: small pages work all the same */
+    return p;
+}
+
+void xhuge_free(void *p, size_t n)
+{
+    if (p)
+        munmap(p, n ? n : 1);
 }

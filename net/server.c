@@ -386,6 +386,10 @@ int srv_open(const srv_opts *o, srv **out)
         lg_line("cannot open the data directory %s: %s", o->data_dir, why.msg);
         goto fail;
     }
+    const eng_open_times *ot = eng_open_stats(s->e);
+    lg_line("opened %s in %.2f s: %zu credentials; the log's last segment %.2f s, LMDB %.2f s, "
+            "the view %.2f s, then %.2f s for the log's check", o->data_dir, ot->total_s,
+            ot->creds, ot->log_tail_s, ot->state_s, ot->load_s, ot->log_wait_s);
     co.require_gateway = o->require_gateway;
     if (o->require_gateway && (rc = gateway_key(o->data_dir, gw)))
         goto fail;

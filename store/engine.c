@@ -103,6 +103,7 @@ struct eng {
     uint64_t committed;  /* batches eng_commit wrote to the log */
     uint64_t durable;    /* of those, the last an eng_sync made durable */
     pend *phead, *ptail, *pfree;
+    eng_open_times times; /* the open's steps (eng_open_stats) */
     state_txn *txn;      /* the batch written, for eng_apply to commit to LMDB */
     uint64_t txn_batch;  /* its number */
     uint64_t applied;    /* the last batch eng_apply committed (or began to) */
@@ -534,8 +535,21 @@ static const uint64_t sync_bounds[] = {50000,    100000,    250000,    500000,  
                                        2500000,  5000000,   10000000,  25000000, 50000000,
                                        100000000, 250000000, 500000000, 1000000000};
 
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+const eng_open_times *eng_open_stats(const eng *e)
+{
+    return &e->times;
+}
+
 int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
 {
+    double t0 = mono_s(), t1;
     eng *e = xcalloc(1, sizeof *e);
     pthread_mutex_init(&e->pmu, NULL);
     hist_init(&e->syncs, sync_bounds, sizeof sync_bounds / sizeof sync_bounds[0]);
@@ -566,6 +580,8 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
      * anything is written to LMDB (replay) or the open succeeds. */
     if ((rc = elog_open_begin(e->logdir, &lo, &e->log, w)))
         goto fail;
+    t1 = mono_s();
+    e->times.log_tail_s = t1 - t0;
     sub = xpath(dir, "state");
     ckpt_new(dir, &e->ck);
     if ((rc = check_marker(e, sub, w)))
@@ -615,6 +631,8 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
         tk_say(w, rc, "cannot flush LMDB in %s: %s", sub, strerror(errno));
         goto fail;
     }
+    double t2 = mono_s();
+    e->times.state_s = t2 - t1;
     view_new(&e->v);
     if (!(rc = state_begin(e->st, false, &t))) {
         view_reserve(e->v, state_cred_count(t)); /* the load never grows the index */
@@ -634,11 +652,16 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
     state_abort(t);
     t = NULL;
     view_settle(e->v); /* no growth left half done by the bulk load */
+    double t3 = mono_s();
+    e->times.load_s = t3 - t2;
+    e->times.creds = view_cred_count(e->v);
     if ((rc = log_join(e, w)))
         goto fail;
+    e->times.log_wait_s = mono_s() - t3;
     if (opts && opts->sign_key && (rc = heads_open(e, opts->sign_key, w)))
         goto fail;
     free(sub);
+    e->times.total_s = mono_s() - t0;
     *out = e;
     return 0;
 fail:

@@ -50,6 +50,19 @@ typedef struct eng_opts {
                                .pub when missing): signed heads (store/head.h); NULL: none */
 } eng_opts;
 
+/* Where an open's time went, in seconds (tokend logs it). The check of the
+ * log's sealed segments runs on its own thread from log_tail_s on, beside
+ * state_s and load_s; log_wait_s is what the open then still waited for
+ * it. */
+typedef struct eng_open_times {
+    double log_tail_s;  /* the last segment's check (the tail), the others' check started */
+    double state_s;     /* LMDB opened and caught up with the log */
+    double load_s;      /* the view built from LMDB */
+    double log_wait_s;  /* then the wait for the sealed segments' check */
+    double total_s;
+    size_t creds;       /* credentials loaded */
+} eng_open_times;
+
 /* The storage reserve: DIR/reserve holds this much disk space back, so that
  * revocations commit when the disk is full (DESIGN rule 12; eng_exec). */
 #define ENG_RESERVE_DEFAULT (16ull << 20)
@@ -60,6 +73,9 @@ typedef struct eng_opts {
  * hash at the head's seq differs, is TK_ECORRUPT (tampered); while writes
  * come a head is signed at most once a second, and at eng_close. */
 int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why);
+
+/* How long the open of e took, step by step. */
+const eng_open_times *eng_open_stats(const eng *e);
 void eng_close(eng *e); /* e may be NULL */
 
 
