@@ -2894,6 +2894,9 @@ static void token_set_description_only(void **state)
     close(al);
 
     restart_on(c, NULL);
+    /* The start says where the open's time went (docs/server.md). */
+    assert_true(raw_server_log_has(&c->srv, "credentials; the log's last segment "));
+    assert_true(raw_server_log_has(&c->srv, "for the log's check"));
     int ca = auth_conn(c, m.carol, "user");
     assert_int_equal(callf(ca, OP_TOKEN_GET, &r, "client_id:s", m.carol_id), 0);
     assert_string_equal(get_str(&r, "description", s, sizeof s), "set by the operator");
