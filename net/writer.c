@@ -8,8 +8,11 @@
  * come); the sync thread takes every batch in `syncq`, syncs them with one
  * eng_sync, moves them to `finished` and wakes the loop (`wake`). The loop
  * thread owns the queues and never touches a batch while it is in flight;
- * the other two never touch the queues. So the shared fields are the batch
- * pointers, `syncing` and the stop flag, all under the mutex (which also
+ * the other two never touch the queues. The loop hands over a batch only
+ * when the writer thread has none given and is not `busy` with one (a
+ * wake-up such as `freed` may come late: the state under the mutex is what
+ * counts). So the shared fields are the batch pointers, `busy`, `syncing`
+ * and the stop flag, all under the mutex (which also
  * orders the threads' results, and the engine's pending view changes,
  * before the loop's eng_publish), and each queue's `cancelled` flag, an
  * atomic the writer only reads.
@@ -63,7 +66,6 @@ struct wrt {
     wrt_queue **cand;   /* scratch for take_batch */
     size_t ncand_cap;
     int in_flight;      /* batches handed over and not yet back (at most WRT_IN_FLIGHT) */
-    bool at_writer;     /* one of them is with the writer thread, not yet in the log */
     struct event *kick; /* hands over the next batch at the end of this iteration */
     struct event *freed; /* activated by the writer thread when it can take the next */
     struct event *wake; /* activated by the sync thread when batches are done */
@@ -71,7 +73,8 @@ struct wrt {
     pthread_mutex_t mu;
     pthread_cond_t cv;  /* the writer thread waits here for a batch, or for the syncs */
     pthread_cond_t scv; /* the sync thread waits here for batches */
-    wrt_job *batch;     /* handed to the writer thread */
+    wrt_job *batch;     /* handed to the writer thread, not yet taken */
+    bool busy;          /* the writer thread is planning and writing a batch */
     wrt_job *syncq[WRT_IN_FLIGHT]; /* written, waiting for the log's fsync (oldest first) */
     size_t nsyncq;
     bool syncing;       /* the sync thread is working on batches it took */
@@ -166,10 +169,12 @@ static void *writer_main(void *arg)
         if (!w->batch)
             break; /* stop, and nothing left to run */
         wrt_job *b = w->batch;
+        w->batch = NULL;
+        w->busy = true;
         pthread_mutex_unlock(&w->mu);
         run_batch(w, b);
         pthread_mutex_lock(&w->mu);
-        w->batch = NULL;
+        w->busy = false; /* in the log: the loop may hand over the next */
         w->syncq[w->nsyncq++] = b;
         if (w->nsyncq == 1 && !w->syncing) {
             /* The sync thread idle: wait for the disk here, which saves a
@@ -370,11 +375,17 @@ static wrt_job *take_batch(wrt *w)
 
 static void hand_over(wrt *w)
 {
-    if (w->at_writer || w->in_flight == WRT_IN_FLIGHT || !w->lhead)
+    if (w->in_flight == WRT_IN_FLIGHT || !w->lhead)
+        return;
+    /* Only the loop sets `batch`, so the writer thread, once seen free,
+     * stays free until it is given one. */
+    pthread_mutex_lock(&w->mu);
+    bool free_now = !w->batch && !w->busy;
+    pthread_mutex_unlock(&w->mu);
+    if (!free_now)
         return;
     wrt_job *b = take_batch(w);
     w->in_flight++;
-    w->at_writer = true;
     pthread_mutex_lock(&w->mu);
     w->batch = b;
     pthread_cond_signal(&w->cv);
@@ -388,7 +399,6 @@ static void freed_cb(evutil_socket_t fd, short what, void *arg)
     wrt *w = arg;
     (void)fd;
     (void)what;
-    w->at_writer = false;
     hand_over(w);
 }
 
@@ -414,7 +424,6 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
         return;
     eng_publish(w->e); /* visible to verification before anyone is told (rule 5) */
     w->in_flight -= (int)nb;
-    w->at_writer = w->in_flight > 0 && w->at_writer; /* a batch synced by the writer itself */
     while (b) {
         wrt_job *next = b->next;
         w->backlog -= b->bytes;
@@ -498,7 +507,7 @@ int wrt_submit(wrt *w, wrt_queue *q, wrt_job *j)
     q->tail = j;
     if (!q->listed)
         list_append(w, q);
-    if (!w->at_writer && w->in_flight < WRT_IN_FLIGHT)
+    if (w->in_flight < WRT_IN_FLIGHT)
         event_active(w->kick, 0, 0); /* after this iteration: batch what it queued */
     return 0;
 }
