@@ -68,7 +68,7 @@ for part in $PARTS; do
 done
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 
-say() { printf '%s\n' "$*" >&2; }
+. "$(dirname "$0")/lib.sh"
 for tool in "$TB" "$BIN/tokend" "$NGINX" jq; do
   command -v "$tool" >/dev/null || { say "bench: $tool is missing"; exit 1; }
 done
@@ -83,30 +83,12 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 OUT=${BENCH_OUT:-bench/results/http-$commit}
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit="$commit+modified"
 
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/tokenbench-http.XXXXXX")
-# The programs are copied first: a rebuild of bin/ during the run (a shared
-# work tree) must not mix two versions in one set of results.
-mkdir "$scratch/bin"
-cp "$BIN/tokend" "$TB" "$scratch/bin/"
-TB=$scratch/bin/tokenbench
-TOKEND=$scratch/bin/tokend
-pids=()
+bench_setup http
 NGINX_DIRS=()
-cleanup() {
-  local p d
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  rm -rf "$scratch"
+bench_cleanup_more() {
+  local d
   for d in "${NGINX_DIRS[@]}"; do rm -rf "$d"; done
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start_tokend: sets TPORT (binary) and HPORT (HTTP); the "http on" line comes
 # before "listening on".

@@ -64,13 +64,8 @@ if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
   echo "bench: BENCH_BASELINE=$BASELINE is not an executable tokend" >&2; exit 1
 fi
 
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/tokenbench-run.XXXXXX")
-# The programs are copied first: a rebuild of bin/ during the run (a shared
-# work tree) must not mix two versions in one set of results.
-mkdir "$scratch/bin"
-cp "$BIN/tokend" "$TB" "$scratch/bin/"
-TB=$scratch/bin/tokenbench
-TOKEND=$scratch/bin/tokend
+. "$(dirname "$0")/lib.sh"
+bench_setup run
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit="$commit+modified"
 if [ -n "$BASELINE" ]; then
@@ -86,23 +81,6 @@ if [ -n "$BASELINE" ]; then
     echo "bench: warning: BENCH_BASELINE is the same binary as $BIN/tokend" >&2
   fi
 fi
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  rm -rf "$scratch"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-say() { printf '%s\n' "$*" >&2; }
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start_redis NAME ARGS...: a redis-server on a free port; sets REDIS_PORT.
 start_redis() {

@@ -46,7 +46,7 @@ NICE_LEVEL=${BENCH_NICE:--10}
 NICE=""
 if [ "$NICE_LEVEL" != 0 ] && [ "$(id -u)" = 0 ]; then NICE="nice -n $NICE_LEVEL"; fi
 
-say() { printf '%s\n' "$*" >&2; }
+. "$(dirname "$0")/lib.sh"
 for tool in "$TB" "$BIN/tokend" redis-server redis-cli openssl jq; do
   command -v "$tool" >/dev/null || { say "bench: $tool is missing (make bench-tls installs it)"; exit 1; }
 done
@@ -55,36 +55,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 OUT=${BENCH_OUT:-bench/results/tls-$commit}
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit="$commit+modified"
 
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/tokenbench-tls.XXXXXX")
-# The programs are copied first: a rebuild of bin/ during the run (a shared
-# work tree) must not mix two versions in one set of results.
-mkdir "$scratch/bin"
-cp "$BIN/tokend" "$TB" "$scratch/bin/"
-TB=$scratch/bin/tokenbench
-TOKEND=$scratch/bin/tokend
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  rm -rf "$scratch"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p
-  for _ in $(seq 20); do
-    p=$((20000 + RANDOM % 40000))
-    port_free "$p" && { echo "$p"; return 0; }
-  done
-  say "bench: no free port"; exit 1
-}
+bench_setup tls
 
 # The CA and the server's certificate (127.0.0.1); the key mode 0600, as tokend asks.
 pki=$scratch/pki

@@ -83,6 +83,7 @@ struct eng {
     bool log_open;                  /* elog_open_end has succeeded */
     ses_table *sessions;            /* portal sessions (borrowed; may be NULL) */
     head_key *sign;                 /* signed heads (NULL: none) */
+    pthread_mutex_t hmu;            /* sign_head: one thread at a time */
     uint64_t signed_seq;            /* the last head signed */
     int64_t signed_ms;
     kr *ring;                       /* the named operator and gateway keys (hashes only) */
@@ -308,22 +309,28 @@ static int check_marker(eng *e, const char *state_dir, tk_why *w)
 
 /* ---- signed heads (store/head.h) -------------------------------------- */
 
-/* Signs the head when the log moved: at most once a second (writer
- * thread, after a batch), or now (at close). A head that cannot be written
+/* Signs the durable head when the log moved: at most once a second (after
+ * an fdatasync, eng_sync), or now (at close). A head that cannot be written
  * fences nothing (the batch is durable and acknowledged): the next batch
  * tries again. */
 static void sign_head(eng *e, bool now)
 {
-    uint64_t seq = elog_last_seq(e->log);
-    int64_t t = now_ms();
-    if (seq == e->signed_seq || (!now && t - e->signed_ms < 1000))
+    /* eng_sync runs on the sync thread and, for a checkpoint, on the
+     * writer: one signs, and the other leaves it (it signs the same head,
+     * or the next sync does). At close, wait for it. */
+    if (now)
+        pthread_mutex_lock(&e->hmu);
+    else if (pthread_mutex_trylock(&e->hmu) != 0)
         return;
+    int64_t t = now_ms();
     head_rec h = {.time_ms = t};
     elog_durable_head(e->log, &h.seq, h.hash);
-    if (head_write(e->sign, e->logdir, &h, NULL) == 0) {
-        e->signed_seq = seq;
+    if (h.seq != e->signed_seq && (now || t - e->signed_ms >= 1000)
+        && head_write(e->sign, e->logdir, &h, NULL) == 0) {
+        e->signed_seq = h.seq;
         e->signed_ms = t;
     }
+    pthread_mutex_unlock(&e->hmu);
 }
 
 /* With a signing key: the log must hold its latest signed head. */
@@ -552,6 +559,7 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
     double t0 = mono_s(), t1;
     eng *e = xcalloc(1, sizeof *e);
     pthread_mutex_init(&e->pmu, NULL);
+    pthread_mutex_init(&e->hmu, NULL);
     hist_init(&e->syncs, sync_bounds, sizeof sync_bounds / sizeof sync_bounds[0]);
     state_txn *t = NULL;
     char *sub = NULL;
@@ -704,6 +712,7 @@ void eng_close(eng *e)
             free(p);
         }
     pthread_mutex_destroy(&e->pmu);
+    pthread_mutex_destroy(&e->hmu);
     kr_free(e->ring);
     secret_pool_free(e->pool);
     rl_free(e->rate);
@@ -833,10 +842,13 @@ static void late_failure(eng *e, const char *step, int err)
     char *sub = xpath(e->dir, "state");
     char *what = xasprintf("%s failed after a batch was written to the log", step);
     tk_why w = {.msg = ""};
-    __atomic_store_n(&e->stale, true, __ATOMIC_RELEASE);
+    /* Once: the writer (LMDB) and the sync thread (the log) may both fail. */
+    if (__atomic_exchange_n(&e->stale, true, __ATOMIC_ACQ_REL))
+        goto fenced;
     if (ckpt_set_aside(e->dir, sub, "failed", what, true, &w) != 0)
         fprintf(stderr, "tokend: %s; %s: stop tokend and move %s away before the next start "
                         "(it is rebuilt from the log)\n", what, w.msg, sub);
+fenced:
     free(what);
     free(sub);
     fence(e, "%s failed after a committed batch (%s): writes refused until tokend restarts "

@@ -51,17 +51,6 @@
 
 #define TEST_SECONDS 40
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 static const char *const ADMIN[] = {"admin", NULL};
 static const char *const VIEWER[] = {"viewer", NULL};
 static const char *const ADMIN_PERMS[] = {"orders:read", "orders:write", NULL};

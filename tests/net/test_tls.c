@@ -56,17 +56,6 @@
 #define TEST_SECONDS 90
 #define SUITE_SECONDS 240 /* a suite run again over TLS */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 static char *pki_dir; /* made once, for every test */
 static tlst_pki P;
 

@@ -6,6 +6,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* SANITIZED: 1 in a build with AddressSanitizer (time limits and load
+ * sizes of a suite may differ there), else 0. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
 /* Creates a fresh empty directory under $TMPDIR (or /tmp) and returns its
  * path; caller frees with tkt_rmdir (removes it recursively) then free(). */
 char *tkt_mkdtemp(void);
