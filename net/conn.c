@@ -78,11 +78,13 @@
 #include "core/xmalloc.h"
 #include "core/sha256.h"
 #include "net/dispatch.h"
+#include "net/gateway.h"
 #include "net/log.h"
 #include "net/metrics.h"
 #include "net/peers.h"
 #include "net/proto.h"
 #include "net/tls.h"
+#include "net/vhttp.h"
 #include "store/keyfile.h"
 
 #define READ_HIGH (64u * 1024)   /* input buffered per connection between frames */
@@ -90,7 +92,6 @@
 #define IN_KEEP (16u * 1024)     /* an empty input buffer larger than this is freed */
 #define LINGER_SECONDS 2.0       /* FAILED: time for the peer to read our last reply */
 #define AUTH_KEY_MAX 128         /* the longest key kept for re-authentication */
-#define GW_HASH_LEN 32
 #define PAGE_BY_REFERENCE 4096   /* listing replies this large join the output by reference */
 #define CONN_FIXED (sizeof(conn) + 1024) /* the struct, its events, evbuffer and queue */
 #define TLS_CHUNK 16384          /* output bytes handed to one SSL write: one record */
@@ -162,6 +163,7 @@ struct conn {
     char peer[64];
     SSL *ssl;                 /* TLS: the session (NULL: plain) */
     struct event *tls_wr;     /* TLS: a read waiting for the socket to take bytes */
+    uint64_t skip;            /* HTTP: body bytes still to come, to be dropped */
 };
 
 struct conn_hub {
@@ -169,8 +171,7 @@ struct conn_hub {
     eng *e;
     wrt *w;
     conn_opts o;
-    bool has_gw;
-    uint8_t gw_hash[GW_HASH_LEN];
+    gw_key gw;                /* DIR/gateway.key, with --require-gateway-key */
     mpw scratch;              /* inline replies */
     met *m;                   /* counters (NULL: none) */
     lg_sampler sample;        /* --log-requests */
@@ -189,9 +190,12 @@ struct conn_hub {
     lg_limit log_busy, log_frame, log_bad, log_slow, log_idle, log_auth, log_queue, log_inflight,
         log_queued, log_evict, log_tls;
     tls *tls;                 /* TLS context of new connections (NULL: plain) */
+    vh *vh;                   /* HTTP verification instead of frames (NULL: frames) */
+    h1_out hout;              /* an HTTP response being written */
 };
 
 static void process(conn *c);
+static void process_end(conn *c, bool consumed, bool partial, size_t want);
 static void close_now(conn *c);
 static void resume(conn *c);
 static void read_cb(evutil_socket_t fd, short what, void *arg);
@@ -710,19 +714,6 @@ static void fail_framing(conn *c, uint32_t id, int status, const char *msg)
 
 /* ---- requests ------------------------------------------------------------- */
 
-/* DIR/gateway.key (with --require-gateway-key) or a gateway key of the
- * keyring. */
-static bool is_gateway(const conn_hub *h, const char *key, size_t n)
-{
-    uint8_t hash[GW_HASH_LEN];
-    if (!h->has_gw && !keyfile_key_ok(key, n, "tkg_"))
-        return false;
-    sha256(hash, key, n); /* once, for the file's key and the keyring's */
-    if (h->has_gw && secret_equal(hash, h->gw_hash, GW_HASH_LEN))
-        return true;
-    return keyfile_key_ok(key, n, "tkg_") && eng_gateway_hash(h->e, hash);
-}
-
 /* A gateway's or operator's AUTH still holds: checked again only when the
  * keyring lost a key since (one compare per verification run otherwise). */
 static bool auth_holds(conn *c)
@@ -732,7 +723,7 @@ static bool auth_holds(conn *c)
     if ((c->auth != AU_GATEWAY && c->auth != AU_OPERATOR) || gen == c->ring_gen)
         return true;
     bool ok = c->auth == AU_GATEWAY
-                  ? is_gateway(c->h, c->key, c->keylen)
+                  ? gw_key_ok(&c->h->gw, c->h->e, c->key, c->keylen)
                   : eng_authenticate(c->h->e, c->key, c->keylen, time(NULL), &a) == 0;
     if (ok) {
         c->ring_gen = gen;
@@ -760,7 +751,7 @@ static void do_auth(conn *c, uint32_t id, const uint8_t *body, size_t len)
     c->auth = AU_NONE;
     sodium_memzero(c->key, sizeof c->key);
     c->keylen = 0;
-    if (is_gateway(h, key.p, key.n)) {
+    if (gw_key_ok(&h->gw, h->e, key.p, key.n)) {
         c->auth = AU_GATEWAY;
         who = "gateway";
     } else if (eng_authenticate(h->e, key.p, key.n, time(NULL), &actor) == 0) {
@@ -1068,12 +1059,61 @@ static size_t writer_reply_max(const proto_header *hd, const uint8_t *body)
     return DSP_WRITE_REPLY_MAX;
 }
 
+/* The verify listener (conn_hub_set_http): answers every whole request
+ * buffered, in order, each straight into the output; the body of one is
+ * dropped as it comes (skip). A response that ends the connection (an
+ * error, Connection: close) is its last: the rest of the input is dropped
+ * and the connection lingers as after a framing error, so the peer reads
+ * the response rather than a reset. */
+static void process_http(conn *c)
+{
+    conn_hub *h = c->h;
+    size_t want = READ_HIGH;
+    bool consumed = false, partial = false;
+    while ((c->st == CS_OPEN || c->st == CS_ENDING) && in_len(c) > 0) {
+        if (c->skip) {
+            size_t n = in_len(c) < c->skip ? in_len(c) : (size_t)c->skip;
+            c->ioff += n;
+            c->skip -= n;
+            continue;
+        }
+        vh_result r;
+        h->hout.n = 0;
+        if (vh_answer(h->vh, c->in + c->ioff, in_len(c), c->peer, h->stopping, &h->hout, &r)
+            == VH_PARTIAL) {
+            partial = true;
+            if (r.want > want)
+                want = r.want;
+            break;
+        }
+        emit(c, h->hout.p, h->hout.n);
+        if (c->st == CS_CLOSED)
+            return;
+        c->ioff += r.used;
+        c->skip = r.skip;
+        consumed = true;
+        if (r.close) {
+            lru_touch(c);
+            c->st = CS_FAILED;
+            disarm_timer(c);
+            in_drop(c);
+            maybe_finish(c);
+            return;
+        }
+    }
+    process_end(c, consumed, partial || c->skip > 0, want);
+}
+
 /* Answers every whole frame buffered, while the connection may. */
 static void process(conn *c)
 {
     conn_hub *h = c->h;
     if (c->st != CS_OPEN && c->st != CS_ENDING)
         return;
+    if (h->vh) {
+        process_http(c);
+        return;
+    }
     size_t want = READ_HIGH;
     bool consumed = false, partial = false;
     for (;;) {
@@ -1152,6 +1192,16 @@ static void process(conn *c)
         c->ioff += used;
         consumed = true;
     }
+    process_end(c, consumed, partial, want);
+}
+
+/* After process's frames (or requests) were answered: the input settled,
+ * the connection marked active, and then for an ENDING one a partial frame
+ * dropped and the end begun; else the next read's size (want) and the
+ * frame deadline, which runs from the first byte of a frame we wait for. */
+static void process_end(conn *c, bool consumed, bool partial, size_t want)
+{
+    conn_hub *h = c->h;
     in_settle(c);
     if (consumed) {
         c->framed = true;
@@ -1170,7 +1220,6 @@ static void process(conn *c)
     c->rd_high = want;
     if (!c->framed)
         return; /* the first frame's deadline runs from the accept */
-    /* The frame deadline runs from the first byte of a frame we wait for. */
     if (!partial || c->paused || c->waiting)
         disarm_timer(c);
     else if (consumed || !c->timer_armed)
@@ -1317,7 +1366,8 @@ static void unlink_conn(conn *c)
 
 static void check_empty(conn_hub *h)
 {
-    if (h->stopping && !h->empty_called && h->all == NULL && wrt_idle(h->w)) {
+    /* A verify hub has no writer jobs: it need not wait for the writer. */
+    if (h->stopping && !h->empty_called && h->all == NULL && (h->vh || wrt_idle(h->w))) {
         h->empty_called = true;
         h->empty(h->empty_arg);
     }
@@ -1367,6 +1417,11 @@ void conn_hub_set_tls(conn_hub *h, tls *t)
     h->tls = t;
 }
 
+void conn_hub_set_http(conn_hub *h, vh *v)
+{
+    h->vh = v;
+}
+
 void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts,
                   const char *gateway_key, conn_hub **out)
 {
@@ -1376,10 +1431,7 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
     h->w = w;
     h->o = *opts;
     h->sample.every = opts->log_requests;
-    if (gateway_key) {
-        h->has_gw = true;
-        sha256(h->gw_hash, gateway_key, strlen(gateway_key));
-    }
+    gw_key_init(&h->gw, gateway_key);
     if (opts->max_per_peer)
         peers_new((size_t)opts->max_connections + 1, &h->peers);
     mpw_init(&h->scratch);
@@ -1404,11 +1456,21 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
 static void say_busy(conn_hub *h, evutil_socket_t fd, SSL *ssl, const char *why)
 {
     mpw *w = &h->scratch;
-    frame_begin(w);
-    dsp_put_error(w, why);
-    frame_end(w, 0, TK_EBUSY);
-    ssize_t n = ssl ? tls_write(ssl, w->buf.data, w->buf.size, NULL)
-                    : send(fd, w->buf.data, w->buf.size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    const void *p;
+    size_t len;
+    if (h->vh) { /* an HTTP 503 */
+        h->hout.n = 0;
+        vh_busy(&h->hout, why);
+        p = h->hout.p;
+        len = h->hout.n;
+    } else {
+        frame_begin(w);
+        dsp_put_error(w, why);
+        frame_end(w, 0, TK_EBUSY);
+        p = w->buf.data;
+        len = w->buf.size;
+    }
+    ssize_t n = ssl ? tls_write(ssl, p, len, NULL) : send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)n;
 }
 
@@ -1440,9 +1502,12 @@ static void evict(conn_hub *h, conn *v, const char *peer)
         long long idle = (long long)(time(NULL) - v->active);
         lg_limited(&h->log_evict, "closing %s: least recently active of %zu connections (idle "
                    "%lld s), for %s (--max-connections)", v->peer, h->nopen, idle, peer);
-        say_busy(h, v->fd, v->ssl, "connection closed: its slot went to a new connection (it "
-                                   "was the least recently active at the server's connection "
-                                   "limit)");
+        /* An idle HTTP connection is closed without a word: a response
+         * nobody asked for would be read as the answer to the next request. */
+        if (!h->vh)
+            say_busy(h, v->fd, v->ssl, "connection closed: its slot went to a new connection (it "
+                                       "was the least recently active at the server's "
+                                       "connection limit)");
         close_now(v);
     }
     release_slot(v);
@@ -1515,23 +1580,33 @@ size_t conn_hub_count(const conn_hub *h)
     return h->nopen;
 }
 
-size_t conn_memory_bound(const conn_opts *o, size_t max_backlog)
+/* Each connection's struct, input and output. Output: libevent rounds a
+ * chain up to a power of two, so unsent bytes may take up to twice their
+ * size; a reply always fits an empty output. */
+static size_t per_conn_bound(const conn_opts *o, size_t reply_max)
 {
-    size_t reply_max = dsp_reply_max(); /* the largest reply */
     size_t in = PROTO_HEADER_LEN + (size_t)o->max_frame;
     size_t out = o->max_output > reply_max ? o->max_output : reply_max;
-    size_t job = sizeof(pending) + o->max_frame + DSP_WRITE_REPLY_MAX;
-    size_t n = o->max_connections;
     if (in < READ_HIGH)
         in = READ_HIGH;
-    /* Output: libevent rounds a chain up to a power of two, so unsent bytes
-     * may take up to twice their size. Requests: at most max_queued, plus
-     * the one that crossed it, per connection; max_backlog in all. */
-    size_t per = CONN_FIXED + in + 2 * out;
-    size_t queued = n * (o->max_queued + job);
+    return (size_t)o->max_connections * (CONN_FIXED + in + 2 * out);
+}
+
+size_t conn_memory_bound(const conn_opts *o, size_t max_backlog)
+{
+    /* Requests: at most max_queued, plus the one that crossed it, per
+     * connection; max_backlog in all. */
+    size_t job = sizeof(pending) + o->max_frame + DSP_WRITE_REPLY_MAX;
+    size_t queued = (size_t)o->max_connections * (o->max_queued + job);
     if (max_backlog && max_backlog < queued)
         queued = max_backlog;
-    return n * per + queued;
+    return per_conn_bound(o, dsp_reply_max()) + queued;
+}
+
+size_t conn_http_memory_bound(const conn_opts *o)
+{
+    /* Plus the hub's response buffer and vhttp's list scratch: one each. */
+    return per_conn_bound(o, vh_reply_max()) + 2 * vh_reply_max();
 }
 
 void conn_hub_stop(conn_hub *h, void (*empty)(void *arg), void *arg)
@@ -1569,5 +1644,6 @@ void conn_hub_free(conn_hub *h)
         event_free(h->reap);
     peers_free(h->peers);
     mpw_free(&h->scratch);
+    h1_out_free(&h->hout);
     free(h);
 }

@@ -91,6 +91,13 @@ void conn_hub_set_metrics(conn_hub *h, met *m);
 typedef struct tls tls;
 void conn_hub_set_tls(conn_hub *h, tls *t);
 
+/* The hub speaks HTTP/1.x verification (net/vhttp.h: the verify listener,
+ * --http-verify) instead of the binary protocol: every request is answered
+ * inline by v (borrowed for the hub's life), with this layer's limits,
+ * deadlines, cap and TLS. Call before the first accept. */
+typedef struct vh vh;
+void conn_hub_set_http(conn_hub *h, vh *v);
+
 /* Connections with an open socket. */
 size_t conn_hub_count(const conn_hub *h);
 
@@ -109,6 +116,10 @@ void conn_hub_abort(conn_hub *h);
  * each connection's struct, input and output, plus the requests queued for
  * the writer, which max_backlog (the writer's cap) also bounds. */
 size_t conn_memory_bound(const conn_opts *o, size_t max_backlog);
+
+/* The same for a hub that speaks HTTP verification (conn_hub_set_http):
+ * nothing of it waits in the writer, and its replies are verify answers. */
+size_t conn_http_memory_bound(const conn_opts *o);
 
 /* Frees every connection and the hub. Call after the loop has stopped and
  * the writer has been joined (wrt_free). h may be NULL. */

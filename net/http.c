@@ -51,6 +51,7 @@
 #include "core/sha256.h"
 #include "core/xmalloc.h"
 #include "net/dispatch.h"
+#include "net/gateway.h"
 #include "net/hjson.h"
 #include "net/log.h"
 #include "net/proto.h"
@@ -59,9 +60,6 @@
 #define SWEEP_SECONDS 1
 #define SEG_MAX 256          /* a path segment, decoded */
 #define PATH_SEGS 12
-#define BASIC_MAX 512        /* a Basic credential, decoded */
-#define REQUIRE_MAX 64       /* permissions one verification may require */
-#define GW_HASH_LEN 32
 #define HCONN_BYTES 2048     /* an hconn, its bufferevent and evhttp's connection */
 #define PAGE_ROWS 100        /* rows of one page over HTTP at most (a larger limit gives */
 #define PAGE_BYTES (256u << 10) /* ... this many, or fewer so that a page at its rows'
@@ -92,8 +90,8 @@ struct http_srv {
     size_t count;
     hconn **byfd;
     size_t nbyfd;
-    uint8_t gw_hash[GW_HASH_LEN];
-    bool has_gw;
+    gw_key gw;                /* DIR/gateway.key, with --require-gateway-key */
+    h1_out lists;             /* a verification's joined roles and permissions */
     bool stopping;
     uint64_t first_seq;       /* the log's last seq at open: events appended since */
     size_t jobs;
@@ -468,232 +466,46 @@ static void send_error(http_srv *h, struct evhttp_request *req, uint16_t op, int
 
 /* ---- gateway verification ------------------------------------------------- */
 
-/* An HTTP auth scheme at the start of v ("Bearer", "Basic"): the value after
- * it, or NULL. */
-static const char *scheme(const char *v, const char *name)
+/* gw_in over evhttp's fields. */
+static const char *ev_field(const void *arg, const char *name, size_t i, size_t *n)
 {
-    size_t n = strlen(name);
-    if (strncasecmp(v, name, n) != 0 || v[n] != ' ')
-        return NULL;
-    v += n;
-    while (*v == ' ')
-        v++;
-    return v;
-}
-
-/* The credential of a verification. Returns 0 (secret and maybe id set),
- * or a verdict: TK_V_MALFORMED (a Basic that does not decode), or -1 when
- * none was given. */
-static int credential(struct evkeyvalq *in, char *buf, const char **secret, size_t *len,
-                      bool *has_id, tk_id *id)
-{
-    const char *a = evhttp_find_header(in, "Authorization");
-    const char *v;
-    *has_id = false;
-    if (a && (v = scheme(a, "Bearer"))) {
-        *secret = v;
-        *len = strlen(v);
-        while (*len && v[*len - 1] == ' ')
-            (*len)--;
-        return 0;
-    }
-    if (a && (v = scheme(a, "Basic"))) {
-        size_t n;
-        if (sodium_base642bin((unsigned char *)buf, BASIC_MAX - 1, v, strlen(v), " ", &n, NULL,
-                              sodium_base64_VARIANT_ORIGINAL)
-            != 0)
-            return TK_V_MALFORMED;
-        buf[n] = 0;
-        char *colon = memchr(buf, ':', n);
-        if (!colon)
-            return TK_V_MALFORMED;
-        if (colon > buf) {
-            if (secret_id_parse(buf, (size_t)(colon - buf), id) != 0)
-                return TK_V_MALFORMED;
-            *has_id = true;
-        }
-        *secret = colon + 1;
-        *len = n - (size_t)(colon + 1 - buf);
-        return 0;
-    }
-    if ((v = evhttp_find_header(in, "X-API-Key"))) {
-        *secret = v;
-        *len = strlen(v);
-        return 0;
-    }
-    return -1;
-}
-
-static bool has_perm(const tk_verify *v, const char *p, size_t n)
-{
-    for (uint32_t i = 0; i < v->nperms; i++)
-        if (strlen(v->perms[i]) == n && memcmp(v->perms[i], p, n) == 0)
-            return true;
-    return false;
-}
-
-/* The first permission of list (comma-separated) that v lacks, copied to
- * out; false when it has them all. */
-static bool lacks_from(const tk_verify *v, const char *list, char *out, size_t cap)
-{
-    while (*list) {
-        while (*list == ' ' || *list == ',')
-            list++;
-        const char *e = list;
-        while (*e && *e != ',')
-            e++;
-        size_t n = (size_t)(e - list);
-        while (n && list[n - 1] == ' ')
-            n--;
-        if (n && !has_perm(v, list, n)) {
-            snprintf(out, cap, "%.*s", (int)(n < 128 ? n : 128), list);
-            return true;
-        }
-        list = e;
-    }
-    return false;
-}
-
-/* Every permission the request requires (?permission=P, repeatable;
- * X-Tokend-Require-Permission, comma-separated, repeatable): the first
- * missing in out, or false. */
-static bool lacks(struct evhttp_request *req, const char *query, const tk_verify *v, char *out,
-                  size_t cap)
-{
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const struct evkeyvalq *in = arg;
     for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
-        if (strcasecmp(kv->key, "X-Tokend-Require-Permission") == 0
-            && lacks_from(v, kv->value, out, cap))
-            return true;
-    /* The query by hand, item by item: evhttp_parse_query_str gives up on
-     * an item without '=' (?x&permission=P), and a requirement must never
-     * be dropped with it. */
-    for (const char *p = query; p && *p;) {
-        const char *e = strchr(p, '&');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        if (n > 11 && memcmp(p, "permission=", 11) == 0) {
-            char *raw = xstrndup(p + 11, n - 11);
-            char *want = evhttp_uridecode(raw, 1, NULL); /* '+' is a space, as in forms */
-            free(raw);
-            bool missing = !want || !has_perm(v, want, strlen(want));
-            if (missing)
-                snprintf(out, cap, "%.128s", want ? want : "(undecodable)");
-            free(want);
-            if (missing)
-                return true;
-        } else if (n == 10 && memcmp(p, "permission", 10) == 0) {
-            snprintf(out, cap, "(empty)");
-            return true;
+        if (strcasecmp(kv->key, name) == 0 && i-- == 0) {
+            *n = strlen(kv->value);
+            return kv->value;
         }
-        p = e ? e + 1 : NULL;
-    }
-    return false;
+    return NULL;
 }
 
-static void add_list(http_srv *h, struct evkeyvalq *oh, const char *name, const char *const *v,
-                     uint32_t n)
+static void ev_add_field(void *arg, const char *name, const char *value, size_t n)
 {
-    struct evbuffer *b = h->scratch;
-    evbuffer_drain(b, evbuffer_get_length(b));
-    for (uint32_t i = 0; i < n; i++)
-        evbuffer_add_printf(b, "%s%s", i ? "," : "", v[i]);
-    evbuffer_add(b, "", 1);
-    evhttp_add_header(oh, name, (const char *)evbuffer_pullup(b, -1));
-}
-
-/* key is the gateway key (constant time over its hash). */
-/* DIR/gateway.key (with --require-gateway-key) or a gateway key of the
- * keyring. */
-static bool is_gateway_key(const http_srv *h, const char *key)
-{
-    uint8_t hash[GW_HASH_LEN];
-    size_t n = strlen(key);
-    if (!h->has_gw && !keyfile_key_ok(key, n, "tkg_"))
-        return false;
-    sha256(hash, key, n); /* once: the file's key and the keyring's compared with it */
-    if (h->has_gw && secret_equal(hash, h->gw_hash, GW_HASH_LEN))
-        return true;
-    return keyfile_key_ok(key, n, "tkg_") && eng_gateway_hash(h->env.e, hash);
-}
-
-static bool gateway_ok(http_srv *h, struct evkeyvalq *in)
-{
-    if (!h->has_gw)
-        return true;
-    const char *k = evhttp_find_header(in, "X-Tokend-Gateway-Key");
-    if (!k)
-        return false;
-    if (is_gateway_key(h, k))
-        return true;
-    /* The operator key may verify too, as on the binary listener. */
-    tk_actor a;
-    return eng_authenticate(h->env.e, k, strlen(k), time(NULL), &a) == 0
-           && a.kind == TK_ACTOR_OPERATOR;
+    (void)n; /* value is a string */
+    evhttp_add_header(arg, name, value);
 }
 
 /* /v1/verify[/...], any method, no body: the answer is the status and the
- * identity headers, for nginx auth_request, Caddy forward_auth, Envoy
- * ext_authz and Traefik forwardAuth. */
+ * identity headers (net/gateway.h), for nginx auth_request, Caddy
+ * forward_auth, Envoy ext_authz and Traefik forwardAuth. */
 static void gateway_verify(http_srv *h, struct evhttp_request *req, const char *query)
 {
     uint64_t t0 = now_ns();
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
-    char buf[BASIC_MAX];
-    const char *secret = NULL;
-    size_t len = 0;
-    bool has_id;
-    tk_id id;
-    tk_verify v;
-    char missing[130];
-    int code;
-
-    if (!gateway_ok(h, in)) {
+    gw_in in = {ev_field, evhttp_request_get_input_headers(req)};
+    gw_answer a;
+    gw_verify(h->env.e, &h->gw, &in, query, query ? strlen(query) : 0, time(NULL), &a);
+    if (a.keyless) {
         send_error(h, req, OP_VERIFY, TK_EUNAUTH,
                    "verification needs the gateway key (X-Tokend-Gateway-Key)", 0);
         return;
     }
-    int c = credential(in, buf, &secret, &len, &has_id, &id);
-    if (c == 0)
-        eng_verify(h->env.e, has_id ? &id : NULL, secret, len, time(NULL), &v);
-    else
-        v.verdict = TK_V_MALFORMED;
-    const char *reason = c < 0 ? "missing" : model_verdict_name(v.verdict);
-    evhttp_add_header(oh, "Cache-Control", "no-store");
-    if (v.verdict == TK_V_VALID && lacks(req, query, &v, missing, sizeof missing)) {
-        code = 403;
-        evhttp_add_header(oh, "Content-Type", "application/json");
-        json_t *b = json_pack("{s:s,s:s,s:s?}", "error", "denied", "message",
-                              "the token lacks a permission this route requires", "permission",
-                              missing);
-        char *s = b ? json_dumps(b, JSON_COMPACT) : NULL;
-        if (s)
-            evbuffer_add_printf(evhttp_request_get_output_buffer(req), "%s\n", s);
-        free(s);
-        json_decref(b);
-    } else if (v.verdict == TK_V_VALID) {
-        char idtext[TK_ID_STR_LEN + 1];
-        secret_id_format(&v.client_id, idtext);
-        code = 200;
-        evhttp_add_header(oh, "X-Tokend-Tenant", v.tenant);
-        evhttp_add_header(oh, "X-Tokend-Account", v.account);
-        evhttp_add_header(oh, "X-Tokend-Client-Id", idtext);
-        add_list(h, oh, "X-Tokend-Roles", v.roles, v.nroles);
-        add_list(h, oh, "X-Tokend-Permissions", v.perms, v.nperms);
-    } else {
-        code = 401;
-        evhttp_add_header(oh, "WWW-Authenticate", "Bearer realm=\"tokend\"");
-        evhttp_add_header(oh, "Content-Type", "application/json");
-        evbuffer_add_printf(evhttp_request_get_output_buffer(req),
-                            "{\"valid\":false,\"reason\":\"%s\"}\n", reason);
-    }
-    evhttp_add_header(oh, "X-Tokend-Reason", code == 403 ? "permission" : reason);
-    met_verify(h->env.m, MET_HTTP, v.verdict, now_ns() - t0);
-    met_request(h->env.m, MET_HTTP, OP_VERIFY,
-                code == 200 ? 0 : code == 403 ? TK_EDENIED : TK_EUNAUTH);
+    gw_each_field(&a, &h->lists, ev_add_field, evhttp_request_get_output_headers(req));
+    if (a.body_len)
+        evbuffer_add(evhttp_request_get_output_buffer(req), a.body, a.body_len);
+    met_verify(h->env.m, MET_HTTP, a.v.verdict, now_ns() - t0);
+    met_request(h->env.m, MET_HTTP, OP_VERIFY, a.status);
     if (lg_sampled(&h->sample))
-        log_request(req, OP_VERIFY, code == 403 ? "permission" : reason);
-    send_reply(req, code);
+        log_request(req, OP_VERIFY, a.reason);
+    send_reply(req, a.code);
 }
 
 /* ---- the JSON API ---------------------------------------------------------- */
@@ -913,7 +725,8 @@ static int actor_of(http_srv *h, struct evhttp_request *req, tk_actor *a, ses_in
                     const char **msg)
 {
     const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    const char *key = auth ? scheme(auth, "Bearer") : NULL;
+    size_t kn = auth ? strlen(auth) : 0;
+    const char *key = auth ? gw_scheme(auth, &kn, "Bearer") : NULL;
     int rc;
     if (!auth && (rc = ptl_credential(h->portal, req, a, info, msg)) != PTL_NO_COOKIE)
         return rc;
@@ -921,11 +734,11 @@ static int actor_of(http_srv *h, struct evhttp_request *req, tk_actor *a, ses_in
         *msg = "send the operator key or a personal key as Authorization: Bearer <key>";
         return TK_EUNAUTH;
     }
-    if (is_gateway_key(h, key)) {
+    if (gw_key_ok(&h->gw, h->env.e, key, kn)) {
         *msg = "the gateway key may only verify";
         return TK_EUNAUTH;
     }
-    if (eng_authenticate(h->env.e, key, strlen(key), time(NULL), a) != 0) {
+    if (eng_authenticate(h->env.e, key, kn, time(NULL), a) != 0) {
         *msg = "unknown, expired or deleted key (a tenant API token is not a management key)";
         return TK_EUNAUTH;
     }
@@ -957,7 +770,8 @@ static void inline_op(http_srv *h, struct evhttp_request *req, const sch_op *op,
         tk_verify out;
         uint64_t t0 = now_ns();
         rc = dsp_verify_req((const uint8_t *)body->buf.data, body->buf.size, &v, &err);
-        if (!rc && !gateway_ok(h, evhttp_request_get_input_headers(req))) {
+        gw_in in = {ev_field, evhttp_request_get_input_headers(req)};
+        if (!rc && !gw_allowed(h->env.e, &h->gw, &in, time(NULL))) {
             rc = TK_EUNAUTH;
             snprintf(err.msg, sizeof err.msg,
                      "verification needs the gateway key (X-Tokend-Gateway-Key)");
@@ -1149,7 +963,8 @@ static void metrics(http_srv *h, struct evhttp_request *req)
     uint64_t seq = eng_last_seq(h->env.e);
     const char *why;
     met_gauges g = {
-        .conns = {h->env.hub ? conn_hub_count(h->env.hub) : 0, http_count(h)},
+        .conns = {h->env.hub ? conn_hub_count(h->env.hub) : 0, http_count(h),
+                  h->env.vhub ? conn_hub_count(h->env.vhub) : 0},
         .index_entries = eng_cred_count(h->env.e),
         .index_bytes = eng_index_bytes(h->env.e),
         .portal_sessions = ptl_sessions(h->portal),
@@ -1230,10 +1045,7 @@ void http_open(const http_env *env, const http_opts *o, struct evconnlistener *l
     h->scratch = evbuffer_new();
     if (!h->http || !h->scratch)
         die("the HTTP listener");
-    if (env->gateway_key) {
-        sha256(h->gw_hash, env->gateway_key, strlen(env->gateway_key));
-        h->has_gw = true;
-    }
+    gw_key_init(&h->gw, env->gateway_key);
     h->env.gateway_key = NULL;
     h->first_seq = eng_last_seq(env->e);
     h->o.portal.https = env->tls != NULL;
@@ -1286,5 +1098,6 @@ void http_free(http_srv *h)
         evbuffer_free(h->scratch);
     free(h->byfd);
     ptl_free(h->portal);
+    h1_out_free(&h->lists);
     free(h);
 }

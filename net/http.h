@@ -61,6 +61,7 @@ typedef struct http_env {
     wrt *w;
     met *m;
     const conn_hub *hub;     /* for the binary listener's connection gauge */
+    const conn_hub *vhub;    /* the verify listener's (--http-verify), or NULL */
     const char *gateway_key; /* when set, /v1/verify needs X-Tokend-Gateway-Key;
                                 only its hash is kept */
     tls *tls;                /* when set, connections speak TLS (net/tls.h): each one

@@ -31,7 +31,7 @@ struct met {
     uint64_t req[MET_NLISTENERS][MAX_OPS][NSTATUS];
 };
 
-static const char *const lis_name[MET_NLISTENERS] = {"binary", "http"};
+static const char *const lis_name[MET_NLISTENERS] = {"binary", "http", "http-verify"};
 
 /* The operation's index in the schema's table, or the last slot. */
 static size_t op_slot(uint16_t code)

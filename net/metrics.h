@@ -18,7 +18,9 @@
 #include "core/hist.h"
 #include "core/model.h"
 
-typedef enum met_listener { MET_BINARY, MET_HTTP, MET_NLISTENERS } met_listener;
+/* The listeners: the binary protocol (--listen), the main HTTP listener
+ * (--http) and the verify listener (--http-verify). */
+typedef enum met_listener { MET_BINARY, MET_HTTP, MET_VERIFY_HTTP, MET_NLISTENERS } met_listener;
 
 typedef struct met met;
 

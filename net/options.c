@@ -148,6 +148,10 @@ static const opt_def opt_table[] = {
      "the HTTP listener: gateway verification, the JSON API, /metrics (docs/http.md); "
      "\"none\": off",
      NULL},
+    {"http-verify", "http", "verify", OPT_STR, "HOST:PORT", 0, 0, OPT_AT(verify_listen),
+     "the verify listener: gateway verification (/v1/verify) only, over HTTP, at about "
+     "twice the main listener's rate, with its limits (docs/gateways.md); \"none\": off",
+     "none"},
     {"http-max-connections", "http", "max-connections", OPT_COUNT, "N", 1, 1000000,
      OPT_AT(http.max_connections),
      "HTTP connections at once; at the limit a new one takes the slot of the least "

@@ -39,6 +39,7 @@
 #include "net/log.h"
 #include "net/notify.h"
 #include "net/proto.h"
+#include "net/vhttp.h"
 #include "net/writer.h"
 #include "store/keyfile.h"
 
@@ -46,6 +47,8 @@
 #define ACCEPT_PAUSE_MS 100         /* after EMFILE: stop accepting this long */
 #define STOP_GRACE_SECONDS 10       /* a stop closes what is left after this */
 #define LISTEN_BACKLOG 1024
+#define VERIFY_MAX_OUTPUT (256u << 10) /* unsent responses of one verify connection: hundreds
+                                          of pipelined answers; a larger one always fits */
 
 struct srv {
     char *data_dir;
@@ -59,6 +62,10 @@ struct srv {
     char http_addr[80];
     struct evconnlistener *lis;
     struct evconnlistener *http_lis; /* owned by http; NULL once stopped */
+    conn_hub *vhub;         /* the verify listener's connections, or NULL */
+    vh *vh;                 /* its requests */
+    struct evconnlistener *vlis;
+    char verify_addr[80];
     int waiting;            /* parts still answering during a stop */
     struct event *resume;   /* re-enables accepting after a pause */
     struct event *stop_ev;  /* the self-pipe's read end */
@@ -89,9 +96,30 @@ void srv_opts_default(srv_opts *o)
     o->log_format = "text";
 }
 
+static bool listen_set(const char *spec)
+{
+    return spec && *spec && strcmp(spec, "none") != 0;
+}
+
 static bool http_enabled(const srv_opts *o)
 {
-    return o->http_listen && *o->http_listen && strcmp(o->http_listen, "none") != 0;
+    return listen_set(o->http_listen);
+}
+
+/* The verify listener's connection limits: the HTTP listener's, on the
+ * binary listener's connection layer. Its requests are answered inline,
+ * never queued for the writer. */
+static void verify_opts(const srv_opts *o, conn_opts *v)
+{
+    *v = o->conn;
+    v->max_frame = o->http.max_headers;
+    v->max_connections = o->http.max_connections;
+    v->max_per_peer = 0; /* gateways: a few addresses, many connections */
+    v->max_output = VERIFY_MAX_OUTPUT;
+    v->idle_timeout = o->http.timeout;
+    v->frame_timeout = o->http.timeout;
+    v->require_gateway = false; /* the gateway key is checked per request (vhttp.h) */
+    v->log_requests = 0;        /* vhttp.h samples its own */
 }
 
 static void writer_opts(const srv_opts *o, wrt_opts *w)
@@ -104,11 +132,16 @@ size_t srv_memory_bound(const srv_opts *o)
 {
     wrt_opts w;
     writer_opts(o, &w);
+    conn_opts vo;
+    verify_opts(o, &vo);
+    bool verify = listen_set(o->verify_listen);
     size_t tls_conns = o->tls.cert ? (size_t)o->conn.max_connections
                                          + (http_enabled(o) ? o->http.max_connections : 0)
+                                         + (verify ? vo.max_connections : 0)
                                    : 0;
     return conn_memory_bound(&o->conn, w.max_backlog) + wrt_memory_bound(&w, dsp_reply_max())
-           + (http_enabled(o) ? http_memory_bound(&o->http) : 0) + tls_conns * TLS_CONN_BYTES;
+           + (http_enabled(o) ? http_memory_bound(&o->http) : 0)
+           + (verify ? conn_http_memory_bound(&vo) : 0) + tls_conns * TLS_CONN_BYTES;
 }
 
 /* ---- TLS ------------------------------------------------------------------ */
@@ -172,8 +205,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
                       void *arg)
 {
     srv *s = arg;
-    (void)l;
-    conn_hub_accept(s->hub, fd, sa, salen);
+    conn_hub_accept(l == s->vlis ? s->vhub : s->hub, fd, sa, salen);
 }
 
 /* accept() failed. Out of descriptors (or memory) the listening socket
@@ -202,6 +234,8 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
         evconnlistener_enable(s->lis);
     if (s->http_lis)
         evconnlistener_enable(s->http_lis);
+    if (s->vlis)
+        evconnlistener_enable(s->vlis);
 }
 
 static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap)
@@ -252,7 +286,7 @@ static int parse_listen(const char *spec, struct sockaddr_storage *ss, int *len)
 
 /* A listening socket on spec (flag names the flag, for the message), its
  * address in addr. The HTTP listener's is handed to evhttp, which sets its
- * own accept callback; both share the pause on running out of descriptors. */
+ * own accept callback; all share the pause on running out of descriptors. */
 static int listen_on(srv *s, const char *flag, const char *spec, struct evconnlistener **out,
                      char *addr, size_t cap)
 {
@@ -312,9 +346,11 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
     srv *s = arg;
     (void)fd;
     (void)what;
-    lg_line("stop: %zu connections still open after %d s; closing them", conn_hub_count(s->hub),
-            STOP_GRACE_SECONDS);
+    lg_line("stop: %zu connections still open after %d s; closing them",
+            conn_hub_count(s->hub) + (s->vhub ? conn_hub_count(s->vhub) : 0), STOP_GRACE_SECONDS);
     conn_hub_abort(s->hub);
+    if (s->vhub)
+        conn_hub_abort(s->vhub);
 }
 
 static void stop_cb(evutil_socket_t fd, short what, void *arg)
@@ -327,6 +363,8 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     if (s->stops > 1 && s->lis == NULL) {
         lg_line("second stop request: closing every connection now");
         conn_hub_abort(s->hub);
+        if (s->vhub)
+            conn_hub_abort(s->vhub);
         return;
     }
     if (s->lis == NULL)
@@ -339,11 +377,16 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     evconnlistener_free(s->lis);
     s->lis = NULL;
     s->http_lis = NULL; /* freed by http_stop */
+    if (s->vlis)
+        evconnlistener_free(s->vlis);
+    s->vlis = NULL;
     struct timeval tv = {STOP_GRACE_SECONDS, 0};
     evtimer_add(s->grace, &tv);
-    s->waiting = s->http ? 2 : 1;
+    s->waiting = 1 + (s->http != NULL) + (s->vhub != NULL);
     if (s->http)
         http_stop(s->http, part_empty, s);
+    if (s->vhub)
+        conn_hub_stop(s->vhub, part_empty, s);
     conn_hub_stop(s->hub, part_empty, s);
 }
 
@@ -443,8 +486,24 @@ int srv_open(const srv_opts *o, srv **out)
         if ((rc = listen_on(s, "--http", o->http_listen, &s->http_lis, s->http_addr,
                             sizeof s->http_addr)))
             goto fail;
-        http_env env = {s->base, s->e, s->w, s->m, s->hub, o->require_gateway ? gw : NULL,
-                        s->tls};
+    }
+    if (listen_set(o->verify_listen)) {
+        conn_opts vo;
+        verify_opts(o, &vo);
+        raise_fd_limit(co.max_connections + o->http.max_connections + vo.max_connections);
+        if ((rc = listen_on(s, "--http-verify", o->verify_listen, &s->vlis, s->verify_addr,
+                            sizeof s->verify_addr)))
+            goto fail;
+        vh_opts vho = {o->http.max_headers, o->http.max_body, o->log_requests};
+        vh_new(s->e, s->m, o->require_gateway ? gw : NULL, &vho, &s->vh);
+        conn_hub_new(s->base, s->e, s->w, &vo, NULL, &s->vhub);
+        conn_hub_set_tls(s->vhub, s->tls);
+        conn_hub_set_metrics(s->vhub, s->m);
+        conn_hub_set_http(s->vhub, s->vh);
+    }
+    if (s->http_lis) {
+        http_env env = {s->base, s->e, s->w, s->m, s->hub, s->vhub,
+                        o->require_gateway ? gw : NULL, s->tls};
         http_open(&env, &oo.http, s->http_lis, &s->http);
     }
     sodium_memzero(gw, sizeof gw);
@@ -458,6 +517,10 @@ int srv_open(const srv_opts *o, srv **out)
         tls_describe(s->tls, d, sizeof d);
         lg_line("TLS on both listeners (plain connections are refused; SIGHUP reloads): %s", d);
     }
+    if (s->vhub)
+        lg_line("http-verify on %s (gateway verification at /v1/verify only; "
+                "docs/gateways.md)",
+                s->verify_addr);
     if (s->http)
         lg_line("http on %s (gateway verification at /v1/verify, the JSON API under /v1/, "
                 "/metrics, /healthz; docs/http.md)",
@@ -491,6 +554,11 @@ const char *srv_http_address(const srv *s)
     return s->http ? s->http_addr : NULL;
 }
 
+const char *srv_verify_address(const srv *s)
+{
+    return s->vhub ? s->verify_addr : NULL;
+}
+
 int srv_run(srv *s)
 {
     event_base_dispatch(s->base);
@@ -507,9 +575,13 @@ void srv_close(srv *s)
         evconnlistener_free(s->lis);
     if (s->http_lis && !s->http)
         evconnlistener_free(s->http_lis);
+    if (s->vlis)
+        evconnlistener_free(s->vlis);
     wrt_free(s->w);
     http_free(s->http);
     conn_hub_free(s->hub);
+    conn_hub_free(s->vhub);
+    vh_free(s->vh);
     met_free(s->m);
     if (s->stop_ev)
         event_free(s->stop_ev);

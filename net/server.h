@@ -24,6 +24,9 @@ typedef struct srv_opts {
     const char *listen;     /* "HOST:PORT" (IPv6 as "[::1]:7070"); port 0 picks one */
     const char *http_listen; /* the HTTP listener's "HOST:PORT"; NULL or "none": none */
     http_opts http;         /* its limits (http.h) */
+    const char *verify_listen; /* the verify listener's "HOST:PORT" (HTTP verification
+                               only, net/vhttp.h, with http's limits); NULL or "none",
+                               the default: none */
     const char *data_dir;   /* created at first start, with the operator key */
     bool require_gateway;   /* create/load DIR/gateway.key; VERIFY needs it */
     conn_opts conn;         /* limits (conn.h); conn.require_gateway is set from above */
@@ -59,6 +62,9 @@ const char *srv_address(const srv *s);
 
 /* The HTTP listener's address, or NULL when there is none (borrowed). */
 const char *srv_http_address(const srv *s);
+
+/* The verify listener's address, or NULL when there is none (borrowed). */
+const char *srv_verify_address(const srv *s);
 
 /* Runs the loop until a stop completes. Returns 0. */
 int srv_run(srv *s);

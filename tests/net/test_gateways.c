@@ -51,7 +51,7 @@
 #define DOC "docs/gateways.md"
 
 /* The doc's placeholder addresses. */
-#define PH_TOKEND "127.0.0.1:7080"
+#define PH_TOKEND "127.0.0.1:7081" /* tokend's verify listener */
 #define PH_GATEWAY "127.0.0.1:8080"
 #define PH_UPSTREAM "127.0.0.1:9000"
 
@@ -258,6 +258,8 @@ typedef struct world {
     char writer_id[64];
     pid_t gw_pid;         /* the gateway, while running */
     int gw_port;
+    int tport;            /* the listener the replays go to: the verify listener's port,
+                             or the HTTP listener's (setup_main) */
     char *gw_dir;         /* its temp dir (config, logs, HOME) */
     char *gw_log;
 } world;
@@ -335,7 +337,8 @@ static int setup(void **state)
     w->up.lfd = -1;
     raw_watchdog(TEST_SECONDS);
     int rc = raw_server_start(&w->s, NULL, extra); /* tracked for the watchdog by raw */
-    if (rc != 0 || w->s.http_port <= 0
+    w->tport = w->s.verify_port;
+    if (rc != 0 || w->s.http_port <= 0 || w->s.verify_port <= 0
         || raw_read_key(&w->s, "operator.key", w->op, sizeof w->op) != 0
         || raw_read_key(&w->s, "gateway.key", w->gw_key, sizeof w->gw_key) != 0
         || up_start(&w->up) != 0) {
@@ -439,7 +442,7 @@ static char *doc_config(world *w, const char *name)
 {
     char addr[32];
     char *c = doc_block(name);
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", w->s.http_port);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", w->s.verify_port);
     c = subst(c, PH_TOKEND, addr);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", w->gw_port);
     c = subst(c, PH_GATEWAY, addr);
@@ -750,7 +753,7 @@ static void gateway_flow(world *w, bool caddy)
 
     /* tokend itself refuses a verification without the gateway key: the
      * gateway added it above. */
-    assert_int_equal(hraw_once(w->s.http_port, "GET", "/v1/verify", h_v, NULL, &r), 0);
+    assert_int_equal(hraw_once(w->s.verify_port, "GET", "/v1/verify", h_v, NULL, &r), 0);
     assert_int_equal(r.status, 401);
     hraw_free(&r);
 
@@ -912,7 +915,7 @@ static void envoy_and_traefik_requests(void **state)
     basic(basic_v, sizeof basic_v - 2, w->viewer_id, w->viewer);
     basic_v[0] = 'a'; /* Envoy's lower-case name */
     strcat(basic_v, "\r\n");
-    int fd = raw_connect(w->s.http_port);
+    int fd = raw_connect(w->tport);
     assert_true(fd >= 0);
 
     /* Envoy. */
@@ -952,27 +955,27 @@ static void envoy_and_traefik_requests(void **state)
     hraw_free(&r);
 
     /* Traefik. */
-    replay(fd, &r, TRAEFIK, "", w->s.http_port, tauth, tkey, "POST", "/orders/7?x=1");
+    replay(fd, &r, TRAEFIK, "", w->tport, tauth, tkey, "POST", "/orders/7?x=1");
     expect_identity(&r, w->viewer_id, "viewer");
     hraw_free(&r);
     char tx[256];
     snprintf(tx, sizeof tx, "X-Api-Key: %s\r\n", w->viewer);
-    replay(fd, &r, TRAEFIK, "", w->s.http_port, tx, tkey, "GET", "/orders/7");
+    replay(fd, &r, TRAEFIK, "", w->tport, tx, tkey, "GET", "/orders/7");
     expect_identity(&r, w->viewer_id, "viewer");
     hraw_free(&r);
-    replay(fd, &r, TRAEFIK, "", w->s.http_port, "", tkey, "GET", "/orders/7");
+    replay(fd, &r, TRAEFIK, "", w->tport, "", tkey, "GET", "/orders/7");
     expect_401(&r, "missing");
     hraw_free(&r);
     /* The tokend-orders-write middleware's address. */
-    replay(fd, &r, TRAEFIK, "?permission=orders:write", w->s.http_port, tauth, tkey, "PUT",
+    replay(fd, &r, TRAEFIK, "?permission=orders:write", w->tport, tauth, tkey, "PUT",
            "/orders/write/1");
     expect_403(&r, "orders:write");
     hraw_free(&r);
-    replay(fd, &r, TRAEFIK, "?permission=orders:write", w->s.http_port, wauth, tkey, "PUT",
+    replay(fd, &r, TRAEFIK, "?permission=orders:write", w->tport, wauth, tkey, "PUT",
            "/orders/write/1");
     expect_identity(&r, w->writer_id, "admin");
     hraw_free(&r);
-    replay(fd, &r, TRAEFIK, "", w->s.http_port, tauth, "", "GET", "/orders/7");
+    replay(fd, &r, TRAEFIK, "", w->tport, tauth, "", "GET", "/orders/7");
     assert_int_equal(r.status, 401);
     hraw_free(&r);
 
@@ -984,15 +987,30 @@ static void envoy_and_traefik_requests(void **state)
     replay(fd, &r, ENVOY, "GET", "/orders/7", eauth, ekey);
     expect_401(&r, "unknown");
     hraw_free(&r);
-    replay(fd, &r, TRAEFIK, "", w->s.http_port, tauth, tkey, "GET", "/orders/7");
+    replay(fd, &r, TRAEFIK, "", w->tport, tauth, tkey, "GET", "/orders/7");
     expect_401(&r, "unknown");
     hraw_free(&r);
     assert_int_equal(api(w, w->op, "PATCH", "/v1/tenants/acme", "{\"api_tokens\":false}", NULL),
                      200);
-    replay(fd, &r, TRAEFIK, "", w->s.http_port, wauth, tkey, "GET", "/orders/7");
+    replay(fd, &r, TRAEFIK, "", w->tport, wauth, tkey, "GET", "/orders/7");
     expect_401(&r, "disabled");
     hraw_free(&r);
     close(fd);
+}
+
+/* The same replays against the main HTTP listener, which answers
+ * /v1/verify by the same rules. */
+static int setup_main(void **state)
+{
+    int rc = setup(state);
+    if (rc == 0)
+        ((world *)*state)->tport = ((world *)*state)->s.http_port;
+    return rc;
+}
+
+static void envoy_and_traefik_on_main_listener(void **state)
+{
+    envoy_and_traefik_requests(state);
 }
 
 int main(void)
@@ -1001,6 +1019,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(nginx_auth_request, setup, teardown),
         cmocka_unit_test_setup_teardown(caddy_forward_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(envoy_and_traefik_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(envoy_and_traefik_on_main_listener, setup_main,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

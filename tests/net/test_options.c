@@ -93,6 +93,8 @@ static const row ROWS[] = {
     {"log-requests", "server", "log-requests", "100", "1000001", FIELD(F_U32, log_requests),
      NULL, 100, 0},
     {"http", "http", "listen", "none", NULL, FIELD(F_STR, http_listen), "none", 0, 0},
+    {"http-verify", "http", "verify", "127.0.0.1:7081", NULL, FIELD(F_STR, verify_listen),
+     "127.0.0.1:7081", 0, 0},
     {"http-max-connections", "http", "max-connections", "12", "1000001",
      FIELD(F_U32, http.max_connections), NULL, 12, 0},
     {"http-max-headers", "http", "max-headers", "16K", "1M1", FIELD(F_U32, http.max_headers),
@@ -897,9 +899,9 @@ static void example_is_the_defaults(void **state)
         if (!listing_line(listing, ROWS[i].section, ROWS[i].key, line, sizeof line))
             fail_msg("no %s in [%s]", ROWS[i].key, ROWS[i].section);
         /* Unset by default, so commented out there: the portal's URL, TLS, the
-         * signing key. */
+         * signing key, the verify listener. */
         if (strcmp(ROWS[i].flag, "portal-url") != 0 && strncmp(ROWS[i].flag, "tls-", 4) != 0
-            && strcmp(ROWS[i].flag, "sign-key") != 0)
+            && strcmp(ROWS[i].flag, "sign-key") != 0 && strcmp(ROWS[i].flag, "http-verify") != 0)
             contains(line, "; " EXAMPLE ":");
     }
     free(listing);
@@ -910,6 +912,7 @@ static void example_is_the_defaults(void **state)
     text = realloc(text, len + 1);
     text[len] = '\0';
     contains(text, "; url = https://");
+    contains(text, "; verify = 127.0.0.1:7081");
     contains(text, "/var/lib/tokend");
     free(text);
 }

@@ -128,6 +128,8 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
     argv[argc++] = path;
     argv[argc++] = "--http";
     argv[argc++] = "127.0.0.1:0";
+    argv[argc++] = "--http-verify";
+    argv[argc++] = "127.0.0.1:0";
     argv[argc++] = "--listen";
     argv[argc++] = "127.0.0.1:0";
     argv[argc++] = "--data";
@@ -174,9 +176,10 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
     int64_t deadline = tkt_now_ms() + 15000;
     while (tkt_now_ms() < deadline) {
         int st;
-        /* The http line comes first: -1 then means --http none. */
+        /* The http lines come first: -1 then means "none". */
         if ((s->port = find_port(s->log)) > 0) {
             s->http_port = find_port_of(s->log, "tokend: http on ", ' ');
+            s->verify_port = find_port_of(s->log, "tokend: http-verify on ", ' ');
             return 0;
         }
         if (waitpid(pid, &st, WNOHANG) == pid) {

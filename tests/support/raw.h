@@ -31,13 +31,17 @@ typedef struct raw_server {
     pid_t pid;      /* 0 once reaped */
     int port;
     int http_port;  /* the HTTP listener's, or -1 with --http none */
+    int verify_port; /* the verify listener's (--http-verify), or -1 with
+                        --http-verify none */
     char *dir;      /* data directory (owned) */
     char *log;      /* the server's stderr, a file in the test's temp dir (owned) */
     char *tmp;      /* the test's temp dir (owned; holds dir and log) */
 } raw_server;
 
 /* Starts $BIN/tokend (BIN from the environment, else "bin") with
- * --listen 127.0.0.1:0 --data <dir> and the NULL-terminated extra args.
+ * --listen 127.0.0.1:0 --http 127.0.0.1:0 --http-verify 127.0.0.1:0
+ * --data <dir> and the NULL-terminated extra args (which may turn either
+ * HTTP listener off: "--http none").
  * dir: an existing data directory to reuse, or NULL for a fresh one. Waits
  * (at most 15 s) for the "tokend: listening on HOST:PORT" line and parses
  * the port. The child gets SIGKILL if the test process dies. 0 or -1. */
