@@ -51,6 +51,9 @@ typedef struct world {
 } world;
 
 static world W;
+/* The listener gateway verifications go to: the HTTP listener's port, or
+ * the verify listener's (setup_verify), which must answer alike. */
+static int GW_PORT;
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -90,7 +93,7 @@ static int gw(const char *path, const char *header, hraw_resp *r)
     const char *h[] = {header, NULL};
     hraw_resp tmp;
     hraw_resp *p = r ? r : &tmp;
-    if (hraw_once(W.srv.http_port, "GET", path, header ? h : NULL, NULL, p) != 0)
+    if (hraw_once(GW_PORT, "GET", path, header ? h : NULL, NULL, p) != 0)
         return 0;
     int st = p->status;
     if (!r)
@@ -172,6 +175,7 @@ static void start(const char *const *extra)
     memset(&W, 0, sizeof W);
     assert_int_equal(raw_server_start(&W.srv, NULL, extra), 0);
     assert_true(W.srv.http_port > 0);
+    GW_PORT = W.srv.http_port;
     assert_int_equal(raw_read_key(&W.srv, "operator.key", key, sizeof key), 0);
     bearer(W.op, sizeof W.op, key);
     expect(W.op, "POST", "/v1/tenants", "{\"tenant\":\"acme\"}", 201);
@@ -197,6 +201,14 @@ static int setup(void **state)
     (void)state;
     raw_watchdog(TEST_SECONDS);
     start(NULL);
+    return 0;
+}
+
+static int setup_verify(void **state)
+{
+    setup(state);
+    assert_true(W.srv.verify_port > 0);
+    GW_PORT = W.srv.verify_port;
     return 0;
 }
 
@@ -272,11 +284,11 @@ static void verify_credential_forms(void **state)
     /* Any path under /v1/verify, any method, no body (Envoy's ext_authz). */
     bearer(h, sizeof h, W.secret);
     const char *hs[] = {h, "Content-Length: 0", NULL};
-    assert_int_equal(hraw_once(W.srv.http_port, "POST", "/v1/verify/orders/7?x=1", hs, NULL, &r),
+    assert_int_equal(hraw_once(GW_PORT, "POST", "/v1/verify/orders/7?x=1", hs, NULL, &r),
                      0);
     assert_int_equal(r.status, 200);
     hraw_free(&r);
-    assert_int_equal(hraw_once(W.srv.http_port, "DELETE", "/v1/verify/", hs, NULL, &r), 0);
+    assert_int_equal(hraw_once(GW_PORT, "DELETE", "/v1/verify/", hs, NULL, &r), 0);
     assert_int_equal(r.status, 200);
     hraw_free(&r);
     /* Not a prefix match on a longer word. */
@@ -309,14 +321,14 @@ static void verify_required_permission(void **state)
     assert_int_equal(gw("/v1/verify?permission", h, NULL), 403);
     const char *two[] = {h, "X-Tokend-Require-Permission: orders:read, orders:write", NULL};
     hraw_resp r;
-    assert_int_equal(hraw_once(W.srv.http_port, "GET", "/v1/verify", two, NULL, &r), 0);
+    assert_int_equal(hraw_once(GW_PORT, "GET", "/v1/verify", two, NULL, &r), 0);
     assert_int_equal(r.status, 403);
     json_t *j = json_loadb(r.body, r.body_len, 0, NULL);
     assert_string_equal(json_string_value(json_object_get(j, "permission")), "orders:write");
     json_decref(j);
     hraw_free(&r);
     const char *one[] = {h, "X-Tokend-Require-Permission: orders:read", NULL};
-    assert_int_equal(hraw_once(W.srv.http_port, "GET", "/v1/verify", one, NULL, &r), 0);
+    assert_int_equal(hraw_once(GW_PORT, "GET", "/v1/verify", one, NULL, &r), 0);
     assert_int_equal(r.status, 200);
     hraw_free(&r);
     /* A role gaining the permission changes the answer at once (rule 6). */
@@ -394,6 +406,22 @@ static void verify_json_for_backends(void **state)
     json_decref(j);
     expect_error(NULL, "POST", "/v1/verify", "{\"secret\":1}", 400, "invalid");
     expect_error(NULL, "POST", "/v1/verify", "{\"sekret\":\"x\"}", 400, "invalid");
+}
+
+/* The same on the verify listener (docs/http.md, "The verify listener"). */
+static void verify_forms_on_verify_listener(void **state)
+{
+    verify_credential_forms(state);
+}
+
+static void permissions_on_verify_listener(void **state)
+{
+    verify_required_permission(state);
+}
+
+static void toggle_off_on_verify_listener(void **state)
+{
+    toggle_off_fails_verification(state);
 }
 
 /* ---- the JSON API ------------------------------------------------------------ */
@@ -905,6 +933,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(delete_then_verify_pipelined, setup, teardown),
         cmocka_unit_test_setup_teardown(toggle_off_fails_verification, setup, teardown),
         cmocka_unit_test_setup_teardown(verify_json_for_backends, setup, teardown),
+        cmocka_unit_test_setup_teardown(verify_forms_on_verify_listener, setup_verify, teardown),
+        cmocka_unit_test_setup_teardown(permissions_on_verify_listener, setup_verify, teardown),
+        cmocka_unit_test_setup_teardown(toggle_off_on_verify_listener, setup_verify, teardown),
         cmocka_unit_test_setup_teardown(api_every_operation, setup, teardown),
         cmocka_unit_test_setup_teardown(api_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(api_kinds_and_credentials, setup, teardown),
