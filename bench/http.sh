@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # http.sh - gateway verification over HTTP/1.1 keep-alive (docs/bench.md, "HTTP
-# verification"): tokend's HTTP listener against nginx `return 204` and against
-# tokend's own binary VERIFY, by one generator (bin/tokenbench) in the same rounds,
+# verification"): tokend's verify listener (--http-verify) and its HTTP listener
+# against nginx `return 204` and against tokend's own binary VERIFY, by one
+# generator (bin/tokenbench) in the same rounds,
 # then a wrk cross-check and the latency nginx auth_request in front of tokend adds.
 #
 #   bench/http.sh              # about 5 minutes on 2 cores
 #
 # Starts in a scratch directory, each on a free loopback port, in the background,
-# by pid: bin/tokend (--listen 127.0.0.1:0 --http 127.0.0.1:0), and two nginx
+# by pid: bin/tokend (--listen, --http and --http-verify on 127.0.0.1:0), and two nginx
 # (/usr/sbin/nginx, daemon off, config, pid, logs and temp paths in the scratch
 # directory, access_log off): one with worker_processes 1, as tokend answers HTTP on
 # its one loop thread, one with worker_processes auto (one per core). Loads
 # BENCH_TOKENS tokens (tokenbench load), then:
 #
 #   gen    per round, per case (C connections, P in flight each; BENCH_HTTP_CASES):
-#          tokend-http     tokenbench http --addr: GET /v1/verify, Bearer secret; every
-#                          answer must be 200 with the token's identity headers
+#          tokend-verify   tokenbench http --addr: GET /v1/verify, Bearer secret, on the
+#                          verify listener; every answer must be 200 with the token's
+#                          identity headers
+#          tokend-http     the same on the HTTP listener (libevent's evhttp)
 #          nginx-204       tokenbench http --url: the same requests to nginx
 #                          `location / { return 204; }`, worker_processes 1
 #          nginx-204-auto  the same, worker_processes auto
@@ -23,13 +26,14 @@
 #          in an order rotated every round; ratios are per round (paired), then
 #          the median [lowest-highest].
 #   wrk    wrk -t1 -c C (the first case's C) with bench/http-verify.lua (the same
-#          Bearer secrets) against tokend-http and nginx-204, alternating: the same
-#          ratio from another generator.
+#          Bearer secrets) against tokend-verify, tokend-http and nginx-204, in an
+#          order rotated every round: the same ratios from another generator.
 #   auth   nginx (worker_processes 1) location /auth: auth_request to an internal
 #          location proxy_pass'ing to tokend's /v1/verify over a keepalive upstream,
 #          then 204 (try_files =204: `return` would answer before auth_request runs);
-#          against /plain, the same location without auth_request, and tokend-http
-#          direct; at C=1 and C=50 (BENCH_AUTH_CONNS): p50/p99 and what auth adds.
+#          /authv the same to the verify listener; against /plain, the same location
+#          without auth_request, and tokend-verify direct; at C=1 and C=50
+#          (BENCH_AUTH_CONNS): p50/p99 and what auth adds.
 #   strace (if strace is installed) system calls per request of each server at C=1
 #          (strace -c -f -p PID over one BENCH_STRACE_S run; strace slows the server:
 #          only the counts are read).
@@ -90,17 +94,18 @@ bench_cleanup_more() {
   for d in "${NGINX_DIRS[@]}"; do rm -rf "$d"; done
 }
 
-# start_tokend: sets TPORT (binary) and HPORT (HTTP); the "http on" line comes
-# before "listening on".
+# start_tokend: sets TPORT (binary), HPORT (HTTP) and VPORT (the verify
+# listener); the "http on" lines come before "listening on".
 start_tokend() {
-  $NICE "$TOKEND" --listen 127.0.0.1:0 --http 127.0.0.1:0 --data "$scratch/tokend" \
-    2>"$scratch/tokend.log" &
+  $NICE "$TOKEND" --listen 127.0.0.1:0 --http 127.0.0.1:0 --http-verify 127.0.0.1:0 \
+    --data "$scratch/tokend" 2>"$scratch/tokend.log" &
   TOKEND_PID=$!
   pids+=("$TOKEND_PID")
   for _ in $(seq 300); do
     TPORT=$(sed -n 's/^tokend: listening on [0-9.]*:\([0-9]*\).*/\1/p' "$scratch/tokend.log")
     HPORT=$(sed -n 's/^tokend: http on [0-9.]*:\([0-9]*\) .*/\1/p' "$scratch/tokend.log")
-    [ -n "$TPORT" ] && [ -n "$HPORT" ] && return 0
+    VPORT=$(sed -n 's/^tokend: http-verify on [0-9.]*:\([0-9]*\) .*/\1/p' "$scratch/tokend.log")
+    [ -n "$TPORT" ] && [ -n "$HPORT" ] && [ -n "$VPORT" ] && return 0
     kill -0 "$TOKEND_PID" 2>/dev/null || break
     sleep 0.05
   done
@@ -108,10 +113,10 @@ start_tokend() {
   exit 1
 }
 
-# nginx_conf DIR PORT WORKERS: the configuration (the auth locations only when
-# HPORT is set for it: the worker_processes 1 instance).
+# nginx_conf DIR PORT WORKERS [HTTP_PORT VERIFY_PORT]: the configuration (the
+# auth locations only with the ports: the worker_processes 1 instance).
 nginx_conf() {
-  local dir=$1 port=$2 workers=$3 auth=${4:-}
+  local dir=$1 port=$2 workers=$3 auth=${4:-} authv=${5:-}
   cat <<EOF
 # bench/http.sh: nginx beside tokend, loopback only ($workers worker(s))
 worker_processes $workers;
@@ -133,6 +138,11 @@ EOF
     cat <<EOF
     upstream tokend {
         server 127.0.0.1:$auth;
+        keepalive 64;
+        keepalive_requests 1000000000;
+    }
+    upstream tokend_verify {
+        server 127.0.0.1:$authv;
         keepalive 64;
         keepalive_requests 1000000000;
     }
@@ -158,16 +168,25 @@ EOF
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
         }
+        location = /authv { auth_request /.verifyv; try_files /.none =204; }
+        location = /.verifyv {
+            internal;
+            proxy_pass http://tokend_verify/v1/verify;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }
 EOF
   fi
   printf '    }\n}\n'
 }
 
-# start_nginx NAME WORKERS [UPSTREAM_PORT]: sets NGINX_PORT and NGINX_PID. Its
+# start_nginx NAME WORKERS [HTTP_PORT VERIFY_PORT]: sets NGINX_PORT and NGINX_PID. Its
 # directory is made readable (0755) for the workers, which drop root; it holds
 # no secret.
 start_nginx() {
-  local name=$1 workers=$2 auth=${3:-}
+  local name=$1 workers=$2 auth=${3:-} authv=${4:-}
   local dir
   dir=$(mktemp -d "${TMPDIR:-/tmp}/tokenbench-nginx.XXXXXX")
   chmod 755 "$dir"
@@ -176,7 +195,7 @@ start_nginx() {
   for _ in 1 2 3 4 5; do
     local port=$((20000 + RANDOM % 40000))
     port_free "$port" || continue
-    nginx_conf "$dir" "$port" "$workers" "$auth" >"$dir/nginx.conf"
+    nginx_conf "$dir" "$port" "$workers" "$auth" "$authv" >"$dir/nginx.conf"
     $NICE "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" -g 'daemon off;' \
       2>>"$dir/error.log" &
     NGINX_PID=$!
@@ -273,26 +292,28 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start_tokend
 TADDR=127.0.0.1:$TPORT
 HADDR=127.0.0.1:$HPORT
-start_nginx 1 1 "$HPORT"
+VADDR=127.0.0.1:$VPORT
+start_nginx 1 1 "$HPORT" "$VPORT"
 N1=127.0.0.1:$NGINX_PORT
 N1_PID=$NGINX_PID
 start_nginx auto auto
 NA=127.0.0.1:$NGINX_PORT
-say "bench: tokend binary on $TADDR, HTTP on $HADDR; nginx (worker_processes 1) on $N1, (auto: $(nproc) here) on $NA"
+say "bench: tokend binary on $TADDR, HTTP on $HADDR, verify listener on $VADDR; nginx (worker_processes 1) on $N1, (auto: $(nproc) here) on $NA"
 say "bench: loading $TOKENS tokens"
 tb load load tokend 0 load --addr "$TADDR" --key "@$scratch/tokend/operator.key" \
   --tokens "$TOKENS" --out "$scratch/tokens"
 
 common=(--tokens-file "$scratch/tokens" --duration "$DUR" --warmup "$WARM")
-ORDER=(h n a b)
+ORDER=(v h n a b)
 if has gen; then
   for r in $(seq "$REPEAT"); do
     for cp in $CASES; do
       c=${cp%%:*} p=${cp##*:}
       label="C=$c P=$p"
       say "bench: $label (round $r of $REPEAT)"
-      for k in 0 1 2 3; do
-        case ${ORDER[$(((k + r - 1) % 4))]} in
+      for k in 0 1 2 3 4; do
+        case ${ORDER[$(((k + r - 1) % 5))]} in
+          v) tb gen "$label" tokend-verify "$r" http --addr "$VADDR" --connections "$c" --pipeline "$p" "${common[@]}" ;;
           h) tb gen "$label" tokend-http "$r" http --addr "$HADDR" --connections "$c" --pipeline "$p" "${common[@]}" ;;
           n) tb gen "$label" nginx-204 "$r" http --url "http://$N1/" --expect-status 204 --connections "$c" --pipeline "$p" "${common[@]}" ;;
           a) tb gen "$label" nginx-204-auto "$r" http --url "http://$NA/" --expect-status 204 --connections "$c" --pipeline "$p" "${common[@]}" ;;
@@ -307,26 +328,28 @@ WRK_C=$(set -- $CASES; echo "${1%%:*}")
 if has wrk; then
   for r in $(seq "$REPEAT"); do
     say "bench: wrk -t1 -c $WRK_C (round $r of $REPEAT)"
-    if [ $((r % 2)) -eq 1 ]; then
-      wrk_run "C=$WRK_C" tokend-http "$r" "$WRK_C" "http://$HADDR/v1/verify"
-      wrk_run "C=$WRK_C" nginx-204 "$r" "$WRK_C" "http://$N1/"
-    else
-      wrk_run "C=$WRK_C" nginx-204 "$r" "$WRK_C" "http://$N1/"
-      wrk_run "C=$WRK_C" tokend-http "$r" "$WRK_C" "http://$HADDR/v1/verify"
-    fi
+    WORDER=(v h n)
+    for k in 0 1 2; do
+      case ${WORDER[$(((k + r - 1) % 3))]} in
+        v) wrk_run "C=$WRK_C" tokend-verify "$r" "$WRK_C" "http://$VADDR/v1/verify" ;;
+        h) wrk_run "C=$WRK_C" tokend-http "$r" "$WRK_C" "http://$HADDR/v1/verify" ;;
+        n) wrk_run "C=$WRK_C" nginx-204 "$r" "$WRK_C" "http://$N1/" ;;
+      esac
+    done
   done
 fi
 
 if has auth; then
-  AORDER=(p a d)
+  AORDER=(p a v d)
   for r in $(seq "$REPEAT"); do
     for c in $AUTH_CONNS; do
       say "bench: auth_request C=$c (round $r of $REPEAT)"
-      for k in 0 1 2; do
-        case ${AORDER[$(((k + r - 1) % 3))]} in
+      for k in 0 1 2 3; do
+        case ${AORDER[$(((k + r - 1) % 4))]} in
           p) tb auth "C=$c" nginx-plain "$r" http --url "http://$N1/plain" --expect-status 204 --connections "$c" "${common[@]}" ;;
           a) tb auth "C=$c" nginx-auth "$r" http --url "http://$N1/auth" --expect-status 204 --connections "$c" "${common[@]}" ;;
-          d) tb auth "C=$c" tokend-http "$r" http --addr "$HADDR" --connections "$c" "${common[@]}" ;;
+          v) tb auth "C=$c" nginx-auth-verify "$r" http --url "http://$N1/authv" --expect-status 204 --connections "$c" "${common[@]}" ;;
+          d) tb auth "C=$c" tokend-verify "$r" http --addr "$VADDR" --connections "$c" "${common[@]}" ;;
         esac
       done
     done
@@ -336,11 +359,14 @@ fi
 if has strace; then
   say "bench: system calls per request at C=1 (strace -c, ${STRACE_S} s each)"
   workers() { ps -o pid= --ppid "$1" | tr -s ' \n' ' '; }
+  strace_run tokend-verify "$TOKEND_PID" http --addr "$VADDR" --tokens-file "$scratch/tokens"
   strace_run tokend-http "$TOKEND_PID" http --addr "$HADDR" --tokens-file "$scratch/tokens"
   strace_run tokend-binary "$TOKEND_PID" verify --addr "$TADDR" --tokens-file "$scratch/tokens"
   strace_run nginx-204 "$(workers "$N1_PID")" http --url "http://$N1/" --expect-status 204 \
     --tokens-file "$scratch/tokens"
   strace_run nginx-auth "$(workers "$N1_PID") $TOKEND_PID" http --url "http://$N1/auth" \
+    --expect-status 204 --tokens-file "$scratch/tokens"
+  strace_run nginx-auth-verify "$(workers "$N1_PID") $TOKEND_PID" http --url "http://$N1/authv" \
     --expect-status 204 --tokens-file "$scratch/tokens"
 fi
 
@@ -389,17 +415,25 @@ jq -s --argjson machine "$machine" --argjson params "$params" '
   {machine: $machine, params: $params,
    gen: ([$all[] | select(.part == "gen") | .case] | ordered | map(. as $c |
      {case: $c, figures: figures("gen"; $c),
-      ratios: {"tokend-http/nginx-204": (paired("gen"; $c; "tokend-http"; "nginx-204"; .ops_per_sec) | spread),
+      ratios: {"tokend-verify/nginx-204": (paired("gen"; $c; "tokend-verify"; "nginx-204"; .ops_per_sec) | spread),
+               "tokend-verify/nginx-204-auto": (paired("gen"; $c; "tokend-verify"; "nginx-204-auto"; .ops_per_sec) | spread),
+               "tokend-verify/tokend-http": (paired("gen"; $c; "tokend-verify"; "tokend-http"; .ops_per_sec) | spread),
+               "tokend-verify/tokend-binary": (paired("gen"; $c; "tokend-verify"; "tokend-binary"; .ops_per_sec) | spread),
+               "tokend-http/nginx-204": (paired("gen"; $c; "tokend-http"; "nginx-204"; .ops_per_sec) | spread),
                "tokend-http/nginx-204-auto": (paired("gen"; $c; "tokend-http"; "nginx-204-auto"; .ops_per_sec) | spread),
                "tokend-http/tokend-binary": (paired("gen"; $c; "tokend-http"; "tokend-binary"; .ops_per_sec) | spread)}})),
    wrk: ([$all[] | select(.part == "wrk") | .case] | ordered | map(. as $c |
      {case: $c, figures: figures("wrk"; $c),
-      ratio: (paired("wrk"; $c; "tokend-http"; "nginx-204"; .ops_per_sec) | spread)})),
+      ratio: (paired("wrk"; $c; "tokend-http"; "nginx-204"; .ops_per_sec) | spread),
+      ratio_verify: (paired("wrk"; $c; "tokend-verify"; "nginx-204"; .ops_per_sec) | spread)})),
    auth: ([$all[] | select(.part == "auth") | .case] | ordered | map(. as $c |
      {case: $c, figures: figures("auth"; $c),
       added_p50_us: (diff("auth"; $c; "nginx-auth"; "nginx-plain"; .p50_us) | spread),
       added_p99_us: (diff("auth"; $c; "nginx-auth"; "nginx-plain"; .p99_us) | spread),
-      ops_ratio: (paired("auth"; $c; "nginx-auth"; "nginx-plain"; .ops_per_sec) | spread)})),
+      ops_ratio: (paired("auth"; $c; "nginx-auth"; "nginx-plain"; .ops_per_sec) | spread),
+      verify_added_p50_us: (diff("auth"; $c; "nginx-auth-verify"; "nginx-plain"; .p50_us) | spread),
+      verify_added_p99_us: (diff("auth"; $c; "nginx-auth-verify"; "nginx-plain"; .p99_us) | spread),
+      verify_ops_ratio: (paired("auth"; $c; "nginx-auth-verify"; "nginx-plain"; .ops_per_sec) | spread)})),
    strace: [$all[] | select(.part == "strace")],
    runs: $all}' "$runs" >"$OUT/http.json"
 
@@ -417,11 +451,11 @@ jq -s --argjson machine "$machine" --argjson params "$params" '
              "\(.p50_us*10|round/10)/\(.p99_us*10|round/10)", (.generator_cpu*100|round/100)] | @tsv' "$OUT/http.json" |
       awk -F'\t' '{ printf "%-12s %-15s %10s %19s %9s\n", $1, $2, $3, $4, $5 }'
     echo
-    printf '%-12s %-28s %-28s %-28s\n' case "tokend-http/nginx-204" "tokend-http/nginx-204-auto" "tokend-http/tokend-binary"
+    printf '%-12s %-30s %s\n' case ratio "median [lowest-highest]"
     jq -r 'def r2: . * 100 | round / 100; def rr: "\(.median|r2) [\(.low|r2)-\(.high|r2)]";
-           .gen[] | [.case, (.ratios["tokend-http/nginx-204"]|rr), (.ratios["tokend-http/nginx-204-auto"]|rr),
-                     (.ratios["tokend-http/tokend-binary"]|rr)] | @tsv' "$OUT/http.json" |
-      awk -F'\t' '{ printf "%-12s %-28s %-28s %-28s\n", $1, $2, $3, $4 }'
+           .gen[] | .case as $c | .ratios | to_entries[] | select(.value.median != null)
+           | [$c, .key, (.value|rr)] | @tsv' "$OUT/http.json" |
+      awk -F'\t' '{ printf "%-12s %-30s %s\n", $1, $2, $3 }'
   fi
   if jq -e '.wrk | length > 0' "$OUT/http.json" >/dev/null; then
     echo
@@ -429,20 +463,22 @@ jq -s --argjson machine "$machine" --argjson params "$params" '
            . as $j | .wrk[] | .case as $c
            | (([$j.gen[] | select(.case == "\($c) P=1") | .ratios["tokend-http/nginx-204"] | rr] | first) // "-") as $tb
            | "wrk -t1 \($c): " + ([.figures[] | "\(.target) \(.ops_per_sec|floor) req/s (p50/p99 \(.p50_us)/\(.p99_us) us)"] | join(", "))
-             + "; tokend-http/nginx-204 \(.ratio|rr) (tokenbench, \($c) P=1: \($tb))"' "$OUT/http.json"
+             + "; tokend-verify/nginx-204 \(.ratio_verify|rr), tokend-http/nginx-204 \(.ratio|rr) (tokenbench, \($c) P=1: \($tb))"' "$OUT/http.json"
   fi
   if jq -e '.auth | length > 0' "$OUT/http.json" >/dev/null; then
     echo
-    echo "nginx auth_request in front of tokend (worker_processes 1; upstream keepalive 64 to tokend's /v1/verify) against the same location without auth_request:"
-    printf '%-6s %-19s %-19s %-19s %-24s %-24s %-20s\n' case "plain p50/p99 us" "auth p50/p99 us" "direct p50/p99 us" "added p50 us" "added p99 us" "auth/plain op/s"
+    echo "nginx auth_request in front of tokend (worker_processes 1; upstream keepalive 64 to tokend's /v1/verify: auth to the HTTP listener, authv to the verify listener) against the same location without auth_request:"
+    printf '%-6s %-7s %-19s %-19s %-19s %-24s %-24s %-20s\n' case via "plain p50/p99 us" "auth p50/p99 us" "direct p50/p99 us" "added p50 us" "added p99 us" "auth/plain op/s"
     jq -r 'def r1: . * 10 | round / 10; def r2: . * 100 | round / 100;
            def f($t): (.figures[] | select(.target == $t) | "\(.p50_us|r1)/\(.p99_us|r1)") // "-";
-           .auth[] | [.case, f("nginx-plain"), f("nginx-auth"), f("tokend-http"),
-             "\(.added_p50_us.median|r1) [\(.added_p50_us.low|r1)-\(.added_p50_us.high|r1)]",
-             "\(.added_p99_us.median|r1) [\(.added_p99_us.low|r1)-\(.added_p99_us.high|r1)]",
-             "\(.ops_ratio.median|r2) [\(.ops_ratio.low|r2)-\(.ops_ratio.high|r2)]"] | @tsv' "$OUT/http.json" |
-      awk -F'\t' '{ printf "%-6s %-19s %-19s %-19s %-24s %-24s %-20s\n", $1, $2, $3, $4, $5, $6, $7 }'
-    echo "(direct: tokenbench http straight to tokend's /v1/verify at the same C, for reference)"
+           def s1($x): "\($x.median|r1) [\($x.low|r1)-\($x.high|r1)]";
+           def s2($x): "\($x.median|r2) [\($x.low|r2)-\($x.high|r2)]";
+           .auth[] | ([.case, "auth", f("nginx-plain"), f("nginx-auth"), f("tokend-verify"),
+                       s1(.added_p50_us), s1(.added_p99_us), s2(.ops_ratio)] | @tsv),
+                     ([.case, "authv", f("nginx-plain"), f("nginx-auth-verify"), f("tokend-verify"),
+                       s1(.verify_added_p50_us), s1(.verify_added_p99_us), s2(.verify_ops_ratio)] | @tsv)' "$OUT/http.json" |
+      awk -F'\t' '{ printf "%-6s %-7s %-19s %-19s %-19s %-24s %-24s %-20s\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
+    echo "(direct: tokenbench http straight to tokend's verify listener at the same C, for reference)"
   fi
   if jq -e '.strace | length > 0' "$OUT/http.json" >/dev/null; then
     echo
