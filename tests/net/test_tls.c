@@ -15,8 +15,9 @@
  * the test process.
  *
  * The bad-input suites of the plain listeners are not copied: the last
- * two tests run test_server's bad_* tests and test_http's *bad* tests
- * again, over TLS (TKT_TLS, raw.h), and expect every one to pass.
+ * three tests run test_server's bad_* tests, test_http's *bad* tests and
+ * its gateway verification tests against the verify listener again, over
+ * TLS (TKT_TLS, raw.h), and expect every one to pass.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -898,6 +899,15 @@ static void http_bad_input_over_tls(void **state)
     suite_over_tls("test_http", "*bad*", 2); /* api_bad_requests, bad_http_input */
 }
 
+/* The verify listener speaks TLS as the others: test_http's gateway
+ * verification tests against it (credential forms, required permissions,
+ * toggle off), over TLS. */
+static void verify_listener_over_tls(void **state)
+{
+    (void)state;
+    suite_over_tls("test_http", "*on_verify_listener", 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -913,6 +923,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(memory_bound_counts_tls, setup, teardown),
         cmocka_unit_test_setup_teardown(server_bad_input_over_tls, setup, teardown),
         cmocka_unit_test_setup_teardown(http_bad_input_over_tls, setup, teardown),
+        cmocka_unit_test_setup_teardown(verify_listener_over_tls, setup, teardown),
     };
     signal(SIGPIPE, SIG_IGN);
     if (getenv("TEST_FILTER"))
