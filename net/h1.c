@@ -38,8 +38,11 @@ static bool is_vbyte(uint8_t c)
 static int line_end(const uint8_t *b, size_t len, size_t i, size_t *eol, size_t *next)
 {
     const uint8_t *lf = memchr(b + i, '\n', len - i);
-    if (!lf)
-        return H1_PARTIAL;
+    if (!lf) { /* a CR already followed by something else is no line end */
+        const uint8_t *cr = memchr(b + i, '\r', len - i);
+        *eol = *next = len;
+        return cr && cr + 1 < b + len ? 400 : H1_PARTIAL;
+    }
     size_t e = (size_t)(lf - b);
     *next = e + 1;
     if (e > i && b[e - 1] == '\r')
@@ -122,19 +125,22 @@ static int request_line(const uint8_t *b, size_t s, size_t e, h1_req *r, const c
     r->path = (tk_str){(const char *)b + t, pe - t};
     r->query = q ? (tk_str){(const char *)q + 1, i - pe - 1} : (tk_str){(const char *)b + i, 0};
     i++;
-    if (e - i != 8 || memcmp(b + i, "HTTP/1.", 7) != 0) {
-        if (e - i >= 5 && memcmp(b + i, "HTTP/", 5) == 0) {
-            *why = "only HTTP/1.0 and HTTP/1.1 are spoken here";
-            return 505;
-        }
+    /* HTTP-version: "HTTP/" DIGIT "." DIGIT; "HTTP/2" and "HTTP/3" are
+     * versions too, just not ones spoken here. */
+    const uint8_t *v = b + i;
+    size_t vn = e - i;
+    bool digits = vn == 8 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9'
+                  && v[6] == '.' && v[7] >= '0' && v[7] <= '9';
+    bool major = vn == 6 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9';
+    if (!digits && !major) {
         *why = "a request line that is not METHOD SP PATH SP HTTP/1.x";
         return 400;
     }
-    if (b[i + 7] != '0' && b[i + 7] != '1') {
+    if (!digits || v[5] != '1' || (v[7] != '0' && v[7] != '1')) {
         *why = "only HTTP/1.0 and HTTP/1.1 are spoken here";
         return 505;
     }
-    r->minor = b[i + 7] - '0';
+    r->minor = v[7] - '0';
     return 0;
 }
 

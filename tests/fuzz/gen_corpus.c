@@ -588,6 +588,41 @@ static void seeds_http(void)
     }
 }
 
+/* Verify listener request heads (fuzz_h1): what a gateway sends, pipelined
+ * runs, and one of each refusal, so mutation starts on both sides of a rule. */
+static void seeds_h1(void)
+{
+    static const char *const reqs[] = {
+        "GET /v1/verify HTTP/1.1\r\nHost: tokend\r\nAuthorization: Bearer tkt_x\r\n\r\n",
+        "GET /v1/verify/orders?permission=orders:read HTTP/1.1\r\nX-API-Key: k\r\n"
+        "X-Tokend-Require-Permission: orders:read, orders:write\r\nConnection: close\r\n\r\n",
+        "HEAD /v1/verify HTTP/1.0\nConnection: keep-alive\nX-Forwarded-For: 10.0.0.1\n\n",
+        "\r\nPOST /v1/verify HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n{}"
+        "GET /v1/verify HTTP/1.1\r\n\r\nGET /x?y HTTP/1.0\r\nA:\r\nB: \t v \t\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
+        "GET http://x/ HTTP/1.1\r\nHost : x\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/2.0\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "req-%zu", i);
+        put("h1", name, reqs[i], strlen(reqs[i]));
+    }
+    /* 100 fields (the most taken) and 101 (431) */
+    char many[1024];
+    size_t n = (size_t)snprintf(many, sizeof many, "GET / HTTP/1.1\r\n");
+    for (int i = 0; i < 101; i++) {
+        n += (size_t)snprintf(many + n, sizeof many - n, "%c%c:\n", 'a' + i / 26, 'a' + i % 26);
+        if (i >= 99) {
+            memcpy(many + n, "\n", 1);
+            put("h1", i == 99 ? "fields-100" : "fields-101", many, n + 1);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     mpw events;
@@ -607,6 +642,7 @@ int main(int argc, char **argv)
     seeds_protocol();
     seeds_hjson();
     seeds_http();
+    seeds_h1();
     mpw_free(&events);
     return 0;
 }
