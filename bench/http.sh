@@ -113,6 +113,33 @@ start_tokend() {
   exit 1
 }
 
+# nginx_upstream NAME PORT: a keep-alive upstream to tokend on PORT.
+nginx_upstream() {
+  cat <<EOF
+    upstream $1 {
+        server 127.0.0.1:$2;
+        keepalive 64;
+        keepalive_requests 1000000000;
+    }
+EOF
+}
+
+# nginx_auth PATH UPSTREAM: location PATH answers 204 after auth_request to
+# UPSTREAM's /v1/verify (through the internal location PATH.verify).
+nginx_auth() {
+  cat <<EOF
+        location = $1 { auth_request $1.verify; try_files /.none =204; }
+        location = $1.verify {
+            internal;
+            proxy_pass http://$2/v1/verify;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }
+EOF
+}
+
 # nginx_conf DIR PORT WORKERS [HTTP_PORT VERIFY_PORT]: the configuration (the
 # auth locations only with the ports: the worker_processes 1 instance).
 nginx_conf() {
@@ -135,18 +162,8 @@ http {
     keepalive_requests 1000000000;
 EOF
   if [ -n "$auth" ]; then
-    cat <<EOF
-    upstream tokend {
-        server 127.0.0.1:$auth;
-        keepalive 64;
-        keepalive_requests 1000000000;
-    }
-    upstream tokend_verify {
-        server 127.0.0.1:$authv;
-        keepalive 64;
-        keepalive_requests 1000000000;
-    }
-EOF
+    nginx_upstream tokend "$auth"
+    nginx_upstream tokend_verify "$authv"
   fi
   cat <<EOF
     server {
@@ -159,25 +176,9 @@ EOF
         # The same answer from the content phase, with and without auth_request
         # (return runs in the rewrite phase, before auth_request's access phase).
         location = /plain { try_files /.none =204; }
-        location = /auth { auth_request /.verify; try_files /.none =204; }
-        location = /.verify {
-            internal;
-            proxy_pass http://tokend/v1/verify;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-        }
-        location = /authv { auth_request /.verifyv; try_files /.none =204; }
-        location = /.verifyv {
-            internal;
-            proxy_pass http://tokend_verify/v1/verify;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-        }
 EOF
+    nginx_auth /auth tokend
+    nginx_auth /authv tokend_verify
   fi
   printf '    }\n}\n'
 }
