@@ -95,6 +95,7 @@
 #define PAGE_BY_REFERENCE 4096   /* listing replies this large join the output by reference */
 #define CONN_FIXED (sizeof(conn) + 1024) /* the struct, its events, evbuffer and queue */
 #define TLS_CHUNK 16384          /* output bytes handed to one SSL write: one record */
+#define STOP_READS 16            /* reads of what a socket holds when the server stops */
 
 typedef enum cstate { CS_OPEN, CS_ENDING, CS_FAILED, CS_LINGER, CS_CLOSED } cstate;
 typedef enum cauth { AU_NONE, AU_OPERATOR, AU_USER, AU_GATEWAY } cauth;
@@ -1609,8 +1610,30 @@ size_t conn_http_memory_bound(const conn_opts *o)
     return per_conn_bound(o, vh_reply_max()) + 2 * vh_reply_max();
 }
 
+/* A stop answers what the peer has sent, including what is still in the
+ * socket: it is read into the input (at most STOP_READS reads, so a peer
+ * that keeps sending cannot hold the stop), answered only when the input
+ * is full, as on any turn; the rest is answered as the connection ends, so
+ * that an HTTP connection's last answer can say it closes. */
+static void drain_socket(conn *c)
+{
+    for (int i = 0; i < STOP_READS && c->st == CS_OPEN && !c->paused && !c->waiting; i++) {
+        if (c->ilen >= c->rd_high) {
+            process(c);
+            send_now(c);
+            if (c->st != CS_OPEN || c->ilen >= c->rd_high)
+                break; /* waiting for the writer, or for the peer to read */
+        }
+        if (in_read(c) <= 0)
+            break; /* nothing more (EAGAIN), the end, or an error */
+    }
+}
+
 void conn_hub_stop(conn_hub *h, void (*empty)(void *arg), void *arg)
 {
+    for (conn *c = h->all; c; c = c->next)
+        if (c->st == CS_OPEN)
+            drain_socket(c);
     h->stopping = true;
     h->empty = empty;
     h->empty_arg = arg;

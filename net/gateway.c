@@ -291,7 +291,8 @@ void gw_each_field(const gw_answer *a, h1_out *scratch,
                    void *arg)
 {
     size_t n;
-    if (a->keyless) {
+    if (a->keyless) { /* the fields of the main listener's error replies */
+        fn(arg, "Cache-Control", "no-store", 8);
         fn(arg, "WWW-Authenticate", "Bearer realm=\"tokend\"", 21);
         fn(arg, "Content-Type", "application/json", 16);
         return;

@@ -81,8 +81,8 @@ void gw_verify(eng *e, const gw_key *k, const gw_in *in, const char *query, size
 /* The answer's header fields, in order, through fn(arg, name, value, n):
  * Cache-Control, then the identity (200) or WWW-Authenticate (401), then
  * Content-Type (application/json) when there is a body, then
- * X-Tokend-Reason; for a keyless refusal only WWW-Authenticate and
- * Content-Type. Lists (roles, permissions) are joined in *scratch. Each
+ * X-Tokend-Reason; for a keyless refusal Cache-Control, WWW-Authenticate
+ * and Content-Type. Lists (roles, permissions) are joined in *scratch. Each
  * value is also a string (NUL at value[n]). */
 void gw_each_field(const gw_answer *a, h1_out *scratch,
                    void (*fn)(void *arg, const char *name, const char *value, size_t n),

@@ -129,7 +129,15 @@ static void verify(vh *v, const h1_req *r, const char *peer, bool keep, bool hea
         lg_request("http-verify", "VERIFY", a.keyless ? tk_errcode(TK_EUNAUTH) : a.reason, peer);
 }
 
-int vh_answer(vh *v, const uint8_t *b, size_t len, const char *peer, bool closing, h1_out *out,
+/* A whole request head follows at b (after one whose body is all in). */
+static bool next_whole(const vh *v, const uint8_t *b, size_t len)
+{
+    h1_req r;
+    const char *why;
+    return len > 0 && h1_parse(b, len, v->o.max_head, &r, &why) == 0;
+}
+
+int vh_answer(vh *v, const uint8_t *b, size_t len, const char *peer, bool stopping, h1_out *out,
               vh_result *res)
 {
     h1_req r;
@@ -157,7 +165,14 @@ int vh_answer(vh *v, const uint8_t *b, size_t len, const char *peer, bool closin
         res->close = true;
         return 0;
     }
-    bool keep = r.keep_alive && !closing;
+    size_t in_body = len - r.head_len;
+    if (in_body > r.body_len)
+        in_body = (size_t)r.body_len;
+    res->used = r.head_len + in_body;
+    res->skip = r.body_len - in_body;
+    /* Stopping: every whole request received is answered, the last of them
+     * with Connection: close. */
+    bool keep = r.keep_alive && (!stopping || next_whole(v, b + res->used, len - res->used));
     if (is_verify_path(&r.path)) {
         verify(v, &r, peer, keep, head, out);
     } else {
@@ -167,11 +182,6 @@ int vh_answer(vh *v, const uint8_t *b, size_t len, const char *peer, bool closin
                    keep, r.minor, head);
         count(v, 0, TK_ENOTFOUND);
     }
-    size_t in_body = len - r.head_len;
-    if (in_body > r.body_len)
-        in_body = (size_t)r.body_len;
-    res->used = r.head_len + in_body;
-    res->skip = r.body_len - in_body;
     res->close = !keep;
     return 0;
 }

@@ -54,8 +54,9 @@ typedef struct vh_result {
  * whole response appended to out and *res filled, or VH_PARTIAL when the
  * head is not complete yet. A request that cannot be read (h1_parse's
  * refusals, a body over max_body) gets its error response and res->close.
- * closing: the server is stopping (the response says Connection: close). */
-int vh_answer(vh *v, const uint8_t *b, size_t len, const char *peer, bool closing, h1_out *out,
+ * stopping: the server is stopping; the answer to the last whole request
+ * in b then says Connection: close (and sets res->close). */
+int vh_answer(vh *v, const uint8_t *b, size_t len, const char *peer, bool stopping, h1_out *out,
               vh_result *res);
 
 /* The longest response vh_answer writes: a valid token's with the most
