@@ -108,22 +108,6 @@ static int gw_secret(const char *secret)
     return gw("/v1/verify", h, NULL);
 }
 
-/* Standard base64 of in (written here, not taken from the server's
- * library, which the Basic form is checked against). */
-static void base64(const char *in, char *out)
-{
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t n = strlen(in), o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned a = (unsigned char)in[i], b = i + 1 < n ? (unsigned char)in[i + 1] : 0,
-                 c = i + 2 < n ? (unsigned char)in[i + 2] : 0;
-        out[o++] = tbl[a >> 2];
-        out[o++] = tbl[((a & 3) << 4) | (b >> 4)];
-        out[o++] = i + 1 < n ? tbl[((b & 15) << 2) | (c >> 6)] : '=';
-        out[o++] = i + 2 < n ? tbl[c & 63] : '=';
-    }
-    out[o] = 0;
-}
 
 /* Both listeners still answer: an HTTP verification and a binary PING. */
 static void alive(void)
@@ -249,14 +233,14 @@ static void verify_credential_forms(void **state)
     /* Basic base64(client_id:secret), and the pair must agree. */
     char pair[256], b64[400];
     snprintf(pair, sizeof pair, "%s:%s", W.client_id, W.secret);
-    base64(pair, b64);
+    tkt_base64(pair, b64);
     snprintf(h, sizeof h, "Authorization: Basic %s", b64);
     assert_int_equal(gw("/v1/verify", h, NULL), 200);
     /* Another token's client ID with this secret: a mismatch. */
     char s2[128], id2[64];
     make_token("[\"viewer\"]", s2, sizeof s2, id2, sizeof id2);
     snprintf(pair, sizeof pair, "%s:%s", id2, W.secret);
-    base64(pair, b64);
+    tkt_base64(pair, b64);
     snprintf(h, sizeof h, "Authorization: Basic %s", b64);
     assert_int_equal(gw("/v1/verify", h, &r), 401);
     assert_true(hraw_header(&r, "X-Tokend-Reason", v, sizeof v));

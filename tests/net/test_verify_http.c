@@ -579,26 +579,12 @@ static void parity(const char *method, const char *path, const char *const *h, i
         hraw_free(&r);
 }
 
-static void b64(const char *in, char *out)
-{
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t n = strlen(in), o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned a = (unsigned char)in[i], b = i + 1 < n ? (unsigned char)in[i + 1] : 0,
-                 c = i + 2 < n ? (unsigned char)in[i + 2] : 0;
-        out[o++] = tbl[a >> 2];
-        out[o++] = tbl[((a & 3) << 4) | (b >> 4)];
-        out[o++] = i + 1 < n ? tbl[((b & 15) << 2) | (c >> 6)] : '=';
-        out[o++] = i + 2 < n ? tbl[c & 63] : '=';
-    }
-    out[o] = 0;
-}
 
 static void basic(char *h, size_t cap, const char *id, const char *secret)
 {
     char pair[300], enc[420];
     snprintf(pair, sizeof pair, "%s:%s", id, secret);
-    b64(pair, enc);
+    tkt_base64(pair, enc);
     snprintf(h, cap, "Authorization: Basic %s", enc);
 }
 

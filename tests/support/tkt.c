@@ -132,3 +132,18 @@ void tkt_sleep_ms(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
     nanosleep(&ts, NULL);
 }
+
+void tkt_base64(const char *in, char *out)
+{
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = strlen(in), o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned a = (unsigned char)in[i], b = i + 1 < n ? (unsigned char)in[i + 1] : 0,
+                 c = i + 2 < n ? (unsigned char)in[i + 2] : 0;
+        out[o++] = tbl[a >> 2];
+        out[o++] = tbl[((a & 3) << 4) | (b >> 4)];
+        out[o++] = i + 1 < n ? tbl[((b & 15) << 2) | (c >> 6)] : '=';
+        out[o++] = i + 2 < n ? tbl[c & 63] : '=';
+    }
+    out[o] = 0;
+}

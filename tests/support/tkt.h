@@ -41,6 +41,11 @@ int tkt_truncate(const char *path, size_t len);
 /* True when the bytes needle[0..nlen) occur in any regular file under dir. */
 int tkt_dir_contains(const char *dir, const void *needle, size_t nlen);
 
+/* Standard base64 (with padding) of the string in, into out (room for
+ * 4/3 of it and a NUL). Written here, not taken from the server's library,
+ * which the HTTP Basic form is checked against. */
+void tkt_base64(const char *in, char *out);
+
 /* Milliseconds of the monotonic clock; a sleep of ms milliseconds. */
 int64_t tkt_now_ms(void);
 void tkt_sleep_ms(int ms);
