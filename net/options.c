@@ -149,8 +149,8 @@ static const opt_def opt_table[] = {
      "\"none\": off",
      NULL},
     {"http-verify", "http", "verify", OPT_STR, "HOST:PORT", 0, 0, OPT_AT(verify_listen),
-     "the verify listener: gateway verification (/v1/verify) only, over HTTP, at about "
-     "twice the main listener's rate, with its limits (docs/gateways.md); \"none\": off",
+     "the verify listener: gateway verification (/v1/verify) only, over HTTP, at 1.6 to "
+     "4 times the main listener's rate, with its limits (docs/gateways.md); \"none\": off",
      "none"},
     {"http-max-connections", "http", "max-connections", OPT_COUNT, "N", 1, 1000000,
      OPT_AT(http.max_connections),
