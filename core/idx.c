@@ -77,6 +77,7 @@ _Static_assert(sizeof(idx_entry) == 64, "idx_entry is one 64-byte cache line");
 #define SPLIT_SHIFT 6 /* 64 chunks per power-of-two range of locations */
 #define MIN_SLOTS 16
 #define SCAN_FACTOR 8 /* free entries the cursor may skip per move allowed */
+#define SLOTS_PER_LINE 8 /* 64-byte cache line / 8-byte slot */
 
 /* internal_[0] bits */
 #define F_LIVE 1u
@@ -86,6 +87,7 @@ typedef struct idx_slot {
     uint32_t tag;
     uint32_t loc; /* entry number + LOC_BASE; 0 = empty */
 } idx_slot;
+_Static_assert(sizeof(idx_slot) * SLOTS_PER_LINE == 64, "8 slots per cache line");
 
 typedef struct idx_tab {
     idx_slot *slots; /* NULL for the old table when not growing */
@@ -425,20 +427,32 @@ void idx_probe_start(const idx *ix, const uint8_t id[TK_ID_LEN], idx_probe *p)
         __builtin_prefetch(&ix->old.slots[home_of(p->h, ix->old.mask)]);
 }
 
-void idx_probe_next(const idx *ix, const idx_probe *p)
+/* Prefetches the entry of the first slot of h's probe sequence in t whose
+ * tag matches, as far as the home slot's cache line goes (the line
+ * idx_probe_start fetched: going on into the next one would wait for it,
+ * which in a batch stalls the other lookups' overlap); true when there was
+ * one. Tables are page-aligned, so a line is 8 slots from a multiple of 8. */
+static inline bool tab_prefetch_entry(const idx *ix, const idx_tab *t, uint64_t h)
 {
-    /* The entry of the first slot whose tag matches, in the probe sequence
-     * as far as the slot's cache line goes: nearly always the one. */
-    uint32_t tag = (uint32_t)p->h, i = home_of(p->h, ix->cur.mask);
-    for (unsigned k = 0; k < 4; k++, i = (i + 1) & ix->cur.mask) {
-        idx_slot s = ix->cur.slots[i];
+    uint32_t tag = (uint32_t)h, i = home_of(h, t->mask);
+
+    do {
+        idx_slot s = t->slots[i];
         if (s.loc == 0)
-            return;
+            return false;
         if (s.tag == tag) {
             __builtin_prefetch(entry_at(ix, s.loc));
-            return;
+            return true;
         }
-    }
+        i = (i + 1) & t->mask;
+    } while (i % SLOTS_PER_LINE != 0);
+    return false;
+}
+
+bool idx_probe_next(const idx *ix, const idx_probe *p)
+{
+    return tab_prefetch_entry(ix, &ix->cur, p->h) ||
+           (growing(ix) && tab_prefetch_entry(ix, &ix->old, p->h));
 }
 
 const idx_entry *idx_probe_get(const idx *ix, const idx_probe *p)

@@ -65,20 +65,24 @@ void idx_prefetch(const idx *ix, const uint8_t id[TK_ID_LEN]);
  * next idx_put, idx_del, idx_step or idx_free. Never allocates. */
 const idx_entry *idx_get(const idx *ix, const uint8_t id[TK_ID_LEN]);
 
-/* Batched lookups. A lookup costs two dependent cache misses, the slot and
+/* Lookups in steps. A lookup costs two dependent cache misses, the slot and
  * then the entry; with several IDs in hand they can overlap instead of
- * adding up: idx_probe_start for each ID (hashes it, prefetches its slot),
+ * adding up, and with one the caller's own work can run while they are in
+ * flight: idx_probe_start for each ID (hashes it, prefetches its slot),
  * then idx_probe_next for each (reads the slot, prefetches the entry), then
- * idx_probe_get for each, which answers exactly as idx_get. The probe keeps
- * a pointer to id: it must stay in place until idx_probe_get. No call in
- * between may modify the index. Never allocates. */
+ * idx_probe_get for each, which answers exactly as idx_get. idx_probe_next
+ * returns true when it found a slot of the ID's tag and started fetching
+ * its entry (the ID is likely there), false otherwise (likely not): a hint
+ * only, idx_probe_get decides. The probe keeps a pointer to id: it must
+ * stay in place until idx_probe_get. No call in between may modify the
+ * index. Never allocates. */
 typedef struct idx_probe {
     uint64_t h;                 /* the ID's hash */
     const uint8_t *id;          /* borrowed */
 } idx_probe;
 
 void idx_probe_start(const idx *ix, const uint8_t id[TK_ID_LEN], idx_probe *p);
-void idx_probe_next(const idx *ix, const idx_probe *p);
+bool idx_probe_next(const idx *ix, const idx_probe *p);
 const idx_entry *idx_probe_get(const idx *ix, const idx_probe *p);
 
 /* Removes the entry for id; 0 or TK_ENOTFOUND. */

@@ -77,6 +77,24 @@ void secret_new_credential(secret_pool *p, tk_kind kind, tk_id *id,
 int secret_parse(const char *s, size_t len, tk_kind *kind, tk_id *id,
                  uint8_t hash[TK_HASH_LEN]);
 
+/* secret_parse in steps, for a verify that starts its index lookup on the
+ * ID before the rest of the format is checked. A secret is well formed
+ * exactly when secret_parse_id and then secret_parse_rest (or
+ * secret_parse_check) return 0; each returns TK_EINVAL otherwise.
+ *  - secret_parse_id checks the length, the prefix and the ID's digits and
+ *    fills kind and id; it is not the format check.
+ *  - secret_parse_rest checks the rest of a secret secret_parse_id accepted
+ *    and fills hash, in one pass (secret_parse is the two in a row).
+ *  - secret_parse_check checks the rest without hashing, for a verify that
+ *    hashes only when the ID is indexed: secret_parse_hash then fills hash
+ *    (for a secret the check refused, some 32 bytes).
+ * id is the one secret_parse_id took from s. None allocates, and none
+ * writes its outputs on failure. */
+int secret_parse_id(const char *s, size_t len, tk_kind *kind, tk_id *id);
+int secret_parse_rest(const char *s, const tk_id *id, uint8_t hash[TK_HASH_LEN]);
+int secret_parse_check(const char *s);
+void secret_parse_hash(const char *s, const tk_id *id, uint8_t hash[TK_HASH_LEN]);
+
 /* Constant-time equality of n bytes: the time depends on n only. A word
  * at a time (sodium_memcmp goes a volatile byte at a time, several per
  * cent of a verify). */

@@ -338,12 +338,25 @@ int view_cred_del(view *v, const tk_id *id)
     return idx_del(v->creds, id->b);
 }
 
-/* The part of a verification that needs no lookup: the secret's format,
- * its agreement with a given client ID, its kind. */
-static void probe_parse(const view_vreq *r, tk_kind want, view_probe *p)
+/* The part of a verification that needs no lookup (the secret's format,
+ * its agreement with a given client ID, its kind), with the lookup started
+ * (idx_probe_start: the slot's cache miss) as soon as the ID is read, so
+ * that the rest of the format check runs while that miss is in flight
+ * instead of before it. p->verdict is TK_V_VALID when the lookup decides.
+ * hashed: the rest is checked and p->hash filled in one pass (a batch);
+ * otherwise the secret is left to probe_lookup to hash. A lookup started
+ * and not used costs nothing. */
+static inline void probe_one(const view *v, const view_vreq *r, tk_kind want, bool hashed,
+                             view_probe *p)
 {
     tk_kind kind;
-    if (secret_parse(r->secret, r->len, &kind, &p->id, p->hash)) {
+    if (secret_parse_id(r->secret, r->len, &kind, &p->id)) {
+        memset(&p->id, 0, sizeof p->id);
+        p->verdict = TK_V_MALFORMED;
+        return;
+    }
+    idx_probe_start(v->creds, p->id.b, &p->ip);
+    if (hashed ? secret_parse_rest(r->secret, &p->id, p->hash) : secret_parse_check(r->secret)) {
         memset(&p->id, 0, sizeof p->id);
         p->verdict = TK_V_MALFORMED;
     } else if (r->client_id && memcmp(r->client_id->b, p->id.b, TK_ID_LEN) != 0) {
@@ -355,48 +368,64 @@ static void probe_parse(const view_vreq *r, tk_kind want, view_probe *p)
     }
 }
 
-/* The lookup and the secret's check: the entry, or NULL and *verdict. */
-static const idx_entry *probe_lookup(const view *v, const view_probe *p, tk_verdict *verdict)
+/* The lookup and the secret's check: the entry, or NULL and *verdict.
+ * secret is NULL when p->hash is set (a batch); one verification at a time
+ * passes the secret p came from, hashed here and only when its ID is
+ * indexed: an unknown ID costs no SHA-256, which tells nothing the answer
+ * (unknown, not mismatch) does not. The hash is computed while the entry's
+ * cache miss is in flight when the slot already points at a likely entry
+ * (idx_probe_next), after the lookup otherwise. */
+static inline const idx_entry *probe_lookup(const view *v, const view_probe *p,
+                                            const char *secret, tk_verdict *verdict)
 {
+    uint8_t late[TK_HASH_LEN];
+    const uint8_t *hash = p->hash;
+
     *verdict = p->verdict;
     if (p->verdict != TK_V_VALID)
         return NULL;
+    if (secret && idx_probe_next(v->creds, &p->ip)) {
+        secret_parse_hash(secret, &p->id, late);
+        hash = late;
+        secret = NULL;
+    }
     const idx_entry *e = idx_probe_get(v->creds, &p->ip);
     if (!e) {
         *verdict = TK_V_UNKNOWN;
         return NULL;
     }
-    if (!secret_equal(p->hash, e->hash, IDX_HASH_LEN)) { /* constant time */
+    if (secret) {
+        secret_parse_hash(secret, &p->id, late);
+        hash = late;
+    }
+    if (!secret_equal(hash, e->hash, IDX_HASH_LEN)) { /* constant time */
         *verdict = TK_V_MISMATCH;
         return NULL;
     }
     return e;
 }
 
-static void probe_one(const view *v, const view_vreq *r, tk_kind want, view_probe *p)
-{
-    probe_parse(r, want, p);
-    if (p->verdict == TK_V_VALID)
-        idx_probe_start(v->creds, p->id.b, &p->ip);
-}
-
 void view_verify_start(const view *v, const view_vreq *reqs, size_t n, view_probe *probes)
 {
+    /* Hashed here, while the lookups' misses are in flight: the strings
+     * need not outlive this call. */
     for (size_t i = 0; i < n; i++)
-        probe_one(v, &reqs[i], TK_KIND_TOKEN, &probes[i]);
+        probe_one(v, &reqs[i], TK_KIND_TOKEN, true, &probes[i]);
     for (size_t i = 0; i < n; i++)
         if (probes[i].verdict == TK_V_VALID)
             idx_probe_next(v->creds, &probes[i].ip);
 }
 
-tk_verdict view_verify_finish(const view *v, const view_probe *p, int64_t now, tk_verify *out)
+/* view_verify_finish, for a probe hashed (secret NULL) or not. */
+static inline tk_verdict verify_answer(const view *v, const view_probe *p, const char *secret,
+                                       int64_t now, tk_verify *out)
 {
     out->nroles = 0;
     out->nperms = 0;
     out->tenant = out->account = NULL;
     out->expires_at = 0;
     out->client_id = p->id;
-    const idx_entry *e = probe_lookup(v, p, &out->verdict);
+    const idx_entry *e = probe_lookup(v, p, secret, &out->verdict);
     if (!e)
         return out->verdict;
     const vtenant *t = e->tenant < v->ntenants ? &v->tenants[e->tenant] : NULL;
@@ -436,13 +465,18 @@ tk_verdict view_verify_finish(const view *v, const view_probe *p, int64_t now, t
     return out->verdict;
 }
 
+tk_verdict view_verify_finish(const view *v, const view_probe *p, int64_t now, tk_verify *out)
+{
+    return verify_answer(v, p, NULL, now, out);
+}
+
 tk_verdict view_verify(const view *v, const tk_id *client_id, const char *secret,
                        size_t len, int64_t now, tk_verify *out)
 {
     view_vreq r = {client_id, secret, len};
     view_probe p;
-    probe_one(v, &r, TK_KIND_TOKEN, &p);
-    return view_verify_finish(v, &p, now, out);
+    probe_one(v, &r, TK_KIND_TOKEN, false, &p);
+    return verify_answer(v, &p, secret, now, out);
 }
 
 tk_verdict view_auth_personal(const view *v, const char *secret, size_t len, int64_t now,
@@ -451,8 +485,8 @@ tk_verdict view_auth_personal(const view *v, const char *secret, size_t len, int
     tk_verdict verdict;
     view_vreq r = {NULL, secret, len};
     view_probe p;
-    probe_one(v, &r, TK_KIND_PERSONAL, &p);
-    const idx_entry *e = probe_lookup(v, &p, &verdict);
+    probe_one(v, &r, TK_KIND_PERSONAL, false, &p);
+    const idx_entry *e = probe_lookup(v, &p, secret, &verdict);
     if (!e)
         return verdict;
     verdict = rules_verify_state(TK_KIND_PERSONAL, e->kind, true, e->expires_at, now);

@@ -96,12 +96,29 @@ static void fix_checksum(char *s)
     }
 }
 
+/* secret_parse of s, after checking that the steps a verify takes give
+ * the same answer, kind, id and hash: secret_parse_id then
+ * secret_parse_rest, and secret_parse_id then secret_parse_check and
+ * secret_parse_hash. Every case below is also one for them. */
 static int parse(const char *s, size_t len)
 {
-    tk_kind kind;
-    tk_id id;
-    uint8_t hash[TK_HASH_LEN];
-    return secret_parse(s, len, &kind, &id, hash);
+    tk_kind kind, k2;
+    tk_id id, id2;
+    uint8_t hash[TK_HASH_LEN], h2[TK_HASH_LEN], h3[TK_HASH_LEN];
+    int rc = secret_parse(s, len, &kind, &id, hash);
+    int rc_id = secret_parse_id(s, len, &k2, &id2);
+    int rc_rest = rc_id ? rc_id : secret_parse_rest(s, &id2, h2);
+    int rc_check = rc_id ? rc_id : secret_parse_check(s);
+    assert_int_equal(rc_rest, rc);
+    assert_int_equal(rc_check, rc);
+    if (rc == 0) {
+        secret_parse_hash(s, &id2, h3);
+        assert_int_equal(k2, kind);
+        assert_memory_equal(id2.b, id.b, TK_ID_LEN);
+        assert_memory_equal(h2, hash, TK_HASH_LEN);
+        assert_memory_equal(h3, hash, TK_HASH_LEN);
+    }
+    return rc;
 }
 
 /* ---- known answers ------------------------------------------------------ */
@@ -176,6 +193,70 @@ static void hash_known_answer(void **state)
     assert_int_equal(kind, TK_KIND_PERSONAL);
     assert_memory_equal(id.b, want_id.b, TK_ID_LEN);
     assert_memory_equal(hash, want, TK_HASH_LEN);
+}
+
+/* The steps on their own: the ID comes out of a secret whose other words
+ * or checksum are wrong (it is not the format check; secret_parse_rest and
+ * secret_parse_check are), and a refusal writes nothing. */
+static void parse_in_steps(void **state)
+{
+    (void)state;
+    tk_kind kind = (tk_kind)77;
+    tk_id id, want_id;
+    uint8_t hash[TK_HASH_LEN], want[TK_HASH_LEN];
+    unhex(kat_hash_hex, want, TK_HASH_LEN);
+    unhex(kat_id_hex, want_id.b, TK_ID_LEN);
+
+    assert_int_equal(secret_parse_id(kat_token, TK_SECRET_LEN, &kind, &id), 0);
+    assert_int_equal(kind, TK_KIND_TOKEN);
+    assert_memory_equal(id.b, want_id.b, TK_ID_LEN);
+    assert_int_equal(secret_parse_check(kat_token), 0);
+    secret_parse_hash(kat_token, &id, hash);
+    assert_memory_equal(hash, want, TK_HASH_LEN);
+    memset(hash, 0, sizeof hash);
+    assert_int_equal(secret_parse_rest(kat_token, &id, hash), 0);
+    assert_memory_equal(hash, want, TK_HASH_LEN);
+
+    /* A wrong digit in the first random word (position 26) or in the check
+     * (75), the checksum not fixed: the ID is read all the same, the check
+     * refuses. */
+    char s[TK_SECRET_LEN + 1];
+    for (int pos = 26; pos < TK_SECRET_LEN; pos += 49) {
+        memcpy(s, kat_token, sizeof s);
+        s[pos] = s[pos] == 'a' ? 'b' : 'a';
+        memset(&id, 0xA5, sizeof id);
+        assert_int_equal(secret_parse_id(s, TK_SECRET_LEN, &kind, &id), 0);
+        assert_memory_equal(id.b, want_id.b, TK_ID_LEN);
+        assert_int_equal(secret_parse_check(s), TK_EINVAL);
+        memset(hash, 0x5A, sizeof hash);
+        assert_int_equal(secret_parse_rest(s, &id, hash), TK_EINVAL);
+        for (int i = 0; i < TK_HASH_LEN; i++)
+            assert_int_equal(hash[i], 0x5A);
+    }
+
+    /* Refused by the first step: length, prefix, an ID digit outside the
+     * alphabet, an ID word past 2^64-1; kind and id untouched. */
+    const char *why[] = {"length", "prefix", "alphabet", "canonical"};
+    for (int k = 0; k < 4; k++) {
+        size_t len = TK_SECRET_LEN;
+        memcpy(s, kat_token, sizeof s);
+        if (k == 0)
+            len--;
+        else if (k == 1)
+            s[2] = 'x';
+        else if (k == 2)
+            s[10] = '-';
+        else
+            memcpy(s + 15, "zzzzzzzzzzz", 11);
+        fix_checksum(s);
+        kind = (tk_kind)77;
+        memset(&id, 0xA5, sizeof id);
+        if (secret_parse_id(s, len, &kind, &id) != TK_EINVAL)
+            fail_msg("secret_parse_id accepted a bad %s", why[k]);
+        assert_int_equal(kind, 77);
+        for (int i = 0; i < TK_ID_LEN; i++)
+            assert_int_equal(id.b[i], 0xA5);
+    }
 }
 
 static void largest_words_known_answer(void **state)
@@ -446,6 +527,28 @@ static void non_canonical_group_rejected(void **state)
         memcpy(grp, "LygHa16AHYF", 11); /* 2^64 - 1: still canonical */
         fix_checksum(s);
         assert_int_equal(parse(s, TK_SECRET_LEN), 0);
+
+        /* The limit is decided on the digits, in byte order: each of these
+         * differs from 2^64-1 in one digit, first in the leading 8 or in
+         * the last 3 (python3: int(base62) against 2**64-1). */
+        static const struct {
+            const char *digits;
+            int rc;
+        } near[] = {
+            {"LygHa16AHZ0", TK_EINVAL}, /* 2^64 + 46: 'Z' > 'Y' at 9 */
+            {"LygHa16AHYE", 0},         /* 2^64 - 2 */
+            {"LygHa16B000", TK_EINVAL}, /* 'B' > 'A' at 7, zeros after */
+            {"LygHa15zzzz", 0},         /* '5' < '6' at 6, the most after */
+            {"M0000000000", TK_EINVAL}, /* the first digit alone */
+            {"KzzzzzzzzzZ", 0},
+        };
+        for (size_t i = 0; i < sizeof near / sizeof near[0]; i++) {
+            memcpy(s, kat_token, sizeof s);
+            memcpy(grp, near[i].digits, 11);
+            fix_checksum(s);
+            if (parse(s, TK_SECRET_LEN) != near[i].rc)
+                fail_msg("group %d spelled %s", g, near[i].digits);
+        }
     }
 }
 
@@ -736,6 +839,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(encoding_known_answer),
         cmocka_unit_test(hash_known_answer),
+        cmocka_unit_test(parse_in_steps),
         cmocka_unit_test(largest_words_known_answer),
         cmocka_unit_test(round_trip_both_kinds),
         cmocka_unit_test(secret_is_base62_not_hex_of_random),

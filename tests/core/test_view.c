@@ -1296,6 +1296,89 @@ static void batched_matches_single_on_a_churned_view(void **state)
     view_free(v);
 }
 
+/* One at a time and batched, while the index grows (no reserve, no settle:
+ * each put moves a few entries, so lookups find some IDs in the old table)
+ * and after deletes: hits, unknown IDs, wrong secrets, wrong kinds and
+ * malformed secrets answer the same both ways, and as they should. */
+static void verify_while_the_index_grows_and_after_deletes(void **state)
+{
+    (void)state;
+    enum { N = 3000, Q = 8 };
+    view *v = world();
+    cred *c = calloc(N, sizeof *c);
+    bool *gone = calloc(N, sizeof *gone);
+    assert_non_null(c);
+    assert_non_null(gone);
+    uint64_t rng = 7;
+    size_t asked = 0;
+    for (uint32_t i = 0; i < N; i++) {
+        if (i % 10 == 9)
+            personal(v, &c[i], ACME, GLOBEX, 5, 0);
+        else
+            token(v, &c[i], ACME, GLOBEX, (const uint32_t[]){VIEWER}, 1, 0);
+        if (i % 4 == 3) {
+            uint32_t d = (uint32_t)(splitmix64(&rng) % i);
+            if (!gone[d]) {
+                assert_int_equal(view_cred_del(v, &c[d].id), 0);
+                gone[d] = true;
+            }
+        }
+        /* Q requests: the newest, older ones, a forged and a malformed
+         * secret for an older one, and an ID never stored. */
+        uint32_t old = (uint32_t)(splitmix64(&rng) % (i + 1));
+        cred forged = c[old], ghost;
+        secret_generate(old % 10 == 9 ? TK_KIND_PERSONAL : TK_KIND_TOKEN, &forged.id, forged.s,
+                        forged.hash);
+        cred_make(TK_KIND_TOKEN, &ghost);
+        char bad[TK_SECRET_LEN + 1];
+        memcpy(bad, c[old].s, sizeof bad);
+        bad[50] = bad[50] == 'q' ? 'r' : 'q';
+        const uint32_t pick[3] = {i, old, (uint32_t)(splitmix64(&rng) % (i + 1))};
+        view_vreq reqs[Q] = {
+            {NULL, c[pick[0]].s, TK_SECRET_LEN}, {NULL, c[pick[1]].s, TK_SECRET_LEN},
+            {&c[pick[2]].id, c[pick[2]].s, TK_SECRET_LEN}, {NULL, forged.s, TK_SECRET_LEN},
+            {&c[old].id, forged.s, TK_SECRET_LEN}, {NULL, bad, TK_SECRET_LEN},
+            {NULL, ghost.s, TK_SECRET_LEN}, {&ghost.id, ghost.s, TK_SECRET_LEN},
+        };
+        view_probe probes[Q];
+        view_verify_start(v, reqs, Q, probes);
+        for (size_t q = 0; q < Q; q++) {
+            tk_verify r;
+            answer batched, single;
+            view_verify_finish(v, &probes[q], NOW, &r);
+            answer_of(&r, &batched);
+            ask_id(v, reqs[q].client_id, reqs[q].secret, reqs[q].len, NOW, &single);
+            assert_same_answer(&batched, &single);
+            /* A personal key is the wrong kind before any lookup. */
+            tk_verdict want;
+            if (q < 3) {
+                uint32_t k = pick[q];
+                want = k % 10 == 9 ? TK_V_WRONG_KIND : gone[k] ? TK_V_UNKNOWN : TK_V_VALID;
+            } else if (q < 5) {
+                want = old % 10 == 9 ? TK_V_WRONG_KIND : gone[old] ? TK_V_UNKNOWN : TK_V_MISMATCH;
+            } else {
+                want = q == 5 ? TK_V_MALFORMED : TK_V_UNKNOWN;
+            }
+            assert_int_equal(single.verdict, want);
+            if (want == TK_V_VALID)
+                assert_string_equal(single.perms, "orders:read");
+            asked++;
+        }
+        /* A personal key authenticates as itself, its forgery does not. */
+        if (old % 10 == 9) {
+            tk_actor actor;
+            assert_int_equal(view_auth_personal(v, c[old].s, TK_SECRET_LEN, NOW, &actor),
+                             gone[old] ? TK_V_UNKNOWN : TK_V_VALID);
+            assert_int_equal(view_auth_personal(v, forged.s, TK_SECRET_LEN, NOW, &actor),
+                             gone[old] ? TK_V_UNKNOWN : TK_V_MISMATCH);
+        }
+    }
+    assert_int_equal(asked, (size_t)N * Q);
+    free(gone);
+    free(c);
+    view_free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1318,6 +1401,7 @@ int main(void)
         cmocka_unit_test(client_id_and_secret_must_agree),
         cmocka_unit_test(batched_answers_exactly_as_one_at_a_time),
         cmocka_unit_test(batched_matches_single_on_a_churned_view),
+        cmocka_unit_test(verify_while_the_index_grows_and_after_deletes),
     };
     return cmocka_run_group_tests_name("view", tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /*
- * fuzz_secret.c - secret_parse and secret_id_parse (core/secret.h) over
- * arbitrary strings.
+ * fuzz_secret.c - secret_parse (and its steps) and secret_id_parse
+ * (core/secret.h) over arbitrary strings.
  *
  * Each is checked against a slow reference written from the header's
  * description of the format, in both directions (the parser accepts exactly
@@ -10,6 +10,9 @@
  *    words each <= 2^64-1, and 6 check digits equal to crc32c(prefix||body);
  *    the id it returns is the first 16 bytes of the decoded words and the
  *    hash is SHA-256 of all 48;
+ *  - its steps (secret_parse_id, then secret_parse_rest, or
+ *    secret_parse_check and secret_parse_hash) accept exactly what it
+ *    accepts, with its id and hash;
  *  - secret_id_parse accepts exactly the 8-4-4-4-12 hex form (either case),
  *    and secret_id_format of the result is the input in lower case;
  *  - on refusal neither writes its outputs (secret.h: "writes its outputs
@@ -81,6 +84,45 @@ static bool ref_secret(const char *s, size_t len, tk_kind *kind, uint8_t raw[48]
     return check == crc32c_extend(0, s, PREFIX + BODY);
 }
 
+/* The steps of a verify (secret_parse_id, then secret_parse_rest, or
+ * secret_parse_check and secret_parse_hash) accept what secret_parse
+ * accepts, with its id and hash; a refusal writes nothing. */
+static void check_steps(const char *s, size_t len, bool ok, const tk_id *id,
+                        const uint8_t hash[TK_HASH_LEN])
+{
+    tk_kind kind = (tk_kind)0x5a5a;
+    tk_id sid, unset;
+    uint8_t rhash[TK_HASH_LEN], shash[TK_HASH_LEN], unset_hash[TK_HASH_LEN];
+
+    memset(&sid, 0xA5, sizeof sid);
+    unset = sid;
+    int rc = secret_parse_id(s, len, &kind, &sid);
+    FZ_CHECK(rc == 0 || rc == TK_EINVAL, "secret_parse_id returns 0 or TK_EINVAL");
+    if (rc != 0) {
+        FZ_CHECK(!ok, "secret_parse_id refuses only what secret_parse refuses");
+        FZ_CHECK(kind == (tk_kind)0x5a5a && memcmp(&sid, &unset, sizeof sid) == 0,
+                 "a refused ID leaves the outputs alone");
+        return;
+    }
+    memset(rhash, 0x5A, sizeof rhash);
+    memcpy(unset_hash, rhash, sizeof rhash);
+    rc = secret_parse_rest(s, &sid, rhash);
+    FZ_CHECK(rc == 0 || rc == TK_EINVAL, "secret_parse_rest returns 0 or TK_EINVAL");
+    FZ_CHECK((rc == 0) == ok, "id then rest accept exactly what secret_parse accepts");
+    if (rc != 0)
+        FZ_CHECK(memcmp(rhash, unset_hash, sizeof rhash) == 0,
+                 "a refused rest leaves the hash alone");
+    rc = secret_parse_check(s);
+    FZ_CHECK(rc == 0 || rc == TK_EINVAL, "secret_parse_check returns 0 or TK_EINVAL");
+    FZ_CHECK((rc == 0) == ok, "id then check accept exactly what secret_parse accepts");
+    if (!ok)
+        return;
+    secret_parse_hash(s, &sid, shash);
+    FZ_CHECK(memcmp(sid.b, id->b, TK_ID_LEN) == 0, "the steps' id is secret_parse's");
+    FZ_CHECK(memcmp(rhash, hash, TK_HASH_LEN) == 0, "secret_parse_rest's hash is secret_parse's");
+    FZ_CHECK(memcmp(shash, hash, TK_HASH_LEN) == 0, "secret_parse_hash's is secret_parse's");
+}
+
 static void check_secret(const char *s, size_t len)
 {
     tk_kind kind = (tk_kind)0x5a5a, ref_kind = TK_KIND_NONE;
@@ -96,6 +138,7 @@ static void check_secret(const char *s, size_t len)
     int rc = secret_parse(s, len, &kind, &id, hash);
     FZ_CHECK(rc == 0 || rc == TK_EINVAL, "secret_parse returns 0 or TK_EINVAL");
     ok = rc == 0;
+    check_steps(s, len, ok, &id, hash);
     ref_ok = ref_secret(s, len, &ref_kind, raw);
     FZ_CHECK(ok == ref_ok, "secret_parse accepts exactly the well-formed secrets");
     if (!ok) {
