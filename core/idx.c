@@ -293,7 +293,6 @@ static size_t grow_step(idx *ix, size_t max_moves)
     ix->moved += moves;
     if (ix->cursor >= ix->grow_end) {
         tab_free(&ix->old);
-        ix->old.slots = NULL;
         ix->old.mask = 0;
     }
     return moves;

@@ -67,8 +67,9 @@ typedef struct conn_opts {
 
 typedef struct conn_hub conn_hub;
 
-/* Creates an empty hub. base, e and w are borrowed for the hub's life;
- * opts is copied. gateway_key: the gateway key's text (only its hash is
+/* Creates an empty hub. base, e and w are borrowed for the hub's life (w
+ * NULL: no writer, for a hub that answers everything inline, as
+ * conn_hub_set_http's); opts is copied. gateway_key: the gateway key's text (only its hash is
  * kept), or NULL when there is none. Never fails (allocation aborts). */
 void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts,
                   const char *gateway_key, conn_hub **out);

@@ -155,13 +155,6 @@ static void die(const char *what)
     abort();
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
 /* ---- connections ---------------------------------------------------------- */
 
 static void lru_unlink(http_srv *h, hconn *c)
@@ -489,7 +482,7 @@ static void ev_add_field(void *arg, const char *name, const char *value, size_t 
  * forward_auth, Envoy ext_authz and Traefik forwardAuth. */
 static void gateway_verify(http_srv *h, struct evhttp_request *req, const char *query)
 {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = met_now_ns();
     gw_in in = {ev_field, evhttp_request_get_input_headers(req)};
     gw_answer a;
     gw_verify(h->env.e, &h->gw, &in, query, query ? strlen(query) : 0, time(NULL), &a);
@@ -501,7 +494,7 @@ static void gateway_verify(http_srv *h, struct evhttp_request *req, const char *
     gw_each_field(&a, &h->lists, ev_add_field, evhttp_request_get_output_headers(req));
     if (a.body_len)
         evbuffer_add(evhttp_request_get_output_buffer(req), a.body, a.body_len);
-    met_verify(h->env.m, MET_HTTP, a.v.verdict, now_ns() - t0);
+    met_verify(h->env.m, MET_HTTP, a.v.verdict, met_now_ns() - t0);
     met_request(h->env.m, MET_HTTP, OP_VERIFY, a.status);
     if (lg_sampled(&h->sample))
         log_request(req, OP_VERIFY, a.reason);
@@ -768,7 +761,7 @@ static void inline_op(http_srv *h, struct evhttp_request *req, const sch_op *op,
     } else { /* VERIFY, answered in JSON */
         dsp_verify v;
         tk_verify out;
-        uint64_t t0 = now_ns();
+        uint64_t t0 = met_now_ns();
         rc = dsp_verify_req((const uint8_t *)body->buf.data, body->buf.size, &v, &err);
         gw_in in = {ev_field, evhttp_request_get_input_headers(req)};
         if (!rc && !gw_allowed(h->env.e, &h->gw, &in, time(NULL))) {
@@ -787,7 +780,7 @@ static void inline_op(http_srv *h, struct evhttp_request *req, const sch_op *op,
             if (invalid)
                 evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                                   "Bearer realm=\"tokend\"");
-            met_verify(h->env.m, MET_HTTP, out.verdict, now_ns() - t0);
+            met_verify(h->env.m, MET_HTTP, out.verdict, met_now_ns() - t0);
         }
     }
     if (rc) {

@@ -11,6 +11,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/err.h"
 #include "core/xmalloc.h"
@@ -56,6 +57,13 @@ void met_new(met **out)
 void met_free(met *m)
 {
     free(m);
+}
+
+uint64_t met_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
 void met_verify(met *m, met_listener l, tk_verdict v, uint64_t ns)

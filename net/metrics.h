@@ -28,6 +28,10 @@ typedef struct met met;
 void met_new(met **out);
 void met_free(met *m); /* m may be NULL */
 
+/* The monotonic clock in nanoseconds: what the durations below are
+ * measured with. */
+uint64_t met_now_ns(void);
+
 /* Loop thread: one verification answered on listener l, with verdict v,
  * taking ns nanoseconds (a pipelined run's share). */
 void met_verify(met *m, met_listener l, tk_verdict v, uint64_t ns);

@@ -496,7 +496,7 @@ int srv_open(const srv_opts *o, srv **out)
             goto fail;
         vh_opts vho = {o->http.max_headers, o->http.max_body, o->log_requests};
         vh_new(s->e, s->m, o->require_gateway ? gw : NULL, &vho, &s->vh);
-        conn_hub_new(s->base, s->e, s->w, &vo, NULL, &s->vhub);
+        conn_hub_new(s->base, s->e, NULL, &vo, NULL, &s->vhub); /* no writer: all inline */
         conn_hub_set_tls(s->vhub, s->tls);
         conn_hub_set_metrics(s->vhub, s->m);
         conn_hub_set_http(s->vhub, s->vh);

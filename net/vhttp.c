@@ -50,13 +50,6 @@ void vh_free(vh *v)
     free(v);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
 /* gw_in over a parsed request's fields. */
 static const char *req_field(const void *arg, const char *name, size_t i, size_t *n)
 {
@@ -113,7 +106,7 @@ static void count(vh *v, uint16_t code, int rc)
 /* The verification of r, its response into out. */
 static void verify(vh *v, const h1_req *r, const char *peer, bool keep, bool head, h1_out *out)
 {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = v->m ? met_now_ns() : 0;
     gw_in in = {req_field, r};
     gw_answer a;
     gw_verify(v->e, &v->gw, &in, r->query.p, r->query.n, time(NULL), &a);
@@ -123,7 +116,7 @@ static void verify(vh *v, const h1_req *r, const char *peer, bool keep, bool hea
     if (!head)
         h1_put(out, a.body, a.body_len);
     if (v->m && !a.keyless)
-        met_verify(v->m, MET_VERIFY_HTTP, a.v.verdict, now_ns() - t0);
+        met_verify(v->m, MET_VERIFY_HTTP, a.v.verdict, met_now_ns() - t0);
     count(v, OP_VERIFY, a.status);
     if (lg_sampled(&v->sample))
         lg_request("http-verify", "VERIFY", a.keyless ? tk_errcode(TK_EUNAUTH) : a.reason, peer);

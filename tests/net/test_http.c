@@ -113,17 +113,7 @@ static int gw_secret(const char *secret)
 static void alive(void)
 {
     assert_int_equal(gw_secret(W.secret), 200);
-    int fd = raw_connect(W.srv.port);
-    assert_true(fd >= 0);
-    mpw b;
-    mpw_init(&b);
-    mpw_map(&b, 0);
-    raw_reply r;
-    assert_int_equal(raw_call(fd, OP_PING, 1, &b, &r), 0);
-    assert_int_equal(r.h.code, 0);
-    raw_reply_free(&r);
-    mpw_free(&b);
-    close(fd);
+    assert_int_equal(raw_ping(W.srv.port), 0);
 }
 
 static void get_str(json_t *j, const char *k, char *out, size_t cap)

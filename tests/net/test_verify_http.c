@@ -449,17 +449,7 @@ static void alive(void)
     bearer(h, sizeof h, W.secret);
     const char *hs[] = {h, NULL};
     assert_int_equal(ask_once(W.srv.http_port, "GET", "/v1/verify", hs, NULL), 200);
-    int fd = raw_connect(W.srv.port);
-    assert_true(fd >= 0);
-    mpw b;
-    mpw_init(&b);
-    mpw_map(&b, 0);
-    raw_reply r;
-    assert_int_equal(raw_call(fd, OP_PING, 1, &b, &r), 0);
-    assert_int_equal(r.h.code, 0);
-    raw_reply_free(&r);
-    mpw_free(&b);
-    close(fd);
+    assert_int_equal(raw_ping(W.srv.port), 0);
 }
 
 /* ---- /metrics, on the main listener ---------------------------------------- */
@@ -1462,16 +1452,7 @@ static void connection_cap(void **state)
     bearer(h, sizeof h, W.secret);
     const char *hs[] = {h, NULL};
     assert_int_equal(ask_once(W.srv.http_port, "GET", "/v1/verify", hs, NULL), 200);
-    int fd = raw_connect(W.srv.port);
-    assert_true(fd >= 0);
-    mpw b;
-    mpw_init(&b);
-    mpw_map(&b, 0);
-    raw_reply rr;
-    assert_int_equal(raw_call(fd, OP_PING, 1, &b, &rr), 0);
-    raw_reply_free(&rr);
-    mpw_free(&b);
-    close(fd);
+    assert_int_equal(raw_ping(W.srv.port), 0);
     /* every verify connection kept its slot, every main one too */
     for (int i = 0; i < CAP; i++)
         if (verify_on(&v[i], W.secret, "/v1/verify", NULL) != 200)

@@ -629,3 +629,20 @@ int raw_run_tool(const char *tool, const char *const *args)
         return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+int raw_ping(int port)
+{
+    int fd = raw_connect(port);
+    if (fd < 0)
+        return -1;
+    mpw b;
+    mpw_init(&b);
+    mpw_map(&b, 0);
+    raw_reply r;
+    int rc = raw_call(fd, OP_PING, 1, &b, &r);
+    if (rc >= 0)
+        raw_reply_free(&r);
+    mpw_free(&b);
+    close(fd);
+    return rc;
+}

@@ -129,6 +129,10 @@ bool raw_closed_within(int fd, int timeout_ms);
  * reply came or its id differs. */
 int raw_call(int fd, uint16_t op, uint32_t id, const mpw *body, raw_reply *r);
 
+/* One PING on a new connection to port: its reply's status (0 when the
+ * listener serves), or -1 when there was no reply. */
+int raw_ping(int port);
+
 /* ---- bodies ------------------------------------------------------------- */
 
 /* Builds a map body from a spec of space-separated "key:type" items, each
