@@ -35,6 +35,7 @@ const char *tk_strerror(int code)
     case TK_EBUSY: return "server busy";
     case TK_ENOSPC: return "storage full; only revocations are accepted";
     case TK_ERATE: return "rate limited; try again later";
+    case TK_EREADONLY: return "read-only replica; send writes to the primary";
     default: return "unknown error";
     }
 }
@@ -59,6 +60,7 @@ const char *tk_errcode(int code)
     case TK_EBUSY: return "busy";
     case TK_ENOSPC: return "no_space";
     case TK_ERATE: return "rate_limited";
+    case TK_EREADONLY: return "read_only";
     default: return "other";
     }
 }

@@ -26,7 +26,8 @@ enum {
     TK_EBUSY = -14,    /* server at a limit (connections, queue); try again later */
     TK_ENOSPC = -15,   /* storage full: growth refused, revocations still accepted */
     TK_ERATE = -16,    /* a rate limit: try again after the hinted delay */
-    TK_ELAST = TK_ERATE /* the last code (tests walk them all) */
+    TK_EREADONLY = -17, /* a replica: writes go to the primary (the message names it) */
+    TK_ELAST = TK_EREADONLY /* the last code (tests walk them all) */
 };
 
 /* Returns a static, human-readable string for a TK_E* code (never NULL). */

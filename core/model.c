@@ -72,6 +72,7 @@ const char *model_verdict_name(tk_verdict v)
     case TK_V_WRONG_KIND: return "wrong_kind";
     case TK_V_DISABLED: return "disabled";
     case TK_V_EXPIRED: return "expired";
+    case TK_V_UNAVAILABLE: return "unavailable";
     }
     return "unknown_verdict";
 }

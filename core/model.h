@@ -91,6 +91,8 @@ typedef enum tk_verdict {
     TK_V_WRONG_KIND = 4,/* a personal API key offered as a tenant token */
     TK_V_DISABLED = 5,  /* the tenant's api_tokens toggle is off */
     TK_V_EXPIRED = 6,   /* past expires_at */
+    TK_V_UNAVAILABLE = 7, /* a replica that lost the primary past its lease: it cannot
+                             vouch for anything now (fail closed); ask another */
 } tk_verdict;
 
 const char *model_verdict_name(tk_verdict v);

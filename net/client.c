@@ -1575,7 +1575,8 @@ typedef struct vdec {
 static int verdict_of(const char *s, size_t n, tk_verdict *v)
 {
     static const tk_verdict all[] = {TK_V_VALID,      TK_V_MALFORMED, TK_V_UNKNOWN, TK_V_MISMATCH,
-                                     TK_V_WRONG_KIND, TK_V_DISABLED,  TK_V_EXPIRED};
+                                     TK_V_WRONG_KIND, TK_V_DISABLED,  TK_V_EXPIRED,
+                                     TK_V_UNAVAILABLE};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         const char *name = model_verdict_name(all[i]);
         if (strlen(name) == n && !memcmp(name, s, n)) {

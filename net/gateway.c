@@ -218,8 +218,11 @@ static void body_text(gw_answer *a, const char *text)
 static void refuse(gw_answer *a, const char *reason, tk_verdict verdict)
 {
     char text[96];
-    a->code = 401;
-    a->status = TK_EUNAUTH;
+    /* A replica past its lease vouches for nothing: a server error, so a
+     * gateway fails closed and a load balancer asks another. */
+    bool unavail = verdict == TK_V_UNAVAILABLE;
+    a->code = unavail ? 503 : 401;
+    a->status = unavail ? TK_EBUSY : TK_EUNAUTH;
     a->reason = reason;
     a->v.verdict = verdict;
     snprintf(text, sizeof text, "{\"valid\":false,\"reason\":\"%s\"}", reason);

@@ -355,6 +355,7 @@ int http_status_of(int rc)
     case TK_EEXIST: return 409;
     case TK_ELIMIT: return 413;
     case TK_ERATE: return 429;
+    case TK_EREADONLY: return 421; /* Misdirected Request: this server cannot write */
     default: return 503; /* EBUSY, ENOSPC, EFENCED, EIO, ENOMEM, ECORRUPT */
     }
 }
@@ -745,7 +746,7 @@ static void inline_op(http_srv *h, struct evhttp_request *req, const sch_op *op,
     mpw_init(&w);
     dsp_err err = {""};
     int rc = 0;
-    bool invalid = false;
+    bool invalid = false, unavail = false;
     if (op->code == OP_PING) {
         rc = dsp_ping((const uint8_t *)body->buf.data, body->buf.size, &err);
         if (!rc)
@@ -777,6 +778,7 @@ static void inline_op(http_srv *h, struct evhttp_request *req, const sch_op *op,
                            v.secret.n, time(NULL), &out);
             dsp_put_verify(&w, &out);
             invalid = out.verdict != TK_V_VALID;
+            unavail = out.verdict == TK_V_UNAVAILABLE; /* a replica past its lease */
             if (invalid)
                 evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                                   "Bearer realm=\"tokend\"");
@@ -789,7 +791,8 @@ static void inline_op(http_srv *h, struct evhttp_request *req, const sch_op *op,
         /* An invalid token is 401 here too, body and all: a gateway that
          * forwarded a client's JSON body to this path must not read "200"
          * as "let it through" (the trap of verify APIs that always say 200). */
-        reply_ok(h, req, op, invalid ? 401 : 200, &w, invalid ? TK_EUNAUTH : 0);
+        reply_ok(h, req, op, unavail ? 503 : invalid ? 401 : 200, &w,
+                 unavail ? TK_EBUSY : invalid ? TK_EUNAUTH : 0);
     }
     mpw_free(&w);
 }
@@ -937,9 +940,21 @@ static void health(http_srv *h, struct evhttp_request *req, bool ready)
         state = "full", why = "storage full: only revocations are accepted";
     ok = why[0] == 0;
     if (ready) {
+        met_repl r = {0};
+        if (h->env.repl)
+            h->env.repl(h->env.repl_arg, &r);
         ok = !h->stopping;
-        if (h->stopping)
+        if (h->stopping) {
             state = "stopping", why = "the server is stopping";
+        } else if (r.role && strcmp(r.role, "replica") == 0 && !r.available) {
+            /* A replica that cannot vouch for a token is not ready for gateways. */
+            ok = false;
+            state = "unavailable";
+            why = r.problem && r.problem[0]
+                      ? r.problem
+                      : "no lease from the primary, or behind it: verifications answer "
+                        "unavailable";
+        }
     }
     send_json(req, ok ? 200 : 503, json_pack("{s:s,s:s}", "status", state, "reason", why));
 }
@@ -967,6 +982,8 @@ static void metrics(http_srv *h, struct evhttp_request *req)
         .batches = wrt_batch_hist(h->env.w),
         .syncs = eng_sync_hist(h->env.e),
     };
+    if (h->env.repl)
+        h->env.repl(h->env.repl_arg, &g.repl);
     met_render(h->env.m, &g, f);
     fclose(f);
     struct evkeyvalq *oh = evhttp_request_get_output_headers(req);

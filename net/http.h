@@ -66,6 +66,9 @@ typedef struct http_env {
                                 only its hash is kept */
     tls *tls;                /* when set, connections speak TLS (net/tls.h): each one
                                 gets an SSL of its current context; NULL: plain */
+    void (*repl)(void *arg, met_repl *out); /* replication's state for /metrics and
+                                               /readyz (net/repl.h), or NULL */
+    void *repl_arg;
 } http_env;
 
 typedef struct http_srv http_srv;

@@ -19,7 +19,7 @@
 
 #define NSTATUS (1 - TK_ELAST + 1) /* 0 .. -TK_ELAST, then "other" */
 #define MAX_OPS 64                 /* the schema's operations, and "unknown" */
-#define NVERDICTS (TK_V_EXPIRED + 1)
+#define NVERDICTS (TK_V_UNAVAILABLE + 1)
 
 /* Verify latency buckets, ns: 1 us to 10 ms. */
 static const uint64_t verify_bounds[] = {1000,   2500,   5000,    10000,   25000,  50000,
@@ -107,6 +107,51 @@ static void render_hist(FILE *out, const char *name, const char *labels, const h
             labels[0] ? "}" : "", (unsigned long long)count);
 }
 
+/* Replication's gauges (docs/scale.md), for a primary or a replica. */
+static void render_repl(const met_repl *r, FILE *out)
+{
+    head(out, "tokend_replication_connected", "gauge",
+         "1 while connected to NATS (a primary publishing, or a replica following).");
+    fprintf(out, "tokend_replication_connected{role=\"%s\"} %d\n", r->role, r->connected);
+    if (strcmp(r->role, "primary") == 0) {
+        head(out, "tokend_replication_published_seq", "gauge",
+             "The last event the stream acknowledged.");
+        fprintf(out, "tokend_replication_published_seq %llu\n",
+                (unsigned long long)r->published);
+        head(out, "tokend_replication_replicas", "gauge",
+             "Replicas holding a lease (in the revocation barrier).");
+        fprintf(out, "tokend_replication_replicas %zu\n", r->replicas);
+        head(out, "tokend_replication_min_applied_seq", "gauge",
+             "The least event applied among the replicas holding a lease (0: none).");
+        fprintf(out, "tokend_replication_min_applied_seq %llu\n",
+                (unsigned long long)r->min_applied);
+        head(out, "tokend_replication_barrier_waits_total", "counter",
+             "Times a revocation's answer waited for the replicas.");
+        fprintf(out, "tokend_replication_barrier_waits_total %llu\n",
+                (unsigned long long)r->held);
+        return;
+    }
+    head(out, "tokend_replica_available", "gauge",
+         "1 while this replica answers \"valid\" (its lease runs and it has caught up).");
+    fprintf(out, "tokend_replica_available %d\n", r->available);
+    head(out, "tokend_replica_applied_seq", "gauge", "The last event applied here.");
+    fprintf(out, "tokend_replica_applied_seq %llu\n", (unsigned long long)r->applied);
+    head(out, "tokend_replica_primary_seq", "gauge",
+         "The primary's last durable event, as last heard.");
+    fprintf(out, "tokend_replica_primary_seq %llu\n", (unsigned long long)r->primary);
+    head(out, "tokend_replica_lag_events", "gauge",
+         "Events the primary holds that this replica has not applied, as last heard.");
+    fprintf(out, "tokend_replica_lag_events %llu\n",
+            (unsigned long long)(r->primary > r->applied ? r->primary - r->applied : 0));
+    head(out, "tokend_replica_primary_silence_seconds", "gauge",
+         "Since the primary last answered a lease request (-1: never).");
+    fprintf(out, "tokend_replica_primary_silence_seconds %.3f\n", r->since_primary_s);
+    head(out, "tokend_replica_stopped", "gauge",
+         "1 once the replica stopped applying the primary's log (a gap, a broken chain: its "
+         "log says why).");
+    fprintf(out, "tokend_replica_stopped %d\n", r->problem && r->problem[0] != 0);
+}
+
 void met_render(const met *m, const met_gauges *g, FILE *out)
 {
     char labels[64];
@@ -167,4 +212,6 @@ void met_render(const met *m, const met_gauges *g, FILE *out)
     for (size_t i = 0; i < 3; i++)
         fprintf(out, "tokend_store_state{state=\"%s\"} %d\n", states[i],
                 strcmp(states[i], g->store_state) == 0);
+    if (g->repl.role)
+        render_repl(&g->repl, out);
 }

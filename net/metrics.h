@@ -11,6 +11,7 @@
  */
 #ifndef TK_NET_METRICS_H
 #define TK_NET_METRICS_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,6 +42,23 @@ void met_verify(met *m, met_listener l, tk_verdict v, uint64_t ns);
  * know count as "unknown". */
 void met_request(met *m, met_listener l, uint16_t code, int status);
 
+/* Replication's state (docs/scale.md), for a primary that publishes or a
+ * replica; role NULL: neither. Strings borrowed for the render. */
+typedef struct met_repl {
+    const char *role;        /* "primary", "replica" or NULL */
+    bool connected;          /* to NATS */
+    const char *problem;     /* why it does not publish / stopped applying, or "" */
+    /* primary */
+    uint64_t published;      /* the last seq the stream acknowledged */
+    size_t replicas;         /* replicas in the barrier */
+    uint64_t min_applied;    /* the least seq applied among them */
+    uint64_t held;           /* revocations whose answer waited for the barrier */
+    /* replica */
+    bool available;          /* answering "valid" (lease held, caught up) */
+    uint64_t applied, primary; /* the last seq applied here; the primary's, last heard */
+    double since_primary_s;  /* since the primary last answered (-1: never) */
+} met_repl;
+
 /* What a scrape reads besides the counters. */
 typedef struct met_gauges {
     size_t conns[MET_NLISTENERS];
@@ -51,6 +69,7 @@ typedef struct met_gauges {
     const char *store_state;      /* "ok", "full" or "fenced" */
     const hist *batches;          /* writes per batch (writer.h) */
     const hist *syncs;            /* log sync ns (engine.h) */
+    met_repl repl;                /* replication (role NULL: none) */
 } met_gauges;
 
 /* Writes every metric in the Prometheus text format 0.0.4. */

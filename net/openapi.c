@@ -166,6 +166,8 @@ static const oapi_status oapi_statuses[] = {
      {TK_ENOTFOUND}},
     {409, "Conflict", "The name is taken", OAPI_ONLY, {TK_EEXIST}},
     {413, "PayloadTooLarge", "A size or count limit", OAPI_ALL, {TK_ELIMIT}},
+    {421, "Misdirected", "A write sent to a read-only replica (the message names the primary)",
+     OAPI_ENGINE, {TK_EREADONLY}},
     {429, "TooManyRequests", "A rate limit (retry after the delay given)", OAPI_ONLY, {TK_ERATE}},
     {503, "Unavailable", "The server cannot take it now (busy, storage full or fenced, I/O)",
      OAPI_ENGINE, {TK_EBUSY, TK_ENOSPC, TK_EFENCED, TK_EIO, TK_ENOMEM, TK_ECORRUPT}},

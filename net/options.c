@@ -164,6 +164,38 @@ static const opt_def opt_table[] = {
     {"http-timeout", "http", "timeout", OPT_SECONDS, "SECONDS", 0, 0, OPT_AT(http.timeout),
      "a read or a write may wait this long, keep-alive idle included", NULL},
 
+    {"publish", "replication", "publish", OPT_STR, "URLS", 0, 0, OPT_AT(repl.publish),
+     "publish the durable log to NATS JetStream at nats://HOST:PORT[,...] for replicas "
+     "(docs/scale.md); NATS being away never stops a write",
+     "none"},
+    {"follow", "replication", "follow", OPT_STR, "URLS", 0, 0, OPT_AT(repl.follow),
+     "be a verify-only replica of the primary whose log is at nats://HOST:PORT[,...]: "
+     "verification and reads, writes refused",
+     "none: a primary"},
+    {"stream", "replication", "stream", OPT_STR, "NAME", 0, 0, OPT_AT(repl.stream),
+     "the JetStream stream of the log (letters, digits, - and _; subjects NAME.log and "
+     "NAME.lease)",
+     NULL},
+    {"stream-replicas", "replication", "stream-replicas", OPT_COUNT, "N", 1, 5,
+     OPT_AT(repl.stream_replicas),
+     "copies of the stream a NATS cluster keeps, when the primary makes it", NULL},
+    {"replica-name", "replication", "name", OPT_STR, "NAME", 0, 0, OPT_AT(repl.name),
+     "this replica's name in the primary's barrier (unique per stream)",
+     "HOST:PORT of its binary listener"},
+    {"lease", "replication", "lease", OPT_SECONDS, "SECONDS", 0, 0, OPT_AT(repl.lease_s),
+     "a replica answers \"valid\" only while its lease from the primary runs; the primary's "
+     "barrier drops a replica silent this long",
+     NULL},
+    {"revocation-barrier", "replication", "revocation-barrier", OPT_BOOL, NULL, 0, 0,
+     OPT_AT(repl.barrier),
+     "primary: answer a change that takes access away only once every live replica has "
+     "applied it",
+     NULL},
+    {"fail-open", "replication", "fail-open", OPT_BOOL, NULL, 0, 0, OPT_AT(repl.fail_open),
+     "replica: keep answering from its state without a lease (a revoked token may pass "
+     "while it is cut off; docs/scale.md)",
+     NULL},
+
     {"portal-url", "portal", "url", OPT_URL, "URL", 0, 0, OPT_AT(http.portal.url),
      "the self-service page's public base, as browsers reach it "
      "(https://tokens.example.com); its links start with it; docs/portal.md",
@@ -189,6 +221,7 @@ static const struct {
 } opt_sections[] = {
     {"server", "the binary listener, the data directory, connections and the writer"},
     {"http", "the HTTP listener (docs/http.md)"},
+    {"replication", "verify-only replicas over NATS JetStream (docs/scale.md)"},
     {"portal", "the self-service page (docs/portal.md)"},
 };
 

@@ -36,9 +36,11 @@
 #include "core/err.h"
 #include "core/xmalloc.h"
 #include "net/dispatch.h"
+#include "net/follower.h"
 #include "net/log.h"
 #include "net/notify.h"
 #include "net/proto.h"
+#include "net/publisher.h"
 #include "net/vhttp.h"
 #include "net/writer.h"
 #include "store/keyfile.h"
@@ -75,6 +77,8 @@ struct srv {
     int pipe[2];
     int stops;              /* stop requests seen */
     lg_limit log_accept;
+    pub *pub;               /* a primary publishing its log (--publish), or NULL */
+    fol *fol;               /* a replica (--follow), or NULL */
 };
 
 void srv_opts_default(srv_opts *o)
@@ -94,6 +98,9 @@ void srv_opts_default(srv_opts *o)
     o->conn.frame_timeout = 10;
     o->batch_replies = 16u << 20;
     o->log_format = "text";
+    o->repl.stream = REPL_STREAM_DEFAULT;
+    o->repl.stream_replicas = 1;
+    o->repl.lease_s = REPL_LEASE_DEFAULT_S;
 }
 
 static bool listen_set(const char *spec)
@@ -397,6 +404,86 @@ void srv_stop(srv *s)
     (void)n; /* a full pipe already holds a stop request */
 }
 
+/* ---- replication (docs/scale.md) ---------------------------------------- */
+
+/* The replication flags that cannot go together, refused before anything
+ * opens. */
+static int repl_check(const repl_opts *r)
+{
+    if (r->publish && r->follow) {
+        lg_line("--publish and --follow: a server is a primary or a replica, not both");
+        return TK_EINVAL;
+    }
+    if (r->barrier && !r->publish) {
+        lg_line("--revocation-barrier needs --publish (the primary runs the barrier)");
+        return TK_EINVAL;
+    }
+    if (!repl_stream_ok(r->stream ? r->stream : REPL_STREAM_DEFAULT)) {
+        lg_line("--stream %s: letters, digits, - and _ only, at most 32", r->stream);
+        return TK_EINVAL;
+    }
+    return 0;
+}
+
+/* What /metrics and /readyz show of replication (http.h's repl hook). */
+static void repl_state(void *arg, met_repl *out)
+{
+    srv *s = arg;
+    memset(out, 0, sizeof *out);
+    if (s->pub) {
+        pub_state p;
+        pub_get_state(s->pub, &p);
+        out->role = "primary";
+        out->connected = p.connected;
+        out->published = p.published;
+        out->replicas = p.replicas;
+        out->min_applied = p.min_applied;
+        out->held = p.held;
+        out->problem = p.problem;
+    } else if (s->fol) {
+        fol_state f;
+        fol_get_state(s->fol, &f);
+        out->role = "replica";
+        out->connected = f.connected;
+        out->available = f.available;
+        out->applied = f.applied;
+        out->primary = f.primary;
+        out->since_primary_s = f.since_primary_s;
+        out->problem = f.stopped;
+    }
+}
+
+/* Starts the publisher or the follower, once the listeners are bound (a
+ * replica is named after its own, a primary's replicas are told them). */
+static int repl_begin(srv *s, const srv_opts *o)
+{
+    tk_why why = {.msg = ""};
+    int rc = 0;
+    if (o->repl.follow) {
+        char host[64] = "localhost", name[REPL_NAME_MAX + 1];
+        const char *port = strrchr(s->addr, ':');
+        (void)gethostname(host, sizeof host - 1);
+        snprintf(name, sizeof name, "%s%s", host, port ? port : "");
+        if ((rc = fol_start(s->base, s->e, s->w, &o->repl, name, &s->fol, &why)) == 0)
+            lg_line("replica of stream %s at %s, as %s (lease %.3g s%s): writes refused, "
+                    "verification answers \"unavailable\" until the primary grants a lease",
+                    o->repl.stream, o->repl.follow, o->repl.name ? o->repl.name : name,
+                    o->repl.lease_s, o->repl.fail_open ? ", fail-open" : "");
+    } else if (o->repl.publish) {
+        char addr[REPL_ADDR_MAX + 1];
+        snprintf(addr, sizeof addr, "binary %s%s%s", s->addr, s->http ? ", http " : "",
+                 s->http ? s->http_addr : "");
+        if ((rc = pub_start(s->base, s->e, s->w, &o->repl, addr, &s->pub, &why)) == 0)
+            lg_line("publishing the log to stream %s at %s (lease %.3g s, revocation barrier "
+                    "%s)",
+                    o->repl.stream, o->repl.publish, o->repl.lease_s,
+                    o->repl.barrier ? "on" : "off");
+    }
+    if (rc)
+        lg_line("replication: %s", why.msg);
+    return rc;
+}
+
 /* ---- open, run, close --------------------------------------------------- */
 
 int srv_open(const srv_opts *o, srv **out)
@@ -414,6 +501,9 @@ int srv_open(const srv_opts *o, srv **out)
 
     s->pipe[0] = s->pipe[1] = -1;
     s->data_dir = xstrdup(o->data_dir);
+    if ((rc = repl_check(&o->repl)))
+        goto fail;
+    rc = TK_EIO;
     if (!threads_on && evthread_use_pthreads() != 0) {
         lg_line("libevent has no pthreads support");
         goto fail;
@@ -503,9 +593,11 @@ int srv_open(const srv_opts *o, srv **out)
     }
     if (s->http_lis) {
         http_env env = {s->base, s->e, s->w, s->m, s->hub, s->vhub,
-                        o->require_gateway ? gw : NULL, s->tls};
+                        o->require_gateway ? gw : NULL, s->tls, repl_state, s};
         http_open(&env, &oo.http, s->http_lis, &s->http);
     }
+    if ((rc = repl_begin(s, o)))
+        goto fail;
     sodium_memzero(gw, sizeof gw);
     /* Listening: a Type=notify unit is started now (docs/install.md). */
     tk_why nw;
@@ -578,6 +670,8 @@ void srv_close(srv *s)
     if (s->vlis)
         evconnlistener_free(s->vlis);
     wrt_free(s->w);
+    fol_free(s->fol); /* after the writer: it may have been running its job */
+    pub_free(s->pub);
     http_free(s->http);
     conn_hub_free(s->hub);
     conn_hub_free(s->vhub);

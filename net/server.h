@@ -13,6 +13,7 @@
 
 #include "net/conn.h"
 #include "net/http.h"
+#include "net/repl.h"
 #include "net/tls.h"
 
 #define SRV_DEFAULT_LISTEN "127.0.0.1:7070"
@@ -36,6 +37,7 @@ typedef struct srv_opts {
     const char *sign_key;   /* signed heads of the log (store/head.h); NULL: none */
     const char *log_format; /* "text" (the default) or "json" (net/log.h) */
     uint32_t log_requests;  /* one request in this many gets a log line; 0: none */
+    repl_opts repl;         /* replication (net/repl.h; docs/scale.md): none by default */
 } srv_opts;
 
 /* The documented defaults (docs/server.md, "Flags"). */

@@ -69,6 +69,9 @@ struct wrt {
     struct event *kick; /* hands over the next batch at the end of this iteration */
     struct event *freed; /* activated by the writer thread when it can take the next */
     struct event *wake; /* activated by the sync thread when batches are done */
+    wrt_gate_fn gate;   /* the revocation barrier (wrt_set_gate), or NULL */
+    void *gate_arg;
+    wrt_job *held, *held_tail; /* done, not yet answered: the gate holds the first */
     /* Shared, under mu. */
     pthread_mutex_t mu;
     pthread_cond_t cv;  /* the writer thread waits here for a batch, or for the syncs */
@@ -236,6 +239,7 @@ static void sync_group(wrt *w)
         wrt_job *last = group[g];
         while (last->next)
             last = last->next;
+        last->batch_end = true;
         if (w->finished_tail)
             w->finished_tail->next = group[g];
         else
@@ -340,6 +344,7 @@ static wrt_job *take_batch(wrt *w)
                 j->phase = PH_READ;
             }
             j->next = NULL;
+            j->batch_end = false;
             *tail = j;
             tail = &j->next;
             total++;
@@ -402,6 +407,8 @@ static void freed_cb(evutil_socket_t fd, short what, void *arg)
     hand_over(w);
 }
 
+static void answer(wrt *w);
+
 static void kick_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -422,15 +429,51 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&w->mu);
     if (!b)
         return;
+    (void)nb;
     eng_publish(w->e); /* visible to verification before anyone is told (rule 5) */
-    w->in_flight -= (int)nb;
-    while (b) {
-        wrt_job *next = b->next;
-        w->backlog -= b->bytes;
-        b->done(b); /* may free b */
-        b = next;
+    if (w->held_tail)
+        w->held_tail->next = b;
+    else
+        w->held = b;
+    while (b->next)
+        b = b->next;
+    w->held_tail = b;
+    answer(w);
+}
+
+/* Answers the jobs done, in order, up to the first revocation the gate
+ * holds (every later job waits behind it: a connection's answers keep
+ * their order). A batch stays in flight until its last job is answered,
+ * so the batches held count against WRT_IN_FLIGHT and the memory bound. */
+static void answer(wrt *w)
+{
+    while (w->held) {
+        wrt_job *j = w->held;
+        if (w->gate && j->phase == PH_WRITE && j->res.status == 0 && j->res.revokes
+            && !w->gate(w->gate_arg, j->res.seq))
+            break;
+        w->held = j->next;
+        if (!w->held)
+            w->held_tail = NULL;
+        bool end = j->batch_end;
+        w->backlog -= j->bytes;
+        j->done(j); /* may free j */
+        if (end)
+            w->in_flight--;
     }
     hand_over(w);
+}
+
+void wrt_set_gate(wrt *w, wrt_gate_fn gate, void *arg)
+{
+    w->gate = gate;
+    w->gate_arg = arg;
+}
+
+void wrt_regate(wrt *w)
+{
+    if (w->held)
+        answer(w);
 }
 
 /* Writes per batch: 1 to WRT_MAX_BATCH. */

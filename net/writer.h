@@ -88,6 +88,7 @@ struct wrt_job {
     wrt_job *next;
     wrt_queue *q;
     int phase;
+    bool batch_end;    /* the last job of its batch */
     uint64_t batch_no; /* eng_commit's number for its batch (0: nothing logged) */
 };
 
@@ -115,6 +116,15 @@ int wrt_submit(wrt *w, wrt_queue *q, wrt_job *j);
  * (their done is still called; the writes among them commit). Returns the
  * number of jobs dropped. Later calls return 0. */
 size_t wrt_cancel(wrt *w, wrt_queue *q);
+
+/* The revocation barrier (net/barrier.h): a write that may take access
+ * away (res.revokes) and committed is answered only once gate(arg, its
+ * res.seq) is true, and every job done after it waits behind it (the
+ * batches held stay in flight). When the gate may have opened, the caller
+ * calls wrt_regate (loop thread). Set before the first job. */
+typedef bool (*wrt_gate_fn)(void *arg, uint64_t seq);
+void wrt_set_gate(wrt *w, wrt_gate_fn gate, void *arg);
+void wrt_regate(wrt *w);
 
 /* True when nothing is queued or in flight (loop thread). */
 bool wrt_idle(const wrt *w);

@@ -49,6 +49,14 @@
 #define OPERATOR_KEY_LEN KEYFILE_KEY_LEN
 #define REPLAY_BATCH 10000
 
+/* A batch's log records for the tap, back to back: u64 seq, the chain
+ * hash, u32 length, the payload (host order: they never leave the
+ * process). */
+typedef struct tapbuf {
+    uint8_t *b;
+    size_t n, cap;
+} tapbuf;
+
 /* The view's changes of one committed batch, kept until its log records
  * are durable (eng_sync) and it is published (eng_publish), or dropped
  * when the flush failed. */
@@ -58,6 +66,7 @@ typedef struct pend {
     size_t nchg, chgcap;
     tk_id *dels;
     size_t ndel, delcap;
+    tapbuf tap;         /* its records, for the tap (eng_set_tap; empty without one) */
     struct pend *next;
 } pend;
 
@@ -108,6 +117,16 @@ struct eng {
     state_txn *txn;      /* the batch written, for eng_apply to commit to LMDB */
     uint64_t txn_batch;  /* its number */
     uint64_t applied;    /* the last batch eng_apply committed (or began to) */
+    /* A replica (eng_set_readonly, eng_set_available): pmu guards the
+     * message; the flags are atomic (the loop reads unavailable on every
+     * verification). */
+    bool readonly;
+    char readonly_msg[ENG_MSG_MAX];
+    bool unavailable;
+    /* The durable records, for a publisher (eng_set_tap). */
+    eng_tap_fn tap_fn;
+    void *tap_arg;
+    tapbuf tap;         /* the batch's, until pend_push hands it to its node */
 };
 
 static int64_t now_ms(void)
@@ -709,8 +728,10 @@ void eng_close(eng *e)
             next = p->next;
             free(p->changes);
             free(p->dels);
+            free(p->tap.b);
             free(p);
         }
+    free(e->tap.b);
     pthread_mutex_destroy(&e->pmu);
     pthread_mutex_destroy(&e->hmu);
     kr_free(e->ring);
@@ -810,6 +831,8 @@ static int stage(eng *e, state_txn *t, const eng_req *reqs, eng_res *res, size_t
             keep_event(e, &p.evs[j]);
             seq++;
         }
+        res[i].seq = p.n ? seq - 1 : 0;
+        res[i].revokes = p.revokes;
     }
     return 0;
 }
@@ -855,6 +878,40 @@ fenced:
              "(the state is then rebuilt from the log)", step, strerror(err));
 }
 
+/* Keeps a record appended for the tap: its seq, the chain hash it got,
+ * the payload. */
+static void tap_keep(eng *e, uint64_t seq, const void *payload, size_t len)
+{
+    tapbuf *t = &e->tap;
+    size_t need = sizeof seq + TK_HASH_LEN + sizeof(uint32_t) + len;
+    if (t->cap - t->n < need) {
+        t->cap = t->cap * 2 > t->n + need ? t->cap * 2 : t->n + need;
+        t->b = xrealloc(t->b, t->cap);
+    }
+    uint32_t l = (uint32_t)len; /* <= ELOG_MAX_PAYLOAD */
+    memcpy(t->b + t->n, &seq, sizeof seq);
+    memcpy(t->b + t->n + sizeof seq, elog_head_hash(e->log), TK_HASH_LEN);
+    memcpy(t->b + t->n + sizeof seq + TK_HASH_LEN, &l, sizeof l);
+    memcpy(t->b + t->n + sizeof seq + TK_HASH_LEN + sizeof l, payload, len);
+    t->n += need;
+}
+
+/* Hands each record of t to the tap, in order. */
+static void tap_run(eng *e, const tapbuf *t)
+{
+    for (size_t off = 0; off < t->n;) {
+        eng_rec r;
+        uint32_t l;
+        memcpy(&r.seq, t->b + off, sizeof r.seq);
+        r.hash = t->b + off + sizeof r.seq;
+        memcpy(&l, t->b + off + sizeof r.seq + TK_HASH_LEN, sizeof l);
+        r.payload = t->b + off + sizeof r.seq + TK_HASH_LEN + sizeof l;
+        r.len = l;
+        e->tap_fn(e->tap_arg, &r);
+        off += sizeof r.seq + TK_HASH_LEN + sizeof l + l;
+    }
+}
+
 /* Stages the batch into a new write transaction (*out), growing LMDB's
  * map when it is full, then buffers its events in the log. */
 static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_t ts,
@@ -873,8 +930,12 @@ static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_
             return rc;
     }
     size_t off = 0;
+    e->tap.n = 0;
     for (size_t i = 0; rc == 0 && i < e->nev; i++) {
-        rc = elog_append(e->log, e->evbuf.buf.data + off, e->evoff[i] - off, NULL);
+        uint64_t seq;
+        rc = elog_append(e->log, e->evbuf.buf.data + off, e->evoff[i] - off, &seq);
+        if (rc == 0 && e->tap_fn)
+            tap_keep(e, seq, e->evbuf.buf.data + off, e->evoff[i] - off);
         off = e->evoff[i];
     }
     if (rc) {
@@ -965,6 +1026,10 @@ static uint64_t pend_push(eng *e)
     p->changes = e->changes, p->nchg = e->nchg, p->chgcap = e->chgcap;
     p->dels = e->dels, p->ndel = e->ndel, p->delcap = e->delcap;
     e->changes = c, e->chgcap = cc, e->dels = d, e->delcap = dc;
+    tapbuf tb = p->tap;
+    p->tap = e->tap;
+    e->tap = tb;
+    e->tap.n = 0;
     e->nchg = e->ndel = 0;
     p->batch = ++e->committed;
     p->next = NULL;
@@ -1008,6 +1073,16 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n, uint64_t *ba
         for (size_t i = 0; i < n; i++)
             memcpy(res[i].msg, e->fence_msg, sizeof res[i].msg);
         return TK_EFENCED;
+    }
+    if (__atomic_load_n(&e->readonly, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&e->pmu);
+        for (size_t i = 0; i < n; i++) {
+            memset(&res[i], 0, sizeof res[i]);
+            res[i].status = TK_EREADONLY;
+            memcpy(res[i].msg, e->readonly_msg, sizeof res[i].msg);
+        }
+        pthread_mutex_unlock(&e->pmu);
+        return 0;
     }
     checkpoint(e);
     if ((rc = stage_all(e, reqs, res, n, ts, NULL, &t)))
@@ -1065,6 +1140,100 @@ fail:
     for (size_t i = 0; i < n; i++)
         memcpy(res[i].msg, e->fence_msg, sizeof res[i].msg);
     return rc;
+}
+
+/* ---- a replica: the primary's records (eng_follow) ---------------------- */
+
+/* Stages the primary's records into t, each decoded, applied, appended to
+ * the log and its chain hash compared with the primary's. 0 (*taken:
+ * records appended), TK_ELIMIT (LMDB's map full: grow and stage again), or
+ * the refusal (why says which record). */
+static int follow_stage(eng *e, state_txn *t, const eng_rec *recs, size_t n, size_t *taken,
+                        tk_why *w)
+{
+    char here[2 * TK_HASH_LEN + 1], there[2 * TK_HASH_LEN + 1];
+    ev x;
+    int rc;
+    *taken = 0;
+    e->nchg = e->ndel = 0;
+    for (size_t i = 0; i < n; i++) {
+        const eng_rec *r = &recs[i];
+        unsigned long long seq = (unsigned long long)r->seq;
+        uint64_t next = elog_next_seq(e->log);
+        if (r->seq < next)
+            continue; /* delivered again: taken already */
+        if (r->seq > next)
+            return tk_say(w, TK_ECORRUPT, "the primary's event %llu came where %llu was due: a "
+                          "gap in the stream", seq, (unsigned long long)next);
+        if (ev_decode(r->payload, r->len, &x) != 0)
+            return tk_say(w, TK_ECORRUPT, "the primary's event %llu cannot be decoded", seq);
+        rc = state_apply(t, r->seq, &x, collect, e);
+        if (rc == TK_ELIMIT)
+            return rc;
+        if (rc)
+            return tk_say(w, TK_ECORRUPT, "the primary's event %llu (%s) does not apply here: %s",
+                          seq, ev_type_name(x.type), tk_strerror(rc));
+        if ((rc = elog_append(e->log, r->payload, r->len, NULL)))
+            return tk_say(w, rc, "event %llu cannot be logged: %s", seq, tk_strerror(rc));
+        if (sodium_memcmp(elog_head_hash(e->log), r->hash, TK_HASH_LEN) != 0) {
+            sodium_bin2hex(here, sizeof here, elog_head_hash(e->log), TK_HASH_LEN);
+            sodium_bin2hex(there, sizeof there, r->hash, TK_HASH_LEN);
+            return tk_say(w, TK_ECORRUPT, "the primary's event %llu breaks the chain: its chain "
+                          "hash here is %.16s..., the primary's %.16s...", seq, here, there);
+        }
+        (*taken)++;
+    }
+    return 0;
+}
+
+int eng_follow(eng *e, const eng_rec *recs, size_t n, uint64_t *batch, uint64_t *last,
+               tk_why *why)
+{
+    state_txn *t = NULL;
+    size_t taken;
+    int rc;
+    tk_why w = {.msg = ""};
+
+    *batch = 0;
+    *last = elog_next_seq(e->log) - 1;
+    eng_apply(e);
+    if (is_fenced(e))
+        return tk_say(why, TK_EFENCED, "%s", e->fence_msg);
+    checkpoint(e);
+    for (;;) {
+        if ((rc = state_begin(e->st, true, &t)))
+            return tk_say(why, rc, "a write transaction cannot begin: %s", tk_strerror(rc));
+        rc = follow_stage(e, t, recs, n, &taken, &w);
+        if (rc != TK_ELIMIT)
+            break;
+        elog_discard(e->log);
+        state_abort(t);
+        if ((rc = state_grow(e->st)))
+            return tk_say(why, rc, "LMDB's map cannot grow: %s", tk_strerror(rc));
+    }
+    if (rc || taken == 0) {
+        elog_discard(e->log);
+        state_abort(t);
+        e->nchg = e->ndel = 0;
+        return rc ? tk_say(why, rc, "%s", w.msg) : 0;
+    }
+    if ((rc = elog_write(e->log, &w))) {
+        state_abort(t);
+        e->nchg = e->ndel = 0;
+        if (rc == TK_ENOSPC) {
+            elog_discard(e->log);
+            return tk_say(why, rc, "%s", w.msg);
+        }
+        fence(e, "not applied: %s; restart tokend", w.msg);
+        return tk_say(why, rc, "%s", w.msg);
+    }
+    e->tap.n = 0; /* a replica keeps no records for a tap */
+    *batch = pend_push(e);
+    *last = elog_next_seq(e->log) - 1;
+    state_set_chain(t, elog_head_hash(e->log));
+    e->txn = t;
+    e->txn_batch = *batch;
+    return 0;
 }
 
 void eng_apply(eng *e)
@@ -1189,6 +1358,8 @@ void eng_publish(eng *e)
             learn(e->v, e->ring, &p->changes[i]);
         for (size_t i = 0; i < p->ndel; i++)
             view_cred_del(e->v, &p->dels[i]);
+        if (e->tap_fn)
+            tap_run(e, &p->tap);
         pthread_mutex_lock(&e->pmu);
         p->next = e->pfree;
         e->pfree = p;
@@ -1251,10 +1422,23 @@ uint64_t eng_keyring_gen(const eng *e)
     return kr_gen(e->ring);
 }
 
+/* A replica past its lease vouches for nothing (eng_set_available). */
+static tk_verdict unavailable(const eng *e, tk_verify *out)
+{
+    if (!__atomic_load_n(&e->unavailable, __ATOMIC_RELAXED))
+        return out->verdict;
+    out->verdict = TK_V_UNAVAILABLE;
+    out->tenant = out->account = NULL;
+    out->nroles = out->nperms = 0;
+    out->expires_at = 0;
+    return out->verdict;
+}
+
 tk_verdict eng_verify(const eng *e, const tk_id *client_id, const char *secret, size_t len,
                       int64_t now, tk_verify *out)
 {
-    return view_verify(e->v, client_id, secret, len, now, out);
+    view_verify(e->v, client_id, secret, len, now, out);
+    return unavailable(e, out);
 }
 
 void eng_verify_start(const eng *e, const view_vreq *reqs, size_t n, view_probe *probes)
@@ -1264,7 +1448,42 @@ void eng_verify_start(const eng *e, const view_vreq *reqs, size_t n, view_probe 
 
 tk_verdict eng_verify_finish(const eng *e, const view_probe *p, int64_t now, tk_verify *out)
 {
-    return view_verify_finish(e->v, p, now, out);
+    view_verify_finish(e->v, p, now, out);
+    return unavailable(e, out);
+}
+
+int eng_log_iter(const eng *e, uint64_t from_seq, elog_iter **out, tk_why *why)
+{
+    return elog_iter_open(e->logdir, from_seq, out, why);
+}
+
+int eng_log_hash(const eng *e, uint64_t seq, uint8_t out[TK_HASH_LEN], tk_why *why)
+{
+    return elog_hash_at(e->logdir, seq, out, why);
+}
+
+void eng_set_tap(eng *e, eng_tap_fn fn, void *arg)
+{
+    e->tap_fn = fn;
+    e->tap_arg = arg;
+}
+
+void eng_set_readonly(eng *e, const char *msg)
+{
+    pthread_mutex_lock(&e->pmu);
+    snprintf(e->readonly_msg, sizeof e->readonly_msg, "%s", msg ? msg : "");
+    __atomic_store_n(&e->readonly, msg != NULL, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&e->pmu);
+}
+
+void eng_set_available(eng *e, bool available)
+{
+    __atomic_store_n(&e->unavailable, !available, __ATOMIC_RELAXED);
+}
+
+bool eng_available(const eng *e)
+{
+    return !__atomic_load_n(&e->unavailable, __ATOMIC_RELAXED);
 }
 
 /* ---- reading (store/query.c) ------------------------------------------ */

@@ -150,6 +150,10 @@ typedef struct eng_res {
     char secret[TK_SECRET_LEN + 1];    /* created secret: the only copy there will ever be */
     char msg[ENG_MSG_MAX];             /* a refusal's reason, one line ("" when the code says
                                           enough: then use tk_strerror(status)) */
+    uint64_t seq;                      /* done: the log seq of its last event (0: none) */
+    bool revokes;                      /* done: it may take access away (a delete, API tokens
+                                          off, a role or user losing permissions): the
+                                          revocation barrier holds its answer (net/barrier.h) */
 } eng_res;
 
 /* Executes n requests as one durable batch (see the top of this file).
@@ -204,6 +208,58 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n, uint64_t *ba
 void eng_apply(eng *e);
 int eng_sync(eng *e, uint64_t *durable);
 void eng_publish(eng *e);
+
+/* ---- a replica (net/follower.h) ---------------------------------------- */
+
+/* One record of the primary's log, as a replica receives it: borrowed for
+ * the call. */
+typedef struct eng_rec {
+    uint64_t seq;
+    const uint8_t *hash;  /* its chain hash in the primary's log (TK_HASH_LEN bytes) */
+    const void *payload;  /* the event, as the primary logged it */
+    size_t len;
+} eng_rec;
+
+/* A replica's eng_commit (writer thread, in the same pipeline: eng_apply,
+ * eng_sync and eng_publish follow as for any batch): appends the primary's
+ * records, in order, to this log, where they get the primary's seqs and
+ * chain hashes, and applies them to LMDB (and, once durable, to the view).
+ * A record at or below this log's last seq is a redelivery, skipped. The
+ * first record taken must be the log's next seq, and each record's chain
+ * hash here must equal the primary's: else TK_ECORRUPT (a gap, a broken
+ * chain), as for an event that does not decode or apply; nothing of the
+ * call is applied then, and why says which record and how. 0 (*batch as
+ * eng_commit's, *last the last seq taken), TK_ECORRUPT, TK_ENOSPC (the
+ * log found no room: nothing written, try later), TK_EIO or TK_EFENCED. */
+int eng_follow(eng *e, const eng_rec *recs, size_t n, uint64_t *batch, uint64_t *last,
+               tk_why *why);
+
+/* The tap: fn gets every record the log makes durable, in seq order, on
+ * the loop thread inside eng_publish, just after the view learnt its
+ * batch (so never a record that could still fail). r and what it points
+ * to are borrowed for the call. For a publisher (net/publisher.h); set it
+ * before the first eng_commit (NULL: none, and no copy is kept). */
+typedef void (*eng_tap_fn)(void *arg, const eng_rec *r);
+void eng_set_tap(eng *e, eng_tap_fn fn, void *arg);
+
+/* Reads e's own log (any thread; a publisher catching up): an iterator
+ * from from_seq (store/elog.h's elog_iter_*: it ends at the last whole
+ * record, so the caller stops at eng_last_seq), and the chain hash of
+ * record seq. 0, or elog's codes with why. */
+typedef struct elog_iter elog_iter;
+int eng_log_iter(const eng *e, uint64_t from_seq, elog_iter **out, tk_why *why);
+int eng_log_hash(const eng *e, uint64_t seq, uint8_t out[TK_HASH_LEN], tk_why *why);
+
+/* Makes e a replica's engine (before serving): every eng_commit refuses
+ * its requests with TK_EREADONLY and msg (one line naming the primary;
+ * copied; NULL: writable again). Any thread. */
+void eng_set_readonly(eng *e, const char *msg);
+
+/* While false, every verification answers TK_V_UNAVAILABLE (a replica
+ * that lost its primary past its lease fails closed). True at open. Any
+ * thread; the loop reads it on every verification. */
+void eng_set_available(eng *e, bool available);
+bool eng_available(const eng *e);
 
 /* Resets r to an empty request for op by actor. */
 void eng_req_init(eng_req *r, eng_op op, const tk_actor *actor);

@@ -206,6 +206,7 @@ static const char *status_name(int code)
     case TK_EBUSY: return "busy";
     case TK_ENOSPC: return "storage full";
     case TK_ERATE: return "rate limited";
+    case TK_EREADONLY: return "read-only replica";
     default: return "refused";
     }
 }
