@@ -455,10 +455,16 @@ again:
     if ((rc = log_join(e, w))) /* nothing is applied from a log that failed its check */
         goto fail;
     /* From the applied record itself, when there is one: its chain hash
-     * must be the one the state kept. */
-    if ((rc = elog_iter_open(e->logdir, applied ? applied : 1, &it, w)))
+     * must be the one the state kept. A state at the log's base (a
+     * bootstrapped directory) starts at the base's next record, and the
+     * iterator's hash before it is the base's. A state behind the base
+     * cannot catch up: the iterator refuses, saying so. */
+    bool at_base = applied && applied == elog_base_seq(e->log);
+    if ((rc = elog_iter_open(e->logdir, at_base ? applied + 1 : applied ? applied : 1, &it, w)))
         goto fail;
-    if (applied) {
+    if (at_base && (rc = same_history(t, applied, elog_iter_hash(it), w)))
+        goto fail;
+    if (applied && !at_base) {
         if ((more = elog_iter_next(it, &seq, &p, &len, w)) != 1 || seq != applied) {
             rc = more < 0 ? more : tk_say(w, TK_ECORRUPT, "the log has no event %llu",
                                           (unsigned long long)applied);
@@ -592,6 +598,11 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
     e->times.log_tail_s = t1 - t0;
     sub = xpath(dir, "state");
     ckpt_new(dir, &e->ck);
+    /* A based log (bootstrapped from a snapshot) cannot rebuild the state
+     * it started from: LMDB then syncs every commit, so that no machine
+     * crash ever leaves it to be rebuilt. */
+    if (elog_base_seq(e->log))
+        ckpt_sync_always(e->ck);
     if ((rc = check_marker(e, sub, w)))
         goto fail;
     struct stat sst;
