@@ -37,7 +37,9 @@
  *   holding from_seq and takes that
  *   segment's first record's prev as the starting link: the chain is
  *   verified from the start of that segment (from seq 1 and the all-zero
- *   link when that is the first segment), not from the start of the log.
+ *   link when that is the first segment, or from the base's S+1 and H),
+ *   not from the start of the log. The base (DIR/base) is read by every
+ *   walk's start and nowhere else, so no reader can forget it.
  *   Memory: one segment (segment_bytes plus at most one batch) at a time.
  *   elog_check (for tokenreplay) is elog_open's walk without the lock and
  *   without the cut, reporting where it stopped.
@@ -438,11 +440,13 @@ static int walk_load(walk *w)
     if (first != w->seq) {
         char what[160];
         if (w->idx == 0 && w->base_seq)
-            snprintf(what, sizeof what, "seq gap: the log's base (base) says its first event is %" PRIu64
-                     ", but its first segment starts at %" PRIu64, w->seq, first);
+            snprintf(what, sizeof what, "seq gap: the log's base (base) says its first "
+                     "event is %" PRIu64 ", but its first segment starts at %" PRIu64, w->seq,
+                     first);
         else if (w->idx == 0)
-            snprintf(what, sizeof what, "seq gap: the log starts at event %" PRIu64 " with no base file: "
-                     "its first segments, or its base (from a snapshot), are missing", first);
+            snprintf(what, sizeof what, "seq gap: the log starts at event %" PRIu64
+                     " with no base file: its first segments, or its base (from a "
+                     "snapshot), are missing", first);
         else
             snprintf(what, sizeof what, "seq gap");
         damage(&w->why, w->dir, first, 0, w->seq, what);
