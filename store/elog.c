@@ -37,7 +37,9 @@
  *   holding from_seq and takes that
  *   segment's first record's prev as the starting link: the chain is
  *   verified from the start of that segment (from seq 1 and the all-zero
- *   link when that is the first segment), not from the start of the log.
+ *   link when that is the first segment, or from the base's S+1 and H),
+ *   not from the start of the log. The base (DIR/base) is read by every
+ *   walk's start and nowhere else, so no reader can forget it.
  *   Memory: one segment (segment_bytes plus at most one batch) at a time.
  *   elog_check (for tokenreplay) is elog_open's walk without the lock and
  *   without the cut, reporting where it stopped.
@@ -283,6 +285,9 @@ typedef struct walk {
     bool torn;                /* stopped before a torn tail */
     bool torn_header;         /* ... inside the last segment's header */
     char bad_name[ELOG_NAME_MAX]; /* walk_init: a *.seg name that is not a segment name */
+    bool bad_base;            /* walk_init: DIR/base does not check */
+    uint64_t base_seq;        /* the log's base (0: none): its first record is base_seq + 1 */
+    uint8_t base_hash[ELOG_HASH_LEN]; /* ... and links to this */
     tk_why why;               /* why it failed */
 } walk;
 
@@ -305,6 +310,7 @@ struct elog {
     bool fenced;
     uint64_t last_seq;  /* durable */
     uint8_t hash[ELOG_HASH_LEN]; /* chain hash of record last_seq */
+    uint64_t base_seq;  /* DIR/base's seq (0: none) */
     /* Written (elog_write) but not yet flushed: equal to the durable three
      * when nothing waits for an fdatasync. */
     uint64_t wr_size, wr_seq;
@@ -329,22 +335,31 @@ struct elog {
     int sealed_rc;      /* its result (sealed.why says why it failed) */
 };
 
-/* Sets w up to walk from the segment that holds from_seq. 0, TK_EIO,
- * TK_ECORRUPT (bad segment name). */
+/* Sets w up to walk from the segment that holds from_seq: from the base
+ * (seq 1 and the zero link without one) when that is the first segment.
+ * 0, TK_EIO, TK_ECORRUPT (a bad segment name, or a base that does not
+ * check: bad_base). */
 static int walk_init(walk *w, const char *dir, uint64_t from_seq)
 {
     int rc;
 
     memset(w, 0, sizeof *w);
     w->dir = dir;
-    w->seq = 1;
+    rc = elog_base_read(dir, &w->base_seq, w->base_hash, &w->why);
+    if (rc == TK_ECORRUPT || rc == TK_EIO) {
+        w->bad_base = rc == TK_ECORRUPT;
+        return rc;
+    }
+    w->seq = w->base_seq + 1;
+    memcpy(w->link, w->base_hash, ELOG_HASH_LEN);
     w->link_known = true;
     rc = list_segments(dir, &w->segs, w->bad_name, sizeof w->bad_name, &w->why);
     if (rc != 0)
         return rc;
     w->stop = w->segs.n;
     /* The last segment whose first seq <= from_seq; the first one starts
-     * the log, so it is checked against seq 1 and the zero link. */
+     * the log, so it is checked against the base (or seq 1 and the zero
+     * link). */
     for (size_t i = 1; i < w->segs.n && w->segs.first[i] <= from_seq; i++) {
         w->idx = i;
         w->seq = w->segs.first[i];
@@ -423,7 +438,18 @@ static int walk_load(walk *w)
     int rc;
 
     if (first != w->seq) {
-        damage(&w->why, w->dir, first, 0, w->seq, "seq gap");
+        char what[160];
+        if (w->idx == 0 && w->base_seq)
+            snprintf(what, sizeof what, "seq gap: the log's base (base) says its first "
+                     "event is %" PRIu64 ", but its first segment starts at %" PRIu64, w->seq,
+                     first);
+        else if (w->idx == 0)
+            snprintf(what, sizeof what, "seq gap: the log starts at event %" PRIu64
+                     " with no base file: its first segments, or its base (from a "
+                     "snapshot), are missing", first);
+        else
+            snprintf(what, sizeof what, "seq gap");
+        damage(&w->why, w->dir, first, 0, w->seq, what);
         return TK_ECORRUPT;
     }
     rc = walk_read(w);
@@ -510,7 +536,9 @@ static int check_record(const walk *w, rec *r, size_t *end, const char **why)
         return REC_BAD;
     }
     if (w->link_known && memcmp(body + 8, w->link, ELOG_HASH_LEN) != 0) {
-        *why = "broken hash chain";
+        *why = w->base_seq && w->seq == w->base_seq + 1
+                   ? "broken hash chain: the first record does not link to the base's chain hash"
+                   : "broken hash chain";
         return REC_BAD;
     }
     r->seq = w->seq;
@@ -663,7 +691,7 @@ static int make_dir(const char *dir, tk_why *why)
  * empty log, then makes it all durable. Fills lg->fd, seg_size. */
 static int open_tail(elog *lg, walk *w, tk_why *why)
 {
-    uint64_t first = w->segs.n ? w->segs.first[w->segs.n - 1] : 1;
+    uint64_t first = w->segs.n ? w->segs.first[w->segs.n - 1] : w->seq; /* base + 1 */
     char *path = seg_path(lg->dir, first);
     int rc;
 
@@ -774,6 +802,7 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out, tk_why *
      * until the sealed segments' check confirms it. */
     if ((rc = walk_init(w, lg->dir, UINT64_MAX)) != 0)
         goto walk_failed;
+    lg->base_seq = w->base_seq;
     while ((rc = walk_next(w, &r)) == 1)
         if (r.seq == w->segs.first[w->idx]) {
             memcpy(lg->in_link, r.payload - ELOG_HASH_LEN, ELOG_HASH_LEN);
@@ -961,6 +990,11 @@ void elog_durable_head(elog *lg, uint64_t *seq, uint8_t hash[ELOG_HASH_LEN])
     *seq = lg->last_seq;
     memcpy(hash, lg->hash, ELOG_HASH_LEN);
     pthread_mutex_unlock(&lg->mu);
+}
+
+uint64_t elog_base_seq(const elog *lg)
+{
+    return lg->base_seq;
 }
 
 uint64_t elog_next_seq(const elog *lg)
@@ -1263,7 +1297,14 @@ int elog_iter_open(const char *dir, uint64_t from_seq, elog_iter **out, tk_why *
         if (why)
             *why = it->w.why;
         goto fail;
+    } else if (it->w.base_seq && from_seq <= it->w.base_seq) {
+        rc = tk_say(why, TK_ENOTFOUND, "event log: %s starts after event %" PRIu64 " (its base: "
+                    "the events up to it are held by a snapshot); event %" PRIu64 " is not in it",
+                    dir, it->w.base_seq, from_seq);
+        goto fail;
     }
+    if (it->w.idx == 0) /* the chain hash before the first record: the base's */
+        memcpy(it->hash, it->w.base_hash, ELOG_HASH_LEN);
     *out = it;
     return 0;
 fail:
@@ -1325,10 +1366,14 @@ int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out, t
     if (sodium_init() < 0)
         return tk_say(why, TK_EIO, "event log: libsodium failed to initialise");
     rc = walk_init(&w, dir, 1);
+    out->bad_base = w.bad_base;
     if (rc == TK_ECORRUPT)
         snprintf(out->bad_name, sizeof out->bad_name, "%s", w.bad_name);
     if (rc != 0)
         goto fail;
+    out->base_seq = out->last_seq = w.base_seq;
+    memcpy(out->base_hash, w.base_hash, ELOG_HASH_LEN);
+    memcpy(out->head, w.base_hash, ELOG_HASH_LEN);
     out->segments = w.segs.n;
     while ((rc = walk_next(&w, &r)) == 1) {
         if (fn && (rc = fn(arg, r.seq, r.payload, r.len)) != 0)
@@ -1357,16 +1402,106 @@ fail:
 int elog_hash_at(const char *dir, uint64_t seq, uint8_t out[ELOG_HASH_LEN], tk_why *why)
 {
     elog_iter *it;
-    uint64_t got = 0;
+    uint64_t got = 0, base;
+    uint8_t bhash[ELOG_HASH_LEN];
     const void *p;
     size_t len;
-    int rc = elog_iter_open(dir, seq, &it, why);
-    if (rc)
+    int rc = elog_base_read(dir, &base, bhash, why);
+    if (rc == 0 && seq == base) {
+        memcpy(out, bhash, ELOG_HASH_LEN);
+        return 0;
+    }
+    if (rc != 0 && rc != TK_ENOTFOUND)
+        return rc;
+    if ((rc = elog_iter_open(dir, seq, &it, why)))
         return rc;
     int more = elog_iter_next(it, &got, &p, &len, why);
     if (more == 1 && got == seq)
         memcpy(out, elog_iter_hash(it), ELOG_HASH_LEN);
     rc = more < 0 ? more : more == 1 && got == seq ? 0 : TK_ENOTFOUND;
     elog_iter_free(it);
+    return rc;
+}
+
+/* ---- the base -------------------------------------------------------- */
+
+/* DIR/base: BASE_MAGIC, u64 seq (LE), the chain hash of record seq, then
+ * crc32c of those 48 bytes (LE): 52 bytes, written once, never changed. */
+#define BASE_NAME "base"
+#define BASE_MAGIC "TKBASE01"
+#define BASE_LEN (8u + 8u + ELOG_HASH_LEN + 4u)
+
+int elog_base_read(const char *dir, uint64_t *seq, uint8_t hash[ELOG_HASH_LEN], tk_why *why)
+{
+    char *path = xasprintf("%s/" BASE_NAME, dir);
+    uint8_t b[BASE_LEN + 1];
+    ssize_t n = -1;
+    int fd, rc;
+
+    *seq = 0;
+    memset(hash, 0, ELOG_HASH_LEN);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        rc = TK_ENOTFOUND;
+        goto done;
+    }
+    if (fd >= 0)
+        while ((n = read(fd, b, sizeof b)) < 0 && errno == EINTR)
+            ;
+    if (n < 0) {
+        rc = tk_say(why, TK_EIO, "event log: cannot read %s: %s", path, strerror(errno));
+        goto done;
+    }
+    if ((size_t)n != BASE_LEN || memcmp(b, BASE_MAGIC, 8) != 0 ||
+        crc32c_extend(0, b, BASE_LEN - 4) != get_le32(b + BASE_LEN - 4)) {
+        rc = tk_say(why, TK_ECORRUPT, "event log damaged: %s (the log's base: where it starts "
+                    "after a snapshot) is not a valid base file (%zd bytes, bad magic, length or "
+                    "crc); the log cannot be trusted without it. Keep the directory; restore the "
+                    "file or bootstrap the data directory again from a snapshot", path, n);
+        goto done;
+    }
+    *seq = get_le64(b + 8);
+    memcpy(hash, b + 16, ELOG_HASH_LEN);
+    rc = 0;
+done:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
+int elog_base_write(const char *dir, uint64_t seq, const uint8_t hash[ELOG_HASH_LEN], tk_why *why)
+{
+    char *path = xasprintf("%s/" BASE_NAME, dir), *tmp = xasprintf("%s.tmp", path);
+    uint8_t b[BASE_LEN];
+    seglist segs = {0};
+    struct stat st;
+    int fd = -1, rc;
+
+    if ((rc = make_dir(dir, why)) || (rc = list_segments(dir, &segs, NULL, 0, why)))
+        goto done;
+    if (segs.n > 0 || stat(path, &st) == 0) {
+        rc = tk_say(why, TK_EEXIST, "event log: %s already holds %s: a base is written only "
+                    "into an empty log", dir, segs.n ? "segments" : "a base");
+        goto done;
+    }
+    memcpy(b, BASE_MAGIC, 8);
+    put_le64(b + 8, seq);
+    memcpy(b + 16, hash, ELOG_HASH_LEN);
+    put_le32(b + BASE_LEN - 4, crc32c_extend(0, b, BASE_LEN - 4));
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || fio_write_all(fd, b, sizeof b) != 0 || fio_fsync(fd) != 0 ||
+        rename(tmp, path) != 0 || fio_fsync_dir(dir) != 0) {
+        rc = tk_say(why, TK_EIO, "event log: cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (fd >= 0)
+        close(fd);
+    free(segs.first);
+    free(tmp);
+    free(path);
     return rc;
 }

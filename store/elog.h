@@ -9,8 +9,9 @@
  *
  *     u32 len      payload length                       (little-endian)
  *     u32 hcrc     crc32c of the 4 len bytes, xor 0xA282EAD8
- *     u64 seq      consecutive from 1
- *     u8  prev[32] chain hash of the previous record (zeros before seq 1)
+ *     u64 seq      consecutive from 1 (from S+1 after a base)
+ *     u8  prev[32] chain hash of the previous record (zeros before seq 1,
+ *                  the base's hash H before seq S+1)
  *     u8  payload[len]   opaque to the log (a msgpack event)
  *     u32 crc      crc32c of seq||prev||payload
  *
@@ -31,6 +32,21 @@
  * last sync shares it). A failed write or fsync latches the log: it truncates
  * back to the last durable size where it can, and every later append or sync
  * returns TK_EFENCED until the log is reopened. Nothing is retried.
+ *
+ * The base. A log bootstrapped from a snapshot (store/snap.h) does not
+ * start at seq 1: DIR/base (52 bytes: "TKBASE01", u64 seq S little-endian,
+ * the 32-byte chain hash H of record S, crc32c of those 48 bytes, u32 LE;
+ * written once by elog_base_write: temp file, fsync, rename, directory
+ * fsync) says that the history up to and including S is held elsewhere,
+ * so the first record is S+1 and links to H. Every reader honours it:
+ * elog_open on an empty based log reports last seq S, head hash H, and
+ * the next append is S+1 linking to H; iterators refuse from_seq <= S
+ * (TK_ENOTFOUND: those records are not in this log); elog_hash_at(S) is
+ * H; elog_check checks the chain from H and reports the base. A based log
+ * whose first segment is not S+1, or whose first record does not link to
+ * H, is damage (TK_ECORRUPT); so is a base file that does not check, and
+ * a log with no base whose first segment is not 1 (a base removed). With
+ * no base file everything is as it always was: seq 1, the zero link.
  *
  * One thread at a time per elog.
  */
@@ -76,6 +92,9 @@ void elog_close(elog *lg);
 /* Sequence number of the last durable record (0 for an empty log; any
  * thread). */
 uint64_t elog_last_seq(const elog *lg);
+
+/* The log's base seq S (0: none, the log starts at seq 1). */
+uint64_t elog_base_seq(const elog *lg);
 
 /* Sequence number the next append will get. */
 uint64_t elog_next_seq(const elog *lg);
@@ -135,7 +154,9 @@ typedef struct elog_iter elog_iter;
 
 /* Iterates the durable records of the log in dir with seq >= from_seq,
  * checking CRC, seq continuity and the hash chain as it goes. It does not
- * cut a torn tail (it is read-only): it stops before it. 0 or TK_EIO. */
+ * cut a torn tail (it is read-only): it stops before it. 0, TK_EIO, or
+ * TK_ENOTFOUND when the log has a base S and from_seq <= S (those records
+ * are held by a snapshot, not here: ask for S+1, elog_base_read). */
 int elog_iter_open(const char *dir, uint64_t from_seq, elog_iter **out, tk_why *why);
 
 /* Next record: returns 1 and sets seq/payload/len (payload borrowed until
@@ -144,11 +165,14 @@ int elog_iter_next(elog_iter *it, uint64_t *seq, const void **payload, size_t *l
                    tk_why *why);
 
 /* The chain hash of record seq (>= 1) of the log in dir, read with an
- * iterator (one record's segment): 0, TK_ENOTFOUND when the log is
- * shorter, or the iterator's error. */
+ * iterator (one record's segment), or the base's hash when seq is the
+ * base's: 0, TK_ENOTFOUND when the log is shorter (or seq is before its
+ * base), or the iterator's error. */
 int elog_hash_at(const char *dir, uint64_t seq, uint8_t out[ELOG_HASH_LEN], tk_why *why);
 
-/* Chain hash of the last record returned (all zeros before the first). */
+/* Chain hash of the last record returned; before the first, the base's
+ * hash when the iterator starts at the log's first segment (zeros without
+ * a base), else zeros. */
 const uint8_t *elog_iter_hash(const elog_iter *it);
 
 void elog_iter_free(elog_iter *it);
@@ -159,10 +183,13 @@ void elog_iter_free(elog_iter *it);
 
 /* What elog_check found. */
 typedef struct elog_report {
+    uint64_t base_seq;            /* the log's base S (0: none, it starts at seq 1) ... */
+    uint8_t base_hash[ELOG_HASH_LEN]; /* ... and the chain hash H at it */
+    bool bad_base;                /* TK_ECORRUPT: DIR/base does not check */
     uint64_t segments;            /* *.seg files in the directory */
-    uint64_t records;             /* whole, valid records from seq 1 (= last_seq) */
-    uint64_t last_seq;            /* the last of them; 0 when none */
-    uint8_t head[ELOG_HASH_LEN];  /* its chain hash (zeros when none) */
+    uint64_t records;             /* whole, valid records from S+1 (last_seq - S) */
+    uint64_t last_seq;            /* the last of them; S when none */
+    uint8_t head[ELOG_HASH_LEN];  /* its chain hash (H when none) */
     uint64_t torn_seg;            /* intact log: the segment holding a torn tail ... */
     uint64_t torn_bytes;          /* ... and its length (0: none) up to the 512-byte boundary
                                      after its last nonzero byte; elog_open cuts it */
@@ -183,11 +210,25 @@ typedef struct elog_report {
 typedef int (*elog_check_fn)(void *arg, uint64_t seq, const void *payload, size_t len);
 
 /* Checks the whole log in dir from seq 1, as elog_open does (CRC, seq
- * continuity, the hash chain from the zero link), but changes nothing: a
+ * continuity, the hash chain from the zero link; from S+1 and H after a
+ * base), but changes nothing: a
  * torn tail is reported, not cut. Takes no lock. fn may be NULL. Fills out
  * and returns 0 (intact), TK_ECORRUPT (damage: out says where, and
  * why the line elog_open would print), TK_EIO, or fn's value
  * (out then covers the records before the one fn refused). */
 int elog_check(const char *dir, elog_check_fn fn, void *arg, elog_report *out, tk_why *why);
+
+/* ---- the base (see the top) -------------------------------------------- */
+
+/* Reads DIR/base: 0 (*seq, hash set), TK_ENOTFOUND (no base: *seq 0, hash
+ * zeros), TK_ECORRUPT (a base file that does not check), TK_EIO. */
+int elog_base_read(const char *dir, uint64_t *seq, uint8_t hash[ELOG_HASH_LEN], tk_why *why);
+
+/* Writes DIR/base (creating dir when missing) saying the log starts after
+ * record seq, whose chain hash is hash. Only into a log no writer has
+ * open, with no segments and no base: else TK_EEXIST. 0, TK_EEXIST,
+ * TK_EIO. */
+int elog_base_write(const char *dir, uint64_t seq, const uint8_t hash[ELOG_HASH_LEN],
+                    tk_why *why);
 
 #endif

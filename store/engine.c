@@ -14,8 +14,10 @@
  */
 #include "store/engine.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,6 +46,7 @@
 #include "store/plan.h"
 #include "store/query.h"
 #include "store/reserve.h"
+#include "store/snap.h"
 #include "store/state.h"
 
 #define OPERATOR_KEY_LEN KEYFILE_KEY_LEN
@@ -474,10 +477,16 @@ again:
     if ((rc = log_join(e, w))) /* nothing is applied from a log that failed its check */
         goto fail;
     /* From the applied record itself, when there is one: its chain hash
-     * must be the one the state kept. */
-    if ((rc = elog_iter_open(e->logdir, applied ? applied : 1, &it, w)))
+     * must be the one the state kept. A state at the log's base (a
+     * bootstrapped directory) starts at the base's next record, and the
+     * iterator's hash before it is the base's. A state behind the base
+     * cannot catch up: the iterator refuses, saying so. */
+    bool at_base = applied && applied == elog_base_seq(e->log);
+    if ((rc = elog_iter_open(e->logdir, at_base ? applied + 1 : applied ? applied : 1, &it, w)))
         goto fail;
-    if (applied) {
+    if (at_base && (rc = same_history(t, applied, elog_iter_hash(it), w)))
+        goto fail;
+    if (applied && !at_base) {
         if ((more = elog_iter_next(it, &seq, &p, &len, w)) != 1 || seq != applied) {
             rc = more < 0 ? more : tk_say(w, TK_ECORRUPT, "the log has no event %llu",
                                           (unsigned long long)applied);
@@ -611,6 +620,11 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
     e->times.log_tail_s = t1 - t0;
     sub = xpath(dir, "state");
     ckpt_new(dir, &e->ck);
+    /* A based log (bootstrapped from a snapshot) cannot rebuild the state
+     * it started from: LMDB then syncs every commit, so that no machine
+     * crash ever leaves it to be rebuilt. */
+    if (elog_base_seq(e->log))
+        ckpt_sync_always(e->ck);
     if ((rc = check_marker(e, sub, w)))
         goto fail;
     struct stat sst;
@@ -1606,5 +1620,164 @@ int eng_read(eng *e, int (*fn)(void *arg, state_txn *t), void *arg)
         return rc;
     rc = fn(arg, t);
     state_abort(t);
+    return rc;
+}
+
+/* ---- snapshots and bootstrapping (store/snap.h) ------------------------ */
+
+/* snap_write's keep: the copy holds events up to seq; each must be durable
+ * in the log (LMDB commits a batch before its fsync ends: eng_apply runs
+ * while eng_sync flushes). When the copy is ahead, the log is flushed
+ * here, as a checkpoint does; a copy still ahead after that (the flush
+ * failed) is refused. hash becomes the log's chain hash at seq, which the
+ * state's own (when it kept one) must equal. */
+static int snap_keep(void *arg, uint64_t seq, uint8_t hash[TK_HASH_LEN], tk_why *why)
+{
+    eng *e = arg;
+    uint64_t d, durable;
+    uint8_t dh[TK_HASH_LEN], at[TK_HASH_LEN], zero[TK_HASH_LEN] = {0};
+    int rc = 0;
+
+    elog_durable_head(e->log, &d, dh);
+    if (seq > d) {
+        rc = eng_sync(e, &durable);
+        elog_durable_head(e->log, &d, dh);
+    }
+    if (seq > d)
+        return tk_say(why, rc ? rc : TK_EBUSY, "snapshot: the state holds event %llu but the "
+                      "log is durable only up to %llu (%s)", (unsigned long long)seq,
+                      (unsigned long long)d, rc ? e->fence_msg : "try again");
+    if (seq == 0)
+        return 0;
+    if ((rc = elog_hash_at(e->logdir, seq, at, why)))
+        return rc == TK_ENOTFOUND
+                   ? tk_say(why, TK_ECORRUPT, "snapshot: the log has no event %llu",
+                            (unsigned long long)seq)
+                   : rc;
+    if (sodium_memcmp(hash, zero, TK_HASH_LEN) != 0 && sodium_memcmp(hash, at, TK_HASH_LEN) != 0)
+        return tk_say(why, TK_ECORRUPT, "snapshot: at event %llu the state's chain hash differs "
+                      "from the log's", (unsigned long long)seq);
+    memcpy(hash, at, TK_HASH_LEN);
+    return 0;
+}
+
+int eng_snapshot(eng *e, const char *path, uint64_t *seq, uint8_t hash[TK_HASH_LEN],
+                 tk_why *why)
+{
+    snap_info info;
+    int rc;
+
+    eng_apply(e); /* LMDB holds every batch written to the log */
+    if (is_fenced(e) || __atomic_load_n(&e->stale, __ATOMIC_ACQUIRE))
+        return tk_say(why, TK_EFENCED, "snapshot refused: %s", e->fence_msg);
+    if ((rc = snap_write(e->st, path, snap_keep, e, &info, why)))
+        return rc;
+    *seq = info.seq;
+    memcpy(hash, info.hash, TK_HASH_LEN);
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/* Removes the tree at path (nothing when it is not there). 0 or TK_EIO. */
+static int remove_tree(const char *path, tk_why *why)
+{
+    struct stat sb;
+    if (lstat(path, &sb) != 0 && errno == ENOENT)
+        return 0;
+    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return tk_say(why, TK_EIO, "bootstrap: cannot remove %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* dir must be missing or an empty directory. 0, TK_EEXIST, TK_EIO. */
+static int bootstrap_target(const char *dir, tk_why *why)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int rc = 0;
+
+    if (!d && errno == ENOENT)
+        return 0;
+    if (!d)
+        return tk_say(why, TK_EIO, "bootstrap: cannot read %s: %s", dir, strerror(errno));
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (strcmp(de->d_name, "log") == 0 || strcmp(de->d_name, "state") == 0)
+            rc = tk_say(why, TK_EEXIST, "bootstrap refused: %s already holds a %s; bootstrap "
+                        "only into a new data directory", dir, de->d_name);
+        else
+            rc = tk_say(why, TK_EEXIST, "bootstrap refused: %s is not empty (it holds %s); "
+                        "bootstrap only into a new data directory", dir, de->d_name);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* The installed state in sub says what the snapshot's header does. */
+static int bootstrap_check_state(const char *sub, const snap_info *info, const char *path,
+                                 tk_why *why)
+{
+    state *st = NULL;
+    state_txn *t = NULL;
+    uint8_t chain[TK_HASH_LEN];
+    int rc = state_open(sub, false, &st);
+
+    if (rc) {
+        tk_say(why, rc, "bootstrap: the state in snapshot %s does not open: %s", path,
+               tk_strerror(rc));
+        goto done;
+    }
+    if (!state_format_ok(st)) {
+        rc = tk_say(why, TK_EINVAL, "bootstrap: the state in snapshot %s has another layout "
+                    "(another tokend version): take the snapshot with this one", path);
+        goto done;
+    }
+    if ((rc = state_begin(st, false, &t)))
+        goto done;
+    if (state_applied_seq(t) != info->seq ||
+        (info->seq && (!state_chain(t, chain) || sodium_memcmp(chain, info->hash, TK_HASH_LEN))))
+        rc = tk_say(why, TK_ECORRUPT, "bootstrap: snapshot %s says event %llu, but its state "
+                    "holds event %llu or another chain hash", path,
+                    (unsigned long long)info->seq, (unsigned long long)state_applied_seq(t));
+done:
+    state_abort(t);
+    state_close(st);
+    return rc;
+}
+
+int eng_bootstrap(const char *dir, const char *snapshot_path, tk_why *why)
+{
+    char *tmp = xasprintf("%s.bootstrap", dir), *sub = xpath(tmp, "state");
+    char *logdir = xpath(tmp, "log");
+    snap_info info;
+    bool made = false;
+    int rc;
+
+    if ((rc = bootstrap_target(dir, why)) || (rc = remove_tree(tmp, why)))
+        goto done;
+    if (mkdir(tmp, 0700) != 0) {
+        rc = tk_say(why, TK_EIO, "bootstrap: cannot create %s: %s", tmp, strerror(errno));
+        goto done;
+    }
+    made = true;
+    if ((rc = snap_install(snapshot_path, sub, &info, why)) ||
+        (rc = bootstrap_check_state(sub, &info, snapshot_path, why)) ||
+        (rc = elog_base_write(logdir, info.seq, info.hash, why)))
+        goto done;
+    if (fio_fsync_dir(tmp) != 0 || rename(tmp, dir) != 0 || fio_fsync_parent(dir) != 0)
+        rc = tk_say(why, TK_EIO, "bootstrap: cannot move %s to %s: %s", tmp, dir,
+                    strerror(errno));
+done:
+    if (rc && made)
+        (void)remove_tree(tmp, NULL); /* nothing half made is left; a retry starts over */
+    free(logdir);
+    free(sub);
+    free(tmp);
     return rc;
 }

@@ -468,6 +468,36 @@ typedef struct eng_names {
  * (ENG_MSG_MAX bytes) says why. Writer thread, like eng_query_run. */
 int eng_actor_names(eng *e, const tk_actor *a, eng_names *out, char *msg);
 
+/* ---- snapshots (store/snap.h) ------------------------------------------ */
+
+/* Writes a snapshot of e's state to path (store/snap.h: the file appears
+ * whole or not at all): a compacted LMDB copy with the applied seq S and
+ * the log's chain hash H at S, which go to *seq and hash. The snapshot never
+ * holds a batch that is not durable in the log: S is the copy's own, and
+ * when it is past the log's durable seq (eng_apply committed a batch whose
+ * eng_sync has not finished) the log is flushed here first, as a
+ * checkpoint does; if the flush fails, nothing is written (its TK_EIO, the
+ * engine fenced). Runs on the writer thread (it applies the writer's last
+ * batch first, like eng_commit), like eng_query_run; a server's sync thread
+ * may run meanwhile. 0; TK_EFENCED (a fenced or stale engine), TK_EBUSY
+ * (the state changed during the copy: try again), TK_EIO, TK_ECORRUPT (the
+ * state's chain hash is not the log's). */
+int eng_snapshot(eng *e, const char *path, uint64_t *seq, uint8_t hash[TK_HASH_LEN],
+                 tk_why *why);
+
+/* Makes a data directory dir from the snapshot at snapshot_path: dir must
+ * be missing or empty (else TK_EEXIST: a log, a state, or anything else is
+ * there). The snapshot is checked whole (TK_ECORRUPT: damaged), its LMDB
+ * data installed as state/data.mdb and checked to hold S and H, and
+ * log/base written (elog.h): eng_open then opens dir as the source engine
+ * was at S, and new events continue at S+1 linking to H. Built in
+ * dir.bootstrap and renamed to dir, so a kill at any step leaves no dir
+ * (or the empty one there was) and a later call starts over; on failure
+ * nothing is left. DIR/operator.key is per server: eng_open makes one. 0,
+ * TK_EEXIST, TK_ECORRUPT, TK_EINVAL (another snapshot or state version),
+ * TK_EIO. */
+int eng_bootstrap(const char *dir, const char *snapshot_path, tk_why *why);
+
 /* ---- reading the whole state (tools) ---------------------------------- */
 
 typedef struct state_txn state_txn; /* store/state.h */

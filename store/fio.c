@@ -14,12 +14,15 @@
 #include "store/fio.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <unistd.h>
 
 #include "core/err.h"
+#include "core/xmalloc.h"
 
 /* Largest single write(); Linux caps one call a little below 2 GiB. */
 #define FIO_CHUNK ((size_t)1 << 30)
@@ -126,5 +129,21 @@ int fio_fsync_dir(const char *path)
     saved = errno; /* close() must not hide why fsync failed */
     close(fd);
     errno = saved;
+    return rc;
+}
+
+int fio_fsync_parent(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir;
+    int rc;
+
+    if (!slash)
+        return fio_fsync_dir(".");
+    if (slash == path)
+        return fio_fsync_dir("/");
+    dir = xasprintf("%.*s", (int)(slash - path), path);
+    rc = fio_fsync_dir(dir);
+    free(dir);
     return rc;
 }

@@ -29,4 +29,8 @@ int fio_fsync(int fd);
 /* fsyncs the directory at path (after creating or renaming files in it). */
 int fio_fsync_dir(const char *path);
 
+/* fsyncs the directory that holds path ("." for a bare name; a path with a
+ * trailing slash names itself). 0 or TK_EIO. */
+int fio_fsync_parent(const char *path);
+
 #endif

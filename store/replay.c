@@ -378,6 +378,12 @@ int replay_check(const char *path, FILE *out, elog_report *rep_out, tk_why *why)
         goto fail;
     hex(rep.head, ELOG_HASH_LEN, h, sizeof h);
     fprintf(out, "log        %s\n", w.log);
+    if (rep.base_seq) {
+        char b[HEX_HASH];
+        hex(rep.base_hash, ELOG_HASH_LEN, b, sizeof b);
+        fprintf(out, "base       starts after event %" PRIu64 ", chain hash %.16s..., from a "
+                "snapshot (checked from there)\n", rep.base_seq, b);
+    }
     fprintf(out, "segments   %" PRIu64 "\n", rep.segments);
     fprintf(out, "records    %" PRIu64 "%s\n", rep.records, rc ? " intact before the damage" : "");
     fprintf(out, "last seq   %" PRIu64 "\n", rep.last_seq);
@@ -405,7 +411,8 @@ int replay_check(const char *path, FILE *out, elog_report *rep_out, tk_why *why)
         if (rc == CHECK_UNDECODABLE)
             tk_say(why, rc, "event %" PRIu64 " is framed intact but does not decode as an "
                    "event (written by a newer tokend, or broken before it was logged); records "
-                   "1..%" PRIu64 " are good", cc.bad_seq, rep.last_seq);
+                   "%" PRIu64 "..%" PRIu64 " are good", cc.bad_seq, rep.base_seq + 1,
+                   rep.last_seq);
         fprintf(out, "result     DAMAGED: %s\n", why->msg);
         rc = TK_ECORRUPT;
     }
@@ -485,6 +492,26 @@ done:
     return rc;
 }
 
+/* A based log (bootstrapped from a snapshot) lacks the events before its
+ * base: it cannot rebuild a state alone. 0 (no base), TK_EINVAL, or
+ * elog_base_read's error. */
+static int refuse_based(const char *log, tk_why *why)
+{
+    uint64_t base;
+    uint8_t bh[ELOG_HASH_LEN];
+    char h[HEX_HASH];
+    int rc = elog_base_read(log, &base, bh, why);
+    if (rc == TK_ENOTFOUND || (rc == 0 && base == 0))
+        return 0;
+    if (rc)
+        return rc;
+    hex(bh, ELOG_HASH_LEN, h, sizeof h);
+    return tk_say(why, TK_EINVAL, "%s starts after event %" PRIu64 " (its base, log/base: "
+                  "chain hash %.16s..., from a snapshot): the events before it are held by "
+                  "that snapshot, not by this log, so it cannot rebuild a state alone; "
+                  "bootstrap a data directory from the snapshot instead", log, base, h);
+}
+
 int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FILE *out,
                    uint64_t *events, tk_why *why)
 {
@@ -507,7 +534,7 @@ int replay_rebuild(const char *from, const char *to, const replay_limit *lim, FI
     if (events)
         *events = 0;
     if ((rc = resolve(from, &w, why)) || (rc = lock_log(w.log, false, &lfd, why)) ||
-        (rc = prepare_target(to, &made, why)))
+        (rc = refuse_based(w.log, why)) || (rc = prepare_target(to, &made, why)))
         goto fail;
     newlog = xpath(to, "log");
     if ((rc = elog_open(newlog, NULL, &lg, why)) || (rc = elog_iter_open(w.log, 1, &it, why)))
@@ -1266,6 +1293,12 @@ int replay_repair(const char *path, FILE *out, replay_repair_info *info, tk_why 
             break;
         if (rc != TK_ECORRUPT)
             goto fail;
+        if (rep.bad_base) { /* where the log starts is not guessed: nothing is moved */
+            char damage[TK_WHY_MAX];
+            snprintf(damage, sizeof damage, "%s", why->msg);
+            rc = tk_say(why, TK_EINVAL, "repair refused: %s", damage);
+            goto fail;
+        }
         if (round == REPAIR_ROUNDS) {
             char damage[TK_WHY_MAX];
             snprintf(damage, sizeof damage, "%s", why->msg);
@@ -1554,8 +1587,15 @@ int replay_log_dump(const char *path, const replay_dump_opts *o, FILE *out, uint
             return tk_say(why, TK_EINVAL, "no event type '%s' (token_create, token_delete, "
                           "key_create, user_put, tenant_set, ...: docs/storage.md)", o->type);
     }
-    if ((rc = resolve(path, &w, why)) || (rc = lock_log(w.log, false, &lfd, why))
-        || (rc = elog_iter_open(w.log, o->from_seq ? o->from_seq : 1, &it, why)))
+    uint64_t base = 0, from = o->from_seq ? o->from_seq : 1;
+    uint8_t bh[ELOG_HASH_LEN];
+    if ((rc = resolve(path, &w, why)) || (rc = lock_log(w.log, false, &lfd, why)))
+        goto done;
+    if ((rc = elog_base_read(w.log, &base, bh, why)) && rc != TK_ENOTFOUND)
+        goto done;
+    if (from <= base) /* a based log: its first event is base + 1 */
+        from = base + 1;
+    if ((rc = elog_iter_open(w.log, from, &it, why)))
         goto done;
     progress prog;
     uint64_t read = 0;

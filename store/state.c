@@ -1770,6 +1770,38 @@ void state_close(state *s)
     free(s);
 }
 
+/* The applied seq and chain of the newest commit, in a read transaction
+ * of their own. */
+static int read_head(state *s, uint64_t *seq, uint8_t chain[TK_HASH_LEN], bool *has_chain)
+{
+    state_txn *t;
+    int rc = state_begin(s, false, &t);
+    if (rc)
+        return rc;
+    *seq = t->seq;
+    *has_chain = state_chain(t, chain);
+    state_abort(t);
+    return 0;
+}
+
+int state_copy(state *s, int fd, uint64_t *seq, uint8_t chain[TK_HASH_LEN], bool *has_chain)
+{
+    uint64_t after;
+    uint8_t c2[TK_HASH_LEN];
+    bool h2;
+    int rc = read_head(s, seq, chain, has_chain);
+    if (rc)
+        return rc;
+    if ((rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT))) {
+        if (rc > 0)
+            errno = rc; /* LMDB returns the system's error code */
+        return map_err(rc) == TK_ECORRUPT ? TK_ECORRUPT : TK_EIO;
+    }
+    if ((rc = read_head(s, &after, c2, &h2)))
+        return rc;
+    return after == *seq ? 0 : TK_EBUSY;
+}
+
 void state_usage(state *s, uint64_t *used, uint64_t *mapsize)
 {
     MDB_envinfo info;

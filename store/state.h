@@ -242,6 +242,17 @@ size_t state_cred_count(state_txn *t);
  * (used after a write failed with TK_ELIMIT: map full). */
 int state_grow(state *s);
 
+/* Writes a compacted copy of the environment (mdb_env_copyfd2 with
+ * MDB_CP_COMPACT: a data.mdb that LMDB opens as it is) to fd from its
+ * current offset, and says which applied seq and chain hash the copy
+ * holds: the copy runs in a read transaction of its own, between two reads
+ * of the newest seq; every commit that changes the state moves the seq, so
+ * when the two agree the copy holds exactly that seq (when they differ, a
+ * commit ran during the copy: TK_EBUSY, try again). has_chain false: a
+ * state that never kept its chain hash. Any thread; writes may go on
+ * meanwhile. 0, TK_EBUSY, TK_EIO (errno), TK_ECORRUPT. */
+int state_copy(state *s, int fd, uint64_t *seq, uint8_t chain[TK_HASH_LEN], bool *has_chain);
+
 /* Bytes of map in use and the map size, for metrics and tests. */
 void state_usage(state *s, uint64_t *used, uint64_t *mapsize);
 

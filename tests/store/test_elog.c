@@ -1449,6 +1449,141 @@ static void failed_roll_fences(void **state)
     snap_free(&base);
 }
 
+/* ---- the base ---------------------------------------------------------- */
+
+/* A log with a base starts after it: an empty one reports S and H, the
+ * first append is S+1 linking to H, and every reader agrees, across
+ * segments and a reopen. */
+static void a_based_log_starts_after_its_base(void **state)
+{
+    fixture *f = *state;
+    tk_why said = {.msg = ""};
+    uint8_t h[32], got[32], zero[32] = {0};
+    uint64_t bs = 0, seq;
+    elog_iter *it;
+    const void *p;
+    size_t len;
+
+    for (int i = 0; i < 32; i++)
+        h[i] = (uint8_t)(i * 7 + 3);
+    assert_int_equal(elog_base_read(f->dir, &bs, got, &said), TK_ENOTFOUND);
+    assert_int_equal(elog_base_write(f->dir, 1000, h, &said), 0);
+    assert_int_equal(elog_base_write(f->dir, 1000, h, &said), TK_EEXIST);
+    assert_int_equal(elog_base_read(f->dir, &bs, got, &said), 0);
+    assert_int_equal(bs, 1000);
+    assert_memory_equal(got, h, 32);
+
+    elog *lg = open_log(f->dir, 1024);
+    assert_int_equal(elog_base_seq(lg), 1000);
+    assert_int_equal(elog_last_seq(lg), 1000);
+    assert_int_equal(elog_next_seq(lg), 1001);
+    assert_memory_equal(elog_head_hash(lg), h, 32);
+    elog_durable_head(lg, &seq, got);
+    assert_int_equal(seq, 1000);
+    assert_memory_equal(got, h, 32);
+    assert_int_equal(elog_hash_at(f->dir, 1000, got, &said), 0);
+    assert_memory_equal(got, h, 32);
+    fill(lg, 200, 7); /* several segments */
+    elog_close(lg);
+    assert_int_equal(elog_base_write(f->dir, 5, zero, &said), TK_EEXIST); /* segments */
+
+    lg = open_log(f->dir, 1024);
+    assert_int_equal(elog_last_seq(lg), 1200);
+    elog_close(lg);
+    /* the first record links to H */
+    assert_int_equal(elog_iter_open(f->dir, 1001, &it, &said), 0);
+    assert_memory_equal(elog_iter_hash(it), h, 32);
+    assert_int_equal(elog_iter_next(it, &seq, &p, &len, &said), 1);
+    assert_int_equal(seq, 1001);
+    elog_iter_free(it);
+    /* every record, its payload, and the chain from H */
+    uint8_t link[32], want[64];
+    memcpy(link, h, 32);
+    assert_int_equal(elog_iter_open(f->dir, 1001, &it, &said), 0);
+    for (uint64_t expect = 1001; expect <= 1200; expect++) {
+        size_t wn = payload_for(expect, want);
+        assert_int_equal(elog_iter_next(it, &seq, &p, &len, &said), 1);
+        assert_int_equal(seq, expect);
+        assert_int_equal(len, wn);
+        assert_memory_equal(p, want, wn);
+        chain(link, seq, link, want, wn);
+        assert_memory_equal(elog_iter_hash(it), link, 32);
+    }
+    assert_int_equal(elog_iter_next(it, &seq, &p, &len, &said), 0);
+    elog_iter_free(it);
+    assert_int_equal(iterate_all(f->dir, 1100), 0);
+    /* before the base: not in this log */
+    assert_int_equal(elog_iter_open(f->dir, 1000, &it, &said), TK_ENOTFOUND);
+    assert_non_null(strstr(said.msg, "starts after event 1000"));
+    assert_int_equal(elog_iter_open(f->dir, 1, &it, &said), TK_ENOTFOUND);
+    assert_int_equal(elog_hash_at(f->dir, 999, got, &said), TK_ENOTFOUND);
+
+    elog_report rep;
+    assert_int_equal(elog_check(f->dir, NULL, NULL, &rep, &said), 0);
+    assert_int_equal(rep.base_seq, 1000);
+    assert_memory_equal(rep.base_hash, h, 32);
+    assert_int_equal(rep.records, 200);
+    assert_int_equal(rep.last_seq, 1200);
+}
+
+/* A based log is damaged when its base does not check, is gone, or does
+ * not match where the log begins and what its first record links to. */
+static void a_based_log_that_does_not_fit_its_base_is_refused(void **state)
+{
+    fixture *f = *state;
+    tk_why said = {.msg = ""};
+    uint8_t h[32] = {1, 2, 3};
+    elog_report rep;
+    size_t n;
+
+    assert_int_equal(elog_base_write(f->dir, 50, h, &said), 0);
+    elog *lg = open_log(f->dir, 0);
+    fill(lg, 10, 3);
+    elog_close(lg);
+    char *base = tkt_path(f->dir, "base");
+    uint8_t *orig = tkt_read_file(base, &n);
+    assert_int_equal(n, 52);
+
+    for (size_t off = 0; off < n; off++) { /* any flipped bit: not a base */
+        orig[off] ^= 4;
+        assert_int_equal(tkt_write_file(base, orig, n), 0);
+        orig[off] ^= 4;
+        assert_int_equal(try_open(f->dir, 0, &said), TK_ECORRUPT);
+        assert_non_null(strstr(said.msg, "not a valid base file"));
+        assert_int_equal(elog_check(f->dir, NULL, NULL, &rep, &said), TK_ECORRUPT);
+        assert_true(rep.bad_base);
+    }
+    /* the base file removed: the log starts at 51 with nothing before */
+    assert_int_equal(unlink(base), 0);
+    assert_int_equal(try_open(f->dir, 0, &said), TK_ECORRUPT);
+    assert_non_null(strstr(said.msg, "no base file"));
+    assert_int_equal(elog_check(f->dir, NULL, NULL, &rep, &said), TK_ECORRUPT);
+    assert_int_equal(iterate_all(f->dir, 51), TK_ECORRUPT);
+    /* another hash: the first record does not link to it */
+    h[0] ^= 1;
+    assert_int_equal(elog_base_write(f->dir, 50, h, &said), TK_EEXIST); /* segments */
+    uint8_t b[52];
+    memcpy(b, orig, 52);
+    b[16] ^= 1;
+    le32(b + 48, crc32c_extend(0, b, 48));
+    assert_int_equal(tkt_write_file(base, b, 52), 0);
+    assert_int_equal(try_open(f->dir, 0, &said), TK_ECORRUPT);
+    assert_non_null(strstr(said.msg, "does not link to the base"));
+    assert_int_equal(elog_check(f->dir, NULL, NULL, &rep, &said), TK_ECORRUPT);
+    /* another seq: the first segment is not base + 1 */
+    memcpy(b, orig, 52);
+    le64(b + 8, 49);
+    le32(b + 48, crc32c_extend(0, b, 48));
+    assert_int_equal(tkt_write_file(base, b, 52), 0);
+    assert_int_equal(try_open(f->dir, 0, &said), TK_ECORRUPT);
+    assert_non_null(strstr(said.msg, "says its first event is 50"));
+    /* put back: whole */
+    assert_int_equal(tkt_write_file(base, orig, n), 0);
+    assert_int_equal(try_open(f->dir, 0, &said), 0);
+    free(orig);
+    free(base);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1475,6 +1610,8 @@ int main(void)
         T(failed_write_fences),
         T(failed_fsync_fences),
         T(failed_roll_fences),
+        T(a_based_log_starts_after_its_base),
+        T(a_based_log_that_does_not_fit_its_base_is_refused),
     };
 #undef T
     if (sodium_init() < 0)

@@ -1190,6 +1190,63 @@ static void dump_names_who_made_each_change(void **state)
     raw_watchdog(0);
 }
 
+/* ---- a log that starts after a base (a snapshot) --------------------- */
+
+/* check says where a based log starts and checks from there; rebuild
+ * refuses it, naming the base; dump starts at its first event. */
+static void a_based_log_checks_refuses_rebuild_and_dumps_from_its_base(void **state)
+{
+    tk_why said = {.msg = ""};
+    (void)state;
+    char *root = tkt_mkdtemp(), *src = tkt_path(root, "src"), *dst = tkt_path(root, "dst");
+    char *snap = tkt_path(root, "s.snap"), *to = tkt_path(root, "to"), *out, want[128];
+    uint8_t h[TK_HASH_LEN];
+    char hx[65];
+    uint64_t s;
+    eng *e;
+    fx_world w;
+
+    assert_int_equal(eng_open(src, NULL, &e, &said), 0);
+    fx_scenario(e, &w);
+    assert_int_equal(eng_snapshot(e, snap, &s, h, &said), 0);
+    eng_close(e);
+    assert_int_equal(eng_bootstrap(dst, snap, &said), 0);
+    assert_int_equal(eng_open(dst, NULL, &e, &said), 0);
+    tk_actor alice;
+    assert_int_equal(fx_auth(e, w.alice_key, &alice), 0);
+    assert_int_equal(fx_token(e, &alice, "after the snapshot", ADMIN, 0, NULL, NULL), 0);
+    eng_close(e);
+    for (int i = 0; i < 32; i++)
+        sprintf(hx + 2 * i, "%02x", h[i]);
+
+    assert_int_equal(RUN(&out, "check", "--data", dst), 0);
+    snprintf(want, sizeof want, "starts after event %" PRIu64 ", chain hash %.16s...", s, hx);
+    contains(out, want);
+    contains(out, "from a snapshot");
+    contains(out, "records    1\n");
+    snprintf(want, sizeof want, "last seq   %" PRIu64 "\n", s + 1);
+    contains(out, want);
+    contains(out, "result     intact");
+    free(out);
+
+    assert_int_equal(RUN(&out, "rebuild", "--from", dst, "--to", to), 3);
+    snprintf(want, sizeof want, "starts after event %" PRIu64, s);
+    contains(out, want);
+    contains(out, "bootstrap a data directory from the snapshot");
+    free(out);
+    struct stat sb;
+    assert_int_not_equal(stat(to, &sb), 0); /* nothing made */
+
+    assert_int_equal(RUN(&out, "dump", "--data", dst), 0);
+    contains(out, "after the snapshot");
+    snprintf(want, sizeof want, "%" PRIu64 " ", s + 1);
+    assert_true(strncmp(out, want, strlen(want)) == 0);
+    free(out);
+
+    tkt_rmdir(root);
+    free(root), free(src), free(dst), free(snap), free(to);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1210,6 +1267,7 @@ int main(void)
         cmocka_unit_test(repair_moves_misnamed_and_headless_segments_whole),
         cmocka_unit_test(repair_sets_aside_a_state_ahead_of_the_log),
         cmocka_unit_test(parse_time_forms),
+        cmocka_unit_test(a_based_log_checks_refuses_rebuild_and_dumps_from_its_base),
     };
     return cmocka_run_group_tests_name("tokenreplay", tests, NULL, NULL);
 }
