@@ -14,7 +14,7 @@
 
 CC       ?= cc
 PKGS     := libevent libevent_pthreads libevent_openssl lmdb msgpack libsodium libssl libcrypto \
-            jansson inih
+            jansson inih libnats
 # Every package make test (and .ci/run) uses: the build, jq (the README's
 # quickstart, run by test_quickstart), redis-server (test_tokenbench's Redis
 # modes run against a real one), clang-14 + libclang-rt-14-dev (make fuzz-smoke),
@@ -26,11 +26,12 @@ PKGS     := libevent libevent_pthreads libevent_openssl lmdb msgpack libsodium l
 # verify and security on the installed unit), groff-base and man-db (the man
 # pages rendered with warnings on) and strace (tokend's system calls against
 # the unit's filter) for test_install; openssl (the command: test_tls makes
-# its CA and certificates with it).
+# its CA and certificates with it); nats-server and libnats-dev (replication:
+# the NATS C client, and test_repl's JetStream servers).
 DEB_PKGS := build-essential pkg-config libevent-dev liblmdb-dev libmsgpack-dev \
             libsodium-dev libssl-dev libcmocka-dev libjansson-dev libinih-dev clang-14 libclang-rt-14-dev jq \
             redis-server nginx caddy prometheus nodejs chromium chromium-driver python3-selenium \
-            systemd groff-base man-db strace openssl
+            systemd groff-base man-db strace openssl nats-server libnats-dev
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wpointer-arith -Wformat=2
