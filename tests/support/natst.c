@@ -487,6 +487,22 @@ int natst_restart(natst *n, int i)
     return 0;
 }
 
+int natst_restart_all(natst *n)
+{
+    int64_t deadline = tkt_now_ms() + NATST_WAIT_MS;
+    natst_why w;
+    bool exited;
+    for (int i = 0; i < n->nodes; i++)
+        if (n->node[i].pid <= 0 && natst_spawn(n, i))
+            return -1;
+    for (int i = 0; i < n->nodes; i++)
+        if (natst_wait_node(n, i, false, 1, deadline, &exited, &w)) {
+            natst_fail(n, i, "no client connection after restart", &w);
+            return -1;
+        }
+    return natst_ready(n, (int)(deadline - tkt_now_ms()));
+}
+
 int natst_pause(natst *n, int i)
 {
     natst_node *d = &n->node[i];
