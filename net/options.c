@@ -186,6 +186,12 @@ static const opt_def opt_table[] = {
      "a replica answers \"valid\" only while its lease from the primary runs; the primary's "
      "barrier drops a replica silent this long",
      NULL},
+    {"snapshot-every", "replication", "snapshot-every", OPT_SECONDS, "SECONDS", 0, 0,
+     OPT_AT(repl.snapshot_s),
+     "primary: put a snapshot of the state in the object store bucket STREAM-snapshots this "
+     "often while events come; a replica started with an empty data directory bootstraps "
+     "from the latest, then follows the stream from there",
+     NULL},
     {"revocation-barrier", "replication", "revocation-barrier", OPT_BOOL, NULL, 0, 0,
      OPT_AT(repl.barrier),
      "primary: answer a change that takes access away only once every live replica has "

@@ -55,6 +55,12 @@ int repl_connect(const char *urls, const char *name, natsConnection **out, tk_wh
         s = natsOptions_SetReconnectWait(o, 250);
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(o, 1000);
+    /* A server that hangs (rather than closes) is noticed within about a
+     * second and left for another: the default is two minutes. */
+    if (s == NATS_OK)
+        s = natsOptions_SetPingInterval(o, 500);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxPingsOut(o, 2);
     if (s == NATS_OK)
         s = natsOptions_SetRetryOnFailedConnect(o, true, NULL, NULL);
     if (s != NATS_OK) {

@@ -42,6 +42,7 @@ typedef struct repl_opts {
     uint32_t stream_replicas; /* primary: copies of the stream in a NATS cluster (1..5) */
     bool barrier;         /* primary: revocations wait for every live replica */
     bool fail_open;       /* replica: keep answering past the lease (documented risk) */
+    double snapshot_s;    /* primary: a snapshot to the object store this often (0: never) */
 } repl_opts;
 
 /* The subjects of stream (its log, its leases) into out (REPL_SUBJECT_MAX). */

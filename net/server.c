@@ -101,6 +101,7 @@ void srv_opts_default(srv_opts *o)
     o->repl.stream = REPL_STREAM_DEFAULT;
     o->repl.stream_replicas = 1;
     o->repl.lease_s = REPL_LEASE_DEFAULT_S;
+    o->repl.snapshot_s = 300;
 }
 
 static bool listen_set(const char *spec)
