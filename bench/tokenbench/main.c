@@ -26,6 +26,11 @@ static const char usage[] =
     "               --url: any server, each answer N, or any 2xx)\n"
     "  create       --addr A --key OPKEY|@FILE [load options]\n"
     "  redis-create --addr A [load options]\n"
+    "  delete       --addr A --key OPKEY|@FILE --tokens-file F [load options]\n"
+    "               (TOKEN_DELETE, each token of F once: F must hold more than the run deletes)\n"
+    "  lag          --addr PRIMARY --replicas A[,B...] --key OPKEY|@FILE [--tokens N (200)]\n"
+    "               [--interval MS (10)]   (N creates on the primary, one at a time: from each\n"
+    "               acknowledgement to the token verifying on every replica)\n"
     "  index        [--tokens N] [--dir DIR]\n"
     "load options: --connections C (1) --pipeline P (1) --duration S (10) --warmup S (1)\n"
     "              --threads T (1) --invalid-ratio R (0) --zipf S (0: uniform)\n"
@@ -42,6 +47,7 @@ static const struct {
     {"verify", mode_verify}, {"redis", mode_redis},
     {"http", mode_http},
     {"create", mode_create}, {"redis-create", mode_redis_create},
+    {"delete", mode_delete}, {"lag", mode_lag},
     {"index", mode_index},
 };
 
@@ -75,7 +81,7 @@ int main(int argc, char **argv)
 {
     enum { O_ADDR = 256, O_KEY, O_TOKFILE, O_OUT, O_DIR, O_TOKENS, O_CONN, O_PIPE, O_THREADS,
            O_WINDOW, O_DUR, O_WARM, O_INVALID, O_ZIPF, O_LOAD, O_JSON, O_TENANT, O_ACCOUNT,
-           O_USER, O_ROLE, O_URL, O_EXPECT, O_TLS, O_CA, O_HELP };
+           O_USER, O_ROLE, O_URL, O_EXPECT, O_TLS, O_CA, O_REPLICAS, O_INTERVAL, O_HELP };
     static const struct option opts[] = {
         {"addr", 1, 0, O_ADDR},          {"key", 1, 0, O_KEY},
         {"tokens-file", 1, 0, O_TOKFILE}, {"out", 1, 0, O_OUT},
@@ -89,11 +95,12 @@ int main(int argc, char **argv)
         {"user", 1, 0, O_USER},          {"role", 1, 0, O_ROLE},
         {"url", 1, 0, O_URL},            {"expect-status", 1, 0, O_EXPECT},
         {"tls", 0, 0, O_TLS},            {"ca", 1, 0, O_CA},
+        {"replicas", 1, 0, O_REPLICAS},  {"interval", 1, 0, O_INTERVAL},
         {"help", 0, 0, O_HELP},          {0, 0, 0, 0},
     };
     tb_args a = {
         .connections = 1, .pipeline = 1, .threads = 1, .window = 256,
-        .duration = 10, .warmup = 1,
+        .duration = 10, .warmup = 1, .interval_ms = 10,
         .tenant = "bench", .account = "acct", .user = "loader", .role = "reader",
     };
     bool json = false;
@@ -125,6 +132,10 @@ int main(int argc, char **argv)
         case O_LOAD: a.load_first = true; break;
         case O_TLS: a.tls = true; break;
         case O_CA: a.ca = optarg; break;
+        case O_REPLICAS: a.replicas = optarg; break;
+        case O_INTERVAL:
+            if (num("--interval", optarg, 0, 60000, &a.interval_ms)) return TB_USAGE;
+            break;
         case O_JSON: json = true; break;
         case O_HELP: fputs(usage, stdout); return TB_OK;
         case O_TOKENS:

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -459,5 +460,188 @@ int mode_redis_create(const tb_args *a, json_t **out)
         json_decref(o);
     else
         *out = o;
+    return rc;
+}
+
+/* ---- delete (tokend) ---------------------------------------------------------- */
+
+/* TOKEN_DELETE as the operator, each token of the file once (a counter):
+ * the durable revocations that the revocation barrier holds back. */
+int mode_delete(const tb_args *a, json_t **out)
+{
+    char okey[KEY_MAX];
+    work_tokens t;
+    tkd_ctx x;
+    gen_driver d;
+    _Atomic uint32_t counter = 0;
+    tkc_tls ct;
+    tls *gt;
+
+    if (need("--addr", a->addr) || need("--key", a->key) || need("--tokens-file", a->tokens_file))
+        return TB_USAGE;
+    if (read_key(a->key, okey) != 0)
+        return TB_FAIL;
+    if (tls_of(a, &ct, &gt) != 0)
+        return TB_FAIL;
+    /* One unknown ID after the tokens: what an item past them deletes. */
+    if (work_tokens_read(a->tokens_file, 1, &t) != 0) {
+        tls_free(gt);
+        return TB_FAIL;
+    }
+    if (tkd_init(&x, &t, okey, NULL) != 0) {
+        fprintf(stderr, "tokenbench: bad roles in the tokens file\n");
+        work_tokens_free(&t);
+        tls_free(gt);
+        return TB_USAGE;
+    }
+    tkd_delete_driver(&x, &d);
+    json_t *o = header("delete", "tokend", a->addr);
+    put_int(o, "tokens", t.n);
+    int rc = run(a, gt, &d, counter_pick, &counter, o);
+    put_int(o, "picked", atomic_load(&counter));
+    tls_free(gt);
+    work_tokens_free(&t);
+    sodium_memzero(okey, sizeof okey);
+    if (rc == TB_FAIL)
+        json_decref(o);
+    else
+        *out = o;
+    return rc;
+}
+
+/* ---- lag: replication delay ---------------------------------------------------- */
+
+#define LAG_MAX_REPLICAS 64
+#define LAG_TIMEOUT_NS 10000000000ull /* a token not verifying on a replica by then: a timeout */
+
+static int cmp_u64(const void *p, const void *q)
+{
+    uint64_t a = *(const uint64_t *)p, b = *(const uint64_t *)q;
+    return a < b ? -1 : a > b;
+}
+
+/* Quantile q of the sorted v[0..n), in microseconds. */
+static double lag_q(const uint64_t *v, size_t n, double q)
+{
+    if (!n)
+        return 0;
+    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+    return (double)v[i] / 1e3;
+}
+
+static void put_lags(json_t *o, uint64_t *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_u64);
+    put_int(o, "samples", n);
+    put_real(o, "p50_us", lag_q(v, n, 0.50));
+    put_real(o, "p90_us", lag_q(v, n, 0.90));
+    put_real(o, "p99_us", lag_q(v, n, 0.99));
+    put_real(o, "max_us", n ? (double)v[n - 1] / 1e3 : 0);
+}
+
+/* As the benchmark user, N creates on the primary, one at a time, every
+ * --interval ms. From each acknowledgement, VERIFY of the new secret on
+ * each replica in turn, again and again, until each answers valid: the
+ * time from the acknowledgement to that valid answer is the replica's
+ * delay (its resolution is one round of VERIFYs over the replicas).
+ * "unknown" means not there yet; any other verdict (e.g. "unavailable")
+ * is counted apart and the polling goes on. */
+int mode_lag(const tb_args *a, json_t **out)
+{
+    char okey[KEY_MAX], pkey[TK_SECRET_LEN + 1], list[1024];
+    tkd_world w = {a->tenant, a->account, a->user, a->role};
+    const char *raddr[LAG_MAX_REPLICAS];
+    tkc *rep[LAG_MAX_REPLICAS] = {0}, *prim = NULL;
+    size_t nr = 0, n = a->tokens ? a->tokens : 200, nlag = 0, timeouts = 0, other = 0;
+    uint64_t *lag = NULL, *first = NULL;
+    int rc = TB_FAIL;
+
+    if (need("--addr", a->addr) || need("--key", a->key) || need("--replicas", a->replicas))
+        return TB_USAGE;
+    snprintf(list, sizeof list, "%s", a->replicas);
+    for (char *s = strtok(list, ","); s; s = strtok(NULL, ","))
+        if (nr < LAG_MAX_REPLICAS)
+            raddr[nr++] = s;
+    if (!nr)
+        return TB_USAGE;
+    if (read_key(a->key, okey) != 0 || tkd_setup(a->addr, NULL, okey, &w, pkey) != 0)
+        return TB_FAIL;
+    sodium_memzero(okey, sizeof okey);
+    prim = tkc_new();
+    if (tkc_connect(prim, a->addr) != 0 || tkc_auth(prim, pkey, NULL) != 0) {
+        fprintf(stderr, "tokenbench: %s: %s\n", a->addr, tkc_errmsg(prim));
+        goto done;
+    }
+    for (size_t i = 0; i < nr; i++) {
+        rep[i] = tkc_new();
+        if (tkc_connect(rep[i], raddr[i]) != 0) {
+            fprintf(stderr, "tokenbench: %s: %s\n", raddr[i], tkc_errmsg(rep[i]));
+            goto done;
+        }
+    }
+    lag = xmalloc(n * nr * sizeof *lag);
+    first = xmalloc(n * sizeof *first); /* the first replica to verify, per create */
+    const char *roles[1] = {a->role};
+    tkc_verify_res res = {0};
+    for (size_t k = 0; k < n; k++) {
+        tkc_new_token nt;
+        if (tkc_token_create(prim, "lag", roles, 1, 0, &nt) != 0) {
+            fprintf(stderr, "tokenbench: TOKEN_CREATE: %s\n", tkc_errmsg(prim));
+            goto done;
+        }
+        uint64_t t0 = gen_now_ns(), done_mask = 0, best = UINT64_MAX;
+        size_t left = nr;
+        while (left) {
+            for (size_t i = 0; i < nr; i++) {
+                if (done_mask >> i & 1)
+                    continue;
+                if (tkc_verify(rep[i], nt.secret, NULL, &res) != 0) {
+                    fprintf(stderr, "tokenbench: VERIFY on %s: %s\n", raddr[i], tkc_errmsg(rep[i]));
+                    goto done;
+                }
+                uint64_t dt = gen_now_ns() - t0;
+                if (res.valid) {
+                    lag[nlag++] = dt;
+                    if (dt < best)
+                        best = dt;
+                } else if (dt > LAG_TIMEOUT_NS) {
+                    timeouts++;
+                } else {
+                    if (res.verdict != TK_V_UNKNOWN)
+                        other++;
+                    continue;
+                }
+                done_mask |= 1ull << i;
+                left--;
+            }
+        }
+        first[k] = best == UINT64_MAX ? LAG_TIMEOUT_NS : best;
+        sodium_memzero(&nt, sizeof nt);
+        if (a->interval_ms > 0)
+            nanosleep(&(struct timespec){(time_t)(a->interval_ms / 1000),
+                                         (long)(a->interval_ms * 1e6) % 1000000000L},
+                      NULL);
+    }
+    tkc_verify_res_free(&res);
+    json_t *o = header("lag", "tokend", a->addr);
+    put_str(o, "replicas", a->replicas);
+    put_int(o, "creates", n);
+    put_real(o, "interval_ms", a->interval_ms);
+    put_int(o, "timeouts", timeouts);
+    put_int(o, "not_unknown_while_waiting", other);
+    put_lags(o, lag, nlag); /* every (create, replica) pair */
+    json_t *f = json_object();
+    put_lags(f, first, n);
+    json_object_set_new(o, "first_replica", f);
+    put_real(o, "ops_per_sec", 0);
+    *out = o;
+    rc = timeouts ? TB_WRONG : TB_OK;
+done:
+    free(lag);
+    free(first);
+    sodium_memzero(pkey, sizeof pkey);
+    tkc_free(prim);
+    for (size_t i = 0; i < nr; i++)
+        tkc_free(rep[i]);
     return rc;
 }

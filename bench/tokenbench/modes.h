@@ -36,6 +36,8 @@ typedef struct tb_args {
     const char *ca;            /* --ca FILE: the CA the server's certificate must chain to
                                   and name the host of --addr (NULL: the system's) */
     const char *tenant, *account, *user, *role; /* load/create: what to set up */
+    const char *replicas;      /* --replicas A,B,... (lag) */
+    double interval_ms;        /* --interval (lag: pause between two creates) */
 } tb_args;
 
 enum { TB_OK = 0, TB_WRONG = 1, TB_USAGE = 2, TB_FAIL = 3 };
@@ -49,6 +51,8 @@ int mode_redis(const tb_args *a, json_t **out);   /* redis GET, same workload */
 int mode_http(const tb_args *a, json_t **out);    /* GET /v1/verify (tokend), or a URL */
 int mode_create(const tb_args *a, json_t **out);
 int mode_redis_create(const tb_args *a, json_t **out);
+int mode_delete(const tb_args *a, json_t **out); /* TOKEN_DELETE of a tokens file's tokens */
+int mode_lag(const tb_args *a, json_t **out);    /* replication delay, create -> replica verifies */
 int mode_index(const tb_args *a, json_t **out);
 
 #endif

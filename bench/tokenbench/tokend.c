@@ -424,3 +424,36 @@ void tkd_create_driver(tkd_ctx *x, gen_driver *d)
     d->encode = create_encode;
     d->parse = create_parse;
 }
+
+/* TOKEN_DELETE {"client_id": str8(36)}, each item once (a counter picks). */
+static size_t delete_encode(void *local, uint32_t item, uint32_t id, uint8_t *out)
+{
+    const tkd_ctx *x = local;
+    static const uint8_t head[] = {0x81, 0xa9, 'c', 'l', 'i', 'e', 'n', 't', '_', 'i', 'd',
+                                   0xd9, TK_ID_STR_LEN};
+    uint8_t body[sizeof head + TK_ID_STR_LEN];
+    memcpy(body, head, sizeof head);
+    /* Past the file's tokens: an unknown ID, which answers "not found" and counts as wrong. */
+    memcpy(body + sizeof head, x->t->client_id[item < x->t->n ? item : x->t->n], TK_ID_STR_LEN);
+    return frame(out, OP_TOKEN_DELETE, id, body, sizeof body);
+}
+
+static long delete_parse(void *local, const uint8_t *in, size_t len, uint32_t item, uint32_t id,
+                         bool *ok)
+{
+    proto_header h;
+    const uint8_t *body = NULL;
+    long k = split(in, len, id, &h, &body);
+    if (k > 0)
+        *ok = h.code == 0 && item < ((const tkd_ctx *)local)->t->n;
+    return k;
+}
+
+void tkd_delete_driver(tkd_ctx *x, gen_driver *d)
+{
+    memset(d, 0, sizeof *d);
+    d->ctx = x;
+    d->hello = hello;
+    d->encode = delete_encode;
+    d->parse = delete_parse;
+}

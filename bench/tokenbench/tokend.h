@@ -68,4 +68,10 @@ void tkd_verify_driver(tkd_ctx *x, gen_driver *d);
  * reply must carry a client ID and a well-formed secret of that ID. */
 void tkd_create_driver(tkd_ctx *x, gen_driver *d);
 
+/* Driver: TOKEN_DELETE {"client_id"} of item, after AUTH with x->key (the
+ * operator's): each item once, so the pick is a counter and x->t must hold
+ * more tokens than the run deletes (an item past them counts as wrong). A
+ * reply must be status 0. */
+void tkd_delete_driver(tkd_ctx *x, gen_driver *d);
+
 #endif
