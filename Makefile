@@ -7,6 +7,8 @@
 #   make run        deps + build + start bin/tokend on its defaults (data in ./var)
 #   make bench      tokend vs Redis, one generator, one table (bench/run.sh, docs/bench.md)
 #   make bench-tls  verify/s over TLS: tokend vs plain tokend and Redis with TLS (bench/tls.sh)
+#   make bench-scale  a primary and NATS-fed replicas on this machine: verify/s, replication
+#                   delay, the revocation barrier's cost (bench/scale.sh, docs/scale-model.md)
 #   make install    the programs, man pages, docs, example configuration and systemd unit
 #                   into PREFIX (/usr/local) under DESTDIR; make uninstall (docs/install.md)
 #   SANITIZE=address,undefined make test   the same under ASan/UBSan (objects in build/san)
@@ -157,6 +159,14 @@ bench-http: deps
 bench-tls: deps
 	@$(MAKE) --no-print-directory bench-deps all
 	@BIN=$(BIN) bench/tls.sh
+
+# make bench-scale: nats-server, a primary with --publish and BENCH_REPLICAS (2)
+# replicas on this machine; verify/s alone and together, the replication delay,
+# deletes/s with and without --revocation-barrier (bench/scale.sh).
+.PHONY: bench-scale
+bench-scale: deps
+	@$(MAKE) --no-print-directory bench-deps all
+	@BIN=$(BIN) bench/scale.sh
 
 bench-deps:
 	@missing=""; for p in $(BENCH_PKGS); do \
