@@ -8,7 +8,8 @@
 #       their op/s summed;
 #   (c) the replication delay: from a create's acknowledgement on the primary to the
 #       token verifying on each replica (tokenbench lag), idle and under a write load
-#       (tokenbench create on the primary at the same time);
+#       (tokenbench create on the primary at the same time), the latter again on the
+#       primary restarted without and with --revocation-barrier (part d);
 #   (d) the revocation barrier's cost: durable deletes/s (tokenbench delete) on the
 #       primary without and with --revocation-barrier (the primary restarted on the
 #       same data between the two; the replicas keep following).
@@ -20,7 +21,8 @@
 # --follow. BENCH_TOKENS tokens are created on the primary (tokenbench load) and
 # replicated; every replica is checked to verify a token made after them before any
 # measurement. Per round (BENCH_REPEAT) the verify runs go in an order rotated every
-# round; the two delete runs alternate which goes first. Ratios are per round (paired),
+# round; the two delete runs alternate which goes first, and the primary is back without
+# the barrier before the next round's verify runs. Ratios are per round (paired),
 # then the median [lowest-highest]: together / primary alone, replica alone / primary
 # alone, barrier / no barrier. On 2 cores NATS, the primary, the replicas and the
 # generators share the same cores: read docs/scale-model.md before the figures.
@@ -189,24 +191,26 @@ together() {
   rm -f "$scratch"/together.*
 }
 
-# lag ROUND: the replication delay, idle, then under a write load.
+# lag ROUND [SUFFIX]: the replication delay under a write load (tokenbench create on
+# the primary at the same time), and idle first when no SUFFIX is given.
 lag() {
-  local r=$1 cpid
-  tb "lag idle" lag "$r" lag --addr "$PADDR" --replicas "$RLIST" --key "@$scratch/primary/operator.key" \
-    --tokens "$((LAG_N / 4 > 0 ? LAG_N / 4 : 1))"
+  local r=$1 sfx=${2:-} cpid t0 t1
+  if [ -z "$sfx" ]; then
+    tb "lag idle" lag "$r" lag --addr "$PADDR" --replicas "$RLIST" --key "@$scratch/primary/operator.key" \
+      --tokens "$((LAG_N / 4 > 0 ? LAG_N / 4 : 1))"
+  fi
   timeout 600 $NICE "$TB" create --addr "$PADDR" --key "@$scratch/primary/operator.key" \
     --connections "$LAG_LOAD" --duration "$LAG_LOAD_S" --warmup 1 --json >"$scratch/create.json" &
   cpid=$!
   sleep 1.5
-  local t0 t1
   t0=$(date +%s.%N)
-  tb "lag under writes" lag "$r" lag --addr "$PADDR" --replicas "$RLIST" --key "@$scratch/primary/operator.key" \
+  tb "lag under writes$sfx" lag "$r" lag --addr "$PADDR" --replicas "$RLIST" --key "@$scratch/primary/operator.key" \
     --tokens "$LAG_N"
   t1=$(date +%s.%N)
   wait "$cpid" || { say "bench: the write load failed:"; cat "$scratch/create.json" >&2; exit 1; }
-  record "lag under writes" write-load "$r" "$(jq -c --argjson s "$(echo "$t1 - $t0" | bc)" \
+  record "lag under writes$sfx" write-load "$r" "$(jq -c --argjson s "$(echo "$t1 - $t0" | bc)" \
     '. + {lag_seconds: $s}' "$scratch/create.json")"
-  say "  lag under writes: the write load made $(jq -r '.ops_per_sec|floor' "$scratch/create.json") creates/s; the lag run took $(echo "$t1 - $t0" | bc) s of its $LAG_LOAD_S s"
+  say "  lag under writes$sfx: the write load made $(jq -r '.ops_per_sec|floor' "$scratch/create.json") creates/s; the lag run took $(echo "$t1 - $t0" | bc) s of its $LAG_LOAD_S s"
 }
 
 # delete ROUND BARRIER(0|1): the primary restarted with or without the barrier,
@@ -223,6 +227,7 @@ delete_run() {
   tb "delete C=$DEL_C" "$target" "$r" delete --addr "$PADDR" --key "@$scratch/primary/operator.key" \
     --tokens-file "$scratch/del-tokens" --connections "$DEL_C" --duration "$DEL_DUR" --warmup 1
   caught_up
+  lag "$r" " ($target)"
 }
 
 ORDER=(a r b)
@@ -243,6 +248,8 @@ for r in $(seq "$REPEAT"); do
   lag "$r"
   say "bench: durable deletes, without and with the barrier (round $r of $REPEAT)"
   if [ $((r % 2)) = 1 ]; then delete_run "$r" 0; delete_run "$r" 1; else delete_run "$r" 1; delete_run "$r" 0; fi
+  # the next round's verify and lag runs against a primary without the barrier, as the first's
+  if [ $((r % 2)) = 1 ] && [ "$r" != "$REPEAT" ]; then stop_pid "$PRIMARY_PID"; start_primary; sleep 2.5; caught_up; fi
 done
 # Anything the servers said about replication (a stop, a problem) goes with the results.
 problems=$(grep -h -E "replica: stopped|publish: publishing|cannot read|not put|answering \"unavailable\"" "$scratch"/primary-*.log "$scratch"/r*.log || true)
@@ -264,7 +271,9 @@ params=$(jq -n --argjson n "$NREP" --argjson t "$TOKENS" --argjson d "$DUR" --ar
     lag_samples: $ln, lag_write_connections: $ll, delete_duration_s: $dd, delete_tokens: $dt,
     delete_connections: $dc, nice: $nice, server_messages: $problems}')
 jq -s --argjson machine "$machine" --argjson params "$params" '
-  def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+  def median: sort | if length == 0 then null
+                     elif length % 2 == 1 then .[(length - 1) / 2]
+                     else (.[length / 2 - 1] + .[length / 2]) / 2 end;
   def spread: {median: median, low: min, high: max, each: .};
   def med(f): map(f) | median;
   . as $all
@@ -283,7 +292,7 @@ jq -s --argjson machine "$machine" --argjson params "$params" '
       p50_low: (map(.p50_us) | min), p50_high: (map(.p50_us) | max),
       p99_low: (map(.p99_us) | min), p99_high: (map(.p99_us) | max),
       first_p50_us: med(.first_replica.p50_us), timeouts: (map(.timeouts) | add)})),
-   write_load: [$all[] | select(.target == "write-load") | {ops: .ops_per_sec, lag_s: .lag_seconds, duration_s: .duration_s}],
+   write_load: [$all[] | select(.target == "write-load") | {case: .case, ops: .ops_per_sec, lag_s: .lag_seconds, duration_s: .duration_s}],
    delete: ([$all[] | select(.mode == "delete")] | group_by(.target) | map(
      {target: .[0].target, runs: length, ops_per_sec: med(.ops_per_sec),
       ops_low: (map(.ops_per_sec) | min), ops_high: (map(.ops_per_sec) | max),
@@ -311,8 +320,8 @@ jq -s --argjson machine "$machine" --argjson params "$params" '
   echo
   echo "replication delay, create acknowledged on the primary -> valid on a replica (every create x replica):"
   jq -r '.lag[] | "  \(.case): p50 \(.p50_us/1000*10|round/10) ms [\(.p50_low/1000*10|round/10)-\(.p50_high/1000*10|round/10)], p99 \(.p99_us/1000*10|round/10) ms [\(.p99_low/1000*10|round/10)-\(.p99_high/1000*10|round/10)], max \(.max_us/1000*10|round/10) ms; first replica p50 \(.first_p50_us/1000*10|round/10) ms; \(.timeouts) timeouts"' "$OUT/scale.json"
-  jq -r '"  the write load under it (tokenbench create, C=\(.params.lag_write_connections)), per round: " +
-         (.write_load | map("\(.ops|floor) creates/s (the lag run took \(.lag_s*10|round/10) s of its \(.duration_s) s)") | join(", "))' "$OUT/scale.json"
+  jq -r '"  the write load under each (tokenbench create, C=\(.params.lag_write_connections)), per round:",
+         (.write_load[] | "    \(.case): \(.ops|floor) creates/s (the lag run took \(.lag_s*10|round/10) s of its \(.duration_s) s)")' "$OUT/scale.json"
   echo
   echo "durable deletes on the primary (C=$DEL_C, P=1, ${DEL_DUR} s), with $NREP replicas following:"
   jq -r '.delete[] | "  \(.target): \(.ops_per_sec|floor) deletes/s [\(.ops_low|floor)-\(.ops_high|floor)], p50 \(.p50_us|round) us, p99 \(.p99_us|round) us"' "$OUT/scale.json"
