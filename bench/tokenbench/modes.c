@@ -554,6 +554,7 @@ int mode_lag(const tb_args *a, json_t **out)
     tkc *rep[LAG_MAX_REPLICAS] = {0}, *prim = NULL;
     size_t nr = 0, n = a->tokens ? a->tokens : 200, nlag = 0, timeouts = 0, other = 0;
     uint64_t *lag = NULL, *first = NULL;
+    tkc_verify_res res = {0};
     int rc = TB_FAIL;
 
     if (need("--addr", a->addr) || need("--key", a->key) || need("--replicas", a->replicas))
@@ -582,7 +583,6 @@ int mode_lag(const tb_args *a, json_t **out)
     lag = xmalloc(n * nr * sizeof *lag);
     first = xmalloc(n * sizeof *first); /* the first replica to verify, per create */
     const char *roles[1] = {a->role};
-    tkc_verify_res res = {0};
     for (size_t k = 0; k < n; k++) {
         tkc_new_token nt;
         if (tkc_token_create(prim, "lag", roles, 1, 0, &nt) != 0) {
@@ -622,7 +622,6 @@ int mode_lag(const tb_args *a, json_t **out)
                                          (long)(a->interval_ms * 1e6) % 1000000000L},
                       NULL);
     }
-    tkc_verify_res_free(&res);
     json_t *o = header("lag", "tokend", a->addr);
     put_str(o, "replicas", a->replicas);
     put_int(o, "creates", n);
@@ -637,6 +636,7 @@ int mode_lag(const tb_args *a, json_t **out)
     *out = o;
     rc = timeouts ? TB_WRONG : TB_OK;
 done:
+    tkc_verify_res_free(&res);
     free(lag);
     free(first);
     sodium_memzero(pkey, sizeof pkey);
