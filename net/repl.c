@@ -41,12 +41,38 @@ bool repl_stream_ok(const char *name)
     return true;
 }
 
+/* With a connected callback, a connect that fails goes on in the
+ * background (without one, libnats retries inside natsConnection_Connect,
+ * for ever with MaxReconnect -1, and the server would never start). */
+static void connected_cb(natsConnection *nc, void *arg)
+{
+    (void)nc;
+    (void)arg;
+}
+
+/* urls split at the commas into servers[] (pointers into copy). */
+static int split_urls(char *copy, const char **servers, int max)
+{
+    int n = 0;
+    for (char *save = NULL, *u = strtok_r(copy, ",", &save); u && n < max;
+         u = strtok_r(NULL, ",", &save))
+        if (*u)
+            servers[n++] = u;
+    return n;
+}
+
 int repl_connect(const char *urls, const char *name, natsConnection **out, tk_why *why)
 {
     natsOptions *o = NULL;
+    const char *servers[REPL_MAX_URLS];
+    char copy[1024];
+    snprintf(copy, sizeof copy, "%s", urls);
+    int n = split_urls(copy, servers, REPL_MAX_URLS);
+    if (n == 0 || strlen(urls) >= sizeof copy)
+        return tk_say(why, TK_EINVAL, "NATS URLs \"%s\": expected nats://HOST:PORT[,...]", urls);
     natsStatus s = natsOptions_Create(&o);
     if (s == NATS_OK)
-        s = natsOptions_SetURL(o, urls);
+        s = natsOptions_SetServers(o, servers, n);
     if (s == NATS_OK)
         s = natsOptions_SetName(o, name);
     if (s == NATS_OK)
@@ -62,7 +88,7 @@ int repl_connect(const char *urls, const char *name, natsConnection **out, tk_wh
     if (s == NATS_OK)
         s = natsOptions_SetMaxPingsOut(o, 2);
     if (s == NATS_OK)
-        s = natsOptions_SetRetryOnFailedConnect(o, true, NULL, NULL);
+        s = natsOptions_SetRetryOnFailedConnect(o, true, connected_cb, NULL);
     if (s != NATS_OK) {
         natsOptions_Destroy(o);
         return tk_say(why, TK_EINVAL, "NATS options for %s: %s", urls, natsStatus_GetText(s));
