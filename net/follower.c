@@ -10,6 +10,8 @@
  */
 #include "net/follower.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,9 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/xmalloc.h"
 #include "net/log.h"
+#include "net/objstore.h"
 
 #define FOL_PEND_MAX (16u << 20)  /* bytes of records read and not yet handed over */
 #define FOL_JOB_MAX 4096          /* records per job */
@@ -341,12 +345,14 @@ static void reply_cb(natsConnection *nc, natsSubscription *sub, natsMsg *m, void
     pthread_mutex_unlock(&f->mu);
 }
 
-/* One request: a join once caught up with what the primary last said, a
- * probe before. mu held. */
+/* One request: a renewal while the lease runs; without one, a join once
+ * caught up with what the primary last said, a probe before (a replica far
+ * behind would hold every revocation of the barrier while it catches up).
+ * mu held. */
 static void ask(fol *f, uint64_t now)
 {
     repl_lease_req q = {.applied = f->applied, .sent_ns = now};
-    q.join = f->applied >= f->primary && f->heard_ns != 0;
+    q.join = f->lease_until > now || (f->applied >= f->primary && f->heard_ns != 0);
     snprintf(q.name, sizeof q.name, "%s", f->name);
     uint8_t buf[REPL_LEASE_MAX];
     size_t n = repl_lease_req_put(&q, buf);
@@ -388,6 +394,50 @@ static void *lease_main(void *arg)
     }
     pthread_mutex_unlock(&f->mu);
     return NULL;
+}
+
+/* ---- a new replica's first state ------------------------------------------ */
+
+static bool dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT;
+    struct dirent *de;
+    bool empty = true;
+    while (empty && (de = readdir(d)))
+        empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+    closedir(d);
+    return empty;
+}
+
+int fol_bootstrap(const repl_opts *o, const char *dir, int wait_ms, tk_why *why)
+{
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    char bucket[REPL_SUBJECT_MAX];
+    int rc;
+    if (!dir_empty(dir))
+        return TK_EEXIST;
+    snprintf(bucket, sizeof bucket, "%s-snapshots", o->stream ? o->stream : REPL_STREAM_DEFAULT);
+    if ((rc = repl_connect(o->follow, "tokend replica bootstrap", &nc, why)))
+        return rc;
+    for (int t = 0; t < wait_ms && natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED;
+         t += 50)
+        nats_Sleep(50);
+    char *file = xasprintf("%s.snapshot", dir);
+    if (natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED) {
+        rc = tk_say(why, TK_EIO, "NATS at %s did not answer within %d ms", o->follow, wait_ms);
+    } else if (natsConnection_JetStream(&js, nc, NULL) != NATS_OK) {
+        rc = tk_say(why, TK_EIO, "NATS at %s: no JetStream context", o->follow);
+    } else if ((rc = obj_get_file(js, bucket, "latest", file, why)) == 0) {
+        rc = eng_bootstrap(dir, file, why);
+    }
+    unlink(file);
+    free(file);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    return rc;
 }
 
 /* ---- start, stop, state ------------------------------------------------- */

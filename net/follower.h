@@ -36,6 +36,15 @@
 
 typedef struct fol fol;
 
+/* Before the engine opens: when dir is missing or empty, makes it from
+ * the latest snapshot in the bucket STREAM-snapshots (engine.h,
+ * eng_bootstrap), waiting at most wait_ms for NATS. 0 (bootstrapped),
+ * TK_EEXIST (dir holds something: it follows from its own log),
+ * TK_ENOTFOUND (no snapshot: it follows the stream from event 1), or
+ * TK_EIO / TK_ECORRUPT with why (NATS away, a damaged snapshot: dir is
+ * left as it was). */
+int fol_bootstrap(const repl_opts *o, const char *dir, int wait_ms, tk_why *why);
+
 /* Starts following o->follow (stream o->stream) into e, with jobs on w.
  * name: this replica's name when o->name is NULL (copied). Call before
  * serving. 0, or TK_EINVAL / TK_EIO with why. NATS need not be up. */

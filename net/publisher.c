@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 
 #include "core/xmalloc.h"
 #include "net/barrier.h"
+#include "net/objstore.h"
 #include "net/log.h"
 #include "store/elog.h"
 
@@ -85,6 +87,22 @@ struct pub {
     uint64_t held;
     char problem[300];
     bool waiting;       /* an answer waits for the barrier (atomic) */
+    /* Snapshots: the loop's timer takes one on the writer thread (a read
+     * job of its own queue), the snapshot thread puts it in the bucket. */
+    char *snap_path;
+    char bucket[REPL_SUBJECT_MAX];
+    struct event *snap_timer;
+    double snap_s;
+    wrt_queue *snap_q;
+    wrt_job snap_job;
+    bool snap_busy;     /* loop: a snapshot taken or being put */
+    int snap_rc;        /* the job's eng_snapshot */
+    uint64_t snap_seq;  /* its seq */
+    tk_why snap_why;
+    pthread_t sth;
+    bool sstarted;
+    bool snap_ready;    /* mu: the file waits for the snapshot thread */
+    uint64_t snap_put;  /* mu: the seq of the last one put */
 };
 
 /* ---- the tap: durable records, from the loop ------------------------------ */
@@ -452,10 +470,90 @@ static void *pub_main(void *arg)
     return NULL;
 }
 
+/* ---- snapshots ------------------------------------------------------------ */
+
+/* The writer thread: the state copied to the file (eng_snapshot). */
+static void snap_take(eng *e, wrt_job *j)
+{
+    pub *p = (pub *)((char *)j - offsetof(pub, snap_job));
+    uint8_t hash[TK_HASH_LEN];
+    p->snap_why.msg[0] = 0;
+    p->snap_rc = eng_snapshot(e, p->snap_path, &p->snap_seq, hash, &p->snap_why);
+}
+
+/* The loop, the copy done: the file to the snapshot thread. */
+static void snap_taken(wrt_job *j)
+{
+    pub *p = (pub *)((char *)j - offsetof(pub, snap_job));
+    if (p->snap_rc) {
+        lg_line("snapshot: %s", p->snap_why.msg);
+        p->snap_busy = false;
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->snap_ready = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void snap_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pub *p = arg;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&p->mu);
+    uint64_t put = p->snap_put;
+    bool ready = p->snap_ready;
+    pthread_mutex_unlock(&p->mu);
+    if (p->snap_busy && !ready && put >= p->snap_seq)
+        p->snap_busy = false; /* the last one is in the bucket */
+    if (p->snap_busy || eng_last_seq(p->e) <= put)
+        return; /* one at a time; none while no event came */
+    memset(&p->snap_job, 0, sizeof p->snap_job);
+    p->snap_job.read = snap_take;
+    p->snap_job.done = snap_taken;
+    if (wrt_submit(p->w, p->snap_q, &p->snap_job) == 0)
+        p->snap_busy = true;
+}
+
+/* The snapshot thread: each file taken, put in the bucket. */
+static void *snap_main(void *arg)
+{
+    pub *p = arg;
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop) {
+        if (!p->snap_ready || !p->js
+            || natsConnection_Status(p->nc) != NATS_CONN_STATUS_CONNECTED) {
+            nap(p, 1000);
+            continue;
+        }
+        uint64_t seq = p->snap_seq;
+        pthread_mutex_unlock(&p->mu);
+        tk_why why = {.msg = ""};
+        uint64_t t0 = repl_now_ns();
+        int rc = obj_put_file(p->js, p->bucket, p->replicas, "latest", p->snap_path, &why);
+        if (rc)
+            lg_line("snapshot: event %llu not put in bucket %s: %s; trying again",
+                    (unsigned long long)seq, p->bucket, why.msg);
+        else
+            lg_line("snapshot: event %llu put in bucket %s as \"latest\" (%.2f s)",
+                    (unsigned long long)seq, p->bucket, (double)(repl_now_ns() - t0) / 1e9);
+        pthread_mutex_lock(&p->mu);
+        if (rc == 0) {
+            p->snap_ready = false;
+            p->snap_put = seq;
+        } else {
+            nap(p, 1000);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
 /* ---- start, stop, state ------------------------------------------------- */
 
 int pub_start(struct event_base *base, eng *e, wrt *w, const repl_opts *o, const char *addr,
-              pub **out, tk_why *why)
+              const char *snapshot_path, pub **out, tk_why *why)
 {
     pub *p = xcalloc(1, sizeof *p);
     int rc;
@@ -474,6 +572,11 @@ int pub_start(struct event_base *base, eng *e, wrt *w, const repl_opts *o, const
     bar_new(p->lease_ms, repl_now_ns(), &p->b);
     p->regate = event_new(base, -1, 0, regate_cb, p);
     p->recheck = evtimer_new(base, regate_cb, p);
+    p->snap_path = xstrdup(snapshot_path);
+    p->snap_s = o->snapshot_s;
+    snprintf(p->bucket, sizeof p->bucket, "%s-snapshots", p->stream);
+    wrt_queue_new(w, &p->snap_q);
+    p->snap_timer = event_new(base, -1, EV_PERSIST, snap_timer_cb, p);
     if ((rc = repl_connect(o->publish, "tokend primary", &p->nc, why)))
         goto fail;
     jsOptions jo;
@@ -496,6 +599,16 @@ int pub_start(struct event_base *base, eng *e, wrt *w, const repl_opts *o, const
         goto fail;
     }
     p->started = true;
+    if (p->snap_s > 0) {
+        if (pthread_create(&p->sth, NULL, snap_main, p) != 0) {
+            rc = tk_say(why, TK_EIO, "cannot start the snapshot thread");
+            goto fail;
+        }
+        p->sstarted = true;
+        struct timeval tv = {(time_t)p->snap_s,
+                             (suseconds_t)((p->snap_s - (double)(time_t)p->snap_s) * 1e6)};
+        evtimer_add(p->snap_timer, &tv);
+    }
     *out = p;
     return 0;
 fail:
@@ -511,10 +624,16 @@ void pub_free(pub *p)
     if (p->started) {
         pthread_mutex_lock(&p->mu);
         p->stop = true;
-        pthread_cond_signal(&p->cv);
+        pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
         pthread_join(p->th, NULL);
     }
+    if (p->sstarted)
+        pthread_join(p->sth, NULL);
+    if (p->snap_timer)
+        event_free(p->snap_timer);
+    wrt_queue_free(p->snap_q);
+    free(p->snap_path);
     eng_set_tap(p->e, NULL, NULL);
     if (p->leases) {
         natsSubscription_Unsubscribe(p->leases);
@@ -543,6 +662,7 @@ void pub_get_state(pub *p, pub_state *out)
     pthread_mutex_lock(&p->mu);
     out->published = p->published;
     out->held = p->held;
+    out->snapshot = p->snap_put;
     out->problem = p->problem; /* a pointer into p: read while p lives */
     pthread_mutex_unlock(&p->mu);
 }

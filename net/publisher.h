@@ -34,10 +34,13 @@ typedef struct pub pub;
 /* Starts publishing e's log to o->publish (stream o->stream, made when
  * missing, with o->stream_replicas copies) and answering leases; with
  * o->barrier, sets w's gate. addr: the listeners as a replica names them
- * in its refusals (copied). Call before serving. 0, or TK_EINVAL / TK_EIO
+ * in its refusals (copied). With o->snapshot_s, every so often while
+ * events come, a snapshot (engine.h, eng_snapshot, on the writer thread)
+ * is written to snapshot_path and put in the bucket STREAM-snapshots as
+ * the object "latest" by a thread of its own. Call before serving. 0, or TK_EINVAL / TK_EIO
  * with why. NATS need not be up. */
 int pub_start(struct event_base *base, eng *e, wrt *w, const repl_opts *o, const char *addr,
-              pub **out, tk_why *why);
+              const char *snapshot_path, pub **out, tk_why *why);
 
 /* Stops the thread and closes the connection (loop thread, once the
  * writer is idle). p may be NULL. */
@@ -50,6 +53,7 @@ typedef struct pub_state {
     size_t replicas;      /* replicas in the barrier (leases live) */
     uint64_t min_applied; /* the least seq applied among them */
     uint64_t held;        /* revocations that waited for the barrier */
+    uint64_t snapshot;    /* the seq of the last snapshot put in the bucket (0: none) */
     const char *problem;  /* why it does not publish (the stream holds another history,
                              ...), or "" */
 } pub_state;

@@ -474,7 +474,10 @@ static int repl_begin(srv *s, const srv_opts *o)
         char addr[REPL_ADDR_MAX + 1];
         snprintf(addr, sizeof addr, "binary %s%s%s", s->addr, s->http ? ", http " : "",
                  s->http ? s->http_addr : "");
-        if ((rc = pub_start(s->base, s->e, s->w, &o->repl, addr, &s->pub, &why)) == 0)
+        char *snap = xasprintf("%s/snapshot", o->data_dir);
+        rc = pub_start(s->base, s->e, s->w, &o->repl, addr, snap, &s->pub, &why);
+        free(snap);
+        if (rc == 0)
             lg_line("publishing the log to stream %s at %s (lease %.3g s, revocation barrier "
                     "%s)",
                     o->repl.stream, o->repl.publish, o->repl.lease_s,
@@ -515,6 +518,19 @@ int srv_open(const srv_opts *o, srv **out)
     raise_fd_limit(co.max_connections);
     new_dir = stat(o->data_dir, &st) != 0;
     tk_why why;
+    if (o->repl.follow) {
+        rc = fol_bootstrap(&o->repl, o->data_dir, 10000, &why);
+        if (rc == 0)
+            lg_line("replica: %s made from the latest snapshot of stream %s", o->data_dir,
+                    o->repl.stream);
+        else if (rc == TK_ENOTFOUND)
+            lg_line("replica: no snapshot of stream %s yet: following it from event 1",
+                    o->repl.stream);
+        else if (rc != TK_EEXIST)
+            lg_line("replica: no bootstrap from a snapshot (%s): following the stream from "
+                    "event 1", why.msg);
+        new_dir = stat(o->data_dir, &st) != 0;
+    }
     eng_opts eo = {.sign_key = o->sign_key};
     if ((rc = eng_open(o->data_dir, &eo, &s->e, &why))) {
         lg_line("cannot open the data directory %s: %s", o->data_dir, why.msg);
