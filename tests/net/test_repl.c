@@ -40,6 +40,7 @@
 #include "core/mp.h"
 #include "net/client.h"
 #include "net/proto.h"
+#include "net/repl.h"
 #include "tests/support/hraw.h"
 #include "tests/support/japi.h"
 #include "tests/support/natst.h"
@@ -1457,9 +1458,81 @@ static void mixed_workload_compares_equal(void **state)
     raw_watchdog(0);
 }
 
+/* ---- the messages, without NATS (net/repl.h) ----------------------------- */
+
+/* A lease request and reply read back as written; a wrong magic, a flag
+ * byte other than 0 or 1, a control byte in a name, a request without a
+ * name, a name past REPL_NAME_MAX and a short message are refused; a
+ * record's headers are read back, a malformed seq or hash refused. */
+static void the_messages_round_trip_and_refuse_bad_input(void **state)
+{
+    (void)state;
+    uint8_t b[REPL_LEASE_MAX], x[REPL_LEASE_MAX + 64];
+    repl_lease_req q = {.applied = 77, .sent_ns = 1234567890123ull, .join = true}, q2;
+    snprintf(q.name, sizeof q.name, "eu-1");
+    size_t n = repl_lease_req_put(&q, b);
+    assert_int_equal(repl_lease_req_get(b, n, &q2), 0);
+    assert_int_equal(q2.applied, 77);
+    assert_int_equal(q2.sent_ns, 1234567890123ull);
+    assert_true(q2.join);
+    assert_string_equal(q2.name, "eu-1");
+    for (size_t cut = 0; cut <= n - strlen(q.name); cut++) /* the fixed fields, no name */
+        assert_int_equal(repl_lease_req_get(b, cut, &q2), TK_EPROTO);
+    memcpy(x, b, n);
+    x[0] = 'X';
+    assert_int_equal(repl_lease_req_get(x, n, &q2), TK_EPROTO);
+    memcpy(x, b, n);
+    x[20] = 2; /* the join flag */
+    assert_int_equal(repl_lease_req_get(x, n, &q2), TK_EPROTO);
+    memcpy(x, b, n);
+    x[n - 1] = '\n';
+    assert_int_equal(repl_lease_req_get(x, n, &q2), TK_EPROTO);
+    memcpy(x, b, n);
+    memset(x + n, 'a', REPL_NAME_MAX); /* a name of 4 + 64 bytes */
+    assert_int_equal(repl_lease_req_get(x, n + REPL_NAME_MAX, &q2), TK_EPROTO);
+
+    repl_lease_rep r = {.sent_ns = 5, .durable = 9, .catch_up = 8, .lease_ms = 2000,
+                        .barrier = true, .granted = true}, r2;
+    snprintf(r.addr, sizeof r.addr, "binary 10.0.0.1:7070");
+    n = repl_lease_rep_put(&r, b);
+    assert_int_equal(repl_lease_rep_get(b, n, &r2), 0);
+    assert_true(r2.sent_ns == 5 && r2.durable == 9 && r2.catch_up == 8 && r2.lease_ms == 2000
+                && r2.barrier && r2.granted);
+    assert_string_equal(r2.addr, "binary 10.0.0.1:7070");
+    assert_int_equal(repl_lease_rep_get(b, 33, &r2), TK_EPROTO);
+    memcpy(x, b, n);
+    x[33] = 7; /* the granted flag */
+    assert_int_equal(repl_lease_rep_get(x, n, &r2), TK_EPROTO);
+    /* A request is not a reply. */
+    n = repl_lease_req_put(&q, b);
+    assert_int_equal(repl_lease_rep_get(b, n, &r2) == 0 && r2.granted, false);
+
+    natsMsg *m = NULL;
+    uint8_t hash[TK_HASH_LEN], got[TK_HASH_LEN];
+    uint64_t seq = 0;
+    assert_int_equal(nats_Open(-1), NATS_OK); /* messages need the library (a connection opens it) */
+    memset(hash, 0xab, sizeof hash);
+    assert_int_equal(repl_record_msg(&m, "tokend.log", 42, hash, "ev", 2), NATS_OK);
+    assert_int_equal(repl_record_of(m, &seq, got), 0);
+    assert_int_equal(seq, 42);
+    assert_memory_equal(got, hash, TK_HASH_LEN);
+    assert_int_equal(natsMsgHeader_Set(m, "Tokend-Seq", "4x2"), NATS_OK);
+    assert_int_equal(repl_record_of(m, &seq, got), TK_EPROTO);
+    assert_int_equal(natsMsgHeader_Set(m, "Tokend-Seq", "0"), NATS_OK);
+    assert_int_equal(repl_record_of(m, &seq, got), TK_EPROTO);
+    assert_int_equal(natsMsgHeader_Set(m, "Tokend-Seq", "42"), NATS_OK);
+    assert_int_equal(natsMsgHeader_Set(m, "Tokend-Hash", "abcd"), NATS_OK);
+    assert_int_equal(repl_record_of(m, &seq, got), TK_EPROTO);
+    natsMsg_Destroy(m);
+    assert_true(repl_stream_ok("tokend") && repl_stream_ok("eu-west_2"));
+    assert_false(repl_stream_ok("") || repl_stream_ok("a.b") || repl_stream_ok("a b")
+                 || repl_stream_ok("a*") || repl_stream_ok("012345678901234567890123456789012"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(the_messages_round_trip_and_refuse_bad_input),
         cmocka_unit_test(two_replicas_see_every_change),
         cmocka_unit_test(barrier_no_replica_answers_a_deleted_token),
         cmocka_unit_test(control_without_barrier_reports_late_revocations),
