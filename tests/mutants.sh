@@ -43,6 +43,8 @@ mutants=(
   "replica-gap@tests/store/test_engine_follow|store/engine.c|s/        if (r->seq > next)$/        if (0)/"
   "replica-unavailable@tests/store/test_engine_follow|store/engine.c|s/    if (!__atomic_load_n(\&e->unavailable, __ATOMIC_RELAXED))$/    if (1)/"
   "replica-read-only@tests/store/test_engine_follow|store/engine.c|s/    if (__atomic_load_n(\&e->readonly, __ATOMIC_ACQUIRE)) {/    if (0) {/"
+  "barrier-gate@tests/net/test_repl|net/writer.c|s/            \&\& !w->gate(w->gate_arg, j->res.seq))/            \&\& 0)/"
+  "replica-lease@tests/net/test_repl|net/follower.c|s/(!f->stopped\[0\] \&\& now < f->lease_until \&\& f->applied >= f->need)/(!f->stopped[0] \&\& f->applied >= f->need)/"
 )
 fail=0
 for m in "${mutants[@]}"; do
