@@ -64,24 +64,9 @@ static int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static bool have_nats_server(void)
-{
-    const char *path = getenv("PATH");
-    char buf[PATH_MAX];
-    while (path && *path) {
-        const char *end = strchr(path, ':');
-        size_t len = end ? (size_t)(end - path) : strlen(path);
-        snprintf(buf, sizeof buf, "%.*s/nats-server", (int)len, path);
-        if (access(buf, X_OK) == 0)
-            return true;
-        path = end ? end + 1 : NULL;
-    }
-    return false;
-}
-
 static void need_nats(natst *n, int nodes)
 {
-    if (!have_nats_server())
+    if (!natst_available())
         skip();
     assert_int_equal(natst_start(n, nodes), 0);
 }
