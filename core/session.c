@@ -8,6 +8,7 @@
 #include <sodium.h>
 
 #include "core/err.h"
+#include "core/le.h"
 #include "core/secret.h"
 #include "core/sha256.h"
 #include "core/xmalloc.h"
@@ -69,23 +70,12 @@ size_t ses_bytes(const ses_opts *o)
     return sizeof(ses_table) + (size_t)(o->max ? o->max : 1) * (sizeof(ses_slot) + 4);
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16),
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* New random text for slot i at its generation; the slot keeps its hash. */
 static void new_text(ses_slot *s, uint32_t i, char text[SES_TEXT_LEN + 1])
 {
     uint8_t raw[RAW_LEN];
-    put32(raw, i);
-    put32(raw + 4, s->gen);
+    le_put32(raw, i);
+    le_put32(raw + 4, s->gen);
     randombytes_buf(raw + 8, RAND_LEN);
     sha256(s->hash, raw + 8, RAND_LEN);
     sodium_bin2base64(text, SES_TEXT_LEN + 1, raw, RAW_LEN,
@@ -105,7 +95,7 @@ static ses_slot *slot_of(ses_table *t, const char *text, size_t n, uint8_t want,
                != 0
         || len != RAW_LEN)
         return NULL;
-    uint32_t i = get32(raw), gen = get32(raw + 4);
+    uint32_t i = le_get32(raw), gen = le_get32(raw + 4);
     sha256(hash, raw + 8, RAND_LEN);
     sodium_memzero(raw, sizeof raw);
     if (i >= t->o.max)

@@ -345,12 +345,14 @@ static void reply_cb(natsConnection *nc, natsSubscription *sub, natsMsg *m, void
     pthread_mutex_unlock(&f->mu);
 }
 
-/* One request: a join once caught up with what the primary last said, a
- * probe before. mu held. */
+/* One request: a renewal while the lease runs; without one, a join once
+ * caught up with what the primary last said, a probe before (a replica far
+ * behind would hold every revocation of the barrier while it catches up).
+ * mu held. */
 static void ask(fol *f, uint64_t now)
 {
     repl_lease_req q = {.applied = f->applied, .sent_ns = now};
-    q.join = f->applied >= f->primary && f->heard_ns != 0;
+    q.join = f->lease_until > now || (f->applied >= f->primary && f->heard_ns != 0);
     snprintf(q.name, sizeof q.name, "%s", f->name);
     uint8_t buf[REPL_LEASE_MAX];
     size_t n = repl_lease_req_put(&q, buf);

@@ -70,6 +70,8 @@ struct pub {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
+    uint64_t told;      /* mu: counts the tap's records, so that one that came while the
+                           thread was busy is never slept over */
     /* The tap's records (mu): [head, tail) of q, oldest first. lost: the
      * queue overflowed and was emptied; the log has them. */
     uint8_t *q;
@@ -132,7 +134,8 @@ static void tap_cb(void *arg, const eng_rec *r)
         memcpy(d + REC_HEAD, r->payload, r->len);
         p->tail += need;
     }
-    pthread_cond_signal(&p->cv);
+    p->told++;
+    pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -446,8 +449,9 @@ static void *pub_main(void *arg)
     pbuf buf = {0};
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
+        uint64_t told = p->told;
         pthread_mutex_unlock(&p->mu);
-        bool idle = false;
+        bool idle = false, caught_up = false;
         if (natsConnection_Status(p->nc) != NATS_CONN_STATUS_CONNECTED) {
             idle = true;
         } else if (p->next == 0) {
@@ -455,12 +459,12 @@ static void *pub_main(void *arg)
         } else {
             uint64_t durable = eng_last_seq(p->e);
             if (p->next > durable)
-                idle = true;
+                idle = caught_up = true;
             else
                 publish_window(p, durable, &buf);
         }
         pthread_mutex_lock(&p->mu);
-        if (idle && !p->stop)
+        if (idle && !p->stop && !(caught_up && p->told != told))
             nap(p, p->next == 0 ? PUB_RETRY_MS * 4 : PUB_RETRY_MS);
     }
     pthread_mutex_unlock(&p->mu);

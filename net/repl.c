@@ -13,6 +13,8 @@
 
 #include <sodium.h>
 
+#include "core/le.h"
+
 #define LEASE_MAGIC "TKL1"
 #define REQ_FIXED (4 + 8 + 8 + 1)
 #define REP_FIXED (4 + 8 + 8 + 8 + 4 + 1 + 1)
@@ -41,12 +43,38 @@ bool repl_stream_ok(const char *name)
     return true;
 }
 
+/* With a connected callback, a connect that fails goes on in the
+ * background (without one, libnats retries inside natsConnection_Connect,
+ * for ever with MaxReconnect -1, and the server would never start). */
+static void connected_cb(natsConnection *nc, void *arg)
+{
+    (void)nc;
+    (void)arg;
+}
+
+/* urls split at the commas into servers[] (pointers into copy). */
+static int split_urls(char *copy, const char **servers, int max)
+{
+    int n = 0;
+    for (char *save = NULL, *u = strtok_r(copy, ",", &save); u && n < max;
+         u = strtok_r(NULL, ",", &save))
+        if (*u)
+            servers[n++] = u;
+    return n;
+}
+
 int repl_connect(const char *urls, const char *name, natsConnection **out, tk_why *why)
 {
     natsOptions *o = NULL;
+    const char *servers[REPL_MAX_URLS];
+    char copy[1024];
+    snprintf(copy, sizeof copy, "%s", urls);
+    int n = split_urls(copy, servers, REPL_MAX_URLS);
+    if (n == 0 || strlen(urls) >= sizeof copy)
+        return tk_say(why, TK_EINVAL, "NATS URLs \"%s\": expected nats://HOST:PORT[,...]", urls);
     natsStatus s = natsOptions_Create(&o);
     if (s == NATS_OK)
-        s = natsOptions_SetURL(o, urls);
+        s = natsOptions_SetServers(o, servers, n);
     if (s == NATS_OK)
         s = natsOptions_SetName(o, name);
     if (s == NATS_OK)
@@ -62,7 +90,7 @@ int repl_connect(const char *urls, const char *name, natsConnection **out, tk_wh
     if (s == NATS_OK)
         s = natsOptions_SetMaxPingsOut(o, 2);
     if (s == NATS_OK)
-        s = natsOptions_SetRetryOnFailedConnect(o, true, NULL, NULL);
+        s = natsOptions_SetRetryOnFailedConnect(o, true, connected_cb, NULL);
     if (s != NATS_OK) {
         natsOptions_Destroy(o);
         return tk_say(why, TK_EINVAL, "NATS options for %s: %s", urls, natsStatus_GetText(s));
@@ -115,20 +143,6 @@ int repl_record_of(natsMsg *m, uint64_t *seq, uint8_t hash[TK_HASH_LEN])
     return 0;
 }
 
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 /* Copies a text field of n bytes (no NUL, no control byte) into out. */
 static int text_get(const uint8_t *p, size_t n, char *out, size_t cap)
 {
@@ -146,8 +160,8 @@ size_t repl_lease_req_put(const repl_lease_req *r, uint8_t *out)
 {
     size_t n = strnlen(r->name, REPL_NAME_MAX);
     memcpy(out, LEASE_MAGIC, 4);
-    put64(out + 4, r->applied);
-    put64(out + 12, r->sent_ns);
+    le_put64(out + 4, r->applied);
+    le_put64(out + 12, r->sent_ns);
     out[20] = r->join ? 1 : 0;
     memcpy(out + REQ_FIXED, r->name, n);
     return REQ_FIXED + n;
@@ -158,8 +172,8 @@ int repl_lease_req_get(const void *p, size_t n, repl_lease_req *out)
     const uint8_t *b = p;
     if (n < REQ_FIXED || memcmp(b, LEASE_MAGIC, 4) != 0 || b[20] > 1)
         return TK_EPROTO;
-    out->applied = get64(b + 4);
-    out->sent_ns = get64(b + 12);
+    out->applied = le_get64(b + 4);
+    out->sent_ns = le_get64(b + 12);
     out->join = b[20] == 1;
     if (n == REQ_FIXED)
         return TK_EPROTO; /* a name is required */
@@ -170,11 +184,10 @@ size_t repl_lease_rep_put(const repl_lease_rep *r, uint8_t *out)
 {
     size_t n = strnlen(r->addr, REPL_ADDR_MAX);
     memcpy(out, LEASE_MAGIC, 4);
-    put64(out + 4, r->sent_ns);
-    put64(out + 12, r->durable);
-    put64(out + 20, r->catch_up);
-    for (int i = 0; i < 4; i++)
-        out[28 + i] = (uint8_t)(r->lease_ms >> (8 * i));
+    le_put64(out + 4, r->sent_ns);
+    le_put64(out + 12, r->durable);
+    le_put64(out + 20, r->catch_up);
+    le_put32(out + 28, r->lease_ms);
     out[32] = r->barrier ? 1 : 0;
     out[33] = r->granted ? 1 : 0;
     memcpy(out + REP_FIXED, r->addr, n);
@@ -187,11 +200,10 @@ int repl_lease_rep_get(const void *p, size_t n, repl_lease_rep *out)
     if (n < REP_FIXED || memcmp(b, LEASE_MAGIC, 4) != 0 || b[32] > 1 || b[33] > 1)
         return TK_EPROTO;
     out->granted = b[33] == 1;
-    out->sent_ns = get64(b + 4);
-    out->durable = get64(b + 12);
-    out->catch_up = get64(b + 20);
-    out->lease_ms = (uint32_t)b[28] | (uint32_t)b[29] << 8 | (uint32_t)b[30] << 16
-                    | (uint32_t)b[31] << 24;
+    out->sent_ns = le_get64(b + 4);
+    out->durable = le_get64(b + 12);
+    out->catch_up = le_get64(b + 20);
+    out->lease_ms = le_get32(b + 28);
     out->barrier = b[32] == 1;
     return text_get(b + REP_FIXED, n - REP_FIXED, out->addr, sizeof out->addr);
 }

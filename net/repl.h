@@ -30,6 +30,7 @@
 #define REPL_NAME_MAX 64    /* a replica's name, bytes */
 #define REPL_ADDR_MAX 200   /* the primary's listeners, as text */
 #define REPL_SUBJECT_MAX 160
+#define REPL_MAX_URLS 16    /* NATS servers given to one connection */
 
 /* The replication flags of one server (docs/server.md, "Replication"). */
 typedef struct repl_opts {

@@ -114,6 +114,7 @@
 
 #include "core/crc32c.h"
 #include "core/err.h"
+#include "core/le.h"
 #include "core/xmalloc.h"
 #include "core/sha256.h"
 #include "store/fio.h"
@@ -136,29 +137,6 @@ static char *seg_path(const char *dir, uint64_t first)
     return xasprintf("%s/%020" PRIu64 ".seg", dir, first);
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
 static bool all_zero(const uint8_t *p, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -170,7 +148,7 @@ static bool all_zero(const uint8_t *p, size_t n)
 static void seg_header(uint8_t hdr[SEG_HDR_LEN], uint64_t first)
 {
     memcpy(hdr, SEG_MAGIC, 8);
-    put_le64(hdr + 8, first);
+    le_put64(hdr + 8, first);
 }
 
 static uint32_t len_crc(const uint8_t len_bytes[4])
@@ -516,8 +494,8 @@ static int check_record(const walk *w, rec *r, size_t *end, const char **why)
         *why = "truncated record";
         return last ? REC_TORN : REC_BAD;
     }
-    len = get_le32(p);
-    if (len_crc(p) != get_le32(p + 4) || len > ELOG_MAX_PAYLOAD) {
+    len = le_get32(p);
+    if (len_crc(p) != le_get32(p + 4) || len > ELOG_MAX_PAYLOAD) {
         *why = "bad length header";
         return last && cut_write(w, w->off + 8) ? REC_TORN : REC_BAD;
     }
@@ -527,11 +505,11 @@ static int check_record(const walk *w, rec *r, size_t *end, const char **why)
     }
     body = p + REC_BODY_OFF;
     blen = 8 + ELOG_HASH_LEN + (size_t)len;
-    if (crc32c_extend(0, body, blen) != get_le32(body + blen)) {
+    if (crc32c_extend(0, body, blen) != le_get32(body + blen)) {
         *why = "crc mismatch";
         return last && cut_write(w, w->off + REC_OVERHEAD + len) ? REC_TORN : REC_BAD;
     }
-    if (get_le64(body) != w->seq) {
+    if (le_get64(body) != w->seq) {
         *why = "seq gap";
         return REC_BAD;
     }
@@ -1032,13 +1010,13 @@ int elog_append(elog *lg, const void *payload, size_t len, uint64_t *seq)
     p = lg->buf + lg->blen;
     body = p + REC_BODY_OFF;
     blen = 8 + ELOG_HASH_LEN + len;
-    put_le32(p, (uint32_t)len);
-    put_le32(p + 4, len_crc(p));
-    put_le64(body, lg->next_seq);
+    le_put32(p, (uint32_t)len);
+    le_put32(p + 4, len_crc(p));
+    le_put64(body, lg->next_seq);
     memcpy(body + 8, lg->bhash, ELOG_HASH_LEN);
     if (len)
         memcpy(body + 8 + ELOG_HASH_LEN, payload, len);
-    put_le32(body + blen, crc32c_extend(0, body, blen));
+    le_put32(body + blen, crc32c_extend(0, body, blen));
     sha256(lg->bhash, body, blen);
     lg->blen = need;
     if (seq)
@@ -1453,14 +1431,14 @@ int elog_base_read(const char *dir, uint64_t *seq, uint8_t hash[ELOG_HASH_LEN], 
         goto done;
     }
     if ((size_t)n != BASE_LEN || memcmp(b, BASE_MAGIC, 8) != 0 ||
-        crc32c_extend(0, b, BASE_LEN - 4) != get_le32(b + BASE_LEN - 4)) {
+        crc32c_extend(0, b, BASE_LEN - 4) != le_get32(b + BASE_LEN - 4)) {
         rc = tk_say(why, TK_ECORRUPT, "event log damaged: %s (the log's base: where it starts "
                     "after a snapshot) is not a valid base file (%zd bytes, bad magic, length or "
                     "crc); the log cannot be trusted without it. Keep the directory; restore the "
                     "file or bootstrap the data directory again from a snapshot", path, n);
         goto done;
     }
-    *seq = get_le64(b + 8);
+    *seq = le_get64(b + 8);
     memcpy(hash, b + 16, ELOG_HASH_LEN);
     rc = 0;
 done:
@@ -1486,9 +1464,9 @@ int elog_base_write(const char *dir, uint64_t seq, const uint8_t hash[ELOG_HASH_
         goto done;
     }
     memcpy(b, BASE_MAGIC, 8);
-    put_le64(b + 8, seq);
+    le_put64(b + 8, seq);
     memcpy(b + 16, hash, ELOG_HASH_LEN);
-    put_le32(b + BASE_LEN - 4, crc32c_extend(0, b, BASE_LEN - 4));
+    le_put32(b + BASE_LEN - 4, crc32c_extend(0, b, BASE_LEN - 4));
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0 || fio_write_all(fd, b, sizeof b) != 0 || fio_fsync(fd) != 0 ||
         rename(tmp, path) != 0 || fio_fsync_dir(dir) != 0) {

@@ -1179,14 +1179,8 @@ static int follow_stage(eng *e, state_txn *t, const eng_rec *recs, size_t n, siz
         if (r->seq > next)
             return tk_say(w, TK_ECORRUPT, "the primary's event %llu came where %llu was due: a "
                           "gap in the stream", seq, (unsigned long long)next);
-        if (ev_decode(r->payload, r->len, &x) != 0)
-            return tk_say(w, TK_ECORRUPT, "the primary's event %llu cannot be decoded", seq);
-        rc = state_apply(t, r->seq, &x, collect, e);
-        if (rc == TK_ELIMIT)
-            return rc;
-        if (rc)
-            return tk_say(w, TK_ECORRUPT, "the primary's event %llu (%s) does not apply here: %s",
-                          seq, ev_type_name(x.type), tk_strerror(rc));
+        /* The chain first: a record that is not the primary's is refused
+         * as such, whatever it would do to the state. */
         if ((rc = elog_append(e->log, r->payload, r->len, NULL)))
             return tk_say(w, rc, "event %llu cannot be logged: %s", seq, tk_strerror(rc));
         if (sodium_memcmp(elog_head_hash(e->log), r->hash, TK_HASH_LEN) != 0) {
@@ -1195,6 +1189,14 @@ static int follow_stage(eng *e, state_txn *t, const eng_rec *recs, size_t n, siz
             return tk_say(w, TK_ECORRUPT, "the primary's event %llu breaks the chain: its chain "
                           "hash here is %.16s..., the primary's %.16s...", seq, here, there);
         }
+        if (ev_decode(r->payload, r->len, &x) != 0)
+            return tk_say(w, TK_ECORRUPT, "the primary's event %llu cannot be decoded", seq);
+        rc = state_apply(t, r->seq, &x, collect, e);
+        if (rc == TK_ELIMIT)
+            return rc;
+        if (rc)
+            return tk_say(w, TK_ECORRUPT, "the primary's event %llu (%s) does not apply to this "
+                          "replica's state: %s", seq, ev_type_name(x.type), tk_strerror(rc));
         (*taken)++;
     }
     return 0;

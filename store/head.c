@@ -12,6 +12,7 @@
 
 #include <sodium.h>
 
+#include "core/le.h"
 #include "core/xmalloc.h"
 #include "store/fio.h"
 
@@ -153,10 +154,8 @@ int head_pub_load(const char *path, uint8_t pub[32], tk_why *why)
 static void signed_bytes(const head_rec *h, uint8_t out[12 + 8 + TK_HASH_LEN + 8])
 {
     memcpy(out, "tokend-head", 12); /* with its NUL */
-    for (int i = 0; i < 8; i++) {
-        out[12 + i] = (uint8_t)(h->seq >> (8 * i));
-        out[12 + 8 + TK_HASH_LEN + i] = (uint8_t)((uint64_t)h->time_ms >> (8 * i));
-    }
+    le_put64(out + 12, h->seq);
+    le_put64(out + 12 + 8 + TK_HASH_LEN, (uint64_t)h->time_ms);
     memcpy(out + 20, h->hash, TK_HASH_LEN);
 }
 

@@ -24,6 +24,7 @@
 
 #include <sodium.h>
 
+#include "core/le.h"
 #include "core/sha256.h"
 #include "core/xmalloc.h"
 #include "store/fio.h"
@@ -31,37 +32,14 @@
 #define SNAP_DIGEST_LEN 32u
 #define SNAP_CHUNK ((size_t)1 << 20)
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
 static void header_encode(uint8_t h[SNAP_HDR_LEN], const snap_info *in)
 {
     memset(h, 0, SNAP_HDR_LEN);
     memcpy(h, SNAP_MAGIC, 8);
-    put_le32(h + 8, SNAP_VERSION);
-    put_le64(h + 16, in->seq);
+    le_put32(h + 8, SNAP_VERSION);
+    le_put64(h + 16, in->seq);
     memcpy(h + 24, in->hash, TK_HASH_LEN);
-    put_le64(h + 56, in->data_len);
+    le_put64(h + 56, in->data_len);
 }
 
 /* Reads exactly n bytes at off; 0, or -1 (errno; 0 at an early end). */
@@ -210,9 +188,9 @@ static int check_header(int fd, uint64_t size, const char *path, uint8_t hdr[SNA
         return tk_say(why, TK_EIO, "snapshot: cannot read %s: %s", path, strerror(errno));
     if (memcmp(hdr, SNAP_MAGIC, 8) != 0)
         return damaged(why, path, "no TKSNAP01 magic (not a tokend snapshot)");
-    out->seq = get_le64(hdr + 16);
+    out->seq = le_get64(hdr + 16);
     memcpy(out->hash, hdr + 24, TK_HASH_LEN);
-    out->data_len = get_le64(hdr + 56);
+    out->data_len = le_get64(hdr + 56);
     if (out->data_len != size - SNAP_HDR_LEN - SNAP_DIGEST_LEN)
         return damaged(why, path, "its data length does not match the file's size");
     return 0;
@@ -242,9 +220,9 @@ int snap_install(const char *path, const char *state_dir, snap_info *out, tk_why
     }
     if ((rc = copy_checked(in, fd, path, hdr, out->data_len, why)))
         goto done;
-    if (get_le32(hdr + 8) != SNAP_VERSION) {
+    if (le_get32(hdr + 8) != SNAP_VERSION) {
         rc = tk_say(why, TK_EINVAL, "snapshot %s has format version %" PRIu32 "; this tokend "
-                    "reads version %u", path, get_le32(hdr + 8), SNAP_VERSION);
+                    "reads version %u", path, le_get32(hdr + 8), SNAP_VERSION);
         goto done;
     }
     if (fio_fsync(fd) != 0 || fio_fsync_dir(state_dir) != 0)

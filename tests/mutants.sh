@@ -37,6 +37,14 @@ mutants=(
   "keyring-live-gateway@tests/net/test_server|net/conn.c|s/    if ((c->auth != AU_GATEWAY \&\& c->auth != AU_OPERATOR) || gen == c->ring_gen)/    if (1)/"
   "audit-by@tests/store/test_tokenreplay|store/plan.c|s/    return by(p, r);/    return 0;/"
   "chain-at-applied|store/engine.c|s/    if (applied == 0 || !state_chain(t, kept) || sodium_memcmp(kept, log_hash, TK_HASH_LEN) == 0)/    if (1)/"
+  "barrier-waits@tests/net/test_barrier|net/barrier.c|s/        if (b->reps\[i\].applied >= seq)$/        if (1)/"
+  "barrier-grace@tests/net/test_barrier|net/barrier.c|s/    bool ok = now_ns >= b->grace_ns;/    bool ok = true;/"
+  "replica-chain@tests/store/test_engine_follow|store/engine.c|s/        if (sodium_memcmp(elog_head_hash(e->log), r->hash, TK_HASH_LEN) != 0) {/        if (0) {/"
+  "replica-gap@tests/store/test_engine_follow|store/engine.c|s/        if (r->seq > next)$/        if (0)/"
+  "replica-unavailable@tests/store/test_engine_follow|store/engine.c|s/    if (!__atomic_load_n(\&e->unavailable, __ATOMIC_RELAXED))$/    if (1)/"
+  "replica-read-only@tests/store/test_engine_follow|store/engine.c|s/    if (__atomic_load_n(\&e->readonly, __ATOMIC_ACQUIRE)) {/    if (0) {/"
+  "barrier-gate@tests/net/test_repl|net/writer.c|s/            \&\& !w->gate(w->gate_arg, j->res.seq))/            \&\& 0)/"
+  "replica-lease@tests/net/test_repl|net/follower.c|s/(!f->stopped\[0\] \&\& now < f->lease_until \&\& f->applied >= f->need)/(!f->stopped[0] \&\& f->applied >= f->need)/"
 )
 fail=0
 for m in "${mutants[@]}"; do

@@ -22,6 +22,7 @@
 
 #include "core/event.h"
 #include "core/mp.h"
+#include "net/repl.h"
 #include "core/secret.h"
 #include "net/proto.h"
 #include "net/schema.h"
@@ -623,6 +624,22 @@ static void seeds_h1(void)
     }
 }
 
+/* Lease messages (fuzz_lease): a request and a reply as the two sides
+ * write them. */
+static void seeds_lease(void)
+{
+    uint8_t b[REPL_LEASE_MAX];
+    repl_lease_req q = {.applied = 42, .sent_ns = 123456789, .join = true};
+    snprintf(q.name, sizeof q.name, "replica-1:7070");
+    put("lease", "request", b, repl_lease_req_put(&q, b));
+    q.join = false;
+    put("lease", "probe", b, repl_lease_req_put(&q, b));
+    repl_lease_rep r = {.sent_ns = 123456789, .durable = 50, .catch_up = 50, .lease_ms = 2000,
+                        .barrier = true, .granted = true};
+    snprintf(r.addr, sizeof r.addr, "binary 10.0.0.1:7070, http 10.0.0.1:7080");
+    put("lease", "reply", b, repl_lease_rep_put(&r, b));
+}
+
 int main(int argc, char **argv)
 {
     mpw events;
@@ -643,6 +660,7 @@ int main(int argc, char **argv)
     seeds_hjson();
     seeds_http();
     seeds_h1();
+    seeds_lease();
     mpw_free(&events);
     return 0;
 }

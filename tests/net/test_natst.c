@@ -48,21 +48,6 @@ typedef struct fx {
     bool done; /* the body ran to its end: the temp dir can go */
 } fx;
 
-static bool have_nats_server(void)
-{
-    const char *path = getenv("PATH");
-    char buf[PATH_MAX];
-    while (path && *path) {
-        const char *end = strchr(path, ':');
-        size_t len = end ? (size_t)(end - path) : strlen(path);
-        snprintf(buf, sizeof buf, "%.*s/nats-server", (int)len, path);
-        if (access(buf, X_OK) == 0)
-            return true;
-        path = end ? end + 1 : NULL;
-    }
-    return false;
-}
-
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof *f);
@@ -77,7 +62,7 @@ static int setup(void **state)
 /* Every case starts here: a skip in a setup would count as a failure. */
 static void start(fx *f, int nodes)
 {
-    if (!have_nats_server()) {
+    if (!natst_available()) {
         f->done = true;
         skip();
     }

@@ -102,6 +102,22 @@ static const row ROWS[] = {
     {"http-max-body", "http", "max-body", "1M", "2048M", FIELD(F_U32, http.max_body), NULL,
      1u << 20, 0},
     {"http-timeout", "http", "timeout", "7", "inf", FIELD(F_DBL, http.timeout), NULL, 0, 7},
+    {"publish", "replication", "publish", "nats://10.0.0.5:4222", NULL, FIELD(F_STR, repl.publish),
+     "nats://10.0.0.5:4222", 0, 0},
+    {"follow", "replication", "follow", "nats://10.0.0.5:4222,nats://10.0.0.6:4222", NULL,
+     FIELD(F_STR, repl.follow), "nats://10.0.0.5:4222,nats://10.0.0.6:4222", 0, 0},
+    {"stream", "replication", "stream", "tokens-eu", NULL, FIELD(F_STR, repl.stream),
+     "tokens-eu", 0, 0},
+    {"stream-replicas", "replication", "stream-replicas", "3", "6",
+     FIELD(F_U32, repl.stream_replicas), NULL, 3, 0},
+    {"replica-name", "replication", "name", "eu-1", NULL, FIELD(F_STR, repl.name), "eu-1", 0, 0},
+    {"lease", "replication", "lease", "0.5", "0", FIELD(F_DBL, repl.lease_s), NULL, 0, 0.5},
+    {"snapshot-every", "replication", "snapshot-every", "60", "-1", FIELD(F_DBL, repl.snapshot_s),
+     NULL, 0, 60},
+    {"revocation-barrier", "replication", "revocation-barrier", "true", "maybe",
+     FIELD(F_BOOL, repl.barrier), NULL, 1, 0},
+    {"fail-open", "replication", "fail-open", "true", "maybe", FIELD(F_BOOL, repl.fail_open),
+     NULL, 1, 0},
     {"portal-url", "portal", "url", "https://tokens.example.com", "ftp://x",
      FIELD(F_STR, http.portal.url), "https://tokens.example.com", 0, 0},
     {"portal-session-ttl", "portal", "session-ttl", "600", "86401",
@@ -901,7 +917,9 @@ static void example_is_the_defaults(void **state)
         /* Unset by default, so commented out there: the portal's URL, TLS, the
          * signing key, the verify listener. */
         if (strcmp(ROWS[i].flag, "portal-url") != 0 && strncmp(ROWS[i].flag, "tls-", 4) != 0
-            && strcmp(ROWS[i].flag, "sign-key") != 0 && strcmp(ROWS[i].flag, "http-verify") != 0)
+            && strcmp(ROWS[i].flag, "sign-key") != 0 && strcmp(ROWS[i].flag, "http-verify") != 0
+            && strcmp(ROWS[i].flag, "publish") != 0 && strcmp(ROWS[i].flag, "follow") != 0
+            && strcmp(ROWS[i].flag, "replica-name") != 0)
             contains(line, "; " EXAMPLE ":");
     }
     free(listing);

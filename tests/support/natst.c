@@ -351,6 +351,21 @@ static int natst_try(natst *n)
     return natst_ready(n, (int)(deadline - tkt_now_ms()));
 }
 
+bool natst_available(void)
+{
+    const char *path = getenv("PATH");
+    char buf[PATH_MAX];
+    while (path && *path) {
+        const char *end = strchr(path, ':');
+        size_t len = end ? (size_t)(end - path) : strlen(path);
+        snprintf(buf, sizeof buf, "%.*s/nats-server", (int)len, path);
+        if (access(buf, X_OK) == 0)
+            return true;
+        path = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
 int natst_start(natst *n, int nodes)
 {
     memset(n, 0, sizeof *n);

@@ -51,6 +51,9 @@ typedef struct natst {
  * every peer is known): at most 20 s. 0, or -1 with the reason on stderr;
  * on -1 everything started is killed and the temp dir is kept (its path
  * printed), and n must still be given to natst_free. */
+/* True when nats-server is on PATH (make deps installs it). */
+bool natst_available(void);
+
 int natst_start(natst *n, int nodes);
 
 /* Every node's URL, comma-separated, for natsOptions_SetURL or
