@@ -4,7 +4,8 @@
  *
  * tokend modes: the real $BIN/tokend on a free loopback port with a temp
  * data directory; `load` 200 tokens, `verify` (with unknown secrets mixed
- * in) and `create` for 1 s, `http` against the HTTP listener's /v1/verify
+ * in) and `create` for 1 s, `delete` of a loaded file (then its tokens
+ * verify as unknown, and deleting past the file's end counts wrong), `http` against the HTTP listener's /v1/verify
  * and, as a peer by URL, its /healthz, `index --tokens 10000`. Each must
  * exit 0, print one JSON object with ops_per_sec (and latency quantiles
  * where they apply) and report 0 wrong answers.
@@ -215,6 +216,35 @@ static void tokend_modes(void **state)
     assert_int_equal(run_tb(s.tmp, hlying, &o), 1);
     assert_non_null(o);
     assert_true(num(o, "wrong") > 0 && num(o, "status_401") > 0);
+    json_decref(o);
+
+    /* delete: each token of the file once, status 0 each; the deleted ones
+     * then verify as unknown, which the verify checker counts wrong. */
+    char dtokens[512];
+    snprintf(dtokens, sizeof dtokens, "%s/dtokens", s.tmp);
+    const char *dload[] = {"", "load", "--addr", addr, "--key", key, "--tokens", "2000",
+                           "--out", dtokens, NULL};
+    assert_int_equal(run_tb(s.tmp, dload, &o), 0);
+    json_decref(o);
+    const char *del[] = {"", "delete", "--addr", addr, "--key", key, "--tokens-file", dtokens,
+                         "--duration", "0.1", "--warmup", "0", NULL};
+    assert_int_equal(run_tb(s.tmp, del, &o), 0);
+    assert_non_null(o);
+    check_gen(o);
+    assert_true(num(o, "picked") >= num(o, "checked") && num(o, "picked") < 2000);
+    json_decref(o);
+    const char *dver[] = {"", "verify", "--addr", addr, "--tokens-file", dtokens,
+                          "--duration", "0.3", "--warmup", "0", "--zipf", "1.1", NULL};
+    assert_int_equal(run_tb(s.tmp, dver, &o), 1);
+    assert_non_null(o);
+    assert_true(num(o, "wrong") > 0);
+    json_decref(o);
+    /* More deletes than the file holds: the ones past it count wrong (exit 1). */
+    const char *dmore[] = {"", "delete", "--addr", addr, "--key", key, "--tokens-file", tokens,
+                           "--connections", "2", "--duration", "1", "--warmup", "0", NULL};
+    assert_int_equal(run_tb(s.tmp, dmore, &o), 1);
+    assert_non_null(o);
+    assert_true(num(o, "wrong") > 0 && num(o, "picked") > 201);
     json_decref(o);
 
     assert_int_equal(raw_server_stop(&s), 0);
