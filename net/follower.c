@@ -472,6 +472,7 @@ int fol_start(struct event_base *base, eng *e, wrt *w, const repl_opts *o, const
     snprintf(msg, sizeof msg, "a read-only replica of stream %s: send writes to the primary",
              f->stream);
     eng_set_readonly(e, msg);
+    eng_set_lazy_sync(e, true); /* the stream holds the records: no fdatasync before they show */
     f->available = f->fail_open;
     eng_set_available(e, f->available);
     if ((rc = repl_connect(o->follow, "tokend replica", &f->nc, why)))

@@ -126,6 +126,8 @@ struct eng {
     bool readonly;
     char readonly_msg[ENG_MSG_MAX];
     bool unavailable;
+    bool lazy;          /* a replica's log: eng_set_lazy_sync */
+    int64_t flushed_ms; /* atomic: the last real flush of a lazy log (monotonic) */
     /* The durable records, for a publisher (eng_set_tap). */
     eng_tap_fn tap_fn;
     void *tap_arg;
@@ -312,6 +314,7 @@ static void collect(void *arg, const st_change *c)
 /* ---- setting the state aside (store/ckpt.h has the marker) ------------ */
 
 static int log_join(eng *e, tk_why *w);
+static int sync_log(eng *e, uint64_t *durable, bool force);
 
 /* At open: sets LMDB aside when a marker from another boot says the machine
  * went down with unflushed commits. */
@@ -723,7 +726,7 @@ void eng_close(eng *e)
     uint64_t durable;
     eng_apply(e);
     if (e->log && e->log_open && !is_fenced(e))
-        (void)eng_sync(e, &durable);
+        (void)sync_log(e, &durable, true);
     if (e->sign && e->log && !is_fenced(e))
         sign_head(e, true);
     head_key_free(e->sign);
@@ -1066,7 +1069,7 @@ static void checkpoint(eng *e)
     uint64_t durable;
     if (!ckpt_nosync(e->ck) || !ckpt_due(e->ck, t_ms) || is_fenced(e))
         return;
-    if (eng_sync(e, &durable) != 0)
+    if (sync_log(e, &durable, true) != 0)
         return; /* fenced, and the batches lost are failed by their own sync */
     if (ckpt_flush(e->ck, e->st, t_ms) != 0)
         late_failure(e, "flushing LMDB", errno);
@@ -1282,15 +1285,39 @@ void eng_apply(eng *e)
         late_failure(e, "the LMDB commit", errno);
 }
 
+/* A lazy log (a replica's, eng_set_lazy_sync) is flushed for real at most
+ * this often, and at every checkpoint, snapshot and close. */
+#define LAZY_FLUSH_MS 1000
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int eng_sync(eng *e, uint64_t *durable)
+{
+    return sync_log(e, durable, false);
+}
+
+/* eng_sync; force: a real flush even of a lazy log (a checkpoint, a
+ * snapshot, the close need the log on disk). */
+static int sync_log(eng *e, uint64_t *durable, bool force)
 {
     struct timespec a, b;
     tk_why w = {.msg = ""};
     pthread_mutex_lock(&e->pmu);
     uint64_t target = e->committed; /* each written before this flush begins */
     *durable = e->durable;
+    if (e->lazy && !force && target > *durable
+        && mono_ms() - __atomic_load_n(&e->flushed_ms, __ATOMIC_RELAXED) < LAZY_FLUSH_MS) {
+        e->durable = *durable = target; /* written: enough for a replica (see the header) */
+        pthread_mutex_unlock(&e->pmu);
+        return is_fenced(e) ? TK_EFENCED : 0;
+    }
     pthread_mutex_unlock(&e->pmu);
-    if (target == *durable)
+    if (target == *durable && !(e->lazy && force))
         return is_fenced(e) ? TK_EFENCED : 0;
     clock_gettime(CLOCK_MONOTONIC, &a);
     int rc = elog_flush(e->log, &w);
@@ -1298,6 +1325,7 @@ int eng_sync(eng *e, uint64_t *durable)
     if (rc == 0) {
         hist_add(&e->syncs,
                  (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec)));
+        __atomic_store_n(&e->flushed_ms, mono_ms(), __ATOMIC_RELAXED);
         pthread_mutex_lock(&e->pmu);
         if (target > e->durable)
             e->durable = target;
@@ -1316,7 +1344,9 @@ int eng_sync(eng *e, uint64_t *durable)
         fence(e, "not applied: the log failed; writes refused until tokend restarts");
     pthread_mutex_lock(&e->pmu);
     *durable = e->durable;
-    bool lost = e->applied > e->durable; /* LMDB has batches the log lost */
+    /* LMDB has batches the log lost: those after the last flush, and on a
+     * lazy log those the pipeline took as durable before it. */
+    bool lost = e->applied > e->durable || e->lazy;
     /* Drop the lost ones' changes; those made durable by an earlier sync
      * (older, so first) stay for eng_publish. */
     pend **pp = &e->phead, *last = NULL;
@@ -1484,6 +1514,13 @@ void eng_set_tap(eng *e, eng_tap_fn fn, void *arg)
     e->tap_arg = arg;
 }
 
+void eng_set_lazy_sync(eng *e, bool lazy)
+{
+    /* A log after a base is not: its LMDB is synced at every commit (it
+     * cannot be rebuilt from the log), and must never be ahead of it. */
+    e->lazy = lazy && elog_base_seq(e->log) == 0;
+}
+
 void eng_set_readonly(eng *e, const char *msg)
 {
     pthread_mutex_lock(&e->pmu);
@@ -1642,7 +1679,7 @@ static int snap_keep(void *arg, uint64_t seq, uint8_t hash[TK_HASH_LEN], tk_why 
 
     elog_durable_head(e->log, &d, dh);
     if (seq > d) {
-        rc = eng_sync(e, &durable);
+        rc = sync_log(e, &durable, true);
         elog_durable_head(e->log, &d, dh);
     }
     if (seq > d)

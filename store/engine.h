@@ -250,6 +250,20 @@ typedef struct elog_iter elog_iter;
 int eng_log_iter(const eng *e, uint64_t from_seq, elog_iter **out, tk_why *why);
 int eng_log_hash(const eng *e, uint64_t seq, uint8_t out[TK_HASH_LEN], tk_why *why);
 
+/* A replica's log (before serving): a batch counts as durable for the
+ * pipeline once written, and the log is flushed for real at most once a
+ * second, at every checkpoint and snapshot, and at close. A replica's
+ * records are durable on its primary and in the stream already, and its
+ * own fdatasync (hundreds of milliseconds at its tail on a busy disk)
+ * would only delay them: a crash that loses its tail loses records it
+ * fetches again. LMDB never gets ahead of the log on disk (a checkpoint
+ * flushes the log first, and a machine crash sets LMDB aside, as always);
+ * a failed flush sets LMDB aside too (it holds batches the log lost). Not
+ * for a log that starts after a base (a bootstrapped replica: its LMDB is
+ * synced at every commit, since the log cannot rebuild it): there it does
+ * nothing. */
+void eng_set_lazy_sync(eng *e, bool lazy);
+
 /* Makes e a replica's engine (before serving): every eng_commit refuses
  * its requests with TK_EREADONLY and msg (one line naming the primary;
  * copied; NULL: writable again). Any thread. */

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/hist.h"
 #include "store/engine.h"
 #include "tests/support/fixture.h"
 #include "tests/support/tkt.h"
@@ -133,6 +134,37 @@ static void a_replica_answers_as_its_primary(void **state)
     /* Personal keys are part of the log: alice's works on the replica. */
     tk_actor alice;
     assert_int_equal(fx_auth(s->r, s->w.alice_key, &alice), 0);
+}
+
+static uint64_t syncs(const eng *e)
+{
+    uint64_t cum[HIST_MAX_BUCKETS], count, sum;
+    hist_read(eng_sync_hist(e), cum, &count, &sum);
+    return count;
+}
+
+/* A replica's log is lazy (eng_set_lazy_sync): its records show without an
+ * fdatasync, and its durable head lags until a real flush. */
+static void a_lazy_replica_shows_records_before_its_flush(void **state)
+{
+    two *s = *state;
+    char secret[TK_SECRET_LEN + 1];
+    tk_verify v;
+    tk_why why;
+    eng_set_lazy_sync(s->r, true);
+    assert_int_equal(follow(s->r, s->t->r, 1, &why), 0); /* the first real flush */
+    assert_int_equal(fx_token(s->p, &s->w.bob, "ci", VIEWER, 0, NULL, secret), 0);
+    uint64_t n = syncs(s->r);
+    assert_int_equal(follow(s->r, s->t->r, s->t->n, &why), 0);
+    assert_int_equal(fx_verify(s->r, secret, &v), TK_V_VALID);
+    assert_int_equal(syncs(s->r), n);                       /* no fdatasync */
+    assert_true(eng_last_seq(s->r) < eng_last_seq(s->p));  /* not on disk yet */
+    char *rd = tkt_path(s->dir, "r");
+    eng_close(s->r);
+    assert_int_equal(eng_open(rd, NULL, &s->r, &why), 0);
+    free(rd);
+    same_head(s->p, s->r); /* reopened: the primary's log, record for record */
+    assert_int_equal(fx_verify(s->r, secret, &v), TK_V_VALID);
 }
 
 static void a_redelivery_is_skipped(void **state)
@@ -277,6 +309,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_replica_answers_as_its_primary, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_lazy_replica_shows_records_before_its_flush, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_redelivery_is_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(a_gap_is_refused_with_nothing_applied, setup, teardown),
         cmocka_unit_test_setup_teardown(a_broken_chain_is_refused_with_nothing_applied, setup,
