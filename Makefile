@@ -8,7 +8,7 @@
 #   make bench      tokend vs Redis, one generator, one table (bench/run.sh, docs/bench.md)
 #   make bench-tls  verify/s over TLS: tokend vs plain tokend and Redis with TLS (bench/tls.sh)
 #   make bench-scale  a primary and NATS-fed replicas on this machine: verify/s, replication
-#                   delay, the revocation barrier's cost (bench/scale.sh, docs/scale-model.md)
+#                   delay, the revocation barrier's cost (bench/scale.sh, docs/scale.md, "Measured on one machine")
 #   make install    the programs, man pages, docs, example configuration and systemd unit
 #                   into PREFIX (/usr/local) under DESTDIR; make uninstall (docs/install.md)
 #   SANITIZE=address,undefined make test   the same under ASan/UBSan (objects in build/san)

@@ -25,7 +25,7 @@
 # the barrier before the next round's verify runs. Ratios are per round (paired),
 # then the median [lowest-highest]: together / primary alone, replica alone / primary
 # alone, barrier / no barrier. On 2 cores NATS, the primary, the replicas and the
-# generators share the same cores: read docs/scale-model.md before the figures.
+# generators share the same cores: read docs/scale.md, "Measured on one machine" before the figures.
 #
 # Writes BENCH_OUT (bench/results/scale-<commit>): runs.jsonl (every run's JSON, with
 # the load average read after it), scale.json (machine, parameters, summary) and

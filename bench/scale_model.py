@@ -4,7 +4,7 @@
 R replicas, each on a machine of its own, follow one primary through one NATS
 JetStream server (docs/scale.md). The model is arithmetic on stated inputs, not a
 measurement: bench/scale.sh measures the inputs it can on one 2-core machine
-(docs/scale-model.md says which, and how far to trust them).
+(docs/scale.md, "Measured on one machine" says which, and how far to trust them).
 
 Assumptions (each a parameter below; change them with --set NAME=VALUE):
   V         verifications/s one server answers. The verify path is one event-loop
@@ -14,8 +14,8 @@ Assumptions (each a parameter below; change them with --set NAME=VALUE):
             C=50, P=1 on this machine with the generator on the other core.
   D50, D99  one replica's replication delay (create acknowledged on the primary ->
             valid on the replica), fitted as a lognormal by its p50 and p99, taken
-            from bench/scale.sh's "lag under writes" (the publisher busy; see
-            docs/scale-model.md for the idle case, which is ~210-240 ms here).
+            from bench/scale.sh's "lag under writes" (docs/scale.md, "Measured on
+            one machine"; idle it is p50 1.7 ms here).
             Replicas are independent and identically distributed: a shared cause
             (NATS itself, the primary's fsync) is in every replica's delay at once,
             so the real max over R grows more slowly than this model's.
