@@ -118,6 +118,9 @@ static natsSubscription *subscribe(fol *f, uint64_t from)
     so.Ordered = true;
     so.Config.DeliverPolicy = js_DeliverByStartSequence;
     so.Config.OptStartSeq = from;
+    /* Its server gone (a NATS node killed), the consumer is noticed missing
+     * after two heartbeats and made again elsewhere: 1 s, not libnats's 5. */
+    so.Config.Heartbeat = 1000000000LL;
     if (js_SubscribeSync(&sub, f->js, f->log_subject, NULL, &so, &jerr) != NATS_OK)
         return NULL;
     return sub;
@@ -144,7 +147,8 @@ static bool keep(fol *f, uint64_t seq, const uint8_t *hash, const void *data, si
     memcpy(d, &seq, 8);
     memcpy(d + 8, hash, TK_HASH_LEN);
     memcpy(d + 8 + TK_HASH_LEN, &l, 4);
-    memcpy(d + REC_HEAD, data, len);
+    if (len)
+        memcpy(d + REC_HEAD, data, len);
     f->pn += need;
     f->pcount++;
     pthread_mutex_unlock(&f->mu);

@@ -118,7 +118,7 @@ static void tap_cb(void *arg, const eng_rec *r)
     if (p->tail - p->head + need > PUB_QUEUE_MAX) {
         p->head = p->tail = 0; /* the log has them: the thread reads it instead */
     } else {
-        if (p->cap - p->tail < need) {
+        if (p->cap - p->tail < need && p->head > 0) { /* room at the front first */
             memmove(p->q, p->q + p->head, p->tail - p->head);
             p->tail -= p->head;
             p->head = 0;

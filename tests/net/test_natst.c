@@ -48,13 +48,16 @@ typedef struct fx {
     bool done; /* the body ran to its end: the temp dir can go */
 } fx;
 
+
+/* A case's time limit, in seconds: more under the sanitizers. */
+#define WATCHDOG(s) ((s) * (SANITIZED ? 3 : 1))
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
     *state = f;
-    raw_watchdog(60);
+    raw_watchdog(WATCHDOG(60));
     f->t0 = tkt_now_ms();
     return 0;
 }

@@ -55,6 +55,9 @@ typedef struct tok {
     char secret[TK_SECRET_LEN + 1];
 } tok;
 
+
+/* A case's time limit, in seconds: more under the sanitizers. */
+#define WATCHDOG(s) ((s) * (SANITIZED ? 3 : 1))
 static const char *const viewer[] = {"viewer"};
 
 static int64_t now_us(void)
@@ -432,7 +435,7 @@ static void two_replicas_see_every_change(void **state)
     raw_server p, r[2];
     char alice[TK_SECRET_LEN + 1];
     static poller pl[2];
-    raw_watchdog(120);
+    raw_watchdog(WATCHDOG(120));
     need_nats(&n, 1);
     start_node(&p, NULL, "--publish", natst_url(&n), NULL, NULL, NULL);
     for (int i = 0; i < 2; i++)
@@ -599,7 +602,7 @@ static void barrier_run(bool barrier)
     natst n = {0};
     raw_server p, r[2];
     char alice[TK_SECRET_LEN + 1];
-    raw_watchdog(120);
+    raw_watchdog(WATCHDOG(120));
     need_nats(&n, 1);
     start_node(&p, NULL, "--publish", natst_url(&n), barrier ? "--revocation-barrier" : NULL,
                NULL, NULL);
@@ -789,7 +792,7 @@ static void replica_killed_catches_up(void **state)
     raw_server p, r, r2;
     char alice[TK_SECRET_LEN + 1], out[8192];
     static wload w;
-    raw_watchdog(90);
+    raw_watchdog(WATCHDOG(90));
     need_nats(&n, 1);
     start_node(&p, NULL, "--publish", natst_url(&n), NULL, NULL, NULL);
     start_node(&r, NULL, "--follow", natst_url(&n), NULL, NULL, NULL);
@@ -887,7 +890,7 @@ static void empty_replica_bootstraps_from_a_snapshot(void **state)
     natsConnection *nc;
     jsCtx *js;
     tok early[50], late;
-    raw_watchdog(60);
+    raw_watchdog(WATCHDOG(60));
     need_nats(&n, 1);
     start_node(&p, NULL, "--publish", natst_url(&n), "--snapshot-every", "1", NULL);
     world(&p, alice);
@@ -947,7 +950,7 @@ static void primary_killed_republishes_without_duplicates(void **state)
     raw_server p, p2, r;
     char alice[TK_SECRET_LEN + 1], out[8192];
     static wload w;
-    raw_watchdog(90);
+    raw_watchdog(WATCHDOG(90));
     need_nats(&n, 1);
     start_node(&p, NULL, "--publish", natst_url(&n), NULL, NULL, NULL);
     start_node(&r, NULL, "--follow", natst_url(&n), NULL, NULL, NULL);
@@ -1078,7 +1081,7 @@ static void nats_cluster_node_loss(void **state)
     raw_server p, r;
     char alice[TK_SECRET_LEN + 1];
     tok t1, t2, t3;
-    raw_watchdog(150);
+    raw_watchdog(WATCHDOG(150));
     need_nats(&n, 3);
     start_node(&p, NULL, "--publish", natst_url(&n), "--stream-replicas", "3",
                "--revocation-barrier");
@@ -1177,7 +1180,7 @@ static void forged_run(bool gap)
     raw_server p, r;
     char alice[TK_SECRET_LEN + 1], out[8192];
     tok t[5];
-    raw_watchdog(60);
+    raw_watchdog(WATCHDOG(60));
     need_nats(&n, 1);
     start_node(&p, NULL, "--publish", natst_url(&n), NULL, NULL, NULL);
     start_node(&r, NULL, "--follow", natst_url(&n), NULL, NULL, NULL);
@@ -1311,7 +1314,7 @@ static void writes_on_a_replica_are_refused(void **state)
     char alice[TK_SECRET_LEN + 1], rop[128], hdr[256], want[64];
     tkc_new_token nt;
     tok t;
-    raw_watchdog(60);
+    raw_watchdog(WATCHDOG(60));
     need_nats(&n, 1);
     start_node(&p, NULL, "--publish", natst_url(&n), NULL, NULL, NULL);
     start_node(&r, NULL, "--follow", natst_url(&n), NULL, NULL, NULL);
@@ -1397,7 +1400,7 @@ static void mixed_workload_compares_equal(void **state)
     char alice[TK_SECRET_LEN + 1], op[128];
     tok t[40];
     static const char *const perms[] = {"orders:read", "orders:write"};
-    raw_watchdog(60);
+    raw_watchdog(WATCHDOG(60));
     need_nats(&n, 1);
     start_node(&p, NULL, "--publish", natst_url(&n), NULL, NULL, NULL);
     start_node(&r, NULL, "--follow", natst_url(&n), NULL, NULL, NULL);

@@ -80,7 +80,7 @@ int natst_restart(natst *n, int i);
 
 /* Starts every node that is not running, all at once (a cluster's
  * elections after a full stop go faster with every voter present than
- * one restart at a time), then natst_ready: at most 20 s in all. 0 or -1. */
+ * one restart at a time), then natst_ready: at most 40 s in all. 0 or -1. */
 int natst_restart_all(natst *n);
 
 /* Waits at most timeout_ms for every running node to answer JetStream
