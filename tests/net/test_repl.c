@@ -1172,6 +1172,49 @@ static void nats_cluster_node_loss(void **state)
     raw_watchdog(0);
 }
 
+/* ======== NATS away: writes go on, the stream catches up ================== */
+
+/* A primary started while its NATS is away starts, takes writes and
+ * answers them (NATS never stops a write), and once NATS is back publishes
+ * every record from its log: a replica started then answers them all. */
+static void writes_go_on_while_nats_is_away(void **state)
+{
+    (void)state;
+    natst n = {0};
+    raw_server p, r;
+    char alice[TK_SECRET_LEN + 1];
+    tok t[20];
+    raw_watchdog(WATCHDOG(60));
+    need_nats(&n, 1);
+    assert_int_equal(natst_kill(&n, 0), 0); /* its port is known, nobody listens */
+    int64_t t0 = tkt_now_ms();
+    start_node(&p, NULL, "--publish", natst_url(&n), NULL, NULL, NULL);
+    world(&p, alice);
+    tkc *c = conn(p.port, alice);
+    for (int i = 0; i < 20; i++)
+        create_one(c, &t[i]);
+    assert_int_equal(tkc_token_delete(c, t[0].id), 0);
+    tkc_free(c);
+    print_message("# NATS away: started and 21 writes answered in %lld ms\n",
+                  (long long)(tkt_now_ms() - t0));
+    assert_true(metric(p.http_port, "tokend_replication_published_seq") == 0);
+    assert_true(metric(p.http_port, "tokend_replication_connected") == 0);
+    assert_int_equal(natst_restart(&n, 0), 0);
+    start_node(&r, NULL, "--follow", natst_url(&n), NULL, NULL, NULL);
+    assert_true(wait_verdict(r.port, t[19].secret, TK_V_VALID, 20000) >= 0);
+    assert_true(wait_converged(&p, &r, 15000));
+    for (int i = 1; i < 20; i++)
+        assert_int_equal(verdict_on(r.port, t[i].secret), TK_V_VALID);
+    assert_int_equal(verdict_on(r.port, t[0].secret), TK_V_UNKNOWN);
+    assert_int_equal(raw_server_stop(&p), 0);
+    assert_int_equal(raw_server_stop(&r), 0);
+    assert_int_equal(compare_dirs(p.dir, r.dir), 0);
+    raw_server_free(&r);
+    raw_server_free(&p);
+    natst_free(&n);
+    raw_watchdog(0);
+}
+
 /* ======== 7. a_forged_record_stops_the_replica =========================== */
 
 static void forged_run(bool gap)
@@ -1528,6 +1571,7 @@ int main(void)
         cmocka_unit_test(empty_replica_bootstraps_from_a_snapshot),
         cmocka_unit_test(primary_killed_republishes_without_duplicates),
         cmocka_unit_test(nats_cluster_node_loss),
+        cmocka_unit_test(writes_go_on_while_nats_is_away),
         cmocka_unit_test(a_forged_record_stops_the_replica),
         cmocka_unit_test(a_seq_gap_stops_the_replica),
         cmocka_unit_test(writes_on_a_replica_are_refused),
