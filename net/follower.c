@@ -10,8 +10,6 @@
  */
 #include "net/follower.h"
 
-#include <dirent.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,12 +22,12 @@
 #include "core/xmalloc.h"
 #include "net/log.h"
 #include "net/objstore.h"
+#include "store/recbuf.h"
 
 #define FOL_PEND_MAX (16u << 20)  /* bytes of records read and not yet handed over */
 #define FOL_JOB_MAX 4096          /* records per job */
 #define FOL_WAIT_MS 100           /* the follower's longest wait for a message */
 #define FOL_RETRY_MS 500
-#define REC_HEAD (8 + TK_HASH_LEN + 4) /* a pending record: seq, hash, length, payload */
 
 struct fol {
     struct event_base *base;
@@ -49,16 +47,13 @@ struct fol {
     pthread_cond_t room;   /* the follower waits for room in pend */
     pthread_cond_t lcv;    /* the lease thread waits here */
     bool stop;
-    /* Read, not yet handed over (mu). */
-    uint8_t *pend;
-    size_t pn, pcap, pcount;
+    recbuf pend;           /* mu: read, not yet handed over */
     /* The job with the writer (loop thread; the writer between submit and
      * done). */
     wrt_queue *q;
     wrt_job job;
     bool in_flight;
-    uint8_t *jbuf;
-    size_t jn, jcap;
+    recbuf jbuf;           /* the job's records (eng_follow's recs point into it) */
     eng_rec *recs;
     size_t nrecs, reccap;
     int job_rc;
@@ -130,27 +125,14 @@ static natsSubscription *subscribe(fol *f, uint64_t from)
  * stopping. */
 static bool keep(fol *f, uint64_t seq, const uint8_t *hash, const void *data, size_t len)
 {
-    size_t need = REC_HEAD + len;
-    uint32_t l = (uint32_t)len;
     pthread_mutex_lock(&f->mu);
-    while (!f->stop && f->pn > 0 && f->pn + need > FOL_PEND_MAX)
+    while (!f->stop && rb_bytes(&f->pend) > 0 && rb_bytes(&f->pend) + len > FOL_PEND_MAX)
         pthread_cond_wait(&f->room, &f->mu);
     if (f->stop) {
         pthread_mutex_unlock(&f->mu);
         return false;
     }
-    if (f->pcap - f->pn < need) {
-        f->pcap = f->pcap * 2 > f->pn + need ? f->pcap * 2 : f->pn + need;
-        f->pend = xrealloc(f->pend, f->pcap);
-    }
-    uint8_t *d = f->pend + f->pn;
-    memcpy(d, &seq, 8);
-    memcpy(d + 8, hash, TK_HASH_LEN);
-    memcpy(d + 8 + TK_HASH_LEN, &l, 4);
-    if (len)
-        memcpy(d + REC_HEAD, data, len);
-    f->pn += need;
-    f->pcount++;
+    rb_put(&f->pend, seq, hash, data, len);
     pthread_mutex_unlock(&f->mu);
     return true;
 }
@@ -224,7 +206,7 @@ static void submit(fol *f)
     memset(&f->job, 0, sizeof f->job);
     f->job.read = job_read;
     f->job.done = job_done;
-    f->job.bytes = f->jn;
+    f->job.bytes = f->jbuf.n; /* every record of it, read into recs already */
     if (wrt_submit(f->w, f->q, &f->job) != 0) {
         struct timeval tv = {0, 10000};
         evtimer_add(f->retry, &tv); /* the writer's backlog is full: soon again */
@@ -237,33 +219,20 @@ static void submit(fol *f)
 static bool take(fol *f)
 {
     pthread_mutex_lock(&f->mu);
-    if (f->pn == 0) {
+    if (rb_bytes(&f->pend) == 0) {
         pthread_mutex_unlock(&f->mu);
         return false;
     }
-    uint8_t *b = f->jbuf;
-    size_t cap = f->jcap;
-    f->jbuf = f->pend, f->jn = f->pn, f->jcap = f->pcap;
-    f->pend = b, f->pcap = cap, f->pn = 0;
-    size_t count = f->pcount;
-    f->pcount = 0;
+    rb_swap(&f->jbuf, &f->pend);
+    rb_clear(&f->pend);
     pthread_cond_signal(&f->room);
     pthread_mutex_unlock(&f->mu);
-    if (count > f->reccap) {
-        f->reccap = count;
-        f->recs = xrealloc(f->recs, count * sizeof *f->recs);
+    if (f->jbuf.count > f->reccap) {
+        f->reccap = f->jbuf.count;
+        f->recs = xrealloc(f->recs, f->reccap * sizeof *f->recs);
     }
-    f->nrecs = 0;
-    for (size_t off = 0; off < f->jn;) {
-        eng_rec *r = &f->recs[f->nrecs++];
-        uint32_t l;
-        memcpy(&r->seq, f->jbuf + off, 8);
-        r->hash = f->jbuf + off + 8;
-        memcpy(&l, f->jbuf + off + 8 + TK_HASH_LEN, 4);
-        r->payload = f->jbuf + off + REC_HEAD;
-        r->len = l;
-        off += REC_HEAD + l;
-    }
+    for (f->nrecs = 0; rb_peek(&f->jbuf, &f->recs[f->nrecs]); rb_pop(&f->jbuf))
+        f->nrecs++;
     return true;
 }
 
@@ -330,7 +299,7 @@ static void reply_cb(natsConnection *nc, natsSubscription *sub, natsMsg *m, void
              "(%s)", f->stream, r.addr[0] ? r.addr : "its address unknown");
     eng_set_readonly(f->e, msg);
     pthread_mutex_lock(&f->mu);
-    uint64_t now = repl_now_ns();
+    uint64_t now = met_now_ns();
     f->heard_ns = now;
     f->asked_ns = 0;
     if (r.durable > f->primary)
@@ -374,7 +343,7 @@ static void *lease_main(void *arg)
     uint64_t beat = f->lease_ns / 4, next = 0;
     pthread_mutex_lock(&f->mu);
     while (!f->stop) {
-        uint64_t now = repl_now_ns();
+        uint64_t now = met_now_ns();
         bool ok = f->fail_open
                   || (!f->stopped[0] && now < f->lease_until && f->applied >= f->need);
         if (ok != f->available) {
@@ -402,27 +371,14 @@ static void *lease_main(void *arg)
 
 /* ---- a new replica's first state ------------------------------------------ */
 
-static bool dir_empty(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return errno == ENOENT;
-    struct dirent *de;
-    bool empty = true;
-    while (empty && (de = readdir(d)))
-        empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
-    closedir(d);
-    return empty;
-}
-
 int fol_bootstrap(const repl_opts *o, const char *dir, int wait_ms, tk_why *why)
 {
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     char bucket[REPL_SUBJECT_MAX];
     int rc;
-    if (!dir_empty(dir))
-        return TK_EEXIST;
+    if ((rc = eng_bootstrap_target(dir, why)))
+        return rc;
     snprintf(bucket, sizeof bucket, "%s-snapshots", o->stream ? o->stream : REPL_STREAM_DEFAULT);
     if ((rc = repl_connect(o->follow, "tokend replica bootstrap", &nc, why)))
         return rc;
@@ -508,11 +464,6 @@ fail:
     return rc;
 }
 
-bool fol_idle(const fol *f)
-{
-    return !f || !f->in_flight;
-}
-
 void fol_free(fol *f)
 {
     if (!f)
@@ -541,24 +492,25 @@ void fol_free(fol *f)
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->room);
     pthread_cond_destroy(&f->lcv);
-    free(f->pend);
-    free(f->jbuf);
+    rb_free(&f->pend);
+    rb_free(&f->jbuf);
     free(f->recs);
     free(f->stream);
     free(f->name);
     free(f);
 }
 
-void fol_get_state(fol *f, fol_state *out)
+void fol_get_state(fol *f, met_repl *out)
 {
     memset(out, 0, sizeof *out);
+    out->role = "replica";
     out->connected = natsConnection_Status(f->nc) == NATS_CONN_STATUS_CONNECTED;
     pthread_mutex_lock(&f->mu);
     out->available = f->available;
     out->applied = f->applied;
     out->primary = f->primary;
     out->since_primary_s =
-        f->heard_ns ? (double)(repl_now_ns() - f->heard_ns) / 1e9 : -1.0;
-    out->stopped = f->stopped;
+        f->heard_ns ? (double)(met_now_ns() - f->heard_ns) / 1e9 : -1.0;
+    snprintf(out->problem, sizeof out->problem, "%s", f->stopped);
     pthread_mutex_unlock(&f->mu);
 }

@@ -30,6 +30,7 @@
 
 #include <event2/event.h>
 
+#include "net/metrics.h"
 #include "net/repl.h"
 #include "net/writer.h"
 #include "store/engine.h"
@@ -54,20 +55,9 @@ int fol_start(struct event_base *base, eng *e, wrt *w, const repl_opts *o, const
 /* Stops the threads (loop thread, the writer idle). f may be NULL. */
 void fol_free(fol *f);
 
-/* True when no job of f is with the writer (loop thread): the stop waits
- * for it. */
-bool fol_idle(const fol *f);
-
-/* What /metrics and /readyz show. */
-typedef struct fol_state {
-    bool connected;        /* to NATS */
-    bool available;        /* answering "valid" (the lease runs, caught up) */
-    uint64_t applied;      /* the last seq applied here */
-    uint64_t primary;      /* the primary's durable seq, as last heard */
-    double since_primary_s; /* since the primary last answered a lease request */
-    const char *stopped;   /* why applying stopped for good, or "" (borrowed from f) */
-} fol_state;
-
-void fol_get_state(fol *f, fol_state *out);
+/* What /metrics and /readyz show (net/metrics.h): role "replica", NATS,
+ * availability, the seqs applied and heard, why applying stopped for good.
+ * Any thread. */
+void fol_get_state(fol *f, met_repl *out);
 
 #endif

@@ -215,14 +215,17 @@ static void body_text(gw_answer *a, const char *text)
     a->body_len = n;
 }
 
+int gw_refused_code(tk_verdict v, int *status)
+{
+    bool unavail = v == TK_V_UNAVAILABLE;
+    *status = unavail ? TK_EBUSY : TK_EUNAUTH;
+    return unavail ? 503 : 401;
+}
+
 static void refuse(gw_answer *a, const char *reason, tk_verdict verdict)
 {
     char text[96];
-    /* A replica past its lease vouches for nothing: a server error, so a
-     * gateway fails closed and a load balancer asks another. */
-    bool unavail = verdict == TK_V_UNAVAILABLE;
-    a->code = unavail ? 503 : 401;
-    a->status = unavail ? TK_EBUSY : TK_EUNAUTH;
+    a->code = gw_refused_code(verdict, &a->status);
     a->reason = reason;
     a->v.verdict = verdict;
     snprintf(text, sizeof text, "{\"valid\":false,\"reason\":\"%s\"}", reason);

@@ -57,9 +57,16 @@ bool gw_allowed(eng *e, const gw_key *k, const gw_in *in, int64_t now);
  * skipped, with *n its length; NULL for another scheme. */
 const char *gw_scheme(const char *v, size_t *n, const char *name);
 
+/* The HTTP status of a verification that is not valid, *status its
+ * request counters' status: 401 and TK_EUNAUTH; for a replica past its
+ * lease (TK_V_UNAVAILABLE: it vouches for nothing) 503 and TK_EBUSY, so
+ * that a gateway fails closed and a load balancer asks another. */
+int gw_refused_code(tk_verdict v, int *status);
+
 typedef struct gw_answer {
-    int code;                 /* 200, 401 or 403 */
-    int status;               /* for the request counters: 0, TK_EUNAUTH or TK_EDENIED */
+    int code;                 /* 200, 401, 403 or 503 (gw_refused_code) */
+    int status;               /* for the request counters: 0, TK_EUNAUTH, TK_EDENIED or
+                                 TK_EBUSY */
     bool keyless;             /* refused before any lookup: no gateway key (an error
                                  reply, not a verdict: no X-Tokend-Reason, not counted
                                  as a verification) */

@@ -746,7 +746,7 @@ static void inline_op(http_srv *h, struct evhttp_request *req, const sch_op *op,
     mpw_init(&w);
     dsp_err err = {""};
     int rc = 0;
-    bool invalid = false, unavail = false;
+    int code = 200, status = 0;
     if (op->code == OP_PING) {
         rc = dsp_ping((const uint8_t *)body->buf.data, body->buf.size, &err);
         if (!rc)
@@ -777,22 +777,22 @@ static void inline_op(http_srv *h, struct evhttp_request *req, const sch_op *op,
                 eng_verify(h->env.e, v.has_client_id ? &v.client_id : NULL, v.secret.p,
                            v.secret.n, time(NULL), &out);
             dsp_put_verify(&w, &out);
-            invalid = out.verdict != TK_V_VALID;
-            unavail = out.verdict == TK_V_UNAVAILABLE; /* a replica past its lease */
-            if (invalid)
+            if (out.verdict != TK_V_VALID) {
+                code = gw_refused_code(out.verdict, &status);
                 evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                                   "Bearer realm=\"tokend\"");
+            }
             met_verify(h->env.m, MET_HTTP, out.verdict, met_now_ns() - t0);
         }
     }
     if (rc) {
         send_error(h, req, op->code, rc, err.msg, 0);
     } else {
-        /* An invalid token is 401 here too, body and all: a gateway that
-         * forwarded a client's JSON body to this path must not read "200"
-         * as "let it through" (the trap of verify APIs that always say 200). */
-        reply_ok(h, req, op, unavail ? 503 : invalid ? 401 : 200, &w,
-                 unavail ? TK_EBUSY : invalid ? TK_EUNAUTH : 0);
+        /* An invalid token is 401 (503 on a replica past its lease) here
+         * too, body and all: a gateway that forwarded a client's JSON body to
+         * this path must not read "200" as "let it through" (the trap of
+         * verify APIs that always say 200). */
+        reply_ok(h, req, op, code, &w, status);
     }
     mpw_free(&w);
 }
@@ -928,11 +928,13 @@ static void api(http_srv *h, struct evhttp_request *req, hconn *hc, const char *
 
 /* /healthz: 200 while the store takes writes, 503 with the reason when it
  * is full (revocations only) or fenced. /readyz: 200 while serving (a full
- * or fenced store still verifies), 503 once stopping. */
+ * or fenced store still verifies), 503 once stopping, and on a replica
+ * while it vouches for nothing (no lease, behind, stopped applying). */
 static void health(http_srv *h, struct evhttp_request *req, bool ready)
 {
     const char *why = "";
     const char *state = "ok";
+    met_repl r = {0}; /* why may point into it */
     bool ok;
     if (eng_fenced(h->env.e, &why))
         state = "fenced";
@@ -940,7 +942,6 @@ static void health(http_srv *h, struct evhttp_request *req, bool ready)
         state = "full", why = "storage full: only revocations are accepted";
     ok = why[0] == 0;
     if (ready) {
-        met_repl r = {0};
         if (h->env.repl)
             h->env.repl(h->env.repl_arg, &r);
         ok = !h->stopping;
@@ -950,7 +951,7 @@ static void health(http_srv *h, struct evhttp_request *req, bool ready)
             /* A replica that cannot vouch for a token is not ready for gateways. */
             ok = false;
             state = "unavailable";
-            why = r.problem && r.problem[0]
+            why = r.problem[0]
                       ? r.problem
                       : "no lease from the primary, or behind it: verifications answer "
                         "unavailable";

@@ -149,7 +149,7 @@ static void render_repl(const met_repl *r, FILE *out)
     head(out, "tokend_replica_stopped", "gauge",
          "1 once the replica stopped applying the primary's log (a gap, a broken chain: its "
          "log says why).");
-    fprintf(out, "tokend_replica_stopped %d\n", r->problem && r->problem[0] != 0);
+    fprintf(out, "tokend_replica_stopped %d\n", r->problem[0] != 0);
 }
 
 void met_render(const met *m, const met_gauges *g, FILE *out)

@@ -47,7 +47,7 @@ void met_request(met *m, met_listener l, uint16_t code, int status);
 typedef struct met_repl {
     const char *role;        /* "primary", "replica" or NULL */
     bool connected;          /* to NATS */
-    const char *problem;     /* why it does not publish / stopped applying, or "" */
+    char problem[300];       /* why it does not publish / stopped applying, or "" */
     /* primary */
     uint64_t published;      /* the last seq the stream acknowledged */
     size_t replicas;         /* replicas in the barrier */

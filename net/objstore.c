@@ -15,6 +15,7 @@
 #include <sodium.h>
 
 #include "core/xmalloc.h"
+#include "store/fio.h"
 
 #define OBJ_CHUNK (128u * 1024)   /* the clients' default chunk */
 #define OBJ_WAIT_MS 10000
@@ -251,15 +252,8 @@ static int read_chunks(jsCtx *js, const char *bucket, const obj_names *n, json_t
         size_t len = (size_t)natsMsg_GetDataLength(m);
         crypto_hash_sha256_update(&st, (const unsigned char *)d, len);
         total += (json_int_t)len;
-        for (size_t off = 0; off < len && rc == 0;) {
-            ssize_t w = write(fd, d + off, len - off);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0)
-                rc = tk_say(why, TK_EIO, "cannot write the snapshot: %s", strerror(errno));
-            else
-                off += (size_t)w;
-        }
+        if (fio_write_all(fd, d, len) != 0)
+            rc = tk_say(why, TK_EIO, "cannot write the snapshot: %s", strerror(errno));
         natsMsg_Destroy(m);
     }
     if (sub) {
@@ -296,7 +290,7 @@ int obj_get_file(jsCtx *js, const char *bucket, const char *name, const char *pa
         rc = tk_say(why, TK_EIO, "cannot write %s: %s", tmp, strerror(errno));
     } else {
         rc = read_chunks(js, bucket, &n, meta, fd, why);
-        if (!rc && fsync(fd) != 0)
+        if (!rc && fio_fsync(fd) != 0)
             rc = tk_say(why, TK_EIO, "cannot write %s: %s", tmp, strerror(errno));
         close(fd);
         if (!rc && rename(tmp, path) != 0)

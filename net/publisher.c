@@ -28,12 +28,12 @@
 #include "net/objstore.h"
 #include "net/log.h"
 #include "store/elog.h"
+#include "store/recbuf.h"
 
 #define PUB_WINDOW 512                /* records in flight to JetStream */
 #define PUB_QUEUE_MAX (64u << 20)     /* bytes of records queued from the tap */
 #define PUB_ACK_WAIT_MS 5000
 #define PUB_RETRY_MS 250
-#define REC_HEAD (8 + TK_HASH_LEN + 4) /* a queued record: seq, hash, length */
 
 /* One record's payload, copied for its message. */
 typedef struct pbuf {
@@ -72,10 +72,8 @@ struct pub {
     bool stop;
     uint64_t told;      /* mu: counts the tap's records, so that one that came while the
                            thread was busy is never slept over */
-    /* The tap's records (mu): [head, tail) of q, oldest first. lost: the
-     * queue overflowed and was emptied; the log has them. */
-    uint8_t *q;
-    size_t head, tail, cap;
+    recbuf q;           /* mu: the tap's records, oldest first (emptied when full: the
+                           thread reads the log instead) */
     /* The thread's own. */
     uint64_t next;      /* the next seq to publish; 0: ask the stream */
     elog_iter *it;      /* reading the log, while catching up */
@@ -112,28 +110,11 @@ struct pub {
 static void tap_cb(void *arg, const eng_rec *r)
 {
     pub *p = arg;
-    size_t need = REC_HEAD + r->len;
-    uint32_t len = (uint32_t)r->len;
     pthread_mutex_lock(&p->mu);
-    if (p->tail - p->head + need > PUB_QUEUE_MAX) {
-        p->head = p->tail = 0; /* the log has them: the thread reads it instead */
-    } else {
-        if (p->cap - p->tail < need && p->head > 0) { /* room at the front first */
-            memmove(p->q, p->q + p->head, p->tail - p->head);
-            p->tail -= p->head;
-            p->head = 0;
-        }
-        if (p->cap - p->tail < need) {
-            p->cap = p->cap * 2 > p->tail + need ? p->cap * 2 : p->tail + need;
-            p->q = xrealloc(p->q, p->cap);
-        }
-        uint8_t *d = p->q + p->tail;
-        memcpy(d, &r->seq, 8);
-        memcpy(d + 8, r->hash, TK_HASH_LEN);
-        memcpy(d + 8 + TK_HASH_LEN, &len, 4);
-        memcpy(d + REC_HEAD, r->payload, r->len);
-        p->tail += need;
-    }
+    if (rb_bytes(&p->q) + r->len > PUB_QUEUE_MAX)
+        rb_clear(&p->q); /* the log has them: the thread reads it instead */
+    else
+        rb_put(&p->q, r->seq, r->hash, r->payload, r->len);
     p->told++;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
@@ -144,7 +125,7 @@ static void tap_cb(void *arg, const eng_rec *r)
 static bool gate_cb(void *arg, uint64_t seq)
 {
     pub *p = arg;
-    uint64_t now = repl_now_ns(), at;
+    uint64_t now = met_now_ns(), at;
     if (bar_passed(p->b, seq, now, &at)) {
         __atomic_store_n(&p->waiting, false, __ATOMIC_RELAXED);
         return true;
@@ -191,7 +172,7 @@ static void lease_cb(natsConnection *nc, natsSubscription *sub, natsMsg *m, void
     snprintf(rp.addr, sizeof rp.addr, "%s", p->addr);
     rp.granted = rq.join;
     if (rq.join && p->barrier
-        && bar_heard(p->b, rq.name, rq.applied, rp.durable, repl_now_ns(), &rp.catch_up) != 0)
+        && bar_heard(p->b, rq.name, rq.applied, rp.durable, met_now_ns(), &rp.catch_up) != 0)
         rp.granted = false; /* the book is full: no lease, the replica stays unavailable */
     (void)natsConnection_Publish(nc, reply, buf, (int)repl_lease_rep_put(&rp, buf));
     natsMsg_Destroy(m);
@@ -332,24 +313,17 @@ static int find_next(pub *p)
  * else from the log. 1 (copied into *buf), 0 (none yet), or < 0. */
 static int next_record(pub *p, uint64_t durable, pbuf *buf, uint64_t *seq, uint8_t *hash)
 {
+    eng_rec r;
     pthread_mutex_lock(&p->mu);
-    while (p->head < p->tail) {
-        uint64_t s;
-        uint32_t len;
-        memcpy(&s, p->q + p->head, 8);
-        memcpy(&len, p->q + p->head + 8 + TK_HASH_LEN, 4);
-        if (s > p->next)
-            break;
-        if (s == p->next) {
-            *seq = s;
-            memcpy(hash, p->q + p->head + 8, TK_HASH_LEN);
-            pbuf_set(buf, p->q + p->head + REC_HEAD, len);
-        }
-        p->head += REC_HEAD + len;
-        if (s == p->next) {
-            pthread_mutex_unlock(&p->mu);
-            return 1;
-        }
+    for (; rb_peek(&p->q, &r) && r.seq <= p->next; rb_pop(&p->q)) {
+        if (r.seq < p->next)
+            continue; /* published already */
+        *seq = r.seq;
+        memcpy(hash, r.hash, TK_HASH_LEN);
+        pbuf_set(buf, r.payload, r.len);
+        rb_pop(&p->q);
+        pthread_mutex_unlock(&p->mu);
+        return 1;
     }
     pthread_mutex_unlock(&p->mu);
     if (p->next > durable)
@@ -534,14 +508,14 @@ static void *snap_main(void *arg)
         uint64_t seq = p->snap_seq;
         pthread_mutex_unlock(&p->mu);
         tk_why why = {.msg = ""};
-        uint64_t t0 = repl_now_ns();
+        uint64_t t0 = met_now_ns();
         int rc = obj_put_file(p->js, p->bucket, p->replicas, "latest", p->snap_path, &why);
         if (rc)
             lg_line("snapshot: event %llu not put in bucket %s: %s; trying again",
                     (unsigned long long)seq, p->bucket, why.msg);
         else
             lg_line("snapshot: event %llu put in bucket %s as \"latest\" (%.2f s)",
-                    (unsigned long long)seq, p->bucket, (double)(repl_now_ns() - t0) / 1e9);
+                    (unsigned long long)seq, p->bucket, (double)(met_now_ns() - t0) / 1e9);
         pthread_mutex_lock(&p->mu);
         if (rc == 0) {
             p->snap_ready = false;
@@ -573,7 +547,7 @@ int pub_start(struct event_base *base, eng *e, wrt *w, const repl_opts *o, const
     pthread_cond_init(&p->cv, NULL);
     repl_log_subject(p->stream, p->log_subject);
     repl_lease_subject(p->stream, p->lease_subject);
-    bar_new(p->lease_ms, repl_now_ns(), &p->b);
+    bar_new(p->lease_ms, met_now_ns(), &p->b);
     p->regate = event_new(base, -1, 0, regate_cb, p);
     p->recheck = evtimer_new(base, regate_cb, p);
     p->snap_path = xstrdup(snapshot_path);
@@ -652,21 +626,21 @@ void pub_free(pub *p)
     bar_free(p->b);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
-    free(p->q);
+    rb_free(&p->q);
     free(p->stream);
     free(p->addr);
     free(p);
 }
 
-void pub_get_state(pub *p, pub_state *out)
+void pub_get_state(pub *p, met_repl *out)
 {
     memset(out, 0, sizeof *out);
+    out->role = "primary";
     out->connected = natsConnection_Status(p->nc) == NATS_CONN_STATUS_CONNECTED;
-    bar_stats(p->b, repl_now_ns(), &out->replicas, &out->min_applied);
+    bar_stats(p->b, met_now_ns(), &out->replicas, &out->min_applied);
     pthread_mutex_lock(&p->mu);
     out->published = p->published;
     out->held = p->held;
-    out->snapshot = p->snap_put;
-    out->problem = p->problem; /* a pointer into p: read while p lives */
+    snprintf(out->problem, sizeof out->problem, "%s", p->problem);
     pthread_mutex_unlock(&p->mu);
 }

@@ -25,6 +25,7 @@
 
 #include <event2/event.h>
 
+#include "net/metrics.h"
 #include "net/repl.h"
 #include "net/writer.h"
 #include "store/engine.h"
@@ -46,18 +47,9 @@ int pub_start(struct event_base *base, eng *e, wrt *w, const repl_opts *o, const
  * writer is idle). p may be NULL. */
 void pub_free(pub *p);
 
-/* What /metrics shows. */
-typedef struct pub_state {
-    bool connected;       /* to NATS */
-    uint64_t published;   /* the last seq the stream acknowledged */
-    size_t replicas;      /* replicas in the barrier (leases live) */
-    uint64_t min_applied; /* the least seq applied among them */
-    uint64_t held;        /* revocations that waited for the barrier */
-    uint64_t snapshot;    /* the seq of the last snapshot put in the bucket (0: none) */
-    const char *problem;  /* why it does not publish (the stream holds another history,
-                             ...), or "" */
-} pub_state;
-
-void pub_get_state(pub *p, pub_state *out);
+/* What /metrics shows (net/metrics.h): role "primary", NATS, the last seq
+ * published, the barrier's book, why it does not publish (the stream holds
+ * another history, ...). Any thread. */
+void pub_get_state(pub *p, met_repl *out);
 
 #endif

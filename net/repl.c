@@ -9,7 +9,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include <sodium.h>
 
@@ -206,11 +205,4 @@ int repl_lease_rep_get(const void *p, size_t n, repl_lease_rep *out)
     out->lease_ms = le_get32(b + 28);
     out->barrier = b[32] == 1;
     return text_get(b + REP_FIXED, n - REP_FIXED, out->addr, sizeof out->addr);
-}
-
-uint64_t repl_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }

@@ -68,9 +68,9 @@ natsStatus repl_record_msg(natsMsg **out, const char *subject, uint64_t seq,
  * TK_EPROTO (a header missing or malformed). */
 int repl_record_of(natsMsg *m, uint64_t *seq, uint8_t hash[TK_HASH_LEN]);
 
-/* A replica's lease request: what it has applied, and its own monotonic
- * send time, echoed by the reply (so a lease runs from the request's
- * sending, never from a later moment). */
+/* A replica's lease request: what it has applied, and its own send time
+ * (met_now_ns, monotonic), echoed by the reply (so a lease runs from the
+ * request's sending, never from a later moment). */
 typedef struct repl_lease_req {
     uint64_t applied;
     uint64_t sent_ns;
@@ -98,8 +98,5 @@ size_t repl_lease_req_put(const repl_lease_req *r, uint8_t *out);
 int repl_lease_req_get(const void *p, size_t n, repl_lease_req *out);
 size_t repl_lease_rep_put(const repl_lease_rep *r, uint8_t *out);
 int repl_lease_rep_get(const void *p, size_t n, repl_lease_rep *out);
-
-/* Monotonic nanoseconds (the lease's clock on both sides). */
-uint64_t repl_now_ns(void);
 
 #endif

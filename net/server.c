@@ -431,27 +431,10 @@ static void repl_state(void *arg, met_repl *out)
 {
     srv *s = arg;
     memset(out, 0, sizeof *out);
-    if (s->pub) {
-        pub_state p;
-        pub_get_state(s->pub, &p);
-        out->role = "primary";
-        out->connected = p.connected;
-        out->published = p.published;
-        out->replicas = p.replicas;
-        out->min_applied = p.min_applied;
-        out->held = p.held;
-        out->problem = p.problem;
-    } else if (s->fol) {
-        fol_state f;
-        fol_get_state(s->fol, &f);
-        out->role = "replica";
-        out->connected = f.connected;
-        out->available = f.available;
-        out->applied = f.applied;
-        out->primary = f.primary;
-        out->since_primary_s = f.since_primary_s;
-        out->problem = f.stopped;
-    }
+    if (s->pub)
+        pub_get_state(s->pub, out);
+    else if (s->fol)
+        fol_get_state(s->fol, out);
 }
 
 /* Starts the publisher or the follower, once the listeners are bound (a

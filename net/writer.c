@@ -81,9 +81,9 @@ struct wrt {
     wrt_job *syncq[WRT_IN_FLIGHT]; /* written, waiting for the log's fsync (oldest first) */
     size_t nsyncq;
     bool syncing;       /* the sync thread is working on batches it took */
-    wrt_job *finished;  /* handed back: batches, chained by their jobs' next, oldest first */
+    wrt_job *finished;  /* handed back: batches, chained by their jobs' next, oldest first
+                           (each batch's last job has batch_end) */
     wrt_job *finished_tail;
-    size_t nfinished;   /* batches in finished */
     bool stop;
     /* Writer thread writes, any thread reads (wrt_batch_hist). */
     hist batches;       /* writes per eng_commit */
@@ -246,7 +246,6 @@ static void sync_group(wrt *w)
             w->finished = group[g];
         w->finished_tail = last;
     }
-    w->nfinished += ng;
     w->syncing = false;
     pthread_cond_broadcast(&w->cv); /* a writer waiting for the syncs (reads) */
     pthread_mutex_unlock(&w->mu);
@@ -423,13 +422,10 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     pthread_mutex_lock(&w->mu);
     wrt_job *b = w->finished;
-    size_t nb = w->nfinished;
     w->finished = w->finished_tail = NULL;
-    w->nfinished = 0;
     pthread_mutex_unlock(&w->mu);
     if (!b)
         return;
-    (void)nb;
     eng_publish(w->e); /* visible to verification before anyone is told (rule 5) */
     if (w->held_tail)
         w->held_tail->next = b;

@@ -45,20 +45,13 @@
 #include "store/keyfile.h"
 #include "store/plan.h"
 #include "store/query.h"
+#include "store/recbuf.h"
 #include "store/reserve.h"
 #include "store/snap.h"
 #include "store/state.h"
 
 #define OPERATOR_KEY_LEN KEYFILE_KEY_LEN
 #define REPLAY_BATCH 10000
-
-/* A batch's log records for the tap, back to back: u64 seq, the chain
- * hash, u32 length, the payload (host order: they never leave the
- * process). */
-typedef struct tapbuf {
-    uint8_t *b;
-    size_t n, cap;
-} tapbuf;
 
 /* The view's changes of one committed batch, kept until its log records
  * are durable (eng_sync) and it is published (eng_publish), or dropped
@@ -69,7 +62,7 @@ typedef struct pend {
     size_t nchg, chgcap;
     tk_id *dels;
     size_t ndel, delcap;
-    tapbuf tap;         /* its records, for the tap (eng_set_tap; empty without one) */
+    recbuf tap;         /* its records, for the tap (eng_set_tap; empty without one) */
     struct pend *next;
 } pend;
 
@@ -131,7 +124,7 @@ struct eng {
     /* The durable records, for a publisher (eng_set_tap). */
     eng_tap_fn tap_fn;
     void *tap_arg;
-    tapbuf tap;         /* the batch's, until pend_push hands it to its node */
+    recbuf tap;         /* the batch's, until pend_push hands it to its node */
 };
 
 static int64_t now_ms(void)
@@ -745,10 +738,10 @@ void eng_close(eng *e)
             next = p->next;
             free(p->changes);
             free(p->dels);
-            free(p->tap.b);
+            rb_free(&p->tap);
             free(p);
         }
-    free(e->tap.b);
+    rb_free(&e->tap);
     pthread_mutex_destroy(&e->pmu);
     pthread_mutex_destroy(&e->hmu);
     kr_free(e->ring);
@@ -895,38 +888,12 @@ fenced:
              "(the state is then rebuilt from the log)", step, strerror(err));
 }
 
-/* Keeps a record appended for the tap: its seq, the chain hash it got,
- * the payload. */
-static void tap_keep(eng *e, uint64_t seq, const void *payload, size_t len)
-{
-    tapbuf *t = &e->tap;
-    size_t need = sizeof seq + TK_HASH_LEN + sizeof(uint32_t) + len;
-    if (t->cap - t->n < need) {
-        t->cap = t->cap * 2 > t->n + need ? t->cap * 2 : t->n + need;
-        t->b = xrealloc(t->b, t->cap);
-    }
-    uint32_t l = (uint32_t)len; /* <= ELOG_MAX_PAYLOAD */
-    memcpy(t->b + t->n, &seq, sizeof seq);
-    memcpy(t->b + t->n + sizeof seq, elog_head_hash(e->log), TK_HASH_LEN);
-    memcpy(t->b + t->n + sizeof seq + TK_HASH_LEN, &l, sizeof l);
-    memcpy(t->b + t->n + sizeof seq + TK_HASH_LEN + sizeof l, payload, len);
-    t->n += need;
-}
-
 /* Hands each record of t to the tap, in order. */
-static void tap_run(eng *e, const tapbuf *t)
+static void tap_run(eng *e, recbuf *t)
 {
-    for (size_t off = 0; off < t->n;) {
-        eng_rec r;
-        uint32_t l;
-        memcpy(&r.seq, t->b + off, sizeof r.seq);
-        r.hash = t->b + off + sizeof r.seq;
-        memcpy(&l, t->b + off + sizeof r.seq + TK_HASH_LEN, sizeof l);
-        r.payload = t->b + off + sizeof r.seq + TK_HASH_LEN + sizeof l;
-        r.len = l;
+    eng_rec r;
+    for (; rb_peek(t, &r); rb_pop(t))
         e->tap_fn(e->tap_arg, &r);
-        off += sizeof r.seq + TK_HASH_LEN + sizeof l + l;
-    }
 }
 
 /* Stages the batch into a new write transaction (*out), growing LMDB's
@@ -947,12 +914,13 @@ static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_
             return rc;
     }
     size_t off = 0;
-    e->tap.n = 0;
+    rb_clear(&e->tap);
     for (size_t i = 0; rc == 0 && i < e->nev; i++) {
         uint64_t seq;
         rc = elog_append(e->log, e->evbuf.buf.data + off, e->evoff[i] - off, &seq);
-        if (rc == 0 && e->tap_fn)
-            tap_keep(e, seq, e->evbuf.buf.data + off, e->evoff[i] - off);
+        if (rc == 0 && e->tap_fn) /* the record, with the chain hash it got */
+            rb_put(&e->tap, seq, elog_head_hash(e->log), e->evbuf.buf.data + off,
+                   e->evoff[i] - off);
         off = e->evoff[i];
     }
     if (rc) {
@@ -1043,10 +1011,8 @@ static uint64_t pend_push(eng *e)
     p->changes = e->changes, p->nchg = e->nchg, p->chgcap = e->chgcap;
     p->dels = e->dels, p->ndel = e->ndel, p->delcap = e->delcap;
     e->changes = c, e->chgcap = cc, e->dels = d, e->delcap = dc;
-    tapbuf tb = p->tap;
-    p->tap = e->tap;
-    e->tap = tb;
-    e->tap.n = 0;
+    rb_swap(&p->tap, &e->tap);
+    rb_clear(&e->tap);
     e->nchg = e->ndel = 0;
     p->batch = ++e->committed;
     p->next = NULL;
@@ -1222,7 +1188,7 @@ int eng_follow(eng *e, const eng_rec *recs, size_t n, uint64_t *batch, uint64_t 
     for (;;) {
         if ((rc = state_begin(e->st, true, &t)))
             return tk_say(why, rc, "a write transaction cannot begin: %s", tk_strerror(rc));
-        rc = follow_stage(e, t, recs, n, &taken, &w);
+        rc = follow_stage(e, t, recs, n, &taken, why);
         if (rc != TK_ELIMIT)
             break;
         elog_discard(e->log);
@@ -1234,7 +1200,7 @@ int eng_follow(eng *e, const eng_rec *recs, size_t n, uint64_t *batch, uint64_t 
         elog_discard(e->log);
         state_abort(t);
         e->nchg = e->ndel = 0;
-        return rc ? tk_say(why, rc, "%s", w.msg) : 0;
+        return rc; /* why says which record */
     }
     if ((rc = elog_write(e->log, &w))) {
         state_abort(t);
@@ -1246,7 +1212,7 @@ int eng_follow(eng *e, const eng_rec *recs, size_t n, uint64_t *batch, uint64_t 
         fence(e, "not applied: %s; restart tokend", w.msg);
         return tk_say(why, rc, "%s", w.msg);
     }
-    e->tap.n = 0; /* a replica keeps no records for a tap */
+    rb_clear(&e->tap); /* a replica keeps no records for a tap */
     *batch = pend_push(e);
     *last = elog_next_seq(e->log) - 1;
     state_set_chain(t, elog_head_hash(e->log));
@@ -1289,13 +1255,6 @@ void eng_apply(eng *e)
  * this often, and at every checkpoint, snapshot and close. */
 #define LAZY_FLUSH_MS 1000
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int eng_sync(eng *e, uint64_t *durable)
 {
     return sync_log(e, durable, false);
@@ -1311,7 +1270,7 @@ static int sync_log(eng *e, uint64_t *durable, bool force)
     uint64_t target = e->committed; /* each written before this flush begins */
     *durable = e->durable;
     if (e->lazy && !force && target > *durable
-        && mono_ms() - __atomic_load_n(&e->flushed_ms, __ATOMIC_RELAXED) < LAZY_FLUSH_MS) {
+        && (int64_t)(mono_s() * 1000) - __atomic_load_n(&e->flushed_ms, __ATOMIC_RELAXED) < LAZY_FLUSH_MS) {
         e->durable = *durable = target; /* written: enough for a replica (see the header) */
         pthread_mutex_unlock(&e->pmu);
         return is_fenced(e) ? TK_EFENCED : 0;
@@ -1325,7 +1284,7 @@ static int sync_log(eng *e, uint64_t *durable, bool force)
     if (rc == 0) {
         hist_add(&e->syncs,
                  (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec)));
-        __atomic_store_n(&e->flushed_ms, mono_ms(), __ATOMIC_RELAXED);
+        __atomic_store_n(&e->flushed_ms, (int64_t)(mono_s() * 1000), __ATOMIC_RELAXED);
         pthread_mutex_lock(&e->pmu);
         if (target > e->durable)
             e->durable = target;
@@ -1733,8 +1692,7 @@ static int remove_tree(const char *path, tk_why *why)
     return 0;
 }
 
-/* dir must be missing or an empty directory. 0, TK_EEXIST, TK_EIO. */
-static int bootstrap_target(const char *dir, tk_why *why)
+int eng_bootstrap_target(const char *dir, tk_why *why)
 {
     DIR *d = opendir(dir);
     struct dirent *de;
@@ -1798,7 +1756,7 @@ int eng_bootstrap(const char *dir, const char *snapshot_path, tk_why *why)
     bool made = false;
     int rc;
 
-    if ((rc = bootstrap_target(dir, why)) || (rc = remove_tree(tmp, why)))
+    if ((rc = eng_bootstrap_target(dir, why)) || (rc = remove_tree(tmp, why)))
         goto done;
     if (mkdir(tmp, 0700) != 0) {
         rc = tk_say(why, TK_EIO, "bootstrap: cannot create %s: %s", tmp, strerror(errno));

@@ -512,6 +512,12 @@ int eng_snapshot(eng *e, const char *path, uint64_t *seq, uint8_t hash[TK_HASH_L
  * TK_EIO. */
 int eng_bootstrap(const char *dir, const char *snapshot_path, tk_why *why);
 
+/* 0 when dir may be bootstrapped (it is missing or empty), else TK_EEXIST
+ * (it holds a log, a state or anything else: why says what) or TK_EIO: the
+ * check eng_bootstrap begins with, for a caller that must know before it
+ * fetches a snapshot. */
+int eng_bootstrap_target(const char *dir, tk_why *why);
+
 /* ---- reading the whole state (tools) ---------------------------------- */
 
 typedef struct state_txn state_txn; /* store/state.h */
