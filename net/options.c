@@ -136,6 +136,11 @@ static const opt_def opt_table[] = {
      "it outside the data directory): a log cut short or edited refuses to start "
      "(docs/storage.md, \"Signed heads\")",
      "no signed heads"},
+    {"full-log-check", "server", "full-log-check", OPT_BOOL, NULL, 0, 0, OPT_AT(full_log_check),
+     "check every link of the log's hash chain before serving; by default the start checks "
+     "every CRC and the last segment's links, and the other links are checked in the "
+     "background on idle CPU (docs/storage.md, \"The start's check\")",
+     NULL},
     {"log-format", "server", "log-format", OPT_STR, "FORMAT", 0, 0, OPT_AT(log_format),
      "the log's lines: text, or json (one object a line: time, msg, and a request's fields)",
      NULL},

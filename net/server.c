@@ -473,6 +473,13 @@ static int repl_begin(srv *s, const srv_opts *o)
 
 /* ---- open, run, close --------------------------------------------------- */
 
+/* The engine's lines for the operator (the log's background check). */
+static void srv_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    lg_line("%s", msg);
+}
+
 int srv_open(const srv_opts *o, srv **out)
 {
     static bool threads_on;
@@ -514,7 +521,9 @@ int srv_open(const srv_opts *o, srv **out)
                     "event 1", why.msg);
         new_dir = stat(o->data_dir, &st) != 0;
     }
-    eng_opts eo = {.sign_key = o->sign_key};
+    eng_opts eo = {.sign_key = o->sign_key,
+                   .full_log_check = o->full_log_check,
+                   .notice = srv_notice};
     if ((rc = eng_open(o->data_dir, &eo, &s->e, &why))) {
         lg_line("cannot open the data directory %s: %s", o->data_dir, why.msg);
         goto fail;

@@ -35,6 +35,7 @@ typedef struct srv_opts {
     tls_server_opts tls;    /* TLS on both listeners when tls.cert is set (net/tls.h;
                                docs/server.md, "TLS"); all NULL, the default: plain */
     const char *sign_key;   /* signed heads of the log (store/head.h); NULL: none */
+    bool full_log_check;    /* every chain link checked before serving (elog.h, "check") */
     const char *log_format; /* "text" (the default) or "json" (net/log.h) */
     uint32_t log_requests;  /* one request in this many gets a log line; 0: none */
     repl_opts repl;         /* replication (net/repl.h; docs/scale.md): none by default */

@@ -105,6 +105,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -266,8 +268,32 @@ typedef struct walk {
     bool bad_base;            /* walk_init: DIR/base does not check */
     uint64_t base_seq;        /* the log's base (0: none): its first record is base_seq + 1 */
     uint8_t base_hash[ELOG_HASH_LEN]; /* ... and links to this */
+    /* The open's fast check (crc_only): each record's CRC, length, seq and
+     * framing, but its chain hash only for the last record of each segment
+     * (last_body), which the next segment's first prev must match. */
+    bool crc_only;
+    const uint8_t *last_body; /* into buf: seq||prev||payload of the last record checked */
+    size_t last_blen;
+    const atomic_bool *stop_flag; /* the scrub's: set, the walk ends as damage-free EIO */
     tk_why why;               /* why it failed */
 } walk;
+
+/* The check of the sealed segments (all but the last) runs in up to
+ * CHECK_PARTS pieces of consecutive segments, each on a thread: a piece
+ * after the first takes its first record's prev on trust (first_link),
+ * and the join then checks each piece against the one before it (seq and
+ * chain link), and the last against the last segment. */
+#define CHECK_PARTS 4
+
+typedef struct check_part {
+    walk w;
+    pthread_t thread;
+    bool running;
+    int rc;               /* its result (w.why says why it failed) */
+    bool has_first;       /* it held a record: first_link is that record's prev */
+    uint8_t first_link[ELOG_HASH_LEN];
+    uint64_t start_seq;   /* the seq its first segment's name says */
+} check_part;
 
 typedef struct rec {
     uint64_t seq;
@@ -307,10 +333,21 @@ struct elog {
     walk *tail;         /* the last segment's walk, its tail not cut yet */
     bool tail_linked;   /* the last segment has a record: in_link is its prev */
     uint8_t in_link[ELOG_HASH_LEN];
-    bool checking;      /* the sealed segments' check runs in `checker` */
-    pthread_t checker;
-    walk sealed;        /* that check's walk */
-    int sealed_rc;      /* its result (sealed.why says why it failed) */
+    check_part part[CHECK_PARTS]; /* the sealed segments' check, in nparts pieces */
+    size_t nparts;
+    bool joined;        /* parts_join ran: its result is sealed_rc, sealed_why */
+    int sealed_rc;
+    tk_why sealed_why;
+    bool full_check;    /* opts->check == ELOG_CHECK_FULL */
+    uint64_t sealed_seq; /* after the check: the seq the last segment starts at ... */
+    uint8_t sealed_link[ELOG_HASH_LEN]; /* ... and the chain hash of the record before it */
+    /* The scrub: the full chain of the sealed segments, after a fast open. */
+    elog_scrub_fn on_scrub;
+    void *scrub_arg;
+    bool scrubbing;
+    pthread_t scrubber;
+    atomic_bool scrub_stop;
+    walk scrub;
 };
 
 /* Sets w up to walk from the segment that holds from_seq: from the base
@@ -522,9 +559,21 @@ static int check_record(const walk *w, rec *r, size_t *end, const char **why)
     r->seq = w->seq;
     r->payload = body + 8 + ELOG_HASH_LEN;
     r->len = len;
-    sha256(r->hash, body, blen);
+    if (!w->crc_only)
+        sha256(r->hash, body, blen);
     *end = w->off + REC_OVERHEAD + len;
     return REC_OK;
+}
+
+/* A crc_only walk at the end of a segment: the chain hash of its last
+ * record, which the next record's prev must match. */
+static void seal_link(walk *w)
+{
+    if (!w->crc_only || !w->last_body)
+        return;
+    sha256(w->link, w->last_body, w->last_blen);
+    w->link_known = true;
+    w->last_body = NULL;
 }
 
 /* Next record of the walk: 1 (*r set, borrowed until the next call), 0 at
@@ -537,6 +586,12 @@ static int walk_next(walk *w, rec *r)
     int rc;
 
     while (w->state == WALK_MORE) {
+        if (w->stop_flag && atomic_load_explicit(w->stop_flag, memory_order_relaxed)) {
+            w->state = WALK_FAILED;
+            w->rc = TK_EBUSY;
+            tk_say(&w->why, TK_EBUSY, "event log: the check was stopped");
+            break;
+        }
         if (!w->loaded) {
             if (w->idx >= w->stop) {
                 w->state = WALK_END;
@@ -557,10 +612,17 @@ static int walk_next(walk *w, rec *r)
         case REC_OK:
             w->off = end;
             w->seq++;
-            memcpy(w->link, r->hash, ELOG_HASH_LEN);
-            w->link_known = true;
+            if (w->crc_only) {
+                w->last_body = r->payload - ELOG_HASH_LEN - 8;
+                w->last_blen = 8 + ELOG_HASH_LEN + r->len;
+                w->link_known = false;
+            } else {
+                memcpy(w->link, r->hash, ELOG_HASH_LEN);
+                w->link_known = true;
+            }
             return 1;
         case REC_END:
+            seal_link(w);
             if (walk_in_last(w)) {
                 w->state = WALK_END;
             } else {
@@ -569,6 +631,7 @@ static int walk_next(walk *w, rec *r)
             }
             break;
         case REC_TORN:
+            seal_link(w);
             w->torn = true;
             w->state = WALK_END;
             break;
@@ -718,30 +781,186 @@ static bool seg_full(const elog *lg)
     return lg->wr_size > lg->seg_limit && lg->wr_size > SEG_HDR_LEN;
 }
 
-/* The check of every segment but the last (the sealed ones), from seq 1:
- * run on its own thread while the caller goes on, since it reads the whole
- * log. It must end exactly where the last segment begins: the next seq,
- * and the chain link the last segment's first record carries. */
-static void *check_sealed(void *arg)
+/* ---- the check of the sealed segments -------------------------------- */
+
+/* Walks one piece of the sealed segments to its end (a thread's body). */
+static void *part_run(void *arg)
 {
-    elog *lg = arg;
-    walk *w = &lg->sealed;
-    uint64_t last_first = w->segs.first[w->segs.n - 1];
+    check_part *p = arg;
     rec r;
     int rc;
 
+    while ((rc = walk_next(&p->w, &r)) == 1)
+        if (!p->has_first) {
+            memcpy(p->first_link, r.payload - ELOG_HASH_LEN, ELOG_HASH_LEN);
+            p->has_first = true;
+        }
+    p->rc = rc; /* and p->w.why says why */
+    return NULL;
+}
+
+/* Cuts the nsealed sealed segments into pieces, one per core (at most
+ * CHECK_PARTS), and starts them: on threads when threads is set (the
+ * caller goes on meanwhile), else here, one after another. crc_only: the
+ * open's fast check (see walk). 0, or TK_EIO / TK_ECORRUPT from listing
+ * the directory (why says why). */
+static int parts_start(elog *lg, size_t nsealed, bool crc_only, bool threads, tk_why *why)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t n = cpus < 1 ? 1 : (size_t)cpus;
+
+    if (n > CHECK_PARTS)
+        n = CHECK_PARTS;
+    if (n > nsealed)
+        n = nsealed;
+    for (size_t i = 0; i < n; i++) {
+        check_part *p = &lg->part[i];
+        walk *w = &p->w;
+        size_t lo = nsealed * i / n, hi = nsealed * (i + 1) / n;
+        int rc = walk_init(w, lg->dir, 1);
+        lg->nparts = i + 1;
+        if (rc == 0 && w->segs.n != nsealed + 1) /* the directory changed under us */
+            rc = tk_say(&w->why, TK_EIO, "event log: %s changed while it was opened", lg->dir);
+        if (rc != 0) {
+            if (why)
+                *why = w->why;
+            for (size_t j = 0; j <= i; j++)
+                walk_free(&lg->part[j].w);
+            lg->nparts = 0;
+            return rc;
+        }
+        if (lo > 0) {
+            w->idx = lo;
+            w->seq = w->segs.first[lo];
+            w->link_known = false;
+        }
+        w->stop = hi;
+        w->crc_only = crc_only;
+        p->start_seq = w->seq;
+    }
+    for (size_t i = 0; i < n; i++) {
+        check_part *p = &lg->part[i];
+        if (threads && pthread_create(&p->thread, NULL, part_run, p) == 0)
+            p->running = true;
+        else
+            part_run(p);
+    }
+    return 0;
+}
+
+/* Waits for the pieces and joins their results: each must begin where the
+ * one before it ended (seq and chain link), and the last where the last
+ * segment begins (its first seq, and the link its first record carries).
+ * The first damage in log order is reported. Once: the result is kept. */
+static int parts_join(elog *lg, tk_why *why)
+{
+    uint64_t seq = 0, last_first;
+    uint8_t link[ELOG_HASH_LEN] = {0};
+    int rc = 0;
+
+    if (lg->joined) {
+        if (lg->sealed_rc != 0 && why)
+            *why = lg->sealed_why;
+        return lg->sealed_rc;
+    }
+    for (size_t i = 0; i < lg->nparts; i++)
+        if (lg->part[i].running) {
+            pthread_join(lg->part[i].thread, NULL);
+            lg->part[i].running = false;
+        }
+    for (size_t i = 0; i < lg->nparts && rc == 0; i++) {
+        check_part *p = &lg->part[i];
+        walk *w = &p->w;
+        if (i > 0 && seq != p->start_seq) {
+            damage(&lg->sealed_why, lg->dir, p->start_seq, 0, seq, "seq gap");
+            rc = TK_ECORRUPT;
+        } else if (i > 0 && p->has_first && memcmp(link, p->first_link, ELOG_HASH_LEN) != 0) {
+            damage(&lg->sealed_why, lg->dir, p->start_seq, SEG_HDR_LEN, p->start_seq,
+                   "broken hash chain");
+            rc = TK_ECORRUPT;
+        } else if (p->rc != 0) {
+            lg->sealed_why = w->why;
+            rc = p->rc;
+        } else {
+            seq = w->seq;
+            if (w->link_known) /* the first piece starts known; an empty one passes it on */
+                memcpy(link, w->link, ELOG_HASH_LEN);
+        }
+    }
+    if (rc == 0 && lg->nparts > 0) {
+        last_first = lg->part[0].w.segs.first[lg->part[0].w.segs.n - 1];
+        if (seq != last_first) {
+            damage(&lg->sealed_why, lg->dir, last_first, 0, seq, "seq gap");
+            rc = TK_ECORRUPT;
+        } else if (lg->tail_linked && memcmp(link, lg->in_link, ELOG_HASH_LEN) != 0) {
+            damage(&lg->sealed_why, lg->dir, last_first, SEG_HDR_LEN, last_first,
+                   "broken hash chain");
+            rc = TK_ECORRUPT;
+        }
+        lg->sealed_seq = seq;
+        memcpy(lg->sealed_link, link, ELOG_HASH_LEN);
+    }
+    for (size_t i = 0; i < lg->nparts; i++)
+        walk_free(&lg->part[i].w); /* a segment's buffer each: give it back now */
+    lg->joined = true;
+    lg->sealed_rc = rc;
+    if (rc != 0 && why)
+        *why = lg->sealed_why;
+    return rc;
+}
+
+/* ---- the scrub -------------------------------------------------------- */
+
+/* After a fast open: the whole chain of the sealed segments, from seq 1,
+ * on a thread that takes only otherwise idle CPU (SCHED_IDLE), so that
+ * serving never waits for it. It must end where the open's check did. */
+static void *scrub_run(void *arg)
+{
+    elog *lg = arg;
+    walk *w = &lg->scrub;
+    struct sched_param sp = {0};
+    struct timespec t0, t1;
+    rec r;
+    int rc;
+
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp); /* best effort */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     while ((rc = walk_next(w, &r)) == 1)
         ;
-    if (rc == 0 && w->seq != last_first) {
-        damage(&w->why, lg->dir, last_first, 0, w->seq, "seq gap");
+    if (rc == 0 && w->seq != lg->sealed_seq) {
+        damage(&w->why, lg->dir, lg->sealed_seq, 0, w->seq, "seq gap");
+        rc = TK_ECORRUPT;
+    } else if (rc == 0 && memcmp(w->link, lg->sealed_link, ELOG_HASH_LEN) != 0) {
+        damage(&w->why, lg->dir, lg->sealed_seq, SEG_HDR_LEN, lg->sealed_seq,
+               "broken hash chain");
         rc = TK_ECORRUPT;
     }
-    if (rc == 0 && lg->tail_linked && memcmp(w->link, lg->in_link, ELOG_HASH_LEN) != 0) {
-        damage(&w->why, lg->dir, last_first, SEG_HDR_LEN, last_first, "broken hash chain");
-        rc = TK_ECORRUPT;
-    }
-    lg->sealed_rc = rc; /* and w->why says why */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (lg->on_scrub)
+        lg->on_scrub(lg->scrub_arg, rc, rc == 0 ? w->seq - 1 : 0,
+                     (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+                     &w->why);
+    walk_free(w);
     return NULL;
+}
+
+/* Starts the scrub of the sealed segments the open's fast check read. */
+static void scrub_start(elog *lg)
+{
+    walk *w = &lg->scrub;
+    if (lg->full_check || lg->sealed_seq == 0)
+        return;
+    if (walk_init(w, lg->dir, 1) != 0 || w->segs.n == 0
+        || w->segs.first[w->segs.n - 1] != lg->sealed_seq) {
+        walk_free(w); /* the directory moved under the open: the next open checks it */
+        return;
+    }
+    w->stop = w->segs.n - 1;
+    w->stop_flag = &lg->scrub_stop;
+    if (pthread_create(&lg->scrubber, NULL, scrub_run, lg) == 0)
+        lg->scrubbing = true;
+    else
+        walk_free(w);
 }
 
 int elog_open_begin(const char *dir, const elog_opts *opts, elog **out, tk_why *why)
@@ -757,6 +976,9 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out, tk_why *
     lg->lookahead = PREALLOC;
     lg->dir = xstrdup(dir);
     lg->seg_limit = opts && opts->segment_bytes ? opts->segment_bytes : DEFAULT_SEGMENT_BYTES;
+    lg->full_check = opts && opts->check == ELOG_CHECK_FULL;
+    lg->on_scrub = opts ? opts->on_scrub : NULL;
+    lg->scrub_arg = opts ? opts->scrub_arg : NULL;
     w = lg->tail = xcalloc(1, sizeof *lg->tail);
     if (sodium_init() < 0) {
         rc = tk_say(why, TK_EIO, "event log: libsodium failed to initialise");
@@ -788,14 +1010,13 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out, tk_why *
         }
     if (rc == TK_ECORRUPT && w->segs.n > 1) {
         /* Name the first damage, as a walk from seq 1 would: check the
-         * earlier segments too, here, before failing. */
-        if (walk_init(&lg->sealed, lg->dir, 1) == 0) {
-            lg->sealed.stop = lg->sealed.segs.n - 1;
-            check_sealed(lg);
-        }
-        if (lg->sealed_rc != 0) {
+         * earlier segments too (every link), here, before failing. */
+        tk_why early;
+        if (parts_start(lg, w->segs.n - 1, false, false, &early) == 0
+            && parts_join(lg, &early) != 0) {
+            rc = lg->sealed_rc;
             if (why)
-                *why = lg->sealed.why;
+                *why = early;
             goto fail;
         }
     }
@@ -818,23 +1039,8 @@ int elog_open_begin(const char *dir, const elog_opts *opts, elog **out, tk_why *
         }
     }
     lg->last_seq = w->seq - 1;
-    if (w->segs.n > 1) {
-        if ((rc = walk_init(&lg->sealed, lg->dir, 1)) != 0) {
-            if (why)
-                *why = lg->sealed.why;
-            goto fail;
-        }
-        lg->sealed.stop = lg->sealed.segs.n - 1;
-        if (lg->sealed.segs.n != w->segs.n) { /* the directory changed under us */
-            rc = tk_say(why, TK_EIO, "event log: %s changed while it was opened", lg->dir);
-            goto fail;
-        }
-        if (pthread_create(&lg->checker, NULL, check_sealed, lg) != 0) {
-            check_sealed(lg); /* no thread: check here */
-        } else {
-            lg->checking = true;
-        }
-    }
+    if (w->segs.n > 1 && (rc = parts_start(lg, w->segs.n - 1, !lg->full_check, true, why)))
+        goto fail;
     *out = lg;
     return 0;
 walk_failed:
@@ -846,25 +1052,12 @@ fail:
     return rc;
 }
 
-/* Waits for the sealed segments' check. Its result (0 or an error, and
- * then why). */
-static int join_check(elog *lg, tk_why *why)
-{
-    if (lg->checking) {
-        pthread_join(lg->checker, NULL);
-        lg->checking = false;
-    }
-    if (lg->sealed_rc != 0 && why)
-        *why = lg->sealed.why;
-    return lg->sealed_rc;
-}
-
 int elog_open_end(elog *lg, tk_why *why)
 {
     walk *w = lg->tail;
     int rc;
 
-    if ((rc = join_check(lg, why)) != 0)
+    if ((rc = parts_join(lg, why)) != 0)
         return rc;
     if ((rc = open_tail(lg, w, why)) != 0)
         return rc;
@@ -874,7 +1067,7 @@ int elog_open_end(elog *lg, tk_why *why)
     if (w->link_known)
         memcpy(lg->hash, w->link, ELOG_HASH_LEN);
     else
-        memcpy(lg->hash, lg->sealed.link, ELOG_HASH_LEN);
+        memcpy(lg->hash, lg->sealed_link, ELOG_HASH_LEN);
     lg->next_seq = w->seq;
     memcpy(lg->bhash, lg->hash, ELOG_HASH_LEN);
     lg->wr_size = lg->seg_size;
@@ -884,7 +1077,7 @@ int elog_open_end(elog *lg, tk_why *why)
     walk_free(w);
     free(w);
     lg->tail = NULL;
-    walk_free(&lg->sealed);
+    scrub_start(lg);
     return 0;
 }
 
@@ -938,12 +1131,15 @@ void elog_close(elog *lg)
 {
     if (!lg)
         return;
-    (void)join_check(lg, NULL);
+    (void)parts_join(lg, NULL);
+    if (lg->scrubbing) {
+        atomic_store(&lg->scrub_stop, true);
+        pthread_join(lg->scrubber, NULL);
+    }
     if (lg->tail) {
         walk_free(lg->tail);
         free(lg->tail);
     }
-    walk_free(&lg->sealed);
     if (lg->fd >= 0 && !lg->fenced)
         (void)trim(lg); /* best effort: a log left with zeros opens all the same */
     if (lg->fd >= 0)

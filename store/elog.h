@@ -20,7 +20,8 @@
  * plain damage cheaply. hcrc protects the length, so a flipped length bit is
  * reported as damage, never mistaken for a torn tail.
  *
- * Recovery (elog_open): every record of every segment is checked. At the end
+ * Recovery (elog_open): every record of every segment is checked (how
+ * deeply: elog_opts.check). At the end
  * of the last segment, an incomplete record (short header, or a length that
  * runs past the end of the file) or an all-zero remainder is a torn tail: it
  * is cut off and the cut bytes are kept in DIR/torn-<seq>-<unix time>.bin.
@@ -63,8 +64,35 @@
 
 typedef struct elog elog;
 
+/* How much of the sealed segments (all but the last) the open checks
+ * before it returns. Every byte of the log is always covered: the segment
+ * headers, each record's length (hcrc), CRC, seq and framing, and the last
+ * segment's every chain link. The fast check (the default) computes the
+ * chain hash only of each sealed segment's last record, which the next
+ * segment's first record must link to: CRC-32C catches any flipped bit
+ * (and, at these record sizes, any 5), so a damaged byte still refuses the
+ * start, at the cost of reading the log once; SHA-256 of every record
+ * would cost several times that. Edits whose CRC was made to match but
+ * whose chain was not redone are then caught by the scrub: the full chain
+ * of the sealed segments, checked after the open on a thread of its own
+ * that uses only idle CPU, its outcome given to on_scrub. Edits chained
+ * again are caught at the open by what the chain hash is compared with
+ * (the state's, a signed head; store/engine.c). ELOG_CHECK_FULL checks
+ * every link before the open returns, and runs no scrub. */
+enum { ELOG_CHECK_FAST = 0, ELOG_CHECK_FULL = 1 };
+
+/* The scrub's outcome, called once from its thread: rc 0 (every link of
+ * the sealed segments checked, through seq checked_to), TK_ECORRUPT
+ * (damage; why says where and what to run), TK_EIO (a segment could not be
+ * read), TK_EBUSY (elog_close stopped it). why is borrowed for the call. */
+typedef void (*elog_scrub_fn)(void *arg, int rc, uint64_t checked_to, double seconds,
+                              const tk_why *why);
+
 typedef struct elog_opts {
     uint64_t segment_bytes; /* start a new segment past this size; 0 = 64 MiB */
+    int check;              /* ELOG_CHECK_FAST (0) or ELOG_CHECK_FULL */
+    elog_scrub_fn on_scrub; /* may be NULL */
+    void *scrub_arg;
 } elog_opts;
 
 /* Opens (creating if missing) the log in dir and recovers it as above.

@@ -81,6 +81,9 @@ struct eng {
      * listings, which read LMDB, are refused until then. */
     bool stale;                     /* atomic, as fenced */
     char fence_msg[sizeof(((eng_res *)0)->msg)]; /* why writes are refused */
+    void (*notice)(void *arg, const char *msg); /* eng_opts' */
+    void *notice_arg;
+    int scrub_rc;                   /* atomic: the background check's end, 1 passed, -1 not */
     secret_pool *pool;              /* randomness for new credentials (NULL: none) */
     rl *rate;                       /* token creations per user (the tenant's rate, burst) */
     reserve *rsv;                   /* disk space kept back for revocations */
@@ -573,22 +576,63 @@ static double mono_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static void fence(eng *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The log's background check of its chain ended (store/elog.h, "check"):
+ * damage found fences the store, as a failed write does; the outcome goes
+ * to the operator's log. From the check's thread. */
+static void scrub_done(void *arg, int rc, uint64_t checked_to, double seconds, const tk_why *why)
+{
+    eng *e = arg;
+    char msg[sizeof why->msg + 160];
+
+    if (rc == TK_EBUSY) /* stopped by the close */
+        return;
+    if (rc == TK_ECORRUPT) {
+        fence(e, "the log is damaged (found by its background check; tokend's log says "
+              "where): writes refused until tokend restarts");
+        snprintf(msg, sizeof msg, "storage failure: the background check of the log's chain "
+                 "found damage (writes are refused; verification goes on): %s", why->msg);
+    } else if (rc) {
+        snprintf(msg, sizeof msg, "the background check of the log's chain stopped: %s",
+                 why->msg);
+    } else {
+        snprintf(msg, sizeof msg, "the log's chain checked in the background: every link "
+                 "through event %llu, in %.2f s", (unsigned long long)checked_to, seconds);
+    }
+    __atomic_store_n(&e->scrub_rc, rc == 0 ? 1 : -1, __ATOMIC_RELEASE);
+    if (e->notice)
+        e->notice(e->notice_arg, msg);
+}
+
 const eng_open_times *eng_open_stats(const eng *e)
 {
     return &e->times;
+}
+
+int eng_log_checked(const eng *e)
+{
+    return __atomic_load_n(&e->scrub_rc, __ATOMIC_ACQUIRE);
 }
 
 int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
 {
     double t0 = mono_s(), t1;
     eng *e = xcalloc(1, sizeof *e);
+    if (opts) {
+        e->notice = opts->notice;
+        e->notice_arg = opts->notice_arg;
+    }
     pthread_mutex_init(&e->pmu, NULL);
     pthread_mutex_init(&e->hmu, NULL);
     hist_init(&e->syncs, sync_bounds, sizeof sync_bounds / sizeof sync_bounds[0]);
     state_txn *t = NULL;
     char *sub = NULL;
     int rc = TK_EIO;
-    elog_opts lo = {.segment_bytes = opts ? opts->segment_bytes : 0};
+    elog_opts lo = {.segment_bytes = opts ? opts->segment_bytes : 0,
+                    .check = opts && opts->full_log_check ? ELOG_CHECK_FULL : ELOG_CHECK_FAST,
+                    .on_scrub = scrub_done,
+                    .scrub_arg = e};
     tk_why scratch; /* the steps below test whether one has said why yet */
     tk_why *w = why ? why : &scratch;
 

@@ -48,6 +48,12 @@ typedef struct eng_opts {
     uint64_t reserve_bytes; /* space kept back for revocations; 0 = ENG_RESERVE_DEFAULT */
     const char *sign_key;   /* an Ed25519 key file outside the data directory (made with its
                                .pub when missing): signed heads (store/head.h); NULL: none */
+    bool full_log_check;    /* every link of the log's chain before the open returns
+                               (ELOG_CHECK_FULL); else the rest after it, in the background */
+    /* A line for the operator's log, from any thread (the background check's
+     * outcome); msg borrowed for the call. NULL: none. */
+    void (*notice)(void *arg, const char *msg);
+    void *notice_arg;
 } eng_opts;
 
 /* Where an open's time went, in seconds (tokend logs it). The check of the
@@ -68,11 +74,19 @@ typedef struct eng_open_times {
 #define ENG_RESERVE_DEFAULT (16ull << 20)
 
 /* Opens (creating) the data directory. opts may be NULL. 0, or TK_EIO /
- * TK_ECORRUPT / TK_EINVAL saying why (a file, a step, what to do). With a
- * signing key, a log shorter than its latest signed head, or whose chain
+ * TK_ECORRUPT / TK_EINVAL saying why (a file, a step, what to do). Damage
+ * that only the background check of the log's chain finds (elog.h,
+ * "check") fences the store when found: writes are refused, saying why,
+ * until a restart; verification goes on, as after any storage failure.
+ * With a signing key, a log shorter than its latest signed head, or whose chain
  * hash at the head's seq differs, is TK_ECORRUPT (tampered); while writes
  * come a head is signed at most once a second, and at eng_close. */
 int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why);
+
+/* The background check of the log's chain (elog.h, "check"): 0 while it
+ * runs (or when none runs: a full check at the open, or one segment), 1
+ * once every link passed, -1 when it did not (damage fences the store). */
+int eng_log_checked(const eng *e);
 
 /* How long the open of e took, step by step. */
 const eng_open_times *eng_open_stats(const eng *e);

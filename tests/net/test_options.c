@@ -88,6 +88,8 @@ static const row ROWS[] = {
      FIELD(F_STR, tls.client_ca), "/etc/tokend/tls/gateways.pem", 0, 0},
     {"sign-key", "server", "sign-key", "/etc/tokend/sign.key", NULL, FIELD(F_STR, sign_key),
      "/etc/tokend/sign.key", 0, 0},
+    {"full-log-check", "server", "full-log-check", "true", "always",
+     FIELD(F_BOOL, full_log_check), NULL, 1, 0},
     {"log-format", "server", "log-format", "json", "xml", FIELD(F_STR, log_format), "json", 0,
      0},
     {"log-requests", "server", "log-requests", "100", "1000001", FIELD(F_U32, log_requests),

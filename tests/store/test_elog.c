@@ -107,6 +107,64 @@ static int try_open(const char *dir, uint64_t segment_bytes, tk_why *said)
     return rc;
 }
 
+static int try_open_full(const char *dir, uint64_t segment_bytes, tk_why *said)
+{
+    elog_opts o = {.segment_bytes = segment_bytes, .check = ELOG_CHECK_FULL};
+    elog *lg = NULL;
+    int rc = elog_open(dir, &o, &lg, said);
+    if (rc == 0)
+        elog_close(lg);
+    return rc;
+}
+
+/* The scrub's report, as elog_open's caller gets it. */
+typedef struct scrubbed {
+    pthread_mutex_t mu;
+    int calls, rc;
+    uint64_t checked_to;
+    tk_why why;
+} scrubbed;
+
+static void on_scrub(void *arg, int rc, uint64_t checked_to, double seconds, const tk_why *why)
+{
+    scrubbed *s = arg;
+    (void)seconds;
+    pthread_mutex_lock(&s->mu);
+    s->calls++;
+    s->rc = rc;
+    s->checked_to = checked_to;
+    s->why = *why;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Opens dir with the fast check (which must pass) and waits for the
+ * scrub's outcome: its rc (why says why), or 1 when no scrub ran. */
+static int scrub_of(const char *dir, uint64_t segment_bytes, tk_why *said, uint64_t *checked_to)
+{
+    scrubbed s = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    elog_opts o = {.segment_bytes = segment_bytes, .on_scrub = on_scrub, .scrub_arg = &s};
+    elog *lg = NULL;
+    int rc = elog_open(dir, &o, &lg, said), calls = 0;
+    if (rc != 0)
+        print_error("elog_open: %s\n", said->msg);
+    assert_int_equal(rc, 0);
+    for (int i = 0; i < 2000 && calls == 0; i++) { /* up to 10 s */
+        pthread_mutex_lock(&s.mu);
+        calls = s.calls;
+        pthread_mutex_unlock(&s.mu);
+        if (!calls)
+            usleep(5000);
+    }
+    elog_close(lg);
+    if (s.calls == 0)
+        return 1;
+    assert_int_equal(s.calls, 1);
+    *said = s.why;
+    if (checked_to)
+        *checked_to = s.checked_to;
+    return s.rc;
+}
+
 static void append_one(elog *lg)
 {
     uint8_t p[64];
@@ -1205,9 +1263,15 @@ static void hash_chain_catches_an_edited_record(void **state)
     forge_record(f->dir, &base, 1, 3);
     snap bad;
     snap_take(f->dir, &bad);
-    assert_int_equal(try_open(f->dir, 1024, &said), TK_ECORRUPT);
+    assert_int_equal(try_open_full(f->dir, 1024, &said), TK_ECORRUPT);
     snprintf(where, sizeof where, "%s offset %zu (record seq %" PRIu64 "): broken hash chain",
              base.name[1], offs[4], first + 4);
+    assert_non_null(strstr(said.msg, where));
+    assert_true(snap_same(f->dir, &bad));
+    /* the fast check opens it (every CRC holds); the scrub then names the
+     * same spot */
+    said.msg[0] = '\0';
+    assert_int_equal(scrub_of(f->dir, 1024, &said, NULL), TK_ECORRUPT);
     assert_non_null(strstr(said.msg, where));
     assert_true(snap_same(f->dir, &bad));
     snap_free(&bad);
@@ -1248,6 +1312,38 @@ static void hash_chain_catches_an_edited_record(void **state)
     assert_int_equal(iterate_all(f->dir, 1), TK_ECORRUPT);
     free(p);
     free(b);
+    snap_free(&base);
+}
+
+/* The fast check cuts the sealed segments into pieces checked on threads
+ * of their own; whichever piece a segment boundary falls in (or between),
+ * an edit of the last record before it is refused at the open, and an
+ * intact log's scrub checks every link up to the last segment. */
+static void fast_check_links_every_segment_and_the_scrub_the_rest(void **state)
+{
+    tk_why said = {.msg = ""};
+    fixture *f = *state;
+    elog *lg = open_log(f->dir, 512);
+    snap base;
+    char where[128];
+    uint64_t checked_to = 0;
+
+    fill(lg, 120, 1);
+    elog_close(lg);
+    snap_take(f->dir, &base);
+    assert_true(base.n >= 6);
+    assert_int_equal(scrub_of(f->dir, 512, &said, &checked_to), 0);
+    assert_int_equal(checked_to, seg_first(base.name[base.n - 1]) - 1);
+    for (size_t i = 1; i < base.n; i++) {
+        size_t offs[256], nrec = rec_offsets(base.data[i - 1], base.len[i - 1], offs, 256);
+        snap_restore(f->dir, &base);
+        forge_record(f->dir, &base, i - 1, nrec - 1);
+        said.msg[0] = '\0';
+        assert_int_equal(try_open(f->dir, 512, &said), TK_ECORRUPT);
+        snprintf(where, sizeof where, "%s offset 16 (record seq %" PRIu64 "): broken hash chain",
+                 base.name[i], seg_first(base.name[i]));
+        assert_non_null(strstr(said.msg, where));
+    }
     snap_free(&base);
 }
 
@@ -1604,6 +1700,7 @@ int main(void)
         T(short_last_segment_is_a_torn_header),
         T(damage_at_every_byte_is_refused),
         T(hash_chain_catches_an_edited_record),
+        T(fast_check_links_every_segment_and_the_scrub_the_rest),
         T(missing_or_cut_middle_segment_is_refused),
         T(stray_files_and_bad_names),
         T(second_writer_is_refused),

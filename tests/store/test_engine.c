@@ -11,11 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "core/crc32c.h"
 #include "core/err.h"
 #include "core/mp.h"
 #include "core/event.h"
@@ -527,6 +530,114 @@ static void rechained_log_is_refused_beside_its_state(void **state)
         free(kept);
         free(logdir);
     }
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Edits the first record of the second segment of logdir: a payload byte
+ * changed and its CRC made to match, its chain not redone. */
+static void edit_keeping_the_crc(const char *logdir)
+{
+    char *names[256];
+    size_t n = 0, len;
+    DIR *d = opendir(logdir);
+    struct dirent *de;
+    assert_non_null(d);
+    while ((de = readdir(d)) && n < 256)
+        if (strstr(de->d_name, ".seg"))
+            names[n++] = strdup(de->d_name);
+    closedir(d);
+    assert_true(n >= 3);
+    qsort(names, n, sizeof *names, cmp_name);
+    char *path = tkt_path(logdir, names[1]);
+    unsigned char *b = tkt_read_file(path, &len);
+    assert_non_null(b);
+    /* header 16; record: len, hcrc, seq, prev[32], payload, crc */
+    uint32_t plen = (uint32_t)b[16] | (uint32_t)b[17] << 8 | (uint32_t)b[18] << 16
+                    | (uint32_t)b[19] << 24;
+    assert_true(plen > 8 && 16 + 52 + plen <= len);
+    b[16 + 48 + plen - 1] ^= 0x01;
+    uint32_t crc = crc32c_extend(0, b + 16 + 8, 40 + plen);
+    for (int i = 0; i < 4; i++)
+        b[16 + 48 + plen + (size_t)i] = (unsigned char)(crc >> (8 * i));
+    assert_int_equal(tkt_write_file(path, b, len), 0);
+    free(b);
+    free(path);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+}
+
+static void keep_notice(void *arg, const char *msg)
+{
+    snprintf(arg, 2048, "%s", msg);
+}
+
+/* A record in a sealed segment edited with its CRC made to match, its
+ * chain not redone: every CRC holds, so the start's fast check opens the
+ * directory (LMDB has the right state), and the background check of the
+ * chain then finds the broken link and fences writes, saying where, while
+ * verification goes on. A full check refuses the start. */
+static void chain_edit_is_found_by_the_background_check(void **state)
+{
+    ctx *c = *state;
+    tk_why why = {.msg = ""};
+    static char notice[2048];
+    eng_opts small = {.segment_bytes = 4096, .notice = keep_notice, .notice_arg = notice},
+             full = {.segment_bytes = 4096, .full_log_check = true};
+    char secret[TK_SECRET_LEN + 1];
+    tk_verify v;
+    eng_res res;
+
+    eng_close(c->e);
+    assert_int_equal(eng_open(c->dir, &small, &c->e, &why), 0);
+    for (int i = 0; i < 60; i++)
+        assert_int_equal(fx_token(c->e, &c->w.alice, "x", ADMIN, 0, NULL, secret), 0);
+    eng_close(c->e);
+    c->e = NULL;
+    char *logdir = tkt_path(c->dir, "log");
+    edit_keeping_the_crc(logdir);
+    free(logdir);
+
+    why.msg[0] = '\0';
+    assert_int_equal(eng_open(c->dir, &full, &c->e, &why), TK_ECORRUPT);
+    assert_non_null(strstr(why.msg, "broken hash chain"));
+    assert_null(c->e);
+    assert_int_equal(eng_open(c->dir, &small, &c->e, &why), 0);
+    for (int i = 0; i < 2000 && eng_log_checked(c->e) == 0; i++)
+        usleep(5000);
+    assert_int_equal(eng_log_checked(c->e), -1);
+    assert_non_null(strstr(notice, "broken hash chain"));
+    assert_non_null(strstr(notice, "tokenreplay repair"));
+    assert_int_equal(fx_verify(c->e, secret, &v), TK_V_VALID);
+    eng_req r;
+    eng_req_init(&r, ENG_TOKEN_CREATE, &c->w.alice);
+    r.items[0] = (tk_str){"admin", 5};
+    r.nitems = 1;
+    r.desc = (tk_str){"y", 1};
+    assert_int_equal(eng_exec(c->e, &r, &res, 1), TK_EFENCED);
+    assert_non_null(strstr(res.msg, "background check"));
+}
+
+/* An intact log's background check passes every link. */
+static void background_check_passes_an_intact_log(void **state)
+{
+    ctx *c = *state;
+    tk_why why = {.msg = ""};
+    eng_opts small = {.segment_bytes = 4096};
+
+    eng_close(c->e);
+    assert_int_equal(eng_open(c->dir, &small, &c->e, &why), 0);
+    for (int i = 0; i < 60; i++)
+        assert_int_equal(fx_token(c->e, &c->w.alice, "x", ADMIN, 0, NULL, NULL), 0);
+    eng_close(c->e);
+    assert_int_equal(eng_open(c->dir, &small, &c->e, &why), 0);
+    for (int i = 0; i < 2000 && eng_log_checked(c->e) == 0; i++)
+        usleep(5000);
+    assert_int_equal(eng_log_checked(c->e), 1);
+    assert_int_equal(fx_token(c->e, &c->w.alice, "y", ADMIN, 0, NULL, NULL), 0);
 }
 
 /* A key file anyone else may read is refused, as ssh refuses one. */
@@ -1436,6 +1547,8 @@ int main(void)
         T(keyring_bootstrap_key_removed_for_good),
         T(key_file_mode_is_checked),
         T(rechained_log_is_refused_beside_its_state),
+        T(chain_edit_is_found_by_the_background_check),
+        T(background_check_passes_an_intact_log),
         T(portal_session_needs_the_portal_flag),
         T(rule11_portal_and_roles_changed_in_the_batch),
         T(past_expiry_refused_everywhere),
