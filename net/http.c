@@ -979,6 +979,7 @@ static void metrics(http_srv *h, struct evhttp_request *req)
         .portal_sessions = ptl_sessions(h->portal),
         .events = seq - h->first_seq,
         .log_seq = seq,
+        .log_chain = eng_log_checked(h->env.e),
         .store_state = eng_fenced(h->env.e, &why) ? "fenced" : eng_full(h->env.e) ? "full" : "ok",
         .batches = wrt_batch_hist(h->env.w),
         .syncs = eng_sync_hist(h->env.e),

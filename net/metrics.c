@@ -198,6 +198,14 @@ void met_render(const met *m, const met_gauges *g, FILE *out)
     head(out, "tokend_log_seq", "gauge",
          "The event log's last durable sequence number (its head: tokenreplay check).");
     fprintf(out, "tokend_log_seq %llu\n", (unsigned long long)g->log_seq);
+    head(out, "tokend_log_chain_check", "gauge",
+         "1 for the state of the check of every link of the log's hash chain: running (in "
+         "the background, after the start), passed, or failed (damage fences the store; "
+         "tokend's log says where).");
+    static const char *const checks[] = {"failed", "running", "passed"};
+    for (int i = 0; i < 3; i++)
+        fprintf(out, "tokend_log_chain_check{state=\"%s\"} %d\n", checks[i],
+                g->log_chain == i - 1);
     head(out, "tokend_portal_sessions", "gauge",
          "Live portal sessions (counted once a second).");
     fprintf(out, "tokend_portal_sessions %zu\n", g->portal_sessions);

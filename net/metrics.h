@@ -66,6 +66,7 @@ typedef struct met_gauges {
     size_t portal_sessions;       /* live portal sessions (net/portal.h) */
     uint64_t events;              /* appended since the start */
     uint64_t log_seq;             /* the log's last durable seq (its head) */
+    int log_chain;                /* eng_log_checked: 0 running, 1 passed, -1 failed */
     const char *store_state;      /* "ok", "full" or "fenced" */
     const hist *batches;          /* writes per batch (writer.h) */
     const hist *syncs;            /* log sync ns (engine.h) */

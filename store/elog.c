@@ -1176,6 +1176,11 @@ uint64_t elog_next_seq(const elog *lg)
     return lg->next_seq;
 }
 
+bool elog_scrub_started(const elog *lg)
+{
+    return lg->scrubbing;
+}
+
 bool elog_fenced(const elog *lg)
 {
     return __atomic_load_n(&lg->fenced, __ATOMIC_ACQUIRE);

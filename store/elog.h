@@ -173,6 +173,10 @@ size_t elog_pending(const elog *lg);
  * append gets the seq the first of them had. */
 void elog_discard(elog *lg);
 
+/* True when the open started the scrub (elog_opts.check): its outcome
+ * comes to on_scrub. Call after elog_open (or elog_open_end). */
+bool elog_scrub_started(const elog *lg);
+
 /* True once a write or fsync has failed. */
 bool elog_fenced(const elog *lg);
 

@@ -83,7 +83,7 @@ struct eng {
     char fence_msg[sizeof(((eng_res *)0)->msg)]; /* why writes are refused */
     void (*notice)(void *arg, const char *msg); /* eng_opts' */
     void *notice_arg;
-    int scrub_rc;                   /* atomic: the background check's end, 1 passed, -1 not */
+    int scrub_rc;                   /* atomic: eng_log_checked */
     secret_pool *pool;              /* randomness for new credentials (NULL: none) */
     rl *rate;                       /* token creations per user (the tenant's rate, burst) */
     reserve *rsv;                   /* disk space kept back for revocations */
@@ -561,6 +561,11 @@ static int log_join(eng *e, tk_why *w)
     if (rc)
         return rc;
     e->log_open = true;
+    if (!elog_scrub_started(e->log)) { /* every link checked already: nothing runs after */
+        int none = 0;
+        __atomic_compare_exchange_n(&e->scrub_rc, &none, 1, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
+    }
     return 0;
 }
 

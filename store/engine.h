@@ -83,9 +83,10 @@ typedef struct eng_open_times {
  * come a head is signed at most once a second, and at eng_close. */
 int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why);
 
-/* The background check of the log's chain (elog.h, "check"): 0 while it
- * runs (or when none runs: a full check at the open, or one segment), 1
- * once every link passed, -1 when it did not (damage fences the store). */
+/* The check of every link of the log's chain (elog.h, "check"): 0 while
+ * the background check after the open runs, 1 once every link passed (at
+ * the open, or after it), -1 when one did not or a segment could not be
+ * read (damage fences the store). */
 int eng_log_checked(const eng *e);
 
 /* How long the open of e took, step by step. */

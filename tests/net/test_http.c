@@ -865,6 +865,9 @@ static void metrics_count_the_work(void **state)
     assert_int_equal(metric(t, "tokend_log_sync_duration_seconds_count"), 13);
     assert_int_equal(metric(t, "tokend_batch_writes_count"), 13);
     assert_int_equal(metric(t, "tokend_store_state{state=\"ok\"}"), 1);
+    /* one segment: every link checked at the start */
+    assert_int_equal(metric(t, "tokend_log_chain_check{state=\"passed\"}"), 1);
+    assert_int_equal(metric(t, "tokend_log_chain_check{state=\"running\"}"), 0);
     assert_true(metric(t, "tokend_connections{listener=\"http\"}") >= 1);
 
     /* promtool, the real checker */
