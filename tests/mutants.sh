@@ -44,6 +44,8 @@ mutants=(
   "replica-unavailable@tests/store/test_engine_follow|store/engine.c|s/    if (!__atomic_load_n(\&e->unavailable, __ATOMIC_RELAXED))$/    if (1)/"
   "replica-read-only@tests/store/test_engine_follow|store/engine.c|s/    if (__atomic_load_n(\&e->readonly, __ATOMIC_ACQUIRE)) {/    if (0) {/"
   "barrier-gate@tests/net/test_repl|net/writer.c|s/            \&\& !w->gate(w->gate_arg, j->res.seq))/            \&\& 0)/"
+  "log-segment-link@tests/store/test_elog|store/elog.c|s/    if (!w->crc_only || !w->last_body)$/    if (1)/"
+  "log-scrub-fences|store/engine.c|s/        fence(e, \"the log is damaged (found by its background check; tokend's log says \"/        if (0) fence(e, \"the log is damaged (found by its background check; tokend's log says \"/"
   "replica-lease@tests/net/test_repl|net/follower.c|s/(!f->stopped\[0\] \&\& now < f->lease_until \&\& f->applied >= f->need)/(!f->stopped[0] \&\& f->applied >= f->need)/"
 )
 fail=0
