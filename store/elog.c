@@ -108,6 +108,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <sys/file.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -923,7 +924,12 @@ static void *scrub_run(void *arg)
     rec r;
     int rc;
 
-    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp); /* best effort */
+    /* Best effort, both: the CPU and the disk that nothing else wants
+     * (ioprio: the idle class, for this thread; schedulers without
+     * classes ignore it). */
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+    (void)syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0 /* this thread */,
+                  3 << 13 /* IOPRIO_CLASS_IDLE */);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while ((rc = walk_next(w, &r)) == 1)
         ;
