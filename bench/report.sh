@@ -86,7 +86,7 @@ mv "$OUT/latest.json.tmp" "$OUT/latest.json"
            (if .counts_agree then "equal to" else "NOT equal to" end)] | @tsv' "$OUT/latest.json" |
     awk -F'\t' '{ printf "%-18s %11s %11s %17s | tokenbench redis / redis-benchmark GET, same server; replies %s cmdstat_get\n", $1, $2, $3, $4, $5 }'
   jq -r '.index[] | [.case, (.ops_per_sec|floor), "-", "-",
-           "verify \(.verify_ns*10|round/10) ns (batched \(.verify_batch_ns // 0 | .*10|round/10)), \(.index_bytes_per_token*10|round/10) B/token, open \(.build_s*100|round/100) s"] | @tsv' "$OUT/latest.json" |
+           "verify \(.verify_ns*10|round/10) ns (batched \(.verify_batch_ns // 0 | .*10|round/10)), \(.index_bytes_per_token*10|round/10) B/token, open \(.build_s*100|round/100) s (\(.open_over_read // 0 | .*10|round/10)x the files read once)"] | @tsv' "$OUT/latest.json" |
     awk -F'\t' '{ printf "%-18s %11s %11s %17s | %s (in-process, one core)\n", $1, $2, $3, $4, $5 }'
   # An earlier build run in the same rounds (BENCH_BASELINE): its figures beside tokend's.
   if jq -e 'any(.cases[]; .baseline)' "$OUT/latest.json" >/dev/null; then
