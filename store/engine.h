@@ -48,6 +48,8 @@ typedef struct eng_opts {
     uint64_t reserve_bytes; /* space kept back for revocations; 0 = ENG_RESERVE_DEFAULT */
     const char *sign_key;   /* an Ed25519 key file outside the data directory (made with its
                                .pub when missing): signed heads (store/head.h); NULL: none */
+    bool no_view_image;     /* no view image (store/vimage.h): the view is always built from
+                               LMDB at open and none is saved at close (any there is removed) */
 } eng_opts;
 
 /* Where an open's time went, in seconds (tokend logs it). The check of the
@@ -61,6 +63,13 @@ typedef struct eng_open_times {
     double log_wait_s;  /* then the wait for the sealed segments' check */
     double total_s;
     size_t creds;       /* credentials loaded */
+    /* The view image (state/view.img): image is true when the credentials
+     * came from it (image_s of load_s); image_rc is vimg_load's answer (0,
+     * TK_ENOTFOUND: none or stale, TK_ECORRUPT / TK_EIO: refused, the
+     * view built from LMDB), TK_ENOTFOUND when it was not tried. */
+    bool image;
+    double image_s;
+    int image_rc;
 } eng_open_times;
 
 /* The storage reserve: DIR/reserve holds this much disk space back, so that
@@ -76,7 +85,11 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why);
 
 /* How long the open of e took, step by step. */
 const eng_open_times *eng_open_stats(const eng *e);
-void eng_close(eng *e); /* e may be NULL */
+/* Closes e (may be NULL). After a clean run (not fenced, LMDB flushed
+ * and at the log's last record, every batch published) it saves the
+ * view's credentials to state/view.img for the next open, unless
+ * opts->no_view_image; a failure to save only costs that open its speed. */
+void eng_close(eng *e);
 
 
 /* ---- management ------------------------------------------------------- */
