@@ -2,7 +2,9 @@
  * engine.c - the facade over core and store; see engine.h.
  *
  * It reads as its three steps. Open (eng_open): the operator key, the log's
- * check, LMDB caught up with the log, the in-memory view loaded. Commit
+ * check, LMDB caught up with the log, the in-memory view loaded (its
+ * credentials from the view image a clean close left, store/vimage.c, when
+ * it is this state's; eng_close writes it). Commit
  * (eng_commit): each request is planned (store/plan.c: the rules, over
  * records read in the batch's write transaction) into events, which are
  * applied to that transaction and encoded for the log; a request
