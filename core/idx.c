@@ -59,6 +59,10 @@
  *                  32 bytes per entry, so ~97 (tested <= 98 from 4096
  *                  entries up) for the n0/8 puts a move lasts.
  * Deletes never shrink the table or free chunks.
+ *
+ * Images (idx_save, idx_load; the end of this file) write the structure as
+ * it is, SipHash key included, and read it back in place: why the key may
+ * travel, and what a load checks, is noted there.
  */
 #include "core/idx.h"
 
@@ -517,4 +521,237 @@ void idx_foreach(const idx *ix, void (*fn)(const idx_entry *e, void *arg), void 
         if (e->internal_[0] & F_LIVE)
             fn(e, arg);
     }
+}
+
+/* ---- images ------------------------------------------------------------
+ *
+ * idx_save writes the structure itself: a header (the sizes, the counts,
+ * the free list's head, the epoch, the SipHash key), the slot table as it
+ * is, then entries 0..hw-1 chunk by chunk. idx_load allocates the same
+ * tables and chunks and has get fill them in place: no hash, no insert, no
+ * copy, which is what makes a load of millions of entries a sequential
+ * read (the rebuild from LMDB costs a SipHash and a cache miss per entry).
+ *
+ * The key travels with the image. That is acceptable: the image sits
+ * beside LMDB (same directory, mode 0600) and is exactly as sensitive;
+ * the key only keeps peers from choosing colliding IDs, and IDs are chosen
+ * by tokend, not by peers (a peer's unknown IDs can only pick home slots,
+ * which costs it nothing and us one probe). A key kept across restarts
+ * changes none of that.
+ *
+ * What idx_load checks, as it reads, before anything is used: the layout
+ * (entry and slot sizes, byte order), the slot count (a power of two in
+ * [MIN_SLOTS, 2^32]) and that every size fits max_bytes before it is
+ * allocated; count <= hw, count under the growth threshold (so a probe
+ * always meets an empty slot), free_head 0 or a loc below hw; each slot
+ * empty or naming an entry below hw, and as many occupied slots as count
+ * (a saved index is never growing, so it has no stale slots); each entry
+ * live with the index's epoch and no other flag, or free with a link 0 or
+ * below hw; as many live entries as count; the free list ends within
+ * hw - count steps and passes only free entries (no cycle, no live entry
+ * handed out again). Not checked, because it would cost a random access
+ * per entry: that a slot's tag is its entry's hash and that every live
+ * entry has its slot. A failure there can only make a lookup miss, never
+ * read outside the index: every access is bounded by the checks above.
+ * A bit flip is the caller's CRC's to catch. */
+
+#define IMG_ORDER 0x01020304u   /* as this machine stores it: byte order */
+#define IMG_PIECE (1u << 20)    /* bytes per get, checked while in cache */
+
+typedef struct idx_img {
+    uint32_t order;
+    uint16_t entry_size, slot_size;
+    uint32_t loc_base, split_shift;
+    uint32_t epoch, nchunks;
+    uint64_t nslots;
+    uint64_t count;
+    uint64_t moved;
+    uint32_t hw, free_head;
+    unsigned char key[crypto_shorthash_KEYBYTES];
+} idx_img;
+_Static_assert(sizeof(idx_img) == 72, "idx_img has no padding");
+
+/* Chunks that hold entries 0..hw-1. */
+static size_t chunks_for(uint32_t hw)
+{
+    if (hw == 0)
+        return 0;
+    uint32_t loc = hw - 1 + LOC_BASE;
+    return chunk_of(loc, loc_level(loc)) + 1;
+}
+
+/* The loc of chunk c's first entry. */
+static uint32_t chunk_first(size_t c)
+{
+    unsigned k = (unsigned)(c >> SPLIT_SHIFT) + LOC_BASE_SHIFT;
+    return (1u << k) | (uint32_t)((c & ((1u << SPLIT_SHIFT) - 1)) << (k - SPLIT_SHIFT));
+}
+
+/* Entries of chunk c below hw. */
+static size_t chunk_used(size_t c, uint32_t hw)
+{
+    size_t first = chunk_first(c), end = (size_t)hw + LOC_BASE;
+    return end - first < chunk_len(c) ? end - first : chunk_len(c);
+}
+
+int idx_save(idx *ix, idx_put_fn put, void *arg)
+{
+    idx_img h;
+    int rc;
+
+    while (growing(ix))
+        grow_step(ix, SIZE_MAX);
+    memset(&h, 0, sizeof h);
+    h.order = IMG_ORDER;
+    h.entry_size = sizeof(idx_entry);
+    h.slot_size = sizeof(idx_slot);
+    h.loc_base = LOC_BASE;
+    h.split_shift = SPLIT_SHIFT;
+    h.epoch = ix->epoch;
+    h.nchunks = (uint32_t)ix->nchunks;
+    h.nslots = tab_slots(&ix->cur);
+    h.count = ix->count;
+    h.moved = ix->moved;
+    h.hw = ix->hw;
+    h.free_head = ix->free_head;
+    memcpy(h.key, ix->key, sizeof h.key);
+    rc = put(arg, &h, sizeof h);
+    sodium_memzero(&h, sizeof h);
+    if (rc || (rc = put(arg, ix->cur.slots, tab_slots(&ix->cur) * sizeof(idx_slot))))
+        return rc;
+    for (size_t c = 0; c < ix->nchunks; c++)
+        if ((rc = put(arg, ix->chunks[c], chunk_used(c, ix->hw) * sizeof(idx_entry))))
+            return rc;
+    return 0;
+}
+
+static bool img_header_ok(const idx_img *h, size_t max_bytes)
+{
+    if (h->order != IMG_ORDER || h->entry_size != sizeof(idx_entry) ||
+        h->slot_size != sizeof(idx_slot) || h->loc_base != LOC_BASE ||
+        h->split_shift != SPLIT_SHIFT)
+        return false;
+    if (h->nslots < MIN_SLOTS || h->nslots > ((uint64_t)1 << 32) ||
+        (h->nslots & (h->nslots - 1)) != 0)
+        return false;
+    if (h->hw > UINT32_MAX - LOC_BASE || h->count > h->hw ||
+        h->count > h->nslots - h->nslots / 4)
+        return false;
+    if (h->epoch != 0 && h->epoch != F_EPOCH)
+        return false;
+    if (h->free_head != 0 && (h->free_head < LOC_BASE || h->free_head - LOC_BASE >= h->hw))
+        return false;
+    if (h->nchunks != chunks_for(h->hw))
+        return false;
+    /* All within the stream, before anything is allocated: at most 2^35
+     * slot bytes and 2^38 entry bytes, no overflow. */
+    uint64_t need = sizeof *h + h->nslots * sizeof(idx_slot) + (uint64_t)h->hw * sizeof(idx_entry);
+    return need <= max_bytes;
+}
+
+/* Reads n bytes of slots into place and checks them; occupied counts. */
+static int img_slots(idx_get_fn get, void *arg, idx_slot *s, size_t n, uint32_t hw,
+                     uint64_t *occupied)
+{
+    int rc = get(arg, s, n * sizeof *s);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i].loc == 0) {
+            if (s[i].tag != 0)
+                return TK_ECORRUPT;
+        } else if (s[i].loc < LOC_BASE || s[i].loc - LOC_BASE >= hw) {
+            return TK_ECORRUPT;
+        } else {
+            (*occupied)++;
+        }
+    }
+    return 0;
+}
+
+/* Reads n entries into place and checks them; live counts. */
+static int img_entries(idx_get_fn get, void *arg, idx_entry *e, size_t n, const idx_img *h,
+                       idx_check_fn check, void *check_arg, uint64_t *live)
+{
+    int rc = get(arg, e, n * sizeof *e);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t f = e[i].internal_[0];
+        if (f & F_LIVE) {
+            if (f != (F_LIVE | h->epoch) || (check && check(check_arg, &e[i]) != 0))
+                return TK_ECORRUPT;
+            (*live)++;
+        } else if (f != 0 ||
+                   (e[i].ref != 0 && (e[i].ref < LOC_BASE || e[i].ref - LOC_BASE >= h->hw))) {
+            return TK_ECORRUPT;
+        }
+    }
+    return 0;
+}
+
+int idx_load(idx_get_fn get, void *arg, size_t max_bytes, idx_check_fn check, void *check_arg,
+             idx **out)
+{
+    idx_img h;
+    idx *ix = NULL;
+    uint64_t occupied = 0, live = 0;
+    int rc = get(arg, &h, sizeof h);
+
+    if (rc)
+        goto done;
+    rc = TK_ECORRUPT;
+    if (!img_header_ok(&h, max_bytes))
+        goto done;
+    if (sodium_init() < 0)
+        idx_die("sodium_init failed");
+    ix = xcalloc(1, sizeof *ix);
+    memcpy(ix->key, h.key, sizeof ix->key);
+    tab_alloc(&ix->cur, (size_t)h.nslots);
+    for (size_t i = 0; i < h.nslots; i += IMG_PIECE / sizeof(idx_slot)) {
+        size_t n = h.nslots - i < IMG_PIECE / sizeof(idx_slot) ? h.nslots - i
+                                                               : IMG_PIECE / sizeof(idx_slot);
+        if ((rc = img_slots(get, arg, ix->cur.slots + i, n, h.hw, &occupied)))
+            goto done;
+    }
+    rc = TK_ECORRUPT;
+    if (occupied != h.count)
+        goto done;
+    for (ix->chunks_cap = h.nchunks ? 64 : 0; ix->chunks_cap < h.nchunks;)
+        ix->chunks_cap *= 2; /* as entry_alloc grows it, so idx_bytes agrees */
+    ix->chunks = xcalloc(ix->chunks_cap ? ix->chunks_cap : 1, sizeof *ix->chunks);
+    for (size_t c = 0; c < h.nchunks; c++) {
+        size_t len = chunk_len(c), used = chunk_used(c, h.hw);
+        ix->chunks[c] = xhuge_alloc(len * sizeof(idx_entry));
+        ix->nchunks++;
+        ix->chunk_bytes += len * sizeof(idx_entry);
+        for (size_t i = 0; i < used; i += IMG_PIECE / sizeof(idx_entry)) {
+            size_t n = used - i < IMG_PIECE / sizeof(idx_entry) ? used - i
+                                                                : IMG_PIECE / sizeof(idx_entry);
+            rc = img_entries(get, arg, ix->chunks[c] + i, n, &h, check, check_arg, &live);
+            if (rc)
+                goto done;
+        }
+    }
+    rc = TK_ECORRUPT;
+    if (live != h.count)
+        goto done;
+    ix->hw = h.hw; /* entry_at's bounds, for the free list's walk */
+    uint64_t steps = 0;
+    for (uint32_t loc = h.free_head; loc != 0; loc = entry_at(ix, loc)->ref)
+        if (++steps > h.hw - h.count || (entry_at(ix, loc)->internal_[0] & F_LIVE))
+            goto done;
+    ix->count = (size_t)h.count;
+    ix->moved = (size_t)h.moved;
+    ix->free_head = h.free_head;
+    ix->epoch = (uint8_t)h.epoch;
+    rc = 0;
+done:
+    sodium_memzero(&h, sizeof h);
+    if (rc) {
+        idx_free(ix);
+        return rc;
+    }
+    *out = ix;
+    return 0;
 }

@@ -5,8 +5,8 @@
  * in a dense, chunked array (never moved once placed, so growth copies no
  * entries); the table is open addressing with linear probing over 8-byte
  * slots {tag, entry number}, keyed by SipHash-2-4 (libsodium
- * crypto_shorthash) under a random per-process key, so a peer cannot choose
- * IDs that collide.
+ * crypto_shorthash) under a random key (per index; an image, idx_save, keeps
+ * it), so a peer cannot choose IDs that collide.
  *
  * Growth never stops the world: when the table passes 3/4 load a table of
  * twice the size is allocated and every later idx_put/idx_del (and
@@ -116,5 +116,36 @@ void idx_step(idx *ix, unsigned n);
 
 /* Calls fn for every entry (order unspecified); fn must not modify ix. */
 void idx_foreach(const idx *ix, void (*fn)(const idx_entry *e, void *arg), void *arg);
+
+/* ---- images: the index written out and read back as it is ------------- */
+
+/* A byte sink and a byte source for idx_save and idx_load. put writes n
+ * bytes of p (borrowed for the call); get fills all n bytes of p, which is
+ * the index's own memory (so a load reads straight into place, no copy),
+ * or fails. Both return 0 or a negative TK_E* code, which the caller of
+ * idx_save / idx_load gets back as it is. */
+typedef int (*idx_put_fn)(void *arg, const void *p, size_t n);
+typedef int (*idx_get_fn)(void *arg, void *p, size_t n);
+
+/* A check of each live entry as idx_load reads it (while its bytes are in
+ * cache): 0 to accept, non-zero to refuse the image (TK_ECORRUPT). */
+typedef int (*idx_check_fn)(void *arg, const idx_entry *e);
+
+/* Writes ix's structure to put, as it is (the SipHash key, the slot table,
+ * the entry chunks), so that idx_load rebuilds it without a hash or an
+ * insert. A growth in progress is finished first (hence not const).
+ * The stream is machine-specific (native byte order and layout). 0 or
+ * put's error. */
+int idx_save(idx *ix, idx_put_fn put, void *arg);
+
+/* Reads an index written by idx_save from get into a new index (*out,
+ * owned by the caller). Everything read is checked before it is trusted,
+ * as if a peer had written it: max_bytes is the most the stream can hold
+ * (the caller's file length), and sizes that need more are refused before
+ * anything is allocated. check (may be NULL) is called for each live
+ * entry. 0; TK_ECORRUPT for a stream that is not a sound index, or get's
+ * error; on failure nothing is left allocated and *out is untouched. */
+int idx_load(idx_get_fn get, void *arg, size_t max_bytes, idx_check_fn check, void *check_arg,
+             idx **out);
 
 #endif

@@ -526,3 +526,120 @@ size_t view_index_bytes(const view *v)
 {
     return idx_bytes(v->creds);
 }
+
+/* ---- images (view_save_creds, view_load_creds) ------------------------
+ *
+ * The stream: nsets (u32), sets[1..nsets) as they are, then the index
+ * (idx_save). The sets' hash table is not written: rebuilt on load from
+ * the sets, a few thousand at most. A token entry's ref indexes sets[] on
+ * the verify path (verify_answer bounds it) and on every delete or replace
+ * (set_unref, which does not), so each token entry's ref is checked as the
+ * index reads it (idx_check_fn, while the entry is in cache), and the
+ * reference counts are counted again from the entries and must be the
+ * ones saved: a set's count can then never fall below zero. That is one
+ * increment per token, cheaper than sizing sets[] for any 32-bit ref. The
+ * free list of set ids is not trusted from the stream either: every set
+ * without a reference is put on a fresh one. */
+
+#define VIEW_MAX_SETS (1u << 30)
+
+typedef struct set_check {
+    const vroleset *sets;
+    uint32_t nsets;
+    uint32_t *counts;
+} set_check;
+
+static int check_cred(void *arg, const idx_entry *e)
+{
+    set_check *c = arg;
+    if (e->kind == TK_KIND_PERSONAL)
+        return 0;
+    if (e->kind != TK_KIND_TOKEN || e->ref == 0 || e->ref >= c->nsets ||
+        c->sets[e->ref].n > TK_MAX_ROLES)
+        return -1;
+    c->counts[e->ref]++;
+    return 0;
+}
+
+int view_save_creds(view *v, idx_put_fn put, void *arg)
+{
+    uint32_t nsets = v->nsets;
+    int rc = put(arg, &nsets, sizeof nsets);
+    if (!rc && nsets > 1)
+        rc = put(arg, &v->sets[1], (size_t)(nsets - 1) * sizeof *v->sets);
+    return rc ? rc : idx_save(v->creds, put, arg);
+}
+
+int view_load_creds(view *v, idx_get_fn get, void *arg, size_t max_bytes)
+{
+    uint32_t nsets, cap = 0;
+    vroleset *sets = NULL;
+    set_check chk = {0};
+    idx *ix = NULL;
+    int rc;
+
+    if (idx_count(v->creds) != 0 || v->nsets != 1)
+        return TK_EINVAL;
+    if ((rc = get(arg, &nsets, sizeof nsets)))
+        return rc;
+    size_t set_bytes = (size_t)(nsets ? nsets - 1 : 0) * sizeof *sets;
+    if (nsets == 0 || nsets > VIEW_MAX_SETS || max_bytes < sizeof nsets ||
+        set_bytes > max_bytes - sizeof nsets)
+        return TK_ECORRUPT;
+    sets = grow_to(NULL, &cap, nsets - 1 < 16 ? 16 : nsets - 1, sizeof *sets);
+    if (nsets > 1 && (rc = get(arg, &sets[1], set_bytes)))
+        goto done;
+    rc = TK_ECORRUPT;
+    for (uint32_t sid = 1; sid < nsets; sid++)
+        if (sets[sid].n != UINT32_MAX && sets[sid].n > TK_MAX_ROLES)
+            goto done;
+    chk.sets = sets;
+    chk.nsets = nsets;
+    chk.counts = xcalloc(nsets, sizeof *chk.counts);
+    rc = idx_load(get, arg, max_bytes - sizeof nsets - set_bytes, check_cred, &chk, &ix);
+    if (rc)
+        goto done;
+    rc = TK_ECORRUPT;
+    uint32_t live = 0;
+    for (uint32_t sid = 1; sid < nsets; sid++) {
+        if (chk.counts[sid] != sets[sid].refs)
+            goto done;
+        if (sets[sid].refs) {
+            live++;
+        } else { /* dead: set_table_rebuild puts it on the new free list */
+            sets[sid].n = 0;
+        }
+    }
+    free(v->sets);
+    v->sets = sets;
+    v->sets_cap = cap;
+    v->nsets = nsets;
+    v->free_set = 0;
+    v->set_live = live;
+    uint32_t tcap = 64;
+    while (live * 2 > tcap)
+        tcap *= 2;
+    set_table_rebuild(v, tcap);
+    idx_free(v->creds);
+    v->creds = ix;
+    sets = NULL;
+    ix = NULL;
+    rc = 0;
+done:
+    free(chk.counts);
+    free(sets);
+    idx_free(ix);
+    return rc;
+}
+
+void view_drop_creds(view *v)
+{
+    idx_free(v->creds);
+    idx_new(&v->creds);
+    memset(v->sets, 0, (size_t)v->sets_cap * sizeof *v->sets);
+    v->nsets = 1;
+    v->free_set = 0;
+    v->set_dead = 0;
+    v->set_live = 0;
+    memset(v->set_table, 0, (size_t)v->set_cap * sizeof *v->set_table);
+}

@@ -104,4 +104,23 @@ void view_settle(view *v);
 size_t view_cred_count(const view *v);
 size_t view_index_bytes(const view *v);
 
+/* The credentials part of the view (the index and the interned role sets)
+ * as a byte stream, for an image read back at the next open instead of
+ * rebuilding it from LMDB (store/vimage.h). The rest of the view (tenants,
+ * roles, accounts) is small and is not in the stream.
+ *
+ * view_save_creds writes it to put (see idx_put_fn); it finishes an index
+ * growth in progress first, hence v is not const. 0 or put's error.
+ *
+ * view_load_creds reads it from get into a view that holds no credentials
+ * yet (TK_EINVAL otherwise; tenants and the rest may come before or
+ * after). max_bytes is the most the stream can hold. Everything is checked
+ * before it is used, as idx_load does: a stream that is not a sound view
+ * is TK_ECORRUPT (or get's error), and the view is then left as it was.
+ * view_drop_creds empties the credentials again (all of them), for a
+ * caller whose own check of the stream (a CRC) fails after the load. */
+int view_save_creds(view *v, idx_put_fn put, void *arg);
+int view_load_creds(view *v, idx_get_fn get, void *arg, size_t max_bytes);
+void view_drop_creds(view *v);
+
 #endif

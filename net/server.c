@@ -530,8 +530,11 @@ int srv_open(const srv_opts *o, srv **out)
     }
     const eng_open_times *ot = eng_open_stats(s->e);
     lg_line("opened %s in %.2f s: %zu credentials; the log's last segment %.2f s, LMDB %.2f s, "
-            "the view %.2f s, then %.2f s for the log's check", o->data_dir, ot->total_s,
-            ot->creds, ot->log_tail_s, ot->state_s, ot->load_s, ot->log_wait_s);
+            "the view %.2f s (%s), then %.2f s for the log's check", o->data_dir, ot->total_s,
+            ot->creds, ot->log_tail_s, ot->state_s, ot->load_s,
+            ot->image ? "its credentials from state/view.img"
+            : ot->image_rc == TK_ENOTFOUND ? "from LMDB" : "from LMDB: state/view.img refused",
+            ot->log_wait_s);
     co.require_gateway = o->require_gateway;
     if (o->require_gateway && (rc = gateway_key(o->data_dir, gw)))
         goto fail;

@@ -2,7 +2,9 @@
  * engine.c - the facade over core and store; see engine.h.
  *
  * It reads as its three steps. Open (eng_open): the operator key, the log's
- * check, LMDB caught up with the log, the in-memory view loaded. Commit
+ * check, LMDB caught up with the log, the in-memory view loaded (its
+ * credentials from the view image a clean close left, store/vimage.c, when
+ * it is this state's; eng_close writes it). Commit
  * (eng_commit): each request is planned (store/plan.c: the rules, over
  * records read in the batch's write transaction) into events, which are
  * applied to that transaction and encoded for the log; a request
@@ -49,6 +51,7 @@
 #include "store/reserve.h"
 #include "store/snap.h"
 #include "store/state.h"
+#include "store/vimage.h"
 
 #define OPERATOR_KEY_LEN KEYFILE_KEY_LEN
 #define REPLAY_BATCH 10000
@@ -113,6 +116,8 @@ struct eng {
     uint64_t durable;    /* of those, the last an eng_sync made durable */
     pend *phead, *ptail, *pfree;
     eng_open_times times; /* the open's steps (eng_open_stats) */
+    bool no_image;       /* eng_opts.no_view_image */
+    bool opened;         /* eng_open succeeded: the view is the whole state */
     state_txn *txn;      /* the batch written, for eng_apply to commit to LMDB */
     uint64_t txn_batch;  /* its number */
     uint64_t applied;    /* the last batch eng_apply committed (or began to) */
@@ -610,6 +615,73 @@ static void scrub_done(void *arg, int rc, uint64_t checked_to, double seconds, c
         e->notice(e->notice_arg, msg);
 }
 
+/* ---- the view image (store/vimage.h) ----------------------------------
+ *
+ * Its stamp is LMDB's applied seq and the chain hash the state keeps
+ * there: the image is read only into a view of exactly that state, and
+ * written only when the view is exactly LMDB's state, which is at the
+ * log's last record. */
+
+/* Reads the credentials from state/view.img when it was saved at t's
+ * state; true when it did (the rest then comes from LMDB). The file is
+ * gone after this, read or not: the state changes from here on. */
+static bool image_load(eng *e, state_txn *t, const char *sub)
+{
+    uint8_t chain[TK_HASH_LEN];
+    uint64_t applied = state_applied_seq(t);
+    tk_why w = {.msg = ""};
+
+    if (e->no_image || applied == 0 || applied != elog_last_seq(e->log) ||
+        !state_chain(t, chain)) {
+        vimg_remove(sub);
+        return false;
+    }
+    double t0 = mono_s();
+    int rc = vimg_load(sub, applied, chain, e->v, &w);
+    e->times.image_s = mono_s() - t0;
+    e->times.image_rc = rc;
+    e->times.image = rc == 0;
+    /* None, or stale after a run that did not close cleanly: the usual
+     * open, nothing to say. A damaged one is worth a line. */
+    if (rc != 0 && rc != TK_ENOTFOUND)
+        fprintf(stderr, "tokend: %s; the view is built from LMDB instead\n", w.msg);
+    return rc == 0;
+}
+
+/* At eng_close, after the last flush: saves the view's credentials when
+ * they are certainly LMDB's state. Not after a failed open (the view may
+ * be partial), nor fenced or with LMDB set aside (stale), nor with a batch
+ * committed and not published (LMDB has it, the view not), nor with LMDB
+ * unflushed (the marker stays: the next open sets LMDB aside and rebuilds,
+ * and the image would go with it anyway). */
+static void image_save(eng *e)
+{
+    uint8_t chain[TK_HASH_LEN];
+    state_txn *t = NULL;
+    tk_why w = {.msg = ""};
+
+    if (!e->opened || e->no_image || !e->v || !e->st || !e->log || !e->log_open || e->txn ||
+        is_fenced(e) || __atomic_load_n(&e->stale, __ATOMIC_ACQUIRE) || ckpt_dirty(e->ck))
+        return;
+    pthread_mutex_lock(&e->pmu);
+    bool settled = !e->phead && e->durable == e->committed;
+    pthread_mutex_unlock(&e->pmu);
+    if (!settled || state_begin(e->st, false, &t) != 0)
+        return;
+    uint64_t applied = state_applied_seq(t);
+    bool has_chain = state_chain(t, chain);
+    state_abort(t);
+    if (applied == 0 || !has_chain || applied != elog_last_seq(e->log) ||
+        elog_next_seq(e->log) != applied + 1 ||
+        sodium_memcmp(chain, elog_head_hash(e->log), TK_HASH_LEN) != 0)
+        return;
+    char *sub = xpath(e->dir, "state");
+    if (vimg_save(sub, applied, chain, e->v, ENG_RESERVE_DEFAULT, &w) != 0)
+        fprintf(stderr, "tokend: no view image saved (%s): the next open builds the view from "
+                "LMDB\n", w.msg);
+    free(sub);
+}
+
 const eng_open_times *eng_open_stats(const eng *e)
 {
     return &e->times;
@@ -643,6 +715,8 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
 
     w->msg[0] = '\0';
     e->dir = xstrdup(dir);
+    e->no_image = opts && opts->no_view_image;
+    e->times.image_rc = TK_ENOTFOUND;
     e->pool = secret_pool_new();
     rl_new(&e->rate);
     kr_new(&e->ring);
@@ -721,11 +795,15 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
     e->times.state_s = t2 - t1;
     view_new(&e->v);
     if (!(rc = state_begin(e->st, false, &t))) {
-        view_reserve(e->v, state_cred_count(t)); /* the load never grows the index */
+        unsigned flags = 0;
+        if (image_load(e, t, sub))
+            flags = ST_LOAD_NO_CREDS;
+        else
+            view_reserve(e->v, state_cred_count(t)); /* the load never grows the index */
         loader *l = xcalloc(1, sizeof *l);
         l->v = e->v;
         l->keys = e->ring;
-        rc = state_load(t, load_learn, l);
+        rc = state_load(t, flags, load_learn, l);
         load_flush(l);
         free(l);
     }
@@ -748,6 +826,7 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
         goto fail;
     free(sub);
     e->times.total_s = mono_s() - t0;
+    e->opened = true;
     *out = e;
     return 0;
 fail:
@@ -772,9 +851,10 @@ void eng_close(eng *e)
     if (e->sign && e->log && !is_fenced(e))
         sign_head(e, true);
     head_key_free(e->sign);
-    view_free(e->v);
     if (e->st && e->ck && ckpt_dirty(e->ck) && !is_fenced(e))
         (void)ckpt_flush(e->ck, e->st, now_ms());
+    image_save(e);
+    view_free(e->v);
     state_close(e->st);
     ckpt_free(e->ck);
     elog_close(e->log);

@@ -54,6 +54,8 @@ typedef struct eng_opts {
      * outcome); msg borrowed for the call. NULL: none. */
     void (*notice)(void *arg, const char *msg);
     void *notice_arg;
+    bool no_view_image;     /* no view image (store/vimage.h): the view is always built from
+                               LMDB at open and none is saved at close (any there is removed) */
 } eng_opts;
 
 /* Where an open's time went, in seconds (tokend logs it). The check of the
@@ -67,6 +69,13 @@ typedef struct eng_open_times {
     double log_wait_s;  /* then the wait for the sealed segments' check */
     double total_s;
     size_t creds;       /* credentials loaded */
+    /* The view image (state/view.img): image is true when the credentials
+     * came from it (image_s of load_s); image_rc is vimg_load's answer (0,
+     * TK_ENOTFOUND: none or stale, TK_ECORRUPT / TK_EIO: refused, the
+     * view built from LMDB), TK_ENOTFOUND when it was not tried. */
+    bool image;
+    double image_s;
+    int image_rc;
 } eng_open_times;
 
 /* The storage reserve: DIR/reserve holds this much disk space back, so that
@@ -91,7 +100,11 @@ int eng_log_checked(const eng *e);
 
 /* How long the open of e took, step by step. */
 const eng_open_times *eng_open_stats(const eng *e);
-void eng_close(eng *e); /* e may be NULL */
+/* Closes e (may be NULL). After a clean run (not fenced, LMDB flushed
+ * and at the log's last record, every batch published) it saves the
+ * view's credentials to state/view.img for the next open, unless
+ * opts->no_view_image; a failure to save only costs that open its speed. */
+void eng_close(eng *e);
 
 
 /* ---- management ------------------------------------------------------- */

@@ -1444,14 +1444,14 @@ static int load_cred(state_txn *t, const MDB_val *k, const MDB_val *v, st_emit_f
     return 0;
 }
 
-int state_load(state_txn *t, st_emit_fn emit, void *arg)
+int state_load(state_txn *t, unsigned flags, st_emit_fn emit, void *arg)
 {
     int rc;
     if ((rc = walk(t, DB_TENANT, load_tenant, emit, arg))
         || (rc = walk(t, DB_PERM, load_perm, emit, arg))
         || (rc = walk(t, DB_ROLE, load_role, emit, arg))
         || (rc = walk(t, DB_ACCOUNT, load_account, emit, arg))
-        || (rc = walk(t, DB_CRED, load_cred, emit, arg))
+        || (!(flags & ST_LOAD_NO_CREDS) && (rc = walk(t, DB_CRED, load_cred, emit, arg)))
         || (rc = walk(t, DB_KEYRING, load_ring, emit, arg)))
         return rc;
     return 0;

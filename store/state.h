@@ -173,8 +173,11 @@ bool state_chain(state_txn *t, uint8_t out[TK_HASH_LEN]);
  * not belong to this state); TK_EIO on an LMDB failure. */
 int state_apply(state_txn *t, uint64_t seq, const ev *e, st_emit_fn emit, void *arg);
 
-/* Emits the whole state as changes, for building the view at open. */
-int state_load(state_txn *t, st_emit_fn emit, void *arg);
+/* Emits the whole state as changes, for building the view at open: with
+ * ST_LOAD_NO_CREDS in flags, all but the credentials (which then come
+ * from a view image, store/vimage.h). The order is the same either way. */
+#define ST_LOAD_NO_CREDS 1u
+int state_load(state_txn *t, unsigned flags, st_emit_fn emit, void *arg);
 
 /* Lookups by name or id. 0 or TK_ENOTFOUND (or TK_ECORRUPT/TK_EIO). */
 int state_tenant_by_slug(state_txn *t, const char *slug, size_t n, st_tenant *out);

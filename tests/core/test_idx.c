@@ -7,7 +7,8 @@
  * the low bit of byte 15 clear and absent ids have it set, so "absent" is
  * exact, not merely likely. Entry contents are derived from the id's index
  * i and a generation g (bumped on replace), and every lookup compares all
- * 69 caller-visible bytes of the entry.
+ * 69 caller-visible bytes of the entry. Images (idx_save, idx_load) come
+ * back answering the same, and a cut or damaged one is refused whole.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -669,6 +670,326 @@ static void reserve_then_load_never_grows(void **state)
     free_ids(&s);
 }
 
+/* ---- images (idx_save, idx_load) -------------------------------------- */
+
+/* A byte stream in memory: put appends, get reads on and fails at the end
+ * (as a file that ends early). */
+typedef struct mstream {
+    uint8_t *buf;
+    size_t len, cap, pos;
+} mstream;
+
+static int ms_put(void *arg, const void *p, size_t n)
+{
+    mstream *m = arg;
+    if (m->len + n > m->cap) {
+        m->cap = (m->len + n) * 2;
+        m->buf = realloc(m->buf, m->cap);
+        assert_non_null(m->buf);
+    }
+    memcpy(m->buf + m->len, p, n);
+    m->len += n;
+    return 0;
+}
+
+static int ms_get(void *arg, void *p, size_t n)
+{
+    mstream *m = arg;
+    if (n > m->len - m->pos)
+        return TK_ECORRUPT;
+    memcpy(p, m->buf + m->pos, n);
+    m->pos += n;
+    return 0;
+}
+
+/* Loads buf[0..len) as an image; the rc, and *out (NULL on failure). */
+static int load_bytes(const uint8_t *buf, size_t len, idx **out)
+{
+    mstream m = {(uint8_t *)buf, len, len, 0};
+    idx *sentinel = (idx *)(uintptr_t)1;
+    *out = sentinel;
+    int rc = idx_load(ms_get, &m, len, NULL, NULL, out);
+    if (rc) {
+        assert_ptr_equal(*out, sentinel); /* untouched on failure */
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* The fields of the image's header, at their offsets in core/idx.c's
+ * idx_img (the test must know them to damage each). */
+enum {
+    H_ORDER = 0, H_ENTRY_SIZE = 4, H_SLOT_SIZE = 6, H_LOC_BASE = 8, H_SPLIT = 12,
+    H_EPOCH = 16, H_NCHUNKS = 20, H_NSLOTS = 24, H_COUNT = 32, H_MOVED = 40, H_HW = 48,
+    H_FREE_HEAD = 52, H_KEY = 56, H_SIZE = 72
+};
+#define ENTRY_FLAGS 47 /* offsetof(idx_entry, internal_) */
+#define LOC0 1024u     /* LOC_BASE */
+
+static uint64_t get_u(const uint8_t *b, size_t off, size_t w)
+{
+    uint64_t v = 0;
+    memcpy(&v, b + off, w); /* native order, as the image */
+    return v;
+}
+
+static void set_u(uint8_t *b, size_t off, size_t w, uint64_t v)
+{
+    memcpy(b + off, &v, w);
+}
+
+/* A saved index with a growth in progress at save time, deletes (so a
+ * free list) and entries put again after them: every id answers the same
+ * after idx_load, count and bytes agree, and both indexes then go on
+ * identically (the free list and the epoch came back right). */
+static void image_round_trip(void **state)
+{
+    (void)state;
+    size_t n = BIG_N / 4;
+    ids s = make_ids(n + 64, 71);
+    uint8_t *gone = calloc(n + 64, 1);
+    idx *ix, *back;
+    assert_non_null(gone);
+    assert_int_equal(idx_new(&ix), 0);
+    size_t k = 0;
+    for (; k < n; k++)
+        put(ix, s.present[k], (uint32_t)k, 0);
+    for (size_t i = 0; i < n; i += 7) {
+        assert_int_equal(idx_del(ix, s.present[i]), 0);
+        gone[i] = 1;
+    }
+    for (size_t i = 3; i < n; i += 11)
+        if (!gone[i])
+            put(ix, s.present[i], (uint32_t)i, 1); /* replaced in place */
+    /* Insert on until a growth is under way, and save in its middle. */
+    while (!idx_growing(ix) && k < n + 64)
+        put(ix, s.present[k], (uint32_t)k, 0), k++;
+    if (!idx_growing(ix)) { /* the table had room left: delete and refill until it grows */
+        for (uint32_t g = 2; !idx_growing(ix); g++) {
+            uint8_t extra[TK_ID_LEN];
+            uint64_t rng = g * 977u;
+            random_id(&rng, extra, 0);
+            extra[0] = 0xee; /* apart from s */
+            idx_entry e = make_entry(extra, g, 0);
+            idx_put(ix, &e);
+        }
+    }
+    assert_true(idx_growing(ix));
+    mstream m = {0};
+    assert_int_equal(idx_save(ix, ms_put, &m), 0);
+    assert_false(idx_growing(ix)); /* finished first */
+    assert_int_equal(load_bytes(m.buf, m.len, &back), 0);
+    assert_int_equal(idx_count(back), idx_count(ix));
+    assert_int_equal(idx_bytes(back), idx_bytes(ix));
+    assert_int_equal(idx_moved(back), idx_moved(ix));
+    assert_false(idx_growing(back));
+    for (size_t i = 0; i < k; i++) {
+        if (gone[i]) {
+            expect_none(back, s.present[i]);
+        } else {
+            expect(back, s.present[i], (uint32_t)i, i < n && i % 11 == 3 ? 1 : 0);
+        }
+        expect_none(back, s.absent[i]);
+    }
+    /* The same changes to both, through a growth: the same answers. */
+    for (size_t i = 0; i < n; i += 5) {
+        uint32_t g = 7;
+        if (gone[i]) {
+            put(ix, s.present[i], (uint32_t)i, g); /* reuses freed entries */
+            put(back, s.present[i], (uint32_t)i, g);
+            gone[i] = 2;
+        } else {
+            assert_int_equal(idx_del(ix, s.present[i]), 0);
+            assert_int_equal(idx_del(back, s.present[i]), 0);
+            gone[i] = 1;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint8_t id[TK_ID_LEN];
+        memcpy(id, s.absent[i], TK_ID_LEN);
+        id[15] &= (uint8_t)~1u; /* new present ids */
+        id[0] ^= 0x5a;
+        put(ix, id, (uint32_t)i, 9);
+        put(back, id, (uint32_t)i, 9);
+    }
+    assert_int_equal(idx_count(back), idx_count(ix));
+    assert_int_equal(idx_bytes(back), idx_bytes(ix));
+    for (size_t i = 0; i < k; i++) {
+        const idx_entry *a = idx_get(ix, s.present[i]), *b = idx_get(back, s.present[i]);
+        assert_true((a == NULL) == (b == NULL));
+        if (a)
+            assert_memory_equal(a, b, sizeof *a);
+        assert_true(a == NULL || gone[i] != 1);
+    }
+    free(m.buf);
+    free(gone);
+    free_ids(&s);
+    idx_free(ix);
+    idx_free(back);
+}
+
+/* An image of a few thousand entries with deletes (a free list). */
+static idx *small_image(mstream *m, ids *s)
+{
+    idx *ix;
+    *s = make_ids(3000, 5);
+    assert_int_equal(idx_new(&ix), 0);
+    for (size_t i = 0; i < s->n; i++)
+        put(ix, s->present[i], (uint32_t)i, 0);
+    for (size_t i = 0; i < s->n; i += 3)
+        assert_int_equal(idx_del(ix, s->present[i]), 0);
+    memset(m, 0, sizeof *m);
+    assert_int_equal(idx_save(ix, ms_put, m), 0);
+    return ix;
+}
+
+/* Cut anywhere, the image is refused, with nothing allocated left
+ * behind (the sanitizer build checks that) and no crash. */
+static void image_truncated_is_refused(void **state)
+{
+    (void)state;
+    mstream m;
+    ids s;
+    idx *ix = small_image(&m, &s), *back;
+    assert_int_equal(load_bytes(m.buf, m.len, &back), 0);
+    idx_free(back);
+    size_t slots_end = H_SIZE + (size_t)get_u(m.buf, H_NSLOTS, 8) * 8;
+    size_t cuts[] = {0, 1, H_SIZE - 1, H_SIZE, H_SIZE + 8, slots_end - 1, slots_end,
+                     slots_end + 64, m.len - 64, m.len - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++)
+        assert_int_equal(load_bytes(m.buf, cuts[i], &back), TK_ECORRUPT);
+    for (size_t cut = 0; cut < m.len; cut += 997)
+        assert_int_equal(load_bytes(m.buf, cut, &back), TK_ECORRUPT);
+    /* max_bytes alone refuses before allocating: the whole stream there,
+     * but the caller says it holds less. */
+    mstream r = {m.buf, m.len, m.len, 0};
+    back = NULL;
+    assert_int_equal(idx_load(ms_get, &r, m.len - 1, NULL, NULL, &back), TK_ECORRUPT);
+    assert_null(back);
+    free(m.buf);
+    free_ids(&s);
+    idx_free(ix);
+}
+
+/* Each field idx_load checks, made wrong on its own: TK_ECORRUPT. */
+static void image_bad_fields_are_refused(void **state)
+{
+    (void)state;
+    mstream m;
+    ids s;
+    idx *ix = small_image(&m, &s), *back;
+    uint8_t *b = malloc(m.len);
+    assert_non_null(b);
+    uint64_t nslots = get_u(m.buf, H_NSLOTS, 8), count = get_u(m.buf, H_COUNT, 8);
+    uint64_t hw = get_u(m.buf, H_HW, 4), epoch = get_u(m.buf, H_EPOCH, 4);
+    size_t slots = H_SIZE, entries = H_SIZE + (size_t)nslots * 8;
+    assert_true(hw == s.n && count < hw);
+    /* A live entry and a free one, and an empty and a used slot. */
+    size_t live = SIZE_MAX, dead = SIZE_MAX, empty = SIZE_MAX, used = SIZE_MAX;
+    for (size_t i = 0; i < hw; i++) {
+        uint8_t f = m.buf[entries + i * 64 + ENTRY_FLAGS];
+        if (f & 1)
+            live = live == SIZE_MAX ? i : live;
+        else
+            dead = dead == SIZE_MAX ? i : dead;
+    }
+    for (size_t i = 0; i < nslots; i++) {
+        if (get_u(m.buf, slots + i * 8 + 4, 4) == 0)
+            empty = empty == SIZE_MAX ? i : empty;
+        else
+            used = used == SIZE_MAX ? i : used;
+    }
+    assert_true(live != SIZE_MAX && dead != SIZE_MAX && empty != SIZE_MAX && used != SIZE_MAX);
+    size_t free_head = (size_t)get_u(m.buf, H_FREE_HEAD, 4) - LOC0;
+    struct {
+        const char *what;
+        size_t off, width;
+        uint64_t value;
+    } bad[] = {
+        {"byte order", H_ORDER, 4, 0x04030201u},
+        {"entry size", H_ENTRY_SIZE, 2, 32},
+        {"slot size", H_SLOT_SIZE, 2, 16},
+        {"loc base", H_LOC_BASE, 4, 2048},
+        {"chunk split", H_SPLIT, 4, 5},
+        {"epoch not a flag", H_EPOCH, 4, 1},
+        {"epoch not the entries'", H_EPOCH, 4, epoch ^ 2u},
+        {"chunk count", H_NCHUNKS, 4, get_u(m.buf, H_NCHUNKS, 4) + 1},
+        {"slots not a power of two", H_NSLOTS, 8, nslots + 1},
+        {"slots below the minimum", H_NSLOTS, 8, 8},
+        {"slots past 2^32", H_NSLOTS, 8, (uint64_t)1 << 33},
+        {"slots twice as many", H_NSLOTS, 8, nslots * 2},
+        {"slots half as many", H_NSLOTS, 8, nslots / 2},
+        {"count one more", H_COUNT, 8, count + 1},
+        {"count one less", H_COUNT, 8, count - 1},
+        {"count past hw", H_COUNT, 8, hw + 1},
+        {"hw one more", H_HW, 4, hw + 1},
+        {"hw one less", H_HW, 4, hw - 1},
+        {"hw past 2^32 locs", H_HW, 4, 0xffffffffu},
+        {"free head below the base", H_FREE_HEAD, 4, 5},
+        {"free head past hw", H_FREE_HEAD, 4, LOC0 + hw},
+        {"free head a live entry", H_FREE_HEAD, 4, LOC0 + live},
+        {"slot loc past hw", slots + used * 8 + 4, 4, LOC0 + hw},
+        {"slot loc below the base", slots + used * 8 + 4, 4, 3},
+        {"empty slot with a tag", slots + empty * 8, 4, 0x1234},
+        {"one slot more than count", slots + empty * 8, 8, 0x1234 | (uint64_t)(LOC0 + live) << 32},
+        {"live entry's flags", entries + live * 64 + ENTRY_FLAGS, 1, 0xff},
+        {"free entry's flags", entries + dead * 64 + ENTRY_FLAGS, 1, 2},
+        {"free entry's link past hw", entries + dead * 64 + 60, 4, LOC0 + hw},
+        {"free list loops", entries + free_head * 64 + 60, 4, LOC0 + free_head},
+        {"free list reaches a live entry", entries + free_head * 64 + 60, 4, LOC0 + live},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memcpy(b, m.buf, m.len);
+        set_u(b, bad[i].off, bad[i].width, bad[i].value);
+        if (load_bytes(b, m.len, &back) != TK_ECORRUPT)
+            fail_msg("%s: not refused", bad[i].what);
+    }
+    /* The key is not checked (any key is one): a changed key loads and
+     * finds nothing where it should, the tags no longer agreeing. */
+    memcpy(b, m.buf, m.len);
+    b[H_KEY] ^= 1;
+    assert_int_equal(load_bytes(b, m.len, &back), 0);
+    idx_free(back);
+    free(b);
+    free(m.buf);
+    free_ids(&s);
+    idx_free(ix);
+}
+
+/* idx_load's entry check sees every live entry, and its refusal is the
+ * load's. */
+static int count_live(void *arg, const idx_entry *e)
+{
+    size_t *n = arg;
+    (*n)++;
+    return e->tenant == 0xdeadbeefu ? -1 : 0;
+}
+
+static void image_check_sees_each_live_entry(void **state)
+{
+    (void)state;
+    mstream m;
+    ids s;
+    idx *ix = small_image(&m, &s), *back = NULL;
+    size_t seen = 0;
+    mstream r = {m.buf, m.len, m.len, 0};
+    assert_int_equal(idx_load(ms_get, &r, m.len, count_live, &seen, &back), 0);
+    assert_int_equal(seen, idx_count(ix));
+    idx_free(back);
+    back = NULL;
+    idx_entry e = make_entry(s.present[1], 1, 0);
+    e.tenant = 0xdeadbeefu;
+    idx_put(ix, &e);
+    m.len = 0;
+    assert_int_equal(idx_save(ix, ms_put, &m), 0);
+    r = (mstream){m.buf, m.len, m.len, 0};
+    assert_int_equal(idx_load(ms_get, &r, m.len, count_live, &seen, &back), TK_ECORRUPT);
+    assert_null(back);
+    free(m.buf);
+    free_ids(&s);
+    idx_free(ix);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -683,6 +1004,10 @@ int main(void)
         cmocka_unit_test(probes_answer_as_get),
         cmocka_unit_test(growth_is_incremental),
         cmocka_unit_test(foreach_visits_live_entries_once),
+        cmocka_unit_test(image_round_trip),
+        cmocka_unit_test(image_truncated_is_refused),
+        cmocka_unit_test(image_bad_fields_are_refused),
+        cmocka_unit_test(image_check_sees_each_live_entry),
     };
     return cmocka_run_group_tests_name("idx", tests, NULL, NULL);
 }

@@ -4,7 +4,9 @@
  * their slots reused and dead sets revived, under churn; the same roles in
  * any order or repeated are one set; role changes and deletions reach every
  * token at once; the tenant toggle, expiry, kinds, client-ID and secret
- * agreement; the batched path answers exactly as view_verify.
+ * agreement; the batched path answers exactly as view_verify; an image of
+ * the credentials (view_save_creds) answers the same after its load, and
+ * one with a bad role-set reference is refused.
  *
  * Every valid answer is checked for its tenant, account, roles and
  * permissions, as strings: roles and permissions are compared as sorted,
@@ -1379,6 +1381,189 @@ static void verify_while_the_index_grows_and_after_deletes(void **state)
     view_free(v);
 }
 
+/* ---- images (view_save_creds, view_load_creds) ------------------------ */
+
+typedef struct mstream {
+    uint8_t *buf;
+    size_t len, cap, pos;
+} mstream;
+
+static int ms_put(void *arg, const void *p, size_t n)
+{
+    mstream *m = arg;
+    if (m->len + n > m->cap) {
+        m->cap = (m->len + n) * 2;
+        m->buf = realloc(m->buf, m->cap);
+        assert_non_null(m->buf);
+    }
+    memcpy(m->buf + m->len, p, n);
+    m->len += n;
+    return 0;
+}
+
+static int ms_get(void *arg, void *p, size_t n)
+{
+    mstream *m = arg;
+    if (n > m->len - m->pos)
+        return TK_ECORRUPT;
+    memcpy(p, m->buf + m->pos, n);
+    m->pos += n;
+    return 0;
+}
+
+#define IMG_N 600
+
+/* Tokens sharing a few role sets (and dead sets from churn), personal
+ * keys, a deleted token and an expired one, saved and loaded into a fresh
+ * world(): every verification and personal authentication answers the
+ * same; then the same changes to both keep them answering the same (the
+ * reference counts and the sets' table came back right). */
+static void image_round_trip_answers_the_same(void **state)
+{
+    (void)state;
+    view *v = world(), *w = world();
+    static cred c[IMG_N];
+    static const uint32_t combos[4][3] = {{ADMIN, VIEWER, 0}, {BILLING, 0, 0},
+                                          {AUDITOR, LISTER, VIEWER}, {0, 0, 0}};
+    static const uint32_t ncombo[4] = {2, 1, 3, 0};
+    many_roles(v, 40);
+    many_roles(w, 40);
+    churn_pairs(v, 0, 300, 40); /* dead sets, freed set ids */
+    for (int i = 0; i < IMG_N; i++) {
+        if (i % 10 == 9)
+            personal(v, &c[i], ACME, HOOLI, (uint32_t)i, 0);
+        else
+            token(v, &c[i], ACME, i % 2 ? HOOLI : GLOBEX, combos[i % 4],
+                  ncombo[i % 4], i % 17 == 0 ? NOW - 1 : 0);
+    }
+    for (int i = 0; i < IMG_N; i += 13)
+        assert_int_equal(view_cred_del(v, &c[i].id), 0);
+    mstream m = {0};
+    assert_int_equal(view_save_creds(v, ms_put, &m), 0);
+    mstream r = {m.buf, m.len, m.len, 0};
+    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), 0);
+    assert_int_equal(r.pos, m.len);
+    assert_int_equal(view_cred_count(w), view_cred_count(v));
+    assert_int_equal(view_index_bytes(w), view_index_bytes(v));
+    /* Not twice. */
+    r.pos = 0;
+    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), TK_EINVAL);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < IMG_N; i++) {
+            answer a, b;
+            tk_actor x, y;
+            assert_int_equal(ask(w, &c[i], NOW, &b), ask(v, &c[i], NOW, &a));
+            assert_same_answer(&a, &b);
+            memset(&x, 0, sizeof x);
+            memset(&y, 0, sizeof y);
+            assert_int_equal(view_auth_personal(w, c[i].s, TK_SECRET_LEN, NOW, &y),
+                             view_auth_personal(v, c[i].s, TK_SECRET_LEN, NOW, &x));
+            assert_memory_equal(&x, &y, sizeof x);
+        }
+        if (round == 1)
+            break;
+        /* Deletes down to no reference, then new combinations (set ids
+         * reused from the free list), on both. */
+        for (int i = 1; i < IMG_N; i += 4) {
+            int rc = view_cred_del(v, &c[i].id);
+            assert_int_equal(view_cred_del(w, &c[i].id), rc);
+        }
+        for (int i = 1; i < IMG_N; i += 4) {
+            uint32_t roles[2] = {FIRST_MANY + (uint32_t)i % 40, FIRST_MANY + 1 + (uint32_t)i % 39};
+            cred_make(TK_KIND_TOKEN, &c[i]);
+            view_cred_put(v, TK_KIND_TOKEN, &c[i].id, c[i].hash, ACME, GLOBEX, 0, roles, 2, 0);
+            view_cred_put(w, TK_KIND_TOKEN, &c[i].id, c[i].hash, ACME, GLOBEX, 0, roles, 2, 0);
+        }
+        churn_pairs(v, 500, 200, 40);
+        churn_pairs(w, 500, 200, 40);
+    }
+    assert_int_equal(view_cred_count(w), view_cred_count(v));
+    free(m.buf);
+    view_free(v);
+    view_free(w);
+}
+
+/* The stream's offset of the first token entry whose role-set ref is
+ * 'ref', or 0; entries follow the sets and the index's header and slots
+ * (core/idx.c's layout: a 72-byte header, nslots at its offset 24). */
+static size_t entry_with_ref(const mstream *m, uint32_t *ref_out)
+{
+    uint32_t nsets;
+    uint64_t nslots, hw = 0;
+    memcpy(&nsets, m->buf, 4);
+    size_t ix = 4 + (size_t)(nsets - 1) * (8 + 4 * TK_MAX_ROLES);
+    memcpy(&nslots, m->buf + ix + 24, 8);
+    memcpy(&hw, m->buf + ix + 48, 4);
+    size_t entries = ix + 72 + (size_t)nslots * 8;
+    for (size_t i = 0; i < hw; i++) {
+        const uint8_t *e = m->buf + entries + i * 64;
+        if ((e[47] & 1) && e[46] == TK_KIND_TOKEN) {
+            memcpy(ref_out, e + 60, 4);
+            return entries + i * 64;
+        }
+    }
+    return 0;
+}
+
+/* A token entry whose role-set ref is out of range, names no set, or
+ * breaks its set's reference count is refused, and the view is left as it
+ * was (no credentials: a later load still works). */
+static void image_bad_set_ref_is_refused(void **state)
+{
+    (void)state;
+    view *v = world(), *w = world();
+    cred c[8];
+    for (int i = 0; i < 8; i++)
+        token(v, &c[i], ACME, HOOLI, (const uint32_t[]){(uint32_t)(1 + i % 3)}, 1, 0);
+    mstream m = {0};
+    assert_int_equal(view_save_creds(v, ms_put, &m), 0);
+    uint32_t nsets, ref = 0;
+    memcpy(&nsets, m.buf, 4);
+    size_t at = entry_with_ref(&m, &ref);
+    assert_true(at != 0 && ref > 0 && ref < nsets);
+    uint8_t *b = malloc(m.len);
+    assert_non_null(b);
+    const uint32_t bad[] = {0, nsets, nsets + 1000, 0xffffffffu, ref % (nsets - 1) + 1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memcpy(b, m.buf, m.len);
+        memcpy(b + at + 60, &bad[i], 4);
+        mstream r = {b, m.len, m.len, 0};
+        assert_int_equal(view_load_creds(w, ms_get, &r, m.len), TK_ECORRUPT);
+        assert_int_equal(view_cred_count(w), 0);
+    }
+    /* A set with more roles than a token may hold. */
+    memcpy(b, m.buf, m.len);
+    uint32_t many = TK_MAX_ROLES + 1;
+    memcpy(b + 4 + 4, &many, 4); /* set 1's n */
+    mstream r = {b, m.len, m.len, 0};
+    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), TK_ECORRUPT);
+    /* A set count past what the stream can hold. */
+    memcpy(b, m.buf, m.len);
+    uint32_t huge = 1u << 29;
+    memcpy(b, &huge, 4);
+    r = (mstream){b, m.len, m.len, 0};
+    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), TK_ECORRUPT);
+    /* The good stream still loads into the view the failures left. */
+    r = (mstream){m.buf, m.len, m.len, 0};
+    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), 0);
+    for (int i = 0; i < 8; i++) {
+        answer a, x;
+        assert_int_equal(ask(w, &c[i], NOW, &x), ask(v, &c[i], NOW, &a));
+        assert_same_answer(&a, &x);
+    }
+    /* view_drop_creds empties it again. */
+    view_drop_creds(w);
+    assert_int_equal(view_cred_count(w), 0);
+    expect_refused(w, &c[0], NOW, TK_V_UNKNOWN);
+    r = (mstream){m.buf, m.len, m.len, 0};
+    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), 0);
+    expect_valid(w, &c[0], NOW, "admin", "orders:list,orders:read,orders:write");
+    free(b);
+    free(m.buf);
+    view_free(v);
+    view_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1402,6 +1587,8 @@ int main(void)
         cmocka_unit_test(batched_answers_exactly_as_one_at_a_time),
         cmocka_unit_test(batched_matches_single_on_a_churned_view),
         cmocka_unit_test(verify_while_the_index_grows_and_after_deletes),
+        cmocka_unit_test(image_round_trip_answers_the_same),
+        cmocka_unit_test(image_bad_set_ref_is_refused),
     };
     return cmocka_run_group_tests_name("view", tests, NULL, NULL);
 }
