@@ -24,6 +24,7 @@
 #include "core/mp.h"
 #include "net/repl.h"
 #include "core/secret.h"
+#include "core/view.h"
 #include "net/proto.h"
 #include "net/schema.h"
 #include "store/elog.h"
@@ -640,6 +641,65 @@ static void seeds_lease(void)
     put("lease", "reply", b, repl_lease_rep_put(&r, b));
 }
 
+/* The view image's body (fuzz_vimage): a view's credentials as
+ * view_save_creds writes them, small enough to mutate well: tokens sharing
+ * role sets, a personal key, a replaced and a deleted credential (so the
+ * free lists are not empty). */
+typedef struct vbuf {
+    uint8_t *p;
+    size_t len, cap;
+} vbuf;
+
+static int vbuf_put(void *arg, const void *p, size_t n)
+{
+    vbuf *b = arg;
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2;
+        b->p = realloc(b->p, b->cap);
+        if (!b->p)
+            die("realloc");
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static void seeds_vimage(void)
+{
+    static const uint32_t sets[3][2] = {{1, 2}, {2, 0}, {3, 1}};
+    uint8_t hash[TK_HASH_LEN] = {0};
+    vbuf b = {0};
+    view *v;
+    tk_id id;
+
+    for (int size = 0; size < 2; size++) {
+        view_new(&v);
+        for (uint32_t i = 0; i < (size ? 40u : 6u); i++) {
+            memset(&id, 0, sizeof id);
+            id.b[0] = (uint8_t)i;
+            id.b[15] = (uint8_t)(i * 7);
+            hash[0] = (uint8_t)i;
+            if (i % 5 == 4)
+                view_cred_put(v, TK_KIND_PERSONAL, &id, hash, 1, 1, 3, NULL, 0, 0);
+            else
+                view_cred_put(v, TK_KIND_TOKEN, &id, hash, 1, 1, 0, sets[i % 3],
+                              i % 3 == 1 ? 1 : 2, i % 2 ? 1900000000 : 0);
+        }
+        id.b[0] = 2; /* replaced, then one deleted */
+        id.b[15] = 14;
+        view_cred_put(v, TK_KIND_TOKEN, &id, hash, 1, 2, 0, sets[2], 2, 0);
+        id.b[0] = 1;
+        id.b[15] = 7;
+        (void)view_cred_del(v, &id);
+        b.len = 0;
+        if (view_save_creds(v, vbuf_put, &b) != 0)
+            die("view_save_creds");
+        put("vimage", size ? "forty" : "six", b.p, b.len);
+        view_free(v);
+    }
+    free(b.p);
+}
+
 int main(int argc, char **argv)
 {
     mpw events;
@@ -661,6 +721,7 @@ int main(int argc, char **argv)
     seeds_http();
     seeds_h1();
     seeds_lease();
+    seeds_vimage();
     mpw_free(&events);
     return 0;
 }
