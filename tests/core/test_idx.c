@@ -21,6 +21,7 @@
 
 #include "core/err.h"
 #include "core/idx.h"
+#include "tests/support/tkt.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define BIG_N 250000u /* sanitizer builds: same checks, fewer entries */
@@ -672,43 +673,13 @@ static void reserve_then_load_never_grows(void **state)
 
 /* ---- images (idx_save, idx_load) -------------------------------------- */
 
-/* A byte stream in memory: put appends, get reads on and fails at the end
- * (as a file that ends early). */
-typedef struct mstream {
-    uint8_t *buf;
-    size_t len, cap, pos;
-} mstream;
-
-static int ms_put(void *arg, const void *p, size_t n)
-{
-    mstream *m = arg;
-    if (m->len + n > m->cap) {
-        m->cap = (m->len + n) * 2;
-        m->buf = realloc(m->buf, m->cap);
-        assert_non_null(m->buf);
-    }
-    memcpy(m->buf + m->len, p, n);
-    m->len += n;
-    return 0;
-}
-
-static int ms_get(void *arg, void *p, size_t n)
-{
-    mstream *m = arg;
-    if (n > m->len - m->pos)
-        return TK_ECORRUPT;
-    memcpy(p, m->buf + m->pos, n);
-    m->pos += n;
-    return 0;
-}
-
 /* Loads buf[0..len) as an image; the rc, and *out (NULL on failure). */
 static int load_bytes(const uint8_t *buf, size_t len, idx **out)
 {
-    mstream m = {(uint8_t *)buf, len, len, 0};
+    tkt_stream m = {(uint8_t *)buf, len, len, 0};
     idx *sentinel = (idx *)(uintptr_t)1;
     *out = sentinel;
-    int rc = idx_load(ms_get, &m, len, NULL, NULL, out);
+    int rc = idx_load(tkt_stream_get, &m, len, NULL, NULL, out);
     if (rc) {
         assert_ptr_equal(*out, sentinel); /* untouched on failure */
         *out = NULL;
@@ -775,8 +746,8 @@ static void image_round_trip(void **state)
         }
     }
     assert_true(idx_growing(ix));
-    mstream m = {0};
-    assert_int_equal(idx_save(ix, ms_put, &m), 0);
+    tkt_stream m = {0};
+    assert_int_equal(idx_save(ix, tkt_stream_put, &m), 0);
     assert_false(idx_growing(ix)); /* finished first */
     assert_int_equal(load_bytes(m.buf, m.len, &back), 0);
     assert_int_equal(idx_count(back), idx_count(ix));
@@ -829,7 +800,7 @@ static void image_round_trip(void **state)
 }
 
 /* An image of a few thousand entries with deletes (a free list). */
-static idx *small_image(mstream *m, ids *s)
+static idx *small_image(tkt_stream *m, ids *s)
 {
     idx *ix;
     *s = make_ids(3000, 5);
@@ -839,7 +810,7 @@ static idx *small_image(mstream *m, ids *s)
     for (size_t i = 0; i < s->n; i += 3)
         assert_int_equal(idx_del(ix, s->present[i]), 0);
     memset(m, 0, sizeof *m);
-    assert_int_equal(idx_save(ix, ms_put, m), 0);
+    assert_int_equal(idx_save(ix, tkt_stream_put, m), 0);
     return ix;
 }
 
@@ -848,7 +819,7 @@ static idx *small_image(mstream *m, ids *s)
 static void image_truncated_is_refused(void **state)
 {
     (void)state;
-    mstream m;
+    tkt_stream m;
     ids s;
     idx *ix = small_image(&m, &s), *back;
     assert_int_equal(load_bytes(m.buf, m.len, &back), 0);
@@ -862,9 +833,9 @@ static void image_truncated_is_refused(void **state)
         assert_int_equal(load_bytes(m.buf, cut, &back), TK_ECORRUPT);
     /* max_bytes alone refuses before allocating: the whole stream there,
      * but the caller says it holds less. */
-    mstream r = {m.buf, m.len, m.len, 0};
+    tkt_stream r = {m.buf, m.len, m.len, 0};
     back = NULL;
-    assert_int_equal(idx_load(ms_get, &r, m.len - 1, NULL, NULL, &back), TK_ECORRUPT);
+    assert_int_equal(idx_load(tkt_stream_get, &r, m.len - 1, NULL, NULL, &back), TK_ECORRUPT);
     assert_null(back);
     free(m.buf);
     free_ids(&s);
@@ -875,7 +846,7 @@ static void image_truncated_is_refused(void **state)
 static void image_bad_fields_are_refused(void **state)
 {
     (void)state;
-    mstream m;
+    tkt_stream m;
     ids s;
     idx *ix = small_image(&m, &s), *back;
     uint8_t *b = malloc(m.len);
@@ -968,12 +939,12 @@ static int count_live(void *arg, const idx_entry *e)
 static void image_check_sees_each_live_entry(void **state)
 {
     (void)state;
-    mstream m;
+    tkt_stream m;
     ids s;
     idx *ix = small_image(&m, &s), *back = NULL;
     size_t seen = 0;
-    mstream r = {m.buf, m.len, m.len, 0};
-    assert_int_equal(idx_load(ms_get, &r, m.len, count_live, &seen, &back), 0);
+    tkt_stream r = {m.buf, m.len, m.len, 0};
+    assert_int_equal(idx_load(tkt_stream_get, &r, m.len, count_live, &seen, &back), 0);
     assert_int_equal(seen, idx_count(ix));
     idx_free(back);
     back = NULL;
@@ -981,9 +952,9 @@ static void image_check_sees_each_live_entry(void **state)
     e.tenant = 0xdeadbeefu;
     idx_put(ix, &e);
     m.len = 0;
-    assert_int_equal(idx_save(ix, ms_put, &m), 0);
-    r = (mstream){m.buf, m.len, m.len, 0};
-    assert_int_equal(idx_load(ms_get, &r, m.len, count_live, &seen, &back), TK_ECORRUPT);
+    assert_int_equal(idx_save(ix, tkt_stream_put, &m), 0);
+    r = (tkt_stream){m.buf, m.len, m.len, 0};
+    assert_int_equal(idx_load(tkt_stream_get, &r, m.len, count_live, &seen, &back), TK_ECORRUPT);
     assert_null(back);
     free(m.buf);
     free_ids(&s);

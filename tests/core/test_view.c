@@ -30,6 +30,7 @@
 #include "core/model.h"
 #include "core/secret.h"
 #include "core/view.h"
+#include "tests/support/tkt.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 /* From the sanitizer runtime (allocator_interface.h, not installed by gcc). */
@@ -1383,34 +1384,6 @@ static void verify_while_the_index_grows_and_after_deletes(void **state)
 
 /* ---- images (view_save_creds, view_load_creds) ------------------------ */
 
-typedef struct mstream {
-    uint8_t *buf;
-    size_t len, cap, pos;
-} mstream;
-
-static int ms_put(void *arg, const void *p, size_t n)
-{
-    mstream *m = arg;
-    if (m->len + n > m->cap) {
-        m->cap = (m->len + n) * 2;
-        m->buf = realloc(m->buf, m->cap);
-        assert_non_null(m->buf);
-    }
-    memcpy(m->buf + m->len, p, n);
-    m->len += n;
-    return 0;
-}
-
-static int ms_get(void *arg, void *p, size_t n)
-{
-    mstream *m = arg;
-    if (n > m->len - m->pos)
-        return TK_ECORRUPT;
-    memcpy(p, m->buf + m->pos, n);
-    m->pos += n;
-    return 0;
-}
-
 #define IMG_N 600
 
 /* Tokens sharing a few role sets (and dead sets from churn), personal
@@ -1438,16 +1411,16 @@ static void image_round_trip_answers_the_same(void **state)
     }
     for (int i = 0; i < IMG_N; i += 13)
         assert_int_equal(view_cred_del(v, &c[i].id), 0);
-    mstream m = {0};
-    assert_int_equal(view_save_creds(v, ms_put, &m), 0);
-    mstream r = {m.buf, m.len, m.len, 0};
-    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), 0);
+    tkt_stream m = {0};
+    assert_int_equal(view_save_creds(v, tkt_stream_put, &m), 0);
+    tkt_stream r = {m.buf, m.len, m.len, 0};
+    assert_int_equal(view_load_creds(w, tkt_stream_get, &r, m.len), 0);
     assert_int_equal(r.pos, m.len);
     assert_int_equal(view_cred_count(w), view_cred_count(v));
     assert_int_equal(view_index_bytes(w), view_index_bytes(v));
     /* Not twice. */
     r.pos = 0;
-    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), TK_EINVAL);
+    assert_int_equal(view_load_creds(w, tkt_stream_get, &r, m.len), TK_EINVAL);
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < IMG_N; i++) {
             answer a, b;
@@ -1486,7 +1459,7 @@ static void image_round_trip_answers_the_same(void **state)
 /* The stream's offset of the first token entry whose role-set ref is
  * 'ref', or 0; entries follow the sets and the index's header and slots
  * (core/idx.c's layout: a 72-byte header, nslots at its offset 24). */
-static size_t entry_with_ref(const mstream *m, uint32_t *ref_out)
+static size_t entry_with_ref(const tkt_stream *m, uint32_t *ref_out)
 {
     uint32_t nsets;
     uint64_t nslots, hw = 0;
@@ -1515,8 +1488,8 @@ static void image_bad_set_ref_is_refused(void **state)
     cred c[8];
     for (int i = 0; i < 8; i++)
         token(v, &c[i], ACME, HOOLI, (const uint32_t[]){(uint32_t)(1 + i % 3)}, 1, 0);
-    mstream m = {0};
-    assert_int_equal(view_save_creds(v, ms_put, &m), 0);
+    tkt_stream m = {0};
+    assert_int_equal(view_save_creds(v, tkt_stream_put, &m), 0);
     uint32_t nsets, ref = 0;
     memcpy(&nsets, m.buf, 4);
     size_t at = entry_with_ref(&m, &ref);
@@ -1527,25 +1500,25 @@ static void image_bad_set_ref_is_refused(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memcpy(b, m.buf, m.len);
         memcpy(b + at + 60, &bad[i], 4);
-        mstream r = {b, m.len, m.len, 0};
-        assert_int_equal(view_load_creds(w, ms_get, &r, m.len), TK_ECORRUPT);
+        tkt_stream r = {b, m.len, m.len, 0};
+        assert_int_equal(view_load_creds(w, tkt_stream_get, &r, m.len), TK_ECORRUPT);
         assert_int_equal(view_cred_count(w), 0);
     }
     /* A set with more roles than a token may hold. */
     memcpy(b, m.buf, m.len);
     uint32_t many = TK_MAX_ROLES + 1;
     memcpy(b + 4 + 4, &many, 4); /* set 1's n */
-    mstream r = {b, m.len, m.len, 0};
-    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), TK_ECORRUPT);
+    tkt_stream r = {b, m.len, m.len, 0};
+    assert_int_equal(view_load_creds(w, tkt_stream_get, &r, m.len), TK_ECORRUPT);
     /* A set count past what the stream can hold. */
     memcpy(b, m.buf, m.len);
     uint32_t huge = 1u << 29;
     memcpy(b, &huge, 4);
-    r = (mstream){b, m.len, m.len, 0};
-    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), TK_ECORRUPT);
+    r = (tkt_stream){b, m.len, m.len, 0};
+    assert_int_equal(view_load_creds(w, tkt_stream_get, &r, m.len), TK_ECORRUPT);
     /* The good stream still loads into the view the failures left. */
-    r = (mstream){m.buf, m.len, m.len, 0};
-    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), 0);
+    r = (tkt_stream){m.buf, m.len, m.len, 0};
+    assert_int_equal(view_load_creds(w, tkt_stream_get, &r, m.len), 0);
     for (int i = 0; i < 8; i++) {
         answer a, x;
         assert_int_equal(ask(w, &c[i], NOW, &x), ask(v, &c[i], NOW, &a));
@@ -1555,8 +1528,8 @@ static void image_bad_set_ref_is_refused(void **state)
     view_drop_creds(w);
     assert_int_equal(view_cred_count(w), 0);
     expect_refused(w, &c[0], NOW, TK_V_UNKNOWN);
-    r = (mstream){m.buf, m.len, m.len, 0};
-    assert_int_equal(view_load_creds(w, ms_get, &r, m.len), 0);
+    r = (tkt_stream){m.buf, m.len, m.len, 0};
+    assert_int_equal(view_load_creds(w, tkt_stream_get, &r, m.len), 0);
     expect_valid(w, &c[0], NOW, "admin", "orders:list,orders:read,orders:write");
     free(b);
     free(m.buf);

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/err.h"
+
 char *tkt_mkdtemp(void)
 {
     const char *base = getenv("TMPDIR");
@@ -146,4 +148,28 @@ void tkt_base64(const char *in, char *out)
         out[o++] = i + 2 < n ? tbl[c & 63] : '=';
     }
     out[o] = 0;
+}
+
+int tkt_stream_put(void *arg, const void *p, size_t n)
+{
+    tkt_stream *m = arg;
+    if (m->len + n > m->cap) {
+        m->cap = (m->len + n) * 2;
+        m->buf = realloc(m->buf, m->cap);
+        if (!m->buf)
+            abort();
+    }
+    memcpy(m->buf + m->len, p, n);
+    m->len += n;
+    return 0;
+}
+
+int tkt_stream_get(void *arg, void *p, size_t n)
+{
+    tkt_stream *m = arg;
+    if (n > m->len - m->pos)
+        return TK_ECORRUPT;
+    memcpy(p, m->buf + m->pos, n);
+    m->pos += n;
+    return 0;
 }

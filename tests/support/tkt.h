@@ -50,4 +50,16 @@ void tkt_base64(const char *in, char *out);
 int64_t tkt_now_ms(void);
 void tkt_sleep_ms(int ms);
 
+/* A byte stream in memory, for the image round trips (idx_put_fn and
+ * idx_get_fn, core/idx.h): tkt_stream_put appends (growing buf), and
+ * tkt_stream_get reads on from pos and fails with TK_ECORRUPT past len, as
+ * a file that ends early. Zero-initialise; free(buf) when done. */
+typedef struct tkt_stream {
+    uint8_t *buf;
+    size_t len, cap, pos;
+} tkt_stream;
+
+int tkt_stream_put(void *arg, const void *p, size_t n);
+int tkt_stream_get(void *arg, void *p, size_t n);
+
 #endif
