@@ -588,31 +588,44 @@ static double mono_s(void)
 
 static void fence(eng *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A line for the operator: to eng_opts.notice (the server's log, in its
+ * format), or, without one (tools, tests), to stderr. Any thread. */
+__attribute__((format(printf, 2, 3)))
+static void say(const eng *e, const char *fmt, ...)
+{
+    char msg[sizeof(((tk_why *)0)->msg) + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (e->notice)
+        e->notice(e->notice_arg, msg);
+    else
+        fprintf(stderr, "tokend: %s\n", msg);
+}
+
 /* The log's background check of its chain ended (store/elog.h, "check"):
  * damage found fences the store, as a failed write does; the outcome goes
  * to the operator's log. From the check's thread. */
 static void scrub_done(void *arg, int rc, uint64_t checked_to, double seconds, const tk_why *why)
 {
     eng *e = arg;
-    char msg[sizeof why->msg + 160];
 
     if (rc == TK_EBUSY) /* stopped by the close */
         return;
     if (rc == TK_ECORRUPT) {
         fence(e, "the log is damaged (found by its background check; tokend's log says "
               "where): writes refused until tokend restarts");
-        snprintf(msg, sizeof msg, "storage failure: the background check of the log's chain "
-                 "found damage (writes are refused; verification goes on): %s", why->msg);
+        say(e, "storage failure: the background check of the log's chain found damage "
+            "(writes are refused; verification goes on): %s", why->msg);
     } else if (rc) {
-        snprintf(msg, sizeof msg, "the background check of the log's chain stopped: %s",
-                 why->msg);
+        say(e, "the background check of the log's chain stopped: %s", why->msg);
     } else {
-        snprintf(msg, sizeof msg, "the log's chain checked in the background: every link "
-                 "through event %llu, in %.2f s", (unsigned long long)checked_to, seconds);
+        say(e, "the log's chain checked in the background: every link through event %llu, "
+            "in %.2f s", (unsigned long long)checked_to, seconds);
     }
+    /* Last: whoever sees the outcome (eng_log_checked) sees its fence too. */
     __atomic_store_n(&e->scrub_rc, rc == 0 ? 1 : -1, __ATOMIC_RELEASE);
-    if (e->notice)
-        e->notice(e->notice_arg, msg);
 }
 
 /* ---- the view image (store/vimage.h) ----------------------------------
@@ -644,7 +657,7 @@ static bool image_load(eng *e, state_txn *t, const char *sub)
     /* None, or stale after a run that did not close cleanly: the usual
      * open, nothing to say. A damaged one is worth a line. */
     if (rc != 0 && rc != TK_ENOTFOUND)
-        fprintf(stderr, "tokend: %s; the view is built from LMDB instead\n", w.msg);
+        say(e, "%s; the view is built from LMDB instead", w.msg);
     return rc == 0;
 }
 
@@ -677,8 +690,7 @@ static void image_save(eng *e)
         return;
     char *sub = xpath(e->dir, "state");
     if (vimg_save(sub, applied, chain, e->v, ENG_RESERVE_DEFAULT, &w) != 0)
-        fprintf(stderr, "tokend: no view image saved (%s): the next open builds the view from "
-                "LMDB\n", w.msg);
+        say(e, "no view image saved (%s): the next open builds the view from LMDB", w.msg);
     free(sub);
 }
 
@@ -1008,8 +1020,8 @@ static void late_failure(eng *e, const char *step, int err)
     if (__atomic_exchange_n(&e->stale, true, __ATOMIC_ACQ_REL))
         goto fenced;
     if (ckpt_set_aside(e->dir, sub, "failed", what, true, &w) != 0)
-        fprintf(stderr, "tokend: %s; %s: stop tokend and move %s away before the next start "
-                        "(it is rebuilt from the log)\n", what, w.msg, sub);
+        say(e, "%s; %s: stop tokend and move %s away before the next start (it is rebuilt "
+            "from the log)", what, w.msg, sub);
 fenced:
     free(what);
     free(sub);

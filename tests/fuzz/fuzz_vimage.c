@@ -40,25 +40,6 @@ static int get(void *arg, void *p, size_t n)
     return 0;
 }
 
-typedef struct sink {
-    uint8_t *buf;
-    size_t len, cap;
-} sink;
-
-static int put(void *arg, const void *p, size_t n)
-{
-    sink *s = arg;
-    if (s->len + n > s->cap) {
-        s->cap = (s->len + n) * 2;
-        s->buf = realloc(s->buf, s->cap);
-        if (!s->buf)
-            abort();
-    }
-    memcpy(s->buf + s->len, p, n);
-    s->len += n;
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     view *v;
@@ -81,15 +62,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tk_verdict vd = view_verify(v, NULL, miss, TK_SECRET_LEN, (int64_t)time(NULL), &out);
     FZ_CHECK(vd == TK_V_UNKNOWN || vd == TK_V_MISMATCH,
              "a view with no tenants verifies nothing");
-    sink out_s = {0};
-    FZ_CHECK(view_save_creds(v, put, &out_s) == 0, "an accepted view saves");
+    fz_buf out_s = {0};
+    FZ_CHECK(view_save_creds(v, fz_buf_put, &out_s) == 0, "an accepted view saves");
     view *w;
     view_new(&w);
-    src again = {out_s.buf, out_s.len};
+    src again = {out_s.p, out_s.len};
     FZ_CHECK(view_load_creds(w, get, &again, out_s.len) == 0, "what it saves loads");
     FZ_CHECK(view_cred_count(w) == n, "the same credentials");
     view_free(w);
-    free(out_s.buf);
+    free(out_s.p);
     view_free(v);
     return 0;
 }

@@ -28,6 +28,7 @@
 #include "net/proto.h"
 #include "net/schema.h"
 #include "store/elog.h"
+#include "tests/fuzz/fuzz.h"
 
 static const char *outdir;
 
@@ -645,30 +646,11 @@ static void seeds_lease(void)
  * view_save_creds writes them, small enough to mutate well: tokens sharing
  * role sets, a personal key, a replaced and a deleted credential (so the
  * free lists are not empty). */
-typedef struct vbuf {
-    uint8_t *p;
-    size_t len, cap;
-} vbuf;
-
-static int vbuf_put(void *arg, const void *p, size_t n)
-{
-    vbuf *b = arg;
-    if (b->len + n > b->cap) {
-        b->cap = (b->len + n) * 2;
-        b->p = realloc(b->p, b->cap);
-        if (!b->p)
-            die("realloc");
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
 static void seeds_vimage(void)
 {
     static const uint32_t sets[3][2] = {{1, 2}, {2, 0}, {3, 1}};
     uint8_t hash[TK_HASH_LEN] = {0};
-    vbuf b = {0};
+    fz_buf b = {0};
     view *v;
     tk_id id;
 
@@ -692,7 +674,7 @@ static void seeds_vimage(void)
         id.b[15] = 7;
         (void)view_cred_del(v, &id);
         b.len = 0;
-        if (view_save_creds(v, vbuf_put, &b) != 0)
+        if (view_save_creds(v, fz_buf_put, &b) != 0)
             die("view_save_creds");
         put("vimage", size ? "forty" : "six", b.p, b.len);
         view_free(v);
