@@ -1,6 +1,7 @@
 /* natst.c - nats-server processes for tests; see natst.h. */
 #include "tests/support/natst.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -521,13 +522,56 @@ int natst_restart_all(natst *n)
     return natst_ready(n, (int)(deadline - tkt_now_ms()));
 }
 
+/* 1 when every thread of pid is in the stopped state ('T' in its
+ * /proc/PID/task/TID/stat), 0 when one is not yet, -1 on error. */
+static int natst_all_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    if (!dir)
+        return -1;
+    int all = 1;
+    struct dirent *e;
+    while (all == 1 && (e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char stat[320], text[512];
+        snprintf(stat, sizeof stat, "/proc/%d/task/%s/stat", (int)pid, e->d_name);
+        FILE *fp = fopen(stat, "r");
+        if (!fp)
+            continue; /* the thread has just ended */
+        size_t len = fread(text, 1, sizeof text - 1, fp);
+        fclose(fp);
+        text[len] = '\0';
+        /* "tid (comm) S ...": comm may hold spaces or ')', so the state
+         * follows the last ')'. */
+        const char *close = strrchr(text, ')');
+        if (close && close[1] == ' ' && close[2] != 'T' && close[2] != 't')
+            all = 0;
+    }
+    closedir(dir);
+    return all;
+}
+
+/* kill(SIGSTOP) returns before the node has stopped: the kernel wakes one
+ * thread to take the signal, and the others run on until it has been
+ * scheduled and stops them. On a busy machine that took long enough for a
+ * "paused" node to route a publish and deliver its ack (seen in CI), so
+ * this returns only once every thread is stopped. */
 int natst_pause(natst *n, int i)
 {
     natst_node *d = &n->node[i];
     if (d->pid <= 0 || kill(d->pid, SIGSTOP) != 0)
         return -1;
     d->paused = true;
-    return 0;
+    int64_t deadline = tkt_now_ms() + 5000;
+    int st;
+    while ((st = natst_all_stopped(d->pid)) == 0 && tkt_now_ms() < deadline)
+        tkt_sleep_ms(1);
+    if (st != 1)
+        fprintf(stderr, "# natst: node %s not stopped 5 s after SIGSTOP\n", d->name);
+    return st == 1 ? 0 : -1;
 }
 
 int natst_resume(natst *n, int i)

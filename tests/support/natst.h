@@ -89,7 +89,9 @@ int natst_restart_all(natst *n);
 int natst_ready(natst *n, int timeout_ms);
 
 /* SIGSTOP / SIGCONT node i: a node that hangs (its sockets stay open,
- * nothing answers) rather than dies. 0, or -1 if it is not running. */
+ * nothing answers) rather than dies. natst_pause returns once every
+ * thread of the node has stopped. 0, or -1 if it is not running (or, for
+ * natst_pause, has not stopped within 5 s). */
 int natst_pause(natst *n, int i);
 int natst_resume(natst *n, int i);
 
