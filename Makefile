@@ -16,7 +16,7 @@
 
 CC       ?= cc
 PKGS     := libevent libevent_pthreads libevent_openssl lmdb msgpack libsodium libssl libcrypto \
-            jansson inih libnats
+            jansson inih libnats liburing
 # Every package make test (and .ci/run) uses: the build, jq (the README's
 # quickstart, run by test_quickstart), redis-server (test_tokenbench's Redis
 # modes run against a real one), clang-14 + libclang-rt-14-dev (make fuzz-smoke),
@@ -29,11 +29,12 @@ PKGS     := libevent libevent_pthreads libevent_openssl lmdb msgpack libsodium l
 # pages rendered with warnings on) and strace (tokend's system calls against
 # the unit's filter) for test_install; openssl (the command: test_tls makes
 # its CA and certificates with it); nats-server and libnats-dev (replication:
-# the NATS C client, and test_repl's JetStream servers).
+# the NATS C client, and test_repl's JetStream servers); liburing-dev (the
+# loop turn's sends in one io_uring submission, net/sendq.c).
 DEB_PKGS := build-essential pkg-config libevent-dev liblmdb-dev libmsgpack-dev \
             libsodium-dev libssl-dev libcmocka-dev libjansson-dev libinih-dev clang-14 libclang-rt-14-dev jq \
             redis-server nginx caddy prometheus nodejs chromium chromium-driver python3-selenium \
-            systemd groff-base man-db strace openssl nats-server libnats-dev
+            systemd groff-base man-db strace openssl nats-server libnats-dev liburing-dev
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wpointer-arith -Wformat=2
@@ -101,6 +102,10 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TSUP_OBJ) $(LIB)
 
 # test_tls runs test_server's and test_http's bad-input tests again over TLS.
 $(BUILD)/tests/net/test_tls: | $(BUILD)/tests/net/test_server $(BUILD)/tests/net/test_http
+# test_sends runs the server, concurrency and HTTP verify suites again with
+# io_uring off (the fallback path).
+$(BUILD)/tests/net/test_sends: | $(BUILD)/tests/net/test_server $(BUILD)/tests/net/test_concurrency \
+                                 $(BUILD)/tests/net/test_verify_http
 
 # The fault injector test_faults LD_PRELOADs into the real bin/tokend
 # (tests/preload/fault.c): a shared object, never linked into a program,

@@ -78,6 +78,7 @@
 #include "core/xmalloc.h"
 #include "core/sha256.h"
 #include "net/dispatch.h"
+#include "net/sendq.h"
 #include "net/gateway.h"
 #include "net/log.h"
 #include "net/metrics.h"
@@ -132,6 +133,8 @@ struct conn {
     conn *lru_prev, *lru_next; /* hub's LRU list, while the socket is open */
     conn *dead_next;          /* hub->dead, while waiting to be reaped */
     bool on_dead;
+    bool sq_on;               /* on hub->sq_head: output to send at the turn's end */
+    conn *sq_next;
     evutil_socket_t fd;       /* -1 once the socket is closed */
     struct event *rd, *wr;    /* readable (idle timeout), writable (stall timeout) */
     bool rd_on, wr_on;        /* added to the loop */
@@ -193,6 +196,15 @@ struct conn_hub {
     tls *tls;                 /* TLS context of new connections (NULL: plain) */
     vh *vh;                   /* HTTP verification instead of frames (NULL: frames) */
     h1_out hout;              /* an HTTP response being written */
+    sq *sq;                   /* the turn's sends in one submission (NULL: a sendmsg
+                                 at the end of each callback) */
+    conn *sq_head;            /* connections with output for sq, newest first */
+    struct event *sq_ev;      /* active while sq_head is not empty: sends them */
+    sq_item *sq_items;        /* scratch for one sq_send, sq_cap of each */
+    conn **sq_conns;          /* the connection of each item */
+    struct iovec *sq_iov;     /* SQ_IOV per item */
+    size_t sq_cap;
+    char sends[160];          /* how replies are sent (sq_describe) */
 };
 
 static void process(conn *c);
@@ -667,22 +679,16 @@ static ssize_t out_write(conn *c)
     return sent;
 }
 
-/* Writes the replies the output holds straight to the socket, at the end
- * of the callback that made them, rather than on the next loop turn's
- * writable event: one write system call per burst of replies, and no
- * EV_WRITE registration (two epoll_ctl calls and a wake-up per reply)
- * unless the socket is full. Then the write event takes the rest, its
- * timeout catching a peer that takes nothing. Every callback that can add
- * output ends here. */
-static void send_now(conn *c)
+/* After a write of the output's first bytes (before: its length then;
+ * failed: the write failed for good): closes on a failure, lets a
+ * connection that waited for room read on, and watches for writability
+ * while bytes are left (the write event's timeout catching a peer that
+ * takes nothing), or finishes an ending connection once all is out. */
+static void send_rest(conn *c, size_t before, bool failed)
 {
-    if (c->st == CS_CLOSED || c->fd < 0)
-        return;
     struct evbuffer *out = output(c);
     for (;;) {
-        size_t before = evbuffer_get_length(out);
-        if (before > 0 && out_write(c) < 0 && errno != EAGAIN && errno != EWOULDBLOCK
-            && errno != EINTR) {
+        if (failed) {
             close_now(c); /* the peer is gone (EPIPE, ECONNRESET) */
             return;
         }
@@ -693,12 +699,115 @@ static void send_now(conn *c)
         resume(c);
         if (c->st == CS_CLOSED)
             return;
+        if (c->sq_on)
+            return; /* what resume answered goes with the turn's sends */
+        before = evbuffer_get_length(out);
+        failed = before > 0 && out_write(c) < 0 && errno != EAGAIN && errno != EWOULDBLOCK
+                 && errno != EINTR;
     }
     if (evbuffer_get_length(out) > 0) {
         wr_enable(c);
     } else {
         wr_disable(c);
         maybe_finish(c);
+    }
+}
+
+/* One write of the output now, then send_rest. */
+static void send_direct(conn *c)
+{
+    if (c->st == CS_CLOSED || c->fd < 0)
+        return;
+    size_t before = evbuffer_get_length(output(c));
+    bool failed = before > 0 && out_write(c) < 0 && errno != EAGAIN && errno != EWOULDBLOCK
+                  && errno != EINTR;
+    send_rest(c, before, failed);
+}
+
+/* Writes the replies the output holds to the socket at the end of the
+ * callback that made them, rather than on the next loop turn's writable
+ * event: no EV_WRITE registration (two epoll_ctl calls and a wake-up per
+ * reply) unless the socket is full. With the hub's send queue (sendq.h)
+ * the write waits for the end of the loop turn instead, where every
+ * connection answered in the turn is sent in one system call (sends_cb);
+ * without it (io_uring off or missing, and TLS, whose records OpenSSL
+ * writes), one sendmsg here. Every callback that can add output ends
+ * here. */
+static void send_now(conn *c)
+{
+    if (c->st == CS_CLOSED || c->fd < 0)
+        return;
+    conn_hub *h = c->h;
+    if (h->sq && !c->ssl && evbuffer_get_length(output(c)) > 0) {
+        if (!c->sq_on) {
+            c->sq_on = true;
+            c->sq_next = h->sq_head;
+            if (!h->sq_head) /* runs after the callbacks already active this turn */
+                event_active(h->sq_ev, EV_TIMEOUT, 0);
+            h->sq_head = c;
+        }
+        return;
+    }
+    send_direct(c);
+}
+
+/* Takes c off the hub's send queue (it is being freed). */
+static void sq_unlink(conn *c)
+{
+    if (!c->sq_on)
+        return;
+    for (conn **pp = &c->h->sq_head; *pp; pp = &(*pp)->sq_next)
+        if (*pp == c) {
+            *pp = c->sq_next;
+            break;
+        }
+    c->sq_on = false;
+}
+
+#define SQ_IOV 16 /* chunks of the output in one send */
+
+/* The end of a loop turn: every connection answered in it is sent, in one
+ * sq_send (one io_uring_enter), then each goes on as after its own write.
+ * The queue is taken whole first: what send_rest answers on (a connection
+ * that waited for room) queues again, and this event, made active again,
+ * runs once more in the same turn. */
+static void sends_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn_hub *h = arg;
+    (void)fd;
+    (void)what;
+    size_t n = 0;
+    for (conn *c = h->sq_head; c; c = c->sq_next)
+        n++;
+    if (n > h->sq_cap) {
+        h->sq_cap = n * 2;
+        h->sq_items = xrealloc(h->sq_items, h->sq_cap * sizeof *h->sq_items);
+        h->sq_conns = xrealloc(h->sq_conns, h->sq_cap * sizeof *h->sq_conns);
+        h->sq_iov = xrealloc(h->sq_iov, h->sq_cap * SQ_IOV * sizeof *h->sq_iov);
+    }
+    n = 0;
+    for (conn *c = h->sq_head; c; c = c->sq_next) {
+        c->sq_on = false;
+        if (c->st == CS_CLOSED || c->fd < 0)
+            continue;
+        struct iovec *v = &h->sq_iov[n * SQ_IOV];
+        int k = evbuffer_peek(c->out, -1, NULL, v, SQ_IOV);
+        h->sq_conns[n] = c;
+        h->sq_items[n++] = (sq_item){c->fd, v, k < SQ_IOV ? k : SQ_IOV, 0};
+    }
+    h->sq_head = NULL;
+    sq_send(h->sq, h->sq_items, n);
+    if (h->m && n)
+        met_sends(h->m, n);
+    for (size_t i = 0; i < n; i++) {
+        conn *c = h->sq_conns[i];
+        ssize_t res = h->sq_items[i].res;
+        if (c->st == CS_CLOSED || c->fd < 0) /* closed by an earlier one's send_rest */
+            continue;
+        size_t before = evbuffer_get_length(c->out);
+        if (res > 0)
+            evbuffer_drain(c->out, (size_t)res);
+        send_rest(c, before, res < 0 && res != -EAGAIN && res != -EWOULDBLOCK && res != -EINTR);
     }
 }
 
@@ -1331,6 +1440,7 @@ static void close_socket(conn *c)
 
 static void conn_free(conn *c)
 {
+    sq_unlink(c);
     while (c->head) {
         pending *p = c->head;
         c->head = p->next;
@@ -1405,6 +1515,11 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
     check_empty(h);
 }
 
+const char *conn_hub_sends(const conn_hub *h)
+{
+    return h->sends;
+}
+
 void conn_hub_set_metrics(conn_hub *h, met *m)
 {
     h->m = m;
@@ -1440,7 +1555,14 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
         abort();
     }
     h->reap = event_new(base, -1, 0, reap_cb, h);
-    if (!h->reap) {
+    sq_new(opts->io_uring, &h->sq);
+    snprintf(h->sends, sizeof h->sends, "%s", sq_describe(h->sq));
+    if (!sq_uring(h->sq)) { /* the fallback: a sendmsg per callback, as before */
+        sq_free(h->sq);
+        h->sq = NULL;
+    }
+    h->sq_ev = h->sq ? event_new(base, -1, 0, sends_cb, h) : NULL;
+    if (!h->reap || (h->sq && !h->sq_ev)) {
         lg_line("cannot create an event (out of memory)");
         abort();
     }
@@ -1618,7 +1740,7 @@ static void drain_socket(conn *c)
     for (int i = 0; i < STOP_READS && c->st == CS_OPEN && !c->paused && !c->waiting; i++) {
         if (c->ilen >= c->rd_high) {
             process(c);
-            send_now(c);
+            send_direct(c); /* now: the next read's replies must find room */
             if (c->st != CS_OPEN || c->ilen >= c->rd_high)
                 break; /* waiting for the writer, or for the peer to read */
         }
@@ -1663,6 +1785,12 @@ void conn_hub_free(conn_hub *h)
     }
     if (h->reap)
         event_free(h->reap);
+    if (h->sq_ev)
+        event_free(h->sq_ev);
+    sq_free(h->sq);
+    free(h->sq_items);
+    free(h->sq_conns);
+    free(h->sq_iov);
     peers_free(h->peers);
     mpw_free(&h->scratch);
     h1_out_free(&h->hout);

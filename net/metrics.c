@@ -30,6 +30,7 @@ struct met {
     uint64_t verify[MET_NLISTENERS][NVERDICTS];
     hist verify_ns[MET_NLISTENERS];
     uint64_t req[MET_NLISTENERS][MAX_OPS][NSTATUS];
+    uint64_t submissions, submitted; /* met_sends */
 };
 
 static const char *const lis_name[MET_NLISTENERS] = {"binary", "http", "http-verify"};
@@ -71,6 +72,12 @@ void met_verify(met *m, met_listener l, tk_verdict v, uint64_t ns)
     if ((unsigned)v < NVERDICTS)
         m->verify[l][v]++;
     hist_add(&m->verify_ns[l], ns);
+}
+
+void met_sends(met *m, size_t n)
+{
+    m->submissions++;
+    m->submitted += n;
 }
 
 void met_request(met *m, met_listener l, uint16_t code, int status)
@@ -184,6 +191,14 @@ void met_render(const met *m, const met_gauges *g, FILE *out)
                         lis_name[l], o < nops ? ops[o].name : "unknown", status_name(s),
                         (unsigned long long)m->req[l][o][s]);
             }
+    head(out, "tokend_send_submissions_total", "counter",
+         "io_uring submissions of a loop turn's replies, one system call each (0 when "
+         "replies go by sendmsg: --io-uring=false or no io_uring).");
+    fprintf(out, "tokend_send_submissions_total %llu\n", (unsigned long long)m->submissions);
+    head(out, "tokend_send_submitted_total", "counter",
+         "Connections' sends in those submissions (per submission: the system calls one "
+         "saves).");
+    fprintf(out, "tokend_send_submitted_total %llu\n", (unsigned long long)m->submitted);
     head(out, "tokend_connections", "gauge", "Open connections, by listener.");
     for (int l = 0; l < MET_NLISTENERS; l++)
         fprintf(out, "tokend_connections{listener=\"%s\"} %zu\n", lis_name[l], g->conns[l]);

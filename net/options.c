@@ -141,6 +141,11 @@ static const opt_def opt_table[] = {
      "every CRC and the last segment's links, and the other links are checked in the "
      "background on idle CPU (docs/storage.md, \"The start's check\")",
      NULL},
+    {"io-uring", "server", "io-uring", OPT_BOOL, NULL, 0, 0, OPT_AT(conn.io_uring),
+     "send the replies of a loop turn in one io_uring submission (one system call for "
+     "every connection answered); --io-uring=false, or a kernel without io_uring: one "
+     "sendmsg per connection (docs/server.md, \"System calls\")",
+     NULL},
     {"log-format", "server", "log-format", OPT_STR, "FORMAT", 0, 0, OPT_AT(log_format),
      "the log's lines: text, or json (one object a line: time, msg, and a request's fields)",
      NULL},

@@ -96,6 +96,7 @@ void srv_opts_default(srv_opts *o)
     o->conn.max_inflight = 1024;
     o->conn.idle_timeout = 300;
     o->conn.frame_timeout = 10;
+    o->conn.io_uring = true;
     o->batch_replies = 16u << 20;
     o->log_format = "text";
     o->repl.stream = REPL_STREAM_DEFAULT;
@@ -621,6 +622,8 @@ int srv_open(const srv_opts *o, srv **out)
         tls_describe(s->tls, d, sizeof d);
         lg_line("TLS on both listeners (plain connections are refused; SIGHUP reloads): %s", d);
     }
+    lg_line("replies sent by %s%s", conn_hub_sends(s->hub),
+            s->tls ? "; over TLS, by OpenSSL's writes" : "");
     if (s->vhub)
         lg_line("http-verify on %s (gateway verification at /v1/verify only; "
                 "docs/gateways.md)",

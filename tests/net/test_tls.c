@@ -28,7 +28,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <malloc.h>
 #include <poll.h>
@@ -51,6 +50,7 @@
 #include "net/tls.h"
 #include "tests/support/hraw.h"
 #include "tests/support/raw.h"
+#include "tests/support/suite.h"
 #include "tests/support/tkt.h"
 #include "tests/support/tlst.h"
 
@@ -263,54 +263,6 @@ static bool log_count_within(const raw_server *s, const char *needle, int n)
         tkt_sleep_ms(10);
     }
     return false;
-}
-
-/* Runs argv[0] (a path) with argv, output in out (cap), within seconds.
- * Returns the exit code, 128 + signal, or -1 on timeout (then killed). */
-static int run(const char *const *argv, const char *const *env, char *out, size_t cap,
-               int seconds)
-{
-    int pfd[2];
-    assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(pfd[1], STDOUT_FILENO); /* not inherited further: the servers log to files */
-        dup2(pfd[1], STDERR_FILENO);
-        for (; env && *env; env += 2)
-            setenv(env[0], env[1], 1);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    raw_track(pid, true);
-    size_t have = 0;
-    int64_t end = tkt_now_ms() + seconds * 1000;
-    for (;;) {
-        struct pollfd p = {pfd[0], POLLIN, 0};
-        int64_t left = end - tkt_now_ms();
-        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-            break;
-        char buf[4096];
-        ssize_t n = read(pfd[0], buf, sizeof buf);
-        if (n <= 0)
-            break;
-        size_t k = (size_t)n < cap - 1 - have ? (size_t)n : cap - 1 - have;
-        memcpy(out + have, buf, k);
-        have += k;
-    }
-    out[have] = '\0';
-    close(pfd[0]);
-    int st = 0, rc = -1;
-    while (tkt_now_ms() < end && waitpid(pid, &st, WNOHANG) == 0)
-        tkt_sleep_ms(10);
-    if (waitpid(pid, &st, WNOHANG) == pid || kill(pid, 0) != 0)
-        rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    if (rc < 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &st, 0);
-    }
-    raw_track(pid, false);
-    return rc;
 }
 
 static const char *bin_dir(void)
@@ -632,21 +584,21 @@ static void tokenctl_over_tls(void **state)
     world(c);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", c->s.port);
     const char *ping[] = {ctl, "--addr", addr, "--tls", "--ca", P.ca, "ping", NULL};
-    assert_int_equal(run(ping, NULL, out, sizeof out, 30), 0);
+    assert_int_equal(st_run(ping, NULL, out, sizeof out, 30), 0);
     assert_non_null(strstr(out, "protocol version 1"));
     const char *verify[] = {ctl, "--addr", addr, "--tls", "--ca", P.ca, "verify", c->secret, NULL};
-    assert_int_equal(run(verify, NULL, out, sizeof out, 30), 0);
+    assert_int_equal(st_run(verify, NULL, out, sizeof out, 30), 0);
     assert_non_null(strstr(out, "valid: tenant acme"));
     const char *env[] = {"TOKEND_TLS", "1", "TOKEND_CA", P.ca, NULL};
     const char *verify_env[] = {ctl, "--addr", addr, "verify", c->secret, NULL};
-    assert_int_equal(run(verify_env, env, out, sizeof out, 30), 0);
+    assert_int_equal(st_run(verify_env, env, out, sizeof out, 30), 0);
     const char *system_store[] = {ctl, "--addr", addr, "--tls", "ping", NULL};
-    assert_int_equal(run(system_store, NULL, out, sizeof out, 30), 4);
+    assert_int_equal(st_run(system_store, NULL, out, sizeof out, 30), 4);
     assert_non_null(strstr(out, "certificate verify failed"));
     const char *plain[] = {ctl, "--addr", addr, "ping", NULL};
-    assert_int_equal(run(plain, NULL, out, sizeof out, 30), 4);
+    assert_int_equal(st_run(plain, NULL, out, sizeof out, 30), 4);
     const char *no_tls[] = {ctl, "--addr", addr, "--ca", P.ca, "ping", NULL};
-    assert_int_equal(run(no_tls, NULL, out, sizeof out, 30), 2);
+    assert_int_equal(st_run(no_tls, NULL, out, sizeof out, 30), 2);
     assert_int_equal(raw_server_stop(&c->s), 0);
     raw_server_free(&c->s);
 
@@ -655,9 +607,9 @@ static void tokenctl_over_tls(void **state)
     snprintf(addr, sizeof addr, "127.0.0.1:%d", c->s.port);
     const char *mtls[] = {ctl, "--addr", addr, "--tls", "--ca", P.ca, "--cert", P.client,
                           "--cert-key", P.client_key, "ping", NULL};
-    assert_int_equal(run(mtls, NULL, out, sizeof out, 30), 0);
+    assert_int_equal(st_run(mtls, NULL, out, sizeof out, 30), 0);
     const char *no_cert[] = {ctl, "--addr", addr, "--tls", "--ca", P.ca, "ping", NULL};
-    assert_int_equal(run(no_cert, NULL, out, sizeof out, 30), 4);
+    assert_int_equal(st_run(no_cert, NULL, out, sizeof out, 30), 4);
 }
 
 /* The client library: the certificate must name the host dialled (an IP
@@ -860,29 +812,8 @@ static void memory_bound_counts_tls(void **state)
  * TLS; every test it selects must pass, and at least min must run. */
 static void suite_over_tls(const char *name, const char *filter, int min)
 {
-    char self[PATH_MAX], path[PATH_MAX];
-    static char out[1 << 20];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    assert_true(n > 0);
-    self[n] = '\0';
-    snprintf(path, sizeof path, "%s/%s", dirname(self), name);
-    if (access(path, X_OK) != 0)
-        fail_msg("%s is not built (make %s)", path, path);
-    const char *argv[] = {path, NULL};
-    const char *env[] = {"TKT_TLS", pki_dir, "TEST_FILTER", filter, "CMOCKA_MESSAGE_OUTPUT", "TAP",
-                         NULL};
-    raw_watchdog(SUITE_SECONDS + 10);
-    int rc = run(argv, env, out, sizeof out, SUITE_SECONDS);
-    int ok = 0, bad = 0;
-    for (char *p = out; (p = strstr(p, "ok ")); p += 3) {
-        if (p == out || p[-1] == '\n')
-            ok++;
-        else if (p >= out + 4 && !strncmp(p - 4, "not ", 4) && (p == out + 4 || p[-5] == '\n'))
-            bad++;
-    }
-    print_message("# %s %s over TLS: %d passed, %d failed (exit %d)\n", name, filter, ok, bad, rc);
-    if (rc != 0 || bad || ok < min)
-        fail_msg("%s over TLS:\n%s", name, out);
+    const char *env[] = {"TKT_TLS", pki_dir, NULL};
+    st_suite_again(name, env, filter, min, SUITE_SECONDS, "over TLS");
 }
 
 static void server_bad_input_over_tls(void **state)

@@ -144,6 +144,9 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
         argv[argc++] = "--tls-key";
         argv[argc++] = tls_key;
     }
+    const char *uring = getenv("TKT_IO_URING");
+    if (uring && strcmp(uring, "0") == 0) /* raw.h: the suite runs with io_uring off */
+        argv[argc++] = "--io-uring=false";
     for (; extra && *extra && argc < 30; extra++)
         argv[argc++] = *extra;
     argv[argc] = NULL;

@@ -13,6 +13,11 @@
  * too) connects through tlst_connect, trusting DIR/ca.pem: a suite's tests
  * then run over TLS unchanged. test_tls runs test_server's and test_http's
  * bad-input tests this way.
+ *
+ * With io_uring off: with TKT_IO_URING=0, every server is started with
+ * --io-uring=false, so its replies go by one sendmsg each (the fallback
+ * path, net/sendq.h). test_sends runs the server, concurrency and verify
+ * suites again this way.
  */
 #ifndef TK_TEST_RAW_H
 #define TK_TEST_RAW_H

@@ -1,0 +1,158 @@
+/* sendq.c - the sends of one loop turn; see sendq.h. */
+#include "net/sendq.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <liburing.h>
+
+#include "core/xmalloc.h"
+
+#define SQ_FLAGS (MSG_NOSIGNAL | MSG_DONTWAIT)
+
+struct sq {
+    bool uring;              /* ring set up */
+    struct io_uring ring;
+    struct msghdr msg[SQ_RING]; /* one per submission entry, alive until its completion */
+    char describe[160];
+};
+
+/* A ring, with the flags that make it cheaper where the kernel has them:
+ * only this thread submits (SINGLE_ISSUER, 6.0) and completions need no
+ * interrupt of the submitter (COOP_TASKRUN, 5.19). An older kernel refuses
+ * unknown flags with EINVAL: then plain. 0 or -errno. */
+static int ring_init(struct io_uring *r)
+{
+    unsigned flags = 0;
+#ifdef IORING_SETUP_SINGLE_ISSUER
+    flags |= IORING_SETUP_SINGLE_ISSUER;
+#endif
+#ifdef IORING_SETUP_COOP_TASKRUN
+    flags |= IORING_SETUP_COOP_TASKRUN;
+#endif
+    int rc = io_uring_queue_init(SQ_RING, r, flags);
+    if (rc == -EINVAL && flags)
+        rc = io_uring_queue_init(SQ_RING, r, 0);
+    return rc;
+}
+
+void sq_new(bool use_uring, sq **out)
+{
+    sq *q = xcalloc(1, sizeof *q);
+    if (!use_uring) {
+        snprintf(q->describe, sizeof q->describe, "sendmsg (io_uring turned off)");
+    } else {
+        int rc = ring_init(&q->ring);
+        q->uring = rc == 0;
+        if (q->uring)
+            snprintf(q->describe, sizeof q->describe, "io_uring (one submission per loop turn)");
+        else
+            snprintf(q->describe, sizeof q->describe, "sendmsg (io_uring_queue_init: %s)",
+                     strerror(-rc));
+    }
+    *out = q;
+}
+
+void sq_free(sq *q)
+{
+    if (!q)
+        return;
+    if (q->uring)
+        io_uring_queue_exit(&q->ring);
+    free(q);
+}
+
+bool sq_uring(const sq *q)
+{
+    return q->uring;
+}
+
+const char *sq_describe(const sq *q)
+{
+    return q->describe;
+}
+
+static void send_one(sq_item *it)
+{
+    struct msghdr m = {.msg_iov = (struct iovec *)it->iov, .msg_iovlen = (size_t)it->iovcnt};
+    ssize_t n = sendmsg(it->fd, &m, SQ_FLAGS);
+    it->res = n < 0 ? -errno : n;
+}
+
+/* The ring failed (io_uring_enter refused a submission, or a completion
+ * could not be waited for): later sends go by sendmsg. Entries still in the
+ * submission ring are never submitted (the ring is not entered again), so
+ * nothing is sent twice. */
+static void ring_broken(sq *q, int rc)
+{
+    q->uring = false;
+    snprintf(q->describe, sizeof q->describe, "sendmsg (io_uring failed: %s)", strerror(-rc));
+}
+
+/* Up to SQ_RING items through the ring: every entry prepared, one
+ * io_uring_enter that submits them and waits for all their completions
+ * (each completes within the submission: MSG_DONTWAIT), then the results.
+ * Items the kernel did not take are sent by sendmsg. */
+static void send_ring(sq *q, sq_item *items, size_t n)
+{
+    size_t prepared = 0;
+    for (; prepared < n; prepared++) {
+        struct io_uring_sqe *e = io_uring_get_sqe(&q->ring);
+        if (!e)
+            break; /* cannot happen: the ring has SQ_RING entries, all free */
+        q->msg[prepared] = (struct msghdr){.msg_iov = (struct iovec *)items[prepared].iov,
+                                           .msg_iovlen = (size_t)items[prepared].iovcnt};
+        io_uring_prep_sendmsg(e, items[prepared].fd, &q->msg[prepared], SQ_FLAGS);
+        io_uring_sqe_set_data64(e, prepared);
+    }
+    size_t submitted = 0;
+    while (submitted < prepared) {
+        int rc = io_uring_submit_and_wait(&q->ring, (unsigned)(prepared - submitted));
+        if (rc == -EINTR)
+            continue;
+        if (rc <= 0) {
+            ring_broken(q, rc ? rc : -EIO);
+            break;
+        }
+        submitted += (size_t)rc;
+    }
+    /* Every submitted entry completes: all are reaped, so no msghdr and no
+     * iov stays borrowed past this call. */
+    for (size_t got = 0; got < submitted;) {
+        struct io_uring_cqe *cqe = NULL;
+        int rc = io_uring_wait_cqe(&q->ring, &cqe);
+        if (rc == -EINTR)
+            continue;
+        if (rc < 0) { /* cannot happen with entries in flight */
+            ring_broken(q, rc);
+            abort(); /* their buffers would be borrowed past the call */
+        }
+        uint64_t i = io_uring_cqe_get_data64(cqe);
+        if (i < n)
+            items[i].res = cqe->res;
+        io_uring_cqe_seen(&q->ring, cqe);
+        got++;
+    }
+    for (size_t i = submitted; i < n; i++)
+        send_one(&items[i]);
+}
+
+void sq_send(sq *q, sq_item *items, size_t n)
+{
+    if (!q->uring) {
+        for (size_t i = 0; i < n; i++)
+            send_one(&items[i]);
+        return;
+    }
+    for (size_t i = 0; i < n; i += SQ_RING) {
+        size_t k = n - i < SQ_RING ? n - i : SQ_RING;
+        if (q->uring)
+            send_ring(q, items + i, k);
+        else
+            for (size_t j = 0; j < k; j++)
+                send_one(&items[i + j]);
+    }
+}

@@ -1,0 +1,362 @@
+/*
+ * test_sends.c - the replies of a loop turn in one system call (net/sendq.h)
+ * and the fallback to one sendmsg each.
+ *
+ * sq_send itself, both ways, on socket pairs: every byte arrives in order
+ * across several chunks, a full socket answers -EAGAIN at once (never a
+ * wait), a peer that has gone answers -EPIPE without SIGPIPE, a closed
+ * descriptor -EBADF, and more sends than the ring holds go in several
+ * submissions. Then the server: twenty connections whose requests arrive
+ * in one loop turn (written while the server is stopped) are answered by
+ * one submission, and with --io-uring=false by sendmsg (none counted).
+ * Last, the server, concurrency and HTTP verify suites run again with
+ * every server on the fallback path (TKT_IO_URING=0, tests/support/raw.h):
+ * both paths pass them on every run.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net/proto.h"
+#include "net/sendq.h"
+#include "tests/support/hraw.h"
+#include "tests/support/raw.h"
+#include "tests/support/suite.h"
+#include "tests/support/tkt.h"
+
+#define TEST_SECONDS 60
+#define SUITE_SECONDS 420 /* a whole suite run again (the sanitizers' time) */
+#define PAIRS 40
+
+static bool ring_here(void)
+{
+    sq *q;
+    sq_new(true, &q);
+    bool yes = sq_uring(q);
+    sq_free(q);
+    return yes;
+}
+
+static void pair(int sv[2])
+{
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+}
+
+/* Reads exactly n bytes from fd (non-blocking, bounded wait) into out. */
+static void read_all(int fd, uint8_t *out, size_t n)
+{
+    size_t got = 0;
+    int64_t end = tkt_now_ms() + 5000;
+    while (got < n && tkt_now_ms() < end) {
+        ssize_t k = read(fd, out + got, n - got);
+        if (k > 0)
+            got += (size_t)k;
+        else
+            tkt_sleep_ms(1);
+    }
+    assert_int_equal(got, n);
+}
+
+/* PAIRS sends of three chunks each, with contents of their own: each
+ * arrives whole and in order, and res is its length. */
+static void sends_both_ways(bool uring)
+{
+    sq *q;
+    sq_new(uring, &q);
+    if (uring && !sq_uring(q))
+        fail_msg("this kernel gives no io_uring ring: %s", sq_describe(q));
+    assert_int_equal(sq_uring(q), uring);
+    int sv[PAIRS][2];
+    uint8_t data[PAIRS][3][97];
+    struct iovec iov[PAIRS][3];
+    sq_item it[PAIRS];
+    for (int i = 0; i < PAIRS; i++) {
+        pair(sv[i]);
+        for (int c = 0; c < 3; c++) {
+            for (size_t b = 0; b < sizeof data[i][c]; b++)
+                data[i][c][b] = (uint8_t)(i * 7 + c * 31 + b);
+            iov[i][c] = (struct iovec){data[i][c], (size_t)(13 + i + c * 20)};
+        }
+        it[i] = (sq_item){sv[i][0], iov[i], 3, -12345};
+    }
+    sq_send(q, it, PAIRS);
+    for (int i = 0; i < PAIRS; i++) {
+        size_t len = iov[i][0].iov_len + iov[i][1].iov_len + iov[i][2].iov_len;
+        assert_int_equal(it[i].res, (ssize_t)len);
+        uint8_t got[3 * 97];
+        read_all(sv[i][1], got, len);
+        size_t off = 0;
+        for (int c = 0; c < 3; c++) {
+            assert_memory_equal(got + off, data[i][c], iov[i][c].iov_len);
+            off += iov[i][c].iov_len;
+        }
+        close(sv[i][0]);
+        close(sv[i][1]);
+    }
+    sq_free(q);
+}
+
+static void ring_sends_every_byte_in_order(void **state)
+{
+    (void)state;
+    sends_both_ways(true);
+}
+
+static void sendmsg_sends_every_byte_in_order(void **state)
+{
+    (void)state;
+    sends_both_ways(false);
+}
+
+/* A full socket, a gone peer and a closed descriptor, in one call: each
+ * gets its own answer, at once. */
+static void errors_both_ways(bool uring)
+{
+    sq *q;
+    sq_new(uring, &q);
+    assert_int_equal(sq_uring(q), uring);
+    int full[2], gone[2], ok[2];
+    pair(full);
+    pair(gone);
+    pair(ok);
+    static uint8_t big[1 << 16];
+    memset(big, 'x', sizeof big);
+    while (write(full[0], big, sizeof big) > 0) /* until the socket takes nothing */
+        ;
+    assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+    close(gone[1]);
+    int dead[2];
+    pair(dead);
+    close(dead[0]);
+    close(dead[1]);
+    struct iovec v = {big, 100};
+    sq_item it[4] = {{full[0], &v, 1, 0}, {gone[0], &v, 1, 0}, {dead[0], &v, 1, 0},
+                     {ok[0], &v, 1, 0}};
+    void (*old)(int) = signal(SIGPIPE, SIG_DFL); /* a SIGPIPE would end the suite */
+    int64_t t0 = tkt_now_ms();
+    sq_send(q, it, 4);
+    int64_t took = tkt_now_ms() - t0;
+    signal(SIGPIPE, old);
+    print_message("# %s: full %zd, gone %zd, closed %zd, ok %zd in %lld ms\n",
+                  uring ? "io_uring" : "sendmsg", it[0].res, it[1].res, it[2].res, it[3].res,
+                  (long long)took);
+    assert_int_equal(it[0].res, -EAGAIN);
+    assert_int_equal(it[1].res, -EPIPE);
+    assert_int_equal(it[2].res, -EBADF);
+    assert_int_equal(it[3].res, 100);
+    assert_true(took < 1000);
+    close(full[0]);
+    close(full[1]);
+    close(gone[0]);
+    close(ok[0]);
+    close(ok[1]);
+    sq_free(q);
+}
+
+static void ring_answers_each_error(void **state)
+{
+    (void)state;
+    if (!ring_here())
+        fail_msg("this kernel gives no io_uring ring");
+    errors_both_ways(true);
+}
+
+static void sendmsg_answers_each_error(void **state)
+{
+    (void)state;
+    errors_both_ways(false);
+}
+
+/* More sends than the ring has entries: several submissions, every one
+ * answered, and the ring still works after. (Spread over a few sockets: a
+ * Unix socket's buffer holds a few hundred one-byte sends.) */
+static void more_sends_than_the_ring(void **state)
+{
+    (void)state;
+    enum { N = 2 * SQ_RING + 37, SOCKS = 8 };
+    sq *q;
+    sq_new(true, &q);
+    assert_true(sq_uring(q));
+    int sv[SOCKS][2];
+    for (int k = 0; k < SOCKS; k++)
+        pair(sv[k]);
+    uint8_t b[N];
+    struct iovec v[N];
+    sq_item it[N];
+    for (int i = 0; i < N; i++) {
+        b[i] = (uint8_t)i;
+        v[i] = (struct iovec){&b[i], 1};
+        it[i] = (sq_item){sv[i % SOCKS][0], &v[i], 1, 0};
+    }
+    for (int round = 0; round < 2; round++) {
+        sq_send(q, it, N);
+        for (int i = 0; i < N; i++)
+            assert_int_equal(it[i].res, 1);
+        /* Each socket's bytes come in submission order. */
+        for (int k = 0; k < SOCKS; k++) {
+            uint8_t got[N / SOCKS + 1], want[N / SOCKS + 1];
+            size_t n = 0;
+            for (int i = k; i < N; i += SOCKS)
+                want[n++] = b[i];
+            read_all(sv[k][1], got, n);
+            assert_memory_equal(got, want, n);
+        }
+    }
+    assert_true(sq_uring(q));
+    for (int k = 0; k < SOCKS; k++) {
+        close(sv[k][0]);
+        close(sv[k][1]);
+    }
+    sq_free(q);
+}
+
+/* ---- the server ----------------------------------------------------------- */
+
+/* The value of the metric line that starts with name (then a space). */
+static long long metric(int http_port, const char *name)
+{
+    hraw_resp h;
+    assert_int_equal(hraw_once(http_port, "GET", "/metrics", NULL, NULL, &h), 0);
+    assert_int_equal(h.status, 200);
+    char want[128];
+    snprintf(want, sizeof want, "\n%s ", name);
+    const char *p = strstr(h.body, want);
+    if (!p)
+        fail_msg("no %s in /metrics", name);
+    long long v = strtoll(p + strlen(want), NULL, 10);
+    hraw_free(&h);
+    return v;
+}
+
+enum { CONNS = 20 };
+
+/* CONNS connections each get one PING in while the server is stopped
+ * (SIGSTOP), so all arrive in one loop turn; every reply comes back. The
+ * submissions and sends /metrics counted for it. */
+static void one_turn(raw_server *s, long long *submissions, long long *sends)
+{
+    int fd[CONNS];
+    raw_reply r;
+    for (int i = 0; i < CONNS; i++) {
+        fd[i] = raw_connect(s->port);
+        assert_true(fd[i] >= 0);
+        assert_int_equal(raw_call(fd[i], OP_PING, 1, NULL, &r), 0); /* accepted, read */
+        raw_reply_free(&r);
+    }
+    long long sub0 = metric(s->http_port, "tokend_send_submissions_total");
+    long long sent0 = metric(s->http_port, "tokend_send_submitted_total");
+    mpw f;
+    mpw_init(&f);
+    raw_frame(&f, OP_PING, 0, 2, NULL, 0);
+    assert_int_equal(kill(s->pid, SIGSTOP), 0);
+    for (int i = 0; i < CONNS; i++)
+        assert_int_equal(raw_write(fd[i], f.buf.data, f.buf.size), 0);
+    tkt_sleep_ms(50); /* every frame in its socket */
+    assert_int_equal(kill(s->pid, SIGCONT), 0);
+    for (int i = 0; i < CONNS; i++) {
+        assert_int_equal(raw_recv(fd[i], &r, 5000), 0);
+        assert_int_equal(r.h.id, 2);
+        assert_int_equal(r.h.code, 0); /* the status */
+        raw_reply_free(&r);
+        close(fd[i]);
+    }
+    mpw_free(&f);
+    *submissions = metric(s->http_port, "tokend_send_submissions_total") - sub0;
+    *sends = metric(s->http_port, "tokend_send_submitted_total") - sent0;
+}
+
+static void turn_is_one_submission(void **state)
+{
+    (void)state;
+    raw_server s;
+    if (!ring_here())
+        fail_msg("this kernel gives no io_uring ring");
+    assert_int_equal(raw_server_start(&s, NULL, NULL), 0);
+    assert_true(raw_server_log_has(&s, "replies sent by io_uring"));
+    long long subs, sends;
+    one_turn(&s, &subs, &sends);
+    print_message("# %d connections in one turn: %lld submission(s), %lld sends\n", CONNS, subs,
+                  sends);
+    assert_int_equal(sends, CONNS);
+    assert_true(subs >= 1 && subs <= 2); /* one, unless the kernel split the readiness */
+    assert_int_equal(raw_server_stop(&s), 0);
+    raw_server_free(&s);
+}
+
+static void turned_off_sends_by_sendmsg(void **state)
+{
+    (void)state;
+    raw_server s;
+    static const char *const off[] = {"--io-uring=false", NULL};
+    assert_int_equal(raw_server_start(&s, NULL, off), 0);
+    assert_true(raw_server_log_has(&s, "replies sent by sendmsg (io_uring turned off)"));
+    long long subs, sends;
+    one_turn(&s, &subs, &sends);
+    assert_int_equal(subs, 0);
+    assert_int_equal(sends, 0);
+    assert_int_equal(raw_server_stop(&s), 0);
+    raw_server_free(&s);
+}
+
+/* ---- the suites again, on the fallback path ------------------------------ */
+
+static const char *const fallback[] = {"TKT_IO_URING", "0", NULL};
+
+static void server_suite_by_sendmsg(void **state)
+{
+    (void)state;
+    st_suite_again("test_server", fallback, NULL, 40, SUITE_SECONDS, "with --io-uring=false");
+}
+
+static void concurrency_suite_by_sendmsg(void **state)
+{
+    (void)state;
+    st_suite_again("test_concurrency", fallback, NULL, 1, SUITE_SECONDS, "with --io-uring=false");
+}
+
+static void verify_http_suite_by_sendmsg(void **state)
+{
+    (void)state;
+    st_suite_again("test_verify_http", fallback, NULL, 16, SUITE_SECONDS,
+                   "with --io-uring=false");
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    raw_watchdog(TEST_SECONDS);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(ring_sends_every_byte_in_order, setup),
+        cmocka_unit_test_setup(sendmsg_sends_every_byte_in_order, setup),
+        cmocka_unit_test_setup(ring_answers_each_error, setup),
+        cmocka_unit_test_setup(sendmsg_answers_each_error, setup),
+        cmocka_unit_test_setup(more_sends_than_the_ring, setup),
+        cmocka_unit_test_setup(turn_is_one_submission, setup),
+        cmocka_unit_test_setup(turned_off_sends_by_sendmsg, setup),
+        cmocka_unit_test(server_suite_by_sendmsg),
+        cmocka_unit_test(concurrency_suite_by_sendmsg),
+        cmocka_unit_test(verify_http_suite_by_sendmsg),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    if (getenv("TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
