@@ -796,9 +796,9 @@ static void sends_cb(evutil_socket_t fd, short what, void *arg)
         h->sq_items[n++] = (sq_item){c->fd, v, k < SQ_IOV ? k : SQ_IOV, 0};
     }
     h->sq_head = NULL;
-    sq_send(h->sq, h->sq_items, n);
-    if (h->m && n)
-        met_sends(h->m, n);
+    size_t enters = sq_send(h->sq, h->sq_items, n);
+    if (h->m && enters)
+        met_sends(h->m, enters, n);
     for (size_t i = 0; i < n; i++) {
         conn *c = h->sq_conns[i];
         ssize_t res = h->sq_items[i].res;

@@ -74,9 +74,9 @@ void met_verify(met *m, met_listener l, tk_verdict v, uint64_t ns)
     hist_add(&m->verify_ns[l], ns);
 }
 
-void met_sends(met *m, size_t n)
+void met_sends(met *m, size_t enters, size_t n)
 {
-    m->submissions++;
+    m->submissions += enters;
     m->submitted += n;
 }
 
@@ -192,8 +192,9 @@ void met_render(const met *m, const met_gauges *g, FILE *out)
                         (unsigned long long)m->req[l][o][s]);
             }
     head(out, "tokend_send_submissions_total", "counter",
-         "io_uring submissions of a loop turn's replies, one system call each (0 when "
-         "replies go by sendmsg: --io-uring=false or no io_uring).");
+         "io_uring submissions of a loop turn's replies, one system call each (a turn "
+         "with one reply sends it by sendmsg, uncounted; all are by sendmsg with "
+         "--io-uring=false or without io_uring).");
     fprintf(out, "tokend_send_submissions_total %llu\n", (unsigned long long)m->submissions);
     head(out, "tokend_send_submitted_total", "counter",
          "Connections' sends in those submissions (per submission: the system calls one "

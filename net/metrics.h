@@ -42,9 +42,9 @@ void met_verify(met *m, met_listener l, tk_verdict v, uint64_t ns);
  * know count as "unknown". */
 void met_request(met *m, met_listener l, uint16_t code, int status);
 
-/* Loop thread: one io_uring submission that sent n connections' replies
- * (net/sendq.h; none are counted when replies go by sendmsg). */
-void met_sends(met *m, size_t n);
+/* Loop thread: enters io_uring submissions that sent n connections'
+ * replies (net/sendq.h; sends by sendmsg are not counted). */
+void met_sends(met *m, size_t enters, size_t n);
 
 /* Replication's state (docs/scale.md), for a primary that publishes or a
  * replica; role NULL: neither. Strings borrowed for the render. */

@@ -140,19 +140,25 @@ static void send_ring(sq *q, sq_item *items, size_t n)
         send_one(&items[i]);
 }
 
-void sq_send(sq *q, sq_item *items, size_t n)
+size_t sq_send(sq *q, sq_item *items, size_t n)
 {
-    if (!q->uring) {
+    size_t enters = 0;
+    /* One send alone goes by sendmsg: the same one system call, without
+     * the ring's own work (a single client's turn). */
+    if (!q->uring || n == 1) {
         for (size_t i = 0; i < n; i++)
             send_one(&items[i]);
-        return;
+        return 0;
     }
     for (size_t i = 0; i < n; i += SQ_RING) {
         size_t k = n - i < SQ_RING ? n - i : SQ_RING;
-        if (q->uring)
+        if (q->uring) {
             send_ring(q, items + i, k);
-        else
+            enters++;
+        } else {
             for (size_t j = 0; j < k; j++)
                 send_one(&items[i + j]);
+        }
     }
+    return enters;
 }

@@ -52,8 +52,9 @@ bool sq_uring(const sq *q);
 const char *sq_describe(const sq *q);
 
 /* Sends items[0..n), filling each res. System calls: one io_uring_enter
- * per SQ_RING sends with a ring, n sendmsg without. */
-void sq_send(sq *q, sq_item *items, size_t n);
+ * per SQ_RING sends with a ring (one sendmsg when n is 1), n sendmsg
+ * without. Returns the io_uring submissions made (0: all by sendmsg). */
+size_t sq_send(sq *q, sq_item *items, size_t n);
 
 /* Submission entries of the ring: the most sends one io_uring_enter takes. */
 #define SQ_RING 256

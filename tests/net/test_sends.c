@@ -5,10 +5,11 @@
  * sq_send itself, both ways, on socket pairs: every byte arrives in order
  * across several chunks, a full socket answers -EAGAIN at once (never a
  * wait), a peer that has gone answers -EPIPE without SIGPIPE, a closed
- * descriptor -EBADF, and more sends than the ring holds go in several
- * submissions. Then the server: twenty connections whose requests arrive
+ * descriptor -EBADF, more sends than the ring holds go in several
+ * submissions, and one send alone goes by sendmsg. Then the server: twenty connections whose requests arrive
  * in one loop turn (written while the server is stopped) are answered by
- * one submission, and with --io-uring=false by sendmsg (none counted).
+ * one submission, and with --io-uring=false, or under a seccomp filter that
+ * refuses io_uring_setup, by sendmsg (none counted).
  * Last, the server, concurrency and HTTP verify suites run again with
  * every server on the fallback path (TKT_IO_URING=0, tests/support/raw.h):
  * both paths pass them on every run.
@@ -92,7 +93,7 @@ static void sends_both_ways(bool uring)
         }
         it[i] = (sq_item){sv[i][0], iov[i], 3, -12345};
     }
-    sq_send(q, it, PAIRS);
+    assert_int_equal(sq_send(q, it, PAIRS), uring ? 1 : 0); /* io_uring_enter calls */
     for (int i = 0; i < PAIRS; i++) {
         size_t len = iov[i][0].iov_len + iov[i][1].iov_len + iov[i][2].iov_len;
         assert_int_equal(it[i].res, (ssize_t)len);
@@ -147,7 +148,7 @@ static void errors_both_ways(bool uring)
                      {ok[0], &v, 1, 0}};
     void (*old)(int) = signal(SIGPIPE, SIG_DFL); /* a SIGPIPE would end the suite */
     int64_t t0 = tkt_now_ms();
-    sq_send(q, it, 4);
+    assert_int_equal(sq_send(q, it, 4), uring ? 1 : 0);
     int64_t took = tkt_now_ms() - t0;
     signal(SIGPIPE, old);
     print_message("# %s: full %zd, gone %zd, closed %zd, ok %zd in %lld ms\n",
@@ -202,7 +203,7 @@ static void more_sends_than_the_ring(void **state)
         it[i] = (sq_item){sv[i % SOCKS][0], &v[i], 1, 0};
     }
     for (int round = 0; round < 2; round++) {
-        sq_send(q, it, N);
+        assert_int_equal(sq_send(q, it, N), 3); /* 256 + 256 + 37 */
         for (int i = 0; i < N; i++)
             assert_int_equal(it[i].res, 1);
         /* Each socket's bytes come in submission order. */
@@ -215,6 +216,12 @@ static void more_sends_than_the_ring(void **state)
             assert_memory_equal(got, want, n);
         }
     }
+    /* One send alone goes by sendmsg: no submission. */
+    assert_int_equal(sq_send(q, it, 1), 0);
+    assert_int_equal(it[0].res, 1);
+    uint8_t one;
+    read_all(sv[0][1], &one, 1);
+    assert_int_equal(one, b[0]);
     assert_true(sq_uring(q));
     for (int k = 0; k < SOCKS; k++) {
         close(sv[k][0]);
@@ -311,6 +318,26 @@ static void turned_off_sends_by_sendmsg(void **state)
     raw_server_free(&s);
 }
 
+/* A kernel (or sandbox) that refuses io_uring_setup: the server says so,
+ * serves, and sends by sendmsg. */
+static void refused_ring_sends_by_sendmsg(void **state)
+{
+    (void)state;
+    raw_server s;
+    raw_child_no_io_uring(true);
+    int rc = raw_server_start(&s, NULL, NULL);
+    raw_child_no_io_uring(false);
+    assert_int_equal(rc, 0);
+    assert_true(raw_server_log_has(&s, "replies sent by sendmsg (io_uring_queue_init: "
+                                       "Operation not permitted)"));
+    long long subs, sends;
+    one_turn(&s, &subs, &sends);
+    assert_int_equal(subs, 0);
+    assert_int_equal(sends, 0);
+    assert_int_equal(raw_server_stop(&s), 0);
+    raw_server_free(&s);
+}
+
 /* ---- the suites again, on the fallback path ------------------------------ */
 
 static const char *const fallback[] = {"TKT_IO_URING", "0", NULL};
@@ -351,6 +378,7 @@ int main(void)
         cmocka_unit_test_setup(more_sends_than_the_ring, setup),
         cmocka_unit_test_setup(turn_is_one_submission, setup),
         cmocka_unit_test_setup(turned_off_sends_by_sendmsg, setup),
+        cmocka_unit_test_setup(refused_ring_sends_by_sendmsg, setup),
         cmocka_unit_test(server_suite_by_sendmsg),
         cmocka_unit_test(concurrency_suite_by_sendmsg),
         cmocka_unit_test(verify_http_suite_by_sendmsg),

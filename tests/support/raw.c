@@ -3,6 +3,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -13,7 +16,9 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +35,43 @@ static unsigned long child_nofile;
 void raw_child_nofile(unsigned long n)
 {
     child_nofile = n;
+}
+
+static bool child_no_io_uring;
+
+void raw_child_no_io_uring(bool on)
+{
+    child_no_io_uring = on;
+}
+
+#if defined(__x86_64__)
+#define RAW_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define RAW_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+/* In the child: a seccomp filter under which io_uring_setup fails with
+ * EPERM, as under Docker's default profile or a unit that filters it out.
+ * 0 or -1. */
+static int refuse_io_uring(void)
+{
+#ifdef RAW_AUDIT_ARCH
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, RAW_AUDIT_ARCH, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0 ? 0 : -1;
+#else
+    return -1;
+#endif
 }
 
 void raw_track(pid_t pid, bool on)
@@ -166,6 +208,8 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
             if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
                 _exit(123);
         }
+        if (child_no_io_uring && refuse_io_uring() != 0)
+            _exit(124);
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
         if (getppid() != parent)
             _exit(121);
