@@ -30,7 +30,7 @@ PKGS     := libevent libevent_pthreads libevent_openssl lmdb msgpack libsodium l
 # the unit's filter) for test_install; openssl (the command: test_tls makes
 # its CA and certificates with it); nats-server and libnats-dev (replication:
 # the NATS C client, and test_repl's JetStream servers); liburing-dev (the
-# loop turn's sends in one io_uring submission, net/sendq.c).
+# loop turn's reads and sends in one io_uring submission each, net/sockq.c).
 DEB_PKGS := build-essential pkg-config libevent-dev liblmdb-dev libmsgpack-dev \
             libsodium-dev libssl-dev libcmocka-dev libjansson-dev libinih-dev clang-14 libclang-rt-14-dev jq \
             redis-server nginx caddy prometheus nodejs chromium chromium-driver python3-selenium \
@@ -102,9 +102,9 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TSUP_OBJ) $(LIB)
 
 # test_tls runs test_server's and test_http's bad-input tests again over TLS.
 $(BUILD)/tests/net/test_tls: | $(BUILD)/tests/net/test_server $(BUILD)/tests/net/test_http
-# test_sends runs the server, concurrency and HTTP verify suites again with
+# test_sockq runs the server, concurrency and HTTP verify suites again with
 # io_uring off (the fallback path).
-$(BUILD)/tests/net/test_sends: | $(BUILD)/tests/net/test_server $(BUILD)/tests/net/test_concurrency \
+$(BUILD)/tests/net/test_sockq: | $(BUILD)/tests/net/test_server $(BUILD)/tests/net/test_concurrency \
                                  $(BUILD)/tests/net/test_verify_http
 
 # The fault injector test_faults LD_PRELOADs into the real bin/tokend

@@ -78,7 +78,7 @@
 #include "core/xmalloc.h"
 #include "core/sha256.h"
 #include "net/dispatch.h"
-#include "net/sendq.h"
+#include "net/sockq.h"
 #include "net/gateway.h"
 #include "net/log.h"
 #include "net/metrics.h"
@@ -135,6 +135,8 @@ struct conn {
     bool on_dead;
     bool sq_on;               /* on hub->sq_head: output to send at the turn's end */
     conn *sq_next;
+    bool rq_on;               /* on hub->rq_head: readable, read at the turn's end */
+    conn *rq_next;
     evutil_socket_t fd;       /* -1 once the socket is closed */
     struct event *rd, *wr;    /* readable (idle timeout), writable (stall timeout) */
     bool rd_on, wr_on;        /* added to the loop */
@@ -196,15 +198,17 @@ struct conn_hub {
     tls *tls;                 /* TLS context of new connections (NULL: plain) */
     vh *vh;                   /* HTTP verification instead of frames (NULL: frames) */
     h1_out hout;              /* an HTTP response being written */
-    sq *sq;                   /* the turn's sends in one submission (NULL: a sendmsg
-                                 at the end of each callback) */
-    conn *sq_head;            /* connections with output for sq, newest first */
+    sq *sq;                   /* the turn's reads and sends, one submission each
+                                 (NULL: a read and a sendmsg in each callback) */
+    conn *rq_head;            /* readable connections to read, newest first */
+    struct event *rq_ev;      /* active while rq_head is not empty: reads them */
+    conn *sq_head;            /* connections with output to send, newest first */
     struct event *sq_ev;      /* active while sq_head is not empty: sends them */
-    sq_item *sq_items;        /* scratch for one sq_send, sq_cap of each */
+    sq_item *sq_items;        /* scratch for one sq_run, sq_cap of each */
     conn **sq_conns;          /* the connection of each item */
     struct iovec *sq_iov;     /* SQ_IOV per item */
     size_t sq_cap;
-    char sends[160];          /* how replies are sent (sq_describe) */
+    char sends[160];          /* how sockets are read and written (sq_describe) */
 };
 
 static void process(conn *c);
@@ -399,7 +403,9 @@ static ssize_t tls_in_read(conn *c, size_t room)
 
 /* One read() into the input buffer, growing it toward rd_high while reads
  * fill it. >0 bytes read, 0 at EOF, -1 on error (errno; EAGAIN: nothing). */
-static ssize_t in_read(conn *c)
+/* The input's room for the next read, grown first when it is full and
+ * below rd_high; 0 when the frame parser has what it can take. */
+static size_t in_room(conn *c)
 {
     size_t want = c->rd_high;
     if (c->ilen == c->icap && c->icap < want) {
@@ -409,7 +415,12 @@ static ssize_t in_read(conn *c)
         c->in = xrealloc(c->in, cap < want ? cap : want);
         c->icap = cap < want ? cap : want;
     }
-    size_t room = (c->icap < want ? c->icap : want) - c->ilen;
+    return (c->icap < want ? c->icap : want) - c->ilen;
+}
+
+static ssize_t in_read(conn *c)
+{
+    size_t room = in_room(c);
     if (room == 0) { /* full: the frame parser has what it can take */
         errno = EAGAIN;
         return -1;
@@ -727,7 +738,7 @@ static void send_direct(conn *c)
 /* Writes the replies the output holds to the socket at the end of the
  * callback that made them, rather than on the next loop turn's writable
  * event: no EV_WRITE registration (two epoll_ctl calls and a wake-up per
- * reply) unless the socket is full. With the hub's send queue (sendq.h)
+ * reply) unless the socket is full. With the hub's socket queue (sockq.h)
  * the write waits for the end of the loop turn instead, where every
  * connection answered in the turn is sent in one system call (sends_cb);
  * without it (io_uring off or missing, and TLS, whose records OpenSSL
@@ -751,23 +762,39 @@ static void send_now(conn *c)
     send_direct(c);
 }
 
-/* Takes c off the hub's send queue (it is being freed). */
-static void sq_unlink(conn *c)
-{
-    if (!c->sq_on)
-        return;
-    for (conn **pp = &c->h->sq_head; *pp; pp = &(*pp)->sq_next)
-        if (*pp == c) {
-            *pp = c->sq_next;
-            break;
-        }
-    c->sq_on = false;
-}
-
 #define SQ_IOV 16 /* chunks of the output in one send */
 
+/* Takes c off the hub's turn lists (it is being freed). */
+static void sq_unlink(conn *c)
+{
+    if (c->sq_on)
+        for (conn **pp = &c->h->sq_head; *pp; pp = &(*pp)->sq_next)
+            if (*pp == c) {
+                *pp = c->sq_next;
+                break;
+            }
+    if (c->rq_on)
+        for (conn **pp = &c->h->rq_head; *pp; pp = &(*pp)->rq_next)
+            if (*pp == c) {
+                *pp = c->rq_next;
+                break;
+            }
+    c->sq_on = c->rq_on = false;
+}
+
+/* Room for n items in the hub's scratch. */
+static void sq_room(conn_hub *h, size_t n)
+{
+    if (n <= h->sq_cap)
+        return;
+    h->sq_cap = n * 2;
+    h->sq_items = xrealloc(h->sq_items, h->sq_cap * sizeof *h->sq_items);
+    h->sq_conns = xrealloc(h->sq_conns, h->sq_cap * sizeof *h->sq_conns);
+    h->sq_iov = xrealloc(h->sq_iov, h->sq_cap * SQ_IOV * sizeof *h->sq_iov);
+}
+
 /* The end of a loop turn: every connection answered in it is sent, in one
- * sq_send (one io_uring_enter), then each goes on as after its own write.
+ * sq_run (one io_uring_enter), then each goes on as after its own write.
  * The queue is taken whole first: what send_rest answers on (a connection
  * that waited for room) queues again, and this event, made active again,
  * runs once more in the same turn. */
@@ -779,12 +806,7 @@ static void sends_cb(evutil_socket_t fd, short what, void *arg)
     size_t n = 0;
     for (conn *c = h->sq_head; c; c = c->sq_next)
         n++;
-    if (n > h->sq_cap) {
-        h->sq_cap = n * 2;
-        h->sq_items = xrealloc(h->sq_items, h->sq_cap * sizeof *h->sq_items);
-        h->sq_conns = xrealloc(h->sq_conns, h->sq_cap * sizeof *h->sq_conns);
-        h->sq_iov = xrealloc(h->sq_iov, h->sq_cap * SQ_IOV * sizeof *h->sq_iov);
-    }
+    sq_room(h, n);
     n = 0;
     for (conn *c = h->sq_head; c; c = c->sq_next) {
         c->sq_on = false;
@@ -793,12 +815,12 @@ static void sends_cb(evutil_socket_t fd, short what, void *arg)
         struct iovec *v = &h->sq_iov[n * SQ_IOV];
         int k = evbuffer_peek(c->out, -1, NULL, v, SQ_IOV);
         h->sq_conns[n] = c;
-        h->sq_items[n++] = (sq_item){c->fd, v, k < SQ_IOV ? k : SQ_IOV, 0};
+        h->sq_items[n++] = (sq_item){SQ_SEND, c->fd, v, k < SQ_IOV ? k : SQ_IOV, 0};
     }
     h->sq_head = NULL;
-    size_t enters = sq_send(h->sq, h->sq_items, n);
+    size_t enters = sq_run(h->sq, h->sq_items, n);
     if (h->m && enters)
-        met_sends(h->m, enters, n);
+        met_io(h->m, MET_IO_SEND, enters, n);
     for (size_t i = 0; i < n; i++) {
         conn *c = h->sq_conns[i];
         ssize_t res = h->sq_items[i].res;
@@ -1348,15 +1370,10 @@ static void read_idle(conn *c)
     }
 }
 
-static void read_cb(evutil_socket_t fd, short what, void *arg)
+/* After a read of n bytes into the input (in_read's result: -1 with
+ * errno, 0 at the peer's end): answers what came, or ends. */
+static void read_done(conn *c, ssize_t n)
 {
-    conn *c = arg;
-    (void)fd;
-    if (what & EV_TIMEOUT) {
-        read_idle(c);
-        return;
-    }
-    ssize_t n = in_read(c);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             close_now(c); /* ECONNRESET and the like */
@@ -1379,6 +1396,72 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     }
     process(c);
     send_now(c);
+}
+
+/* The end of a loop turn's read callbacks: every connection that was
+ * readable is read in one sq_run (one io_uring_enter), then each answers
+ * what came as after its own read (its replies then go out together in
+ * sends_cb, made active by the first). */
+static void reads_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn_hub *h = arg;
+    (void)fd;
+    (void)what;
+    size_t n = 0;
+    for (conn *c = h->rq_head; c; c = c->rq_next)
+        n++;
+    sq_room(h, n);
+    n = 0;
+    for (conn *c = h->rq_head; c; c = c->rq_next) {
+        c->rq_on = false;
+        if (c->st == CS_CLOSED || c->fd < 0)
+            continue;
+        size_t room = in_room(c);
+        if (room == 0) /* full: the frame parser has what it can take (as in_read) */
+            continue;
+        struct iovec *v = &h->sq_iov[n * SQ_IOV];
+        v->iov_base = c->in + c->ilen;
+        v->iov_len = room;
+        h->sq_conns[n] = c;
+        h->sq_items[n++] = (sq_item){SQ_RECV, c->fd, v, 1, 0};
+    }
+    h->rq_head = NULL;
+    size_t enters = sq_run(h->sq, h->sq_items, n);
+    if (h->m && enters)
+        met_io(h->m, MET_IO_RECV, enters, n);
+    for (size_t i = 0; i < n; i++) {
+        conn *c = h->sq_conns[i];
+        ssize_t res = h->sq_items[i].res;
+        if (c->st == CS_CLOSED || c->fd < 0) /* closed by an earlier one's answer */
+            continue;
+        if (res > 0)
+            c->ilen += (size_t)res;
+        else if (res < 0)
+            errno = (int)-res;
+        read_done(c, res < 0 ? -1 : res);
+    }
+}
+
+static void read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn *c = arg;
+    (void)fd;
+    if (what & EV_TIMEOUT) {
+        read_idle(c);
+        return;
+    }
+    conn_hub *h = c->h;
+    if (h->sq && !c->ssl) { /* read with the turn's others, in reads_cb */
+        if (!c->rq_on) {
+            c->rq_on = true;
+            c->rq_next = h->rq_head;
+            if (!h->rq_head) /* runs after the callbacks already active this turn */
+                event_active(h->rq_ev, EV_TIMEOUT, 0);
+            h->rq_head = c;
+        }
+        return;
+    }
+    read_done(c, in_read(c));
 }
 
 static void write_cb(evutil_socket_t fd, short what, void *arg)
@@ -1557,12 +1640,13 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
     h->reap = event_new(base, -1, 0, reap_cb, h);
     sq_new(opts->io_uring, &h->sq);
     snprintf(h->sends, sizeof h->sends, "%s", sq_describe(h->sq));
-    if (!sq_uring(h->sq)) { /* the fallback: a sendmsg per callback, as before */
+    if (!sq_uring(h->sq)) { /* the fallback: a read and a sendmsg per callback, as before */
         sq_free(h->sq);
         h->sq = NULL;
     }
     h->sq_ev = h->sq ? event_new(base, -1, 0, sends_cb, h) : NULL;
-    if (!h->reap || (h->sq && !h->sq_ev)) {
+    h->rq_ev = h->sq ? event_new(base, -1, 0, reads_cb, h) : NULL;
+    if (!h->reap || (h->sq && (!h->sq_ev || !h->rq_ev))) {
         lg_line("cannot create an event (out of memory)");
         abort();
     }
@@ -1787,6 +1871,8 @@ void conn_hub_free(conn_hub *h)
         event_free(h->reap);
     if (h->sq_ev)
         event_free(h->sq_ev);
+    if (h->rq_ev)
+        event_free(h->rq_ev);
     sq_free(h->sq);
     free(h->sq_items);
     free(h->sq_conns);

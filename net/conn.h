@@ -63,9 +63,10 @@ typedef struct conn_opts {
                                  a new connection may take to send its first */
     bool require_gateway;     /* VERIFY needs AUTH by the gateway or operator key */
     uint32_t log_requests;    /* one request in this many gets a log line (0: none) */
-    bool io_uring;            /* a loop turn's replies in one io_uring submission
-                                 (net/sendq.h); false, or no io_uring in the
-                                 kernel: one sendmsg per connection and callback */
+    bool io_uring;            /* a loop turn's reads in one io_uring submission and
+                                 its sends in another (net/sockq.h); false, or no
+                                 io_uring in the kernel: a read and a sendmsg per
+                                 connection and callback */
 } conn_opts;
 
 typedef struct conn_hub conn_hub;
@@ -77,8 +78,8 @@ typedef struct conn_hub conn_hub;
 void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts,
                   const char *gateway_key, conn_hub **out);
 
-/* How the hub sends replies, for the start's log: "io_uring (...)", or
- * "sendmsg (...)" with the reason. Borrowed from h. */
+/* How the hub reads and writes sockets, for the start's log: "io_uring
+ * (...)", or "read and sendmsg (...)" with the reason. Borrowed from h. */
 const char *conn_hub_sends(const conn_hub *h);
 
 /* Takes over fd, a socket just accepted from peer sa (closed in every

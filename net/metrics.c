@@ -30,7 +30,7 @@ struct met {
     uint64_t verify[MET_NLISTENERS][NVERDICTS];
     hist verify_ns[MET_NLISTENERS];
     uint64_t req[MET_NLISTENERS][MAX_OPS][NSTATUS];
-    uint64_t submissions, submitted; /* met_sends */
+    uint64_t submissions[MET_NIO], submitted[MET_NIO]; /* met_io */
 };
 
 static const char *const lis_name[MET_NLISTENERS] = {"binary", "http", "http-verify"};
@@ -74,10 +74,10 @@ void met_verify(met *m, met_listener l, tk_verdict v, uint64_t ns)
     hist_add(&m->verify_ns[l], ns);
 }
 
-void met_sends(met *m, size_t enters, size_t n)
+void met_io(met *m, met_io_op op, size_t enters, size_t n)
 {
-    m->submissions += enters;
-    m->submitted += n;
+    m->submissions[op] += enters;
+    m->submitted[op] += n;
 }
 
 void met_request(met *m, met_listener l, uint16_t code, int status)
@@ -191,15 +191,20 @@ void met_render(const met *m, const met_gauges *g, FILE *out)
                         lis_name[l], o < nops ? ops[o].name : "unknown", status_name(s),
                         (unsigned long long)m->req[l][o][s]);
             }
-    head(out, "tokend_send_submissions_total", "counter",
-         "io_uring submissions of a loop turn's replies, one system call each (a turn "
-         "with one reply sends it by sendmsg, uncounted; all are by sendmsg with "
+    static const char *const io_name[MET_NIO] = {"recv", "send"};
+    head(out, "tokend_io_submissions_total", "counter",
+         "io_uring submissions of a loop turn's socket reads or sends, one system call "
+         "each (a turn with one connection uses read and sendmsg, uncounted; all do with "
          "--io-uring=false or without io_uring).");
-    fprintf(out, "tokend_send_submissions_total %llu\n", (unsigned long long)m->submissions);
-    head(out, "tokend_send_submitted_total", "counter",
-         "Connections' sends in those submissions (per submission: the system calls one "
-         "saves).");
-    fprintf(out, "tokend_send_submitted_total %llu\n", (unsigned long long)m->submitted);
+    for (int i = 0; i < MET_NIO; i++)
+        fprintf(out, "tokend_io_submissions_total{op=\"%s\"} %llu\n", io_name[i],
+                (unsigned long long)m->submissions[i]);
+    head(out, "tokend_io_submitted_total", "counter",
+         "Connections' reads or sends in those submissions (per submission: the system "
+         "calls one saves).");
+    for (int i = 0; i < MET_NIO; i++)
+        fprintf(out, "tokend_io_submitted_total{op=\"%s\"} %llu\n", io_name[i],
+                (unsigned long long)m->submitted[i]);
     head(out, "tokend_connections", "gauge", "Open connections, by listener.");
     for (int l = 0; l < MET_NLISTENERS; l++)
         fprintf(out, "tokend_connections{listener=\"%s\"} %zu\n", lis_name[l], g->conns[l]);

@@ -42,9 +42,12 @@ void met_verify(met *m, met_listener l, tk_verdict v, uint64_t ns);
  * know count as "unknown". */
 void met_request(met *m, met_listener l, uint16_t code, int status);
 
-/* Loop thread: enters io_uring submissions that sent n connections'
- * replies (net/sendq.h; sends by sendmsg are not counted). */
-void met_sends(met *m, size_t enters, size_t n);
+/* The socket work a loop turn batches (net/sockq.h). */
+typedef enum met_io_op { MET_IO_RECV, MET_IO_SEND, MET_NIO } met_io_op;
+
+/* Loop thread: enters io_uring submissions that did n connections' reads
+ * or sends (those by read or sendmsg are not counted). */
+void met_io(met *m, met_io_op op, size_t enters, size_t n);
 
 /* Replication's state (docs/scale.md), for a primary that publishes or a
  * replica; role NULL: neither. Strings borrowed for the render. */

@@ -622,8 +622,8 @@ int srv_open(const srv_opts *o, srv **out)
         tls_describe(s->tls, d, sizeof d);
         lg_line("TLS on both listeners (plain connections are refused; SIGHUP reloads): %s", d);
     }
-    lg_line("replies sent by %s%s", conn_hub_sends(s->hub),
-            s->tls ? "; over TLS, by OpenSSL's writes" : "");
+    lg_line("socket reads and sends by %s%s", conn_hub_sends(s->hub),
+            s->tls ? "; over TLS, by OpenSSL's" : "");
     if (s->vhub)
         lg_line("http-verify on %s (gateway verification at /v1/verify only; "
                 "docs/gateways.md)",

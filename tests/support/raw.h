@@ -15,9 +15,9 @@
  * bad-input tests this way.
  *
  * With io_uring off: with TKT_IO_URING=0, every server is started with
- * --io-uring=false, so its replies go by one sendmsg each (the fallback
- * path, net/sendq.h). test_sends runs the server, concurrency and verify
- * suites again this way.
+ * --io-uring=false, so it reads and sends each connection with its own read
+ * and sendmsg (the fallback path, net/sockq.h). test_sockq runs the
+ * server, concurrency and verify suites again this way.
  */
 #ifndef TK_TEST_RAW_H
 #define TK_TEST_RAW_H

@@ -1,17 +1,18 @@
-/* sendq.c - the sends of one loop turn; see sendq.h. */
-#include "net/sendq.h"
+/* sockq.c - the socket reads and sends of one loop turn; see sockq.h. */
+#include "net/sockq.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <liburing.h>
 
 #include "core/xmalloc.h"
 
-#define SQ_FLAGS (MSG_NOSIGNAL | MSG_DONTWAIT)
+#define SQ_SEND_FLAGS (MSG_NOSIGNAL | MSG_DONTWAIT)
 
 struct sq {
     bool uring;              /* ring set up */
@@ -43,14 +44,15 @@ void sq_new(bool use_uring, sq **out)
 {
     sq *q = xcalloc(1, sizeof *q);
     if (!use_uring) {
-        snprintf(q->describe, sizeof q->describe, "sendmsg (io_uring turned off)");
+        snprintf(q->describe, sizeof q->describe, "read and sendmsg (io_uring turned off)");
     } else {
         int rc = ring_init(&q->ring);
         q->uring = rc == 0;
         if (q->uring)
-            snprintf(q->describe, sizeof q->describe, "io_uring (one submission per loop turn)");
+            snprintf(q->describe, sizeof q->describe,
+                     "io_uring (a loop turn's reads in one submission, its sends in another)");
         else
-            snprintf(q->describe, sizeof q->describe, "sendmsg (io_uring_queue_init: %s)",
+            snprintf(q->describe, sizeof q->describe, "read and sendmsg (io_uring_queue_init: %s)",
                      strerror(-rc));
     }
     *out = q;
@@ -75,37 +77,50 @@ const char *sq_describe(const sq *q)
     return q->describe;
 }
 
-static void send_one(sq_item *it)
+static void run_one(sq_item *it)
 {
-    struct msghdr m = {.msg_iov = (struct iovec *)it->iov, .msg_iovlen = (size_t)it->iovcnt};
-    ssize_t n = sendmsg(it->fd, &m, SQ_FLAGS);
+    ssize_t n;
+    if (it->op == SQ_RECV) {
+        do
+            n = read(it->fd, it->iov[0].iov_base, it->iov[0].iov_len);
+        while (n < 0 && errno == EINTR);
+    } else {
+        struct msghdr m = {.msg_iov = (struct iovec *)it->iov, .msg_iovlen = (size_t)it->iovcnt};
+        n = sendmsg(it->fd, &m, SQ_SEND_FLAGS);
+    }
     it->res = n < 0 ? -errno : n;
 }
 
 /* The ring failed (io_uring_enter refused a submission, or a completion
- * could not be waited for): later sends go by sendmsg. Entries still in the
+ * could not be waited for): later work goes by read and sendmsg. Entries still in the
  * submission ring are never submitted (the ring is not entered again), so
  * nothing is sent twice. */
 static void ring_broken(sq *q, int rc)
 {
     q->uring = false;
-    snprintf(q->describe, sizeof q->describe, "sendmsg (io_uring failed: %s)", strerror(-rc));
+    snprintf(q->describe, sizeof q->describe, "read and sendmsg (io_uring failed: %s)",
+             strerror(-rc));
 }
 
 /* Up to SQ_RING items through the ring: every entry prepared, one
  * io_uring_enter that submits them and waits for all their completions
  * (each completes within the submission: MSG_DONTWAIT), then the results.
- * Items the kernel did not take are sent by sendmsg. */
-static void send_ring(sq *q, sq_item *items, size_t n)
+ * Items the kernel did not take are run one by one. */
+static void run_ring(sq *q, sq_item *items, size_t n)
 {
     size_t prepared = 0;
     for (; prepared < n; prepared++) {
         struct io_uring_sqe *e = io_uring_get_sqe(&q->ring);
         if (!e)
             break; /* cannot happen: the ring has SQ_RING entries, all free */
-        q->msg[prepared] = (struct msghdr){.msg_iov = (struct iovec *)items[prepared].iov,
-                                           .msg_iovlen = (size_t)items[prepared].iovcnt};
-        io_uring_prep_sendmsg(e, items[prepared].fd, &q->msg[prepared], SQ_FLAGS);
+        const sq_item *it = &items[prepared];
+        if (it->op == SQ_RECV) {
+            io_uring_prep_recv(e, it->fd, it->iov[0].iov_base, it->iov[0].iov_len, MSG_DONTWAIT);
+        } else {
+            q->msg[prepared] = (struct msghdr){.msg_iov = (struct iovec *)it->iov,
+                                               .msg_iovlen = (size_t)it->iovcnt};
+            io_uring_prep_sendmsg(e, it->fd, &q->msg[prepared], SQ_SEND_FLAGS);
+        }
         io_uring_sqe_set_data64(e, prepared);
     }
     size_t submitted = 0;
@@ -119,8 +134,8 @@ static void send_ring(sq *q, sq_item *items, size_t n)
         }
         submitted += (size_t)rc;
     }
-    /* Every submitted entry completes: all are reaped, so no msghdr and no
-     * iov stays borrowed past this call. */
+    /* Every submitted entry completes: all are reaped, so no msghdr, iov
+     * or buffer stays borrowed past this call. */
     for (size_t got = 0; got < submitted;) {
         struct io_uring_cqe *cqe = NULL;
         int rc = io_uring_wait_cqe(&q->ring, &cqe);
@@ -137,27 +152,27 @@ static void send_ring(sq *q, sq_item *items, size_t n)
         got++;
     }
     for (size_t i = submitted; i < n; i++)
-        send_one(&items[i]);
+        run_one(&items[i]);
 }
 
-size_t sq_send(sq *q, sq_item *items, size_t n)
+size_t sq_run(sq *q, sq_item *items, size_t n)
 {
     size_t enters = 0;
-    /* One send alone goes by sendmsg: the same one system call, without
-     * the ring's own work (a single client's turn). */
+    /* One item alone goes by its own call: the same one system call,
+     * without the ring's own work (a single client's turn). */
     if (!q->uring || n == 1) {
         for (size_t i = 0; i < n; i++)
-            send_one(&items[i]);
+            run_one(&items[i]);
         return 0;
     }
     for (size_t i = 0; i < n; i += SQ_RING) {
         size_t k = n - i < SQ_RING ? n - i : SQ_RING;
         if (q->uring) {
-            send_ring(q, items + i, k);
+            run_ring(q, items + i, k);
             enters++;
         } else {
             for (size_t j = 0; j < k; j++)
-                send_one(&items[i + j]);
+                run_one(&items[i + j]);
         }
     }
     return enters;

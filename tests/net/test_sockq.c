@@ -1,15 +1,18 @@
 /*
- * test_sends.c - the replies of a loop turn in one system call (net/sendq.h)
- * and the fallback to one sendmsg each.
+ * test_sockq.c - a loop turn's socket reads in one system call and its
+ * sends in another (net/sockq.h), and the fallback to a read and a sendmsg
+ * each.
  *
- * sq_send itself, both ways, on socket pairs: every byte arrives in order
- * across several chunks, a full socket answers -EAGAIN at once (never a
- * wait), a peer that has gone answers -EPIPE without SIGPIPE, a closed
- * descriptor -EBADF, more sends than the ring holds go in several
- * submissions, and one send alone goes by sendmsg. Then the server: twenty connections whose requests arrive
- * in one loop turn (written while the server is stopped) are answered by
- * one submission, and with --io-uring=false, or under a seccomp filter that
- * refuses io_uring_setup, by sendmsg (none counted).
+ * sq_run itself, both ways, on socket pairs: every byte arrives in order
+ * across several chunks and is read back by receives in one submission, a
+ * full socket answers -EAGAIN at once (never a wait) and so does an empty
+ * one, a peer that has gone answers -EPIPE without SIGPIPE and a receive
+ * its end (0), a closed descriptor -EBADF, more items than the ring holds
+ * go in several submissions, and one alone goes by its own call. Then the
+ * server: twenty connections whose requests arrive in one loop turn
+ * (written while the server is stopped) are read by one submission and
+ * answered by one more, and with --io-uring=false, or under a seccomp
+ * filter that refuses io_uring_setup, by read and sendmsg (none counted).
  * Last, the server, concurrency and HTTP verify suites run again with
  * every server on the fallback path (TKT_IO_URING=0, tests/support/raw.h):
  * both paths pass them on every run.
@@ -32,7 +35,7 @@
 #include <unistd.h>
 
 #include "net/proto.h"
-#include "net/sendq.h"
+#include "net/sockq.h"
 #include "tests/support/hraw.h"
 #include "tests/support/raw.h"
 #include "tests/support/suite.h"
@@ -71,8 +74,10 @@ static void read_all(int fd, uint8_t *out, size_t n)
     assert_int_equal(got, n);
 }
 
-/* PAIRS sends of three chunks each, with contents of their own: each
- * arrives whole and in order, and res is its length. */
+/* PAIRS sends of three chunks each, with contents of their own, in one
+ * run: each arrives whole and in order, and res is its length; then PAIRS
+ * receives in one run read them back; then one more receive on each finds
+ * nothing (-EAGAIN, at once). */
 static void sends_both_ways(bool uring)
 {
     sq *q;
@@ -81,9 +86,10 @@ static void sends_both_ways(bool uring)
         fail_msg("this kernel gives no io_uring ring: %s", sq_describe(q));
     assert_int_equal(sq_uring(q), uring);
     int sv[PAIRS][2];
-    uint8_t data[PAIRS][3][97];
-    struct iovec iov[PAIRS][3];
+    uint8_t data[PAIRS][3][97], got[PAIRS][3 * 97 + 10];
+    struct iovec iov[PAIRS][3], in[PAIRS];
     sq_item it[PAIRS];
+    size_t len[PAIRS];
     for (int i = 0; i < PAIRS; i++) {
         pair(sv[i]);
         for (int c = 0; c < 3; c++) {
@@ -91,19 +97,31 @@ static void sends_both_ways(bool uring)
                 data[i][c][b] = (uint8_t)(i * 7 + c * 31 + b);
             iov[i][c] = (struct iovec){data[i][c], (size_t)(13 + i + c * 20)};
         }
-        it[i] = (sq_item){sv[i][0], iov[i], 3, -12345};
+        len[i] = iov[i][0].iov_len + iov[i][1].iov_len + iov[i][2].iov_len;
+        it[i] = (sq_item){SQ_SEND, sv[i][0], iov[i], 3, -12345};
     }
-    assert_int_equal(sq_send(q, it, PAIRS), uring ? 1 : 0); /* io_uring_enter calls */
+    assert_int_equal(sq_run(q, it, PAIRS), uring ? 1 : 0); /* io_uring_enter calls */
     for (int i = 0; i < PAIRS; i++) {
-        size_t len = iov[i][0].iov_len + iov[i][1].iov_len + iov[i][2].iov_len;
-        assert_int_equal(it[i].res, (ssize_t)len);
-        uint8_t got[3 * 97];
-        read_all(sv[i][1], got, len);
+        assert_int_equal(it[i].res, (ssize_t)len[i]);
+        in[i] = (struct iovec){got[i], sizeof got[i]};
+        it[i] = (sq_item){SQ_RECV, sv[i][1], &in[i], 1, -12345};
+    }
+    assert_int_equal(sq_run(q, it, PAIRS), uring ? 1 : 0);
+    for (int i = 0; i < PAIRS; i++) {
+        assert_int_equal(it[i].res, (ssize_t)len[i]); /* a Unix stream pair: all at once */
         size_t off = 0;
         for (int c = 0; c < 3; c++) {
-            assert_memory_equal(got + off, data[i][c], iov[i][c].iov_len);
+            assert_memory_equal(got[i] + off, data[i][c], iov[i][c].iov_len);
             off += iov[i][c].iov_len;
         }
+        it[i].res = 0;
+    }
+    int64_t t0 = tkt_now_ms();
+    sq_run(q, it, PAIRS);
+    for (int i = 0; i < PAIRS; i++)
+        assert_int_equal(it[i].res, -EAGAIN);
+    assert_true(tkt_now_ms() - t0 < 1000);
+    for (int i = 0; i < PAIRS; i++) {
         close(sv[i][0]);
         close(sv[i][1]);
     }
@@ -116,14 +134,15 @@ static void ring_sends_every_byte_in_order(void **state)
     sends_both_ways(true);
 }
 
-static void sendmsg_sends_every_byte_in_order(void **state)
+static void plain_sends_every_byte_in_order(void **state)
 {
     (void)state;
     sends_both_ways(false);
 }
 
 /* A full socket, a gone peer and a closed descriptor, in one call: each
- * gets its own answer, at once. */
+ * gets its own answer, at once; a receive where the peer has gone, its
+ * end. */
 static void errors_both_ways(bool uring)
 {
     sq *q;
@@ -143,21 +162,24 @@ static void errors_both_ways(bool uring)
     pair(dead);
     close(dead[0]);
     close(dead[1]);
-    struct iovec v = {big, 100};
-    sq_item it[4] = {{full[0], &v, 1, 0}, {gone[0], &v, 1, 0}, {dead[0], &v, 1, 0},
-                     {ok[0], &v, 1, 0}};
+    struct iovec v = {big, 100}, r = {big + 100, 100};
+    sq_item it[5] = {{SQ_SEND, full[0], &v, 1, 0}, {SQ_SEND, gone[0], &v, 1, 0},
+                     {SQ_SEND, dead[0], &v, 1, 0}, {SQ_SEND, ok[0], &v, 1, 0},
+                     {SQ_RECV, gone[0], &r, 1, -1}};
     void (*old)(int) = signal(SIGPIPE, SIG_DFL); /* a SIGPIPE would end the suite */
     int64_t t0 = tkt_now_ms();
-    assert_int_equal(sq_send(q, it, 4), uring ? 1 : 0);
+    assert_int_equal(sq_run(q, it, 5), uring ? 1 : 0);
     int64_t took = tkt_now_ms() - t0;
     signal(SIGPIPE, old);
-    print_message("# %s: full %zd, gone %zd, closed %zd, ok %zd in %lld ms\n",
+    print_message("# %s: full %zd, gone %zd, closed %zd, ok %zd, receive from gone %zd in "
+                  "%lld ms\n",
                   uring ? "io_uring" : "sendmsg", it[0].res, it[1].res, it[2].res, it[3].res,
-                  (long long)took);
+                  it[4].res, (long long)took);
     assert_int_equal(it[0].res, -EAGAIN);
     assert_int_equal(it[1].res, -EPIPE);
     assert_int_equal(it[2].res, -EBADF);
     assert_int_equal(it[3].res, 100);
+    assert_int_equal(it[4].res, 0); /* the peer's end */
     assert_true(took < 1000);
     close(full[0]);
     close(full[1]);
@@ -182,7 +204,7 @@ static void sendmsg_answers_each_error(void **state)
 }
 
 /* More sends than the ring has entries: several submissions, every one
- * answered, and the ring still works after. (Spread over a few sockets: a
+ * answered, and the ring still works after; one alone goes by sendmsg. (Spread over a few sockets: a
  * Unix socket's buffer holds a few hundred one-byte sends.) */
 static void more_sends_than_the_ring(void **state)
 {
@@ -200,10 +222,10 @@ static void more_sends_than_the_ring(void **state)
     for (int i = 0; i < N; i++) {
         b[i] = (uint8_t)i;
         v[i] = (struct iovec){&b[i], 1};
-        it[i] = (sq_item){sv[i % SOCKS][0], &v[i], 1, 0};
+        it[i] = (sq_item){SQ_SEND, sv[i % SOCKS][0], &v[i], 1, 0};
     }
     for (int round = 0; round < 2; round++) {
-        assert_int_equal(sq_send(q, it, N), 3); /* 256 + 256 + 37 */
+        assert_int_equal(sq_run(q, it, N), 3); /* 256 + 256 + 37 */
         for (int i = 0; i < N; i++)
             assert_int_equal(it[i].res, 1);
         /* Each socket's bytes come in submission order. */
@@ -217,7 +239,7 @@ static void more_sends_than_the_ring(void **state)
         }
     }
     /* One send alone goes by sendmsg: no submission. */
-    assert_int_equal(sq_send(q, it, 1), 0);
+    assert_int_equal(sq_run(q, it, 1), 0);
     assert_int_equal(it[0].res, 1);
     uint8_t one;
     read_all(sv[0][1], &one, 1);
@@ -250,10 +272,22 @@ static long long metric(int http_port, const char *name)
 
 enum { CONNS = 20 };
 
+typedef struct io_counts {
+    long long recv_subs, recvs, send_subs, sends;
+} io_counts;
+
+static void io_read(int http_port, io_counts *k)
+{
+    k->recv_subs = metric(http_port, "tokend_io_submissions_total{op=\"recv\"}");
+    k->recvs = metric(http_port, "tokend_io_submitted_total{op=\"recv\"}");
+    k->send_subs = metric(http_port, "tokend_io_submissions_total{op=\"send\"}");
+    k->sends = metric(http_port, "tokend_io_submitted_total{op=\"send\"}");
+}
+
 /* CONNS connections each get one PING in while the server is stopped
  * (SIGSTOP), so all arrive in one loop turn; every reply comes back. The
- * submissions and sends /metrics counted for it. */
-static void one_turn(raw_server *s, long long *submissions, long long *sends)
+ * submissions and their reads and sends /metrics counted for it. */
+static void one_turn(raw_server *s, io_counts *d)
 {
     int fd[CONNS];
     raw_reply r;
@@ -263,8 +297,8 @@ static void one_turn(raw_server *s, long long *submissions, long long *sends)
         assert_int_equal(raw_call(fd[i], OP_PING, 1, NULL, &r), 0); /* accepted, read */
         raw_reply_free(&r);
     }
-    long long sub0 = metric(s->http_port, "tokend_send_submissions_total");
-    long long sent0 = metric(s->http_port, "tokend_send_submitted_total");
+    io_counts k0, k1;
+    io_read(s->http_port, &k0);
     mpw f;
     mpw_init(&f);
     raw_frame(&f, OP_PING, 0, 2, NULL, 0);
@@ -278,49 +312,55 @@ static void one_turn(raw_server *s, long long *submissions, long long *sends)
         assert_int_equal(r.h.id, 2);
         assert_int_equal(r.h.code, 0); /* the status */
         raw_reply_free(&r);
-        close(fd[i]);
     }
     mpw_free(&f);
-    *submissions = metric(s->http_port, "tokend_send_submissions_total") - sub0;
-    *sends = metric(s->http_port, "tokend_send_submitted_total") - sent0;
+    io_read(s->http_port, &k1); /* before the closes: each is one more read (its end) */
+    for (int i = 0; i < CONNS; i++)
+        close(fd[i]);
+    *d = (io_counts){k1.recv_subs - k0.recv_subs, k1.recvs - k0.recvs,
+                     k1.send_subs - k0.send_subs, k1.sends - k0.sends};
 }
 
-static void turn_is_one_submission(void **state)
+static void turn_is_one_submission_each(void **state)
 {
     (void)state;
     raw_server s;
     if (!ring_here())
         fail_msg("this kernel gives no io_uring ring");
     assert_int_equal(raw_server_start(&s, NULL, NULL), 0);
-    assert_true(raw_server_log_has(&s, "replies sent by io_uring"));
-    long long subs, sends;
-    one_turn(&s, &subs, &sends);
-    print_message("# %d connections in one turn: %lld submission(s), %lld sends\n", CONNS, subs,
-                  sends);
-    assert_int_equal(sends, CONNS);
-    assert_true(subs >= 1 && subs <= 2); /* one, unless the kernel split the readiness */
+    assert_true(raw_server_log_has(&s, "socket reads and sends by io_uring"));
+    io_counts d;
+    one_turn(&s, &d);
+    print_message("# %d connections in one turn: %lld read submission(s) of %lld reads, %lld "
+                  "send submission(s) of %lld sends\n",
+                  CONNS, d.recv_subs, d.recvs, d.send_subs, d.sends);
+    /* One each, unless the kernel split the readiness over two turns. */
+    assert_int_equal(d.recvs, CONNS);
+    assert_true(d.recv_subs >= 1 && d.recv_subs <= 2);
+    assert_int_equal(d.sends, CONNS);
+    assert_true(d.send_subs >= 1 && d.send_subs <= 2);
     assert_int_equal(raw_server_stop(&s), 0);
     raw_server_free(&s);
 }
 
-static void turned_off_sends_by_sendmsg(void **state)
+static void turned_off_is_read_and_sendmsg(void **state)
 {
     (void)state;
     raw_server s;
     static const char *const off[] = {"--io-uring=false", NULL};
     assert_int_equal(raw_server_start(&s, NULL, off), 0);
-    assert_true(raw_server_log_has(&s, "replies sent by sendmsg (io_uring turned off)"));
-    long long subs, sends;
-    one_turn(&s, &subs, &sends);
-    assert_int_equal(subs, 0);
-    assert_int_equal(sends, 0);
+    assert_true(raw_server_log_has(&s, "socket reads and sends by read and sendmsg (io_uring "
+                                       "turned off)"));
+    io_counts d;
+    one_turn(&s, &d);
+    assert_true(!d.recv_subs && !d.recvs && !d.send_subs && !d.sends);
     assert_int_equal(raw_server_stop(&s), 0);
     raw_server_free(&s);
 }
 
 /* A kernel (or sandbox) that refuses io_uring_setup: the server says so,
- * serves, and sends by sendmsg. */
-static void refused_ring_sends_by_sendmsg(void **state)
+ * serves, and reads and sends with read and sendmsg. */
+static void refused_ring_is_read_and_sendmsg(void **state)
 {
     (void)state;
     raw_server s;
@@ -328,12 +368,11 @@ static void refused_ring_sends_by_sendmsg(void **state)
     int rc = raw_server_start(&s, NULL, NULL);
     raw_child_no_io_uring(false);
     assert_int_equal(rc, 0);
-    assert_true(raw_server_log_has(&s, "replies sent by sendmsg (io_uring_queue_init: "
-                                       "Operation not permitted)"));
-    long long subs, sends;
-    one_turn(&s, &subs, &sends);
-    assert_int_equal(subs, 0);
-    assert_int_equal(sends, 0);
+    assert_true(raw_server_log_has(&s, "socket reads and sends by read and sendmsg "
+                                       "(io_uring_queue_init: Operation not permitted)"));
+    io_counts d;
+    one_turn(&s, &d);
+    assert_true(!d.recv_subs && !d.recvs && !d.send_subs && !d.sends);
     assert_int_equal(raw_server_stop(&s), 0);
     raw_server_free(&s);
 }
@@ -372,13 +411,13 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(ring_sends_every_byte_in_order, setup),
-        cmocka_unit_test_setup(sendmsg_sends_every_byte_in_order, setup),
+        cmocka_unit_test_setup(plain_sends_every_byte_in_order, setup),
         cmocka_unit_test_setup(ring_answers_each_error, setup),
         cmocka_unit_test_setup(sendmsg_answers_each_error, setup),
         cmocka_unit_test_setup(more_sends_than_the_ring, setup),
-        cmocka_unit_test_setup(turn_is_one_submission, setup),
-        cmocka_unit_test_setup(turned_off_sends_by_sendmsg, setup),
-        cmocka_unit_test_setup(refused_ring_sends_by_sendmsg, setup),
+        cmocka_unit_test_setup(turn_is_one_submission_each, setup),
+        cmocka_unit_test_setup(turned_off_is_read_and_sendmsg, setup),
+        cmocka_unit_test_setup(refused_ring_is_read_and_sendmsg, setup),
         cmocka_unit_test(server_suite_by_sendmsg),
         cmocka_unit_test(concurrency_suite_by_sendmsg),
         cmocka_unit_test(verify_http_suite_by_sendmsg),
