@@ -69,7 +69,7 @@ mv "$OUT/latest.json.tmp" "$OUT/latest.json"
 {
   jq -r '.machine | "machine: \(.cpu), \(.cores) cores, \(.memory), Linux \(.kernel), redis \(.redis), tokend \(.commit), \(.date)",
                     "load average (1/5/15 min) before: \(.loadavg_before), after: \(.loadavg_after) (other work on the machine)"' "$OUT/latest.json"
-  jq -r '.params | "each case: \(.repeat) rounds of \(.duration_s) s (after \(.warmup_s) s warm-up) per server, \(.tokens) tokens, priority: \(.nice)",
+  jq -r '.params | "each case: \(.repeat) rounds of \(.duration_s) s (after \(.warmup_s) s warm-up) per server, \(.tokens) tokens, priority: \(.nice)\(if .generator_threads then ", generator threads: \(.generator_threads)" else "" end)",
     "figures: medians over the rounds; ratio = tokend / Redis, the median of the per-round ratios (both servers back to back in each round), [lowest-highest]"' "$OUT/latest.json"
   printf '%-18s %11s %11s %17s | %17s %17s | %9s %9s\n' case "tokend op/s" "Redis op/s" "ratio [range]" \
     "tokend p50/p99us" "Redis p50/p99us" "p50 ratio" "p99 ratio"

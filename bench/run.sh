@@ -28,6 +28,11 @@
 #     block: the baseline's op/s and its ratio to Redis beside tokend's.
 #     BENCH_BASELINE_COMMIT names its commit (default: `git rev-parse` in the
 #     binary's directory, "+modified" if that work tree differs).
+#   BENCH_THREADS (1): generator threads (tokenbench --threads) for every verify
+#     and create run, both servers alike. At P=1 on two cores one generator thread
+#     is saturated before the server (its generator_cpu near 1.0): more threads
+#     show the servers' own limit, at the cost of sharing the cores three ways.
+#   BENCH_VERIFY_CASES ("1:1 50:1 50:16"): the verify cases, as C:P pairs.
 # With the knobs unset the run is the default `make bench`, unchanged.
 set -euo pipefail
 
@@ -46,7 +51,9 @@ OUT=${BENCH_OUT:-bench/results}
 NICE_LEVEL=${BENCH_NICE:--10}
 NICE=""
 if [ "$NICE_LEVEL" != 0 ] && [ "$(id -u)" = 0 ]; then NICE="nice -n $NICE_LEVEL"; fi
-CASES=("1 1" "50 1" "50 16")   # verify: connections pipeline
+CASES=()                       # verify: connections pipeline
+for cp in ${BENCH_VERIFY_CASES:-1:1 50:1 50:16}; do CASES+=("${cp%%:*} ${cp##*:}"); done
+THREADS=${BENCH_THREADS:-1}
 CREATE_CASES=(1 50)            # create: connections (pipeline 1)
 PARTS=${BENCH_CASES:-verify create gencheck}
 for part in $PARTS; do
@@ -183,7 +190,7 @@ run_round() {
   done
 }
 
-common=(--duration "$DUR" --warmup "$WARM")
+common=(--duration "$DUR" --warmup "$WARM" --threads "$THREADS")
 for r in $(seq "$REPEAT"); do
   if has verify; then
     for cp in "${CASES[@]}"; do
@@ -264,8 +271,11 @@ machine=$(jq -n --arg cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuin
     commit: $commit, date: $date, loadavg_before: $lb, loadavg_after: $la}')
 # Only a run with a knob set records it: a default run's JSON is as it was.
 extra=$(jq -n --arg parts "$PARTS" --arg bpath "$BASELINE" --arg bcommit "${base_commit:-}" \
+  --argjson threads "$THREADS" --arg vcases "${BENCH_VERIFY_CASES:-}" \
   '(if $parts == "verify create gencheck" then {} else {cases: $parts} end)
-   + (if $bpath == "" then {} else {baseline: {path: $bpath, commit: $bcommit}} end)')
+   + (if $bpath == "" then {} else {baseline: {path: $bpath, commit: $bcommit}} end)
+   + (if $threads == 1 then {} else {generator_threads: $threads} end)
+   + (if $vcases == "" then {} else {verify_cases: $vcases} end)')
 jq -n --argjson machine "$machine" --arg nice "${NICE:-none}" \
   --argjson params "$(jq -n --argjson t "$TOKENS" --argjson d "$DUR" --argjson w "$WARM" \
                        --argjson r "$REPEAT" --argjson extra "$extra" \

@@ -202,6 +202,7 @@ struct conn_hub {
                                  (NULL: a read and a sendmsg in each callback) */
     conn *rq_head;            /* readable connections to read, newest first */
     struct event *rq_ev;      /* active while rq_head is not empty: reads them */
+    bool batching;            /* in reads_cb: replies wait for the send submission */
     conn *sq_head;            /* connections with output to send, newest first */
     struct event *sq_ev;      /* active while sq_head is not empty: sends them */
     sq_item *sq_items;        /* scratch for one sq_run, sq_cap of each */
@@ -724,6 +725,16 @@ static void send_rest(conn *c, size_t before, bool failed)
     }
 }
 
+/* True when nothing else is due in this loop turn: no other callback is
+ * active (this one's own event left the queue when it was called). A
+ * connection alone in its turn (a single client) is then read and sent at
+ * once, by read and sendmsg, without the turn's lists and their events:
+ * the same one call each, and no extra dispatch. */
+static bool turn_alone(conn_hub *h)
+{
+    return event_base_get_num_events(h->base, EVENT_BASE_COUNT_ACTIVE) == 0;
+}
+
 /* One write of the output now, then send_rest. */
 static void send_direct(conn *c)
 {
@@ -749,7 +760,8 @@ static void send_now(conn *c)
     if (c->st == CS_CLOSED || c->fd < 0)
         return;
     conn_hub *h = c->h;
-    if (h->sq && !c->ssl && evbuffer_get_length(output(c)) > 0) {
+    if (h->sq && !c->ssl && evbuffer_get_length(output(c)) > 0
+        && (h->sq_head || h->batching || !turn_alone(h))) {
         if (!c->sq_on) {
             c->sq_on = true;
             c->sq_next = h->sq_head;
@@ -1429,6 +1441,7 @@ static void reads_cb(evutil_socket_t fd, short what, void *arg)
     size_t enters = sq_run(h->sq, h->sq_items, n);
     if (h->m && enters)
         met_io(h->m, MET_IO_RECV, enters, n);
+    h->batching = true; /* their replies go in one send submission, whatever else is due */
     for (size_t i = 0; i < n; i++) {
         conn *c = h->sq_conns[i];
         ssize_t res = h->sq_items[i].res;
@@ -1440,6 +1453,7 @@ static void reads_cb(evutil_socket_t fd, short what, void *arg)
             errno = (int)-res;
         read_done(c, res < 0 ? -1 : res);
     }
+    h->batching = false;
 }
 
 static void read_cb(evutil_socket_t fd, short what, void *arg)
@@ -1451,7 +1465,8 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     conn_hub *h = c->h;
-    if (h->sq && !c->ssl) { /* read with the turn's others, in reads_cb */
+    if (h->sq && !c->ssl && (h->rq_head || !turn_alone(h))) {
+        /* read with the turn's others, in reads_cb */
         if (!c->rq_on) {
             c->rq_on = true;
             c->rq_next = h->rq_head;

@@ -142,8 +142,8 @@ static const opt_def opt_table[] = {
      "background on idle CPU (docs/storage.md, \"The start's check\")",
      NULL},
     {"io-uring", "server", "io-uring", OPT_BOOL, NULL, 0, 0, OPT_AT(conn.io_uring),
-     "send the replies of a loop turn in one io_uring submission (one system call for "
-     "every connection answered); --io-uring=false, or a kernel without io_uring: one "
+     "read the connections of a loop turn in one io_uring submission and send their "
+     "replies in another; --io-uring=false, or a kernel without io_uring: a read and a "
      "sendmsg per connection (docs/server.md, \"System calls\")",
      NULL},
     {"log-format", "server", "log-format", OPT_STR, "FORMAT", 0, 0, OPT_AT(log_format),

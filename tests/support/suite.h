@@ -1,7 +1,7 @@
 /*
  * suite.h - running programs and sibling suites in a child process, for
  * suites that run another suite again on a different path (test_tls: over
- * TLS; test_sends: with io_uring off).
+ * TLS; test_sockq: with io_uring off).
  */
 #ifndef TK_TEST_SUITE_H
 #define TK_TEST_SUITE_H
