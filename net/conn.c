@@ -133,10 +133,9 @@ struct conn {
     conn *lru_prev, *lru_next; /* hub's LRU list, while the socket is open */
     conn *dead_next;          /* hub->dead, while waiting to be reaped */
     bool on_dead;
-    bool sq_on;               /* on hub->sq_head: output to send at the turn's end */
-    conn *sq_next;
-    bool rq_on;               /* on hub->rq_head: readable, read at the turn's end */
-    conn *rq_next;
+    bool tq_on[2];            /* on hub->tq_head[op] (sq_op): readable, or with
+                                 output, for the turn's end (tq_add) */
+    conn *tq_next[2];
     evutil_socket_t fd;       /* -1 once the socket is closed */
     struct event *rd, *wr;    /* readable (idle timeout), writable (stall timeout) */
     bool rd_on, wr_on;        /* added to the loop */
@@ -200,11 +199,9 @@ struct conn_hub {
     h1_out hout;              /* an HTTP response being written */
     sq *sq;                   /* the turn's reads and sends, one submission each
                                  (NULL: a read and a sendmsg in each callback) */
-    conn *rq_head;            /* readable connections to read, newest first */
-    struct event *rq_ev;      /* active while rq_head is not empty: reads them */
-    bool batching;            /* in reads_cb: replies wait for the send submission */
-    conn *sq_head;            /* connections with output to send, newest first */
-    struct event *sq_ev;      /* active while sq_head is not empty: sends them */
+    conn *tq_head[2];         /* per sq_op: the turn's connections, newest first */
+    struct event *tq_ev[2];   /* active while that list is not empty: runs it */
+    bool batching;            /* in the turn's reads: replies wait for the sends */
     sq_item *sq_items;        /* scratch for one sq_run, sq_cap of each */
     conn **sq_conns;          /* the connection of each item */
     struct iovec *sq_iov;     /* SQ_IOV per item */
@@ -217,6 +214,7 @@ static void process_end(conn *c, bool consumed, bool partial, size_t want);
 static void close_now(conn *c);
 static void resume(conn *c);
 static void read_cb(evutil_socket_t fd, short what, void *arg);
+static void tq_add(conn *c, sq_op op);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -711,7 +709,7 @@ static void send_rest(conn *c, size_t before, bool failed)
         resume(c);
         if (c->st == CS_CLOSED)
             return;
-        if (c->sq_on)
+        if (c->tq_on[SQ_SEND])
             return; /* what resume answered goes with the turn's sends */
         before = evbuffer_get_length(out);
         failed = before > 0 && out_write(c) < 0 && errno != EAGAIN && errno != EWOULDBLOCK
@@ -751,7 +749,7 @@ static void send_direct(conn *c)
  * event: no EV_WRITE registration (two epoll_ctl calls and a wake-up per
  * reply) unless the socket is full. With the hub's socket queue (sockq.h)
  * the write waits for the end of the loop turn instead, where every
- * connection answered in the turn is sent in one system call (sends_cb);
+ * connection answered in the turn is sent in one system call (tq_run);
  * without it (io_uring off or missing, and TLS, whose records OpenSSL
  * writes), one sendmsg here. Every callback that can add output ends
  * here. */
@@ -761,38 +759,14 @@ static void send_now(conn *c)
         return;
     conn_hub *h = c->h;
     if (h->sq && !c->ssl && evbuffer_get_length(output(c)) > 0
-        && (h->sq_head || h->batching || !turn_alone(h))) {
-        if (!c->sq_on) {
-            c->sq_on = true;
-            c->sq_next = h->sq_head;
-            if (!h->sq_head) /* runs after the callbacks already active this turn */
-                event_active(h->sq_ev, EV_TIMEOUT, 0);
-            h->sq_head = c;
-        }
+        && (h->tq_head[SQ_SEND] || h->batching || !turn_alone(h))) {
+        tq_add(c, SQ_SEND);
         return;
     }
     send_direct(c);
 }
 
 #define SQ_IOV 16 /* chunks of the output in one send */
-
-/* Takes c off the hub's turn lists (it is being freed). */
-static void sq_unlink(conn *c)
-{
-    if (c->sq_on)
-        for (conn **pp = &c->h->sq_head; *pp; pp = &(*pp)->sq_next)
-            if (*pp == c) {
-                *pp = c->sq_next;
-                break;
-            }
-    if (c->rq_on)
-        for (conn **pp = &c->h->rq_head; *pp; pp = &(*pp)->rq_next)
-            if (*pp == c) {
-                *pp = c->rq_next;
-                break;
-            }
-    c->sq_on = c->rq_on = false;
-}
 
 /* Room for n items in the hub's scratch. */
 static void sq_room(conn_hub *h, size_t n)
@@ -803,46 +777,6 @@ static void sq_room(conn_hub *h, size_t n)
     h->sq_items = xrealloc(h->sq_items, h->sq_cap * sizeof *h->sq_items);
     h->sq_conns = xrealloc(h->sq_conns, h->sq_cap * sizeof *h->sq_conns);
     h->sq_iov = xrealloc(h->sq_iov, h->sq_cap * SQ_IOV * sizeof *h->sq_iov);
-}
-
-/* The end of a loop turn: every connection answered in it is sent, in one
- * sq_run (one io_uring_enter), then each goes on as after its own write.
- * The queue is taken whole first: what send_rest answers on (a connection
- * that waited for room) queues again, and this event, made active again,
- * runs once more in the same turn. */
-static void sends_cb(evutil_socket_t fd, short what, void *arg)
-{
-    conn_hub *h = arg;
-    (void)fd;
-    (void)what;
-    size_t n = 0;
-    for (conn *c = h->sq_head; c; c = c->sq_next)
-        n++;
-    sq_room(h, n);
-    n = 0;
-    for (conn *c = h->sq_head; c; c = c->sq_next) {
-        c->sq_on = false;
-        if (c->st == CS_CLOSED || c->fd < 0)
-            continue;
-        struct iovec *v = &h->sq_iov[n * SQ_IOV];
-        int k = evbuffer_peek(c->out, -1, NULL, v, SQ_IOV);
-        h->sq_conns[n] = c;
-        h->sq_items[n++] = (sq_item){SQ_SEND, c->fd, v, k < SQ_IOV ? k : SQ_IOV, 0};
-    }
-    h->sq_head = NULL;
-    size_t enters = sq_run(h->sq, h->sq_items, n);
-    if (h->m && enters)
-        met_io(h->m, MET_IO_SEND, enters, n);
-    for (size_t i = 0; i < n; i++) {
-        conn *c = h->sq_conns[i];
-        ssize_t res = h->sq_items[i].res;
-        if (c->st == CS_CLOSED || c->fd < 0) /* closed by an earlier one's send_rest */
-            continue;
-        size_t before = evbuffer_get_length(c->out);
-        if (res > 0)
-            evbuffer_drain(c->out, (size_t)res);
-        send_rest(c, before, res < 0 && res != -EAGAIN && res != -EWOULDBLOCK && res != -EINTR);
-    }
 }
 
 /* The peer broke framing: reply (in order) with status, then fail. */
@@ -1410,50 +1344,121 @@ static void read_done(conn *c, ssize_t n)
     send_now(c);
 }
 
-/* The end of a loop turn's read callbacks: every connection that was
- * readable is read in one sq_run (one io_uring_enter), then each answers
- * what came as after its own read (its replies then go out together in
- * sends_cb, made active by the first). */
-static void reads_cb(evutil_socket_t fd, short what, void *arg)
+/* ---- the loop turn's socket work (sockq.h) ------------------------------
+ *
+ * A plain connection that is readable (read_cb), or has output (send_now),
+ * goes on the turn's list for that op unless it is alone in the turn. The
+ * list's event, made active by its first entry, runs after every callback
+ * already due in the turn: one sq_run for the whole list (one
+ * io_uring_enter), then each connection goes on as after its own read or
+ * write. The reads' list runs first, so the replies they make all go in
+ * the sends' list. */
+
+static void tq_add(conn *c, sq_op op)
 {
-    conn_hub *h = arg;
-    (void)fd;
-    (void)what;
+    conn_hub *h = c->h;
+    if (c->tq_on[op])
+        return;
+    c->tq_on[op] = true;
+    c->tq_next[op] = h->tq_head[op];
+    if (!h->tq_head[op])
+        event_active(h->tq_ev[op], EV_TIMEOUT, 0);
+    h->tq_head[op] = c;
+}
+
+/* Takes c off the turn's lists (it is being freed). */
+static void tq_unlink(conn *c)
+{
+    for (int op = 0; op < 2; op++) {
+        if (!c->tq_on[op])
+            continue;
+        for (conn **pp = &c->h->tq_head[op]; *pp; pp = &(*pp)->tq_next[op])
+            if (*pp == c) {
+                *pp = c->tq_next[op];
+                break;
+            }
+        c->tq_on[op] = false;
+    }
+}
+
+/* Fills *it (its iovecs at v) with c's part of the turn's op; false when it
+ * has none: closed, or an input with no room (as in_read: the frame parser
+ * has what it can take). */
+static bool tq_item(conn *c, sq_op op, struct iovec *v, sq_item *it)
+{
+    if (c->st == CS_CLOSED || c->fd < 0)
+        return false;
+    if (op == SQ_SEND) {
+        int k = evbuffer_peek(c->out, -1, NULL, v, SQ_IOV);
+        *it = (sq_item){SQ_SEND, c->fd, v, k < SQ_IOV ? k : SQ_IOV, 0};
+        return true;
+    }
+    size_t room = in_room(c);
+    if (room == 0)
+        return false;
+    *v = (struct iovec){c->in + c->ilen, room};
+    *it = (sq_item){SQ_RECV, c->fd, v, 1, 0};
+    return true;
+}
+
+/* c goes on as after its own read or write, whose result was res (bytes,
+ * or -errno). */
+static void tq_done(conn *c, sq_op op, ssize_t res)
+{
+    if (op == SQ_SEND) {
+        size_t before = evbuffer_get_length(c->out);
+        if (res > 0)
+            evbuffer_drain(c->out, (size_t)res);
+        send_rest(c, before, res < 0 && res != -EAGAIN && res != -EWOULDBLOCK && res != -EINTR);
+        return;
+    }
+    if (res > 0)
+        c->ilen += (size_t)res;
+    else if (res < 0)
+        errno = (int)-res;
+    read_done(c, res < 0 ? -1 : res);
+}
+
+/* Runs the turn's list for op. It is taken whole first: a connection that
+ * comes back on it (a send's send_rest that reads on and answers) starts
+ * a new list, whose event runs once more in the same turn. */
+static void tq_run(conn_hub *h, sq_op op)
+{
     size_t n = 0;
-    for (conn *c = h->rq_head; c; c = c->rq_next)
+    for (conn *c = h->tq_head[op]; c; c = c->tq_next[op])
         n++;
     sq_room(h, n);
     n = 0;
-    for (conn *c = h->rq_head; c; c = c->rq_next) {
-        c->rq_on = false;
-        if (c->st == CS_CLOSED || c->fd < 0)
-            continue;
-        size_t room = in_room(c);
-        if (room == 0) /* full: the frame parser has what it can take (as in_read) */
-            continue;
-        struct iovec *v = &h->sq_iov[n * SQ_IOV];
-        v->iov_base = c->in + c->ilen;
-        v->iov_len = room;
-        h->sq_conns[n] = c;
-        h->sq_items[n++] = (sq_item){SQ_RECV, c->fd, v, 1, 0};
+    for (conn *c = h->tq_head[op]; c; c = c->tq_next[op]) {
+        c->tq_on[op] = false;
+        if (tq_item(c, op, &h->sq_iov[n * SQ_IOV], &h->sq_items[n]))
+            h->sq_conns[n++] = c;
     }
-    h->rq_head = NULL;
+    h->tq_head[op] = NULL;
     size_t enters = sq_run(h->sq, h->sq_items, n);
     if (h->m && enters)
-        met_io(h->m, MET_IO_RECV, enters, n);
-    h->batching = true; /* their replies go in one send submission, whatever else is due */
+        met_io(h->m, op == SQ_RECV ? MET_IO_RECV : MET_IO_SEND, enters, n);
+    h->batching = op == SQ_RECV; /* the reads' replies: one send submission */
     for (size_t i = 0; i < n; i++) {
         conn *c = h->sq_conns[i];
-        ssize_t res = h->sq_items[i].res;
-        if (c->st == CS_CLOSED || c->fd < 0) /* closed by an earlier one's answer */
-            continue;
-        if (res > 0)
-            c->ilen += (size_t)res;
-        else if (res < 0)
-            errno = (int)-res;
-        read_done(c, res < 0 ? -1 : res);
+        if (c->st != CS_CLOSED && c->fd >= 0) /* else closed by an earlier one's answer */
+            tq_done(c, op, h->sq_items[i].res);
     }
     h->batching = false;
+}
+
+static void reads_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tq_run(arg, SQ_RECV);
+}
+
+static void sends_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tq_run(arg, SQ_SEND);
 }
 
 static void read_cb(evutil_socket_t fd, short what, void *arg)
@@ -1465,15 +1470,8 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     conn_hub *h = c->h;
-    if (h->sq && !c->ssl && (h->rq_head || !turn_alone(h))) {
-        /* read with the turn's others, in reads_cb */
-        if (!c->rq_on) {
-            c->rq_on = true;
-            c->rq_next = h->rq_head;
-            if (!h->rq_head) /* runs after the callbacks already active this turn */
-                event_active(h->rq_ev, EV_TIMEOUT, 0);
-            h->rq_head = c;
-        }
+    if (h->sq && !c->ssl && (h->tq_head[SQ_RECV] || !turn_alone(h))) {
+        tq_add(c, SQ_RECV); /* read with the turn's others */
         return;
     }
     read_done(c, in_read(c));
@@ -1538,7 +1536,7 @@ static void close_socket(conn *c)
 
 static void conn_free(conn *c)
 {
-    sq_unlink(c);
+    tq_unlink(c);
     while (c->head) {
         pending *p = c->head;
         c->head = p->next;
@@ -1659,9 +1657,9 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
         sq_free(h->sq);
         h->sq = NULL;
     }
-    h->sq_ev = h->sq ? event_new(base, -1, 0, sends_cb, h) : NULL;
-    h->rq_ev = h->sq ? event_new(base, -1, 0, reads_cb, h) : NULL;
-    if (!h->reap || (h->sq && (!h->sq_ev || !h->rq_ev))) {
+    h->tq_ev[SQ_SEND] = h->sq ? event_new(base, -1, 0, sends_cb, h) : NULL;
+    h->tq_ev[SQ_RECV] = h->sq ? event_new(base, -1, 0, reads_cb, h) : NULL;
+    if (!h->reap || (h->sq && (!h->tq_ev[SQ_SEND] || !h->tq_ev[SQ_RECV]))) {
         lg_line("cannot create an event (out of memory)");
         abort();
     }
@@ -1884,10 +1882,9 @@ void conn_hub_free(conn_hub *h)
     }
     if (h->reap)
         event_free(h->reap);
-    if (h->sq_ev)
-        event_free(h->sq_ev);
-    if (h->rq_ev)
-        event_free(h->rq_ev);
+    for (int op = 0; op < 2; op++)
+        if (h->tq_ev[op])
+            event_free(h->tq_ev[op]);
     sq_free(h->sq);
     free(h->sq_items);
     free(h->sq_conns);
