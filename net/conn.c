@@ -201,7 +201,6 @@ struct conn_hub {
                                  (NULL: a read and a sendmsg in each callback) */
     conn *tq_head[2];         /* per sq_op: the turn's connections, newest first */
     struct event *tq_ev[2];   /* active while that list is not empty: runs it */
-    bool batching;            /* in the turn's reads: replies wait for the sends */
     sq_item *sq_items;        /* scratch for one sq_run, sq_cap of each */
     conn **sq_conns;          /* the connection of each item */
     struct iovec *sq_iov;     /* SQ_IOV per item */
@@ -723,16 +722,6 @@ static void send_rest(conn *c, size_t before, bool failed)
     }
 }
 
-/* True when nothing else is due in this loop turn: no other callback is
- * active (this one's own event left the queue when it was called). A
- * connection alone in its turn (a single client) is then read and sent at
- * once, by read and sendmsg, without the turn's lists and their events:
- * the same one call each, and no extra dispatch. */
-static bool turn_alone(conn_hub *h)
-{
-    return event_base_get_num_events(h->base, EVENT_BASE_COUNT_ACTIVE) == 0;
-}
-
 /* One write of the output now, then send_rest. */
 static void send_direct(conn *c)
 {
@@ -758,8 +747,7 @@ static void send_now(conn *c)
     if (c->st == CS_CLOSED || c->fd < 0)
         return;
     conn_hub *h = c->h;
-    if (h->sq && !c->ssl && evbuffer_get_length(output(c)) > 0
-        && (h->tq_head[SQ_SEND] || h->batching || !turn_alone(h))) {
+    if (h->sq && !c->ssl && evbuffer_get_length(output(c)) > 0) {
         tq_add(c, SQ_SEND);
         return;
     }
@@ -1347,8 +1335,7 @@ static void read_done(conn *c, ssize_t n)
 /* ---- the loop turn's socket work (sockq.h) ------------------------------
  *
  * A plain connection that is readable (read_cb), or has output (send_now),
- * goes on the turn's list for that op unless it is alone in the turn. The
- * list's event, made active by its first entry, runs after every callback
+ * goes on the turn's list for that op. The list's event, made active by its first entry, runs after every callback
  * already due in the turn: one sq_run for the whole list (one
  * io_uring_enter), then each connection goes on as after its own read or
  * write. The reads' list runs first, so the replies they make all go in
@@ -1438,13 +1425,11 @@ static void tq_run(conn_hub *h, sq_op op)
     size_t enters = sq_run(h->sq, h->sq_items, n);
     if (h->m && enters)
         met_io(h->m, op == SQ_RECV ? MET_IO_RECV : MET_IO_SEND, enters, n);
-    h->batching = op == SQ_RECV; /* the reads' replies: one send submission */
     for (size_t i = 0; i < n; i++) {
         conn *c = h->sq_conns[i];
         if (c->st != CS_CLOSED && c->fd >= 0) /* else closed by an earlier one's answer */
             tq_done(c, op, h->sq_items[i].res);
     }
-    h->batching = false;
 }
 
 static void reads_cb(evutil_socket_t fd, short what, void *arg)
@@ -1470,7 +1455,7 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     conn_hub *h = c->h;
-    if (h->sq && !c->ssl && (h->tq_head[SQ_RECV] || !turn_alone(h))) {
+    if (h->sq && !c->ssl) {
         tq_add(c, SQ_RECV); /* read with the turn's others */
         return;
     }
