@@ -78,12 +78,12 @@
 #include "core/xmalloc.h"
 #include "core/sha256.h"
 #include "net/dispatch.h"
-#include "net/sockq.h"
 #include "net/gateway.h"
 #include "net/log.h"
 #include "net/metrics.h"
 #include "net/peers.h"
 #include "net/proto.h"
+#include "net/sockq.h"
 #include "net/tls.h"
 #include "net/vhttp.h"
 #include "store/keyfile.h"
@@ -399,8 +399,6 @@ static ssize_t tls_in_read(conn *c, size_t room)
     return n;
 }
 
-/* One read() into the input buffer, growing it toward rd_high while reads
- * fill it. >0 bytes read, 0 at EOF, -1 on error (errno; EAGAIN: nothing). */
 /* The input's room for the next read, grown first when it is full and
  * below rd_high; 0 when the frame parser has what it can take. */
 static size_t in_room(conn *c)
@@ -416,6 +414,8 @@ static size_t in_room(conn *c)
     return (c->icap < want ? c->icap : want) - c->ilen;
 }
 
+/* One read() into the input buffer, growing it toward rd_high while reads
+ * fill it. >0 bytes read, 0 at EOF, -1 on error (errno; EAGAIN: nothing). */
 static ssize_t in_read(conn *c)
 {
     size_t room = in_room(c);

@@ -15,7 +15,8 @@
 #define SQ_SEND_FLAGS (MSG_NOSIGNAL | MSG_DONTWAIT)
 
 struct sq {
-    bool uring;              /* ring set up */
+    bool uring;              /* the ring is in use */
+    bool ring_up;            /* the ring was set up (exited at sq_free, in use or not) */
     struct io_uring ring;
     struct msghdr msg[SQ_RING]; /* one per submission entry, alive until its completion */
     char describe[160];
@@ -47,7 +48,7 @@ void sq_new(bool use_uring, sq **out)
         snprintf(q->describe, sizeof q->describe, "read and sendmsg (io_uring turned off)");
     } else {
         int rc = ring_init(&q->ring);
-        q->uring = rc == 0;
+        q->uring = q->ring_up = rc == 0;
         if (q->uring)
             snprintf(q->describe, sizeof q->describe,
                      "io_uring (a loop turn's reads in one submission, its sends in another)");
@@ -62,7 +63,7 @@ void sq_free(sq *q)
 {
     if (!q)
         return;
-    if (q->uring)
+    if (q->ring_up)
         io_uring_queue_exit(&q->ring);
     free(q);
 }
@@ -92,9 +93,9 @@ static void run_one(sq_item *it)
 }
 
 /* The ring failed (io_uring_enter refused a submission, or a completion
- * could not be waited for): later work goes by read and sendmsg. Entries still in the
- * submission ring are never submitted (the ring is not entered again), so
- * nothing is sent twice. */
+ * could not be waited for): later work goes by read and sendmsg. Entries
+ * still in the submission ring are never submitted (the ring is not
+ * entered again, only exited at sq_free), so nothing is sent twice. */
 static void ring_broken(sq *q, int rc)
 {
     q->uring = false;
