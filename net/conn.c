@@ -688,6 +688,19 @@ static ssize_t out_write(conn *c)
     return sent;
 }
 
+/* A write's errno that means the peer is gone (EPIPE, ECONNRESET), not a
+ * full socket or a signal. */
+static bool write_gone(int err)
+{
+    return err != EAGAIN && err != EWOULDBLOCK && err != EINTR;
+}
+
+/* One write of the output's first bytes now; true when it failed for good. */
+static bool write_now(conn *c)
+{
+    return evbuffer_get_length(output(c)) > 0 && out_write(c) < 0 && write_gone(errno);
+}
+
 /* After a write of the output's first bytes (before: its length then;
  * failed: the write failed for good): closes on a failure, lets a
  * connection that waited for room read on, and watches for writability
@@ -708,11 +721,8 @@ static void send_rest(conn *c, size_t before, bool failed)
         resume(c);
         if (c->st == CS_CLOSED)
             return;
-        if (c->tq_on[SQ_SEND])
-            return; /* what resume answered goes with the turn's sends */
         before = evbuffer_get_length(out);
-        failed = before > 0 && out_write(c) < 0 && errno != EAGAIN && errno != EWOULDBLOCK
-                 && errno != EINTR;
+        failed = write_now(c);
     }
     if (evbuffer_get_length(out) > 0) {
         wr_enable(c);
@@ -728,9 +738,7 @@ static void send_direct(conn *c)
     if (c->st == CS_CLOSED || c->fd < 0)
         return;
     size_t before = evbuffer_get_length(output(c));
-    bool failed = before > 0 && out_write(c) < 0 && errno != EAGAIN && errno != EWOULDBLOCK
-                  && errno != EINTR;
-    send_rest(c, before, failed);
+    send_rest(c, before, write_now(c));
 }
 
 /* Writes the replies the output holds to the socket at the end of the
@@ -1335,8 +1343,9 @@ static void read_done(conn *c, ssize_t n)
 /* ---- the loop turn's socket work (sockq.h) ------------------------------
  *
  * A plain connection that is readable (read_cb), or has output (send_now),
- * goes on the turn's list for that op. The list's event, made active by its first entry, runs after every callback
- * already due in the turn: one sq_run for the whole list (one
+ * goes on the turn's list for that op. The list's event, made active by
+ * its first entry, runs after every callback already due in the turn: one
+ * sq_run for the whole list (one
  * io_uring_enter), then each connection goes on as after its own read or
  * write. The reads' list runs first, so the replies they make all go in
  * the sends' list. */
@@ -1396,7 +1405,7 @@ static void tq_done(conn *c, sq_op op, ssize_t res)
         size_t before = evbuffer_get_length(c->out);
         if (res > 0)
             evbuffer_drain(c->out, (size_t)res);
-        send_rest(c, before, res < 0 && res != -EAGAIN && res != -EWOULDBLOCK && res != -EINTR);
+        send_rest(c, before, res < 0 && write_gone((int)-res));
         return;
     }
     if (res > 0)
