@@ -416,6 +416,23 @@ void view_verify_start(const view *v, const view_vreq *reqs, size_t n, view_prob
             idx_probe_next(v->creds, &probes[i].ip);
 }
 
+void view_verify_prefetch(const view *v, const view_vreq *reqs, size_t n)
+{
+    tk_id ids[VIEW_BATCH];
+    idx_probe ps[VIEW_BATCH];
+    size_t k = 0;
+    tk_kind kind;
+    /* Both steps for all, as view_verify_start: every slot's miss is in
+     * flight before the first is waited for, then every entry's. */
+    for (size_t i = 0; i < n && k < VIEW_BATCH; i++)
+        if (secret_parse_id(reqs[i].secret, reqs[i].len, &kind, &ids[k]) == 0) {
+            idx_probe_start(v->creds, ids[k].b, &ps[k]);
+            k++;
+        }
+    for (size_t i = 0; i < k; i++)
+        (void)idx_probe_next(v->creds, &ps[i]);
+}
+
 /* view_verify_finish, for a probe hashed (secret NULL) or not. */
 static inline tk_verdict verify_answer(const view *v, const view_probe *p, const char *secret,
                                        int64_t now, tk_verify *out)

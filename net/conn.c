@@ -850,6 +850,17 @@ static void do_auth(conn *c, uint32_t id, const uint8_t *body, size_t len)
     reply_end(c, id, 0);
 }
 
+/* True when a whole VERIFY frame of flags 0 (what verify_run answers)
+ * starts at off of c's input, whose bytes end at end; *hd is its header. */
+static bool verify_frame_at(const conn *c, size_t off, size_t end, proto_header *hd)
+{
+    if (end - off < PROTO_HEADER_LEN)
+        return false;
+    proto_header_get(c->in + off, hd);
+    return hd->code == OP_VERIFY && hd->flags == 0 && hd->len <= c->h->o.max_frame
+           && end - off - PROTO_HEADER_LEN >= hd->len;
+}
+
 /* VERIFY requests, answered in runs: the whole VERIFY frames at the front
  * of the input (flags 0; at most VIEW_BATCH, and no more than the in-flight
  * limit allows) are decoded, the lookups of those that need one started
@@ -875,15 +886,11 @@ static size_t verify_run(conn *c)
     size_t n = 0, nreq = 0, off = c->ioff, max = VIEW_BATCH;
     bool refused = h->o.require_gateway
                    && ((c->auth != AU_GATEWAY && c->auth != AU_OPERATOR) || !auth_holds(c));
+    proto_header hd;
 
     /* No request of this connection is in the writer (process waits for
      * them first), so every reply goes straight to the output. */
-    while (n < max && c->ilen - off >= PROTO_HEADER_LEN) {
-        proto_header hd;
-        proto_header_get(c->in + off, &hd);
-        if (hd.code != OP_VERIFY || hd.flags != 0 || hd.len > h->o.max_frame
-            || c->ilen - off - PROTO_HEADER_LEN < hd.len)
-            break;
+    while (n < max && verify_frame_at(c, off, c->ilen, &hd)) {
         f[n].id = hd.id;
         f[n].rc = dsp_verify_req(c->in + off + PROTO_HEADER_LEN, hd.len, &f[n].v, &f[n].err);
         f[n].probe = -1;
@@ -1415,6 +1422,46 @@ static void tq_done(conn *c, sq_op op, ssize_t res)
     read_done(c, res < 0 ? -1 : res);
 }
 
+static void prefetch(conn_hub *h, const view_vreq *reqs, size_t k)
+{
+    eng_verify_prefetch(h->e, reqs, k);
+    if (h->m)
+        met_prefetch(h->m, k);
+}
+
+/* The lookups of the turn's verifications started together
+ * (eng_verify_prefetch), before the first is answered. A gateway keeps one
+ * request in flight per connection, so a connection seldom has two whose
+ * cache misses could overlap (verify_run's runs); a turn has many
+ * connections' requests. Takes the first whole VERIFY frame of each
+ * connection read in the turn (n items, res the bytes read). A hint only:
+ * each is still answered in its connection's order by verify_run. A
+ * connection alone in the turn gains nothing and is passed over. Binary
+ * listener only: the verify listener's heads would be parsed twice. */
+static void turn_prefetch(conn_hub *h, size_t n)
+{
+    view_vreq reqs[VIEW_BATCH];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        conn *c = h->sq_conns[i];
+        ssize_t res = h->sq_items[i].res;
+        proto_header hd;
+        dsp_verify v;
+        dsp_err err;
+        if (res <= 0 || c->st != CS_OPEN
+            || !verify_frame_at(c, c->ioff, c->ilen + (size_t)res, &hd)
+            || dsp_verify_req(c->in + c->ioff + PROTO_HEADER_LEN, hd.len, &v, &err) != 0)
+            continue;
+        reqs[k++] = (view_vreq){NULL, v.secret.p, v.secret.n};
+        if (k == VIEW_BATCH) {
+            prefetch(h, reqs, k);
+            k = 0;
+        }
+    }
+    if (k > 1) /* one alone: its own verify_run is as early */
+        prefetch(h, reqs, k);
+}
+
 /* Runs the turn's list for op. It is taken whole first: a connection that
  * comes back on it (a send's send_rest that reads on and answers) starts
  * a new list, whose event runs once more in the same turn. */
@@ -1434,6 +1481,8 @@ static void tq_run(conn_hub *h, sq_op op)
     size_t enters = sq_run(h->sq, h->sq_items, n);
     if (h->m && enters)
         met_io(h->m, op == SQ_RECV ? MET_IO_RECV : MET_IO_SEND, enters, n);
+    if (op == SQ_RECV && !h->vh && n > 1)
+        turn_prefetch(h, n);
     for (size_t i = 0; i < n; i++) {
         conn *c = h->sq_conns[i];
         if (c->st != CS_CLOSED && c->fd >= 0) /* else closed by an earlier one's answer */

@@ -31,6 +31,7 @@ struct met {
     hist verify_ns[MET_NLISTENERS];
     uint64_t req[MET_NLISTENERS][MAX_OPS][NSTATUS];
     uint64_t submissions[MET_NIO], submitted[MET_NIO]; /* met_io */
+    uint64_t prefetches, prefetched;                    /* met_prefetch */
 };
 
 static const char *const lis_name[MET_NLISTENERS] = {"binary", "http", "http-verify"};
@@ -78,6 +79,12 @@ void met_io(met *m, met_io_op op, size_t enters, size_t n)
 {
     m->submissions[op] += enters;
     m->submitted[op] += n;
+}
+
+void met_prefetch(met *m, size_t n)
+{
+    m->prefetches++;
+    m->prefetched += n;
 }
 
 void met_request(met *m, met_listener l, uint16_t code, int status)
@@ -205,6 +212,13 @@ void met_render(const met *m, const met_gauges *g, FILE *out)
     for (int i = 0; i < MET_NIO; i++)
         fprintf(out, "tokend_io_submitted_total{op=\"%s\"} %llu\n", io_name[i],
                 (unsigned long long)m->submitted[i]);
+    head(out, "tokend_verify_prefetches_total", "counter",
+         "Times a loop turn started the index lookups of several connections' VERIFY "
+         "requests together, before answering the first (binary listener, io_uring path).");
+    fprintf(out, "tokend_verify_prefetches_total %llu\n", (unsigned long long)m->prefetches);
+    head(out, "tokend_verify_prefetched_total", "counter",
+         "The lookups so started (per start: the cache misses that overlapped).");
+    fprintf(out, "tokend_verify_prefetched_total %llu\n", (unsigned long long)m->prefetched);
     head(out, "tokend_connections", "gauge", "Open connections, by listener.");
     for (int l = 0; l < MET_NLISTENERS; l++)
         fprintf(out, "tokend_connections{listener=\"%s\"} %zu\n", lis_name[l], g->conns[l]);

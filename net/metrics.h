@@ -49,6 +49,10 @@ typedef enum met_io_op { MET_IO_RECV, MET_IO_SEND, MET_NIO } met_io_op;
  * or sends (those by read or sendmsg are not counted). */
 void met_io(met *m, met_io_op op, size_t enters, size_t n);
 
+/* Loop thread: the index lookups of n verifications from different
+ * connections of a loop turn, started together (eng_verify_prefetch). */
+void met_prefetch(met *m, size_t n);
+
 /* Replication's state (docs/scale.md), for a primary that publishes or a
  * replica; role NULL: neither. Strings borrowed for the render. */
 typedef struct met_repl {

@@ -1598,6 +1598,11 @@ tk_verdict eng_verify_finish(const eng *e, const view_probe *p, int64_t now, tk_
     return unavailable(e, out);
 }
 
+void eng_verify_prefetch(const eng *e, const view_vreq *reqs, size_t n)
+{
+    view_verify_prefetch(e->v, reqs, n);
+}
+
 int eng_log_iter(const eng *e, uint64_t from_seq, elog_iter **out, tk_why *why)
 {
     return elog_iter_open(e->logdir, from_seq, out, why);

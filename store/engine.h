@@ -337,6 +337,9 @@ tk_verdict eng_verify(const eng *e, const tk_id *client_id, const char *secret, 
  * with no eng_publish in between. */
 void eng_verify_start(const eng *e, const view_vreq *reqs, size_t n, view_probe *probes);
 tk_verdict eng_verify_finish(const eng *e, const view_probe *p, int64_t now, tk_verify *out);
+/* Starts the lookups of verifications about to come one by one
+ * (view_verify_prefetch): a hint, n <= VIEW_BATCH. */
+void eng_verify_prefetch(const eng *e, const view_vreq *reqs, size_t n);
 
 /* ---- listing --------------------------------------------------------- */
 

@@ -1245,6 +1245,17 @@ static void batched_answers_exactly_as_one_at_a_time(void **state)
         answer_of(&r, &b);
         assert_same_answer(&b, &one[2]);
     }
+    /* A prefetch of the mix (a loop turn's requests) changes no answer,
+     * its refusals' included. */
+    for (size_t n = 0; n <= VIEW_BATCH; n += 4) {
+        view_verify_prefetch(v, all, n);
+        for (int i = 0; i < M; i++) {
+            answer b;
+            assert_int_equal(ask_id(v, all[i].client_id, all[i].secret, all[i].len, NOW, &b),
+                             want[i]);
+            assert_same_answer(&b, &one[i]);
+        }
+    }
     view_free(v);
 }
 

@@ -34,6 +34,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/secret.h"
+#include "core/view.h"
 #include "net/proto.h"
 #include "net/sockq.h"
 #include "tests/support/hraw.h"
@@ -343,6 +345,81 @@ static void turn_is_one_submission_each(void **state)
     raw_server_free(&s);
 }
 
+/* CONNS connections each send one VERIFY (a secret of an ID never issued:
+ * well formed, answered unknown, or with a bad checksum, answered
+ * malformed) while the server is stopped: the turn starts their lookups together, in batches of up to
+ * VIEW_BATCH (tokend_verify_prefetch*), before it answers each, and every
+ * answer is its own. */
+static void turn_starts_the_lookups_together(void **state)
+{
+    (void)state;
+    raw_server s;
+    if (!ring_here())
+        fail_msg("this kernel gives no io_uring ring");
+    assert_int_equal(raw_server_start(&s, NULL, NULL), 0);
+    int fd[CONNS];
+    char secret[CONNS][TK_SECRET_LEN + 1];
+    mpw f[CONNS];
+    raw_reply r;
+    for (int i = 0; i < CONNS; i++) {
+        tk_id id;
+        uint8_t hash[TK_HASH_LEN];
+        secret_new_id(&id);
+        secret_generate(TK_KIND_TOKEN, &id, secret[i], hash);
+        if (i % 2) /* the ID reads, the checksum fails: malformed, after the lookup began */
+            secret[i][TK_SECRET_LEN - 1] = secret[i][TK_SECRET_LEN - 1] == 'a' ? 'b' : 'a';
+        mpw body;
+        mpw_init(&body);
+        raw_map(&body, "secret:s", secret[i]);
+        mpw_init(&f[i]);
+        raw_frame(&f[i], OP_VERIFY, 0, (uint32_t)i + 10, body.buf.data, body.buf.size);
+        mpw_free(&body);
+        fd[i] = raw_connect(s.port);
+        assert_true(fd[i] >= 0);
+        assert_int_equal(raw_call(fd[i], OP_PING, 1, NULL, &r), 0); /* accepted, read */
+        raw_reply_free(&r);
+    }
+    long long p0 = metric(s.http_port, "tokend_verify_prefetches_total");
+    long long n0 = metric(s.http_port, "tokend_verify_prefetched_total");
+    long long u0 = metric(s.http_port,
+                          "tokend_verifications_total{listener=\"binary\",result=\"unknown\"}");
+    assert_int_equal(kill(s.pid, SIGSTOP), 0);
+    for (int i = 0; i < CONNS; i++)
+        assert_int_equal(raw_write(fd[i], f[i].buf.data, f[i].buf.size), 0);
+    tkt_sleep_ms(50); /* every frame in its socket */
+    assert_int_equal(kill(s.pid, SIGCONT), 0);
+    for (int i = 0; i < CONNS; i++) {
+        assert_int_equal(raw_recv(fd[i], &r, 5000), 0);
+        assert_int_equal(r.h.id, (uint32_t)i + 10);
+        assert_int_equal(r.h.code, 0);
+        char reason[32];
+        bool valid = true;
+        assert_true(raw_get_bool(&r, "valid", &valid));
+        assert_false(valid);
+        assert_true(raw_get_str(&r, "reason", reason, sizeof reason));
+        assert_string_equal(reason, i % 2 ? "malformed" : "unknown"); /* its own answer */
+        raw_reply_free(&r);
+        mpw_free(&f[i]);
+    }
+    long long starts = metric(s.http_port, "tokend_verify_prefetches_total") - p0;
+    long long started = metric(s.http_port, "tokend_verify_prefetched_total") - n0;
+    long long unknown = metric(s.http_port,
+                               "tokend_verifications_total{listener=\"binary\",result=\"unknown\"}")
+                        - u0;
+    print_message("# %d VERIFY in one turn: %lld lookups started together in %lld batch(es)\n",
+                  CONNS, started, starts);
+    assert_int_equal(unknown, CONNS / 2);
+    /* ceil(CONNS / VIEW_BATCH) batches, unless the kernel split the
+     * readiness over two turns (then one more, and a lone one is skipped). */
+    assert_true(starts >= (CONNS + VIEW_BATCH - 1) / VIEW_BATCH
+                && starts <= (CONNS + VIEW_BATCH - 1) / VIEW_BATCH + 1);
+    assert_true(started >= CONNS - 1 && started <= CONNS);
+    for (int i = 0; i < CONNS; i++)
+        close(fd[i]);
+    assert_int_equal(raw_server_stop(&s), 0);
+    raw_server_free(&s);
+}
+
 static void turned_off_is_read_and_sendmsg(void **state)
 {
     (void)state;
@@ -416,6 +493,7 @@ int main(void)
         cmocka_unit_test_setup(sendmsg_answers_each_error, setup),
         cmocka_unit_test_setup(more_sends_than_the_ring, setup),
         cmocka_unit_test_setup(turn_is_one_submission_each, setup),
+        cmocka_unit_test_setup(turn_starts_the_lookups_together, setup),
         cmocka_unit_test_setup(turned_off_is_read_and_sendmsg, setup),
         cmocka_unit_test_setup(refused_ring_is_read_and_sendmsg, setup),
         cmocka_unit_test(server_suite_by_sendmsg),
