@@ -1422,6 +1422,14 @@ static void tq_done(conn *c, sq_op op, ssize_t res)
     read_done(c, res < 0 ? -1 : res);
 }
 
+/* The ring failed (sq_run goes by read and sendmsg from now on): said
+ * once, in the log and in conn_hub_sends. */
+static void ring_failed(conn_hub *h)
+{
+    snprintf(h->sends, sizeof h->sends, "%s", sq_describe(h->sq));
+    lg_line("socket reads and sends by %s from now on", h->sends);
+}
+
 static void prefetch(conn_hub *h, const view_vreq *reqs, size_t k)
 {
     eng_verify_prefetch(h->e, reqs, k);
@@ -1478,7 +1486,10 @@ static void tq_run(conn_hub *h, sq_op op)
             h->sq_conns[n++] = c;
     }
     h->tq_head[op] = NULL;
+    bool ring = sq_uring(h->sq);
     size_t enters = sq_run(h->sq, h->sq_items, n);
+    if (ring && !sq_uring(h->sq)) /* it failed in this run, which went on without it */
+        ring_failed(h);
     if (h->m && enters)
         met_io(h->m, op == SQ_RECV ? MET_IO_RECV : MET_IO_SEND, enters, n);
     if (op == SQ_RECV && !h->vh && n > 1)

@@ -79,7 +79,8 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
                   const char *gateway_key, conn_hub **out);
 
 /* How the hub reads and writes sockets, for the start's log: "io_uring
- * (...)", or "read and sendmsg (...)" with the reason. Borrowed from h. */
+ * (...)", or "read and sendmsg (...)" with the reason; after a later
+ * failure of the ring, the failure (also logged then). Borrowed from h. */
 const char *conn_hub_sends(const conn_hub *h);
 
 /* Takes over fd, a socket just accepted from peer sa (closed in every

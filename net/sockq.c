@@ -106,8 +106,9 @@ static void ring_broken(sq *q, int rc)
 /* Up to SQ_RING items through the ring: every entry prepared, one
  * io_uring_enter that submits them and waits for all their completions
  * (each completes within the submission: MSG_DONTWAIT), then the results.
- * Items the kernel did not take are run one by one. */
-static void run_ring(sq *q, sq_item *items, size_t n)
+ * Items the kernel did not take are run one by one. True when the ring
+ * took any (a submission made; false: it failed at once). */
+static bool run_ring(sq *q, sq_item *items, size_t n)
 {
     size_t prepared = 0;
     for (; prepared < n; prepared++) {
@@ -154,6 +155,7 @@ static void run_ring(sq *q, sq_item *items, size_t n)
     }
     for (size_t i = submitted; i < n; i++)
         run_one(&items[i]);
+    return submitted > 0;
 }
 
 size_t sq_run(sq *q, sq_item *items, size_t n)
@@ -169,8 +171,7 @@ size_t sq_run(sq *q, sq_item *items, size_t n)
     for (size_t i = 0; i < n; i += SQ_RING) {
         size_t k = n - i < SQ_RING ? n - i : SQ_RING;
         if (q->uring) {
-            run_ring(q, items + i, k);
-            enters++;
+            enters += run_ring(q, items + i, k);
         } else {
             for (size_t j = 0; j < k; j++)
                 run_one(&items[i + j]);

@@ -50,17 +50,21 @@ void sq_new(bool use_uring, sq **out);
 /* Frees q; q may be NULL. */
 void sq_free(sq *q);
 
-/* True when q goes through io_uring. */
+/* True when q goes through io_uring: from sq_new until its ring fails (an
+ * io_uring_enter refused), after which every sq_run goes by read and
+ * sendmsg. */
 bool sq_uring(const sq *q);
 
 /* How q does its work, for the start's log: "io_uring (...)", or "read and
- * sendmsg (...)" with the reason (turned off, or the ring's setup error).
- * Borrowed from q. */
+ * sendmsg (...)" with the reason (turned off, the ring's setup error, or
+ * its later failure). Borrowed from q. */
 const char *sq_describe(const sq *q);
 
 /* Runs items[0..n), filling each res. System calls: one io_uring_enter
  * per SQ_RING items with a ring (one read or sendmsg when n is 1), one
- * each without. Returns the io_uring submissions made (0: none). */
+ * each without. Returns the io_uring submissions made (0: none; a
+ * submission the kernel refused is not one: its items went by read and
+ * sendmsg). */
 size_t sq_run(sq *q, sq_item *items, size_t n);
 
 /* Submission entries of the ring: the most items one io_uring_enter takes. */

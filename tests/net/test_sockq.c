@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/secret.h"
@@ -286,8 +287,19 @@ static void io_read(int http_port, io_counts *k)
     k->sends = metric(http_port, "tokend_io_submitted_total{op=\"send\"}");
 }
 
+/* Writes f[i * step] to fd[i], for each of the CONNS connections, while the
+ * server is stopped (SIGSTOP), so that all arrive in one loop turn. */
+static void write_in_one_turn(const raw_server *s, const int *fd, const mpw *f, int step)
+{
+    assert_int_equal(kill(s->pid, SIGSTOP), 0);
+    for (int i = 0; i < CONNS; i++)
+        assert_int_equal(raw_write(fd[i], f[i * step].buf.data, f[i * step].buf.size), 0);
+    tkt_sleep_ms(50); /* every frame in its socket */
+    assert_int_equal(kill(s->pid, SIGCONT), 0);
+}
+
 /* CONNS connections each get one PING in while the server is stopped
- * (SIGSTOP), so all arrive in one loop turn; every reply comes back. The
+ * (SIGSTOP), so all arrive in one loop turn; every reply comes back, once. The
  * submissions and their reads and sends /metrics counted for it. */
 static void one_turn(raw_server *s, io_counts *d)
 {
@@ -304,11 +316,7 @@ static void one_turn(raw_server *s, io_counts *d)
     mpw f;
     mpw_init(&f);
     raw_frame(&f, OP_PING, 0, 2, NULL, 0);
-    assert_int_equal(kill(s->pid, SIGSTOP), 0);
-    for (int i = 0; i < CONNS; i++)
-        assert_int_equal(raw_write(fd[i], f.buf.data, f.buf.size), 0);
-    tkt_sleep_ms(50); /* every frame in its socket */
-    assert_int_equal(kill(s->pid, SIGCONT), 0);
+    write_in_one_turn(s, fd, &f, 0);
     for (int i = 0; i < CONNS; i++) {
         assert_int_equal(raw_recv(fd[i], &r, 5000), 0);
         assert_int_equal(r.h.id, 2);
@@ -316,6 +324,12 @@ static void one_turn(raw_server *s, io_counts *d)
         raw_reply_free(&r);
     }
     mpw_free(&f);
+    tkt_sleep_ms(20);
+    for (int i = 0; i < CONNS; i++) { /* each reply once: no byte more */
+        uint8_t b;
+        assert_int_equal(recv(fd[i], &b, 1, MSG_DONTWAIT), -1);
+        assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+    }
     io_read(s->http_port, &k1); /* before the closes: each is one more read (its end) */
     for (int i = 0; i < CONNS; i++)
         close(fd[i]);
@@ -347,9 +361,9 @@ static void turn_is_one_submission_each(void **state)
 
 /* CONNS connections each send one VERIFY (a secret of an ID never issued:
  * well formed, answered unknown, or with a bad checksum, answered
- * malformed) while the server is stopped: the turn starts their lookups together, in batches of up to
- * VIEW_BATCH (tokend_verify_prefetch*), before it answers each, and every
- * answer is its own. */
+ * malformed) while the server is stopped: the turn starts their lookups
+ * together, in batches of up to VIEW_BATCH (tokend_verify_prefetch*),
+ * before it answers each, and every answer is its own. */
 static void turn_starts_the_lookups_together(void **state)
 {
     (void)state;
@@ -383,11 +397,7 @@ static void turn_starts_the_lookups_together(void **state)
     long long n0 = metric(s.http_port, "tokend_verify_prefetched_total");
     long long u0 = metric(s.http_port,
                           "tokend_verifications_total{listener=\"binary\",result=\"unknown\"}");
-    assert_int_equal(kill(s.pid, SIGSTOP), 0);
-    for (int i = 0; i < CONNS; i++)
-        assert_int_equal(raw_write(fd[i], f[i].buf.data, f[i].buf.size), 0);
-    tkt_sleep_ms(50); /* every frame in its socket */
-    assert_int_equal(kill(s.pid, SIGCONT), 0);
+    write_in_one_turn(&s, fd, f, 1);
     for (int i = 0; i < CONNS; i++) {
         assert_int_equal(raw_recv(fd[i], &r, 5000), 0);
         assert_int_equal(r.h.id, (uint32_t)i + 10);
@@ -441,15 +451,42 @@ static void refused_ring_is_read_and_sendmsg(void **state)
 {
     (void)state;
     raw_server s;
-    raw_child_no_io_uring(true);
+    raw_child_refuse_syscall(__NR_io_uring_setup);
     int rc = raw_server_start(&s, NULL, NULL);
-    raw_child_no_io_uring(false);
+    raw_child_refuse_syscall(0);
     assert_int_equal(rc, 0);
     assert_true(raw_server_log_has(&s, "socket reads and sends by read and sendmsg "
                                        "(io_uring_queue_init: Operation not permitted)"));
     io_counts d;
     one_turn(&s, &d);
     assert_true(!d.recv_subs && !d.recvs && !d.send_subs && !d.sends);
+    assert_int_equal(raw_server_stop(&s), 0);
+    raw_server_free(&s);
+}
+
+/* A ring that fails after the start (here every io_uring_enter is refused:
+ * the ring is set up, its first submission fails): that turn's reads and
+ * sends go by read and sendmsg, and so does all later work. Every reply
+ * comes back once, the log says so, and no submission is counted. */
+static void failed_ring_falls_back_for_good(void **state)
+{
+    (void)state;
+    raw_server s;
+    if (!ring_here())
+        fail_msg("this kernel gives no io_uring ring");
+    raw_child_refuse_syscall(__NR_io_uring_enter);
+    int rc = raw_server_start(&s, NULL, NULL);
+    raw_child_refuse_syscall(0);
+    assert_int_equal(rc, 0);
+    assert_true(raw_server_log_has(&s, "socket reads and sends by io_uring"));
+    for (int turn = 0; turn < 2; turn++) {
+        io_counts d;
+        one_turn(&s, &d); /* every reply, each once (its id checked) */
+        assert_true(!d.recv_subs && !d.recvs && !d.send_subs && !d.sends);
+    }
+    assert_true(raw_server_log_has(&s, "socket reads and sends by read and sendmsg (io_uring "
+                                       "failed: Operation not permitted) from now on"));
+    assert_int_equal(raw_ping(s.port), 0);
     assert_int_equal(raw_server_stop(&s), 0);
     raw_server_free(&s);
 }
@@ -496,6 +533,7 @@ int main(void)
         cmocka_unit_test_setup(turn_starts_the_lookups_together, setup),
         cmocka_unit_test_setup(turned_off_is_read_and_sendmsg, setup),
         cmocka_unit_test_setup(refused_ring_is_read_and_sendmsg, setup),
+        cmocka_unit_test_setup(failed_ring_falls_back_for_good, setup),
         cmocka_unit_test(server_suite_by_sendmsg),
         cmocka_unit_test(concurrency_suite_by_sendmsg),
         cmocka_unit_test(verify_http_suite_by_sendmsg),

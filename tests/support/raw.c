@@ -37,11 +37,11 @@ void raw_child_nofile(unsigned long n)
     child_nofile = n;
 }
 
-static bool child_no_io_uring;
+static long child_refused; /* a system call number, or 0 */
 
-void raw_child_no_io_uring(bool on)
+void raw_child_refuse_syscall(long nr)
 {
-    child_no_io_uring = on;
+    child_refused = nr;
 }
 
 #if defined(__x86_64__)
@@ -50,10 +50,10 @@ void raw_child_no_io_uring(bool on)
 #define RAW_AUDIT_ARCH AUDIT_ARCH_AARCH64
 #endif
 
-/* In the child: a seccomp filter under which io_uring_setup fails with
- * EPERM, as under Docker's default profile or a unit that filters it out.
- * 0 or -1. */
-static int refuse_io_uring(void)
+/* In the child: a seccomp filter under which system call nr fails with
+ * EPERM, as io_uring_setup does under Docker's default profile or a unit
+ * that filters it out. 0 or -1. */
+static int refuse_syscall(long nr)
 {
 #ifdef RAW_AUDIT_ARCH
     struct sock_filter f[] = {
@@ -61,7 +61,7 @@ static int refuse_io_uring(void)
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, RAW_AUDIT_ARCH, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
@@ -70,6 +70,7 @@ static int refuse_io_uring(void)
         return -1;
     return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0 ? 0 : -1;
 #else
+    (void)nr;
     return -1;
 #endif
 }
@@ -208,7 +209,7 @@ int raw_server_start(raw_server *s, const char *dir, const char *const *extra)
             if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
                 _exit(123);
         }
-        if (child_no_io_uring && refuse_io_uring() != 0)
+        if (child_refused && refuse_syscall(child_refused) != 0)
             _exit(124);
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
         if (getppid() != parent)

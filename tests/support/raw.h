@@ -63,9 +63,10 @@ long raw_server_cpu_ms(const raw_server *s);
  * in the child before exec; 0 leaves the limit alone. */
 void raw_child_nofile(unsigned long n);
 
-/* Servers started from now on (while on) run under a seccomp filter that
- * refuses io_uring_setup with EPERM: a kernel or sandbox without io_uring. */
-void raw_child_no_io_uring(bool on);
+/* Servers started from now on run under a seccomp filter that refuses
+ * system call nr (__NR_io_uring_setup: a kernel or sandbox without
+ * io_uring) with EPERM; 0 turns it off. */
+void raw_child_refuse_syscall(long nr);
 
 /* SIGTERM, then waits at most 15 s. Returns the exit code (128 + signal
  * if killed by one), or -1 on timeout (the child is then SIGKILLed and
