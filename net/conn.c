@@ -205,7 +205,7 @@ struct conn_hub {
     conn **sq_conns;          /* the connection of each item */
     struct iovec *sq_iov;     /* SQ_IOV per item */
     size_t sq_cap;
-    char sends[160];          /* how sockets are read and written (sq_describe) */
+    char sends[160];          /* without a ring (sq freed at the start): sq_describe's reason */
 };
 
 static void process(conn *c);
@@ -1423,11 +1423,10 @@ static void tq_done(conn *c, sq_op op, ssize_t res)
 }
 
 /* The ring failed (sq_run goes by read and sendmsg from now on): said
- * once, in the log and in conn_hub_sends. */
+ * once in the log (conn_hub_sends tells it from then on). */
 static void ring_failed(conn_hub *h)
 {
-    snprintf(h->sends, sizeof h->sends, "%s", sq_describe(h->sq));
-    lg_line("socket reads and sends by %s from now on", h->sends);
+    lg_line("socket reads and sends by %s from now on", sq_describe(h->sq));
 }
 
 static void prefetch(conn_hub *h, const view_vreq *reqs, size_t k)
@@ -1667,7 +1666,7 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
 
 const char *conn_hub_sends(const conn_hub *h)
 {
-    return h->sends;
+    return h->sq ? sq_describe(h->sq) : h->sends;
 }
 
 void conn_hub_set_metrics(conn_hub *h, met *m)
@@ -1706,8 +1705,8 @@ void conn_hub_new(struct event_base *base, eng *e, wrt *w, const conn_opts *opts
     }
     h->reap = event_new(base, -1, 0, reap_cb, h);
     sq_new(opts->io_uring, &h->sq);
-    snprintf(h->sends, sizeof h->sends, "%s", sq_describe(h->sq));
     if (!sq_uring(h->sq)) { /* the fallback: a read and a sendmsg per callback, as before */
+        snprintf(h->sends, sizeof h->sends, "%s", sq_describe(h->sq));
         sq_free(h->sq);
         h->sq = NULL;
     }

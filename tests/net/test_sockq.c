@@ -337,14 +337,24 @@ static void one_turn(raw_server *s, io_counts *d)
                      k1.send_subs - k0.send_subs, k1.sends - k0.sends};
 }
 
+/* Starts s on an io_uring ring (the kernel must give one), with system
+ * call refuse (0: none) refused to it from the start (raw.h). */
+static void start_on_ring(raw_server *s, long refuse)
+{
+    if (!ring_here())
+        fail_msg("this kernel gives no io_uring ring");
+    raw_child_refuse_syscall(refuse);
+    int rc = raw_server_start(s, NULL, NULL);
+    raw_child_refuse_syscall(0);
+    assert_int_equal(rc, 0);
+    assert_true(raw_server_log_has(s, "socket reads and sends by io_uring"));
+}
+
 static void turn_is_one_submission_each(void **state)
 {
     (void)state;
     raw_server s;
-    if (!ring_here())
-        fail_msg("this kernel gives no io_uring ring");
-    assert_int_equal(raw_server_start(&s, NULL, NULL), 0);
-    assert_true(raw_server_log_has(&s, "socket reads and sends by io_uring"));
+    start_on_ring(&s, 0);
     io_counts d;
     one_turn(&s, &d);
     print_message("# %d connections in one turn: %lld read submission(s) of %lld reads, %lld "
@@ -368,9 +378,7 @@ static void turn_starts_the_lookups_together(void **state)
 {
     (void)state;
     raw_server s;
-    if (!ring_here())
-        fail_msg("this kernel gives no io_uring ring");
-    assert_int_equal(raw_server_start(&s, NULL, NULL), 0);
+    start_on_ring(&s, 0);
     int fd[CONNS];
     char secret[CONNS][TK_SECRET_LEN + 1];
     mpw f[CONNS];
@@ -472,13 +480,7 @@ static void failed_ring_falls_back_for_good(void **state)
 {
     (void)state;
     raw_server s;
-    if (!ring_here())
-        fail_msg("this kernel gives no io_uring ring");
-    raw_child_refuse_syscall(__NR_io_uring_enter);
-    int rc = raw_server_start(&s, NULL, NULL);
-    raw_child_refuse_syscall(0);
-    assert_int_equal(rc, 0);
-    assert_true(raw_server_log_has(&s, "socket reads and sends by io_uring"));
+    start_on_ring(&s, __NR_io_uring_enter); /* set up, its first submission refused */
     for (int turn = 0; turn < 2; turn++) {
         io_counts d;
         one_turn(&s, &d); /* every reply, each once (its id checked) */
