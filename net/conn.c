@@ -139,6 +139,8 @@ struct conn {
     evutil_socket_t fd;       /* -1 once the socket is closed */
     struct event *rd, *wr;    /* readable (idle timeout), writable (stall timeout) */
     bool rd_on, wr_on;        /* added to the loop */
+    struct event *gone;       /* while not reading: the peer's reset (watch_gone), or NULL */
+    bool gone_on;
     struct evbuffer *out;     /* replies not yet written */
     uint8_t *in;              /* input: bytes [ioff, ilen) not yet consumed */
     size_t ioff, ilen, icap;
@@ -306,8 +308,11 @@ static void lru_touch(conn *c)
 
 /* ---- the socket's events ------------------------------------------------ */
 
+static void unwatch_gone(conn *c);
+
 static void rd_enable(conn *c)
 {
+    unwatch_gone(c); /* a read tells of a reset itself */
     if (!c->rd_on && c->fd >= 0) {
         event_add(c->rd, c->h->idle);
         c->rd_on = true;
@@ -321,6 +326,46 @@ static void rd_disable(conn *c)
     if (c->rd_on) {
         event_del(c->rd);
         c->rd_on = false;
+    }
+}
+
+/* A reset of a connection that is not being read: its socket is out of the
+ * poll set, so without this the reset would be seen only at the next send,
+ * and with the ring that send waits for the turn's end, after the writer
+ * may have been handed this connection's queued requests (which must be
+ * dropped: "closed connections' requests are dropped before they run").
+ * The watch is edge-triggered: it fires once at once (input is waiting:
+ * that is why reading stopped), then as the socket changes (more input, a
+ * half-close, a reset), and the TCP state tells a reset from the rest.
+ * (EV_CLOSED would not do: libevent reports a reset's EPOLLERR as read
+ * and write, not as EV_CLOSED.) */
+static void gone_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn *c = arg;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    (void)what;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_CLOSE)
+        close_now(c);
+}
+
+/* Called where reading stops for a limit or rule 10's wait; rd_enable
+ * ends it. */
+static void watch_gone(conn *c)
+{
+    if (c->gone_on || c->fd < 0)
+        return;
+    if (!c->gone && !(c->gone = event_new(c->h->base, c->fd, EV_READ | EV_ET | EV_PERSIST,
+                                          gone_cb, c)))
+        return; /* out of memory: the next send sees the reset */
+    c->gone_on = event_add(c->gone, NULL) == 0;
+}
+
+static void unwatch_gone(conn *c)
+{
+    if (c->gone_on) {
+        event_del(c->gone);
+        c->gone_on = false;
     }
 }
 
@@ -612,6 +657,7 @@ static void close_now(conn *c)
         c->jobs -= (uint32_t)wrt_cancel(c->h->w, c->q);
     rd_disable(c);
     wr_disable(c);
+    unwatch_gone(c);
     event_del(c->timer);
     c->timer_armed = false;
     schedule_reap(c);
@@ -1113,6 +1159,7 @@ static void pause_reading(conn *c)
     if (!c->paused) {
         c->paused = true;
         rd_disable(c); /* what is buffered stays; the socket holds the rest */
+        watch_gone(c);
     }
 }
 
@@ -1246,6 +1293,7 @@ static void process(conn *c)
             if (!c->waiting) {
                 c->waiting = true;
                 rd_disable(c); /* what is buffered stays; the socket holds the rest */
+                watch_gone(c);
             }
             break;
         }
@@ -1577,6 +1625,7 @@ static void close_socket(conn *c)
         return;
     rd_disable(c);
     wr_disable(c);
+    unwatch_gone(c);
     if (c->ssl) {
         if (c->tls_wr)
             event_del(c->tls_wr);
@@ -1608,6 +1657,8 @@ static void conn_free(conn *c)
         event_free(c->timer);
     if (c->tls_wr)
         event_free(c->tls_wr);
+    if (c->gone)
+        event_free(c->gone);
     sodium_memzero(c->key, sizeof c->key);
     free(c);
 }

@@ -2164,15 +2164,23 @@ static void queued_bytes_cap_stops_reading(void **state)
  * A create is in the batch in flight (the test holds LMDB's writer lock);
  * three more creates and twenty listings queue behind it on the same
  * connection, which then resets. The create in flight commits (a batch
- * handed to the writer is not recalled); the queued ones are dropped. */
+ * handed to the writer is not recalled); the queued ones are dropped.
+ * The connection stopped reading at its second listing (its output's
+ * room), so the reset must be seen without a read: before, it was seen at
+ * the in-flight create's send, which on the ring comes at the turn's end,
+ * after the writer could be handed the queued creates (a CI run saw two of
+ * them commit). The probe shows the reset seen while the writer is still
+ * held: with --max-connections 1 it gets in only once `al` is gone (a
+ * connection with requests in flight is never evicted). */
 static void closed_connection_requests_dropped(void **state)
 {
     ctx *c = *state;
+    static const char *const extra[] = {"--max-connections", "1", NULL};
     writer_hold hold;
     raw_reply r;
     mpw all;
     mpw_init(&all);
-    boot(c, NULL);
+    boot(c, extra);
     int al = auth_conn(c, c->alice_key, "user");
     writer_block(c, &hold);
     add_frame(&all, OP_TOKEN_CREATE, "description:s roles:a", "in-flight", VIEWER);
@@ -2187,6 +2195,9 @@ static void closed_connection_requests_dropped(void **state)
     sleep_ms(300); /* read and queued */
     raw_reset(al);
     sleep_ms(300); /* the reset seen */
+    int probe = raw_connect(c->srv.port);
+    assert_ping(probe);
+    close(probe);
     writer_release(&hold);
     int op = auth_conn(c, c->op_key, "operator");
     assert_int_equal(callf(op, OP_TOKEN_LIST, &r, "tenant:s account:s", "acme", "globex"), 0);
@@ -2195,6 +2206,48 @@ static void closed_connection_requests_dropped(void **state)
     assert_null(memmem(r.body, r.h.len, "queued", 6));
     raw_reply_free(&r);
     close(op);
+    mpw_free(&all);
+    alive(c);
+    stop_clean(c);
+}
+
+/* The other side of the watch above: a connection that stopped reading
+ * (its output's room) and then only half-closes (no more requests, but it
+ * reads on) is not taken for reset: every request it sent is answered, in
+ * order, and then it is closed. */
+static void half_closed_paused_connection_answered(void **state)
+{
+    ctx *c = *state;
+    writer_hold hold;
+    raw_reply r;
+    mpw all;
+    mpw_init(&all);
+    boot(c, NULL);
+    int al = auth_conn(c, c->alice_key, "user");
+    writer_block(c, &hold);
+    uint32_t first = add_frame(&all, OP_TOKEN_CREATE, "description:s roles:a", "in-flight", VIEWER);
+    assert_int_equal(raw_write(al, all.buf.data, all.buf.size), 0);
+    mpw_reset(&all);
+    sleep_ms(300); /* handed to the writer, which waits for the lock */
+    for (int i = 0; i < 3; i++)
+        add_frame(&all, OP_TOKEN_CREATE, "description:s roles:a", "queued", VIEWER);
+    for (int i = 0; i < 20; i++)
+        add_frame(&all, OP_TOKEN_LIST, "limit:u", (uint64_t)DSP_LIST_MAX);
+    assert_int_equal(raw_write(al, all.buf.data, all.buf.size), 0);
+    sleep_ms(300); /* read up to the second listing, then paused */
+    shutdown(al, SHUT_WR);
+    sleep_ms(300); /* the half-close seen by the watch */
+    writer_release(&hold);
+    for (uint32_t i = 0; i < 24; i++) {
+        assert_int_equal(raw_recv(al, &r, 10000), 0);
+        assert_int_equal(r.h.id, first + i);
+        assert_int_equal(r.h.code, 0);
+        if (i >= 4)
+            assert_int_equal(raw_get_count(&r, "tokens"), 5); /* world()'s and the four */
+        raw_reply_free(&r);
+    }
+    assert_true(raw_closed_within(al, 5000));
+    close(al);
     mpw_free(&all);
     alive(c);
     stop_clean(c);
@@ -3122,6 +3175,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(refusal_behind_a_listing_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(queued_bytes_cap_stops_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(closed_connection_requests_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(half_closed_paused_connection_answered, setup, teardown),
         cmocka_unit_test_setup_teardown(flood_does_not_delay_other_tenants, setup, teardown),
         cmocka_unit_test_setup_teardown(idle_connections_do_not_lock_out_new_ones, setup, teardown),
         cmocka_unit_test_setup_teardown(first_frame_deadline, setup, teardown),
