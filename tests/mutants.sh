@@ -50,6 +50,8 @@ mutants=(
   "conn-turn-reads@tests/net/test_sockq|net/conn.c|s/    if (h->sq \&\& !c->ssl) {$/    if (0) {/"
   "conn-turn-prefetch@tests/net/test_sockq|net/conn.c|s/    if (op == SQ_RECV \&\& !h->vh \&\& n > 1)$/    if (0)/"
   "conn-ring-failed@tests/net/test_sockq|net/conn.c|s/    if (ring \&\& !sq_uring(h->sq)) \/\*/    if (ring \&\& 0) \/\*/"
+  "conn-reset-unread@tests/net/test_server|net/conn.c|s/ti.tcpi_state == TCP_CLOSE)/0)/"
+  "conn-half-close-unread@tests/net/test_server|net/conn.c|s/ti.tcpi_state == TCP_CLOSE)/ti.tcpi_state != TCP_ESTABLISHED)/"
   "replica-lease@tests/net/test_repl|net/follower.c|s/(!f->stopped\[0\] \&\& now < f->lease_until \&\& f->applied >= f->need)/(!f->stopped[0] \&\& f->applied >= f->need)/"
 )
 fail=0
