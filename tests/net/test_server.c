@@ -2160,6 +2160,29 @@ static void queued_bytes_cap_stops_reading(void **state)
     stop_clean(c);
 }
 
+/* On fd, with LMDB's writer lock held (h): a create in the batch in flight,
+ * then three creates and twenty listings behind it, of which the
+ * connection reads up to the second listing (its output's room) and then
+ * stops reading. Returns the first request's id (the rest follow). */
+static uint32_t queue_behind_held_writer(ctx *c, int fd, writer_hold *h)
+{
+    mpw all;
+    mpw_init(&all);
+    writer_block(c, h);
+    uint32_t first = add_frame(&all, OP_TOKEN_CREATE, "description:s roles:a", "in-flight", VIEWER);
+    assert_int_equal(raw_write(fd, all.buf.data, all.buf.size), 0);
+    mpw_reset(&all);
+    sleep_ms(300); /* handed to the writer, which waits for the lock */
+    for (int i = 0; i < 3; i++)
+        add_frame(&all, OP_TOKEN_CREATE, "description:s roles:a", "queued", VIEWER);
+    for (int i = 0; i < 20; i++)
+        add_frame(&all, OP_TOKEN_LIST, "limit:u", (uint64_t)DSP_LIST_MAX);
+    assert_int_equal(raw_write(fd, all.buf.data, all.buf.size), 0);
+    sleep_ms(300); /* read and queued, up to the pause */
+    mpw_free(&all);
+    return first;
+}
+
 /* Regression (issue 8): requests of a connection that had gone still ran.
  * A create is in the batch in flight (the test holds LMDB's writer lock);
  * three more creates and twenty listings queue behind it on the same
@@ -2178,21 +2201,9 @@ static void closed_connection_requests_dropped(void **state)
     static const char *const extra[] = {"--max-connections", "1", NULL};
     writer_hold hold;
     raw_reply r;
-    mpw all;
-    mpw_init(&all);
     boot(c, extra);
     int al = auth_conn(c, c->alice_key, "user");
-    writer_block(c, &hold);
-    add_frame(&all, OP_TOKEN_CREATE, "description:s roles:a", "in-flight", VIEWER);
-    assert_int_equal(raw_write(al, all.buf.data, all.buf.size), 0);
-    mpw_reset(&all);
-    sleep_ms(300); /* handed to the writer, which waits for the lock */
-    for (int i = 0; i < 3; i++)
-        add_frame(&all, OP_TOKEN_CREATE, "description:s roles:a", "queued", VIEWER);
-    for (int i = 0; i < 20; i++)
-        add_frame(&all, OP_TOKEN_LIST, "limit:u", (uint64_t)DSP_LIST_MAX);
-    assert_int_equal(raw_write(al, all.buf.data, all.buf.size), 0);
-    sleep_ms(300); /* read and queued */
+    queue_behind_held_writer(c, al, &hold);
     raw_reset(al);
     sleep_ms(300); /* the reset seen */
     int probe = raw_connect(c->srv.port);
@@ -2206,7 +2217,6 @@ static void closed_connection_requests_dropped(void **state)
     assert_null(memmem(r.body, r.h.len, "queued", 6));
     raw_reply_free(&r);
     close(op);
-    mpw_free(&all);
     alive(c);
     stop_clean(c);
 }
@@ -2220,21 +2230,9 @@ static void half_closed_paused_connection_answered(void **state)
     ctx *c = *state;
     writer_hold hold;
     raw_reply r;
-    mpw all;
-    mpw_init(&all);
     boot(c, NULL);
     int al = auth_conn(c, c->alice_key, "user");
-    writer_block(c, &hold);
-    uint32_t first = add_frame(&all, OP_TOKEN_CREATE, "description:s roles:a", "in-flight", VIEWER);
-    assert_int_equal(raw_write(al, all.buf.data, all.buf.size), 0);
-    mpw_reset(&all);
-    sleep_ms(300); /* handed to the writer, which waits for the lock */
-    for (int i = 0; i < 3; i++)
-        add_frame(&all, OP_TOKEN_CREATE, "description:s roles:a", "queued", VIEWER);
-    for (int i = 0; i < 20; i++)
-        add_frame(&all, OP_TOKEN_LIST, "limit:u", (uint64_t)DSP_LIST_MAX);
-    assert_int_equal(raw_write(al, all.buf.data, all.buf.size), 0);
-    sleep_ms(300); /* read up to the second listing, then paused */
+    uint32_t first = queue_behind_held_writer(c, al, &hold);
     shutdown(al, SHUT_WR);
     sleep_ms(300); /* the half-close seen by the watch */
     writer_release(&hold);
@@ -2248,7 +2246,6 @@ static void half_closed_paused_connection_answered(void **state)
     }
     assert_true(raw_closed_within(al, 5000));
     close(al);
-    mpw_free(&all);
     alive(c);
     stop_clean(c);
 }
