@@ -25,7 +25,9 @@ jq '
   def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
   def summary: {ops_per_sec: (map(.ops_per_sec) | median), p50_us: (map(.p50_us) | median),
                 p99_us: (map(.p99_us) | median), runs: length,
-                ops_min: (map(.ops_per_sec) | min), ops_max: (map(.ops_per_sec) | max)};
+                ops_min: (map(.ops_per_sec) | min), ops_max: (map(.ops_per_sec) | max)}
+                 + (map(.server_cpu_us_per_op // empty) as $c
+                    | if ($c | length) == 0 then {} else {server_cpu_us_per_op: ($c | median)} end);
   def ordered: reduce .[] as $x ([]; if index([$x]) then . else . + [$x] end);
   def paired($t; $r; f): [range(0; [($t | length), ($r | length)] | min)
                           | ($t[.] | f) / ($r[.] | f)];
@@ -88,6 +90,14 @@ mv "$OUT/latest.json.tmp" "$OUT/latest.json"
   jq -r '.index[] | [.case, (.ops_per_sec|floor), "-", "-",
            "verify \(.verify_ns*10|round/10) ns (batched \(.verify_batch_ns // 0 | .*10|round/10)), \(.index_bytes_per_token*10|round/10) B/token, open \(.build_s*100|round/100) s (\(.open_over_read // 0 | .*10|round/10)x the files read once)"] | @tsv' "$OUT/latest.json" |
     awk -F'\t' '{ printf "%-18s %11s %11s %17s | %s (in-process, one core)\n", $1, $2, $3, $4, $5 }'
+  # The servers' own CPU per operation (run.sh: user + system time over the run).
+  if jq -e 'any(.cases[]; .tokend.server_cpu_us_per_op)' "$OUT/latest.json" >/dev/null; then
+    echo "server CPU per operation (us, user + system, medians over the rounds):"
+    jq -r 'def r1: if . == null then "-" else . * 10 | round / 10 end;
+           .cases[] | select(.tokend.server_cpu_us_per_op) | [.case, (.tokend.server_cpu_us_per_op|r1),
+             (.redis.server_cpu_us_per_op|r1), (.baseline.server_cpu_us_per_op|r1)] | @tsv' "$OUT/latest.json" |
+      awk -F'\t' '{ printf "%-18s tokend %7s  Redis %7s  base %7s\n", $1, $2, $3, $4 }'
+  fi
   # An earlier build run in the same rounds (BENCH_BASELINE): its figures beside tokend's.
   if jq -e 'any(.cases[]; .baseline)' "$OUT/latest.json" >/dev/null; then
     jq -r '"baseline: tokend \(.params.baseline.commit // "?") (\(.params.baseline.path // "?")), in the same rounds as tokend \(.machine.commit) and Redis (order rotated); ratios: medians of the per-round ratios [lowest-highest]"' "$OUT/latest.json"

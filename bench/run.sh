@@ -101,7 +101,7 @@ start_redis() {
     local pid=$!
     pids+=("$pid")
     for _ in $(seq 100); do
-      if redis-cli -p "$port" ping >/dev/null 2>&1; then REDIS_PORT=$port; return 0; fi
+      if redis-cli -p "$port" ping >/dev/null 2>&1; then REDIS_PORT=$port; REDIS_PID=$pid; return 0; fi
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.05
     done
@@ -115,9 +115,14 @@ start_redis() {
 start_tokend() {
   local name=${1:-tokend} prog=${2:-$TOKEND} http=()
   # No HTTP listener (it would take 7080); a baseline from before it has no flag.
-  "$prog" --help 2>/dev/null | grep -q -- '--http ' && http=(--http none)
+  # The whole help first: grep -q would stop reading early, and under
+  # pipefail the help's SIGPIPE would say "no --http" at random.
+  local help
+  help=$("$prog" --help 2>/dev/null || true)
+  [[ $help == *"--http "* ]] && http=(--http none)
   $NICE "$prog" --listen 127.0.0.1:0 "${http[@]}" --data "$scratch/$name" 2>"$scratch/$name.log" &
   pids+=("$!")
+  TOKEND_PID=$!
   for _ in $(seq 300); do
     TOKEND_PORT=$(sed -n 's/^tokend: listening on [0-9.]*:\([0-9]*\).*/\1/p' "$scratch/$name.log")
     [ -n "$TOKEND_PORT" ] && return 0
@@ -133,29 +138,44 @@ runs=$scratch/runs.jsonl
 # TB_TARGET=NAME tb ... records the run with "target": NAME (the baseline).
 tb() {
   local label=$1; shift
-  local out
+  local out c0="" cpu=null
+  [ -n "${SPID:-}" ] && c0=$(cpu_ticks "$SPID")
   if ! out=$($NICE "$TB" "$@" --json); then
     say "bench: tokenbench $* failed (wrong answers or errors):"; say "$out"; exit 1
   fi
-  out=$(jq -c --arg case "$label" --arg target "${TB_TARGET:-}" \
-          '. + {case: $case} + (if $target == "" then {} else {target: $target} end)' <<<"$out")
+  [ -n "$c0" ] && cpu=$(( $(cpu_ticks "$SPID") - c0 ))
+  # The server's CPU per operation: its user and system time over the run
+  # (warm-up included, taken at the measured rate) per operation.
+  out=$(jq -c --arg case "$label" --arg target "${TB_TARGET:-}" --argjson cpu "$cpu" \
+          --argjson hz "$(getconf CLK_TCK)" \
+          '. + {case: $case} + (if $target == "" then {} else {target: $target} end)
+           + (if $cpu == null or (.ops_per_sec // 0) == 0 then {} else
+                {server_cpu_us_per_op: ($cpu / $hz * 1e6
+                   / (.ops_per_sec * ((.duration_s // 0) + (.warmup_s // 0))))} end)' <<<"$out")
   printf '%s\n' "$out" >>"$runs"
   jq -r '"  \(.case) \(.target): \(.ops_per_sec|floor) ops/s" +
          (if .p50_us then ", p50 \(.p50_us) us, p99 \(.p99_us) us" else "" end)' <<<"$out" >&2
 }
 
+# cpu_ticks PID: the process's user + system time so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start_tokend
 TADDR=127.0.0.1:$TOKEND_PORT
+TPID=$TOKEND_PID
 if [ -n "$BASELINE" ]; then
   start_tokend tokend-base "$TOKEND_BASE"
   BADDR=127.0.0.1:$TOKEND_PORT
+  BPID=$TOKEND_PID
 fi
 start_redis redis --save '' --appendonly no
 RPORT=$REDIS_PORT
+RPID=$REDIS_PID
 if has create; then
   start_redis redis-aof --save '' --appendonly yes --appendfsync always
   APORT=$REDIS_PORT
+  APID=$REDIS_PID
 fi
 say "bench: tokend on $TADDR, redis on :$RPORT (no persistence)${APORT:+, :$APORT (appendfsync always)}${BADDR:+; baseline tokend $base_commit on $BADDR}"
 
@@ -177,15 +197,15 @@ ORDERS=("t b d" "d b t" "b d t" "t d b" "d t b" "b t d")
 run_round() {
   local r=$1 label=$2 x
   if [ -z "$BASELINE" ]; then
-    if [ $((r % 2)) -eq 1 ]; then tb "$label" "${t[@]}"; tb "$label" "${d[@]}"
-    else tb "$label" "${d[@]}"; tb "$label" "${t[@]}"; fi
+    if [ $((r % 2)) -eq 1 ]; then SPID=$TPID tb "$label" "${t[@]}"; SPID=$DPID tb "$label" "${d[@]}"
+    else SPID=$DPID tb "$label" "${d[@]}"; SPID=$TPID tb "$label" "${t[@]}"; fi
     return
   fi
   for x in ${ORDERS[$(((r - 1) % 6))]}; do
     case $x in
-      t) tb "$label" "${t[@]}" ;;
-      b) TB_TARGET=tokend-base tb "$label" "${b[@]}" ;;
-      d) tb "$label" "${d[@]}" ;;
+      t) SPID=$TPID tb "$label" "${t[@]}" ;;
+      b) SPID=$BPID TB_TARGET=tokend-base tb "$label" "${b[@]}" ;;
+      d) SPID=$DPID tb "$label" "${d[@]}" ;;
     esac
   done
 }
@@ -200,6 +220,7 @@ for r in $(seq "$REPEAT"); do
       t=(verify --addr "$TADDR" --tokens-file "$scratch/tokens" --connections "$1" --pipeline "$2" "${common[@]}")
       b=(verify --addr "${BADDR:-}" --tokens-file "$scratch/tokens-base" --connections "$1" --pipeline "$2" "${common[@]}")
       d=(redis --addr "127.0.0.1:$RPORT" --tokens-file "$scratch/tokens" --connections "$1" --pipeline "$2" "${common[@]}")
+      DPID=$RPID
       run_round "$r" "$label"
     done
   fi
@@ -210,6 +231,7 @@ for r in $(seq "$REPEAT"); do
       t=(create --addr "$TADDR" --key "@$scratch/tokend/operator.key" --connections "$c" "${common[@]}")
       b=(create --addr "${BADDR:-}" --key "@$scratch/tokend-base/operator.key" --connections "$c" "${common[@]}")
       d=(redis-create --addr "127.0.0.1:$APORT" --connections "$c" "${common[@]}")
+      DPID=$APID
       run_round "$r" "$label"
     done
   fi

@@ -28,11 +28,13 @@
  */
 #include "net/writer.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <stdio.h>
 
 #include <sodium.h>
@@ -40,6 +42,10 @@
 #include "core/err.h"
 #include "core/xmalloc.h"
 #include "net/log.h"
+
+/* How long the writer thread waits idle before LMDB commits the
+ * transaction it carries (eng_apply_some). */
+#define IDLE_COMMIT_NS 1000000L
 
 /* A job's place in its batch. */
 enum { PH_READ, PH_WRITE };
@@ -167,8 +173,26 @@ static void *writer_main(void *arg)
     wrt *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->batch && !w->stop)
-            pthread_cond_wait(&w->cv, &w->mu);
+        while (!w->batch && !w->stop) {
+            if (!eng_carrying(w->e)) {
+                pthread_cond_wait(&w->cv, &w->mu);
+                continue;
+            }
+            /* Idle with LMDB's transaction carried: committed if nothing
+             * comes within IDLE_COMMIT_NS. */
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += IDLE_COMMIT_NS;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&w->cv, &w->mu, &until) == ETIMEDOUT && !w->batch) {
+                pthread_mutex_unlock(&w->mu);
+                eng_apply(w->e);
+                pthread_mutex_lock(&w->mu);
+            }
+        }
         if (!w->batch)
             break; /* stop, and nothing left to run */
         wrt_job *b = w->batch;
@@ -192,7 +216,7 @@ static void *writer_main(void *arg)
         }
         /* LMDB takes the batch while the disk or the answers go on. */
         pthread_mutex_unlock(&w->mu);
-        eng_apply(w->e);
+        eng_apply_some(w->e);
         pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
@@ -489,7 +513,11 @@ int wrt_start(struct event_base *base, eng *e, const wrt_opts *o, wrt **out)
     w->o = *o;
     hist_init(&w->batches, batch_bounds, sizeof batch_bounds / sizeof batch_bounds[0]);
     pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
+    pthread_condattr_t ca; /* cv's timed wait counts monotonic time */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&w->scv, NULL);
     w->reqs = xcalloc(WRT_MAX_BATCH, sizeof *w->reqs);
     w->res = xcalloc(WRT_MAX_BATCH, sizeof *w->res);

@@ -118,9 +118,17 @@ struct eng {
     eng_open_times times; /* the open's steps (eng_open_stats) */
     bool no_image;       /* eng_opts.no_view_image */
     bool opened;         /* eng_open succeeded: the view is the whole state */
-    state_txn *txn;      /* the batch written, for eng_apply to commit to LMDB */
+    state_txn *txn;      /* the batch written (nested in carry), for eng_apply */
     uint64_t txn_batch;  /* its number */
-    uint64_t applied;    /* the last batch eng_apply committed (or began to) */
+    uint64_t applied;    /* the last batch LMDB took (into carry, or committed) */
+    /* LMDB's write transaction, carried over several batches (each nested
+     * in it): one commit's page writes then cover them all. See
+     * eng_apply_some. */
+    state_txn *carry;
+    uint64_t carry_batch;  /* the last batch it holds */
+    unsigned carry_n;      /* how many */
+    double carry_since;    /* when it began (mono_s) */
+    uint64_t lmdb_commits; /* atomic: LMDB commits of batches (eng_lmdb_commits) */
     /* A replica (eng_set_readonly, eng_set_available): pmu guards the
      * message; the flags are atomic (the loop reads unavailable on every
      * verification). */
@@ -673,7 +681,7 @@ static void image_save(eng *e)
     state_txn *t = NULL;
     tk_why w = {.msg = ""};
 
-    if (!e->opened || e->no_image || !e->v || !e->st || !e->log || !e->log_open || e->txn ||
+    if (!e->opened || e->no_image || !e->v || !e->st || !e->log || !e->log_open || e->txn || e->carry ||
         is_fenced(e) || __atomic_load_n(&e->stale, __ATOMIC_ACQUIRE) || ckpt_dirty(e->ck))
         return;
     pthread_mutex_lock(&e->pmu);
@@ -1037,6 +1045,10 @@ static void tap_run(eng *e, recbuf *t)
         e->tap_fn(e->tap_arg, &r);
 }
 
+static void carry_end(eng *e);
+static void commit_now(eng *e, state_txn *t);
+static void take_batch(eng *e);
+
 /* Stages the batch into a new write transaction (*out), growing LMDB's
  * map when it is full, then buffers its events in the log. */
 static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_t ts,
@@ -1045,12 +1057,23 @@ static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_
     state_txn *t;
     int rc;
     for (;;) {
-        if ((rc = state_begin(e->st, true, &t)))
+        if (!e->carry) {
+            if ((rc = state_begin(e->st, true, &e->carry)))
+                return rc;
+            e->carry_n = 0;
+            e->carry_since = mono_s();
+        }
+        if ((rc = state_begin_in(e->carry, &t)))
             return rc;
         rc = stage(e, t, reqs, res, n, ts, full_msg);
         if (rc != TK_ELIMIT)
             break;
-        state_abort(t); /* the map is full: grow it and stage again */
+        /* The map is full: LMDB commits what it holds, grows, and the
+         * batch is staged again. */
+        state_abort(t);
+        carry_end(e);
+        if (is_fenced(e))
+            return TK_EFENCED;
         if ((rc = state_grow(e->st)))
             return rc;
     }
@@ -1191,8 +1214,9 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n, uint64_t *ba
 
     *batch = 0;
     e->nchg = e->ndel = 0;
-    eng_apply(e); /* a caller's last batch, if it did not */
+    take_batch(e); /* a caller's last batch, if it did not */
     if (is_fenced(e)) {
+        carry_end(e);
         fail_all(res, n, TK_EFENCED);
         for (size_t i = 0; i < n; i++)
             memcpy(res[i].msg, e->fence_msg, sizeof res[i].msg);
@@ -1362,15 +1386,15 @@ int eng_follow(eng *e, const eng_rec *recs, size_t n, uint64_t *batch, uint64_t 
     return 0;
 }
 
-void eng_apply(eng *e)
+/* LMDB takes the batch written (e->txn) into the carried transaction: a
+ * batch whose flush failed already is not taken (LMDB never had it); one
+ * being flushed is, and a failed flush then sets LMDB aside (eng_sync). */
+static void take_batch(eng *e)
 {
     state_txn *t = e->txn;
     if (!t)
         return;
     e->txn = NULL;
-    /* A batch whose flush failed already is not applied (nor set aside
-     * for: LMDB never had it); one being flushed is, and a failed flush
-     * then sets LMDB aside (eng_sync). */
     pthread_mutex_lock(&e->pmu);
     bool lost = is_fenced(e) && e->txn_batch > e->durable;
     if (!lost)
@@ -1380,6 +1404,36 @@ void eng_apply(eng *e)
         state_abort(t);
         return;
     }
+    if (!e->carry) { /* a transaction of its own (eng_follow's) */
+        commit_now(e, t);
+        return;
+    }
+    if (state_commit(t) != 0) { /* into the carry: memory only */
+        late_failure(e, "the LMDB commit", errno);
+        return;
+    }
+    e->carry_batch = e->txn_batch;
+    e->carry_n++;
+}
+
+/* Commits the carried transaction to LMDB (unless LMDB was set aside:
+ * then it holds batches the log lost, and it is dropped). */
+static void carry_end(eng *e)
+{
+    state_txn *t = e->carry;
+    if (!t)
+        return;
+    e->carry = NULL;
+    if (e->carry_n == 0 || __atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) {
+        state_abort(t);
+        return;
+    }
+    commit_now(e, t);
+}
+
+/* LMDB's commit of t, a top-level write transaction. */
+static void commit_now(eng *e, state_txn *t)
+{
     if (ckpt_mark(e->ck) != 0) {
         /* The marker must be on disk before LMDB holds an unflushed
          * commit: without it, LMDB is not written at all. */
@@ -1390,6 +1444,38 @@ void eng_apply(eng *e)
     }
     if (state_commit(t) != 0)
         late_failure(e, "the LMDB commit", errno);
+    else
+        __atomic_add_fetch(&e->lmdb_commits, 1, __ATOMIC_RELAXED);
+}
+
+uint64_t eng_lmdb_commits(const eng *e)
+{
+    return __atomic_load_n(&e->lmdb_commits, __ATOMIC_RELAXED);
+}
+
+void eng_apply(eng *e)
+{
+    take_batch(e);
+    carry_end(e);
+}
+
+/* How many batches, and for how long, LMDB's write transaction is carried
+ * over before it is committed: bounded so that its dirty pages (memory)
+ * and the replay after a crash stay small. */
+#define CARRY_BATCHES 16
+#define CARRY_S 0.005
+
+void eng_apply_some(eng *e)
+{
+    take_batch(e);
+    if (e->carry && (e->carry_n >= CARRY_BATCHES || mono_s() - e->carry_since >= CARRY_S
+                     || is_fenced(e)))
+        carry_end(e);
+}
+
+bool eng_carrying(const eng *e)
+{
+    return e->carry != NULL;
 }
 
 /* A lazy log (a replica's, eng_set_lazy_sync) is flushed for real at most
@@ -1654,6 +1740,7 @@ bool eng_cursor_ok(const char *text, size_t n)
 int eng_query_run(eng *e, const eng_query *q, int (*fn)(void *arg, const eng_row *row), void *arg,
                   char *msg)
 {
+    eng_apply(e); /* LMDB holds every batch written (the carry) */
     state_txn *t;
     if (__atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) { /* LMDB lacks a committed batch: it would contradict the view */
         if (msg)
@@ -1679,6 +1766,7 @@ void eng_set_sessions(eng *e, ses_table *t)
 
 int eng_actor_names(eng *e, const tk_actor *a, eng_names *out, char *msg)
 {
+    eng_apply(e); /* LMDB holds every batch written (the carry) */
     state_txn *t;
     if (__atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) {
         snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
@@ -1698,6 +1786,7 @@ int eng_actor_names(eng *e, const tk_actor *a, eng_names *out, char *msg)
 int eng_portal_user(eng *e, tk_str tenant, tk_str account, tk_str user, tk_actor *out,
                     char *msg)
 {
+    eng_apply(e); /* LMDB holds every batch written (the carry) */
     state_txn *t;
     if (__atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) {
         snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
@@ -1758,6 +1847,7 @@ uint64_t eng_last_seq(const eng *e)
 
 int eng_read(eng *e, int (*fn)(void *arg, state_txn *t), void *arg)
 {
+    eng_apply(e); /* LMDB holds every batch written (the carry) */
     state_txn *t;
     int rc = state_begin(e->st, false, &t);
     if (rc)

@@ -218,8 +218,9 @@ const hist *eng_sync_hist(const eng *e);
  * planned. eng_commit (the writer thread: it alone, and listings, use
  * LMDB) plans the batch and writes its records to the log (not yet
  * durable); its results are not answers yet. eng_apply (the same thread,
- * before its next eng_commit or listing; eng_commit calls it if the caller
- * did not) commits that batch to LMDB: the writer does it while the log's
+ * before its next eng_commit or listing; eng_commit takes the batch into
+ * the carried transaction if the caller did not) commits that batch, and
+ * those eng_apply_some carried, to LMDB: the writer does it while the log's
  * fdatasync runs, or after the answers went out. *batch gets the
  * batch's number (1, 2, ...), or 0 when it wrote nothing to the log. eng_sync
  * (any one thread, concurrently with eng_commit) makes every batch
@@ -234,6 +235,19 @@ const hist *eng_sync_hist(const eng *e);
  * LMDB checkpoint runs inside eng_commit, and flushes the log first. */
 int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n, uint64_t *batch);
 void eng_apply(eng *e);
+/* eng_apply for the pipeline: LMDB takes the batch into a write
+ * transaction carried over up to 16 batches or 5 ms, whose one commit
+ * writes the pages of them all (each batch is a transaction nested in it,
+ * so a batch refused or staged again drops only its own changes). The
+ * engine's reads (eng_query_run, eng_read, ...) commit it first, so they
+ * see every batch written; a caller that goes idle with eng_carrying true
+ * calls eng_apply soon (the server's writer thread: after 1 ms), so that
+ * LMDB on disk is not left behind the log. A crash loses nothing: the
+ * open replays the log past LMDB's applied seq. */
+void eng_apply_some(eng *e);
+bool eng_carrying(const eng *e);
+/* LMDB commits of batches since the open (any thread). */
+uint64_t eng_lmdb_commits(const eng *e);
 int eng_sync(eng *e, uint64_t *durable);
 void eng_publish(eng *e);
 

@@ -58,6 +58,7 @@ struct state_txn {
     bool has_chain;        /* chain: the log's chain hash at seq (states before it lack it) */
     uint8_t chain[TK_HASH_LEN];
     uint32_t ids[ID_COUNT];
+    state_txn *parent;     /* state_begin_in's: its commit goes into parent */
 };
 
 static int map_err(int rc)
@@ -1881,9 +1882,51 @@ int state_begin(state *s, bool write, state_txn **out)
     return 0;
 }
 
+int state_begin_in(state_txn *parent, state_txn **out)
+{
+    state_txn *t = xcalloc(1, sizeof *t);
+    int rc = map_err(mdb_txn_begin(parent->s->env, parent->txn, 0, &t->txn));
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    t->s = parent->s;
+    t->write = true;
+    t->parent = parent;
+    t->seq = parent->seq;
+    t->has_chain = parent->has_chain;
+    memcpy(t->chain, parent->chain, TK_HASH_LEN);
+    memcpy(t->ids, parent->ids, sizeof t->ids);
+    *out = t;
+    return 0;
+}
+
+/* A nested transaction's commit: LMDB merges its pages into the parent's
+ * (no I/O); the meta it changed goes with them, to be written at the
+ * parent's own commit. */
+static int commit_in(state_txn *t)
+{
+    state_txn *p = t->parent;
+    int m = mdb_txn_commit(t->txn);
+    int rc = map_err(m);
+    if (m > 0)
+        errno = m;
+    if (!rc && t->dirty) {
+        p->dirty = true;
+        p->seq = t->seq;
+        p->has_chain = t->has_chain;
+        memcpy(p->chain, t->chain, TK_HASH_LEN);
+        memcpy(p->ids, t->ids, sizeof p->ids);
+    }
+    free(t);
+    return rc;
+}
+
 int state_commit(state_txn *t)
 {
     int rc = 0;
+    if (t->parent)
+        return commit_in(t);
     if (t->dirty) {
         rc = db_put(t, DB_META, "seq", 3, &t->seq, 8);
         if (!rc)

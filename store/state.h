@@ -154,6 +154,10 @@ void state_close(state *s); /* s may be NULL; no transaction may be open */
 /* Begins a transaction. Only one write transaction at a time. Read
  * transactions may be used from any thread (MDB_NOTLS). */
 int state_begin(state *s, bool write, state_txn **out);
+/* Begins a write transaction nested in parent, which it sees and which
+ * waits for it: its state_commit hands its changes to parent (no I/O),
+ * its state_abort drops only them. Same thread as parent. */
+int state_begin_in(state_txn *parent, state_txn **out);
 int state_commit(state_txn *t);  /* 0 or TK_EIO (errno says why); frees t either way */
 void state_abort(state_txn *t);  /* frees t */
 
