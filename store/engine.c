@@ -118,12 +118,14 @@ struct eng {
     eng_open_times times; /* the open's steps (eng_open_stats) */
     bool no_image;       /* eng_opts.no_view_image */
     bool opened;         /* eng_open succeeded: the view is the whole state */
-    state_txn *txn;      /* the batch written (nested in carry), for eng_apply */
+    state_txn *txn;      /* the batch written, for eng_apply */
     uint64_t txn_batch;  /* its number */
+    size_t txn_events;   /* its events */
+    bool txn_nested;     /* txn is nested in carry */
     uint64_t applied;    /* the last batch LMDB took (into carry, or committed) */
-    /* LMDB's write transaction, carried over several batches (each nested
-     * in it): one commit's page writes then cover them all. See
-     * eng_apply_some. */
+    /* LMDB's write transaction, carried over several small batches (the
+     * later ones nested in it): one commit's page writes then cover them
+     * all. See eng_apply_some. */
     state_txn *carry;
     uint64_t carry_batch;  /* the last batch it holds */
     unsigned carry_n;      /* how many */
@@ -1047,7 +1049,7 @@ static void tap_run(eng *e, recbuf *t)
 
 static void carry_end(eng *e);
 static void commit_now(eng *e, state_txn *t);
-static void take_batch(eng *e);
+static void take_batch(eng *e, bool carry);
 
 /* Stages the batch into a new write transaction (*out), growing LMDB's
  * map when it is full, then buffers its events in the log. */
@@ -1057,13 +1059,10 @@ static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_
     state_txn *t;
     int rc;
     for (;;) {
-        if (!e->carry) {
-            if ((rc = state_begin(e->st, true, &e->carry)))
-                return rc;
-            e->carry_n = 0;
-            e->carry_since = mono_s();
-        }
-        if ((rc = state_begin_in(e->carry, &t)))
+        /* In the carried transaction, when there is one: a batch refused or
+         * staged again then drops only its own changes. */
+        e->txn_nested = e->carry != NULL;
+        if ((rc = e->carry ? state_begin_in(e->carry, &t) : state_begin(e->st, true, &t)))
             return rc;
         rc = stage(e, t, reqs, res, n, ts, full_msg);
         if (rc != TK_ELIMIT)
@@ -1214,7 +1213,7 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n, uint64_t *ba
 
     *batch = 0;
     e->nchg = e->ndel = 0;
-    take_batch(e); /* a caller's last batch, if it did not */
+    take_batch(e, true); /* a caller's last batch, if it did not */
     if (is_fenced(e)) {
         carry_end(e);
         fail_all(res, n, TK_EFENCED);
@@ -1276,6 +1275,7 @@ int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n, uint64_t *ba
     state_set_chain(t, elog_head_hash(e->log)); /* the open checks the log has it */
     e->txn = t;
     e->txn_batch = *batch;
+    e->txn_events = e->nev;
     return 0;
 fail:
     state_abort(t);
@@ -1383,13 +1383,25 @@ int eng_follow(eng *e, const eng_rec *recs, size_t n, uint64_t *batch, uint64_t 
     state_set_chain(t, elog_head_hash(e->log));
     e->txn = t;
     e->txn_batch = *batch;
+    e->txn_events = taken;
+    e->txn_nested = false;
     return 0;
 }
 
-/* LMDB takes the batch written (e->txn) into the carried transaction: a
- * batch whose flush failed already is not taken (LMDB never had it); one
- * being flushed is, and a failed flush then sets LMDB aside (eng_sync). */
-static void take_batch(eng *e)
+/* A batch of at most this many events may be carried (eng_apply_some):
+ * a larger one is committed at once, with what is carried. Small batches
+ * are where a commit per batch costs: a client alone pays for its page
+ * writes before its next request is taken, and the pages a create dirties
+ * are mostly those the next one dirties again. A large batch's commit
+ * already shares them, and staging in a nested transaction has a cost of
+ * its own (LMDB searches the dirty pages of both). */
+#define CARRY_EVENTS 4
+
+/* LMDB takes the batch written (e->txn): into the carried transaction
+ * (carry: a small batch may begin one), or committed. A batch whose flush
+ * failed already is not taken (LMDB never had it); one being flushed is,
+ * and a failed flush then sets LMDB aside (eng_sync). */
+static void take_batch(eng *e, bool carry)
 {
     state_txn *t = e->txn;
     if (!t)
@@ -1404,8 +1416,15 @@ static void take_batch(eng *e)
         state_abort(t);
         return;
     }
-    if (!e->carry) { /* a transaction of its own (eng_follow's) */
-        commit_now(e, t);
+    if (!e->txn_nested) {
+        if (carry && e->txn_events <= CARRY_EVENTS) { /* it begins the carry */
+            e->carry = t;
+            e->carry_batch = e->txn_batch;
+            e->carry_n = 1;
+            e->carry_since = mono_s();
+        } else {
+            commit_now(e, t);
+        }
         return;
     }
     if (state_commit(t) != 0) { /* into the carry: memory only */
@@ -1424,7 +1443,7 @@ static void carry_end(eng *e)
     if (!t)
         return;
     e->carry = NULL;
-    if (e->carry_n == 0 || __atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) {
+    if (__atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) {
         state_abort(t);
         return;
     }
@@ -1455,7 +1474,7 @@ uint64_t eng_lmdb_commits(const eng *e)
 
 void eng_apply(eng *e)
 {
-    take_batch(e);
+    take_batch(e, false);
     carry_end(e);
 }
 
@@ -1467,9 +1486,10 @@ void eng_apply(eng *e)
 
 void eng_apply_some(eng *e)
 {
-    take_batch(e);
-    if (e->carry && (e->carry_n >= CARRY_BATCHES || mono_s() - e->carry_since >= CARRY_S
-                     || is_fenced(e)))
+    size_t events = e->txn ? e->txn_events : 0;
+    take_batch(e, true);
+    if (e->carry && (events > CARRY_EVENTS || e->carry_n >= CARRY_BATCHES
+                     || mono_s() - e->carry_since >= CARRY_S || is_fenced(e)))
         carry_end(e);
 }
 

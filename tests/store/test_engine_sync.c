@@ -112,22 +112,33 @@ static void crash_after_create(const char *dir, char secret[TK_SECRET_LEN + 1])
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
-/* One create as alice through the pipeline's steps, as the server's
- * writer, sync and loop threads take them (net/writer.c); 0 or its status. */
-static int piped_create(eng *e, const fx_world *w)
+/* A batch of n creates as alice through the pipeline's steps, as the
+ * server's writer, sync and loop threads take them (net/writer.c); 0 or
+ * the first status that is not. */
+static int piped_creates(eng *e, const fx_world *w, size_t n)
 {
-    eng_req r;
-    eng_res res;
+    eng_req r[8];
+    eng_res res[8];
     uint64_t batch, durable;
-    eng_req_init(&r, ENG_TOKEN_CREATE, &w->alice);
-    r.items[0] = (tk_str){"viewer", 6};
-    r.nitems = 1;
-    int rc = eng_commit(e, &r, &res, 1, &batch);
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++) {
+        eng_req_init(&r[i], ENG_TOKEN_CREATE, &w->alice);
+        r[i].items[0] = (tk_str){"viewer", 6};
+        r[i].nitems = 1;
+    }
+    int rc = eng_commit(e, r, res, n, &batch);
     eng_apply_some(e);
     if (rc == 0 && eng_sync(e, &durable) != 0)
         rc = TK_EIO;
     eng_publish(e);
-    return rc ? rc : res.status;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = res[i].status;
+    return rc;
+}
+
+static int piped_create(eng *e, const fx_world *w)
+{
+    return piped_creates(e, w, 1);
 }
 
 static int count_row(void *arg, const eng_row *row)
@@ -147,10 +158,11 @@ static int tokens_of(eng *e, const fx_world *w)
 
 #define PIPED 64
 
-/* The pipeline carries LMDB's write transaction over batches: 64 batches
- * one after the other make one commit per 16 batches or 5 ms (plus the
- * one in progress), not one each; a listing commits what is carried
- * first, and sees every batch. */
+/* The pipeline carries LMDB's write transaction over small batches: 64
+ * batches of one create, one after the other, make one commit per 16
+ * batches or 5 ms (plus the one in progress), not one each; a listing
+ * commits what is carried first, and sees every batch. A batch of more
+ * than 4 events is committed at once, with what was carried. */
 static void lmdb_commit_carried_over_batches(void **state)
 {
     tk_why said = {.msg = ""};
@@ -175,6 +187,17 @@ static void lmdb_commit_carried_over_batches(void **state)
     assert_true(commits <= bound);
     assert_int_equal(tokens_of(e, &w), PIPED);
     assert_false(eng_carrying(e)); /* the listing committed it */
+
+    assert_int_equal(piped_create(e, &w), 0);
+    assert_true(eng_carrying(e));
+    before = eng_lmdb_commits(e);
+    assert_int_equal(piped_creates(e, &w, 8), 0);
+    assert_false(eng_carrying(e));
+    assert_int_equal(eng_lmdb_commits(e) - before, 1); /* both batches, one commit */
+    assert_int_equal(piped_creates(e, &w, 8), 0);
+    assert_false(eng_carrying(e));
+    assert_int_equal(eng_lmdb_commits(e) - before, 2);
+    assert_int_equal(tokens_of(e, &w), PIPED + 17);
     eng_close(e);
     tkt_rmdir(dir);
     free(dir);
