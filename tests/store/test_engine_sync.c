@@ -188,6 +188,11 @@ static void lmdb_commit_carried_over_batches(void **state)
     assert_int_equal(tokens_of(e, &w), PIPED);
     assert_false(eng_carrying(e)); /* the listing committed it */
 
+    /* A batch alone begins a carry, which the listing commits and sees. */
+    assert_int_equal(piped_create(e, &w), 0);
+    assert_true(eng_carrying(e));
+    assert_int_equal(tokens_of(e, &w), PIPED + 1);
+    assert_false(eng_carrying(e));
     assert_int_equal(piped_create(e, &w), 0);
     assert_true(eng_carrying(e));
     before = eng_lmdb_commits(e);
@@ -197,7 +202,7 @@ static void lmdb_commit_carried_over_batches(void **state)
     assert_int_equal(piped_creates(e, &w, 8), 0);
     assert_false(eng_carrying(e));
     assert_int_equal(eng_lmdb_commits(e) - before, 2);
-    assert_int_equal(tokens_of(e, &w), PIPED + 17);
+    assert_int_equal(tokens_of(e, &w), PIPED + 18);
     eng_close(e);
     tkt_rmdir(dir);
     free(dir);
