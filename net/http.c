@@ -982,7 +982,8 @@ static void metrics(http_srv *h, struct evhttp_request *req)
         .log_chain = eng_log_checked(h->env.e),
         .store_state = eng_fenced(h->env.e, &why) ? "fenced" : eng_full(h->env.e) ? "full" : "ok",
         .batches = wrt_batch_hist(h->env.w),
-        .lmdb_commits = eng_lmdb_commits(h->env.e),
+        .lmdb_commit_ns = eng_lmdb_commit_hist(h->env.e, false),
+        .lmdb_commit_batches = eng_lmdb_commit_hist(h->env.e, true),
         .syncs = eng_sync_hist(h->env.e),
     };
     if (h->env.repl)

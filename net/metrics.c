@@ -227,9 +227,12 @@ void met_render(const met *m, const met_gauges *g, FILE *out)
     fprintf(out, "tokend_events_appended_total %llu\n", (unsigned long long)g->events);
     head(out, "tokend_batch_writes", "histogram", "Writes committed per batch (one log write).");
     render_hist(out, "tokend_batch_writes", "", g->batches, 1);
-    head(out, "tokend_lmdb_commits_total", "counter",
-         "LMDB commits of written batches: one covers the batches of a few milliseconds.");
-    fprintf(out, "tokend_lmdb_commits_total %llu\n", (unsigned long long)g->lmdb_commits);
+    head(out, "tokend_lmdb_commit_duration_seconds", "histogram",
+         "Time of LMDB's commit of written batches (its page writes; after the answers).");
+    render_hist(out, "tokend_lmdb_commit_duration_seconds", "", g->lmdb_commit_ns, 1e-9);
+    head(out, "tokend_lmdb_commit_batches", "histogram",
+         "Batches per LMDB commit (small ones are carried over several: docs/design.md).");
+    render_hist(out, "tokend_lmdb_commit_batches", "", g->lmdb_commit_batches, 1);
     head(out, "tokend_log_sync_duration_seconds", "histogram",
          "Time of the log's fdatasync (one per group of batches written).");
     render_hist(out, "tokend_log_sync_duration_seconds", "", g->syncs, 1e-9);

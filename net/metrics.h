@@ -80,7 +80,8 @@ typedef struct met_gauges {
     int log_chain;                /* eng_log_checked: 0 running, 1 passed, -1 failed */
     const char *store_state;      /* "ok", "full" or "fenced" */
     const hist *batches;          /* writes per batch (writer.h) */
-    uint64_t lmdb_commits;        /* eng_lmdb_commits */
+    const hist *lmdb_commit_ns;   /* LMDB commit durations (engine.h) */
+    const hist *lmdb_commit_batches; /* ... and the batches each covered */
     const hist *syncs;            /* log sync ns (engine.h) */
     met_repl repl;                /* replication (role NULL: none) */
 } met_gauges;

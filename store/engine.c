@@ -130,7 +130,8 @@ struct eng {
     uint64_t carry_batch;  /* the last batch it holds */
     unsigned carry_n;      /* how many */
     double carry_since;    /* when it began (mono_s) */
-    uint64_t lmdb_commits; /* atomic: LMDB commits of batches (eng_lmdb_commits) */
+    hist commit_ns;        /* LMDB commits of batches: their durations, ns */
+    hist commit_batches;   /* ... and the batches each covered */
     /* A replica (eng_set_readonly, eng_set_available): pmu guards the
      * message; the flags are atomic (the loop reads unavailable on every
      * verification). */
@@ -589,6 +590,8 @@ static const uint64_t sync_bounds[] = {50000,    100000,    250000,    500000,  
                                        2500000,  5000000,   10000000,  25000000, 50000000,
                                        100000000, 250000000, 500000000, 1000000000};
 
+static const uint64_t commit_batch_bounds[] = {1, 2, 4, 8, 16};
+
 static double mono_s(void)
 {
     struct timespec ts;
@@ -725,6 +728,9 @@ int eng_open(const char *dir, const eng_opts *opts, eng **out, tk_why *why)
     pthread_mutex_init(&e->pmu, NULL);
     pthread_mutex_init(&e->hmu, NULL);
     hist_init(&e->syncs, sync_bounds, sizeof sync_bounds / sizeof sync_bounds[0]);
+    hist_init(&e->commit_ns, sync_bounds, sizeof sync_bounds / sizeof sync_bounds[0]);
+    hist_init(&e->commit_batches, commit_batch_bounds,
+              sizeof commit_batch_bounds / sizeof commit_batch_bounds[0]);
     state_txn *t = NULL;
     char *sub = NULL;
     int rc = TK_EIO;
@@ -1048,7 +1054,7 @@ static void tap_run(eng *e, recbuf *t)
 }
 
 static void carry_end(eng *e);
-static void commit_now(eng *e, state_txn *t);
+static void commit_now(eng *e, state_txn *t, unsigned batches);
 static void take_batch(eng *e, bool carry);
 
 /* Stages the batch into a new write transaction (*out), growing LMDB's
@@ -1423,7 +1429,7 @@ static void take_batch(eng *e, bool carry)
             e->carry_n = 1;
             e->carry_since = mono_s();
         } else {
-            commit_now(e, t);
+            commit_now(e, t, 1);
         }
         return;
     }
@@ -1447,12 +1453,14 @@ static void carry_end(eng *e)
         state_abort(t);
         return;
     }
-    commit_now(e, t);
+    commit_now(e, t, e->carry_n);
 }
 
-/* LMDB's commit of t, a top-level write transaction. */
-static void commit_now(eng *e, state_txn *t)
+/* LMDB's commit of t, a top-level write transaction holding that many
+ * batches. */
+static void commit_now(eng *e, state_txn *t, unsigned batches)
 {
+    struct timespec a, b;
     if (ckpt_mark(e->ck) != 0) {
         /* The marker must be on disk before LMDB holds an unflushed
          * commit: without it, LMDB is not written at all. */
@@ -1461,15 +1469,25 @@ static void commit_now(eng *e, state_txn *t)
         late_failure(e, "writing state.unsynced", err);
         return;
     }
-    if (state_commit(t) != 0)
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    if (state_commit(t) != 0) {
         late_failure(e, "the LMDB commit", errno);
-    else
-        __atomic_add_fetch(&e->lmdb_commits, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    hist_add(&e->commit_ns,
+             (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec)));
+    hist_add(&e->commit_batches, batches);
 }
 
 uint64_t eng_lmdb_commits(const eng *e)
 {
-    return __atomic_load_n(&e->lmdb_commits, __ATOMIC_RELAXED);
+    return __atomic_load_n(&e->commit_ns.count, __ATOMIC_RELAXED);
+}
+
+const hist *eng_lmdb_commit_hist(const eng *e, bool batches)
+{
+    return batches ? &e->commit_batches : &e->commit_ns;
 }
 
 void eng_apply(eng *e)

@@ -247,8 +247,10 @@ void eng_apply(eng *e);
  * open replays the log past LMDB's applied seq. */
 void eng_apply_some(eng *e);
 bool eng_carrying(const eng *e);
-/* LMDB commits of batches since the open (any thread). */
+/* LMDB commits of batches since the open (any thread), and their
+ * histograms: durations in ns, or (batches) the batches each covered. */
 uint64_t eng_lmdb_commits(const eng *e);
+const hist *eng_lmdb_commit_hist(const eng *e, bool batches);
 int eng_sync(eng *e, uint64_t *durable);
 void eng_publish(eng *e);
 
