@@ -1057,6 +1057,15 @@ static void carry_end(eng *e);
 static void commit_now(eng *e, state_txn *t, unsigned batches);
 static void take_batch(eng *e, bool carry);
 
+/* A batch of at most this many events may be carried (eng_apply_some).
+ * Small batches are where a commit per batch costs: a client alone pays
+ * for its page writes before its next request is taken, and the pages a
+ * create dirties are mostly those the next one dirties again. A larger
+ * batch already shares them within its own commit, and staging it nested
+ * would cost LMDB a search of two dirty lists per page: it commits what is
+ * carried first, and is staged and committed on its own. */
+#define CARRY_EVENTS 4
+
 /* Stages the batch into a new write transaction (*out), growing LMDB's
  * map when it is full, then buffers its events in the log. */
 static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_t ts,
@@ -1064,6 +1073,8 @@ static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_
 {
     state_txn *t;
     int rc;
+    if (n > CARRY_EVENTS) /* one request is one event at most */
+        carry_end(e);
     for (;;) {
         /* In the carried transaction, when there is one: a batch refused or
          * staged again then drops only its own changes. */
@@ -1394,15 +1405,6 @@ int eng_follow(eng *e, const eng_rec *recs, size_t n, uint64_t *batch, uint64_t 
     return 0;
 }
 
-/* A batch of at most this many events may be carried (eng_apply_some):
- * a larger one is committed at once, with what is carried. Small batches
- * are where a commit per batch costs: a client alone pays for its page
- * writes before its next request is taken, and the pages a create dirties
- * are mostly those the next one dirties again. A large batch's commit
- * already shares them, and staging in a nested transaction has a cost of
- * its own (LMDB searches the dirty pages of both). */
-#define CARRY_EVENTS 4
-
 /* LMDB takes the batch written (e->txn): into the carried transaction
  * (carry: a small batch may begin one), or committed. A batch whose flush
  * failed already is not taken (LMDB never had it); one being flushed is,
@@ -1504,9 +1506,8 @@ void eng_apply(eng *e)
 
 void eng_apply_some(eng *e)
 {
-    size_t events = e->txn ? e->txn_events : 0;
     take_batch(e, true);
-    if (e->carry && (events > CARRY_EVENTS || e->carry_n >= CARRY_BATCHES
+    if (e->carry && (e->carry_n >= CARRY_BATCHES
                      || mono_s() - e->carry_since >= CARRY_S || is_fenced(e)))
         carry_end(e);
 }
