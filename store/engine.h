@@ -236,10 +236,11 @@ const hist *eng_sync_hist(const eng *e);
 int eng_commit(eng *e, const eng_req *reqs, eng_res *res, size_t n, uint64_t *batch);
 void eng_apply(eng *e);
 /* eng_apply for the pipeline: LMDB takes the batch into a write
- * transaction carried over small batches (at most 4 events each), up to
- * 16 batches or 5 ms or until a larger one comes, whose one commit writes
- * the pages of them all (each later batch is a transaction nested in it,
- * so a batch refused or staged again drops only its own changes). The
+ * transaction carried over small batches (at most 4 requests each), up
+ * to 16 batches or 5 ms, whose one commit writes the pages of them all
+ * (each later one is a transaction nested in it, so a batch refused or
+ * staged again drops only its own changes); a larger batch commits what
+ * is carried before it is staged, and is committed on its own. The
  * engine's reads (eng_query_run, eng_read, ...) commit it first, so they
  * see every batch written; a caller that goes idle with eng_carrying true
  * calls eng_apply soon (the server's writer thread: after 1 ms), so that
