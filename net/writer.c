@@ -220,6 +220,9 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
+    /* LMDB's carried transaction ends on the thread that began it (its
+     * writer lock is this thread's), not at eng_close on another. */
+    eng_apply(w->e);
     return NULL;
 }
 
