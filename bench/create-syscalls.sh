@@ -13,18 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
+TB=$BIN/tokenbench
 OUT=${1:-}
 SECS=${BENCH_SC_SECONDS:-3}
-TB=$BIN/tokenbench
 command -v strace >/dev/null || { echo "create-syscalls: strace is not installed" >&2; exit 2; }
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/create-syscalls.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$scratch"
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_setup syscalls
 
 # count NAME PID C MODE ARGS...: strace PID over one tokenbench run; prints
 # "NAME C=c ops: call per-op, ..." (the eight most frequent).
@@ -46,41 +40,25 @@ count() {
   head -n 8 "$scratch/per" | awk '{ printf " %s %s", $1, $2 } END { printf "\n" }'
 }
 
+# tokend_case NAME BINARY: that tokend, loaded with 2,000 tokens, at C=1 and 50.
 tokend_case() {
-  local name=$1 prog=$2 http=()
-  local help
-  help=$("$prog" --help 2>/dev/null || true)
-  [[ $help == *"--http "* ]] && http=(--http none)
-  "$prog" --listen 127.0.0.1:0 "${http[@]}" --data "$scratch/$name" 2>"$scratch/$name.log" &
-  local pid=$!
-  pids+=("$pid")
-  local port=""
-  for _ in $(seq 200); do
-    port=$(sed -n 's/^tokend: listening on [0-9.]*:\([0-9]*\).*/\1/p' "$scratch/$name.log")
-    [ -n "$port" ] && break
-    sleep 0.05
-  done
-  [ -n "$port" ] || { echo "create-syscalls: $name did not start" >&2; cat "$scratch/$name.log" >&2; exit 1; }
-  local key=@$scratch/$name/operator.key
-  "$TB" load --addr "127.0.0.1:$port" --key "$key" --tokens 2000 --out "$scratch/$name.tok" >/dev/null
-  for c in 1 50; do count "$name" "$pid" "$c" create --addr "127.0.0.1:$port" --key "$key"; done
-  kill "$pid"
+  start_tokend "$1" "$2"
+  local key=@$scratch/$1/operator.key addr=127.0.0.1:$TOKEND_PORT
+  "$TB" load --addr "$addr" --key "$key" --tokens 2000 --out "$scratch/$1.tok" >/dev/null
+  for c in 1 50; do count "$1" "$TOKEND_PID" "$c" create --addr "$addr" --key "$key"; done
 }
 
 # A brace group, not a pipeline: it runs in this shell, so the servers'
-# pids reach the cleanup (and no reader of a pipe waits on their stdout).
+# pids reach bench_cleanup (and no reader of a pipe waits on their stdout).
 {
   echo "system calls per create (strace -c -f over one ${SECS} s run; $(uname -r), $(date -u +%Y-%m-%dT%H:%M:%SZ), tokend $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
-  tokend_case tokend "$BIN/tokend"
-  [ -n "${BENCH_BASELINE:-}" ] && tokend_case tokend-base "$BENCH_BASELINE"
-  mkdir -p "$scratch/redis"
-  rport=$((20000 + RANDOM % 40000))
-  redis-server --bind 127.0.0.1 --port "$rport" --dir "$scratch/redis" --save '' --appendonly yes \
-    --appendfsync always --daemonize no >"$scratch/redis.log" 2>&1 &
-  rpid=$!
-  pids+=("$rpid")
-  for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
-  for c in 1 50; do count redis "$rpid" "$c" redis-create --addr "127.0.0.1:$rport"; done
+  tokend_case tokend "$TOKEND"
+  if [ -n "${BENCH_BASELINE:-}" ]; then
+    cp "$BENCH_BASELINE" "$scratch/bin/tokend-base"
+    tokend_case tokend-base "$scratch/bin/tokend-base"
+  fi
+  start_redis redis --save '' --appendonly yes --appendfsync always
+  for c in 1 50; do count redis "$REDIS_PID" "$c" redis-create --addr "127.0.0.1:$REDIS_PORT"; done
 } >"$scratch/out"
 cat "$scratch/out"
 [ -z "$OUT" ] || cp "$scratch/out" "$OUT"

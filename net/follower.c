@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/nap.h"
 #include "core/xmalloc.h"
 #include "net/log.h"
 #include "net/objstore.h"
@@ -92,12 +93,7 @@ static void say_stopped(fol *f, const char *fmt, ...)
 /* Waits ms at most on cv, or until told. mu held. */
 static void nap(fol *f, pthread_cond_t *cv, uint64_t ns)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t at = (uint64_t)ts.tv_nsec + ns;
-    ts.tv_sec += (time_t)(at / 1000000000ull);
-    ts.tv_nsec = (long)(at % 1000000000ull);
-    pthread_cond_timedwait(cv, &f->mu, &ts);
+    (void)tk_nap(cv, &f->mu, ns);
 }
 
 /* ---- the follower thread: the stream into pend --------------------------- */

@@ -23,6 +23,7 @@
 
 #include <sodium.h>
 
+#include "core/nap.h"
 #include "core/xmalloc.h"
 #include "net/barrier.h"
 #include "net/objstore.h"
@@ -201,12 +202,7 @@ static void say_problem(pub *p, const char *fmt, ...)
 /* Waits ms at most, or until told (a record, the stop). mu held. */
 static void nap(pub *p, int ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += (long)ms * 1000000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
-    pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+    (void)tk_nap(&p->cv, &p->mu, (uint64_t)ms * 1000000u);
 }
 
 static void ack_cb(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *arg)

@@ -28,24 +28,23 @@
  */
 #include "net/writer.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <stdio.h>
 
 #include <sodium.h>
 
 #include "core/err.h"
+#include "core/nap.h"
 #include "core/xmalloc.h"
 #include "net/log.h"
 
 /* How long the writer thread waits idle before LMDB commits the
  * transaction it carries (eng_apply_some). */
-#define IDLE_COMMIT_NS 1000000L
+#define IDLE_COMMIT_NS 1000000u
 
 /* A job's place in its batch. */
 enum { PH_READ, PH_WRITE };
@@ -180,14 +179,7 @@ static void *writer_main(void *arg)
             }
             /* Idle with LMDB's transaction carried: committed if nothing
              * comes within IDLE_COMMIT_NS. */
-            struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_nsec += IDLE_COMMIT_NS;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            if (pthread_cond_timedwait(&w->cv, &w->mu, &until) == ETIMEDOUT && !w->batch) {
+            if (tk_nap(&w->cv, &w->mu, IDLE_COMMIT_NS) && !w->batch) {
                 pthread_mutex_unlock(&w->mu);
                 eng_apply(w->e);
                 pthread_mutex_lock(&w->mu);
@@ -516,11 +508,7 @@ int wrt_start(struct event_base *base, eng *e, const wrt_opts *o, wrt **out)
     w->o = *o;
     hist_init(&w->batches, batch_bounds, sizeof batch_bounds / sizeof batch_bounds[0]);
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_t ca; /* cv's timed wait counts monotonic time */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&w->cv, NULL);
     pthread_cond_init(&w->scv, NULL);
     w->reqs = xcalloc(WRT_MAX_BATCH, sizeof *w->reqs);
     w->res = xcalloc(WRT_MAX_BATCH, sizeof *w->res);

@@ -121,14 +121,12 @@ struct eng {
     state_txn *txn;      /* the batch written, for eng_apply */
     uint64_t txn_batch;  /* its number */
     size_t txn_events;   /* its events */
-    bool txn_nested;     /* txn is nested in carry */
     uint64_t applied;    /* the last batch LMDB took (into carry, or committed) */
     /* LMDB's write transaction, carried over several small batches (the
-     * later ones nested in it): one commit's page writes then cover them
-     * all. See eng_apply_some. */
+     * later ones nested in it: txn is, whenever carry is set): one commit's
+     * page writes then cover them all. See eng_apply_some. */
     state_txn *carry;
-    uint64_t carry_batch;  /* the last batch it holds */
-    unsigned carry_n;      /* how many */
+    unsigned carry_n;      /* the batches it holds */
     double carry_since;    /* when it began (mono_s) */
     hist commit_ns;        /* LMDB commits of batches: their durations, ns */
     hist commit_batches;   /* ... and the batches each covered */
@@ -1078,7 +1076,6 @@ static int stage_all(eng *e, const eng_req *reqs, eng_res *res, size_t n, int64_
     for (;;) {
         /* In the carried transaction, when there is one: a batch refused or
          * staged again then drops only its own changes. */
-        e->txn_nested = e->carry != NULL;
         if ((rc = e->carry ? state_begin_in(e->carry, &t) : state_begin(e->st, true, &t)))
             return rc;
         rc = stage(e, t, reqs, res, n, ts, full_msg);
@@ -1401,7 +1398,6 @@ int eng_follow(eng *e, const eng_rec *recs, size_t n, uint64_t *batch, uint64_t 
     e->txn = t;
     e->txn_batch = *batch;
     e->txn_events = taken;
-    e->txn_nested = false;
     return 0;
 }
 
@@ -1424,10 +1420,9 @@ static void take_batch(eng *e, bool carry)
         state_abort(t);
         return;
     }
-    if (!e->txn_nested) {
+    if (!e->carry) { /* a transaction of its own */
         if (carry && e->txn_events <= CARRY_EVENTS) { /* it begins the carry */
             e->carry = t;
-            e->carry_batch = e->txn_batch;
             e->carry_n = 1;
             e->carry_since = mono_s();
         } else {
@@ -1439,7 +1434,6 @@ static void take_batch(eng *e, bool carry)
         late_failure(e, "the LMDB commit", errno);
         return;
     }
-    e->carry_batch = e->txn_batch;
     e->carry_n++;
 }
 
@@ -1776,22 +1770,34 @@ bool eng_cursor_ok(const char *text, size_t n)
     return query_cursor_ok(ENG_TOKENS, text, n);
 }
 
-int eng_query_run(eng *e, const eng_query *q, int (*fn)(void *arg, const eng_row *row), void *arg,
-                  char *msg)
+/* The read transaction of every engine read: LMDB first takes each batch
+ * written (the carried transaction, eng_apply_some), so that a read sees
+ * every write acknowledged before it. Refused (msg, when not NULL, says
+ * why) once LMDB was set aside: it lacks a committed batch, and would
+ * contradict the view. */
+static int read_begin(eng *e, state_txn **t, char *msg)
 {
-    eng_apply(e); /* LMDB holds every batch written (the carry) */
-    state_txn *t;
-    if (__atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) { /* LMDB lacks a committed batch: it would contradict the view */
+    eng_apply(e); /* the carried transaction first */
+    if (__atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) {
         if (msg)
             snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
         return TK_EFENCED;
     }
+    return state_begin(e->st, false, t);
+}
+
+int eng_query_run(eng *e, const eng_query *q, int (*fn)(void *arg, const eng_row *row), void *arg,
+                  char *msg)
+{
+    state_txn *t;
     char scratch[ENG_MSG_MAX];
-    int rc = session_gone(e, &q->actor, time(NULL), msg ? msg : scratch);
+    int rc = read_begin(e, &t, msg);
     if (rc)
         return rc;
-    if ((rc = state_begin(e->st, false, &t)))
+    if ((rc = session_gone(e, &q->actor, time(NULL), msg ? msg : scratch))) {
+        state_abort(t);
         return rc;
+    }
     rc = query_run(t, q, time(NULL), fn, arg, msg);
     state_abort(t);
     session_check(e, &q->actor, rc);
@@ -1805,17 +1811,14 @@ void eng_set_sessions(eng *e, ses_table *t)
 
 int eng_actor_names(eng *e, const tk_actor *a, eng_names *out, char *msg)
 {
-    eng_apply(e); /* LMDB holds every batch written (the carry) */
     state_txn *t;
-    if (__atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) {
-        snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
-        return TK_EFENCED;
-    }
-    int rc = session_gone(e, a, time(NULL), msg);
+    int rc = read_begin(e, &t, msg);
     if (rc)
         return rc;
-    if ((rc = state_begin(e->st, false, &t)))
+    if ((rc = session_gone(e, a, time(NULL), msg))) {
+        state_abort(t);
         return rc;
+    }
     rc = query_actor_names(t, a, time(NULL), out, msg);
     state_abort(t);
     session_check(e, a, rc);
@@ -1825,13 +1828,8 @@ int eng_actor_names(eng *e, const tk_actor *a, eng_names *out, char *msg)
 int eng_portal_user(eng *e, tk_str tenant, tk_str account, tk_str user, tk_actor *out,
                     char *msg)
 {
-    eng_apply(e); /* LMDB holds every batch written (the carry) */
     state_txn *t;
-    if (__atomic_load_n(&e->stale, __ATOMIC_ACQUIRE)) {
-        snprintf(msg, ENG_MSG_MAX, "%s", e->fence_msg);
-        return TK_EFENCED;
-    }
-    int rc = state_begin(e->st, false, &t);
+    int rc = read_begin(e, &t, msg);
     if (rc)
         return rc;
     rc = query_portal_user(t, tenant, account, user, out, msg);
@@ -1886,9 +1884,8 @@ uint64_t eng_last_seq(const eng *e)
 
 int eng_read(eng *e, int (*fn)(void *arg, state_txn *t), void *arg)
 {
-    eng_apply(e); /* LMDB holds every batch written (the carry) */
     state_txn *t;
-    int rc = state_begin(e->st, false, &t);
+    int rc = read_begin(e, &t, NULL);
     if (rc)
         return rc;
     rc = fn(arg, t);

@@ -56,8 +56,6 @@ static int count_prefix(const char *dir, const char *prefix)
     return n;
 }
 
-/* A child opens the store, creates a token (secret into *secret, shared
- * memory via a pipe) and dies without closing: a process crash. */
 /* The names in dir, sorted, joined by spaces. */
 static int name_cmp(const void *a, const void *b)
 {
@@ -84,7 +82,15 @@ static void list_dir(const char *dir, char *out, size_t cap)
     }
 }
 
-static void crash_after_create(const char *dir, char secret[TK_SECRET_LEN + 1])
+/* A child's work on the store: 0, or the child's exit status saying what
+ * failed; it puts what the parent gets into out. */
+typedef int (*child_work)(eng *e, fx_world *w, void *out);
+
+/* A child opens the store on dir, builds fx_scenario's world, runs work
+ * and dies without closing: a process crash (no eng_close: LMDB not
+ * flushed, the marker stays). The n bytes work put into out come back
+ * through a pipe into the parent's out. */
+static void crash_in_child(const char *dir, child_work work, void *out, size_t n)
 {
     tk_why said = {.msg = ""};
     int fds[2];
@@ -94,22 +100,33 @@ static void crash_after_create(const char *dir, char secret[TK_SECRET_LEN + 1])
     if (pid == 0) {
         eng *e;
         fx_world w;
-        char s[TK_SECRET_LEN + 1];
         if (eng_open(dir, NULL, &e, &said) != 0)
             _exit(3);
         fx_scenario(e, &w);
-        if (fx_token(e, &w.alice, "ci", VIEWER, 0, NULL, s) != 0)
-            _exit(4);
-        if (write(fds[1], s, sizeof s) != (ssize_t)sizeof s)
-            _exit(5);
-        _exit(0); /* no eng_close: LMDB not flushed, the marker stays */
+        int rc = work(e, &w, out);
+        if (rc != 0)
+            _exit(rc);
+        _exit(write(fds[1], out, n) == (ssize_t)n ? 0 : 5);
     }
     close(fds[1]);
-    assert_int_equal(read(fds[0], secret, TK_SECRET_LEN + 1), TK_SECRET_LEN + 1);
+    ssize_t got = read(fds[0], out, n);
     close(fds[0]);
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_int_equal(got, (ssize_t)n);
+}
+
+/* crash_in_child's work: a token (its secret into out). */
+static int create_one(eng *e, fx_world *w, void *out)
+{
+    return fx_token(e, &w->alice, "ci", VIEWER, 0, NULL, out) == 0 ? 0 : 4;
+}
+
+static void crash_after_create(const char *dir, char secret[TK_SECRET_LEN + 1])
+{
+    crash_in_child(dir, create_one, secret, TK_SECRET_LEN + 1);
 }
 
 /* A batch of n creates as alice through the pipeline's steps, as the
@@ -209,6 +226,17 @@ static void lmdb_commit_carried_over_batches(void **state)
     free(dir);
 }
 
+/* crash_in_child's work: 5 creates through the pipeline, the last ones
+ * still carried when the child dies (alice's actor into out). */
+static int create_carried(eng *e, fx_world *w, void *out)
+{
+    for (int i = 0; i < 5; i++)
+        if (piped_create(e, w) != 0)
+            return 4;
+    memcpy(out, &w->alice, sizeof w->alice);
+    return eng_carrying(e) ? 0 : 6;
+}
+
 /* A process crash with LMDB's transaction carried (uncommitted batches,
  * acknowledged: durable in the log) loses none of them: the open replays
  * the log past LMDB's applied seq. */
@@ -218,29 +246,7 @@ static void crash_with_carried_batches_loses_none(void **state)
     (void)state;
     char *dir = tkt_mkdtemp();
     fx_world w;
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        eng *e;
-        if (eng_open(dir, NULL, &e, &said) != 0)
-            _exit(3);
-        fx_scenario(e, &w);
-        for (int i = 0; i < 5; i++)
-            if (piped_create(e, &w) != 0)
-                _exit(4);
-        if (write(fds[1], &w.alice, sizeof w.alice) != (ssize_t)sizeof w.alice)
-            _exit(5);
-        _exit(eng_carrying(e) ? 0 : 6); /* no eng_close: the carry is not committed */
-    }
-    close(fds[1]);
-    assert_int_equal(read(fds[0], &w.alice, sizeof w.alice), (ssize_t)sizeof w.alice);
-    close(fds[0]);
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    crash_in_child(dir, create_carried, &w.alice, sizeof w.alice);
     eng *e;
     assert_int_equal(eng_open(dir, NULL, &e, &said), 0);
     assert_int_equal(tokens_of(e, &w), 5);
