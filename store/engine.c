@@ -114,6 +114,7 @@ struct eng {
     pthread_mutex_t pmu;
     uint64_t committed;  /* batches eng_commit wrote to the log */
     uint64_t durable;    /* of those, the last an eng_sync made durable */
+    bool flush_failed;   /* a log flush failed: every batch after durable is lost */
     pend *phead, *ptail, *pfree;
     eng_open_times times; /* the open's steps (eng_open_stats) */
     bool no_image;       /* eng_opts.no_view_image */
@@ -1412,7 +1413,12 @@ static void take_batch(eng *e, bool carry)
         return;
     e->txn = NULL;
     pthread_mutex_lock(&e->pmu);
-    bool lost = is_fenced(e) && e->txn_batch > e->durable;
+    /* Lost only to a failed flush: a fence for another reason (the log's
+     * background check, a later batch's write) leaves this one's flush to
+     * decide, and a batch it makes durable is answered as committed, so
+     * LMDB must hold it. An LMDB set aside (stale) takes nothing more. */
+    bool lost = (e->flush_failed && e->txn_batch > e->durable)
+                || __atomic_load_n(&e->stale, __ATOMIC_ACQUIRE);
     if (!lost)
         e->applied = e->txn_batch;
     pthread_mutex_unlock(&e->pmu);
@@ -1556,12 +1562,15 @@ static int sync_log(eng *e, uint64_t *durable, bool force)
     }
     /* Never durable, never acknowledged: LMDB (which went ahead) is set
      * aside, and the view never learns them. */
-    /* Fenced first: eng_apply, under pmu, then applies no lost batch. */
+    /* flush_failed is set under pmu with the check of what LMDB took: a
+     * batch LMDB takes after it is dropped (take_batch), one it took before
+     * sets LMDB aside (below). */
     if (rc == TK_EIO)
         fence(e, "not applied: %s; writes refused until tokend restarts", w.msg);
     else
         fence(e, "not applied: the log failed; writes refused until tokend restarts");
     pthread_mutex_lock(&e->pmu);
+    e->flush_failed = true;
     *durable = e->durable;
     /* LMDB has batches the log lost: those after the last flush, and on a
      * lazy log those the pipeline took as durable before it. */
