@@ -7,9 +7,9 @@
 # 10 s, then KILL), runs bench_cleanup_more if the script defines it, and
 # removes $scratch. Needs $BIN and $TB set.
 #
-# start_redis and start_tokend start the servers of run.sh and
-# create-syscalls.sh (http.sh and tls.sh define their own start_tokend,
-# with the listeners they need).
+# start_redis and start_tokend start the servers of run.sh, tls.sh and
+# create-syscalls.sh (http.sh defines its own start_tokend, with the
+# listeners it needs).
 
 say() { printf '%s\n' "$*" >&2; }
 
@@ -47,18 +47,20 @@ start_redis() {
   exit 1
 }
 
-# start_tokend [NAME BINARY]: a tokend (default: tokend, $TOKEND, the build
-# under test; under $NICE, when set) with its data in $scratch/NAME, on a free
-# port, without its HTTP listener; sets TOKEND_PORT and TOKEND_PID.
+# start_tokend [NAME [BINARY [DATA [ARGS...]]]]: a tokend (default: tokend,
+# $TOKEND, the build under test; under $NICE, when set) with its data in DATA
+# (default $scratch/NAME) and its log in $scratch/NAME.log, on a free port,
+# without its HTTP listener, with ARGS; sets TOKEND_PORT and TOKEND_PID.
 start_tokend() {
-  local name=${1:-tokend} prog=${2:-$TOKEND} http=()
+  local name=${1:-tokend} prog=${2:-$TOKEND} data=${3:-$scratch/${1:-tokend}} http=()
+  shift $(($# < 3 ? $# : 3))
   # No HTTP listener (it would take 7080); a baseline from before it has no flag.
   # The whole help first: grep -q would stop reading early, and under
   # pipefail the help's SIGPIPE would say "no --http" at random.
   local help
   help=$("$prog" --help 2>/dev/null || true)
   [[ $help == *"--http "* ]] && http=(--http none)
-  ${NICE:-} "$prog" --listen 127.0.0.1:0 "${http[@]}" --data "$scratch/$name" 2>"$scratch/$name.log" &
+  ${NICE:-} "$prog" --listen 127.0.0.1:0 "${http[@]}" --data "$data" "$@" 2>"$scratch/$name.log" &
   pids+=("$!")
   TOKEND_PID=$!
   for _ in $(seq 300); do

@@ -74,20 +74,6 @@ mkdir "$pki"
 ) >"$scratch/openssl.log" 2>&1 || { say "bench: openssl failed:"; cat "$scratch/openssl.log" >&2; exit 1; }
 CA=$pki/ca.pem
 
-# start_tokend NAME DIR ARGS...: sets PORT and TOKEND_PID.
-start_tokend() {
-  local name=$1 dir=$2; shift 2
-  $NICE "$TOKEND" --listen 127.0.0.1:0 --http none --data "$dir" "$@" 2>"$scratch/$name.log" &
-  pids+=("$!")
-  TOKEND_PID=$!
-  for _ in $(seq 300); do
-    PORT=$(sed -n 's/^tokend: listening on [0-9.]*:\([0-9]*\).*/\1/p' "$scratch/$name.log")
-    [ -n "$PORT" ] && return 0
-    sleep 0.05
-  done
-  say "bench: $name did not start:"; cat "$scratch/$name.log" >&2
-  exit 1
-}
 TLS_ARGS=(--tls-cert "$pki/server.pem" --tls-key "$pki/server.key")
 
 runs=$scratch/runs.jsonl
@@ -109,16 +95,16 @@ tb() {
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 say "bench: loading $TOKENS tokens into tokend over TLS"
-start_tokend tokend-load "$scratch/tokend" "${TLS_ARGS[@]}"
-tb load load 0 load --addr "127.0.0.1:$PORT" --tls --ca "$CA" \
+start_tokend tokend-load "$TOKEND" "$scratch/tokend" "${TLS_ARGS[@]}"
+tb load load 0 load --addr "127.0.0.1:$TOKEND_PORT" --tls --ca "$CA" \
   --key "@$scratch/tokend/operator.key" --tokens "$TOKENS" --out "$scratch/tokens"
 kill "$TOKEND_PID"
 wait "$TOKEND_PID" 2>/dev/null || true
 cp -a "$scratch/tokend" "$scratch/tokend-plain"
-start_tokend tokend-tls "$scratch/tokend" "${TLS_ARGS[@]}"
-TADDR=127.0.0.1:$PORT
-start_tokend tokend-plain "$scratch/tokend-plain"
-PADDR=127.0.0.1:$PORT
+start_tokend tokend-tls "$TOKEND" "$scratch/tokend" "${TLS_ARGS[@]}"
+TADDR=127.0.0.1:$TOKEND_PORT
+start_tokend tokend-plain "$TOKEND" "$scratch/tokend-plain"
+PADDR=127.0.0.1:$TOKEND_PORT
 
 RTLS=$(free_port)
 RPLAIN=$(free_port)
